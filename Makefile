@@ -1,0 +1,47 @@
+# nicsim — two commands on a fresh Debian 12 machine (as root): `make demo`, `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the project needs: C++ toolchain for Verilator models, lz4/zlib for FST
+# waveforms, clang/libbpf/bpftool for eBPF objects, PoCL for OpenCL kernels, iproute2 for
+# veth/netns peers.
+APT_PACKAGES := g++ make liblz4-dev zlib1g-dev clang-15 llvm-15 libbpf-dev bpftool \
+	pocl-opencl-icd ocl-icd-opencl-dev iproute2 tcpdump
+JOBS ?= 2
+
+.PHONY: install demo test test-long synth bench lint clean readme-table
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-debian.sh
+	bash scripts/install-debian.sh $(APT_PACKAGES)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/nicsim demo
+
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) -m "not long" -q
+
+test-long: install
+	$(BIN)/python -m pytest -n $(JOBS) -q -m long
+
+synth: install
+	$(BIN)/nicsim synth-all --out benchmarks/results/synth.json
+
+bench: install
+	$(BIN)/python benchmarks/bench_engines.py
+
+readme-table: install
+	$(BIN)/python scripts/readme_table.py
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,62 @@
+"""The exported RTL designs: name, Amaranth block and the AXI4-Stream top that wraps it.
+
+Each design is built the same way for Verilator (:mod:`nicsim.hw.verilator`), for FPGA
+synthesis (:mod:`nicsim.hw.synth`) and for the ``nicsim rtl`` commands.
+"""
+
+import importlib
+from dataclasses import dataclass
+
+__all__ = ["Design", "DESIGNS", "elaborate", "design_names"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """An exported design.
+
+    Members
+    -------
+    module : str
+        Module of the block, relative to ``nicsim``.
+    block : str
+        Class name of the block (a ``wiring.Component``).
+    result_name : str or None
+        Name of its per-frame result stream (``m_axis_<name>_*``), if it has one.
+    summary : str
+        One line for help texts and tables.
+    """
+
+    module: str
+    block: str
+    result_name: str | None
+    summary: str
+
+
+DESIGNS = {
+    "checksum-rx": Design("nicsim.rtl.checksum_rx", "ChecksumRx", "csum",
+                          "RX checksum verification (IPv4 header, TCP/UDP over IPv4/IPv6)"),
+    "checksum-tx": Design("nicsim.rtl.checksum_tx", "ChecksumTx", None,
+                          "TX checksum insertion (CHECKSUM_PARTIAL and automatic)"),
+    "rss": Design("nicsim.rtl.rss", "RssUnit", "hash",
+                  "RSS: Toeplitz hash and indirection table"),
+    "passthrough": Design("nicsim.rtl.passthrough", "Passthrough", None,
+                          "A stream register slice with a scratch register (flow check)"),
+}
+
+
+def design_names(include_internal=False):
+    """Return the names of the user-facing designs."""
+    return [n for n in DESIGNS if include_internal or n != "passthrough"]
+
+
+def elaborate(design, **params):
+    """Return the exported top of ``design`` built with ``params``."""
+    from nicsim.rtl.stream import AxiStreamTop
+
+    try:
+        spec = DESIGNS[design]
+    except KeyError:
+        raise ValueError(f"Unknown design {design!r}; choose one of "
+                         f"{', '.join(design_names())}") from None
+    block_cls = getattr(importlib.import_module(spec.module), spec.block)
+    return AxiStreamTop(block_cls(**params), result_name=spec.result_name or "result")

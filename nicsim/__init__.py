@@ -1,0 +1,2 @@
+"""nicsim: NIC hardware/software co-simulation."""
+__version__ = "0.1.0"
