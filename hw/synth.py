@@ -180,7 +180,8 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
     fmax = None
     if dev.out_of_context:
         _run([_tool(dev.nextpnr), *dev.nextpnr_args, "--out-of-context", "--json", "netlist.json",
-              "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--report", "report.json",
+              "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed),
+              "--report", "report.json",
               "--threads", str(max(1, os.cpu_count() or 1))], folder, log)
         report = json.loads((folder / "report.json").read_text())
         clocks = report.get("fmax", {})

@@ -230,6 +230,7 @@ def run_cocotb(
         rtl.runner.test(
             test_module=test_module,
             hdl_toplevel=rtl.toplevel,
+            hdl_toplevel_lang="verilog",
             build_dir=rtl.build_dir,
             test_dir=run_dir,
             testcase=testcase,

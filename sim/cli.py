@@ -1,0 +1,199 @@
+"""The ``nicsim`` command line.
+
+Errors a user can cause (a bad capture, a bad configuration, an unknown design) end in one
+sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="nicsim: NIC offload gateware, its golden models and the host paths that use them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+rtl_app = typer.Typer(help="Run captures through the offload engines.", no_args_is_help=True)
+app.add_typer(rtl_app, name="rtl")
+
+console = Console()
+err_console = Console(stderr=True)
+
+WIDTH_HELP = "Data width of the gateware in bits (64, 128, 256 or 512)."
+
+
+class UserError(Exception):
+    """An error to report in one line."""
+
+
+def _fail(message):
+    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _check_width(width):
+    if width not in (64, 128, 256, 512):
+        _fail(f"--width must be 64, 128, 256 or 512, not {width}.")
+
+
+@rtl_app.command("run")
+def rtl_run(
+    engine: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    in_path: Annotated[Path, typer.Option("--in", help="Input capture (pcap or pcapng).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output capture (.pcap, or .pcapng "
+                                                         "with per-frame comments).")],
+    meta_path: Annotated[Path, typer.Option("--meta", help="One JSON line per input frame.")],
+    width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
+    backend: Annotated[str, typer.Option(help="rtl (Verilator) or model (golden "
+                                              "reference).")] = "rtl",
+    config: Annotated[Path | None, typer.Option(help="TOML configuration of the "
+                                                     "engine.")] = None,
+):
+    """Run a capture through an engine; write the frames and per-frame metadata."""
+    from nicsim.hw.engines import ENGINES, ConfigError, load_config, run_model, run_rtl
+    from nicsim.hw.pcap import Packet, PcapError, read_pcap, write_pcap
+    from nicsim.hw.verilator import VerilatorError
+
+    if engine not in ENGINES:
+        _fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+    if backend not in ("rtl", "model"):
+        _fail(f"--backend must be rtl or model, not {backend!r}.")
+    _check_width(width)
+    try:
+        packets = read_pcap(in_path)
+        cfg = load_config(engine, config)
+        frames = [p.data for p in packets]
+        start = time.monotonic()
+        if backend == "model":
+            run = run_model(engine, frames, cfg)
+        else:
+            with console.status(f"building {engine} ({width} bit) and running "
+                                f"{len(frames)} frames on Verilator"):
+                run = run_rtl(engine, frames, cfg, width=width)
+        elapsed = time.monotonic() - start
+    except (PcapError, ConfigError, VerilatorError) as exc:
+        _fail(str(exc))
+    kept = [m for m in run.meta if "dropped" not in m]
+    out_packets = []
+    for data, meta, pkt in zip(run.frames, kept, (p for p, m in zip(packets, run.meta,
+                                                                    strict=True)
+                                                  if "dropped" not in m), strict=True):
+        out_packets.append(Packet(data, pkt.time_ns, comment=json.dumps(meta)))
+    try:
+        write_pcap(out_path, out_packets)
+        with open(meta_path, "w") as handle:
+            for i, meta in enumerate(run.meta):
+                handle.write(json.dumps({"frame": i, **meta}) + "\n")
+    except OSError as exc:
+        _fail(f"cannot write output: {exc.strerror} ({exc.filename}).")
+    console.print(f"{engine} ({backend}, {width} bit): {len(frames)} frames in, "
+                  f"{len(run.frames)} out in {elapsed:.2f} s -> {out_path}, {meta_path}")
+
+
+@rtl_app.command("designs")
+def rtl_designs():
+    """List the exported designs."""
+    from nicsim.hw.designs import DESIGNS, design_names
+
+    table = Table("design", "what it does")
+    for name in design_names():
+        table.add_row(name, DESIGNS[name].summary)
+    console.print(table)
+
+
+@app.command()
+def synth(
+    design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
+    device: Annotated[str, typer.Option(help="ecp5-85k, ecp5-25k or ice40-up5k.")] = "ecp5-85k",
+    seed: Annotated[int, typer.Option(help="nextpnr placement seed.")] = 1,
+    force: Annotated[bool, typer.Option(help="Ignore a cached result.")] = False,
+):
+    """Synthesize a design with yosys + nextpnr and print its figures as JSON."""
+    from nicsim.hw.designs import DESIGNS
+    from nicsim.hw.synth import DEVICES, SynthError, synthesize
+
+    if design not in DESIGNS:
+        _fail(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}.")
+    if device not in DEVICES:
+        _fail(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
+    _check_width(width)
+    try:
+        with err_console.status(f"synthesizing {design} ({width} bit) for {device}"):
+            result = synthesize(design, {"width": width}, device=device, seed=seed, force=force)
+    except SynthError as exc:
+        _fail(str(exc))
+    result = {k: v for k, v in result.items() if k not in ("cells", "tools")}
+    print(json.dumps(result))
+
+
+@app.command("synth-all")
+def synth_all(
+    out: Annotated[Path, typer.Option(help="JSON file for the table.")] = Path(
+        "benchmarks/results/synth.json"),
+    widths: Annotated[str, typer.Option(help="Comma-separated widths.")] = "64,512",
+    device: Annotated[str, typer.Option(help="FPGA device.")] = "ecp5-85k",
+):
+    """Synthesize every block at each width and tabulate the figures."""
+    from nicsim.hw.designs import design_names
+    from nicsim.hw.synth import SynthError, synthesize
+
+    rows = []
+    table = Table("design", "width", "fmax MHz", "LUT4", "FF", "BRAM", "seconds")
+    for design in design_names():
+        for width in (int(w) for w in widths.split(",")):
+            try:
+                with err_console.status(f"synthesizing {design} ({width} bit)"):
+                    r = synthesize(design, {"width": width}, device=device)
+            except (SynthError, ImportError) as exc:
+                err_console.print(f"{design} {width}: {exc}")
+                continue
+            r = {k: v for k, v in r.items() if k != "cells"}
+            rows.append(r)
+            table.add_row(design, str(width), str(r["fmax_mhz"]), str(r["luts"]), str(r["ffs"]),
+                          str(r["brams"]), str(r["seconds"]))
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": device, "results": rows}, indent=1) + "\n")
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    frames: Annotated[int, typer.Option(help="Frames in the generated capture.")] = 300,
+    width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
+    outdir: Annotated[Path, typer.Option(help="Where the capture and results go.")] = Path(
+        "out/demo"),
+):
+    """Generate a mixed capture, run it through rss and checksum-rx on the RTL, show the tally."""
+    from nicsim.sim.demo import run_demo
+
+    _check_width(width)
+    try:
+        run_demo(console, frames=frames, width=width, outdir=outdir)
+    except UserError as exc:
+        _fail(str(exc))
+
+
+def main():
+    """Entry point of the ``nicsim`` command."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("nicsim: interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
