@@ -10,6 +10,7 @@ import pickle
 
 import cocotb
 from cocotb.triggers import RisingEdge
+
 from nicsim.hw.cocotb_tb import TB
 
 __all__ = ["run_job"]
