@@ -7,9 +7,6 @@ can be compared byte for byte (``nicsim rtl run --backend rtl|model``).
 
 from __future__ import annotations
 
-import json
-import pickle
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +41,9 @@ ENGINES = ("checksum-rx", "checksum-tx", "rss")
 RSS_REG_ENABLED = 0x008
 RSS_REG_KEY = 0x040
 RSS_REG_TABLE = 0x800
+# Counters of the checksum-tx engine (rtl/checksum_tx.py REGISTERS).
+TX_FRAMES_OUT = 0x04
+TX_DROPS = (0x08, 0x0C, 0x10)
 
 
 class ConfigError(ValueError):
@@ -237,8 +237,8 @@ def rss_register_writes(config: RssConfig):
     return writes
 
 
-def run_rtl(engine, frames, config=None, width=64, progress=None) -> EngineRun:
-    """Run frames through the gateware of ``engine`` on Verilator.
+def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=0, seed=1):
+    """Run frames through the gateware of ``engine`` on Verilator (C++ harness).
 
     Parameters
     ----------
@@ -250,13 +250,15 @@ def run_rtl(engine, frames, config=None, width=64, progress=None) -> EngineRun:
         Engine configuration, loaded into the design's registers.
     width : int
         Data width of the gateware in bits.
+    idle_pct, backpressure_pct : int
+        Percent of cycles the source idles / the sinks refuse (seeded).
     """
-    from .verilator import build, run_cocotb
+    from .harness import build_harness, run_harness
 
     config = config or EngineConfig()
     params = {"width": width}
     users = [0] * len(frames)
-    writes = []
+    writes, reads = [], []
     if engine == "rss":
         params["table_size"] = len(config.rss.table)
         writes = rss_register_writes(config.rss)
@@ -264,52 +266,37 @@ def run_rtl(engine, frames, config=None, width=64, progress=None) -> EngineRun:
         cmd = config.tx
         user = cmd.csum_start | (cmd.csum_offset << 16) | (int(cmd.mode) << 32)
         users = [user] * len(frames)
+        reads = [0x00, TX_FRAMES_OUT, *TX_DROPS]
     elif engine != "checksum-rx":
         raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    sendable = [f for f in frames if f]  # an AXI4-Stream frame has at least one byte
-    job = {
-        "frames": sendable,
-        "users": [u for u, f in zip(users, frames, strict=True) if f],
-        "writes": writes,
-        "result": {"checksum-rx": "csum", "rss": "hash"}.get(engine),
-        "max_frame": MAX_FRAME_LEN,
-    }
-    rtl = build(engine, params)
-    with tempfile.TemporaryDirectory(prefix="nicsim-run-") as tmp:
-        job_file = Path(tmp) / "job.pkl"
-        out_file = Path(tmp) / "out.pkl"
-        job_file.write_bytes(pickle.dumps(job))
-        run_cocotb(rtl, "nicsim.hw.rtl_run_tb", env={
-            "NICSIM_RUN_JOB": str(job_file), "NICSIM_RUN_OUT": str(out_file)},
-            run_dir=Path(tmp) / "sim")
-        done = pickle.loads(out_file.read_bytes())
+    # An AXI4-Stream frame has at least one byte: empty records never reach the wire.
+    sent = [i for i, f in enumerate(frames) if f]
+    build = build_harness(engine, params)
+    done = run_harness(build, [frames[i] for i in sent], [users[i] for i in sent], writes,
+                       reads, idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed)
     if engine == "checksum-tx":
         return _tx_outcome(frames, done, config.tx)
     decode = decode_csum_result if engine == "checksum-rx" else decode_rss_result
-    words = iter(done["results"])
-    meta = []
-    for f in frames:
-        if f:
-            meta.append(decode(next(words)))
-        else:  # empty frames never reach the wire; report what the reference does
-            meta.append(run_model(engine, [f], config).meta[0])
+    words = iter(done.results)
+    meta = [decode(next(words)) if f else run_model(engine, [f], config).meta[0]
+            for f in frames]
     return EngineRun(list(frames), meta)
 
 
 def _tx_outcome(frames, done, cmd):
-    out_frames = done["frames"]
+    out_frames = done.frames
     expected_drops = [_tx_drop_reason(f, cmd) for f in frames]
     kept = sum(r is None for r in expected_drops)
     if kept != len(out_frames):
         raise RuntimeError(f"checksum-tx gateware emitted {len(out_frames)} frames where "
-                           f"{kept} were expected; counters: {json.dumps(done['registers'])}")
+                           f"{kept} were expected; counters {[v for v, _ in done.reads]}")
     meta = []
-    outs = iter(zip(out_frames, done["users"], strict=True))
+    outs = iter(out_frames)
     for reason in expected_drops:
         if reason is not None:
             meta.append({"dropped": reason})
         else:
             _, user = next(outs)
             meta.append({"ip_inserted": bool(user & 1), "l4_inserted": bool(user & 2)})
-    return EngineRun(list(out_frames), meta)
+    return EngineRun([f for f, _ in out_frames], meta)
 

@@ -134,23 +134,14 @@ def build(design: str, params: dict | None = None, waves: bool | None = None) ->
     """
     from cocotb_tools.runner import get_runner
 
-    from .designs import elaborate
-
     params = dict(params or {})
     waves = _waves_requested(waves)
-    _setup_env()
-    top = elaborate(design, **params)
-    toplevel = design.replace("-", "_")
-    text = export_verilog(top, toplevel)
     flags = list(VERILATOR_FLAGS) + (["--trace-fst", "--trace-structs"] if waves else [])
-    digest = hashlib.sha256(
-        (text + json.dumps(flags) + str(verilator_root())).encode()).hexdigest()[:12]
-    folder = build_root() / "verilator" / f"{toplevel}_{_param_tag(params)}_{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
+    toplevel, text, folder, _ = prepare(design, params, "cocotb", flags)
     source = folder / f"{toplevel}.v"
     stamp = folder / "built.ok"
     runner = get_runner("verilator")
-    with _locked(folder / ".lock"):
+    with locked(folder / ".lock"):
         if not stamp.exists():
             source.write_text(text)
             try:
@@ -174,8 +165,28 @@ def build(design: str, params: dict | None = None, waves: bool | None = None) ->
     return RtlBuild(design, params, toplevel, folder, waves, runner)
 
 
+def prepare(design: str, params: dict, flavor: str, flags) -> tuple:
+    """Elaborate ``design`` and pick its cache folder.
+
+    Returns ``(toplevel, verilog_text, folder, top_component)``; the folder name carries the
+    design, its parameters and a hash of the Verilog text, the build flavor and the flags.
+    """
+    from .designs import elaborate
+
+    _setup_env()
+    top = elaborate(design, **params)
+    toplevel = design.replace("-", "_")
+    text = export_verilog(top, toplevel)
+    digest = hashlib.sha256(
+        (text + flavor + json.dumps(list(flags)) + str(verilator_root())).encode()
+    ).hexdigest()[:12]
+    folder = build_root() / "verilator" / f"{toplevel}_{_param_tag(params)}_{flavor}_{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return toplevel, text, folder, top
+
+
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

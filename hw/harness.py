@@ -1,0 +1,175 @@
+"""Fast RTL runs: the design on Verilator driven by a C++ harness, no Python per cycle.
+
+cocotb with the Python bus models moves about 20k beats per second; this harness streams frames
+through the same Verilated design at millions of cycles per second, so whole captures and
+benchmarks run through the gateware. It speaks the same AXI4-Stream and AXI4-Lite rules as the
+cocotbext-axi models (see ``cpp/stream_harness.cpp``).
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .verilator import VERILATOR_FLAGS, VerilatorError, locked, prepare, verilator_root
+
+__all__ = ["HarnessBuild", "HarnessOutcome", "build_harness", "run_harness"]
+
+_SOURCE = Path(__file__).parent / "cpp" / "stream_harness.cpp"
+_JOB_MAGIC = 0x314A534E
+_OUT_MAGIC = 0x314F534E
+
+
+@dataclass
+class HarnessBuild:
+    """A design compiled with the C++ stream harness.
+
+    Members
+    -------
+    binary : Path
+        The executable.
+    ports : set of str
+        Top-level port names of the design.
+    lanes : int
+        Bytes per beat.
+    """
+
+    binary: Path
+    ports: set
+    lanes: int
+
+
+@dataclass
+class HarnessOutcome:
+    """What a harness run returned.
+
+    Members
+    -------
+    frames : list of (bytes, int)
+        Output frames with the ``tuser`` of their last beat.
+    results : list of int
+        Words of the result stream, in order.
+    reads : list of (int, int)
+        Register values and AXI responses of the requested reads, after the run.
+    cycles : int
+        Clock cycles simulated (including reset and register access).
+    in_beats : int
+        Beats accepted on ``s_axis``.
+    """
+
+    frames: list = field(default_factory=list)
+    results: list = field(default_factory=list)
+    reads: list = field(default_factory=list)
+    cycles: int = 0
+    in_beats: int = 0
+
+
+def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
+    """Build (or reuse) ``design`` with ``params`` compiled against the C++ harness."""
+    params = dict(params or {})
+    source_text = _SOURCE.read_text()
+    flags = list(VERILATOR_FLAGS) + [source_text]  # harness changes invalidate the cache
+    toplevel, text, folder, top = prepare(design, params, "harness", flags)
+    ports = set(top.signature.members.keys())
+    lanes = top.signature.members["s_axis_tdata"].shape.width // 8
+    binary = folder / "harness"
+    with locked(folder / ".lock"):
+        if not binary.exists():
+            (folder / f"{toplevel}.v").write_text(text)
+            defines = [f"#define BYTES {lanes}"]
+            if "m_axis_tdata" in ports:
+                defines.append("#define HAS_M_AXIS 1")
+            if "m_axis_tuser" in ports:
+                defines.append("#define HAS_M_TUSER 1")
+            if "s_axis_tuser" in ports:
+                defines.append("#define HAS_S_TUSER 1")
+            if "s_axil_awaddr" in ports:
+                defines.append("#define HAS_AXIL 1")
+            result = [p[:-len("_tdata")] for p in ports
+                      if p.startswith("m_axis_") and p.endswith("_tdata") and p != "m_axis_tdata"]
+            if result:
+                defines.append(f"#define RESULT top->{result[0]}")
+            (folder / "harness_main.cpp").write_text(
+                "\n".join(defines) + f'\n#include "{_SOURCE}"\n')
+            cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
+                   "-j", "2", *VERILATOR_FLAGS, "--top-module", toplevel, "--prefix", "Vtop",
+                   "-Mdir", str(folder / "obj"), "-o", str(binary),
+                   "-CFLAGS", "-O2 -std=c++17", f"{toplevel}.v", "harness_main.cpp"]
+            with open(folder / "build.log", "w") as log:
+                proc = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+            if proc.returncode != 0 or not binary.exists():
+                raise VerilatorError(f"the C++ harness for {design} {params} did not build: "
+                                     f"see {folder / 'build.log'}")
+    return HarnessBuild(binary, ports, lanes)
+
+
+def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), idle_pct=0,
+                backpressure_pct=0, seed=1, drain_cycles=None, timeout_s=600) -> HarnessOutcome:
+    """Stream ``frames`` through a harness build and return what came out.
+
+    Parameters
+    ----------
+    frames : list of bytes
+        Frames to send (each at least one byte).
+    users : list of int, optional
+        ``s_axis_tuser`` of each frame.
+    writes : list of (addr, value)
+        Register writes before the first frame; a rejected write raises.
+    reads : list of addr
+        Registers read after the last output.
+    idle_pct, backpressure_pct : int
+        Percent of cycles the source idles and the sinks refuse (seeded by ``seed``).
+    drain_cycles : int, optional
+        Quiet cycles after the last input that end the run (default: enough for a
+        store-and-forward of the largest frame).
+    """
+    if any(len(f) == 0 for f in frames):
+        raise ValueError("an AXI4-Stream frame has at least one byte")
+    users = list(users) if users is not None else [0] * len(frames)
+    if drain_cycles is None:
+        longest = max((len(f) for f in frames), default=0)
+        drain_cycles = 4 * (longest // build.lanes + 1) + 2000
+    job = bytearray(struct.pack("<II", _JOB_MAGIC, len(writes)))
+    for addr, value in writes:
+        job += struct.pack("<II", addr, value & 0xFFFFFFFF)
+    job += struct.pack("<I", len(reads))
+    for addr in reads:
+        job += struct.pack("<I", addr)
+    job += struct.pack("<IIQQI", idle_pct, backpressure_pct, seed, drain_cycles, len(frames))
+    for data, user in zip(frames, users, strict=True):
+        job += struct.pack("<IQ", len(data), user) + bytes(data)
+    proc = subprocess.run([str(build.binary)], input=bytes(job), capture_output=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0:
+        raise VerilatorError(f"the RTL harness failed: {proc.stderr.decode(errors='replace')}")
+    return _parse_outcome(proc.stdout, proc.stderr.decode(errors="replace").strip())
+
+
+def _parse_outcome(blob, stderr):
+    magic, status, cycles, in_beats = struct.unpack_from("<IIQQ", blob)
+    if magic != _OUT_MAGIC:
+        raise VerilatorError("the RTL harness returned garbage")
+    if status == 1:
+        raise VerilatorError(stderr or "a register write was rejected")
+    out = HarnessOutcome(cycles=cycles, in_beats=in_beats)
+    off = 24
+    (n_out,) = struct.unpack_from("<I", blob, off)
+    off += 4
+    for _ in range(n_out):
+        length, user = struct.unpack_from("<IQ", blob, off)
+        off += 12
+        out.frames.append((blob[off:off + length], user))
+        off += length
+    (n_res,) = struct.unpack_from("<I", blob, off)
+    off += 4
+    out.results = list(struct.unpack_from(f"<{n_res}Q", blob, off))
+    off += 8 * n_res
+    (n_reads,) = struct.unpack_from("<I", blob, off)
+    off += 4
+    out.reads = [struct.unpack_from("<II", blob, off + 8 * i) for i in range(n_reads)]
+    if status == 2:
+        raise VerilatorError(f"the design stopped: {len(out.results)} results and "
+                             f"{len(out.frames)} frames came out before it went quiet")
+    return out
