@@ -57,6 +57,9 @@ class HarnessOutcome:
         Clock cycles simulated (including reset and register access).
     in_beats : int
         Beats accepted on ``s_axis``.
+    in_span : int
+        Cycles from the first accepted input beat to the last, inclusive: ``in_beats ==
+        in_span`` means the design took a beat every cycle.
     """
 
     frames: list = field(default_factory=list)
@@ -64,6 +67,7 @@ class HarnessOutcome:
     reads: list = field(default_factory=list)
     cycles: int = 0
     in_beats: int = 0
+    in_span: int = 0
 
 
 def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
@@ -148,13 +152,13 @@ def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), id
 
 
 def _parse_outcome(blob, stderr):
-    magic, status, cycles, in_beats = struct.unpack_from("<IIQQ", blob)
+    magic, status, cycles, in_beats, in_span = struct.unpack_from("<IIQQQ", blob)
     if magic != _OUT_MAGIC:
         raise VerilatorError("the RTL harness returned garbage")
     if status == 1:
         raise VerilatorError(stderr or "a register write was rejected")
-    out = HarnessOutcome(cycles=cycles, in_beats=in_beats)
-    off = 24
+    out = HarnessOutcome(cycles=cycles, in_beats=in_beats, in_span=in_span)
+    off = 32
     (n_out,) = struct.unpack_from("<I", blob, off)
     off += 4
     for _ in range(n_out):

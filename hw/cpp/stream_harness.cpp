@@ -10,7 +10,8 @@
 //            u64 seed, u64 drain_cycles, u32 n_frames,
 //            n_frames x {u32 len, u64 tuser, len bytes}
 //   outcome: u32 magic 'NSO1', u32 status (0 ok, 1 register write rejected, 2 hang),
-//            u64 cycles, u64 in_beats, u32 n_out, n_out x {u32 len, u64 tuser, bytes},
+//            u64 cycles, u64 in_beats, u64 in_span (cycles from the first accepted
+//            input beat to the last, inclusive), u32 n_out, n_out x {u32 len, u64 tuser, bytes},
 //            u32 n_results, n_results x u64, u32 n_reads, n_reads x {u32 value, u32 resp}
 //
 // Handshakes are sampled before the rising edge, exactly as the AXI4-Stream rules define a
@@ -185,6 +186,8 @@ class Harness {
             top->eval();
             cycles++;
             if (in_fire) {
+                if (in_beats == 0) first_in = cycles;
+                last_in = cycles;
                 in_beats++;
                 off += LANES;
                 if (off >= frames[fi].data.size()) {
@@ -273,7 +276,7 @@ class Harness {
     std::unique_ptr<VerilatedContext> ctx;
     std::unique_ptr<Vtop> top;
     std::mt19937_64 rng;
-    uint64_t cycles = 0, in_beats = 0;
+    uint64_t cycles = 0, in_beats = 0, first_in = 0, last_in = 0;
     std::vector<Frame> out;
     Frame cur;
     std::vector<uint64_t> results;
@@ -323,6 +326,7 @@ int main(int argc, char** argv) {
     wr<uint32_t>(out, status);
     wr<uint64_t>(out, h.cycles);
     wr<uint64_t>(out, h.in_beats);
+    wr<uint64_t>(out, h.in_beats ? h.last_in - h.first_in + 1 : 0);
     wr<uint32_t>(out, uint32_t(h.out.size()));
     for (auto& f : h.out) {
         wr<uint32_t>(out, uint32_t(f.data.size()));
