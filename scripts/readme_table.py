@@ -1,0 +1,53 @@
+"""Regenerate the README's table of blocks from benchmarks/results/*.json."""
+
+import json
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[1]
+START, END = "<!-- blocks-table:start -->", "<!-- blocks-table:end -->"
+
+
+def _load(name):
+    path = TOP / "benchmarks" / "results" / name
+    return json.loads(path.read_text()) if path.exists() else {"results": []}
+
+
+def table():
+    synth = _load("synth.json")
+    engines = {(r["engine"], r["width"]): r for r in _load("engines.json")["results"]}
+    device = synth.get("device", "ecp5-85k")
+    lines = [
+        f"| block | width | fmax ({device}) | LUT4 | FF | BRAM | beats/cycle, 60 B frames "
+        "| beats/cycle, 256 B frames |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for r in synth["results"]:
+        key = (r["design"], r["params"]["width"])
+        seen.add(key)
+        e = engines.get(key, {})
+        lines.append(f"| {key[0]} | {key[1]} | {r['fmax_mhz']} MHz | {r['luts']} | {r['ffs']} | "
+                     f"{r['brams']} | {e.get('beats_per_cycle_60B', '-')} | "
+                     f"{e.get('beats_per_cycle_256B', '-')} |")
+    for key, e in sorted(engines.items()):
+        if key not in seen:
+            lines.append(f"| {key[0]} | {key[1]} | - | - | - | - | "
+                         f"{e.get('beats_per_cycle_60B', '-')} | "
+                         f"{e.get('beats_per_cycle_256B', '-')} |")
+    lines.append("")
+    lines.append("Synthesis: yosys + nextpnr out of context, figures from `make synth`; "
+                 "line rate from `make bench` (1.0 = one beat every clock cycle).")
+    return "\n".join(lines)
+
+
+def main():
+    readme = TOP / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    print("README.md table updated")
+
+
+if __name__ == "__main__":
+    main()
