@@ -113,6 +113,29 @@ def rtl_designs():
 
 
 @app.command()
+def export(
+    design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Verilog file (default: "
+                                                                 "DESIGN_wWIDTH.v).")] = None,
+):
+    """Write a design as Verilog with AXI4-Stream/AXI4-Lite ports, for use in other projects."""
+    from nicsim.hw.designs import DESIGNS, elaborate
+    from nicsim.hw.verilator import export_verilog
+
+    if design not in DESIGNS:
+        _fail(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}.")
+    _check_width(width)
+    name = design.replace("-", "_")
+    out = out or Path(f"{name}_w{width}.v")
+    try:
+        out.write_text(export_verilog(elaborate(design, width=width), name))
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror}.")
+    console.print(f"wrote module {name} ({width}-bit data) to {out}")
+
+
+@app.command()
 def synth(
     design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
     width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
