@@ -92,3 +92,17 @@ def test_bad_arguments_one_line(capture, tmp_path):
         r = nicsim(*args)
         assert r.returncode == 2
         assert expect in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("engine, width", [("checksum-rx", 64), ("rss", 512),
+                                           ("checksum-tx", 128)])
+def test_rtl_and_model_backends_write_identical_files(capture, tmp_path, engine, width):
+    path, _ = capture
+    outputs = {}
+    for backend in ("model", "rtl"):
+        out, meta = tmp_path / f"{backend}.pcap", tmp_path / f"{backend}.jsonl"
+        r = nicsim("rtl", "run", engine, "--in", path, "--out", out, "--meta", meta,
+                   "--backend", backend, "--width", width)
+        assert r.returncode == 0, r.stderr
+        outputs[backend] = (out.read_bytes(), meta.read_text())
+    assert outputs["rtl"] == outputs["model"]
