@@ -16,6 +16,20 @@ from rich.table import Table
 __all__ = ["run_demo"]
 
 
+_TYPE_LABELS = {"tcp_ipv4": "TCP/IPv4", "udp_ipv4": "UDP/IPv4", "ipv4": "IPv4",
+                "tcp_ipv6": "TCP/IPv6", "udp_ipv6": "UDP/IPv6", "ipv6": "IPv6", "none": "none"}
+
+
+def _meaning(ip, l4):
+    if ip == "bad":
+        return "IPv4 header checksum wrong: the stack drops it"
+    if l4 == "ok":
+        return "CHECKSUM_UNNECESSARY (TCP/UDP verified)"
+    if l4 == "bad":
+        return "TCP/UDP checksum wrong: CHECKSUM_COMPLETE, the stack drops it"
+    return "CHECKSUM_COMPLETE only (no TCP/UDP to verify)"
+
+
 def run_demo(console, frames=300, width=64, outdir=Path("out/demo"), seed=1):
     """Run the demo and print its tables on ``console``."""
     from nicsim.hw.engines import load_config, run_model, run_rtl
@@ -56,17 +70,19 @@ def run_demo(console, frames=300, width=64, outdir=Path("out/demo"), seed=1):
     queues = collections.defaultdict(collections.Counter)
     for m in results["rss"].meta:
         queues[m["queue"]][m["hash_type"]] += 1
-    types = sorted({t for c in queues.values() for t in c})
-    table = Table("queue", "frames", *types, title="RSS: frames per receive queue (RTL)")
+    types = [t for t in _TYPE_LABELS if any(t in c for c in queues.values())]
+    table = Table("queue", "frames", *(_TYPE_LABELS[t] for t in types),
+                  title="RSS: frames per receive queue, by hash type (RTL)")
     for q in sorted(queues):
         c = queues[q]
         table.add_row(str(q), str(sum(c.values())), *(str(c.get(t, 0)) for t in types))
     console.print(table)
 
     verdicts = collections.Counter((m["ip"], m["l4"]) for m in results["checksum-rx"].meta)
-    table = Table("ip", "l4", "frames", title="RX checksum verdicts (RTL)")
+    table = Table("ip", "l4", "frames", "what the driver tells Linux",
+                  title="RX checksum verdicts (RTL)")
     for (ip, l4), n in sorted(verdicts.items()):
-        table.add_row(ip, l4, str(n))
+        table.add_row(ip, l4, str(n), _meaning(ip, l4))
     console.print(table)
     console.print("Open the annotated captures in Wireshark (each frame's verdict is its "
                   f"comment): wireshark {outdir}/checksum-rx.pcapng")
