@@ -237,7 +237,8 @@ def rss_register_writes(config: RssConfig):
     return writes
 
 
-def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=0, seed=1):
+def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=0, seed=1,
+            waves=None):
     """Run frames through the gateware of ``engine`` on Verilator (C++ harness).
 
     Parameters
@@ -252,6 +253,8 @@ def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=
         Data width of the gateware in bits.
     idle_pct, backpressure_pct : int
         Percent of cycles the source idles / the sinks refuse (seeded).
+    waves : path, optional
+        Record the run as an FST waveform.
     """
     from .harness import build_harness, run_harness
 
@@ -271,9 +274,10 @@ def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=
         raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     # An AXI4-Stream frame has at least one byte: empty records never reach the wire.
     sent = [i for i, f in enumerate(frames) if f]
-    build = build_harness(engine, params)
+    build = build_harness(engine, params, waves=waves is not None)
     done = run_harness(build, [frames[i] for i in sent], [users[i] for i in sent], writes,
-                       reads, idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed)
+                       reads, idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed,
+                       waves=waves)
     if engine == "checksum-tx":
         return _tx_outcome(frames, done, config.tx)
     decode = decode_csum_result if engine == "checksum-rx" else decode_rss_result

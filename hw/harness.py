@@ -70,12 +70,17 @@ class HarnessOutcome:
     in_span: int = 0
 
 
-def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
-    """Build (or reuse) ``design`` with ``params`` compiled against the C++ harness."""
+def build_harness(design: str, params: dict | None = None, waves: bool = False) -> HarnessBuild:
+    """Build (or reuse) ``design`` with ``params`` compiled against the C++ harness.
+
+    With ``waves`` the build can record FST waveforms (slower; see :func:`run_harness`).
+    """
     params = dict(params or {})
     source_text = _SOURCE.read_text()
-    flags = list(VERILATOR_FLAGS) + [source_text]  # harness changes invalidate the cache
-    toplevel, text, folder, top = prepare(design, params, "harness", flags)
+    trace = ["--trace-fst", "--trace-structs"] if waves else []
+    flags = list(VERILATOR_FLAGS) + trace + [source_text]  # harness changes invalidate the cache
+    toplevel, text, folder, top = prepare(design, params, "harness-waves" if waves else "harness",
+                                          flags)
     ports = set(top.signature.members.keys())
     lanes = top.signature.members["s_axis_tdata"].shape.width // 8
     binary = folder / "harness"
@@ -89,6 +94,8 @@ def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
                 defines.append("#define HAS_M_TUSER 1")
             if "s_axis_tuser" in ports:
                 defines.append("#define HAS_S_TUSER 1")
+            if waves:
+                defines.append("#define TRACE_FST 1")
             if "s_axil_awaddr" in ports:
                 defines.append("#define HAS_AXIL 1")
             result = [p[:-len("_tdata")] for p in ports
@@ -98,7 +105,7 @@ def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
             (folder / "harness_main.cpp").write_text(
                 "\n".join(defines) + f'\n#include "{_SOURCE}"\n')
             cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
-                   "-j", "2", *VERILATOR_FLAGS, "--top-module", toplevel, "--prefix", "Vtop",
+                   "-j", "2", *VERILATOR_FLAGS, *trace, "--top-module", toplevel, "--prefix", "Vtop",
                    "-Mdir", str(folder / "obj"), "-o", str(binary),
                    f"{toplevel}.v", "harness_main.cpp"]
             with open(folder / "build.log", "w") as log:
@@ -110,7 +117,8 @@ def build_harness(design: str, params: dict | None = None) -> HarnessBuild:
 
 
 def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), idle_pct=0,
-                backpressure_pct=0, seed=1, drain_cycles=None, timeout_s=600) -> HarnessOutcome:
+                backpressure_pct=0, seed=1, drain_cycles=None, timeout_s=600,
+                waves=None) -> HarnessOutcome:
     """Stream ``frames`` through a harness build and return what came out.
 
     Parameters
@@ -128,6 +136,8 @@ def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), id
     drain_cycles : int, optional
         Quiet cycles after the last input that end the run (default: enough for a
         store-and-forward of the largest frame).
+    waves : path, optional
+        Record the run as an FST waveform there (the build needs ``waves=True``).
     """
     if any(len(f) == 0 for f in frames):
         raise ValueError("an AXI4-Stream frame has at least one byte")
@@ -144,7 +154,8 @@ def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), id
     job += struct.pack("<IIQQI", idle_pct, backpressure_pct, seed, drain_cycles, len(frames))
     for data, user in zip(frames, users, strict=True):
         job += struct.pack("<IQ", len(data), user) + bytes(data)
-    proc = subprocess.run([str(build.binary)], input=bytes(job), capture_output=True,
+    argv = [str(build.binary)] + ([str(waves)] if waves else [])
+    proc = subprocess.run(argv, input=bytes(job), capture_output=True,
                           timeout=timeout_s)
     if proc.returncode != 0:
         raise VerilatorError(f"the RTL harness failed: {proc.stderr.decode(errors='replace')}")

@@ -59,6 +59,8 @@ def rtl_run(
                                               "reference).")] = "rtl",
     config: Annotated[Path | None, typer.Option(help="TOML configuration of the "
                                                      "engine.")] = None,
+    waves: Annotated[Path | None, typer.Option(help="Record the RTL run as an FST waveform "
+                                                    "(GTKWave, Surfer).")] = None,
 ):
     """Run a capture through an engine; write the frames and per-frame metadata."""
     from nicsim.hw.engines import ENGINES, ConfigError, load_config, run_model, run_rtl
@@ -69,6 +71,8 @@ def rtl_run(
         _fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
     if backend not in ("rtl", "model"):
         _fail(f"--backend must be rtl or model, not {backend!r}.")
+    if waves is not None and backend != "rtl":
+        _fail("--waves needs --backend rtl.")
     _check_width(width)
     try:
         packets = read_pcap(in_path)
@@ -80,7 +84,7 @@ def rtl_run(
         else:
             with console.status(f"building {engine} ({width} bit) and running "
                                 f"{len(frames)} frames on Verilator"):
-                run = run_rtl(engine, frames, cfg, width=width)
+                run = run_rtl(engine, frames, cfg, width=width, waves=waves)
         elapsed = time.monotonic() - start
     except (PcapError, ConfigError, VerilatorError) as exc:
         _fail(str(exc))

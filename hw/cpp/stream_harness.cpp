@@ -14,7 +14,8 @@
 //            input beat to the last, inclusive), u32 n_out, n_out x {u32 len, u64 tuser, bytes},
 //            u32 n_results, n_results x u64, u32 n_reads, n_reads x {u32 value, u32 resp}
 //
-// Handshakes are sampled before the rising edge, exactly as the AXI4-Stream rules define a
+// With TRACE_FST defined and a file name as the first argument, the run is recorded as an FST
+// waveform (4 ns clock). Handshakes are sampled before the rising edge, exactly as the AXI4-Stream rules define a
 // transfer (tvalid & tready at the edge).
 #include <cstdint>
 #include <cstdio>
@@ -26,6 +27,9 @@
 
 #include "Vtop.h"
 #include "verilated.h"
+#ifdef TRACE_FST
+#include "verilated_fst_c.h"
+#endif
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
@@ -92,9 +96,21 @@ constexpr size_t LANES = BYTES;
 
 class Harness {
   public:
-    explicit Harness(uint64_t seed) : rng(seed) {
+    explicit Harness(uint64_t seed, const char* waves) : rng(seed) {
         ctx = std::make_unique<VerilatedContext>();
+#ifdef TRACE_FST
+        if (waves) ctx->traceEverOn(true);
+#endif
         top = std::make_unique<Vtop>(ctx.get());
+#ifdef TRACE_FST
+        if (waves) {
+            tfp = std::make_unique<VerilatedFstC>();
+            top->trace(tfp.get(), 99);
+            tfp->open(waves);
+        }
+#else
+        (void)waves;
+#endif
         top->clk = 0;
         top->rst = 1;
         top->s_axis_tvalid = 0;
@@ -117,14 +133,28 @@ class Harness {
         tick();
     }
 
-    // One clock cycle: outputs are sampled before the rising edge.
-    void tick() {
+    // Half cycles of a 4 ns clock; the waveform (if any) records both edges.
+    void low() {
         top->clk = 0;
         top->eval();
-        sample();
+#ifdef TRACE_FST
+        if (tfp) tfp->dump(cycles * 4000 + 2000);
+#endif
+    }
+    void high() {
         top->clk = 1;
         top->eval();
+#ifdef TRACE_FST
+        if (tfp) tfp->dump(cycles * 4000 + 4000);
+#endif
         cycles++;
+    }
+
+    // One clock cycle: outputs are sampled before the rising edge.
+    void tick() {
+        low();
+        sample();
+        high();
     }
 
 #ifdef HAS_AXIL
@@ -135,15 +165,12 @@ class Harness {
         top->s_axil_wvalid = 1;
         bool aw = false, w = false;
         for (int guard = 0; guard < 1000; guard++) {
-            top->clk = 0;
-            top->eval();
+            low();
             if (top->s_axil_awready) aw = true;
             if (top->s_axil_wready) w = true;
             bool bdone = top->s_axil_bvalid;
             uint32_t resp = top->s_axil_bresp;
-            top->clk = 1;
-            top->eval();
-            cycles++;
+            high();
             if (aw) top->s_axil_awvalid = 0;
             if (w) top->s_axil_wvalid = 0;
             if (bdone) return resp == 0;
@@ -154,15 +181,12 @@ class Harness {
         top->s_axil_araddr = addr;
         top->s_axil_arvalid = 1;
         for (int guard = 0; guard < 1000; guard++) {
-            top->clk = 0;
-            top->eval();
+            low();
             bool ar = top->s_axil_arready;
             bool rdone = top->s_axil_rvalid;
             value = top->s_axil_rdata;
             resp = top->s_axil_rresp;
-            top->clk = 1;
-            top->eval();
-            cycles++;
+            high();
             if (ar) top->s_axil_arvalid = 0;
             if (rdone) return true;
         }
@@ -178,13 +202,10 @@ class Harness {
         std::uniform_int_distribution<unsigned> pct(0, 99);
         drive_beat(frames, fi, off, idle_pct, pct);
         while (true) {
-            top->clk = 0;
-            top->eval();
+            low();
             bool in_fire = top->s_axis_tvalid && top->s_axis_tready;
             bool activity = sample();
-            top->clk = 1;
-            top->eval();
-            cycles++;
+            high();
             if (in_fire) {
                 if (in_beats == 0) first_in = cycles;
                 last_in = cycles;
@@ -275,6 +296,9 @@ class Harness {
 
     std::unique_ptr<VerilatedContext> ctx;
     std::unique_ptr<Vtop> top;
+#ifdef TRACE_FST
+    std::unique_ptr<VerilatedFstC> tfp;
+#endif
     std::mt19937_64 rng;
     uint64_t cycles = 0, in_beats = 0, first_in = 0, last_in = 0;
     std::vector<Frame> out;
@@ -309,7 +333,7 @@ int main(int argc, char** argv) {
         }
     }
     Verilated::commandArgs(argc, argv);
-    Harness h(seed);
+    Harness h(seed, argc > 1 ? argv[1] : nullptr);
     uint32_t status = 0;
 #ifdef HAS_AXIL
     for (auto& w : writes)
@@ -346,5 +370,8 @@ int main(int argc, char** argv) {
     }
     fwrite(out.data(), 1, out.size(), stdout);
     h.top->final();
+#ifdef TRACE_FST
+    if (h.tfp) h.tfp->close();
+#endif
     return 0;
 }

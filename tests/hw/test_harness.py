@@ -40,3 +40,12 @@ def test_registers_and_rejected_write(passthrough):
 def test_empty_frame_refused(passthrough):
     with pytest.raises(ValueError):
         run_harness(passthrough, [b""])
+
+
+def test_waveform_recorded(tmp_path):
+    build = build_harness("passthrough", {"width": 64}, waves=True)
+    frames = [bytes(range(100))] * 3
+    out = run_harness(build, frames, waves=tmp_path / "run.fst")
+    assert [f for f, _ in out.frames] == frames
+    blob = (tmp_path / "run.fst").read_bytes()
+    assert blob[0] == 0 and len(blob) > 200  # FST files open with a header block (type 0)
