@@ -54,18 +54,16 @@ def verilator_root() -> Path:
 
 
 def build_root() -> Path:
-    """Return the folder that caches builds.
+    """Return the folder that caches builds (Verilator objects, synthesis results).
 
-    ``NICSIM_BUILD_DIR`` wins; otherwise ``build/`` at the top of a source checkout, or
-    ``~/.cache/nicsim`` for an installed package.
+    ``NICSIM_BUILD_DIR`` wins; otherwise ``$XDG_CACHE_HOME/nicsim`` (``~/.cache/nicsim``), shared
+    by every checkout on the machine. Entries are named by a hash of the Verilog text, the tool
+    versions and the flags, so a stale entry is never reused.
     """
     env = os.environ.get("NICSIM_BUILD_DIR")
     if env:
         return Path(env).resolve()
-    top = Path(__file__).resolve().parents[1]
-    if (top / "pyproject.toml").exists() and os.access(top, os.W_OK):
-        return top / "build"
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "nicsim"
 
 
