@@ -3,7 +3,8 @@
 The flow is out of context: the design's ports stay ports (no I/O buffers, nothing placed on
 package pins), as for a block inside a larger NIC. One clock, ``clk``; nextpnr reports the
 maximum frequency it reached and the cells used. Results are cached under
-``~/.cache/nicsim/synth/`` (see :func:`nicsim.hw.verilator.build_root`) by a hash of the Verilog text, the device and the tool versions.
+``~/.cache/nicsim/synth/`` (see :func:`nicsim.hw.verilator.build_root`) by a hash of the
+Verilog text, the device and the tool versions.
 """
 
 from __future__ import annotations
