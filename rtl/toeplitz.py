@@ -1,0 +1,170 @@
+# Ref: Microsoft, "RSS hashing functions" and "Verifying the RSS hash calculation" (Toeplitz
+#      hash: for every set input bit, MSB of the first byte first, XOR the 32-bit key window that
+#      starts at that bit); shared/REFERENCES.md
+"""Toeplitz hash core: a fixed-size input hashed ``chunk_bytes`` bytes a cycle.
+
+The Toeplitz hash is linear over GF(2): the hash of an input is the XOR of the contributions of
+its bytes, and the contribution of byte ``p`` depends only on its value and on key bits
+``8*p .. 8*p + 39``. Zero bytes contribute nothing, so a short input (an IPv4 2-tuple) is hashed
+as the full-size input with zeros after it. The core splits the input into ``steps`` chunks,
+computes the contribution of one chunk a cycle and XORs them into an accumulator; with
+``steps=1`` every input is hashed in one (pipelined) pass and a new input is accepted every
+cycle.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["HASH_BITS", "ToeplitzCore"]
+
+HASH_BITS = 32
+
+
+def _msb_first(vector, nbytes):
+    """Return the bits of a byte vector (byte ``i`` at bits ``8*i..8*i+7``) in hash order.
+
+    Hash order is network order: the most significant bit of byte 0 first.
+    """
+    return [vector[8 * (n // 8) + 7 - n % 8] for n in range(8 * nbytes)]
+
+
+class ToeplitzCore(wiring.Component):
+    """Compute the 32-bit Toeplitz hash of ``input_bytes`` bytes under a ``key_bytes`` key.
+
+    ``start`` latches ``data`` and ``key``; the hash appears in ``hash`` with ``done`` high
+    exactly :attr:`latency` cycles later and stays there until the next hash is done. With
+    ``steps`` > 1 the core is iterative: a new ``start`` may come ``steps`` cycles after the
+    previous one at the earliest. With ``steps`` = 1 it takes a new input every cycle.
+
+    Pipeline (``steps`` > 1): the start cycle latches the input; in each of the next ``steps``
+    cycles one chunk and its key window are selected into a register; a cycle later the
+    contribution of every ``group_bytes`` bytes of the chunk is registered; a cycle later these
+    are XORed into the accumulator. With ``steps`` = 1 the selection stage is not needed.
+
+    Parameters
+    ----------
+    input_bytes : int
+        Size of the hash input; shorter inputs are padded with zeros after their last byte.
+    key_bytes : int
+        Size of the key, at least ``input_bytes + 4``.
+    steps : int
+        Cycles the core spends on one input; it handles ``ceil(input_bytes / steps)`` bytes a
+        cycle.
+    group_bytes : int
+        Bytes of a chunk whose contribution is computed in one tree before the pipeline register.
+
+    Members
+    -------
+    start : In(1)
+        Latch ``data`` and ``key`` and begin a hash.
+    data : In(8 * input_bytes)
+        Hash input, byte ``i`` at bits ``8*i .. 8*i+7``; byte 0 is the first in network order.
+    key : In(8 * key_bytes)
+        Key, byte ``i`` at bits ``8*i .. 8*i+7``.
+    done : Out(1)
+        ``hash`` holds the hash of the input latched :attr:`latency` cycles ago.
+    hash : Out(32)
+        The hash (bit 31 is the first bit of the key window, as in the reference).
+    """
+
+    def __init__(self, input_bytes=36, key_bytes=40, steps=1, group_bytes=4):
+        if not isinstance(input_bytes, int) or input_bytes < 1:
+            raise ValueError(f"Input size must be a positive number of bytes, not {input_bytes!r}")
+        if not isinstance(key_bytes, int) or key_bytes < input_bytes + 4:
+            raise ValueError(f"Key size must be at least {input_bytes + 4} bytes for "
+                             f"{input_bytes} input bytes, not {key_bytes!r}")
+        if not isinstance(steps, int) or not 1 <= steps <= input_bytes:
+            raise ValueError(f"Steps must be from 1 to {input_bytes}, not {steps!r}")
+        if not isinstance(group_bytes, int) or group_bytes < 1:
+            raise ValueError(f"Group size must be a positive number of bytes, not "
+                             f"{group_bytes!r}")
+        self.input_bytes = input_bytes
+        self.key_bytes = key_bytes
+        self.steps = steps
+        self.chunk_bytes = -(-input_bytes // steps)
+        self.group_bytes = group_bytes
+        #: Cycles from ``start`` to ``done``.
+        self.latency = 3 if steps == 1 else 3 + steps
+        super().__init__({
+            "start": In(1),
+            "data": In(8 * input_bytes),
+            "key": In(8 * key_bytes),
+            "done": Out(1),
+            "hash": Out(HASH_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        chunk_bytes, steps = self.chunk_bytes, self.steps
+        chunk_bits = 8 * chunk_bytes
+        window_bits = chunk_bits + HASH_BITS - 1
+
+        data = Signal(8 * self.input_bytes)
+        key = Signal(8 * self.key_bytes)
+        # phase[s] is high in the cycle the core works on chunk s.
+        phase = Signal(steps)
+        m.d.sync += phase.eq(Cat(self.start, phase[:-1]))
+        # Latch in every cycle but those whose input a later step still needs: the load
+        # enable then comes from the core's own registers, not from the logic behind start.
+        with m.If(~phase[:-1].any() if steps > 1 else 1):
+            m.d.sync += [data.eq(self.data), key.eq(self.key)]
+
+        data_bits = _msb_first(data, self.input_bytes)
+        key_bits = _msb_first(key, self.key_bytes)
+        zero = Const(0, 1)
+
+        def chunk(step):
+            first = chunk_bits * step
+            return Cat(data_bits[n] if n < len(data_bits) else zero
+                       for n in range(first, first + chunk_bits))
+
+        def window(step):
+            first = chunk_bits * step
+            return Cat(key_bits[n] if n < len(key_bits) else zero
+                       for n in range(first, first + window_bits))
+
+        if steps == 1:
+            # Named signals, so that the many slices below share one expression.
+            chunk_sel, window_sel = Signal(chunk_bits), Signal(window_bits)
+            m.d.comb += [chunk_sel.eq(chunk(0)), window_sel.eq(window(0))]
+            sel_valid = sel_first = sel_last = phase[0]
+        else:
+            # One-hot AND-OR selection: each phase bit picks its chunk and key window.
+            chunk_sel = Signal(chunk_bits)
+            window_sel = Signal(window_bits)
+            sel_valid, sel_first, sel_last = Signal(), Signal(), Signal()
+            chunk_terms, window_terms = Const(0, chunk_bits), Const(0, window_bits)
+            for step in range(steps):
+                chunk_terms = chunk_terms | Mux(phase[step], chunk(step), 0)
+                window_terms = window_terms | Mux(phase[step], window(step), 0)
+            m.d.sync += [
+                chunk_sel.eq(chunk_terms),
+                window_sel.eq(window_terms),
+                sel_valid.eq(phase.any()),
+                sel_first.eq(phase[0]),
+                sel_last.eq(phase[-1]),
+            ]
+
+        # Contribution of each group of bytes: hash bit 31-j is the XOR over the group's input
+        # bits n of input[n] & key[n + j].
+        group_bits = 8 * self.group_bytes
+        partials = []
+        for first in range(0, chunk_bits, group_bits):
+            last = min(first + group_bits, chunk_bits)
+            partial = Signal(HASH_BITS, name=f"partial_{first // group_bits}")
+            bits = [(chunk_sel[first:last] & window_sel[first + j:last + j]).xor()
+                    for j in range(HASH_BITS)]
+            m.d.sync += partial.eq(Cat(reversed(bits)))
+            partials.append(partial)
+        part_valid, part_first, part_last = Signal(), Signal(), Signal()
+        m.d.sync += [part_valid.eq(sel_valid), part_first.eq(sel_first),
+                     part_last.eq(sel_last)]
+
+        total = partials[0]
+        for partial in partials[1:]:
+            total = total ^ partial
+        with m.If(part_valid):
+            m.d.sync += self.hash.eq(Mux(part_first, 0, self.hash) ^ total)
+        m.d.sync += self.done.eq(part_valid & part_last)
+        return m
