@@ -116,6 +116,26 @@ def rtl_designs():
     console.print(table)
 
 
+@rtl_app.command("regs")
+def rtl_regs(
+    design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+):
+    """Print the register map of a design (AXI4-Lite, 32-bit registers)."""
+    import importlib
+
+    from nicsim.hw.designs import DESIGNS
+
+    if design not in DESIGNS:
+        _fail(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}.")
+    module = importlib.import_module(DESIGNS[design].module)
+    table = Table("offset", "name", "count", "access", "contents",
+                  title=f"{design} registers (SLVERR on writes to ro and unmapped addresses)")
+    for reg in getattr(module, "REGISTERS", ()):
+        count = "param" if reg.count is None else str(reg.count)
+        table.add_row(f"0x{reg.offset:03x}", reg.name, count, reg.access, reg.doc)
+    console.print(table)
+
+
 @app.command()
 def export(
     design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
