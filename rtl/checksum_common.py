@@ -3,8 +3,8 @@
 """Shared front end of the checksum offload engines: frame parsing and ones'-complement sums.
 
 :class:`ChecksumFront` watches a packet stream and, one per frame and in frame order, reports a
-:data:`SUMMARY_LAYOUT` record: the parsed Ethernet/VLAN/IP/TCP/UDP framing, the checks that
-decide whether a checksum applies, and three folded ones'-complement sums:
+:func:`summary_layout` record: the checks that decide whether a checksum applies and three
+folded ones'-complement sums:
 
 * ``sum_a``: bytes from ``l3`` (or from ``csum_start`` of a transmit ``PARTIAL`` command) to
   the end of the frame, paired at even frame offsets;
@@ -14,36 +14,37 @@ decide whether a checksum applies, and three folded ones'-complement sums:
 The rules are those of :mod:`nicsim.hw.ref.checksum`; :mod:`.checksum_rx` and
 :mod:`.checksum_tx` turn a summary into verdicts or into checksum fields to insert.
 
-Every field that decides a byte range lies in the first 32 bytes of a frame, so a lookahead
-window of ``D + 1`` beats (``D = ceil(32 / bytes_per_beat) - 1``) lets the first beat of a frame
-leave with its parsed context; that context then travels down the pipeline with the frame's
-beats and turns into per-byte-lane masks in front of pipelined adder trees.
+Every field that decides whether byte ``p`` belongs to a sum lies before ``p`` in the frame
+(the VLAN tags before ``l3``, the IHL at ``l3`` before the end of the header, the lengths before
+the payload they measure...). The header is therefore parsed on the fly: each beat is parsed as
+if the frame ended with it (the header bytes of earlier beats are held, later ones are not
+looked at), and that is enough to tell which of its own bytes each sum takes. Beats never wait:
+the parse runs in a pipeline beside the beat, then turns into per-byte-lane masks in front of
+pipelined adder trees, a per-frame accumulator and the folds.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
-from .stream import be_bytes, beat_signature, check_width, keep_is_contiguous
+from .stream import be_bytes, beat_signature, check_width
 
 __all__ = [
     "POS_BITS",
-    "LEN_BITS",
     "HEADER_BYTES",
     "TX_USER_WIDTH",
     "TxCommandLayout",
-    "SUMMARY_LAYOUT",
+    "summary_layout",
     "ChecksumFront",
-    "fold16",
+    "CreditedFIFO",
     "swap16",
-    "tree_sum",
-    "lane_ge",
     "counter_registers",
 ]
 
-POS_BITS = 18  # byte positions that decide a range: l3 + 65535 + 40, csum_start + offset + 2
-LEN_BITS = POS_BITS + 1  # frame length, saturating above every position
-HEADER_BYTES = 32  # every field that decides a byte range lies in bytes 0..31
+POS_BITS = 17  # byte positions that decide a range: l3 + 40 + 65535 (IPv6), csum_start
+HEADER_BYTES = 32  # every field that decides a byte range lies in bytes 12..31
 TX_USER_WIDTH = 34  # the transmit command on the first beat of a frame
 
 _TPID_CTAG = 0x8100  # IEEE 802.1Q
@@ -53,8 +54,12 @@ _ETHERTYPE_IPV6 = 0x86DD
 _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
 _MODE_PARTIAL = 1
-
-_GROUP_WORDS = 8  # 16-bit words summed per adder-tree node in one pipeline stage
+_L3_OFFSETS = (14, 18, 22)  # no, one or two VLAN tags
+_MAX_SMALL = 22 + 60 + 16  # every bound but the end of the datagram and csum_start
+_SMALL_BOUNDS = ("l3", "l3_m1", "c_end", "c_end_m1", "e0", "e1", "e2", "udp_len_pos",
+                 "udp_check_pos")
+_TX_BOUNDS = ("ip_pos", "l4_pos")
+_BEAT_BIAS = 4  # see ChecksumFront._parse
 
 
 class TxCommandLayout(data.Struct):
@@ -75,68 +80,57 @@ class TxCommandLayout(data.Struct):
     mode: unsigned(2)
 
 
-SUMMARY_LAYOUT = data.StructLayout({
-    "malformed": unsigned(1),  # a keep hole: non-last beat not full, last beat not 0..01..1
-    "length": unsigned(LEN_BITS),  # bytes (saturating)
-    "beats": unsigned(LEN_BITS),  # beats, the last one counted even when its keep is 0
-    "sum_a": unsigned(16),  # folded sum of [a_start, end), paired at even frame offsets
-    "a_odd": unsigned(1),  # a_start is odd (transmit PARTIAL): swap sum_a's bytes to use it
-    "ip_present": unsigned(1),  # ethertype IPv4 and the frame holds the whole L2 header
-    "ip_header_ok": unsigned(1),  # IPv4 header complete, version 4, IHL >= 5, total >= IHL*4
-    "ip_sum": unsigned(16),  # folded sum of the IPv4 header
-    "ip_field": unsigned(16),  # IPv4 header checksum field as received
-    "seg_ok": unsigned(1),  # a TCP/UDP segment to check (IPv4 header checksum not required)
-    "is_ipv6": unsigned(1),
-    "is_udp": unsigned(1),
-    "l4_sum": unsigned(16),  # folded sum of the segment and its pseudo-header
-    "l4_field": unsigned(16),  # TCP/UDP checksum field as received
-    "l3": unsigned(5),  # offset of the IP header: 14, 18 or 22
-    "l4_start": unsigned(7),  # offset of the TCP/UDP header (when seg_ok)
-    "user": unsigned(TX_USER_WIDTH),  # command of the first beat (transmit front only)
-})
+def summary_layout(width):
+    """Return the layout of the per-frame summary of a ``width``-bit :class:`ChecksumFront`.
 
-
-def fold16(value):
-    """Return ``value`` folded to 16 bits with end-around carry (a combinational expression).
-
-    The result is congruent to ``value`` modulo 0xffff and is 0 only when ``value`` is 0.
+    Members
+    -------
+    malformed : unsigned(1)
+        A keep hole: a non-last beat not full, or a last beat whose keep is not ``0..01..1``.
+    last_beat : unsigned
+        Index of the last beat in the frame (saturating at ``2**POS_BITS`` bytes).
+    last_bytes : unsigned
+        Bytes kept in the last beat (the number of ``keep`` bits set).
+    sum_a : unsigned(16)
+        Folded sum of ``[a_start, end)``, paired at even frame offsets.
+    ip_present : unsigned(1)
+        EtherType IPv4 and the frame holds the whole L2 header.
+    ip_header_ok : unsigned(1)
+        IPv4 header complete, version 4, IHL >= 5, total length >= IHL * 4.
+    ip_sum : unsigned(16)
+        Folded sum of the IPv4 header (transmit: its checksum field taken as zero).
+    seg_ok : unsigned(1)
+        A TCP/UDP segment to check (the IPv4 header checksum not required).
+    is_ipv6, is_udp : unsigned(1)
+    l4_sum : unsigned(16)
+        Folded sum of the segment and its pseudo-header (transmit: checksum field as zero).
+    udp_check_zero : unsigned(1)
+        The UDP checksum field is zero (receive).
+    ip_pos, l4_pos : unsigned(7)
+        Offsets of the IPv4 header checksum and of the TCP/UDP checksum fields (transmit).
     """
-    v = value
-    while len(v) > 17:
-        v = v[:16] + v[16:]
-    if len(v) == 17:
-        v = v[:16] + v[16]  # at most 0x10000, only when v was 0x1ffff
-        v = (v[:16] + v[16])[:16]
-    return v
+    shift = exact_log2(width // 8)
+    return data.StructLayout({
+        "malformed": unsigned(1),
+        "last_beat": unsigned(POS_BITS - shift + 1),
+        "last_bytes": unsigned(shift + 1),
+        "sum_a": unsigned(16),
+        "ip_present": unsigned(1),
+        "ip_header_ok": unsigned(1),
+        "ip_sum": unsigned(16),
+        "seg_ok": unsigned(1),
+        "is_ipv6": unsigned(1),
+        "is_udp": unsigned(1),
+        "l4_sum": unsigned(16),
+        "udp_check_zero": unsigned(1),
+        "ip_pos": unsigned(7),
+        "l4_pos": unsigned(7),
+    })
 
 
 def swap16(value):
     """Return the 16-bit ``value`` with its two bytes exchanged."""
     return Cat(value[8:16], value[0:8])
-
-
-def tree_sum(values):
-    """Return the sum of ``values`` as a balanced tree of adders (combinational)."""
-    values = list(values)
-    if not values:
-        return Const(0, 1)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
-
-
-def lane_ge(beat, bound, lanes):
-    """Return a ``lanes``-bit mask: byte lane ``j`` of beat ``beat`` is at or after ``bound``.
-
-    Byte position ``beat * lanes + j >= bound`` is ``beat > bound // lanes``, or
-    ``beat == bound // lanes`` and ``j >= bound % lanes`` (a thermometer of a per-frame value).
-    """
-    shift = lanes.bit_length() - 1
-    bound_beat, bound_lane = bound[shift:], bound[:shift]
-    thermometer = Cat(*(bound_lane <= j for j in range(lanes)))
-    return Mux(beat > bound_beat, Const((1 << lanes) - 1, lanes),
-               Mux(beat == bound_beat, thermometer, 0))
 
 
 def counter_registers(m, bus, registers, counters):
@@ -147,113 +141,184 @@ def counter_registers(m, bus, registers, counters):
     m : Module
     bus : RegisterBusSignature interface (block side)
     registers : dict
-        Name to byte address.
+        Name to byte address: 0, 4, 8 ... in order.
     counters : dict
         Name to ``Signal(32)``.
     """
+    names = list(registers)
+    assert [registers[name] for name in names] == [4 * n for n in range(len(names))]
     with m.Switch(bus.addr):
-        for name, addr in registers.items():
+        for addr in registers.values():
             with m.Case(addr):
                 m.d.comb += bus.err.eq(bus.w_en)
-                with m.If(bus.r_en):
-                    m.d.sync += bus.r_data.eq(counters[name])
         with m.Default():
             m.d.comb += bus.err.eq(bus.w_en | bus.r_en)
+    # The address is registered and the counter picked in the next cycle, when ``r_data`` is
+    # due: the bridge's own address selection and the counter selection share no cycle.
+    selected = Signal(len(names))
+    m.d.sync += selected.eq(Cat(*(bus.addr == registers[name] for name in names)))
+    m.d.comb += bus.r_data.eq(Cat(*(Cat(*(selected[n] & counters[name][bit]
+                                          for n, name in enumerate(names))).any()
+                                    for bit in range(32))))
 
 
-def _beat_layout(width, transmit):
-    """A beat in the lookahead window (``data`` keep-masked: bytes after the frame are zero)."""
-    shift = (width // 8).bit_length() - 1
-    return data.StructLayout({
-        "data": unsigned(width),
-        "nbytes": unsigned(shift + 1),
-        "first": unsigned(1),
-        "last": unsigned(1),
-        "bad": unsigned(1),  # this beat makes the frame malformed
-        "user": unsigned(TX_USER_WIDTH if transmit else 0),
-    })
+class CreditedFIFO(wiring.Component):
+    """Queue entries in order for a writer that counts the room left (credits).
 
+    Like :class:`amaranth.lib.fifo.SyncFIFOBuffered`, but a write is never refused: the write
+    enable drives the memory without a test of the level in between, which keeps this queue off
+    the critical path of the wide engines. Writing to a full queue loses data.
 
-def _pipe_layout(width):
-    """A beat in the summing pipeline, with its index ``k`` in the frame (saturating)."""
-    shift = (width // 8).bit_length() - 1
-    return data.StructLayout({
-        "valid": unsigned(1),
-        "data": unsigned(width),
-        "nbytes": unsigned(shift + 1),
-        "first": unsigned(1),
-        "last": unsigned(1),
-        "bad": unsigned(1),
-        "k": unsigned(POS_BITS - shift),
-    })
+    Parameters
+    ----------
+    width : int
+        Bits of an entry.
+    depth : int
+        Entries in memory (a power of two); one more waits in the output register.
 
-
-def _context_layout(transmit):
-    """Per-frame fields parsed from the first 32 bytes."""
-    return data.StructLayout({
-        "ntags": unsigned(2),
-        "is4": unsigned(1),
-        "is6": unsigned(1),
-        "version": unsigned(4),
-        "ihl": unsigned(4),
-        "total": unsigned(16),
-        "fragment": unsigned(1),
-        "proto": unsigned(8),
-        "payload": unsigned(16),
-        "a_start": unsigned(POS_BITS),
-        "a_odd": unsigned(1),
-        "user": unsigned(TX_USER_WIDTH if transmit else 0),
-    })
-
-
-def _ranges_layout(transmit):
-    """Byte ranges and end-of-frame checks derived from the context.
-
-    The sums cover ``A = [a0, end)``, ``C = [l3, c_end)`` and ``E = [e0, e1) | [e2, e3)``
-    (pseudo-header addresses, then the segment up to the end of the IP datagram).
+    Members
+    -------
+    w_data, w_en : In
+        Entry to write, and its strobe.
+    r_data, r_rdy : Out
+        The oldest entry, valid while ``r_rdy``.
+    r_en : In
+        Take ``r_data`` (when ``r_rdy``).
     """
-    return data.StructLayout({
-        "l3": unsigned(5),
-        "c_end": unsigned(7),
-        "e0": unsigned(POS_BITS),
-        "e1": unsigned(POS_BITS),
-        "e2": unsigned(POS_BITS),
-        "e3": unsigned(POS_BITS),
-        "a0": unsigned(POS_BITS),
-        "cap_len": unsigned(POS_BITS),  # UDP length field
-        "cap_l4": unsigned(POS_BITS),  # TCP/UDP checksum field
-        "cap_ip": unsigned(POS_BITS),  # IPv4 header checksum field
-        "l4_len": unsigned(16),
-        "proto": unsigned(8),
-        "is4": unsigned(1),
-        "is6": unsigned(1),
-        "is_udp": unsigned(1),
-        "v4_static": unsigned(1),
-        "seg_static": unsigned(1),
-        "a_odd": unsigned(1),
-        "user": unsigned(TX_USER_WIDTH if transmit else 0),
-    })
+
+    def __init__(self, width, depth):
+        self.width = width
+        self.depth = depth
+        exact_log2(depth)
+        super().__init__({
+            "w_data": In(width), "w_en": In(1),
+            "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bits = exact_log2(self.depth)
+        m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
+        w_port = storage.write_port()
+        r_port = storage.read_port()
+        produce = Signal(bits)
+        consume = Signal(bits)
+        stored = Signal(bits + 1)  # entries in memory
+        nonempty = Signal()  # stored != 0, kept as a flip-flop for the read enable
+        fetch = nonempty & (~self.r_rdy | self.r_en)
+        m.d.comb += [
+            w_port.addr.eq(produce),
+            w_port.data.eq(self.w_data),
+            w_port.en.eq(self.w_en),
+            r_port.addr.eq(consume),
+            r_port.en.eq(fetch),
+            self.r_data.eq(r_port.data),
+        ]
+        m.d.sync += [
+            stored.eq(stored + Mux(self.w_en, Mux(fetch, 0, 1), Mux(fetch, -1, 0))),
+            nonempty.eq(self.w_en | (stored >= 2) | ((stored == 1) & ~fetch)),
+        ]
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(produce + 1)
+        with m.If(fetch):
+            m.d.sync += [consume.eq(consume + 1), self.r_rdy.eq(1)]
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        return m
 
 
-_VERDICT_FIELDS = ("l3", "c_end", "e2", "e3", "l4_len", "proto", "is4", "is6", "is_udp",
-                   "v4_static", "seg_static", "a_odd", "user")
+def _stage(m, suffix, values, register=True):
+    """Register a dict of values (one pipeline stage) and return the registers by name.
+
+    The stage is one register without reset (a struct of its fields), but for ``valid``. A list
+    value is registered element by element. With ``register`` false the values pass through as
+    they are (the stage merges with the next one).
+    """
+    if not register:
+        return dict(values)
+    flat = {}
+    for name, value in values.items():
+        for n, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            flat[name if n is None else f"{name}{n}"] = Value.cast(item)
+    valid = flat.pop("valid", None)
+    stage = Signal(data.StructLayout({name: v.shape() for name, v in flat.items()}),
+                   name=suffix, reset_less=True)
+    m.d.sync += stage.as_value().eq(Cat(*flat.values()))
+    regs = {name: stage[name] for name in flat}
+    for name, value in values.items():
+        if isinstance(value, list):
+            regs[name] = [regs.pop(f"{name}{n}") for n in range(len(value))]
+    if valid is not None:
+        regs["valid"] = Signal(name=f"valid_{suffix}")
+        m.d.sync += regs["valid"].eq(valid)
+    return regs
 
 
-def _verdict_layout(transmit):
-    """The part of :func:`_ranges_layout` still needed once the byte masks are made."""
-    ranges = _ranges_layout(transmit)
-    fields = {name: ranges[name].shape for name in _VERDICT_FIELDS}
-    fields["e2"] = unsigned(7)  # the TCP/UDP header starts within the first 82 bytes
-    return data.StructLayout(fields)
+def _pairs(values, levels=1):
+    """Add neighbours ``levels`` times: the first levels of a balanced adder tree."""
+    for _ in range(levels):
+        if len(values) > 1:
+            values = [values[n] + values[n + 1] if n + 1 < len(values) else values[n]
+                      for n in range(0, len(values), 2)]
+    return values
+
+
+def _pass(stage, *names):
+    return {name: stage[name] for name in names}
+
+
+def _small(value, table):
+    """Return ``table[value]`` as a lookup (a few LUTs, no carry chain)."""
+    return Array(Const(entry, 8) for entry in table)[value]
+
+
+def _decode(after, here, lane, lanes, strict=False):
+    """Describe the lanes at or after a bound (after it if ``strict``) in a few signals.
+
+    ``after``: the bound lies before the beat; ``here``: in it, at ``lane``. The lanes split
+    into groups by their high bits: ``all`` marks the groups wholly at or after the bound,
+    ``part`` the group that holds it, and ``low`` the low bits that reach it. Each lane is
+    then a function of three signals (:func:`_lanes_from`), however wide the beat.
+    """
+    bits = exact_log2(lanes)
+    low_bits = bits // 2
+    high, low = lane[low_bits:bits], lane[:low_bits]
+    return {
+        "all": Cat(*(after | (here & (high < h)) for h in range(1 << (bits - low_bits)))),
+        "part": Cat(*(here & (high == h) for h in range(1 << (bits - low_bits)))),
+        "low": Cat(*((low < n) if strict else (low <= n) for n in range(1 << low_bits))),
+    }
+
+
+def _lanes_from(decoded, lanes):
+    """Return the ``lanes``-bit thermometer that :func:`_decode` describes."""
+    low_bits = exact_log2(lanes) // 2
+    groups = lanes >> low_bits
+
+    def spread(bits):  # each group's bit over the lanes of the group
+        return Cat(*(bits[h].replicate(1 << low_bits) for h in range(groups)))
+
+    return spread(decoded["all"]) | (spread(decoded["part"]) & decoded["low"].replicate(groups))
+
+
+def _fold_in(value, width):
+    """Return ``value[0:16] + value[16]`` where ``value[16]`` implies ``value[0:16] < 2**width``.
+
+    The increment only touches the low ``width`` bits, so it stays in LUTs.
+    """
+    low, carry = value[:16], value[16]
+    bits = []
+    for n in range(width):
+        bits.append(low[n] ^ (carry & (low[:n].all() if n else 1)))
+    return Cat(*bits, low[width:])
 
 
 class ChecksumFront(wiring.Component):
     """Parse every frame of a packet stream and sum it the way the checksum engines need.
 
-    The front takes one beat every cycle (``i.ready`` stays high: a full window always holds the
-    lookahead its oldest beat waits for, so it moves on) and never waits on its output. One
-    ``summary`` record leaves per frame, in frame order, ``8 + D`` cycles after the frame's last
-    beat went in (``D`` = 3, 1, 0, 0 at 64, 128, 256, 512 bits).
+    The front takes one beat every cycle (``i.ready`` stays high) and never waits on its output.
+    One ``summary`` record leaves per frame, in frame order, a fixed number of cycles after the
+    frame's last beat went in.
 
     Parameters
     ----------
@@ -261,343 +326,511 @@ class ChecksumFront(wiring.Component):
         Data width in bits (64, 128, 256 or 512).
     transmit : bool
         Expect a :class:`TxCommandLayout` in ``user`` on the first beat of a frame: ``sum_a``
-        then starts at ``csum_start`` for ``PARTIAL`` frames, and the IPv4 header checksum field
-        is captured.
+        then starts at ``csum_start`` for ``PARTIAL`` frames, the IPv4 and TCP/UDP checksum
+        fields are left out of ``ip_sum`` and ``l4_sum``, and their offsets are reported.
 
     Members
     -------
     i : In(beat stream)
         Frames to watch.
-    summary : Out(stream of SUMMARY_LAYOUT, always ready)
+    summary : Out(stream of summary_layout(width), always ready)
         One record per frame.
     """
 
     def __init__(self, width, *, transmit=False):
         self.width = check_width(width)
         self.lanes = width // 8
+        self.shift = exact_log2(self.lanes)
         self.transmit = transmit
-        self.lookahead = -(-HEADER_BYTES // self.lanes) - 1
+        self.small_bits = ((_MAX_SMALL >> self.shift) + 1).bit_length()
         user_width = TX_USER_WIDTH if transmit else 0
         super().__init__({
             "i": In(beat_signature(width, user_width)),
-            "summary": Out(stream.Signature(SUMMARY_LAYOUT, always_ready=True)),
+            "summary": Out(stream.Signature(summary_layout(width), always_ready=True)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        incoming = self._accept(m)
-        entries, same_frame, pop = self._lookahead(m, incoming)
-        parsed = self._parse(m, entries, same_frame)
-
-        # Stage 1: the beat leaving the window; the context of its frame.
-        s1 = Signal(_pipe_layout(self.width))
-        ctx = Signal(_context_layout(self.transmit))
-        k_prev = Signal.like(s1.k)
-        k_max = (1 << len(s1.k)) - 1
-        k_now = Mux(entries[0].first, 0, Mux(k_prev == k_max, k_prev, k_prev + 1))
-        m.d.sync += s1.valid.eq(pop)
-        with m.If(pop):
-            m.d.sync += [
-                s1.data.eq(entries[0].data),
-                s1.nbytes.eq(entries[0].nbytes),
-                s1.first.eq(entries[0].first),
-                s1.last.eq(entries[0].last),
-                s1.bad.eq(entries[0].bad),
-                s1.k.eq(k_now),
-                k_prev.eq(k_now),
-            ]
-            with m.If(entries[0].first):
-                m.d.sync += ctx.eq(parsed)
-
-        # Stage 2: the byte ranges of the frame travel on with each of its beats.
-        s2 = Signal.like(s1)
-        info2 = Signal(_ranges_layout(self.transmit))
-        m.d.sync += [s2.eq(s1), info2.eq(self._ranges(m, ctx))]
-        self._sum(m, s2, info2)
+        m.d.comb += self.i.ready.eq(1)
+        s0 = self._receive(m)
+        s1 = self._capture(m, s0)
+        s2 = self._parse(m, s1)
+        s3 = self._bounds(m, s2)
+        s4 = self._compare(m, s3)
+        s5 = self._masks(m, s4)
+        self._sums(m, s5)
         return m
 
-    def _accept(self, m):
-        """Mask the bytes outside ``keep``, count the bytes and flag keep holes."""
-        lanes = self.lanes
+    # ---- S0: the beat, its index in the frame and the header beat it is (one-hot).
+
+    def _receive(self, m):
+        beat = self.i.payload
+        k_bits = POS_BITS - self.shift + 1
+        header_beats = HEADER_BYTES // self.lanes or 1
         mid_frame = Signal()
-        incoming = Signal(_beat_layout(self.width, self.transmit))
-        keep = self.i.payload.keep
-        m.d.comb += [
-            incoming.data.eq(Cat(*(Mux(keep[j], self.i.payload.data.word_select(j, 8), 0)
-                                   for j in range(lanes)))),
-            incoming.nbytes.eq(tree_sum(keep[j] for j in range(lanes))),
-            incoming.first.eq(~mid_frame),
-            incoming.last.eq(self.i.payload.last),
-            incoming.bad.eq(Mux(self.i.payload.last, ~keep_is_contiguous(keep, lanes),
-                                keep != (1 << lanes) - 1)),
-        ]
-        if self.transmit:
-            m.d.comb += incoming.user.eq(self.i.payload.user)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += mid_frame.eq(~self.i.payload.last)
-        return incoming
-
-    def _lookahead(self, m, incoming):
-        """Hold up to ``D + 1`` beats; the oldest leaves once its frame's lookahead is in.
-
-        Returns the entries (oldest first), for each entry whether it belongs to the frame of
-        the oldest one, and the pop strobe.
-        """
-        depth = self.lookahead + 1
-        entries = [Signal(_beat_layout(self.width, self.transmit), name=f"window{e}")
-                   for e in range(depth)]
-        count = Signal(range(depth + 1))
-        same_frame = [Signal(name=f"window{e}_same") for e in range(depth)]
-        for e in range(depth):
-            prev = (count > e) if e == 0 else (same_frame[e - 1] & ~entries[e - 1].last)
-            m.d.comb += same_frame[e].eq(prev & (count > e))
-        complete = Signal()
-        m.d.comb += complete.eq((count == depth)
-                                | Cat(*(same_frame[e] & entries[e].last
-                                        for e in range(depth))).any())
-        pop = Signal()
-        push = Signal()
-        m.d.comb += [
-            pop.eq((count != 0) & (~entries[0].first | complete)),
-            self.i.ready.eq((count != depth) | pop),
-            push.eq(self.i.valid & self.i.ready),
-        ]
-        for e in range(depth):
-            following = entries[e + 1] if e + 1 < depth else entries[e]
-            with m.If(pop):
-                m.d.sync += entries[e].eq(Mux(push & (count == e + 1), incoming, following))
-            with m.Elif(push & (count == e)):
-                m.d.sync += entries[e].eq(incoming)
-        m.d.sync += count.eq(count + push - pop)
-        return entries, same_frame, pop
-
-    def _parse(self, m, entries, same_frame):
-        """Parse the first 32 bytes of the oldest frame in the window at fixed offsets."""
-        lanes = self.lanes
-
-        def header_byte(offset):
-            e, lane = divmod(offset, lanes)
-            return Mux(same_frame[e], entries[e].data.word_select(lane, 8), 0)
-
-        hdr = Signal(8 * HEADER_BYTES)
-        m.d.comb += hdr.eq(Cat(*(header_byte(b) for b in range(HEADER_BYTES))))
-        parsed = Signal(_context_layout(self.transmit))
-        et0, et1, et2 = (be_bytes(hdr, off, 2) for off in (12, 16, 20))
-        tag0 = (et0 == _TPID_CTAG) | (et0 == _TPID_STAG)
-        tag1 = tag0 & ((et1 == _TPID_CTAG) | (et1 == _TPID_STAG))
-        ethertype = Mux(tag0, Mux(tag1, et2, et1), et0)
-
-        def l3_field(offset, count):
-            return Mux(tag0, Mux(tag1, be_bytes(hdr, 22 + offset, count),
-                                 be_bytes(hdr, 18 + offset, count)),
-                       be_bytes(hdr, 14 + offset, count))
-
-        is6 = ethertype == _ETHERTYPE_IPV6
-        m.d.comb += [
-            parsed.ntags.eq(Mux(tag0, Mux(tag1, 2, 1), 0)),
-            parsed.is4.eq(ethertype == _ETHERTYPE_IPV4),
-            parsed.is6.eq(is6),
-            parsed.version.eq(l3_field(0, 1)[4:8]),
-            parsed.ihl.eq(l3_field(0, 1)[0:4]),
-            parsed.total.eq(l3_field(2, 2)),
-            parsed.fragment.eq(l3_field(6, 2)[0:14].any()),  # MF and offset, not DF
-            parsed.proto.eq(Mux(is6, l3_field(6, 1), l3_field(9, 1))),
-            parsed.payload.eq(l3_field(4, 2)),
-        ]
-        l3 = 14 + 4 * parsed.ntags
-        if self.transmit:
-            command = TxCommandLayout(entries[0].user)
-            partial = command.mode == _MODE_PARTIAL
-            m.d.comb += [
-                parsed.user.eq(entries[0].user),
-                parsed.a_start.eq(Mux(partial, command.csum_start, l3)),
-                parsed.a_odd.eq(partial & command.csum_start[0]),
-            ]
-        else:
-            m.d.comb += parsed.a_start.eq(l3)
-        return parsed
-
-    def _ranges(self, m, ctx):
-        """Return the byte ranges and static checks of a frame context (combinational)."""
-        info = Signal(_ranges_layout(self.transmit))
-        l3 = Signal(5)
-        hl = Signal(7)
-        is_tcp = ctx.proto == _IPPROTO_TCP
-        is_udp = ctx.proto == _IPPROTO_UDP
-        l4_len = Signal(16)
-        v4_static = ctx.is4 & (ctx.version == 4) & (ctx.ihl >= 5) & (ctx.total >= hl)
-        m.d.comb += [
-            l3.eq(14 + 4 * ctx.ntags),
-            hl.eq(ctx.ihl * 4),
-            l4_len.eq(Mux(ctx.is6, ctx.payload, ctx.total - hl)),
-            info.l3.eq(l3),
-            info.c_end.eq(l3 + hl),
-            info.a0.eq(ctx.a_start),
-            info.a_odd.eq(ctx.a_odd),
-            info.user.eq(ctx.user),
-            info.l4_len.eq(l4_len),
-            info.proto.eq(ctx.proto),
-            info.is4.eq(ctx.is4),
-            info.is6.eq(ctx.is6),
-            info.is_udp.eq(is_udp),
-            info.v4_static.eq(v4_static),
-            info.cap_ip.eq(l3 + 10),
-        ]
-        min_ok = l4_len >= Mux(is_tcp, 20, 8)
-        v4_seg = v4_static & ~ctx.fragment
-        v6_seg = ctx.is6 & (ctx.version == 6) & (ctx.payload != 0)
-        m.d.comb += info.seg_static.eq((v4_seg | v6_seg) & (is_tcp | is_udp) & min_ok)
-        with m.If(ctx.is6):
-            m.d.comb += [
-                info.e0.eq(l3 + 8),
-                info.e1.eq(l3 + 40),
-                info.e2.eq(l3 + 40),
-                info.e3.eq(l3 + 40 + ctx.payload),
-            ]
-        with m.Else():
-            m.d.comb += [
-                info.e0.eq(l3 + 12),
-                info.e1.eq(l3 + 20),
-                info.e2.eq(l3 + hl),
-                info.e3.eq(l3 + ctx.total),
-            ]
-        m.d.comb += [
-            info.cap_len.eq(info.e2 + 4),
-            info.cap_l4.eq(info.e2 + Mux(is_tcp, 16, 6)),
-        ]
-        return info
-
-    def _sum(self, m, s2, info2):
-        """Stages 3 to 8: masks, adder trees, per-frame accumulation, folding and checks."""
-        lanes = self.lanes
-        shift = lanes.bit_length() - 1
-
-        # Stage 3: byte-lane masks of the three sums; where the captured fields sit.
-        s3 = Signal.like(s2)
-        info3 = Signal(_verdict_layout(self.transmit))
-        mask_a, mask_c, mask_e = (Signal(lanes, name=f"mask_{x}") for x in "ace")
-        captures = ("cap_len", "cap_l4") + (("cap_ip",) if self.transmit else ())
-        cap_hit3 = {c: Signal(name=f"{c}_hit3") for c in captures}
-        cap_word3 = {c: Signal(max(shift - 1, 1), name=f"{c}_word3") for c in captures}
-        m.d.sync += s3.eq(s2)
-        m.d.sync += [info3[name].eq(info2[name]) for name in _VERDICT_FIELDS]
-
-        def ge(bound):
-            return lane_ge(s2.k, bound, lanes)
-
-        m.d.sync += [
-            mask_a.eq(ge(info2.a0)),
-            mask_c.eq(ge(info2.l3) & ~ge(info2.c_end)),
-            mask_e.eq((ge(info2.e0) & ~ge(info2.e1)) | (ge(info2.e2) & ~ge(info2.e3))),
-        ]
-        for c in captures:
-            pos = info2[c]  # always even
+        k_next = Signal(k_bits)  # saturates at 2**(k_bits - 1) beats, past every position
+        phase = Signal(header_beats, init=1)
+        values = {
+            "valid": self.i.valid, "last": beat.last, "k": k_next,
+            "phase": phase, "keep": beat.keep, "data": beat.data,
+        }
+        with m.If(self.i.valid):
             m.d.sync += [
-                cap_hit3[c].eq(s2.k == pos[shift:]),
-                cap_word3[c].eq(pos[1:shift]),
+                mid_frame.eq(~beat.last),
+                phase.eq(Mux(beat.last, 1, phase << 1)),
             ]
+        with m.If(self.i.valid & beat.last):  # a reset over the enable, then a plain counter
+            m.d.sync += k_next.eq(0)
+        with m.Elif(self.i.valid & ~k_next[-1]):
+            m.d.sync += k_next.eq(k_next + 1)
+        if self.transmit:
+            command = TxCommandLayout(beat.user)
+            partial, start = Signal(), Signal(16)
+            with m.If(self.i.valid & ~mid_frame):
+                m.d.sync += [partial.eq(command.mode == _MODE_PARTIAL),
+                             start.eq(command.csum_start)]
+            s0 = _stage(m, "s0", values)
+            s0.update(partial=partial, start=start)  # of the frame of the beat in S0
+            return s0
+        return _stage(m, "s0", values)
 
-        # Stage 4: masked big-endian words, summed in groups; captured fields.
-        s4 = Signal.like(s2)
-        info4 = Signal.like(info3)
-        m.d.sync += [s4.eq(s3), info4.eq(info3)]
+    # ---- S1: header bytes and field tests held as their beats pass; keep checks.
+
+    def _capture(self, m, s0):
+        lanes = self.lanes
+
+        def held(value, pos, name):
+            reg = Signal(Value.cast(value).shape(), name=name, reset_less=True)
+            with m.If(s0["valid"] & s0["phase"][pos // lanes]):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def at(pos, count):
+            return be_bytes(s0["data"], pos % lanes, count)
+
+        hdr = {b: held(at(b, 1), b, f"hdr{b}") for b in range(14, 30)}
+        tests = []  # (name, position, test of the bytes there)
+        for pos in (12, 16):
+            et = at(pos, 2)
+            tests.append((f"tpid{pos}", pos, (et == _TPID_CTAG) | (et == _TPID_STAG)))
+        for pos in (12, 16, 20):
+            tests.append((f"ip4_{pos}", pos, at(pos, 2) == _ETHERTYPE_IPV4))
+            tests.append((f"ip6_{pos}", pos, at(pos, 2) == _ETHERTYPE_IPV6))
+        for l3 in _L3_OFFSETS:
+            for version, offset in ((4, 9), (6, 6)):  # protocol, next header
+                proto = at(l3 + offset, 1)
+                tests.append((f"tcp{version}_{l3}", l3 + offset, proto == _IPPROTO_TCP))
+                tests.append((f"udp{version}_{l3}", l3 + offset, proto == _IPPROTO_UDP))
+        flags = {name: held(test, pos, f"{name}_s1") for name, pos, test in tests}
+
+        keep, last = s0["keep"], s0["last"]
+        following = Cat(keep[1:], Const(0, 1))
+        top = keep & ~following  # one-hot on the last kept byte of a well-formed last beat
+        contiguous = keep[0] & ~(~keep & following).any()
+        values = _pass(s0, "valid", "last", "k", "keep", "data")
+        values.update(
+            bad=Mux(last, ~contiguous, ~keep.all()),
+            last_pos=Cat(*(Cat(*(top[j] for j in range(lanes) if j >> b & 1)).any()
+                           for b in range(self.shift))),
+            # the beat index, saturated past the beats of the bounds below 128
+            k_small=s0["k"][:self.small_bits] | s0["k"][self.small_bits:].any().replicate(
+                self.small_bits),
+            minus_beats=_BEAT_BIAS - s0["k"],
+        )
+        if self.transmit:
+            values.update(_pass(s0, "partial", "start"))
+            counts = [bin(n).count("1") for n in range(16)]
+            values["counts"] = [_small(keep[j:j + 4], counts)[:3] for j in range(0, lanes, 4)]
+        s1 = _stage(m, "s1", values)
+        s1["hdr"] = hdr
+        s1.update(flags)
+        return s1
+
+    # ---- S2: the fields at the offsets the VLAN tags give.
+
+    def _parse(self, m, s1):
+        hdr = s1["hdr"]
+        tag0 = s1["tpid12"]
+        tag1 = s1["tpid16"]
+
+        def pick(values):  # by l3 = 14, 18, 22
+            return Mux(tag0, Mux(tag1, values[2], values[1]), values[0])
+
+        def field(offset, count):
+            return pick([Cat(*(hdr[l3 + offset + count - 1 - n] for n in range(count)))
+                         for l3 in _L3_OFFSETS])
+
+        def by_tags(offset):  # l3 + offset
+            return pick([Const(l3 + offset, 8) for l3 in _L3_OFFSETS])
+
+        def by_ihl(offset4, offset6, l3):  # l3 + IHL * 4 + offset4 (IPv4) or l3 + offset6
+            return Mux(s1[f"ip6_{l3 - 2}"], l3 + offset6,
+                       _small(hdr[l3][0:4], [l3 + 4 * n + offset4 for n in range(16)]))
+
+        def by_version(offset4, offset6):  # each l3 tells IPv6 apart itself: no wait for is6
+            return pick([by_ihl(offset4, offset6, l3) for l3 in _L3_OFFSETS])
+
+        is6 = pick([s1[f"ip6_{p}"] for p in (12, 16, 20)])
+        is_tcp = Mux(is6, pick([s1[f"tcp6_{l3}"] for l3 in _L3_OFFSETS]),
+                     pick([s1[f"tcp4_{l3}"] for l3 in _L3_OFFSETS]))
+        values = _pass(s1, "valid", "last", "k", "k_small", "data", "bad",
+                       "last_pos")
+        # The bounds below 128: the header checksum [l3, c_end), the pseudo-header addresses
+        # [e0, e1), the start of the segment e2 and the UDP fields after it.
+        values.update(
+            l3=by_tags(0),
+            l3_m1=by_tags(-1),
+            c_end=pick([_small(hdr[l3][0:4], [l3 + 4 * n for n in range(16)])
+                        for l3 in _L3_OFFSETS]),
+            c_end_m1=pick([_small(hdr[l3][0:4], [l3 + 4 * n - 1 for n in range(16)])
+                           for l3 in _L3_OFFSETS]),
+            e0=pick([Mux(s1[f"ip6_{l3 - 2}"], l3 + 8, l3 + 12) for l3 in _L3_OFFSETS]),
+            e1=pick([Mux(s1[f"ip6_{l3 - 2}"], l3 + 40, l3 + 20) for l3 in _L3_OFFSETS]),
+            e2=by_version(0, 40),
+            udp_len_pos=by_version(4, 44),
+            udp_check_pos=by_version(6, 46),
+        )
+        if self.transmit:
+            values.update(
+                ip_pos=by_tags(10),
+                l4_pos=pick([Mux(s1[f"tcp6_{l3}"] & s1[f"ip6_{l3 - 2}"]
+                                 | s1[f"tcp4_{l3}"] & ~s1[f"ip6_{l3 - 2}"],
+                                 by_ihl(16, 56, l3), by_ihl(6, 46, l3))
+                             for l3 in _L3_OFFSETS]),
+            )
+        values.update(
+            is4=pick([s1[f"ip4_{p}"] for p in (12, 16, 20)]),
+            is6=is6,
+            version=field(0, 1)[4:8],
+            ihl=field(0, 1)[0:4],
+            total=field(2, 2),
+            payload=field(4, 2),
+            fragment=pick([Cat(hdr[l3 + 6][0:6], hdr[l3 + 7]).any() for l3 in _L3_OFFSETS]),
+            is_tcp=is_tcp,
+            # the shortest IPv4 total length with a TCP or UDP header: IHL * 4 + 20 or 8
+            min_total_tcp=pick([_small(hdr[l3][0:4], [4 * n + 20 for n in range(16)])
+                                for l3 in _L3_OFFSETS])[:7],
+            min_total_udp=pick([_small(hdr[l3][0:4], [4 * n + 8 for n in range(16)])
+                                for l3 in _L3_OFFSETS])[:7],
+            is_udp=Mux(is6, pick([s1[f"udp6_{l3}"] for l3 in _L3_OFFSETS]),
+                       pick([s1[f"udp4_{l3}"] for l3 in _L3_OFFSETS])),
+        )
+        # The end of the datagram relative to this beat, ``lengths + base - k * lanes``: the
+        # part that does not depend on the length fields is subtracted here.
+        # Each comes twice, the second one lanes lower: the signs of the two tell whether the
+        # bound is before, in or after the beat, without a test of the sum's high bits.
+        shift = self.shift
+        # bias - k: -k * lanes has no low bits, so only the high bits of an offset wait for the
+        # carry chain; with the bias taken off, their sign varies, and the chain (rather than
+        # LUTs after it) carries into the top bits
+        minus_beats = s1["minus_beats"].as_signed()
+        width = len(minus_beats) + shift + 2
+
+        def minus_position(offset):  # offset - k * lanes, signed
+            offset = offset.as_signed()
+            high = (offset[shift:].as_signed() - _BEAT_BIAS)
+            return Cat(offset[:shift], minus_beats + high)[:width].as_signed()
+
+        for suffix, less in (("", 0), ("_next", self.lanes)):
+            values[f"base4{suffix}"] = minus_position(pick([Const(l3 - 1 - less, signed(8))
+                                                             for l3 in _L3_OFFSETS]))
+            values[f"base6{suffix}"] = minus_position(pick([Const(l3 + 39 - less, signed(8))
+                                                             for l3 in _L3_OFFSETS]))
+            if self.transmit:
+                values[f"start{suffix}"] = minus_position(s1["start"] - less)
+        if self.transmit:
+            values["partial"] = s1["partial"]
+            values["counts"] = _pairs(s1["counts"])
+        return _stage(m, "s2", values)
+
+    # ---- S3: byte ranges and the checks that do not depend on the frame length.
+
+    def _bounds(self, m, s2):
+        is6, ihl = s2["is6"], s2["ihl"]
+        hl = Cat(Const(0, 2), ihl)
+
+        values = _pass(s2, "valid", "last", "k", "data", "bad", "last_pos", "is4",
+                       "is6", "is_tcp", "is_udp")
+        shift = self.shift
+        for name in _SMALL_BOUNDS + (_TX_BOUNDS if self.transmit else ()):
+            bound, index = s2[name], s2["k_small"]
+            beat = bound[shift:shift + self.small_bits]
+            after = index > beat
+            values.update({f"{name}_after": after, f"{name}_here": (index >= beat) & ~after,
+                           f"{name}_lane": bound[:shift]})
+        values.update(
+            e3_m1=Mux(is6, s2["payload"], s2["total"]) + Mux(is6, s2["base6"], s2["base4"]),
+            e3_m1_next=(Mux(is6, s2["payload"], s2["total"])
+                        + Mux(is6, s2["base6_next"], s2["base4_next"])),
+            v4_version=s2["is4"] & (s2["version"] == 4) & (ihl >= 5),
+            # total >= hl, total - hl >= 20 (TCP) or 8 (UDP): the low bits are compared here
+            # and the high bits tested apart, so that no gate follows the carry chains
+            total_high=s2["total"][7:] != 0,
+            v4_length=s2["total"][:7] >= hl,
+            min_len4_tcp=s2["total"][:7] >= s2["min_total_tcp"],
+            min_len4_udp=s2["total"][:7] >= s2["min_total_udp"],
+            min_len6_tcp=s2["payload"] >= 20,
+            min_len6_udp=s2["payload"] >= 8,
+            fragment=s2["fragment"],
+            v6_static=is6 & (s2["version"] == 6) & (s2["payload"] != 0),
+            l4_len=Mux(is6, s2["payload"], s2["total"] - hl),
+
+        )
+        if self.transmit:
+            values.update(
+                partial=s2["partial"],
+                start=s2["start"],
+                start_next=s2["start_next"],
+                l4_pos=s2["l4_pos"],  # reported
+                ip_pos=s2["ip_pos"],
+                counts=_pairs(s2["counts"]),
+            )
+        # From 256 bits (150 MHz) the bounds and their tests share a stage.
+        return _stage(m, "s3", values, register=self.width < 256)
+
+    # ---- S4: where each bound falls relative to the beat; length-independent verdicts.
+
+    def _compare(self, m, s3):
+        shift = self.shift
+
+        def decoded(name, strict=False):
+            return {f"{name}_{key}": v for key, v in _decode(
+                s3[f"{name}_after"], s3[f"{name}_here"], s3[f"{name}_lane"], self.lanes,
+                strict).items()}
+
+        values = _pass(s3, "valid", "last", "data", "bad", "last_pos",
+                       "is6", "is_udp", "l4_len")
+        v4_header = s3["v4_version"] & (s3["total_high"] | s3["v4_length"])
+        values["v4_header"] = v4_header
+        for name in _SMALL_BOUNDS + (_TX_BOUNDS if self.transmit else ()):
+            values.update(_pass(s3, f"{name}_after", f"{name}_here", f"{name}_lane"))
+        for name in ("l3", "c_end", "e0", "e1", "e2"):
+            values.update(decoded(name))
+        for name in ("e3_m1",) + (("start",) if self.transmit else ()):
+            relative = s3[name]  # bound - k * lanes
+            after = relative[-1]
+            here = ~relative[-1] & s3[f"{name}_next"][-1]
+            strict = name == "e3_m1"  # the lanes after the last byte of the datagram
+            values.update({f"{name}_after": after, f"{name}_here": here,
+                           f"{name}_lane": relative[:shift],
+                           **{f"{name}_{key}": v for key, v in _decode(
+                               after, here, relative[:shift], self.lanes, strict).items()}})
+        values.update({f"end_{key}": v for key, v in _decode(  # bytes after the frame
+            Const(0), s3["last"], s3["last_pos"], self.lanes, strict=True).items()})
+        values.update(
+            ip_ok=s3["is4"],
+            seg_static=((v4_header & ~s3["fragment"] | s3["v6_static"])
+                        & (s3["is_tcp"] | s3["is_udp"])
+                        & Mux(s3["is6"], Mux(s3["is_tcp"], s3["min_len6_tcp"], s3["min_len6_udp"]),
+                              s3["total_high"] | Mux(s3["is_tcp"], s3["min_len4_tcp"],
+                                                     s3["min_len4_udp"]))),
+        )
+        if self.transmit:
+            values.update(_pass(s3, "partial", "k", "ip_pos", "l4_pos"))
+            values["last_bytes"] = _pairs(s3["counts"], levels=2)[0]
+        return _stage(m, "s4", values)
+
+    # ---- S5: per-byte-lane vectors, one per bound; the end-of-frame length checks.
+
+    def _masks(self, m, s4):
+        lanes = self.lanes
+
+        def ge(name):  # lanes at or after the bound (after it, for e3_m1 and end)
+            return _lanes_from({key: s4[f"{name}_{key}"] for key in ("all", "part", "low")},
+                               lanes)
+
+        def reaches(name):  # the last byte of this beat is at or after the bound
+            return s4[f"{name}_after"] | (s4[f"{name}_here"] & (s4["last_pos"]
+                                                                 >= s4[f"{name}_lane"]))
+
+        def field_at(name):  # the two bytes of a 16-bit field at an even bound
+            words = lanes // 2
+            word = Mux(s4[f"{name}_here"], (Const(1, words) << s4[f"{name}_lane"][1:])[:words], 0)
+            return Cat(*(Cat(word[w], word[w]) for w in range(words)))
+
+        values = _pass(s4, "valid", "last", "data", "bad", "is6", "is_udp", "l4_len")
+        # Each vector tests one bound, so that a lane's logic stays shallow; the sums combine
+        # them in front of their adders. A byte at p is in [e2, e3) when p >= e2 and not
+        # p > e3 - 1; bytes after the end of a well-formed frame are in no sum.
+        values.update(
+            v_l3=ge("l3"),
+            v_c_end=ge("c_end"),
+            v_e0=ge("e0"),
+            v_e1=ge("e1"),
+            v_e2=ge("e2"),
+            v_e3=ge("e3_m1"),
+            v_end=~ge("end"),
+            ip_present=s4["ip_ok"] & reaches("l3_m1"),
+            ip_header=s4["ip_ok"] & s4["v4_header"] & reaches("l3_m1") & reaches("c_end_m1"),
+            seg_ok=(s4["seg_static"] & reaches("e3_m1")
+                    & (s4["is6"] | reaches("c_end_m1"))),
+            udp_len_hit=s4["udp_len_pos_here"],
+            udp_len_word=s4["udp_len_pos_lane"][1:],
+            udp_check_hit=s4["udp_check_pos_here"],
+            udp_check_word=s4["udp_check_pos_lane"][1:],
+        )
+        if self.transmit:
+            values.update(_pass(s4, "k", "ip_pos", "l4_pos", "last_bytes", "partial"))
+            values.update(v_start=ge("start"), v_ip_field=field_at("ip_pos"),
+                          v_l4_field=field_at("l4_pos"))
+        vectors = [name for name in values if name.startswith("v_")]
+        values.update(self._combine(values))
+        for name in vectors + ["partial"]:
+            values.pop(name, None)
+        return _stage(m, "s5", values)
+
+    def _combine(self, v):
+        """Return the byte-lane masks of the three sums from the vectors of their bounds."""
+        start = Mux(v["partial"], v["v_start"], v["v_l3"]) if self.transmit else v["v_l3"]
+        masks = {
+            "mask_a": start & v["v_end"],
+            "mask_c": v["v_l3"] & ~v["v_c_end"],
+            "mask_e": (v["v_e0"] & ~v["v_e1"]) | (v["v_e2"] & ~v["v_e3"]),
+        }
+        if self.transmit:
+            masks["mask_c"] = masks["mask_c"] & ~v["v_ip_field"]
+            masks["mask_e"] = masks["mask_e"] & ~v["v_l4_field"]
+        return masks
+
+    # ---- S6 on: adder trees, the per-frame accumulators, folds and the summary.
+
+    def _sums(self, m, s5):
+        lanes = self.lanes
         words = lanes // 2
-        groups = -(-words // _GROUP_WORDS)
-        group_sums = {x: [Signal(16 + (_GROUP_WORDS - 1).bit_length(), name=f"sum_{x}_g{g}")
-                          for g in range(groups)] for x in "ace"}
-        for x, mask in (("a", mask_a), ("c", mask_c), ("e", mask_e)):
-            masked = [Cat(Mux(mask[2 * w + 1], s3.data.word_select(2 * w + 1, 8), 0),
-                          Mux(mask[2 * w], s3.data.word_select(2 * w, 8), 0))
-                      for w in range(words)]
-            for g in range(groups):
-                m.d.sync += group_sums[x][g].eq(
-                    tree_sum(masked[g * _GROUP_WORDS:(g + 1) * _GROUP_WORDS]))
-        cap_hit4 = {c: Signal(name=f"{c}_hit4") for c in captures}
-        cap_val4 = {c: Signal(16, name=f"{c}_val4") for c in captures}
-        for c in captures:
-            m.d.sync += [
-                cap_hit4[c].eq(cap_hit3[c]),
-                cap_val4[c].eq(swap16(s3.data.word_select(cap_word3[c], 16))),
-            ]
+        data = s5["data"]
 
-        # Stage 5: one sum per beat.
-        s5 = Signal.like(s2)
-        info5 = Signal.like(info3)
-        m.d.sync += [s5.eq(s4), info5.eq(info4)]
-        beat_sum = {x: Signal(16 + (words - 1).bit_length() + 1, name=f"beat_sum_{x}")
-                    for x in "ace"}
+        # Big-endian 16-bit words: the bytes of each pair swapped, then masked.
+        swapped = Signal(self.width)
+        m.d.comb += swapped.eq(Cat(*(data.word_select(j ^ 1, 8) for j in range(lanes))))
+
+        def masked_words(mask):
+            bits = Signal(self.width, name=f"{mask.name}_words")
+            m.d.comb += bits.eq(swapped & Cat(*(mask[j ^ 1].replicate(8) for j in range(lanes))))
+            return [bits.word_select(w, 16) for w in range(words)]
+
+        # Level 1 of the trees, behind the masks; the words of the captured UDP fields.
+        masks = {}
         for x in "ace":
-            m.d.sync += beat_sum[x].eq(tree_sum(group_sums[x]))
-        cap_hit5 = {c: Signal(name=f"{c}_hit5") for c in captures}
-        cap_val5 = {c: Signal(16, name=f"{c}_val5") for c in captures}
-        for c in captures:
-            m.d.sync += [cap_hit5[c].eq(cap_hit4[c]), cap_val5[c].eq(cap_val4[c])]
+            masks[x] = Signal(lanes, name=f"mask_{x}")
+            m.d.comb += masks[x].eq(s5[f"mask_{x}"])
+        sums = {x: _pairs(masked_words(masks[x])) for x in "ace"}
+        ctrl = _pass(s5, "valid", "last", "bad", "is6", "is_udp", "l4_len",
+                     "ip_present", "ip_header", "seg_ok", "udp_len_hit", "udp_check_hit")
+        if self.transmit:
+            ctrl.update(_pass(s5, "k", "ip_pos", "l4_pos", "last_bytes"))
+        # The UDP length lies at e2 + 4 (an odd word: e2 is 2 mod 4), the checksum at e2 + 6.
+        odd_words = Cat(*(data.word_select(w, 16) for w in range(1, words, 2)))
+        even_words = Cat(*(data.word_select(w, 16) for w in range(0, words, 2)))
+        ctrl["udp_len"] = odd_words.word_select(s5["udp_len_word"][1:], 16)
+        ctrl["udp_check"] = even_words.word_select(s5["udp_check_word"][1:], 16)
+        level = 1
+        stage = _stage(m, f"s{5 + level}", {**ctrl, **{f"t_{x}{n}": v for x in "ace"
+                                                        for n, v in enumerate(sums[x])}})
 
-        # Stage 6: accumulate per frame (32 bits with end-around carry: any length).
-        acc = {x: Signal(32, name=f"acc_{x}") for x in "ace"}
-        carry = {x: Signal(name=f"carry_{x}") for x in "ace"}
-        total = {x: Signal(33, name=f"total_{x}") for x in "ace"}
-        for x in "ace":
-            m.d.comb += total[x].eq(Mux(s5.first, 0, acc[x]) + Mux(s5.first, 0, carry[x])
-                                    + beat_sum[x])
-        bad_acc = Signal()
-        bad_now = Mux(s5.first, 0, bad_acc) | s5.bad
-        cap_acc = {c: Signal(16, name=f"{c}_acc") for c in captures}
-        cap_now = {c: Mux(cap_hit5[c], cap_val5[c], Mux(s5.first, 0, cap_acc[c]))
-                   for c in captures}
-        with m.If(s5.valid):
-            for x in "ace":
-                m.d.sync += [acc[x].eq(total[x][:32]), carry[x].eq(total[x][32])]
-            m.d.sync += bad_acc.eq(bad_now)
-            for c in captures:
-                m.d.sync += cap_acc[c].eq(cap_now[c])
+        # The UDP length and checksum fields, tested by halves in the next stage (the TCP/UDP
+        # length is known when they pass) and held to the frame's last beat in the fold stage.
+        udp_len = swap16(stage["udp_len"])
+        ctrl = _pass(stage, *(n for n in ctrl if n not in ("udp_len", "udp_check")))
+        ctrl.update(
+            udp_len_lo=udp_len[:8] == stage["l4_len"][:8],
+            udp_len_hi=udp_len[8:] == stage["l4_len"][8:16],
+            udp_check_lo=stage["udp_check"][:8] == 0,
+            udp_check_hi=stage["udp_check"][8:] == 0,
+        )
 
-        # Stage 7: the frame's totals.
-        done7 = Signal()
-        info7 = Signal.like(info3)
-        bad7 = Signal()
-        len7 = Signal(LEN_BITS)
-        beats7 = Signal(LEN_BITS)
-        total7 = {x: Signal(33, name=f"total7_{x}") for x in "ace"}
-        cap7 = {c: Signal(16, name=f"{c}7") for c in captures}
-        m.d.sync += done7.eq(s5.valid & s5.last)
-        with m.If(s5.valid & s5.last):
-            m.d.sync += [
-                info7.eq(info5),
-                bad7.eq(bad_now),
-                len7.eq(Cat(Const(0, shift), s5.k) + s5.nbytes),
-                beats7.eq(s5.k + 1),
-            ]
-            for x in "ace":
-                m.d.sync += total7[x].eq(total[x])
-            for c in captures:
-                m.d.sync += cap7[c].eq(cap_now[c])
+        # The rest of the trees, one level a stage (two from 256 bits, where fmax aims lower).
+        nodes = {x: [stage[f"t_{x}{n}"] for n in range(len(sums[x]))] for x in "ace"}
+        while len(nodes["a"]) > 1:
+            level += 1
+            nodes = {x: _pairs(v, 2 if self.width >= 256 else 1) for x, v in nodes.items()}
+            stage = _stage(m, f"s{5 + level}", {**ctrl, **{f"t_{x}{n}": v for x in "ace"
+                                                            for n, v in enumerate(nodes[x])}})
+            nodes = {x: [stage[f"t_{x}{n}"] for n in range(len(nodes[x]))] for x in "ace"}
+            ctrl = _pass(stage, *ctrl)
+        beat_sum = {x: nodes[x][0] for x in "ace"}
 
-        # Stage 8: fold and check.
+        udp_len_ok = Signal()
+        udp_check_zero = Signal()
+        udp_len_ok_now = Mux(ctrl["udp_len_hit"], ctrl["udp_len_lo"] & ctrl["udp_len_hi"],
+                             udp_len_ok)
+        udp_check_zero_now = Mux(ctrl["udp_check_hit"], ctrl["udp_check_lo"] & ctrl["udp_check_hi"],
+                                 udp_check_zero)
+        with m.If(ctrl["valid"]):
+            m.d.sync += [udp_len_ok.eq(udp_len_ok_now), udp_check_zero.eq(udp_check_zero_now)]
+        for name in ("udp_len_hit", "udp_check_hit", "udp_len_lo", "udp_len_hi", "udp_check_lo",
+                     "udp_check_hi"):
+            del ctrl[name]
+        ctrl["udp_len_ok"] = ~ctrl["is_udp"] | udp_len_ok_now
+        ctrl["udp_check_zero"] = udp_check_zero_now
+
+        # Fold each beat's sum to 16 bits (the last carry goes in with LUTs).
+        level += 1
+        carries = len(beat_sum["a"]) - 16
+        stage = _stage(m, f"s{5 + level}", {**ctrl, **{f"f_{x}": _fold_in(v[:16] + v[16:], carries)
+                                                        for x, v in beat_sum.items()}})
+        ctrl = _pass(stage, *ctrl)
+
+        # Accumulate per frame: 16 bits and a deferred end-around carry (any frame length).
+        # Cleared after the last beat of a frame, so that no gate sits before the adder.
+        acc = {x: Signal(17, name=f"acc_{x}") for x in "ace"}
+        new = {x: acc[x][:16] + stage[f"f_{x}"] + acc[x][16] for x in "ace"}
+        bad = Signal()
+        bad_now = bad | stage["bad"]
+        with m.If(stage["valid"] & stage["last"]):  # a reset over the enable: no LUT
+            m.d.sync += [acc[x].eq(0) for x in "ace"]
+            m.d.sync += bad.eq(0)
+        with m.Elif(stage["valid"]):
+            m.d.sync += [acc[x].eq(new[x]) for x in "ace"]
+            m.d.sync += bad.eq(bad_now)
+
+        # The frame's totals, on its last beat.
+        done = stage["valid"] & stage["last"]
+        keep_names = [n for n in ctrl if n not in ("valid", "last", "bad", "l4_len")]
+        total = {x: Signal(17, name=f"total_{x}") for x in "ace"}
+        held = {n: Signal.like(ctrl[n], name=f"{n}_end") for n in keep_names}
+        pseudo = Signal(17)  # protocol and TCP/UDP length of the pseudo-header
+        keep_names.append("pseudo")
+        held["pseudo"] = pseudo
+        bad_end = Signal()
+        done_end = Signal()
+        m.d.sync += done_end.eq(done)
+        with m.If(done):
+            m.d.sync += [total[x].eq(new[x]) for x in "ace"]
+            m.d.sync += [held[n].eq(ctrl[n]) for n in keep_names if n != "pseudo"]
+            m.d.sync += pseudo.eq(ctrl["l4_len"]
+                                  + Mux(ctrl["is_udp"], _IPPROTO_UDP, _IPPROTO_TCP))
+            m.d.sync += bad_end.eq(bad_now)
+
+        # Fold: the 16-bit part plus the deferred carry (0x10000 only from 0xffff + 1).
+        def fold(value):
+            folded = value[:16] + value[16]
+            return Cat(folded[0] | folded[16], folded[1:16])
+
+        l4_total = total["e"][:16] + held["pseudo"] + total["e"][16]
+        fin = _stage(m, "fin", {
+            "valid": done_end, "bad": bad_end, "sum_a": fold(total["a"]),
+            "ip_sum": fold(total["c"]), "l4_total": l4_total,
+            **{n: held[n] for n in keep_names if n != "pseudo"},
+        })
         out = self.summary.payload
-        ip_present = info7.is4 & (len7 >= info7.l3)
-        udp_len_ok = ~info7.is_udp | (cap7["cap_len"] == info7.l4_len)
-        seg_len_ok = (len7 >= info7.e3) & Mux(info7.is6, 1, len7 >= info7.c_end)
-        l4_sum = fold16(fold16(total7["e"]) + info7.proto + info7.l4_len)
-        m.d.sync += self.summary.valid.eq(done7)
-        with m.If(done7):
+        m.d.sync += self.summary.valid.eq(fin["valid"])
+        with m.If(fin["valid"]):
             m.d.sync += [
-                out.malformed.eq(bad7),
-                out.length.eq(len7),
-                out.beats.eq(beats7),
-                out.sum_a.eq(fold16(total7["a"])),
-                out.a_odd.eq(info7.a_odd),
-                out.ip_present.eq(ip_present),
-                out.ip_header_ok.eq(ip_present & info7.v4_static & (len7 >= info7.c_end)),
-                out.ip_sum.eq(fold16(total7["c"])),
-                out.seg_ok.eq(info7.seg_static & seg_len_ok & udp_len_ok),
-                out.is_ipv6.eq(info7.is6),
-                out.is_udp.eq(info7.is_udp),
-                out.l4_sum.eq(l4_sum),
-                out.l4_field.eq(cap7["cap_l4"]),
-                out.l3.eq(info7.l3),
-                out.l4_start.eq(info7.e2),
-                out.user.eq(info7.user),
+                out.malformed.eq(fin["bad"]),
+                out.sum_a.eq(fin["sum_a"]),
+                out.ip_present.eq(fin["ip_present"]),
+                out.ip_header_ok.eq(fin["ip_header"]),
+                out.ip_sum.eq(fin["ip_sum"]),
+                out.seg_ok.eq(fin["seg_ok"] & fin["udp_len_ok"]),
+                out.is_ipv6.eq(fin["is6"]),
+                out.is_udp.eq(fin["is_udp"]),
+                out.l4_sum.eq(_fold_in(fin["l4_total"][:16] + fin["l4_total"][16:], 2)),
+                out.udp_check_zero.eq(fin["udp_check_zero"]),
             ]
             if self.transmit:
-                m.d.sync += out.ip_field.eq(cap7["cap_ip"])
+                m.d.sync += [
+                    out.last_beat.eq(fin["k"]),
+                    out.last_bytes.eq(fin["last_bytes"]),
+                    out.ip_pos.eq(fin["ip_pos"]),
+                    out.l4_pos.eq(fin["l4_pos"]),
+                ]

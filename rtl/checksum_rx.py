@@ -8,11 +8,11 @@ cycle at every width, back-to-back minimum-size frames included, as long as ``re
 """
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axil import RegisterBusSignature
-from .checksum_common import ChecksumFront, counter_registers
+from .checksum_common import ChecksumFront, CreditedFIFO, counter_registers
 from .stream import beat_signature, check_width
 
 __all__ = ["REGISTERS", "STATUS_NONE", "STATUS_OK", "STATUS_BAD", "RxResultLayout", "ChecksumRx"]
@@ -89,11 +89,13 @@ class ChecksumRx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.front = front = ChecksumFront(self.width)
-        m.submodules.results = results = fifo.SyncFIFOBuffered(width=32, depth=self.result_depth)
+        m.submodules.results = results = CreditedFIFO(32, 1 << (self.result_depth - 1).bit_length())
+        # (its memory and output register hold more than ``result_depth`` words)
 
-        # Credits: frames whose last beat went in and whose result has not been read yet.
+        # Credits: room for the results of frames whose last beat has not gone in. ``admit``
+        # looks at last cycle's count, so it keeps one frame of margin.
         credits = Signal(range(self.result_depth + 1), init=self.result_depth)
-        admit = credits != 0
+        admit = Signal(init=1)
         m.d.comb += [
             front.i.payload.eq(self.i.payload),
             front.i.valid.eq(self.i.valid & admit),
@@ -101,37 +103,67 @@ class ChecksumRx(wiring.Component):
         ]
         frame_in = self.i.valid & self.i.ready & self.i.payload.last
         result_out = self.result.valid & self.result.ready
-        m.d.sync += credits.eq(credits - frame_in + result_out)
+        m.d.sync += [
+            credits.eq(credits + Mux(frame_in, Mux(result_out, 0, -1), result_out)),
+            admit.eq(credits > 1),
+        ]
 
+        # Verdicts, in two steps: the sums' tests, then the rules that combine them.
         summary = front.summary.payload
+        checked = Signal()
+        malformed, ip_present, ip_header_ok, seg_ok, is_ipv6, is_udp, udp_zero = (
+            Signal(name=n) for n in ("malformed", "ip_present", "ip_header_ok", "seg_ok",
+                                     "is_ipv6", "is_udp", "udp_zero"))
+        ip_sum_ok = Signal()
+        l4_sum_ok = Signal()
+        csum_complete = Signal(16)
+        m.d.sync += checked.eq(front.summary.valid)
+        with m.If(front.summary.valid):
+            m.d.sync += [
+                malformed.eq(summary.malformed),
+                ip_present.eq(summary.ip_present),
+                ip_header_ok.eq(summary.ip_header_ok),
+                seg_ok.eq(summary.seg_ok),
+                is_ipv6.eq(summary.is_ipv6),
+                is_udp.eq(summary.is_udp),
+                udp_zero.eq(summary.udp_check_zero),
+                ip_sum_ok.eq(summary.ip_sum == 0xFFFF),
+                l4_sum_ok.eq(summary.l4_sum == 0xFFFF),
+                csum_complete.eq(Mux(summary.malformed, 0, summary.sum_a)),
+            ]
+
         ip = Signal(2)
         l4 = Signal(2)
-        with m.If(summary.malformed | ~summary.ip_present):
+        with m.If(malformed | ~ip_present):
             m.d.comb += ip.eq(STATUS_NONE)
-        with m.Elif(~summary.ip_header_ok | (summary.ip_sum != 0xFFFF)):
+        with m.Elif(~ip_header_ok | ~ip_sum_ok):
             m.d.comb += ip.eq(STATUS_BAD)
         with m.Else():
             m.d.comb += ip.eq(STATUS_OK)
-        with m.If(summary.malformed | ~summary.seg_ok
-                  | (~summary.is_ipv6 & (ip != STATUS_OK))):
+        with m.If(malformed | ~seg_ok | (~is_ipv6 & (ip != STATUS_OK))):
             m.d.comb += l4.eq(STATUS_NONE)
-        with m.Elif(summary.is_udp & (summary.l4_field == 0)):
+        with m.Elif(is_udp & udp_zero):
             # RFC 768: no checksum over IPv4; RFC 8200 §8.1: forbidden over IPv6.
-            m.d.comb += l4.eq(Mux(summary.is_ipv6, STATUS_BAD, STATUS_NONE))
-        with m.Elif(summary.l4_sum == 0xFFFF):
+            m.d.comb += l4.eq(Mux(is_ipv6, STATUS_BAD, STATUS_NONE))
+        with m.Elif(l4_sum_ok):
             m.d.comb += l4.eq(STATUS_OK)
         with m.Else():
             m.d.comb += l4.eq(STATUS_BAD)
 
         word = Signal(RxResultLayout)
         push = Signal()
-        m.d.sync += push.eq(front.summary.valid)
-        with m.If(front.summary.valid):
-            m.d.sync += [
-                word.csum_complete.eq(Mux(summary.malformed, 0, summary.sum_a)),
-                word.ip.eq(ip),
-                word.l4.eq(l4),
-            ]
+        counts = {name: Signal(name=f"count_{name}") for name in REGISTERS}
+        m.d.sync += push.eq(checked)
+        m.d.sync += [
+            counts["frames"].eq(checked),
+            counts["ip_ok"].eq(checked & (ip == STATUS_OK)),
+            counts["ip_bad"].eq(checked & (ip == STATUS_BAD)),
+            counts["l4_ok"].eq(checked & (l4 == STATUS_OK)),
+            counts["l4_bad"].eq(checked & (l4 == STATUS_BAD)),
+            counts["malformed"].eq(checked & malformed),
+        ]
+        with m.If(checked):
+            m.d.sync += [word.csum_complete.eq(csum_complete), word.ip.eq(ip), word.l4.eq(l4)]
         m.d.comb += [
             results.w_data.eq(word.as_value()),
             results.w_en.eq(push),  # credits guarantee room
@@ -141,15 +173,6 @@ class ChecksumRx(wiring.Component):
         ]
 
         counters = {name: Signal(32, name=name) for name in REGISTERS}
-        with m.If(push):
-            m.d.sync += [
-                counters["frames"].eq(counters["frames"] + 1),
-                counters["ip_ok"].eq(counters["ip_ok"] + (word.ip == STATUS_OK)),
-                counters["ip_bad"].eq(counters["ip_bad"] + (word.ip == STATUS_BAD)),
-                counters["l4_ok"].eq(counters["l4_ok"] + (word.l4 == STATUS_OK)),
-                counters["l4_bad"].eq(counters["l4_bad"] + (word.l4 == STATUS_BAD)),
-            ]
-        with m.If(front.summary.valid & summary.malformed):
-            m.d.sync += counters["malformed"].eq(counters["malformed"] + 1)
+        m.d.sync += [counters[name].eq(counters[name] + counts[name]) for name in REGISTERS]
         counter_registers(m, self.bus, REGISTERS, counters)
         return m

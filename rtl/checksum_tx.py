@@ -14,21 +14,21 @@ the fly. With frames of equal length, 256 bytes or more, both sides move one bea
 without gaps between frames.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, fifo, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from .axil import RegisterBusSignature
 from .checksum_common import (
     POS_BITS,
     TX_USER_WIDTH,
     ChecksumFront,
+    CreditedFIFO,
     TxCommandLayout,
     counter_registers,
-    fold16,
     swap16,
-    tree_sum,
 )
 from .stream import beat_signature, check_width
 
@@ -48,10 +48,7 @@ MODE_PARTIAL = 1
 MODE_AUTO = 2
 
 _CSUM_MANGLED_0 = 0xFFFF  # RFC 768: a computed 0 is sent as -0
-_IPV4_CHECKSUM_OFFSET = 10
-_TCP_CHECKSUM_OFFSET = 16
-_UDP_CHECKSUM_OFFSET = 6
-_OUT_CREDITS = 4  # beats in flight from the buffer to ``o``
+_OUT_DEPTH = 8  # beats between the buffer and ``o``; covers the credit loop at full rate
 
 
 class ChecksumTx(wiring.Component):
@@ -91,7 +88,7 @@ class ChecksumTx(wiring.Component):
         self.queue_depth = queue_depth
         lanes = width // 8
         max_beats = -(-max_frame // lanes)
-        self.buffer_depth = 1 << (2 * max_beats - 1).bit_length()  # at least two frames
+        self.buffer_depth = 1 << (2 * max_beats + 1).bit_length()  # over two frames
         super().__init__({
             "i": In(beat_signature(width, TX_USER_WIDTH)),
             "o": Out(beat_signature(width, 2)),
@@ -101,25 +98,28 @@ class ChecksumTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width, lanes = self.width, self.width // 8
-        shift = lanes.bit_length() - 1
+        shift = exact_log2(lanes)
         depth = self.buffer_depth
-        addr_bits = depth.bit_length() - 1
+        addr_bits = exact_log2(depth)
         ptr_bits = addr_bits + 1  # one wrap bit tells full from empty
+        last_kept = self.max_frame // lanes  # beats after this index are never stored
 
-        slot_layout = data.StructLayout({
+        byte_layout = data.StructLayout({  # one byte to replace
             "en": unsigned(1),
-            "pos": unsigned(POS_BITS),
-            "value": unsigned(16),
+            "beat": unsigned(ptr_bits),
+            "lane": unsigned(shift),
+            "value": unsigned(8),
         })
         decision_layout = data.StructLayout({
             "drop": unsigned(1),
-            "beats": unsigned(ptr_bits),  # in the buffer (0 for a swallowed frame)
+            "last_index": unsigned(ptr_bits),  # last beat stored in the buffer
+            "last_index_m1": unsigned(ptr_bits),
+            "single": unsigned(1),  # one beat
             "last_bytes": unsigned(shift + 1),
-            "ip_inserted": unsigned(1),
-            "l4_inserted": unsigned(1),
-            "slot0": slot_layout,
-            "slot1": slot_layout,
+            "user": unsigned(2),
+            "ip_hi": byte_layout, "ip_lo": byte_layout, "l4_hi": byte_layout, "l4_lo": byte_layout,
         })
+        replaced = ("ip_hi", "ip_lo", "l4_hi", "l4_lo")
         out_layout = data.StructLayout({
             "data": unsigned(width),
             "keep": unsigned(lanes),
@@ -128,108 +128,128 @@ class ChecksumTx(wiring.Component):
         })
 
         m.submodules.front = front = ChecksumFront(width, transmit=True)
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=decision_layout.size,
-                                                           depth=self.queue_depth)
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=out_layout.size,
-                                                                 depth=_OUT_CREDITS + 1)
+        queue_depth = 1 << (self.queue_depth - 1).bit_length()
+        m.submodules.commands = commands = CreditedFIFO(TX_USER_WIDTH, queue_depth)
+        m.submodules.queue = queue = CreditedFIFO(decision_layout.size, queue_depth)
+        m.submodules.out_fifo = out_fifo = CreditedFIFO(out_layout.size, _OUT_DEPTH)
         m.submodules.buffer = buffer = Memory(shape=unsigned(width), depth=depth, init=[])
         w_port = buffer.write_port()
         r_port = buffer.read_port()
 
         counters = {name: Signal(32, name=name) for name in REGISTERS}
 
-        # ---- Write side: every frame enters the buffer, but frames longer than max_frame.
+        # ---- Write side: every frame enters the buffer, up to max_frame bytes' worth of beats.
         wp = Signal(ptr_bits)
         rp = Signal(ptr_bits)
-        frame_start = Signal(ptr_bits)
         mid_frame = Signal()
-        swallow = Signal()
-        seen = Signal(range(self.max_frame + 2 * lanes + 1))  # bytes of earlier beats
+        index = Signal(range(last_kept + 2))
+        swallow = Signal()  # the rest of this frame is not stored
+        room = Signal(init=1)  # a beat fits (from last cycle's pointers: one beat of margin)
+        credit = Signal(init=1)  # a decision fits (likewise, one frame of margin)
         credits = Signal(range(self.queue_depth + 1), init=self.queue_depth)
-        space = (wp - rp)[:ptr_bits] != depth
-        admit = (credits != 0) & (space | swallow)
+        admit = credit & (room | swallow)
         m.d.comb += [
             front.i.payload.eq(self.i.payload),
             front.i.valid.eq(self.i.valid & admit),
-            self.i.ready.eq(front.i.ready & admit),
+            self.i.ready.eq(admit),
         ]
         beat = self.i.payload
-        accept = self.i.valid & self.i.ready
-        first = ~mid_frame
-        keep_bytes = tree_sum(beat.keep[j] for j in range(lanes))
-        seen_now = Mux(first, 0, seen)
-        grown = seen_now + Mux(beat.last, keep_bytes, lanes)
-        over = grown > self.max_frame
-        start_now = Mux(first, wp, frame_start)
+        accept = self.i.valid & admit
         m.d.comb += [
             w_port.addr.eq(wp[:addr_bits]),
-            w_port.data.eq(Cat(*(Mux(beat.keep[j], beat.data.word_select(j, 8), 0)
-                                 for j in range(lanes)))),
-            w_port.en.eq(accept & ~swallow & ~over),
+            w_port.data.eq(beat.data),
+            w_port.en.eq(accept & ~swallow),
+            commands.w_data.eq(beat.user),
+            commands.w_en.eq(accept & ~mid_frame),  # credits guarantee room
         ]
+        m.d.sync += room.eq((wp - rp)[:ptr_bits] < depth - 1)
         with m.If(accept):
-            m.d.sync += [
-                mid_frame.eq(~beat.last),
-                frame_start.eq(start_now),
-                seen.eq(Mux(over, seen_now, grown)),
-            ]
-            with m.If(beat.last):
-                m.d.sync += swallow.eq(0)
-                with m.If(swallow | over):
-                    m.d.sync += wp.eq(start_now)  # rewind: the frame was never complete
-                with m.Else():
-                    m.d.sync += wp.eq(wp + 1)
-                m.d.sync += counters["frames_in"].eq(counters["frames_in"] + 1)
-            with m.Elif(swallow | over):
-                m.d.sync += swallow.eq(1)
-            with m.Else():
+            m.d.sync += mid_frame.eq(~beat.last)
+            with m.If(~swallow):
                 m.d.sync += wp.eq(wp + 1)
+            with m.If(beat.last):
+                m.d.sync += [index.eq(0), swallow.eq(0)]
+                m.d.sync += counters["frames_in"].eq(counters["frames_in"] + 1)
+            with m.Else():
+                m.d.sync += [index.eq(index + ~swallow), swallow.eq(swallow | (index == last_kept))]
 
-        # ---- Decide per frame from its summary: drop, or the fields to replace.
+        # ---- Decide per frame from its summary, in three steps.
         summary = front.summary.payload
-        command = TxCommandLayout(summary.user)
-        length = summary.length
-        oversize = length > self.max_frame
-        partial = command.mode == MODE_PARTIAL
-        auto = command.mode == MODE_AUTO
-        field = command.csum_start + command.csum_offset
-        bad_command = (command.mode == 3) | (partial & (field + 2 > length))
-        partial_sum = Mux(summary.a_odd, swap16(summary.sum_a), summary.sum_a)
-        partial_value = ~partial_sum
-        ip_value = ~fold16(summary.ip_sum + ~summary.ip_field)
-        l4_value = ~fold16(summary.l4_sum + ~summary.l4_field)
-        l4_offset = Mux(summary.is_udp, _UDP_CHECKSUM_OFFSET, _TCP_CHECKSUM_OFFSET)
+        command = TxCommandLayout(commands.r_data)
+        m.d.comb += commands.r_en.eq(front.summary.valid)
+        d1 = Signal()
+        m.d.sync += d1.eq(front.summary.valid)
+        s1 = Signal.like(summary, name="decide1")
+        mode1 = Signal(2)
+        odd1 = Signal()
+        field1 = Signal(POS_BITS)
+        with m.If(front.summary.valid):
+            m.d.sync += [
+                s1.eq(summary),
+                mode1.eq(command.mode),
+                odd1.eq(command.csum_start[0]),
+                field1.eq(command.csum_start + command.csum_offset),
+            ]
+
+        d2 = Signal()
+        m.d.sync += d2.eq(d1)
+        partial = mode1 == MODE_PARTIAL
+        auto = mode1 == MODE_AUTO
+        last_pos = Cat((s1.last_bytes - 1)[:shift], s1.last_beat)  # length - 1 if well formed
+        partial_value = ~Mux(odd1, swap16(s1.sum_a), s1.sum_a)
+        l4_value = ~s1.l4_sum
+        step2 = {
+            "oversize": (s1.last_beat > last_kept)
+                        | ((s1.last_beat == last_kept)
+                           & (s1.last_bytes > self.max_frame % lanes)),
+            "malformed": s1.malformed,
+            "bad_command": (mode1 == 3) | (partial & (field1 >= last_pos)),
+            "last_index": Mux(s1.last_beat > last_kept, last_kept, s1.last_beat),
+            "last_bytes": s1.last_bytes,
+            "ip_en": auto & s1.ip_header_ok,
+            "ip_pos": s1.ip_pos,
+            "ip_value": ~s1.ip_sum,
+            "l4_en": partial | (auto & s1.seg_ok),
+            "l4_pos": Mux(partial, field1, s1.l4_pos),
+            "l4_value": Mux(partial, Mux(partial_value == 0, _CSUM_MANGLED_0, partial_value),
+                            # RFC 768 / RFC 8200 §8.1: UDP 0 means none, TCP keeps 0.
+                            Mux(s1.is_udp & (l4_value == 0), _CSUM_MANGLED_0, l4_value)),
+        }
+        r2 = {}
+        for name, value in step2.items():
+            r2[name] = Signal(value.shape(), name=f"{name}_decide2")
+            with m.If(d1):
+                m.d.sync += r2[name].eq(value)
 
         decision = Signal(decision_layout)
         push = Signal()
-        m.d.sync += push.eq(front.summary.valid)
-        with m.If(front.summary.valid):
-            ip_inserted = auto & summary.ip_header_ok
-            l4_auto = auto & summary.seg_ok
+        m.d.sync += push.eq(d2)
+        l4_lo_pos = r2["l4_pos"] + 1  # an odd PARTIAL field may straddle two beats
+        with m.If(d2):
             m.d.sync += [
-                decision.drop.eq(oversize | summary.malformed | bad_command),
-                decision.beats.eq(Mux(oversize, 0, summary.beats)),
-                decision.last_bytes.eq((length - 1)[:shift] + 1),
-                decision.ip_inserted.eq(ip_inserted),
-                decision.l4_inserted.eq(partial | l4_auto),
-                decision.slot0.en.eq(ip_inserted),
-                decision.slot0.pos.eq(summary.l3 + _IPV4_CHECKSUM_OFFSET),
-                decision.slot0.value.eq(ip_value),
-                decision.slot1.en.eq(partial | l4_auto),
-                decision.slot1.pos.eq(Mux(partial, field, summary.l4_start + l4_offset)),
+                decision.drop.eq(r2["oversize"] | r2["malformed"] | r2["bad_command"]),
+                decision.last_index.eq(r2["last_index"]),
+                decision.last_index_m1.eq(r2["last_index"] - 1),
+                decision.single.eq(r2["last_index"] == 0),
+                decision.last_bytes.eq(r2["last_bytes"]),
+                decision.user.eq(Cat(r2["ip_en"], r2["l4_en"])),
             ]
-            with m.If(partial):
-                m.d.sync += decision.slot1.value.eq(
-                    Mux(partial_value == 0, _CSUM_MANGLED_0, partial_value))
-            with m.Else():
-                # RFC 768 / RFC 8200 §8.1: a UDP checksum of 0 means none; TCP keeps 0.
-                m.d.sync += decision.slot1.value.eq(
-                    Mux(summary.is_udp & (l4_value == 0), _CSUM_MANGLED_0, l4_value))
-            with m.If(oversize):
+            for name, en, pos, value in (
+                    ("ip_hi", r2["ip_en"], r2["ip_pos"], r2["ip_value"][8:16]),
+                    ("ip_lo", r2["ip_en"], r2["ip_pos"] + 1, r2["ip_value"][0:8]),
+                    ("l4_hi", r2["l4_en"], r2["l4_pos"], r2["l4_value"][8:16]),
+                    ("l4_lo", r2["l4_en"], l4_lo_pos, r2["l4_value"][0:8])):
+                m.d.sync += [
+                    decision[name].en.eq(en),
+                    decision[name].beat.eq(pos[shift:]),
+                    decision[name].lane.eq(pos[:shift]),
+                    decision[name].value.eq(value),
+                ]
+            with m.If(r2["oversize"]):
                 m.d.sync += counters["drop_oversize"].eq(counters["drop_oversize"] + 1)
-            with m.Elif(summary.malformed):
+            with m.Elif(r2["malformed"]):
                 m.d.sync += counters["drop_malformed"].eq(counters["drop_malformed"] + 1)
-            with m.Elif(bad_command):
+            with m.Elif(r2["bad_command"]):
                 m.d.sync += counters["drop_bad_command"].eq(counters["drop_bad_command"] + 1)
         m.d.comb += [
             queue.w_data.eq(decision.as_value()),
@@ -238,56 +258,71 @@ class ChecksumTx(wiring.Component):
 
         # ---- Reader: stream the buffer out, one frame after another.
         head = data.View(decision_layout, queue.r_data)
-        index = Signal(ptr_bits)  # beat of the head frame to read next
-        in_flight = Signal()
-        can_issue = out_fifo.level + in_flight < _OUT_CREDITS
-        issue = Signal()
-        pop = Signal()
-        is_last = index == head.beats - 1
-        with m.If(queue.r_rdy):
-            with m.If(head.drop):
-                m.d.comb += pop.eq(1)
-                m.d.sync += rp.eq(rp + head.beats)
-            with m.Elif(can_issue):
-                m.d.comb += [issue.eq(1), pop.eq(is_last)]
-                m.d.sync += [rp.eq(rp + 1), index.eq(Mux(is_last, 0, index + 1))]
+        beat_index = Signal(ptr_bits)  # of the head frame, to read next
+        fresh = Signal(init=1)  # no beat of the head issued yet
+        last_next = Signal()  # the next beat of the head is its last (once not fresh)
+        can_issue = Signal(init=1)  # room in out_fifo (from last cycle's count)
+        out_credits = Signal(range(_OUT_DEPTH + 1), init=_OUT_DEPTH)
+        is_last = Mux(fresh, head.single, last_next)
+        issue = queue.r_rdy & ~head.drop & can_issue
+        done = queue.r_rdy & (head.drop | (issue & is_last))
         m.d.comb += [
-            queue.r_en.eq(pop),
+            queue.r_en.eq(done),
             r_port.addr.eq(rp[:addr_bits]),
             r_port.en.eq(issue),
         ]
+        m.d.sync += fresh.eq(done | ~queue.r_rdy | (fresh & ~issue))
+        with m.If(done | ~queue.r_rdy):
+            m.d.sync += beat_index.eq(0)
+        with m.Elif(issue):
+            m.d.sync += [beat_index.eq(beat_index + 1),
+                         last_next.eq(beat_index == head.last_index_m1)]
+        with m.If(queue.r_rdy & head.drop):
+            m.d.sync += rp.eq(rp + head.last_index + 1)
+        with m.Elif(issue):
+            m.d.sync += rp.eq(rp + 1)
         frame_in = accept & beat.last
-        m.d.sync += credits.eq(credits - frame_in + pop)
+        m.d.sync += [credits.eq(credits - frame_in + done), credit.eq(credits > 1)]
 
-        # What the beat read this cycle needs next cycle, when its data arrives.
+        # What the beat read this cycle needs when its data arrives: the block RAM's data goes
+        # straight into flip-flops (its clock-to-output time leaves no room for logic), and the
+        # bytes are replaced in the cycle after.
+        in_flight = Signal()
+        read = Signal()
+        read_data = Signal(width)
         meta_last = Signal()
         meta_keep = Signal(lanes)
         meta_user = Signal(2)
-        hits = [Signal(lanes, name=f"hit{n}_{half}") for n in range(2) for half in ("hi", "lo")]
-        values = [Signal(16, name=f"value{n}") for n in range(2)]
-        m.d.sync += in_flight.eq(issue)
+        hits = {name: Signal(lanes, name=f"hit_{name}") for name in replaced}
+        values = {name: Signal(8, name=f"value_{name}") for name in replaced}
+        m.d.sync += [in_flight.eq(issue), read.eq(in_flight), read_data.eq(r_port.data)]
+        issued = {  # registered at issue, then again with the data
+            "last": is_last,
+            "keep": Mux(is_last, Cat(*(head.last_bytes > j for j in range(lanes))),
+                        Const((1 << lanes) - 1, lanes)),
+            "user": head.user,
+        }
+        for name in replaced:
+            slot = head[name]
+            issued[f"value_{name}"] = slot.value
+            issued[f"hit_{name}"] = Mux(slot.en & (beat_index == slot.beat),
+                                        (Const(1, lanes) << slot.lane)[:lanes], 0)
+        first = {n: Signal.like(Value.cast(v), name=f"{n}_issued") for n, v in issued.items()}
         with m.If(issue):
-            thermometer = Cat(*(head.last_bytes > j for j in range(lanes)))
-            m.d.sync += [
-                meta_last.eq(is_last),
-                meta_keep.eq(Mux(is_last, thermometer, Const((1 << lanes) - 1, lanes))),
-                meta_user.eq(Cat(head.ip_inserted, head.l4_inserted)),
-            ]
-            for n, slot in enumerate((head.slot0, head.slot1)):
-                m.d.sync += values[n].eq(slot.value)
-                for half, pos in enumerate((slot.pos, slot.pos + 1)):
-                    here = slot.en & (index == pos[shift:])
-                    m.d.sync += hits[2 * n + half].eq(
-                        Cat(*(here & (pos[:shift] == j) for j in range(lanes))))
+            m.d.sync += [first[n].eq(v) for n, v in issued.items()]
+        m.d.sync += [meta_last.eq(first["last"]), meta_keep.eq(first["keep"]),
+                     meta_user.eq(first["user"])]
+        for name in replaced:
+            m.d.sync += [values[name].eq(first[f"value_{name}"]),
+                         hits[name].eq(first[f"hit_{name}"])]
 
         # Replace the checksum bytes (network byte order: high byte first).
         out_beat = Signal(out_layout)
         lanes_out = []
         for j in range(lanes):
-            byte = r_port.data.word_select(j, 8)
-            for n in range(2):
-                byte = Mux(hits[2 * n][j], values[n][8:16],
-                           Mux(hits[2 * n + 1][j], values[n][0:8], byte))
+            byte = read_data.word_select(j, 8)
+            for name in replaced:
+                byte = Mux(hits[name][j], values[name], byte)
             lanes_out.append(byte)
         m.d.comb += [
             out_beat.data.eq(Cat(*lanes_out)),
@@ -295,7 +330,7 @@ class ChecksumTx(wiring.Component):
             out_beat.last.eq(meta_last),
             out_beat.user.eq(meta_user),
             out_fifo.w_data.eq(out_beat.as_value()),
-            out_fifo.w_en.eq(in_flight),  # credits guarantee room
+            out_fifo.w_en.eq(read),  # credits guarantee room
         ]
         sent = data.View(out_layout, out_fifo.r_data)
         m.d.comb += [
@@ -306,7 +341,9 @@ class ChecksumTx(wiring.Component):
             self.o.valid.eq(out_fifo.r_rdy),
             out_fifo.r_en.eq(self.o.ready),
         ]
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        out = self.o.valid & self.o.ready
+        m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(out_credits > 1)]
+        with m.If(out & self.o.payload.last):
             m.d.sync += counters["frames_out"].eq(counters["frames_out"] + 1)
 
         counter_registers(m, self.bus, REGISTERS, counters)

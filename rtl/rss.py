@@ -19,17 +19,18 @@ last beat, so each stage reads the bytes it needs straight from the buffer while
 from copy registers after that (at 64 bits almost none are needed; at 512 bits most are).
 
 1. For each layer-3 offset (14, 18, 22: 0 to 2 VLAN tags): TPID? usable IPv4/IPv6 header?
-2. Pick the offset; classify the IPv4 protocol / IPv6 next header; select the length fields;
-   which IPv6 extension headers would fit the visible bytes.
-3. Align the addresses; datagram bounds.
-4-7. One IPv6 extension header each. Headers start on 4-byte words (4 * i + 2); a compact
-   view of each word (next-header class, end of a header starting there, fragment flags) is
-   computed once from the buffer and shared by all stages, so a step is a 12-bit
-   multiplexer on the header pointer and a little logic.
-8. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL); visible, in the
+2. Pick the offset; classify the IPv4 protocol / IPv6 next header; select the length fields.
+3. Align the addresses; datagram bounds; which IPv6 extension headers would fit the visible
+   bytes.
+4-11. One IPv6 extension header every two stages. Headers start on 4-byte words
+   (4 * i + 2); a compact view of each word (next-header class, end of a header starting
+   there, fragment flags) is computed once from the buffer and shared by all stages, so a
+   step is a 9-bit multiplexer on the header pointer (first stage) and a little logic
+   (second stage).
+12. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL); visible, in the
    datagram, not a fragment?
-9. The 4-tuple type, if any.
-10. Pick the hash type with the enabled mask and start the Toeplitz core (:mod:`.toeplitz`).
+13. The 4-tuple type, if any.
+14. Pick the hash type with the enabled mask and start the Toeplitz core (:mod:`.toeplitz`).
 
 At 512 bits the core hashes a 36-byte tuple (IPv4: 12 bytes, zero padded) in one pipelined
 pass. At narrower widths it hashes ``ceil(36 / steps)`` bytes a cycle over
@@ -152,7 +153,7 @@ _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
 _EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 _NEXTHDR_FRAGMENT = 44  # 8 bytes
-_PARSE_STAGES = 10  # stage 10 picks the hash type and starts the core
+_PARSE_STAGES = 14  # stage 14 picks the hash type and starts the core
 _HEADER_WORDS = range(13, 32)  # words (at 4 * i + 2) an IPv6 extension header may start at
 
 
@@ -492,14 +493,6 @@ class RssUnit(wiring.Component):
                                           Mux(protocol == _IPPROTO_UDP, _CLS_UDP, _CLS_OTHER))
             per_offset[f"nh{c}"] = _classify(raw.byte(l3 + 6, 2))
 
-        # Does an extension header starting at word i fit the visible bytes: fits (any but a
-        # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes)? The same for
-        # the whole walk, so computed once here.
-        fits, fits_fragment = [], []
-        for index in _HEADER_WORDS:
-            fits.append(raw.info(index, 2)[3:9] <= s2["max_ptr"])
-            fits_fragment.append(index + 2 <= s2["max_ptr"])
-
         def field16(offset):
             return _select(l3_index, {c: raw.be16(14 + 4 * c + offset, 2) for c in range(3)})
 
@@ -511,11 +504,19 @@ class RssUnit(wiring.Component):
             ptr=Mux(v4_type, _select(l3_index, {c: s2[f"ptr{c}"] for c in range(3)}),
                     13 + l3_index)[:5],
             total_length=field16(2), payload_length=field16(4), fragment=field16(6),
-            fits=Cat(fits), fits_fragment=Cat(fits_fragment), **per_offset)
+            **per_offset)
 
         # Stage 3: select per offset, align the addresses (IPv6 at l3 + 8, IPv4 at l3 + 12).
         def pick(name):
             return _select(s3["l3"], {c: s3[f"{name}{c}"] for c in range(3)})
+
+        # Does an extension header starting at word i fit the visible bytes: fits (any but a
+        # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes)? The same for
+        # the whole walk, so computed once here.
+        fits, fits_fragment = [], []
+        for index in _HEADER_WORDS:
+            fits.append(raw.info(index, 3)[3:9] <= s3["max_ptr"])
+            fits_fragment.append(index + 2 <= s3["max_ptr"])
 
         addresses = []
         for n in range(32):
@@ -529,7 +530,7 @@ class RssUnit(wiring.Component):
             4, valid=s3["valid"], bad=s3["bad"], v4=s3["v4"], v6=s3["v6"],
             max_ptr=s3["max_ptr"], ptr=s3["ptr"], fail=Const(0, 1),
             cls=Mux(s3["v4"], pick("proto"), Mux(s3["v6"], pick("nh"), _CLS_OTHER)),
-            fits=s3["fits"], fits_fragment=s3["fits_fragment"])
+            fits=Cat(fits), fits_fragment=Cat(fits_fragment))
         side = stage(
             4, v4_fragment=(s3["fragment"] & 0x3FFF) != 0,
             # The ports end inside the IPv4 datagram: 4 * IHL + 4 <= total length.
@@ -539,14 +540,16 @@ class RssUnit(wiring.Component):
             bound=(s3["payload_length"] >> 2) + 12 + s3["l3"],
             addresses=Cat(addresses))
 
-        # Stages 4 to 7: one IPv6 extension header each (see _FrameBytes.info for the view of
-        # a word). The walk state: ptr, the word the next header starts at, and its class.
+        # Stages 4 to 11: one IPv6 extension header in two stages each (see _FrameBytes.info
+        # for the view of a word). The walk state: ptr, the word the next header starts at,
+        # and its class. Stage A selects the view of the word at ptr and registers it; stage B
+        # moves the walk on, so that the multiplexer and the update are in different cycles.
         for step in range(MAX_EXT_HEADERS):
-            k = 4 + step
+            k = 4 + 2 * step
             cls = walk["cls"]
             is_fragment = cls == _CLS_FRAG
             # Per word, where the walk goes if the header there is the current one: chosen by
-            # the header's class before the multiplexer, so that after it only one LUT is left.
+            # the header's class before the multiplexer.
             views = {}
             for index in self._header_words(step):
                 info, bit = raw.info(index, k), index - _HEADER_WORDS.start
@@ -557,23 +560,29 @@ class RssUnit(wiring.Component):
                                    Mux(is_fragment, fragment_ok, after_ok))
             view = Signal(9, name=f"view_s{k}")
             m.d.comb += view.eq(_select(walk["ptr"], views))
-            next_class, next_ptr, ok = view[0:3], view[3:8], view[8]
             walking = walk["valid"] & ~walk["fail"] & ((cls == _CLS_EXT) | is_fragment)
-            advance = walking & ok
-            nxt = stage(
+            half = stage(
                 k + 1, valid=walk["valid"], bad=walk["bad"], v4=walk["v4"], v6=walk["v6"],
-                max_ptr=walk["max_ptr"],
-                ptr=Mux(advance, next_ptr, walk["ptr"]),
-                cls=Mux(advance, next_class, cls),
-                fail=walk["fail"] | (walking & ~ok),
+                max_ptr=walk["max_ptr"], ptr=walk["ptr"], cls=cls, fail=walk["fail"],
+                walking=walking, view=view,
                 fits=walk["fits"], fits_fragment=walk["fits_fragment"])
             side = stage(k + 1, **side)
-            walk = nxt
 
-        # Stage 8: the ports (TCP/UDP header at word ptr, IPv4: l3 + 4 * IHL), and whether
+            next_class, next_ptr, ok = half["view"][0:3], half["view"][3:8], half["view"][8]
+            advance = half["walking"] & ok
+            walk = stage(
+                k + 2, valid=half["valid"], bad=half["bad"], v4=half["v4"], v6=half["v6"],
+                max_ptr=half["max_ptr"],
+                ptr=Mux(advance, next_ptr, half["ptr"]),
+                cls=Mux(advance, next_class, half["cls"]),
+                fail=half["fail"] | (half["walking"] & ~ok),
+                fits=half["fits"], fits_fragment=half["fits_fragment"])
+            side = stage(k + 2, **side)
+
+        # Stage 12: the ports (TCP/UDP header at word ptr, IPv4: l3 + 4 * IHL), and whether
         # they are visible and inside the datagram; an IPv6 chain going on after
         # MAX_EXT_HEADERS has none.
-        k = 4 + MAX_EXT_HEADERS
+        k = 4 + 2 * MAX_EXT_HEADERS
         cls, ptr = walk["cls"], walk["ptr"]
         s9 = stage(
             k + 1, valid=walk["valid"], bad=walk["bad"], v4=walk["v4"], v6=walk["v6"],
@@ -582,10 +591,12 @@ class RssUnit(wiring.Component):
             visible=ptr < walk["max_ptr"],  # the ports end at byte 4 * ptr + 6 <= vis
             in_datagram=Mux(walk["v4"], ~side["v4_fragment"] & side["v4_length_ok"],
                             ptr <= side["bound"]),
-            ports=_select(ptr, {index: raw.word(index, k) for index in range(8, 32)}),
-            addresses=side["addresses"])
+            # The ports at word 8 * g + ptr % 8 for each group g; stage 13 picks the group.
+            **{f"ports{g}": _select(ptr[:3], {n: raw.word(8 * g + n, k) for n in range(8)})
+               for g in (1, 2, 3)},
+            ports_group=ptr[3:], addresses=side["addresses"])
 
-        # Stage 9: the 4-tuple type, one-hot, if the frame has usable ports.
+        # Stage 13: the 4-tuple type, one-hot, if the frame has usable ports.
         usable = s9["transport"] & s9["visible"] & s9["in_datagram"]
         four = Cat(Const(0, 2), usable & s9["v4"] & s9["tcp"], usable & s9["v4"] & ~s9["tcp"],
                    Const(0, 1), usable & s9["v6"] & s9["tcp"], usable & s9["v6"] & ~s9["tcp"])
@@ -593,7 +604,8 @@ class RssUnit(wiring.Component):
                         Mux(s9["tcp"], HashType.TCP_IPV6, HashType.UDP_IPV6))
         out = stage(
             k + 2, valid=s9["valid"], bad=s9["bad"], v4=s9["v4"], v6=s9["v6"], four=four,
-            four_type=four_type, ports=s9["ports"],
+            four_type=four_type,
+            ports=_select(s9["ports_group"], {g: s9[f"ports{g}"] for g in (1, 2, 3)}),
             addresses=s9["addresses"])
         return out
 
