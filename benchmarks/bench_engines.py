@@ -56,7 +56,7 @@ def bench_cocotb(engine, width, frames, params):
 
     from nicsim.hw.verilator import build, run_cocotb
 
-    rtl = build(engine, {"width": width, **params})
+    rtl = build(engine, {"width": width})  # the testbench build (default table size)
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp) / "frames.bin"
         job.write_bytes(b"".join(len(f).to_bytes(4, "little") + f for f in frames))

@@ -13,12 +13,16 @@ from amaranth.lib.wiring import In, Out
 
 from .axil import RegisterBusSignature
 from .checksum_common import ChecksumFront, CreditedFIFO, counter_registers
+from .regs import Register
 from .stream import beat_signature, check_width
 
-__all__ = ["REGISTERS", "STATUS_NONE", "STATUS_OK", "STATUS_BAD", "RxResultLayout", "ChecksumRx"]
+__all__ = [
+    "REGISTERS", "COUNTERS", "STATUS_NONE", "STATUS_OK", "STATUS_BAD", "RxResultLayout",
+    "ChecksumRx",
+]
 
 #: Read-only 32-bit counters (wrapping), by byte address. Writes and other addresses: SLVERR.
-REGISTERS = {
+COUNTERS = {
     "frames": 0x00,
     "ip_ok": 0x04,
     "ip_bad": 0x08,
@@ -26,6 +30,20 @@ REGISTERS = {
     "l4_bad": 0x10,
     "malformed": 0x14,
 }
+_COUNTER_DOCS = {
+    'frames': 'frames seen',
+    'ip_ok': 'IPv4 header checksum verified',
+    'ip_bad': 'IPv4 header bad (checksum, truncated, IHL < 5, length)',
+    'l4_ok': 'TCP/UDP checksum verified',
+    'l4_bad': 'TCP/UDP checksum wrong (or UDP checksum 0 over IPv6)',
+    'malformed': 'frames with tkeep holes (reported NONE/NONE)',
+}
+
+#: The register map (see :mod:`.regs`): every counter read-only, 32 bits, wrapping.
+REGISTERS = tuple(
+    Register(name.upper(), offset, 1, "ro", _COUNTER_DOCS[name])
+    for name, offset in COUNTERS.items()
+)
 
 STATUS_NONE = 0
 STATUS_OK = 1
@@ -152,7 +170,7 @@ class ChecksumRx(wiring.Component):
 
         word = Signal(RxResultLayout)
         push = Signal()
-        counts = {name: Signal(name=f"count_{name}") for name in REGISTERS}
+        counts = {name: Signal(name=f"count_{name}") for name in COUNTERS}
         m.d.sync += push.eq(checked)
         m.d.sync += [
             counts["frames"].eq(checked),
@@ -172,7 +190,7 @@ class ChecksumRx(wiring.Component):
             results.r_en.eq(self.result.ready),
         ]
 
-        counters = {name: Signal(32, name=name) for name in REGISTERS}
-        m.d.sync += [counters[name].eq(counters[name] + counts[name]) for name in REGISTERS]
-        counter_registers(m, self.bus, REGISTERS, counters)
+        counters = {name: Signal(32, name=name) for name in COUNTERS}
+        m.d.sync += [counters[name].eq(counters[name] + counts[name]) for name in COUNTERS]
+        counter_registers(m, self.bus, COUNTERS, counters)
         return m

@@ -30,18 +30,32 @@ from .checksum_common import (
     counter_registers,
     swap16,
 )
+from .regs import Register
 from .stream import beat_signature, check_width
 
-__all__ = ["REGISTERS", "MODE_OFF", "MODE_PARTIAL", "MODE_AUTO", "ChecksumTx"]
+__all__ = ["REGISTERS", "COUNTERS", "MODE_OFF", "MODE_PARTIAL", "MODE_AUTO", "ChecksumTx"]
 
 #: Read-only 32-bit counters (wrapping), by byte address. Writes and other addresses: SLVERR.
-REGISTERS = {
+COUNTERS = {
     "frames_in": 0x00,
     "frames_out": 0x04,
     "drop_oversize": 0x08,
     "drop_bad_command": 0x0C,
     "drop_malformed": 0x10,
 }
+_COUNTER_DOCS = {
+    'frames_in': 'frames accepted',
+    'frames_out': 'frames sent',
+    'drop_oversize': 'frames dropped: longer than max_frame',
+    'drop_bad_command': 'frames dropped: csum_start + csum_offset + 2 past the end, or mode 3',
+    'drop_malformed': 'frames dropped: tkeep holes',
+}
+
+#: The register map (see :mod:`.regs`): every counter read-only, 32 bits, wrapping.
+REGISTERS = tuple(
+    Register(name.upper(), offset, 1, "ro", _COUNTER_DOCS[name])
+    for name, offset in COUNTERS.items()
+)
 
 MODE_OFF = 0
 MODE_PARTIAL = 1
@@ -136,7 +150,7 @@ class ChecksumTx(wiring.Component):
         w_port = buffer.write_port()
         r_port = buffer.read_port()
 
-        counters = {name: Signal(32, name=name) for name in REGISTERS}
+        counters = {name: Signal(32, name=name) for name in COUNTERS}
 
         # ---- Write side: every frame enters the buffer, up to max_frame bytes' worth of beats.
         wp = Signal(ptr_bits)
@@ -346,5 +360,5 @@ class ChecksumTx(wiring.Component):
         with m.If(out & self.o.payload.last):
             m.d.sync += counters["frames_out"].eq(counters["frames_out"] + 1)
 
-        counter_registers(m, self.bus, REGISTERS, counters)
+        counter_registers(m, self.bus, COUNTERS, counters)
         return m

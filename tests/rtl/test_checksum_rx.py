@@ -239,7 +239,7 @@ def _axis_frame(frame):
 
 
 async def _run_frames(tb, frames, counters_before=None):
-    from nicsim.rtl.checksum_rx import REGISTERS
+    from nicsim.rtl.checksum_rx import COUNTERS as REGISTERS
 
     lanes = params()["width"] // 8
     for frame in frames:
@@ -258,7 +258,7 @@ async def _run_frames(tb, frames, counters_before=None):
 
 
 async def _read_counters(tb):
-    from nicsim.rtl.checksum_rx import REGISTERS
+    from nicsim.rtl.checksum_rx import COUNTERS as REGISTERS
 
     return {name: (await tb.read_reg(addr))[0] for name, addr in REGISTERS.items()}
 

@@ -115,7 +115,7 @@ def check_output(rx, lanes):
 
 
 async def _run_cases(tb, cases, seed=0):
-    from nicsim.rtl.checksum_tx import REGISTERS
+    from nicsim.rtl.checksum_tx import COUNTERS as REGISTERS
 
     lanes = params()["width"] // 8
     rng = random.Random(seed)
@@ -171,7 +171,7 @@ async def random_mix(dut):
 @cocotb.test()
 async def registers(dut):
     """Writes and unmapped reads answer SLVERR and change nothing."""
-    from nicsim.rtl.checksum_tx import REGISTERS
+    from nicsim.rtl.checksum_tx import COUNTERS as REGISTERS
 
     tb = TB(dut)
     await tb.reset()
