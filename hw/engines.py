@@ -11,6 +11,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nicsim.rtl.checksum_tx import REGISTERS as TX_REGISTERS
+from nicsim.rtl.regs import offset_of
+from nicsim.rtl.rss import REGISTERS as RSS_REGISTERS
+
 from .ref.checksum import (
     DROP_BAD_COMMAND,
     DROP_EMPTY,
@@ -37,13 +41,13 @@ __all__ = [
 
 ENGINES = ("checksum-rx", "checksum-tx", "rss")
 
-# Register offsets of the RSS unit (rtl/rss.py REGISTERS).
-RSS_REG_ENABLED = 0x008
-RSS_REG_KEY = 0x040
-RSS_REG_TABLE = 0x800
-# Counters of the checksum-tx engine (rtl/checksum_tx.py REGISTERS).
-TX_FRAMES_OUT = 0x04
-TX_DROPS = (0x08, 0x0C, 0x10)
+# Register offsets, from the blocks' register tables.
+RSS_REG_ENABLED = offset_of(RSS_REGISTERS, "HASH_TYPES")
+RSS_REG_KEY = offset_of(RSS_REGISTERS, "KEY")
+RSS_REG_TABLE = offset_of(RSS_REGISTERS, "TABLE")
+TX_FRAMES_OUT = offset_of(TX_REGISTERS, "FRAMES_OUT")
+TX_DROPS = tuple(offset_of(TX_REGISTERS, name)
+                 for name in ("DROP_OVERSIZE", "DROP_BAD_COMMAND", "DROP_MALFORMED"))
 
 
 class ConfigError(ValueError):
