@@ -1,0 +1,1 @@
+"""The NIC as a device: register map, descriptor formats and the model backend."""
