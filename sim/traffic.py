@@ -1,16 +1,425 @@
-"""Synthetic captures: a seeded mix of the frames NIC offloads meet on real links.
+"""Traffic: timed sources of frames for the SimPy world, and a seeded mix of test frames.
+
+:class:`TrafficSource` feeds any element with ``put(batch)`` (a link, a switch port, the NIC)
+with batches of :class:`~nicsim.sim.frame.Frame` at a constant rate, as a Poisson process, in
+bursts, or replaying a capture. :func:`mixed_frames` returns a seeded mix of the frames NIC
+offloads meet on real links (IPv4 with and without options, IPv6 with and without extension
+headers, TCP and UDP, 0-2 VLAN tags, fragments, non-IP frames, deliberately broken checksums).
 
 Frames are built with scapy, so their checksums come from an implementation independent of
-nicsim's. The mix covers IPv4 (with and without options) and IPv6 (with and without extension
-headers), TCP and UDP, 0-2 VLAN tags, fragments, non-IP frames and deliberately broken
-checksums.
+nicsim's; a source builds each (flow, size) template once and reuses its bytes.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import random
+from fractions import Fraction
 
-__all__ = ["mixed_frames"]
+from nicsim.sim.frame import ETH_OVERHEAD_BYTES, Frame
+
+__all__ = ["TrafficSource", "mixed_frames", "IMIX_SEQUENCE", "MIN_FRAME_BYTES",
+           "MAX_FRAME_BYTES", "SPORT_BASE", "DPORT"]
+
+MIN_FRAME_BYTES = 64  # IEEE 802.3 minimum frame, with FCS
+MAX_FRAME_BYTES = 9018  # a 9000-byte-MTU jumbo frame with header and FCS (+4 per VLAN tag)
+# Simple IMIX: 7:4:1 of 40-, 576- and 1500-byte IP packets (the classic "simple IMIX" of
+# Agilent/Ixia test equipment, from Internet traffic studies), as Ethernet frames with FCS:
+# 64 (40 B padded), 594 and 1518 bytes. The 12 sizes are interleaved so any 12 consecutive
+# frames hold the exact mix; mean frame 353.83 bytes.
+IMIX_SEQUENCE = (64, 594, 64, 64, 594, 64, 1518, 64, 594, 64, 64, 594)
+SPORT_BASE = 1024  # flow i sends from source port SPORT_BASE + i (mod the port range)
+DPORT = 5201  # destination port of every flow (iperf3's)
+_NO_LIMIT = 1 << 62
+
+
+def _check(ok, message):
+    if not ok:
+        raise ValueError(message)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(value):
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+class TrafficSource:
+    """Send frames into ``out`` in batches, at times set by a traffic pattern.
+
+    Frames are made at their *ready time* (``t_ps = born_ps``, when the first bit may leave the
+    source) and handed to ``out.put`` in batches of at most ``batch_frames`` frames spanning at
+    most ``batch_ps``, each at the time of its last frame. The first frame is ready at
+    ``start_ps``; the source stops after ``count`` frames or before ``start_ps +
+    duration_ps`` (whichever comes first; neither: it runs as long as the simulation).
+
+    Frame sizes are Ethernet frame bytes *with* the 4-byte FCS (64 is the minimum frame, the
+    size packet-rate tables use); ``Frame.data`` holds them without the FCS. Each flow has its
+    own 5-tuple: source address ``src_ip + i``, source port ``SPORT_BASE + i``, destination
+    ``dst_ip``:``DPORT``. Contents come from scapy once per (flow, size); checksums are valid.
+
+    Patterns
+    --------
+    ``"constant"``
+        Fixed spacing: with ``rate_gbps`` a frame of ``s`` bytes is followed ``(s + 20) * 8 /
+        rate_gbps`` ns later (the rate counts wire bytes, preamble and gap included, so 10 Gb/s
+        of 64-byte frames is 14.88 Mpps and fills a 10 Gb/s wire exactly); with
+        ``rate_mpps`` every ``1 / rate_mpps`` us. Times are exact (no rounding drift).
+    ``"poisson"``
+        Exponential gaps with those means (a seeded ``random.Random``).
+    ``"burst"``
+        ``burst_frames`` frames spaced as ``"constant"`` (give the line rate), then
+        ``burst_gap_ps`` of silence after the last frame's slot before the next burst.
+    ``"pcap"``
+        The frames of ``pcap_path`` at their capture times relative to the first, divided by
+        ``pcap_speed``, ``pcap_loop`` times; each loop starts one mean capture gap after the
+        previous one's last frame. Timestamps that go backwards are held at the previous one.
+
+    Parameters
+    ----------
+    env : simpy.Environment
+    out : element or None
+        Receiver of the batches (``put(batch)``); may be set before the first batch is due.
+    pattern : str
+    rate_gbps, rate_mpps : float or None
+        Exactly one, except for ``"pcap"`` (neither).
+    size : int or "imix"
+        Frame size with FCS, 64..9018 (+4 with a VLAN tag); ``"imix"``: :data:`IMIX_SEQUENCE`.
+        Default 64.
+    sizes : list of int or None
+        Several sizes instead of ``size``.
+    size_order : str
+        ``"cycle"``: sizes in the given order; ``"random"``: a seeded uniform draw from them.
+    flows : int
+    flow_order : str
+        ``"round_robin"`` or ``"random"`` (seeded).
+    proto : str
+        ``"udp"`` or ``"tcp"``.
+    ipv6 : bool
+    vlan : int or None
+        VLAN ID (1..4094) of an 802.1Q tag on every frame.
+    src_mac, dst_mac : str
+    src_ip, dst_ip : str or None
+        Address bases (defaults 10.0.0.1 / 10.0.1.1, or fd00::1:1 / fd00::2:1 with IPv6).
+    count : int or None
+    duration_ps : int or None
+    start_ps : int
+        Delay from the source's creation to its first frame.
+    seed : int
+    batch_frames : int
+    batch_ps : int
+    burst_frames : int
+    burst_gap_ps : int
+    pcap_path : str or Path or None
+    pcap_speed : float
+    pcap_loop : int
+    name : str
+        Stored in every frame's ``source``.
+
+    Members
+    -------
+    frames, bytes : int
+        Frames sent and their bytes (with FCS, padded to 64 bytes).
+    process : simpy.Process
+        The sending process; it ends when the source has sent everything.
+    """
+
+    def __init__(self, env, out, *, pattern="constant", rate_gbps=None, rate_mpps=None,
+                 size=None, sizes=None, size_order="cycle", flows=1, flow_order="round_robin",
+                 proto="udp", ipv6=False, vlan=None, src_mac="02:00:00:00:00:01",
+                 dst_mac="02:00:00:00:00:02", src_ip=None, dst_ip=None, count=None,
+                 duration_ps=None, start_ps=0, seed=0, batch_frames=32, batch_ps=1_000_000,
+                 burst_frames=32, burst_gap_ps=10_000_000, pcap_path=None, pcap_speed=1.0,
+                 pcap_loop=1, name="src"):
+        from nicsim.sim.ether import parse_mac
+
+        patterns = ("constant", "poisson", "burst", "pcap")
+        _check(pattern in patterns,
+               f"traffic.pattern must be one of {', '.join(patterns)}, not {pattern!r}")
+        if pattern == "pcap":
+            _check(rate_gbps is None and rate_mpps is None,
+                   "traffic.rate_gbps and rate_mpps do not apply to pattern 'pcap' (the "
+                   "capture's timestamps set the rate; use pcap_speed)")
+            _check(pcap_path is not None, "traffic.pcap_path must name a capture for "
+                   "pattern 'pcap'")
+        else:
+            _check((rate_gbps is None) != (rate_mpps is None),
+                   f"traffic: give exactly one of rate_gbps and rate_mpps for pattern "
+                   f"{pattern!r}, not {'both' if rate_gbps is not None else 'neither'}")
+            for key, value in (("rate_gbps", rate_gbps), ("rate_mpps", rate_mpps)):
+                _check(value is None or _positive(value),
+                       f"traffic.{key} must be a positive number, not {value!r}")
+        _check(proto in ("udp", "tcp"), f"traffic.proto must be 'udp' or 'tcp', not {proto!r}")
+        _check(vlan is None or (_is_int(vlan) and 1 <= vlan <= 4094),
+               f"traffic.vlan must be a VLAN ID 1..4094 or None, not {vlan!r}")
+        _check(_is_int(flows) and flows >= 1,
+               f"traffic.flows must be a whole number >= 1, not {flows!r}")
+        _check(flow_order in ("round_robin", "random"),
+               f"traffic.flow_order must be 'round_robin' or 'random', not {flow_order!r}")
+        _check(size_order in ("cycle", "random"),
+               f"traffic.size_order must be 'cycle' or 'random', not {size_order!r}")
+        for key, value, low in (("count", count, 0), ("duration_ps", duration_ps, 1)):
+            _check(value is None or (_is_int(value) and value >= low),
+                   f"traffic.{key} must be a whole number >= {low} or None, not {value!r}")
+        for key, value, low in (("start_ps", start_ps, 0), ("batch_frames", batch_frames, 1),
+                                ("batch_ps", batch_ps, 0), ("burst_frames", burst_frames, 1),
+                                ("burst_gap_ps", burst_gap_ps, 0), ("pcap_loop", pcap_loop, 1)):
+            _check(_is_int(value) and value >= low,
+                   f"traffic.{key} must be a whole number >= {low}, not {value!r}")
+        _check(_is_int(seed), f"traffic.seed must be a whole number, not {seed!r}")
+        _check(_positive(pcap_speed),
+               f"traffic.pcap_speed must be a positive number, not {pcap_speed!r}")
+
+        # Sizes.
+        if sizes is not None:
+            _check(size is None, "traffic: give size or sizes, not both")
+            if isinstance(sizes, str):
+                sizes = IMIX_SEQUENCE if sizes == "imix" else [sizes]
+            sizes = list(sizes)
+            _check(sizes, "traffic.sizes must list at least one frame size")
+        elif size == "imix":
+            sizes = list(IMIX_SEQUENCE)
+        else:
+            sizes = [MIN_FRAME_BYTES if size is None else size]
+        headers = (14 + (4 if vlan is not None else 0) + (40 if ipv6 else 20)
+                   + (20 if proto == "tcp" else 8) + 4)
+        largest = MAX_FRAME_BYTES + (4 if vlan is not None else 0)
+        for s in sizes:
+            _check(_is_int(s) and MIN_FRAME_BYTES <= s <= largest,
+                   f"traffic.size must be {MIN_FRAME_BYTES}..{largest} bytes (frame with "
+                   f"FCS), not {s!r}")
+            _check(s >= headers,
+                   f"traffic.size {s} is too small for the Ethernet"
+                   f"{'+VLAN' if vlan is not None else ''}+{'IPv6' if ipv6 else 'IPv4'}+"
+                   f"{proto.upper()} headers and FCS; use at least {headers} bytes")
+        distinct = sorted(set(sizes))
+        self._sizes = distinct
+        self._size_seq = [distinct.index(s) for s in sizes]
+
+        # Addresses.
+        family = 6 if ipv6 else 4
+        defaults = ("fd00::1:1", "fd00::2:1") if ipv6 else ("10.0.0.1", "10.0.1.1")
+        bases = []
+        for key, value, default in (("src_ip", src_ip, defaults[0]),
+                                    ("dst_ip", dst_ip, defaults[1])):
+            value = default if value is None else value
+            try:
+                addr = ipaddress.ip_address(value)
+            except ValueError:
+                addr = None
+            _check(addr is not None and addr.version == family,
+                   f"traffic.{key} must be an IPv{family} address, not {value!r}")
+            bases.append(addr)
+        try:
+            bases[0] + (flows - 1)
+        except ipaddress.AddressValueError:
+            raise ValueError(f"traffic.src_ip {bases[0]} + {flows - 1} flows runs past the "
+                             f"last IPv{family} address; lower src_ip") from None
+        self._src_ip, self._dst_ip = bases
+        try:
+            self._src_mac, self._dst_mac = parse_mac(src_mac), parse_mac(dst_mac)
+        except ValueError as exc:
+            raise ValueError(f"traffic: {exc}") from None
+
+        self.env = env
+        self.out = out
+        self.name = name
+        self.pattern = pattern
+        self.rate_gbps = rate_gbps
+        self.rate_mpps = rate_mpps
+        self.flows = flows
+        self.flow_order = flow_order
+        self.size_order = size_order
+        self.proto = proto
+        self.ipv6 = ipv6
+        self.vlan = vlan
+        self.count = count
+        self.duration_ps = duration_ps
+        self.seed = seed
+        self.batch_frames = batch_frames
+        self.batch_ps = batch_ps
+        self.burst_frames = burst_frames
+        self.burst_gap_ps = burst_gap_ps
+        self.pcap_speed = pcap_speed
+        self.pcap_loop = pcap_loop
+        self.frames = 0
+        self.bytes = 0
+        self._start_ps = env.now + start_ps
+        self._templates = [None] * (flows * len(distinct))
+        self._pcap = self._load_pcap(pcap_path) if pattern == "pcap" else None
+        self.process = env.process(self._run())
+
+    @property
+    def sizes(self):
+        """The distinct frame sizes (with FCS) the source sends."""
+        return list(self._sizes)
+
+    def template(self, flow, size):
+        """Return the frame bytes (no FCS) of ``flow`` at ``size`` (with FCS), building once."""
+        index = flow * len(self._sizes) + self._sizes.index(size)
+        data = self._templates[index]
+        if data is None:
+            data = self._templates[index] = self._build(flow, size)
+        return data
+
+    def _build(self, flow, size):
+        from scapy.layers.inet import IP, TCP, UDP
+        from scapy.layers.inet6 import IPv6
+        from scapy.layers.l2 import Dot1Q, Ether
+        from scapy.packet import Raw
+
+        pkt = Ether(src=self._src_mac.hex(":"), dst=self._dst_mac.hex(":"))
+        if self.vlan is not None:
+            pkt = pkt / Dot1Q(vlan=self.vlan)
+        src, dst = str(self._src_ip + flow), str(self._dst_ip)
+        pkt = pkt / (IPv6(src=src, dst=dst) if self.ipv6 else IP(src=src, dst=dst))
+        sport = SPORT_BASE + flow % (65536 - SPORT_BASE)
+        if self.proto == "tcp":
+            pkt = pkt / TCP(sport=sport, dport=DPORT, flags="PA", seq=1, ack=1)
+        else:
+            pkt = pkt / UDP(sport=sport, dport=DPORT)
+        room = size - 4 - len(pkt)
+        pkt = pkt / Raw(bytes(i & 0xFF for i in range(room)))
+        data = bytes(pkt)
+        # A 64-byte UDP/IPv4 frame has room for 18 payload bytes; a frame below the Ethernet
+        # minimum would be padded on the wire: never the case for the sizes accepted here.
+        assert len(data) == size - 4, (len(data), size)
+        return data
+
+    def _load_pcap(self, path):
+        from nicsim.hw.pcap import PcapError, read_pcap
+
+        packets = read_pcap(path)
+        if not packets:
+            raise PcapError(f"{path}: the capture holds no packets; replay needs at least one.")
+        t0 = packets[0].time_ns
+        speed = self.pcap_speed
+        times, prev = [], 0
+        for p in packets:
+            rel = (p.time_ns - t0) * 1000
+            rel = rel if speed == 1 else round(rel / speed)
+            prev = max(prev, rel)
+            times.append(prev)
+        return times, [p.data for p in packets]
+
+    def _check_out(self):
+        if self.out is None or not hasattr(self.out, "put"):
+            raise ValueError(f"traffic source {self.name!r} has no out element with put(batch); "
+                             "set source.out before the simulation runs")
+
+    def _run(self):
+        if self._pcap is not None:
+            yield from self._run_pcap()
+            return
+        env, name = self.env, self.name
+        sizes = self._sizes
+        nsizes = len(sizes)
+        size_seq = self._size_seq
+        nseq = len(size_seq)
+        flows = self.flows
+        templates = self._templates
+        rng = random.Random(self.seed)
+        rand = rng.random
+        expo = rng.expovariate
+        flow_random = self.flow_order == "random"
+        size_random = self.size_order == "random" and nseq > 1
+        size_fixed = nseq == 1
+        poisson = self.pattern == "poisson"
+        burst = self.burst_frames if self.pattern == "burst" else 0
+        # Gap after a frame of each size, exactly: gap_num[i] / den picoseconds.
+        if self.rate_gbps is not None:
+            ps_per_byte = Fraction(8000) / Fraction(str(self.rate_gbps))
+            gaps = [ps_per_byte * (s + ETH_OVERHEAD_BYTES) for s in sizes]
+        else:
+            gaps = [Fraction(1_000_000) / Fraction(str(self.rate_mpps))] * nsizes
+        den = math.lcm(*(g.denominator for g in gaps))
+        gap_num = [int(g * den) for g in gaps]
+        gap_float = [float(g) for g in gaps]
+        burst_gap = self.burst_gap_ps * den
+        t0 = self._start_ps
+        limit_count = _NO_LIMIT if self.count is None else self.count
+        limit_t = _NO_LIMIT if self.duration_ps is None else t0 + self.duration_ps
+        batch_frames, batch_ps = self.batch_frames, self.batch_ps
+        k = 0
+        cum = 0  # time of the next frame since t0, in 1/den ps
+        cumf = 0.0  # the same for "poisson", in ps
+        t = t0
+        while k < limit_count and t < limit_t:
+            batch = []
+            append = batch.append
+            batch_end = t + batch_ps
+            nbytes = 0
+            while True:
+                flow = int(rand() * flows) if flow_random else k % flows
+                if size_fixed:
+                    si = 0
+                elif size_random:
+                    si = size_seq[int(rand() * nseq)]
+                else:
+                    si = size_seq[k % nseq]
+                index = flow * nsizes + si
+                data = templates[index]
+                if data is None:
+                    data = templates[index] = self._build(flow, sizes[si])
+                append(Frame(data, t, t, flow, name))
+                nbytes += sizes[si]
+                k += 1
+                if poisson:
+                    cumf += gap_float[si] * expo(1.0)
+                    t = t0 + int(cumf)
+                else:
+                    cum += gap_num[si]
+                    if burst and k % burst == 0:
+                        cum += burst_gap
+                    t = t0 + cum // den
+                if (len(batch) >= batch_frames or t > batch_end or k >= limit_count
+                        or t >= limit_t):
+                    break
+            self.frames += len(batch)
+            self.bytes += nbytes
+            yield env.timeout(batch[-1].t_ps - env.now)
+            self._check_out()
+            self.out.put(batch)
+
+    def _run_pcap(self):
+        env, name = self.env, self.name
+        times, datas = self._pcap
+        n = len(times)
+        span = times[-1]
+        period = span + (span // (n - 1) if n > 1 else 0)
+        t0 = self._start_ps
+        total = n * self.pcap_loop
+        if self.count is not None:
+            total = min(total, self.count)
+        limit_t = _NO_LIMIT if self.duration_ps is None else t0 + self.duration_ps
+        k = 0
+        while k < total:
+            loop, i = divmod(k, n)
+            t = t0 + loop * period + times[i]
+            if t >= limit_t:
+                break
+            batch, nbytes = [], 0
+            batch_end = t + self.batch_ps
+            while k < total and len(batch) < self.batch_frames:
+                loop, i = divmod(k, n)
+                t = t0 + loop * period + times[i]
+                if t > batch_end or t >= limit_t:
+                    break
+                data = datas[i]
+                batch.append(Frame(data, t, t, -1, name))
+                nbytes += max(len(data) + 4, 64)
+                k += 1
+            self.frames += len(batch)
+            self.bytes += nbytes
+            yield env.timeout(batch[-1].t_ps - env.now)
+            self._check_out()
+            self.out.put(batch)
+
+    def __repr__(self):
+        return f"TrafficSource({self.name!r}, {self.pattern}, {self.frames} frames)"
 
 
 def _addr4(rng):
