@@ -1,0 +1,636 @@
+"""The NIC's model backend: the device interface implemented with the golden references.
+
+Per PCI function (the physical function 0 and SR-IOV virtual functions 1..n) the model keeps
+the registers of :mod:`nicsim.hw.nic.regs`, transmit and receive descriptor rings with
+doorbells, a completion ring per queue and MSI-X vectors. Frames that arrive are steered to a
+function by destination MAC address, checked (:func:`nicsim.hw.ref.checksum.rx_checksum`),
+hashed to a queue (:func:`nicsim.hw.ref.rss.rss_hash`), written to the next posted buffer and
+completed with a 32-byte :data:`~nicsim.hw.nic.formats.COMPLETION`; frames to send are read
+from the transmit ring, given their checksums or segmented (:mod:`nicsim.hw.ref.tso`) and sent.
+Every result is the golden reference's, so it is bit-exact with the RTL engines.
+
+The model is a calendar (see :mod:`nicsim.hw.nic.device`): it handles a batch of frames or a
+doorbell at once and computes when each DMA, completion and interrupt happens from the times
+carried by the messages and the answers of the PCIe model, without a simulation event per
+frame.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from nicsim.hw.frame import Frame
+from nicsim.hw.ref import checksum as ref_checksum
+from nicsim.hw.ref import rss as ref_rss
+
+from . import regs
+from .device import RegisterError
+from .formats import COMPLETION, CPL_BYTES, DESC_BYTES, RX_DESC, TX_DESC, CplFlags, TxFlags
+
+__all__ = ["NicConfig", "NicModel", "DROP_REASONS"]
+
+# Assumptions of the model (named so scenarios can override them through NicConfig):
+RX_PIPELINE_PS = 100_000  # MAC to DMA engine: ~25 stages at 250 MHz (Corundum's clock)
+TX_PIPELINE_PS = 100_000  # DMA engine to MAC, same assumption
+DESC_FETCH_BATCH = 8  # descriptors fetched per DMA read (ixgbe-style prefetch; assumption)
+RX_FIFO_BYTES = 128 * 1024  # on-NIC receive buffer waiting for descriptors (assumption)
+RX_CACHE_ENTRIES = 4096  # memoized offload results per function (same frame, same result)
+
+DROP_REASONS = {
+    "rx_no_descriptor": "no receive descriptor posted and the NIC's receive FIFO is full",
+    "rx_cq_full": "the completion ring was full (driver not consuming completions)",
+    "rx_not_for_us": "destination MAC of no function and promiscuous mode off",
+    "rx_queue_disabled": "RSS picked a receive queue that is not enabled",
+    "rx_oversize": "frame longer than the MTU",
+    "rx_disabled": "receive not enabled in CTRL",
+    "tx_bad_descriptor": "transmit descriptor the NIC cannot carry out",
+    "tx_dma_error": "the IOMMU blocked the frame's DMA read",
+    "rx_dma_error": "the IOMMU blocked the buffer's DMA write",
+}
+
+_CPL = COMPLETION.struct
+_TX_DESC = TX_DESC.struct
+_RX_DESC = RX_DESC.struct
+_FEATURE_OF_CTRL = {
+    regs.Ctrl.RX_CSUM: regs.Feature.RX_CSUM,
+    regs.Ctrl.RSS: regs.Feature.RSS,
+    regs.Ctrl.LRO: regs.Feature.LRO,
+}
+_CTRL_BITS = (regs.Ctrl.RX_ENABLE | regs.Ctrl.TX_ENABLE | regs.Ctrl.RX_CSUM | regs.Ctrl.RSS
+              | regs.Ctrl.LRO | regs.Ctrl.PROMISC | regs.Ctrl.BROADCAST)
+
+
+@dataclass
+class NicConfig:
+    """What a NIC instance has and how fast its internals are.
+
+    Members
+    -------
+    txqs, rxqs : int
+        Queues of the physical function (1..64 each).
+    vfs : int
+        SR-IOV virtual functions (0..63), each with ``vf_queues`` transmit and receive queues.
+    vectors : int
+        MSI-X vectors per function (1..64).
+    features : int
+        :class:`~nicsim.hw.nic.regs.Feature` bits.
+    rx_pipeline_ps, tx_pipeline_ps : int
+        Latency of the receive and transmit pipelines.
+    desc_fetch_batch : int
+        Descriptors fetched per DMA read.
+    rx_fifo_bytes : int
+        Receive buffer for frames waiting for a descriptor.
+    """
+
+    txqs: int = 1
+    rxqs: int = 1
+    vfs: int = 0
+    vf_queues: int = 1
+    vectors: int = 8
+    features: int = (regs.Feature.RX_CSUM | regs.Feature.TX_CSUM | regs.Feature.RSS
+                     | regs.Feature.TSO | regs.Feature.USO | regs.Feature.LRO)
+    rx_pipeline_ps: int = RX_PIPELINE_PS
+    tx_pipeline_ps: int = TX_PIPELINE_PS
+    desc_fetch_batch: int = DESC_FETCH_BATCH
+    rx_fifo_bytes: int = RX_FIFO_BYTES
+    stages: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, low, high in (("txqs", 1, regs.MAX_QUEUES), ("rxqs", 1, regs.MAX_QUEUES),
+                                ("vfs", 0, 63), ("vf_queues", 1, regs.MAX_QUEUES),
+                                ("vectors", 1, regs.MAX_VECTORS), ("desc_fetch_batch", 1, 64)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"nic.{name} must be an integer from {low} to {high}, "
+                                 f"not {value!r}")
+        for name in ("rx_pipeline_ps", "tx_pipeline_ps", "rx_fifo_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"nic.{name} must not be negative")
+
+
+class _Queue:
+    """A descriptor ring with its completion ring (device side)."""
+
+    __slots__ = ("num", "ring", "log2", "enabled", "tail", "fetched", "head", "descs",
+                 "cq", "cq_log2", "cq_tail", "cq_heads", "cq_head", "vector", "armed",
+                 "pending", "last_cpl_t")
+
+    def __init__(self, num):
+        self.num = num
+        self.ring = 0
+        self.log2 = 0
+        self.enabled = False
+        self.tail = 0  # producer index the driver rang (free-running, 16 bit)
+        self.fetched = 0  # descriptors read from the ring so far
+        self.head = 0  # descriptors consumed
+        self.descs = deque()  # fetched, unused: (t_available, index, raw)
+        self.cq = 0
+        self.cq_log2 = 0
+        self.cq_tail = 0
+        self.cq_heads = deque()  # (t, value) CQ_HEAD writes not yet in effect
+        self.cq_head = 0
+        self.vector = 0
+        self.armed = False
+        self.pending = deque()  # receive frames waiting for a descriptor
+        self.last_cpl_t = 0  # when the latest completion lands in host memory
+
+    def cq_room(self, t):
+        """Free completion slots at time ``t``."""
+        heads = self.cq_heads
+        while heads and heads[0][0] <= t:
+            self.cq_head = heads.popleft()[1]
+        return (1 << self.cq_log2) - ((self.cq_tail - self.cq_head) & 0xFFFF)
+
+
+class _Function:
+    """Registers and queues of one PCI function."""
+
+    def __init__(self, num, txqs, rxqs, vectors):
+        self.num = num
+        self.txq = [_Queue(n) for n in range(txqs)]
+        self.rxq = [_Queue(n) for n in range(rxqs)]
+        self.vectors = vectors
+        self.ctrl = 0
+        self.mtu = 1514
+        self.mac = bytes(6)
+        self.lro_timeout_ns = 10_000
+        self.rss = ref_rss.RssConfig(table=ref_rss.default_table(128, rxqs))
+        self.rss_log2 = 7
+        self.moderation = [[1, 0] for _ in range(vectors)]
+        self.cache = {}
+        self.counters = dict.fromkeys(regs.COUNTERS, 0)
+
+
+class NicModel:
+    """The NIC, model backend.
+
+    Parameters
+    ----------
+    config : NicConfig
+        Queues, functions, features and timing.
+    host : HostPort
+        The simulation around the device.
+    """
+
+    ports = 1
+
+    def __init__(self, config, host):
+        self.config = config
+        self.host = host
+        self.fns = [_Function(0, config.txqs, config.rxqs, config.vectors)]
+        self.fns += [_Function(n, config.vf_queues, config.vf_queues, config.vectors)
+                     for n in range(1, config.vfs + 1)]
+        self.functions = len(self.fns)
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
+        self.by_mac = {}
+        self.fifo = []  # heap of (t_leave, bytes) of frames held while waiting
+        self.fifo_bytes = 0
+        self.rx_frames = 0
+        self.tx_frames = 0
+        self.stages = dict(config.stages)
+
+    # -- registers --------------------------------------------------------------------------
+
+    def _fn(self, fn):
+        if not 0 <= fn < self.functions:
+            raise RegisterError(f"PCI function {fn} does not exist (the NIC has "
+                                f"{self.functions})")
+        return self.fns[fn]
+
+    def _error(self, f, message):
+        f.counters["mmio_errors"] += 1
+        raise RegisterError(message)
+
+    def mmio_write(self, fn, offset, value, t_ps):
+        """Write register ``offset`` of function ``fn`` (effective at ``t_ps``)."""
+        f = self._fn(fn)
+        if not 0 <= value < 1 << 32:
+            self._error(f, f"register values are 32 bits, not {value!r}")
+        if offset % 4:
+            self._error(f, f"register offset {offset:#x} is not 32-bit aligned")
+        if offset >= regs.TXQ_BASE:
+            return self._queue_write(f, offset, value, t_ps)
+        if regs.IRQ_BASE <= offset < regs.IRQ_BASE + regs.IRQ_STRIDE * regs.MAX_VECTORS:
+            vector, which = divmod(offset - regs.IRQ_BASE, regs.IRQ_STRIDE)
+            if vector >= f.vectors or which > 4:
+                self._error(f, f"offset {offset:#x} is not a moderation register of one of "
+                               f"the {f.vectors} vectors")
+            f.moderation[vector][which // 4] = value
+            self.host.irq_setup(fn, vector, *f.moderation[vector])
+            return None
+        if offset == regs.reg("CTRL"):
+            if value & ~_CTRL_BITS:
+                self._error(f, f"CTRL bits {value & ~_CTRL_BITS:#x} are not defined")
+            for bit, feature in _FEATURE_OF_CTRL.items():
+                if value & bit and not self.config.features & feature:
+                    self._error(f, f"CTRL enables an offload this NIC lacks (bit {bit:#x})")
+            f.ctrl = value
+            f.cache.clear()
+        elif offset == regs.reg("MTU"):
+            if not 64 <= value <= 9600:
+                self._error(f, f"MTU must be 64..9600 bytes, not {value}")
+            f.mtu = value
+        elif offset in (regs.reg("MAC_LO"), regs.reg("MAC_HI")):
+            mac = bytearray(f.mac)
+            if offset == regs.reg("MAC_LO"):
+                mac[2:6] = value.to_bytes(4, "big")
+            else:
+                if value >> 16:
+                    self._error(f, "MAC_HI holds 16 bits")
+                mac[0:2] = value.to_bytes(2, "big")
+            self.by_mac.pop(f.mac, None)
+            f.mac = bytes(mac)
+            self.by_mac[f.mac] = f
+        elif offset == regs.reg("LRO_TIMEOUT_NS"):
+            f.lro_timeout_ns = value
+        elif offset == regs.reg("RSS_TYPES"):
+            if value & ~ref_rss.ALL_TYPES_MASK:
+                self._error(f, f"RSS_TYPES must be a subset of {ref_rss.ALL_TYPES_MASK:#x}")
+            f.rss.enabled = value
+            f.cache.clear()
+        elif offset == regs.reg("RSS_TABLE_LOG2"):
+            if value > 9:
+                self._error(f, f"RSS_TABLE_LOG2 must be 0..9, not {value}")
+            f.rss_log2 = value
+            table = f.rss.table
+            f.rss.table = (table * (1 + (1 << value) // len(table)))[:1 << value]
+            f.cache.clear()
+        elif regs.reg("RSS_KEY") <= offset < regs.reg("RSS_KEY", 9) + 4:
+            n = (offset - regs.reg("RSS_KEY")) // 4
+            key = bytearray(f.rss.key)
+            key[4 * n:4 * n + 4] = value.to_bytes(4, "big")
+            f.rss.key = bytes(key)
+            f.cache.clear()
+        elif regs.reg("RSS_TABLE") <= offset < regs.reg("RSS_TABLE", 511) + 4:
+            n = (offset - regs.reg("RSS_TABLE")) // 4
+            if n >= 1 << f.rss_log2:
+                self._error(f, f"RSS_TABLE entry {n} is beyond the table of "
+                               f"{1 << f.rss_log2} (RSS_TABLE_LOG2)")
+            if value >= len(f.rxq):
+                self._error(f, f"RSS_TABLE entries must be receive queues below "
+                               f"{len(f.rxq)}, not {value}")
+            f.rss.table[n] = value
+            f.cache.clear()
+        else:
+            self._error(f, f"offset {offset:#x} is not a writable register")
+        return None
+
+    def _queue_write(self, f, offset, value, t_ps):
+        transmit = offset < regs.RXQ_BASE
+        base = regs.TXQ_BASE if transmit else regs.RXQ_BASE
+        num, reg = divmod(offset - base, regs.QUEUE_STRIDE)
+        queues = f.txq if transmit else f.rxq
+        kind = "transmit" if transmit else "receive"
+        if num >= len(queues):
+            self._error(f, f"{kind} queue {num} does not exist (function {f.num} has "
+                           f"{len(queues)})")
+        q = queues[num]
+        name = next((r.name for r in regs.QUEUE_REGISTERS if r.offset == reg), None)
+        if name == "TAIL":
+            if not q.enabled:
+                self._error(f, f"doorbell of {kind} queue {num}, which is not enabled")
+            if (value - q.head) & 0xFFFF > 1 << q.log2 or value >> 16:
+                self._error(f, f"doorbell of {kind} queue {num} posts more descriptors than "
+                               f"its ring holds ({value} with head {q.head})")
+            q.tail = value
+            self._fetch(f, q, t_ps, transmit)
+            return None
+        if name == "CQ_HEAD":
+            q.cq_heads.append((t_ps, value & 0xFFFF))
+            return None
+        if name == "VECTOR":
+            vector = value & 0xFFFF
+            if vector >= f.vectors:
+                self._error(f, f"vector {vector} does not exist (function {f.num} has "
+                               f"{f.vectors})")
+            q.vector = vector
+            q.armed = bool(value & regs.VECTOR_ARMED)
+            self.host.irq_arm(f.num, vector, q.armed, t_ps)
+            if q.armed and q.cq_room(t_ps) < 1 << q.cq_log2:
+                # Completions the driver has not consumed: interrupt once they are all in.
+                self.host.irq(f.num, vector, max(t_ps, q.last_cpl_t), 1)
+            return None
+        if name in (None, "HEAD", "CQ_TAIL"):
+            self._error(f, f"offset {offset:#x} is not a writable register")
+        if name == "CTRL":
+            if value & ~regs.QueueCtrl.ENABLE:
+                self._error(f, f"queue CTRL bits {value:#x} are not defined")
+            if value and not q.enabled:
+                if not 1 <= q.log2 <= regs.MAX_RING_LOG2 or not 1 <= q.cq_log2:
+                    self._error(f, f"{kind} queue {num} enabled before RING_LOG2 and CQ_LOG2 "
+                                   f"were set")
+                if q.ring % DESC_BYTES or q.cq % CPL_BYTES:
+                    self._error(f, f"{kind} queue {num}: rings must be 16/32-byte aligned")
+            q.enabled = bool(value)
+            return None
+        if q.enabled:
+            self._error(f, f"{kind} queue {num} must be disabled to change {name}")
+        if name == "RING_LO":
+            q.ring = (q.ring & ~0xFFFFFFFF) | value
+        elif name == "RING_HI":
+            q.ring = (q.ring & 0xFFFFFFFF) | value << 32
+        elif name == "CQ_LO":
+            q.cq = (q.cq & ~0xFFFFFFFF) | value
+        elif name == "CQ_HI":
+            q.cq = (q.cq & 0xFFFFFFFF) | value << 32
+        elif name in ("RING_LOG2", "CQ_LOG2"):
+            if not 1 <= value <= regs.MAX_RING_LOG2:
+                self._error(f, f"{name} must be 1..{regs.MAX_RING_LOG2}, not {value}")
+            if name == "RING_LOG2":
+                q.log2 = value
+            else:
+                q.cq_log2 = value
+        return None
+
+    def mmio_read(self, fn, offset, t_ps):
+        """Read register ``offset`` of function ``fn``."""
+        f = self._fn(fn)
+        if offset >= regs.TXQ_BASE:
+            transmit = offset < regs.RXQ_BASE
+            num, reg = divmod(offset - (regs.TXQ_BASE if transmit else regs.RXQ_BASE),
+                              regs.QUEUE_STRIDE)
+            queues = f.txq if transmit else f.rxq
+            if num >= len(queues):
+                self._error(f, f"queue {num} does not exist")
+            q = queues[num]
+            values = {0x00: q.ring & 0xFFFFFFFF, 0x04: q.ring >> 32, 0x08: q.log2,
+                      0x0C: int(q.enabled), 0x10: q.tail, 0x14: q.head,
+                      0x18: q.cq & 0xFFFFFFFF, 0x1C: q.cq >> 32, 0x20: q.cq_log2,
+                      0x24: q.cq_head, 0x28: q.cq_tail,
+                      0x2C: q.vector | (regs.VECTOR_ARMED if q.armed else 0)}
+            if reg not in values:
+                self._error(f, f"offset {offset:#x} is not a register")
+            return values[reg]
+        counter = regs.reg("COUNTER")
+        if counter <= offset < counter + 4 * len(regs.COUNTERS):
+            name = regs.COUNTERS[(offset - counter) // 4]
+            return f.counters[name] & 0xFFFFFFFF
+        table = regs.reg("RSS_TABLE")
+        if table <= offset < table + 4 * len(f.rss.table):
+            return f.rss.table[(offset - table) // 4]
+        key = regs.reg("RSS_KEY")
+        if key <= offset < key + 40:
+            return int.from_bytes(f.rss.key[offset - key:offset - key + 4], "big")
+        simple = {
+            regs.reg("ID"): regs.NIC_ID, regs.reg("VERSION"): regs.NIC_VERSION,
+            regs.reg("FEATURES"): self.config.features, regs.reg("CTRL"): f.ctrl,
+            regs.reg("NUM_TXQ"): len(f.txq), regs.reg("NUM_RXQ"): len(f.rxq),
+            regs.reg("NUM_VECTORS"): f.vectors, regs.reg("MTU"): f.mtu,
+            regs.reg("MAC_LO"): int.from_bytes(f.mac[2:], "big"),
+            regs.reg("MAC_HI"): int.from_bytes(f.mac[:2], "big"),
+            regs.reg("LRO_TIMEOUT_NS"): f.lro_timeout_ns,
+            regs.reg("RSS_TYPES"): f.rss.enabled, regs.reg("RSS_TABLE_LOG2"): f.rss_log2,
+        }
+        if offset in simple:
+            return simple[offset]
+        if regs.IRQ_BASE <= offset < regs.IRQ_BASE + regs.IRQ_STRIDE * f.vectors:
+            vector, which = divmod(offset - regs.IRQ_BASE, regs.IRQ_STRIDE)
+            if which <= 4:
+                return f.moderation[vector][which // 4]
+        self._error(f, f"offset {offset:#x} is not a register")
+        return 0
+
+    # -- descriptor fetch -------------------------------------------------------------------
+
+    def _fetch(self, f, q, t_ps, transmit):
+        """Read the descriptors the doorbell posted, in batches, from ``t_ps`` on."""
+        size = 1 << q.log2
+        mask = size - 1
+        batch = self.config.desc_fetch_batch
+        host = self.host
+        fresh = []
+        while (q.tail - q.fetched) & 0xFFFF:
+            first = q.fetched & mask
+            count = min((q.tail - q.fetched) & 0xFFFF, batch, size - first)
+            data, t = host.dma_read(f.num, q.ring + first * DESC_BYTES, count * DESC_BYTES,
+                                    t_ps)
+            for n in range(count):
+                raw = None if data is None else data[n * DESC_BYTES:(n + 1) * DESC_BYTES]
+                fresh.append((t, (q.fetched + n) & 0xFFFF, raw))
+            q.fetched = (q.fetched + count) & 0xFFFF
+        if transmit:
+            self._transmit(f, q, fresh)
+        else:
+            q.descs.extend(fresh)
+            if q.pending:
+                self._drain_pending(f, q)
+
+    # -- receive ----------------------------------------------------------------------------
+
+    def _offloads(self, f, data):
+        """Return (csum byte, complete sum, hash, hash type, queue) of a received frame."""
+        ctrl = f.ctrl
+        if ctrl & regs.Ctrl.RX_CSUM:
+            c = ref_checksum.rx_checksum(data)
+            csum, complete = int(c.ip) | int(c.l4) << 2, c.csum_complete
+        else:
+            csum = complete = 0
+        if ctrl & regs.Ctrl.RSS:
+            r = ref_rss.rss_hash(data, f.rss)
+            result = (csum, complete, r.hash, int(r.hash_type), r.queue)
+        else:
+            result = (csum, complete, 0, 0, 0)
+        if len(f.cache) >= RX_CACHE_ENTRIES:
+            f.cache.clear()
+        f.cache[data] = result
+        return result
+
+    def eth_in(self, port, batch):
+        """Receive a batch of frames from the wire."""
+        pipeline = self.config.rx_pipeline_ps
+        by_mac = self.by_mac
+        pf = self.fns[0]
+        drops = self.drops
+        fifo = self.fifo
+        for frame in batch:
+            data = frame.data
+            t = frame.t_ps + pipeline
+            f = by_mac.get(data[:6])
+            if f is None:
+                if data[0] & 1 and pf.ctrl & regs.Ctrl.BROADCAST:
+                    f = pf
+                elif pf.ctrl & regs.Ctrl.PROMISC:
+                    f = pf
+                else:
+                    drops["rx_not_for_us"] += 1
+                    pf.counters["rx_not_for_us"] += 1
+                    continue
+            if not f.ctrl & regs.Ctrl.RX_ENABLE:
+                drops["rx_disabled"] += 1
+                continue
+            if len(data) > f.mtu + 4 * _vlan_tags(data):
+                drops["rx_oversize"] += 1
+                continue
+            meta = f.cache.get(data) or self._offloads(f, data)
+            q = f.rxq[meta[4]] if meta[4] < len(f.rxq) else None
+            if q is None or not q.enabled:
+                drops["rx_queue_disabled"] += 1
+                f.counters["rx_queue_disabled"] += 1
+                continue
+            while fifo and fifo[0][0] <= t:
+                self.fifo_bytes -= heapq.heappop(fifo)[1]
+            if q.pending or not q.descs:
+                if self.fifo_bytes + len(data) > self.config.rx_fifo_bytes:
+                    drops["rx_no_descriptor"] += 1
+                    f.counters["rx_no_descriptor"] += 1
+                    continue
+                self.fifo_bytes += len(data)
+                q.pending.append((t, frame, meta))
+                continue
+            self._deliver(f, q, t, frame, meta)
+
+    def _drain_pending(self, f, q):
+        while q.pending and q.descs:
+            t, frame, meta = q.pending.popleft()
+            self.fifo_bytes -= len(frame.data)
+            self._deliver(f, q, t, frame, meta)
+
+    def _deliver(self, f, q, t, frame, meta):
+        """Write a received frame to the next descriptor's buffer and complete it."""
+        t_desc, index, raw = q.descs[0]
+        start = t_desc if t_desc > t else t
+        if q.cq_room(start) <= 0:
+            self.drops["rx_cq_full"] += 1
+            f.counters["rx_cq_full"] += 1
+            return
+        q.descs.popleft()
+        q.head = (q.head + 1) & 0xFFFF
+        if start > t:  # held in the FIFO until the descriptor came
+            heapq.heappush(self.fifo, (start, len(frame.data)))
+            self.fifo_bytes += len(frame.data)
+        host = self.host
+        data = frame.data
+        flags = 0
+        if raw is None:
+            written = None
+        else:
+            addr, size = _RX_DESC.unpack(raw)
+            if len(data) > size:
+                data = data[:size]
+                flags = CplFlags.TRUNCATED
+                f.counters["rx_truncated"] += 1
+            written = host.dma_write(f.num, addr, data, start)
+            host.tags[addr] = frame.born_ps
+        if written is None:
+            self.drops["rx_dma_error"] += 1
+            f.counters["rx_dma_error"] += 1
+            data = b""
+        log2 = q.cq_log2
+        tail = q.cq_tail
+        flags |= ((tail >> log2) & 1) ^ 1
+        entry = _CPL.pack(q.num, index, len(data), meta[2], meta[3], meta[0], flags, 1,
+                          meta[1], 0, start // 1000)
+        t_cpl = host.dma_write(f.num, q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES, entry,
+                               start)
+        q.cq_tail = (tail + 1) & 0xFFFF
+        q.last_cpl_t = t_cpl or q.last_cpl_t
+        f.counters["rx_frames"] += 1
+        f.counters["rx_bytes"] += len(data)
+        self.rx_frames += 1
+        if t_cpl is not None:
+            host.irq(f.num, q.vector, t_cpl, 1)
+
+    # -- transmit ---------------------------------------------------------------------------
+
+    def _transmit(self, f, q, descs):
+        """Read, offload and send the frames of freshly fetched transmit descriptors."""
+        host = self.host
+        pipeline = self.config.tx_pipeline_ps
+        out = []
+        for t_desc, index, raw in descs:
+            sent = 0
+            t = t_desc
+            if raw is None:
+                self.drops["tx_dma_error"] += 1
+                f.counters["tx_dma_error"] += 1
+            else:
+                addr, length, flags, hdr_len, param = _TX_DESC.unpack(raw)
+                data, t = host.dma_read(f.num, addr, length, t_desc)
+                born = host.tags.pop(addr, t_desc)
+                if data is None:
+                    self.drops["tx_dma_error"] += 1
+                    f.counters["tx_dma_error"] += 1
+                else:
+                    frames, reason = self._tx_offload(data, flags, param)
+                    if reason:
+                        self.drops["tx_bad_descriptor"] += 1
+                        f.counters["tx_bad_descriptor"] += 1
+                    t_out = t + pipeline
+                    for payload in frames:
+                        out.append(Frame(payload, t_out, born))
+                        sent += len(payload)
+                    f.counters["tx_frames"] += len(frames)
+                    f.counters["tx_bytes"] += sent
+                    self.tx_frames += len(frames)
+            q.head = (q.head + 1) & 0xFFFF
+            log2 = q.cq_log2
+            tail = q.cq_tail
+            phase = ((tail >> log2) & 1) ^ 1
+            entry = _CPL.pack(q.num, index, sent, 0, 0, 0, phase | CplFlags.TX, 0, 0, 0,
+                              t // 1000)
+            t_cpl = host.dma_write(f.num, q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES,
+                                   entry, t)
+            q.cq_tail = (tail + 1) & 0xFFFF
+            q.last_cpl_t = t_cpl or q.last_cpl_t
+            if t_cpl is not None:
+                host.irq(f.num, q.vector, t_cpl, 1)
+        if out:
+            host.eth_out(0, out)
+
+    def _tx_offload(self, data, flags, param):
+        """Return (frames to send, drop reason or None) for one transmit descriptor."""
+        if flags & (TxFlags.TSO | TxFlags.USO):
+            feature = regs.Feature.TSO if flags & TxFlags.TSO else regs.Feature.USO
+            if not self.config.features & feature:
+                return [], "segmentation offload not present"
+            try:
+                from nicsim.hw.ref import tso as ref_tso
+            except ImportError:
+                return [], "segmentation reference missing"
+            kind = "tcp" if flags & TxFlags.TSO else "udp"
+            result = ref_tso.segment(data, param, kind)
+            frames = getattr(result, "frames", result)
+            reason = getattr(result, "drop_reason", None)
+            return (list(frames or []), reason)
+        if flags & (TxFlags.CSUM_PARTIAL | TxFlags.CSUM_AUTO):
+            if not self.config.features & regs.Feature.TX_CSUM:
+                return [], "checksum offload not present"
+            if flags & TxFlags.CSUM_PARTIAL:
+                cmd = ref_checksum.TxCommand(ref_checksum.TxMode.PARTIAL, param & 0xFF,
+                                             param >> 8)
+            else:
+                cmd = ref_checksum.TxCommand(ref_checksum.TxMode.AUTO)
+            result = ref_checksum.tx_checksum(data, cmd)
+            if result.frame is None:
+                return [], result.drop_reason
+            return [result.frame], None
+        return [data], None
+
+    # -- the rest of the interface ----------------------------------------------------------
+
+    def finish(self, t_ps):
+        """Nothing is held beyond the receive FIFO, which :meth:`stats` reports."""
+
+    def stats(self):
+        """Return drop counts by reason and frames still waiting for descriptors."""
+        waiting = sum(len(q.pending) for f in self.fns for q in f.rxq)
+        return {
+            "drops": {k: v for k, v in self.drops.items() if v},
+            "rx_frames": self.rx_frames,
+            "tx_frames": self.tx_frames,
+            "rx_waiting_for_descriptor": waiting,
+            "functions": [dict(f.counters) for f in self.fns],
+        }
+
+
+def _vlan_tags(data):
+    """Return the number of 802.1Q/802.1ad tags (0..2) after the MAC addresses."""
+    tags = 0
+    offset = 12
+    while tags < 2 and data[offset:offset + 2] in (b"\x81\x00", b"\x88\xa8"):
+        tags += 1
+        offset += 4
+    return tags
+

@@ -1,0 +1,245 @@
+"""Scenarios: what to simulate, as a TOML file checked before anything runs.
+
+A scenario names the topology (hosts behind a switch, or one host wired to the traffic), the
+PCIe link, the NIC and its features, the IOMMU, interrupt moderation, the host path and its
+application, the wires, the traffic, the duration and the seed, and what to write out. Every
+field has a default, so an empty file is a valid scenario (one host, a 10 Gb/s wire of 64-byte
+frames at line rate into a poll-mode driver that drops them).
+
+Any parameter can be overridden from the command line with dotted keys
+(``--set pcie.lanes=16``, ``--set traffic.0.rate_gbps=5``); values are read as TOML values
+(``true``, ``[1, 2]``, ``"text"``) and fall back to strings.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "apply_overrides", "FEATURES"]
+
+FEATURES = ("rx_csum", "tx_csum", "rss", "tso", "uso", "lro")
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message is one sentence naming the input."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PcieSection(_Section):
+    gen: Annotated[int, Field(ge=1, le=5)] = 3
+    lanes: Literal[1, 2, 4, 8, 16] = 8
+    mps: Literal[128, 256, 512, 1024, 2048, 4096] = 256
+    mrrs: Literal[128, 256, 512, 1024, 2048, 4096] = 512
+    rcb: Literal[64, 128] = 64
+    addr64: bool = True
+    ecrc: bool = False
+    latency_ns: Annotated[float, Field(ge=0)] = 500.0  # SimBricks default
+    posted_header_credits: Annotated[int, Field(ge=1)] | None = None
+    posted_data_credits: Annotated[int, Field(ge=1)] | None = None
+    nonposted_header_credits: Annotated[int, Field(ge=1)] | None = None
+    read_tags: Annotated[int, Field(ge=1)] | None = None
+
+
+class NicSection(_Section):
+    backend: Literal["model"] = "model"
+    rxqs: Annotated[int, Field(ge=1, le=64)] = 1
+    txqs: Annotated[int, Field(ge=1, le=64)] = 1
+    vfs: Annotated[int, Field(ge=0, le=63)] = 0
+    vf_queues: Annotated[int, Field(ge=1, le=64)] = 1
+    vectors: Annotated[int, Field(ge=1, le=64)] = 8
+    ring_size: Annotated[int, Field(ge=2, le=32768)] = 1024
+    features: list[str] = ["rx_csum", "tx_csum", "rss"]
+    desc_fetch_batch: Annotated[int, Field(ge=1, le=64)] = 8
+    rx_fifo_kib: Annotated[int, Field(ge=0)] = 128
+    rx_pipeline_ns: Annotated[float, Field(ge=0)] = 100.0
+    tx_pipeline_ns: Annotated[float, Field(ge=0)] = 100.0
+    promiscuous: bool = False
+
+    @field_validator("ring_size")
+    @classmethod
+    def _power_of_two(cls, value):
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two, not {value}")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _known(cls, value):
+        for name in value:
+            if name not in FEATURES:
+                raise ValueError(f"unknown feature {name!r} (known: {', '.join(FEATURES)})")
+        return value
+
+
+class IommuSection(_Section):
+    mode: Literal["off", "translate", "passthrough"] = "off"
+    guest_mib: Annotated[int, Field(ge=1)] = 1024
+
+
+class InterruptSection(_Section):
+    frames: Annotated[int, Field(ge=0)] = 1
+    usecs: Annotated[int, Field(ge=0)] = 0
+
+
+class HostSection(_Section):
+    path: Literal["pmd", "irq"] = "pmd"
+    app: Literal["drop", "l2fwd"] = "drop"
+    cores: Annotated[int, Field(ge=1, le=64)] = 1
+    burst: Annotated[int, Field(ge=1, le=1024)] = 32
+    budget: Annotated[int, Field(ge=1, le=1024)] = 64
+    costs_ns: dict[str, float] = {}
+
+
+class WireSection(_Section):
+    rate_gbps: Annotated[float, Field(gt=0)] = 10.0
+    latency_ns: Annotated[float, Field(ge=0)] = 500.0  # SimBricks default
+    mtu: Annotated[int, Field(ge=68, le=9600)] = 1500
+
+
+class TrafficSection(_Section):
+    host: Annotated[int, Field(ge=0)] = 0
+    pattern: Literal["constant", "poisson", "burst", "pcap"] = "constant"
+    rate_gbps: Annotated[float, Field(gt=0)] | None = None
+    rate_mpps: Annotated[float, Field(gt=0)] | None = None
+    size: int | Literal["imix"] | None = None
+    sizes: list[int] | None = None
+    flows: Annotated[int, Field(ge=1)] = 1
+    proto: Literal["udp", "tcp"] = "udp"
+    ipv6: bool = False
+    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+    start_us: Annotated[float, Field(ge=0)] = 0.0
+    burst_frames: Annotated[int, Field(ge=1)] = 32
+    burst_gap_us: Annotated[float, Field(ge=0)] = 10.0
+    pcap: str | None = None
+    pcap_speed: Annotated[float, Field(gt=0)] = 1.0
+    pcap_loop: Annotated[int, Field(ge=1)] = 1
+    batch_frames: Annotated[int, Field(ge=1, le=4096)] = 32
+
+
+class TopologySection(_Section):
+    hosts: Annotated[int, Field(ge=1, le=16)] = 1
+    switch_buffer_kib: Annotated[int, Field(ge=1)] = 512
+
+
+class OutputSection(_Section):
+    pcap: list[Literal["rx_wire", "tx_wire"]] = []
+    plots: bool = True
+    pcap_max_frames: Annotated[int, Field(ge=1)] = 100_000
+
+
+class Scenario(_Section):
+    """A whole scenario (see the module documentation)."""
+
+    name: str = "scenario"
+    seed: int = 1
+    duration_us: Annotated[float, Field(gt=0)] = 1000.0
+    drain_us: Annotated[float, Field(ge=0)] = 50.0
+    topology: TopologySection = TopologySection()
+    pcie: PcieSection = PcieSection()
+    nic: NicSection = NicSection()
+    iommu: IommuSection = IommuSection()
+    interrupts: InterruptSection = InterruptSection()
+    host: HostSection = HostSection()
+    wire: WireSection = WireSection()
+    traffic: list[TrafficSection] = [TrafficSection()]
+    output: OutputSection = OutputSection()
+
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, dict) else value
+
+
+def _parse_value(text):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw, overrides):
+    """Apply ``KEY=VALUE`` strings (dotted keys, list indices as numbers) to a raw dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ScenarioError(f"--set takes KEY=VALUE, not {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ScenarioError(f"--set key {key!r} has an empty part")
+        node = raw
+        for n, part in enumerate(parts[:-1]):
+            nxt = parts[n + 1]
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ScenarioError(f"--set {key}: {part!r} is not an index of the list "
+                                        f"{'.'.join(parts[:n])} ({len(node)} entries)")
+                node = node[int(part)]
+                continue
+            if part == "traffic" and not isinstance(node.get(part), list):
+                node[part] = [node[part]] if isinstance(node.get(part), dict) else [{}]
+            child = node.setdefault(part, [] if nxt.isdigit() else {})
+            if not isinstance(child, dict | list):
+                raise ScenarioError(f"--set {key}: {'.'.join(parts[:n + 1])} is a value, "
+                                    f"not a table")
+            node = child
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ScenarioError(f"--set {key}: no list entry {last!r}")
+            node[int(last)] = _parse_value(text.strip())
+        else:
+            node[last] = _parse_value(text.strip())
+    return raw
+
+
+def _describe(error, source):
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (a typo?)"
+    elif first["type"] == "literal_error":
+        message = message.replace("Input should be", "must be")
+    else:
+        message = message.replace("Input should be", "must be").replace("Value error, ", "")
+    got = first.get("input")
+    tail = "" if isinstance(got, dict | list) or first["type"] == "extra_forbidden" \
+        else f", not {got!r}"
+    return f"{source}: {where}: {message}{tail}"
+
+
+def load_scenario(path=None, overrides=(), text=None):
+    """Read, override and validate a scenario; raise :class:`ScenarioError` on any problem."""
+    source = str(path) if path is not None else "scenario"
+    if text is None and path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ScenarioError(f"{source}: cannot read it ({exc.strerror})") from None
+    try:
+        raw = tomllib.loads(text or "")
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: not valid TOML ({exc})") from None
+    apply_overrides(raw, overrides)
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(_describe(exc, source)) from None
+    for n, t in enumerate(scenario.traffic):
+        if t.host >= scenario.topology.hosts:
+            raise ScenarioError(f"{source}: traffic.{n}.host is {t.host}, but the topology "
+                                f"has {scenario.topology.hosts} host(s)")
+        if t.pattern != "pcap" and t.rate_gbps is not None and t.rate_mpps is not None:
+            raise ScenarioError(f"{source}: traffic.{n}: give rate_gbps or rate_mpps, not both")
+    if scenario.host.path == "pmd" and scenario.host.cores > scenario.nic.rxqs:
+        raise ScenarioError(f"{source}: host.cores ({scenario.host.cores}) exceeds nic.rxqs "
+                            f"({scenario.nic.rxqs}); a polling core needs a queue")
+    return scenario
