@@ -95,7 +95,9 @@ class TrafficSource:
         ``"cycle"``: sizes in the given order; ``"random"``: a seeded uniform draw from them.
     flows : int
     flow_order : str
-        ``"round_robin"`` or ``"random"`` (seeded).
+        ``"round_robin"`` or ``"random"`` (seeded). With several sizes cycled, the round robin
+        shifts by one flow every ``lcm(flows, len(sizes))`` frames, so each flow gets every
+        size.
     proto : str
         ``"udp"`` or ``"tcp"``.
     ipv6 : bool
@@ -325,6 +327,9 @@ class TrafficSource:
         rand = rng.random
         expo = rng.expovariate
         flow_random = self.flow_order == "random"
+        # Shift the round robin by one flow every lcm(flows, sizes) frames, so that every flow
+        # meets every size even when the two cycles share a period.
+        rotate = math.lcm(flows, nseq) if flows > 1 and nseq > 1 else 0
         size_random = self.size_order == "random" and nseq > 1
         size_fixed = nseq == 1
         poisson = self.pattern == "poisson"
@@ -353,7 +358,12 @@ class TrafficSource:
             batch_end = t + batch_ps
             nbytes = 0
             while True:
-                flow = int(rand() * flows) if flow_random else k % flows
+                if flow_random:
+                    flow = int(rand() * flows)
+                elif rotate:
+                    flow = (k + k // rotate) % flows
+                else:
+                    flow = k % flows
                 if size_fixed:
                     si = 0
                 elif size_random:
