@@ -17,6 +17,7 @@ import math
 import random
 from fractions import Fraction
 
+from nicsim.sim.ether import parse_mac
 from nicsim.sim.frame import ETH_OVERHEAD_BYTES, Frame
 
 __all__ = ["TrafficSource", "mixed_frames", "IMIX_SEQUENCE", "MIN_FRAME_BYTES",
@@ -60,23 +61,6 @@ class TrafficSource:
     size packet-rate tables use); ``Frame.data`` holds them without the FCS. Each flow has its
     own 5-tuple: source address ``src_ip + i``, source port ``SPORT_BASE + i``, destination
     ``dst_ip``:``DPORT``. Contents come from scapy once per (flow, size); checksums are valid.
-
-    Patterns
-    --------
-    ``"constant"``
-        Fixed spacing: with ``rate_gbps`` a frame of ``s`` bytes is followed ``(s + 20) * 8 /
-        rate_gbps`` ns later (the rate counts wire bytes, preamble and gap included, so 10 Gb/s
-        of 64-byte frames is 14.88 Mpps and fills a 10 Gb/s wire exactly); with
-        ``rate_mpps`` every ``1 / rate_mpps`` us. Times are exact (no rounding drift).
-    ``"poisson"``
-        Exponential gaps with those means (a seeded ``random.Random``).
-    ``"burst"``
-        ``burst_frames`` frames spaced as ``"constant"`` (give the line rate), then
-        ``burst_gap_ps`` of silence after the last frame's slot before the next burst.
-    ``"pcap"``
-        The frames of ``pcap_path`` at their capture times relative to the first, divided by
-        ``pcap_speed``, ``pcap_loop`` times; each loop starts one mean capture gap after the
-        previous one's last frame. Timestamps that go backwards are held at the previous one.
 
     Parameters
     ----------
@@ -127,6 +111,25 @@ class TrafficSource:
         Frames sent and their bytes (with FCS, padded to 64 bytes).
     process : simpy.Process
         The sending process; it ends when the source has sent everything.
+
+    Notes
+    -----
+    Patterns:
+
+    ``"constant"``
+        Fixed spacing: with ``rate_gbps`` a frame of ``s`` bytes is followed ``(s + 20) * 8 /
+        rate_gbps`` ns later (the rate counts wire bytes, preamble and gap included, so 10 Gb/s
+        of 64-byte frames is 14.88 Mpps and fills a 10 Gb/s wire exactly); with
+        ``rate_mpps`` every ``1 / rate_mpps`` us. Times are exact (no rounding drift).
+    ``"poisson"``
+        Exponential gaps with those means (a seeded ``random.Random``).
+    ``"burst"``
+        ``burst_frames`` frames spaced as ``"constant"`` (give the line rate), then
+        ``burst_gap_ps`` of silence after the last frame's slot before the next burst.
+    ``"pcap"``
+        The frames of ``pcap_path`` at their capture times relative to the first, divided by
+        ``pcap_speed``, ``pcap_loop`` times; each loop starts one mean capture gap after the
+        previous one's last frame. Timestamps that go backwards are held at the previous one.
     """
 
     def __init__(self, env, out, *, pattern="constant", rate_gbps=None, rate_mpps=None,
@@ -136,8 +139,6 @@ class TrafficSource:
                  duration_ps=None, start_ps=0, seed=0, batch_frames=32, batch_ps=1_000_000,
                  burst_frames=32, burst_gap_ps=10_000_000, pcap_path=None, pcap_speed=1.0,
                  pcap_loop=1, name="src"):
-        from nicsim.sim.ether import parse_mac
-
         patterns = ("constant", "poisson", "burst", "pcap")
         _check(pattern in patterns,
                f"traffic.pattern must be one of {', '.join(patterns)}, not {pattern!r}")
