@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nicsim.sim import pcie_cli, run_cli
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -262,6 +264,10 @@ def demo(
         run_demo(console, frames=frames, width=width, outdir=outdir)
     except UserError as exc:
         _fail(str(exc))
+
+
+pcie_cli.register(app)
+run_cli.register(app)
 
 
 def main():

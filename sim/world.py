@@ -52,6 +52,11 @@ class _LandingDmaPort(DmaPort):
     def write(self, addr, data, ready_ps=None):
         size = len(data)
         t_ps = self.link.dma_write(addr, size, ready_ps)
+        if self.iommu is None and 0 <= addr and addr + size <= self.memory.size:
+            self.landing.append((t_ps, addr, data))
+            self.writes += 1
+            self.write_bytes += size
+            return t_ps
         pieces = self._pieces(addr, size, True)
         if pieces.__class__ is not list:
             self._block(pieces, t_ps)
@@ -204,7 +209,10 @@ class Host:
                            rx_fifo_bytes=s.nic.rx_fifo_kib * 1024)
         self.nic = NicModel(config, self.side)
         self.side.device = self.nic
-        if s.iommu.mode == "translate":
+        if s.iommu.mode == "off":
+            for port in self.side.ports:
+                port.iommu = None  # addresses are physical: no lookups on the DMA path
+        elif s.iommu.mode == "translate":
             for fn in range(functions):
                 self.iommu.set_mode(fn, "translate")
         elif s.iommu.mode == "passthrough":

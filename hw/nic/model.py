@@ -407,7 +407,12 @@ class NicModel:
             data, t = host.dma_read(f.num, q.ring + first * DESC_BYTES, count * DESC_BYTES,
                                     t_ps)
             for n in range(count):
-                raw = None if data is None else data[n * DESC_BYTES:(n + 1) * DESC_BYTES]
+                if data is None:
+                    raw = None
+                elif transmit:
+                    raw = data[n * DESC_BYTES:(n + 1) * DESC_BYTES]
+                else:
+                    raw = _RX_DESC.unpack_from(data, n * DESC_BYTES)
                 fresh.append((t, (q.fetched + n) & 0xFFFF, raw))
             q.fetched = (q.fetched + count) & 0xFFFF
         if transmit:
@@ -506,7 +511,7 @@ class NicModel:
         if raw is None:
             written = None
         else:
-            addr, size = _RX_DESC.unpack(raw)
+            addr, size = raw
             if len(data) > size:
                 data = data[:size]
                 flags = CplFlags.TRUNCATED
@@ -529,7 +534,7 @@ class NicModel:
         f.counters["rx_frames"] += 1
         f.counters["rx_bytes"] += len(data)
         self.rx_frames += 1
-        if t_cpl is not None:
+        if q.armed and t_cpl is not None:
             host.irq(f.num, q.vector, t_cpl, 1)
 
     # -- transmit ---------------------------------------------------------------------------
@@ -574,7 +579,7 @@ class NicModel:
                                    entry, t)
             q.cq_tail = (tail + 1) & 0xFFFF
             q.last_cpl_t = t_cpl or q.last_cpl_t
-            if t_cpl is not None:
+            if q.armed and t_cpl is not None:
                 host.irq(f.num, q.vector, t_cpl, 1)
         if out:
             host.eth_out(0, out)
