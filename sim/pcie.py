@@ -556,6 +556,8 @@ class PcieLink:
             Picoseconds at which the last byte is in host memory: serialization, latency and
             root-complex processing.
         """
+        if size < 1:
+            raise ValueError(f"size must be at least 1 byte, not {size!r}.")
         self.dma_writes += 1
         t = self._posted_up(addr, size, ready_ps)
         return math.ceil(t + self._latency + self._proc)
@@ -587,6 +589,8 @@ class PcieLink:
         int
             Picoseconds at which the last completion byte reached the device.
         """
+        if size < 1:
+            raise ValueError(f"size must be at least 1 byte, not {size!r}.")
         self.dma_reads += 1
         up = self.up
         down = self.down
@@ -687,6 +691,8 @@ class PcieLink:
         int
             Picoseconds at which the last byte reached the device.
         """
+        if size < 1:
+            raise ValueError(f"size must be at least 1 byte, not {size!r}.")
         self.mmio_writes += 1
         down = self.down
         now = self.env.now
@@ -732,6 +738,8 @@ class PcieLink:
         int
             Picoseconds at which the data is back at the host.
         """
+        if size < 1:
+            raise ValueError(f"size must be at least 1 byte, not {size!r}.")
         self.mmio_reads += 1
         down = self.down
         up = self.up
@@ -791,10 +799,10 @@ class PcieLink:
 class SimulatedBandwidth(NamedTuple):
     """Result of :func:`simulate_bandwidth`."""
 
-    bytes_per_s: float
+    bytes_per_s: float  # payload rate between first_done_ps and last_done_ps
     transfers: int
-    first_done_ps: int
-    last_done_ps: int
+    first_done_ps: int  # completion of the middle transfer, where the measurement starts
+    last_done_ps: int  # completion of the last transfer
     link: PcieLink
 
 
@@ -803,8 +811,9 @@ def simulate_bandwidth(config, op, size, transfers=10_000):
 
     A SimPy process issues transfer ``i`` as soon as the upstream direction can take it (its
     requests or writes are queued no further ahead than the link), each at its own 4 KiB
-    aligned address. The bandwidth is measured between the first and the last completion, so
-    the pipeline's fill time (one latency) does not count.
+    aligned address. The bandwidth comes from the completion times of the second half of the
+    transfers, in steady state: neither the pipeline's fill time (one latency) nor the start,
+    when all credits and tags are free, counts.
 
     Returns
     -------
@@ -832,6 +841,13 @@ def simulate_bandwidth(config, op, size, transfers=10_000):
 
     env.process(saturate())
     env.run()
-    first, last = done[0], done[-1]
-    rate = (transfers - 1) * size * S / (last - first) if last > first else math.inf
-    return SimulatedBandwidth(rate, transfers, first, last, link)
+    # Least-squares time per transfer over the second half: when credits or tags bind, the
+    # transfers complete in bursts, and a plain first-to-last quotient would depend on where
+    # in a burst the two ends fall.
+    tail = done[transfers // 2:]
+    mean_x = (len(tail) - 1) / 2
+    mean_y = sum(tail) / len(tail)
+    sxy = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(tail))
+    sxx = sum((i - mean_x) ** 2 for i in range(len(tail)))
+    rate = size * S * sxx / sxy if sxy > 0 else math.inf
+    return SimulatedBandwidth(rate, transfers, tail[0], tail[-1], link)
