@@ -443,7 +443,8 @@ class PcieLink:
 
     TLPs in one direction are sent in the order of the calls, back to back at the TLP-layer
     bandwidth; a TLP that must wait (for its ready time, credits or a tag) holds back the TLPs
-    of later calls in that direction, as one in-order DMA queue would.
+    of later calls in that direction, as one in-order DMA queue would. A ``ready_ps`` earlier
+    than ``env.now`` counts as ``env.now``. Sizes are whole bytes >= 1.
 
     Parameters
     ----------
@@ -822,8 +823,8 @@ def simulate_bandwidth(config, op, size, transfers=10_000):
     import simpy
 
     _check_op(op, size)
-    if transfers < 2:
-        raise ValueError(f"transfers must be at least 2, not {transfers!r}.")
+    if transfers < 4:
+        raise ValueError(f"transfers must be at least 4, not {transfers!r}.")
     env = simpy.Environment()
     link = PcieLink(env, config)
     issue = link.dma_write if op == "write" else link.dma_read

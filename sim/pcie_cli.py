@@ -71,8 +71,8 @@ def pcie_command(
         _fail(f"--size must be at least 1 byte, not {size}.")
     if not latency_ns >= 0 or latency_ns > 1e9:
         _fail(f"--latency-ns must be between 0 and 1e9, not {latency_ns}.")
-    if transfers < 2:
-        _fail(f"--transfers must be at least 2, not {transfers}.")
+    if transfers < 4:
+        _fail(f"--transfers must be at least 4, not {transfers}.")
     try:
         config = PcieConfig(gen=gen, lanes=lanes, mps=mps, mrrs=mrrs, rcb=rcb,
                             rcb_chunks=rcb_chunks, addr64=not addr32, ecrc=ecrc,
