@@ -495,7 +495,7 @@ class PcieLink:
         up = self.up
         now = self.env.now
         t = up.free_at
-        if ready_ps is None or ready_ps < now:
+        if ready_ps is None:
             ready_ps = now
         if ready_ps > t:
             t = ready_ps
@@ -597,7 +597,7 @@ class PcieLink:
         down = self.down
         now = self.env.now
         t = up.free_at
-        if ready_ps is None or ready_ps < now:
+        if ready_ps is None:
             ready_ps = now
         if ready_ps > t:
             t = ready_ps
@@ -785,9 +785,10 @@ class PcieLink:
         elapsed = now - self.start_ps
         result = {}
         for direction in (self.up, self.down):
-            busy = direction.busy_ps - max(0.0, direction.free_at - now)
-            result[direction.name] = (min(1.0, max(0.0, busy / elapsed)) if elapsed > 0
-                                      else 0.0)
+            # Over the span the direction has work scheduled in: when traffic is queued past
+            # ``now`` (a backlog, or stalls for credits), the span reaches its end.
+            span = max(elapsed, direction.free_at - self.start_ps)
+            result[direction.name] = min(1.0, direction.busy_ps / span) if span > 0 else 0.0
         return result
 
     def __repr__(self):

@@ -84,8 +84,9 @@ class IommuSection(_Section):
 
 
 class InterruptSection(_Section):
-    frames: Annotated[int, Field(ge=0)] = 1
-    usecs: Annotated[int, Field(ge=0)] = 0
+    # mlx5's defaults (MLX5E_PARAMS_DEFAULT_RX_CQ_MODERATION_PKTS/_USEC): 32 frames or 8 us.
+    frames: Annotated[int, Field(ge=0)] = 32
+    usecs: Annotated[int, Field(ge=0)] = 8
 
 
 class HostSection(_Section):
@@ -178,9 +179,12 @@ def apply_overrides(raw, overrides):
         for n, part in enumerate(parts[:-1]):
             nxt = parts[n + 1]
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                if not part.isdigit() or int(part) > len(node):
                     raise ScenarioError(f"--set {key}: {part!r} is not an index of the list "
-                                        f"{'.'.join(parts[:n])} ({len(node)} entries)")
+                                        f"{'.'.join(parts[:n])} ({len(node)} entries; the "
+                                        f"next index adds one)")
+                if int(part) == len(node):
+                    node.append({})
                 node = node[int(part)]
                 continue
             if part == "traffic" and not isinstance(node.get(part), list):

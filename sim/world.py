@@ -94,6 +94,8 @@ class HostSide:
         self.device = None
         self.eth_links = {}
         self.guest_base = {}
+        self.guest = None  # [next, end) of the guest's memory under PCI passthrough
+        self.mapped = {}
 
     # -- HostPort (what the device asks) ----------------------------------------------------
 
@@ -128,8 +130,8 @@ class HostSide:
         self.eth_links[port].put(batch)
 
     def call_at(self, t_ps, callback):
-        self.env.timeout(max(0, t_ps - self.env.now)).callbacks.append(
-            lambda _: callback(t_ps))
+        env = self.env
+        env.timeout(max(0, t_ps - env.now)).callbacks.append(lambda _: callback(env.now))
 
     def _deliver(self, fn, vector, t_ps):
         handler = self.handlers.get((fn, vector))
@@ -147,7 +149,14 @@ class HostSide:
         return self.landing[0][0] if self.landing else None
 
     def alloc(self, size, align=64):
-        return self.memory.alloc(size, align)
+        if self.guest is None:
+            return self.memory.alloc(size, align)
+        start = -(-self.guest[0] // align) * align  # the guest's own memory (passthrough)
+        if start + size > self.guest[1]:
+            raise ValueError("the guest's memory (iommu.guest_mib) is too small for the "
+                             "driver's rings and buffers")
+        self.guest[0] = start + size
+        return start
 
     def mem_read(self, addr, size):
         self.flush(self.env.now)
@@ -166,9 +175,11 @@ class HostSide:
         if mode == "translate":
             first = addr & ~0xFFF
             end = (addr + size + 0xFFF) & ~0xFFF
+            mapped = self.mapped.setdefault(fn, set())
             for page in range(first, end, 4096):
-                if page not in self.iommu.mapped_pages(fn):
+                if page not in mapped:  # buffers share pages: map each page once
                     self.iommu.map(fn, page, page, 4096)
+                    mapped.add(page)
             return addr
         if mode == "passthrough":
             return addr - self.guest_base[fn]
@@ -221,6 +232,7 @@ class Host:
                 base = self.memory.alloc(guest, 4096)
                 self.iommu.set_mode(fn, "passthrough", host_base=base, guest_size=guest)
                 self.side.guest_base[fn] = base
+            self.side.guest = [self.side.guest_base[0], self.side.guest_base[0] + guest]
         for v in range(s.nic.vectors):
             self.side.mmio_write(0, regs.irq_reg(v, "FRAMES"), s.interrupts.frames)
             self.side.mmio_write(0, regs.irq_reg(v, "USECS"), s.interrupts.usecs)
@@ -340,7 +352,7 @@ class World:
         """Return (frames, bytes with FCS, latencies in ps) at the end of the path."""
         if self.scenario.host.app == "l2fwd":
             lat = list(self.sink.latencies_ps)
-            return self.sink.frames, self.sink.bytes + 4 * self.sink.frames, lat
+            return self.sink.frames, self.sink.bytes, lat  # sink bytes include the FCS
         frames = nbytes = 0
         lat = []
         for host in self.hosts:
@@ -370,8 +382,6 @@ class World:
             for path in host.paths:
                 for reason, count in path.drops.items():
                     add(reason, count)
-            for fault, count in host.iommu.faults_by_reason().items():
-                add(f"iommu_{fault}", count)
         for link in self.rx_wires + self.tx_wires:
             for reason, count in link.drops.items():
                 add(f"{link.name}_{reason}", count)
@@ -399,13 +409,24 @@ class World:
             "latency_us": pct,
             "drops": dict(sorted(drops.items())),
             "in_flight": {"rx_waiting_for_descriptor": waiting,
-                          "unaccounted": offered - frames - sum(drops.values()) - waiting},
+                          "elsewhere": offered - frames - sum(drops.values()) - waiting},
             "pcie": {"up_util": round(max(up), 6), "down_util": round(max(down), 6),
                      "per_host": [{"up_util": round(u, 6), "down_util": round(d, 6)}
                                   for u, d in zip(up, down, strict=True)]},
             "interrupts": interrupts,
+            "iommu_faults": _merge(h.iommu.faults_by_reason() for h in self.hosts),
+            "pcie_credit_stalls": sum(h.link.up.credit_stalls + h.link.down.credit_stalls
+                                      for h in self.hosts),
             "cpu_busy": [round(c.busy(end), 6) for h in self.hosts for c in h.cores],
         }
+
+
+def _merge(dicts):
+    total = {}
+    for d in dicts:
+        for key, value in d.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))
 
 
 def run_scenario(scenario, progress=None, capture=()):

@@ -26,6 +26,10 @@ class RegisterError(ValueError):
 class HostPort(Protocol):
     """What a device backend may ask of the simulation around it."""
 
+    now: int
+    """The simulation's present (ps); a backend issues DMA no later than now and schedules
+    what comes later with :meth:`call_at`."""
+
     tags: dict
     """Simulation metadata per host buffer address (the time a frame was born), carried along
     with the data so latency can be measured end to end; not device state."""
@@ -49,7 +53,8 @@ class HostPort(Protocol):
         """Send a time-ordered batch of :class:`nicsim.sim.frame.Frame` on Ethernet ``port``."""
 
     def call_at(self, t_ps: int, callback) -> None:
-        """Call ``callback(t_ps)`` at simulation time ``t_ps`` (device timers)."""
+        """Call ``callback(now)`` when the simulation reaches ``t_ps`` (or at once, with the
+        present, if ``t_ps`` has passed)."""
 
 
 class Device(Protocol):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 
 from nicsim.hw.frame import Frame
 from nicsim.hw.ref import checksum as ref_checksum
@@ -35,6 +36,7 @@ __all__ = ["NicConfig", "NicModel", "DROP_REASONS"]
 RX_PIPELINE_PS = 100_000  # MAC to DMA engine: ~25 stages at 250 MHz (Corundum's clock)
 TX_PIPELINE_PS = 100_000  # DMA engine to MAC, same assumption
 DESC_FETCH_BATCH = 8  # descriptors fetched per DMA read (ixgbe-style prefetch; assumption)
+DESC_CACHE = 64  # receive descriptors held on the NIC per queue (assumption, ixgbe-like)
 RX_FIFO_BYTES = 128 * 1024  # on-NIC receive buffer waiting for descriptors (assumption)
 RX_CACHE_ENTRIES = 4096  # memoized offload results per function (same frame, same result)
 
@@ -80,6 +82,8 @@ class NicConfig:
         Latency of the receive and transmit pipelines.
     desc_fetch_batch : int
         Descriptors fetched per DMA read.
+    desc_cache : int
+        Receive descriptors the NIC holds per queue (at least ``desc_fetch_batch``).
     rx_fifo_bytes : int
         Receive buffer for frames waiting for a descriptor.
     """
@@ -94,6 +98,7 @@ class NicConfig:
     rx_pipeline_ps: int = RX_PIPELINE_PS
     tx_pipeline_ps: int = TX_PIPELINE_PS
     desc_fetch_batch: int = DESC_FETCH_BATCH
+    desc_cache: int = DESC_CACHE
     rx_fifo_bytes: int = RX_FIFO_BYTES
     stages: dict = field(default_factory=dict)
 
@@ -105,6 +110,9 @@ class NicConfig:
             if not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"nic.{name} must be an integer from {low} to {high}, "
                                  f"not {value!r}")
+        if not self.desc_fetch_batch <= self.desc_cache <= 4096:
+            raise ValueError(f"nic.desc_cache must be from desc_fetch_batch "
+                             f"({self.desc_fetch_batch}) to 4096, not {self.desc_cache!r}")
         for name in ("rx_pipeline_ps", "tx_pipeline_ps", "rx_fifo_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"nic.{name} must not be negative")
@@ -115,7 +123,7 @@ class _Queue:
 
     __slots__ = ("num", "ring", "log2", "enabled", "tail", "fetched", "head", "descs",
                  "cq", "cq_log2", "cq_tail", "cq_heads", "cq_head", "vector", "armed",
-                 "pending", "last_cpl_t")
+                 "pending", "last_cpl_t", "drain_at")
 
     def __init__(self, num):
         self.num = num
@@ -134,7 +142,8 @@ class _Queue:
         self.vector = 0
         self.armed = False
         self.pending = deque()  # receive frames waiting for a descriptor
-        self.last_cpl_t = 0  # when the latest completion lands in host memory
+        self.last_cpl_t = 0  # when the latest completion was issued
+        self.drain_at = 0  # when a drain of pending frames is scheduled (0: none)
 
     def cq_room(self, t):
         """Free completion slots at time ``t``."""
@@ -190,6 +199,7 @@ class NicModel:
         self.rx_frames = 0
         self.tx_frames = 0
         self.stages = dict(config.stages)
+        self._refill_level = config.desc_cache - config.desc_fetch_batch
 
     # -- registers --------------------------------------------------------------------------
 
@@ -294,8 +304,7 @@ class NicModel:
             if (value - q.head) & 0xFFFF > 1 << q.log2 or value >> 16:
                 self._error(f, f"doorbell of {kind} queue {num} posts more descriptors than "
                                f"its ring holds ({value} with head {q.head})")
-            q.tail = value
-            self._fetch(f, q, t_ps, transmit)
+            self.host.call_at(t_ps, partial(self._doorbell, f, q, transmit, value))
             return None
         if name == "CQ_HEAD":
             q.cq_heads.append((t_ps, value & 0xFFFF))
@@ -395,32 +404,44 @@ class NicModel:
     # -- descriptor fetch -------------------------------------------------------------------
 
     def _fetch(self, f, q, t_ps, transmit):
-        """Read the descriptors the doorbell posted, in batches, from ``t_ps`` on."""
+        """Read posted descriptors in batches with DMA issued at ``t_ps`` (not later than now).
+
+        A receive queue keeps at most ``desc_cache`` descriptors on the NIC and fetches more
+        as frames use them up; a transmit queue reads all that were posted and handles each
+        batch when it arrives.
+        """
         size = 1 << q.log2
         mask = size - 1
         batch = self.config.desc_fetch_batch
         host = self.host
-        fresh = []
-        while (q.tail - q.fetched) & 0xFFFF:
+        room = (1 << 16) if transmit else self.config.desc_cache - len(q.descs)
+        while (q.tail - q.fetched) & 0xFFFF and room > 0:
             first = q.fetched & mask
-            count = min((q.tail - q.fetched) & 0xFFFF, batch, size - first)
+            count = min((q.tail - q.fetched) & 0xFFFF, batch, size - first, room)
+            room -= count
             data, t = host.dma_read(f.num, q.ring + first * DESC_BYTES, count * DESC_BYTES,
                                     t_ps)
+            fresh = []
             for n in range(count):
                 if data is None:
                     raw = None
                 elif transmit:
-                    raw = data[n * DESC_BYTES:(n + 1) * DESC_BYTES]
+                    raw = _TX_DESC.unpack_from(data, n * DESC_BYTES)
                 else:
                     raw = _RX_DESC.unpack_from(data, n * DESC_BYTES)
                 fresh.append((t, (q.fetched + n) & 0xFFFF, raw))
             q.fetched = (q.fetched + count) & 0xFFFF
-        if transmit:
-            self._transmit(f, q, fresh)
-        else:
-            q.descs.extend(fresh)
-            if q.pending:
-                self._drain_pending(f, q)
+            if transmit:
+                host.call_at(t, partial(self._transmit, f, q, fresh))
+            else:
+                q.descs.extend(fresh)
+
+    def _doorbell(self, f, q, transmit, value, t_ps):
+        """A doorbell arrived (an event at its arrival time)."""
+        q.tail = value
+        self._fetch(f, q, t_ps, transmit)
+        if not transmit and q.pending:
+            self._schedule_drain(f, q)
 
     # -- receive ----------------------------------------------------------------------------
 
@@ -449,6 +470,7 @@ class NicModel:
         pf = self.fns[0]
         drops = self.drops
         fifo = self.fifo
+        now = self.host.now
         for frame in batch:
             data = frame.data
             t = frame.t_ps + pipeline
@@ -476,21 +498,32 @@ class NicModel:
                 continue
             while fifo and fifo[0][0] <= t:
                 self.fifo_bytes -= heapq.heappop(fifo)[1]
-            if q.pending or not q.descs:
+            if q.pending or not q.descs or q.descs[0][0] > now:
+                # No descriptor on the NIC yet: wait in the receive FIFO.
                 if self.fifo_bytes + len(data) > self.config.rx_fifo_bytes:
                     drops["rx_no_descriptor"] += 1
                     f.counters["rx_no_descriptor"] += 1
                     continue
                 self.fifo_bytes += len(data)
                 q.pending.append((t, frame, meta))
+                self._schedule_drain(f, q)
                 continue
             self._deliver(f, q, t, frame, meta)
 
-    def _drain_pending(self, f, q):
-        while q.pending and q.descs:
+    def _schedule_drain(self, f, q):
+        """Deliver waiting frames when the next fetched descriptor arrives."""
+        if q.descs and not q.drain_at:
+            q.drain_at = q.descs[0][0]
+            self.host.call_at(q.drain_at, partial(self._drain_pending, f, q))
+
+    def _drain_pending(self, f, q, now):
+        q.drain_at = 0
+        while q.pending and q.descs and q.descs[0][0] <= now:
             t, frame, meta = q.pending.popleft()
             self.fifo_bytes -= len(frame.data)
             self._deliver(f, q, t, frame, meta)
+        if q.pending:
+            self._schedule_drain(f, q)
 
     def _deliver(self, f, q, t, frame, meta):
         """Write a received frame to the next descriptor's buffer and complete it."""
@@ -502,6 +535,8 @@ class NicModel:
             return
         q.descs.popleft()
         q.head = (q.head + 1) & 0xFFFF
+        if len(q.descs) <= self._refill_level and q.tail != q.fetched:
+            self._fetch(f, q, start, False)
         if start > t:  # held in the FIFO until the descriptor came
             heapq.heappush(self.fifo, (start, len(frame.data)))
             self.fifo_bytes += len(frame.data)
@@ -530,30 +565,34 @@ class NicModel:
         t_cpl = host.dma_write(f.num, q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES, entry,
                                start)
         q.cq_tail = (tail + 1) & 0xFFFF
-        q.last_cpl_t = t_cpl or q.last_cpl_t
+        q.last_cpl_t = start
         f.counters["rx_frames"] += 1
         f.counters["rx_bytes"] += len(data)
         self.rx_frames += 1
         if q.armed and t_cpl is not None:
-            host.irq(f.num, q.vector, t_cpl, 1)
+            # The MSI-X write follows the completion on the link (posted writes stay in
+            # order), so the message is issued with it, not when it lands.
+            host.irq(f.num, q.vector, start, 1)
 
     # -- transmit ---------------------------------------------------------------------------
 
-    def _transmit(self, f, q, descs):
-        """Read, offload and send the frames of freshly fetched transmit descriptors."""
+    def _transmit(self, f, q, descs, now):
+        """Read the frames of a batch of transmit descriptors that arrived ``now``."""
         host = self.host
         pipeline = self.config.tx_pipeline_ps
         out = []
-        for t_desc, index, raw in descs:
+        done = []
+        last = now
+        for _, index, desc in descs:
             sent = 0
-            t = t_desc
-            if raw is None:
+            t = now
+            if desc is None:
                 self.drops["tx_dma_error"] += 1
                 f.counters["tx_dma_error"] += 1
             else:
-                addr, length, flags, hdr_len, param = _TX_DESC.unpack(raw)
-                data, t = host.dma_read(f.num, addr, length, t_desc)
-                born = host.tags.pop(addr, t_desc)
+                addr, length, flags, hdr_len, param = desc
+                data, t = host.dma_read(f.num, addr, length, now)
+                born = host.tags.pop(addr, now)
                 if data is None:
                     self.drops["tx_dma_error"] += 1
                     f.counters["tx_dma_error"] += 1
@@ -569,20 +608,29 @@ class NicModel:
                     f.counters["tx_frames"] += len(frames)
                     f.counters["tx_bytes"] += sent
                     self.tx_frames += len(frames)
+            done.append((index, sent, t))
+            if t > last:
+                last = t
+        host.call_at(last, partial(self._tx_done, f, q, out, done))
+
+    def _tx_done(self, f, q, out, done, now):
+        """The frames of a transmit batch are read: send them and complete the descriptors."""
+        host = self.host
+        if out:
+            host.eth_out(0, out)
+        log2 = q.cq_log2
+        mask = (1 << log2) - 1
+        for index, sent, t in done:
             q.head = (q.head + 1) & 0xFFFF
-            log2 = q.cq_log2
             tail = q.cq_tail
             phase = ((tail >> log2) & 1) ^ 1
             entry = _CPL.pack(q.num, index, sent, 0, 0, 0, phase | CplFlags.TX, 0, 0, 0,
                               t // 1000)
-            t_cpl = host.dma_write(f.num, q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES,
-                                   entry, t)
+            t_cpl = host.dma_write(f.num, q.cq + (tail & mask) * CPL_BYTES, entry, now)
             q.cq_tail = (tail + 1) & 0xFFFF
-            q.last_cpl_t = t_cpl or q.last_cpl_t
+            q.last_cpl_t = now
             if q.armed and t_cpl is not None:
-                host.irq(f.num, q.vector, t_cpl, 1)
-        if out:
-            host.eth_out(0, out)
+                host.irq(f.num, q.vector, now, 1)
 
     def _tx_offload(self, data, flags, param):
         """Return (frames to send, drop reason or None) for one transmit descriptor."""

@@ -63,8 +63,10 @@ class FakeHost:
     def eth_out(self, port, batch):
         self.out.extend(batch)
 
+    now = 1 << 60  # everything has happened: the device acts on messages at once
+
     def call_at(self, t_ps, callback):
-        raise AssertionError("not used")
+        callback(t_ps)
 
 
 def setup(nic, host, ring_log2=3, rx_post=None, ctrl=regs.Ctrl.RX_CSUM | regs.Ctrl.RSS,
