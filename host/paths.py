@@ -78,22 +78,33 @@ class _App:
         self.frames = 0
         self.bytes = 0
         self.latency_ps = array("q")
+        self.first_ps = None  # first and last time frames were finished
+        self.last_ps = None
 
     def cost(self, n, nbytes):
         """CPU time for ``n`` frames of ``nbytes`` in all."""
         return n * self.path.costs.L2_HIT_PS  # touch the buffer's metadata, free it
+
+    def done(self, frames, nbytes, t_done):
+        """Count ``frames`` finished at ``t_done``."""
+        if self.first_ps is None:
+            self.first_ps = t_done
+        self.last_ps = t_done
+        self.frames += frames
+        self.bytes += nbytes
 
     def handle(self, frames, t_done):
         """Consume (entry, buffer) pairs that are finished at ``t_done``."""
         tags = self.path.bus.tags
         lat = self.latency_ps
         devs = self.path.dev_addr
+        nbytes = 0
         for entry, buf in frames:
             born = tags.pop(devs[buf], None)
             if born is not None:
                 lat.append(t_done - born)
-            self.bytes += entry[_LEN]
-        self.frames += len(frames)
+            nbytes += entry[_LEN]
+        self.done(len(frames), nbytes, t_done)
 
 
 class _Forward(_App):
@@ -115,8 +126,7 @@ class _Forward(_App):
             data = bus.mem_read(buf, length)
             out.append(data[6:12] + data[0:6] + data[12:])
             born.append(tags.pop(devs[buf], t_done))
-            self.bytes += length
-        self.frames += len(frames)
+        self.done(len(frames), sum(len(d) for d in out), t_done)
         txq = self.path.driver.tx[0]
         txq.reap()
         sent = txq.send(out, born=born)

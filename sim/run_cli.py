@@ -37,7 +37,7 @@ def _plots(world, results, out):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    _, _, lat = world.delivered()
+    lat = world.delivered()[2]
     written = []
     if lat:
         lat_us = np.sort(np.asarray(lat, dtype=np.float64) / 1e6)

@@ -349,18 +349,25 @@ class World:
         return self.results()
 
     def delivered(self):
-        """Return (frames, bytes with FCS, latencies in ps) at the end of the path."""
+        """Return (frames, bytes with FCS, latencies in ps, first and last delivery time) at
+        the end of the path: the sink for forwarding applications, else the applications."""
         if self.scenario.host.app == "l2fwd":
-            lat = list(self.sink.latencies_ps)
-            return self.sink.frames, self.sink.bytes, lat  # sink bytes include the FCS
+            sink = self.sink
+            lat = list(sink.latencies_ps)  # sink bytes include the FCS
+            return sink.frames, sink.bytes, lat, sink.first_ps, sink.last_ps
         frames = nbytes = 0
         lat = []
+        first = last = None
         for host in self.hosts:
             for path in host.paths:
-                frames += path.app.frames
-                nbytes += path.app.bytes + 4 * path.app.frames
-                lat.extend(path.app.latency_ps)
-        return frames, nbytes, lat
+                app = path.app
+                frames += app.frames
+                nbytes += app.bytes + 4 * app.frames
+                lat.extend(app.latency_ps)
+                if app.first_ps is not None:
+                    first = app.first_ps if first is None else min(first, app.first_ps)
+                    last = app.last_ps if last is None else max(last, app.last_ps)
+        return frames, nbytes, lat, first, last
 
     def results(self):
         """Return the results dictionary (the contents of ``results.json``)."""
@@ -368,8 +375,13 @@ class World:
 
         s = self.scenario
         end = self.env.now
-        frames, nbytes, lat = self.delivered()
+        frames, nbytes, lat, first, last = self.delivered()
         seconds = self.duration_ps / 1e12
+        # The rate frames came out at, between the first and the last one: the offered rate
+        # when the system keeps up, its capacity when a backlog drains after the traffic.
+        span = (last - first) / 1e12 if frames > 1 and last > first else 0.0
+        mpps = (frames - 1) / span / 1e6 if span else 0.0
+        gbps = nbytes * (frames - 1) / frames * 8 / span / 1e9 if span else 0.0
         drops = {}
 
         def add(reason, count):
@@ -404,8 +416,7 @@ class World:
             "offered": {"frames": offered, "mpps": round(offered / seconds / 1e6, 6),
                         "gbps": round(offered_bytes * 8 / seconds / 1e9, 6)},
             "delivered_frames": frames,
-            "throughput": {"mpps": round(frames / seconds / 1e6, 6),
-                           "gbps": round(nbytes * 8 / seconds / 1e9, 6)},
+            "throughput": {"mpps": round(mpps, 6), "gbps": round(gbps, 6)},
             "latency_us": pct,
             "drops": dict(sorted(drops.items())),
             "in_flight": {"rx_waiting_for_descriptor": waiting,
