@@ -11,7 +11,9 @@ provides:
 ``bus.mem_write(addr, data)`` (CPU accesses; DMA writes become visible when they land),
 ``bus.mmio_write(fn, offset, value)`` (a posted write through PCIe; errors raise
 :class:`nicsim.hw.nic.device.RegisterError`), ``bus.dma_map(fn, addr, size)`` (the DMA API:
-grants the device access through the IOMMU and returns the device address), ``bus.tags``.
+grants the device access through the IOMMU and returns the device address),
+``bus.watch_range(addr, size)`` (the rings a poller watches: ``bus.next_landing()`` says when
+the next DMA write into them lands), ``bus.tags``.
 
 Paths (PMD, NAPI, ...) and their CPU costs are built on top of it in :mod:`nicsim.host.paths`.
 """
@@ -21,9 +23,10 @@ from __future__ import annotations
 from nicsim.hw.nic import regs
 from nicsim.hw.nic.formats import COMPLETION, CPL_BYTES, DESC_BYTES, RX_DESC, TX_DESC, CplFlags
 
-__all__ = ["NicDriver", "RxQueue", "TxQueue", "RX_BUFFER_BYTES"]
+__all__ = ["NicDriver", "RxQueue", "TxQueue", "RX_BUFFER_BYTES", "RX_FREE_THRESH"]
 
 RX_BUFFER_BYTES = 2048  # one buffer per frame up to the standard MTU (as DPDK's default mbuf)
+RX_FREE_THRESH = 32  # DPDK's default rx_free_thresh: buffers held before a doorbell
 _CPL = COMPLETION.struct
 _TX_PACK = TX_DESC.struct.pack
 
@@ -42,6 +45,7 @@ class _Ring:
         self.cq = bus.alloc(self.size * CPL_BYTES, 4096)
         self.ring_dev = bus.dma_map(driver.fn, self.ring, self.size * DESC_BYTES)
         self.cq_dev = bus.dma_map(driver.fn, self.cq, self.size * CPL_BYTES)
+        bus.watch_range(self.cq_dev, self.size * CPL_BYTES)
         self.tail = 0  # producer index (free running, 16 bit)
         self.cq_head = 0
         self.buffers = [bus.alloc(RX_BUFFER_BYTES, 64) for _ in range(self.size)]
@@ -66,7 +70,7 @@ class _Ring:
         out = []
         while len(out) < budget:
             slot = head & self.mask
-            count = min(budget - len(out), self.size - slot)
+            count = min(budget - len(out), self.size - slot, 8)  # a cache line pair
             raw = bus.mem_read(self.cq + slot * CPL_BYTES, count * CPL_BYTES)
             phase = ((head >> log2) & 1) ^ 1
             taken = 0
@@ -93,6 +97,7 @@ class RxQueue(_Ring):
 
     def __init__(self, driver, num, log2):
         super().__init__(driver, num, log2, False)
+        self.hold = 0  # buffers given back but not yet posted with a doorbell
         bus = driver.bus
         pack = RX_DESC.struct.pack
         for slot in range(self.size):
@@ -100,10 +105,19 @@ class RxQueue(_Ring):
                           pack(self.buffers_dev[slot], RX_BUFFER_BYTES))
         self.refill(self.size)
 
-    def refill(self, count):
-        """Post ``count`` more buffers (the driver holds none: slots are recycled in order)."""
-        if count:
-            self.tail = (self.tail + count) & 0xFFFF
+    def refill(self, count, flush=True):
+        """Give back ``count`` buffers (slots are recycled in order) and the completions
+        consumed with them.
+
+        The device hears of them (the completion-ring head and the doorbell, two MMIO writes)
+        at once with ``flush``; otherwise once :data:`RX_FREE_THRESH` are held, as DPDK's
+        ``rx_free_thresh`` does.
+        """
+        self.hold += count
+        if self.hold and (flush or self.hold >= RX_FREE_THRESH):
+            self.release()
+            self.tail = (self.tail + self.hold) & 0xFFFF
+            self.hold = 0
             self.driver.bus.mmio_write(self.driver.fn, self.tail_reg, self.tail)
 
     def receive(self, budget):

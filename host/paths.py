@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from array import array
 
+from nicsim.host.driver import RX_FREE_THRESH
 from nicsim.hw.nic.formats import CplFlags
 
 __all__ = ["Costs", "Core", "PmdPath", "IrqPath", "APPS"]
@@ -167,21 +168,25 @@ class _Path:
             if entry[_FLAGS] & CplFlags.TRUNCATED:
                 self.truncated += 1
         c = self.costs
+        doorbells = 2 if self.flush or q.hold + len(got) >= RX_FREE_THRESH else 0
         cost = (len(got) * c.L3_HIT_PS  # read each completion (DDIO: in the LLC)
-                + 2 * c.MMIO_WRITE_PS  # the receive doorbell and the completion head
+                + doorbells * c.MMIO_WRITE_PS  # the receive doorbell and the completion head
                 + self.app.cost(len(got), nbytes))
         return got, cost
 
+    flush = True  # tell the device of every batch of recycled buffers at once
+
     def _finish(self, q, got):
         self.app.handle(got, self.env.now)
-        q.release()
-        q.refill(len(got))
+        q.refill(len(got), self.flush)
 
 
 class PmdPath(_Path):
-    """A DPDK-style poll-mode driver: one core busy-polls its queues in bursts (32)."""
+    """A DPDK-style poll-mode driver: one core busy-polls its queues in bursts (32) and rings
+    the receive doorbell once 32 buffers are free (``rx_free_thresh``)."""
 
     IDLE_STEP_PS = 1_000_000  # longest sleep of an idle poll loop between looks
+    flush = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

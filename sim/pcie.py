@@ -487,6 +487,7 @@ class PcieLink:
         self._nonposted = deque()  # release_ps per read request in flight
         self._tags = []  # heap of tag release times, at most read_tags long
         self._max_tags = config.read_tags
+        self._mps = config.mps
 
     # -- posted writes upstream --
 
@@ -499,12 +500,31 @@ class PcieLink:
             ready_ps = now
         if ready_ps > t:
             t = ready_ps
-        mps = self.config.mps
-        ppb = up.ps_per_byte
-        hold = self._credit_return
         posted = self._posted
         ph = self._ph_free
         pd = self._pd_free
+        hold = self._credit_return
+        if 0 < size <= self._mps and (addr & (BOUNDARY_BYTES - 1)) + size <= BOUNDARY_BYTES:
+            # One TLP (the common case on the per-packet path): the loop below, unrolled.
+            need = (size + DATA_CREDIT_BYTES - 1) >> 4
+            while posted and posted[0][0] <= t:
+                pd += posted.popleft()[1]
+                ph += 1
+            if ph >= 1 and pd >= need:
+                wire = size + (self._hdr_low if addr < FOUR_GIB else self._hdr64)
+                busy = wire * up.ps_per_byte
+                t += busy
+                posted.append((t + hold, need))
+                self._ph_free = ph - 1
+                self._pd_free = pd - need
+                up.free_at = t
+                up.tlps += 1
+                up.wire_bytes += wire
+                up.payload_bytes += size
+                up.busy_ps += busy
+                return t
+        mps = self.config.mps
+        ppb = up.ps_per_byte
         end = addr + size
         overhead = 0
         tlps = 0
@@ -562,6 +582,17 @@ class PcieLink:
         self.dma_writes += 1
         t = self._posted_up(addr, size, ready_ps)
         return math.ceil(t + self._latency + self._proc)
+
+    def dma_write_pair(self, addr, size, addr2, size2, ready_ps=None):
+        """Two posted writes back to back (a frame and its completion): as two
+        :meth:`dma_write` calls, in one. Return both landing times."""
+        if size < 1 or size2 < 1:
+            raise ValueError(f"sizes must be at least 1 byte, not {size!r} and {size2!r}.")
+        self.dma_writes += 2
+        after = self._latency + self._proc
+        t = self._posted_up(addr, size, ready_ps)
+        t2 = self._posted_up(addr2, size2, ready_ps)
+        return math.ceil(t + after), math.ceil(t2 + after)
 
     def msi(self, addr, ready_ps=None):
         """Send an MSI-X message: a 4-byte posted write upstream to ``addr``.

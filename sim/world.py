@@ -47,13 +47,16 @@ _FEATURE_BITS = {
 class _LandingDmaPort(DmaPort):
     """A DMA port whose writes reach memory at their landing time, not at the call."""
 
-    __slots__ = ("landing",)
+    __slots__ = ("landing", "watch", "watched")
 
     def write(self, addr, data, ready_ps=None):
         size = len(data)
         t_ps = self.link.dma_write(addr, size, ready_ps)
         if self.iommu is None and 0 <= addr and addr + size <= self.memory.size:
             self.landing.append((t_ps, addr, data))
+            for lo, hi in self.watch:
+                if lo <= addr < hi:
+                    self.watched.append(t_ps)
             self.writes += 1
             self.write_bytes += size
             return t_ps
@@ -61,6 +64,9 @@ class _LandingDmaPort(DmaPort):
         if pieces.__class__ is not list:
             self._block(pieces, t_ps)
             return None
+        for lo, hi in self.watch:
+            if lo <= addr < hi:
+                self.watched.append(t_ps)
         if len(pieces) == 1:
             self.landing.append((t_ps, pieces[0][0], data))
         else:
@@ -82,10 +88,14 @@ class HostSide:
         self.memory = memory
         self.iommu = iommu
         self.landing = deque()
+        self.watch = []  # (lo, hi) DMA address ranges software polls (completion rings)
+        self.watched = deque()  # landing times of DMA writes into them, in order
         self.ports = []
         for fn in range(functions):
             port = _LandingDmaPort(link, memory, iommu, fn)
             port.landing = self.landing
+            port.watch = self.watch
+            port.watched = self.watched
             self.ports.append(port)
         self.msix = [MsixTable(env, link, vectors, partial(self._deliver, fn))
                      for fn in range(functions)]
@@ -112,7 +122,46 @@ class HostSide:
         return self.ports[fn].read(addr, size, ready_ps)
 
     def dma_write(self, fn, addr, data, ready_ps):
-        return self.ports[fn].write(addr, data, ready_ps)
+        port = self.ports[fn]
+        if port.iommu is None:  # the common case, inlined: no IOMMU, no watched ring
+            size = len(data)
+            if 0 <= addr and addr + size <= self.memory.size and not self.watch_hit(addr):
+                t_ps = self.link.dma_write(addr, size, ready_ps)
+                self.landing.append((t_ps, addr, data))
+                port.writes += 1
+                port.write_bytes += size
+                return t_ps
+        return port.write(addr, data, ready_ps)
+
+    def dma_write_pair(self, fn, addr, data, addr2, data2, ready_ps):
+        """Two DMA writes in order (a frame and its completion); return both landing times
+        (``None`` for a blocked one)."""
+        port = self.ports[fn]
+        size = len(data)
+        size2 = len(data2)
+        limit = self.memory.size
+        if (port.iommu is None and 0 <= addr and addr + size <= limit and 0 <= addr2
+                and addr2 + size2 <= limit):
+            t, t2 = self.link.dma_write_pair(addr, size, addr2, size2, ready_ps)
+            landing = self.landing
+            landing.append((t, addr, data))
+            landing.append((t2, addr2, data2))
+            for lo, hi in self.watch:
+                if lo <= addr2 < hi:
+                    self.watched.append(t2)
+            port.writes += 2
+            port.write_bytes += size + size2
+            return t, t2
+        first = self.dma_write(fn, addr, data, ready_ps)
+        if first is None:
+            return None, None  # the device learns of the fault before it sends the second
+        return first, self.dma_write(fn, addr2, data2, ready_ps)
+
+    def watch_hit(self, addr):
+        for lo, hi in self.watch:
+            if lo <= addr < hi:
+                return True
+        return False
 
     def irq(self, fn, vector, t_ps, count):
         self.msix[fn].event(vector, t_ps, count)
@@ -144,9 +193,18 @@ class HostSide:
     def now(self):
         return self.env.now
 
+    def watch_range(self, addr, size):
+        """Note DMA writes into ``[addr, addr + size)`` (a completion ring software polls)."""
+        self.watch.append((addr, addr + size))
+
     def next_landing(self):
-        """Return when the next DMA write lands (``None`` if none is in flight)."""
-        return self.landing[0][0] if self.landing else None
+        """Return when the next DMA write into a watched range lands (``None``: none in
+        flight); a poller that found nothing sleeps until then."""
+        watched = self.watched
+        now = self.env.now
+        while watched and watched[0] <= now:
+            watched.popleft()
+        return watched[0] if watched else None
 
     def alloc(self, size, align=64):
         if self.guest is None:

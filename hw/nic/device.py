@@ -40,6 +40,12 @@ class HostPort(Protocol):
     def dma_write(self, fn: int, addr: int, data: bytes, ready_ps: int) -> int | None:
         """Write host memory; return the time it is visible, ``None`` when blocked."""
 
+    def dma_write_pair(self, fn: int, addr: int, data: bytes, addr2: int, data2: bytes,
+                       ready_ps: int) -> tuple[int | None, int | None]:
+        """Two writes in order, as two :meth:`dma_write` calls (a frame, then its completion);
+        one call because it is the per-frame path. When the first is blocked the second is
+        not made: ``(None, None)``."""
+
     def irq(self, fn: int, vector: int, t_ps: int, count: int) -> None:
         """Report ``count`` completions on MSI-X ``vector``; moderation decides the messages."""
 

@@ -60,6 +60,8 @@ _FEATURE_OF_CTRL = {
     regs.Ctrl.RSS: regs.Feature.RSS,
     regs.Ctrl.LRO: regs.Feature.LRO,
 }
+_QUEUE_REG_NAMES = {r.offset: r.name for r in regs.QUEUE_REGISTERS}
+_QUEUE_CTRL = next(r.offset for r in regs.QUEUE_REGISTERS if r.name == "CTRL")
 _CTRL_BITS = (regs.Ctrl.RX_ENABLE | regs.Ctrl.TX_ENABLE | regs.Ctrl.RX_CSUM | regs.Ctrl.RSS
               | regs.Ctrl.LRO | regs.Ctrl.PROMISC | regs.Ctrl.BROADCAST)
 
@@ -199,6 +201,7 @@ class NicModel:
         self.rx_frames = 0
         self.tx_frames = 0
         self.stages = dict(config.stages)
+        self.classified = {}  # frame -> (function, queue, offloads, drop reason)
         self._refill_level = config.desc_cache - config.desc_fetch_batch
 
     # -- registers --------------------------------------------------------------------------
@@ -216,6 +219,8 @@ class NicModel:
     def mmio_write(self, fn, offset, value, t_ps):
         """Write register ``offset`` of function ``fn`` (effective at ``t_ps``)."""
         f = self._fn(fn)
+        if offset < regs.TXQ_BASE or offset & (regs.QUEUE_STRIDE - 1) == _QUEUE_CTRL:
+            self.classified.clear()  # steering may change
         if not 0 <= value < 1 << 32:
             self._error(f, f"register values are 32 bits, not {value!r}")
         if offset % 4:
@@ -297,7 +302,7 @@ class NicModel:
             self._error(f, f"{kind} queue {num} does not exist (function {f.num} has "
                            f"{len(queues)})")
         q = queues[num]
-        name = next((r.name for r in regs.QUEUE_REGISTERS if r.offset == reg), None)
+        name = _QUEUE_REG_NAMES.get(reg)
         if name == "TAIL":
             if not q.enabled:
                 self._error(f, f"doorbell of {kind} queue {num}, which is not enabled")
@@ -463,42 +468,60 @@ class NicModel:
         f.cache[data] = result
         return result
 
+    def _classify(self, data):
+        """Return (function, queue, offload results, drop reason) for a received frame.
+
+        The answer depends only on the frame and the configuration, so it is memoized per
+        frame content until a register changes the steering.
+        """
+        pf = self.fns[0]
+        f = self.by_mac.get(data[:6])
+        reason = None
+        q = None
+        meta = None
+        if f is None:
+            if (data[0] & 1 and pf.ctrl & regs.Ctrl.BROADCAST) or pf.ctrl & regs.Ctrl.PROMISC:
+                f = pf
+            else:
+                f, reason = pf, "rx_not_for_us"
+        if reason is None and not f.ctrl & regs.Ctrl.RX_ENABLE:
+            reason = "rx_disabled"
+        if reason is None and len(data) > f.mtu + 4 * _vlan_tags(data):
+            reason = "rx_oversize"
+        if reason is None:
+            meta = f.cache.get(data) or self._offloads(f, data)
+            q = f.rxq[meta[4]] if meta[4] < len(f.rxq) else None
+            if q is None or not q.enabled:
+                reason = "rx_queue_disabled"
+        if len(self.classified) >= RX_CACHE_ENTRIES:
+            self.classified.clear()
+        result = self.classified[data] = (f, q, meta, reason)
+        return result
+
     def eth_in(self, port, batch):
         """Receive a batch of frames from the wire."""
         pipeline = self.config.rx_pipeline_ps
-        by_mac = self.by_mac
-        pf = self.fns[0]
+        classified = self.classified
         drops = self.drops
         fifo = self.fifo
         now = self.host.now
         for frame in batch:
             data = frame.data
+            c = classified.get(data)
+            if c is None:
+                c = self._classify(data)
+            f, q, meta, reason = c
+            if reason is not None:
+                drops[reason] += 1
+                if reason in f.counters:
+                    f.counters[reason] += 1
+                continue
             t = frame.t_ps + pipeline
-            f = by_mac.get(data[:6])
-            if f is None:
-                if data[0] & 1 and pf.ctrl & regs.Ctrl.BROADCAST:
-                    f = pf
-                elif pf.ctrl & regs.Ctrl.PROMISC:
-                    f = pf
-                else:
-                    drops["rx_not_for_us"] += 1
-                    pf.counters["rx_not_for_us"] += 1
-                    continue
-            if not f.ctrl & regs.Ctrl.RX_ENABLE:
-                drops["rx_disabled"] += 1
-                continue
-            if len(data) > f.mtu + 4 * _vlan_tags(data):
-                drops["rx_oversize"] += 1
-                continue
-            meta = f.cache.get(data) or self._offloads(f, data)
-            q = f.rxq[meta[4]] if meta[4] < len(f.rxq) else None
-            if q is None or not q.enabled:
-                drops["rx_queue_disabled"] += 1
-                f.counters["rx_queue_disabled"] += 1
-                continue
-            while fifo and fifo[0][0] <= t:
-                self.fifo_bytes -= heapq.heappop(fifo)[1]
-            if q.pending or not q.descs or q.descs[0][0] > now:
+            if fifo:
+                while fifo and fifo[0][0] <= t:
+                    self.fifo_bytes -= heapq.heappop(fifo)[1]
+            descs = q.descs
+            if q.pending or not descs or descs[0][0] > now:
                 # No descriptor on the NIC yet: wait in the receive FIFO.
                 if self.fifo_bytes + len(data) > self.config.rx_fifo_bytes:
                     drops["rx_no_descriptor"] += 1
@@ -537,37 +560,41 @@ class NicModel:
         q.head = (q.head + 1) & 0xFFFF
         if len(q.descs) <= self._refill_level and q.tail != q.fetched:
             self._fetch(f, q, start, False)
-        if start > t:  # held in the FIFO until the descriptor came
-            heapq.heappush(self.fifo, (start, len(frame.data)))
-            self.fifo_bytes += len(frame.data)
         host = self.host
         data = frame.data
+        length = len(data)
+        if start > t:  # held in the FIFO until the descriptor came
+            heapq.heappush(self.fifo, (start, length))
+            self.fifo_bytes += length
         flags = 0
-        if raw is None:
-            written = None
-        else:
-            addr, size = raw
-            if len(data) > size:
-                data = data[:size]
-                flags = CplFlags.TRUNCATED
-                f.counters["rx_truncated"] += 1
-            written = host.dma_write(f.num, addr, data, start)
-            host.tags[addr] = frame.born_ps
-        if written is None:
-            self.drops["rx_dma_error"] += 1
-            f.counters["rx_dma_error"] += 1
-            data = b""
         log2 = q.cq_log2
         tail = q.cq_tail
-        flags |= ((tail >> log2) & 1) ^ 1
-        entry = _CPL.pack(q.num, index, len(data), meta[2], meta[3], meta[0], flags, 1,
-                          meta[1], 0, start // 1000)
-        t_cpl = host.dma_write(f.num, q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES, entry,
-                               start)
+        cq_addr = q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES
+        phase = ((tail >> log2) & 1) ^ 1
+        if raw is not None:
+            addr, size = raw
+            if length > size:
+                data = data[:size]
+                length = size
+                flags = CplFlags.TRUNCATED
+                f.counters["rx_truncated"] += 1
+            host.tags[addr] = frame.born_ps
+            entry = _CPL.pack(q.num, index, length, meta[2], meta[3], meta[0], flags | phase, 1,
+                              meta[1], 0, start // 1000)
+            written, t_cpl = host.dma_write_pair(f.num, addr, data, cq_addr, entry, start)
+        if raw is None or written is None:
+            # The descriptor or the buffer could not be reached: complete with no data.
+            self.drops["rx_dma_error"] += 1
+            f.counters["rx_dma_error"] += 1
+            length = 0
+            entry = _CPL.pack(q.num, index, 0, meta[2], meta[3], meta[0], flags | phase, 1,
+                              meta[1], 0, start // 1000)
+            t_cpl = host.dma_write(f.num, cq_addr, entry, start)
         q.cq_tail = (tail + 1) & 0xFFFF
         q.last_cpl_t = start
-        f.counters["rx_frames"] += 1
-        f.counters["rx_bytes"] += len(data)
+        counters = f.counters
+        counters["rx_frames"] += 1
+        counters["rx_bytes"] += length
         self.rx_frames += 1
         if q.armed and t_cpl is not None:
             # The MSI-X write follows the completion on the link (posted writes stay in

@@ -51,6 +51,12 @@ class FakeHost:
         self.mem[addr:addr + len(data)] = data
         return ready_ps + 1_000_000
 
+    def dma_write_pair(self, fn, addr, data, addr2, data2, ready_ps):
+        first = self.dma_write(fn, addr, data, ready_ps)
+        if first is None:
+            return None, None
+        return first, self.dma_write(fn, addr2, data2, ready_ps)
+
     def irq(self, fn, vector, t_ps, count):
         self.irqs.append((fn, vector, t_ps, count))
 
