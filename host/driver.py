@@ -9,7 +9,7 @@ provides:
 
 ``bus.now`` (ps), ``bus.alloc(size, align)``, ``bus.mem_read(addr, size)``,
 ``bus.mem_write(addr, data)`` (CPU accesses; DMA writes become visible when they land),
-``bus.mmio_write(fn, offset, value)`` (a posted write through PCIe; errors raise
+``bus.mmio_write(fn, offset, value, at_ps=None)`` (a posted write through PCIe; errors raise
 :class:`nicsim.hw.nic.device.RegisterError`), ``bus.dma_map(fn, addr, size)`` (the DMA API:
 grants the device access through the IOMMU and returns the device address),
 ``bus.watch_range(addr, size)`` (the rings a poller watches: ``bus.next_landing()`` says when
@@ -86,9 +86,9 @@ class _Ring:
         self.cq_head = head
         return out
 
-    def release(self):
+    def release(self, at_ps=None):
         """Tell the device how far the completion ring was consumed."""
-        self.driver.bus.mmio_write(self.driver.fn, self.cq_head_reg, self.cq_head)
+        self.driver.bus.mmio_write(self.driver.fn, self.cq_head_reg, self.cq_head, at_ps)
 
 
 class RxQueue(_Ring):
@@ -105,20 +105,20 @@ class RxQueue(_Ring):
                           pack(self.buffers_dev[slot], RX_BUFFER_BYTES))
         self.refill(self.size)
 
-    def refill(self, count, flush=True):
+    def refill(self, count, flush=True, at_ps=None):
         """Give back ``count`` buffers (slots are recycled in order) and the completions
         consumed with them.
 
         The device hears of them (the completion-ring head and the doorbell, two MMIO writes)
         at once with ``flush``; otherwise once :data:`RX_FREE_THRESH` are held, as DPDK's
-        ``rx_free_thresh`` does.
+        ``rx_free_thresh`` does. ``at_ps`` is when the CPU writes (default now).
         """
         self.hold += count
         if self.hold and (flush or self.hold >= RX_FREE_THRESH):
-            self.release()
+            self.release(at_ps)
             self.tail = (self.tail + self.hold) & 0xFFFF
             self.hold = 0
-            self.driver.bus.mmio_write(self.driver.fn, self.tail_reg, self.tail)
+            self.driver.bus.mmio_write(self.driver.fn, self.tail_reg, self.tail, at_ps)
 
     def receive(self, budget):
         """Return up to ``budget`` received frames as (completion entry, buffer address).

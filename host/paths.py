@@ -195,24 +195,30 @@ class PmdPath(_Path):
         self.env.process(self.run())
 
     def run(self):
+        """Poll; one simulation step per loop over the queues.
+
+        The loop's work is charged by moving the core's clock ``t`` on: frames are finished
+        and doorbells rung at the time the work reaches them. Then the core sleeps until the
+        next completion lands, which is when polling would have found it.
+        """
         env = self.env
         bus = self.bus
         core = self.core
+        app = self.app
+        step = self.IDLE_STEP_PS
         while True:
-            took = False
+            t = env.now
             for q in self.queues:
                 got, cost = self._take(q, self.burst)
+                t += cost
                 if got:
-                    took = True
-                    yield env.timeout(cost)
-                    self._finish(q, got)
-            if not took:
-                now = env.now
-                landing = bus.next_landing()
-                wake = now + self.IDLE_STEP_PS
-                if landing is not None and landing < wake:
-                    wake = max(landing, now + self.costs.L3_HIT_PS)
-                yield env.timeout(wake - now)
+                    app.handle(got, t)
+                    q.refill(len(got), False, t)
+            landing = bus.next_landing()
+            wake = t + step
+            if landing is not None and landing < wake:
+                wake = max(landing, t)
+            yield env.timeout(wake - env.now)
             core.busy_ps = env.now - core.start_ps  # a polling core is always busy
 
 

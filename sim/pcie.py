@@ -507,9 +507,11 @@ class PcieLink:
         if 0 < size <= self._mps and (addr & (BOUNDARY_BYTES - 1)) + size <= BOUNDARY_BYTES:
             # One TLP (the common case on the per-packet path): the loop below, unrolled.
             need = (size + DATA_CREDIT_BYTES - 1) >> 4
-            while posted and posted[0][0] <= t:
-                pd += posted.popleft()[1]
-                ph += 1
+            if ph < 1 or pd < need or len(posted) > 1024:
+                # Credits come back lazily: only when short of them (or to bound the queue).
+                while posted and posted[0][0] <= t:
+                    pd += posted.popleft()[1]
+                    ph += 1
             if ph >= 1 and pd >= need:
                 wire = size + (self._hdr_low if addr < FOUR_GIB else self._hdr64)
                 busy = wire * up.ps_per_byte

@@ -223,8 +223,9 @@ class HostSide:
     def mem_write(self, addr, data):
         self.memory.write(addr, data)
 
-    def mmio_write(self, fn, offset, value):
-        t = self.link.mmio_write(BAR0 + offset, 4, self.env.now)
+    def mmio_write(self, fn, offset, value, at_ps=None):
+        """Write a device register from the CPU at ``at_ps`` (default now)."""
+        t = self.link.mmio_write(BAR0 + offset, 4, self.env.now if at_ps is None else at_ps)
         self.device.mmio_write(fn, offset, value, t)
 
     def dma_map(self, fn, addr, size):

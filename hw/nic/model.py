@@ -550,15 +550,19 @@ class NicModel:
 
     def _deliver(self, f, q, t, frame, meta):
         """Write a received frame to the next descriptor's buffer and complete it."""
-        t_desc, index, raw = q.descs[0]
+        descs = q.descs
+        t_desc, index, raw = descs[0]
         start = t_desc if t_desc > t else t
-        if q.cq_room(start) <= 0:
-            self.drops["rx_cq_full"] += 1
-            f.counters["rx_cq_full"] += 1
-            return
-        q.descs.popleft()
+        log2 = q.cq_log2
+        tail = q.cq_tail
+        if (q.cq_heads and q.cq_heads[0][0] <= start) or ((tail - q.cq_head) & 0xFFFF) >> log2:
+            if q.cq_room(start) <= 0:
+                self.drops["rx_cq_full"] += 1
+                f.counters["rx_cq_full"] += 1
+                return
+        descs.popleft()
         q.head = (q.head + 1) & 0xFFFF
-        if len(q.descs) <= self._refill_level and q.tail != q.fetched:
+        if len(descs) <= self._refill_level and q.tail != q.fetched:
             self._fetch(f, q, start, False)
         host = self.host
         data = frame.data
@@ -567,8 +571,6 @@ class NicModel:
             heapq.heappush(self.fifo, (start, length))
             self.fifo_bytes += length
         flags = 0
-        log2 = q.cq_log2
-        tail = q.cq_tail
         cq_addr = q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES
         phase = ((tail >> log2) & 1) ^ 1
         if raw is not None:
