@@ -393,11 +393,15 @@ class World:
                 args["size"] = 64 if t.size is None else t.size
             self.sources.append(TrafficSource(env, entries[0], **args))
 
+    def run_until(self, t_ps):
+        """Advance the simulation to ``t_ps`` (a part of :meth:`run`)."""
+        self.env.run(until=t_ps)
+
     def run(self, progress=None):
         """Run to the end of the traffic plus the drain time; ``progress(done, total)``."""
         end = self.duration_ps + round(self.scenario.drain_us * US)
         step = max(end // 100, 1)
-        t = 0
+        t = self.env.now
         while t < end:
             t = min(t + step, end)
             self.env.run(until=t)
