@@ -7,7 +7,7 @@ reads completions by their phase bit, recycles buffers and rings doorbells, and 
 to send. It works through a *bus*, the host's view of the machine, which the simulation
 provides:
 
-``bus.now`` (ps), ``bus.alloc(size, align)``, ``bus.mem_read(addr, size)``,
+``bus.now`` (ps), ``bus.alloc(size, align, fn)`` (memory of function ``fn``'s driver), ``bus.mem_read(addr, size)``,
 ``bus.mem_write(addr, data)`` (CPU accesses; DMA writes become visible when they land),
 ``bus.mmio_write(fn, offset, value, at_ps=None)`` (a posted write through PCIe; errors raise
 :class:`nicsim.hw.nic.device.RegisterError`), ``bus.dma_map(fn, addr, size)`` (the DMA API:
@@ -41,14 +41,14 @@ class _Ring:
         self.log2 = log2
         self.size = 1 << log2
         self.mask = self.size - 1
-        self.ring = bus.alloc(self.size * DESC_BYTES, 4096)
-        self.cq = bus.alloc(self.size * CPL_BYTES, 4096)
+        self.ring = bus.alloc(self.size * DESC_BYTES, 4096, driver.fn)
+        self.cq = bus.alloc(self.size * CPL_BYTES, 4096, driver.fn)
         self.ring_dev = bus.dma_map(driver.fn, self.ring, self.size * DESC_BYTES)
         self.cq_dev = bus.dma_map(driver.fn, self.cq, self.size * CPL_BYTES)
         bus.watch_range(self.cq_dev, self.size * CPL_BYTES)
         self.tail = 0  # producer index (free running, 16 bit)
         self.cq_head = 0
-        self.buffers = [bus.alloc(RX_BUFFER_BYTES, 64) for _ in range(self.size)]
+        self.buffers = [bus.alloc(RX_BUFFER_BYTES, 64, driver.fn) for _ in range(self.size)]
         self.buffers_dev = [bus.dma_map(driver.fn, b, RX_BUFFER_BYTES) for b in self.buffers]
         reg = regs.txq_reg if transmit else regs.rxq_reg
         fn = driver.fn

@@ -106,6 +106,7 @@ class WireSection(_Section):
 
 class TrafficSection(_Section):
     host: Annotated[int, Field(ge=0)] = 0
+    function: Annotated[int, Field(ge=0)] = 0  # 0: the physical function; n: VF n
     pattern: Literal["constant", "poisson", "burst", "pcap"] = "constant"
     rate_gbps: Annotated[float, Field(gt=0)] | None = None
     rate_mpps: Annotated[float, Field(gt=0)] | None = None
@@ -241,6 +242,9 @@ def load_scenario(path=None, overrides=(), text=None):
         if t.host >= scenario.topology.hosts:
             raise ScenarioError(f"{source}: traffic.{n}.host is {t.host}, but the topology "
                                 f"has {scenario.topology.hosts} host(s)")
+        if t.function > scenario.nic.vfs:
+            raise ScenarioError(f"{source}: traffic.{n}.function is {t.function}, but the NIC "
+                                f"has {scenario.nic.vfs} virtual function(s) (nic.vfs)")
         if t.pattern != "pcap" and t.rate_gbps is not None and t.rate_mpps is not None:
             raise ScenarioError(f"{source}: traffic.{n}: give rate_gbps or rate_mpps, not both")
     if scenario.host.path == "pmd" and scenario.host.cores > scenario.nic.rxqs:

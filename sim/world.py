@@ -104,7 +104,7 @@ class HostSide:
         self.device = None
         self.eth_links = {}
         self.guest_base = {}
-        self.guest = None  # [next, end) of the guest's memory under PCI passthrough
+        self.guest = {}  # fn -> [next, end) of its guest's memory under PCI passthrough
         self.mapped = {}
 
     # -- HostPort (what the device asks) ----------------------------------------------------
@@ -206,14 +206,17 @@ class HostSide:
             watched.popleft()
         return watched[0] if watched else None
 
-    def alloc(self, size, align=64):
-        if self.guest is None:
+    def alloc(self, size, align=64, fn=0):
+        """Allocate memory for the driver of function ``fn`` (from its guest's memory when
+        the function is passed through to a VM)."""
+        guest = self.guest.get(fn)
+        if guest is None:
             return self.memory.alloc(size, align)
-        start = -(-self.guest[0] // align) * align  # the guest's own memory (passthrough)
-        if start + size > self.guest[1]:
+        start = -(-guest[0] // align) * align
+        if start + size > guest[1]:
             raise ValueError("the guest's memory (iommu.guest_mib) is too small for the "
                              "driver's rings and buffers")
-        self.guest[0] = start + size
+        guest[0] = start + size
         return start
 
     def mem_read(self, addr, size):
@@ -291,7 +294,7 @@ class Host:
                 base = self.memory.alloc(guest, 4096)
                 self.iommu.set_mode(fn, "passthrough", host_base=base, guest_size=guest)
                 self.side.guest_base[fn] = base
-            self.side.guest = [self.side.guest_base[0], self.side.guest_base[0] + guest]
+                self.side.guest[fn] = [base, base + guest]
         for v in range(s.nic.vectors):
             self.side.mmio_write(0, regs.irq_reg(v, "FRAMES"), s.interrupts.frames)
             self.side.mmio_write(0, regs.irq_reg(v, "USECS"), s.interrupts.usecs)
@@ -308,15 +311,36 @@ class Host:
         self.paths = []
         for n, core in enumerate(self.cores):
             queues = [q for q in range(s.nic.rxqs) if q % s.host.cores == n]
-            if s.host.path == "pmd":
-                path = PmdPath(env, self.side, self.driver, queues, core, costs, s.host.app,
-                               burst=s.host.burst)
-            else:
-                path = IrqPath(env, self.side, self.driver, queues, core, costs, s.host.app,
-                               burst=s.host.burst, budget=s.host.budget)
-                for q in queues:
-                    self.side.handlers[(0, q % s.nic.vectors)] = path.interrupt
-            self.paths.append(path)
+            self.paths.append(self._path(env, s, self.driver, queues, core, costs))
+        # SR-IOV: each virtual function has its own driver (a VM's), queues, vectors, MAC,
+        # IOMMU domain and one core.
+        self.vf_drivers = []
+        for fn in range(1, functions):
+            driver = NicDriver(self.side, fn, rxqs=s.nic.vf_queues, txqs=s.nic.vf_queues,
+                               ring_log2=s.nic.ring_size.bit_length() - 1,
+                               ctrl=ctrl & ~regs.Ctrl.PROMISC, mac=self.function_mac(fn),
+                               vectors=s.nic.vectors,
+                               rss_table=None if rss_table is None else
+                               [n % s.nic.vf_queues for n in range(128)])
+            self.vf_drivers.append(driver)
+            core = Core(env, len(self.cores))
+            self.cores.append(core)
+            self.paths.append(self._path(env, s, driver, range(s.nic.vf_queues), core, costs))
+
+    def function_mac(self, fn):
+        """Return the MAC address of PCI function ``fn`` of this host's NIC."""
+        return self.mac if fn == 0 else bytes([0x02, 0, 0, fn, 0x10 + self.index, 0x01])
+
+    def _path(self, env, s, driver, queues, core, costs):
+        queues = list(queues)
+        if s.host.path == "pmd":
+            return PmdPath(env, self.side, driver, queues, core, costs, s.host.app,
+                           burst=s.host.burst)
+        path = IrqPath(env, self.side, driver, queues, core, costs, s.host.app,
+                       burst=s.host.burst, budget=s.host.budget)
+        for q in queues:
+            self.side.handlers[(driver.fn, q % s.nic.vectors)] = path.interrupt
+        return path
 
 
 class _NicPort:
@@ -379,7 +403,8 @@ class World:
                         duration_ps=self.duration_ps, start_ps=round(t.start_us * US),
                         seed=s.seed * 1000 + n, batch_frames=t.batch_frames,
                         burst_frames=t.burst_frames, burst_gap_ps=round(t.burst_gap_us * US),
-                        dst_mac=":".join(f"{b:02x}" for b in self.hosts[t.host].mac),
+                        dst_mac=":".join(f"{b:02x}" for b in
+                                         self.hosts[t.host].function_mac(t.function)),
                         src_mac=f"02:00:00:00:00:{n + 1:02x}", name=f"traffic{n}")
             if t.pattern == "pcap":
                 args.update(pcap_path=t.pcap, pcap_speed=t.pcap_speed, pcap_loop=t.pcap_loop)

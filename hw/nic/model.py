@@ -103,6 +103,10 @@ class NicConfig:
     desc_cache: int = DESC_CACHE
     rx_fifo_bytes: int = RX_FIFO_BYTES
     stages: dict = field(default_factory=dict)
+    """Optional processing stages, ``{"rx": [...], "tx": [...]}``: each a callable taking a
+    frame (bytes) and returning ``(frame, None)`` to pass it on (possibly rewritten) or
+    ``(None, reason)`` to drop it, counted under ``reason``. The match-action pipeline and
+    the TCP offload engine plug in here, through their golden references."""
 
     def __post_init__(self):
         for name, low, high in (("txqs", 1, regs.MAX_QUEUES), ("rxqs", 1, regs.MAX_QUEUES),
@@ -200,7 +204,8 @@ class NicModel:
         self.fifo_bytes = 0
         self.rx_frames = 0
         self.tx_frames = 0
-        self.stages = dict(config.stages)
+        self.rx_stages = list(config.stages.get("rx", ()))
+        self.tx_stages = list(config.stages.get("tx", ()))
         self.classified = {}  # frame -> (function, queue, offloads, drop reason)
         self._refill_level = config.desc_cache - config.desc_fetch_batch
 
@@ -505,8 +510,15 @@ class NicModel:
         drops = self.drops
         fifo = self.fifo
         now = self.host.now
+        stages = self.rx_stages
         for frame in batch:
             data = frame.data
+            if stages:
+                data, reason = self._run_stages(stages, data)
+                if data is None:
+                    drops[reason] = drops.get(reason, 0) + 1
+                    continue
+                frame.data = data
             c = classified.get(data)
             if c is None:
                 c = self._classify(data)
@@ -532,6 +544,15 @@ class NicModel:
                 self._schedule_drain(f, q)
                 continue
             self._deliver(f, q, t, frame, meta)
+
+    @staticmethod
+    def _run_stages(stages, data):
+        """Pass a received frame through the optional stages (match-action, TOE, ...)."""
+        for stage in stages:
+            data, reason = stage(data)
+            if data is None:
+                return None, reason or "rx_stage_drop"
+        return data, None
 
     def _schedule_drain(self, f, q):
         """Deliver waiting frames when the next fetched descriptor arrives."""
@@ -630,6 +651,15 @@ class NicModel:
                     if reason:
                         self.drops["tx_bad_descriptor"] += 1
                         f.counters["tx_bad_descriptor"] += 1
+                    if self.tx_stages:
+                        kept = []
+                        for payload in frames:
+                            payload, why = self._run_stages(self.tx_stages, payload)
+                            if payload is None:
+                                self.drops[why] = self.drops.get(why, 0) + 1
+                            else:
+                                kept.append(payload)
+                        frames = kept
                     t_out = t + pipeline
                     for payload in frames:
                         out.append(Frame(payload, t_out, born))

@@ -314,3 +314,20 @@ def test_armed_queue_reports_completions_to_interrupts():
     nic.mmio_write(0, regs.rxq_reg(0, "VECTOR"), 0, 10)
     nic.mmio_write(0, regs.rxq_reg(0, "VECTOR"), regs.VECTOR_ARMED, 20)
     assert len(host.irqs) == 4
+
+
+def test_optional_stages_rewrite_and_drop_with_their_reason():
+    def no_dns(frame):  # a stand-in for a match-action table: drop UDP port 53
+        if frame[23] == 17 and frame[36:38] == b"\0\x35":
+            return None, "acl_dns"
+        return frame, None
+
+    def mark(frame):  # rewrite: set the IPv4 TOS byte
+        return frame[:15] + b"\x2e" + frame[16:], None
+
+    nic, host = make(stages={"rx": [no_dns, mark]})
+    setup(nic, host)
+    other = bytes(Ether(dst=MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=80))
+    nic.eth_in(0, [Frame(udp_frame()), Frame(other)])
+    assert nic.stats()["drops"] == {"acl_dns": 1}
+    assert host.mem[BUF + 15] == 0x2E

@@ -188,3 +188,45 @@ def test_cli_run_bad_scenario_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "pcie.gen" in result.output and "Traceback" not in result.output
+
+
+def test_virtual_functions_get_their_own_traffic_queues_and_cores():
+    world, r = run("nic.vfs=2", "traffic.0.rate_gbps=3", "traffic.1.function=1",
+                   "traffic.1.rate_gbps=3", "traffic.2.function=2", "traffic.2.rate_gbps=3")
+    host = world.hosts[0]
+    per_function = [f["rx_frames"] for f in host.nic.stats()["functions"]]
+    assert per_function == [s.frames for s in world.sources]
+    assert len(r["cpu_busy"]) == 3 and r["delivered_frames"] == r["offered"]["frames"]
+
+
+def test_a_virtual_function_cannot_dma_into_another_ones_memory():
+    from nicsim.hw.nic.formats import DESC_BYTES, RX_DESC
+
+    world = World(load_scenario(text="duration_us = 20\n", overrides=[
+        "nic.vfs=2", "iommu.mode=\"translate\"", "traffic.0.function=1", "nic.ring_size=64"]))
+    host = world.hosts[0]
+    vf1, vf2 = host.vf_drivers
+    victim = vf2.rx[0].buffers[0]
+    before = host.memory.read(victim, 2048)
+    # A misbehaving VF 1 driver points its descriptors at VF 2's buffer.
+    ring = vf1.rx[0]
+    for slot in range(ring.size):
+        host.memory.write(ring.ring + slot * DESC_BYTES, RX_DESC.pack(addr=victim, len=2048))
+    r = world.run()
+    assert r["iommu_faults"].get("unmapped", 0) > 0
+    assert host.memory.read(victim, 2048) == before
+    assert r["drops"].get("rx_dma_error", 0) == r["offered"]["frames"]
+
+
+def test_pcap_replay_traffic(tmp_path):
+    from scapy.layers.inet import IP, UDP
+    from scapy.utils import wrpcap
+
+    mac = "02:00:00:00:10:01"  # the NIC of host 0
+    packets = [Ether(dst=mac) / IP(dst="10.0.0.1") / UDP(dport=n) for n in range(50)]
+    for n, p in enumerate(packets):
+        p.time = n * 1e-6
+    wrpcap(str(tmp_path / "in.pcap"), packets)
+    _, r = run(f"traffic.0.pattern=\"pcap\"", f"traffic.0.pcap=\"{tmp_path / 'in.pcap'}\"",
+               "nic.promiscuous=true")
+    assert r["offered"]["frames"] == 50 == r["delivered_frames"]
