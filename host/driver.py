@@ -7,7 +7,8 @@ reads completions by their phase bit, recycles buffers and rings doorbells, and 
 to send. It works through a *bus*, the host's view of the machine, which the simulation
 provides:
 
-``bus.now`` (ps), ``bus.alloc(size, align, fn)`` (memory of function ``fn``'s driver), ``bus.mem_read(addr, size)``,
+``bus.now`` (ps), ``bus.alloc(size, align, fn)`` (memory of function ``fn``'s driver),
+``bus.mem_read(addr, size)``,
 ``bus.mem_write(addr, data)`` (CPU accesses; DMA writes become visible when they land),
 ``bus.mmio_write(fn, offset, value, at_ps=None)`` (a posted write through PCIe; errors raise
 :class:`nicsim.hw.nic.device.RegisterError`), ``bus.dma_map(fn, addr, size)`` (the DMA API:

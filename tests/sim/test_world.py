@@ -227,6 +227,6 @@ def test_pcap_replay_traffic(tmp_path):
     for n, p in enumerate(packets):
         p.time = n * 1e-6
     wrpcap(str(tmp_path / "in.pcap"), packets)
-    _, r = run(f"traffic.0.pattern=\"pcap\"", f"traffic.0.pcap=\"{tmp_path / 'in.pcap'}\"",
+    _, r = run("traffic.0.pattern=\"pcap\"", f"traffic.0.pcap=\"{tmp_path / 'in.pcap'}\"",
                "nic.promiscuous=true")
     assert r["offered"]["frames"] == 50 == r["delivered_frames"]
