@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs: C++ toolchain for Verilator models, lz4/zlib for FST
 # waveforms, clang/libbpf/bpftool for eBPF objects, PoCL for OpenCL kernels, iproute2 for
-# veth/netns peers.
+# veth/netns peers, ethtool for the kernel GSO/GRO oracles.
 APT_PACKAGES := g++ make liblz4-dev zlib1g-dev clang-15 llvm-15 libbpf-dev bpftool \
-	pocl-opencl-icd ocl-icd-opencl-dev iproute2 tcpdump
+	pocl-opencl-icd ocl-icd-opencl-dev iproute2 tcpdump ethtool
 JOBS ?= 2
 
 .PHONY: install demo test test-long synth bench lint clean readme-table
@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml scripts/install-debian.sh
 
 demo: install
 	$(BIN)/nicsim demo
+	$(BIN)/nicsim run scenarios/pmd-drop-64.toml --out out/pmd-drop-64
 
 test: install
 	$(BIN)/python -m pytest -n $(JOBS) -m "not long" -q
@@ -36,6 +37,7 @@ synth: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_engines.py
+	$(BIN)/python benchmarks/bench_world.py
 
 readme-table: install
 	$(BIN)/python scripts/readme_table.py

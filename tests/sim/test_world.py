@@ -230,3 +230,25 @@ def test_pcap_replay_traffic(tmp_path):
     _, r = run("traffic.0.pattern=\"pcap\"", f"traffic.0.pcap=\"{tmp_path / 'in.pcap'}\"",
                "nic.promiscuous=true")
     assert r["offered"]["frames"] == 50 == r["delivered_frames"]
+
+
+def test_every_scenario_key_is_documented():
+    from pathlib import Path
+
+    from nicsim.sim.scenario import Scenario
+
+    doc = (Path(__file__).parents[2] / "docs" / "scenarios.md").read_text()
+    for name, field in Scenario.model_fields.items():
+        section = field.annotation
+        inner = getattr(section, "model_fields", None)
+        if inner is None and hasattr(section, "__args__"):  # list[TrafficSection]
+            inner = getattr(section.__args__[0], "model_fields", None)
+        for key in (inner or {name: None}):
+            assert f"`{key}`" in doc, f"docs/scenarios.md does not describe {name}.{key}"
+
+
+def test_example_scenarios_are_valid():
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[2] / "scenarios").glob("*.toml"):
+        load_scenario(path)
