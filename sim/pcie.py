@@ -592,6 +592,39 @@ class PcieLink:
             raise ValueError(f"sizes must be at least 1 byte, not {size!r} and {size2!r}.")
         self.dma_writes += 2
         after = self._latency + self._proc
+        up = self.up
+        t = up.free_at
+        if ready_ps is None:
+            ready_ps = self.env.now
+        if ready_ps > t:
+            t = ready_ps
+        posted = self._posted
+        ph = self._ph_free
+        pd = self._pd_free
+        need = (size + DATA_CREDIT_BYTES - 1) >> 4
+        need2 = (size2 + DATA_CREDIT_BYTES - 1) >> 4
+        if (size <= self._mps and size2 <= self._mps and (addr & 4095) + size <= 4096
+                and (addr2 & 4095) + size2 <= 4096 and ph >= 2 and pd >= need + need2
+                and len(posted) < 1024):
+            # Two single-TLP writes with credits in hand (the per-frame case), inlined.
+            ppb = up.ps_per_byte
+            wire = size + (self._hdr_low if addr < FOUR_GIB else self._hdr64)
+            wire2 = size2 + (self._hdr_low if addr2 < FOUR_GIB else self._hdr64)
+            busy = wire * ppb
+            busy2 = wire2 * ppb
+            t1 = t + busy
+            t2 = t1 + busy2
+            hold = self._credit_return
+            posted.append((t1 + hold, need))
+            posted.append((t2 + hold, need2))
+            self._ph_free = ph - 2
+            self._pd_free = pd - need - need2
+            up.free_at = t2
+            up.tlps += 2
+            up.wire_bytes += wire + wire2
+            up.payload_bytes += size + size2
+            up.busy_ps += busy + busy2
+            return math.ceil(t1 + after), math.ceil(t2 + after)
         t = self._posted_up(addr, size, ready_ps)
         t2 = self._posted_up(addr2, size2, ready_ps)
         return math.ceil(t + after), math.ceil(t2 + after)

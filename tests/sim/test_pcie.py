@@ -361,3 +361,23 @@ def test_cli_bad_options(cli, args, message):
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("sizes", [(64, 32), (1500, 32), (60, 4000), (256, 256)])
+def test_write_pair_is_two_writes(sizes):
+    """The per-frame shortcut gives the times and counters of two dma_write calls."""
+    results = []
+    for paired in (False, True):
+        env = simpy.Environment()
+        link = PcieLink(env, PcieConfig())
+        times = []
+        for n in range(50):
+            addr, addr2 = 0x10000 + n * 8192 + 64, 0x900000 + n * 32
+            if paired:
+                times += link.dma_write_pair(addr, sizes[0], addr2, sizes[1], n * 10_000)
+            else:
+                times += [link.dma_write(addr, sizes[0], n * 10_000),
+                          link.dma_write(addr2, sizes[1], n * 10_000)]
+        results.append((times, link.up.tlps, link.up.wire_bytes, link.up.busy_ps))
+    assert results[0][:3] == results[1][:3]
+    assert results[0][3] == pytest.approx(results[1][3])
