@@ -138,6 +138,47 @@ def rtl_regs(
     console.print(table)
 
 
+nic_app = typer.Typer(help="The NIC as a device: register map and ring formats.",
+                      no_args_is_help=True)
+app.add_typer(nic_app, name="nic")
+
+
+def _register_table(title, registers, base=0):
+    table = Table("offset", "name", "count", "access", "contents", title=title)
+    for reg in registers:
+        table.add_row(f"0x{base + reg.offset:04x}", reg.name, str(reg.count), reg.access,
+                      reg.doc)
+    return table
+
+
+@nic_app.command("regs")
+def nic_regs():
+    """Print the NIC's register map (one copy per PCI function, in its BAR)."""
+    from nicsim.hw.nic import regs
+
+    console.print(_register_table("function registers", regs.REGISTERS))
+    console.print(_register_table(
+        f"queue n registers, at 0x{regs.TXQ_BASE:04x} + 0x{regs.QUEUE_STRIDE:x} * n "
+        f"(transmit) and 0x{regs.RXQ_BASE:04x} + 0x{regs.QUEUE_STRIDE:x} * n (receive)",
+        regs.QUEUE_REGISTERS))
+    console.print(_register_table(
+        f"MSI-X vector v moderation, at 0x{regs.IRQ_BASE:04x} + 0x{regs.IRQ_STRIDE:x} * v",
+        regs.IRQ_REGISTERS))
+
+
+@nic_app.command("formats")
+def nic_formats():
+    """Print the descriptor and completion layouts (little-endian, in host memory)."""
+    from nicsim.hw.nic.formats import LAYOUTS
+
+    for layout in LAYOUTS:
+        table = Table("byte", "bits", "field", "meaning", title=f"{layout.name} "
+                                                                  f"({layout.size} bytes)")
+        for f in layout.fields:
+            table.add_row(str(layout.offsets[f.name]), str(f.bits), f.name, f.doc)
+        console.print(table)
+
+
 @app.command()
 def export(
     design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],

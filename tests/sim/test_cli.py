@@ -106,3 +106,18 @@ def test_rtl_and_model_backends_write_identical_files(capture, tmp_path, engine,
         assert r.returncode == 0, r.stderr
         outputs[backend] = (out.read_bytes(), meta.read_text())
     assert outputs["rtl"] == outputs["model"]
+
+
+def test_nic_regs_and_formats_print_the_tables():
+    from typer.testing import CliRunner
+
+    from nicsim.hw.nic import formats, regs
+    from nicsim.sim.cli import app
+
+    out = CliRunner().invoke(app, ["nic", "regs"], env={"COLUMNS": "200"}).output
+    for reg in regs.REGISTERS + regs.QUEUE_REGISTERS:
+        assert reg.name in out
+    out = CliRunner().invoke(app, ["nic", "formats"], env={"COLUMNS": "200"}).output
+    for layout in formats.LAYOUTS:
+        assert f"{layout.name} ({layout.size} bytes)" in out
+        assert all(f.name in out for f in layout.fields)
