@@ -25,12 +25,12 @@ from copy registers after that (at 64 bits almost none are needed; at 512 bits m
 4-11. One IPv6 extension header every two stages. Headers start on 4-byte words
    (4 * i + 2); a compact view of each word (next-header class, end of a header starting
    there, fragment flags) is computed once from the buffer and shared by all stages, so a
-   step is a 9-bit multiplexer on the header pointer (first stage) and a little logic
-   (second stage).
+   step is a 10-bit multiplexer on the header pointer and on whether the header is a
+   fragment header (first stage) and one LUT of logic (second stage).
 12. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL); visible, in the
-   datagram, not a fragment?
-13. The 4-tuple type, if any.
-14. Pick the hash type with the enabled mask and start the Toeplitz core (:mod:`.toeplitz`).
+   datagram, not a fragment? Which hash types of the frame are enabled?
+13. Pick the hash type.
+14. Start the Toeplitz core (:mod:`.toeplitz`).
 
 At 512 bits the core hashes a 36-byte tuple (IPv4: 12 bytes, zero padded) in one pipelined
 pass. At narrower widths it hashes ``ceil(36 / steps)`` bytes a cycle over
@@ -41,12 +41,13 @@ enters the result FIFO.
 
 Configuration timing
 --------------------
-A frame is hashed with the enabled-types mask and the key as they are
-:attr:`RssUnit.config_latency` cycles after its last beat is accepted (the core latches the
-whole key in that cycle, so a frame never mixes two keys), and mapped with the table as it is
-:attr:`RssUnit.table_latency` cycles after its last beat. So every frame that starts after a
-register write sees it. The key is written one 32-bit word at a time; to change it without any
-frame hashed under a part-old part-new key, clear the enabled mask first and restore it after.
+A frame is hashed with the enabled-types mask as it is :attr:`RssUnit.config_latency` cycles
+after its last beat is accepted and with the key as it is :attr:`RssUnit.key_latency` cycles
+after it (the core latches the whole key in that cycle, so a frame never mixes two keys), and
+mapped with the table as it is :attr:`RssUnit.table_latency` cycles after its last beat. So
+every frame that starts after a register write sees it. The key is written one 32-bit word at
+a time; to change it without any frame hashed under a part-old part-new key, clear the enabled
+mask first and restore it after.
 The indirection table is a memory: it gets its default contents at configuration, not on
 ``rst``.
 """
@@ -144,8 +145,10 @@ REGISTERS = (
              "i % min(4, 2**queue_bits); index >= table_size or value >= 2**queue_bits: error"),
 )
 
-# Next-header classes the parser tracks (internal).
-_CLS_OTHER, _CLS_TCP, _CLS_UDP, _CLS_EXT, _CLS_FRAG = range(5)
+# Next-header classes the parser tracks (internal), one-hot: bit n set for class n, none for
+# any other header.
+_CLS_EXT, _CLS_FRAG, _CLS_TCP, _CLS_UDP = range(4)
+_CLS_BITS = 4
 _ETHERTYPE_IPV4 = 0x0800
 _ETHERTYPE_IPV6 = 0x86DD
 _TPIDS = (0x8100, 0x88A8)  # IEEE 802.1Q C-TAG, 802.1ad S-TAG
@@ -153,8 +156,13 @@ _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
 _EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 _NEXTHDR_FRAGMENT = 44  # 8 bytes
-_PARSE_STAGES = 14  # stage 14 picks the hash type and starts the core
+_PARSE_STAGES = 14  # stage 12 samples the mask, 13 picks the hash type, 14 starts the core
 _HEADER_WORDS = range(13, 32)  # words (at 4 * i + 2) an IPv6 extension header may start at
+# Fields of a word's view (_FrameBytes.info).
+_INFO_CLASS = slice(0, _CLS_BITS)
+_INFO_AFTER = slice(_CLS_BITS, _CLS_BITS + 6)
+_INFO_FRAGMENTED = _CLS_BITS + 6
+_INFO_BITS = _CLS_BITS + 7
 
 
 def _select(index, options):
@@ -176,11 +184,16 @@ def _select(index, options):
 
 
 def _classify(value):
-    """Return the class of an IPv6 next-header value (combinational)."""
-    return Mux(value == _IPPROTO_TCP, _CLS_TCP,
-               Mux(value == _IPPROTO_UDP, _CLS_UDP,
-                   Mux(value == _NEXTHDR_FRAGMENT, _CLS_FRAG,
-                       Mux((value == 0) | (value == 43) | (value == 60), _CLS_EXT, _CLS_OTHER))))
+    """Return the one-hot class of an IPv6 next-header value (combinational)."""
+    classes = {_CLS_EXT: Cat(value == n for n in _EXT_HEADERS).any(),
+               _CLS_FRAG: value == _NEXTHDR_FRAGMENT,
+               _CLS_TCP: value == _IPPROTO_TCP, _CLS_UDP: value == _IPPROTO_UDP}
+    return Cat(classes[n] for n in range(_CLS_BITS))
+
+
+def _classify_protocol(value):
+    """Return the one-hot class of an IPv4 protocol value (combinational)."""
+    return _classify(value) & (1 << _CLS_TCP | 1 << _CLS_UDP)
 
 
 class _FrameBytes:
@@ -199,7 +212,7 @@ class _FrameBytes:
 
     def _copy(self, tag, k, value_before):
         if (tag, k) not in self._copies:
-            copy = Signal(len(value_before), name=f"{tag}_s{k}")
+            copy = Signal(len(value_before), name=f"{tag}_s{k}", reset_less=True)
             self._m.d.sync += copy.eq(value_before)
             self._copies[tag, k] = copy
         return self._copies[tag, k]
@@ -219,10 +232,11 @@ class _FrameBytes:
         return Cat(self.byte(4 * index + 2 + n, k) for n in range(4))
 
     def info(self, index, k):
-        """Return the walk's view of word ``index`` for stage ``k`` >= 2: the class of byte 0
-        (a next header, bits 0-2), the word after a non-fragment extension header starting
-        here (bits 3-8; byte 1 is its length in 8-byte units after the first 8; 63 when far
-        out) and whether bytes 2-3 hold a non-zero fragment offset or the M flag (bit 9).
+        """Return the walk's view of word ``index`` for stage ``k`` >= 2: the one-hot class of
+        byte 0 (a next header, field ``_INFO_CLASS``), the word after a non-fragment extension
+        header starting here (``_INFO_AFTER``; byte 1 is its length in 8-byte units after the
+        first 8; 63 when far out) and whether bytes 2-3 hold a non-zero fragment offset or the
+        M flag (``_INFO_FRAGMENTED``).
 
         Computed into a register from whatever the buffer holds, so it is one cycle old: good
         for stage k while the buffer still held the word at k - 1.
@@ -233,12 +247,52 @@ class _FrameBytes:
                 length = current[8:16]
                 after = Mux(length[4:].any(), 63, index + 2 + 2 * length[:4])
                 fragment_field = Cat(current[24:32], current[16:24])
-                view = Signal(10, name=f"info{index}")
+                view = Signal(_INFO_BITS, name=f"info{index}", reset_less=True)
                 self._m.d.sync += view.eq(Cat(_classify(current[0:8]), after[:6],
                                               (fragment_field & 0xFFF9) != 0))
                 self._info[index] = view
             return self._info[index]
         return self._copy(f"info{index}", k, self.info(index, k - 1))
+
+
+class _Table:
+    """The indirection table, in banks of 16 entries (one LUT-RAM deep).
+
+    ``read`` returns the entry at an address one cycle later; the banks are read
+    asynchronously into registers and a multiplexer on the registered bank number follows, so
+    neither cycle has more than one level of multiplexers behind the RAM.
+    """
+
+    def __init__(self, m, size, queue_bits, init):
+        self._m = m
+        self._bank_depth = min(16, size)
+        self._banks = []
+        for first in range(0, size, self._bank_depth):
+            bank = Memory(shape=unsigned(queue_bits), depth=self._bank_depth,
+                          init=init[first:first + self._bank_depth])
+            m.submodules[f"table{first // self._bank_depth}"] = bank
+            self._banks.append(bank)
+        self._offset_bits = (self._bank_depth - 1).bit_length()
+
+    def write(self, addr, data, en):
+        for n, bank in enumerate(self._banks):
+            port = bank.write_port()
+            self._m.d.comb += [
+                port.addr.eq(addr[:self._offset_bits]), port.data.eq(data),
+                port.en.eq(en & (addr[self._offset_bits:] == n) if len(self._banks) > 1 else en),
+            ]
+
+    def read(self, addr):
+        bank_number = Signal(len(addr) - self._offset_bits, reset_less=True)
+        self._m.d.sync += bank_number.eq(addr[self._offset_bits:])
+        entries = {}
+        for n, bank in enumerate(self._banks):
+            port = bank.read_port(domain="comb")
+            entry = Signal.like(port.data, reset_less=True)
+            self._m.d.comb += port.addr.eq(addr[:self._offset_bits])
+            self._m.d.sync += entry.eq(port.data)
+            entries[n] = entry
+        return _select(bank_number, entries)
 
 
 class RssUnit(wiring.Component):
@@ -284,8 +338,10 @@ class RssUnit(wiring.Component):
         #: Hash core cycles per tuple: the fewest beats of a frame that can be hashed (34 bytes).
         self.hash_steps = -(-34 // self.beat_bytes)
         self._core = ToeplitzCore(TUPLE_BYTES, KEY_BYTES, steps=self.hash_steps)
-        #: Cycles from a frame's last beat to the cycle its mask and key are sampled.
-        self.config_latency = _PARSE_STAGES
+        #: Cycles from a frame's last beat to the cycle its enabled mask is sampled.
+        self.config_latency = _PARSE_STAGES - 2
+        #: Cycles from a frame's last beat to the cycle its key is sampled.
+        self.key_latency = _PARSE_STAGES
         #: Cycles from a frame's last beat to the cycle its table entry is read.
         self.table_latency = _PARSE_STAGES + self._core.latency + 1
         #: Cycles from a frame's last beat to its result at the head of an empty FIFO (table
@@ -311,38 +367,30 @@ class RssUnit(wiring.Component):
         m = Module()
         key = Signal(8 * KEY_BYTES, init=int.from_bytes(DEFAULT_KEY, "little"))
         enabled = Signal(7, init=ALL_TYPES_MASK)
-        m.submodules.table = table = Memory(shape=unsigned(self.queue_bits),
-                                            depth=self.table_size, init=self.default_table)
+        table = _Table(m, self.table_size, self.queue_bits, self.default_table)
 
         frame = self._capture(m)
-        parsed = self._parse(m, frame)
+        parsed = self._parse(m, frame, enabled)
 
         # -----------------------------------------------------------------------------------
-        # Decision (config_latency cycles after the last beat): hash type from the enabled
-        # mask; start the core with the tuple and the key, both sampled in this cycle.
-        use_four = (parsed["four"] & enabled).any()
-        use_two = ((parsed["v4"] & enabled[HashType.IPV4.value])
-                   | (parsed["v6"] & enabled[HashType.IPV6.value]))
-        hash_type = Signal(HashType)
-        m.d.comb += hash_type.eq(
-            Mux(use_four, parsed["four_type"],
-                Mux(use_two, Mux(parsed["v4"], HashType.IPV4, HashType.IPV6), HashType.NONE)))
+        # Start the core (hash_latency cycles after the last beat) with the tuple and the key
+        # as it is in this cycle. For IPv4 the addresses are followed by zeros.
         addresses, ports = parsed["addresses"], parsed["ports"]
         tuple_bytes = Cat(
             addresses[0:64],
-            Mux(parsed["v4"] & use_four, ports, addresses[64:96]),
+            addresses[64:96] | Mux(parsed["ports_v4"], ports, 0),
             addresses[96:256],
-            Mux(parsed["v6"] & use_four, ports, 0),
+            Mux(parsed["ports_v6"], ports, 0),
         )
         m.submodules.core = core = self._core
         m.d.comb += [
-            core.start.eq(parsed["valid"] & (use_four | use_two)),
+            core.start.eq(parsed["start"]),
             core.data.eq(tuple_bytes),
             core.key.eq(key),
         ]
 
         # Frame information waits for the core.
-        meta = [parsed["valid"], parsed["bad"], hash_type.as_value()]
+        meta = [parsed["valid"], parsed["bad"], parsed["hash_type"]]
         for _ in range(core.latency):
             delayed = [Signal.like(v) for v in meta]
             m.d.sync += [d.eq(v) for d, v in zip(delayed, meta, strict=True)]
@@ -355,8 +403,7 @@ class RssUnit(wiring.Component):
                      p_hash.eq(Mux(r_type != HashType.NONE, core.hash, 0))]
 
         # Table lookup (table_latency cycles after the last beat).
-        lookup = table.read_port()
-        m.d.comb += lookup.addr.eq(p_hash[:(self.table_size - 1).bit_length()])
+        lookup = table.read(p_hash[:(self.table_size - 1).bit_length()])
         q_valid, q_bad = Signal(), Signal()
         q_type = Signal(HashType)
         q_hash = Signal(32)
@@ -368,7 +415,7 @@ class RssUnit(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=32 + 4 + self.queue_bits,
                                                      depth=self.result_depth)
         m.d.comb += [
-            fifo.w_data.eq(Cat(q_hash, q_type, lookup.data)),
+            fifo.w_data.eq(Cat(q_hash, q_type, lookup)),
             fifo.w_en.eq(q_valid),
         ]
         result = data.View(RESULT_LAYOUT, self.result.payload)
@@ -407,8 +454,10 @@ class RssUnit(wiring.Component):
         window_beats = PARSE_WINDOW // bw
         beat = self.i.payload
         accept = self.i.valid & self.i.ready
-        buf = [Signal(self.width, name=f"buf{j}") for j in range(window_beats)]
+        buf = [Signal(self.width, name=f"buf{j}", reset_less=True) for j in range(window_beats)]
         beat_index = Signal(range(window_beats + 1))
+        # One-hot beat_index (bit window_beats: past the window), for the buffer's load enables.
+        slot = Signal(window_beats + 1, init=1)
         holes = Signal()  # a non-last beat of this frame had keep not all ones
 
         # Bytes in a contiguous last beat: one plus the index of its highest kept byte.
@@ -417,15 +466,17 @@ class RssUnit(wiring.Component):
         top_index = Cat(Cat(top[b] for b in range(bw) if b >> bit & 1).any()
                         for bit in range(max(1, (bw - 1).bit_length())))
 
+        # A slot loads on valid alone: a beat not accepted is loaded again when it is, and the
+        # load enable then comes from flip-flops and the valid input, not from ready.
+        for j in range(window_beats):
+            with m.If(self.i.valid & slot[j]):
+                m.d.sync += buf[j].eq(beat.data)
         with m.If(accept):
-            for j in range(window_beats):
-                with m.If(beat_index == j):
-                    m.d.sync += buf[j].eq(beat.data)
             with m.If(beat.last):
-                m.d.sync += [beat_index.eq(0), holes.eq(0)]
+                m.d.sync += [beat_index.eq(0), slot.eq(1), holes.eq(0)]
             with m.Else():
-                with m.If(beat_index != window_beats):
-                    m.d.sync += beat_index.eq(beat_index + 1)
+                with m.If(~slot[window_beats]):
+                    m.d.sync += [beat_index.eq(beat_index + 1), slot.eq(slot << 1)]
                 with m.If(~keep.all()):
                     m.d.sync += holes.eq(1)
 
@@ -440,7 +491,7 @@ class RssUnit(wiring.Component):
         return {"bytes": _FrameBytes(m, buf, bw), "valid": valid, "bad": bad, "vis": vis,
                 "end": accept & beat.last}
 
-    def _parse(self, m, frame):
+    def _parse(self, m, frame, enabled):
         """The parser pipeline; stage k runs k cycles after the frame's last beat."""
         raw = frame["bytes"]
 
@@ -448,8 +499,11 @@ class RssUnit(wiring.Component):
             """Register values into stage k (they are set by stage k - 1)."""
             regs = {}
             for name, value in values.items():
-                reg = Signal.like(value, name=f"s{k}_{name}") if isinstance(value, Signal) \
-                    else Signal(len(value), name=f"s{k}_{name}")
+                # Only the valid bits need a reset; the rest is don't-care while they are low.
+                reset_less = name not in ("valid", "start")
+                reg = Signal.like(value, name=f"s{k}_{name}", reset_less=reset_less) \
+                    if isinstance(value, Signal) \
+                    else Signal(len(value), name=f"s{k}_{name}", reset_less=reset_less)
                 m.d.sync += reg.eq(value)
                 regs[name] = reg
             return regs
@@ -489,8 +543,7 @@ class RssUnit(wiring.Component):
         for c in range(3):
             l3 = 14 + 4 * c
             protocol = raw.byte(l3 + 9, 2)
-            per_offset[f"proto{c}"] = Mux(protocol == _IPPROTO_TCP, _CLS_TCP,
-                                          Mux(protocol == _IPPROTO_UDP, _CLS_UDP, _CLS_OTHER))
+            per_offset[f"proto{c}"] = _classify_protocol(protocol)
             per_offset[f"nh{c}"] = _classify(raw.byte(l3 + 6, 2))
 
         def field16(offset):
@@ -498,6 +551,8 @@ class RssUnit(wiring.Component):
 
         s3 = stage(
             3, valid=s2["valid"], bad=s2["bad"], v4=v4, v6=v6, max_ptr=s2["max_ptr"],
+            # Thermometer code of max_ptr: bit j - 15 is j <= max_ptr (for fragment headers).
+            reach=Cat(j <= s2["max_ptr"] for j in range(15, 32)),
             l3=l3_index, ihl=ihl,
             shift=Mux(v6, l3_index, l3_index + 1),  # addresses at 22 + 4 * shift
             # The first header after l3 (for frames neither IPv4 nor IPv6: don't care).
@@ -511,12 +566,14 @@ class RssUnit(wiring.Component):
             return _select(s3["l3"], {c: s3[f"{name}{c}"] for c in range(3)})
 
         # Does an extension header starting at word i fit the visible bytes: fits (any but a
-        # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes)? The same for
-        # the whole walk, so computed once here.
+        # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes, and no offset or
+        # M flag)? The same for the whole walk, so computed once here.
         fits, fits_fragment = [], []
         for index in _HEADER_WORDS:
-            fits.append(raw.info(index, 3)[3:9] <= s3["max_ptr"])
-            fits_fragment.append(index + 2 <= s3["max_ptr"])
+            info = raw.info(index, 3)
+            fits.append(info[_INFO_AFTER] <= s3["max_ptr"])
+            fits_fragment.append(~info[_INFO_FRAGMENTED] & s3["reach"][index + 2 - 15]
+                                 if index + 2 < 32 else Const(0, 1))
 
         addresses = []
         for n in range(32):
@@ -529,7 +586,7 @@ class RssUnit(wiring.Component):
         walk = stage(
             4, valid=s3["valid"], bad=s3["bad"], v4=s3["v4"], v6=s3["v6"],
             max_ptr=s3["max_ptr"], ptr=s3["ptr"], fail=Const(0, 1),
-            cls=Mux(s3["v4"], pick("proto"), Mux(s3["v6"], pick("nh"), _CLS_OTHER)),
+            cls=Mux(s3["v4"], pick("proto"), Mux(s3["v6"], pick("nh"), 0)),
             fits=Cat(fits), fits_fragment=Cat(fits_fragment))
         side = stage(
             4, v4_fragment=(s3["fragment"] & 0x3FFF) != 0,
@@ -542,71 +599,100 @@ class RssUnit(wiring.Component):
 
         # Stages 4 to 11: one IPv6 extension header in two stages each (see _FrameBytes.info
         # for the view of a word). The walk state: ptr, the word the next header starts at,
-        # and its class. Stage A selects the view of the word at ptr and registers it; stage B
-        # moves the walk on, so that the multiplexer and the update are in different cycles.
+        # and its one-hot class. The view of the header at ptr (the class of the next one,
+        # where it starts, whether the header fits) is a multiplexer on ptr and on whether the
+        # header is a fragment header, cut in two: stage A selects by ptr % 8 for each group
+        # of 8 words, stage B by the group and moves the walk on.
         for step in range(MAX_EXT_HEADERS):
             k = 4 + 2 * step
             cls = walk["cls"]
-            is_fragment = cls == _CLS_FRAG
-            # Per word, where the walk goes if the header there is the current one: chosen by
-            # the header's class before the multiplexer.
-            views = {}
+            groups = {}
             for index in self._header_words(step):
                 info, bit = raw.info(index, k), index - _HEADER_WORDS.start
-                after_ok = walk["fits"][bit]
-                fragment_ok = walk["fits_fragment"][bit] & ~info[9]
-                views[index] = Cat(info[0:3],
-                                   Mux(is_fragment, Const((index + 2) % 32, 5), info[3:8]),
-                                   Mux(is_fragment, fragment_ok, after_ok))
-            view = Signal(9, name=f"view_s{k}")
-            m.d.comb += view.eq(_select(walk["ptr"], views))
-            walking = walk["valid"] & ~walk["fail"] & ((cls == _CLS_EXT) | is_fragment)
+                group = groups.setdefault(index // 8, ({}, {}))
+                group[0][index % 8] = Cat(info[_INFO_CLASS], info[_INFO_AFTER][:5],
+                                          walk["fits"][bit])
+                group[1][index % 8] = Cat(info[_INFO_CLASS], Const((index + 2) % 32, 5),
+                                          walk["fits_fragment"][bit])
+            views = {}
+            for g, by_kind in groups.items():
+                for fragment, leaves in enumerate(by_kind):
+                    view = Signal(_CLS_BITS + 6, name=f"view{g}{'f' * fragment}_s{k}")
+                    m.d.comb += view.eq(_select(walk["ptr"][:3], leaves))
+                    views[f"view{g}{'f' * fragment}"] = view
+            walking = walk["valid"] & ~walk["fail"] & (cls[_CLS_EXT] | cls[_CLS_FRAG])
+            if step == 0:
+                # IPv6: the ports end inside the datagram when ptr <= bound (5 bits) or when
+                # bound is 32 or more.
+                side = {**side, "bound": side["bound"][:5], "far": side["bound"][5:].any()}
             half = stage(
                 k + 1, valid=walk["valid"], bad=walk["bad"], v4=walk["v4"], v6=walk["v6"],
                 max_ptr=walk["max_ptr"], ptr=walk["ptr"], cls=cls, fail=walk["fail"],
-                walking=walking, view=view,
-                fits=walk["fits"], fits_fragment=walk["fits_fragment"])
+                walking=walking, fits=walk["fits"], fits_fragment=walk["fits_fragment"], **views)
             side = stage(k + 1, **side)
 
-            next_class, next_ptr, ok = half["view"][0:3], half["view"][3:8], half["view"][8]
-            advance = half["walking"] & ok
+            # The next state for each candidate view, then the one of the current header.
+            walking = half["walking"]
+            candidates = {}
+            for g in groups:
+                for fragment in (0, 1):
+                    view = half[f"view{g}{'f' * fragment}"]
+                    next_class = view[:_CLS_BITS]
+                    next_ptr, ok = view[_CLS_BITS:_CLS_BITS + 5], view[_CLS_BITS + 5]
+                    advance = walking & ok
+                    candidates[g + 4 * fragment] = Cat(
+                        Mux(advance, next_ptr, half["ptr"]),
+                        Mux(advance, next_class, half["cls"]),
+                        half["fail"] | (walking & ~ok))
+            state = _select(Cat(half["ptr"][3:], half["cls"][_CLS_FRAG]), candidates)
             walk = stage(
                 k + 2, valid=half["valid"], bad=half["bad"], v4=half["v4"], v6=half["v6"],
                 max_ptr=half["max_ptr"],
-                ptr=Mux(advance, next_ptr, half["ptr"]),
-                cls=Mux(advance, next_class, half["cls"]),
-                fail=half["fail"] | (half["walking"] & ~ok),
+                ptr=state[:5], cls=state[5:5 + _CLS_BITS], fail=state[5 + _CLS_BITS],
                 fits=half["fits"], fits_fragment=half["fits_fragment"])
             side = stage(k + 2, **side)
 
         # Stage 12: the ports (TCP/UDP header at word ptr, IPv4: l3 + 4 * IHL), and whether
         # they are visible and inside the datagram; an IPv6 chain going on after
-        # MAX_EXT_HEADERS has none.
+        # MAX_EXT_HEADERS has none. Sample the enabled mask.
         k = 4 + 2 * MAX_EXT_HEADERS
         cls, ptr = walk["cls"], walk["ptr"]
-        s9 = stage(
-            k + 1, valid=walk["valid"], bad=walk["bad"], v4=walk["v4"], v6=walk["v6"],
-            transport=~walk["fail"] & ((cls == _CLS_TCP) | (cls == _CLS_UDP)),
-            tcp=cls == _CLS_TCP,
+        v4, v6, tcp = walk["v4"], walk["v6"], cls[_CLS_TCP]
+        s12 = stage(
+            k + 1, valid=walk["valid"], bad=walk["bad"], v4=v4, v6=v6,
+            transport=~walk["fail"] & (cls[_CLS_TCP] | cls[_CLS_UDP]),
+            tcp=tcp,
+            # Is the 4-tuple type of the frame (if it has usable ports) enabled, and its
+            # 2-tuple type?
+            four_enabled=Mux(v4, Mux(tcp, enabled[HashType.TCP_IPV4.value],
+                                     enabled[HashType.UDP_IPV4.value]),
+                             Mux(tcp, enabled[HashType.TCP_IPV6.value],
+                                 enabled[HashType.UDP_IPV6.value])),
+            two_enabled=(v4 & enabled[HashType.IPV4.value]) | (v6 & enabled[HashType.IPV6.value]),
             visible=ptr < walk["max_ptr"],  # the ports end at byte 4 * ptr + 6 <= vis
             in_datagram=Mux(walk["v4"], ~side["v4_fragment"] & side["v4_length_ok"],
-                            ptr <= side["bound"]),
+                            side["far"] | (ptr <= side["bound"])),
             # The ports at word 8 * g + ptr % 8 for each group g; stage 13 picks the group.
             **{f"ports{g}": _select(ptr[:3], {n: raw.word(8 * g + n, k) for n in range(8)})
                for g in (1, 2, 3)},
             ports_group=ptr[3:], addresses=side["addresses"])
 
-        # Stage 13: the 4-tuple type, one-hot, if the frame has usable ports.
-        usable = s9["transport"] & s9["visible"] & s9["in_datagram"]
-        four = Cat(Const(0, 2), usable & s9["v4"] & s9["tcp"], usable & s9["v4"] & ~s9["tcp"],
-                   Const(0, 1), usable & s9["v6"] & s9["tcp"], usable & s9["v6"] & ~s9["tcp"])
-        four_type = Mux(s9["v4"], Mux(s9["tcp"], HashType.TCP_IPV4, HashType.UDP_IPV4),
-                        Mux(s9["tcp"], HashType.TCP_IPV6, HashType.UDP_IPV6))
+        # Stage 13: the hash type: the 4-tuple type if the frame has usable ports and it is
+        # enabled, else the 2-tuple type if enabled.
+        v4, v6, tcp = s12["v4"], s12["v6"], s12["tcp"]
+        use_four = (s12["transport"] & s12["visible"] & s12["in_datagram"]
+                    & s12["four_enabled"])
+        use_two = s12["two_enabled"]
+        hash_type = Mux(use_four, Mux(v4, Mux(tcp, HashType.TCP_IPV4, HashType.UDP_IPV4),
+                                      Mux(tcp, HashType.TCP_IPV6, HashType.UDP_IPV6)),
+                        Mux(use_two, Mux(v4, HashType.IPV4, HashType.IPV6), HashType.NONE))
         out = stage(
-            k + 2, valid=s9["valid"], bad=s9["bad"], v4=s9["v4"], v6=s9["v6"], four=four,
-            four_type=four_type,
-            ports=_select(s9["ports_group"], {g: s9[f"ports{g}"] for g in (1, 2, 3)}),
-            addresses=s9["addresses"])
+            k + 2, valid=s12["valid"], bad=s12["bad"], hash_type=hash_type,
+            start=s12["valid"] & (use_four | use_two),
+            # Where the tuple takes the ports: after the IPv4 or after the IPv6 addresses.
+            ports_v4=use_four & v4, ports_v6=use_four & v6,
+            ports=_select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)}),
+            addresses=s12["addresses"])
         return out
 
     @staticmethod
@@ -618,66 +704,71 @@ class RssUnit(wiring.Component):
     def _registers(self, m, key, enabled, table, counters):
         """The register bus: decode by address fields, read-back, write checks."""
         bus = self.bus
-        writer = table.write_port()
-        host = table.read_port(transparent_for=(writer,))
-        r_data = Signal(32)
-        table_read = Signal()
-        w_data = Signal(32)
-        w_data_swapped = Signal(32)  # byte 4n of the key on top
-        m.d.comb += bus.r_data.eq(Mux(table_read, host.data, r_data))
-
         index = bus.addr[2:6]
         in_table = bus.addr[11]
         in_low = ~in_table & (bus.addr[6:11] == 0)  # 0x000 .. 0x03c
         in_key = ~in_table & (bus.addr[6:11] == 1)  # 0x040 .. 0x07c
+        entry = bus.addr[2:11]
+        entry_ok = entry < self.table_size
         key_words = [key[32 * n:32 * (n + 1)] for n in range(KEY_BYTES // 4)]
-        # Word n holds key bytes 4n .. 4n + 3 with byte 4n (the first in hash order) on top.
         low = {REG_ID >> 2: Const(RSS_ID, 32), REG_TABLE_SIZE >> 2: Const(self.table_size, 32),
                REG_HASH_TYPES >> 2: enabled, REG_FRAMES >> 2: counters[0],
                REG_FRAMES_NONE >> 2: counters[1], REG_FRAMES_MALFORMED >> 2: counters[2]}
-        readable = ((in_low & Cat(index == n for n in low).any())
-                    | (in_key & (index < len(key_words))))
-        # The cycle after r_en, r_data is read from the registers through the registered
-        # address: by then a write of the cycle before r_en (applied a cycle late, see below)
-        # has landed, and the multiplexer starts at flip-flops.
-        r_addr = Signal.like(bus.addr)
-        m.d.sync += r_addr.eq(bus.addr)
-        r_index = r_addr[2:6]
-        m.d.comb += r_data.eq(Mux(r_addr[6], _select(r_index, {
-            n: Cat(word[24:32], word[16:24], word[8:16], word[0:8])
-            for n, word in enumerate(key_words)}), _select(r_index, low)))
 
-        entry = bus.addr[2:11]
-        entry_ok = entry < self.table_size
+        # Writes are decoded into registers and take effect a cycle later, so that the long
+        # wires to the key (next to the hash core) and the table's write port start at
+        # flip-flops.
         mask_ok = (bus.w_data & ~ALL_TYPES_MASK) == 0
         write_hash_types = in_low & (index == REG_HASH_TYPES >> 2) & mask_ok
         write_key = in_key & (index < len(key_words))
         write_table = in_table & entry_ok & (bus.w_data < (1 << self.queue_bits))
-        m.d.comb += [
-            bus.err.eq((bus.r_en & ~(readable | (in_table & entry_ok)))
-                       | (bus.w_en & ~(write_hash_types | write_key | write_table))),
-            host.addr.eq(entry),
-        ]
-        m.d.sync += table_read.eq(bus.r_en & in_table & entry_ok)
-
-        # Writes are decoded into registers and take effect a cycle later, so that the long
-        # wires to the key (next to the hash core) start at flip-flops.
-        w_entry = Signal.like(entry)
-        w_table, w_hash_types = Signal(), Signal()
+        w_data = Signal(32, reset_less=True)
+        w_addr = Signal(10, reset_less=True)  # word address
+        w_table, w_hash_types, w_any = Signal(), Signal(), Signal()
         w_key = Signal(len(key_words))
+        with m.If(bus.w_en):
+            m.d.sync += [w_data.eq(bus.w_data), w_addr.eq(bus.addr[2:12])]
         m.d.sync += [
-            w_data.eq(bus.w_data),
-            w_entry.eq(entry),
             w_table.eq(bus.w_en & write_table),
             w_hash_types.eq(bus.w_en & write_hash_types),
             w_key.eq(Cat(bus.w_en & write_key & (index == n) for n in range(len(key_words)))),
+            w_any.eq(bus.w_en & (write_table | write_hash_types | write_key)),
         ]
-        m.d.comb += [
-            writer.addr.eq(w_entry), writer.data.eq(w_data), writer.en.eq(w_table),
-            w_data_swapped.eq(Cat(w_data[24:32], w_data[16:24], w_data[8:16], w_data[0:8])),
-        ]
+        table.write(w_addr[:9], w_data, w_table)
         with m.If(w_hash_types):
             m.d.sync += enabled.eq(w_data)
         for n, word in enumerate(key_words):
+            # Word n holds key bytes 4n .. 4n + 3 with byte 4n (the first in hash order) on top.
             with m.If(w_key[n]):
-                m.d.sync += word.eq(w_data_swapped)
+                m.d.sync += word.eq(Cat(w_data[24:32], w_data[16:24], w_data[8:16], w_data[0:8]))
+
+        # Reads: in the r_en cycle, a first level of multiplexers (by the low address bits)
+        # selects into registers, the table is read through its own; the cycle after, the
+        # word is picked from these. A write of the cycle before r_en lands after the first
+        # cycle: then the written value is returned instead, as it reads back unchanged.
+        swapped = [Cat(word[24:32], word[16:24], word[8:16], word[0:8]) for word in key_words]
+        sources = {  # name: (selected when, value)
+            "key_low": (bus.addr[6] & ~index[3], _select(index[:3], dict(enumerate(swapped[:8])))),
+            "key_high": (bus.addr[6] & index[3], _select(index[:1], dict(enumerate(swapped[8:])))),
+            "low": (~bus.addr[6], _select(index[:3], low)),
+        }
+        words = {}
+        for name, (when, value) in sources.items():
+            words[name] = (Signal(name=f"r_{name}_sel"), Signal(32, name=f"r_{name}",
+                                                                reset_less=True))
+            m.d.sync += [words[name][0].eq(when), words[name][1].eq(value)]
+        r_table, forward = Signal(), Signal()
+        host = table.read(entry)
+        m.d.sync += [
+            r_table.eq(in_table),
+            forward.eq(w_any & (w_addr == bus.addr[2:12])),
+        ]
+        r_word = Const(0, 32)
+        for selected, value in words.values():
+            r_word = r_word | Mux(selected, value, 0)
+        m.d.comb += bus.r_data.eq(Mux(forward, w_data, Mux(r_table, host, r_word)))
+
+        readable = ((in_low & Cat(index == n for n in low).any())
+                    | (in_key & (index < len(key_words))) | (in_table & entry_ok))
+        m.d.comb += bus.err.eq((bus.r_en & ~readable)
+                               | (bus.w_en & ~(write_hash_types | write_key | write_table)))

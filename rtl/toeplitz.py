@@ -100,14 +100,19 @@ class ToeplitzCore(wiring.Component):
         chunk_bits = 8 * chunk_bytes
         window_bits = chunk_bits + HASH_BITS - 1
 
-        data = Signal(8 * self.input_bytes)
-        key = Signal(8 * self.key_bytes)
+        data = Signal(8 * self.input_bytes, reset_less=True)
+        key = Signal(8 * self.key_bytes, reset_less=True)
         # phase[s] is high in the cycle the core works on chunk s.
         phase = Signal(steps)
         m.d.sync += phase.eq(Cat(self.start, phase[:-1]))
         # Latch in every cycle but those whose input a later step still needs: the load
-        # enable then comes from the core's own registers, not from the logic behind start.
-        with m.If(~phase[:-1].any() if steps > 1 else 1):
+        # enable is a register of its own, not the logic behind start.
+        if steps > 1:
+            load = Signal(init=1)
+            m.d.sync += load.eq(~Cat(self.start, phase[:-2]).any())
+            with m.If(load):
+                m.d.sync += [data.eq(self.data), key.eq(self.key)]
+        else:
             m.d.sync += [data.eq(self.data), key.eq(self.key)]
 
         data_bits = _msb_first(data, self.input_bytes)
@@ -126,13 +131,14 @@ class ToeplitzCore(wiring.Component):
 
         if steps == 1:
             # Named signals, so that the many slices below share one expression.
-            chunk_sel, window_sel = Signal(chunk_bits), Signal(window_bits)
+            chunk_sel = Signal(chunk_bits, reset_less=True)
+            window_sel = Signal(window_bits, reset_less=True)
             m.d.comb += [chunk_sel.eq(chunk(0)), window_sel.eq(window(0))]
             sel_valid = sel_first = sel_last = phase[0]
         else:
             # One-hot AND-OR selection: each phase bit picks its chunk and key window.
-            chunk_sel = Signal(chunk_bits)
-            window_sel = Signal(window_bits)
+            chunk_sel = Signal(chunk_bits, reset_less=True)
+            window_sel = Signal(window_bits, reset_less=True)
             sel_valid, sel_first, sel_last = Signal(), Signal(), Signal()
             chunk_terms, window_terms = Const(0, chunk_bits), Const(0, window_bits)
             for step in range(steps):
@@ -152,7 +158,7 @@ class ToeplitzCore(wiring.Component):
         partials = []
         for first in range(0, chunk_bits, group_bits):
             last = min(first + group_bits, chunk_bits)
-            partial = Signal(HASH_BITS, name=f"partial_{first // group_bits}")
+            partial = Signal(HASH_BITS, name=f"partial_{first // group_bits}", reset_less=True)
             bits = [(chunk_sel[first:last] & window_sel[first + j:last + j]).xor()
                     for j in range(HASH_BITS)]
             m.d.sync += partial.eq(Cat(reversed(bits)))
