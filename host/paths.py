@@ -22,6 +22,7 @@ __all__ = ["Costs", "Core", "PmdPath", "IrqPath", "APPS"]
 
 _LEN = 2  # COMPLETION field positions used here
 _FLAGS = 6
+_SEGS = 7
 
 
 class Costs:
@@ -81,6 +82,7 @@ class _App:
         self.latency_ps = array("q")
         self.first_ps = None  # first and last time frames were finished
         self.last_ps = None
+        self.completions = 0  # frames as the host saw them (an LRO frame counts once)
 
     def cost(self, n, nbytes):
         """CPU time for ``n`` frames of ``nbytes`` in all."""
@@ -100,12 +102,15 @@ class _App:
         lat = self.latency_ps
         devs = self.path.dev_addr
         nbytes = 0
+        segs = 0
         for entry, buf in frames:
             born = tags.pop(devs[buf], None)
             if born is not None:
                 lat.append(t_done - born)
             nbytes += entry[_LEN]
-        self.done(len(frames), nbytes, t_done)
+            segs += entry[_SEGS]
+        self.completions += len(frames)
+        self.done(segs, nbytes, t_done)  # an LRO frame stands for its segments
 
 
 class _Forward(_App):

@@ -39,6 +39,7 @@ DESC_FETCH_BATCH = 8  # descriptors fetched per DMA read (ixgbe-style prefetch; 
 DESC_CACHE = 64  # receive descriptors held on the NIC per queue (assumption, ixgbe-like)
 RX_FIFO_BYTES = 128 * 1024  # on-NIC receive buffer waiting for descriptors (assumption)
 RX_CACHE_ENTRIES = 4096  # memoized offload results per function (same frame, same result)
+LRO_BORN_RECORDS = 4096  # birth times kept for frames in LRO (8 flows x 45 segments fit)
 
 DROP_REASONS = {
     "rx_no_descriptor": "no receive descriptor posted and the NIC's receive FIFO is full",
@@ -129,7 +130,7 @@ class _Queue:
 
     __slots__ = ("num", "ring", "log2", "enabled", "tail", "fetched", "head", "descs",
                  "cq", "cq_log2", "cq_tail", "cq_heads", "cq_head", "vector", "armed",
-                 "pending", "last_cpl_t", "drain_at")
+                 "pending", "last_cpl_t", "drain_at", "lro", "lro_born", "lro_timer")
 
     def __init__(self, num):
         self.num = num
@@ -150,6 +151,9 @@ class _Queue:
         self.pending = deque()  # receive frames waiting for a descriptor
         self.last_cpl_t = 0  # when the latest completion was issued
         self.drain_at = 0  # when a drain of pending frames is scheduled (0: none)
+        self.lro = None  # hw.ref.lro.LroEngine while LRO is on
+        self.lro_born = {}  # arrival time -> birth time of frames held in LRO
+        self.lro_timer = False
 
     def cq_room(self, t):
         """Free completion slots at time ``t``."""
@@ -248,6 +252,8 @@ class NicModel:
                     self._error(f, f"CTRL enables an offload this NIC lacks (bit {bit:#x})")
             f.ctrl = value
             f.cache.clear()
+            for q in f.rxq:
+                self._set_lro(f, q, t_ps)
         elif offset == regs.reg("MTU"):
             if not 64 <= value <= 9600:
                 self._error(f, f"MTU must be 64..9600 bytes, not {value}")
@@ -265,6 +271,9 @@ class NicModel:
             self.by_mac[f.mac] = f
         elif offset == regs.reg("LRO_TIMEOUT_NS"):
             f.lro_timeout_ns = value
+            for q in f.rxq:
+                if q.lro is not None:
+                    q.lro.timeout_ps = value * 1000
         elif offset == regs.reg("RSS_TYPES"):
             if value & ~ref_rss.ALL_TYPES_MASK:
                 self._error(f, f"RSS_TYPES must be a subset of {ref_rss.ALL_TYPES_MASK:#x}")
@@ -296,6 +305,17 @@ class NicModel:
         else:
             self._error(f, f"offset {offset:#x} is not a writable register")
         return None
+
+    def _set_lro(self, f, q, t_ps):
+        """Start (or stop, delivering what it holds) the LRO engine of receive queue ``q``."""
+        if f.ctrl & regs.Ctrl.LRO:
+            if q.lro is None:
+                from nicsim.hw.ref.lro import LroEngine
+
+                q.lro = LroEngine(timeout_ps=f.lro_timeout_ns * 1000)
+        elif q.lro is not None:
+            held, q.lro = q.lro, None
+            self._lro_deliver(f, q, held.flush(), t_ps)
 
     def _queue_write(self, f, offset, value, t_ps):
         transmit = offset < regs.RXQ_BASE
@@ -456,7 +476,8 @@ class NicModel:
     # -- receive ----------------------------------------------------------------------------
 
     def _offloads(self, f, data):
-        """Return (csum byte, complete sum, hash, hash type, queue) of a received frame."""
+        """Return (csum byte, complete sum, hash, hash type, queue, LRO segments, gso_size)
+        of a received frame (memoized per frame content)."""
         ctrl = f.ctrl
         if ctrl & regs.Ctrl.RX_CSUM:
             c = ref_checksum.rx_checksum(data)
@@ -465,9 +486,9 @@ class NicModel:
             csum = complete = 0
         if ctrl & regs.Ctrl.RSS:
             r = ref_rss.rss_hash(data, f.rss)
-            result = (csum, complete, r.hash, int(r.hash_type), r.queue)
+            result = (csum, complete, r.hash, int(r.hash_type), r.queue, 1, 0)
         else:
-            result = (csum, complete, 0, 0, 0)
+            result = (csum, complete, 0, 0, 0, 1, 0)
         if len(f.cache) >= RX_CACHE_ENTRIES:
             f.cache.clear()
         f.cache[data] = result
@@ -529,6 +550,9 @@ class NicModel:
                     f.counters[reason] += 1
                 continue
             t = frame.t_ps + pipeline
+            if q.lro is not None:
+                self._lro_push(f, q, frame, t, now)
+                continue
             if fifo:
                 while fifo and fifo[0][0] <= t:
                     self.fifo_bytes -= heapq.heappop(fifo)[1]
@@ -544,6 +568,65 @@ class NicModel:
                 self._schedule_drain(f, q)
                 continue
             self._deliver(f, q, t, frame, meta)
+
+    def _receive(self, f, q, frame, meta, t, now):
+        """Hand one (possibly merged) frame at time ``t`` to queue ``q``."""
+        fifo = self.fifo
+        while fifo and fifo[0][0] <= t:
+            self.fifo_bytes -= heapq.heappop(fifo)[1]
+        descs = q.descs
+        if q.pending or not descs or descs[0][0] > now:
+            if self.fifo_bytes + len(frame.data) > self.config.rx_fifo_bytes:
+                self.drops["rx_no_descriptor"] += 1
+                f.counters["rx_no_descriptor"] += meta[5]
+                return
+            self.fifo_bytes += len(frame.data)
+            q.pending.append((t, frame, meta))
+            self._schedule_drain(f, q)
+            return
+        self._deliver(f, q, t, frame, meta)
+
+    # -- large receive offload --------------------------------------------------------------
+
+    def _lro_push(self, f, q, frame, t, now):
+        """Merge a TCP segment into the queue's held flows (hw.ref.lro); deliver what leaves."""
+        q.lro_born[t] = frame.born_ps
+        self._lro_deliver(f, q, q.lro.push(frame.data, t), now)
+        if q.lro.held and not q.lro_timer:
+            q.lro_timer = True
+            self.host.call_at(t + q.lro.timeout_ps, partial(self._lro_expire, f, q))
+
+    def _lro_expire(self, f, q, now):
+        """The aggregation timer: deliver flows held for the timeout; look again in half."""
+        q.lro_timer = False
+        if q.lro is None:
+            return
+        self._lro_deliver(f, q, q.lro.expire(now), now)
+        if q.lro.held:
+            q.lro_timer = True
+            self.host.call_at(now + max(1, q.lro.timeout_ps // 2),
+                              partial(self._lro_expire, f, q))
+
+    def _lro_deliver(self, f, q, merged, now):
+        born_of = q.lro_born
+        for m in merged:
+            born = born_of.pop(m.t_ps, m.t_ps)
+            if m.segs == 1:
+                meta = f.cache.get(m.frame) or self._offloads(f, m.frame)
+            else:  # a merged frame is new: its verdicts and sums are its own
+                csum = complete = rss_hash = hash_type = 0
+                if f.ctrl & regs.Ctrl.RX_CSUM:
+                    c = ref_checksum.rx_checksum(m.frame)
+                    csum, complete = int(c.ip) | int(c.l4) << 2, c.csum_complete
+                if f.ctrl & regs.Ctrl.RSS:
+                    r = ref_rss.rss_hash(m.frame, f.rss)
+                    rss_hash, hash_type = r.hash, int(r.hash_type)
+                meta = (csum, complete, rss_hash, hash_type, q.num, m.segs, m.gso_size)
+            time = max(m.t_ps, now)
+            self._receive(f, q, Frame(m.frame, time, born), meta, time, now)
+        if len(born_of) > LRO_BORN_RECORDS:  # arrival records of segments merged away
+            for key in list(born_of)[:len(born_of) - LRO_BORN_RECORDS // 4]:
+                del born_of[key]
 
     @staticmethod
     def _run_stages(stages, data):
@@ -602,16 +685,16 @@ class NicModel:
                 flags = CplFlags.TRUNCATED
                 f.counters["rx_truncated"] += 1
             host.tags[addr] = frame.born_ps
-            entry = _CPL.pack(q.num, index, length, meta[2], meta[3], meta[0], flags | phase, 1,
-                              meta[1], 0, start // 1000)
+            entry = _CPL.pack(q.num, index, length, meta[2], meta[3], meta[0], flags | phase,
+                              meta[5], meta[1], meta[6], start // 1000)
             written, t_cpl = host.dma_write_pair(f.num, addr, data, cq_addr, entry, start)
         if raw is None or written is None:
             # The descriptor or the buffer could not be reached: complete with no data.
             self.drops["rx_dma_error"] += 1
             f.counters["rx_dma_error"] += 1
             length = 0
-            entry = _CPL.pack(q.num, index, 0, meta[2], meta[3], meta[0], flags | phase, 1,
-                              meta[1], 0, start // 1000)
+            entry = _CPL.pack(q.num, index, 0, meta[2], meta[3], meta[0], flags | phase,
+                              meta[5], meta[1], meta[6], start // 1000)
             t_cpl = host.dma_write(f.num, cq_addr, entry, start)
         q.cq_tail = (tail + 1) & 0xFFFF
         q.last_cpl_t = start
@@ -723,7 +806,11 @@ class NicModel:
     # -- the rest of the interface ----------------------------------------------------------
 
     def finish(self, t_ps):
-        """Nothing is held beyond the receive FIFO, which :meth:`stats` reports."""
+        """Deliver what LRO holds (the receive FIFO's frames are reported by :meth:`stats`)."""
+        for f in self.fns:
+            for q in f.rxq:
+                if q.lro is not None and q.lro.held:
+                    self._lro_deliver(f, q, q.lro.flush(), t_ps)
 
     def stats(self):
         """Return drop counts by reason and frames still waiting for descriptors."""

@@ -252,3 +252,22 @@ def test_example_scenarios_are_valid():
 
     for path in (Path(__file__).parents[2] / "scenarios").glob("*.toml"):
         load_scenario(path)
+
+
+def test_lro_merges_a_tcp_stream_end_to_end(tmp_path):
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import wrpcap
+
+    mac = "02:00:00:00:10:01"
+    packets = []
+    for n in range(40):  # one flow, PSH on every 8th segment: Linux merges 8 at a time
+        flags = "PA" if n % 8 == 7 else "A"
+        p = (Ether(dst=mac) / IP(src="10.0.0.1", dst="10.0.0.2", flags="DF", id=n)
+             / TCP(sport=5000, dport=80, seq=n * 1000, ack=1, flags=flags) / (b"d" * 1000))
+        p.time = n * 1e-6
+        packets.append(p)
+    wrpcap(str(tmp_path / "stream.pcap"), packets)
+    world, r = run("traffic.0.pattern=\"pcap\"", f"traffic.0.pcap=\"{tmp_path / 'stream.pcap'}\"",
+                   "nic.features=[\"rx_csum\", \"rss\", \"lro\"]")
+    app = world.hosts[0].paths[0].app
+    assert r["delivered_frames"] == 40 and app.completions == 5
