@@ -401,3 +401,43 @@ def test_lro_flushes_held_flows_on_timeout_and_at_the_end():
     nic.eth_in(0, [Frame(segments[2], t_ps=host.now + 1000)])
     nic.finish(host.now + 2000)  # the end of a run delivers what is held
     assert nic.stats()["rx_frames"] == 2
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_transmit_segmentation_offload(kind):
+    from nicsim.hw.ref import tso as ref_tso
+
+    nic, host = make()
+    setup(nic, host)
+    payload = bytes(range(256)) * 12  # 3072 bytes
+    l4 = TCP(sport=5, dport=80, seq=1000, flags="PA") if kind == "tcp" else UDP(sport=5,
+                                                                               dport=9)
+    superframe = bytes(Ether(dst="02:00:00:00:00:09", src=MAC)
+                       / IP(src="10.1.1.1", dst="10.2.2.2", id=7) / l4 / payload)
+    host.mem[TX_BUF:TX_BUF + len(superframe)] = superframe
+    flags = TxFlags.TSO if kind == "tcp" else TxFlags.USO
+    host.mem[TX_RING:TX_RING + 16] = TX_DESC.pack(addr=TX_BUF, len=len(superframe),
+                                                  flags=flags, param=1000)
+    nic.mmio_write(0, regs.txq_reg(0, "TAIL"), 1, 0)
+    sent = [f.data for f in host.out]
+    assert sent == list(ref_tso.segment(superframe, 1000, kind).frames)
+    assert len(sent) == 4
+    parsed = [Ether(f) for f in sent]
+    layer = TCP if kind == "tcp" else UDP
+    assert b"".join(bytes(p[layer].payload) for p in parsed) == payload
+    if kind == "tcp":
+        assert [p[TCP].seq for p in parsed] == [1000, 2000, 3000, 4000]
+        assert [bool(p[TCP].flags.P) for p in parsed] == [False, False, False, True]
+    entry = completions(host, 1, TX_CQ)[0]
+    assert entry["len"] == sum(len(f) for f in sent)
+
+
+def test_transmit_segmentation_needs_the_feature():
+    nic, host = make(features=regs.Feature.RX_CSUM | regs.Feature.TX_CSUM)
+    setup(nic, host, ctrl=regs.Ctrl.RX_CSUM)
+    frame = bytes(Ether() / IP() / TCP() / (b"x" * 2000))
+    host.mem[TX_BUF:TX_BUF + len(frame)] = frame
+    host.mem[TX_RING:TX_RING + 16] = TX_DESC.pack(addr=TX_BUF, len=len(frame),
+                                                  flags=TxFlags.TSO, param=1000)
+    nic.mmio_write(0, regs.txq_reg(0, "TAIL"), 1, 0)
+    assert host.out == [] and nic.stats()["drops"] == {"tx_bad_descriptor": 1}
