@@ -19,6 +19,7 @@ __all__ = [
     "IPPROTO_UDP",
     "IPV4_MIN_HEADER_LEN",
     "IPV6_HEADER_LEN",
+    "IpHeader",
     "L2Header",
     "MAX_VLAN_TAGS",
     "TPID_CTAG",
@@ -27,6 +28,7 @@ __all__ = [
     "VLAN_TPIDS",
     "be16",
     "be32",
+    "parse_ip",
     "parse_l2",
 ]
 
@@ -122,3 +124,54 @@ def parse_l2(frame: bytes | bytearray | memoryview) -> L2Header:
             return L2Header(ethertype, offset + 2, tags)
         offset += VLAN_TAG_LEN
         tags += 1
+
+
+class IpHeader(NamedTuple):
+    """Result of :func:`parse_ip`.
+
+    Members
+    -------
+    version : int
+        4 or 6.
+    l2_len : int
+        Offset of the IP header: the Ethernet header and VLAN tags before it (14, 18 or 22).
+    header_len : int
+        IPv4: IHL * 4 (20 to 60, options included). IPv6: 40; extension headers are not walked.
+    protocol : int
+        IPv4 protocol or IPv6 next header.
+    """
+
+    version: int
+    l2_len: int
+    header_len: int
+    protocol: int
+
+
+def parse_ip(frame: bytes | bytearray | memoryview) -> IpHeader | None:
+    """Locate the IPv4 or IPv6 header after the Ethernet header and up to two VLAN tags.
+
+    Parameters
+    ----------
+    frame : bytes-like
+        Ethernet frame without FCS.
+
+    Returns
+    -------
+    IpHeader or None
+        ``None`` unless the ethertype (see :func:`parse_l2`) is IPv4 or IPv6 and the header is
+        complete and well-formed as far as locating the next header goes: version matching the
+        ethertype and, for IPv4, IHL >= 5. Length fields and checksums are not checked.
+    """
+    ethertype, l3, _ = parse_l2(frame)
+    if ethertype == ETHERTYPE_IPV4:
+        if len(frame) < l3 + IPV4_MIN_HEADER_LEN or frame[l3] >> 4 != 4:
+            return None
+        header_len = (frame[l3] & 0x0F) * 4
+        if header_len < IPV4_MIN_HEADER_LEN or len(frame) < l3 + header_len:
+            return None
+        return IpHeader(4, l3, header_len, frame[l3 + 9])
+    if ethertype == ETHERTYPE_IPV6:
+        if len(frame) < l3 + IPV6_HEADER_LEN or frame[l3] >> 4 != 6:
+            return None
+        return IpHeader(6, l3, IPV6_HEADER_LEN, frame[l3 + 6])
+    return None
