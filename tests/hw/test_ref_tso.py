@@ -7,7 +7,8 @@ kernel oracle compares the segments byte for byte with what Linux's software GSO
 veth pair whose TSO and checksum offload are off (a super-frame written with a
 ``virtio_net_hdr`` to a packet socket, captured on the peer).
 
-The kernel harness (:class:`VethPair`, :func:`veth_pair`) is shared with ``test_ref_lro.py``.
+The kernel harness (:class:`VethPair`, :func:`veth_pair_or_skip`, :func:`receive`) is shared
+with ``test_ref_lro.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from nicsim.hw.ref.tso import (
     segment,
 )
 
-__all__ = ["VethPair", "veth_pair"]
+__all__ = ["VNET_HDR", "VethPair", "receive", "veth_pair_or_skip"]
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_LONG = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -519,6 +520,11 @@ def _kernel_unavailable() -> str | None:
 @pytest.fixture
 def veth_pair() -> Iterator[VethPair]:
     """A fresh namespace and veth pair for one test, deleted afterwards; skip if impossible."""
+    yield from veth_pair_or_skip()
+
+
+def veth_pair_or_skip() -> Iterator[VethPair]:
+    """Body of a veth-pair fixture (shared with ``test_ref_lro.py``): yield one, then delete."""
     reason = _kernel_unavailable()
     if reason:
         pytest.skip(reason)
