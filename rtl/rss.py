@@ -337,7 +337,11 @@ class RssUnit(wiring.Component):
         self.beat_bytes = width // 8
         #: Hash core cycles per tuple: the fewest beats of a frame that can be hashed (34 bytes).
         self.hash_steps = -(-34 // self.beat_bytes)
-        self._core = ToeplitzCore(TUPLE_BYTES, KEY_BYTES, steps=self.hash_steps)
+        # Bytes XORed in one tree before a register: at most 2 LUT levels at 64 bits (chunks of
+        # 8 bytes); wider chunks take larger groups, fewer registers.
+        group_bytes = 1 if self.hash_steps >= 5 else 2 if self.hash_steps > 1 else 4
+        self._core = ToeplitzCore(TUPLE_BYTES, KEY_BYTES, steps=self.hash_steps,
+                                  group_bytes=group_bytes)
         #: Cycles from a frame's last beat to the cycle its enabled mask is sampled.
         self.config_latency = _PARSE_STAGES - 2
         #: Cycles from a frame's last beat to the cycle its key is sampled.
@@ -709,7 +713,8 @@ class RssUnit(wiring.Component):
         in_low = ~in_table & (bus.addr[6:11] == 0)  # 0x000 .. 0x03c
         in_key = ~in_table & (bus.addr[6:11] == 1)  # 0x040 .. 0x07c
         entry = bus.addr[2:11]
-        entry_ok = entry < self.table_size
+        # Range checks as zero tests of the high bits (no carry chains in the err path).
+        entry_ok = ~entry[(self.table_size - 1).bit_length():].any()
         key_words = [key[32 * n:32 * (n + 1)] for n in range(KEY_BYTES // 4)]
         low = {REG_ID >> 2: Const(RSS_ID, 32), REG_TABLE_SIZE >> 2: Const(self.table_size, 32),
                REG_HASH_TYPES >> 2: enabled, REG_FRAMES >> 2: counters[0],
@@ -721,7 +726,7 @@ class RssUnit(wiring.Component):
         mask_ok = (bus.w_data & ~ALL_TYPES_MASK) == 0
         write_hash_types = in_low & (index == REG_HASH_TYPES >> 2) & mask_ok
         write_key = in_key & (index < len(key_words))
-        write_table = in_table & entry_ok & (bus.w_data < (1 << self.queue_bits))
+        write_table = in_table & entry_ok & ~bus.w_data[self.queue_bits:].any()
         w_data = Signal(32, reset_less=True)
         w_addr = Signal(10, reset_less=True)  # word address
         w_table, w_hash_types, w_any = Signal(), Signal(), Signal()
