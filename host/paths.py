@@ -13,61 +13,70 @@ it — the core counts as busy all the while, as a PMD core is.
 
 from __future__ import annotations
 
+import random
 from array import array
+from dataclasses import dataclass, field
 
+from nicsim.host.cpu import CostModel
 from nicsim.host.driver import RX_FREE_THRESH
 from nicsim.hw.nic.formats import CplFlags
 
-__all__ = ["Costs", "Core", "PmdPath", "IrqPath", "APPS"]
+__all__ = ["PathContext", "PATHS", "make_path", "PmdPath", "IrqPath", "APPS"]
 
 _LEN = 2  # COMPLETION field positions used here
 _FLAGS = 6
 _SEGS = 7
 
 
-class Costs:
-    """CPU cost per operation, in picoseconds (a scenario may override any of them).
-
-    Sources: cache and IRQ figures from J. D. Brouer's kernel measurements (see
-    REFERENCES.md); the rest are stated assumptions until the bottom-up host model replaces
-    them.
-    """
-
-    L2_HIT_PS = 4_300  # Brouer: L2 hit 4.3 ns
-    L3_HIT_PS = 7_900  # Brouer: L3 hit 7.9 ns; DDIO places DMA-written lines in the LLC
-    CACHE_MISS_PS = 32_000  # Brouer: cache miss ~32 ns
-    IRQ_SAVE_RESTORE_PS = 14_800  # Brouer: IRQ save/restore 14.8 ns
-    MMIO_WRITE_PS = 50_000  # assumption: an uncached posted store as the CPU sees it
-    IRQ_ENTRY_PS = 1_000_000  # assumption: interrupt entry, handler and exit, ~1 us
-    COPY_PS_PER_BYTE = 100  # assumption: ~10 GB/s memcpy of cache-resident data
-
-    def __init__(self, **overrides):
-        for name, value in overrides.items():
-            if not hasattr(Costs, name) or not name.endswith("_PS"):
-                raise ValueError(f"unknown host cost {name!r}; costs are "
-                                 + ", ".join(n for n in dir(Costs) if n.endswith("_PS")))
-            setattr(self, name, int(value))
-
-
-class Core:
-    """A CPU core's time accounting.
+@dataclass
+class PathContext:
+    """What a packet path needs of the host it runs on.
 
     Members
     -------
-    busy_ps : int
-        Time spent working (a polling core counts its polling as work).
+    env : simpy.Environment
+    bus : object
+        The host's view of the machine (see :mod:`nicsim.host.driver`).
+    costs : nicsim.host.cpu.CostModel
+    params : object
+        The scenario's ``[host]`` section (path options, burst, budget, ...).
+    features : frozenset of str
+        NIC offloads present and on (``rx_csum``, ``tx_csum``, ``rss``, ``tso``, ``uso``,
+        ``lro``).
+    rng : random.Random
+        Seeded randomness for the path.
+    on_interrupt : callable
+        ``on_interrupt(fn, vector, handler)``: call ``handler(vector, t_ps)`` when MSI-X
+        ``vector`` of PCI function ``fn`` is delivered.
     """
 
-    def __init__(self, env, num):
-        self.env = env
-        self.num = num
-        self.busy_ps = 0
-        self.start_ps = env.now
+    env: object
+    bus: object
+    costs: CostModel
+    params: object
+    features: frozenset = frozenset()
+    rng: random.Random = field(default_factory=random.Random)
+    on_interrupt: object = None
 
-    def busy(self, end_ps=None):
-        """Return the busy share 0..1 from the start to ``end_ps`` (default now)."""
-        elapsed = (self.env.now if end_ps is None else end_ps) - self.start_ps
-        return min(1.0, self.busy_ps / elapsed) if elapsed > 0 else 0.0
+
+# Packet paths by scenario name (``host.path``), as "module:Class" so that each loads only
+# when used. Every class is built as ``Class(ctx, driver, queues, cores)``.
+PATHS = {
+    "pmd": "nicsim.host.paths:PmdPath",
+    "irq": "nicsim.host.paths:IrqPath",
+    "linux": "nicsim.host.linux:LinuxPath",
+    "netmap": "nicsim.host.bypass:NetmapPath",
+}
+
+
+def make_path(name, ctx, driver, queues, cores):
+    """Build the packet path ``name`` of :data:`PATHS` on ``cores`` for ``queues``."""
+    import importlib
+
+    if name not in PATHS:
+        raise ValueError(f"host.path must be one of {', '.join(PATHS)}, not {name!r}")
+    module, cls = PATHS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(ctx, driver, list(queues), cores)
 
 
 class _App:
@@ -86,7 +95,7 @@ class _App:
 
     def cost(self, n, nbytes):
         """CPU time for ``n`` frames of ``nbytes`` in all."""
-        return n * self.path.costs.L2_HIT_PS  # touch the buffer's metadata, free it
+        return n * self.path.costs.l2_hit  # touch the buffer's metadata, free it
 
     def done(self, frames, nbytes, t_done):
         """Count ``frames`` finished at ``t_done``."""
@@ -119,7 +128,8 @@ class _Forward(_App):
     name = "l2fwd"
 
     def cost(self, n, nbytes):
-        return n * (self.path.costs.L2_HIT_PS * 2) + nbytes * self.path.costs.COPY_PS_PER_BYTE
+        costs = self.path.costs
+        return n * costs.l2_hit * 2 + costs.copy(nbytes)
 
     def handle(self, frames, t_done):
         bus = self.path.bus
@@ -145,16 +155,40 @@ APPS = {"drop": _App, "l2fwd": _Forward}
 
 
 class _Path:
-    def __init__(self, env, bus, driver, queues, core, costs, app="drop", burst=32):
+    """What the driver-level paths share: queues, buffers, the application, drops.
+
+    Parameters
+    ----------
+    ctx : PathContext
+    driver : nicsim.host.driver.NicDriver
+    queues : list of int
+        Receive queues this path serves.
+    cores : list of nicsim.host.cpu.Core
+        Cores it runs on (these paths use the first).
+
+    Members
+    -------
+    app : object
+        The application; ``app.frames``, ``app.bytes``, ``app.latency_ps``,
+        ``app.first_ps``, ``app.last_ps`` and ``app.completions`` are what results read.
+    drops : dict
+        Frames the host dropped, by reason.
+    """
+
+    def __init__(self, ctx, driver, queues, cores):
+        app = ctx.params.app
         if app not in APPS:
-            raise ValueError(f"host.app must be one of {', '.join(APPS)}, not {app!r}")
-        self.env = env
-        self.bus = bus
+            raise ValueError(f"host.app {app!r} does not run on host.path "
+                             f"{ctx.params.path!r}; it runs {', '.join(APPS)}")
+        self.ctx = ctx
+        self.env = ctx.env
+        self.bus = ctx.bus
         self.driver = driver
         self.queues = [driver.rx[q] for q in queues]
-        self.core = core
-        self.costs = costs
-        self.burst = burst
+        self.cores = cores
+        self.core = cores[0]
+        self.costs = ctx.costs
+        self.burst = ctx.params.burst
         self.drops = {}
         self.truncated = 0
         self.dev_addr = {}
@@ -166,7 +200,7 @@ class _Path:
         """Take up to ``budget`` frames from queue ``q``; return them and their CPU cost."""
         got = q.receive(budget)
         if not got:
-            return got, self.costs.L3_HIT_PS  # looked at the next completion: not there
+            return got, self.costs.l3_hit  # looked at the next completion: not there
         nbytes = 0
         for entry, _ in got:
             nbytes += entry[_LEN]
@@ -174,8 +208,8 @@ class _Path:
                 self.truncated += 1
         c = self.costs
         doorbells = 2 if self.flush or q.hold + len(got) >= RX_FREE_THRESH else 0
-        cost = (len(got) * c.L3_HIT_PS  # read each completion (DDIO: in the LLC)
-                + doorbells * c.MMIO_WRITE_PS  # the receive doorbell and the completion head
+        cost = (len(got) * c.l3_hit  # read each completion (DDIO: in the LLC)
+                + doorbells * c.mmio_write  # the receive doorbell and the completion head
                 + self.app.cost(len(got), nbytes))
         return got, cost
 
@@ -193,10 +227,10 @@ class PmdPath(_Path):
     IDLE_STEP_PS = 1_000_000  # longest sleep of an idle poll loop between looks
     flush = False
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for n in range(len(self.driver.rx)):
-            self.driver.arm(n, False)
+    def __init__(self, ctx, driver, queues, cores):
+        super().__init__(ctx, driver, queues, cores)
+        for q in queues:
+            self.driver.arm(q, False)
         self.env.process(self.run())
 
     def run(self):
@@ -224,7 +258,7 @@ class PmdPath(_Path):
             if landing is not None and landing < wake:
                 wake = max(landing, t)
             yield env.timeout(wake - env.now)
-            core.busy_ps = env.now - core.start_ps  # a polling core is always busy
+            core.charge(env.now - core.start_ps - core.busy_ps, "poll")  # always busy
 
 
 class IrqPath(_Path):
@@ -232,14 +266,15 @@ class IrqPath(_Path):
     ``budget`` (64) frames with the queue's interrupt disabled; polling continues while
     the budget is used up, and the interrupt is re-armed when the queue runs dry."""
 
-    def __init__(self, *args, budget=64, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.budget = budget
+    def __init__(self, ctx, driver, queues, cores):
+        super().__init__(ctx, driver, queues, cores)
+        self.budget = ctx.params.budget
         self.interrupts = 0
         self.polls = 0
         self.scheduled = False
-        for n in range(len(self.queues)):
-            self.driver.arm(n, True)
+        for q in queues:
+            self.driver.arm(q, True)
+            ctx.on_interrupt(driver.fn, q % driver.vectors, self.interrupt)
 
     def interrupt(self, vector, t_ps):
         """MSI-X delivery: run the poll unless one is scheduled."""
@@ -253,7 +288,7 @@ class IrqPath(_Path):
         core = self.core
         c = self.costs
         start = env.now
-        yield env.timeout(c.IRQ_ENTRY_PS)
+        yield env.timeout(c.irq_entry_exit)
         for n in range(len(self.queues)):
             self.driver.arm(n, False)
         while True:
@@ -270,4 +305,4 @@ class IrqPath(_Path):
         self.scheduled = False
         for n in range(len(self.queues)):
             self.driver.arm(n, True)
-        core.busy_ps += env.now - start
+        core.charge(env.now - start, "softirq")

@@ -90,12 +90,23 @@ class InterruptSection(_Section):
 
 
 class HostSection(_Section):
-    path: Literal["pmd", "irq"] = "pmd"
-    app: Literal["drop", "l2fwd"] = "drop"
+    path: Literal["pmd", "irq", "linux", "netmap"] = "pmd"
+    app: Literal["drop", "l2fwd", "l3fwd", "udp_echo", "kv"] = "drop"
     cores: Annotated[int, Field(ge=1, le=64)] = 1
+    clock_ghz: Annotated[float, Field(gt=0, le=10)] = 3.0
     burst: Annotated[int, Field(ge=1, le=1024)] = 32
     budget: Annotated[int, Field(ge=1, le=1024)] = 64
-    costs_ns: dict[str, float] = {}
+    costs: dict[str, float] = {}
+    # Linux: queue interrupts pinned one per core ("pinned") or all on core 0 ("single", as
+    # without irqbalance); RPS/RFS; where the application threads run; socket buffer.
+    irq_affinity: Literal["pinned", "single"] = "pinned"
+    rps: bool = False
+    rfs: bool = False
+    app_cores: list[int] | None = None
+    rmem_kib: Annotated[int, Field(ge=1)] = 208  # Linux net.core.rmem_default (212992 B)
+    zerocopy: bool = False
+    # Kernel bypass: run to completion, or a pipeline of an RX core and workers over rings.
+    pmd_mode: Literal["run_to_completion", "pipeline"] = "run_to_completion"
 
 
 class WireSection(_Section):
@@ -247,7 +258,7 @@ def load_scenario(path=None, overrides=(), text=None):
                                 f"has {scenario.nic.vfs} virtual function(s) (nic.vfs)")
         if t.pattern != "pcap" and t.rate_gbps is not None and t.rate_mpps is not None:
             raise ScenarioError(f"{source}: traffic.{n}: give rate_gbps or rate_mpps, not both")
-    if scenario.host.path == "pmd" and scenario.host.cores > scenario.nic.rxqs:
+    if scenario.host.path in ("pmd", "irq") and scenario.host.cores > scenario.nic.rxqs:
         raise ScenarioError(f"{source}: host.cores ({scenario.host.cores}) exceeds nic.rxqs "
                             f"({scenario.nic.rxqs}); a polling core needs a queue")
     return scenario

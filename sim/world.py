@@ -9,14 +9,16 @@ looks at memory at or after their landing time.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from functools import partial
 
 import simpy
 
+from nicsim.host.cpu import Core, CostModel
 from nicsim.host.driver import NicDriver
-from nicsim.host.paths import Core, Costs, IrqPath, PmdPath
+from nicsim.host.paths import PathContext, make_path
 from nicsim.hw.nic import regs
 from nicsim.hw.nic.device import RegisterError
 from nicsim.hw.nic.model import NicConfig, NicModel
@@ -182,6 +184,10 @@ class HostSide:
         env = self.env
         env.timeout(max(0, t_ps - env.now)).callbacks.append(lambda _: callback(env.now))
 
+    def on_interrupt(self, fn, vector, handler):
+        """Call ``handler(vector, t_ps)`` when MSI-X ``vector`` of function ``fn`` arrives."""
+        self.handlers[(fn, vector)] = handler
+
     def _deliver(self, fn, vector, t_ps):
         handler = self.handlers.get((fn, vector))
         if handler is not None:
@@ -304,14 +310,20 @@ class Host:
         self.driver = NicDriver(self.side, 0, rxqs=s.nic.rxqs, txqs=s.nic.txqs,
                                 ring_log2=s.nic.ring_size.bit_length() - 1, ctrl=ctrl,
                                 mac=self.mac, vectors=s.nic.vectors, rss_table=rss_table)
-        costs = Costs(**{name.upper() if name.upper().endswith("_PS") else
-                         name.upper() + "_PS": value * NS
-                         for name, value in s.host.costs_ns.items()})
+        self.ctx = PathContext(
+            env=env, bus=self.side, costs=CostModel(s.host.clock_ghz, s.host.costs),
+            params=s.host, features=frozenset(s.nic.features),
+            rng=random.Random(s.seed * 7919 + index), on_interrupt=self.side.on_interrupt)
         self.cores = [Core(env, n) for n in range(s.host.cores)]
         self.paths = []
-        for n, core in enumerate(self.cores):
-            queues = [q for q in range(s.nic.rxqs) if q % s.host.cores == n]
-            self.paths.append(self._path(env, s, self.driver, queues, core, costs))
+        if s.host.path in ("pmd", "irq"):  # one path per core, queues spread over them
+            for n, core in enumerate(self.cores):
+                queues = [q for q in range(s.nic.rxqs) if q % s.host.cores == n]
+                self.paths.append(make_path(s.host.path, self.ctx, self.driver, queues,
+                                            [core]))
+        else:  # one path over every queue and core
+            self.paths.append(make_path(s.host.path, self.ctx, self.driver,
+                                        range(s.nic.rxqs), self.cores))
         # SR-IOV: each virtual function has its own driver (a VM's), queues, vectors, MAC,
         # IOMMU domain and one core.
         self.vf_drivers = []
@@ -325,22 +337,12 @@ class Host:
             self.vf_drivers.append(driver)
             core = Core(env, len(self.cores))
             self.cores.append(core)
-            self.paths.append(self._path(env, s, driver, range(s.nic.vf_queues), core, costs))
+            self.paths.append(make_path(s.host.path, self.ctx, driver, range(s.nic.vf_queues),
+                                        [core]))
 
     def function_mac(self, fn):
         """Return the MAC address of PCI function ``fn`` of this host's NIC."""
         return self.mac if fn == 0 else bytes([0x02, 0, 0, fn, 0x10 + self.index, 0x01])
-
-    def _path(self, env, s, driver, queues, core, costs):
-        queues = list(queues)
-        if s.host.path == "pmd":
-            return PmdPath(env, self.side, driver, queues, core, costs, s.host.app,
-                           burst=s.host.burst)
-        path = IrqPath(env, self.side, driver, queues, core, costs, s.host.app,
-                       burst=s.host.burst, budget=s.host.budget)
-        for q in queues:
-            self.side.handlers[(driver.fn, q % s.nic.vectors)] = path.interrupt
-        return path
 
 
 class _NicPort:

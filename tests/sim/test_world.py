@@ -48,7 +48,7 @@ def test_pmd_at_line_rate_delivers_everything_and_polls_at_full_cpu():
 
 
 def test_slow_host_runs_out_of_descriptors_and_drops_are_counted_as_such():
-    _, r = run("host.costs_ns.L3_HIT=200", "nic.ring_size=64", "nic.rx_fifo_kib=16")
+    _, r = run("host.costs.l3_hit=200", "nic.ring_size=64", "nic.rx_fifo_kib=16")
     assert r["drops"].get("rx_no_descriptor", 0) > 0
     assert r["throughput"]["mpps"] < r["offered"]["mpps"] / 2
     assert conserved(r)
