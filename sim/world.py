@@ -32,7 +32,11 @@ from .pcie import PcieConfig, PcieLink
 from .traffic import TrafficSource
 from .units import NS, US
 
-__all__ = ["HostSide", "Host", "World", "run_scenario"]
+__all__ = ["HostSide", "Host", "World", "run_scenario", "RESPONDING_APPS"]
+
+# Applications that send every frame (or a reply) back out: measured where it arrives, at the
+# sink behind the wire, so latency is the round trip.
+RESPONDING_APPS = ("l2fwd", "l3fwd", "udp_echo", "kv")
 
 BAR0 = 0xF000_0000  # where the BIOS placed the NIC's BAR (any address above RAM works)
 MSI_ADDR = 0xFEE0_0000  # x86 MSI address window
@@ -441,7 +445,7 @@ class World:
     def delivered(self):
         """Return (frames, bytes with FCS, latencies in ps, first and last delivery time) at
         the end of the path: the sink for forwarding applications, else the applications."""
-        if self.scenario.host.app == "l2fwd":
+        if self.scenario.host.app in RESPONDING_APPS:
             sink = self.sink
             lat = list(sink.latencies_ps)  # sink bytes include the FCS
             return sink.frames, sink.bytes, lat, sink.first_ps, sink.last_ps
@@ -519,6 +523,9 @@ class World:
             "pcie_credit_stalls": sum(h.link.up.credit_stalls + h.link.down.credit_stalls
                                       for h in self.hosts),
             "cpu_busy": [round(c.busy(end), 6) for h in self.hosts for c in h.cores],
+            "cpu_by_kind": [{k: round(v / max(1, end - c.start_ps), 6)
+                             for k, v in c.by_kind.items() if v}
+                            for h in self.hosts for c in h.cores],
         }
 
 
