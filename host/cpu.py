@@ -173,6 +173,12 @@ class Core:
         self.by_kind = dict.fromkeys(KINDS, 0)
         self.start_ps = env.now
 
+    def reset(self):
+        """Start the accounting afresh from now (the measurement starts)."""
+        self.busy_ps = 0
+        self.by_kind = dict.fromkeys(KINDS, 0)
+        self.start_ps = self.env.now
+
     def charge(self, ps, kind="app"):
         """Account ``ps`` of work of ``kind`` (the caller spends the time itself)."""
         self.busy_ps += ps

@@ -838,6 +838,18 @@ class PcieLink:
 
     # -- statistics --
 
+    def restart_counters(self):
+        """Zero the counters and start the utilisation window now (a measurement starts);
+        what is scheduled stays scheduled."""
+        now = self.env.now
+        self.start_ps = now
+        for direction in (self.up, self.down):
+            direction.tlps = direction.wire_bytes = direction.payload_bytes = 0
+            direction.credit_stalls = direction.tag_stalls = 0
+            direction.credit_stall_ps = direction.tag_stall_ps = 0.0
+            direction.busy_ps = max(0.0, direction.free_at - now)
+        self.dma_writes = self.dma_reads = self.mmio_writes = self.mmio_reads = self.msis = 0
+
     def utilisation(self, now_ps=None):
         """Return the busy share of each direction since the link was made, 0 to 1.
 

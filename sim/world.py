@@ -109,6 +109,7 @@ class HostSide:
         self.tags = {}
         self.device = None
         self.eth_links = {}
+        self.dma_sent = 0
         self.guest_base = {}
         self.guest = {}  # fn -> [next, end) of its guest's memory under PCI passthrough
         self.mapped = {}
@@ -129,6 +130,12 @@ class HostSide:
 
     def dma_write(self, fn, addr, data, ready_ps):
         port = self.ports[fn]
+        try:
+            return self._dma_write(port, addr, data, ready_ps)
+        finally:
+            self.dma_sent = self.link.up.free_at
+
+    def _dma_write(self, port, addr, data, ready_ps):
         if port.iommu is None:  # the common case, inlined: no IOMMU, no watched ring
             size = len(data)
             if 0 <= addr and addr + size <= self.memory.size and not self.watch_hit(addr):
@@ -149,6 +156,7 @@ class HostSide:
         if (port.iommu is None and 0 <= addr and addr + size <= limit and 0 <= addr2
                 and addr2 + size2 <= limit):
             t, t2 = self.link.dma_write_pair(addr, size, addr2, size2, ready_ps)
+            self.dma_sent = self.link.up.free_at
             landing = self.landing
             landing.append((t, addr, data))
             landing.append((t2, addr2, data2))
@@ -402,6 +410,16 @@ class World:
             self.rx_wires.append(feed)
             entries = [feed]
         self.duration_ps = round(s.duration_us * US)
+        # The drivers' register writes reach the NICs before any traffic starts, as they
+        # would on a machine configured before the experiment: run until they have landed,
+        # then start the clocks of the measurement.
+        settled = max(h.link.down.free_at for h in self.hosts) + round(s.pcie.latency_ns * NS)
+        self.t0 = -(-int(settled) // US) * US + US
+        self.env.run(until=self.t0)
+        for host in self.hosts:
+            host.link.restart_counters()
+            for core in host.cores:
+                core.reset()
         self.sources = []
         for n, t in enumerate(s.traffic):
             args = dict(pattern=t.pattern, rate_gbps=t.rate_gbps, rate_mpps=t.rate_mpps,
@@ -430,14 +448,14 @@ class World:
 
     def run(self, progress=None):
         """Run to the end of the traffic plus the drain time; ``progress(done, total)``."""
-        end = self.duration_ps + round(self.scenario.drain_us * US)
-        step = max(end // 100, 1)
+        end = self.t0 + self.duration_ps + round(self.scenario.drain_us * US)
+        step = max((end - self.t0) // 100, 1)
         t = self.env.now
         while t < end:
             t = min(t + step, end)
             self.env.run(until=t)
             if progress is not None:
-                progress(t, end)
+                progress(t - self.t0, end - self.t0)
         for host in self.hosts:
             host.nic.finish(end)
         return self.results()
@@ -471,11 +489,13 @@ class World:
         end = self.env.now
         frames, nbytes, lat, first, last = self.delivered()
         seconds = self.duration_ps / 1e12
-        # The rate frames came out at, between the first and the last one: the offered rate
-        # when the system keeps up, its capacity when a backlog drains after the traffic.
-        span = (last - first) / 1e12 if frames > 1 and last > first else 0.0
-        mpps = (frames - 1) / span / 1e6 if span else 0.0
-        gbps = nbytes * (frames - 1) / frames * 8 / span / 1e9 if span else 0.0
+        # The rate frames came out at, from when the traffic started to the last delivery:
+        # the offered rate when the system keeps up (less a latency over the duration), its
+        # capacity when a backlog drains after the traffic stops.
+        begin = self.t0 + min(round(t.start_us * US) for t in s.traffic)
+        span = (last - begin) / 1e12 if frames and last > begin else 0.0
+        mpps = frames / span / 1e6 if span else 0.0
+        gbps = nbytes * 8 / span / 1e9 if span else 0.0
         drops = {}
 
         def add(reason, count):

@@ -30,6 +30,10 @@ class HostPort(Protocol):
     """The simulation's present (ps); a backend issues DMA no later than now and schedules
     what comes later with :meth:`call_at`."""
 
+    dma_sent: int
+    """When the DMA writes issued so far have left the device (ps): the receive FIFO frees
+    a frame's space then."""
+
     tags: dict
     """Simulation metadata per host buffer address (the time a frame was born), carried along
     with the data so latency can be measured end to end; not device state."""

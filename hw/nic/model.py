@@ -17,7 +17,6 @@ frame.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,6 +42,7 @@ LRO_BORN_RECORDS = 4096  # birth times kept for frames in LRO (8 flows x 45 segm
 
 DROP_REASONS = {
     "rx_no_descriptor": "no receive descriptor posted and the NIC's receive FIFO is full",
+    "rx_fifo_full": "the receive FIFO is full of frames the PCIe link has not taken yet",
     "rx_cq_full": "the completion ring was full (driver not consuming completions)",
     "rx_not_for_us": "destination MAC of no function and promiscuous mode off",
     "rx_queue_disabled": "RSS picked a receive queue that is not enabled",
@@ -204,8 +204,8 @@ class NicModel:
         self.functions = len(self.fns)
         self.drops = dict.fromkeys(DROP_REASONS, 0)
         self.by_mac = {}
-        self.fifo = []  # heap of (t_leave, bytes) of frames held while waiting
-        self.fifo_bytes = 0
+        self.fifo = deque()  # (t_leave, bytes) of frames whose DMA is under way, in order
+        self.fifo_bytes = 0  # receive FIFO in use: those and the frames waiting in pending
         self.rx_frames = 0
         self.tx_frames = 0
         self.rx_stages = list(config.stages.get("rx", ()))
@@ -529,7 +529,6 @@ class NicModel:
         pipeline = self.config.rx_pipeline_ps
         classified = self.classified
         drops = self.drops
-        fifo = self.fifo
         now = self.host.now
         stages = self.rx_stages
         for frame in batch:
@@ -553,34 +552,29 @@ class NicModel:
             if q.lro is not None:
                 self._lro_push(f, q, frame, t, now)
                 continue
-            if fifo:
-                while fifo and fifo[0][0] <= t:
-                    self.fifo_bytes -= heapq.heappop(fifo)[1]
-            descs = q.descs
-            if q.pending or not descs or descs[0][0] > now:
-                # No descriptor on the NIC yet: wait in the receive FIFO.
-                if self.fifo_bytes + len(data) > self.config.rx_fifo_bytes:
-                    drops["rx_no_descriptor"] += 1
-                    f.counters["rx_no_descriptor"] += 1
-                    continue
-                self.fifo_bytes += len(data)
-                q.pending.append((t, frame, meta))
-                self._schedule_drain(f, q)
-                continue
-            self._deliver(f, q, t, frame, meta)
+            self._receive(f, q, frame, meta, t, now)
 
     def _receive(self, f, q, frame, meta, t, now):
-        """Hand one (possibly merged) frame at time ``t`` to queue ``q``."""
+        """Take one (possibly merged) frame into the receive FIFO at time ``t`` for ``q``.
+
+        A frame holds FIFO space from its arrival until its DMA has left the NIC: while it
+        waits for a descriptor, and while the PCIe link is busy with the frames before it.
+        A frame that finds the FIFO full is dropped: ``rx_no_descriptor`` when its queue has
+        no descriptor for it, else ``rx_fifo_full`` (the link or host cannot keep up).
+        """
         fifo = self.fifo
         while fifo and fifo[0][0] <= t:
-            self.fifo_bytes -= heapq.heappop(fifo)[1]
+            self.fifo_bytes -= fifo.popleft()[1]
+        length = len(frame.data)
         descs = q.descs
-        if q.pending or not descs or descs[0][0] > now:
-            if self.fifo_bytes + len(frame.data) > self.config.rx_fifo_bytes:
-                self.drops["rx_no_descriptor"] += 1
-                f.counters["rx_no_descriptor"] += meta[5]
-                return
-            self.fifo_bytes += len(frame.data)
+        waiting = q.pending or not descs or descs[0][0] > now
+        if self.fifo_bytes + length > self.config.rx_fifo_bytes:
+            reason = "rx_no_descriptor" if waiting else "rx_fifo_full"
+            self.drops[reason] += 1
+            f.counters[reason] += 1
+            return
+        self.fifo_bytes += length
+        if waiting:
             q.pending.append((t, frame, meta))
             self._schedule_drain(f, q)
             return
@@ -647,7 +641,6 @@ class NicModel:
         q.drain_at = 0
         while q.pending and q.descs and q.descs[0][0] <= now:
             t, frame, meta = q.pending.popleft()
-            self.fifo_bytes -= len(frame.data)
             self._deliver(f, q, t, frame, meta)
         if q.pending:
             self._schedule_drain(f, q)
@@ -663,6 +656,7 @@ class NicModel:
             if q.cq_room(start) <= 0:
                 self.drops["rx_cq_full"] += 1
                 f.counters["rx_cq_full"] += 1
+                self.fifo.append((start, len(frame.data)))
                 return
         descs.popleft()
         q.head = (q.head + 1) & 0xFFFF
@@ -671,9 +665,6 @@ class NicModel:
         host = self.host
         data = frame.data
         length = len(data)
-        if start > t:  # held in the FIFO until the descriptor came
-            heapq.heappush(self.fifo, (start, length))
-            self.fifo_bytes += length
         flags = 0
         cq_addr = q.cq + (tail & ((1 << log2) - 1)) * CPL_BYTES
         phase = ((tail >> log2) & 1) ^ 1
@@ -696,6 +687,7 @@ class NicModel:
             entry = _CPL.pack(q.num, index, 0, meta[2], meta[3], meta[0], flags | phase,
                               meta[5], meta[1], meta[6], start // 1000)
             t_cpl = host.dma_write(f.num, cq_addr, entry, start)
+        self.fifo.append((host.dma_sent, len(frame.data)))  # its space frees as it leaves
         q.cq_tail = (tail + 1) & 0xFFFF
         q.last_cpl_t = start
         counters = f.counters

@@ -64,7 +64,8 @@ class QueueCtrl:
 
 
 COUNTERS = (
-    "rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "rx_no_descriptor", "rx_cq_full",
+    "rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "rx_no_descriptor", "rx_fifo_full",
+    "rx_cq_full",
     "rx_not_for_us", "rx_queue_disabled", "rx_truncated", "tx_bad_descriptor",
     "tx_dma_error", "rx_dma_error", "mmio_errors",
 )

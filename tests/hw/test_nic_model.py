@@ -45,7 +45,10 @@ class FakeHost:
             return None, ready_ps + 1_000_000
         return bytes(self.mem[addr:addr + size]), ready_ps + 1_000_000
 
+    dma_sent = 0
+
     def dma_write(self, fn, addr, data, ready_ps):
+        self.dma_sent = ready_ps
         if any(lo <= addr < hi for lo, hi in self.blocked):
             return None
         self.mem[addr:addr + len(data)] = data

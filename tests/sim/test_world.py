@@ -208,14 +208,16 @@ def test_a_virtual_function_cannot_dma_into_another_ones_memory():
     vf1, vf2 = host.vf_drivers
     victim = vf2.rx[0].buffers[0]
     before = host.memory.read(victim, 2048)
-    # A misbehaving VF 1 driver points its descriptors at VF 2's buffer.
+    # A misbehaving VF 1 driver points its descriptors at VF 2's buffer (the NIC has
+    # fetched its first descriptors already; the later ones are poisoned).
     ring = vf1.rx[0]
     for slot in range(ring.size):
         host.memory.write(ring.ring + slot * DESC_BYTES, RX_DESC.pack(addr=victim, len=2048))
     r = world.run()
     assert r["iommu_faults"].get("unmapped", 0) > 0
     assert host.memory.read(victim, 2048) == before
-    assert r["drops"].get("rx_dma_error", 0) == r["offered"]["frames"]
+    assert r["drops"].get("rx_dma_error", 0) > r["offered"]["frames"] // 2
+    assert conserved(r)
 
 
 def test_pcap_replay_traffic(tmp_path):
