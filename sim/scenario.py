@@ -125,6 +125,7 @@ class TrafficSection(_Section):
     sizes: list[int] | None = None
     flows: Annotated[int, Field(ge=1)] = 1
     proto: Literal["udp", "tcp"] = "udp"
+    stream: bool = False  # TCP: each flow a stream of in-order segments (LRO/GRO merge them)
     ipv6: bool = False
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     count: Annotated[int, Field(ge=1)] | None = None

@@ -77,6 +77,10 @@ class TrafficSource:
         Several sizes instead of ``size``.
     size_order : str
         ``"cycle"``: sizes in the given order; ``"random"``: a seeded uniform draw from them.
+    stream : bool
+        With ``proto="tcp"``: each flow is a TCP stream, its segments' sequence numbers
+        advancing by the payload sent and IPv4 IDs by one (DF set, ACK without PSH), so
+        LRO/GRO can merge them; checksums stay valid.
     flows : int
     flow_order : str
         ``"round_robin"`` or ``"random"`` (seeded). With several sizes cycled, the round robin
@@ -138,7 +142,7 @@ class TrafficSource:
                  dst_mac="02:00:00:00:00:02", src_ip=None, dst_ip=None, count=None,
                  duration_ps=None, start_ps=0, seed=0, batch_frames=32, batch_ps=1_000_000,
                  burst_frames=32, burst_gap_ps=10_000_000, pcap_path=None, pcap_speed=1.0,
-                 pcap_loop=1, name="src"):
+                 pcap_loop=1, name="src", stream=False):
         patterns = ("constant", "poisson", "burst", "pcap")
         _check(pattern in patterns,
                f"traffic.pattern must be one of {', '.join(patterns)}, not {pattern!r}")
@@ -236,7 +240,11 @@ class TrafficSource:
         self.flows = flows
         self.flow_order = flow_order
         self.size_order = size_order
+        _check(not stream or proto == "tcp",
+               "traffic.stream makes TCP streams: it needs proto 'tcp'")
         self.proto = proto
+        self.stream = bool(stream)
+        self._stream_state = {}  # flow -> (next sequence number, next IPv4 ID)
         self.ipv6 = ipv6
         self.vlan = vlan
         self.count = count
@@ -280,7 +288,11 @@ class TrafficSource:
         src, dst = str(self._src_ip + flow), str(self._dst_ip)
         pkt = pkt / (IPv6(src=src, dst=dst) if self.ipv6 else IP(src=src, dst=dst))
         sport = SPORT_BASE + flow % (65536 - SPORT_BASE)
-        if self.proto == "tcp":
+        if self.proto == "tcp" and self.stream:
+            if not self.ipv6:
+                pkt[IP].flags = "DF"
+            pkt = pkt / TCP(sport=sport, dport=DPORT, flags="A", seq=1, ack=1)
+        elif self.proto == "tcp":
             pkt = pkt / TCP(sport=sport, dport=DPORT, flags="PA", seq=1, ack=1)
         else:
             pkt = pkt / UDP(sport=sport, dport=DPORT)
@@ -291,6 +303,27 @@ class TrafficSource:
         # minimum would be padded on the wire: never the case for the sizes accepted here.
         assert len(data) == size - 4, (len(data), size)
         return data
+
+    def _next_segment(self, flow, data):
+        """Return the template as the flow's next TCP segment: sequence number advanced by
+        the bytes sent so far, IPv4 ID by one; checksums adjusted (RFC 1624)."""
+        l3 = 18 if self.vlan is not None else 14
+        l4 = l3 + (40 if self.ipv6 else (data[l3] & 0x0F) * 4)
+        seq, ip_id = self._stream_state.get(flow, (1, 1))
+        payload = len(data) - l4 - (data[l4 + 12] >> 4) * 4
+        self._stream_state[flow] = ((seq + payload) & 0xFFFFFFFF, (ip_id + 1) & 0xFFFF)
+        frame = bytearray(data)
+        old_seq = int.from_bytes(data[l4 + 4:l4 + 8], "big")
+        frame[l4 + 4:l4 + 8] = seq.to_bytes(4, "big")
+        csum = int.from_bytes(data[l4 + 16:l4 + 18], "big")
+        csum = _csum_adjust(csum, (old_seq >> 16, old_seq & 0xFFFF), (seq >> 16, seq & 0xFFFF))
+        frame[l4 + 16:l4 + 18] = csum.to_bytes(2, "big")
+        if not self.ipv6:
+            old_id = int.from_bytes(data[l3 + 4:l3 + 6], "big")
+            frame[l3 + 4:l3 + 6] = ip_id.to_bytes(2, "big")
+            hc = int.from_bytes(data[l3 + 10:l3 + 12], "big")
+            frame[l3 + 10:l3 + 12] = _csum_adjust(hc, (old_id,), (ip_id,)).to_bytes(2, "big")
+        return bytes(frame)
 
     def _load_pcap(self, path):
         from nicsim.hw.pcap import PcapError, read_pcap
@@ -349,6 +382,7 @@ class TrafficSource:
         limit_count = _NO_LIMIT if self.count is None else self.count
         limit_t = _NO_LIMIT if self.duration_ps is None else t0 + self.duration_ps
         batch_frames, batch_ps = self.batch_frames, self.batch_ps
+        stream = self.stream
         k = 0
         cum = 0  # time of the next frame since t0, in 1/den ps
         cumf = 0.0  # the same for "poisson", in ps
@@ -375,6 +409,8 @@ class TrafficSource:
                 data = templates[index]
                 if data is None:
                     data = templates[index] = self._build(flow, sizes[si])
+                if stream:
+                    data = self._next_segment(flow, data)
                 append(Frame(data, t, t, flow, name))
                 nbytes += sizes[si]
                 k += 1
@@ -431,6 +467,16 @@ class TrafficSource:
 
     def __repr__(self):
         return f"TrafficSource({self.name!r}, {self.pattern}, {self.frames} frames)"
+
+
+def _csum_adjust(csum, old_words, new_words):
+    """Update an Internet checksum for 16-bit words that changed (RFC 1624, eqn. 3)."""
+    total = ~csum & 0xFFFF
+    for old, new in zip(old_words, new_words, strict=True):
+        total += (~old & 0xFFFF) + new
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
 
 def _addr4(rng):

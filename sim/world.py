@@ -429,7 +429,8 @@ class World:
                         burst_frames=t.burst_frames, burst_gap_ps=round(t.burst_gap_us * US),
                         dst_mac=":".join(f"{b:02x}" for b in
                                          self.hosts[t.host].function_mac(t.function)),
-                        src_mac=f"02:00:00:00:00:{n + 1:02x}", name=f"traffic{n}")
+                        src_mac=f"02:00:00:00:00:{n + 1:02x}", name=f"traffic{n}",
+                        stream=t.stream)
             if t.pattern == "pcap":
                 args.update(pcap_path=t.pcap, pcap_speed=t.pcap_speed, pcap_loop=t.pcap_loop)
                 args.pop("rate_gbps")

@@ -254,3 +254,41 @@ def test_a_source_without_out_says_so():
 
 def test_mixed_frames_still_seeded():
     assert mixed_frames(20, seed=2) == mixed_frames(20, seed=2)
+
+
+def test_tcp_stream_segments_follow_each_other_with_valid_checksums():
+    import simpy
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from nicsim.sim.ether import Sink
+    from nicsim.sim.traffic import TrafficSource
+
+    env = simpy.Environment()
+    sink = Sink(env, capture=True)
+    TrafficSource(env, sink, rate_gbps=10, size=1000, flows=2, proto="tcp", stream=True,
+                  count=10)
+    env.run()
+    seqs = {}
+    for _, data in sink.capture:
+        pkt = Ether(data)
+        rebuilt = pkt.copy()
+        del rebuilt[IP].chksum, rebuilt[TCP].chksum
+        rebuilt = Ether(bytes(rebuilt))
+        assert (rebuilt[IP].chksum, rebuilt[TCP].chksum) == (pkt[IP].chksum, pkt[TCP].chksum)
+        assert pkt[IP].flags.DF and not pkt[TCP].flags.P
+        seqs.setdefault(pkt[TCP].sport, []).append((pkt[TCP].seq, len(pkt[TCP].payload),
+                                                    pkt[IP].id))
+    for segs in seqs.values():
+        assert len(segs) == 5
+        for (seq, n, ip_id), (seq2, _, ip_id2) in zip(segs, segs[1:], strict=False):
+            assert seq2 == seq + n and ip_id2 == ip_id + 1
+
+
+def test_stream_needs_tcp():
+    import simpy
+
+    from nicsim.sim.traffic import TrafficSource
+
+    with pytest.raises(ValueError, match="proto 'tcp'"):
+        TrafficSource(simpy.Environment(), None, rate_gbps=1, stream=True)

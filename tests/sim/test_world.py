@@ -273,3 +273,11 @@ def test_lro_merges_a_tcp_stream_end_to_end(tmp_path):
                    "nic.features=[\"rx_csum\", \"rss\", \"lro\"]")
     app = world.hosts[0].paths[0].app
     assert r["delivered_frames"] == 40 and app.completions == 5
+
+
+def test_lro_on_tcp_streams_cuts_completions_not_segments():
+    world, r = run("traffic.0.proto=\"tcp\"", "traffic.0.stream=true", "traffic.0.size=1518",
+                   "traffic.0.flows=4", "nic.features=[\"rx_csum\", \"rss\", \"lro\"]")
+    app = world.hosts[0].paths[0].app
+    assert r["delivered_frames"] == r["offered"]["frames"]
+    assert app.completions < r["delivered_frames"] / 4
