@@ -280,4 +280,6 @@ def test_lro_on_tcp_streams_cuts_completions_not_segments():
                    "traffic.0.flows=4", "nic.features=[\"rx_csum\", \"rss\", \"lro\"]")
     app = world.hosts[0].paths[0].app
     assert r["delivered_frames"] == r["offered"]["frames"]
-    assert app.completions < r["delivered_frames"] / 4
+    # Four flows share the 10 Gb/s wire: each gets a segment every ~4.9 us, and the 10 us
+    # aggregation timer closes a merge after 2-3 of them.
+    assert app.completions < r["delivered_frames"] / 2
