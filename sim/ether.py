@@ -478,6 +478,7 @@ class Sink:
         self.last_ps = None
         self._first_l2 = 0
         self.capture = [] if capture else None
+        self.listeners = []  # callables given every batch (closed-loop clients)
 
     def put(self, batch):
         """Receive a time-ordered batch of frames."""
@@ -498,6 +499,8 @@ class Sink:
             self._first_l2 = _l2_bytes(len(batch[0].data))
         self.last_ps = batch[-1].t_ps
         self.frames += len(batch)
+        for listener in self.listeners:
+            listener(batch)
         self.bytes += nbytes
         self.wire_bytes += nbytes + 20 * len(batch)
         if self.capture is not None:

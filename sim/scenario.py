@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "apply_overrides", "FEATURES"]
 
 FEATURES = ("rx_csum", "tx_csum", "rss", "tso", "uso", "lro")
+_RESPONDING = ("l2fwd", "l3fwd", "udp_echo", "kv")  # applications that send replies
 
 
 class ScenarioError(ValueError):
@@ -118,7 +119,9 @@ class WireSection(_Section):
 class TrafficSection(_Section):
     host: Annotated[int, Field(ge=0)] = 0
     function: Annotated[int, Field(ge=0)] = 0  # 0: the physical function; n: VF n
-    pattern: Literal["constant", "poisson", "burst", "pcap"] = "constant"
+    pattern: Literal["constant", "poisson", "burst", "pcap", "closed_loop"] = "constant"
+    concurrency: Annotated[int, Field(ge=1, le=64511)] = 1  # closed_loop: requests in flight
+    think_us: Annotated[float, Field(ge=0)] = 0.0  # closed_loop: pause before the next one
     rate_gbps: Annotated[float, Field(gt=0)] | None = None
     rate_mpps: Annotated[float, Field(gt=0)] | None = None
     size: int | Literal["imix"] | None = None
@@ -257,6 +260,10 @@ def load_scenario(path=None, overrides=(), text=None):
         if t.function > scenario.nic.vfs:
             raise ScenarioError(f"{source}: traffic.{n}.function is {t.function}, but the NIC "
                                 f"has {scenario.nic.vfs} virtual function(s) (nic.vfs)")
+        if t.pattern == "closed_loop" and scenario.host.app not in _RESPONDING:
+            raise ScenarioError(f"{source}: traffic.{n} is closed_loop, which waits for "
+                                f"replies, but host.app {scenario.host.app!r} sends none "
+                                f"(use one of {', '.join(_RESPONDING)})")
         if t.pattern != "pcap" and t.rate_gbps is not None and t.rate_mpps is not None:
             raise ScenarioError(f"{source}: traffic.{n}: give rate_gbps or rate_mpps, not both")
     if scenario.host.path in ("pmd", "irq") and scenario.host.cores > scenario.nic.rxqs:

@@ -29,7 +29,7 @@ from .iommu import Iommu
 from .memory import HostMemory
 from .msix import Moderation, MsixTable
 from .pcie import PcieConfig, PcieLink
-from .traffic import TrafficSource
+from .traffic import ClosedLoopClient, TrafficSource
 from .units import NS, US
 
 __all__ = ["HostSide", "Host", "World", "run_scenario", "RESPONDING_APPS"]
@@ -441,6 +441,15 @@ class World:
                 args["sizes"] = t.sizes
             else:
                 args["size"] = 64 if t.size is None else t.size
+            if t.pattern == "closed_loop":
+                client = ClosedLoopClient(
+                    env, entries[0], concurrency=t.concurrency,
+                    think_ps=round(t.think_us * US), duration_ps=self.duration_ps,
+                    size=args.get("size", 64), proto=t.proto, ipv6=t.ipv6, vlan=t.vlan,
+                    dst_mac=args["dst_mac"], src_mac=args["src_mac"], name=args["name"])
+                self.sink.listeners.append(client.on_replies)
+                self.sources.append(client)
+                continue
             self.sources.append(TrafficSource(env, entries[0], **args))
 
     def run_until(self, t_ps):

@@ -283,3 +283,20 @@ def test_lro_on_tcp_streams_cuts_completions_not_segments():
     # Four flows share the 10 Gb/s wire: each gets a segment every ~4.9 us, and the 10 us
     # aggregation timer closes a merge after 2-3 of them.
     assert app.completions < r["delivered_frames"] / 2
+
+
+def test_closed_loop_clients_keep_their_requests_in_flight():
+    world, r = run("host.app=\"l2fwd\"", "traffic.0.pattern=\"closed_loop\"",
+                   "traffic.0.concurrency=4", "duration_us=100")
+    client = world.sources[0]
+    # Each client has one request out at a time: requests = replies + those in flight.
+    assert client.frames - client.replies <= 4
+    assert client.replies == r["delivered_frames"] > 40
+    # The round trip bounds the rate: 4 requests per round trip.
+    rtt_us = r["latency_us"]["p50"]
+    assert r["throughput"]["mpps"] == pytest.approx(4 / rtt_us, rel=0.2)
+
+
+def test_closed_loop_needs_a_replying_app():
+    with pytest.raises(ScenarioError, match="sends none"):
+        load_scenario(text="", overrides=["traffic.0.pattern=\"closed_loop\""])
