@@ -26,6 +26,12 @@ CASES = {
     "pmd-l2fwd-64": ["host.app=\"l2fwd\""],
     "pmd-drop-1500": ["traffic.0.size=1500"],
     "pmd-drop-64-iommu": ["iommu.mode=\"translate\""],
+    "pmd-l3fwd-64": ["host.app=\"l3fwd\""],
+    "pmd-kv-64": ["host.app=\"kv\"", "traffic.0.rate_mpps=5", "traffic.0.flows=64"],
+    "pmd-pipeline-64": ["host.pmd_mode=\"pipeline\"", "host.cores=3", "nic.rxqs=3",
+                        "traffic.0.flows=64"],
+    "netmap-drop-64": ["host.path=\"netmap\""],
+    "netmap-l2fwd-64": ["host.path=\"netmap\"", "host.app=\"l2fwd\""],
 }
 
 
@@ -33,7 +39,7 @@ def measure(name, overrides, duration_us):
     scenario = load_scenario(text=f"name = \"{name}\"\nduration_us = {duration_us}\n",
                              overrides=overrides)
     world = World(scenario)
-    world.run_until(1)  # builds the traffic templates before the clock starts
+    world.run_until(world.t0 + 1)  # builds the traffic templates before the clock starts
     wall0, cpu0 = time.perf_counter(), time.process_time()
     results = world.run()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

@@ -95,6 +95,8 @@ COSTS = {
     "driver_tx": Cost(100, "cycles", "assumption: ndo_start_xmit descriptor write per frame"),
     "lpm_lookup": Cost(40, "ns", "assumption: DIR-24-8 LPM lookup, one or two L2/L3 hits"),
     "hash_lookup": Cost(60, "ns", "assumption: cuckoo hash table lookup, key-value store"),
+    "app_work": Cost(0, "ns", "assumption: per-frame work of an application beyond the "
+                              "named operations (0: none); set it to model a heavier one"),
 }
 
 KINDS = ("irq", "softirq", "app", "syscall", "poll")

@@ -328,12 +328,14 @@ class Host:
             rng=random.Random(s.seed * 7919 + index), on_interrupt=self.side.on_interrupt)
         self.cores = [Core(env, n) for n in range(s.host.cores)]
         self.paths = []
-        if s.host.path in ("pmd", "irq"):  # one path per core, queues spread over them
+        per_core = s.host.path == "irq" or (s.host.path == "pmd"
+                                              and s.host.pmd_mode == "run_to_completion")
+        if per_core:  # one path per core, queues spread over them
             for n, core in enumerate(self.cores):
                 queues = [q for q in range(s.nic.rxqs) if q % s.host.cores == n]
                 self.paths.append(make_path(s.host.path, self.ctx, self.driver, queues,
                                             [core]))
-        else:  # one path over every queue and core
+        else:  # one path over every queue and core (a PMD pipeline among them)
             self.paths.append(make_path(s.host.path, self.ctx, self.driver,
                                         range(s.nic.rxqs), self.cores))
         # SR-IOV: each virtual function has its own driver (a VM's), queues, vectors, MAC,
