@@ -56,6 +56,12 @@ COSTS = {
     "softirq_entry": Cost(200, "cycles", "assumption: raising and entering NET_RX softirq"),
     "ipi": Cost(1000, "cycles", "assumption: sending an inter-processor interrupt "
                                 "(RPS backlog kick), like an IRQ on the target"),
+    "ipi_send": Cost(300, "cycles", "assumption: the sender's side of an IPI or remote "
+                                    "wake-up, csd/llist queueing + x2APIC ICR write (WRMSR)"),
+    "flow_dissect": Cost(150, "cycles", "assumption: skb_flow_dissect + jhash of the 4-tuple "
+                                        "when the NIC gave no RSS hash (RPS, reuseport)"),
+    "rx_refill": Cost(20, "ns", "assumption: page_pool fast-path buffer get and RX "
+                                "descriptor write, per buffer"),
     "syscall": Cost(100, "ns", "assumption: entry/exit of a fast syscall with the "
                                "mitigations of a current kernel (LEBench-class figure)"),
     "context_switch": Cost(2000, "ns", "assumption: wake-up of a blocked thread and switch "
