@@ -110,6 +110,7 @@ class _Path:
     """
 
     flush = True  # tell the device of every batch of recycled buffers at once
+    IDLE_STEP_PS = 1_000_000  # longest sleep of an idle poll loop between looks
 
     def __init__(self, ctx, driver, queues, cores):
         app = ctx.params.app
@@ -184,8 +185,6 @@ class _Path:
         if landing is not None and landing < wake:
             wake = max(landing, t)
         return wake
-
-    IDLE_STEP_PS = 1_000_000  # longest sleep of an idle poll loop between looks
 
 
 class MbufRing:
@@ -279,9 +278,9 @@ class PmdPath(_Path):
         self.rings = []
         if self.mode == "pipeline":
             if len(cores) < 2:
-                raise ValueError(f"host.pmd_mode 'pipeline' needs host.cores >= 2 (an RX core "
-                                 f"and workers), not {len(cores)} (a virtual function's path "
-                                 f"has one core)")
+                raise ValueError(f"host.pmd_mode 'pipeline' needs at least 2 cores, an RX core "
+                                 f"and workers, not {len(cores)}: raise host.cores (a virtual "
+                                 f"function's path has one core; run those to completion)")
             self.workers = cores[1:]
             self.rings = [MbufRing(self.env, self.RING_SIZE) for _ in self.workers]
             self.env.process(self._rx_core())
