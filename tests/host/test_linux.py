@@ -276,3 +276,14 @@ def test_large_sends_segment_in_software_or_on_the_nic_into_the_same_datagrams(m
     # Software GSO costs a GSO step and a descriptor per segment; USO one descriptor.
     assert soft_ps - uso_ps == pytest.approx(segments * (c.gso_segment + c.driver_tx)
                                              - c.driver_tx, rel=0.02)
+
+
+def test_irq_affinity_pins_each_queue_to_its_core_or_all_to_core_zero():
+    args = ("nic.rxqs=4", "host.cores=4", "traffic.0.flows=32", "traffic.0.rate_mpps=2")
+    pinned, _ = run(*args)
+    single, _ = run(*args, "host.irq_affinity=\"single\"")
+    assert all(kind_ps(pinned, "irq", n) > 0 and kind_ps(pinned, "softirq", n) > 0
+               for n in range(4))
+    assert all(kind_ps(single, "irq", n) == kind_ps(single, "softirq", n) == 0
+               for n in (1, 2, 3))
+    assert path_of(pinned).app.frames == path_of(single).app.frames == 400
