@@ -49,8 +49,10 @@ class _Ring:
         bus.watch_range(self.cq_dev, self.size * CPL_BYTES)
         self.tail = 0  # producer index (free running, 16 bit)
         self.cq_head = 0
-        self.buffers = [bus.alloc(RX_BUFFER_BYTES, 64, driver.fn) for _ in range(self.size)]
-        self.buffers_dev = [bus.dma_map(driver.fn, b, RX_BUFFER_BYTES) for b in self.buffers]
+        size = driver.buffer_bytes
+        self.buffer_bytes = size
+        self.buffers = [bus.alloc(size, 64, driver.fn) for _ in range(self.size)]
+        self.buffers_dev = [bus.dma_map(driver.fn, b, size) for b in self.buffers]
         reg = regs.txq_reg if transmit else regs.rxq_reg
         fn = driver.fn
         self.tail_reg = reg(num, "TAIL")
@@ -103,7 +105,7 @@ class RxQueue(_Ring):
         pack = RX_DESC.struct.pack
         for slot in range(self.size):
             bus.mem_write(self.ring + slot * DESC_BYTES,
-                          pack(self.buffers_dev[slot], RX_BUFFER_BYTES))
+                          pack(self.buffers_dev[slot], self.buffer_bytes))
         self.refill(self.size)
 
     def refill(self, count, flush=True, at_ps=None):
@@ -186,6 +188,8 @@ class NicDriver:
         log2 of every ring's entries.
     ctrl : int
         :class:`nicsim.hw.nic.regs.Ctrl` bits to set.
+    buffer_bytes : int
+        Bytes of every receive and transmit buffer (one per ring slot).
     mac : bytes
         Station MAC address.
     vectors : int
@@ -193,7 +197,10 @@ class NicDriver:
     """
 
     def __init__(self, bus, fn=0, rxqs=1, txqs=1, ring_log2=10, ctrl=0, mac=None,
-                 vectors=1, rss_table=None):
+                 vectors=1, rss_table=None, buffer_bytes=RX_BUFFER_BYTES):
+        if not 64 <= buffer_bytes <= 1 << 20:
+            raise ValueError(f"nic.buffer_bytes must be 64..1048576, not {buffer_bytes}")
+        self.buffer_bytes = buffer_bytes
         self.bus = bus
         self.fn = fn
         self.vectors = vectors

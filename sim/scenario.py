@@ -56,6 +56,7 @@ class NicSection(_Section):
     vf_queues: Annotated[int, Field(ge=1, le=64)] = 1
     vectors: Annotated[int, Field(ge=1, le=64)] = 8
     ring_size: Annotated[int, Field(ge=2, le=32768)] = 1024
+    buffer_bytes: Annotated[int, Field(ge=64, le=1 << 20)] = 2048  # per ring slot
     features: list[str] = ["rx_csum", "tx_csum", "rss"]
     desc_fetch_batch: Annotated[int, Field(ge=1, le=64)] = 8
     rx_fifo_kib: Annotated[int, Field(ge=0)] = 128
@@ -106,6 +107,7 @@ class HostSection(_Section):
     app_cores: list[int] | None = None
     rmem_kib: Annotated[int, Field(ge=1)] = 208  # Linux net.core.rmem_default (212992 B)
     zerocopy: bool = False
+    kv_value_bytes: Annotated[int, Field(ge=1, le=1 << 20)] = 64  # kv: value bytes per reply
     # Kernel bypass: run to completion, or a pipeline of an RX core and workers over rings.
     pmd_mode: Literal["run_to_completion", "pipeline"] = "run_to_completion"
 
@@ -266,7 +268,9 @@ def load_scenario(path=None, overrides=(), text=None):
                                 f"(use one of {', '.join(_RESPONDING)})")
         if t.pattern != "pcap" and t.rate_gbps is not None and t.rate_mpps is not None:
             raise ScenarioError(f"{source}: traffic.{n}: give rate_gbps or rate_mpps, not both")
-    if scenario.host.path in ("pmd", "irq") and scenario.host.cores > scenario.nic.rxqs:
+    pipeline = scenario.host.path == "pmd" and scenario.host.pmd_mode == "pipeline"
+    if (scenario.host.path in ("pmd", "irq") and not pipeline
+            and scenario.host.cores > scenario.nic.rxqs):
         raise ScenarioError(f"{source}: host.cores ({scenario.host.cores}) exceeds nic.rxqs "
                             f"({scenario.nic.rxqs}); a polling core needs a queue")
     return scenario

@@ -321,7 +321,8 @@ class Host:
             rss_table = [n % s.nic.rxqs for n in range(128)]
         self.driver = NicDriver(self.side, 0, rxqs=s.nic.rxqs, txqs=s.nic.txqs,
                                 ring_log2=s.nic.ring_size.bit_length() - 1, ctrl=ctrl,
-                                mac=self.mac, vectors=s.nic.vectors, rss_table=rss_table)
+                                mac=self.mac, vectors=s.nic.vectors, rss_table=rss_table,
+                                buffer_bytes=s.nic.buffer_bytes)
         self.ctx = PathContext(
             env=env, bus=self.side, costs=CostModel(s.host.clock_ghz, s.host.costs),
             params=s.host, features=frozenset(s.nic.features),
@@ -345,7 +346,7 @@ class Host:
             driver = NicDriver(self.side, fn, rxqs=s.nic.vf_queues, txqs=s.nic.vf_queues,
                                ring_log2=s.nic.ring_size.bit_length() - 1,
                                ctrl=ctrl & ~regs.Ctrl.PROMISC, mac=self.function_mac(fn),
-                               vectors=s.nic.vectors,
+                               vectors=s.nic.vectors, buffer_bytes=s.nic.buffer_bytes,
                                rss_table=None if rss_table is None else
                                [n % s.nic.vf_queues for n in range(128)])
             self.vf_drivers.append(driver)

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 
 from nicsim.host.cpu import CostModel
 from nicsim.host.driver import RX_BUFFER_BYTES
-from nicsim.host.linux import SKB_OVERHEAD_BYTES, LinuxPath
+from nicsim.host.linux import SKB_OVERHEAD_BYTES
 from nicsim.sim.scenario import load_scenario
 from nicsim.sim.world import World
 
@@ -240,9 +240,8 @@ def test_app_cores_outside_the_host_are_refused():
 
 
 def kv_send_ps(monkeypatch, value, *overrides):
-    monkeypatch.setattr(LinuxPath, "KV_VALUE_BYTES", value)
-    world, r = run("host.app=\"kv\"", "traffic.0.rate_mpps=0.01", *overrides, duration_us=500,
-                   capture=("tx_wire",))
+    world, r = run("host.app=\"kv\"", "traffic.0.rate_mpps=0.01", f"host.kv_value_bytes={value}",
+                   *overrides, duration_us=500, capture=("tx_wire",))
     answered = path_of(world).app.frames
     assert answered == 5
     return kind_ps(world, "syscall") / answered, world, r
