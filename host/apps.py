@@ -35,7 +35,7 @@ from nicsim.hw.nic.formats import TxFlags
 from nicsim.hw.ref.checksum import TxCommand, TxMode, tx_checksum
 from nicsim.hw.ref.packet import IPPROTO_UDP, be16, parse_ip
 
-__all__ = ["App", "DropApp", "L2Fwd", "L3Fwd", "UdpEcho", "KvStore", "Lpm", "APPS",
+__all__ = ["App", "AppGroup", "DropApp", "L2Fwd", "L3Fwd", "UdpEcho", "KvStore", "Lpm", "APPS",
            "NEXT_HOP_MAC", "DEFAULT_ROUTES", "KV_VALUE_BYTES", "KV_MAX_VALUE_BYTES"]
 
 _LEN = 2  # COMPLETION field positions used here
@@ -414,3 +414,42 @@ class KvStore(_Responder):
 
 APPS = {cls.name: cls for cls in (App, L2Fwd, L3Fwd, UdpEcho, KvStore)}
 DropApp = App
+
+
+class AppGroup:
+    """Several instances of one application (one per thread that works concurrently) seen as
+    one for the results: counts add up, latencies join, first and last span them all."""
+
+    def __init__(self, apps):
+        self.apps = list(apps)
+        self.needs_data = self.apps[0].needs_data if self.apps else False
+        self.name = self.apps[0].name if self.apps else ""
+
+    @property
+    def frames(self):
+        return sum(a.frames for a in self.apps)
+
+    @property
+    def bytes(self):
+        return sum(a.bytes for a in self.apps)
+
+    @property
+    def completions(self):
+        return sum(a.completions for a in self.apps)
+
+    @property
+    def latency_ps(self):
+        joined = array("q")
+        for a in self.apps:
+            joined.extend(a.latency_ps)
+        return joined
+
+    @property
+    def first_ps(self):
+        times = [a.first_ps for a in self.apps if a.first_ps is not None]
+        return min(times) if times else None
+
+    @property
+    def last_ps(self):
+        times = [a.last_ps for a in self.apps if a.last_ps is not None]
+        return max(times) if times else None

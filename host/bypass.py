@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from nicsim.host.apps import APPS, AppGroup
 from nicsim.host.paths import _Path
 
 __all__ = ["NetmapPath"]
@@ -25,7 +26,7 @@ __all__ = ["NetmapPath"]
 class _Ring:
     """One netmap ring: a receive queue, the thread that serves it, its transmit queue."""
 
-    __slots__ = ("q", "core", "txq", "wake", "release", "reap_ps")
+    __slots__ = ("q", "core", "txq", "wake", "release", "reap_ps", "app")
 
     def __init__(self, q, core, txq):
         self.q = q
@@ -34,6 +35,7 @@ class _Ring:
         self.wake = None  # the event a thread sleeping in poll() waits for
         self.release = 0  # slots done with, handed back at the next sync
         self.reap_ps = 0  # transmit completions read since the last sync
+        self.app = None  # this ring's thread's application
 
 
 class NetmapPath(_Path):
@@ -75,6 +77,10 @@ class NetmapPath(_Path):
             driver.arm(q.num, False)
         for vector, rings in by_vector.items():
             ctx.on_interrupt(driver.fn, vector, partial(self._interrupt, rings))
+        # Each ring's thread has its own application state (they run concurrently).
+        for ring in self.rings:
+            ring.app = APPS[ctx.params.app](self)
+        self.app = AppGroup([ring.app for ring in self.rings])
         for ring in self.rings:
             self.env.process(self._thread(ring))
 
@@ -102,7 +108,7 @@ class NetmapPath(_Path):
     def _thread(self, ring):
         env = self.env
         c = self.costs
-        app = self.app
+        app = ring.app
         driver = self.driver
         q = ring.q
         core = ring.core
