@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml scripts/install-debian.sh
 demo: install
 	$(BIN)/nicsim demo
 	$(BIN)/nicsim run scenarios/pmd-drop-64.toml --out out/pmd-drop-64
+	$(BIN)/nicsim compare linux,netmap,pmd --app drop --cores 1..2 --duration-us 300 \
+		--json out/compare/drop-64.json
 
 test: install
 	$(BIN)/python -m pytest -n $(JOBS) -m "not long" -q
