@@ -96,11 +96,22 @@ COSTS = {
     "socket_enqueue": Cost(100, "cycles", "assumption: sock_queue_rcv_skb + wake check"),
     "udp_send": Cost(600, "cycles", "assumption: udp_sendmsg + ip_output per datagram"),
     "tcp_send": Cost(1000, "cycles", "assumption: tcp_sendmsg + tcp_write_xmit per skb"),
+    "tcp_ack": Cost(600, "cycles", "assumption: __tcp_send_ack(): alloc_skb, tcp_transmit_skb "
+                                   "and ip_queue_xmit of a segment without data on the cached "
+                                   "route; tcp_send less the send-buffer and data work (~60%)"),
     "gso_segment": Cost(250, "cycles", "assumption: software GSO per segment made"),
     "qdisc": Cost(150, "cycles", "assumption: pfifo_fast enqueue + dequeue"),
     "driver_tx": Cost(100, "cycles", "assumption: ndo_start_xmit descriptor write per frame"),
     "lpm_lookup": Cost(40, "ns", "assumption: DIR-24-8 LPM lookup, one or two L2/L3 hits"),
     "hash_lookup": Cost(60, "ns", "assumption: cuckoo hash table lookup, key-value store"),
+    "mtcp_rcv": Cost(200, "cycles", "assumption: mTCP ProcessTCPPacket() per segment after the "
+                                    "flow lookup (hash_lookup): header parse, sequence checks, "
+                                    "receive-buffer bookkeeping without the copy, ACK and event "
+                                    "lists; user level, no locks, no skb (mTCP, NSDI'14, gives "
+                                    "no per-packet cycle count)"),
+    "mtcp_send": Cost(200, "cycles", "assumption: mTCP SendTCPPacket() per segment: an mbuf from "
+                                     "the mempool, TCP/IP headers written, send state updated; "
+                                     "the payload copy is charged per byte"),
     "app_work": Cost(0, "ns", "assumption: per-frame work of an application beyond the "
                               "named operations (0: none); set it to model a heavier one"),
 }

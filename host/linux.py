@@ -4,6 +4,9 @@
 #      net/ipv4/udp.c (__udp_enqueue_schedule_skb(), udp_recvmsg()), net/ipv4/ip_output.c
 #      (ip_select_ident_segs()), Documentation/networking/scaling.rst (RSS, RPS, RFS, XPS),
 #      Documentation/networking/msg_zerocopy.rst, Documentation/networking/segmentation-offloads.rst
+#      net/ipv4/tcp_input.c (tcp_rcv_established(), __tcp_ack_snd_check()),
+#      net/ipv4/tcp_output.c (__tcp_send_ack(), tcp_v4_send_check()), net/ipv4/tcp_timer.c
+#      (tcp_delack_timer())
 """The Linux network stack on the NIC driver: NAPI, GRO, RPS/RFS, sockets, application threads.
 
 Receive. A queue's MSI-X interrupt lands on the core its affinity names (``host.irq_affinity``:
@@ -47,6 +50,20 @@ MTU uses ``UDP_SEGMENT``: one descriptor with USO when the NIC has it, else soft
 segment. The UDP checksum goes to the NIC with ``tx_csum`` (``CHECKSUM_PARTIAL``), else it is
 computed in software. Transmit completions are reaped in the NAPI poll and before sending.
 
+TCP (:mod:`nicsim.host.tcp`). ``tcp_bulk``: the softirq runs TCP receive once per skb, so a GRO
+or LRO skb of n segments pays ``ip_rcv`` and ``tcp_rcv`` once, not n times, and is acknowledged
+as one: after each skb, ``__tcp_ack_snd_check()`` sends an ACK when more than one full-sized
+segment is unacknowledged (one ACK per two segments without merging; one per merged skb of two
+or more), else the delayed-ACK timer (40 ms) will. The ACK is a real segment built in the softirq
+(``tcp_ack``, its skb freed when its transmission is reaped), through the qdisc and the driver
+with its own doorbell, on the core's transmit queue (XPS); its TCP checksum goes to the NIC with
+``tx_csum`` (``CHECKSUM_PARTIAL``), else it is summed in software. The reader's ``recv()`` takes up
+to 64 KiB of one connection's skbs per call. ``tcp_rr``: each request is received as above (no
+ACK: the reply carries it), the thread's ``recv()`` wakes and copies it, and ``send()`` answers on
+the connection (``tcp_send``, the copy of the reply, qdisc, driver, doorbell; no GSO: the reply is
+one segment), the ACK piggybacked. One thread per application core serves every connection the
+reuseport hash gives it, as an epoll loop would.
+
 Simulation: one step per group of 8 packets in a poll, per softirq run and per thread step, not
 per packet.
 """
@@ -59,6 +76,18 @@ from array import array
 from collections import deque
 
 from nicsim.host.driver import RX_BUFFER_BYTES
+from nicsim.host.tcp import (
+    ACK,
+    DELACK_PS,
+    EMPTY,
+    HOLE,
+    OLD,
+    PSH,
+    TCP_APPS,
+    Connection,
+    parse_segment,
+    payload_bytes,
+)
 from nicsim.hw.nic.formats import DESC_BYTES, TX_DESC, CplFlags, TxFlags
 from nicsim.hw.ref import tso as ref_tso
 from nicsim.hw.ref.checksum import Status, ones_sum, rx_checksum
@@ -68,7 +97,7 @@ from nicsim.hw.ref.packet import IPPROTO_TCP, IPPROTO_UDP, parse_ip
 __all__ = ["LinuxPath", "SocketApp", "LINUX_APPS", "NETDEV_BUDGET", "GRO_NORMAL_BATCH",
            "RECV_BATCH"]
 
-LINUX_APPS = ("drop", "udp_echo", "kv")
+LINUX_APPS = ("drop", "udp_echo", "kv", "tcp_bulk", "tcp_rr")
 NETDEV_BUDGET = 300  # net.core.netdev_budget: packets per net_rx_action run
 MAX_SOFTIRQ_RESTART = 10  # kernel/softirq.c: softirq runs before handing over to ksoftirqd
 MAX_SOFTIRQ_TIME_PS = 2_000_000_000  # kernel/softirq.c MAX_SOFTIRQ_TIME: 2 ms
@@ -105,18 +134,21 @@ class SocketApp:
     -------
     name : str
     frames : int
-        ``drop``: segments received (an LRO or GRO skb counts its segments); ``udp_echo`` and
-        ``kv``: requests answered.
+        ``drop``, ``tcp_bulk``: segments received (an LRO or GRO skb counts its segments);
+        ``udp_echo``, ``kv``, ``tcp_rr``: requests answered.
     bytes : int
         Frame bytes (no FCS) of what ``frames`` counts.
     latency_ps : array.array
-        ``drop``: when the thread had the data minus when it was sent (one per skb);
-        ``udp_echo``, ``kv``: when the reply was handed to the NIC minus the request's birth.
+        ``drop``, ``tcp_bulk``: when the thread had the data minus when it was sent (one per
+        skb); ``udp_echo``, ``kv``, ``tcp_rr``: when the reply was handed to the NIC minus the
+        request's birth.
     first_ps, last_ps : int or None
         When the first and the last were finished.
     completions : int
         Receive completions the driver took (an LRO frame counts once).
     """
+
+    needs_data = True  # the stack reads the frames (as :class:`nicsim.host.apps.App` says)
 
     def __init__(self, name):
         self.name = name
@@ -218,7 +250,9 @@ class LinuxPath:
     drops : dict
         Frames the host dropped, by reason: ``socket_buffer_full``, ``rx_bad_checksum``,
         ``rx_no_socket`` (no socket for the protocol), ``rx_truncated``, ``rps_backlog_full``,
-        ``tx_ring_full``.
+        ``tx_ring_full``, ``tcp_old_data``, ``tcp_no_payload``.
+    conns : dict
+        TCP connections (:class:`nicsim.host.tcp.Connection`) by 4-tuple.
     interrupts : int
         Interrupts taken.
     polls : int
@@ -255,7 +289,13 @@ class LinuxPath:
         self.polls = 0
         self.app = SocketApp(app)
         self.app_name = app
-        self.responding = app != "drop"
+        self.responding = app in ("udp_echo", "kv", "tcp_rr")  # the thread sends a reply
+        self.sends = app != "drop"  # replies or ACKs: transmit completions to reap
+        self.udp_socket = app in ("drop", "udp_echo", "kv")
+        self.tcp_socket = app in ("drop", *TCP_APPS)
+        self.bulk = app == "tcp_bulk"
+        self.rr = app == "tcp_rr"
+        self.conns = {}  # TCP connections by 4-tuple (tcp_bulk in the softirq, tcp_rr's replies)
         features = ctx.features
         self.rx_csum = "rx_csum" in features
         self.tx_csum = "tx_csum" in features
@@ -268,6 +308,9 @@ class LinuxPath:
             raise ValueError(f"the kv value size must be 0 to {UDP_MAX_PAYLOAD} bytes (one UDP "
                              f"datagram), not {value}")
         self.kv_value = bytes(n & 0xFF for n in range(value))
+        self.rr_reply = getattr(params, "rr_reply_bytes", None)
+        self.payloads = {}  # reply payloads by size
+        self.tcp_csum = "partial" if self.tx_csum else "soft"
         self.dev_addr = {}
         self.cpus = [_Cpu(core) for core in cores]
         ncores = len(cores)
@@ -284,6 +327,11 @@ class LinuxPath:
                                 txqs[cores[n].num % len(txqs)])  # XPS: a queue per core
                         for i, n in enumerate(dict.fromkeys(app_cores))]
         self.nthreads = len(self.threads)
+        self.xps = {cpu.num: txqs[cpu.num % len(txqs)] for cpu in self.cpus}  # a queue per core
+        # An ACK from the softirq: __tcp_send_ack(), the qdisc, the descriptor, the doorbell, and
+        # the TCP checksum in software without tx_csum (the IPv4 header's is in tcp_ack).
+        self.ack_ps = (c.tcp_ack + c.qdisc + c.driver_tx + c.mmio_write
+                       + (0 if self.tx_csum else round(c.csum * 20)))
         self.need_hash = self.rps or self.rfs or self.nthreads > 1
         # Receive queues, their NAPI instances and interrupt vectors.
         self.napis = []
@@ -420,7 +468,7 @@ class LinuxPath:
         env = self.env
         c = self.costs
         self.polls += 1
-        if self.responding and napi.txq.inflight:
+        if self.sends and napi.txq.inflight:
             cpu.t += napi.txq.reap() * (c.l3_hit + c.skb_free)  # napi_consume_skb()
         q = napi.q
         done = 0
@@ -585,38 +633,47 @@ class LinuxPath:
         env = self.env
         c = self.costs
         t = cpu.t
-        accepted = []
+        accepted = []  # (thread, skb, receive memory charged already)
+        acks = []
         udp = c.ip_rcv + c.udp_rcv + c.socket_enqueue
         tcp = c.ip_rcv + c.tcp_rcv
         for skb in skbs:
             proto = skb[_PROTO]
             if proto == IPPROTO_UDP:
-                t += udp
-                accepted.append(skb)
+                if self.udp_socket:
+                    t += udp
+                    accepted.append((self._reader(skb[_HASH]), skb, False))
+                else:
+                    t += c.ip_rcv + c.udp_rcv
+                    self._drop("rx_no_socket", skb[_SEGS])
             elif proto == IPPROTO_TCP:
                 t += tcp
                 if skb[_CSUM] == _CSUM_BAD:
                     self._drop("rx_bad_checksum", skb[_SEGS])
-                elif self.responding:  # no TCP socket (Linux would answer with a RST)
+                elif not self.tcp_socket:  # (Linux would answer with a RST)
                     self._drop("rx_no_socket", skb[_SEGS])
+                elif self.bulk:
+                    t = self._tcp_data(cpu, skb, t, accepted, acks)
                 else:
                     t += c.socket_enqueue
-                    accepted.append(skb)
+                    accepted.append((self._reader(skb[_HASH]), skb, False))
             else:
                 t += c.ip_rcv
                 self._drop("rx_no_socket", skb[_SEGS])
         if t > env.now:
             yield env.timeout(t - env.now)
-        threads = self.threads
-        nthreads = self.nthreads
+        if acks:
+            txq = self.xps[cpu.num]
+            for frame, flags, param, made in acks:
+                t += self._post(txq, [frame], flags, param, made)
         here = cpu.num
-        for skb in accepted:
-            th = threads[(skb[_HASH] * nthreads) >> 32] if nthreads > 1 else threads[0]
+        for th, skb, charged in accepted:
             sock = th.sock
-            if sock.rmem > sock.rcvbuf:  # __udp_enqueue_schedule_skb(); TCP alike here
-                self._drop("socket_buffer_full", skb[_SEGS])
-                continue
-            sock.rmem += skb[_TRUE]
+            if not charged:
+                if sock.rmem > sock.rcvbuf:  # __udp_enqueue_schedule_skb(); TCP alike here
+                    self._drop("socket_buffer_full", skb[_SEGS])
+                    continue
+                sock.rmem += skb[_TRUE]
             sock.queue.append((skb, here))
             if th.blocked:  # sk_data_ready(): wake the reader
                 th.blocked = False
@@ -625,6 +682,73 @@ class LinuxPath:
                 if th.cpu is not cpu:
                     t += c.ipi_send
         cpu.t = t
+
+    def _reader(self, flow_hash):
+        """Return the thread whose socket gets the flow (the reuseport group's hash)."""
+        nthreads = self.nthreads
+        return self.threads[(flow_hash * nthreads) >> 32] if nthreads > 1 else self.threads[0]
+
+    def _tcp_data(self, cpu, skb, t, accepted, acks):
+        """tcp_bulk: TCP receive of one skb in the softirq (``tcp_rcv_established()``): the
+        socket's memory, the connection's sequence space, the ACK if one is due (appended to
+        ``acks`` as ``(frame, flags, param, made at)``) or the delayed-ACK timer; return the
+        softirq's clock."""
+        data = skb[_DATA]
+        segs = skb[_SEGS]
+        seg = parse_segment(data)
+        if seg is None:
+            self._drop("rx_no_socket", segs)
+            return t
+        th = self._reader(skb[_HASH])
+        sock = th.sock
+        if sock.rmem > sock.rcvbuf:  # tcp_try_rmem_schedule() failed: dropped, not received
+            self._drop("socket_buffer_full", segs)
+            return t
+        conn = self.conns.get(seg.key)
+        if conn is None:
+            conn = self.conns[seg.key] = Connection(data, seg)
+        verdict = conn.receive(seg.seq, seg.payload, -(-seg.payload // segs))
+        if verdict == EMPTY:
+            self._drop("tcp_no_payload", segs)
+            return t
+        if verdict == OLD or verdict == HOLE:  # an immediate (duplicate) ACK of rcv_nxt
+            t += self.ack_ps
+            acks.append((*conn.ack_frame(sock.rcvbuf - sock.rmem, self.tcp_csum), t))
+            if verdict == OLD:
+                self._drop("tcp_old_data", segs)
+                return t
+            conn.skip(seg.seq, seg.payload)
+        t += self.costs.socket_enqueue
+        sock.rmem += skb[_TRUE]
+        accepted.append((th, skb, True))
+        if conn.ack_due():  # __tcp_ack_snd_check(): more than one full segment unacknowledged
+            t += self.ack_ps
+            acks.append((*conn.ack_frame(sock.rcvbuf - sock.rmem, self.tcp_csum), t))
+        elif conn.delack is None:
+            conn.delack = t + DELACK_PS
+            if not conn.timer:
+                conn.timer = True
+                self.env.process(self._delack(conn, cpu, sock))
+        return t
+
+    def _delack(self, conn, cpu, sock):
+        """The delayed-ACK timer of ``conn`` (``tcp_delack_timer()``): when it expires with
+        data unacknowledged, the timer softirq of ``cpu`` sends the ACK."""
+        env = self.env
+        c = self.costs
+        while conn.delack is not None:
+            if env.now < conn.delack:
+                yield env.timeout(conn.delack - env.now)
+                continue
+            conn.delack = None
+            if not conn.unacked():
+                break
+            yield from cpu.core.work(c.softirq_entry + self.ack_ps, "softirq", priority=1)
+            frame, flags, param = conn.ack_frame(sock.rcvbuf - sock.rmem, self.tcp_csum)
+            reap = self._post(self.xps[cpu.num], [frame], flags, param, env.now)
+            if reap:
+                yield from cpu.core.work(reap, "softirq", priority=1)
+        conn.timer = False
 
     def _drop(self, reason, count):
         self.drops[reason] = self.drops.get(reason, 0) + count
@@ -644,6 +768,7 @@ class LinuxPath:
         lat = app.latency_ps
         responding = self.responding
         kv = self.app_name == "kv"
+        rr = self.rr
         recv_fixed = c.spin_lock + c.skb_free
         while True:
             if not queue:
@@ -661,16 +786,22 @@ class LinuxPath:
                 slice_end = start + cpu.slice_ps if cpu.ksoftirqd else start
                 n = 0
                 tcp_bytes = 0  # bytes of the TCP recv() call under way
+                tcp_conn = None  # ... and its connection
                 while queue and (n < RECV_BATCH or t < slice_end):
                     skb, source = queue.popleft()
                     sock.rmem -= skb[_TRUE]
                     n += 1
                     payload = skb[_PAYLOAD]
-                    if skb[_PROTO] == IPPROTO_TCP and 0 < tcp_bytes <= TCP_RECV_BYTES - payload:
-                        tcp_bytes += payload  # the same recv() call goes on
+                    if skb[_PROTO] == IPPROTO_TCP:
+                        conn = _tcp_flow(skb[_DATA])
+                        if conn == tcp_conn and 0 < tcp_bytes <= TCP_RECV_BYTES - payload:
+                            tcp_bytes += payload  # the same recv() call goes on
+                        else:
+                            t += c.syscall
+                            tcp_bytes = payload
+                            tcp_conn = conn
                     else:
                         t += c.syscall
-                        tcp_bytes = payload
                     t += (recv_fixed + (c.l2_hit if source == here else c.cache_miss)
                           + c.copy(payload))
                     if skb[_CSUM]:  # udp_recvmsg(): skb_copy_and_csum_datagram()
@@ -686,11 +817,19 @@ class LinuxPath:
                             lat.append(t - born)
                         app.done(skb[_SEGS], skb[_LEN], t)
                         continue
-                    work = c.hash_lookup if kv else c.l2_hit  # a GET, or an echo's look
+                    work = c.hash_lookup if kv else c.l2_hit  # a GET, or a look at the request
                     t += work
                     app_ps += work
-                    frames, flags, param, cost = self._reply(
-                        skb[_DATA], self.kv_value if kv else None)
+                    if rr:
+                        tcp_conn = None  # the next recv() is a call of its own
+                        reply = self._tcp_reply(skb[_DATA], sock)
+                        if reply is None:
+                            self._drop("rx_no_socket", skb[_SEGS])
+                            continue
+                        frames, flags, param, cost = reply
+                    else:
+                        frames, flags, param, cost = self._reply(
+                            skb[_DATA], self.kv_value if kv else None)
                     t += cost
                     yield env.timeout(t - env.now)
                     t += self._post(th.txq, frames, flags, param, born)
@@ -706,6 +845,28 @@ class LinuxPath:
                 core.charge(env.now - start - app_ps, "syscall")
 
     # -- send ---------------------------------------------------------------------------------
+
+    def _tcp_reply(self, data, sock):
+        """tcp_rr: return (frames, flags, param, CPU time of the ``send()``) of the reply to the
+        request segment ``data`` on its connection, or ``None`` when it is not one."""
+        c = self.costs
+        seg = parse_segment(data)
+        if seg is None:
+            return None
+        conn = self.conns.get(seg.key)
+        if conn is None:
+            conn = self.conns[seg.key] = Connection(data, seg)
+        size = self.rr_reply or seg.payload
+        payload = self.payloads.get(size)
+        if payload is None:
+            payload = self.payloads[size] = payload_bytes(size)
+        # The reply follows what the request acknowledges and acknowledges the request.
+        frame, flags, param = conn.frame(seg.ack, seg.seq + seg.payload, PSH | ACK, payload,
+                                         sock.rcvbuf - sock.rmem, self.tcp_csum)
+        cost = (c.syscall + c.tcp_send + c.copy(size) + c.qdisc + c.driver_tx + c.mmio_write)
+        if not self.tx_csum:
+            cost += round(c.csum * (20 + size))
+        return [frame], flags, param, cost
 
     def _reply(self, data, value):
         """Return (frames, flags, param, CPU time of the send) of the reply to the UDP datagram
@@ -803,6 +964,15 @@ def _soft_hash(data, version, l3, l4):
     if version == 4:
         return zlib.crc32(data[l3 + 12:l3 + 20] + data[l4:l4 + 4])
     return zlib.crc32(data[l3 + 8:l3 + 40] + data[l4:l4 + 4])
+
+
+def _tcp_flow(data):
+    """Return the addresses and ports of the TCP segment ``data``: its connection."""
+    version, l3, hlen, _ = parse_ip(data)
+    l4 = l3 + hlen
+    if version == 4:
+        return data[l3 + 12:l3 + 20] + data[l4:l4 + 4]
+    return data[l3 + 8:l3 + 40] + data[l4:l4 + 4]
 
 
 def _tcp_payload(data, l4):

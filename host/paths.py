@@ -74,6 +74,7 @@ PATHS = {
     "irq": "nicsim.host.paths:IrqPath",
     "linux": "nicsim.host.linux:LinuxPath",
     "netmap": "nicsim.host.bypass:NetmapPath",
+    "mtcp": "nicsim.host.mtcp:MtcpPath",
 }
 
 

@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "apply_overrides", "FEATURES"]
 
 FEATURES = ("rx_csum", "tx_csum", "rss", "tso", "uso", "lro")
-_RESPONDING = ("l2fwd", "l3fwd", "udp_echo", "kv")  # applications that send replies
+_RESPONDING = ("l2fwd", "l3fwd", "udp_echo", "kv", "tcp_rr")  # applications that send replies
+_TCP_APPS = ("tcp_bulk", "tcp_rr")  # nicsim.host.tcp.TCP_APPS
+_TCP_PATHS = ("linux", "mtcp")  # paths with a TCP stack (nicsim.host.tcp.TCP_PATHS)
 
 
 class ScenarioError(ValueError):
@@ -92,8 +94,8 @@ class InterruptSection(_Section):
 
 
 class HostSection(_Section):
-    path: Literal["pmd", "irq", "linux", "netmap"] = "pmd"
-    app: Literal["drop", "l2fwd", "l3fwd", "udp_echo", "kv"] = "drop"
+    path: Literal["pmd", "irq", "linux", "netmap", "mtcp"] = "pmd"
+    app: Literal["drop", "l2fwd", "l3fwd", "udp_echo", "kv", "tcp_bulk", "tcp_rr"] = "drop"
     cores: Annotated[int, Field(ge=1, le=64)] = 1
     clock_ghz: Annotated[float, Field(gt=0, le=10)] = 3.0
     burst: Annotated[int, Field(ge=1, le=1024)] = 32
@@ -108,6 +110,8 @@ class HostSection(_Section):
     rmem_kib: Annotated[int, Field(ge=1)] = 208  # Linux net.core.rmem_default (212992 B)
     zerocopy: bool = False
     kv_value_bytes: Annotated[int, Field(ge=1, le=1 << 20)] = 64  # kv: value bytes per reply
+    # tcp_rr: payload bytes of every reply, one segment (default: the request's payload).
+    rr_reply_bytes: Annotated[int, Field(ge=1, le=1460)] | None = None
     # Kernel bypass: run to completion, or a pipeline of an RX core and workers over rings.
     pmd_mode: Literal["run_to_completion", "pipeline"] = "run_to_completion"
 
@@ -238,6 +242,31 @@ def _describe(error, source):
     return f"{source}: {where}: {message}{tail}"
 
 
+def _check_tcp(scenario, source):
+    """Refuse TCP applications without a TCP stack or without the traffic they serve."""
+    host = scenario.host
+    if host.app in _TCP_APPS and host.path not in _TCP_PATHS:
+        raise ScenarioError(f"{source}: host.app {host.app!r} needs a TCP stack, which host.path "
+                            f"{host.path!r} does not have; use host.path \"linux\" or \"mtcp\"")
+    if host.path == "mtcp" and host.app not in _TCP_APPS:
+        raise ScenarioError(f"{source}: host.path \"mtcp\" is a TCP stack that runs the TCP "
+                            f"applications {' and '.join(_TCP_APPS)}, not host.app {host.app!r}")
+    for n, t in enumerate(scenario.traffic):
+        if host.app == "tcp_bulk" and t.pattern != "pcap" and not (
+                t.proto == "tcp" and t.stream and t.pattern != "closed_loop"):
+            raise ScenarioError(f"{source}: traffic.{n} must be TCP streams for host.app "
+                                f"\"tcp_bulk\" (proto = \"tcp\", stream = true, an open-loop "
+                                f"pattern)")
+        if host.app == "tcp_rr" and (t.pattern != "closed_loop" or t.proto != "tcp"):
+            raise ScenarioError(f"{source}: host.app \"tcp_rr\" answers closed-loop TCP clients, "
+                                f"so traffic.{n} needs pattern = \"closed_loop\" and proto = "
+                                f"\"tcp\"")
+        if (host.app == "tcp_rr" and t.ipv6 and host.rr_reply_bytes is not None
+                and host.rr_reply_bytes > 1440):
+            raise ScenarioError(f"{source}: host.rr_reply_bytes {host.rr_reply_bytes} does not "
+                                f"fit one IPv6 segment (traffic.{n} is IPv6): at most 1440")
+
+
 def load_scenario(path=None, overrides=(), text=None):
     """Read, override and validate a scenario; raise :class:`ScenarioError` on any problem."""
     source = str(path) if path is not None else "scenario"
@@ -255,6 +284,7 @@ def load_scenario(path=None, overrides=(), text=None):
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         raise ScenarioError(_describe(exc, source)) from None
+    _check_tcp(scenario, source)
     for n, t in enumerate(scenario.traffic):
         if t.host >= scenario.topology.hosts:
             raise ScenarioError(f"{source}: traffic.{n}.host is {t.host}, but the topology "
@@ -269,7 +299,7 @@ def load_scenario(path=None, overrides=(), text=None):
         if t.pattern != "pcap" and t.rate_gbps is not None and t.rate_mpps is not None:
             raise ScenarioError(f"{source}: traffic.{n}: give rate_gbps or rate_mpps, not both")
     pipeline = scenario.host.path == "pmd" and scenario.host.pmd_mode == "pipeline"
-    if (scenario.host.path in ("pmd", "irq") and not pipeline
+    if (scenario.host.path in ("pmd", "irq", "mtcp") and not pipeline
             and scenario.host.cores > scenario.nic.rxqs):
         raise ScenarioError(f"{source}: host.cores ({scenario.host.cores}) exceeds nic.rxqs "
                             f"({scenario.nic.rxqs}); a polling core needs a queue")

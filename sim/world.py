@@ -36,7 +36,7 @@ __all__ = ["HostSide", "Host", "World", "run_scenario", "RESPONDING_APPS"]
 
 # Applications that send every frame (or a reply) back out: measured where it arrives, at the
 # sink behind the wire, so latency is the round trip.
-RESPONDING_APPS = ("l2fwd", "l3fwd", "udp_echo", "kv")
+RESPONDING_APPS = ("l2fwd", "l3fwd", "udp_echo", "kv", "tcp_rr")
 
 BAR0 = 0xF000_0000  # where the BIOS placed the NIC's BAR (any address above RAM works)
 MSI_ADDR = 0xFEE0_0000  # x86 MSI address window
