@@ -40,6 +40,12 @@ CASES = {
     "pmd-drop-64-2mpps": ["traffic.0.rate_mpps=2"],
     "linux-udp-echo-64": ["host.path=\"linux\"", "host.app=\"udp_echo\"",
                           "traffic.0.rate_mpps=0.5"],
+    # TCP: four streams of full-sized segments at line rate (GRO merges them, the host sends
+    # ACKs), and closed-loop request/response clients on mTCP.
+    "linux-tcp-bulk": ["host.path=\"linux\"", "host.app=\"tcp_bulk\"", "traffic.0.proto=\"tcp\"",
+                       "traffic.0.stream=true", "traffic.0.size=1518", "traffic.0.flows=4"],
+    "mtcp-tcp-rr": ["host.path=\"mtcp\"", "host.app=\"tcp_rr\"", "traffic.0.proto=\"tcp\"",
+                    "traffic.0.pattern=\"closed_loop\"", "traffic.0.concurrency=16"],
 }
 
 
