@@ -189,7 +189,8 @@ class _Cpu:
     """The per-core state of the stack: NAPI poll list, RPS backlog, softirq and task."""
 
     __slots__ = ("core", "num", "poll_list", "backlog", "backlog_napi", "irqs", "ipis", "idle",
-                 "kick", "ksoftirqd", "slice_ps", "task", "t", "kicks", "need_resched")
+                 "kick", "ksoftirqd", "slice_ps", "task", "t", "kicks", "need_resched",
+                 "charged_ps", "irq_due_ps")
 
     def __init__(self, core):
         self.core = core
@@ -207,6 +208,8 @@ class _Cpu:
         self.t = 0  # the softirq's clock while it runs
         self.kicks = []  # cores to send an RPS IPI to at the end of the softirq run
         self.need_resched = False  # a thread of this core was woken and waits for it
+        self.charged_ps = 0  # the softirq's time is accounted up to here
+        self.irq_due_ps = 0  # ... but for this much hard-IRQ time, accounted as it passes
 
 
 class _Socket:
@@ -383,7 +386,9 @@ class LinuxPath:
 
         Up to :data:`MAX_SOFTIRQ_RESTART` runs (or 2 ms, or until a thread of the core was woken:
         ``need_resched()``) hold the core as one piece of interrupt-context work; what is left
-        then runs in ksoftirqd, which queues for the core like the application threads do.
+        then runs in ksoftirqd, which queues for the core like the application threads do and,
+        like them, gives it up after a run when another thread waits for it: a reader that still
+        has data is runnable, not woken, and would otherwise wait for ten runs.
         """
         env = self.env
         c = self.costs
@@ -400,9 +405,7 @@ class LinuxPath:
             prio = 2 if cpu.ksoftirqd else (0 if cpu.irqs or cpu.ipis else 1)
             with resource.request(priority=prio) as req:
                 yield req
-                start = env.now
-                cpu.t = start
-                irq_ps = 0
+                start = cpu.t = cpu.charged_ps = env.now
                 if cpu.ksoftirqd and cpu.task is not _KSOFTIRQD:
                     cpu.t += c.context_switch
                     cpu.task = _KSOFTIRQD
@@ -413,20 +416,39 @@ class LinuxPath:
                         d = cpu.irqs * (c.irq_entry_exit + c.mmio_write) + cpu.ipis * c.ipi
                         cpu.irqs = cpu.ipis = 0
                         cpu.t += d
-                        irq_ps += d
+                        cpu.irq_due_ps += d
                     cpu.t += c.softirq_entry
                     yield from self._net_rx_action(cpu)
                     restarts += 1
                     if (not cpu.poll_list or restarts >= MAX_SOFTIRQ_RESTART
-                            or cpu.t - start >= MAX_SOFTIRQ_TIME_PS or cpu.need_resched):
+                            or cpu.t - start >= MAX_SOFTIRQ_TIME_PS or cpu.need_resched
+                            or cpu.ksoftirqd and resource.queue):
+                        # ksoftirqd is a thread: it gives the core up after a run when another
+                        # waits for it (CFS), as an application thread that still has data does.
                         break
                 if cpu.t > env.now:
                     yield env.timeout(cpu.t - env.now)
-                core.charge(irq_ps, "irq")
-                core.charge(env.now - start - irq_ps, "softirq")
+                self._account(cpu)
             if cpu.poll_list:
                 cpu.ksoftirqd = True
                 cpu.slice_ps = env.now - start
+
+    @staticmethod
+    def _account(cpu):
+        """Charge the softirq's time up to now to its core, hard-IRQ time first.
+
+        A softirq holds its core for up to 2 ms; charged as it goes, the core's accounting is
+        right at any instant (the end of the measurement, or its start: :meth:`Core.reset`).
+        """
+        core = cpu.core
+        now = core.env.now
+        spent = now - max(cpu.charged_ps, core.start_ps)
+        cpu.charged_ps = now
+        if spent > 0:
+            irq = min(spent, cpu.irq_due_ps)
+            cpu.irq_due_ps -= irq
+            core.charge(irq, "irq")
+            core.charge(spent - irq, "softirq")
 
     def _net_rx_action(self, cpu):
         """Poll the scheduled NAPI instances of ``cpu`` for up to :data:`NETDEV_BUDGET`."""
@@ -455,6 +477,7 @@ class LinuxPath:
             # net_rps_action_and_irq_enable(): an IPI to each core given backlog work.
             if cpu.t > env.now:
                 yield env.timeout(cpu.t - env.now)
+                self._account(cpu)
             for target in cpu.kicks:
                 cpu.t += c.ipi_send
                 target.ipis += 1
@@ -475,6 +498,7 @@ class LinuxPath:
         while done < weight:
             if cpu.t > env.now:
                 yield env.timeout(cpu.t - env.now)
+                self._account(cpu)
             got = q.receive(min(GRO_NORMAL_BATCH, weight - done))
             if not got:
                 cpu.t += c.l3_hit  # looked at the next completion: not written yet
@@ -491,6 +515,7 @@ class LinuxPath:
             cpu.t += 2 * c.mmio_write  # the completion head and the receive doorbell
         if cpu.t > env.now:
             yield env.timeout(cpu.t - env.now)
+            self._account(cpu)
         if done:
             q.refill(done, True)
         return done
@@ -662,6 +687,7 @@ class LinuxPath:
                 self._drop("rx_no_socket", skb[_SEGS])
         if t > env.now:
             yield env.timeout(t - env.now)
+            self._account(cpu)
         if acks:
             txq = self.xps[cpu.num]
             for frame, flags, param, made in acks:
@@ -777,8 +803,8 @@ class LinuxPath:
                 yield th.wake
             with core.resource.request(priority=2) as req:
                 yield req
-                start = t = env.now
-                app_ps = 0
+                start = t = since = env.now
+                app_ps = 0  # application time since ``since``, up to which the step is charged
                 cpu.need_resched = False
                 if cpu.task is not th:
                     t += c.context_switch
@@ -788,6 +814,11 @@ class LinuxPath:
                 tcp_bytes = 0  # bytes of the TCP recv() call under way
                 tcp_conn = None  # ... and its connection
                 while queue and (n < RECV_BATCH or t < slice_end):
+                    if n and not n % RECV_BATCH and t > env.now:  # a slice against ksoftirqd:
+                        # charged as it goes, and what other cores queue meanwhile is seen
+                        yield env.timeout(t - env.now)
+                        since = self._charge_thread(core, since, app_ps)
+                        app_ps = 0
                     skb, source = queue.popleft()
                     sock.rmem -= skb[_TRUE]
                     n += 1
@@ -832,6 +863,8 @@ class LinuxPath:
                             skb[_DATA], self.kv_value if kv else None)
                     t += cost
                     yield env.timeout(t - env.now)
+                    since = self._charge_thread(core, since, app_ps)
+                    app_ps = 0
                     t += self._post(th.txq, frames, flags, param, born)
                     if born is not None:
                         lat.append(t - born)
@@ -841,8 +874,18 @@ class LinuxPath:
                     cpu.task = None
                 if t > env.now:
                     yield env.timeout(t - env.now)
-                core.charge(app_ps, "app")
-                core.charge(env.now - start - app_ps, "syscall")
+                self._charge_thread(core, since, app_ps)
+
+    @staticmethod
+    def _charge_thread(core, since, app_ps):
+        """Charge a thread's time from ``since`` to now to ``core``: ``app_ps`` of it to the
+        application, the rest to the kernel (``syscall``); return now."""
+        now = core.env.now
+        spent = now - max(since, core.start_ps)
+        app = min(app_ps, spent)
+        core.charge(app, "app")
+        core.charge(spent - app, "syscall")
+        return now
 
     # -- send ---------------------------------------------------------------------------------
 

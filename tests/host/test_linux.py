@@ -178,6 +178,30 @@ def test_softirq_and_reader_on_one_core_contend():
     assert r_shared["drops"]["socket_buffer_full"] > 0
 
 
+def overload(cores, *overrides, duration_us=300):
+    """Line rate (14.88 Mpps of 64-byte frames) into ``cores`` queues, a reader per core."""
+    return run(f"host.cores={cores}", f"nic.rxqs={cores}", f"nic.txqs={cores}",
+               "traffic.0.flows=256", *overrides, duration_us=duration_us)[1]
+
+
+def test_every_core_works_under_overload_and_two_cores_deliver_more_than_one():
+    one, two = overload(1), overload(2)
+    # Neither the softirq nor the reader leaves a core idle while the other has work, and the
+    # core's time is counted as it is spent, not when a piece of work ends.
+    assert all(busy >= 0.95 for busy in one["cpu_busy"] + two["cpu_busy"])
+    # RSS spreads 256 flows over the two queues: about twice the frames of one core.
+    assert two["delivered_frames"] > 1.5 * one["delivered_frames"]
+
+
+def test_ksoftirqd_shares_its_core_with_a_reader_that_still_has_data():
+    # 1 us per recv(): the readers never empty their sockets (each fed by both cores), so they
+    # stay runnable and are not woken. ksoftirqd, a thread like them, gives the core up after a
+    # softirq run; a fair share is about half the core each.
+    r = overload(2, "host.costs.syscall=1000", duration_us=400)
+    assert all(busy >= 0.95 for busy in r["cpu_busy"])
+    assert all(kinds["syscall"] + kinds["app"] > 0.4 for kinds in r["cpu_by_kind"])
+
+
 def udp_echo_replies(*overrides):
     world, r = run("host.app=\"udp_echo\"", "traffic.0.rate_mpps=0.5", "traffic.0.flows=4",
                    *overrides, duration_us=40, capture=("tx_wire",))
