@@ -5,6 +5,10 @@ happens in the cycle ``w_en`` is high; a read is requested with ``r_en`` and its
 expected in ``r_data`` in the next cycle. ``err`` (combinational, same cycle as ``w_en`` or
 ``r_en``) rejects the access: an unmapped address, a read-only register, or a value out of
 range. The AXI4-Lite bridge answers such accesses with SLVERR and leaves the block unchanged.
+
+``addr`` and ``w_data`` hold their values from the cycle before a strobe (``w_en`` or
+``r_en``) to the strobe, so a block may decode them a cycle ahead into registers. Two strobes
+are then either in consecutive cycles at one address or two cycles apart at least.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -23,11 +27,11 @@ class RegisterBusSignature(wiring.Signature):
     Members
     -------
     addr : Out(addr_width)
-        Byte address, 32-bit aligned.
+        Byte address, 32-bit aligned; held from the cycle before the strobe.
     w_en : Out(1)
         Write strobe.
     w_data : Out(32)
-        Write data.
+        Write data; like ``addr``, held from the cycle before the strobe.
     r_en : Out(1)
         Read strobe; ``r_data`` answers in the next cycle.
     r_data : In(32)
@@ -87,6 +91,10 @@ class AxiLiteBridge(wiring.Component):
     One access is in flight at a time; writes take priority over reads. Partial writes
     (``wstrb`` not all ones) are rejected with SLVERR: every register is 32 bits wide.
 
+    The response comes three cycles after the handshake for a write (``bvalid``), four for a
+    read (``rvalid``): the request is registered, held a cycle for the block to decode, strobed
+    and, for reads, the data registered.
+
     Parameters
     ----------
     addr_width : int
@@ -103,47 +111,60 @@ class AxiLiteBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        # Requests are registered before they reach the block, so that address decode in the
-        # block starts from flip-flops (this bridge must not limit the block's fmax).
-        w_pending = Signal()
-        w_addr = Signal.like(self.s_axil_awaddr)
+        # One access at a time, in three cycles: accept it into registers; hold the address
+        # (the block decodes it); strobe. Everything the block sees comes straight from
+        # flip-flops, with no multiplexer between reads and writes.
+        addr = Signal.like(bus.addr)
         w_data = Signal(32)
         w_full = Signal()
-        r_pending = Signal()
-        r_addr = Signal.like(self.s_axil_araddr)
-        r_wait = Signal()
+        is_write = Signal()
+        decode = Signal()  # the cycle after acceptance
+        w_en, r_en = Signal(), Signal()  # the strobe cycle
+        w_skip = Signal()  # the strobe cycle of a partial write: rejected, no w_en
+        r_wait = Signal()  # the cycle after a read strobe
         r_err = Signal()
+        busy = Signal()  # from the handshake of an access to the handshake of its response
 
-        take_write = ~w_pending & ~self.s_axil_bvalid
+        write = self.s_axil_awvalid & self.s_axil_wvalid
         m.d.comb += [
-            self.s_axil_awready.eq(take_write & self.s_axil_wvalid),
-            self.s_axil_wready.eq(take_write & self.s_axil_awvalid),
+            self.s_axil_awready.eq(~busy & write),
+            self.s_axil_wready.eq(~busy & write),
+            self.s_axil_arready.eq(~busy & ~write),
+            bus.addr.eq(addr),
+            bus.w_data.eq(w_data),
+            bus.w_en.eq(w_en),
+            bus.r_en.eq(r_en),
         ]
-        with m.If(take_write & self.s_axil_awvalid & self.s_axil_wvalid):
+        # While idle the request registers follow the inputs (the enable is one flip-flop);
+        # the handshake freezes them.
+        with m.If(~busy):
             m.d.sync += [
-                w_pending.eq(1),
-                w_addr.eq(self.s_axil_awaddr & ~3),
+                addr.eq(Mux(write, self.s_axil_awaddr, self.s_axil_araddr) & ~3),
                 w_data.eq(self.s_axil_wdata),
                 w_full.eq(self.s_axil_wstrb == 0b1111),
+                is_write.eq(write),
             ]
-        take_read = ~r_pending & ~r_wait & ~self.s_axil_rvalid
-        m.d.comb += self.s_axil_arready.eq(take_read)
-        with m.If(take_read & self.s_axil_arvalid):
-            m.d.sync += [r_pending.eq(1), r_addr.eq(self.s_axil_araddr & ~3)]
+            with m.If(write | self.s_axil_arvalid):
+                m.d.sync += [busy.eq(1), decode.eq(1)]
 
-        m.d.comb += bus.w_data.eq(w_data)
-        with m.If(w_pending):
-            m.d.comb += [bus.addr.eq(w_addr), bus.w_en.eq(w_full)]
+        with m.If(decode):
             m.d.sync += [
-                w_pending.eq(0),
-                self.s_axil_bvalid.eq(1),
-                self.s_axil_bresp.eq(Mux(bus.err | ~w_full, RESP_SLVERR, RESP_OKAY)),
+                decode.eq(0),
+                w_en.eq(is_write & w_full),
+                w_skip.eq(is_write & ~w_full),
+                r_en.eq(~is_write),
             ]
-        with m.Elif(r_pending):
-            m.d.comb += [bus.addr.eq(r_addr), bus.r_en.eq(1)]
-            m.d.sync += [r_pending.eq(0), r_wait.eq(1), r_err.eq(bus.err)]
+        with m.If(w_en | w_skip):
+            m.d.sync += [
+                w_en.eq(0),
+                w_skip.eq(0),
+                self.s_axil_bvalid.eq(1),
+                self.s_axil_bresp.eq(Mux(w_skip | bus.err, RESP_SLVERR, RESP_OKAY)),
+            ]
+        with m.If(r_en):
+            m.d.sync += [r_en.eq(0), r_wait.eq(1), r_err.eq(bus.err)]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
-            m.d.sync += self.s_axil_bvalid.eq(0)
+            m.d.sync += [self.s_axil_bvalid.eq(0), busy.eq(0)]
         with m.If(r_wait):
             m.d.sync += [
                 r_wait.eq(0),
@@ -152,5 +173,5 @@ class AxiLiteBridge(wiring.Component):
                 self.s_axil_rresp.eq(Mux(r_err, RESP_SLVERR, RESP_OKAY)),
             ]
         with m.If(self.s_axil_rvalid & self.s_axil_rready):
-            m.d.sync += self.s_axil_rvalid.eq(0)
+            m.d.sync += [self.s_axil_rvalid.eq(0), busy.eq(0)]
         return m

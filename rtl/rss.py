@@ -54,11 +54,11 @@ The indirection table is a memory: it gets its default contents at configuration
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import RegisterBusSignature
+from .checksum_common import CreditedFIFO
 from .regs import Register
 from .stream import beat_signature, check_width, keep_is_contiguous
 from .toeplitz import ToeplitzCore
@@ -183,6 +183,41 @@ def _select(index, options):
     return Const(0, 1) if value is None else value
 
 
+def _at_least(value, k):
+    """Return ``value >= k`` for a constant ``k`` as logic, not a carry chain (combinational)."""
+    if k <= 0:
+        return Const(1, 1)
+    if k >= 1 << len(value):
+        return Const(0, 1)
+    result = Const(1, 1)  # the bits below the lowest compared are equal
+    for i in range(len(value)):
+        result = value[i] & result if k >> i & 1 else value[i] | result
+    return result
+
+
+def _less(a, b):
+    """Return ``a < b`` (unsigned) as logic, not a carry chain (combinational)."""
+    result = Const(0, 1)
+    for i in range(max(len(a), len(b))):
+        a_i = a[i] if i < len(a) else Const(0, 1)
+        b_i = b[i] if i < len(b) else Const(0, 1)
+        result = (~a_i & b_i) | (~(a_i ^ b_i) & result)
+    return result
+
+
+def _add_const(value, k):
+    """Return ``value + k`` modulo ``2 ** len(value)`` as logic (combinational)."""
+    bits, carry = [], Const(0, 1)
+    for i in range(len(value)):
+        if k >> i & 1:
+            bits.append(~(value[i] ^ carry))
+            carry = value[i] | carry
+        else:
+            bits.append(value[i] ^ carry)
+            carry = value[i] & carry
+    return Cat(bits)
+
+
 def _classify(value):
     """Return the one-hot class of an IPv6 next-header value (combinational)."""
     classes = {_CLS_EXT: Cat(value == n for n in _EXT_HEADERS).any(),
@@ -273,6 +308,10 @@ class _Table:
             m.submodules[f"table{first // self._bank_depth}"] = bank
             self._banks.append(bank)
         self._offset_bits = (self._bank_depth - 1).bit_length()
+        #: Entries in a bank.
+        self.bank_depth = self._bank_depth
+        #: Number of banks.
+        self.banks = len(self._banks)
 
     def write(self, addr, data, en):
         for n, bank in enumerate(self._banks):
@@ -293,6 +332,18 @@ class _Table:
             self._m.d.sync += entry.eq(port.data)
             entries[n] = entry
         return _select(bank_number, entries)
+
+    def read_one_hot(self, offset, banks):
+        """Return the entry at ``offset`` of the bank whose bit of ``banks`` is set (zero if
+        none) one cycle later: an OR of registers, for the register bus."""
+        value = Const(0, self._banks[0].shape)
+        for bank, enable in zip(self._banks, banks, strict=True):
+            port = bank.read_port(domain="comb")
+            entry = Signal.like(port.data, reset_less=True)
+            self._m.d.comb += port.addr.eq(offset)
+            self._m.d.sync += entry.eq(Mux(enable, port.data, 0))
+            value = value | entry
+        return value
 
 
 class RssUnit(wiring.Component):
@@ -349,8 +400,8 @@ class RssUnit(wiring.Component):
         #: Cycles from a frame's last beat to the cycle its table entry is read.
         self.table_latency = _PARSE_STAGES + self._core.latency + 1
         #: Cycles from a frame's last beat to its result at the head of an empty FIFO (table
-        #: read, a register, the FIFO's write and output register).
-        self.latency = self.table_latency + 3
+        #: read, two registers, the FIFO's write and output register).
+        self.latency = self.table_latency + 4
         #: Results the unit holds, in the pipeline and the FIFO, before it stops taking beats:
         #: more than the frames one latency can bring (a frame per cycle), so a consumer that
         #: keeps up never sees ``i.ready`` drop.
@@ -378,18 +429,11 @@ class RssUnit(wiring.Component):
 
         # -----------------------------------------------------------------------------------
         # Start the core (hash_latency cycles after the last beat) with the tuple and the key
-        # as it is in this cycle. For IPv4 the addresses are followed by zeros.
-        addresses, ports = parsed["addresses"], parsed["ports"]
-        tuple_bytes = Cat(
-            addresses[0:64],
-            addresses[64:96] | Mux(parsed["ports_v4"], ports, 0),
-            addresses[96:256],
-            Mux(parsed["ports_v6"], ports, 0),
-        )
+        # as it is in this cycle.
         m.submodules.core = core = self._core
         m.d.comb += [
             core.start.eq(parsed["start"]),
-            core.data.eq(tuple_bytes),
+            core.data.eq(parsed["tuple"]),
             core.key.eq(key),
         ]
 
@@ -412,15 +456,21 @@ class RssUnit(wiring.Component):
         q_type = Signal(HashType)
         q_hash = Signal(32)
         m.d.sync += [q_valid.eq(p_valid), q_bad.eq(p_bad), q_type.eq(p_type), q_hash.eq(p_hash)]
+        # The entry is picked from the banks in the cycle after the read: register it before
+        # the FIFO's memory.
+        queue = Signal(self.queue_bits)
+        v_valid = Signal()
+        v_word = Signal(32 + 4)
+        m.d.sync += [queue.eq(lookup), v_valid.eq(q_valid), v_word.eq(Cat(q_hash, q_type))]
 
         # -----------------------------------------------------------------------------------
         # Result FIFO, and the credits that keep it from overflowing: a beat is taken only
         # while fewer than result_depth frames are accepted and their results not yet taken.
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=32 + 4 + self.queue_bits,
-                                                     depth=self.result_depth)
+        m.submodules.fifo = fifo = CreditedFIFO(width=32 + 4 + self.queue_bits,
+                                                depth=self.result_depth)
         m.d.comb += [
-            fifo.w_data.eq(Cat(q_hash, q_type, lookup)),
-            fifo.w_en.eq(q_valid),
+            fifo.w_data.eq(Cat(v_word, queue)),
+            fifo.w_en.eq(v_valid),
         ]
         result = data.View(RESULT_LAYOUT, self.result.payload)
         m.d.comb += [
@@ -431,15 +481,16 @@ class RssUnit(wiring.Component):
             fifo.r_en.eq(self.result.ready),
         ]
         outstanding = Signal(range(self.result_depth + 1))
-        outstanding_next = Signal.like(outstanding)
-        ready = Signal(init=1)
-        m.d.comb += [
-            outstanding_next.eq(outstanding + frame["end"]
-                                - (self.result.valid & self.result.ready)),
-            self.i.ready.eq(ready),
-        ]
-        m.d.sync += [outstanding.eq(outstanding_next),
-                     ready.eq(outstanding_next != self.result_depth)]
+        ready = Signal(init=1)  # outstanding < result_depth
+        taken = self.result.valid & self.result.ready
+        m.d.comb += self.i.ready.eq(ready)
+        m.d.sync += outstanding.eq(outstanding + frame["end"] - taken)
+        # ready in the next cycle without the sum: full after one more frame and none taken,
+        # or full and no change.
+        last_room = Signal()
+        m.d.comb += last_room.eq(outstanding == self.result_depth - 1)
+        m.d.sync += ready.eq(~((last_room & frame["end"] & ~taken)
+                               | (~ready & (frame["end"] == taken))))
 
         counters = [Signal(32, name=name) for name in ("frames", "frames_none", "frames_bad")]
         with m.If(q_valid):
@@ -464,11 +515,9 @@ class RssUnit(wiring.Component):
         slot = Signal(window_beats + 1, init=1)
         holes = Signal()  # a non-last beat of this frame had keep not all ones
 
-        # Bytes in a contiguous last beat: one plus the index of its highest kept byte.
+        # The highest kept byte of a contiguous last beat, one-hot.
         keep = beat.keep
         top = [keep[b] & ~(keep[b + 1] if b + 1 < bw else 0) for b in range(bw)]
-        top_index = Cat(Cat(top[b] for b in range(bw) if b >> bit & 1).any()
-                        for bit in range(max(1, (bw - 1).bit_length())))
 
         # A slot loads on valid alone: a beat not accepted is loaded again when it is, and the
         # load enable then comes from flip-flops and the valid input, not from ready.
@@ -484,16 +533,31 @@ class RssUnit(wiring.Component):
                 with m.If(~keep.all()):
                     m.d.sync += holes.eq(1)
 
+        # The last word (at 4 * i + 2) a header may end in: max_ptr = (vis - 2) // 4 for the
+        # vis bytes the parser may look at (vis = 1 + the index of the last byte, 128 past the
+        # window), from the beat index and the one-hot top byte without an adder: for the top
+        # byte b >= 1 of beat n it is n * (beat_bytes / 4) + (b - 1) // 4, for b = 0 the word
+        # before (n - 1) * (beat_bytes / 4) + beat_bytes / 4 - 1.
+        low_bits = (bw // 4).bit_length() - 1
+        high_bits = (window_beats - 1).bit_length()
+        words = Cat(Cat(top[b] for b in range(1, bw) if (b - 1) >> 2 >> bit & 1).any()
+                    for bit in range(low_bits))
+        last_index = Signal(high_bits, reset_less=True)  # beat_index - 1
+        with m.If(accept & ~beat.last & ~slot[window_beats]):
+            m.d.sync += last_index.eq(beat_index)
+        max_ptr_value = Mux(slot[window_beats], 31,
+                            Mux(top[0], Mux(slot[0], 0, Cat(Const(-1, low_bits), last_index)),
+                                Cat(words, beat_index[:high_bits])))
+
         valid, bad = Signal(name="s1_valid"), Signal(name="s1_bad")
-        vis = Signal(range(PARSE_WINDOW + 1), name="s1_vis")  # bytes the parser may look at
+        max_ptr = Signal(5, name="s1_max_ptr")
         m.d.sync += [
             valid.eq(accept & beat.last),
             bad.eq(holes | ~keep_is_contiguous(keep, bw)),
-            vis.eq(Mux(beat_index == window_beats, PARSE_WINDOW,
-                       beat_index * bw + top_index + 1)),
+            max_ptr.eq(max_ptr_value),
         ]
-        return {"bytes": _FrameBytes(m, buf, bw), "valid": valid, "bad": bad, "vis": vis,
-                "end": accept & beat.last}
+        return {"bytes": _FrameBytes(m, buf, bw), "valid": valid, "bad": bad,
+                "max_ptr": max_ptr, "end": accept & beat.last}
 
     def _parse(self, m, frame, enabled):
         """The parser pipeline; stage k runs k cycles after the frame's last beat."""
@@ -522,17 +586,18 @@ class RssUnit(wiring.Component):
             first = raw.byte(l3, 1)
             ihl, version = first[0:4], first[4:8]
             checks[f"tpid{c}"] = (ethertype == _TPIDS[0]) | (ethertype == _TPIDS[1])
-            checks[f"v4_{c}"] = (ethertype == _ETHERTYPE_IPV4) & (version == 4) & (ihl >= 5)
-            # The IPv4 header is visible when 4 * IHL <= vis - l3.
-            checks[f"room{c}"] = Mux(s1["vis"] >= l3, (s1["vis"] - l3) >> 2, 0)[:5]
+            # IPv4 with its header visible: 4 * IHL <= vis - l3, or IHL + 3 + c <= max_ptr.
+            checks[f"v4_{c}"] = ((ethertype == _ETHERTYPE_IPV4) & (version == 4)
+                                 & _select(ihl, {v: _at_least(s1["max_ptr"], v + 3 + c)
+                                                 if v >= 5 else Const(0, 1)
+                                                 for v in range(16)}))
+            # IPv6 with its header visible: vis >= l3 + 40, or max_ptr >= 13 + c.
             checks[f"v6_{c}"] = ((ethertype == _ETHERTYPE_IPV6) & (version == 6)
-                                 & (s1["vis"] >= l3 + 40))
+                                 & _at_least(s1["max_ptr"], 13 + c))
             checks[f"ihl{c}"] = ihl
-            checks[f"ptr{c}"] = (3 + c + ihl)[:5]  # word of the IPv4 ports: l3 + 4 * IHL
-        s2 = stage(
-            2, valid=s1["valid"], bad=s1["bad"],
-            # A header starting at word i (byte 4 * i + 2) ends visibly at word j <= max_ptr.
-            max_ptr=Mux(s1["vis"] >= 2, (s1["vis"] - 2) >> 2, 0)[:5], **checks)
+            # The word of the IPv4 ports: l3 + 4 * IHL.
+            checks[f"ptr{c}"] = _select(ihl, {v: Const(3 + c + v, 5) for v in range(16)})
+        s2 = stage(2, valid=s1["valid"], bad=s1["bad"], max_ptr=s1["max_ptr"], **checks)
 
         # Stage 2: pick the layer-3 offset and select its length and fragment fields; per
         # offset, classify the IPv4 protocol and the IPv6 next header.
@@ -540,8 +605,7 @@ class RssUnit(wiring.Component):
         l3_index = Mux(s2["tpid0"], Mux(s2["tpid1"], 2, 1), 0)
         v4_type = Cat(at[c] & s2[f"v4_{c}"] for c in range(3)).any()
         v6 = ~s2["bad"] & Cat(at[c] & s2[f"v6_{c}"] for c in range(3)).any()
-        v4 = ~s2["bad"] & Cat(at[c] & s2[f"v4_{c}"] & (s2[f"ihl{c}"] <= s2[f"room{c}"])
-                              for c in range(3)).any()
+        v4 = ~s2["bad"] & v4_type
         ihl = _select(l3_index, {c: s2[f"ihl{c}"] for c in range(3)})
         per_offset = {}
         for c in range(3):
@@ -556,7 +620,7 @@ class RssUnit(wiring.Component):
         s3 = stage(
             3, valid=s2["valid"], bad=s2["bad"], v4=v4, v6=v6, max_ptr=s2["max_ptr"],
             # Thermometer code of max_ptr: bit j - 15 is j <= max_ptr (for fragment headers).
-            reach=Cat(j <= s2["max_ptr"] for j in range(15, 32)),
+            reach=Cat(_at_least(s2["max_ptr"], j) for j in range(15, 32)),
             l3=l3_index, ihl=ihl,
             shift=Mux(v6, l3_index, l3_index + 1),  # addresses at 22 + 4 * shift
             # The first header after l3 (for frames neither IPv4 nor IPv6: don't care).
@@ -575,7 +639,7 @@ class RssUnit(wiring.Component):
         fits, fits_fragment = [], []
         for index in _HEADER_WORDS:
             info = raw.info(index, 3)
-            fits.append(info[_INFO_AFTER] <= s3["max_ptr"])
+            fits.append(~_less(s3["max_ptr"], info[_INFO_AFTER]))
             fits_fragment.append(~info[_INFO_FRAGMENTED] & s3["reach"][index + 2 - 15]
                                  if index + 2 < 32 else Const(0, 1))
 
@@ -594,22 +658,29 @@ class RssUnit(wiring.Component):
             fits=Cat(fits), fits_fragment=Cat(fits_fragment))
         side = stage(
             4, v4_fragment=(s3["fragment"] & 0x3FFF) != 0,
-            # The ports end inside the IPv4 datagram: 4 * IHL + 4 <= total length.
-            v4_length_ok=4 * s3["ihl"] + 4 <= s3["total_length"],
-            # IPv6: ports at word i end inside the datagram (at l3 + 40 + payload length)
-            # exactly when i <= payload length / 4 + 12 + c.
-            bound=(s3["payload_length"] >> 2) + 12 + s3["l3"],
+            # The ports end inside the IPv4 datagram: 4 * IHL + 4 <= total length, or
+            # IHL < total length // 4.
+            v4_length_ok=(s3["total_length"][6:].any()
+                          | _less(s3["ihl"], s3["total_length"][2:6])),
+            # IPv6: the ports at word i end inside the datagram (at l3 + 40 + payload length)
+            # exactly when i <= payload length / 4 + 12 + c: always when that is 32 or more
+            # (far), else when i <= bound.
+            far=_select(s3["l3"], {c: _at_least(s3["payload_length"][2:], 20 - c)
+                                   for c in range(3)}),
+            bound=_select(s3["l3"], {c: _add_const(s3["payload_length"][2:7], 12 + c)
+                                     for c in range(3)}),
             addresses=Cat(addresses))
 
         # Stages 4 to 11: one IPv6 extension header in two stages each (see _FrameBytes.info
         # for the view of a word). The walk state: ptr, the word the next header starts at,
-        # and its one-hot class. The view of the header at ptr (the class of the next one,
-        # where it starts, whether the header fits) is a multiplexer on ptr and on whether the
-        # header is a fragment header, cut in two: stage A selects by ptr % 8 for each group
-        # of 8 words, stage B by the group and moves the walk on.
+        # its one-hot class, whether the walk failed and whether it goes on. The view of the
+        # header at ptr (the class of the next one, where it starts, whether the header fits)
+        # is a multiplexer on ptr and on whether the header is a fragment header, cut in two:
+        # stage A selects by ptr % 8 for each group of 8 words and makes the next state for
+        # each, stage B picks one by the group.
+        walk["walking"] = walk["valid"] & (walk["cls"][_CLS_EXT] | walk["cls"][_CLS_FRAG])
         for step in range(MAX_EXT_HEADERS):
             k = 4 + 2 * step
-            cls = walk["cls"]
             groups = {}
             for index in self._header_words(step):
                 info, bit = raw.info(index, k), index - _HEADER_WORDS.start
@@ -621,38 +692,36 @@ class RssUnit(wiring.Component):
             views = {}
             for g, by_kind in groups.items():
                 for fragment, leaves in enumerate(by_kind):
-                    view = Signal(_CLS_BITS + 6, name=f"view{g}{'f' * fragment}_s{k}")
-                    m.d.comb += view.eq(_select(walk["ptr"][:3], leaves))
-                    views[f"view{g}{'f' * fragment}"] = view
-            walking = walk["valid"] & ~walk["fail"] & (cls[_CLS_EXT] | cls[_CLS_FRAG])
-            if step == 0:
-                # IPv6: the ports end inside the datagram when ptr <= bound (5 bits) or when
-                # bound is 32 or more.
-                side = {**side, "bound": side["bound"][:5], "far": side["bound"][5:].any()}
+                    view = _select(walk["ptr"][:3], leaves)
+                    ok = view[_CLS_BITS + 5]
+                    views[f"view{g + 4 * fragment}"] = Cat(
+                        view[:_CLS_BITS + 5],  # the next class and where it starts
+                        walk["walking"] & ok,  # advance
+                        walk["walking"] & ~ok)  # stop: the header does not fit
             half = stage(
                 k + 1, valid=walk["valid"], bad=walk["bad"], v4=walk["v4"], v6=walk["v6"],
-                max_ptr=walk["max_ptr"], ptr=walk["ptr"], cls=cls, fail=walk["fail"],
-                walking=walking, fits=walk["fits"], fits_fragment=walk["fits_fragment"], **views)
+                max_ptr=walk["max_ptr"], fits=walk["fits"], fits_fragment=walk["fits_fragment"],
+                ptr=walk["ptr"], cls=walk["cls"], fail=walk["fail"],
+                which=Cat(walk["ptr"][3:], walk["cls"][_CLS_FRAG]), **views)
             side = stage(k + 1, **side)
 
-            # The next state for each candidate view, then the one of the current header.
-            walking = half["walking"]
             candidates = {}
-            for g in groups:
-                for fragment in (0, 1):
-                    view = half[f"view{g}{'f' * fragment}"]
+            for name, view in half.items():
+                if name.startswith("view"):
                     next_class = view[:_CLS_BITS]
-                    next_ptr, ok = view[_CLS_BITS:_CLS_BITS + 5], view[_CLS_BITS + 5]
-                    advance = walking & ok
-                    candidates[g + 4 * fragment] = Cat(
+                    next_ptr = view[_CLS_BITS:_CLS_BITS + 5]
+                    advance, stop = view[_CLS_BITS + 5], view[_CLS_BITS + 6]
+                    candidates[int(name[4:])] = Cat(
                         Mux(advance, next_ptr, half["ptr"]),
                         Mux(advance, next_class, half["cls"]),
-                        half["fail"] | (walking & ~ok))
-            state = _select(Cat(half["ptr"][3:], half["cls"][_CLS_FRAG]), candidates)
+                        half["fail"] | stop,
+                        advance & (next_class[_CLS_EXT] | next_class[_CLS_FRAG]))
+            state = _select(half["which"], candidates)
             walk = stage(
                 k + 2, valid=half["valid"], bad=half["bad"], v4=half["v4"], v6=half["v6"],
                 max_ptr=half["max_ptr"],
                 ptr=state[:5], cls=state[5:5 + _CLS_BITS], fail=state[5 + _CLS_BITS],
+                walking=state[6 + _CLS_BITS],
                 fits=half["fits"], fits_fragment=half["fits_fragment"])
             side = stage(k + 2, **side)
 
@@ -673,9 +742,9 @@ class RssUnit(wiring.Component):
                              Mux(tcp, enabled[HashType.TCP_IPV6.value],
                                  enabled[HashType.UDP_IPV6.value])),
             two_enabled=(v4 & enabled[HashType.IPV4.value]) | (v6 & enabled[HashType.IPV6.value]),
-            visible=ptr < walk["max_ptr"],  # the ports end at byte 4 * ptr + 6 <= vis
+            visible=_less(ptr, walk["max_ptr"]),  # the ports end at byte 4 * ptr + 6 <= vis
             in_datagram=Mux(walk["v4"], ~side["v4_fragment"] & side["v4_length_ok"],
-                            side["far"] | (ptr <= side["bound"])),
+                            side["far"] | ~_less(side["bound"], ptr)),
             # The ports at word 8 * g + ptr % 8 for each group g; stage 13 picks the group.
             **{f"ports{g}": _select(ptr[:3], {n: raw.word(8 * g + n, k) for n in range(8)})
                for g in (1, 2, 3)},
@@ -687,16 +756,18 @@ class RssUnit(wiring.Component):
         use_four = (s12["transport"] & s12["visible"] & s12["in_datagram"]
                     & s12["four_enabled"])
         use_two = s12["two_enabled"]
+        addresses = s12["addresses"]
+        ports = _select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)})
         hash_type = Mux(use_four, Mux(v4, Mux(tcp, HashType.TCP_IPV4, HashType.UDP_IPV4),
                                       Mux(tcp, HashType.TCP_IPV6, HashType.UDP_IPV6)),
                         Mux(use_two, Mux(v4, HashType.IPV4, HashType.IPV6), HashType.NONE))
         out = stage(
             k + 2, valid=s12["valid"], bad=s12["bad"], hash_type=hash_type,
             start=s12["valid"] & (use_four | use_two),
-            # Where the tuple takes the ports: after the IPv4 or after the IPv6 addresses.
-            ports_v4=use_four & v4, ports_v6=use_four & v6,
-            ports=_select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)}),
-            addresses=s12["addresses"])
+            # The hash input: the addresses, and the ports after the IPv4 or after the IPv6
+            # addresses (IPv4: zeros after that).
+            tuple=Cat(addresses[0:64], addresses[64:96] | Mux(use_four & v4, ports, 0),
+                      addresses[96:256], Mux(use_four & v6, ports, 0)))
         return out
 
     @staticmethod
@@ -706,74 +777,110 @@ class RssUnit(wiring.Component):
         return range(13, 16) if step == 0 else range(13 + 2 * step, _HEADER_WORDS.stop)
 
     def _registers(self, m, key, enabled, table, counters):
-        """The register bus: decode by address fields, read-back, write checks."""
+        """The register bus: decode a cycle ahead, read-back, write checks."""
         bus = self.bus
+        key_words = [key[32 * n:32 * (n + 1)] for n in range(KEY_BYTES // 4)]
+        low = {REG_ID >> 2: Const(RSS_ID, 32), REG_TABLE_SIZE >> 2: Const(self.table_size, 32),
+               REG_HASH_TYPES >> 2: enabled, REG_FRAMES >> 2: counters[0],
+               REG_FRAMES_NONE >> 2: counters[1], REG_FRAMES_MALFORMED >> 2: counters[2]}
+        entry_bits = (self.table_size - 1).bit_length()
+        bank_bits = (table.bank_depth - 1).bit_length()
+
+        # The bus holds the address and write data from the cycle before a strobe: decode them
+        # into registers then, so that the strobe cycle starts from flip-flops next to their
+        # loads and the address fans out to a few registers only.
         index = bus.addr[2:6]
         in_table = bus.addr[11]
         in_low = ~in_table & (bus.addr[6:11] == 0)  # 0x000 .. 0x03c
         in_key = ~in_table & (bus.addr[6:11] == 1)  # 0x040 .. 0x07c
         entry = bus.addr[2:11]
-        # Range checks as zero tests of the high bits (no carry chains in the err path).
-        entry_ok = ~entry[(self.table_size - 1).bit_length():].any()
-        key_words = [key[32 * n:32 * (n + 1)] for n in range(KEY_BYTES // 4)]
-        low = {REG_ID >> 2: Const(RSS_ID, 32), REG_TABLE_SIZE >> 2: Const(self.table_size, 32),
-               REG_HASH_TYPES >> 2: enabled, REG_FRAMES >> 2: counters[0],
-               REG_FRAMES_NONE >> 2: counters[1], REG_FRAMES_MALFORMED >> 2: counters[2]}
+        # Range checks as zero tests of the high bits (no carry chains).
+        entry_ok = ~entry[entry_bits:].any()
+        mask_ok = ~(bus.w_data & ~ALL_TYPES_MASK).any()
+        key_index_ok = index < len(key_words)
 
-        # Writes are decoded into registers and take effect a cycle later, so that the long
-        # wires to the key (next to the hash core) and the table's write port start at
-        # flip-flops.
-        mask_ok = (bus.w_data & ~ALL_TYPES_MASK) == 0
-        write_hash_types = in_low & (index == REG_HASH_TYPES >> 2) & mask_ok
-        write_key = in_key & (index < len(key_words))
-        write_table = in_table & entry_ok & ~bus.w_data[self.queue_bits:].any()
+        def early(name, value):
+            reg = Signal(len(value), name=f"reg_{name}", reset_less=True)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        # Address and data checks apart, so that each is a shallow tree; the strobe cycle
+        # combines them.
+        hash_types_addr = early("hash_types_addr", in_low & (index == REG_HASH_TYPES >> 2))
+        hash_types_data = early("hash_types_data", mask_ok)
+        key_addr = early("key_addr", in_key & key_index_ok)
+        table_addr = early("table_addr", in_table & entry_ok)
+        table_data = early("table_data", ~bus.w_data[self.queue_bits:].any())
+        write_key = early("write_key", Cat(in_key & (index == n) for n in range(len(key_words))))
+        readable = early("readable", (in_low & Cat(index == n for n in low).any())
+                         | (in_key & key_index_ok) | (in_table & entry_ok))
+        write_hash_types = hash_types_addr & hash_types_data
+        write_table = table_addr & table_data
+        writable = write_hash_types | key_addr | write_table
+        m.d.comb += bus.err.eq((bus.r_en & ~readable) | (bus.w_en & ~writable))
+
+        # Writes take effect a cycle after the strobe, from registers, so that the long wires
+        # to the key (next to the hash core) and the table's write ports start at flip-flops.
+        # The key also goes to a LUT-RAM copy that serves the reads; ``written`` tells which
+        # words differ from their reset value there.
         w_data = Signal(32, reset_less=True)
-        w_addr = Signal(10, reset_less=True)  # word address
+        w_addr = Signal(9, reset_less=True)  # word address in the table or the key
         w_table, w_hash_types, w_any = Signal(), Signal(), Signal()
         w_key = Signal(len(key_words))
+        written = Signal(len(key_words))
+        w_entry = early("w_entry", entry)
         with m.If(bus.w_en):
-            m.d.sync += [w_data.eq(bus.w_data), w_addr.eq(bus.addr[2:12])]
+            m.d.sync += [w_data.eq(bus.w_data), w_addr.eq(w_entry)]
         m.d.sync += [
             w_table.eq(bus.w_en & write_table),
             w_hash_types.eq(bus.w_en & write_hash_types),
-            w_key.eq(Cat(bus.w_en & write_key & (index == n) for n in range(len(key_words)))),
-            w_any.eq(bus.w_en & (write_table | write_hash_types | write_key)),
+            w_key.eq(Mux(bus.w_en, write_key, 0)),
+            w_any.eq(bus.w_en & writable),
+            written.eq(written | Mux(bus.w_en, write_key, 0)),
         ]
-        table.write(w_addr[:9], w_data, w_table)
+        table.write(w_addr, w_data, w_table)
         with m.If(w_hash_types):
             m.d.sync += enabled.eq(w_data)
         for n, word in enumerate(key_words):
             # Word n holds key bytes 4n .. 4n + 3 with byte 4n (the first in hash order) on top.
             with m.If(w_key[n]):
                 m.d.sync += word.eq(Cat(w_data[24:32], w_data[16:24], w_data[8:16], w_data[0:8]))
+        default_words = [int.from_bytes(DEFAULT_KEY[4 * n:4 * n + 4], "big")
+                         for n in range(len(key_words))]
+        m.submodules.key_copy = key_copy = Memory(shape=unsigned(32), depth=16,
+                                                  init=default_words)
+        key_write = key_copy.write_port()
+        m.d.comb += [key_write.addr.eq(w_addr[:4]), key_write.data.eq(w_data),
+                     key_write.en.eq(w_key.any())]
 
-        # Reads: in the r_en cycle, a first level of multiplexers (by the low address bits)
-        # selects into registers, the table is read through its own; the cycle after, the
-        # word is picked from these. A write of the cycle before r_en lands after the first
-        # cycle: then the written value is returned instead, as it reads back unchanged.
-        swapped = [Cat(word[24:32], word[16:24], word[8:16], word[0:8]) for word in key_words]
-        sources = {  # name: (selected when, value)
-            "key_low": (bus.addr[6] & ~index[3], _select(index[:3], dict(enumerate(swapped[:8])))),
-            "key_high": (bus.addr[6] & index[3], _select(index[:1], dict(enumerate(swapped[8:])))),
-            "low": (~bus.addr[6], _select(index[:3], low)),
-        }
-        words = {}
-        for name, (when, value) in sources.items():
-            words[name] = (Signal(name=f"r_{name}_sel"), Signal(32, name=f"r_{name}",
-                                                                reset_less=True))
-            m.d.sync += [words[name][0].eq(when), words[name][1].eq(value)]
-        r_table, forward = Signal(), Signal()
-        host = table.read(entry)
+        # Reads: in the strobe cycle each source is selected into a register of its own, zero
+        # unless it is the one read; the cycle after, r_data is their OR. A write strobed in
+        # the cycle before (same address, as the bus holds it) lands after that: then its
+        # value is returned instead, as it reads back unchanged.
+        forward = w_any
+        key_index = early("key_index", index)
+        key_read = key_copy.read_port(domain="comb")
+        m.d.comb += key_read.addr.eq(key_index)
+        key_default = early("key_default", _select(index, dict(enumerate(default_words))))
+        # Whether word index was written, in two halves (a multiplexer on 4 bits is too deep).
+        written_low = _select(index[:3], dict(enumerate(written[:8])))
+        written_high = _select(index[:1], dict(enumerate(written[8:])))
+        key_written = Mux(early("key_high", index[3]), early("key_written_high", written_high),
+                          early("key_written_low", written_low))
+        read_key = early("read_key", in_key & key_index_ok)
+        low_index = early("low_index", index[:3])
+        read_low = early("read_low", in_low)
+        banks = early("read_banks", Cat(in_table & (entry[bank_bits:] == n)
+                                        for n in range(table.banks)))
+        r_key = Signal(32, reset_less=True)
+        r_low = Signal(32, reset_less=True)
+        r_forward = Signal(32, reset_less=True)
         m.d.sync += [
-            r_table.eq(in_table),
-            forward.eq(w_any & (w_addr == bus.addr[2:12])),
+            r_key.eq(Mux(read_key & ~forward,
+                         Mux(key_written, key_read.data, key_default), 0)),
+            r_low.eq(Mux(read_low & ~forward, _select(low_index, low), 0)),
+            r_forward.eq(Mux(forward, w_data, 0)),
         ]
-        r_word = Const(0, 32)
-        for selected, value in words.values():
-            r_word = r_word | Mux(selected, value, 0)
-        m.d.comb += bus.r_data.eq(Mux(forward, w_data, Mux(r_table, host, r_word)))
-
-        readable = ((in_low & Cat(index == n for n in low).any())
-                    | (in_key & (index < len(key_words))) | (in_table & entry_ok))
-        m.d.comb += bus.err.eq((bus.r_en & ~readable)
-                               | (bus.w_en & ~(write_hash_types | write_key | write_table)))
+        host = table.read_one_hot(early("host_offset", entry[:bank_bits]),
+                                  Mux(forward, 0, banks))
+        m.d.comb += bus.r_data.eq(r_key | r_low | r_forward | host)

@@ -37,10 +37,9 @@ class ToeplitzCore(wiring.Component):
     ``steps`` > 1 the core is iterative: a new ``start`` may come ``steps`` cycles after the
     previous one at the earliest. With ``steps`` = 1 it takes a new input every cycle.
 
-    Pipeline (``steps`` > 1): the start cycle latches the input; in each of the next ``steps``
-    cycles one chunk and its key window are selected into a register; a cycle later the
-    contribution of every ``group_bytes`` bytes of the chunk is registered; a cycle later these
-    are XORed into the accumulator. With ``steps`` = 1 the selection stage is not needed.
+    Pipeline: the start cycle latches the input and the key; in each of the next ``steps``
+    cycles the contribution of every ``group_bytes`` bytes of one chunk is registered; a cycle
+    later these are XORed into the accumulator.
 
     Parameters
     ----------
@@ -85,7 +84,7 @@ class ToeplitzCore(wiring.Component):
         self.chunk_bytes = -(-input_bytes // steps)
         self.group_bytes = group_bytes
         #: Cycles from ``start`` to ``done``.
-        self.latency = 3 if steps == 1 else 3 + steps
+        self.latency = 2 + steps
         super().__init__({
             "start": In(1),
             "data": In(8 * input_bytes),
@@ -100,57 +99,38 @@ class ToeplitzCore(wiring.Component):
         chunk_bits = 8 * chunk_bytes
         window_bits = chunk_bits + HASH_BITS - 1
 
-        data = Signal(8 * self.input_bytes, reset_less=True)
-        key = Signal(8 * self.key_bytes, reset_less=True)
         # phase[s] is high in the cycle the core works on chunk s.
         phase = Signal(steps)
         m.d.sync += phase.eq(Cat(self.start, phase[:-1]))
-        # Latch in every cycle but those whose input a later step still needs: the load
-        # enable is a register of its own, not the logic behind start.
-        if steps > 1:
-            load = Signal(init=1)
-            m.d.sync += load.eq(~Cat(self.start, phase[:-2]).any())
-            with m.If(load):
-                m.d.sync += [data.eq(self.data), key.eq(self.key)]
-        else:
-            m.d.sync += [data.eq(self.data), key.eq(self.key)]
-
-        data_bits = _msb_first(data, self.input_bytes)
-        key_bits = _msb_first(key, self.key_bytes)
         zero = Const(0, 1)
 
-        def chunk(step):
-            first = chunk_bits * step
-            return Cat(data_bits[n] if n < len(data_bits) else zero
-                       for n in range(first, first + chunk_bits))
-
-        def window(step):
-            first = chunk_bits * step
-            return Cat(key_bits[n] if n < len(key_bits) else zero
-                       for n in range(first, first + window_bits))
+        def padded(bits, count):
+            return Cat(bits[n] if n < len(bits) else zero for n in range(count))
 
         if steps == 1:
+            data = Signal(8 * self.input_bytes, reset_less=True)
+            key = Signal(8 * self.key_bytes, reset_less=True)
+            m.d.sync += [data.eq(self.data), key.eq(self.key)]
             # Named signals, so that the many slices below share one expression.
             chunk_sel = Signal(chunk_bits, reset_less=True)
             window_sel = Signal(window_bits, reset_less=True)
-            m.d.comb += [chunk_sel.eq(chunk(0)), window_sel.eq(window(0))]
-            sel_valid = sel_first = sel_last = phase[0]
-        else:
-            # One-hot AND-OR selection: each phase bit picks its chunk and key window.
-            chunk_sel = Signal(chunk_bits, reset_less=True)
-            window_sel = Signal(window_bits, reset_less=True)
-            sel_valid, sel_first, sel_last = Signal(), Signal(), Signal()
-            chunk_terms, window_terms = Const(0, chunk_bits), Const(0, window_bits)
-            for step in range(steps):
-                chunk_terms = chunk_terms | Mux(phase[step], chunk(step), 0)
-                window_terms = window_terms | Mux(phase[step], window(step), 0)
-            m.d.sync += [
-                chunk_sel.eq(chunk_terms),
-                window_sel.eq(window_terms),
-                sel_valid.eq(phase.any()),
-                sel_first.eq(phase[0]),
-                sel_last.eq(phase[-1]),
+            m.d.comb += [
+                chunk_sel.eq(padded(_msb_first(data, self.input_bytes), chunk_bits)),
+                window_sel.eq(padded(_msb_first(key, self.key_bytes), window_bits)),
             ]
+        else:
+            # Shift registers in hash order: start loads the input and the key, every other
+            # cycle moves them on by a chunk, so the chunk and its key window are always at
+            # the bottom (no multiplexer by step in front of the tree).
+            data_queue = Signal(chunk_bits * steps, reset_less=True)
+            key_queue = Signal(chunk_bits * (steps - 1) + window_bits, reset_less=True)
+            for queue, bits in ((data_queue, _msb_first(self.data, self.input_bytes)),
+                                (key_queue, _msb_first(self.key, self.key_bytes))):
+                m.d.sync += queue.eq(Mux(self.start, padded(bits, len(queue)),
+                                         queue[chunk_bits:]))
+            chunk_sel = data_queue[:chunk_bits]
+            window_sel = key_queue[:window_bits]
+        sel_valid, sel_first, sel_last = phase.any(), phase[0], phase[-1]
 
         # Contribution of each group of bytes: hash bit 31-j is the XOR over the group's input
         # bits n of input[n] & key[n + j].

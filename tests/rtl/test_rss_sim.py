@@ -11,6 +11,7 @@ scapy builders in ``test_rss.py``.
 import random
 
 import pytest
+from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 from test_rss import (
     IPV4_VECTORS,
@@ -77,9 +78,13 @@ async def stream_get(ctx, port, count, backpressure=None):
 
 
 async def bus_write(ctx, bus, addr, value):
-    """Write a register; return True when the unit rejected it."""
+    """Write a register; return True when the unit rejected it.
+
+    The address and data are held a cycle before the strobe, as the bus requires.
+    """
     ctx.set(bus.addr, addr)
     ctx.set(bus.w_data, value)
+    await ctx.tick()
     ctx.set(bus.w_en, 1)
     err = ctx.get(bus.err)
     await ctx.tick()
@@ -87,9 +92,15 @@ async def bus_write(ctx, bus, addr, value):
     return bool(err)
 
 
-async def bus_read(ctx, bus, addr):
-    """Read a register; return (value, rejected)."""
+async def bus_read(ctx, bus, addr, hold=True):
+    """Read a register; return (value, rejected).
+
+    With ``hold`` the address is held a cycle before the strobe; without, the strobe comes
+    right after the previous access, which must have been at the same address.
+    """
     ctx.set(bus.addr, addr)
+    if hold:
+        await ctx.tick()
     ctx.set(bus.r_en, 1)
     err = ctx.get(bus.err)
     await ctx.tick()
@@ -320,6 +331,7 @@ def test_table_shapes(table_size, queue_bits):
 
 def test_register_bus():
     dut = RssUnit(64)
+    rst = Signal()
     checks = []
 
     async def testbench(ctx):
@@ -338,18 +350,33 @@ def test_register_bus():
         checks.append(not await bus_write(ctx, bus, REG_TABLE + 4 * 5, 200))
         checks.append(await bus_read(ctx, bus, REG_TABLE + 4 * 5) == (200, False))
         checks.append((await bus_read(ctx, bus, 0x00C))[1])
-        # A read right after a write returns the written value.
+        # A read right after a write (strobe in the next cycle) returns the written value,
+        # and so does one two cycles after.
         checks.append(not await bus_write(ctx, bus, REG_KEY + 8, 0x01234567))
-        checks.append(await bus_read(ctx, bus, REG_KEY + 8) == (0x01234567, False))
+        checks.append(await bus_read(ctx, bus, REG_KEY + 8, hold=False) == (0x01234567, False))
         checks.append(await bus_read(ctx, bus, REG_KEY + 8) == (0x01234567, False))
         checks.append(await bus_read(ctx, bus, REG_KEY + 4) == (0x255B0EC2, False))
+        checks.append(not await bus_write(ctx, bus, REG_KEY + 12, 0x89ABCDEF))
+        checks.append(await bus_read(ctx, bus, REG_KEY + 12) == (0x89ABCDEF, False))
         checks.append(not await bus_write(ctx, bus, REG_HASH_TYPES, 0b100))
-        checks.append(await bus_read(ctx, bus, REG_HASH_TYPES) == (0b100, False))
+        checks.append(await bus_read(ctx, bus, REG_HASH_TYPES, hold=False) == (0b100, False))
+        checks.append(not await bus_write(ctx, bus, REG_HASH_TYPES, 0b1000))
+        checks.append(await bus_read(ctx, bus, REG_HASH_TYPES) == (0b1000, False))
         checks.append(not await bus_write(ctx, bus, REG_TABLE + 4 * 9, 77))
-        checks.append(await bus_read(ctx, bus, REG_TABLE + 4 * 9) == (77, False))
+        checks.append(await bus_read(ctx, bus, REG_TABLE + 4 * 9, hold=False) == (77, False))
+        checks.append(not await bus_write(ctx, bus, REG_TABLE + 4 * 10, 78))
+        checks.append(await bus_read(ctx, bus, REG_TABLE + 4 * 10) == (78, False))
         checks.append(await bus_read(ctx, bus, REG_TABLE + 4 * 8) == (0, False))
+        # After rst the key reads back as its reset value, whatever was written.
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        checks.append(await bus_read(ctx, bus, REG_KEY + 8) == (0x4167253D, False))
+        checks.append(await bus_read(ctx, bus, REG_KEY + 12) == (0x43A38FB0, False))
+        checks.append(not await bus_write(ctx, bus, REG_KEY + 12, 0x76543210))
+        checks.append(await bus_read(ctx, bus, REG_KEY + 12) == (0x76543210, False))
 
-    sim = Simulator(dut)
+    sim = Simulator(ResetInserter(rst)(dut))
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
