@@ -157,6 +157,9 @@ _IPPROTO_UDP = 17
 _EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 _NEXTHDR_FRAGMENT = 44  # 8 bytes
 _PARSE_STAGES = 14  # stage 12 samples the mask, 13 picks the hash type, 14 starts the core
+# Registers holding the core's start (reset_less, inverted); the first has a reset and drives
+# the core's phase.
+_START_COPIES = ((False, False), (False, True), (True, False), (True, True))
 _HEADER_WORDS = range(13, 32)  # words (at 4 * i + 2) an IPv6 extension header may start at
 # Fields of a word's view (_FrameBytes.info).
 _INFO_CLASS = slice(0, _CLS_BITS)
@@ -392,7 +395,8 @@ class RssUnit(wiring.Component):
         # 8 bytes); wider chunks take larger groups, fewer registers.
         group_bytes = 1 if self.hash_steps >= 5 else 2 if self.hash_steps > 1 else 4
         self._core = ToeplitzCore(TUPLE_BYTES, KEY_BYTES, steps=self.hash_steps,
-                                  group_bytes=group_bytes)
+                                  group_bytes=group_bytes,
+                                  start_copies=len(_START_COPIES) if self.hash_steps > 1 else 1)
         #: Cycles from a frame's last beat to the cycle its enabled mask is sampled.
         self.config_latency = _PARSE_STAGES - 2
         #: Cycles from a frame's last beat to the cycle its key is sampled.
@@ -432,7 +436,7 @@ class RssUnit(wiring.Component):
         # as it is in this cycle.
         m.submodules.core = core = self._core
         m.d.comb += [
-            core.start.eq(parsed["start"]),
+            core.start.eq(parsed["start"][:len(core.start)]),
             core.data.eq(parsed["tuple"]),
             core.key.eq(key),
         ]
@@ -761,13 +765,22 @@ class RssUnit(wiring.Component):
         hash_type = Mux(use_four, Mux(v4, Mux(tcp, HashType.TCP_IPV4, HashType.UDP_IPV4),
                                       Mux(tcp, HashType.TCP_IPV6, HashType.UDP_IPV6)),
                         Mux(use_two, Mux(v4, HashType.IPV4, HashType.IPV6), HashType.NONE))
+        # An iterative core loads some 670 flip-flops on start: copies of it share them. The
+        # copies differ in reset, polarity or initial value, so that synthesis keeps them apart.
+        start = s12["valid"] & (use_four | use_two)
+        copies = []
+        for n, (reset_less, inverted) in enumerate(_START_COPIES):
+            copy = Signal(name=f"s{k + 2}_start{n}", init=n % 2 if reset_less else inverted,
+                          reset_less=reset_less)
+            m.d.sync += copy.eq(start ^ inverted)
+            copies.append(copy ^ inverted)
         out = stage(
             k + 2, valid=s12["valid"], bad=s12["bad"], hash_type=hash_type,
-            start=s12["valid"] & (use_four | use_two),
             # The hash input: the addresses, and the ports after the IPv4 or after the IPv6
             # addresses (IPv4: zeros after that).
             tuple=Cat(addresses[0:64], addresses[64:96] | Mux(use_four & v4, ports, 0),
                       addresses[96:256], Mux(use_four & v6, ports, 0)))
+        out["start"] = Cat(copies)
         return out
 
     @staticmethod

@@ -52,11 +52,15 @@ class ToeplitzCore(wiring.Component):
         cycle.
     group_bytes : int
         Bytes of a chunk whose contribution is computed in one tree before the pipeline register.
+    start_copies : int
+        Width of ``start``.
 
     Members
     -------
-    start : In(1)
-        Latch ``data`` and ``key`` and begin a hash.
+    start : In(start_copies)
+        Latch ``data`` and ``key`` and begin a hash. Every bit is a copy of the same signal
+        (the caller must keep them equal); each loads a share of the input and key registers,
+        so that a caller can drive them from separate flip-flops.
     data : In(8 * input_bytes)
         Hash input, byte ``i`` at bits ``8*i .. 8*i+7``; byte 0 is the first in network order.
     key : In(8 * key_bytes)
@@ -67,7 +71,7 @@ class ToeplitzCore(wiring.Component):
         The hash (bit 31 is the first bit of the key window, as in the reference).
     """
 
-    def __init__(self, input_bytes=36, key_bytes=40, steps=1, group_bytes=4):
+    def __init__(self, input_bytes=36, key_bytes=40, steps=1, group_bytes=4, start_copies=1):
         if not isinstance(input_bytes, int) or input_bytes < 1:
             raise ValueError(f"Input size must be a positive number of bytes, not {input_bytes!r}")
         if not isinstance(key_bytes, int) or key_bytes < input_bytes + 4:
@@ -78,6 +82,8 @@ class ToeplitzCore(wiring.Component):
         if not isinstance(group_bytes, int) or group_bytes < 1:
             raise ValueError(f"Group size must be a positive number of bytes, not "
                              f"{group_bytes!r}")
+        if not isinstance(start_copies, int) or start_copies < 1:
+            raise ValueError(f"Start copies must be a positive integer, not {start_copies!r}")
         self.input_bytes = input_bytes
         self.key_bytes = key_bytes
         self.steps = steps
@@ -86,7 +92,7 @@ class ToeplitzCore(wiring.Component):
         #: Cycles from ``start`` to ``done``.
         self.latency = 2 + steps
         super().__init__({
-            "start": In(1),
+            "start": In(start_copies),
             "data": In(8 * input_bytes),
             "key": In(8 * key_bytes),
             "done": Out(1),
@@ -101,7 +107,7 @@ class ToeplitzCore(wiring.Component):
 
         # phase[s] is high in the cycle the core works on chunk s.
         phase = Signal(steps)
-        m.d.sync += phase.eq(Cat(self.start, phase[:-1]))
+        m.d.sync += phase.eq(Cat(self.start[0], phase[:-1]))
         zero = Const(0, 1)
 
         def padded(bits, count):
@@ -122,12 +128,24 @@ class ToeplitzCore(wiring.Component):
             # Shift registers in hash order: start loads the input and the key, every other
             # cycle moves them on by a chunk, so the chunk and its key window are always at
             # the bottom (no multiplexer by step in front of the tree).
+            # Each copy of start loads an equal share of the bits of both queues.
             data_queue = Signal(chunk_bits * steps, reset_less=True)
             key_queue = Signal(chunk_bits * (steps - 1) + window_bits, reset_less=True)
+            copies = len(self.start)
+            total = len(data_queue) + len(key_queue)
+            bounds = [total * n // copies for n in range(copies + 1)]
+            position = 0
             for queue, bits in ((data_queue, _msb_first(self.data, self.input_bytes)),
                                 (key_queue, _msb_first(self.key, self.key_bytes))):
-                m.d.sync += queue.eq(Mux(self.start, padded(bits, len(queue)),
-                                         queue[chunk_bits:]))
+                loaded = padded(bits, len(queue))
+                shifted = Cat(queue[chunk_bits:], Const(0, chunk_bits))
+                for n in range(copies):
+                    low = max(bounds[n] - position, 0)
+                    high = min(bounds[n + 1] - position, len(queue))
+                    if low < high:
+                        m.d.sync += queue[low:high].eq(Mux(self.start[n], loaded[low:high],
+                                                           shifted[low:high]))
+                position += len(queue)
             chunk_sel = data_queue[:chunk_bits]
             window_sel = key_queue[:window_bits]
         sel_valid, sel_first, sel_last = phase.any(), phase[0], phase[-1]
