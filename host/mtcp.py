@@ -115,19 +115,8 @@ class MtcpPath(_Path):
             raise ValueError(f"host.path \"mtcp\" is a TCP stack that runs the TCP applications "
                              f"{' and '.join(TCP_APPS)}, not host.app {app!r}")
         # What _Path sets up, without the raw-frame applications.
-        self.ctx = ctx
-        self.env = ctx.env
-        self.bus = ctx.bus
-        self.driver = driver
-        self.queues = [driver.rx[q] for q in queues]
-        self.cores = cores
-        self.core = cores[0]
-        self.costs = c = ctx.costs
-        self.burst = params.burst
-        self.drops = {}
-        self.dev_addr = {}
-        for q in self.queues:
-            self.dev_addr.update(zip(q.buffers, q.buffers_dev, strict=True))
+        self._attach(ctx, driver, queues, cores)
+        c = self.costs
         self.rx_frame_ps = c.l3_hit + c.l2_hit + c.mbuf_alloc
         self.rr = app == "tcp_rr"
         self.rr_reply = getattr(params, "rr_reply_bytes", None)

@@ -118,19 +118,8 @@ class _Path:
         if app not in APPS:
             raise ValueError(f"host.app {app!r} does not run on host.path "
                              f"{ctx.params.path!r}; it runs {', '.join(APPS)}")
-        self.ctx = ctx
-        self.env = ctx.env
-        self.bus = ctx.bus
-        self.driver = driver
-        self.queues = [driver.rx[q] for q in queues]
-        self.cores = cores
-        self.core = cores[0]
-        self.costs = c = ctx.costs
-        self.burst = ctx.params.burst
-        self.drops = {}
-        self.dev_addr = {}
-        for q in self.queues:
-            self.dev_addr.update(zip(q.buffers, q.buffers_dev, strict=True))
+        self._attach(ctx, driver, queues, cores)
+        c = self.costs
         # Transmit on the queue of the first receive queue's number (one per core, as DPDK
         # gives each lcore its own), or the last there is.
         first = self.queues[0].num if self.queues else 0
@@ -139,6 +128,22 @@ class _Path:
         # metadata line, take a fresh mbuf for the slot from the per-lcore cache.
         self.rx_frame_ps = c.l3_hit + c.l2_hit + c.mbuf_alloc
         self.app = APPS[app](self)
+
+    def _attach(self, ctx, driver, queues, cores):
+        """Take the context, driver, receive queues and cores (what every path needs)."""
+        self.ctx = ctx
+        self.env = ctx.env
+        self.bus = ctx.bus
+        self.driver = driver
+        self.queues = [driver.rx[q] for q in queues]
+        self.cores = cores
+        self.core = cores[0]
+        self.costs = ctx.costs
+        self.burst = ctx.params.burst
+        self.drops = {}
+        self.dev_addr = {}  # host buffer address -> device (I/O virtual) address
+        for q in self.queues:
+            self.dev_addr.update(zip(q.buffers, q.buffers_dev, strict=True))
 
     def _rx_ps(self, q, n):
         """CPU time to take ``n`` frames from ``q`` and post fresh buffers (call before
