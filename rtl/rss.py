@@ -733,6 +733,14 @@ class RssUnit(wiring.Component):
         # they are visible and inside the datagram; an IPv6 chain going on after
         # MAX_EXT_HEADERS has none. Sample the enabled mask.
         k = 4 + 2 * MAX_EXT_HEADERS
+        # Each group's port multiplexer has a copy of ptr % 8 of its own: ptr alone would drive
+        # hundreds of LUTs. The copies differ from ptr and from each other in initial value or
+        # polarity, so that synthesis keeps them apart.
+        port_ptrs = {}
+        for g, (init, inverted) in zip((1, 2, 3), ((1, 0), (0, 1), (1, 1)), strict=True):
+            copy = Signal(3, name=f"s{k}_port_ptr{g}", init=0b111 * init, reset_less=True)
+            m.d.sync += copy.eq(~state[:3] if inverted else state[:3])
+            port_ptrs[g] = ~copy if inverted else copy
         cls, ptr = walk["cls"], walk["ptr"]
         v4, v6, tcp = walk["v4"], walk["v6"], cls[_CLS_TCP]
         s12 = stage(
@@ -750,7 +758,7 @@ class RssUnit(wiring.Component):
             in_datagram=Mux(walk["v4"], ~side["v4_fragment"] & side["v4_length_ok"],
                             side["far"] | ~_less(side["bound"], ptr)),
             # The ports at word 8 * g + ptr % 8 for each group g; stage 13 picks the group.
-            **{f"ports{g}": _select(ptr[:3], {n: raw.word(8 * g + n, k) for n in range(8)})
+            **{f"ports{g}": _select(port_ptrs[g], {n: raw.word(8 * g + n, k) for n in range(8)})
                for g in (1, 2, 3)},
             ports_group=ptr[3:], addresses=side["addresses"])
 
