@@ -833,8 +833,8 @@ class RssUnit(wiring.Component):
         table_addr = early("table_addr", in_table & entry_ok)
         table_data = early("table_data", ~bus.w_data[self.queue_bits:].any())
         write_key = early("write_key", Cat(in_key & (index == n) for n in range(len(key_words))))
-        readable = early("readable", (in_low & Cat(index == n for n in low).any())
-                         | (in_key & key_index_ok) | (in_table & entry_ok))
+        readable = (early("readable_low", in_low & Cat(index == n for n in low).any())
+                    | key_addr | table_addr)
         write_hash_types = hash_types_addr & hash_types_data
         write_table = table_addr & table_data
         writable = write_hash_types | key_addr | write_table

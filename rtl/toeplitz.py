@@ -115,15 +115,21 @@ class ToeplitzCore(wiring.Component):
 
         if steps == 1:
             data = Signal(8 * self.input_bytes, reset_less=True)
-            key = Signal(8 * self.key_bytes, reset_less=True)
-            m.d.sync += [data.eq(self.data), key.eq(self.key)]
+            m.d.sync += data.eq(self.data)
             # Named signals, so that the many slices below share one expression.
             chunk_sel = Signal(chunk_bits, reset_less=True)
-            window_sel = Signal(window_bits, reset_less=True)
-            m.d.comb += [
-                chunk_sel.eq(padded(_msb_first(data, self.input_bytes), chunk_bits)),
-                window_sel.eq(padded(_msb_first(key, self.key_bytes), window_bits)),
-            ]
+            m.d.comb += chunk_sel.eq(padded(_msb_first(data, self.input_bytes), chunk_bits))
+            # Two copies of the key, one for the even groups and one for the odd, to halve the
+            # fanout of each bit; the second has another initial value, so that synthesis keeps
+            # it apart.
+            windows = []
+            for copy in range(2):
+                key = Signal(8 * self.key_bytes, name=f"key{copy}", reset_less=True,
+                             init=-copy)
+                window = Signal(window_bits, name=f"window_sel{copy}", reset_less=True)
+                m.d.sync += key.eq(self.key)
+                m.d.comb += window.eq(padded(_msb_first(key, self.key_bytes), window_bits))
+                windows.append(window)
         else:
             # Shift registers in hash order: start loads the input and the key, every other
             # cycle moves them on by a chunk, so the chunk and its key window are always at
@@ -147,7 +153,7 @@ class ToeplitzCore(wiring.Component):
                                                            shifted[low:high]))
                 position += len(queue)
             chunk_sel = data_queue[:chunk_bits]
-            window_sel = key_queue[:window_bits]
+            windows = [key_queue[:window_bits]]
         sel_valid, sel_first, sel_last = phase.any(), phase[0], phase[-1]
 
         # Contribution of each group of bytes: hash bit 31-j is the XOR over the group's input
@@ -157,6 +163,7 @@ class ToeplitzCore(wiring.Component):
         for first in range(0, chunk_bits, group_bits):
             last = min(first + group_bits, chunk_bits)
             partial = Signal(HASH_BITS, name=f"partial_{first // group_bits}", reset_less=True)
+            window_sel = windows[first // group_bits % len(windows)]
             bits = [(chunk_sel[first:last] & window_sel[first + j:last + j]).xor()
                     for j in range(HASH_BITS)]
             m.d.sync += partial.eq(Cat(reversed(bits)))
