@@ -32,7 +32,7 @@ import ipaddress
 from array import array
 
 from nicsim.hw.nic.formats import TxFlags
-from nicsim.hw.ref.checksum import TxCommand, TxMode, tx_checksum
+from nicsim.hw.ref.checksum import TxCommand, TxMode, csum_adjust, tx_checksum
 from nicsim.hw.ref.packet import IPPROTO_UDP, be16, parse_ip
 
 __all__ = ["App", "AppGroup", "DropApp", "L2Fwd", "L3Fwd", "UdpEcho", "KvStore", "Lpm", "APPS",
@@ -244,12 +244,9 @@ class L3Fwd(_Responder):
             hop = self.lpm[4].lookup(int.from_bytes(buf[l3 + 16:l3 + 20], "big"))
             if hop is None:
                 return "no_route"
-            # RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), m the 16-bit word holding the TTL.
+            # RFC 1624: only the 16-bit word holding the TTL changes.
             old = (ttl << 8) | buf[l3 + 9]
-            total = (~be16(buf, l3 + 10) & 0xFFFF) + (~old & 0xFFFF) + old - 0x100
-            total = (total & 0xFFFF) + (total >> 16)
-            total = (total & 0xFFFF) + (total >> 16)
-            check = ~total & 0xFFFF
+            check = csum_adjust(be16(buf, l3 + 10), (old,), (old - 0x100,))
             buf[l3 + 8] = ttl - 1
             buf[l3 + 10] = check >> 8
             buf[l3 + 11] = check & 0xFF

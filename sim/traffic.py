@@ -17,6 +17,7 @@ import math
 import random
 from fractions import Fraction
 
+from nicsim.hw.ref.checksum import csum_adjust
 from nicsim.sim.ether import parse_mac
 from nicsim.sim.frame import ETH_OVERHEAD_BYTES, Frame
 
@@ -317,13 +318,13 @@ class TrafficSource:
         old_seq = int.from_bytes(data[l4 + 4:l4 + 8], "big")
         frame[l4 + 4:l4 + 8] = seq.to_bytes(4, "big")
         csum = int.from_bytes(data[l4 + 16:l4 + 18], "big")
-        csum = _csum_adjust(csum, (old_seq >> 16, old_seq & 0xFFFF), (seq >> 16, seq & 0xFFFF))
+        csum = csum_adjust(csum, (old_seq >> 16, old_seq & 0xFFFF), (seq >> 16, seq & 0xFFFF))
         frame[l4 + 16:l4 + 18] = csum.to_bytes(2, "big")
         if not self.ipv6:
             old_id = int.from_bytes(data[l3 + 4:l3 + 6], "big")
             frame[l3 + 4:l3 + 6] = ip_id.to_bytes(2, "big")
             hc = int.from_bytes(data[l3 + 10:l3 + 12], "big")
-            frame[l3 + 10:l3 + 12] = _csum_adjust(hc, (old_id,), (ip_id,)).to_bytes(2, "big")
+            frame[l3 + 10:l3 + 12] = csum_adjust(hc, (old_id,), (ip_id,)).to_bytes(2, "big")
         return bytes(frame)
 
     def _load_pcap(self, path):
@@ -560,16 +561,6 @@ class ClosedLoopClient:
             at = nxt[-1].t_ps
             self.env.timeout(max(0, at - self.env.now)).callbacks.append(
                 lambda _, batch=nxt: self.out.put(batch))
-
-
-def _csum_adjust(csum, old_words, new_words):
-    """Update an Internet checksum for 16-bit words that changed (RFC 1624, eqn. 3)."""
-    total = ~csum & 0xFFFF
-    for old, new in zip(old_words, new_words, strict=True):
-        total += (~old & 0xFFFF) + new
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _addr4(rng):

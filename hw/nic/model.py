@@ -24,6 +24,7 @@ from functools import partial
 from nicsim.hw.frame import Frame
 from nicsim.hw.ref import checksum as ref_checksum
 from nicsim.hw.ref import rss as ref_rss
+from nicsim.hw.ref.packet import parse_l2
 
 from . import regs
 from .device import RegisterError
@@ -512,7 +513,7 @@ class NicModel:
                 f, reason = pf, "rx_not_for_us"
         if reason is None and not f.ctrl & regs.Ctrl.RX_ENABLE:
             reason = "rx_disabled"
-        if reason is None and len(data) > f.mtu + 4 * _vlan_tags(data):
+        if reason is None and len(data) > f.mtu + 4 * parse_l2(data).vlan_tags:
             reason = "rx_oversize"
         if reason is None:
             meta = f.cache.get(data) or self._offloads(f, data)
@@ -814,14 +815,3 @@ class NicModel:
             "rx_waiting_for_descriptor": waiting,
             "functions": [dict(f.counters) for f in self.fns],
         }
-
-
-def _vlan_tags(data):
-    """Return the number of 802.1Q/802.1ad tags (0..2) after the MAC addresses."""
-    tags = 0
-    offset = 12
-    while tags < 2 and data[offset:offset + 2] in (b"\x81\x00", b"\x88\xa8"):
-        tags += 1
-        offset += 4
-    return tags
-

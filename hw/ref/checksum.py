@@ -46,6 +46,7 @@ __all__ = [
     "TxCommand",
     "TxMode",
     "TxResult",
+    "csum_adjust",
     "csum_fold",
     "ones_sum",
     "rx_checksum",
@@ -179,6 +180,19 @@ class TxResult:
     drop_reason: str | None
     ip_inserted: bool
     l4_inserted: bool
+
+
+def csum_adjust(csum: int, old_words, new_words) -> int:
+    """Update an Internet checksum for 16-bit words that changed (RFC 1624, eqn. 3).
+
+    ``HC' = ~(~HC + ~m + m')`` summed over the changed words ``m`` -> ``m'``.
+    """
+    total = ~csum & 0xFFFF
+    for old, new in zip(old_words, new_words, strict=True):
+        total += (~old & 0xFFFF) + new
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
 
 def csum_fold(x: int) -> int:
