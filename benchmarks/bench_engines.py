@@ -17,7 +17,7 @@ import platform
 import time
 from pathlib import Path
 
-from nicsim.hw.engines import ENGINES, load_config, run_model
+from nicsim.hw.engines import load_config, run_model
 from nicsim.hw.harness import build_harness, run_harness
 from nicsim.sim.traffic import mixed_frames
 
@@ -73,7 +73,7 @@ def main():
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--cocotb-frames", type=int, default=150)
     parser.add_argument("--widths", default="64,128,256,512")
-    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--engines", default="checksum-rx,checksum-tx,rss")
     args = parser.parse_args()
 
     frames, _ = mixed_frames(args.frames, seed=11)

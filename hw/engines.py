@@ -7,6 +7,7 @@ can be compared byte for byte (``nicsim rtl run --backend rtl|model``).
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from .ref.rss import ALL_TYPES_MASK, DEFAULT_KEY, HashType, RssConfig, default_t
 
 __all__ = [
     "ENGINES",
+    "EngineSpec",
     "ConfigError",
     "EngineRun",
     "load_config",
@@ -39,7 +41,37 @@ __all__ = [
     "decode_rss_result",
 ]
 
-ENGINES = ("checksum-rx", "checksum-tx", "rss")
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """An engine ``nicsim rtl run`` knows.
+
+    Members
+    -------
+    module : str
+        Module of the engine's adapter. The three first engines live here; every other engine
+        has its own module with ``load_config(section, options) -> config``,
+        ``run_model(frames, config) -> EngineRun`` and
+        ``run_rtl(frames, config, *, width, idle_pct, backpressure_pct, seed, waves) ->
+        EngineRun``. ``section`` is the engine's TOML table (empty without ``--config``).
+    summary : str
+        One line for help texts.
+    options : tuple of str
+        Command-line options the engine takes beyond the common ones (``mss``, ``udp``,
+        ``fixed_id``, ``program``, ``entries``).
+    """
+
+    module: str
+    summary: str
+    options: tuple = ()
+
+
+ENGINES = {
+    "checksum-rx": EngineSpec(__name__, "RX checksum verification"),
+    "checksum-tx": EngineSpec(__name__, "TX checksum insertion"),
+    "rss": EngineSpec(__name__, "RSS Toeplitz hash and queue"),
+}
+_BUILTIN = ("checksum-rx", "checksum-tx", "rss")
 
 # Register offsets, from the blocks' register tables.
 RSS_REG_ENABLED = offset_of(RSS_REGISTERS, "HASH_TYPES")
@@ -79,11 +111,31 @@ class EngineRun:
     frames : list of bytes
         Frames leaving the engine (taps pass every frame unchanged).
     meta : list of dict
-        One record per input frame, in input order.
+        One record per input frame, in input order (``{"dropped": reason}`` for a drop).
+    out_meta : list of dict or None
+        For engines whose frames out are not one per frame in (segmentation, coalescing): one
+        record per output frame, in output order; ``nicsim rtl run`` writes these to ``--meta``.
+    origin : list of int or None
+        With ``out_meta``: index of the input frame each output frame leaves after (its
+        capture timestamp is kept).
     """
 
     frames: list
     meta: list
+    out_meta: list | None = None
+    origin: list | None = None
+
+
+def _spec(engine):
+    try:
+        return ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"Unknown engine {engine!r}; choose one of "
+                         f"{', '.join(ENGINES)}") from None
+
+
+def _adapter(engine):
+    return importlib.import_module(_spec(engine).module)
 
 
 _HASH_TYPE_NAMES = {t: t.name.lower() for t in HashType}
@@ -91,27 +143,44 @@ _STATUS_NAMES = {s: s.name.lower() for s in Status}
 _TX_MODES = {"off": TxMode.OFF, "partial": TxMode.PARTIAL, "auto": TxMode.AUTO}
 
 
-def load_config(engine, path=None) -> EngineConfig:
+def load_config(engine, path=None, options=None):
     """Read a TOML configuration; ``[rss]`` and ``[checksum-tx]`` sections (or top-level keys).
+
+    ``options`` holds command-line settings (``{"mss": 1448}``); an engine that does not take
+    one raises :class:`ConfigError`. Engines with their own module read their section there.
 
     ``[rss]``: ``key`` (80 hex digits), ``hash_types`` (names of :class:`HashType`),
     ``table`` (queue numbers, repeated to ``table_size``), ``queues`` (``table[i] = i % queues``),
     ``table_size`` (power of two, 1..512). ``[checksum-tx]``: ``mode`` (off, partial, auto),
     ``csum_start``, ``csum_offset``.
     """
+    spec = _spec(engine)
+    options = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
+    extra = sorted(set(options) - set(spec.options))
+    if extra:
+        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+        raise ConfigError(f"{flags} does not apply to {engine}.")
+    section = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror}).") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+        section = doc.get(engine, doc)
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: [{engine}] must be a table.")
+    if engine not in _BUILTIN:
+        try:
+            return _adapter(engine).load_config(section, options)
+        except (ValueError, TypeError) as exc:
+            where = f"{path}: " if path is not None else ""
+            raise ConfigError(f"{where}{exc}") from None
     cfg = EngineConfig()
     if path is None:
         return cfg
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror}).") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
-    section = doc.get(engine, doc)
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: [{engine}] must be a table.")
     try:
         if engine == "rss":
             cfg.rss = _rss_config(section)
@@ -193,6 +262,10 @@ def decode_rss_result(word):
 
 def run_model(engine, frames, config=None) -> EngineRun:
     """Run frames through the golden reference of ``engine``."""
+    if engine not in _BUILTIN:
+        adapter = _adapter(engine)
+        return adapter.run_model(frames, config if config is not None
+                                 else adapter.load_config({}, {}))
     config = config or EngineConfig()
     if engine == "checksum-rx":
         meta = []
@@ -262,6 +335,12 @@ def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=
     """
     from .harness import build_harness, run_harness
 
+    if engine not in _BUILTIN:
+        adapter = _adapter(engine)
+        return adapter.run_rtl(frames, config if config is not None
+                               else adapter.load_config({}, {}), width=width,
+                               idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed,
+                               waves=waves)
     config = config or EngineConfig()
     params = {"width": width}
     users = [0] * len(frames)

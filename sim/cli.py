@@ -51,16 +51,26 @@ def _check_width(width):
 
 @rtl_app.command("run")
 def rtl_run(
-    engine: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    engine: Annotated[str, typer.Argument(help="Engine: see 'nicsim rtl engines'.")],
     in_path: Annotated[Path, typer.Option("--in", help="Input capture (pcap or pcapng).")],
     out_path: Annotated[Path, typer.Option("--out", help="Output capture (.pcap, or .pcapng "
                                                          "with per-frame comments).")],
-    meta_path: Annotated[Path, typer.Option("--meta", help="One JSON line per input frame.")],
+    meta_path: Annotated[Path, typer.Option("--meta", help="One JSON line per input frame "
+                                                           "(per output frame for engines "
+                                                           "that segment or merge).")],
     width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
     backend: Annotated[str, typer.Option(help="rtl (Verilator) or model (golden "
                                               "reference).")] = "rtl",
     config: Annotated[Path | None, typer.Option(help="TOML configuration of the "
                                                      "engine.")] = None,
+    mss: Annotated[int | None, typer.Option(help="Segment size (tso).")] = None,
+    udp: Annotated[bool, typer.Option("--udp", help="UDP segmentation (tso).")] = False,
+    fixed_id: Annotated[bool, typer.Option("--fixed-id", help="Keep the IPv4 ID of every "
+                                                               "segment (tso).")] = False,
+    program: Annotated[Path | None, typer.Option(help="Pipeline program TOML "
+                                                      "(match-action).")] = None,
+    entries: Annotated[Path | None, typer.Option(help="Table entries TOML "
+                                                      "(match-action).")] = None,
     waves: Annotated[Path | None, typer.Option(help="Record the RTL run as an FST waveform "
                                                     "(GTKWave, Surfer).")] = None,
 ):
@@ -76,9 +86,11 @@ def rtl_run(
     if waves is not None and backend != "rtl":
         _fail("--waves needs --backend rtl.")
     _check_width(width)
+    options = {"mss": mss, "udp": udp, "fixed_id": fixed_id, "program": program,
+               "entries": entries}
     try:
         packets = read_pcap(in_path)
-        cfg = load_config(engine, config)
+        cfg = load_config(engine, config, options)
         frames = [p.data for p in packets]
         start = time.monotonic()
         if backend == "model":
@@ -90,21 +102,41 @@ def rtl_run(
         elapsed = time.monotonic() - start
     except (PcapError, ConfigError, VerilatorError) as exc:
         _fail(str(exc))
-    kept = [m for m in run.meta if "dropped" not in m]
-    out_packets = []
-    for data, meta, pkt in zip(run.frames, kept, (p for p, m in zip(packets, run.meta,
-                                                                    strict=True)
-                                                  if "dropped" not in m), strict=True):
-        out_packets.append(Packet(data, pkt.time_ns, comment=json.dumps(meta)))
+    if run.out_meta is not None:
+        # Segmenting and merging engines: one record per output frame, then the drops.
+        out_packets = [Packet(data, packets[src].time_ns, comment=json.dumps(meta))
+                       for data, meta, src in zip(run.frames, run.out_meta, run.origin,
+                                                  strict=True)]
+        records = [{"frame": i, **m} for i, m in enumerate(run.out_meta)]
+        records += [{"input": i, **m} for i, m in enumerate(run.meta) if "dropped" in m]
+    else:
+        kept = [(p, m) for p, m in zip(packets, run.meta, strict=True) if "dropped" not in m]
+        out_packets = [Packet(data, pkt.time_ns, comment=json.dumps(meta))
+                       for data, (pkt, meta) in zip(run.frames, kept, strict=True)]
+        records = [{"frame": i, **m} for i, m in enumerate(run.meta)]
     try:
         write_pcap(out_path, out_packets)
         with open(meta_path, "w") as handle:
-            for i, meta in enumerate(run.meta):
-                handle.write(json.dumps({"frame": i, **meta}) + "\n")
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
     except OSError as exc:
         _fail(f"cannot write output: {exc.strerror} ({exc.filename}).")
+    drops = sum("dropped" in m for m in run.meta)
     console.print(f"{engine} ({backend}, {width} bit): {len(frames)} frames in, "
-                  f"{len(run.frames)} out in {elapsed:.2f} s -> {out_path}, {meta_path}")
+                  f"{len(run.frames)} out, {drops} dropped in {elapsed:.2f} s -> {out_path}, "
+                  f"{meta_path}")
+
+
+@rtl_app.command("engines")
+def rtl_engines():
+    """List the engines 'nicsim rtl run' takes."""
+    from nicsim.hw.engines import ENGINES
+
+    table = Table("engine", "what it does", "options")
+    for name, spec in ENGINES.items():
+        table.add_row(name, spec.summary,
+                      " ".join("--" + o.replace("_", "-") for o in spec.options))
+    console.print(table)
 
 
 @rtl_app.command("designs")

@@ -1,0 +1,1 @@
+"""eBPF: object loader, verifier, interpreter, maps and helpers, as XDP runs them."""

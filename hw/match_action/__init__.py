@@ -1,0 +1,1 @@
+"""Match-action programs: format, checker, compiler to the RTL configuration, control plane."""

@@ -1,0 +1,1 @@
+"""SmartNIC match-action pipeline: parser, match stages, actions and deparser."""

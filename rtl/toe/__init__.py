@@ -1,0 +1,1 @@
+"""TCP offload engine: ARP, ICMP echo, IPv4 and per-session TCP."""
