@@ -241,6 +241,10 @@ def synth(
     device: Annotated[str, typer.Option(help="ecp5-85k, ecp5-25k or ice40-up5k.")] = "ecp5-85k",
     seed: Annotated[int, typer.Option(help="nextpnr placement seed.")] = 1,
     force: Annotated[bool, typer.Option(help="Ignore a cached result.")] = False,
+    record: Annotated[Path | None, typer.Option(help="Also put the figures into this JSON "
+                                                     "table (benchmarks/results/synth.json), "
+                                                     "replacing the row of the same design, "
+                                                     "width and device.")] = None,
 ):
     """Synthesize a design with yosys + nextpnr and print its figures as JSON."""
     from nicsim.hw.designs import DESIGNS
@@ -256,8 +260,27 @@ def synth(
             result = synthesize(design, {"width": width}, device=device, seed=seed, force=force)
     except SynthError as exc:
         _fail(str(exc))
+    if record is not None:
+        _record_synth(record, {k: v for k, v in result.items() if k != "cells"})
     result = {k: v for k, v in result.items() if k not in ("cells", "tools")}
     print(json.dumps(result))
+
+
+def _record_synth(path, row):
+    """Upsert one synthesis row into a results table, under a lock (several runs may write)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = json.loads(path.read_text()) if path.exists() else {"device": row.get("device"),
+                                                                   "results": []}
+        def key(r):
+            return (r.get("design"), json.dumps(r.get("params"), sort_keys=True),
+                    r.get("device"))
+
+        doc["results"] = [r for r in doc["results"] if key(r) != key(row)] + [row]
+        path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 @app.command("synth-verilog")
