@@ -1,0 +1,224 @@
+"""The running Linux kernel as the oracle of eBPF tests: its verifier and BPF_PROG_TEST_RUN.
+
+Objects are loaded with ``bpftool prog loadall`` into a bpffs folder of their own (process id,
+a counter and a random part in the name, so parallel pytest workers never meet) and removed
+afterwards. Programs run with ``bpftool prog run`` (the BPF_PROG_TEST_RUN command of bpf(2)):
+the kernel runs the program once over the given bytes and returns its verdict and the packet.
+Maps are pinned next to the programs and filled or read with ``bpftool map``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+__all__ = ["kernel_available", "kernel_load", "kernel_run", "KernelProgram", "KernelError"]
+
+BPFFS = Path("/sys/fs/bpf")
+_counter = itertools.count()
+_available: tuple[bool, str] | None = None
+
+
+class KernelError(RuntimeError):
+    """bpftool refused an operation (the message has its error)."""
+
+
+def _bpftool():
+    return shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists()
+                                       else None)
+
+
+def _bpffs_mounted():
+    try:
+        with open("/proc/mounts") as fh:
+            return any(line.split()[1:3] == [str(BPFFS), "bpf"] for line in fh)
+    except OSError:
+        return False
+
+
+def kernel_available() -> tuple[bool, str]:
+    """Return ``(True, "")`` when programs can be loaded and run here, else ``(False, why)``."""
+    global _available
+    if _available is not None:
+        return _available
+    why = ""
+    if os.geteuid() != 0:
+        why = "not root: loading eBPF programs needs CAP_BPF and CAP_NET_ADMIN"
+    elif _bpftool() is None:
+        why = "bpftool not installed (apt-get install bpftool)"
+    elif not _bpffs_mounted():
+        subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True)
+        if not _bpffs_mounted():
+            why = f"no bpffs at {BPFFS} and mounting one failed"
+    if not why:
+        # A program that only returns XDP_PASS: if the kernel refuses it, nothing will load.
+        try:
+            _probe()
+        except KernelError as exc:
+            why = f"the kernel does not run XDP test programs: {exc}"
+    _available = (not why, why)
+    return _available
+
+
+def _probe():
+    src = Path(tempfile.mkdtemp(prefix="nicsim-probe-"))
+    try:
+        c_file = src / "probe.c"
+        c_file.write_text('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                          'SEC("xdp") int probe(struct xdp_md *ctx) { return XDP_PASS; }\n'
+                          'char _license[] SEC("license") = "GPL";\n')
+        from nicsim.host.ebpf.build import BuildError, compile_c
+        try:
+            obj = compile_c(c_file)
+        except BuildError as exc:
+            raise KernelError(str(exc)) from None
+        with KernelProgram(obj, "probe") as prog:
+            retval, _ = prog.run(bytes(64))
+        if retval != 2:
+            raise KernelError(f"probe returned {retval}, not XDP_PASS")
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def _run(args, check=True):
+    proc = subprocess.run([_bpftool(), *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise KernelError(msg[-1] if msg else f"bpftool {args[0]} failed")
+    return proc
+
+
+class KernelProgram:
+    """One object loaded into the kernel, its programs and maps pinned; a context manager.
+
+    Parameters
+    ----------
+    obj_path : str or Path
+        The eBPF object.
+    prog_name : str
+        The program to run (its function name).
+    """
+
+    def __init__(self, obj_path, prog_name):
+        self.obj_path = Path(obj_path)
+        self.prog_name = prog_name
+        self.dir = BPFFS / f"nicsim-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
+        self.log = ""
+        self.accepted = False
+        self._tmp = Path(tempfile.mkdtemp(prefix="nicsim-kr-"))
+
+    def load(self):
+        """Load the object; return ``(accepted, log)``."""
+        self.dir.mkdir()
+        proc = _run(["-d", "prog", "loadall", str(self.obj_path), str(self.dir / "prog"),
+                     "type", "xdp", "pinmaps", str(self.dir / "maps")], check=False)
+        self.accepted = proc.returncode == 0
+        self.log = "\n".join(ln for ln in proc.stderr.splitlines()
+                             if "libbpf strict mode" not in ln and "--legacy option" not in ln)
+        return self.accepted, self.log
+
+    def __enter__(self):
+        accepted, log = self.load()
+        if not accepted:
+            self.close()
+            lines = [ln for ln in log.splitlines() if ln.strip()]
+            raise KernelError(f"kernel rejected {self.obj_path.name}: "
+                              f"{lines[-1] if lines else '?'}")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Unpin everything (the kernel frees programs and maps with their last reference)."""
+        if self.dir.exists():
+            for sub in ("prog", "maps"):
+                folder = self.dir / sub
+                if folder.exists():
+                    for pin in folder.iterdir():
+                        pin.unlink(missing_ok=True)
+                    folder.rmdir()
+            self.dir.rmdir()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _map_pin(self, name):
+        pin = self.dir / "maps" / name
+        if not pin.exists():
+            raise KernelError(f"no pinned map {name!r} (have "
+                              f"{sorted(p.name for p in (self.dir / 'maps').iterdir())})")
+        return pin
+
+    def map_update(self, name, key: bytes, value: bytes):
+        """Write one entry of map ``name``."""
+        _run(["map", "update", "pinned", str(self._map_pin(name)), "key", "hex", *_hex(key),
+              "value", "hex", *_hex(value)])
+
+    def map_dump(self, name) -> dict:
+        """Return map ``name`` as ``{key bytes: value bytes}`` (per-CPU maps: CPU 0's value)."""
+        proc = _run(["-j", "map", "dump", "pinned", str(self._map_pin(name))])
+        out = {}
+        for entry in json.loads(proc.stdout or "[]"):
+            key = _unhex(entry["key"])
+            if "values" in entry:  # per-CPU
+                value = _unhex(entry["values"][0]["value"])
+            else:
+                value = _unhex(entry["value"])
+            out[key] = value
+        return out
+
+    def run(self, data: bytes, ctx: bytes | None = None):
+        """Run the program once over ``data``; return ``(retval, data_out)``."""
+        n = next(_counter)
+        din, dout = self._tmp / f"in{n}", self._tmp / f"out{n}"
+        din.write_bytes(data)
+        args = ["prog", "run", "pinned", str(self.dir / "prog" / self.prog_name),
+                "data_in", str(din), "data_out", str(dout),
+                "data_size_out", str(len(data) + 4096)]
+        if ctx is not None:
+            cin = self._tmp / f"ctx{n}"
+            cin.write_bytes(ctx)
+            args += ["ctx_in", str(cin)]
+        proc = _run(args)
+        match = re.search(r"Return value:\s*(\d+)", proc.stdout + proc.stderr)
+        if match is None:
+            raise KernelError(f"bpftool prog run printed no return value: {proc.stdout!r}")
+        out = dout.read_bytes() if dout.exists() else b""
+        din.unlink(missing_ok=True)
+        dout.unlink(missing_ok=True)
+        return int(match[1]), out
+
+
+def _hex(data):
+    return [f"{b:02x}" for b in data]
+
+
+def _unhex(items):
+    return bytes(int(x, 16) for x in items)
+
+
+def kernel_load(obj_path, prog_name=None) -> tuple[bool, str]:
+    """Load ``obj_path`` into the kernel and unload it; return ``(accepted, verifier log)``."""
+    prog = KernelProgram(obj_path, prog_name or "")
+    try:
+        return prog.load()
+    finally:
+        prog.close()
+
+
+def kernel_run(obj_path, prog_name, data: bytes, maps_init=None):
+    """Run ``prog_name`` of ``obj_path`` in the kernel once; return ``(retval, data_out)``.
+
+    ``maps_init`` is ``{map name: {key bytes: value bytes}}`` written before the run.
+    """
+    with KernelProgram(obj_path, prog_name) as prog:
+        for name, entries in (maps_init or {}).items():
+            for key, value in entries.items():
+                prog.map_update(name, key, value)
+        return prog.run(data)
