@@ -523,10 +523,13 @@ class RssUnit(wiring.Component):
         keep = beat.keep
         top = [keep[b] & ~(keep[b + 1] if b + 1 < bw else 0) for b in range(bw)]
 
-        # A slot loads on valid alone: a beat not accepted is loaded again when it is, and the
-        # load enable then comes from flip-flops and the valid input, not from ready.
+        # A slot loads every cycle its one-hot bit is set, valid or not: the beat that is
+        # accepted is the last one it loads before the bit moves on. The load enable is then a
+        # flip-flop output alone (no input, no ready). After a last beat, slot 0 loads from the
+        # next cycle on: exactly when a back-to-back frame's first beat would, the case the
+        # readers of the buffer are built for.
         for j in range(window_beats):
-            with m.If(self.i.valid & slot[j]):
+            with m.If(slot[j]):
                 m.d.sync += buf[j].eq(beat.data)
         with m.If(accept):
             with m.If(beat.last):
