@@ -50,7 +50,7 @@ def pack(frames) -> Batch:
     if total >= MAX_BATCH_BYTES:
         raise ValueError(f"a batch holds less than 2 GiB of frames, not {total} bytes")
     offsets = np.zeros(len(frames) + 1, dtype=np.uint32)
-    np.cumsum(lengths, out=offsets[1:], casting="unsafe")
+    offsets[1:] = np.cumsum(lengths)
     data = np.frombuffer(b"".join(frames), dtype=np.uint8) if total else \
         np.zeros(0, dtype=np.uint8)
     return Batch(data, offsets)
