@@ -70,6 +70,9 @@ ENGINES = {
     "checksum-rx": EngineSpec(__name__, "RX checksum verification"),
     "checksum-tx": EngineSpec(__name__, "TX checksum insertion"),
     "rss": EngineSpec(__name__, "RSS Toeplitz hash and queue"),
+    "match-action": EngineSpec("nicsim.hw.match_action.engine",
+                               "Match-action pipeline (program and entries)",
+                               ("program", "entries")),
 }
 _BUILTIN = ("checksum-rx", "checksum-tx", "rss")
 

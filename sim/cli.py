@@ -28,6 +28,9 @@ app = typer.Typer(
 )
 rtl_app = typer.Typer(help="Run captures through the offload engines.", no_args_is_help=True)
 app.add_typer(rtl_app, name="rtl")
+from nicsim.sim.ma_cli import ma_app  # noqa: E402
+
+app.add_typer(ma_app, name="ma")
 
 console = Console()
 err_console = Console(stderr=True)

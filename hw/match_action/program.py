@@ -78,6 +78,7 @@ __all__ = [
     "load_entries",
     "parse_entries",
     "make_entry",
+    "make_key",
     "field_of",
 ]
 
@@ -620,19 +621,8 @@ def _key_item(kspec, value):
     return v, m
 
 
-def _differs(extra, missing):
-    return f"unknown {extra}" if extra else f"missing {missing}"
-
-
-def make_entry(program, table, key, action, args=None, priority=None, meter=None):
-    """Build an :class:`Entry` from loose values (TOML or command line), checking form.
-
-    ``key`` is ``{field path: value}`` or a list of values in key order; ``args`` is
-    ``{param: value}`` or a list in parameter order; ``meter`` is
-    ``{cir, cbs, pir, pbs}`` (``pir``/``pbs`` default to ``cir``/``cbs``).
-    """
-    from .checker import check_meter
-
+def make_key(program, table, key):
+    """Return the ``(value, mask)`` items of a key given loosely (see :func:`make_entry`)."""
     t = program.table(str(table))
     if isinstance(key, dict):
         names = [k.field.path for k in t.keys]
@@ -655,6 +645,24 @@ def make_entry(program, table, key, action, args=None, priority=None, meter=None
             raise ProgramError(f"table {t.name!r} takes {len(t.keys)} key value(s), not "
                                f"{len(values)}.")
         items = [_key_item(k, v) for k, v in zip(t.keys, values, strict=True)]
+    return tuple(items)
+
+
+def _differs(extra, missing):
+    return f"unknown {extra}" if extra else f"missing {missing}"
+
+
+def make_entry(program, table, key, action, args=None, priority=None, meter=None):
+    """Build an :class:`Entry` from loose values (TOML or command line), checking form.
+
+    ``key`` is ``{field path: value}`` or a list of values in key order; ``args`` is
+    ``{param: value}`` or a list in parameter order; ``meter`` is
+    ``{cir, cbs, pir, pbs}`` (``pir``/``pbs`` default to ``cir``/``cbs``).
+    """
+    from .checker import check_meter
+
+    t = program.table(str(table))
+    items = make_key(program, table, key)
     action = str(action)
     if action not in t.actions:
         raise ProgramError(f"table {t.name!r} does not take action {action!r}; use one of "
