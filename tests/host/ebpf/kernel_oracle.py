@@ -161,13 +161,14 @@ class KernelProgram:
               "value", "hex", *_hex(value)])
 
     def map_dump(self, name) -> dict:
-        """Return map ``name`` as ``{key bytes: value bytes}`` (per-CPU maps: CPU 0's value)."""
+        """Return map ``name`` as ``{key bytes: value bytes}``; per-CPU maps give a list of
+        values, one per CPU."""
         proc = _run(["-j", "map", "dump", "pinned", str(self._map_pin(name))])
         out = {}
         for entry in json.loads(proc.stdout or "[]"):
             key = _unhex(entry["key"])
             if "values" in entry:  # per-CPU
-                value = _unhex(entry["values"][0]["value"])
+                value = [_unhex(v["value"]) for v in entry["values"]]
             else:
                 value = _unhex(entry["value"])
             out[key] = value
