@@ -160,7 +160,7 @@ class AcKernel:
     def __init__(self, platform, automaton: AhoCorasick):
         self.platform = platform
         self.automaton = automaton
-        self.kernel = platform.program("ac").ac_match
+        self.kernel = platform.kernel("ac_match", "ac")
         self.delta = to_device(platform, automaton.delta)
         self.out_start = to_device(platform, automaton.out_start)
         self.out_ids = to_device(platform, automaton.out_ids)

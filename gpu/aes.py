@@ -151,7 +151,7 @@ class AesCtrKernel:
 
     def __init__(self, platform, key: bytes):
         self.platform = platform
-        self.kernel = platform.program("aes").aes_ctr
+        self.kernel = platform.kernel("aes_ctr", "aes")
         self.round_keys = to_device(platform, expand_key(key))
         self.last_event = None
 

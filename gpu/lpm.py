@@ -17,7 +17,7 @@ import numpy as np
 
 from nicsim.hw.ref.lpm import parse_prefix
 
-from .batch import from_device, launch, to_device, empty_device
+from .batch import empty_device, from_device, launch, to_device
 
 __all__ = ["MISS", "MAX_CHUNKS", "Dir24_8", "Lpm6Table", "Lpm4Kernel", "Lpm6Kernel",
            "lpm4_numpy", "lpm6_numpy", "v6_words"]
@@ -235,7 +235,7 @@ class Lpm4Kernel:
 
     def __init__(self, platform, table: Dir24_8):
         self.platform = platform
-        self.kernel = platform.program("lpm").lpm4
+        self.kernel = platform.kernel("lpm4", "lpm")
         self.tbl24 = to_device(platform, table.tbl24)
         self.tbllong = to_device(platform, table.tbllong)
         self.last_event = None
@@ -255,7 +255,7 @@ class Lpm6Kernel:
 
     def __init__(self, platform, table: Lpm6Table):
         self.platform = platform
-        self.kernel = platform.program("lpm").lpm6
+        self.kernel = platform.kernel("lpm6", "lpm")
         self.lengths = to_device(platform, table.lengths)
         self.n_lengths = np.uint32(len(table.lengths))
         self.table = to_device(platform, table.table)

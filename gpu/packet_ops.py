@@ -43,7 +43,7 @@ class ChecksumKernel:
 
     def __init__(self, platform):
         self.platform = platform
-        self.kernel = platform.program("common", "checksum").rx_checksum
+        self.kernel = platform.kernel("rx_checksum", "common", "checksum")
         self.last_event = None
 
     def run(self, frames) -> ChecksumResult:
@@ -71,7 +71,7 @@ class RssKernel:
         self.platform = platform
         self.config = config = config if config is not None else RssConfig()
         config.validate()
-        self.kernel = platform.program("common", "rss").rss_hash
+        self.kernel = platform.kernel("rss_hash", "common", "rss")
         self.key = to_device(platform, np.frombuffer(config.key, dtype=np.uint8))
         self.table = to_device(platform, np.asarray(config.table, dtype=np.uint32))
         self.mask = np.uint32(len(config.table) - 1)

@@ -169,8 +169,20 @@ class Platform:
             self._programs[key] = built
         return built
 
+    def kernel(self, name: str, *files: str):
+        """Return kernel ``name`` of the program built from ``files``, one object per
+        context (kernel arguments are set at each call)."""
+        key = (name, files)
+        found = self._kernels.get(key)
+        if found is None:
+            import pyopencl as cl
+
+            found = self._kernels[key] = cl.Kernel(self.program(*files), name)
+        return found
+
     def __post_init__(self):
         self._programs = {}
+        self._kernels = {}
 
 
 def platform_slug(name: str) -> str:
