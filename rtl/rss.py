@@ -746,16 +746,18 @@ class RssUnit(wiring.Component):
             port_ptrs[g] = ~copy if inverted else copy
         cls, ptr = walk["cls"], walk["ptr"]
         v4, v6, tcp = walk["v4"], walk["v6"], cls[_CLS_TCP]
+        # Is the frame TCP or UDP and its 4-tuple type enabled? (Whether its ports are usable
+        # comes a stage later.) One signal per IP version: stage 13 then gates each half of
+        # the ports with one LUT.
+        four = (~walk["fail"] & (cls[_CLS_TCP] | cls[_CLS_UDP])
+                & Mux(v4, Mux(tcp, enabled[HashType.TCP_IPV4.value],
+                              enabled[HashType.UDP_IPV4.value]),
+                      Mux(tcp, enabled[HashType.TCP_IPV6.value],
+                          enabled[HashType.UDP_IPV6.value])))
         s12 = stage(
             k + 1, valid=walk["valid"], bad=walk["bad"], v4=v4, v6=v6,
-            transport=~walk["fail"] & (cls[_CLS_TCP] | cls[_CLS_UDP]),
-            tcp=tcp,
-            # Is the 4-tuple type of the frame (if it has usable ports) enabled, and its
-            # 2-tuple type?
-            four_enabled=Mux(v4, Mux(tcp, enabled[HashType.TCP_IPV4.value],
-                                     enabled[HashType.UDP_IPV4.value]),
-                             Mux(tcp, enabled[HashType.TCP_IPV6.value],
-                                 enabled[HashType.UDP_IPV6.value])),
+            tcp=tcp, four_v4=four & v4, four_v6=four & v6,
+            # Is its 2-tuple type enabled?
             two_enabled=(v4 & enabled[HashType.IPV4.value]) | (v6 & enabled[HashType.IPV6.value]),
             visible=_less(ptr, walk["max_ptr"]),  # the ports end at byte 4 * ptr + 6 <= vis
             in_datagram=Mux(walk["v4"], ~side["v4_fragment"] & side["v4_length_ok"],
@@ -768,8 +770,10 @@ class RssUnit(wiring.Component):
         # Stage 13: the hash type: the 4-tuple type if the frame has usable ports and it is
         # enabled, else the 2-tuple type if enabled.
         v4, v6, tcp = s12["v4"], s12["v6"], s12["tcp"]
-        use_four = (s12["transport"] & s12["visible"] & s12["in_datagram"]
-                    & s12["four_enabled"])
+        usable = s12["visible"] & s12["in_datagram"]
+        four_v4 = s12["four_v4"] & usable
+        four_v6 = s12["four_v6"] & usable
+        use_four = four_v4 | four_v6
         use_two = s12["two_enabled"]
         addresses = s12["addresses"]
         ports = _select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)})
@@ -789,8 +793,8 @@ class RssUnit(wiring.Component):
             k + 2, valid=s12["valid"], bad=s12["bad"], hash_type=hash_type,
             # The hash input: the addresses, and the ports after the IPv4 or after the IPv6
             # addresses (IPv4: zeros after that).
-            tuple=Cat(addresses[0:64], addresses[64:96] | Mux(use_four & v4, ports, 0),
-                      addresses[96:256], Mux(use_four & v6, ports, 0)))
+            tuple=Cat(addresses[0:64], addresses[64:96] | Mux(four_v4, ports, 0),
+                      addresses[96:256], Mux(four_v6, ports, 0)))
         out["start"] = Cat(copies)
         return out
 
