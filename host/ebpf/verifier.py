@@ -46,6 +46,7 @@ from nicsim.host.ebpf.protos import (
 from nicsim.host.ebpf.verifier_bounds import (
     NOT_INIT_REG,
     S64_MIN,
+    TYPE_NAMES,
     U32,
     U64,
     Reg,
@@ -92,8 +93,7 @@ SPILL_KINDS = (SPILL,) * 8
 
 # Result ranges nicsim knows beyond RET_INTEGER: redirect helpers return an XDP action
 # (XDP_REDIRECT, or on failure the action in the low bits of flags: net/core/filter.c).
-RET_RANGES = {HelperId.redirect: (0, 4), HelperId.redirect_map: (0, 4),
-              HelperId.get_prandom_u32: (0, U32), HelperId.get_smp_processor_id: (0, U32)}
+RET_RANGES = {HelperId.redirect: (0, 4), HelperId.redirect_map: (0, 4)}
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def verify(program, maps=(), prog_type="xdp", *, complexity_limit=COMPLEXITY_LIM
 
 
 def _name(t):
-    return describe(Reg(t)).split("(")[0]
+    return TYPE_NAMES[t]
 
 
 class _Verifier:
@@ -1430,9 +1430,10 @@ class _Verifier:
         return None
 
     def check_stack_depth(self):
-        """The deepest call chain's stack, frames rounded to 32 bytes, fits in 512 bytes."""
+        """The deepest call chain's stack fits in 512 bytes (frames rounded up to 16 bytes,
+        as the kernel does for JIT-compiled programs: round_up_stack_depth)."""
         def frame_size(sp):
-            return (max(self.depth[sp], 1) + 31) // 32 * 32
+            return (self.depth[sp] + 15) // 16 * 16
 
         def deepest(sp, size_of, memo):
             if sp not in memo:
@@ -1443,8 +1444,12 @@ class _Verifier:
         total = deepest(0, frame_size, {})
         self.max_depth = deepest(0, self.depth.get, {})
         if total > MAX_BPF_STACK:
-            raise VerifyError(None, f"combined stack size of the call chain is {total}. "
+            calls = self.chain_length(0)
+            raise VerifyError(None, f"combined stack size of {calls} calls is {total}. "
                                     f"Too large (limit {MAX_BPF_STACK})")
+
+    def chain_length(self, sp):
+        return 1 + max((self.chain_length(c) for c in self.callees[sp]), default=0)
 
 
 def _range(lo, hi):
