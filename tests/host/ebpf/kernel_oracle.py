@@ -223,3 +223,98 @@ def kernel_run(obj_path, prog_name, data: bytes, maps_init=None):
             for key, value in entries.items():
                 prog.map_update(name, key, value)
         return prog.run(data)
+
+
+# --- raw instruction sequences through bpf(2) ------------------------------------------------
+
+_BPF_PROG_LOAD = 5
+_BPF_PROG_TEST_RUN = 10
+_BPF_PROG_TYPE_XDP = 6
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+def _sys_bpf(cmd, attr):
+    import ctypes
+    import platform
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = _SYS_BPF.get(platform.machine())
+    if number is None:
+        raise KernelError(f"bpf(2) number unknown on {platform.machine()}")
+    ret = libc.syscall(number, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        return -ctypes.get_errno()
+    return ret
+
+
+class RawProgram:
+    """An XDP program loaded from raw instructions with bpf(BPF_PROG_LOAD); a context manager.
+
+    ``accepted``/``log`` say what the verifier thought; :meth:`run` uses BPF_PROG_TEST_RUN.
+    """
+
+    def __init__(self, code: bytes):
+        import ctypes
+
+        self._ct = ctypes
+        self.code = ctypes.create_string_buffer(code, len(code))
+        self.license = ctypes.create_string_buffer(b"GPL")
+        self.logbuf = ctypes.create_string_buffer(1 << 16)
+        attr = (ctypes.c_uint8 * 128)()
+        struct_ = __import__("struct")
+        struct_.pack_into("<IIQQIIQ", attr, 0, _BPF_PROG_TYPE_XDP, len(code) // 8,
+                          ctypes.addressof(self.code), ctypes.addressof(self.license), 1,
+                          len(self.logbuf), ctypes.addressof(self.logbuf))
+        fd = _sys_bpf(_BPF_PROG_LOAD, attr)
+        if fd < 0:
+            # Retry without a log in case the log itself failed (ENOSPC).
+            self.fd = None
+            self.accepted = False
+            self.log = self.logbuf.value.decode(errors="replace") or os.strerror(-fd)
+        else:
+            self.fd = fd
+            self.accepted = True
+            self.log = self.logbuf.value.decode(errors="replace")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def run(self, data: bytes, repeat=1):
+        """Return ``(retval, data_out, ns per run)``."""
+        ct = self._ct
+        if self.fd is None:
+            raise KernelError(f"program was not loaded: {self.log.strip().splitlines()[-1:]}")
+        din = ct.create_string_buffer(data, len(data))
+        dout = ct.create_string_buffer(len(data) + 4096)
+        attr = (ct.c_uint8 * 128)()
+        __import__("struct").pack_into("<IIIIQQII", attr, 0, self.fd, 0, len(data),
+                                       len(dout), ct.addressof(din), ct.addressof(dout),
+                                       repeat, 0)
+        ret = _sys_bpf(_BPF_PROG_TEST_RUN, attr)
+        if ret < 0:
+            raise KernelError(f"BPF_PROG_TEST_RUN failed: {os.strerror(-ret)}")
+        import struct as st
+        retval, = st.unpack_from("<I", attr, 4)
+        size_out, = st.unpack_from("<I", attr, 12)
+        duration, = st.unpack_from("<I", attr, 36)
+        return retval, dout.raw[:size_out], duration
+
+
+def kernel_run_insns(insns, data: bytes):
+    """Load raw instructions (``Insn`` list) as an XDP program and run it once over ``data``;
+    return ``(accepted, retval, data_out, log)``."""
+    from nicsim.host.ebpf.insn import encode
+
+    with RawProgram(encode(insns)) as prog:
+        if not prog.accepted:
+            return False, None, None, prog.log
+        retval, out, _ = prog.run(data)
+        return True, retval, out, prog.log
