@@ -329,7 +329,8 @@ class LpmTrieMap(BpfMap):
 
     def lookup(self, key, cpu=0):
         plen, data = self._split(key)
-        plen = min(plen, self.data_bits)
+        if plen > self.data_bits:
+            return None
         for length in range(plen, -1, -1):
             hit = self.entries.get((length, data & self._mask(length)))
             if hit is not None:
@@ -371,7 +372,9 @@ class LpmTrieMap(BpfMap):
 # --- redirect targets ----------------------------------------------------------------------
 
 class _TargetArray(BpfMap):
-    """An array of redirect targets where an all-zero value means no target."""
+    """An array of redirect targets; writing a zero target (ifindex 0, queue size 0) clears
+    the slot, as the kernel's devmap and cpumap do. nicsim does not check that an interface
+    exists."""
 
     key_size_fixed = 4
 
@@ -393,23 +396,25 @@ class _TargetArray(BpfMap):
 
     def update(self, key, value, flags=BPF_ANY, cpu=None):
         self._check(key, value)
+        if flags > BPF_EXIST:
+            return -errno.EINVAL
         index = self._index(key)
         if index is None:
             return -errno.E2BIG
-        if flags & 3 == BPF_NOEXIST and index in self.slots:
-            return -errno.EEXIST
-        if flags > BPF_EXIST:
-            return -errno.EINVAL
+        if flags == BPF_NOEXIST:
+            return -errno.EEXIST  # as the kernel's dev_map_update_elem: slots always exist
         if not self._valid(value):
-            return -errno.EINVAL
+            self.slots.pop(index, None)  # ifindex 0 / queue size 0 clears the slot
+            return 0
         self.slots[index] = bytearray(value)
         return 0
 
     def delete(self, key):
         index = self._index(key)
         if index is None:
-            return -errno.E2BIG
-        return 0 if self.slots.pop(index, None) is not None else -errno.ENOENT
+            return -errno.EINVAL
+        self.slots.pop(index, None)  # clearing an empty slot succeeds, as in the kernel
+        return 0
 
     def items(self, cpu=0):
         return [(i.to_bytes(4, "little"), bytes(v)) for i, v in sorted(self.slots.items())]

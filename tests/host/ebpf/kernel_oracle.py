@@ -318,3 +318,63 @@ def kernel_run_insns(insns, data: bytes):
             return False, None, None, prog.log
         retval, out, _ = prog.run(data)
         return True, retval, out, prog.log
+
+
+class RawMap:
+    """A kernel map made with bpf(BPF_MAP_CREATE), for comparing map semantics; closes itself.
+
+    Per-CPU maps: :meth:`lookup` returns the first CPU's value.
+    """
+
+    def __init__(self, map_type, key_size, value_size, max_entries, flags=0):
+        import ctypes
+        import struct as st
+
+        self._ct, self._st = ctypes, st
+        attr = (ctypes.c_uint8 * 128)()
+        st.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
+        fd = _sys_bpf(0, attr)
+        if fd < 0:
+            raise KernelError(f"BPF_MAP_CREATE failed: {os.strerror(-fd)}")
+        self.fd = fd
+        self.key_size, self.value_size = key_size, value_size
+        self.percpu = map_type in (5, 6, 10)
+        self.ncpus = os.cpu_count() if self.percpu else 1
+        self.slot = (value_size + 7) // 8 * 8 if self.percpu else value_size
+
+    def _elem(self, cmd, key, value=None, flags=0, out=False):
+        ct = self._ct
+        kbuf = ct.create_string_buffer(bytes(key), max(1, len(key)))
+        size = self.slot * self.ncpus
+        if value is not None and self.percpu:
+            value = b"".join(bytes(value).ljust(self.slot, b"\0") for _ in range(self.ncpus))
+        vbuf = ct.create_string_buffer(bytes(value) if value is not None else bytes(size),
+                                       size)
+        attr = (ct.c_uint8 * 128)()
+        # BPF_MAP_DELETE_ELEM takes the key only: the rest of the attribute must be zero.
+        self._st.pack_into("<IIQQQ", attr, 0, self.fd, 0, ct.addressof(kbuf),
+                           0 if cmd == 3 else ct.addressof(vbuf), flags)
+        ret = _sys_bpf(cmd, attr)
+        if out:
+            return None if ret < 0 else vbuf.raw[:self.value_size]
+        return min(ret, 0)
+
+    def lookup(self, key):
+        return self._elem(1, key, out=True)
+
+    def update(self, key, value, flags=0):
+        return self._elem(2, key, value, flags)
+
+    def delete(self, key):
+        return self._elem(3, key)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
