@@ -75,6 +75,7 @@ PATHS = {
     "linux": "nicsim.host.linux:LinuxPath",
     "netmap": "nicsim.host.bypass:NetmapPath",
     "mtcp": "nicsim.host.mtcp:MtcpPath",
+    "gpu": "nicsim.host.gpu_path:GpuPath",
 }
 
 

@@ -94,7 +94,7 @@ class InterruptSection(_Section):
 
 
 class HostSection(_Section):
-    path: Literal["pmd", "irq", "linux", "netmap", "mtcp"] = "pmd"
+    path: Literal["pmd", "irq", "linux", "netmap", "mtcp", "gpu"] = "pmd"
     app: Literal["drop", "l2fwd", "l3fwd", "udp_echo", "kv", "tcp_bulk", "tcp_rr"] = "drop"
     cores: Annotated[int, Field(ge=1, le=64)] = 1
     clock_ghz: Annotated[float, Field(gt=0, le=10)] = 3.0
@@ -114,6 +114,14 @@ class HostSection(_Section):
     rr_reply_bytes: Annotated[int, Field(ge=1, le=1460)] | None = None
     # Kernel bypass: run to completion, or a pipeline of an RX core and workers over rings.
     pmd_mode: Literal["run_to_completion", "pipeline"] = "run_to_completion"
+    # GPU offload (host.path "gpu", nicsim.host.gpu_path): what the GPU does, batches, its link.
+    gpu_kernel: Literal["lpm4", "lpm6", "rss", "checksum", "ac", "aes"] = "lpm4"
+    gpu_batch: Annotated[int, Field(ge=1, le=65536)] = 1024
+    gpu_timeout_us: Annotated[float, Field(ge=0)] = 50.0
+    gpu_profile: str = "discrete"
+    gpu_pcie_gen: Annotated[int, Field(ge=1, le=5)] = 3
+    gpu_pcie_lanes: Literal[1, 2, 4, 8, 16] = 16
+    gpu_p2p: bool = False
 
 
 class WireSection(_Section):

@@ -1,0 +1,96 @@
+"""The GPU as a PCIe device and the batch-offload host path: the costs compose as the PCIe
+model says, and the batch size trades latency for throughput, the CPU winning at low load."""
+
+import pytest
+
+from nicsim.gpu.device import GpuDevice, GpuProfile, KernelCost, load_profile
+from nicsim.sim.pcie import PcieConfig, PcieLink
+
+
+def _profile(launch_ps=5_000_000):
+    return GpuProfile("test", launch_ps, {k: KernelCost(1_000_000, 500, 10) for k in
+                                          ("lpm4", "lpm6", "rss", "checksum", "ac", "aes")})
+
+
+def test_offload_is_copy_in_launch_kernel_copy_out():
+    import simpy
+
+    env = simpy.Environment()
+    config = PcieConfig(gen=3, lanes=16)
+    gpu = GpuDevice(env, _profile(), config)
+    done = gpu.offload("lpm4", 256, 1024, 512, kernel_bytes=0, ready_ps=1000)
+    # The same transfers on a link of their own, and the kernel by its cost formula.
+    link = PcieLink(env, config)
+    there = link.dma_read(0x2_0000_0000, 1024, 1000)
+    finished = there + 5_000_000 + 1_000_000 + 256 * 500
+    assert done == link.dma_write(0x2_0000_0000, 512, finished)
+    assert (gpu.h2d_bytes, gpu.d2h_bytes, gpu.launches, gpu.items) == (1024, 512, 1, 256)
+
+
+def test_kernels_run_one_at_a_time():
+    import simpy
+
+    env = simpy.Environment()
+    gpu = GpuDevice(env, _profile(launch_ps=0))
+    first = gpu.run_kernel("aes", 10, 1000, ready_ps=0)
+    second = gpu.run_kernel("aes", 10, 1000, ready_ps=0)
+    assert first == 1_000_000 + 10 * 500 + 1000 * 10
+    assert second == 2 * first
+    with pytest.raises(ValueError, match="GPU kernel must be one of"):
+        gpu.run_kernel("nope", 1)
+
+
+def test_unknown_profile_is_one_sentence():
+    with pytest.raises(ValueError, match="no GPU calibration 'no-such-gpu'") as info:
+        load_profile("no-such-gpu")
+    assert "\n" not in str(info.value)
+    assert load_profile().launch_ps > 0
+
+
+def _run(*sets):
+    from nicsim.sim.scenario import load_scenario
+    from nicsim.sim.world import run_scenario
+
+    scenario = load_scenario(None, ["host.app=\"l3fwd\"", "traffic.0.flows=64",
+                                    "duration_us=300", *sets])
+    world, results, _ = run_scenario(scenario)
+    return world.hosts[0].paths[0], results
+
+
+def test_cpu_beats_gpu_at_low_load():
+    # 50 kpps: a PMD answers each frame at once; the GPU path waits for a batch (here the
+    # timeout), then pays the copies and the launch.
+    _, cpu = _run("host.path=\"pmd\"", "traffic.0.rate_mpps=0.05")
+    path, gpu = _run("host.path=\"gpu\"", "traffic.0.rate_mpps=0.05", "host.gpu_batch=256",
+                     "host.gpu_timeout_us=20")
+    assert cpu["delivered_frames"] == gpu["delivered_frames"] == 15
+    assert path.flushed_by_timeout == path.batches > 0
+    assert gpu["latency_us"]["p50"] > cpu["latency_us"]["p50"] + 20
+
+
+def test_batch_size_trades_latency_for_throughput():
+    # At 2 Mpps small batches fill fast: lower latency than large ones, which wait.
+    small, lat_small = _run("host.path=\"gpu\"", "traffic.0.rate_mpps=2", "host.gpu_batch=32")
+    large, lat_large = _run("host.path=\"gpu\"", "traffic.0.rate_mpps=2",
+                            "host.gpu_batch=512")
+    assert lat_small["latency_us"]["p50"] < lat_large["latency_us"]["p50"]
+    # Every frame received went to the GPU in some batch (the last may still be in flight).
+    assert sum(small.batch_sizes) == sum(large.batch_sizes) >= lat_small["delivered_frames"]
+    assert max(small.batch_sizes) == 32 and large.flushed_by_timeout == large.batches
+    # At line rate (64-byte frames on 10 Gb/s) the launch overhead per batch of 32 caps the
+    # small batches, larger ones amortize it, and the core, relieved of the lookups, outruns
+    # the PMD doing them itself.
+    line = ("traffic.0.rate_mpps=14.88",)
+    _, cpu = _run("host.path=\"pmd\"", *line)
+    _, tiny = _run("host.path=\"gpu\"", "host.gpu_batch=32", *line)
+    _, big = _run("host.path=\"gpu\"", "host.gpu_batch=256", *line)
+    assert tiny["throughput"]["mpps"] < cpu["throughput"]["mpps"] < big["throughput"]["mpps"]
+
+
+def test_p2p_skips_the_host_copy():
+    sets = ("host.path=\"gpu\"", "host.gpu_kernel=\"aes\"", "traffic.0.rate_mpps=0.5",
+            "traffic.0.size=1500", "host.gpu_batch=64")
+    copy, with_copy = _run(*sets, "host.gpu_p2p=false")
+    peer, with_peer = _run(*sets, "host.gpu_p2p=true")
+    assert copy.gpu.h2d_bytes == peer.gpu.p2p_bytes > 0 == peer.gpu.h2d_bytes
+    assert with_peer["latency_us"]["p50"] < with_copy["latency_us"]["p50"]
