@@ -31,6 +31,9 @@ app.add_typer(rtl_app, name="rtl")
 from nicsim.sim.ma_cli import ma_app  # noqa: E402
 
 app.add_typer(ma_app, name="ma")
+from nicsim.sim.xdp_cli import xdp_app  # noqa: E402
+
+app.add_typer(xdp_app, name="xdp")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,0 +1,112 @@
+"""``nicsim xdp verify`` and ``nicsim xdp run`` end to end, checked with scapy's reading of the
+frames that come out and with what each input frame was built to be."""
+
+import json
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from typer.testing import CliRunner
+
+from nicsim.host.ebpf.build import prog_path
+from nicsim.hw.pcap import read_pcap, write_pcap
+from nicsim.sim.cli import app
+
+runner = CliRunner()
+
+A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def frames():
+    base = Ether(src=A, dst=B) / IP(src="192.0.2.1", dst="10.0.0.1")
+    return [
+        bytes(base / UDP(sport=1000, dport=9) / b"discard me"),      # dropped: UDP port 9
+        bytes(base / UDP(sport=1000, dport=53) / b"query"),          # passed
+        bytes(base / TCP(sport=1000, dport=9)),                      # passed: TCP
+        bytes(Ether(src=A, dst=B, type=0x88B5) / (b"\0" * 50)),     # passed: not IP
+    ]
+
+
+def test_run_writes_passed_frames_and_one_meta_line_per_frame(tmp_path):
+    write_pcap(tmp_path / "in.pcap", frames())
+    result = runner.invoke(app, ["xdp", "run", str(prog_path("drop_udp")),
+                                 "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "out.pcap"),
+                                 "--meta", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in rows] == ["DROP", "PASS", "PASS", "PASS"]
+    assert all(r["insns"] > 0 for r in rows)
+    out = [p.data for p in read_pcap(tmp_path / "out.pcap")]
+    assert out == frames()[1:]
+
+
+def test_reflect_swaps_addresses(tmp_path):
+    write_pcap(tmp_path / "in.pcap", frames())
+    result = runner.invoke(app, ["xdp", "run", str(prog_path("reflect")),
+                                 "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "out.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl")])
+    assert result.exit_code == 0, result.output
+    out = read_pcap(tmp_path / "out.pcap")
+    assert len(out) == 4
+    for p in out:
+        eth = Ether(p.data)
+        assert (eth.src, eth.dst) == (B, A)
+
+
+def test_fib_forwarder_uses_the_routes_given(tmp_path):
+    frame = bytes(Ether(src=A, dst=B) / IP(src="192.0.2.1", dst="10.0.0.7", ttl=9) /
+                  UDP(sport=1, dport=2))
+    write_pcap(tmp_path / "in.pcap", [frame])
+    result = runner.invoke(app, ["xdp", "run", str(prog_path("fwd")),
+                                 "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "out.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl"),
+                                 "--route", "10.0.0.0/24,3,02:00:00:00:00:cc,02:00:00:00:00:dd"])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert row["verdict"] == "REDIRECT"
+    assert row["redirect"] == {"kind": "ifindex", "ifindex": 3}
+    assert row["helpers"] == {"fib_lookup": 1, "redirect": 1}
+
+
+def test_verify_lists_each_program():
+    result = runner.invoke(app, ["xdp", "verify", str(prog_path("vlan"))])
+    assert result.exit_code == 0, result.output
+    assert "vlan_push (xdp): accepted" in result.output
+    assert "vlan_pop (xdp): accepted" in result.output
+
+
+def test_unchecked_packet_read_is_rejected(tmp_path):
+    src = tmp_path / "bad.c"
+    src.write_text('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                   'SEC("xdp") int bad(struct xdp_md *ctx) {\n'
+                   '  unsigned char *p = (void *)(long)ctx->data;\n'
+                   '  return p[20] == 1 ? XDP_DROP : XDP_PASS;\n}\n'
+                   'char _license[] SEC("license") = "GPL";\n')
+    result = runner.invoke(app, ["xdp", "verify", str(src)])
+    assert result.exit_code == 1
+    assert "bad (xdp): rejected: insn" in result.output
+    write_pcap(tmp_path / "in.pcap", frames())
+    result = runner.invoke(app, ["xdp", "run", str(src), "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "o.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl")])
+    assert result.exit_code == 2
+    assert "rejected by the verifier" in result.output
+
+
+def test_user_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.pcap").write_bytes(b"not a capture")
+    cases = [
+        ["xdp", "run", str(tmp_path / "missing.o"), "--in", "x", "--out", "y", "--meta", "z"],
+        ["xdp", "run", str(prog_path("redirect")), "--in", str(tmp_path / "bad.pcap"),
+         "--out", "y", "--meta", "z"],
+        ["xdp", "run", str(prog_path("reflect")), "--in", str(tmp_path / "bad.pcap"),
+         "--out", "y", "--meta", "z"],
+        ["xdp", "run", str(prog_path("lb")), "--in", str(tmp_path / "bad.pcap"),
+         "--out", "y", "--meta", "z", "--map", "backends:00=11"],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.count("error:") == 1 and "Traceback" not in result.output
