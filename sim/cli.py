@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nicsim.sim import compare_cli, pcie_cli, run_cli
+from nicsim.sim import compare_cli, gpu_cli, pcie_cli, run_cli
 
 __all__ = ["app", "main"]
 
@@ -371,6 +371,7 @@ def demo(
 pcie_cli.register(app)
 run_cli.register(app)
 compare_cli.register(app)
+app.add_typer(gpu_cli.app, name="gpu")
 
 
 def main():

@@ -1,0 +1,58 @@
+"""``nicsim gpu info`` and ``nicsim gpu bench``: output files, and one-line errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nicsim.sim.cli import app
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_info_lists_the_device(runner, platform):
+    result = runner.invoke(app, ["gpu", "info", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["chosen"] == platform.name
+    assert any(d["usable"] for d in data["devices"])
+
+
+def test_bench_writes_results_and_calibration(runner, platform, tmp_path, monkeypatch):
+    from nicsim.gpu import device
+
+    monkeypatch.setattr(device, "calibration_path", lambda slug: tmp_path / f"{slug}.json")
+    out = tmp_path / "gpu.json"
+    result = runner.invoke(app, ["gpu", "bench", "--scale", "0.01", "--reps", "1",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["platform"] == platform.name
+    kernels = {r["kernel"] for r in data["results"]}
+    assert kernels == {"lpm4", "lpm6", "rss", "checksum", "ac", "aes"}
+    assert all(r["agree"] for r in data["results"])  # numpy and the kernels give one answer
+    profile = device.GpuProfile.from_dict(
+        json.loads((tmp_path / f"{platform.slug}.json").read_text()))
+    assert set(profile.kernels) == kernels
+
+
+def test_bench_errors_are_one_line(runner, tmp_path, monkeypatch):
+    from nicsim.gpu import platform as plat
+
+    bad = tmp_path / "sigs.txt"
+    bad.write_text("x: |zz|\n")
+    result = runner.invoke(app, ["gpu", "bench", "--signatures", str(bad)])
+    assert result.exit_code == 2 and "sigs.txt:1" in result.output
+    result = runner.invoke(app, ["gpu", "bench", "--scale", "100"])
+    assert result.exit_code == 2 and "--scale" in result.output
+    plat.get_platform.cache_clear()
+    monkeypatch.setenv(plat.ENV_VAR, "none")
+    try:
+        result = runner.invoke(app, ["gpu", "bench"])
+    finally:
+        plat.get_platform.cache_clear()
+    assert result.exit_code == 2 and "turned off" in result.output
+    assert "Traceback" not in result.output
