@@ -40,6 +40,7 @@ XDP_FRAME_STRUCT = 40       # sizeof(struct xdp_frame) on 64-bit Linux 6.x (meas
 SKB_SHARED_INFO = 320       # SKB_DATA_ALIGN(sizeof(struct skb_shared_info)), x86-64
 CTX_SIZE = 24               # sizeof(struct xdp_md)
 DEFAULT_INSN_LIMIT = 10_000_000
+ZERO_STACK = bytes(STACK_SIZE)
 
 # Region numbers (the upper 32 bits of a pointer).
 CTX_REGION = 1
@@ -461,6 +462,8 @@ class Vm:
         self.source = source
         self.regions: dict[int, bytearray] = {}
         self.stacks = [bytearray(STACK_SIZE) for _ in range(MAX_CALL_DEPTH)]
+        self.stack_regions = {STACK_REGION + depth: stack
+                              for depth, stack in enumerate(self.stacks)}
         self.env = {
             "G": self.regions, "SLOW": self._slow_load, "STORE": self._slow_store,
             "HELPER": self._helper, "CALLF": self._call, "EXITF": self._exit,
@@ -525,31 +528,34 @@ class Vm:
             An access outside memory the program may touch, a runaway loop, a bad helper
             argument (the instruction is named).
         """
-        frame_size = max(XDP_FRAME_SIZE, XDP_PACKET_HEADROOM + len(packet) + SKB_SHARED_INFO)
-        self.frame = bytearray(frame_size)
-        self.data = XDP_PACKET_HEADROOM
-        self.meta = self.data - len(meta)
-        self.frame[self.meta:self.data] = meta
-        self.end = self.data + len(packet)
-        self.frame[self.data:self.end] = packet
+        length = len(packet)
+        data = XDP_PACKET_HEADROOM
+        frame_size = XDP_PACKET_HEADROOM + length + SKB_SHARED_INFO
+        if frame_size < XDP_FRAME_SIZE:
+            frame_size = XDP_FRAME_SIZE
+        self.frame = frame = bytearray(frame_size)
+        self.data = data
+        self.meta = data - len(meta)
+        if meta:
+            frame[self.meta:data] = meta
+        self.end = end = data + length
+        frame[data:end] = packet
         self.hard_end = frame_size - SKB_SHARED_INFO
         regions = self.regions
         regions.clear()
+        regions.update(self.stack_regions)
         self.value_regions = {}
-        self.next_region = FIRST_DYNAMIC
-        self.pkt_region = None
-        self._set_window()
-        for depth, stack in enumerate(self.stacks):
-            regions[STACK_REGION + depth] = stack
+        # The packet window is the first dynamic region (see _set_window).
+        regions[FIRST_DYNAMIC] = memoryview(frame)[self.meta:end]
+        self.pkt_region = FIRST_DYNAMIC
+        self.next_region = FIRST_DYNAMIC + 1
         self.frames = []
         self.helper_calls = {}
         self.redirect = None
         self.trace = []
         self.now_ns, self.cpu, self.ifindex, self.rx_queue = now_ns, cpu, ifindex, rx_queue
-        self.stacks[0][:] = bytes(STACK_SIZE)
-        R = [0] * 11
-        R[1] = CTX_REGION << 32
-        R[10] = (STACK_REGION << 32) + STACK_SIZE
+        self.stacks[0][:] = ZERO_STACK
+        R = [0, CTX_REGION << 32, 0, 0, 0, 0, 0, 0, 0, 0, (STACK_REGION << 32) + STACK_SIZE]
         self.R = R
         blocks, counts = self.blocks, self.counts
         limit = self.insn_limit
@@ -574,7 +580,7 @@ class Vm:
         if depth >= MAX_CALL_DEPTH:
             raise ExecError(pc, f"call depth over {MAX_CALL_DEPTH}")
         self.frames.append((R[6], R[7], R[8], R[9], R[10], ret))
-        self.stacks[depth][:] = bytes(STACK_SIZE)
+        self.stacks[depth][:] = ZERO_STACK
         R[10] = ((STACK_REGION + depth) << 32) + STACK_SIZE
         return target
 
