@@ -824,7 +824,6 @@ class RssUnit(wiring.Component):
         entry = bus.addr[2:11]
         # Range checks as zero tests of the high bits (no carry chains).
         entry_ok = ~entry[entry_bits:].any()
-        mask_ok = ~(bus.w_data & ~ALL_TYPES_MASK).any()
         key_index_ok = index < len(key_words)
 
         def early(name, value):
@@ -834,11 +833,17 @@ class RssUnit(wiring.Component):
 
         # Address and data checks apart, so that each is a shallow tree; the strobe cycle
         # combines them.
+        # The data checks are registered per byte: one OR tree each over all 32 bits lets
+        # synthesis share terms between them and chain five LUTs.
         hash_types_addr = early("hash_types_addr", in_low & (index == REG_HASH_TYPES >> 2))
-        hash_types_data = early("hash_types_data", mask_ok)
+        hash_types_data = ~early("hash_types_data", Cat(
+            (bus.w_data[8 * b:8 * b + 8] & ~(ALL_TYPES_MASK >> 8 * b & 0xFF)).any()
+            for b in range(4))).any()
         key_addr = early("key_addr", in_key & key_index_ok)
         table_addr = early("table_addr", in_table & entry_ok)
-        table_data = early("table_data", ~bus.w_data[self.queue_bits:].any())
+        high = bus.w_data & ~((1 << self.queue_bits) - 1)
+        table_data = ~early("table_data", Cat(high[8 * b:8 * b + 8].any()
+                                              for b in range(4))).any()
         write_key = early("write_key", Cat(in_key & (index == n) for n in range(len(key_words))))
         readable = (early("readable_low", in_low & Cat(index == n for n in low).any())
                     | key_addr | table_addr)
