@@ -88,6 +88,7 @@ __all__ = [
     "LroEngine",
     "Merged",
     "Reason",
+    "lro_merge",
 ]
 
 CWR_RULES = ("restart", "alone", "compare")
@@ -565,3 +566,37 @@ class LroEngine:
         total = ones_sum(addresses, IPPROTO_TCP + tcp_len) + ones_sum(header[l4:])
         _store16(header, l4 + 16, ~csum_fold(total + ones_sum(payload)) & 0xFFFF)
         return Merged(bytes(header) + payload, flow.count, flow.mss, reason, first.t_ps)
+
+
+def lro_merge(
+    frames,
+    *,
+    max_flows: int = DEFAULT_MAX_FLOWS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    keep_order: bool = True,
+    cwr_rule: str = "restart",
+    fixed_id_needs_df: bool = True,
+) -> list[Merged]:
+    """Coalesce a sequence of received frames as one poll: push them all, then flush.
+
+    The hardware engine (:mod:`nicsim.rtl.lro`) gives the same frames for the same
+    ``max_flows`` and ``max_bytes`` when the last frame of the sequence asks for a flush.
+
+    Parameters
+    ----------
+    frames : iterable of bytes-like
+        Ethernet frames without FCS, in arrival order.
+    max_flows, max_bytes, keep_order, cwr_rule, fixed_id_needs_df
+        As for :class:`LroEngine`.
+
+    Returns
+    -------
+    list of Merged
+        Delivered frames in delivery order, each with ``segs`` and ``gso_size``.
+    """
+    engine = LroEngine(max_flows=max_flows, max_bytes=max_bytes, keep_order=keep_order,
+                       cwr_rule=cwr_rule, fixed_id_needs_df=fixed_id_needs_df)
+    out: list[Merged] = []
+    for frame in frames:
+        out += engine.push(frame)
+    return out + engine.flush()
