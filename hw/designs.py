@@ -39,6 +39,12 @@ DESIGNS = {
                           "TX checksum insertion (CHECKSUM_PARTIAL and automatic)"),
     "rss": Design("nicsim.rtl.rss", "RssUnit", "hash",
                   "RSS: Toeplitz hash and indirection table"),
+    "lro": Design("nicsim.rtl.lro", "LroEngine", None,
+                  "LRO: coalesce in-order TCP segments with Linux GRO's rules"),
+    "tso": Design("nicsim.rtl.tso", "Tso", "tso",
+                  "TSO/USO: TCP and UDP super-frames cut into MSS-sized frames"),
+    "match-action": Design("nicsim.rtl.match_action", "MatchAction", "result",
+                           "Match-action pipeline: parser, table stages, deparser"),
     "passthrough": Design("nicsim.rtl.passthrough", "Passthrough", None,
                           "A stream register slice with a scratch register (flow check)"),
 }

@@ -73,6 +73,7 @@ ENGINES = {
     "match-action": EngineSpec("nicsim.hw.match_action.engine",
                                "Match-action pipeline (program and entries)",
                                ("program", "entries")),
+    "lro": EngineSpec("nicsim.hw.lro_engine", "LRO: merge TCP segments (GRO rules)"),
 }
 _BUILTIN = ("checksum-rx", "checksum-tx", "rss")
 
