@@ -15,7 +15,7 @@ import numpy as np
 
 from .batch import Batch, from_device, launch, pack, to_device
 
-__all__ = ["SBOX", "AesCtrKernel", "aes_ctr_numpy", "expand_key"]
+__all__ = ["SBOX", "TE0", "AesCtrKernel", "aes_ctr_numpy", "expand_key"]
 
 
 def _sbox() -> np.ndarray:
@@ -46,6 +46,16 @@ def _sbox() -> np.ndarray:
 
 
 SBOX = _sbox()
+
+
+def _te0() -> np.ndarray:
+    """The 32-bit round table: {02}S[x], S[x], S[x], {03}S[x] as one big-endian word."""
+    s = SBOX.astype(np.uint32)
+    twice = ((s << 1) ^ np.where(s & 0x80, 0x11B, 0)).astype(np.uint32) & 0xFF
+    return (twice << 24) | (s << 16) | (s << 8) | (twice ^ s)
+
+
+TE0 = _te0()
 _RCON = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36)
 
 
@@ -68,6 +78,11 @@ def expand_key(key: bytes) -> np.ndarray:
             t[0] ^= _RCON[i // 4 - 1]
         words.append([a ^ b for a, b in zip(words[i - 4], t, strict=True)])
     return np.array([b for w in words for b in w], dtype=np.uint8)
+
+
+def _words(data: np.ndarray) -> np.ndarray:
+    """Bytes as big-endian 32-bit words (uint32 in host order)."""
+    return np.ascontiguousarray(data, dtype=np.uint8).view(">u4").astype(np.uint32)
 
 
 def _xtime(x):
@@ -152,7 +167,8 @@ class AesCtrKernel:
     def __init__(self, platform, key: bytes):
         self.platform = platform
         self.kernel = platform.kernel("aes_ctr", "aes")
-        self.round_keys = to_device(platform, expand_key(key))
+        self.round_keys = to_device(platform, _words(expand_key(key)))
+        self.te0 = to_device(platform, TE0)
         self.last_event = None
 
     def run(self, frames, ivs, starts=None) -> Batch:
@@ -163,7 +179,7 @@ class AesCtrKernel:
         data = to_device(p, b.data, writable=True)
         self.last_event = launch(p, self.kernel, len(block_frame), data,
                                  to_device(p, b.offsets), to_device(p, starts),
-                                 to_device(p, ivs), to_device(p, block_frame),
+                                 to_device(p, _words(ivs)), to_device(p, block_frame),
                                  to_device(p, block_index), np.uint32(len(block_frame)),
-                                 self.round_keys)
+                                 self.round_keys, self.te0)
         return Batch(from_device(p, data, b.data.shape, np.uint8), b.offsets)

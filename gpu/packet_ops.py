@@ -15,7 +15,22 @@ from nicsim.hw.ref.rss import RssConfig
 
 from .batch import Batch, empty_device, from_device, launch, pack, to_device
 
-__all__ = ["ChecksumKernel", "ChecksumResult", "RssKernel", "RssOut"]
+__all__ = ["ChecksumKernel", "ChecksumResult", "RssKernel", "RssOut", "toeplitz_tables"]
+
+
+def toeplitz_tables(key: bytes, positions: int = 36) -> np.ndarray:
+    """Per input byte position and value, the Toeplitz hash contribution (uint32,
+    ``positions * 256`` entries): the XOR of the 32-bit windows of ``key`` at the byte's set
+    bits, bit ``i`` of the input (MSB of byte 0 first) taking the window at key bit ``i``."""
+    key_int = int.from_bytes(key, "big")
+    key_bits = 8 * len(key)
+    out = np.zeros((positions, 256), dtype=np.uint32)
+    values = np.arange(256)
+    for position in range(positions):
+        for bit in range(8):
+            window = (key_int >> (key_bits - 32 - (8 * position + 7 - bit))) & 0xFFFFFFFF
+            out[position, (values >> bit) & 1 == 1] ^= np.uint32(window)
+    return out.reshape(-1)
 
 
 class ChecksumResult(NamedTuple):
@@ -72,7 +87,7 @@ class RssKernel:
         self.config = config = config if config is not None else RssConfig()
         config.validate()
         self.kernel = platform.kernel("rss_hash", "common", "rss")
-        self.key = to_device(platform, np.frombuffer(config.key, dtype=np.uint8))
+        self.byte_hash = to_device(platform, toeplitz_tables(config.key))
         self.table = to_device(platform, np.asarray(config.table, dtype=np.uint32))
         self.mask = np.uint32(len(config.table) - 1)
         self.last_event = None
@@ -83,7 +98,7 @@ class RssKernel:
         n = b.count
         h, t, q = empty_device(p, 4 * n), empty_device(p, n), empty_device(p, 4 * n)
         self.last_event = launch(p, self.kernel, n, to_device(p, b.data),
-                                 to_device(p, b.offsets), np.uint32(n), self.key,
+                                 to_device(p, b.offsets), np.uint32(n), self.byte_hash,
                                  np.uint32(self.config.enabled), self.table, self.mask, h, t, q)
         return RssOut(from_device(p, h, n, np.uint32), from_device(p, t, n, np.uint8),
                       from_device(p, q, n, np.uint32))

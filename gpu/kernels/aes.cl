@@ -3,7 +3,7 @@
 //      IPsec ESP gateway encrypts payloads), S. Han et al., PacketShader, SIGCOMM 2010
 // AES-128-CTR over the payload of each frame of a batch, one work-item per 16-byte block:
 // block b of a frame is XORed with AES_K(iv + b). Round keys (11 x 16 bytes) are expanded
-// by the host (nicsim.gpu.aes.expand_key).
+// by the host (nicsim.gpu.aes.expand_key), as is the round table (nicsim.gpu.aes.TE0).
 
 __constant uchar SBOX[256] = {
     0x63, 0x7c, 0x77, 0x7b, 0xf2, 0x6b, 0x6f, 0xc5, 0x30, 0x01, 0x67, 0x2b, 0xfe, 0xd7, 0xab,
@@ -25,44 +25,50 @@ __constant uchar SBOX[256] = {
     0x8c, 0xa1, 0x89, 0x0d, 0xbf, 0xe6, 0x42, 0x68, 0x41, 0x99, 0x2d, 0x0f, 0xb0, 0x54, 0xbb,
     0x16};
 
-inline uchar xtime(uchar x)
-{
-    return (uchar)((x << 1) ^ ((x & 0x80) ? 0x1b : 0x00));
-}
+#define ROTR8(x) rotate((uint)(x), 24u)
 
-// FIPS 197 §5.1 Cipher() on state s (column-major: s[4 c + r]).
-inline void aes128_encrypt(uchar s[16], __constant const uchar *rk)
+// FIPS 197 §5.1 Cipher() of one block held as four big-endian column words, with the
+// round table te0[x] = {02}S[x] ‖ S[x] ‖ S[x] ‖ {03}S[x] (its byte rotations give the other
+// three tables), the usual 32-bit formulation of SubBytes, ShiftRows and MixColumns.
+inline void aes128_encrypt(uint s[4], __constant const uint *te0, __constant const uint *rk)
 {
-    for (int k = 0; k < 16; k++)
-        s[k] ^= rk[k];
-    for (int round = 1; round <= 10; round++) {
-        uchar t[16];
-        // SubBytes and ShiftRows: row r moves left by r columns.
-        for (int c = 0; c < 4; c++)
-            for (int r = 0; r < 4; r++)
-                t[4 * c + r] = SBOX[s[4 * ((c + r) & 3) + r]];
-        if (round < 10) {
-            for (int c = 0; c < 4; c++) {  // MixColumns
-                uchar a0 = t[4 * c], a1 = t[4 * c + 1], a2 = t[4 * c + 2], a3 = t[4 * c + 3];
-                uchar all = a0 ^ a1 ^ a2 ^ a3;
-                t[4 * c] = a0 ^ all ^ xtime(a0 ^ a1);
-                t[4 * c + 1] = a1 ^ all ^ xtime(a1 ^ a2);
-                t[4 * c + 2] = a2 ^ all ^ xtime(a2 ^ a3);
-                t[4 * c + 3] = a3 ^ all ^ xtime(a3 ^ a0);
-            }
-        }
-        for (int k = 0; k < 16; k++)
-            s[k] = t[k] ^ rk[16 * round + k];
+    uint s0 = s[0] ^ rk[0], s1 = s[1] ^ rk[1], s2 = s[2] ^ rk[2], s3 = s[3] ^ rk[3];
+    for (int round = 1; round < 10; round++) {
+        __constant const uint *k = rk + 4 * round;
+        uint t0 = te0[s0 >> 24] ^ ROTR8(te0[(s1 >> 16) & 0xFF])
+                  ^ ROTR8(ROTR8(te0[(s2 >> 8) & 0xFF])) ^ ROTR8(ROTR8(ROTR8(te0[s3 & 0xFF])))
+                  ^ k[0];
+        uint t1 = te0[s1 >> 24] ^ ROTR8(te0[(s2 >> 16) & 0xFF])
+                  ^ ROTR8(ROTR8(te0[(s3 >> 8) & 0xFF])) ^ ROTR8(ROTR8(ROTR8(te0[s0 & 0xFF])))
+                  ^ k[1];
+        uint t2 = te0[s2 >> 24] ^ ROTR8(te0[(s3 >> 16) & 0xFF])
+                  ^ ROTR8(ROTR8(te0[(s0 >> 8) & 0xFF])) ^ ROTR8(ROTR8(ROTR8(te0[s1 & 0xFF])))
+                  ^ k[2];
+        uint t3 = te0[s3 >> 24] ^ ROTR8(te0[(s0 >> 16) & 0xFF])
+                  ^ ROTR8(ROTR8(te0[(s1 >> 8) & 0xFF])) ^ ROTR8(ROTR8(ROTR8(te0[s2 & 0xFF])))
+                  ^ k[3];
+        s0 = t0; s1 = t1; s2 = t2; s3 = t3;
     }
+    __constant const uint *k = rk + 40;
+    s[0] = ((uint)SBOX[s0 >> 24] << 24 | (uint)SBOX[(s1 >> 16) & 0xFF] << 16
+            | (uint)SBOX[(s2 >> 8) & 0xFF] << 8 | SBOX[s3 & 0xFF]) ^ k[0];
+    s[1] = ((uint)SBOX[s1 >> 24] << 24 | (uint)SBOX[(s2 >> 16) & 0xFF] << 16
+            | (uint)SBOX[(s3 >> 8) & 0xFF] << 8 | SBOX[s0 & 0xFF]) ^ k[1];
+    s[2] = ((uint)SBOX[s2 >> 24] << 24 | (uint)SBOX[(s3 >> 16) & 0xFF] << 16
+            | (uint)SBOX[(s0 >> 8) & 0xFF] << 8 | SBOX[s1 & 0xFF]) ^ k[2];
+    s[3] = ((uint)SBOX[s3 >> 24] << 24 | (uint)SBOX[(s0 >> 16) & 0xFF] << 16
+            | (uint)SBOX[(s1 >> 8) & 0xFF] << 8 | SBOX[s2 & 0xFF]) ^ k[3];
 }
 
 // Block j of the batch belongs to frame block_frame[j] and is its block block_index[j];
 // the frame's payload is data[offsets[f] + starts[f] .. offsets[f + 1]), its counter block
-// ivs[16 f ..]. The payload is encrypted in place (blocks touch disjoint bytes).
+// ivs[4 f ..] (big-endian words). The payload is encrypted in place (blocks touch disjoint
+// bytes). round_keys: the 44 key-schedule words, te0: the round table.
 __kernel void aes_ctr(__global uchar *data, __global const uint *offsets,
-                      __global const uint *starts, __global const uchar *ivs,
+                      __global const uint *starts, __global const uint *ivs,
                       __global const uint *block_frame, __global const uint *block_index,
-                      const uint n_blocks, __constant const uchar *round_keys)
+                      const uint n_blocks, __constant const uint *round_keys,
+                      __constant const uint *te0)
 {
     uint j = get_global_id(0);
     if (j >= n_blocks)
@@ -72,16 +78,18 @@ __kernel void aes_ctr(__global uchar *data, __global const uint *offsets,
     uint begin = offsets[f] + starts[f];
     uint end = offsets[f + 1];
     // Counter block = iv + b, a 128-bit big-endian sum.
-    uchar s[16];
-    uint carry = b;
-    for (int k = 15; k >= 0; k--) {
-        uint v = (uint)ivs[16 * f + k] + (carry & 0xFFu);
-        s[k] = (uchar)v;
-        carry = (carry >> 8) + (v >> 8);
+    uint s[4];
+    ulong carry = b;
+    for (int w = 3; w >= 0; w--) {
+        ulong v = (ulong)ivs[4 * f + w] + carry;
+        s[w] = (uint)v;
+        carry = v >> 32;
     }
-    aes128_encrypt(s, round_keys);
+    aes128_encrypt(s, te0, round_keys);
     uint at = begin + 16 * b;
     uint stop = min(at + 16, end);
-    for (uint k = at; k < stop; k++)
-        data[k] ^= s[k - at];
+    for (uint k = at; k < stop; k++) {
+        uint i = k - at;
+        data[k] ^= (uchar)(s[i >> 2] >> (24 - 8 * (i & 3)));
+    }
 }

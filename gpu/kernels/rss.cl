@@ -9,26 +9,19 @@
 #define MAX_EXT_HEADERS 4u
 
 // Toeplitz hash of `count` bytes of p from `start`, continuing a hash over `done` earlier
-// input bytes (the key window starts at bit 8 * done).
-inline uint toeplitz(__constant const uchar *key, __global const uchar *p, uint start,
+// input bytes. byte_hash[256 * k + v] is what input byte k of value v contributes: the XOR of
+// the 32-bit key windows at its set bits (built by nicsim.gpu.packet_ops.toeplitz_tables), so
+// a byte costs one table read instead of eight shift-and-XOR steps.
+inline uint toeplitz(__global const uint *byte_hash, __global const uchar *p, uint start,
                      uint count, uint done, uint result)
 {
-    uint window = ((uint)key[done] << 24) | ((uint)key[done + 1] << 16)
-                  | ((uint)key[done + 2] << 8) | (uint)key[done + 3];
-    for (uint j = 0; j < count; j++) {
-        uint byte = p[start + j];
-        uint next = key[done + j + 4];
-        for (int bit = 7; bit >= 0; bit--) {
-            if ((byte >> bit) & 1u)
-                result ^= window;
-            window = (window << 1) | ((next >> bit) & 1u);
-        }
-    }
+    for (uint j = 0; j < count; j++)
+        result ^= byte_hash[256 * (done + j) + p[start + j]];
     return result;
 }
 
 __kernel void rss_hash(__global const uchar *data, __global const uint *offsets, const uint n,
-                       __constant const uchar *key, const uint enabled,
+                       __global const uint *byte_hash, const uint enabled,
                        __global const uint *table, const uint table_mask,
                        __global uint *hash_out, __global uchar *type_out,
                        __global uint *queue_out)
@@ -100,9 +93,9 @@ __kernel void rss_hash(__global const uchar *data, __global const uint *offsets,
 
     uint h = 0;
     if (hash_type) {
-        h = toeplitz(key, p, addr_start, addr_len, 0, 0);
+        h = toeplitz(byte_hash, p, addr_start, addr_len, 0, 0);
         if (hash_type != 1 && hash_type != 4)
-            h = toeplitz(key, p, l4, 4, addr_len, h);
+            h = toeplitz(byte_hash, p, l4, 4, addr_len, h);
     }
     hash_out[i] = h;
     type_out[i] = (uchar)hash_type;
