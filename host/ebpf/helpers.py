@@ -45,14 +45,21 @@ def _s32(value):
 
 # --- maps ----------------------------------------------------------------------------------
 
+def _count_map(vm, op, m):
+    key = f"{op}:{MapType(m.type).name}"
+    vm.map_calls[key] = vm.map_calls.get(key, 0) + 1
+
+
 def map_lookup_elem(vm, pc, r1, r2, *_):
     m = vm.map_arg(r1, pc)
+    _count_map(vm, "lookup", m)
     value = m.lookup(vm.read(r2, m.key_size, pc), vm.cpu)
     return 0 if value is None else vm.value_ptr(value)
 
 
 def map_update_elem(vm, pc, r1, r2, r3, r4, _r5):
     m = vm.map_arg(r1, pc)
+    _count_map(vm, "update", m)
     key = vm.read(r2, m.key_size, pc)
     value = vm.read(r3, m.value_size, pc)
     return m.update(key, value, r4, cpu=vm.cpu) & M64
@@ -60,6 +67,7 @@ def map_update_elem(vm, pc, r1, r2, r3, r4, _r5):
 
 def map_delete_elem(vm, pc, r1, r2, *_):
     m = vm.map_arg(r1, pc)
+    _count_map(vm, "delete", m)
     return m.delete(vm.read(r2, m.key_size, pc)) & M64
 
 

@@ -81,6 +81,10 @@ class XdpResult:
         Instructions executed.
     helpers : dict
         Helper name -> calls.
+    map_calls : dict
+        ``"lookup:hash"``-style map operation -> calls (map helpers by map type).
+    trace : list of str
+        Formats passed to ``bpf_trace_printk``.
     """
 
     verdict: int
@@ -89,6 +93,7 @@ class XdpResult:
     redirect: dict | None = None
     insns: int = 0
     helpers: dict = field(default_factory=dict)
+    map_calls: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
     @property
@@ -138,6 +143,7 @@ class _Gen:
     def __init__(self, insns):
         self.insns = insns
         self.lines: list[str] = []
+        self.helpers_used: set[int] = set()
 
     def emit(self, text, indent=1):
         self.lines.append("    " * indent + text)
@@ -357,7 +363,8 @@ class _Gen:
                     if ins.src != 0:
                         raise TranslateError(f"insn {pc}: call of kind {ins.src} (kfunc) is "
                                              f"not supported")
-                    self.emit(f"R[0] = HELPER({ins.imm}, {pc})")
+                    self.emit(f"R[0] = HELPER_{ins.imm & M32}({pc}, R[1], R[2], R[3], R[4], R[5])")
+                    self.helpers_used.add(ins.imm & M32)
                 elif op == isa.EXIT:
                     self.emit("return EXITF()")
                     ended = True
@@ -414,7 +421,7 @@ def translate(insns):
     counts = {}
     for start, end in zip(leaders, ends, strict=True):
         counts[start] = gen.block(start, end, f"b{start}")
-    return "\n".join(gen.lines) + "\n", leaders, counts
+    return "\n".join(gen.lines) + "\n", leaders, counts, gen.helpers_used
 
 
 # --- the machine ---------------------------------------------------------------------------
@@ -458,7 +465,7 @@ class Vm:
         self.rng = random.Random(seed)
         self.insn_limit = insn_limit
         self.helper_table = helper_mod.HELPERS
-        source, leaders, counts = translate(program.insns)
+        source, leaders, counts, helpers_used = translate(program.insns)
         self.source = source
         self.regions: dict[int, bytearray] = {}
         self.stacks = [bytearray(STACK_SIZE) for _ in range(MAX_CALL_DEPTH)]
@@ -466,10 +473,12 @@ class Vm:
                               for depth, stack in enumerate(self.stacks)}
         self.env = {
             "G": self.regions, "SLOW": self._slow_load, "STORE": self._slow_store,
-            "HELPER": self._helper, "CALLF": self._call, "EXITF": self._exit,
+            "CALLF": self._call, "EXITF": self._exit,
             "MAPVAL": self._map_value_ptr, "FALLOFF": self._fall_off,
             "_sdiv": _sdiv, "_smod": _smod,
         }
+        for hid in helpers_used:
+            self.env[f"HELPER_{hid}"] = self._bind_helper(hid)
         code = compile(source, f"<ebpf {getattr(program, 'name', '?')}>", "exec")
         exec(code, self.env)
         n = len(program.insns)
@@ -484,6 +493,7 @@ class Vm:
     def _fresh_state(self):
         self.frames = []
         self.helper_calls = {}
+        self.map_calls = {}
         self.redirect = None
         self.trace = []
         self.now_ns = 0
@@ -551,6 +561,7 @@ class Vm:
         self.next_region = FIRST_DYNAMIC + 1
         self.frames = []
         self.helper_calls = {}
+        self.map_calls = {}
         self.redirect = None
         self.trace = []
         self.now_ns, self.cpu, self.ifindex, self.rx_queue = now_ns, cpu, ifindex, rx_queue
@@ -571,7 +582,8 @@ class Vm:
         return XdpResult(verdict=verdict, packet=bytes(self.frame[self.data:self.end]),
                          meta=bytes(self.frame[self.meta:self.data]),
                          redirect=self.redirect if verdict == XdpAction.REDIRECT else None,
-                         insns=n, helpers=dict(self.helper_calls), trace=self.trace)
+                         insns=n, helpers=self.helper_calls, map_calls=self.map_calls,
+                         trace=self.trace)
 
     # Called from generated code ---------------------------------------------------------------
     def _call(self, ret, target, pc):
@@ -680,15 +692,22 @@ class Vm:
             raise ExecError(pc, f"helper argument is not a map ({self.describe(value)})")
         return self.maps[value & M32]
 
-    def _helper(self, hid, pc):
+    def _bind_helper(self, hid):
+        """Return ``f(pc, r1..r5) -> r0`` calling helper ``hid`` and counting the call."""
         entry = self.helper_table.get(hid)
         if entry is None:
             try:
                 name = HelperId(hid).name
             except ValueError:
                 name = f"#{hid}"
-            raise ExecError(pc, f"helper {name} is not implemented")
+
+            def missing(pc, *_):
+                raise ExecError(pc, f"helper {name} is not implemented")
+            return missing
         name, fn = entry
-        self.helper_calls[name] = self.helper_calls.get(name, 0) + 1
-        R = self.R
-        return fn(self, pc, R[1], R[2], R[3], R[4], R[5]) & M64
+
+        def call(pc, r1, r2, r3, r4, r5):
+            calls = self.helper_calls
+            calls[name] = calls.get(name, 0) + 1
+            return fn(self, pc, r1, r2, r3, r4, r5) & M64
+        return call

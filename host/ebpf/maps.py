@@ -317,6 +317,7 @@ class LpmTrieMap(BpfMap):
             raise MapError(f"map {self.name!r}: an LPM trie needs BPF_F_NO_PREALLOC")
         self.data_bits = 8 * (self.key_size - 4)
         self.entries: dict[tuple[int, int], tuple[bytes, bytearray]] = {}
+        self._length_cache = None
 
     def _split(self, key):
         self._check(key)
@@ -331,11 +332,20 @@ class LpmTrieMap(BpfMap):
         plen, data = self._split(key)
         if plen > self.data_bits:
             return None
-        for length in range(plen, -1, -1):
-            hit = self.entries.get((length, data & self._mask(length)))
-            if hit is not None:
-                return hit[1]
+        entries = self.entries
+        for length, mask in self._lengths():
+            if length <= plen:
+                hit = entries.get((length, data & mask))
+                if hit is not None:
+                    return hit[1]
         return None
+
+    def _lengths(self):
+        """Stored prefix lengths, longest first, with their masks (cached until a write)."""
+        if self._length_cache is None:
+            lengths = sorted({plen for plen, _ in self.entries}, reverse=True)
+            self._length_cache = [(n, self._mask(n)) for n in lengths]
+        return self._length_cache
 
     def update(self, key, value, flags=BPF_ANY, cpu=None):
         self._check(key, value)
@@ -355,6 +365,7 @@ class LpmTrieMap(BpfMap):
         if present:
             self.entries[ident][1][:] = value
         else:
+            self._length_cache = None
             canon = plen.to_bytes(4, "little") + ident[1].to_bytes(self.key_size - 4, "big")
             self.entries[ident] = (canon, bytearray(value))
         return 0
@@ -363,6 +374,7 @@ class LpmTrieMap(BpfMap):
         plen, data = self._split(key)
         if plen > self.data_bits:
             return -errno.EINVAL
+        self._length_cache = None
         return 0 if self.entries.pop((plen, data & self._mask(plen)), None) else -errno.ENOENT
 
     def items(self, cpu=0):
