@@ -127,3 +127,74 @@ def bench(
                       "yes" if r["agree"] else "NO")
     console.print(table)
     console.print(f"wrote {out}" + (f" and {targets[1][0]}" if calibration else ""))
+
+
+def _numbers(text, kind, option):
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"{option} takes numbers separated by commas, not {text!r}")
+    if not values or any(v <= 0 for v in values):
+        _fail(f"{option} takes positive numbers separated by commas, not {text!r}")
+    return values
+
+
+@app.command("sweep")
+def sweep(
+    batches: Annotated[str, typer.Option(help="GPU batch sizes, comma-separated.")] =
+        "16,64,256,1024",
+    rates: Annotated[str, typer.Option(help="Offered loads in Mpps, comma-separated.")] =
+        "0.05,1,4,14.88",
+    profile: Annotated[str, typer.Option(help="GPU profile (host.gpu_profile).")] = "discrete",
+    kernel: Annotated[str, typer.Option(help="GPU kernel (host.gpu_kernel).")] = "lpm4",
+    duration_us: Annotated[float, typer.Option(help="Simulated traffic time per run.")] = 500.0,
+    out: Annotated[Path, typer.Option(help="Results file.")] =
+        Path("benchmarks/results/gpu-sweep.json"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a "
+                                          "table.")] = False,
+):
+    """Simulate l3fwd on the PMD path and on the GPU path at each batch size and load:
+    where the CPU wins (low load) and what the batch size trades (latency for throughput)."""
+    from nicsim.sim.scenario import ScenarioError, load_scenario
+    from nicsim.sim.world import run_scenario
+
+    batch_list = _numbers(batches, int, "--batches")
+    rate_list = _numbers(rates, float, "--rates")
+    runs = []
+    for rate in rate_list:
+        cases = [("pmd", None)] + [("gpu", b) for b in batch_list]
+        for path, batch in cases:
+            sets = [f"host.path={path}", "host.app=l3fwd", f"traffic.0.rate_mpps={rate}",
+                    "traffic.0.flows=64", f"duration_us={duration_us}"]
+            if batch is not None:
+                sets += [f"host.gpu_batch={batch}", f"host.gpu_profile=\"{profile}\"",
+                         f"host.gpu_kernel={kernel}"]
+            try:
+                _, result, _ = run_scenario(load_scenario(None, sets))
+            except (ScenarioError, ValueError) as exc:
+                _fail(str(exc))
+            runs.append({"path": path, "batch": batch, "offered_mpps": rate,
+                         "throughput_mpps": result["throughput"]["mpps"],
+                         "latency_p50_us": result["latency_us"]["p50"],
+                         "latency_p99_us": result["latency_us"]["p99"],
+                         "delivered": result["delivered_frames"],
+                         "offered": result["offered"]["frames"]})
+    data = {"app": "l3fwd", "frame_bytes": 64, "profile": profile, "kernel": kernel,
+            "duration_us": duration_us, "runs": runs}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        _fail(f"cannot write {out} ({exc.strerror})")
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table(title=f"l3fwd, 64-byte frames: PMD vs GPU ({profile}, {kernel})")
+    for column in ("offered Mpps", "path", "batch", "Mpps out", "p50 us", "p99 us"):
+        table.add_column(column, justify="right")
+    for r in runs:
+        table.add_row(f"{r['offered_mpps']}", r["path"], str(r["batch"] or "-"),
+                      f"{r['throughput_mpps']:.3f}", f"{r['latency_p50_us'] or 0:.1f}",
+                      f"{r['latency_p99_us'] or 0:.1f}")
+    console.print(table)
+    console.print(f"wrote {out}")

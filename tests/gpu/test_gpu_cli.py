@@ -56,3 +56,18 @@ def test_bench_errors_are_one_line(runner, tmp_path, monkeypatch):
         plat.get_platform.cache_clear()
     assert result.exit_code == 2 and "turned off" in result.output
     assert "Traceback" not in result.output
+
+
+def test_sweep_writes_pmd_and_gpu_runs(runner, tmp_path):
+    out = tmp_path / "sweep.json"
+    result = runner.invoke(app, ["gpu", "sweep", "--batches", "32", "--rates", "0.05",
+                                 "--duration-us", "200", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["path"], r["batch"]) for r in runs] == [("pmd", None), ("gpu", 32)]
+    assert runs[1]["latency_p50_us"] > runs[0]["latency_p50_us"]  # the CPU wins at low load
+    result = runner.invoke(app, ["gpu", "sweep", "--batches", "x"])
+    assert result.exit_code == 2 and "--batches" in result.output
+    result = runner.invoke(app, ["gpu", "sweep", "--profile", "nope", "--rates", "0.05",
+                                 "--batches", "8", "--out", str(out)])
+    assert result.exit_code == 2 and "no GPU calibration 'nope'" in result.output
