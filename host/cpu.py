@@ -112,6 +112,14 @@ COSTS = {
     "mtcp_send": Cost(200, "cycles", "assumption: mTCP SendTCPPacket() per segment: an mbuf from "
                                      "the mempool, TCP/IP headers written, send state updated; "
                                      "the payload copy is charged per byte"),
+    "xdp_redirect": Cost(20, "ns", "assumption: xdp_do_redirect() per frame after the "
+                                   "helper: the redirect target checked, the xdp_buff turned "
+                                   "into an xdp_frame in its headroom, the per-CPU bulk queue "
+                                   "(devmap, cpumap) written; a few L1/L2 lines"),
+    "xdp_generic": Cost(30, "ns", "assumption: netif_receive_generic_xdp() per skb on top of "
+                                  "the program: linearity and headroom checks, the xdp_buff "
+                                  "set up from the skb, the skb's data and length fixed up "
+                                  "after the run"),
     "app_work": Cost(0, "ns", "assumption: per-frame work of an application beyond the "
                               "named operations (0: none); set it to model a heavier one"),
 }

@@ -76,6 +76,9 @@ PATHS = {
     "netmap": "nicsim.host.bypass:NetmapPath",
     "mtcp": "nicsim.host.mtcp:MtcpPath",
     "gpu": "nicsim.host.gpu_path:GpuPath",
+    "xdp": "nicsim.host.xdp:XdpPath",
+    "xdp_generic": "nicsim.host.xdp:XdpGenericPath",
+    "af_xdp": "nicsim.host.afxdp:AfXdpPath",
 }
 
 

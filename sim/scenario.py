@@ -94,7 +94,8 @@ class InterruptSection(_Section):
 
 
 class HostSection(_Section):
-    path: Literal["pmd", "irq", "linux", "netmap", "mtcp", "gpu"] = "pmd"
+    path: Literal["pmd", "irq", "linux", "netmap", "mtcp", "gpu", "xdp", "xdp_generic",
+                  "af_xdp"] = "pmd"
     app: Literal["drop", "l2fwd", "l3fwd", "udp_echo", "kv", "tcp_bulk", "tcp_rr"] = "drop"
     cores: Annotated[int, Field(ge=1, le=64)] = 1
     clock_ghz: Annotated[float, Field(gt=0, le=10)] = 3.0
@@ -122,6 +123,23 @@ class HostSection(_Section):
     gpu_pcie_gen: Annotated[int, Field(ge=1, le=5)] = 3
     gpu_pcie_lanes: Literal[1, 2, 4, 8, 16] = 16
     gpu_p2p: bool = False
+    # XDP (host.path "xdp", "xdp_generic", "af_xdp"; nicsim.host.xdp, nicsim.host.afxdp): the
+    # program (a shipped example's name, or a .c/.o file relative to the scenario), which one
+    # of the object, map entries written before it runs; AF_XDP's mode, rings and UMEM.
+    xdp_prog: str | None = None
+    xdp_section: str | None = None
+    xdp_name: str | None = None
+    xdp_maps: list[str] = []
+    xsk_mode: Literal["zerocopy", "copy"] = "zerocopy"
+    xsk_ring_size: Annotated[int, Field(ge=2, le=1 << 16)] = 2048
+    xsk_frames: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+
+    @field_validator("xsk_ring_size")
+    @classmethod
+    def _ring_power_of_two(cls, value):
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two, not {value}")
+        return value
 
 
 class WireSection(_Section):
@@ -293,6 +311,11 @@ def load_scenario(path=None, overrides=(), text=None):
     except ValidationError as exc:
         raise ScenarioError(_describe(exc, source)) from None
     _check_tcp(scenario, source)
+    prog = scenario.host.xdp_prog
+    if prog and path is not None and ("/" in prog or prog.endswith((".c", ".o"))):
+        resolved = Path(path).parent / Path(prog).expanduser()  # an absolute one stays
+        scenario = scenario.model_copy(update={"host": scenario.host.model_copy(
+            update={"xdp_prog": str(resolved)})})
     for n, t in enumerate(scenario.traffic):
         if t.host >= scenario.topology.hosts:
             raise ScenarioError(f"{source}: traffic.{n}.host is {t.host}, but the topology "
