@@ -118,7 +118,6 @@ class AfXdpPath(XdpPath):
     path_name = "af_xdp"
     default_prog = "redirect"
     default_name = "redirect_xsk"
-    stack_app_fallback = True
 
     def __init__(self, ctx, driver, queues, cores):
         params = ctx.params

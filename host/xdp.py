@@ -236,7 +236,7 @@ def compare_defaults(path, app, overrides=()):
         port = struct.pack("<H", DPORT).hex()
         return ['host.xdp_prog="drop_udp"', f'host.xdp_maps=[".rodata:00000000={port}"]']
     if app == "l2fwd":
-        return ['host.xdp_prog="reflect"', 'host.app="drop"']
+        return ['host.xdp_prog="reflect"']
     return ['host.xdp_prog="drop_udp"']
 
 
@@ -349,11 +349,14 @@ class XdpPath:
         The Linux path the XDP hook sits in.
     ifindex : int
 
+    ``host.app``: a socket application of the Linux path gets what the program passes; any
+    other (``l2fwd``, ``l3fwd``) is left to the program, and what it passes reaches a socket
+    that drops it.
+
     Raises
     ------
     ValueError
-        No program, a program that does not load or verify, an application the stack does
-        not run.
+        No program, or a program that does not load or verify.
     """
 
     generic = False
@@ -385,9 +388,11 @@ class XdpPath:
         self.redirects = {}
         self.insns = 0
         self.sent = _Sent()
-        # The Linux path under the hook; socket applications only (AF_XDP runs the others).
+        # The Linux path under the hook. An application it does not run (l2fwd, l3fwd) is left
+        # to the program (XDP_TX, redirects) or to AF_XDP; what the program passes then reaches
+        # a socket that drops it.
         stack_ctx = ctx
-        if params.app not in LINUX_APPS and self.stack_app_fallback:
+        if params.app not in LINUX_APPS:
             stack_ctx = dataclasses.replace(ctx, params=_with(params, app="drop"))
         self.stack = _Stack(self, stack_ctx, driver, queues, cores)
         self.drops = self.stack.drops
@@ -404,7 +409,6 @@ class XdpPath:
 
     default_prog = None
     default_name = None
-    stack_app_fallback = False
 
     def _setup(self):
         """Hook for subclasses: more state once the stack exists."""

@@ -3,7 +3,10 @@
 ``register(app)`` adds the command to a typer application. For every path, core count and
 offered load it builds a scenario (the defaults of :mod:`nicsim.sim.scenario`, the options of
 the command, then ``--set`` overrides), runs it and tabulates packet rate, CPU use and
-latency; ``--json`` writes one row per point, ``--plot`` a PNG.
+latency; ``--json`` writes one row per point, ``--plot`` a PNG. The XDP paths load the program
+an XDP deployment of the application would (:func:`nicsim.host.xdp.compare_defaults`: drop
+the traffic in the driver for ``drop``, XDP_TX for ``l2fwd``) unless ``--set`` names one;
+``af_xdp`` runs the application on a socket per queue.
 """
 
 from __future__ import annotations
@@ -73,6 +76,10 @@ def compare_points(paths, app, cores, size, loads, overrides, duration_us, flows
                 f"traffic.0.flows={flows}", f"duration_us={duration_us}"]
         if load is not None:
             sets.append(f"traffic.0.rate_mpps={load}")
+        if path in ("xdp", "xdp_generic"):  # the program an XDP deployment of the app loads
+            from nicsim.host.xdp import compare_defaults
+
+            sets += compare_defaults(path, app, overrides)
         scenario = load_scenario(text=f"name = \"{path}-{app}-{n}c\"\n",
                                  overrides=sets + list(overrides))
         results = World(scenario).run()
@@ -125,7 +132,7 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_command(
         paths: Annotated[str, typer.Argument(help="Comma-separated paths, e.g. "
-                                                  "linux,pmd,netmap.")],
+                                                  "linux,pmd,netmap,xdp,af_xdp.")],
         app_name: Annotated[str, typer.Option("--app", help="Application.")] = "drop",
         cores: Annotated[str, typer.Option(help="Core counts: LOW..HIGH or a list.")] = "1",
         size: Annotated[int, typer.Option(help="Frame size with FCS (bytes).")] = 64,
