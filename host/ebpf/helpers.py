@@ -179,18 +179,20 @@ def redirect_map(vm, pc, r1, r2, r3, *_):
 # --- checksum --------------------------------------------------------------------------------
 
 def csum_diff(removed: bytes, added: bytes, seed: int) -> int:
-    """Return ``bpf_csum_diff``'s 32-bit partial sum: ``seed + sum(~removed) + sum(added)``.
+    """Return ``bpf_csum_diff``: ``seed + sum(~removed) + sum(added)`` folded to 16 bits.
 
-    Words are 32-bit in host (little-endian) order and the sum folds its carries back in, as
-    x86-64 ``csum_partial`` does.
+    Words are 32-bit in host (little-endian) order; carries are added back in (one's
+    complement sum) and the result folded to 16 bits without complementing it, which is what
+    Linux 6.18 returns on x86-64 (measured with BPF_PROG_TEST_RUN; kernels before the 2024
+    change that made the helper fold returned the 32-bit partial sum).
     """
     total = seed & 0xFFFFFFFF
     for i in range(0, len(removed), 4):
         total += ~int.from_bytes(removed[i:i + 4], "little") & 0xFFFFFFFF
     for i in range(0, len(added), 4):
         total += int.from_bytes(added[i:i + 4], "little")
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
     return total
 
 

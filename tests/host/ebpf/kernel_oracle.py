@@ -117,8 +117,12 @@ class KernelProgram:
     def load(self):
         """Load the object; return ``(accepted, log)``."""
         self.dir.mkdir()
-        proc = _run(["-d", "prog", "loadall", str(self.obj_path), str(self.dir / "prog"),
-                     "type", "xdp", "pinmaps", str(self.dir / "maps")], check=False)
+        try:
+            proc = _run(["-d", "prog", "loadall", str(self.obj_path), str(self.dir / "prog"),
+                         "type", "xdp", "pinmaps", str(self.dir / "maps")], check=False)
+        except subprocess.TimeoutExpired:
+            self.accepted, self.log = False, "bpftool prog loadall timed out"
+            return self.accepted, self.log
         self.accepted = proc.returncode == 0
         self.log = "\n".join(ln for ln in proc.stderr.splitlines()
                              if "libbpf strict mode" not in ln and "--legacy option" not in ln)
