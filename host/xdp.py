@@ -342,6 +342,8 @@ class XdpPath:
         ``redirect_failed``, ``tx_full``).
     redirects : dict
         Frames redirected, by target kind (``ifindex``, ``devmap``, ``cpumap``, ``xskmap``).
+    cpumap_frames : dict
+        Frames each core took from its cpumap queue (built into skbs there), by core number.
     insns : int
         eBPF instructions executed.
     prog : XdpProgram
@@ -386,6 +388,7 @@ class XdpPath:
         self.verdicts = dict.fromkeys(VERDICTS, 0)
         self.exceptions = {}
         self.redirects = {}
+        self.cpumap_frames = {}
         self.insns = 0
         self.sent = _Sent()
         # The Linux path under the hook. An application it does not run (l2fwd, l3fwd) is left
@@ -604,6 +607,8 @@ class XdpPath:
                 work += 1
             cpu.t = t
             yield from stack._deliver(cpu, skbs)
+        if work:
+            self.cpumap_frames[cpu.num] = self.cpumap_frames.get(cpu.num, 0) + work
         return work
 
 
