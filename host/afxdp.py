@@ -249,7 +249,6 @@ class AfXdpPath(XdpPath):
                 work = n * c.ring_dequeue + app.process(pkts)
                 out = app.finish(start + kernel + work)
                 work += n * c.ring_enqueue  # the frames back to the fill ring
-                sock.fill = min(sock.fill + n, sock.ring_size)
                 if out is not None:
                     frames, born, flags = out
                     kernel += c.syscall  # sendto() kick
@@ -271,5 +270,6 @@ class AfXdpPath(XdpPath):
                     if not sock.rx:
                         kernel += c.syscall  # the poll() that finds nothing and sleeps
                     yield env.timeout(kernel + work)
+                sock.fill = min(sock.fill + n, sock.ring_size)  # the kernel sees them now
                 core.charge(work, "app")
                 core.charge(kernel, "syscall")

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from nicsim.host.cpu import CostModel
 from nicsim.host.ebpf.cost import NS_PER_INSN, PROGRAM_ENTRY_NS
 from nicsim.sim.cli import app as cli
+from nicsim.sim.compare_cli import compare_points
 from nicsim.sim.scenario import load_scenario
 from nicsim.sim.traffic import DPORT
 from nicsim.sim.world import World
@@ -82,6 +83,16 @@ def test_xdp_cpu_grows_with_load_while_the_pmd_spins():
     assert 0 < busy["xdp", 0.5] < busy["xdp", 4.0] < 0.6
     # Eight times the frames: more than twice the CPU (fixed interrupt costs amortize).
     assert busy["xdp", 4.0] > 2 * busy["xdp", 0.5]
+
+
+def test_compare_runs_the_xdp_paths_with_the_program_of_the_application():
+    rows = compare_points(["xdp", "af_xdp"], "drop", [1], 64, [0.5, 4.0], (), 100, 16)
+    by = {(r["path"], r["offered_mpps"]): r for r in rows}
+    # drop: the XDP program drops the traffic's port in the driver; AF_XDP's thread drops it.
+    assert set(by["xdp", 4.0]["drops"]) == {"xdp_drop"}
+    assert by["af_xdp", 4.0]["mpps"] == pytest.approx(4.0, rel=0.05)
+    for path in ("xdp", "af_xdp"):
+        assert by[path, 0.5]["cpu_busy"][0] < by[path, 4.0]["cpu_busy"][0] < 1.0
 
 
 # -- what a verdict costs ---------------------------------------------------------------------
