@@ -168,13 +168,16 @@ class State:
 class Explored:
     """A state kept at a prune point; safe to prune against once ``branches`` is 0."""
 
-    __slots__ = ("state", "branches", "parent", "key")
+    __slots__ = ("state", "branches", "parent", "key", "idx", "hits", "misses")
 
-    def __init__(self, state, parent, key):
+    def __init__(self, state, parent, key, idx):
         self.state = state
         self.branches = 1
         self.parent = parent
         self.key = key
+        self.idx = idx
+        self.hits = 0
+        self.misses = 0
 
 
 def verify(program, maps=(), prog_type="xdp", *, complexity_limit=COMPLEXITY_LIMIT_INSNS,
@@ -514,7 +517,9 @@ class _Verifier:
         regs[1] = Reg(T.CTX)
         regs[10] = Reg(T.STACK, fr=0)
         state = State([Frame(regs, {}, -1, 0, 0)])
-        self.explored = {}
+        self.active = {}     # idx -> {state key: explored states still being walked}
+        self.done = {}       # idx -> explored states whose every path is proven safe
+        self.jumps = self.prev_jumps = self.prev_processed = 0
         self.depth = {start: 0 for start in self.subprog_starts}
         self.callees = {start: set() for start in self.subprog_starts}
         pending = []
@@ -553,6 +558,7 @@ class _Verifier:
                 self.check_lddw(state, ins)
                 idx += 2
             else:
+                self.jumps += 1
                 code = ins.op & 0xF0
                 if code == isa.JA:
                     idx += (ins.imm if cls == isa.JMP32 else ins.off) + 1
@@ -596,6 +602,12 @@ class _Verifier:
             e.branches -= 1
             if e.branches > 0:
                 break
+            # Every path from e is proven safe: e may now prune others.
+            keys = self.active[e.idx]
+            keys[e.key] -= 1
+            if not keys[e.key]:
+                del keys[e.key]
+            self.done[e.idx].append(e)
             e = e.parent
 
     # -----------------------------------------------------------------------------------
@@ -621,19 +633,36 @@ class _Verifier:
         return tuple(parts)
 
     def is_state_visited(self, state, idx):
+        """Prune ``state`` at ``idx`` if a proven state covers it; detect loops; keep it."""
         masks = self.live_masks(state, idx)
-        key = self.state_key(state, masks)
-        entries = self.explored.get(idx)
-        if entries is None:
-            entries = self.explored[idx] = []
-        for e in entries:
-            if e.branches:
-                if e.key == key:
-                    self.fail(f"infinite loop detected at insn {idx}", idx)
-            elif e.key == key or self.states_safe(e.state, state, masks):
+        active = self.active.get(idx)
+        if active is None:
+            active = self.active[idx] = {}
+            self.done[idx] = []
+        key = None
+        if active:
+            key = self.state_key(state, masks)
+            if key in active:
+                self.fail(f"infinite loop detected at insn {idx}", idx)
+        done = self.done[idx]
+        for k in range(len(done) - 1, -1, -1):
+            e = done[k]
+            if self.states_safe(e.state, state, masks):
+                e.hits += 1
                 return True
-        e = Explored(state.copy(), state.parent, key)
-        entries.append(e)
+            e.misses += 1
+            if e.misses > e.hits * 3 + 3:
+                del done[k]  # a state that rarely prunes only costs time (as the kernel)
+        # Keep a state only every few jumps and instructions, as the kernel does.
+        if (self.jumps - self.prev_jumps < 2 or self.processed - self.prev_processed < 8) \
+                and self.prev_processed:
+            return False
+        self.prev_jumps = self.jumps
+        self.prev_processed = self.processed or 1
+        if key is None:
+            key = self.state_key(state, masks)
+        e = Explored(state.copy(), state.parent, key, idx)
+        active[key] = active.get(key, 0) + 1
         self.total_states += 1
         state.parent = e
         return False

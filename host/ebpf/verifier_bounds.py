@@ -15,6 +15,8 @@ Registers are immutable :class:`Reg` objects (states share them between copies).
 
 from __future__ import annotations
 
+from nicsim.host.ebpf import insn as isa
+
 __all__ = [
     "U64", "U32", "S64_MIN", "S64_MAX", "Reg", "RegType", "TYPE_NAMES", "NOT_INIT_REG",
     "unknown", "const", "sized_unknown", "scalar_alu", "view32", "is_const", "branch_taken",
@@ -297,8 +299,6 @@ def scalar_alu(op: int, a: Reg, b: Reg, is64: bool) -> Reg:
 
     ``b`` is ignored for NEG. 32-bit operations work on the low halves and zero-extend.
     """
-    from nicsim.host.ebpf import insn as isa
-
     if not is64:
         a32, b32 = view32(a), view32(b)
         if op == isa.ARSH:
@@ -378,34 +378,24 @@ def scalar_alu(op: int, a: Reg, b: Reg, is64: bool) -> Reg:
     return unknown()
 
 
-def _exact(op: int, x: int, y: int) -> int:
-    from nicsim.host.ebpf import insn as isa
+_EXACT = {
+    isa.ADD: lambda x, y: x + y,
+    isa.SUB: lambda x, y: x - y,
+    isa.MUL: lambda x, y: x * y,
+    isa.DIV: lambda x, y: x // y if y else 0,
+    isa.MOD: lambda x, y: x % y if y else x,
+    isa.OR: lambda x, y: x | y,
+    isa.AND: lambda x, y: x & y,
+    isa.XOR: lambda x, y: x ^ y,
+    isa.LSH: lambda x, y: x << (y & 63),
+    isa.RSH: lambda x, y: x >> (y & 63),
+    isa.ARSH: lambda x, y: s64(x) >> (y & 63),
+    isa.NEG: lambda x, y: -x,
+}
 
-    if op == isa.ADD:
-        return x + y
-    if op == isa.SUB:
-        return x - y
-    if op == isa.MUL:
-        return x * y
-    if op == isa.DIV:
-        return x // y if y else 0
-    if op == isa.MOD:
-        return x % y if y else x
-    if op == isa.OR:
-        return x | y
-    if op == isa.AND:
-        return x & y
-    if op == isa.XOR:
-        return x ^ y
-    if op == isa.LSH:
-        return x << (y & 63)
-    if op == isa.RSH:
-        return x >> (y & 63)
-    if op == isa.ARSH:
-        return s64(x) >> (y & 63)
-    if op == isa.NEG:
-        return -x
-    raise ValueError(op)
+
+def _exact(op: int, x: int, y: int) -> int:
+    return _EXACT[op](x, y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,8 +404,6 @@ def _exact(op: int, x: int, y: int) -> int:
 
 def branch_taken(op: int, a: Reg, b: Reg, is64: bool) -> int:
     """Return 1 if ``a op b`` holds for every value, 0 if for none, -1 if it depends."""
-    from nicsim.host.ebpf import insn as isa
-
     if not is64:
         if op in (isa.JSGT, isa.JSGE, isa.JSLT, isa.JSLE):
             amin, amax = _signed32(a)
@@ -445,8 +433,6 @@ def branch_taken(op: int, a: Reg, b: Reg, is64: bool) -> int:
 
 
 def _cmp_bounds(op, amin, amax, bmin, bmax, signed):
-    from nicsim.host.ebpf import insn as isa
-
     if signed:
         op = {isa.JSGT: isa.JGT, isa.JSGE: isa.JGE, isa.JSLT: isa.JLT,
               isa.JSLE: isa.JLE}.get(op, op)
@@ -462,8 +448,6 @@ def _cmp_bounds(op, amin, amax, bmin, bmax, signed):
 
 
 def _negate(op):
-    from nicsim.host.ebpf import insn as isa
-
     return {isa.JEQ: isa.JNE, isa.JNE: isa.JEQ, isa.JGT: isa.JLE, isa.JLE: isa.JGT,
             isa.JGE: isa.JLT, isa.JLT: isa.JGE, isa.JSGT: isa.JSLE, isa.JSLE: isa.JSGT,
             isa.JSGE: isa.JSLT, isa.JSLT: isa.JSGE}.get(op)
@@ -474,8 +458,6 @@ def refine(op: int, a: Reg, b: Reg, taken: bool, is64: bool):
 
     Returns None when no values satisfy the outcome (the branch cannot be taken).
     """
-    from nicsim.host.ebpf import insn as isa
-
     if not taken:
         if op == isa.JSET:
             if is_const(b) and (is64 or (b.v <= U32 and a.umax <= U32)):

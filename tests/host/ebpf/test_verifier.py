@@ -171,9 +171,11 @@ def _kernel_load(insns, maps):
             fds.append(fd)
         code = []
         for ins in insns:
-            if ins is not None and ins.is_lddw and ins.src == isa.PSEUDO_MAP_FD:
-                fd = fds[ins.imm] if ins.imm < len(fds) else 0x7FFFFFFF
-                ins = Insn(ins.op, ins.dst, ins.src, ins.off, fd)
+            if ins is not None and ins.is_lddw and ins.src in (isa.PSEUDO_MAP_FD,
+                                                               isa.PSEUDO_MAP_VALUE):
+                index = ins.imm & 0xFFFFFFFF
+                fd = fds[index] if index < len(fds) else 0x7FFFFFFF
+                ins = Insn(ins.op, ins.dst, ins.src, ins.off, (ins.imm >> 32 << 32) | fd)
             code.append(ins)
         blob = isa.encode(code)
         cbuf = ctypes.create_string_buffer(blob, len(blob))
