@@ -67,10 +67,11 @@ from pathlib import Path
 from nicsim.host.apps import AppGroup
 from nicsim.host.ebpf.interp import ExecError
 from nicsim.host.linux import GRO_NORMAL_BATCH, LINUX_APPS, TX_REAP_THRESH, LinuxPath
+from nicsim.hw.ref.checksum import Status, rx_checksum
 from nicsim.hw.ref.packet import IPPROTO_TCP, IPPROTO_UDP, parse_ip
 
-__all__ = ["XdpPath", "XdpProgram", "load_program", "IFINDEX_BASE", "VERDICTS",
-           "compare_defaults", "resolve_program"]
+__all__ = ["XdpPath", "XdpGenericPath", "XdpProgram", "load_program", "parse_routes",
+           "IFINDEX_BASE", "VERDICTS", "compare_defaults", "resolve_program"]
 
 IFINDEX_BASE = 2  # ifindex of the physical function (1 is lo); VF n has IFINDEX_BASE + n
 VERDICTS = ("ABORTED", "DROP", "PASS", "TX", "REDIRECT")
@@ -80,7 +81,7 @@ _GPL = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/
 _U32 = struct.Struct("<I")
 # skb tuple fields of nicsim.host.linux (born, length, segments, payload, data, checksum
 # state, hash, truesize, protocol) and its checksum states.
-_CSUM_DONE, _CSUM_SOFT = 0, 1
+_CSUM_DONE, _CSUM_SOFT, _CSUM_BAD = 0, 1, 2
 
 
 # -- the program ------------------------------------------------------------------------------
@@ -154,7 +155,29 @@ def _parse_preset(item, specs):
     return index, key, value
 
 
-def load_program(spec, section=None, name=None, presets=(), ncpus=1, base=None):
+def parse_routes(items):
+    """``["PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]", ...]`` -> the host's routing table for
+    ``bpf_fib_lookup`` (:class:`nicsim.host.ebpf.helpers.FibTable`), or None when empty."""
+    from nicsim.host.ebpf.helpers import FibTable
+
+    if not items:
+        return None
+    fib = FibTable()
+    for item in items:
+        parts = [p.strip() for p in str(item).split(",")]
+        if len(parts) < 3:
+            raise ValueError(f"host.xdp_routes entry {item!r}: write "
+                             f"\"PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]\"")
+        try:
+            fib.add(parts[0], int(parts[1]), dmac=parts[2] or None,
+                    smac=parts[3] if len(parts) > 3 and parts[3] else b"\0" * 6,
+                    gateway=parts[4] if len(parts) > 4 and parts[4] else None)
+        except ValueError as exc:
+            raise ValueError(f"host.xdp_routes entry {item!r}: {exc}") from None
+    return fib
+
+
+def load_program(spec, section=None, name=None, presets=(), ncpus=1, base=None, routes=()):
     """Load, verify and prepare the XDP program ``spec`` (see :func:`resolve_program`).
 
     Parameters
@@ -169,6 +192,8 @@ def load_program(spec, section=None, name=None, presets=(), ncpus=1, base=None):
         a loader sets ``const volatile`` variables.
     ncpus : int
         Cores (per-CPU map values).
+    routes : sequence of str
+        The host's routes for ``bpf_fib_lookup`` (:func:`parse_routes`).
 
     Raises
     ------
@@ -210,7 +235,7 @@ def load_program(spec, section=None, name=None, presets=(), ncpus=1, base=None):
                          f"{result.reason}")
     try:
         maps = [create_map(s, ncpus) for s in specs]
-        vm = Vm(program, maps, ncpus=ncpus)
+        vm = Vm(program, maps, ncpus=ncpus, fib=parse_routes(routes))
     except (MapError, TranslateError) as exc:
         raise ValueError(f"{path}: program {program.name}: {exc}") from None
     for index, key, value in entries:
@@ -222,18 +247,16 @@ def load_program(spec, section=None, name=None, presets=(), ncpus=1, base=None):
     return XdpProgram(path, program, maps, vm, result.insns_processed)
 
 
-def compare_defaults(path, app, overrides=()):
+def compare_defaults(path, app, overrides=(), port=None):
     """Return the ``--set`` overrides ``nicsim compare`` adds for an XDP path: the program an
     XDP deployment of ``app`` would load (unless ``overrides`` name one). ``drop``: drop the
-    traffic's UDP port in the driver (``drop_udp`` with its port set); ``l2fwd``: send every
-    frame back with its addresses swapped (``reflect``, XDP_TX); otherwise ``drop_udp`` at its
-    default port, which passes the traffic to the stack (XDP_PASS)."""
-    from nicsim.sim.traffic import DPORT
-
+    traffic's UDP ``port`` in the driver (``drop_udp`` with its port set); ``l2fwd``: send
+    every frame back with its addresses swapped (``reflect``, XDP_TX); otherwise ``drop_udp``
+    at its default port (9), which passes the traffic to the stack (XDP_PASS)."""
     if path not in ("xdp", "xdp_generic") or any(o.startswith("host.xdp_") for o in overrides):
         return []
-    if app == "drop":
-        port = struct.pack("<H", DPORT).hex()
+    if app == "drop" and port is not None:
+        port = struct.pack("<H", port).hex()
         return ['host.xdp_prog="drop_udp"', f'host.xdp_maps=[".rodata:00000000={port}"]']
     if app == "l2fwd":
         return ['host.xdp_prog="reflect"']
@@ -322,8 +345,8 @@ class XdpPath:
     Parameters
     ----------
     ctx : nicsim.host.paths.PathContext
-        ``ctx.params``: ``xdp_prog``, ``xdp_section``, ``xdp_name``, ``xdp_maps`` (presets)
-        and the Linux path's keys.
+        ``ctx.params``: ``xdp_prog``, ``xdp_section``, ``xdp_name``, ``xdp_maps`` (presets),
+        ``xdp_routes`` (for ``bpf_fib_lookup``) and the Linux path's keys.
     driver : nicsim.host.driver.NicDriver
     queues : list of int
     cores : list of nicsim.host.cpu.Core
@@ -382,7 +405,8 @@ class XdpPath:
             name = self.default_name
         self.prog = load_program(spec, getattr(params, "xdp_section", None), name,
                                  getattr(params, "xdp_maps", None) or (),
-                                 ncpus=max(len(cores), 1))
+                                 ncpus=max(len(cores), 1),
+                                 routes=getattr(params, "xdp_routes", None) or ())
         self.vm = self.prog.vm
         self.cost_ns = _program_cost()
         self.verdicts = dict.fromkeys(VERDICTS, 0)
@@ -602,8 +626,9 @@ class XdpPath:
             t = cpu.t
             while queue and len(skbs) < GRO_NORMAL_BATCH and work < weight:
                 packet, born, _source = queue.popleft()
-                t += build
-                skbs.append(_skb(packet, born))
+                skb, csum_bytes = _skb(packet, born)
+                t += build + round(c.csum * csum_bytes)
+                skbs.append(skb)
                 work += 1
             cpu.t = t
             yield from stack._deliver(cpu, skbs)
@@ -613,8 +638,9 @@ class XdpPath:
 
 
 def _skb(packet, born):
-    """Return the Linux path's skb tuple of a frame built from an xdp_frame: no checksum
-    status (``CHECKSUM_NONE``: UDP verifies while copying), no GRO, a software hash."""
+    """Return the Linux path's skb tuple of a frame built from an xdp_frame, and the bytes TCP
+    sums before it takes the segment. The skb has no checksum status (``CHECKSUM_NONE``: UDP
+    verifies while copying to the user, TCP on receive), no GRO, a software hash."""
     from nicsim.host.driver import RX_BUFFER_BYTES
     from nicsim.host.linux import SKB_OVERHEAD_BYTES, _soft_hash
 
@@ -622,17 +648,22 @@ def _skb(packet, born):
     ip = parse_ip(packet)
     truesize = RX_BUFFER_BYTES + SKB_OVERHEAD_BYTES
     if ip is None:
-        return (born, length, 1, 0, packet, _CSUM_DONE, 0, truesize, 0)
+        return (born, length, 1, 0, packet, _CSUM_DONE, 0, truesize, 0), 0
     version, l3, hlen, proto = ip
     l4 = l3 + hlen
     flow = _soft_hash(packet, version, l3, l4)
+    if proto not in (IPPROTO_UDP, IPPROTO_TCP):
+        return (born, length, 1, 0, packet, _CSUM_DONE, flow, truesize, proto), 0
+    verdicts = rx_checksum(packet)
+    if verdicts.ip == Status.BAD or verdicts.l4 == Status.BAD:
+        state = _CSUM_BAD
+    else:
+        state = _CSUM_SOFT if proto == IPPROTO_UDP else _CSUM_DONE
     if proto == IPPROTO_UDP:
-        return (born, length, 1, max(0, length - l4 - 8), packet, _CSUM_SOFT, flow, truesize,
-                proto)
-    if proto == IPPROTO_TCP:
-        payload = max(0, length - l4 - (packet[l4 + 12] >> 4) * 4) if length > l4 + 12 else 0
-        return (born, length, 1, payload, packet, _CSUM_DONE, flow, truesize, proto)
-    return (born, length, 1, 0, packet, _CSUM_DONE, flow, truesize, proto)
+        return (born, length, 1, max(0, length - l4 - 8), packet, state, flow, truesize,
+                proto), 0
+    payload = max(0, length - l4 - (packet[l4 + 12] >> 4) * 4) if length > l4 + 12 else 0
+    return (born, length, 1, payload, packet, state, flow, truesize, proto), length - l4
 
 
 def _program_cost():

@@ -78,8 +78,9 @@ def compare_points(paths, app, cores, size, loads, overrides, duration_us, flows
             sets.append(f"traffic.0.rate_mpps={load}")
         if path in ("xdp", "xdp_generic"):  # the program an XDP deployment of the app loads
             from nicsim.host.xdp import compare_defaults
+            from nicsim.sim.traffic import DPORT
 
-            sets += compare_defaults(path, app, overrides)
+            sets += compare_defaults(path, app, overrides, DPORT)
         scenario = load_scenario(text=f"name = \"{path}-{app}-{n}c\"\n",
                                  overrides=sets + list(overrides))
         results = World(scenario).run()

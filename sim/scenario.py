@@ -125,11 +125,13 @@ class HostSection(_Section):
     gpu_p2p: bool = False
     # XDP (host.path "xdp", "xdp_generic", "af_xdp"; nicsim.host.xdp, nicsim.host.afxdp): the
     # program (a shipped example's name, or a .c/.o file relative to the scenario), which one
-    # of the object, map entries written before it runs; AF_XDP's mode, rings and UMEM.
+    # of the object, map entries written before it runs, routes for bpf_fib_lookup; AF_XDP's
+    # mode, rings and UMEM.
     xdp_prog: str | None = None
     xdp_section: str | None = None
     xdp_name: str | None = None
     xdp_maps: list[str] = []
+    xdp_routes: list[str] = []
     xsk_mode: Literal["zerocopy", "copy"] = "zerocopy"
     xsk_ring_size: Annotated[int, Field(ge=2, le=1 << 16)] = 2048
     xsk_frames: Annotated[int, Field(ge=1, le=1 << 20)] | None = None

@@ -179,6 +179,24 @@ def test_devmap_redirect_leaves_through_the_other_function():
     assert world.hosts[0].paths[0].exceptions == {"redirect_failed": r["offered"]["frames"]}
 
 
+def test_fib_forwarding_rewrites_and_redirects_to_the_route_s_interface():
+    route = '"10.0.1.0/24,3,02:00:00:00:00:fe,02:00:00:00:10:03"'
+    world, r = run('host.path="xdp"', 'host.xdp_prog="fwd"', f"host.xdp_routes=[{route}]",
+                   'host.app="l2fwd"', "nic.vfs=1", "traffic.0.rate_mpps=2",
+                   "traffic.0.flows=8", duration_us=30, capture=("rx_wire", "tx_wire"))
+    sent = [Ether(data) for _, data in world.rx_wires[0].capture]
+    out = [Ether(data) for _, data in world.sink.capture]
+    assert len(out) == len(sent) == r["delivered_frames"] == r["offered"]["frames"]
+    assert world.hosts[0].vf_drivers[0].tx[0].tail == len(out)  # out of ifindex 3
+    for before, after in zip(sent, out, strict=True):
+        assert (after.dst, after.src) == ("02:00:00:00:00:fe", "02:00:00:00:10:03")
+        assert after[IP].ttl == before[IP].ttl - 1
+        again = after[IP].copy()
+        del again.chksum
+        assert IP(bytes(again)).chksum == after[IP].chksum  # scapy recomputes it the same
+        assert bytes(after[IP].payload) == bytes(before[IP].payload)
+
+
 def test_cpumap_spreads_the_frames_and_their_stack_work_over_cpus():
     world, r = run('host.path="xdp"', 'host.xdp_prog="redirect"',
                    'host.xdp_name="redirect_cpu"', CPUMAP, "host.cores=4", "nic.rxqs=1",
