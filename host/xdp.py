@@ -45,7 +45,7 @@ Per frame, native: the completion read (``l3_hit``), the program, and, by verdic
 A check of scale, not a fit: with a two-instruction ``XDP_DROP`` program one core here drops
 about 19.5 Mpps (the 100 Gb/s wire offering 40 Mpps of 64-byte frames), against about 24 Mpps
 per core that Høiland-Jørgensen et al. measured on a ConnectX-5 ("The eXpress Data Path",
-CoNEXT 2018, §4.1); generic XDP drops about 5.3 Mpps on the same core.
+CoNEXT 2018); generic XDP drops about 5.3 Mpps on the same core.
 
 Interfaces are the PCI functions of the host's NIC: the physical function has ifindex
 :data:`IFINDEX_BASE` (2; 1 is the loopback device), virtual function ``n`` ``2 + n``.
