@@ -600,6 +600,11 @@ class XdpPath:
             txq = txqs[cpu.num % len(txqs)]
             if txq.inflight >= TX_REAP_THRESH or txq.room() < len(items):
                 cost += txq.reap() * (c.l3_hit + (c.skb_free if self.generic else c.rx_refill))
+            fit = txq.buffer_bytes
+            if any(len(p) > fit for p, _ in items):  # grown past a transmit buffer
+                big = sum(len(p) > fit for p, _ in items)
+                self.drops["xdp_tx_oversize"] = self.drops.get("xdp_tx_oversize", 0) + big
+                items = [(p, b) for p, b in items if len(p) <= fit]
             frames = [p for p, _ in items]
             born = [b for _, b in items]
             sent = 0
