@@ -38,7 +38,7 @@ merged segment, the whole of other frames), so segments of a few hundred bytes a
 through at the input's line rate and minimum-size segments at about half of it (64 bit).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -83,12 +83,20 @@ def _fold(value):
     return v[:16]
 
 
+def _tree_sum(terms):
+    """Sum of ``terms`` as a balanced tree of adders (combinational)."""
+    terms = list(terms)
+    if not terms:
+        return Const(0, 16)
+    while len(terms) > 1:
+        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
+                 for k in range(0, len(terms), 2)]
+    return terms[0]
+
+
 def _word_sum(vec, first, count):
     """Sum of the network-order 16-bit words ``first .. first+count-1`` of a byte vector."""
-    total = Const(0, 16)
-    for k in range(first, first + count):
-        total = total + be_bytes(vec, 2 * k, 2)
-    return total
+    return _tree_sum(be_bytes(vec, 2 * k, 2) for k in range(first, first + count))
 
 
 def _neg(value):
@@ -279,24 +287,56 @@ class LroEngine(wiring.Component):
                     m.d.sync += beat_idx.eq(beat_idx + 1)
 
         # ------------------------------------------------------------------ parse stages
-        cur = Signal(desc_layout)
-        h = cur.hdr
+        pcur = Signal(desc_layout)  # the frame the parser works on
+        h = pcur.hdr
+        cur_layout = data.StructLayout({"len": 16, "start": SP + 1, "eop": 1, "idx": 16})
+        nxt = Signal(cur_layout)  # parsed frame waiting for the merge engine
+        cur = Signal(cur_layout)  # frame the merge engine works on
         size = cur.len
 
-        # P1: layer 2, the IP header and the TCP header at their offsets, Ethernet sums.
+        # Parser: a pipeline of seven stages from a descriptor to the fields, sums and verdicts
+        # the merge engine needs (``fn``, ``nxt``), waiting in a slot until taken. The whole
+        # pipeline stalls while the slot is full. Sums stay wide until their last stage and are
+        # negated as ``C - sum`` (``C`` a multiple of 0xFFFF), so that each stage has at most
+        # three adders in series.
+        f_fields = (
+            ("seg", 1), ("key_valid", 1), ("never_hold", 1), ("v6", 1), ("l3", 7), ("l4", 7),
+            ("pay_off", 7), ("pay_len", 17), ("flags", 8), ("df", 1), ("addr_sum", 16),
+            ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16), ("seq", 32), ("ack", 32),
+            ("flag_word", 32), ("opts", 320), ("ip_word", 17), ("ip_id", 16),
+            ("key", _KEY_BITS))
+        f = {name: Signal(w, name=f"f_{name}") for name, w in f_fields}
+        fn = {name: Signal(w, name=f"fn_{name}") for name, w in f_fields}
+        slot = Signal()  # fn and nxt hold a parsed frame
+        take = Signal()  # the merge engine takes the slot in this cycle
+        adv = Signal()
+        m.d.comb += adv.eq(~slot | take)
+        stages = 7
+        valid_at = [Signal(name=f"pv{k}") for k in range(stages)]
+        meta_at = [Signal(cur_layout, name=f"pmeta{k}") for k in range(stages)]
+        with m.If(adv):
+            m.d.comb += desc.r_en.eq(1)
+            m.d.sync += [pcur.eq(desc.r_data), valid_at[0].eq(desc.r_rdy)]
+            view = data.View(desc_layout, desc.r_data)
+            m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
+                         meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
+            for k in range(1, stages):
+                m.d.sync += [valid_at[k].eq(valid_at[k - 1]), meta_at[k].eq(meta_at[k - 1])]
+
+        def stage(k, pairs):
+            """Registers of stage ``k``: (signal, value) pairs, loaded when the pipeline moves."""
+            with m.If(adv):
+                m.d.sync += [sig.eq(value) for sig, value in pairs]
+
+        def regs(prefix, **widths):
+            return {name: Signal(w, name=f"{prefix}_{name}") for name, w in widths.items()}
+
+        # S1: layer 2, the IP header and the TCP header at their offsets.
         et0, et1, et2 = be_bytes(h, 12, 2), be_bytes(h, 16, 2), be_bytes(h, 20, 2)
 
         def is_tpid(v):
             return (v == 0x8100) | (v == 0x88A8)
 
-        p1_ntags = Signal(2)
-        p1_et = Signal(16)
-        p1_ip = Signal(8 * 40)
-        p1_tcp = Signal(8 * 60)
-        p1_ports = Signal(32)
-        p1_eth_sum = Signal(16)
-        p1_total = Signal(16)
-        p1_l4any = Signal(7)
         ntags = Signal(2)
         m.d.comb += ntags.eq(Mux(is_tpid(et0), Mux(is_tpid(et1), 2, 1), 0))
         ip_at = [h[8 * (14 + 4 * t):8 * (14 + 4 * t + 40)] for t in range(3)]
@@ -313,55 +353,178 @@ class LroEngine(wiring.Component):
             for pos in range(14, _HDR - 3):
                 with m.Case(pos):
                     m.d.comb += ports_any.eq(h[8 * pos:8 * (pos + 4)])
-        tcp_at = {}
-        for t in range(3):
-            for ip_len in (20, 40):
-                lo = 14 + 4 * t + ip_len
-                tcp_at[t, ip_len] = h[8 * lo:8 * min(lo + 60, _HDR)]
         tcp_sel = Signal(8 * 60)
         with m.Switch(Cat(ntags, is6_et)):
             for t in range(3):
                 for v6 in (0, 1):
+                    lo = 14 + 4 * t + (40 if v6 else 20)
                     with m.Case(t | (v6 << 2)):
-                        m.d.comb += tcp_sel.eq(tcp_at[t, 40 if v6 else 20])
-        eth_sums = [_word_sum(h, 0, 7 + 2 * t) for t in range(3)]
+                        m.d.comb += tcp_sel.eq(h[8 * lo:8 * min(lo + 60, _HDR)])
+        s1 = regs("s1", ntags=2, et=16, ip=320, tcp=480, ports=32, l4any=7, eth=176, total=32)
+        stage(1, [(s1["ntags"], ntags), (s1["et"], et), (s1["ip"], ipv), (s1["tcp"], tcp_sel),
+                  (s1["ports"], ports_any), (s1["l4any"], l4any), (s1["total"], pcur.total),
+                  (s1["eth"], Cat(*(Mux(k < l3c, _byte(h, k), 0) for k in range(22))))])
 
-        # P2: fields, header sums, checks that need no sum.
-        p2 = {name: Signal(w, name=f"p2_{name}") for name, w in (
-            ("ip_sum", 16 + 5), ("addr_sum", 16 + 5), ("tcp_sum", 16 + 5), ("ihl", 4),
-            ("ver", 4), ("proto", 8), ("frag", 16), ("ip_len", 16), ("ip_csum", 16),
-            ("ip_id", 16), ("ip_word", 17), ("doff", 4), ("tcp_csum", 16), ("seq", 32),
-            ("ack", 32), ("flag_word", 32), ("opts", 320), ("key", _KEY_BITS))}
-        ip_fields = {
-            "v4_sum": _word_sum(p1_ip, 0, 10), "v6_sum": _word_sum(p1_ip, 0, 20),
-            "v4_addr": _word_sum(p1_ip, 6, 4), "v6_addr": _word_sum(p1_ip, 4, 16),
-        }
-        p1_is6 = p1_et == 0x86DD
-        doff = p1_tcp[8 * 12 + 4:8 * 12 + 8]
-        tcp_sum = Const(0, 16)
-        for k in range(30):
-            tcp_sum = tcp_sum + Mux(k < Cat(Const(0, 1), doff), be_bytes(p1_tcp, 2 * k, 2), 0)
-        opt_bytes = [Mux(20 + k < Cat(Const(0, 2), doff), _byte(p1_tcp, 20 + k), 0)
-                     for k in range(40)]
-        p1_eth = Signal(22 * 8)
-        label = Cat(p1_ip[0:8] & 0xF0, p1_ip[8:16] & 0x0F, p1_ip[16:32])
-        ip_key = Mux(p1_is6, Cat(label, p1_ip[8 * 8:8 * 40]),
-                     Cat(p1_ip[8 * 12:8 * 20], Const(0, 8 * 28)))
+        # S2: header fields; partial sums of at most eight words.
+        ip, tcp = s1["ip"], s1["tcp"]
+        is6 = s1["et"] == 0x86DD
+        is4 = ~is6
+        doff = tcp[8 * 12 + 4:8 * 12 + 8]
 
-        # P3: verdicts and the sums a context keeps.
-        f = {name: Signal(w, name=f"f_{name}") for name, w in (
-            ("seg", 1), ("key_valid", 1), ("never_hold", 1), ("v6", 1), ("l3", 7), ("l4", 7),
-            ("pay_off", 7), ("pay_len", 17), ("flags", 8), ("df", 1), ("addr_sum", 16),
-            ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16), ("seq", 32), ("ack", 32),
-            ("flag_word", 32), ("opts", 320), ("ip_word", 17), ("ip_id", 16),
-            ("key", _KEY_BITS))}
-        p2_l3 = Signal(7)
-        p2_ntags = Signal(2)
-        p2_is6 = Signal()
-        p2_et_ip = Signal()
-        p2_eth_sum = Signal(16)
-        p2_total = Signal(16)
-        p2_l4any = Signal(7)
+        def masked_groups(count, word, keep):
+            return [_tree_sum(Mux(keep(k), word(k), 0) for k in range(lo, min(lo + 8, count)))
+                    for lo in range(0, count, 8)]
+
+        ip_words = masked_groups(20, lambda k: be_bytes(ip, 2 * k, 2),
+                                 lambda k: is6 | (k < 10))
+        addr_words = masked_groups(20, lambda k: be_bytes(ip, 2 * k, 2),
+                                   lambda k: Mux(is6, k >= 4, (k >= 6) & (k < 10)))
+        tcp_words = masked_groups(30, lambda k: be_bytes(tcp, 2 * k, 2),
+                                  lambda k: k < Cat(Const(0, 1), doff))
+        eth_words = masked_groups(11, lambda k: be_bytes(s1["eth"], 2 * k, 2), lambda k: 1)
+        label = Cat(ip[0:8] & 0xF0, ip[8:16] & 0x0F, ip[16:32])
+        ip_key = Mux(is6, Cat(label, ip[8 * 8:8 * 40]), Cat(ip[8 * 12:8 * 20], Const(0, 8 * 28)))
+        s2 = regs("s2", ihl=4, ver=4, proto=8, frag=16, ip_len=16, ip_csum=16, ip_id=16,
+                  ip_word=17, doff=4, tcp_csum=16, seq=32, ack=32, flag_word=32, opts=320,
+                  key=_KEY_BITS, l3=7, is6=1, et_ip=1, l4any=7, total=17)
+        sg = {f"ip{k}": Signal(19, name=f"s2_ip{k}") for k in range(3)}
+        sg.update({f"addr{k}": Signal(19, name=f"s2_addr{k}") for k in range(3)})
+        sg.update({f"tcp{k}": Signal(19, name=f"s2_tcp{k}") for k in range(4)})
+        sg.update({f"eth{k}": Signal(19, name=f"s2_eth{k}") for k in range(2)})
+        stage(2, [
+            *((sg[f"ip{k}"], v) for k, v in enumerate(ip_words)),
+            *((sg[f"addr{k}"], v) for k, v in enumerate(addr_words)),
+            *((sg[f"tcp{k}"], v) for k, v in enumerate(tcp_words)),
+            *((sg[f"eth{k}"], v) for k, v in enumerate(eth_words)),
+            (s2["ihl"], ip[0:4]), (s2["ver"], ip[4:8]),
+            (s2["proto"], Mux(is4, _byte(ip, 9), _byte(ip, 6))),
+            (s2["frag"], be_bytes(ip, 6, 2)),
+            (s2["ip_len"], Mux(is4, be_bytes(ip, 2, 2), be_bytes(ip, 4, 2))),
+            (s2["ip_csum"], be_bytes(ip, 10, 2)), (s2["ip_id"], be_bytes(ip, 4, 2)),
+            (s2["ip_word"], Mux(is4, Cat(_byte(ip, 1), _byte(ip, 8), ip[8 * 6 + 6]),
+                                Cat(ip[12:16], ip[0:4], _byte(ip, 7), Const(0, 1)))),
+            (s2["doff"], doff), (s2["tcp_csum"], be_bytes(tcp, 16, 2)),
+            (s2["seq"], be_bytes(tcp, 4, 4)), (s2["ack"], be_bytes(tcp, 8, 4)),
+            (s2["flag_word"], be_bytes(tcp, 12, 4)),
+            (s2["opts"], Cat(*(Mux(20 + k < Cat(Const(0, 2), doff), _byte(tcp, 20 + k), 0)
+                               for k in range(40)))),
+            (s2["key"], Cat(s1["eth"], s1["ntags"], ip_key, s1["ports"])),
+            (s2["l3"], 14 + 4 * s1["ntags"]), (s2["is6"], is6),
+            (s2["et_ip"], (s1["et"] == 0x0800) | is6), (s2["l4any"], s1["l4any"]),
+            (s2["total"], s1["total"][:16] + s1["total"][16:]),
+        ])
+
+        # S3: whole sums (wide); the checks that need no sum.
+        psize = meta_at[2].len
+        l3 = s2["l3"]
+        l4 = Signal(7)
+        m.d.comb += l4.eq(l3 + Mux(s2["is6"], 40, 20))
+        hdr_len = Cat(Const(0, 2), s2["doff"])
+        base4 = (~s2["is6"] & s2["et_ip"] & (psize >= l3 + 20) & (s2["ver"] == 4)
+                 & (s2["proto"] == 6))
+        base6 = s2["is6"] & (psize >= l3 + 40) & (s2["ver"] == 6) & (s2["proto"] == 6)
+        s3 = regs("s3", ip=21, addr=21, tcp=21, eth=20, base4=1, base6=1, elig4=1,
+                  key_valid=1, never=1, size_ok=1, l4=7, pay_off=7, pay_len=17, tcp_len=16)
+        stage(3, [
+            (s3["ip"], sg["ip0"] + sg["ip1"] + sg["ip2"]),
+            (s3["addr"], sg["addr0"] + sg["addr1"] + sg["addr2"]),
+            (s3["tcp"], (sg["tcp0"] + sg["tcp1"]) + (sg["tcp2"] + sg["tcp3"])),
+            (s3["eth"], sg["eth0"] + sg["eth1"]),
+            (s3["base4"], base4), (s3["base6"], base6),
+            (s3["elig4"], base4 & (s2["ihl"] == 5) & ((s2["frag"] & 0x3FFF) == 0)),
+            (s3["key_valid"], (base4 & (s2["ihl"] >= 5) & ((s2["frag"] & 0x1FFF) == 0)
+                               & (psize >= s2["l4any"] + 4)) | (base6 & (psize >= l4 + 4))),
+            (s3["never"], Mux(s2["is6"], s2["ip_len"] != psize - l4,
+                              (s2["ip_len"] != psize - l3) | s2["frag"][15])),
+            (s3["size_ok"], (psize >= l4 + 20) & (s2["doff"] >= 5) & (psize >= l4 + hdr_len)),
+            (s3["l4"], l4), (s3["pay_off"], l4 + hdr_len),
+            (s3["pay_len"], psize - l4 - hdr_len), (s3["tcp_len"], psize - l4),
+        ])
+        s2_late = regs("s3x", total=17, ip_len=16, ip_csum=16, tcp_csum=16)
+        stage(3, [(s2_late[k], s2[k]) for k in s2_late])
+
+        # S4: the TCP segment's sum with the pseudo-header parts; header checksum bases.
+        wide = 0xFFFF * 32  # a multiple of 0xFFFF above every wide sum here
+
+        def minus(value):
+            return (Const(wide, 22) - value)[:22]
+
+        s4 = regs("s4", tseg=24, ip_base=19, tcp_base=18, ip1=17, addr1=17, tcp=21)
+        stage(4, [
+            (s4["tseg"], s2_late["total"] + minus(s3["eth"]) + minus(s3["ip"])),
+            (s4["ip_base"], s3["ip"][:16] + s3["ip"][16:] + (0xFFFF - s2_late["ip_len"])
+             + (0xFFFF - s2_late["ip_csum"])),
+            (s4["tcp_base"], s3["tcp"][:16] + s3["tcp"][16:] + (0xFFFF - s2_late["tcp_csum"])),
+            (s4["ip1"], s3["ip"][:16] + s3["ip"][16:]),
+            (s4["addr1"], s3["addr"][:16] + s3["addr"][16:]),
+            (s4["tcp"], s3["tcp"]),
+        ])
+        s3_late = {k: Signal.like(v, name=f"s4x_{k}") for k, v in s3.items()
+                   if k not in ("ip", "addr", "tcp", "eth")}
+        stage(4, [(s3_late[k], s3[k]) for k in s3_late])
+
+        # S5: checksum test sum and payload sum (wide); header checksum test; fold steps.
+        s5 = regs("s5", verify=25, pay=25, ip_ok=1, ip_base=17, tcp_base=17, addr=17)
+        ip2 = s4["ip1"][:16] + s4["ip1"][16]
+        stage(5, [
+            (s5["verify"], s4["tseg"] + s4["addr1"] + (s3_late["tcp_len"] + 6)),
+            (s5["pay"], s4["tseg"] + minus(s4["tcp"])),
+            (s5["ip_ok"], ip2 == 0xFFFF),
+            (s5["ip_base"], s4["ip_base"][:16] + s4["ip_base"][16:]),
+            (s5["tcp_base"], s4["tcp_base"][:16] + s4["tcp_base"][16:]),
+            (s5["addr"], s4["addr1"][:16] + s4["addr1"][16]),
+        ])
+        s4_late = {k: Signal.like(v, name=f"s5x_{k}") for k, v in s3_late.items()}
+        stage(5, [(s4_late[k], s3_late[k]) for k in s4_late])
+
+        # S6: fold steps.
+        def finish(v17):
+            step = v17[:16] + v17[16]
+            return (step[:16] + step[16])[:16]
+
+        s6 = regs("s6", verify=17, pay=17, ip_ok=1, ip_base=16, tcp_base=16, addr=16)
+        stage(6, [
+            (s6["verify"], s5["verify"][:16] + s5["verify"][16:]),
+            (s6["pay"], s5["pay"][:16] + s5["pay"][16:]),
+            (s6["ip_ok"], s5["ip_ok"]),
+            (s6["ip_base"], finish(s5["ip_base"])),
+            (s6["tcp_base"], finish(s5["tcp_base"])),
+            (s6["addr"], s5["addr"][:16]),
+        ])
+        s5_late = {k: Signal.like(v, name=f"s6x_{k}") for k, v in s4_late.items()}
+        stage(6, [(s5_late[k], s4_late[k]) for k in s5_late])
+
+        # Into the slot: verdicts, and the stage-2 fields copied along the pipeline.
+        s2_hold = {}
+        for k in ("flag_word", "frag", "seq", "ack", "opts", "ip_word", "ip_id", "key", "l3",
+                  "is6"):
+            chain = s2[k]
+            for n in range(3, 7):
+                nxt_sig = Signal.like(s2[k], name=f"s{n}c_{k}")
+                stage(n, [(nxt_sig, chain)])
+                chain = nxt_sig
+            s2_hold[k] = chain
+        v = s5_late
+        csum_ok = finish(s6["verify"]) == 0xFFFF
+        seg = (((v["elig4"] & s6["ip_ok"]) | v["base6"]) & (v["never"] | csum_ok)
+               & v["size_ok"])
+        with m.If(take):
+            m.d.sync += slot.eq(0)
+        with m.If(adv & valid_at[6]):
+            m.d.sync += [
+                slot.eq(1), nxt.eq(meta_at[6]),
+                fn["seg"].eq(seg), fn["key_valid"].eq(v["key_valid"]),
+                fn["never_hold"].eq(v["never"]), fn["v6"].eq(s2_hold["is6"]),
+                fn["l3"].eq(s2_hold["l3"]), fn["l4"].eq(v["l4"]),
+                fn["pay_off"].eq(v["pay_off"]), fn["pay_len"].eq(v["pay_len"]),
+                fn["flags"].eq(s2_hold["flag_word"][16:24]), fn["df"].eq(s2_hold["frag"][14]),
+                fn["addr_sum"].eq(s6["addr"]), fn["ip_base"].eq(s6["ip_base"]),
+                fn["tcp_base"].eq(s6["tcp_base"]), fn["pay_sum"].eq(finish(s6["pay"])),
+                fn["seq"].eq(s2_hold["seq"]), fn["ack"].eq(s2_hold["ack"]),
+                fn["flag_word"].eq(s2_hold["flag_word"]), fn["opts"].eq(s2_hold["opts"]),
+                fn["ip_word"].eq(s2_hold["ip_word"]), fn["ip_id"].eq(s2_hold["ip_id"]),
+                fn["key"].eq(s2_hold["key"]),
+            ]
 
         # ------------------------------------------------------------------ contexts
         Ctx = _ctx_layout(SP)
@@ -384,10 +547,7 @@ class LroEngine(wiring.Component):
 
         def pick(field, index):
             """Field of context ``index`` (combinational multiplexer)."""
-            result = getattr(ctx[0], field)
-            for i in range(1, N):
-                result = Mux(index == i, getattr(ctx[i], field), result)
-            return result
+            return Array(getattr(c, field) for c in ctx)[index]
 
         hit = Signal(N)
         ok = Signal(N)
@@ -541,120 +701,46 @@ class LroEngine(wiring.Component):
                 o_user.eq(user),
             ]
 
+        # Lookup of the parsed frame: every context compares itself with it.
+        with m.If(slot):
+            for i, c in enumerate(ctx):
+                id_off = Signal(16, name=f"id_off{i}")
+                m.d.comb += id_off.eq(fn["ip_id"] - c.ip_id)
+                fixed = c.fixed_id | ((c.count == 1) & (id_off == 0) & fn["df"])
+                id_ok = fn["v6"] | Mux(fixed, id_off == 0, id_off == c.count)
+                rules = Cat(
+                    ~fn["flags"][7],
+                    ((fn["flag_word"] ^ c.flag_word) & _FLAG_MASK) == 0,
+                    fn["ack"] == c.ack,
+                    fn["opts"] == c.opts,
+                    fn["ip_word"] == c.ip_word,
+                    id_ok,
+                    (fn["pay_len"] != 0) & (fn["pay_len"] <= c.mss),
+                    fn["seq"] == c.next_seq,
+                    ~fn["never_hold"],
+                    c.held_len + fn["pay_len"] <= max_held,
+                )
+                m.d.sync += [hit[i].eq(c.valid & fn["key_valid"] & (fn["key"] == c.key)),
+                             ok[i].eq(rules.all())]
+
+        def release():
+            """Free the frame's staging words; end the poll or wait for the next frame."""
+            m.d.sync += rd_ptr.eq(cur.start + ((size + B - 1) >> LB))
+            with m.If(cur.eop):
+                m.next = "Flush"
+            with m.Else():
+                m.next = "Wait"
+
         with m.FSM(name="lro"):
             with m.State("Wait"):
                 with m.If(expired):
                     m.d.sync += [d_ctx.eq(oldest), ret.eq(R_WAIT)]
                     m.next = "Deliver"
-                with m.Elif(desc.r_rdy):
-                    m.d.comb += desc.r_en.eq(1)
-                    m.d.sync += cur.eq(desc.r_data)
-                    m.next = "Parse 1"
-            with m.State("Parse 1"):
-                m.d.sync += [
-                    p1_ntags.eq(ntags), p1_et.eq(et), p1_ip.eq(ipv), p1_tcp.eq(tcp_sel),
-                    p1_ports.eq(ports_any), p1_l4any.eq(l4any),
-                    p1_eth_sum.eq(_fold(Mux(ntags == 0, eth_sums[0],
-                                            Mux(ntags == 1, eth_sums[1], eth_sums[2])))),
-                    p1_total.eq(_fold(cur.total)),
-                    p1_eth.eq(Cat(*(Mux(k < l3c, _byte(h, k), 0) for k in range(22)))),
-                    idx_now.eq(cur.idx),
-                ]
-                m.next = "Parse 2"
-            with m.State("Parse 2"):
-                is4 = ~p1_is6
-                m.d.sync += [
-                    p2["ip_sum"].eq(Mux(is4, ip_fields["v4_sum"], ip_fields["v6_sum"])),
-                    p2["addr_sum"].eq(Mux(is4, ip_fields["v4_addr"], ip_fields["v6_addr"])),
-                    p2["tcp_sum"].eq(tcp_sum),
-                    p2["ihl"].eq(p1_ip[0:4]), p2["ver"].eq(p1_ip[4:8]),
-                    p2["proto"].eq(Mux(is4, _byte(p1_ip, 9), _byte(p1_ip, 6))),
-                    p2["frag"].eq(be_bytes(p1_ip, 6, 2)),
-                    p2["ip_len"].eq(Mux(is4, be_bytes(p1_ip, 2, 2), be_bytes(p1_ip, 4, 2))),
-                    p2["ip_csum"].eq(be_bytes(p1_ip, 10, 2)),
-                    p2["ip_id"].eq(be_bytes(p1_ip, 4, 2)),
-                    p2["ip_word"].eq(Mux(is4, Cat(_byte(p1_ip, 1), _byte(p1_ip, 8),
-                                                  p1_ip[8 * 6 + 6]),
-                                         Cat(p1_ip[12:16], p1_ip[0:4], _byte(p1_ip, 7),
-                                             Const(0, 1)))),
-                    p2["doff"].eq(doff),
-                    p2["tcp_csum"].eq(be_bytes(p1_tcp, 16, 2)),
-                    p2["seq"].eq(be_bytes(p1_tcp, 4, 4)),
-                    p2["ack"].eq(be_bytes(p1_tcp, 8, 4)),
-                    p2["flag_word"].eq(be_bytes(p1_tcp, 12, 4)),
-                    p2["opts"].eq(Cat(*opt_bytes)),
-                    p2["key"].eq(Cat(p1_eth, p1_ntags, ip_key, p1_ports)),
-                    p2_l3.eq(14 + 4 * p1_ntags), p2_ntags.eq(p1_ntags), p2_is6.eq(p1_is6),
-                    p2_et_ip.eq((p1_et == 0x0800) | p1_is6),
-                    p2_eth_sum.eq(p1_eth_sum), p2_total.eq(p1_total), p2_l4any.eq(p1_l4any),
-                ]
-                m.next = "Parse 3"
-            with m.State("Parse 3"):
-                is6 = p2_is6
-                l3 = p2_l3
-                ip_len_fixed = Mux(is6, 40, 20)
-                l4 = l3 + ip_len_fixed
-                base4 = (~is6 & p2_et_ip & (size >= l3 + 20) & (p2["ver"] == 4)
-                         & (p2["proto"] == 6))
-                base6 = is6 & (size >= l3 + 40) & (p2["ver"] == 6) & (p2["proto"] == 6)
-                ip_sum = _fold(p2["ip_sum"])
-                elig4 = (base4 & (p2["ihl"] == 5) & ((p2["frag"] & 0x3FFF) == 0)
-                         & (ip_sum == 0xFFFF))
-                key4 = (base4 & (p2["ihl"] >= 5) & ((p2["frag"] & 0x1FFF) == 0)
-                        & (size >= p2_l4any + 4))
-                key6 = base6 & (size >= l4 + 4)
-                never4 = (p2["ip_len"] != size - l3) | p2["frag"][15]
-                never6 = p2["ip_len"] != size - l4  # IPv6 payload length sits at bytes 4-5
-                never = Mux(is6, never6, never4)
-                tcp_len = size - l4
-                addr_sum = _fold(p2["addr_sum"])
-                tcp_part = _fold(p2_total + _neg(p2_eth_sum) + _neg(ip_sum))
-                csum_ok = _fold(tcp_part + addr_sum + 6 + tcp_len[:16]) == 0xFFFF
-                hdr_len = Cat(Const(0, 2), p2["doff"])
-                size_ok = ((size >= l4 + 20) & (p2["doff"] >= 5)
-                           & (size >= l4 + hdr_len))
-                seg = (elig4 | base6) & (never | csum_ok) & size_ok
-                tcp_hdr_sum = _fold(p2["tcp_sum"])
-                m.d.sync += [
-                    f["seg"].eq(seg),
-                    f["key_valid"].eq(key4 | key6),
-                    f["never_hold"].eq(never),
-                    f["v6"].eq(is6), f["l3"].eq(l3), f["l4"].eq(l4),
-                    f["pay_off"].eq(l4 + hdr_len),
-                    f["pay_len"].eq(size - l4 - hdr_len),
-                    f["flags"].eq(p2["flag_word"][16:24]),
-                    f["df"].eq(p2["frag"][14]),
-                    f["addr_sum"].eq(addr_sum),
-                    f["ip_base"].eq(_fold(ip_sum + _neg(p2["ip_len"]) + _neg(p2["ip_csum"]))),
-                    f["tcp_base"].eq(_fold(tcp_hdr_sum + _neg(p2["tcp_csum"]))),
-                    f["pay_sum"].eq(_fold(tcp_part + _neg(tcp_hdr_sum))),
-                    f["seq"].eq(p2["seq"]), f["ack"].eq(p2["ack"]),
-                    f["flag_word"].eq(p2["flag_word"]), f["opts"].eq(p2["opts"]),
-                    f["ip_word"].eq(p2["ip_word"]), f["ip_id"].eq(p2["ip_id"]),
-                    f["key"].eq(p2["key"]),
-                ]
-                m.next = "Lookup"
-            with m.State("Lookup"):
-                for i, c in enumerate(ctx):
-                    id_off = Signal(16, name=f"id_off{i}")
-                    m.d.comb += id_off.eq(f["ip_id"] - c.ip_id)
-                    fixed = c.fixed_id | ((c.count == 1) & (id_off == 0) & f["df"])
-                    id_ok = f["v6"] | Mux(fixed, id_off == 0, id_off == c.count)
-                    rules = Cat(
-                        ~f["flags"][7],
-                        ((f["flag_word"] ^ c.flag_word) & _FLAG_MASK) == 0,
-                        f["ack"] == c.ack,
-                        f["opts"] == c.opts,
-                        f["ip_word"] == c.ip_word,
-                        id_ok,
-                        (f["pay_len"] != 0) & (f["pay_len"] <= c.mss),
-                        f["seq"] == c.next_seq,
-                        ~f["never_hold"],
-                        c.held_len + f["pay_len"] <= max_held,
-                    )
-                    m.d.sync += [hit[i].eq(c.valid & f["key_valid"] & (f["key"] == c.key)),
-                                 ok[i].eq(rules.all())]
-                m.next = "Decide"
+                with m.Elif(slot):
+                    m.d.comb += take.eq(1)
+                    m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
+                    m.d.sync += [f[name].eq(fn[name]) for name in f]
+                    m.next = "Decide"
             with m.State("Decide"):
                 hit_idx = Signal(CP)
                 for i in range(N):
@@ -746,24 +832,21 @@ class LroEngine(wiring.Component):
                         m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
                         m.next = "Copy"
             with m.State("Copy"):
+                # Leave once every read is issued; the last write lands in the next cycle,
+                # before any later access to the regions.
                 with m.If(c_j == c_n):
                     m.d.sync += c_busy.eq(0)
-                with m.If(~c_busy & ~c_v1):
                     with m.If((act == A_MERGE) & post):
                         m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
                         m.next = "Deliver"
                     with m.Else():
-                        m.next = "Release"
+                        release()
             with m.State("Out"):
                 with m.If(o_j == o_n):
                     m.d.sync += o_busy.eq(0)
-                    m.next = "Release"
+                    release()
             with m.State("Release"):
-                m.d.sync += rd_ptr.eq(cur.start + ((size + B - 1) >> LB))
-                with m.If(cur.eop):
-                    m.next = "Flush"
-                with m.Else():
-                    m.next = "Wait"
+                release()
             with m.State("Flush"):
                 with m.If(valid.any()):
                     m.d.sync += [d_ctx.eq(oldest), ret.eq(R_FLUSH)]

@@ -119,7 +119,8 @@ def test_cli_backends_identical(tmp_path):
     for backend in ("model", "rtl"):
         result = CliRunner().invoke(app, [
             "rtl", "run", "lro", "--in", str(tmp_path / "in.pcap"),
-            "--out", str(tmp_path / f"{backend}.pcap"), "--meta", str(tmp_path / f"{backend}.jsonl"),
+            "--out", str(tmp_path / f"{backend}.pcap"),
+            "--meta", str(tmp_path / f"{backend}.jsonl"),
             "--config", str(tmp_path / "lro.toml"), "--backend", backend])
         assert result.exit_code == 0, result.output
         outputs[backend] = ((tmp_path / f"{backend}.pcap").read_bytes(),

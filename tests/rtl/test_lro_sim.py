@@ -105,7 +105,7 @@ def bursts(seed, count, size):
     return [[rng.choice(flows).data() for _ in range(size)] for _ in range(count)]
 
 
-@pytest.mark.parametrize("width", [64, 128])
+@pytest.mark.parametrize("width", [64, pytest.param(128, marks=pytest.mark.long)])
 def test_timeout_flushes_between_bursts(width):
     groups = bursts(seed=width, count=3, size=5)
     frames = [f for group in groups for f in group]
@@ -138,9 +138,9 @@ def test_without_timeout_or_flush_flows_stay_held():
     assert ref.held > 0
 
 
-@pytest.mark.parametrize("width,flows", [(64, 2), (256, 3)])
+@pytest.mark.parametrize("width,flows", [(64, 2), pytest.param(256, 3, marks=pytest.mark.long)])
 def test_mixed_traffic_small_configs(width, flows):
-    frames = [f for f in traffic(seed=flows, count=90, flows=5) if 0 < len(f) <= 2048]
+    frames = [f for f in traffic(seed=flows, count=60, flows=5) if 0 < len(f) <= 2048]
     dut = small(width, flows=flows, max_bytes=1500)
     users = [0] * (len(frames) - 1) + [1]
     out, _ = simulate(dut, frames, users=users, backpressure=0.3)
