@@ -74,6 +74,8 @@ ENGINES = {
                                "Match-action pipeline (program and entries)",
                                ("program", "entries")),
     "lro": EngineSpec("nicsim.hw.lro_engine", "LRO: merge TCP segments (GRO rules)"),
+    "tso": EngineSpec("nicsim.hw.tso_engine", "TSO/USO: cut super-frames into MSS-sized frames",
+                      ("mss", "udp", "fixed_id")),
 }
 _BUILTIN = ("checksum-rx", "checksum-tx", "rss")
 

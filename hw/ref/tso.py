@@ -58,8 +58,12 @@ __all__ = [
     "DROP_OVERSIZE",
     "DROP_WRONG_PROTOCOL",
     "KINDS",
+    "DROP_SHORT",
+    "MAX_MSS",
+    "MAX_PAYLOAD",
     "TsoResult",
     "segment",
+    "tso_segment",
 ]
 
 KINDS = ("tcp", "udp")
@@ -71,6 +75,13 @@ DROP_FRAGMENT = "fragment"  # IPv4 MF flag or fragment offset set
 DROP_IPV6_EXT_HEADERS = "ipv6_ext_headers"  # IPv6 next header is an extension header
 DROP_WRONG_PROTOCOL = "wrong_protocol"  # not TCP for kind "tcp", not UDP for kind "udp"
 DROP_OVERSIZE = "oversize"  # a segment would not fit the 16-bit IP length field
+DROP_SHORT = "short"  # tso_segment: the payload is shorter than the MSS
+
+#: Largest MSS of the engine (:func:`tso_segment`): a 9000-byte jumbo MTU fits.
+MAX_MSS = 9000
+#: Largest payload of a super-frame the engine takes (:func:`tso_segment`): 64 KiB, Linux's
+#: ``GSO_LEGACY_MAX_SIZE`` (include/linux/netdevice.h).
+MAX_PAYLOAD = 65536
 
 _MAX_IP_LEN = 0xFFFF  # IPv4 total length / IPv6 payload length fields are 16 bits
 _TCP_MIN_HEADER_LEN = 20  # RFC 9293 §3.1
@@ -226,3 +237,59 @@ def segment(
         _store16(header, check_field, check)
         frames.append(bytes(header) + chunk)
     return TsoResult(tuple(frames), None)
+
+
+def tso_segment(
+    frame: bytes | bytearray | memoryview,
+    mss: int,
+    kind: str = "tcp",
+    fixed_id: bool = False,
+    *,
+    max_mss: int = MAX_MSS,
+    max_payload: int = MAX_PAYLOAD,
+) -> TsoResult:
+    """Segment a super-frame as the TSO/USO engine does: :func:`segment` with the engine's limits.
+
+    The engine takes what a driver hands to segmentation and nothing else (issue 5): an MSS of
+    1 to ``max_mss`` bytes and a payload of ``mss`` to ``max_payload`` bytes. A payload of
+    exactly ``mss`` bytes leaves as one frame with its lengths and checksums filled in, like
+    every segment. Unlike Linux's software GSO, which sends a payload of at most ``mss`` bytes
+    as it is, a payload shorter than ``mss`` (an empty one too) is dropped: a driver sends such
+    a frame without the segmentation command.
+
+    Parameters
+    ----------
+    frame, mss, kind, fixed_id
+        As for :func:`segment`.
+    max_mss : int
+        Largest MSS taken; a larger one is ``"bad_mss"``.
+    max_payload : int
+        Largest payload taken (bytes after the TCP/UDP header); a longer one is ``"oversize"``.
+
+    Returns
+    -------
+    TsoResult
+        As :func:`segment`, checked in this order: ``"bad_mss"`` (mss not in 1..max_mss), the
+        header drops of :func:`segment`, ``"oversize"`` (payload over ``max_payload``),
+        ``"short"`` (payload under ``mss``).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"Segmentation kind must be one of {KINDS}, not {kind!r}")
+    if not isinstance(mss, int) or not 0 < mss <= max_mss:
+        return _drop(DROP_BAD_MSS)
+    result = segment(frame, mss, kind, fixed_id)
+    if result.drop_reason is not None:
+        return result
+    payload_len = len(frame) - _header_len(result.frames[0], kind)
+    if payload_len > max_payload:
+        return _drop(DROP_OVERSIZE)
+    if payload_len < mss:
+        return _drop(DROP_SHORT)
+    return result
+
+
+def _header_len(frame: bytes, kind: str) -> int:
+    """Return the bytes before the payload of a segment :func:`segment` produced."""
+    _, l3, ip_header_len, _ = parse_ip(frame)
+    l4 = l3 + ip_header_len
+    return l4 + ((frame[l4 + 12] >> 4) * 4 if kind == "tcp" else _UDP_HEADER_LEN)

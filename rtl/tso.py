@@ -1,0 +1,943 @@
+# Ref: Linux net/ipv4/tcp_offload.c tcp_gso_segment(), net/ipv4/udp_offload.c
+#      __udp_gso_segment(), net/ipv4/af_inet.c inet_gso_segment(), net/ipv6/ip6_offload.c
+#      ipv6_gso_segment(); RFC 9293 §3.1, RFC 768, RFC 791 §3.1, RFC 8200 §3 and §8.1, RFC 1071
+"""Transmit segmentation offload: TCP (TSO) and UDP (USO) super-frames cut into MSS-sized frames.
+
+The rules are those of :func:`nicsim.hw.ref.tso.tso_segment`. Each super-frame carries its
+command in ``user`` of its first beat (:class:`TsoCommandLayout`).
+
+The design, in four parts that run at the same time:
+
+* **Ingress**: every frame is stored whole in a frame ring (room for two frames of the largest
+  size: 64 KiB of payload behind 142 bytes of headers) while its length is counted, so that a
+  frame whose payload is over the limit or shorter than the MSS is dropped before any of it is
+  sent.
+* **Segmenter**, one super-frame at a time: reads the header beats back into a register (and
+  into a header template bank), parses them (a few cycles), sums the header words it will need
+  (one header beat a cycle), decides drop or send, then runs a gearbox over the payload beats.
+  The gearbox writes each segment's payload into a segment ring at the byte lanes it will have
+  in the output frame (right behind the headers), one beat a cycle, while the beats are summed.
+* **Finisher**: when a segment's payload sum is known, computes its header fields (lengths,
+  IPv4 ID, sequence number, flags, IPv4 header checksum, TCP/UDP checksum) and queues a
+  segment descriptor.
+* **Reader**: sends each segment as template header beats, then the payload beats from the
+  segment ring, with the per-segment fields written over the template on the fly, one beat a
+  cycle.
+
+The segment ring holds two segments of the largest MSS (``max_mss``, 9000 bytes by default):
+one drains while the next fills. Per super-frame the segmenter spends about ``2 * header beats
++ 25`` cycles before its first payload beat (header read, parse, header sums, pipeline drain);
+during that time the reader keeps sending the segments already queued.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from .axil import RegisterBusSignature
+from .checksum_common import CreditedFIFO, counter_registers
+from .regs import Register
+from .stream import beat_signature, check_width
+
+__all__ = [
+    "REGISTERS",
+    "COUNTERS",
+    "REASONS",
+    "MAX_HEADER",
+    "TsoCommandLayout",
+    "TsoResultLayout",
+    "Tso",
+]
+
+#: Read-only 32-bit counters (wrapping), by byte address. Writes and other addresses: SLVERR.
+COUNTERS = {
+    "frames_in": 0x00,
+    "frames_segmented": 0x04,
+    "segments_out": 0x08,
+    "drop_bad_mss": 0x0C,
+    "drop_not_ip": 0x10,
+    "drop_malformed": 0x14,
+    "drop_fragment": 0x18,
+    "drop_ipv6_ext_headers": 0x1C,
+    "drop_wrong_protocol": 0x20,
+    "drop_oversize": 0x24,
+    "drop_short": 0x28,
+}
+_COUNTER_DOCS = {
+    "frames_in": "super-frames accepted",
+    "frames_segmented": "super-frames sent as segments",
+    "segments_out": "frames (segments) sent",
+    "drop_bad_mss": "dropped: MSS 0 or over max_mss",
+    "drop_not_ip": "dropped: ethertype after the VLAN tags neither IPv4 nor IPv6 (or cut short)",
+    "drop_malformed": "dropped: IP/TCP/UDP header truncated or invalid, or a tkeep hole",
+    "drop_fragment": "dropped: IPv4 MF flag or fragment offset set",
+    "drop_ipv6_ext_headers": "dropped: IPv6 next header is an extension header",
+    "drop_wrong_protocol": "dropped: not TCP (tcp mode) or not UDP (udp mode)",
+    "drop_oversize": "dropped: payload over max_payload",
+    "drop_short": "dropped: payload shorter than the MSS",
+}
+
+#: The register map (see :mod:`.regs`): every counter read-only, 32 bits, wrapping.
+REGISTERS = tuple(
+    Register(name.upper(), offset, 1, "ro", _COUNTER_DOCS[name])
+    for name, offset in COUNTERS.items()
+)
+
+#: Result codes (``TsoResultLayout.reason``): 0 sent, then the drop reasons of
+#: :mod:`nicsim.hw.ref.tso`.
+REASONS = ("sent", "bad_mss", "not_ip", "malformed", "fragment", "ipv6_ext_headers",
+           "wrong_protocol", "oversize", "short")
+_CODE = {name: code for code, name in enumerate(REASONS)}
+
+#: Longest header the engine takes: Ethernet, two VLAN tags, IPv4 with options, TCP with options.
+MAX_HEADER = 14 + 8 + 60 + 60
+
+_TPIDS = (0x8100, 0x88A8)
+_IPV6_EXT_HEADERS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
+_TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
+_PIPE_DRAIN = 2  # cycles after the last payload beat before the frame is released
+_SRC_DEPTH = 4  # payload beats read ahead of the gearbox
+_OUT_DEPTH = 8  # beats between the reader and ``o``; covers its credit loop at full rate
+_SLOTS = 13  # header bytes rewritten per segment
+
+
+class TsoCommandLayout(data.Struct):
+    """The command of a super-frame, in ``user`` of its first beat.
+
+    Members
+    -------
+    mss : unsigned(16)
+        Payload bytes per segment (1 to ``max_mss``).
+    udp : unsigned(1)
+        UDP segmentation (USO) instead of TCP.
+    fixed_id : unsigned(1)
+        Keep the IPv4 ID of the super-frame in every segment.
+    """
+
+    mss: unsigned(16)
+    udp: unsigned(1)
+    fixed_id: unsigned(1)
+
+
+class TsoResultLayout(data.Struct):
+    """One result word per super-frame, in frame order.
+
+    Members
+    -------
+    reason : unsigned(8)
+        Index in :data:`REASONS` (0: sent).
+    segments : unsigned(24)
+        Segments sent (0 for a drop).
+    """
+
+    reason: unsigned(8)
+    segments: unsigned(24)
+
+
+def _rotate(m, value, amount, lanes, name):
+    """Return ``value`` with byte ``j`` taken from byte ``(j + amount) % lanes`` (combinational).
+
+    Every step is a signal of its own: an expression used twice would be built twice.
+    """
+    for bit in range(exact_log2(lanes)):
+        step = 8 << bit
+        rotated = Signal(len(value), name=f"{name}_rot{bit}")
+        m.d.comb += rotated.eq(Mux(amount[bit], Cat(value[step:], value[:step]), value))
+        value = rotated
+    return value
+
+
+def _tree(m, values, name):
+    """Return the sum of ``values`` as a combinational adder tree."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class Tso(wiring.Component):
+    """Cut TCP and UDP super-frames into MSS-sized frames (TSO/USO).
+
+    Parameters
+    ----------
+    width : int
+        Data width in bits (64, 128, 256 or 512).
+    max_mss : int
+        Largest MSS taken (sizes the segment ring); a larger one drops the frame.
+    max_payload : int
+        Largest payload of a super-frame (sizes the frame ring); a longer one drops the frame.
+    queue_depth : int
+        Segments whose descriptor may wait for the reader (a power of two).
+
+    Members
+    -------
+    i : In(beat stream, user_width=18)
+        Super-frames, with their :class:`TsoCommandLayout` in ``user`` of the first beat.
+    o : Out(beat stream, user_width=2)
+        Segments; ``keep`` all ones but on the last beat; ``user[0]`` first segment of its
+        super-frame, ``user[1]`` last one, on every beat.
+    result : Out(stream of unsigned(32))
+        One :class:`TsoResultLayout` word per super-frame, in frame order, once it is decided
+        (a drop) or once its last segment is queued.
+    bus : In(RegisterBusSignature(8))
+        Counters, see :data:`REGISTERS`.
+    """
+
+    def __init__(self, width=64, *, max_mss=9000, max_payload=65536, queue_depth=16):
+        self.width = check_width(width)
+        if not 1 <= max_mss <= 0xFFFF - MAX_HEADER:
+            raise ValueError(f"Largest MSS must be between 1 and {0xFFFF - MAX_HEADER} bytes, "
+                             f"not {max_mss!r}")
+        if not 1 <= max_payload <= 1 << 16:
+            raise ValueError(f"Largest payload must be between 1 and 65536 bytes, "
+                             f"not {max_payload!r}")
+        if queue_depth < 4 or queue_depth & (queue_depth - 1):
+            raise ValueError(f"Queue depth must be a power of two, at least 4, "
+                             f"not {queue_depth!r}")
+        self.max_mss = max_mss
+        self.max_payload = max_payload
+        self.queue_depth = queue_depth
+        lanes = width // 8
+        self.header_beats = MAX_HEADER // lanes + 1  # beats 0 .. MAX_HEADER // lanes
+        self.max_beats = -(-(MAX_HEADER + max_payload) // lanes)
+        self.ring_depth = 1 << self.max_beats.bit_length()
+        segment_beats = -(-(MAX_HEADER + max_mss) // lanes) + 1
+        self.segment_depth = 1 << (2 * segment_beats - 1).bit_length()
+        super().__init__({
+            "i": In(beat_signature(width, TsoCommandLayout.as_shape().size)),
+            "o": Out(beat_signature(width, 2)),
+            "result": Out(stream.Signature(unsigned(32))),
+            "bus": In(RegisterBusSignature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        self._m = m
+        width = self.width
+        lanes = width // 8
+        self._shift = exact_log2(lanes)
+        self._counters = {name: Signal(32, name=name) for name in COUNTERS}
+        self._ingress(m)
+        self._segmenter(m)
+        self._finisher(m)
+        self._reader(m)
+        counter_registers(m, self.bus, COUNTERS, self._counters)
+        return m
+
+    def _count(self, m, name):
+        counter = self._counters[name]
+        m.d.sync += counter.eq(counter + 1)
+
+    # ---- Ingress: frames into the frame ring, one descriptor per frame. ----------------------
+
+    def _ingress(self, m):
+        width, lanes = self.width, self.width // 8
+        depth = self.ring_depth
+        addr_bits = exact_log2(depth)
+        self.flen_max = (1 << 17) - 1
+        self.frame_layout = data.StructLayout({
+            "beats": unsigned(addr_bits),  # beats stored
+            "length": unsigned(17),  # bytes (flen_max: longer than stored)
+            "hole": unsigned(1),
+            "command": TsoCommandLayout,
+        })
+        m.submodules.ring = ring = Memory(shape=unsigned(width), depth=depth, init=[])
+        self.ring_w = ring_w = ring.write_port()
+        self.ring_r = ring.read_port()
+        m.submodules.frames = frames = CreditedFIFO(self.frame_layout.size, 16)
+        self.frames = frames
+
+        wp = Signal(addr_bits + 1)
+        self.ring_rp = rp = Signal(addr_bits + 1)  # moved by the segmenter
+        index = Signal(range(self.max_beats + 1))
+        hole = Signal()
+        command = Signal(TsoCommandLayout)
+        room = Signal(init=1)
+        credits = Signal(range(17), init=16)
+        credit = Signal(init=1)
+        self.frame_popped = Signal()
+        accept = self.i.valid & self.i.ready
+        beat = self.i.payload
+        storing = index < self.max_beats
+        m.d.comb += self.i.ready.eq(credit & (room | ~storing))
+        m.d.comb += [
+            ring_w.addr.eq(wp[:addr_bits]),
+            ring_w.data.eq(beat.data),
+            ring_w.en.eq(accept & storing),
+        ]
+        m.d.sync += room.eq((wp - rp)[:addr_bits + 1] < depth - 1)
+        full = Const((1 << lanes) - 1, lanes)
+        contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
+        count = Signal(range(lanes + 1))
+        m.d.comb += count.eq(sum(beat.keep[j] for j in range(lanes)))
+        first_command = Mux(index == 0, TsoCommandLayout(beat.user), command)
+        entry = Signal(self.frame_layout)
+        m.d.comb += [
+            entry.beats.eq(Mux(storing, index + 1, index)),
+            entry.length.eq(Mux(storing, (index << self._shift) + count, self.flen_max)),
+            entry.hole.eq(hole | ~contiguous),
+            entry.command.eq(first_command),
+            frames.w_data.eq(entry.as_value()),
+            frames.w_en.eq(accept & beat.last),
+        ]
+        with m.If(accept):
+            with m.If(storing):
+                m.d.sync += wp.eq(wp + 1)
+            with m.If(index == 0):
+                m.d.sync += command.eq(beat.user)
+            with m.If(beat.last):
+                m.d.sync += [index.eq(0), hole.eq(0)]
+                self._count(m, "frames_in")
+            with m.Else():
+                m.d.sync += [index.eq(index + storing), hole.eq(hole | (beat.keep != full))]
+        frame_in = accept & beat.last
+        m.d.sync += [
+            credits.eq(credits - frame_in + self.frame_popped),
+            credit.eq(credits > 1),
+        ]
+
+    # ---- Segmenter: header, parse, sums, decision, gearbox. ----------------------------------
+
+    def _segmenter(self, m):
+        width, lanes, shift = self.width, self.width // 8, self._shift
+        hb = self.header_beats
+        addr_bits = exact_log2(self.ring_depth)
+        tb_bits = (hb - 1).bit_length()
+        self.tb_bits = tb_bits
+        frames = self.frames
+        head = data.View(self.frame_layout, frames.r_data)
+        ring_r = self.ring_r
+
+        m.submodules.template = template = Memory(shape=unsigned(width), depth=2 << tb_bits,
+                                                  init=[])
+        tmpl_w = template.write_port()
+        self.tmpl_r = template.read_port()
+
+        # Frame being worked on.
+        beats = Signal(addr_bits)
+        flen = Signal(17)
+        hole = Signal()
+        mss = Signal(16)
+        udp = Signal()
+        fixed_id = Signal()
+        bank = Signal()
+        self.bank_busy = bank_busy = Signal(2)
+        self.bank_free = Signal(2)  # set by the reader
+        m.d.sync += bank_busy.eq(bank_busy & ~self.bank_free)
+
+        # A dropped frame leaves a descriptor too, so that its result word keeps frame order.
+        self.drop_push = Signal()
+        self.drop_reason = Signal(4)
+
+        # Header register, filled from the ring.
+        hdr = Signal(hb * width)
+        rd_index = Signal(range(hb + 1))
+        rd_valid = Signal()
+        rd_at = Signal(range(hb + 1))
+        n_hdr = Signal(range(hb + 1))
+        m.d.sync += [rd_valid.eq(0)]
+        with m.If(rd_valid):
+            with m.Switch(rd_at):
+                for b in range(hb):
+                    with m.Case(b):
+                        m.d.sync += hdr[b * width:(b + 1) * width].eq(ring_r.data)
+        m.d.comb += [
+            tmpl_w.addr.eq(Cat(rd_at[:tb_bits], bank)),
+            tmpl_w.data.eq(ring_r.data),
+            tmpl_w.en.eq(rd_valid),
+        ]
+
+        def byte(offset):
+            return hdr[8 * offset:8 * offset + 8]
+
+        def be(offset, count, pick):
+            return Cat(*(pick(offset + i) for i in reversed(range(count))))
+
+        # ---- Parse (registered steps over the stable header register).
+        et = [be(12 + 4 * t, 2, byte) for t in range(3)]
+        tpid = [(e == _TPIDS[0]) | (e == _TPIDS[1]) for e in et]
+        tags = Signal(2)
+        l2ok = Signal()
+        ethertype = Signal(16)
+        m.d.sync += [
+            tags.eq(Mux(~tpid[0], 0, Mux(~tpid[1], 1, 2))),
+            l2ok.eq(Mux(~tpid[0], flen >= 14, Mux(~tpid[1], flen >= 18, flen >= 22))),
+            ethertype.eq(Mux(~tpid[0], et[0], Mux(~tpid[1], et[1], et[2]))),
+        ]
+
+        def at3(offset):
+            return Mux(tags == 0, byte(14 + offset), Mux(tags == 1, byte(18 + offset),
+                                                         byte(22 + offset)))
+
+        l3 = Signal(5)
+        vbyte = Signal(8)
+        frag = Signal()
+        proto = Signal(8)
+        ip_id = Signal(16)
+        is_v4 = Signal()
+        is_v6 = Signal()
+        m.d.sync += [
+            l3.eq(14 + 4 * tags),
+            vbyte.eq(at3(0)),
+            frag.eq((be(6, 2, at3) & 0x3FFF) != 0),
+            ip_id.eq(be(4, 2, at3)),
+            is_v4.eq(l2ok & (ethertype == 0x0800)),
+            is_v6.eq(l2ok & (ethertype == 0x86DD)),
+        ]
+        ihl = vbyte[:4]
+        ip_len_bytes = Mux(is_v4, ihl << 2, 40)
+        ip_ok = Signal()
+        l4_index = Signal(4)  # l4 = 34 + 4 * l4_index
+        l4 = Signal(7)
+        iphl = Signal(7)
+        m.d.sync += [
+            proto.eq(Mux(is_v4, at3(9), at3(6))),
+            ip_ok.eq(Mux(is_v4, (flen >= l3 + 20) & (vbyte[4:] == 4) & (ihl >= 5)
+                         & (flen >= l3 + (ihl << 2)),
+                         (flen >= l3 + 40) & (vbyte[4:] == 6))),
+            l4_index.eq(tags + Mux(is_v4, ihl - 5, 5)),
+            l4.eq(l3 + ip_len_bytes),
+            iphl.eq(Mux(is_v4, ihl << 2, 0)),
+        ]
+
+        def at4(offset):
+            return Cat(*(byte(34 + 4 * n + offset) for n in range(13))).word_select(l4_index, 8)
+
+        doff_byte = Signal(8)
+        flags = Signal(8)
+        seq = Signal(32)
+        m.d.sync += [
+            doff_byte.eq(at4(12)),
+            flags.eq(at4(13)),
+            seq.eq(be(4, 4, at4)),
+        ]
+        l4_hdr = Signal(7)
+        m.d.sync += l4_hdr.eq(Mux(udp, 8, doff_byte[4:] << 2))
+        hlen = Signal(8)
+        m.d.sync += hlen.eq(l4 + l4_hdr)
+        payload = Signal(18)
+        m.d.sync += payload.eq(flen - hlen)
+        l4_ok = Mux(udp, flen >= l4 + 8,
+                    (flen >= l4 + 20) & (doff_byte[4:] >= 5) & (flen >= l4 + l4_hdr))
+        ext = Cat(*(proto == n for n in _IPV6_EXT_HEADERS)).any()
+        wanted = Mux(udp, 17, 6)
+        reason = Signal(4)
+        m.d.sync += reason.eq(
+            Mux((mss == 0) | (mss > self.max_mss), _CODE["bad_mss"],
+            Mux(hole, _CODE["malformed"],
+            Mux(~(is_v4 | is_v6), _CODE["not_ip"],
+            Mux(~ip_ok, _CODE["malformed"],
+            Mux(is_v4 & frag, _CODE["fragment"],
+            Mux(proto != wanted, Mux(is_v6 & ext, _CODE["ipv6_ext_headers"],
+                                     _CODE["wrong_protocol"]),
+            Mux(~l4_ok, _CODE["malformed"],
+            Mux((payload > self.max_payload) | (flen == self.flen_max), _CODE["oversize"],
+            Mux(payload < mss, _CODE["short"], 0))))))))))
+
+        # ---- Header sums, one header beat a cycle.
+        sum_beat = Signal(range(hb + 1))
+        sum_go = Signal()
+        beat_r = Signal(width)
+        base_r = Signal(8)
+        go_r = Signal()
+        with m.Switch(sum_beat):
+            for b in range(hb):
+                with m.Case(b):
+                    m.d.sync += beat_r.eq(hdr[b * width:(b + 1) * width])
+        m.d.sync += [base_r.eq(sum_beat << shift), go_r.eq(sum_go)]
+        words = []
+        for w in range(lanes // 2):
+            o = base_r + 2 * w
+            word = Cat(beat_r[16 * w + 8:16 * w + 16], beat_r[16 * w:16 * w + 8])
+            pseudo = Mux(is_v4, (o >= l3 + 12) & (o < l3 + 20), (o >= l3 + 8) & (o < l3 + 40))
+            ipw = is_v4 & (o >= l3) & (o < l4) & (o != l3 + 2) & (o != l3 + 4) & (o != l3 + 10)
+            l4w = Mux(udp, (o == l4) | (o == l4 + 2),
+                      (o >= l4) & (o < hlen) & (o != l4 + 4) & (o != l4 + 6) & (o != l4 + 12)
+                      & (o != l4 + 16))
+            words.append((word, pseudo, ipw, l4w))
+        masked = {k: Signal(lanes // 2 * 16, name=f"hsum_{k}") for k in ("pseudo", "ip", "l4")}
+        go_2 = Signal()
+        m.d.sync += go_2.eq(go_r)
+        for k, idx in (("pseudo", 1), ("ip", 2), ("l4", 3)):
+            m.d.sync += masked[k].eq(Cat(*(Mux(wd[idx], wd[0], 0) for wd in words)))
+        acc = {k: Signal(24, name=f"hacc_{k}") for k in masked}
+        with m.If(go_2):
+            for k in masked:
+                m.d.sync += acc[k].eq(acc[k] + _tree(m, (masked[k][16 * w:16 * w + 16]
+                                                         for w in range(lanes // 2)), k))
+
+        # ---- Gearbox state and its per-frame constants.
+        hm = Signal(shift)
+        bh = Signal(8 - shift + 1)
+        self.gb = gb = {}
+        gb_active = Signal()
+
+        step = Signal(range(32))
+        src_idx = Signal(addr_bits)
+        src_count = Signal(range(_SRC_DEPTH + 2))
+        m.submodules.source = source = CreditedFIFO(width, _SRC_DEPTH)
+        src_issue = Signal()
+        src_pop = Signal()
+        m.d.sync += src_count.eq(src_count + src_issue - src_pop)
+        src_land = Signal()
+        m.d.sync += src_land.eq(src_issue)
+        m.d.comb += [source.w_data.eq(ring_r.data), source.w_en.eq(src_land),
+                     source.r_en.eq(src_pop)]
+
+        rd_issue = Signal()
+        m.d.comb += [
+            ring_r.addr.eq(Mux(rd_issue, self.ring_rp[:addr_bits] + rd_index,
+                               self.ring_rp[:addr_bits] + src_idx)),
+            ring_r.en.eq(rd_issue | src_issue),
+        ]
+        m.d.sync += [rd_valid.eq(rd_issue), rd_at.eq(rd_index)]
+
+        # Per-frame values for the finisher.
+        self.fc = fc = {
+            "udp": Signal(name="fc_udp"), "v4": Signal(name="fc_v4"),
+            "fixed_id": Signal(name="fc_fixed_id"),
+            "l4_hdr": Signal(7, name="fc_l4_hdr"), "iphl": Signal(7, name="fc_iphl"),
+            "hlen": Signal(8, name="fc_hlen"), "flags": Signal(8, name="fc_flags"),
+            "l4_fixed": Signal(26, name="fc_l4_fixed"), "ip_base": Signal(24, name="fc_ip_base"),
+            "bank": Signal(name="fc_bank"),
+        }
+        # Per-bank values for the reader: where the payload starts, which bytes to rewrite.
+        slot_layout = data.StructLayout({"en": 1, "beat": 8 - shift + 1, "lane": shift})
+        self.finfo_layout = finfo_layout = data.StructLayout({
+            "bh": 8 - shift + 1, "hm": shift, "slots": data.ArrayLayout(slot_layout, _SLOTS)})
+        self.finfo = [Signal(finfo_layout, name=f"finfo{b}") for b in range(2)]
+        positions = [  # (enable, offset) per slot
+            (1, Mux(is_v4, l3 + 2, l3 + 4)), (1, Mux(is_v4, l3 + 3, l3 + 5)),
+            (is_v4 & ~fixed_id, l3 + 4), (is_v4 & ~fixed_id, l3 + 5),
+            (is_v4, l3 + 10), (is_v4, l3 + 11),
+            (1, l4 + 4), (1, l4 + 5), (~udp, l4 + 6), (~udp, l4 + 7),
+            (~udp, l4 + 13),
+            (1, Mux(udp, l4 + 6, l4 + 16)), (1, Mux(udp, l4 + 7, l4 + 17)),
+        ]
+
+        # Gearbox registers.
+        lo = Signal(width)
+        hi = Signal(width)
+        lo_v = Signal()
+        hi_v = Signal()
+        f_lane = Signal(shift)
+        first = Signal()
+        rem = Signal(16)
+        seg_len = Signal(16)
+        pay_after = Signal(18)
+        seg_seq = Signal(32)
+        seg_id = Signal(16)
+        seg_k = Signal(24)
+        seg_first = Signal()
+        self.desc_credit = Signal()
+        self.seg_room = Signal()
+
+        start = Signal(shift)
+        avail = Signal(shift + 1)
+        seg_end = Signal()
+        nb = Signal(shift + 1)
+        lane_sum = Signal(shift + 2)
+        rot = Signal(shift)
+        thr = Signal(shift + 2)
+        m.d.comb += [
+            start.eq(Mux(first, hm, 0)),
+            avail.eq(lanes - start),
+            seg_end.eq(rem <= avail),
+            nb.eq(Mux(seg_end, rem, avail)),
+            lane_sum.eq(f_lane + nb),
+            rot.eq(f_lane - start),
+            thr.eq(lanes + start - f_lane),
+        ]
+        need_hi = lane_sum > lanes
+        advance = lane_sum >= lanes
+        last_seg = seg_end & (pay_after == 0)
+        emit = Signal()
+        m.d.comb += emit.eq(gb_active & lo_v & (hi_v | ~need_hi) & self.seg_room
+                            & (~seg_end | self.desc_credit))
+        rot_lo = _rotate(m, lo, rot, lanes, "lo")
+        rot_hi = _rotate(m, hi, rot, lanes, "hi")
+        out_data = Cat(*(Mux(j >= thr, rot_hi[8 * j:8 * j + 8], rot_lo[8 * j:8 * j + 8])
+                         for j in range(lanes)))
+        out_mask = Cat(*((j >= start) & (j < start + nb) for j in range(lanes)))
+        gb.update(emit=Signal(name="g_valid"), data=Signal(width, name="g_data"),
+                  mask=Signal(lanes, name="g_mask"), seg_end=Signal(name="g_seg_end"),
+                  first=Signal(name="g_first"), last=Signal(name="g_last"),
+                  len=Signal(16, name="g_len"), seq=Signal(32, name="g_seq"),
+                  id=Signal(16, name="g_id"), k=Signal(24, name="g_k"))
+        m.d.sync += [
+            gb["emit"].eq(emit), gb["data"].eq(out_data), gb["mask"].eq(out_mask),
+            gb["seg_end"].eq(seg_end), gb["first"].eq(seg_first), gb["last"].eq(last_seg),
+            gb["len"].eq(seg_len), gb["seq"].eq(seg_seq), gb["id"].eq(seg_id), gb["k"].eq(seg_k),
+        ]
+        take = Mux(pay_after < mss, pay_after, mss)
+        with m.If(emit):
+            m.d.sync += f_lane.eq(lane_sum[:shift])
+            with m.If(seg_end):
+                m.d.sync += [
+                    first.eq(1), seg_first.eq(0), rem.eq(take), seg_len.eq(take),
+                    pay_after.eq(pay_after - take), seg_k.eq(seg_k + 1),
+                    seg_seq.eq(seg_seq + mss), seg_id.eq(seg_id + ~fixed_id),
+                ]
+            with m.Else():
+                m.d.sync += [first.eq(0), rem.eq(rem - nb)]
+        # The window: lo holds the beat with the next byte needed, hi the one after.
+        with m.If(emit & last_seg):
+            m.d.sync += [lo_v.eq(0), hi_v.eq(0)]
+        with m.Elif(gb_active & ~lo_v):
+            m.d.comb += src_pop.eq(source.r_rdy)
+            m.d.sync += [lo.eq(source.r_data), lo_v.eq(source.r_rdy)]
+        with m.Elif(emit & advance):
+            m.d.comb += src_pop.eq(source.r_rdy)
+            with m.If(hi_v):
+                m.d.sync += [lo.eq(hi), hi.eq(source.r_data), hi_v.eq(source.r_rdy)]
+            with m.Else():
+                m.d.sync += [lo.eq(source.r_data), lo_v.eq(source.r_rdy)]
+        with m.Elif(gb_active & ~hi_v):
+            m.d.comb += src_pop.eq(source.r_rdy)
+            m.d.sync += [hi.eq(source.r_data), hi_v.eq(source.r_rdy)]
+
+        # ---- The sequence per frame.
+        with m.FSM(name="segmenter"):
+            with m.State("Idle"):
+                with m.If(frames.r_rdy & ~bank_busy.bit_select(bank, 1)):
+                    m.d.comb += [frames.r_en.eq(1), self.frame_popped.eq(1)]
+                    m.d.sync += [
+                        beats.eq(head.beats), flen.eq(head.length), hole.eq(head.hole),
+                        mss.eq(head.command.mss), udp.eq(head.command.udp),
+                        fixed_id.eq(head.command.fixed_id),
+                        rd_index.eq(0),
+                        n_hdr.eq(Mux(head.beats < hb, head.beats, hb)),
+                    ]
+                    m.next = "Read Header"
+            with m.State("Read Header"):
+                m.d.comb += rd_issue.eq(1)
+                m.d.sync += rd_index.eq(rd_index + 1)
+                with m.If(rd_index + 1 >= n_hdr):
+                    m.d.sync += step.eq(0)
+                    m.next = "Parse"
+            with m.State("Parse"):
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == 10):  # the parse registers above have settled
+                    m.d.sync += [sum_beat.eq(0), step.eq(0)]
+                    for k in acc:
+                        m.d.sync += acc[k].eq(0)
+                    with m.If(reason != 0):
+                        m.next = "Drop"
+                    with m.Else():
+                        m.next = "Sum Header"
+            with m.State("Drop"):
+                with m.If(self.desc_credit):
+                    m.d.comb += [self.drop_push.eq(1), self.drop_reason.eq(reason)]
+                    m.d.sync += self.ring_rp.eq(self.ring_rp + beats)
+                    for name in REASONS[1:]:
+                        with m.If(reason == _CODE[name]):
+                            self._count(m, f"drop_{name}")
+                    m.next = "Idle"
+            with m.State("Sum Header"):
+                m.d.comb += sum_go.eq(sum_beat <= ((hlen - 1) >> shift))
+                m.d.sync += [sum_beat.eq(sum_beat + 1), step.eq(step + 1)]
+                with m.If(step == ((hlen - 1) >> shift) + 3):
+                    m.next = "Start"
+            with m.State("Start"):
+                flags_word = Cat(Const(0, 8), doff_byte)
+                m.d.sync += [
+                    fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
+                    fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
+                    fc["flags"].eq(flags), fc["bank"].eq(bank),
+                    fc["l4_fixed"].eq(acc["pseudo"] + proto + acc["l4"]
+                                      + Mux(udp, 0, flags_word)),
+                    fc["ip_base"].eq(acc["ip"]),
+                    hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
+                    f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
+                    rem.eq(mss), seg_len.eq(mss), pay_after.eq(payload - mss),
+                    seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
+                    src_idx.eq(hlen[shift:]), lo_v.eq(0), hi_v.eq(0),
+                    bank_busy.eq((bank_busy & ~self.bank_free) | Mux(bank, 2, 1)),
+                    gb_active.eq(1),
+                ]
+                for b in range(2):
+                    with m.If(bank == b):
+                        info = self.finfo[b]
+                        m.d.sync += [info.bh.eq(hlen[shift:]), info.hm.eq(hlen[:shift])]
+                        for n, (en, pos) in enumerate(positions):
+                            m.d.sync += [info.slots[n].en.eq(en),
+                                         info.slots[n].beat.eq(pos[shift:]),
+                                         info.slots[n].lane.eq(pos[:shift])]
+                m.next = "Segment"
+            with m.State("Segment"):
+                m.d.comb += src_issue.eq((src_idx < beats) & (src_count < _SRC_DEPTH))
+                with m.If(src_issue):
+                    m.d.sync += src_idx.eq(src_idx + 1)
+                with m.If(emit & last_seg):
+                    m.d.sync += [gb_active.eq(0), step.eq(0)]
+                    m.next = "Drain"
+            with m.State("Drain"):
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == _PIPE_DRAIN):
+                    m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), bank.eq(~bank)]
+                    self._count(m, "frames_segmented")
+                    m.next = "Idle"
+
+    # ---- Finisher: payload sums, then header fields, then the descriptor. --------------------
+
+    def _finisher(self, m):
+        width, lanes, shift = self.width, self.width // 8, self._shift
+        gb, fc = self.gb, self.fc
+        depth = self.segment_depth
+        seg_bits = exact_log2(depth)
+        m.submodules.segments = segments = Memory(shape=unsigned(width), depth=depth, init=[])
+        seg_w = segments.write_port()
+        self.seg_r = segments.read_port()
+        seg_wp = Signal(seg_bits)
+        m.d.comb += [seg_w.addr.eq(seg_wp), seg_w.data.eq(gb["data"]), seg_w.en.eq(gb["emit"])]
+        with m.If(gb["emit"]):
+            m.d.sync += seg_wp.eq(seg_wp + 1)
+
+        # Room in the segment ring and in the descriptor queue, counted at the gearbox.
+        self.seg_used = seg_used = Signal(seg_bits + 1)
+        self.seg_freed = Signal()
+        self.desc_popped = Signal()
+        desc_credits = Signal(range(self.queue_depth + 1), init=self.queue_depth)
+        gear_emit = Signal()
+        gear_end = Signal()
+        self.gear_emit, self.gear_end = gear_emit, gear_end
+        m.d.sync += [
+            seg_used.eq(seg_used + gear_emit - self.seg_freed),
+            desc_credits.eq(desc_credits - ((gear_emit & gear_end) | self.drop_push)
+                            + self.desc_popped),
+        ]
+        m.d.comb += [self.seg_room.eq(seg_used < depth - 1),
+                     self.desc_credit.eq(desc_credits > 1)]
+
+        attrs = ("seg_end", "first", "last", "len", "seq", "id", "k")
+
+        def carry(src, suffix):
+            out = {n: Signal.like(src[n], name=f"{n}_{suffix}") for n in attrs + ("emit",)}
+            m.d.sync += [out[n].eq(src[n]) for n in out]
+            return out
+
+        # S1: mask the bytes, sum groups of four words.
+        s1 = carry(gb, "s1")
+        groups = []
+        for g in range(0, lanes // 2, 4):
+            terms = []
+            for w in range(g, min(g + 4, lanes // 2)):
+                hi_b = Mux(gb["mask"][2 * w], gb["data"][16 * w:16 * w + 8], 0)
+                lo_b = Mux(gb["mask"][2 * w + 1], gb["data"][16 * w + 8:16 * w + 16], 0)
+                terms.append(Cat(lo_b, hi_b))
+            part = Signal(18, name=f"s1_part{g}")
+            m.d.sync += part.eq(_tree(m, terms, "s1"))
+            groups.append(part)
+        # S2: sum the groups.
+        s2 = carry(s1, "s2")
+        s2_sum = Signal(24)
+        m.d.sync += s2_sum.eq(_tree(m, groups, "s2"))
+        # A: accumulate per segment.
+        a = {n: Signal.like(s2[n], name=f"{n}_a") for n in attrs}
+        a_valid = Signal()
+        acc = Signal(30)  # 9000 bytes of 0xffff words need 29 bits
+        paysum = Signal(30)
+        total = acc + s2_sum
+        m.d.sync += a_valid.eq(s2["emit"] & s2["seg_end"])
+        with m.If(s2["emit"]):
+            m.d.sync += [a[n].eq(s2[n]) for n in attrs]
+            m.d.sync += [acc.eq(Mux(s2["seg_end"], 0, total)), paysum.eq(total)]
+
+        # F1: lengths, flags, first partial sums.
+        f1_valid = Signal()
+        l4_len = Signal(17)
+        ip_len = Signal(17)
+        end = Signal(17)
+        flags = Signal(8)
+        t_pay = Signal(31)
+        t_seq = Signal(17)
+        f1 = {n: Signal.like(a[n], name=f"{n}_f1") for n in ("first", "last", "seq", "id", "k")}
+        keep_flags = Mux(a["last"], 0xFF, ~(_TCP_FIN | _TCP_PSH) & 0xFF) \
+            & Mux(a["first"], 0xFF, ~_TCP_CWR & 0xFF)
+        m.d.sync += [
+            f1_valid.eq(a_valid),
+            l4_len.eq(fc["l4_hdr"] + a["len"]),
+            ip_len.eq(fc["iphl"] + fc["l4_hdr"] + a["len"]),
+            end.eq(fc["hlen"] + a["len"] - 1),
+            flags.eq(fc["flags"] & keep_flags),
+            t_pay.eq(paysum + fc["l4_fixed"]),
+            t_seq.eq(a["seq"][:16] + a["seq"][16:]),
+        ]
+        m.d.sync += [f1[n].eq(a[n]) for n in f1]
+        # F2: whole sums.
+        f2_valid = Signal()
+        l4_tot = Signal(32)
+        ip_tot = Signal(26)
+        f2 = {n: Signal.like(v, name=f"{n.lstrip('_')}_f2") for n, v in
+              (("first", f1["first"]), ("last", f1["last"]), ("seq", f1["seq"]),
+               ("id", f1["id"]), ("k", f1["k"]), ("l4_len", l4_len), ("ip_len", ip_len),
+               ("end", end), ("flags", flags))}
+        m.d.sync += [
+            f2_valid.eq(f1_valid),
+            l4_tot.eq(t_pay + l4_len + Mux(fc["udp"], l4_len, t_seq + flags)),
+            ip_tot.eq(fc["ip_base"] + ip_len + f1["id"]),
+        ]
+        m.d.sync += [f2["first"].eq(f1["first"]), f2["last"].eq(f1["last"]),
+                     f2["seq"].eq(f1["seq"]), f2["id"].eq(f1["id"]), f2["k"].eq(f1["k"]),
+                     f2["l4_len"].eq(l4_len),
+                     f2["ip_len"].eq(ip_len), f2["end"].eq(end), f2["flags"].eq(flags)]
+        # F3: first fold.
+        f3_valid = Signal()
+        l4_f = Signal(17)
+        ip_f = Signal(17)
+        f3 = {n: Signal.like(v, name=f"{n}_f3") for n, v in f2.items()}
+        m.d.sync += [
+            f3_valid.eq(f2_valid),
+            l4_f.eq(l4_tot[:16] + l4_tot[16:]),
+            ip_f.eq(ip_tot[:16] + ip_tot[16:]),
+        ]
+        m.d.sync += [f3[n].eq(f2[n]) for n in f2]
+        # F4: second fold, complement, descriptor.
+        l4_c = ~(l4_f[:16] + l4_f[16])[:16]
+        ip_c = ~(ip_f[:16] + ip_f[16])[:16]
+        l4_c = Mux(fc["udp"] & (l4_c == 0), 0xFFFF, l4_c)
+        self.desc_layout = desc_layout = data.StructLayout({
+            "drop": 1, "reason": 4, "count": 24, "bank": 1, "first": 1, "last": 1,
+            "last_beat": 17 - shift, "last_bytes": shift + 1,
+            "values": data.ArrayLayout(8, _SLOTS),
+        })
+        l3_len = Mux(fc["v4"], f3["ip_len"], f3["l4_len"])[:16]
+        values = [
+            l3_len[8:16], l3_len[0:8], f3["id"][8:16], f3["id"][0:8], ip_c[8:16], ip_c[0:8],
+            Mux(fc["udp"], f3["l4_len"][8:16], f3["seq"][24:32]),
+            Mux(fc["udp"], f3["l4_len"][0:8], f3["seq"][16:24]),
+            f3["seq"][8:16], f3["seq"][0:8], f3["flags"], l4_c[8:16], l4_c[0:8],
+        ]
+        desc = Signal(desc_layout)
+        desc_push = Signal()
+        m.d.sync += [
+            desc_push.eq(f3_valid | self.drop_push),
+            desc.drop.eq(self.drop_push), desc.reason.eq(self.drop_reason),
+            desc.count.eq(f3["k"] + 1),
+            desc.bank.eq(fc["bank"]), desc.first.eq(f3["first"]), desc.last.eq(f3["last"]),
+            desc.last_beat.eq(f3["end"][shift:]), desc.last_bytes.eq(f3["end"][:shift] + 1),
+        ]
+        m.d.sync += [desc.values[n].eq(v) for n, v in enumerate(values)]
+        m.submodules.descriptors = descs = CreditedFIFO(desc_layout.size, self.queue_depth)
+        self.descs = descs
+        m.d.comb += [descs.w_data.eq(desc.as_value()), descs.w_en.eq(desc_push)]
+
+    # ---- Reader: template beats and payload beats out, fields rewritten. ---------------------
+
+    def _reader(self, m):
+        width, lanes, shift = self.width, self.width // 8, self._shift
+        descs = self.descs
+        head = data.View(self.desc_layout, descs.r_data)
+        info = Signal(self.finfo_layout)
+        m.d.comb += info.eq(Mux(head.bank, self.finfo[1], self.finfo[0]))
+        seg_bits = exact_log2(self.segment_depth)
+        seg_rp = Signal(seg_bits)
+        beat = Signal(17 - shift)
+        can_issue = Signal(init=1)
+        out_credits = Signal(range(_OUT_DEPTH + 1), init=_OUT_DEPTH)
+        # Result words: a drop's once every earlier beat has left (frame order), a sent frame's
+        # as its last beat leaves (credit taken when its last descriptor is read).
+        m.submodules.results = results = CreditedFIFO(32, 4)
+        res_credits = Signal(range(5), init=4)
+        res_push = Signal()
+        res_word = Signal(TsoResultLayout)
+        m.d.comb += [
+            results.w_data.eq(res_word.as_value()),
+            results.w_en.eq(res_push),
+            self.result.payload.eq(results.r_data),
+            self.result.valid.eq(results.r_rdy),
+            results.r_en.eq(self.result.ready),
+        ]
+        res_out = self.result.valid & self.result.ready
+        res_take = Signal()
+        m.d.sync += res_credits.eq(res_credits - res_take + res_out)
+        out_empty = out_credits == _OUT_DEPTH
+        drop_done = descs.r_rdy & head.drop & out_empty & (res_credits != 0)
+        issue = descs.r_rdy & ~head.drop & can_issue & (~head.last | (res_credits != 0))
+        is_last = beat == head.last_beat
+        done = issue & is_last
+        m.d.comb += res_take.eq(drop_done | (done & head.last))
+        payload_beat = beat >= info.bh
+        m.d.comb += [
+            descs.r_en.eq(done | drop_done),
+            self.desc_popped.eq(done | drop_done),
+            self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
+            self.tmpl_r.en.eq(issue & (beat <= info.bh)),
+            self.seg_r.addr.eq(seg_rp),
+            self.seg_r.en.eq(issue & payload_beat),
+            self.seg_freed.eq(issue & payload_beat),
+            self.bank_free.eq(Mux(done & head.last, Mux(head.bank, 2, 1), 0)),
+        ]
+        with m.If(issue & payload_beat):
+            m.d.sync += seg_rp.eq(seg_rp + 1)
+        with m.If(done):
+            m.d.sync += beat.eq(0)
+        with m.Elif(issue):
+            m.d.sync += beat.eq(beat + 1)
+        # Gearbox handshakes for the room counters.
+        m.d.comb += [self.gear_emit.eq(self.gb["emit"]), self.gear_end.eq(self.gb["seg_end"])]
+
+        issued = {
+            "last": is_last,
+            "keep": Mux(is_last, Cat(*(head.last_bytes > j for j in range(lanes))),
+                        Const((1 << lanes) - 1, lanes)),
+            "user": Cat(head.first, head.last),
+            "count": head.count,
+            "tmpl": Mux(beat < info.bh, Const((1 << lanes) - 1, lanes),
+                        Mux(beat == info.bh, Cat(*(info.hm > j for j in range(lanes))), 0)),
+        }
+        for n in range(_SLOTS):
+            slot = info.slots[n]
+            issued[f"hit{n}"] = Mux(slot.en & (beat == slot.beat),
+                                    (Const(1, lanes) << slot.lane)[:lanes], 0)
+            issued[f"value{n}"] = head.values[n]
+        stage1 = {n: Signal(len(v) if not isinstance(v, int) else 1, name=f"{n}_r1")
+                  for n, v in issued.items()}
+        stage2 = {n: Signal.like(s, name=f"{n}_r2") for n, s in stage1.items()}
+        m.d.sync += [stage1[n].eq(v) for n, v in issued.items()]
+        m.d.sync += [stage2[n].eq(stage1[n]) for n in stage1]
+        in_flight = Signal()
+        ready = Signal()
+        tmpl_data = Signal(width)
+        seg_data = Signal(width)
+        m.d.sync += [in_flight.eq(issue), ready.eq(in_flight), tmpl_data.eq(self.tmpl_r.data),
+                     seg_data.eq(self.seg_r.data)]
+        out_bytes = []
+        for j in range(lanes):
+            b = Mux(stage2["tmpl"][j], tmpl_data[8 * j:8 * j + 8], seg_data[8 * j:8 * j + 8])
+            for n in range(_SLOTS):
+                b = Mux(stage2[f"hit{n}"][j], stage2[f"value{n}"], b)
+            out_bytes.append(b)
+        out_layout = data.StructLayout({"data": width, "keep": lanes, "last": 1, "user": 2,
+                                        "count": 24})
+        m.submodules.out_fifo = out_fifo = CreditedFIFO(out_layout.size, _OUT_DEPTH)
+        out_beat = Signal(out_layout)
+        m.d.comb += [
+            out_beat.data.eq(Cat(*out_bytes)),
+            out_beat.keep.eq(stage2["keep"]),
+            out_beat.last.eq(stage2["last"]),
+            out_beat.user.eq(stage2["user"]),
+            out_beat.count.eq(stage2["count"]),
+            out_fifo.w_data.eq(out_beat.as_value()),
+            out_fifo.w_en.eq(ready),
+        ]
+        sent = data.View(out_layout, out_fifo.r_data)
+        m.d.comb += [
+            self.o.payload.data.eq(sent.data),
+            self.o.payload.keep.eq(sent.keep),
+            self.o.payload.last.eq(sent.last),
+            self.o.payload.user.eq(sent.user),
+            self.o.valid.eq(out_fifo.r_rdy),
+            out_fifo.r_en.eq(self.o.ready),
+        ]
+        out = self.o.valid & self.o.ready
+        m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(out_credits > 1)]
+        with m.If(out & self.o.payload.last):
+            self._count(m, "segments_out")
+        with m.If(drop_done):
+            m.d.comb += [res_push.eq(1), res_word.reason.eq(head.reason)]
+        with m.Elif(out & sent.last & sent.user[1]):
+            m.d.comb += [res_push.eq(1), res_word.segments.eq(sent.count)]
