@@ -250,7 +250,7 @@ class TcpConfig:
     tx_buffer: int = 65536
     max_sessions: int = 64
     max_half_open: int = 16
-    ooo_ranges: int = 4
+    ooo_ranges: int = 8
     clock_hz: int = CLOCK_HZ
     rto_initial: int | None = None
     rto_min: int | None = None
@@ -996,17 +996,23 @@ class TcpEngine:
         self._notify(Notice.CONNECTED, s)
 
     def _acceptable(self, s: _Session, seg: Segment) -> bool:
-        """RFC 9293 §3.10.7.4 first check (the four cases of the acceptance table)."""
+        """RFC 9293 §3.10.7.4 first check (the acceptance table), with two allowances.
+
+        A segment without data is accepted up to and including the right edge of the window
+        (as Linux tcp_sequence() does): a peer that filled the window behind a hole sends its
+        ACKs with ``seq`` at the right edge, and the strict table would throw away the only
+        segments that can acknowledge our data. With a zero window a segment at exactly
+        ``rcv_nxt`` is accepted for its ACK, RST and FIN bits while its data is dropped (the
+        "special allowance" the RFC asks for).
+        """
         wnd = _diff(s.rcv_adv, s.rcv_nxt)
         if wnd >= 1 << 31:
             wnd = 0
         length = seg.seg_len
         if length == 0:
-            if wnd == 0:
-                return seg.seq == s.rcv_nxt
-            return _diff(seg.seq, s.rcv_nxt) < wnd
+            return _diff(seg.seq, s.rcv_nxt) <= wnd
         if wnd == 0:
-            return False
+            return seg.seq == s.rcv_nxt
         last = (seg.seq + length - 1) % _MOD
         return _diff(seg.seq, s.rcv_nxt) < wnd or _diff(last, s.rcv_nxt) < wnd
 
