@@ -286,8 +286,9 @@ def test_engine_abort_resets_linux():
     sink = SinkApp(engine, 9, read=False)
     with bridge_for(engine, [sink]) as bridge:
         def client():
-            sock = socket.create_connection((ENGINE_IP, 9), timeout=10)
             try:
+                # the RST may beat the connecting thread's wake-up: connect() then reports it
+                sock = socket.create_connection((ENGINE_IP, 9), timeout=10)
                 sock.recv(10)
             except ConnectionResetError:
                 return "reset"
