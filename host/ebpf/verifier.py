@@ -508,6 +508,83 @@ class _Verifier:
                         on[p] = True
                         work.append(p)
         self.live = live
+        self.compute_relevance(succs, preds)
+
+    def compute_relevance(self, succs, preds):
+        """Registers whose scalar value may matter to a check on some path (bit i: Ri).
+
+        A static stand-in for the kernel's precision tracking: a value matters when it may
+        reach a memory address, a stored value, a conditional jump, a helper argument, the
+        exit value, or an addition or subtraction of registers (pointer arithmetic checks the
+        offset's bounds). Two states whose scalars differ only in registers that do not
+        matter walk the same way, so pruning ignores those registers.
+        """
+        insns = self.insns
+        n = len(insns)
+        kill = [0] * n
+        gen = [0] * n
+        cond = [None] * n  # (if this register matters after, these matter before)
+        for i, ins in enumerate(insns):
+            if ins is None:
+                continue
+            cls = ins.cls
+            op = ins.op
+            code = op & 0xF0
+            d, sbit = 1 << ins.dst, 1 << ins.src
+            if cls in (isa.ALU, isa.ALU64):
+                if code == isa.MOV:
+                    kill[i] = d
+                    if op & isa.X:
+                        cond[i] = (d, sbit)
+                elif code in (isa.ADD, isa.SUB) and op & isa.X:
+                    gen[i] = d | sbit
+                else:
+                    kill[i] = d
+                    cond[i] = (d, d | (sbit if op & isa.X else 0))
+            elif cls in (isa.JMP, isa.JMP32):
+                if code == isa.CALL:
+                    kill[i] = 0b111111
+                    if ins.src == isa.PSEUDO_CALL:
+                        gen[i] = 0b111110
+                    else:
+                        proto = PROTOS.get(ins.imm)
+                        nargs = len(proto.args) if proto else 5
+                        gen[i] = ((1 << (nargs + 1)) - 1) & ~1
+                elif code == isa.EXIT:
+                    kill[i] = 0x3FF
+                    gen[i] = 1
+                elif code != isa.JA:
+                    gen[i] = d | (sbit if op & isa.X else 0)
+            elif cls == isa.LD:
+                kill[i] = d
+            elif cls == isa.LDX:
+                kill[i] = d
+                gen[i] = sbit
+            elif cls == isa.ST:
+                gen[i] = d
+            elif cls == isa.STX:
+                gen[i] = d | sbit | (1 if op & 0xE0 == isa.ATOMIC else 0)
+        rel = [0] * n
+        work = [i for i in range(n) if insns[i] is not None]
+        on = [True] * n
+        while work:
+            i = work.pop()
+            on[i] = False
+            out = 0
+            for t in succs[i]:
+                out |= rel[t]
+            new = gen[i] | (out & ~kill[i])
+            c = cond[i]
+            if c is not None and out & c[0]:
+                new |= c[1]
+            new &= 0x3FF
+            if new != rel[i]:
+                rel[i] = new
+                for p in preds[i]:
+                    if not on[p]:
+                        on[p] = True
+                        work.append(p)
+        self.relevant = rel
 
     # -----------------------------------------------------------------------------------
     # pass 2: walk the paths
@@ -614,19 +691,23 @@ class _Verifier:
     # state pruning
 
     def live_masks(self, state, idx):
+        """Per frame, innermost last: (registers live, registers whose value matters)."""
         masks = []
         frames = state.frames
         for k in range(len(frames)):
             if k == len(frames) - 1:
-                masks.append(self.live[idx])
+                masks.append((self.live[idx], self.relevant[idx]))
             else:
-                masks.append(self.live[frames[k + 1].callsite + 1] & 0x3C0)
+                after = frames[k + 1].callsite + 1
+                masks.append((self.live[after] & 0x3C0, self.relevant[after] & 0x3C0))
         return masks
 
     def state_key(self, state, masks):
         parts = []
-        for fr, mask in zip(state.frames, masks, strict=True):
-            regs = tuple(r.key() if mask >> i & 1 else None for i, r in enumerate(fr.regs[:10]))
+        for fr, (live, rel) in zip(state.frames, masks, strict=True):
+            regs = tuple(None if not live >> i & 1 else
+                         r.key() if rel >> i & 1 or r.t != T.SCALAR else T.SCALAR
+                         for i, r in enumerate(fr.regs[:10]))
             stack = tuple(sorted((spi, kinds, sp.key() if sp is not None else None)
                                  for spi, (kinds, sp) in fr.stack.items()))
             parts.append((fr.callsite, regs, stack))
@@ -672,11 +753,16 @@ class _Verifier:
             return False
         idmap = {}
         rev = {}
-        for fo, fc, mask in zip(old.frames, cur.frames, masks, strict=True):
+        for fo, fc, (live, rel) in zip(old.frames, cur.frames, masks, strict=True):
             if fo.callsite != fc.callsite:
                 return False
             for i in range(10):
-                if mask >> i & 1 and not self.regsafe(fo.regs[i], fc.regs[i], idmap, rev):
+                if not live >> i & 1:
+                    continue
+                o, c = fo.regs[i], fc.regs[i]
+                if not rel >> i & 1 and o.t == T.SCALAR and c.t == T.SCALAR:
+                    continue
+                if not self.regsafe(o, c, idmap, rev):
                     return False
             if not self.stacksafe(fo, fc, idmap, rev):
                 return False
@@ -722,7 +808,8 @@ class _Verifier:
                 continue
             ckinds, cspill = cslot
             if ospill is not None:
-                if cspill is None or not self.regsafe(ospill, cspill, idmap, rev):
+                if cspill is None or okinds != ckinds or not self.regsafe(ospill, cspill,
+                                                                          idmap, rev):
                     return False
                 continue
             for j in range(8):
@@ -1123,13 +1210,21 @@ class _Verifier:
     def mark_byte(self, fr, a, kind, keep_invalid=False):
         spi = (-a - 1) // 8
         kinds, sp = fr.stack.get(spi, EMPTY_SLOT)
-        kinds = list(kinds)
-        if sp is not None:
-            kinds = [MISC if k == SPILL else k for k in kinds]
+        kinds = self.unspill(kinds, sp)
         j = a % 8
         if not (keep_invalid and kinds[j] == INV):
             kinds[j] = kind
         fr.stack[spi] = (tuple(kinds), None)
+
+    @staticmethod
+    def unspill(kinds, sp):
+        """Return the slot's byte kinds with the spilled register's bytes made plain data."""
+        out = list(kinds)
+        if sp is not None:
+            for i in range(8):
+                if out[i] == SPILL:
+                    out[i] = ZERO if is_const(sp) and (sp.v >> (8 * i)) & 0xFF == 0 else MISC
+        return out
 
     def stack_write(self, fr, off, size, value):
         spi = (-off - 1) // 8
@@ -1142,14 +1237,23 @@ class _Verifier:
         if size == 8:
             fr.stack[spi] = (SPILL_KINDS, value)
             return
-        kind = ZERO if is_const(value) and value.v & ((1 << (8 * size)) - 1) == 0 else MISC
         kinds, sp = fr.stack.get(spi, EMPTY_SLOT)
-        kinds = list(kinds)
-        if sp is not None:
-            kinds = [MISC if k == SPILL else k for k in kinds]
-            if sp.t == T.SCALAR and is_const(sp):
-                # keep the bytes of a spilled constant that are not overwritten
-                kinds = [ZERO if (sp.v >> (8 * i)) & 0xFF == 0 else MISC for i in range(8)]
+        kinds = self.unspill(kinds, sp)
+        mask = (1 << (8 * size)) - 1
+        if j == 0:
+            # A narrow scalar spill at the start of a slot keeps its value (the kernel's
+            # save_register_state with size < 8).
+            if is_const(value):
+                val = const(value.v & mask)
+            elif value.umax <= mask:
+                val = value
+            else:
+                val = sized_unknown(size)
+            for i in range(size):
+                kinds[i] = SPILL
+            fr.stack[spi] = (tuple(kinds), val)
+            return
+        kind = ZERO if is_const(value) and value.v & mask == 0 else MISC
         for i in range(j, j + size):
             kinds[i] = kind
         fr.stack[spi] = (tuple(kinds), None)
@@ -1159,13 +1263,14 @@ class _Verifier:
         j = off % 8
         kinds, sp = fr.stack.get(spi, EMPTY_SLOT)
         if sp is not None:
-            if size == 8:
+            spilled = kinds.count(SPILL)
+            if j == 0 and size == spilled:
                 return sp
             if sp.t != T.SCALAR:
                 self.fail("invalid size of register fill")
-            if is_const(sp):
+            if is_const(sp) and j + size <= spilled:
                 return const((sp.v >> (8 * j)) & ((1 << (8 * size)) - 1))
-            return sized_unknown(size)
+            kinds = self.unspill(kinds, sp)
         part = kinds[j:j + size]
         if INV in part:
             self.fail(f"invalid read from stack R{regno} off={off} size={size} "
@@ -1321,6 +1426,7 @@ class _Verifier:
             self.fail("cannot call GPL-restricted function from non-GPL compatible program")
         fr = state.cur
         meta_map = None
+        key = None  # a constant array index passed as the key
         mem = None  # (regno, reg, arg type) of the memory argument waiting for its size
         for i, at in enumerate(proto.args, start=1):
             if at == ArgType.DONTCARE:
@@ -1343,6 +1449,9 @@ class _Verifier:
                 m = self.maps[meta_map]
                 size = m.key_size if at == ArgType.PTR_TO_MAP_KEY else m.value_size
                 self.helper_mem(state, i, r, size, read=True, write=False)
+                if (at == ArgType.PTR_TO_MAP_KEY and hid == HelperId.map_lookup_elem
+                        and m.type in (MapType.array, MapType.percpu_array)):
+                    key = self.const_stack_value(state, r, size)
             elif at == ArgType.PTR_TO_CTX:
                 if r.t != T.CTX:
                     self.fail(f"R{i} type={_name(r.t)} expected=ctx")
@@ -1392,13 +1501,36 @@ class _Verifier:
         if proto.ret == RetType.VOID:
             regs[0] = NOT_INIT_REG
         elif proto.ret == RetType.PTR_TO_MAP_VALUE_OR_NULL:
-            regs[0] = Reg(T.MAP_VALUE_OR_NULL, mp=meta_map, id=self.new_id())
+            if key is not None and key < self.maps[meta_map].max_entries:
+                # An array element that exists: the kernel drops the NULL case
+                # (can_elide_value_nullness).
+                regs[0] = Reg(T.MAP_VALUE, mp=meta_map)
+            else:
+                regs[0] = Reg(T.MAP_VALUE_OR_NULL, mp=meta_map, id=self.new_id())
         else:
             rng = RET_RANGES.get(hid)
             if rng is None:
                 regs[0] = unknown()
             else:
                 regs[0] = _range(*rng)
+
+    def const_stack_value(self, state, r, size):
+        """Return the number the ``size`` stack bytes at ``r`` hold if it is known, else None."""
+        if r.t != T.STACK or r.m or size > 8:
+            return None
+        off = r.off + s64(r.v)
+        spi = (-off - 1) // 8
+        j = off % 8
+        kinds, sp = self.stack_frame(state, r).stack.get(spi, EMPTY_SLOT)
+        if j + size > 8:
+            return None
+        if sp is not None:
+            if is_const(sp) and j + size <= kinds.count(SPILL):
+                return (sp.v >> (8 * j)) & ((1 << (8 * size)) - 1)
+            kinds = self.unspill(kinds, sp)
+        if all(k == ZERO for k in kinds[j:j + size]):
+            return 0
+        return None
 
     def helper_mem(self, state, regno, r, size, read, write):
         if r.t == T.STACK:
