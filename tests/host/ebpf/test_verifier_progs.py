@@ -8,17 +8,22 @@
 * ``host/ebpf/progs/*.c`` (the example programs) and the programs below (parsers, a firewall,
   a load balancer, encapsulation, a bounded loop over TCP options, a subprogram, fib lookup):
   accepted by nicsim and by the kernel.
+* Mutants of those programs (one instruction changed at random): nicsim and the kernel give
+  the same verdict, except where nicsim rejects by one of its stricter rules.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
 import pytest
 
+from nicsim.host.ebpf import insn as isa
 from nicsim.host.ebpf.build import compile_c, progs_dir
 from nicsim.host.ebpf.elf import load_object
+from nicsim.host.ebpf.insn import Insn
 from nicsim.host.ebpf.verifier import verify
 
 from .kernel_oracle import kernel_available, kernel_load
@@ -389,3 +394,87 @@ def test_examples(path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_examples_against_kernel(path):
     _check_kernel_accepts(compile_c(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# mutants: accepted programs with one instruction changed (a bounds check removed or its
+# condition flipped, an offset or a constant moved), judged by nicsim and by the kernel
+
+_FLIP = {isa.JGT: isa.JGE, isa.JGE: isa.JGT, isa.JLT: isa.JLE, isa.JLE: isa.JLT,
+         isa.JEQ: isa.JNE, isa.JNE: isa.JEQ, isa.JSGT: isa.JSGE, isa.JSGE: isa.JSGT,
+         isa.JSLT: isa.JSLE, isa.JSLE: isa.JSLT}
+# nicsim's stricter rules (see nicsim.host.ebpf.verifier): there the kernel as root may accept
+STRICTER = ("was never written", "At program exit")
+
+
+def mutate(insns, rng):
+    """Return a copy of ``insns`` with one instruction changed, and what changed."""
+    insns = list(insns)
+    while True:
+        i = rng.randrange(len(insns))
+        ins = insns[i]
+        if ins is None:
+            continue
+        cls, code = ins.cls, ins.op & 0xF0
+        base = ins.src if cls == isa.LDX else ins.dst
+        if cls in (isa.LDX, isa.STX, isa.ST) and ins.op & 0xE0 == isa.MEM and base != 10:
+            delta = rng.choice([-2, -1, 1, 2, 4, 8])
+            insns[i] = Insn(ins.op, ins.dst, ins.src, ins.off + delta, ins.imm)
+            return insns, f"insn {i}: offset {delta:+d}"
+        if cls == isa.ALU64 and code in (isa.ADD, isa.AND, isa.RSH, isa.LSH) \
+                and not ins.op & isa.X:
+            delta = rng.choice([-8, -4, -1, 1, 4, 8])
+            insns[i] = Insn(ins.op, ins.dst, ins.src, ins.off, ins.imm + delta)
+            return insns, f"insn {i}: immediate {delta:+d}"
+        if cls in (isa.JMP, isa.JMP32) and code in _FLIP:
+            how = rng.randrange(3)
+            if how == 0:
+                insns[i] = Insn(ins.op & 0x0F | _FLIP[code], ins.dst, ins.src, ins.off,
+                                ins.imm)
+                return insns, f"insn {i}: condition flipped"
+            if how == 1:
+                insns[i] = Insn(isa.JMP | isa.JA, 0, 0, 0, 0)
+                return insns, f"insn {i}: branch removed"
+            if not ins.op & isa.X:
+                insns[i] = Insn(ins.op, ins.dst, ins.src, ins.off, ins.imm + 1)
+                return insns, f"insn {i}: compared with {ins.imm + 1}"
+
+
+def _all_programs(accept_dir):
+    out = []
+    for path in [*EXAMPLES, *(accept_dir / n for n in ACCEPT)]:
+        obj = load_object(compile_c(path))
+        out.extend((f"{path.stem}:{name}", p.insns, obj.maps)
+                   for name, p in sorted(obj.programs.items()))
+    return out
+
+
+def _mutants_agree(accept_dir, seed, count):
+    ready, why = kernel_available()
+    if not ready:
+        pytest.skip(why)
+    rng = random.Random(seed)
+    programs = _all_programs(accept_dir)
+    disagree, verdicts = [], {True: 0, False: 0}
+    for _ in range(count):
+        name, insns, maps = rng.choice(programs)
+        mutant, what = mutate(insns, rng)
+        ours = verify(mutant, maps)
+        kernel, log = _kernel_load(mutant, maps)
+        assert kernel is not None, log
+        verdicts[ours.ok] += 1
+        if ours.ok != kernel and not (kernel and any(w in ours.reason for w in STRICTER)):
+            disagree.append(f"{name} {what}: nicsim {ours.reason or 'accepts'}; "
+                            f"kernel {log or 'accepts'}")
+    assert not disagree, "\n".join(disagree[:10])
+    # Both verdicts occur: the mutants exercise the rules, not only the happy path.
+    assert verdicts[True] > count // 10 and verdicts[False] > count // 10, verdicts
+
+
+def test_mutants_agree_with_kernel(accept_dir):
+    _mutants_agree(accept_dir, seed=1, count=80)
+
+
+@pytest.mark.long
+def test_mutants_agree_with_kernel_long(accept_dir):
+    _mutants_agree(accept_dir, seed=2, count=2000)
