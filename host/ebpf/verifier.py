@@ -262,6 +262,8 @@ class _Verifier:
                 if i == 0 or insns[i - 1] is None or not insns[i - 1].is_lddw:
                     self.fail("empty slot that is not the second half of a lddw")
                 continue
+            if ins.is_lddw and (i + 1 >= n or insns[i + 1] is not None):
+                self.fail("lddw without its second slot (None)")
             self.check_encoding(i, ins)
         starts = {0}
         for i, ins in enumerate(insns):

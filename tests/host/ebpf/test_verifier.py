@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import struct
 from dataclasses import dataclass
 
@@ -575,3 +576,44 @@ def test_case_against_kernel(case):
     accepted, log = kernel_verdict(case.insns, case.maps, perfmon=case.kernel != "noperfmon")
     assert accepted is not None, log
     assert accepted == case.ok, f"kernel: {'accepted' if accepted else log}"
+
+
+@pytest.mark.parametrize("insns, why", [
+    ([], "no instructions"),
+    ([None, exit_()], "empty slot"),
+    ([lddw(R0, 1)[0], mov(R0, 1), exit_()], "lddw without its second slot"),
+    ([Insn(0xFF, 0, 0, 0, 0), *RET_PASS], "invalid"),
+    ([Insn(isa.JMP | isa.CALL, 0, isa.PSEUDO_CALL, 0, 100), *RET_PASS], "out of range"),
+    ([Insn(isa.JMP | isa.CALL, 0, isa.PSEUDO_KFUNC_CALL, 0, 1), *RET_PASS], "kernel function"),
+])
+def test_malformed_program(insns, why):
+    res = verify(insns, [])
+    assert not res.ok and why in res.reason, res.reason
+
+
+def test_only_xdp():
+    res = verify(prog(RET_PASS), [], prog_type="sched_cls")
+    assert not res.ok and "not supported" in res.reason
+
+
+def test_garbled_programs_give_one_line_verdicts():
+    """Random changes to the cases above: every one ends in a verdict, never an exception."""
+    rng = random.Random(7)
+    maps = [HASH, ARRAY, DEVMAP]
+    for _ in range(400):
+        insns = list(rng.choice(CASES).insns)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(insns))
+            ins = insns[i]
+            if ins is None or ins.is_lddw:
+                continue
+            fields = [ins.op, ins.dst, ins.src, ins.off, ins.imm]
+            k = rng.randrange(5)
+            fields[k] = [rng.randrange(256), rng.randrange(16), rng.randrange(16),
+                         rng.randint(-40, 40), rng.choice([0, -1, 8, 2**31 - 1])][k]
+            if fields[0] != isa.LD | isa.IMM | isa.DW:
+                insns[i] = Insn(*fields)
+        res = verify(insns, maps, complexity_limit=20_000)
+        assert "\n" not in res.reason
+        assert res.ok or res.reason
+        assert res.insn is None or 0 <= res.insn < len(insns)
