@@ -34,6 +34,9 @@ app.add_typer(ma_app, name="ma")
 from nicsim.sim.xdp_cli import xdp_app  # noqa: E402
 
 app.add_typer(xdp_app, name="xdp")
+from nicsim.sim.toe_cli import toe_app  # noqa: E402
+
+app.add_typer(toe_app, name="toe")
 
 console = Console()
 err_console = Console(stderr=True)
