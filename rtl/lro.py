@@ -261,7 +261,7 @@ class LroEngine(wiring.Component):
         d_in = Signal(desc_layout)
         m.d.comb += [
             d_in.hdr.eq(hdr_now),
-            d_in.len.eq(off + nbytes),
+            d_in.len.eq(Mux(over, 0, off + nbytes)),  # a dropped frame: no bytes, still ends a poll
             d_in.total.eq(acc + s2_sum),
             d_in.start.eq(wr_start),
             d_in.eop.eq(s2.user[0]),
@@ -276,10 +276,10 @@ class LroEngine(wiring.Component):
             with m.If(s2.last):
                 m.d.sync += [off.eq(0), beat_idx.eq(0), dropping.eq(0), acc.eq(0),
                              in_idx.eq(in_idx + 1), cnt["FRAMES_IN"].eq(cnt["FRAMES_IN"] + 1)]
+                m.d.comb += desc.w_en.eq(1)
                 with m.If(over):
                     m.d.sync += cnt["DROP_OVERSIZE"].eq(cnt["DROP_OVERSIZE"] + 1)
                 with m.Else():
-                    m.d.comb += desc.w_en.eq(1)
                     m.d.sync += wr_start.eq(wr_start + beat_idx + 1)
             with m.Else():
                 m.d.sync += [off.eq(off + nbytes), dropping.eq(over), acc.eq(acc + s2_sum)]
@@ -683,13 +683,24 @@ class LroEngine(wiring.Component):
         d_ip_len = Signal(16)
         d_tcp_len = Signal(16)
         d_ip_csum = Signal(16)
+        d_ip_raw = Signal(17)
+        d_tcp_raw = Signal(19)
         d_tcp_csum = Signal(16)
         d_step = Signal(2)
         idx_now = Signal(16)
 
+        # Timeout: each context's age tested in its own cycle, then the oldest one's; the
+        # merge engine acts on it after two cycles in "Wait" (contexts unchanged since).
+        aged = Signal(N)
+        for i, c in enumerate(ctx):
+            age = Signal(32, name=f"age{i}")
+            m.d.sync += age.eq(now - c.t_first)
+            m.d.comb += aged[i].eq(c.valid & (age >= timeout) & (timeout != 0))
+        expired_r = Signal()
+        m.d.sync += expired_r.eq((aged & oldest_oh).any())
+        settled = Signal(2)
         expired = Signal()
-        m.d.comb += expired.eq(valid.any() & (timeout != 0)
-                               & (now - pick("t_first", oldest) >= timeout))
+        m.d.comb += expired.eq(expired_r & (settled == 3))
 
         def start_out(region_src, addr, nbytes_, user):
             nb = Signal(17, name="nb")
@@ -731,12 +742,14 @@ class LroEngine(wiring.Component):
             with m.Else():
                 m.next = "Wait"
 
-        with m.FSM(name="lro"):
+        with m.FSM(name="lro") as fsm:
             with m.State("Wait"):
+                with m.If(settled != 3):
+                    m.d.sync += settled.eq(settled + 1)
                 with m.If(expired):
                     m.d.sync += [d_ctx.eq(oldest), ret.eq(R_WAIT)]
                     m.next = "Deliver"
-                with m.Elif(slot):
+                with m.Elif(slot & ~expired_r):
                     m.d.comb += take.eq(1)
                     m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
                     m.d.sync += [f[name].eq(fn[name]) for name in f]
@@ -864,15 +877,19 @@ class LroEngine(wiring.Component):
                 m.next = "Deliver Sums"
             with m.State("Deliver Sums"):
                 tcp_len = (dsel["held_len"] - dsel["l4"])[:16]
+                ip_len = (dsel["held_len"] - dsel["l3"])[:16]
                 flags_add = dsel["end_flags"] & ~dsel["flags"]
                 m.d.sync += [
-                    d_ip_len.eq(Mux(dsel["v6"], tcp_len, dsel["held_len"] - dsel["l3"])),
+                    d_ip_len.eq(Mux(dsel["v6"], tcp_len, ip_len)),
                     d_tcp_len.eq(tcp_len),
-                    d_ip_csum.eq(~_fold(dsel["ip_base"] + (dsel["held_len"] - dsel["l3"])[:16])),
-                    d_tcp_csum.eq(~_fold(dsel["addr_sum"] + 6 + tcp_len + dsel["tcp_base"]
-                                         + flags_add + dsel["pay_sum"])),
+                    d_ip_raw.eq(dsel["ip_base"] + ip_len),
+                    d_tcp_raw.eq((dsel["addr_sum"] + 6 + tcp_len)
+                                 + (dsel["tcp_base"] + flags_add + dsel["pay_sum"])),
                     d_step.eq(0),
                 ]
+                m.next = "Deliver Fold"
+            with m.State("Deliver Fold"):
+                m.d.sync += [d_ip_csum.eq(~_fold(d_ip_raw)), d_tcp_csum.eq(~_fold(d_tcp_raw))]
                 with m.If(dsel["count"] == 1):
                     m.next = "Read Out"
                 with m.Else():
@@ -913,6 +930,9 @@ class LroEngine(wiring.Component):
                             m.next = "Flush"
                         with m.Case(R_WAIT):
                             m.next = "Wait"
+
+        with m.If(~fsm.ongoing("Wait")):
+            m.d.sync += settled.eq(0)
 
         # ------------------------------------------------------------------ registers
         names = [r.name for r in REGISTERS]
