@@ -45,6 +45,8 @@ DESIGNS = {
                   "TSO/USO: TCP and UDP super-frames cut into MSS-sized frames"),
     "match-action": Design("nicsim.rtl.match_action", "MatchAction", "result",
                            "Match-action pipeline: parser, table stages, deparser"),
+    "toe": Design("nicsim.rtl.toe.engine", "ToeEngine", None,
+                  "TCP offload engine front end: ARP, ICMP echo, IPv4 checks (64 bit)"),
     "passthrough": Design("nicsim.rtl.passthrough", "Passthrough", None,
                           "A stream register slice with a scratch register (flow check)"),
 }

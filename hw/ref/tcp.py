@@ -17,6 +17,8 @@ of a 64-bit 10 Gb/s datapath). The caller passes the current cycle to every call
 
 What the engine does, and the choices where the RFCs leave room:
 
+* IPv4 without options (a datagram with options is dropped, reason ``ip_options``) and
+  without fragments (``fragment``); frames up to :data:`MAX_FRAME_LEN` bytes (``oversize``).
 * Options: MSS and window scale (RFC 7323 §2) in SYN segments; no SACK, no timestamps (a peer
   that offers them gets a SYN-ACK without them and does without). Unknown options are skipped.
 * Sending: no Nagle (segments leave as soon as window and congestion window allow), sender
@@ -71,6 +73,7 @@ from .packet import be16, be32
 
 __all__ = [
     "CLOCK_HZ",
+    "MAX_FRAME_LEN",
     "Notice",
     "Notification",
     "Segment",
@@ -89,6 +92,7 @@ __all__ = [
 ]
 
 CLOCK_HZ = 156_250_000  # 64-bit datapath at 10 Gb/s: 10e9 / 64
+MAX_FRAME_LEN = 9216  # frame buffer of the RTL engine: a 9000-byte MTU and headers
 ETHERTYPE_ARP = 0x0806
 ETHERTYPE_IPV4 = 0x0800
 IPPROTO_ICMP = 1
@@ -409,6 +413,8 @@ def _parse_ipv4(frame: bytes) -> tuple[str, int, int, int] | tuple[str]:
         return ("bad_ip_header",)
     if len(frame) < l3 + total:
         return ("truncated",)
+    if header_len != _IPV4_HEADER:
+        return ("ip_options",)  # like fpga-network-stack, no IPv4 options
     if ones_sum(frame[l3:l3 + header_len]) != 0xFFFF:
         return ("bad_ip_checksum",)
     if be16(frame, l3 + 6) & 0x3FFF:
@@ -423,7 +429,8 @@ def parse_tcp_frame(frame: bytes) -> Segment | str:
     -------
     Segment or str
         The segment, or the reason to drop the frame: ``truncated``, ``not_ipv4``,
-        ``bad_ip_header``, ``bad_ip_checksum``, ``fragment``, ``not_tcp``, ``bad_tcp_header``,
+        ``bad_ip_header``, ``ip_options``, ``bad_ip_checksum``, ``fragment``, ``not_tcp``,
+        ``bad_tcp_header``,
         ``bad_tcp_checksum``, ``bad_options``.
     """
     frame = bytes(frame)
@@ -729,6 +736,9 @@ class TcpEngine:
         frame = bytes(frame)
         if len(frame) < _ETH_HEADER:
             self.drops["truncated"] += 1
+            return
+        if len(frame) > MAX_FRAME_LEN:
+            self.drops["oversize"] += 1
             return
         ethertype = be16(frame, 12)
         if ethertype == ETHERTYPE_ARP:

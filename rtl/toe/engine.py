@@ -1,0 +1,340 @@
+# Ref: RFC 826 (ARP), RFC 792 (ICMP echo), RFC 791 §3.1 (IPv4 header), RFC 1071 (checksum),
+#      RFC 1624 eqn. 3 (incremental checksum update)
+"""Front end of the TCP offload engine: ARP responder, ICMP echo responder, IPv4 checks.
+
+The block stores one frame at a time in a frame buffer (``MAX_FRAME_LEN`` bytes), checks its
+headers and checksums while the beats arrive, and after the last beat either answers (an ARP
+reply, an ICMP echo reply) or drops the frame and counts the reason. Every verdict, reason and
+output byte is the one of the golden model :class:`nicsim.hw.ref.tcp.TcpEngine`:
+
+* ARP: a request for the engine's address gets a reply (42 bytes, no padding); other ARP frames
+  are counted (``not_for_us``, ``bad_arp``, ``truncated``).
+* IPv4: version, header length (no options), total length, header checksum, fragments,
+  destination address, in the model's order.
+* ICMP echo request: the reply keeps the request's data, gets a fresh IPv4 header (identification
+  from the engine's counter, DF, TTL 64) and the request's checksum updated for the type change
+  (RFC 1624 eqn. 3 gives the value a full recomputation gives).
+
+TCP segments for the engine are counted as ``tcp_pending`` here: the TCP session engine is not
+part of this block yet (see docs/toe.md).
+
+Registers (32 bit, read-only): 0x00 frames in, 0x04 ARP replies, 0x08 echo replies, 0x10 + 4 k
+drops for reason ``DROP_REASONS[k]``.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..axil import RegisterBusSignature
+from ..stream import beat_signature, check_width
+
+__all__ = ["DROP_REASONS", "MAX_FRAME_LEN", "ToeEngine"]
+
+MAX_FRAME_LEN = 9216  # hw.ref.tcp.MAX_FRAME_LEN
+DROP_REASONS = ("truncated", "oversize", "not_ipv4", "bad_arp", "not_for_us", "bad_ip_header",
+                "ip_options", "bad_ip_checksum", "fragment", "not_tcp", "bad_icmp_checksum",
+                "icmp_not_echo", "tcp_pending")
+_R = {name: i for i, name in enumerate(DROP_REASONS)}
+_HEADER_BYTES = 48  # bytes kept in registers: Ethernet + ARP (42) or Ethernet + IPv4 + ICMP
+
+
+def _ip_int(ip):
+    if isinstance(ip, int):
+        return ip
+    parts = [int(p) for p in ip.split(".")]
+    if len(parts) != 4 or not all(0 <= p <= 255 for p in parts):
+        raise ValueError(f"Not an IPv4 address: {ip!r}")
+    return int.from_bytes(bytes(parts), "big")
+
+
+def _fold(value):
+    """Ones'-complement fold of a 32-bit sum to 16 bits (two end-around carries)."""
+    once = value[:16] + value[16:]
+    return (once[:16] + once[16:])[:16]
+
+
+class ToeEngine(wiring.Component):
+    """ARP and ICMP echo responder with the IPv4 checks of the TCP engine.
+
+    Parameters
+    ----------
+    width : int
+        Data width in bits (64).
+    mac : int
+        The engine's Ethernet address (48 bits).
+    ip : str or int
+        The engine's IPv4 address.
+    ttl : int
+        Time to live of the replies.
+
+    Members
+    -------
+    i : In(beat stream)
+        Frames from the network.
+    o : Out(beat stream)
+        Frames to the network.
+    bus : In(RegisterBusSignature(8))
+        Counters (see the module documentation).
+    """
+
+    def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64):
+        check_width(width)
+        if width != 64:
+            raise ValueError(f"The TCP engine is built for a 64-bit datapath, not {width!r}")
+        if not 0 <= mac < 1 << 48:
+            raise ValueError(f"MAC address must fit 48 bits, not {mac!r}")
+        self.width = width
+        self.mac = mac
+        self.ip = _ip_int(ip)
+        self.ttl = ttl
+        super().__init__({
+            "i": In(beat_signature(width)),
+            "o": Out(beat_signature(width)),
+            "bus": In(RegisterBusSignature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = MAX_FRAME_LEN // 8
+        m.submodules.buf = buf = Memory(shape=64, depth=depth, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port()
+
+        hdr = Array(Signal(8, name=f"hdr{i}") for i in range(_HEADER_BYTES))
+
+        def byte(i):
+            return hdr[i]
+
+        def be(offset, count):
+            return Cat(*(hdr[offset + k] for k in reversed(range(count))))
+
+        beat = Signal(range(depth + 2))
+        length = Signal(range(MAX_FRAME_LEN + 9))
+        oversize = Signal()
+        ip_sum = Signal(32)
+        icmp_sum = Signal(32)
+        ip_id = Signal(16)
+
+        frames_in = Signal(32)
+        arp_replies = Signal(32)
+        echo_replies = Signal(32)
+        drops = Array(Signal(32, name=f"drop_{n}") for n in DROP_REASONS)
+
+        # Fields (valid once the header bytes have arrived)
+        ethertype = be(12, 2)
+        total = be(16, 2)
+        end = Signal(17)  # 14 + IPv4 total length: end of the datagram
+        m.d.comb += end.eq(14 + total)
+
+        data = self.i.payload.data
+        keep = self.i.payload.keep
+        accept = self.i.valid & self.i.ready
+
+        # Ones'-complement sums over 16-bit lanes, masked by absolute byte offsets.
+        ip_add = Signal(32)
+        icmp_add = Signal(32)
+        ip_terms, icmp_terms = [], []
+        for lane in range(4):
+            offset = beat * 8 + 2 * lane
+            hi = data[16 * lane:16 * lane + 8]
+            lo = data[16 * lane + 8:16 * lane + 16]
+            in_ip = (offset >= 14) & (offset < 34)
+            ip_terms.append(Mux(in_ip, Cat(lo, hi), 0))
+            # `end` is only known once bytes 16-17 are in: from beat 3 on
+            in_icmp = (offset >= 34) & (offset < end)
+            lo_in = (offset + 1) < end
+            icmp_terms.append(Mux(in_icmp, Cat(Mux(lo_in, lo, 0), hi), 0))
+        m.d.comb += [ip_add.eq(sum(ip_terms)), icmp_add.eq(sum(icmp_terms))]
+
+        verdict_reason = Signal(range(len(DROP_REASONS)))
+        verdict_drop = Signal()
+        verdict_arp = Signal()
+        verdict_echo = Signal()
+
+        out_beat = Signal(range(depth + 1))
+        out_last_beat = Signal(range(depth + 1))
+        out_last_keep = Signal(8)
+
+        # ---------------------------------------------------------------- header for replies
+        our_mac = Const(self.mac, 48)
+        our_ip = Const(self.ip, 32)
+        reply = Array(Signal(8, name=f"reply{i}") for i in range(_HEADER_BYTES))
+
+        def mac_bytes(value):
+            return [value[8 * (5 - k):8 * (6 - k)] for k in range(6)]
+
+        def ip_bytes(value):
+            return [value[8 * (3 - k):8 * (4 - k)] for k in range(4)]
+
+        src_mac = [hdr[6 + k] for k in range(6)]
+        arp_reply = (src_mac + mac_bytes(our_mac) + [Const(0x08, 8), Const(0x06, 8)]
+                     + [hdr[14 + k] for k in range(6)] + [Const(0, 8), Const(2, 8)]
+                     + mac_bytes(our_mac) + ip_bytes(our_ip)
+                     + [hdr[22 + k] for k in range(6)] + [hdr[28 + k] for k in range(4)])
+        assert len(arp_reply) == 42
+
+        hc = Signal(16)  # IPv4 header checksum of the reply
+        ttl_proto = Const((self.ttl << 8) | 1, 16)
+        src_ip = be(26, 4)
+        m.d.comb += hc.eq(~_fold(Const(0x4500, 32) + total + ip_id + 0x4000 + ttl_proto
+                                 + (self.ip >> 16) + (self.ip & 0xFFFF)
+                                 + src_ip[16:] + src_ip[:16]))
+        icmp_old = be(36, 2)
+        icmp_new = Signal(16)
+        m.d.comb += icmp_new.eq(~_fold(Cat(~icmp_old, Const(0, 16)) + 0xF7FF))
+        echo_reply = (src_mac + mac_bytes(our_mac) + [Const(0x08, 8), Const(0x00, 8)]
+                      + [Const(0x45, 8), Const(0, 8), hdr[16], hdr[17], ip_id[8:], ip_id[:8],
+                         Const(0x40, 8), Const(0, 8), Const(self.ttl, 8), Const(1, 8),
+                         hc[8:], hc[:8]] + ip_bytes(our_ip) + [hdr[26 + k] for k in range(4)]
+                      + [Const(0, 8), hdr[35], icmp_new[8:], icmp_new[:8]])
+        assert len(echo_reply) == 38
+        is_arp_out = Signal()
+
+        with m.FSM():
+            with m.State("Receive"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(accept):
+                    with m.If(beat < depth):
+                        m.d.comb += [wr.addr.eq(beat), wr.data.eq(data), wr.en.eq(1)]
+                    with m.Else():
+                        m.d.sync += oversize.eq(1)
+                    for k in range(8):
+                        for b in range(_HEADER_BYTES // 8):
+                            with m.If((beat == b) & keep[k]):
+                                m.d.sync += hdr[8 * b + k].eq(data[8 * k:8 * k + 8])
+                    nbytes = Signal(4)
+                    m.d.comb += nbytes.eq(sum(keep[k] for k in range(8)))
+                    m.d.sync += [
+                        length.eq(Mux(length + nbytes > MAX_FRAME_LEN + 8, MAX_FRAME_LEN + 8,
+                                      length + nbytes)),
+                        beat.eq(Mux(beat < depth + 1, beat + 1, beat)),
+                        ip_sum.eq(ip_sum + ip_add),
+                        icmp_sum.eq(icmp_sum + icmp_add),
+                    ]
+                    with m.If(self.i.payload.last):
+                        m.d.sync += frames_in.eq(frames_in + 1)
+                        m.next = "Decide"
+            with m.State("Decide"):
+                ip_ok = _fold(ip_sum) == 0xFFFF
+                icmp_ok = _fold(icmp_sum) == 0xFFFF
+                ihl = hdr[14][:4]
+                version = hdr[14][4:]
+                with m.If(length < 14):
+                    m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
+                with m.Elif(oversize | (length > MAX_FRAME_LEN)):
+                    m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["oversize"])]
+                with m.Elif(ethertype == 0x0806):
+                    with m.If(length < 42):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
+                    with m.Elif((be(14, 2) != 1) | (be(16, 2) != 0x0800) | (hdr[18] != 6)
+                                | (hdr[19] != 4)):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["bad_arp"])]
+                    with m.Elif(be(38, 4) != self.ip):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_for_us"])]
+                    with m.Elif(be(20, 2) == 1):
+                        m.d.comb += verdict_arp.eq(1)
+                    with m.Elif(be(20, 2) != 2):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["bad_arp"])]
+                with m.Elif(ethertype == 0x0800):
+                    with m.If(length < 34):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
+                    with m.Elif((version != 4) | (ihl < 5) | (total < Cat(Const(0, 2), ihl))):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["bad_ip_header"])]
+                    with m.Elif(length < end):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
+                    with m.Elif(ihl != 5):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["ip_options"])]
+                    with m.Elif(~ip_ok):
+                        m.d.comb += [verdict_drop.eq(1),
+                                     verdict_reason.eq(_R["bad_ip_checksum"])]
+                    with m.Elif(be(20, 2)[:14] != 0):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["fragment"])]
+                    with m.Elif(be(30, 4) != self.ip):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_for_us"])]
+                    with m.Elif(hdr[23] == 1):
+                        with m.If(total < 28):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["truncated"])]
+                        with m.Elif(~icmp_ok):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["bad_icmp_checksum"])]
+                        with m.Elif((hdr[34] != 8) | (hdr[35] != 0)):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["icmp_not_echo"])]
+                        with m.Else():
+                            m.d.comb += verdict_echo.eq(1)
+                    with m.Elif(hdr[23] == 6):
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["tcp_pending"])]
+                    with m.Else():
+                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_tcp"])]
+                with m.Else():
+                    m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_ipv4"])]
+
+                m.d.comb += rd.addr.eq(0)
+                m.d.sync += [beat.eq(0), length.eq(0), oversize.eq(0), ip_sum.eq(0),
+                             icmp_sum.eq(0), out_beat.eq(0)]
+                with m.If(verdict_drop):
+                    m.d.sync += drops[verdict_reason].eq(drops[verdict_reason] + 1)
+                    m.next = "Receive"
+                with m.Elif(verdict_arp):
+                    for k in range(42):
+                        m.d.sync += reply[k].eq(arp_reply[k])
+                    m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(5),
+                                 out_last_keep.eq(0b11), arp_replies.eq(arp_replies + 1)]
+                    m.next = "Send"
+                with m.Elif(verdict_echo):
+                    next_id = ip_id + 1
+                    m.d.sync += ip_id.eq(next_id)
+                    m.next = "Build Echo"
+                with m.Else():
+                    m.next = "Receive"  # an ARP reply to us: nothing to send
+            with m.State("Build Echo"):
+                # ip_id now holds this reply's identification; the header sum uses it
+                m.d.comb += rd.addr.eq(0)
+                for k in range(38):
+                    m.d.sync += reply[k].eq(echo_reply[k])
+                last = end - 1
+                m.d.sync += [is_arp_out.eq(0), out_last_beat.eq(last[3:]),
+                             out_last_keep.eq(Const(0xFF, 8) >> (~last[:3])),
+                             echo_replies.eq(echo_replies + 1)]
+                m.next = "Send"
+            with m.State("Send"):
+                word = Signal(64)
+                m.d.comb += word.eq(rd.data)
+                for k in range(8):
+                    for b in range(_HEADER_BYTES // 8):
+                        idx = 8 * b + k
+                        # an ARP reply is all header (bytes past 42 are not kept); an echo
+                        # reply takes its first 38 bytes from the header, the rest from the
+                        # frame buffer
+                        with m.If((out_beat == b) & (is_arp_out | (idx < 38))):
+                            m.d.comb += word[8 * k:8 * k + 8].eq(
+                                reply[idx] if idx < 42 else Const(0, 8))
+                is_last = out_beat == out_last_beat
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    self.o.payload.data.eq(word),
+                    self.o.payload.keep.eq(Mux(is_last, out_last_keep, 0xFF)),
+                    self.o.payload.last.eq(is_last),
+                    rd.addr.eq(Mux(self.o.ready, out_beat + 1, out_beat)),
+                ]
+                with m.If(self.o.ready):
+                    m.d.sync += out_beat.eq(out_beat + 1)
+                    with m.If(is_last):
+                        m.next = "Receive"
+
+        # ------------------------------------------------------------------------ registers
+        counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies}
+        for k in range(len(DROP_REASONS)):
+            counters[0x10 + 4 * k] = drops[k]
+        with m.Switch(self.bus.addr):
+            for addr, counter in counters.items():
+                with m.Case(addr):
+                    m.d.comb += self.bus.err.eq(self.bus.w_en)
+                    with m.If(self.bus.r_en):
+                        m.d.sync += self.bus.r_data.eq(counter)
+            with m.Default():
+                m.d.comb += self.bus.err.eq(self.bus.w_en | self.bus.r_en)
+        return m
