@@ -575,7 +575,7 @@ class RssUnit(wiring.Component):
             regs = {}
             for name, value in values.items():
                 # Only the valid bits need a reset; the rest is don't-care while they are low.
-                reset_less = name not in ("valid", "start")
+                reset_less = name not in ("valid", "start", "start_four", "start_two")
                 reg = Signal.like(value, name=f"s{k}_{name}", reset_less=reset_less) \
                     if isinstance(value, Signal) \
                     else Signal(len(value), name=f"s{k}_{name}", reset_less=reset_less)
@@ -757,6 +757,10 @@ class RssUnit(wiring.Component):
         s12 = stage(
             k + 1, valid=walk["valid"], bad=walk["bad"], v4=v4, v6=v6,
             tcp=tcp, four_v4=four & v4, four_v6=four & v6,
+            # The hash core's start, but for the ports' usability: valid and a type enabled.
+            start_four=walk["valid"] & four,
+            start_two=walk["valid"] & ((v4 & enabled[HashType.IPV4.value])
+                                       | (v6 & enabled[HashType.IPV6.value])),
             # Is its 2-tuple type enabled?
             two_enabled=(v4 & enabled[HashType.IPV4.value]) | (v6 & enabled[HashType.IPV6.value]),
             visible=_less(ptr, walk["max_ptr"]),  # the ports end at byte 4 * ptr + 6 <= vis
@@ -782,7 +786,7 @@ class RssUnit(wiring.Component):
                         Mux(use_two, Mux(v4, HashType.IPV4, HashType.IPV6), HashType.NONE))
         # An iterative core loads some 670 flip-flops on start: copies of it share them. The
         # copies differ in reset, polarity or initial value, so that synthesis keeps them apart.
-        start = s12["valid"] & (use_four | use_two)
+        start = (s12["start_four"] & usable) | s12["start_two"]
         copies = []
         for n, (reset_less, inverted) in enumerate(_START_COPIES):
             copy = Signal(name=f"s{k + 2}_start{n}", init=n % 2 if reset_less else inverted,
