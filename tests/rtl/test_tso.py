@@ -231,3 +231,31 @@ def test_64k_super_frame_at_line_rate(width):
     assert len(done.frames) == 46
     assert done.cycles <= in_beats + first_segment + out_beats + 80, (
         done.cycles, in_beats, first_segment, out_beats)
+
+
+@pytest.mark.parametrize("udp, fixed_id", [(False, True)])
+def test_engine_backends_identical(udp, fixed_id):
+    """``nicsim rtl run tso``'s two backends give the same frames, origins and metadata."""
+    from nicsim.hw.engines import load_config, run_model, run_rtl
+
+    rng = random.Random(500 + udp)
+    kind = "udp" if udp else "tcp"
+    frames = [super_frame(rng, rng.randrange(900, 6000), kind=kind)[0] for _ in range(6)]
+    frames += [b"", bytes(eth() / ARP()), super_frame(rng, 200, kind=kind)[0]]
+    config = load_config("tso", None, {"mss": 1000, "udp": udp, "fixed_id": fixed_id})
+    model = run_model("tso", frames, config)
+    rtl = run_rtl("tso", frames, config, width=64, idle_pct=20, backpressure_pct=30, seed=7)
+    assert rtl.frames == model.frames
+    assert rtl.out_meta == model.out_meta and rtl.origin == model.origin
+    assert rtl.meta == model.meta
+    assert [m.get("dropped") for m in model.meta[6:]] == ["not_ip", "not_ip", "short"]
+
+
+def test_engine_config_errors():
+    from nicsim.hw.engines import ConfigError, load_config
+
+    assert load_config("tso", None, {}).mss == 1448
+    with pytest.raises(ConfigError, match="mss must be an integer"):
+        load_config("tso", None, {"mss": 70000})
+    with pytest.raises(ConfigError, match="does not apply"):
+        load_config("tso", None, {"program": "x.toml"})
