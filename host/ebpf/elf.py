@@ -238,13 +238,29 @@ def load_object(path) -> BpfObject:
         with path.open("rb") as fh:
             try:
                 elf = ELFFile(fh)
+                _check_bounds(elf, path, path.stat().st_size)
                 return _load(elf, path)
-            except (ELFError, struct.error, IndexError) as exc:
-                raise LoadError(f"{path}: not a valid ELF object ({exc})") from None
+            except LoadError:
+                raise
             except isa.DecodeError as exc:
                 raise LoadError(f"{path}: {exc}") from None
+            except (ELFError, struct.error, IndexError, KeyError, ValueError, OverflowError,
+                    AttributeError, TypeError, UnicodeDecodeError, MemoryError) as exc:
+                # A damaged file can break pyelftools anywhere; say so in one line.
+                raise LoadError(f"{path}: not a valid ELF object ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else '?'})") from None
     except OSError as exc:
         raise LoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_bounds(elf, path, file_size):
+    """Refuse section headers that point outside the file (before pyelftools reads them)."""
+    for i in range(elf.num_sections()):
+        header = elf._get_section_header(i)
+        if header["sh_type"] != "SHT_NOBITS" and (
+                header["sh_offset"] + header["sh_size"] > file_size):
+            raise LoadError(f"{path}: section {i} lies outside the file (truncated or damaged "
+                            f"object)")
 
 
 def _load(elf, path):
@@ -255,7 +271,7 @@ def _load(elf, path):
         raise LoadError(f"{path}: big-endian eBPF object (compile with -target bpf or bpfel)")
     sections = list(elf.iter_sections())
     symtab = elf.get_section_by_name(".symtab")
-    if symtab is None:
+    if symtab is None or not hasattr(symtab, "iter_symbols"):
         raise LoadError(f"{path}: no symbol table")
     symbols = list(symtab.iter_symbols())
     obj = BpfObject(path=path)

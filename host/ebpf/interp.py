@@ -405,6 +405,29 @@ def _smod(a, b, bits):
     return (-r if a < 0 else r) & ((1 << bits) - 1)
 
 
+def _check_targets(insns):
+    """Refuse registers above r10, and jumps and calls that leave the program or land inside
+    a lddw."""
+    n = len(insns)
+    for pc, ins in enumerate(insns):
+        if ins is None:
+            continue
+        if ins.dst > 10 or ins.src > 10:
+            raise TranslateError(f"insn {pc}: register r{max(ins.dst, ins.src)} does not exist")
+        if ins.cls in (isa.JMP, isa.JMP32):
+            op = ins.op & 0xF0
+            if op == isa.EXIT or (op == isa.CALL and ins.src != isa.PSEUDO_CALL):
+                continue
+            off = ins.imm if (op == isa.CALL or (ins.cls == isa.JMP32 and op == isa.JA)) \
+                else ins.off
+            target = pc + 1 + off
+            if not 0 <= target < n or insns[target] is None:
+                raise TranslateError(f"insn {pc}: jump or call to {target}, outside the "
+                                     f"program or inside a lddw")
+        elif ins.is_lddw and (pc + 1 >= n or insns[pc + 1] is not None):
+            raise TranslateError(f"insn {pc}: lddw without its second slot")
+
+
 def translate(insns):
     """Return ``(blocks, counts)``: per slot, the block function starting there and its length.
 
@@ -415,6 +438,7 @@ def translate(insns):
     """
     if not insns:
         raise TranslateError("empty program")
+    _check_targets(insns)
     gen = _Gen(insns)
     leaders = _leaders(insns)
     ends = leaders[1:] + [len(insns)]

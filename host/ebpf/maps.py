@@ -28,6 +28,8 @@ __all__ = ["MapError", "BpfMap", "ArrayMap", "PercpuArrayMap", "HashMap", "Percp
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_LOCK = 4
 BPF_F_NO_PREALLOC = 1
+MAX_KEY_SIZE = 512            # MAX_BPF_STACK: a key must fit on the stack
+MAX_VALUE_SIZE = 1 << 20      # KMALLOC_MAX_SIZE-ish bound for one element (nicsim's guard)
 
 
 class MapError(ValueError):
@@ -69,6 +71,9 @@ class BpfMap:
             raise MapError(f"map {self.name!r}: key size must be positive")
         if self.value_size <= 0:
             raise MapError(f"map {self.name!r}: value size must be positive")
+        if self.key_size > MAX_KEY_SIZE or self.value_size > MAX_VALUE_SIZE:
+            raise MapError(f"map {self.name!r}: key or value larger than the kernel allows "
+                           f"({self.key_size}, {self.value_size})")
 
     def _check(self, key, value=None):
         if len(key) != self.key_size:
@@ -101,6 +106,18 @@ class BpfMap:
 
 # --- arrays --------------------------------------------------------------------------------
 
+class _LazyValues(dict):
+    """Array slots, each a zeroed bytearray made on first use (large arrays stay cheap)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def __missing__(self, index):
+        value = self[index] = bytearray(self.size)
+        return value
+
+
 class ArrayMap(BpfMap):
     """``BPF_MAP_TYPE_ARRAY``: ``max_entries`` zeroed values, keys 0..max_entries-1."""
 
@@ -108,12 +125,9 @@ class ArrayMap(BpfMap):
 
     def __init__(self, spec, ncpus=1):
         super().__init__(spec, ncpus)
-        self.values = [self._new() for _ in range(self.max_entries)]
+        self.values = _LazyValues(self.value_size)
         if spec.initial is not None:
             self.values[0][:] = spec.initial[:self.value_size].ljust(self.value_size, b"\0")
-
-    def _new(self):
-        return bytearray(self.value_size)
 
     def _index(self, key):
         self._check(key)
@@ -140,7 +154,12 @@ class ArrayMap(BpfMap):
         return -errno.EINVAL
 
     def items(self, cpu=0):
-        return [(i.to_bytes(4, "little"), bytes(v)) for i, v in enumerate(self.values)]
+        return self._items(self.values)
+
+    def _items(self, values):
+        zero = bytes(self.value_size)
+        return [(i.to_bytes(4, "little"), bytes(values[i]) if i in values else zero)
+                for i in range(self.max_entries)]
 
 
 class PercpuArrayMap(ArrayMap):
@@ -148,8 +167,7 @@ class PercpuArrayMap(ArrayMap):
 
     def __init__(self, spec, ncpus=1):
         BpfMap.__init__(self, spec, ncpus)
-        self.percpu = [[bytearray(self.value_size) for _ in range(self.max_entries)]
-                       for _ in range(ncpus)]
+        self.percpu = [_LazyValues(self.value_size) for _ in range(ncpus)]
         self.values = self.percpu[0]
 
     def lookup(self, key, cpu=0):
@@ -170,7 +188,7 @@ class PercpuArrayMap(ArrayMap):
         return 0
 
     def items(self, cpu=0):
-        return [(i.to_bytes(4, "little"), bytes(v)) for i, v in enumerate(self.percpu[cpu])]
+        return self._items(self.percpu[cpu])
 
 
 class ProgArrayMap(ArrayMap):

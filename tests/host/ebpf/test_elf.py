@@ -202,3 +202,32 @@ def test_missing_file_and_compile_error(tmp_path):
     bad.write_text("int x = ;\n")
     with pytest.raises(BuildError, match="error"):
         compile_c(bad)
+
+
+def test_damaged_objects_give_load_errors(tmp_path, obj_path):
+    """Random byte damage: the loader and the interpreter refuse in one line, never crash."""
+    import random
+
+    from nicsim.host.ebpf.interp import ExecError, TranslateError, Vm
+    from nicsim.host.ebpf.maps import MapError
+
+    good = obj_path.read_bytes()
+    rng = random.Random(4)
+    path = tmp_path / "damaged.o"
+    for _ in range(150):
+        data = bytearray(good)
+        for _ in range(rng.randrange(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        path.write_bytes(bytes(data))
+        try:
+            obj = load_object(path)
+        except LoadError as exc:
+            assert "\n" not in str(exc)
+            continue
+        for prog in obj.programs.values():
+            try:
+                Vm(prog, map_specs=obj.maps, insn_limit=100_000).run(bytes(64))
+            except (TranslateError, ExecError, MapError) as exc:
+                assert str(exc).startswith(("insn ", "map ", "empty"))
