@@ -109,11 +109,6 @@ class XdpResult:
 _BLOCK_ENDS = {isa.JMP, isa.JMP32}
 
 
-def _sx(value, bits):
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
 def _leaders(insns):
     leaders = {0}
     n = len(insns)
@@ -512,6 +507,40 @@ class Vm:
             self.blocks[start] = self.env[f"b{start}"]
             self.counts[start] = counts[start]
         self._fresh_state()
+
+    @classmethod
+    def from_file(cls, path, prog=None, **kwargs):
+        """Load an object (or compile a C file) and return a Vm for its program ``prog``
+        (the only XDP program when None); keyword arguments go to :class:`Vm`.
+
+        Raises
+        ------
+        BuildError
+            The C file does not compile.
+        ValueError
+            ``LoadError``, ``MapError``, ``TranslateError``, or no such program.
+        """
+        from pathlib import Path
+
+        from nicsim.host.ebpf.build import compile_c
+        from nicsim.host.ebpf.elf import load_object
+
+        path = Path(path)
+        obj = load_object(compile_c(path) if path.suffix == ".c" else path)
+        if prog is None:
+            if len(obj.programs) != 1:
+                raise ValueError(f"{path}: {len(obj.programs)} XDP programs "
+                                 f"({', '.join(obj.programs)}); name one")
+            prog = next(iter(obj.programs))
+        if prog not in obj.programs:
+            raise ValueError(f"{path}: no XDP program {prog!r} ({', '.join(obj.programs)})")
+        vm = cls(obj.programs[prog], map_specs=obj.maps, **kwargs)
+        vm.object = obj
+        return vm
+
+    def map(self, name):
+        """Return the map called ``name`` (needs a Vm made by :meth:`from_file`)."""
+        return self.maps[self.object.map_index(name)]
 
     # Run state ------------------------------------------------------------------------------
     def _fresh_state(self):
