@@ -62,7 +62,7 @@ class TranslateError(ValueError):
     """An instruction the interpreter cannot translate (names it)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class XdpResult:
     """What one run of an XDP program did.
 
@@ -702,6 +702,9 @@ class Vm:
     def _slow_load(self, addr, size, pc):
         region, off = addr >> 32, addr & M32
         if region == CTX_REGION:
+            if size == 4 and off < 12 and not off & 3:  # data, data_end, data_meta
+                return ((self.pkt_region << 32) - self.meta
+                        + (self.data, self.end, self.meta)[off >> 2])
             return self._ctx_load(off, size, pc)
         buf = self.regions.get(region)
         if buf is None and region >= RODATA_REGION and region - RODATA_REGION < len(self.maps):
