@@ -27,7 +27,7 @@ from nicsim.host.ebpf.insn import Insn
 from nicsim.host.ebpf.verifier import verify
 
 from .kernel_oracle import kernel_available, kernel_load
-from .test_verifier import _kernel_load, in_child
+from .test_verifier import CASES, _kernel_load, in_child
 
 REJECT_DIR = Path(__file__).parent / "reject"
 LONG_CASES = {"loop_too_long"}  # a million instructions walked, by nicsim and by the kernel
@@ -397,8 +397,9 @@ def test_examples_against_kernel(path):
 
 
 # ---------------------------------------------------------------------------------------------
-# mutants: accepted programs with one instruction changed (a bounds check removed or its
-# condition flipped, an offset or a constant moved), judged by nicsim and by the kernel
+# mutants: accepted programs (C and hand-assembled) with one instruction changed (a bounds
+# check removed or its condition flipped, an offset, a constant or a register changed),
+# judged by nicsim and by the kernel
 
 _FLIP = {isa.JGT: isa.JGE, isa.JGE: isa.JGT, isa.JLT: isa.JLE, isa.JLE: isa.JLT,
          isa.JEQ: isa.JNE, isa.JNE: isa.JEQ, isa.JSGT: isa.JSGE, isa.JSGE: isa.JSGT,
@@ -416,8 +417,13 @@ def mutate(insns, rng):
         if ins is None:
             continue
         cls, code = ins.cls, ins.op & 0xF0
-        base = ins.src if cls == isa.LDX else ins.dst
-        if cls in (isa.LDX, isa.STX, isa.ST) and ins.op & 0xE0 == isa.MEM and base != 10:
+        if rng.random() < 0.2 and (cls in (isa.ALU64, isa.LDX, isa.STX) or (
+                cls == isa.JMP and code not in (isa.CALL, isa.EXIT, isa.JA))):
+            dst, src = (rng.randrange(10), ins.src) if rng.random() < 0.5 else \
+                (ins.dst, rng.randrange(11))
+            insns[i] = Insn(ins.op, dst, src, ins.off, ins.imm)
+            return insns, f"insn {i}: registers r{dst}, r{src}"
+        if cls in (isa.LDX, isa.STX, isa.ST) and ins.op & 0xE0 == isa.MEM:
             delta = rng.choice([-2, -1, 1, 2, 4, 8])
             insns[i] = Insn(ins.op, ins.dst, ins.src, ins.off + delta, ins.imm)
             return insns, f"insn {i}: offset {delta:+d}"
@@ -441,7 +447,7 @@ def mutate(insns, rng):
 
 
 def _all_programs(accept_dir):
-    out = []
+    out = [(f"case:{c.name}", c.insns, list(c.maps)) for c in CASES if c.ok]
     for path in [*EXAMPLES, *(accept_dir / n for n in ACCEPT)]:
         obj = load_object(compile_c(path))
         out.extend((f"{path.stem}:{name}", p.insns, obj.maps)
