@@ -42,7 +42,9 @@ def serve(
     = "nicsim-toe",
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds "
                                                         "(default: until Ctrl-C).")] = None,
-    backend: Annotated[str, typer.Option(help="model (golden reference) or rtl.")] = "model",
+    backend: Annotated[str, typer.Option(help="model (golden reference) or rtl (the "
+                                              "gateware in Amaranth's simulator: ARP and "
+                                              "ping only so far).")] = "model",
     sessions: Annotated[int, typer.Option(help="Session table size (1 to 1024).")] = 64,
     drop: Annotated[float, typer.Option(help="Probability to drop a frame (both "
                                              "directions).")] = 0.0,
@@ -59,10 +61,7 @@ def serve(
     from nicsim.hw.toe.bridge import BridgeError, TapBridge, missing_requirements
     from nicsim.hw.toe.impair import Impairment
 
-    if backend == "rtl":
-        _fail("--backend rtl: the RTL TCP engine is not finished yet (rtl/toe has ARP and "
-              "ICMP only); use --backend model.")
-    if backend != "model":
+    if backend not in ("model", "rtl"):
         _fail(f"--backend must be model or rtl, not {backend!r}.")
     try:
         engine_ip = ip_to_bytes(ip)
@@ -93,6 +92,15 @@ def serve(
     except TcpError as e:
         _fail(f"{e}.")
     apps = [EchoApp(engine, p) if echo else SinkApp(engine, p) for p in port]
+    if backend == "rtl":
+        from nicsim.hw.toe.rtl_engine import RtlFrontEnd
+
+        # The gateware has the front end only: it answers ARP and ping, TCP is counted.
+        err_console.print("--backend rtl: the RTL engine answers ARP and ICMP echo; its TCP "
+                          "session engine is not built yet, so TCP connections get no answer.",
+                          highlight=False)
+        engine = RtlFrontEnd(bytes.fromhex("020000000002"), engine_ip)
+        apps = []
     impairments = [Impairment(drop, duplicate, reorder, seed),
                    Impairment(drop, duplicate, reorder, seed + 1)]
     bridge = TapBridge(engine, [AppHost(engine, apps)], host_ip=host_ip, name=netns,
@@ -105,6 +113,8 @@ def serve(
         signal.signal(signal.SIGINT, previous)
         _fail(f"{e}.")
     mode = "echo" if echo else "discard"
+    if backend == "rtl":
+        mode = "ARP and ping only, not"
     err_console.print(f"TCP engine {ip} ({mode} on port {', '.join(map(str, port))}) on "
                       f"tap0 in network namespace {netns}; Linux side {host_ip}.\n"
                       f"Try: ip netns exec {netns} nc {ip} {port[0]}    (Ctrl-C stops)",
@@ -116,12 +126,17 @@ def serve(
     finally:
         bridge.close()
         signal.signal(signal.SIGINT, previous)
+    if backend == "rtl":
+        stats = engine.counters()
+        drops = {k: v for k, v in stats.items() if k in engine.drop_reasons and v}
+        stats = {k: v for k, v in stats.items() if k not in engine.drop_reasons}
+    else:
+        stats, drops = dict(engine.stats), dict(engine.drops)
     counters = {"frames_to_engine": bridge.frames_to_engine,
-                "frames_to_linux": bridge.frames_to_linux,
-                "stats": dict(engine.stats), "drops": dict(engine.drops)}
+                "frames_to_linux": bridge.frames_to_linux, "stats": stats, "drops": drops}
     if stats_json:
         console.print_json(json.dumps(counters))
     else:
         console.print(f"frames to engine {bridge.frames_to_engine}, to Linux "
-                      f"{bridge.frames_to_linux}; engine {dict(engine.stats)}; "
-                      f"drops {dict(engine.drops)}", highlight=False)
+                      f"{bridge.frames_to_linux}; engine {stats}; drops {drops}",
+                      highlight=False)

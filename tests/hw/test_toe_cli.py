@@ -21,7 +21,7 @@ if (Path(sys.executable).parent / "nicsim").exists():
     (["--port", "70000"], "--port must be 1 to 65535"),
     (["--drop", "1.5"], "--drop must be a probability"),
     (["--host-ip", "10.9.0.1"], "must be another address in the engine's /24"),
-    (["--backend", "rtl"], "RTL TCP engine is not finished"),
+    (["--backend", "fpga"], "--backend must be model or rtl"),
     (["--sessions", "5000"], "Sessions must be 1 to 1024"),
 ])
 def test_serve_errors_are_one_line(args, message):

@@ -422,3 +422,16 @@ def test_bridge_cleans_up_on_failure():
         assert os.path.exists(f"/run/netns/{name}")
         raise RuntimeError("boom")
     assert not os.path.exists(f"/run/netns/{name}")
+
+
+def test_ping_rtl_front_end():
+    """Linux resolves and pings the gateware (rtl/toe in Amaranth's simulator)."""
+    from nicsim.hw.toe.rtl_engine import RtlFrontEnd
+
+    engine = RtlFrontEnd(ENGINE_MAC, ENGINE_IP)
+    with TapBridge(engine, [], host_ip=LINUX_IP) as bridge:
+        replies = bridge.wait(bridge.submit(ping, ENGINE_IP, 3, 2.0, bytes(range(200))), 30)
+        counters = engine.counters()
+    assert replies == 3
+    assert counters["arp_replies"] == 1 and counters["echo_replies"] == 3
+    assert counters["frames_in"] == 4
