@@ -299,3 +299,15 @@ def test_instructions_match_kernel(kind):
         assert ours == (retval, out), [str(i) for i in body if i is not None]
         checked += 1
     assert checked
+
+
+def test_gotol_jumps_by_its_immediate():
+    # JMP32 | JA takes its offset from imm (cpu v4 "gotol"): skip the "r0 = 1".
+    body = [Insn(isa.JMP32 | isa.JA, 0, 0, 0, 1), mov(0, 1)]
+    assert regs_after(body, 7, 0)[0] == 7
+    ok, _ = kernel_available()
+    if ok:
+        prog = harness(body, 7, 0)
+        accepted, retval, out, log = kernel_run_insns(prog, bytes(32))
+        assert accepted, log[-300:]
+        assert run_ours(prog) == (retval, out)
