@@ -302,8 +302,10 @@ def test_instructions_match_kernel(kind):
 
 
 def test_gotol_jumps_by_its_immediate():
-    # JMP32 | JA takes its offset from imm (cpu v4 "gotol"): skip the "r0 = 1".
-    body = [Insn(isa.JMP32 | isa.JA, 0, 0, 0, 1), mov(0, 1)]
+    # JMP32 | JA takes its offset from imm (cpu v4 "gotol"): skip the "r0 = 1", which the
+    # first jump keeps reachable (r1 is 0 here, so it falls through).
+    body = [Insn(isa.JMP | isa.JNE | isa.K, 1, 0, 1, 0), Insn(isa.JMP32 | isa.JA, 0, 0, 0, 1),
+            mov(0, 1)]
     assert regs_after(body, 7, 0)[0] == 7
     ok, _ = kernel_available()
     if ok:
