@@ -209,7 +209,11 @@ def _unhex(items):
 
 
 def kernel_load(obj_path, prog_name=None) -> tuple[bool, str]:
-    """Load ``obj_path`` into the kernel and unload it; return ``(accepted, verifier log)``."""
+    """Load ``obj_path`` into the kernel and unload it; return ``(accepted, verifier log)``.
+
+    bpftool loads every program of the object, so the answer is for all of them together;
+    ``prog_name`` is accepted for symmetry with :func:`kernel_run`.
+    """
     prog = KernelProgram(obj_path, prog_name or "")
     try:
         return prog.load()
