@@ -97,8 +97,8 @@ def serve(
 
         # The gateware has the front end only: it answers ARP and ping, TCP is counted.
         err_console.print("--backend rtl: the RTL engine answers ARP and ICMP echo; its TCP "
-                          "session engine is not built yet, so TCP connections get no answer.",
-                          highlight=False)
+                          "session engine is not built yet, so TCP connections are refused "
+                          "(RST).", highlight=False)
         engine = RtlFrontEnd(bytes.fromhex("020000000002"), engine_ip)
         apps = []
     impairments = [Impairment(drop, duplicate, reorder, seed),

@@ -431,7 +431,8 @@ def parse_tcp_frame(frame: bytes) -> Segment | str:
         The segment, or the reason to drop the frame: ``truncated``, ``not_ipv4``,
         ``bad_ip_header``, ``ip_options``, ``bad_ip_checksum``, ``fragment``, ``not_tcp``,
         ``bad_tcp_header``,
-        ``bad_tcp_checksum``, ``bad_options``.
+        ``bad_tcp_checksum``. Malformed options end the option walk and keep the segment, as
+        Linux tcp_parse_options() does.
     """
     frame = bytes(frame)
     if len(frame) < _ETH_HEADER:
@@ -471,7 +472,7 @@ def _parse_tcp(frame: bytes, start: int, end: int) -> Segment | str:
             i += 1
             continue
         if i + 1 >= stop or frame[i + 1] < 2 or i + frame[i + 1] > stop:
-            return "bad_options"
+            break
         size = frame[i + 1]
         if kind == 2 and size == 4:
             mss = be16(frame, i + 2)

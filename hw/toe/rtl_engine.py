@@ -3,7 +3,8 @@
 :class:`RtlFrontEnd` runs :class:`nicsim.rtl.toe.engine.ToeEngine` in Amaranth's simulator and
 offers the methods :class:`~nicsim.hw.toe.bridge.TapBridge` calls on an engine (``receive``,
 ``advance``, ``pop_tx``, ``next_deadline``, ``config.clock_hz``, ``ip``), so the Linux stack can
-talk to the gateware: ARP and ICMP echo. The gateware has no timers yet, so its clock is not tied
+talk to the gateware: ARP, ICMP echo, and a RST for every TCP connection attempt (the session
+engine is not in the gateware yet). The gateware has no timers yet, so its clock is not tied
 to the wall clock: each received frame runs the simulation until the frame is taken and the
 answer, if any, is out.
 """
@@ -131,8 +132,8 @@ class RtlFrontEnd:
 
     def counters(self) -> dict:
         """Read the counters over the register bus: frames, replies and drops by reason."""
-        names = ["frames_in", "arp_replies", "echo_replies"] + list(self.drop_reasons)
-        addrs = [0x00, 0x04, 0x08] + [0x10 + 4 * k for k in range(len(self.drop_reasons))]
+        names = ["frames_in", "arp_replies", "echo_replies", "rst_sent"] + list(self.drop_reasons)
+        addrs = [0x00, 0x04, 0x08, 0x0C] + [0x10 + 4 * k for k in range(len(self.drop_reasons))]
         self._read_values.clear()
         self._reads.extend(addrs)
         while len(self._read_values) < len(addrs):

@@ -1,6 +1,7 @@
 # Ref: RFC 826 (ARP), RFC 792 (ICMP echo), RFC 791 §3.1 (IPv4 header), RFC 1071 (checksum),
-#      RFC 1624 eqn. 3 (incremental checksum update)
-"""Front end of the TCP offload engine: ARP responder, ICMP echo responder, IPv4 checks.
+#      RFC 1624 eqn. 3 (incremental checksum update), RFC 9293 §3.1 (TCP header and pseudo-header),
+#      §3.10.7.1 (segment arrives in CLOSED)
+"""Front end of the TCP offload engine: ARP, ICMP echo, IPv4 and TCP checks, RST when closed.
 
 The block stores one frame at a time in a frame buffer (``MAX_FRAME_LEN`` bytes), checks its
 headers and checksums while the beats arrive, and after the last beat either answers (an ARP
@@ -15,11 +16,15 @@ output byte is the one of the golden model :class:`nicsim.hw.ref.tcp.TcpEngine`:
   from the engine's counter, DF, TTL 64) and the request's checksum updated for the type change
   (RFC 1624 eqn. 3 gives the value a full recomputation gives).
 
-TCP segments for the engine are counted as ``tcp_pending`` here: the TCP session engine is not
-part of this block yet (see docs/toe.md).
+* TCP: length, data offset, checksum over the pseudo-header and flags are checked as the model
+  checks them (``truncated``, ``bad_tcp_header``, ``bad_tcp_checksum``, ``bad_flags``). The
+  session engine (session table, buffers, timers, application streams) is not part of the
+  gateware yet, so every valid segment meets a closed engine: it is counted (``no_session``) and,
+  unless it is a RST itself, answered with the RST of RFC 9293 §3.10.7.1, exactly the model's
+  answer when no port listens.
 
-Registers (32 bit, read-only): 0x00 frames in, 0x04 ARP replies, 0x08 echo replies, 0x10 + 4 k
-drops for reason ``DROP_REASONS[k]``.
+Registers (32 bit, read-only): 0x00 frames in, 0x04 ARP replies, 0x08 echo replies, 0x0C RSTs
+sent, 0x10 + 4 k drops for reason ``DROP_REASONS[k]``.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -35,9 +40,11 @@ __all__ = ["DROP_REASONS", "MAX_FRAME_LEN", "ToeEngine"]
 MAX_FRAME_LEN = 9216  # hw.ref.tcp.MAX_FRAME_LEN
 DROP_REASONS = ("truncated", "oversize", "not_ipv4", "bad_arp", "not_for_us", "bad_ip_header",
                 "ip_options", "bad_ip_checksum", "fragment", "not_tcp", "bad_icmp_checksum",
-                "icmp_not_echo", "tcp_pending")
+                "icmp_not_echo", "bad_tcp_header", "bad_tcp_checksum", "bad_flags",
+                "no_session")
 _R = {name: i for i, name in enumerate(DROP_REASONS)}
-_HEADER_BYTES = 48  # bytes kept in registers: Ethernet + ARP (42) or Ethernet + IPv4 + ICMP
+_HEADER_BYTES = 48  # bytes kept in registers: Ethernet + ARP (42) or IPv4 + ICMP/TCP header
+_REPLY_BYTES = 56  # built replies: ARP (42), echo header (38), TCP RST (54)
 
 
 def _ip_int(ip):
@@ -152,6 +159,8 @@ class ToeEngine(wiring.Component):
         verdict_drop = Signal()
         verdict_arp = Signal()
         verdict_echo = Signal()
+        verdict_rst = Signal()
+        rst_sent = Signal(32)
 
         out_beat = Signal(range(depth + 1))
         out_last_beat = Signal(range(depth + 1))
@@ -160,7 +169,7 @@ class ToeEngine(wiring.Component):
         # ---------------------------------------------------------------- header for replies
         our_mac = Const(self.mac, 48)
         our_ip = Const(self.ip, 32)
-        reply = Array(Signal(8, name=f"reply{i}") for i in range(_HEADER_BYTES))
+        reply = Array(Signal(8, name=f"reply{i}") for i in range(_REPLY_BYTES))
 
         def mac_bytes(value):
             return [value[8 * (5 - k):8 * (6 - k)] for k in range(6)]
@@ -190,6 +199,42 @@ class ToeEngine(wiring.Component):
                          hc[8:], hc[:8]] + ip_bytes(our_ip) + [hdr[26 + k] for k in range(4)]
                       + [Const(0, 8), hdr[35], icmp_new[8:], icmp_new[:8]])
         assert len(echo_reply) == 38
+
+        # TCP: checks and the RST of RFC 9293 §3.10.7.1 for a segment nobody takes
+        tcp_len = Signal(16)
+        m.d.comb += tcp_len.eq(total - 20)
+        tcp_offset = Cat(Const(0, 2), hdr[46][4:])
+        tcp_flags = hdr[47][:6]
+        tcp_ok = _fold(icmp_sum + src_ip[16:] + src_ip[:16] + (self.ip >> 16)
+                       + (self.ip & 0xFFFF) + 6 + tcp_len) == 0xFFFF
+        seg_seq, seg_ack = be(38, 4), be(42, 4)
+        seg_len = Signal(32)
+        m.d.comb += seg_len.eq(tcp_len - tcp_offset + tcp_flags[0] + tcp_flags[1])
+        rst_seq, rst_ack, rst_flags = Signal(32), Signal(32), Signal(8)
+        with m.If(tcp_flags[4]):
+            m.d.comb += [rst_seq.eq(seg_ack), rst_ack.eq(0), rst_flags.eq(0x04)]
+        with m.Else():
+            m.d.comb += [rst_seq.eq(0), rst_ack.eq(seg_seq + seg_len), rst_flags.eq(0x14)]
+        hc_rst = Signal(16)
+        m.d.comb += hc_rst.eq(~_fold(Const(0x4500 + 40 + 0x4000 + ((self.ttl << 8) | 6)
+                                           + (self.ip >> 16) + (self.ip & 0xFFFF), 32)
+                                     + ip_id + src_ip[16:] + src_ip[:16]))
+        tcp_check = Signal(16)
+        m.d.comb += tcp_check.eq(~_fold(Const((self.ip >> 16) + (self.ip & 0xFFFF) + 6 + 20
+                                              + 0x5000, 32)
+                                        + src_ip[16:] + src_ip[:16] + be(36, 2) + be(34, 2)
+                                        + rst_seq[16:] + rst_seq[:16] + rst_ack[16:]
+                                        + rst_ack[:16] + rst_flags))
+        rst_reply = (src_mac + mac_bytes(our_mac) + [Const(0x08, 8), Const(0x00, 8)]
+                     + [Const(0x45, 8), Const(0, 8), Const(0, 8), Const(40, 8), ip_id[8:],
+                        ip_id[:8], Const(0x40, 8), Const(0, 8), Const(self.ttl, 8), Const(6, 8),
+                        hc_rst[8:], hc_rst[:8]] + ip_bytes(our_ip)
+                     + [hdr[26 + k] for k in range(4)]
+                     + [hdr[36], hdr[37], hdr[34], hdr[35]] + ip_bytes(rst_seq)
+                     + ip_bytes(rst_ack) + [Const(0x50, 8), rst_flags, Const(0, 8), Const(0, 8),
+                                            tcp_check[8:], tcp_check[:8], Const(0, 8),
+                                            Const(0, 8)])
+        assert len(rst_reply) == 54
         is_arp_out = Signal()
 
         with m.FSM():
@@ -266,7 +311,24 @@ class ToeEngine(wiring.Component):
                         with m.Else():
                             m.d.comb += verdict_echo.eq(1)
                     with m.Elif(hdr[23] == 6):
-                        m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["tcp_pending"])]
+                        with m.If(tcp_len < 20):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["truncated"])]
+                        with m.Elif((tcp_offset < 20) | (tcp_offset > tcp_len)):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["bad_tcp_header"])]
+                        with m.Elif(~tcp_ok):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["bad_tcp_checksum"])]
+                        with m.Elif((tcp_flags[1] & (tcp_flags[0] | tcp_flags[2]))
+                                    | ~(tcp_flags[1] | tcp_flags[2] | tcp_flags[4])):
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["bad_flags"])]
+                        with m.Else():
+                            # no session and no listener: RFC 9293 §3.10.7.1 (CLOSED)
+                            m.d.comb += [verdict_drop.eq(1),
+                                         verdict_reason.eq(_R["no_session"]),
+                                         verdict_rst.eq(~tcp_flags[2])]
                     with m.Else():
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_tcp"])]
                 with m.Else():
@@ -277,7 +339,11 @@ class ToeEngine(wiring.Component):
                              icmp_sum.eq(0), out_beat.eq(0)]
                 with m.If(verdict_drop):
                     m.d.sync += drops[verdict_reason].eq(drops[verdict_reason] + 1)
-                    m.next = "Receive"
+                    with m.If(verdict_rst):
+                        m.d.sync += ip_id.eq(ip_id + 1)
+                        m.next = "Build Reset"
+                    with m.Else():
+                        m.next = "Receive"
                 with m.Elif(verdict_arp):
                     for k in range(42):
                         m.d.sync += reply[k].eq(arp_reply[k])
@@ -300,18 +366,24 @@ class ToeEngine(wiring.Component):
                              out_last_keep.eq(Const(0xFF, 8) >> (~last[:3])),
                              echo_replies.eq(echo_replies + 1)]
                 m.next = "Send"
+            with m.State("Build Reset"):
+                m.d.comb += rd.addr.eq(0)
+                for k in range(54):
+                    m.d.sync += reply[k].eq(rst_reply[k])
+                m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(6), out_last_keep.eq(0x3F),
+                             rst_sent.eq(rst_sent + 1)]
+                m.next = "Send"
             with m.State("Send"):
                 word = Signal(64)
                 m.d.comb += word.eq(rd.data)
                 for k in range(8):
-                    for b in range(_HEADER_BYTES // 8):
+                    for b in range(_REPLY_BYTES // 8):
                         idx = 8 * b + k
                         # an ARP reply is all header (bytes past 42 are not kept); an echo
                         # reply takes its first 38 bytes from the header, the rest from the
                         # frame buffer
                         with m.If((out_beat == b) & (is_arp_out | (idx < 38))):
-                            m.d.comb += word[8 * k:8 * k + 8].eq(
-                                reply[idx] if idx < 42 else Const(0, 8))
+                            m.d.comb += word[8 * k:8 * k + 8].eq(reply[idx])
                 is_last = out_beat == out_last_beat
                 m.d.comb += [
                     self.o.valid.eq(1),
@@ -326,7 +398,7 @@ class ToeEngine(wiring.Component):
                         m.next = "Receive"
 
         # ------------------------------------------------------------------------ registers
-        counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies}
+        counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies, 0x0C: rst_sent}
         for k in range(len(DROP_REASONS)):
             counters[0x10 + 4 * k] = drops[k]
         with m.Switch(self.bus.addr):
