@@ -19,23 +19,26 @@ and ``max_bytes`` gives the same frames. Linux's 64 KiB (``max_bytes=65535``) ne
 ``buffer_bytes=131072``: 8 flows take 1 MiB, which a simulation holds but an ECP5-85k does not
 (208 blocks of 18 kbit); the default, 16 KiB regions with ``max_bytes=16370``, fits (1 Mbit).
 Received frames wait in a staging ring of two ``max_frame`` frames until their checksums are
-known; a frame longer than ``max_frame`` is dropped and counted.
+known; a frame longer than ``max_frame`` is dropped and counted (its ``user`` bit still ends a
+poll).
 
 Order of delivery: a frame that ends a held flow (a mismatch, an ineligible frame of the same
-addresses and ports, an eviction) delivers that flow first. A held flow also leaves when its
-first segment has waited ``TIMEOUT`` cycles (register; 0 disables), and all held flows leave,
-oldest first, after a frame whose ``user`` bit 0 is set (end of a poll: the reference's
-``flush()``).
+addresses and ports, an eviction) delivers that flow first. A held flow also leaves once its
+first segment has waited ``TIMEOUT`` cycles (register; 0 disables), tested between frames (a
+timed-out flow leaves before the next frame is looked at, a few cycles late at most); and all
+held flows leave, oldest first, after a frame whose ``user`` bit 0 is set (end of a poll:
+the reference's ``flush()``).
 
 The merged frame's metadata (Linux ``gso_segs`` and ``gso_size``) travels in the ``user`` field
 of its beats: ``segs`` in bits 0-15, ``gso_size`` in bits 16-31 (0 for a single frame), and in
 bits 32-47 the low 16 bits of the index of the input frame whose processing delivered it
 (counting every input frame, dropped ones too).
 
-Throughput: a frame is written into the staging ring at one beat per cycle; the merge engine
-then spends about eight cycles on its headers and one cycle per beat it copies (the payload of a
-merged segment, the whole of other frames), so segments of a few hundred bytes and more go
-through at the input's line rate and minimum-size segments at about half of it (64 bit).
+Throughput: a frame is written into the staging ring at one beat per cycle; a pipelined parser
+(seven stages) reads its headers while the merge engine works on the frame before, and the
+merge engine then spends about four cycles on a frame plus one per beat it copies (the payload
+of a merged segment, the whole of other frames) and a dozen cycles plus one per beat to deliver
+a merged frame. ``benchmarks/bench_lro.py`` measures the rates.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
