@@ -98,7 +98,7 @@ _TPIDS = (0x8100, 0x88A8)
 _IPV6_EXT_HEADERS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
 _PIPE_DRAIN = 2  # cycles after the last payload beat before the frame is released
-_SRC_DEPTH = 4  # payload beats read ahead of the gearbox
+_SRC_DEPTH = 8  # payload beats read ahead of the gearbox (covers the read loop)
 _OUT_DEPTH = 8  # beats between the reader and ``o``; covers its credit loop at full rate
 _SLOTS = 13  # header bytes rewritten per segment
 
@@ -338,16 +338,21 @@ class Tso(wiring.Component):
         rd_valid = Signal()
         rd_at = Signal(range(hb + 1))
         n_hdr = Signal(range(hb + 1))
-        m.d.sync += [rd_valid.eq(0)]
-        with m.If(rd_valid):
-            with m.Switch(rd_at):
+        # The block RAM's data goes straight into flip-flops (its clock-to-output time leaves no
+        # room for logic), and on a cycle later.
+        ring_q = Signal(width)
+        rd_valid_q = Signal()
+        rd_at_q = Signal(range(hb + 1))
+        m.d.sync += [ring_q.eq(ring_r.data), rd_valid_q.eq(rd_valid), rd_at_q.eq(rd_at)]
+        with m.If(rd_valid_q):
+            with m.Switch(rd_at_q):
                 for b in range(hb):
                     with m.Case(b):
-                        m.d.sync += hdr[b * width:(b + 1) * width].eq(ring_r.data)
+                        m.d.sync += hdr[b * width:(b + 1) * width].eq(ring_q)
         m.d.comb += [
-            tmpl_w.addr.eq(Cat(rd_at[:tb_bits], bank)),
-            tmpl_w.data.eq(ring_r.data),
-            tmpl_w.en.eq(rd_valid),
+            tmpl_w.addr.eq(Cat(rd_at_q[:tb_bits], bank)),
+            tmpl_w.data.eq(ring_q),
+            tmpl_w.en.eq(rd_valid_q),
         ]
 
         def byte(offset):
@@ -424,18 +429,34 @@ class Tso(wiring.Component):
                     (flen >= l4 + 20) & (doff_byte[4:] >= 5) & (flen >= l4 + l4_hdr))
         ext = Cat(*(proto == n for n in _IPV6_EXT_HEADERS)).any()
         wanted = Mux(udp, 17, 6)
+        checks = {  # each test in a flip-flop of its own, then the order of the reference
+            "bad_mss": (mss == 0) | (mss > self.max_mss),
+            "hole": hole,
+            "not_ip": ~(is_v4 | is_v6),
+            "ip_bad": ~ip_ok,
+            "fragment": is_v4 & frag,
+            "protocol": proto != wanted,
+            "ext": is_v6 & ext,
+            "l4_bad": ~l4_ok,
+            "oversize": (payload > self.max_payload) | (flen == self.flen_max),
+            "short": payload < mss,
+        }
+        c = {}
+        for name, test in checks.items():
+            c[name] = Signal(name=f"check_{name}")
+            m.d.sync += c[name].eq(test)
         reason = Signal(4)
         m.d.sync += reason.eq(
-            Mux((mss == 0) | (mss > self.max_mss), _CODE["bad_mss"],
-            Mux(hole, _CODE["malformed"],
-            Mux(~(is_v4 | is_v6), _CODE["not_ip"],
-            Mux(~ip_ok, _CODE["malformed"],
-            Mux(is_v4 & frag, _CODE["fragment"],
-            Mux(proto != wanted, Mux(is_v6 & ext, _CODE["ipv6_ext_headers"],
-                                     _CODE["wrong_protocol"]),
-            Mux(~l4_ok, _CODE["malformed"],
-            Mux((payload > self.max_payload) | (flen == self.flen_max), _CODE["oversize"],
-            Mux(payload < mss, _CODE["short"], 0))))))))))
+            Mux(c["bad_mss"], _CODE["bad_mss"],
+            Mux(c["hole"], _CODE["malformed"],
+            Mux(c["not_ip"], _CODE["not_ip"],
+            Mux(c["ip_bad"], _CODE["malformed"],
+            Mux(c["fragment"], _CODE["fragment"],
+            Mux(c["protocol"], Mux(c["ext"], _CODE["ipv6_ext_headers"],
+                                   _CODE["wrong_protocol"]),
+            Mux(c["l4_bad"], _CODE["malformed"],
+            Mux(c["oversize"], _CODE["oversize"],
+            Mux(c["short"], _CODE["short"], 0))))))))))
 
         # ---- Header sums, one header beat a cycle.
         sum_beat = Signal(range(hb + 1))
@@ -484,7 +505,9 @@ class Tso(wiring.Component):
         m.d.sync += src_count.eq(src_count + src_issue - src_pop)
         src_land = Signal()
         m.d.sync += src_land.eq(src_issue)
-        m.d.comb += [source.w_data.eq(ring_r.data), source.w_en.eq(src_land),
+        src_land_q = Signal()
+        m.d.sync += src_land_q.eq(src_land)
+        m.d.comb += [source.w_data.eq(ring_q), source.w_en.eq(src_land_q),
                      source.r_en.eq(src_pop)]
 
         rd_issue = Signal()
@@ -620,7 +643,7 @@ class Tso(wiring.Component):
                     m.next = "Parse"
             with m.State("Parse"):
                 m.d.sync += step.eq(step + 1)
-                with m.If(step == 10):  # the parse registers above have settled
+                with m.If(step == 14):  # the parse registers above have settled
                     m.d.sync += [sum_beat.eq(0), step.eq(0)]
                     for k in acc:
                         m.d.sync += acc[k].eq(0)
