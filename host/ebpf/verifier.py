@@ -1073,11 +1073,9 @@ class _Verifier:
         fr = state.cur
         size = isa.SIZE_BYTES[ins.op & 0x18]
         ptr = self.read_reg(fr, ins.dst)
-        val = self.read_reg(fr, ins.src)
+        self.read_reg(fr, ins.src)
         if ins.imm == isa.CMPXCHG:
             self.read_reg(fr, 0)
-        if val.t != T.SCALAR and ins.imm != isa.XCHG:
-            self.fail(f"R{ins.src} leaks addr into mem")
         if ptr.t in (T.CTX, T.PACKET, T.PACKET_META):
             self.fail(f"BPF_ATOMIC stores into R{ins.dst} {_name(ptr.t)} is not allowed")
         self.check_mem_access(state, ins.dst, ptr, ins.off, size, write=False)
