@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 
 from .checksum import ones_sum
 from .packet import be16, be32
+from .rss import DEFAULT_KEY, toeplitz
 
 __all__ = [
     "CLOCK_HZ",
@@ -77,6 +78,7 @@ __all__ = [
     "Notice",
     "Notification",
     "Segment",
+    "SessionTable",
     "State",
     "TcpConfig",
     "TcpEngine",
@@ -486,6 +488,90 @@ def _parse_tcp(frame: bytes, start: int, end: int) -> Segment | str:
         window=be16(frame, start + 14), mss=mss, wscale=wscale, payload=frame[start + offset:end])
 
 
+SESSION_HASH_KEY = DEFAULT_KEY[:12]  # Toeplitz key of the session lookup (8 input bytes + 4)
+
+
+class SessionTable:
+    """Hash-based session lookup: which session a connection's addresses belong to.
+
+    A connection's key is 8 bytes: peer IPv4 address, peer port, local port (network order).
+    Its Toeplitz hash (key :data:`SESSION_HASH_KEY`) picks a home bucket among ``buckets``
+    (``bucket_factor`` times the session count rounded up to a power of two); the connection is
+    stored in the first empty bucket of the ``probes`` that follow the home bucket (linear
+    probing, bounded). A bucket holds a session number; the key is stored per session. A new
+    connection takes the lowest free session number. Insertion fails when every session is in
+    use or when all ``probes`` buckets are taken (with 4 probes and 4 buckets a session, rare).
+    The RTL session table (``rtl/toe/session_table.py``) does exactly this.
+
+    Parameters
+    ----------
+    sessions : int
+        Number of sessions, 1 to 1024.
+    probes : int
+        Buckets tried per key (a power of two, at most ``buckets``).
+    bucket_factor : int
+        Buckets per session (power of two).
+    """
+
+    def __init__(self, sessions: int, probes: int = 4, bucket_factor: int = 4):
+        if not 1 <= sessions <= 1024:
+            raise TcpError(f"Sessions must be 1 to 1024, not {sessions!r}")
+        self.sessions = sessions
+        self.probes = probes
+        self.n_buckets = bucket_factor * (1 << max(0, (sessions - 1).bit_length()))
+        self.n_buckets = max(self.n_buckets, probes)
+        self.buckets: list[int | None] = [None] * self.n_buckets
+        self.keys: list[bytes | None] = [None] * sessions
+
+    @staticmethod
+    def key(peer_ip: bytes, peer_port: int, local_port: int) -> bytes:
+        """Return the 8-byte lookup key of a connection."""
+        return bytes(peer_ip) + peer_port.to_bytes(2, "big") + local_port.to_bytes(2, "big")
+
+    def home(self, key: bytes) -> int:
+        """Return the home bucket of ``key``."""
+        return toeplitz(SESSION_HASH_KEY, key) & (self.n_buckets - 1)
+
+    def _probe(self, key: bytes):
+        home = self.home(key)
+        return [(home + i) % self.n_buckets for i in range(self.probes)]
+
+    def lookup(self, key: bytes) -> int | None:
+        """Return the session of ``key``, or ``None``."""
+        for b in self._probe(key):
+            sid = self.buckets[b]
+            if sid is not None and self.keys[sid] == key:
+                return sid
+        return None
+
+    def insert(self, key: bytes) -> int | None:
+        """Store ``key`` in a new session; return its number, or ``None`` when full."""
+        found = self.lookup(key)
+        if found is not None:
+            return found
+        try:
+            sid = self.keys.index(None)
+        except ValueError:
+            return None
+        for b in self._probe(key):
+            if self.buckets[b] is None:
+                self.buckets[b] = sid
+                self.keys[sid] = key
+                return sid
+        return None
+
+    def delete(self, sid: int) -> bool:
+        """Free session ``sid``; return whether it was in use."""
+        key = self.keys[sid]
+        if key is None:
+            return False
+        for b in self._probe(key):
+            if self.buckets[b] == sid:
+                self.buckets[b] = None
+        self.keys[sid] = None
+        return True
+
+
 @dataclass(eq=False)
 class _Session:
     """Transmission control block (RFC 9293 §3.3.1) plus buffers and timers."""
@@ -586,7 +672,8 @@ class TcpEngine:
         self._tx: deque[bytes] = deque()
         self._notes: deque[Notification] = deque()
         self._sessions: list[_Session | None] = [None] * self.config.max_sessions
-        self._lookup: dict[tuple[bytes, int, int], int] = {}
+        self._lookup: dict[tuple[bytes, int, int], int] = {}  # mirrors self._table, for speed
+        self._table = SessionTable(self.config.max_sessions)
         self._listening: set[int] = set()
         self._arp: dict[bytes, bytes] = {}
         self._ip_id = 0
@@ -620,7 +707,8 @@ class TcpEngine:
             raise TcpError(f"Local port {local_port} already has a connection to that peer")
         s = self._new_session(peer, port, local_port, State.SYN_SENT, passive=False)
         if s is None:
-            raise TcpError(f"All {self.config.max_sessions} sessions are in use")
+            raise TcpError(f"No session free for this connection ({len(self.sessions())} of "
+                           f"{self.config.max_sessions} sessions in use)")
         s.peer_mac = self._arp.get(peer)
         s.iss = self._isn(peer, port, local_port)
         s.snd_una = s.iss
@@ -1463,9 +1551,8 @@ class TcpEngine:
 
     def _new_session(self, ip: bytes, port: int, local_port: int, state: State,
                      passive: bool) -> _Session | None:
-        try:
-            sid = self._sessions.index(None)
-        except ValueError:
+        sid = self._table.insert(SessionTable.key(ip, port, local_port))
+        if sid is None:
             return None
         s = _Session(sid=sid, peer_ip=ip, peer_port=port, local_port=local_port, state=state,
                      passive=passive, created=self.now)
@@ -1477,6 +1564,7 @@ class TcpEngine:
         if self._sessions[s.sid] is s:
             self._sessions[s.sid] = None
             self._lookup.pop((s.peer_ip, s.peer_port, s.local_port), None)
+            self._table.delete(s.sid)
         s.state = State.CLOSED
 
     def _notify(self, kind: Notice, s: _Session, info: str = "") -> None:

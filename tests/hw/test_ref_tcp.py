@@ -651,7 +651,7 @@ def test_session_table_full_is_counted():
         Peer(e, port=1000 + i).connect()
     Peer(e, port=2000).send(SYN)
     assert e.drops["session_table_full"] == 1
-    with pytest.raises(TcpError, match="sessions are in use"):
+    with pytest.raises(TcpError, match="2 of 2 sessions in use"):
         e.open(P_IP, 1)
 
 
