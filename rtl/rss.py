@@ -594,10 +594,11 @@ class RssUnit(wiring.Component):
             ihl, version = first[0:4], first[4:8]
             checks[f"tpid{c}"] = (ethertype == _TPIDS[0]) | (ethertype == _TPIDS[1])
             # IPv4 with its header visible: 4 * IHL <= vis - l3, or IHL + 3 + c <= max_ptr.
-            checks[f"v4_{c}"] = ((ethertype == _ETHERTYPE_IPV4) & (version == 4)
-                                 & _select(ihl, {v: _at_least(s1["max_ptr"], v + 3 + c)
+            # (Type and visibility registered apart: each is a shallow tree.)
+            checks[f"v4type{c}"] = (ethertype == _ETHERTYPE_IPV4) & (version == 4)
+            checks[f"v4seen{c}"] = _select(ihl, {v: _at_least(s1["max_ptr"], v + 3 + c)
                                                  if v >= 5 else Const(0, 1)
-                                                 for v in range(16)}))
+                                                 for v in range(16)})
             # IPv6 with its header visible: vis >= l3 + 40, or max_ptr >= 13 + c.
             checks[f"v6_{c}"] = ((ethertype == _ETHERTYPE_IPV6) & (version == 6)
                                  & _at_least(s1["max_ptr"], 13 + c))
@@ -610,7 +611,7 @@ class RssUnit(wiring.Component):
         # offset, classify the IPv4 protocol and the IPv6 next header.
         at = [~s2["tpid0"], s2["tpid0"] & ~s2["tpid1"], s2["tpid0"] & s2["tpid1"]]
         l3_index = Mux(s2["tpid0"], Mux(s2["tpid1"], 2, 1), 0)
-        v4_type = Cat(at[c] & s2[f"v4_{c}"] for c in range(3)).any()
+        v4_type = Cat(at[c] & s2[f"v4type{c}"] & s2[f"v4seen{c}"] for c in range(3)).any()
         v6 = ~s2["bad"] & Cat(at[c] & s2[f"v6_{c}"] for c in range(3)).any()
         v4 = ~s2["bad"] & v4_type
         ihl = _select(l3_index, {c: s2[f"ihl{c}"] for c in range(3)})
