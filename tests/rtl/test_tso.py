@@ -259,3 +259,19 @@ def test_engine_config_errors():
         load_config("tso", None, {"mss": 70000})
     with pytest.raises(ConfigError, match="does not apply"):
         load_config("tso", None, {"program": "x.toml"})
+
+
+def test_tso_segment_limits():
+    """``tso_segment`` is Linux's ``segment`` inside the engine's limits, a drop outside."""
+    from nicsim.hw.ref.tso import segment
+
+    rng = random.Random(600)
+    frame, _ = super_frame(rng, 3000, version=4, kind="tcp", vlans=0, tcp_options=False)
+    assert tso_segment(frame, 1000) == segment(frame, 1000)
+    assert len(tso_segment(frame, 3000).frames) == 1  # payload of exactly one MSS
+    assert tso_segment(frame, 3001).drop_reason == "short"
+    assert segment(frame, 3001).drop_reason is None  # Linux sends it as it is
+    assert tso_segment(frame, 0).drop_reason == "bad_mss"
+    assert tso_segment(frame, MAX_MSS + 1).drop_reason == "bad_mss"
+    assert tso_segment(frame, 100, max_payload=2999).drop_reason == "oversize"
+    assert tso_segment(frame[:40], 100).drop_reason == "malformed"  # header drops first
