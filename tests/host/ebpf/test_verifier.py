@@ -525,6 +525,8 @@ CASES = [
       "unbounded", maps=[ARRAY]),
     C("atomic-add-stack", [st(DW, R10, -8, 0), mov(R2, 1), atomic(DW, R10, R2, -8, isa.ADD),
                            *RET_PASS], True),
+    C("atomic-stores-pointer", [st(DW, R10, -8, 0), atomic(DW, R10, R1, -8, isa.XCHG),
+                                *RET_PASS], True),
     C("atomic-on-packet", [*PKT, *pkt_check(8, 4), mov(R5, 1), atomic(DW, R2, R5, 0, isa.ADD),
                            *RET_PASS, *RET_PASS], False, "BPF_ATOMIC stores into R2 pkt"),
     # ---- bpf-to-bpf calls

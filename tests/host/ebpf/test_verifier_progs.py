@@ -398,7 +398,8 @@ def test_examples_against_kernel(path):
 
 # ---------------------------------------------------------------------------------------------
 # mutants: accepted programs (C and hand-assembled) with one instruction changed (a bounds
-# check removed or its condition flipped, an offset, a constant or a register changed),
+# check removed or its condition flipped, an offset, a constant, a register, an access size
+# or an ALU operation changed),
 # judged by nicsim and by the kernel
 
 _FLIP = {isa.JGT: isa.JGE, isa.JGE: isa.JGT, isa.JLT: isa.JLE, isa.JLE: isa.JLT,
@@ -423,6 +424,15 @@ def mutate(insns, rng):
                 (ins.dst, rng.randrange(11))
             insns[i] = Insn(ins.op, dst, src, ins.off, ins.imm)
             return insns, f"insn {i}: registers r{dst}, r{src}"
+        if rng.random() < 0.2 and cls in (isa.LDX, isa.STX, isa.ST) \
+                and ins.op & 0xE0 == isa.MEM:
+            size = rng.choice([isa.B, isa.H, isa.W, isa.DW])
+            insns[i] = Insn(ins.op & ~0x18 | size, ins.dst, ins.src, ins.off, ins.imm)
+            return insns, f"insn {i}: {isa.SIZE_BYTES[size]}-byte access"
+        if rng.random() < 0.1 and cls == isa.ALU64:
+            op = rng.choice(sorted(isa.ALU_OPS))
+            insns[i] = Insn(isa.ALU64 | op | ins.op & isa.X, ins.dst, ins.src, ins.off, ins.imm)
+            return insns, f"insn {i}: {isa.ALU_OPS[op]}"
         if cls in (isa.LDX, isa.STX, isa.ST) and ins.op & 0xE0 == isa.MEM:
             delta = rng.choice([-2, -1, 1, 2, 4, 8])
             insns[i] = Insn(ins.op, ins.dst, ins.src, ins.off + delta, ins.imm)
