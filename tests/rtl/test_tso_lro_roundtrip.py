@@ -4,7 +4,8 @@ No golden reference is trusted here. Random byte streams of several flows are wr
 super-frames by scapy (which computes lengths and checksums), cut into MSS-sized segments by the
 TSO engine (its gateware through ``nicsim.hw.engines`` once the ``tso`` engine is registered,
 else the segmentation reference :func:`nicsim.hw.ref.tso.segment`), interleaved across flows and
-merged by the LRO gateware. Every super-frame ends with PSH, as a send does, so each must come
+merged by the LRO gateware (a send of at most one MSS skips segmentation, as the TSO engine
+refuses it). Every super-frame ends with PSH, as a send does, so each must come
 back whole: byte for byte the super-frame (headers, IP ID, flags, lengths and checksums), with
 ``segs`` = the number of segments and ``gso_size`` = the MSS, and the payloads of each flow
 in order are its original byte stream.
@@ -83,7 +84,9 @@ def round_trip(seed, config, flows, sends, max_payload, mss, width=64):
     sent = super_frames(rng, flows, sends, max_payload)
     groups = segment_all([frame for _, frame, _ in sent], mss)
     per_flow = [[] for _ in range(flows)]
-    for (flow, frame, _), segments in zip(sent, groups, strict=True):
+    for (flow, frame, payload), segments in zip(sent, groups, strict=True):
+        if len(payload) <= mss:  # a send of one segment needs no segmentation: sent as it is
+            segments = segments or [frame]
         assert segments, "the segmenter dropped a valid super-frame"
         per_flow[flow].append((frame, segments))
     # One flow's sends go out one after the other; flows interleave segment by segment.
