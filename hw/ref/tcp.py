@@ -51,6 +51,8 @@ What the engine does, and the choices where the RFCs leave room:
   a new SYN beyond the bound evicts the oldest one, so a SYN flood cannot take the sessions of
   established connections.
 * TIME-WAIT lasts ``time_wait`` cycles and is restarted by a retransmitted FIN.
+* Sessions are found and allocated by :class:`SessionTable` (Toeplitz hash, bounded probing,
+  lowest free session number), the lookup the RTL implements.
 
 Application interface: :meth:`~TcpEngine.listen`, :meth:`~TcpEngine.open`,
 :meth:`~TcpEngine.send`, :meth:`~TcpEngine.recv`, :meth:`~TcpEngine.close`,
