@@ -88,6 +88,7 @@ __all__ = [
     "build_tcp_frame",
     "cycles",
     "ip_to_bytes",
+    "parse_options",
     "parse_tcp_frame",
     "seq_ge",
     "seq_gt",
@@ -452,6 +453,35 @@ def parse_tcp_frame(frame: bytes) -> Segment | str:
     return _parse_tcp(frame, _ETH_HEADER + header_len, end)
 
 
+def parse_options(options: bytes) -> tuple[int | None, int | None]:
+    """Walk TCP options (RFC 9293 §3.2); return the MSS and window-scale values found.
+
+    End of list (kind 0) stops the walk, NOP (kind 1) is one byte, every other option has a
+    length byte of at least 2 that must fit. A malformed option ends the walk and keeps what
+    was found before (Linux tcp_parse_options()). A later copy of an option overrides an
+    earlier one; the window scale is capped at 14 (RFC 7323 §2.3).
+    """
+    mss = wscale = None
+    i = 0
+    stop = len(options)
+    while i < stop:
+        kind = options[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= stop or options[i + 1] < 2 or i + options[i + 1] > stop:
+            break
+        size = options[i + 1]
+        if kind == 2 and size == 4:
+            mss = be16(options, i + 2)
+        elif kind == 3 and size == 3:
+            wscale = min(options[i + 2], _MAX_WSCALE)
+        i += size
+    return mss, wscale
+
+
 def _parse_tcp(frame: bytes, start: int, end: int) -> Segment | str:
     l3 = _ETH_HEADER
     length = end - start
@@ -465,24 +495,7 @@ def _parse_tcp(frame: bytes, start: int, end: int) -> Segment | str:
     pseudo = src_ip + dst_ip + bytes([0, IPPROTO_TCP]) + length.to_bytes(2, "big")
     if ones_sum(frame[start:end], ones_sum(pseudo)) != 0xFFFF:
         return "bad_tcp_checksum"
-    mss = wscale = None
-    i = start + _TCP_HEADER
-    stop = start + offset
-    while i < stop:
-        kind = frame[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= stop or frame[i + 1] < 2 or i + frame[i + 1] > stop:
-            break
-        size = frame[i + 1]
-        if kind == 2 and size == 4:
-            mss = be16(frame, i + 2)
-        elif kind == 3 and size == 3:
-            wscale = min(frame[i + 2], _MAX_WSCALE)
-        i += size
+    mss, wscale = parse_options(frame[start + _TCP_HEADER:start + offset])
     return Segment(
         src_mac=frame[6:12], dst_mac=frame[0:6], src_ip=src_ip, dst_ip=dst_ip,
         src_port=be16(frame, start), dst_port=be16(frame, start + 2),
