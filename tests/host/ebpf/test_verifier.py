@@ -158,8 +158,8 @@ def _bpf(cmd, attr: bytearray):
     return ret, ctypes.get_errno()
 
 
-def _kernel_load(insns, maps):
-    """Load into the kernel; return (accepted, last log line)."""
+def _kernel_load(insns, maps, log=True):
+    """Load into the kernel; return (accepted, last log line: only with ``log``)."""
     fds = []
     try:
         for m in maps:
@@ -181,21 +181,21 @@ def _kernel_load(insns, maps):
         blob = isa.encode(code)
         cbuf = ctypes.create_string_buffer(blob, len(blob))
         lic = ctypes.create_string_buffer(b"GPL")
-        for level, size in ((0, 0), (1, 1 << 24)):
-            log = ctypes.create_string_buffer(size or 1)
+        for level, size in ((0, 0), (1, 1 << 24))[:2 if log else 1]:
+            logbuf = ctypes.create_string_buffer(size or 1)
             attr = bytearray(144)
             struct.pack_into("<IIQQIIQ", attr, 0, BPF_PROG_TYPE_XDP, len(blob) // 8,
                              ctypes.addressof(cbuf), ctypes.addressof(lic), level, size,
-                             ctypes.addressof(log) if size else 0)
+                             ctypes.addressof(logbuf) if size else 0)
             fd, err = _bpf(BPF_PROG_LOAD, attr)
             if fd >= 0:
                 os.close(fd)
                 return True, ""
             if level:
-                lines = [ln for ln in log.value.decode(errors="replace").splitlines()
+                lines = [ln for ln in logbuf.value.decode(errors="replace").splitlines()
                          if ln.strip() and not ln.startswith(("processed", "verification"))]
                 return False, lines[-1] if lines else os.strerror(err)
-        return False, "?"
+        return False, "" if log else os.strerror(err)
     finally:
         for fd in fds:
             os.close(fd)
