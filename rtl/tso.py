@@ -98,6 +98,7 @@ _TPIDS = (0x8100, 0x88A8)
 _IPV6_EXT_HEADERS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
 _PIPE_DRAIN = 2  # cycles after the last payload beat before the frame is released
+_CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
 _SRC_DEPTH = 8  # payload beats read ahead of the gearbox (covers the read loop)
 _OUT_DEPTH = 8  # beats between the reader and ``o``; covers its credit loop at full rate
 _SLOTS = 13  # header bytes rewritten per segment
@@ -541,7 +542,10 @@ class Tso(wiring.Component):
             (1, Mux(udp, l4 + 6, l4 + 16)), (1, Mux(udp, l4 + 7, l4 + 17)),
         ]
 
-        # Gearbox registers.
+        # Gearbox, in two parts: a planner that works out, beat by beat, which bytes go where
+        # (it needs no data, only lengths), and a mover that shifts the payload beats
+        # accordingly. The command queue between them keeps the byte arithmetic off the data
+        # path's handshakes.
         lo = Signal(width)
         hi = Signal(width)
         lo_v = Signal()
@@ -558,12 +562,21 @@ class Tso(wiring.Component):
         self.desc_credit = Signal()
         self.seg_room = Signal()
 
+        cmd_layout = data.StructLayout({
+            "rot": shift, "sel_hi": lanes, "mask": lanes, "need_hi": 1, "advance": 1,
+            "seg_end": 1, "last": 1, "first": 1, "len": 16, "seq": 32, "id": 16, "k": 24,
+        })
+        m.submodules.commands = cmds = CreditedFIFO(cmd_layout.size, _CMD_DEPTH)
+        cmd_credits = Signal(range(_CMD_DEPTH + 1), init=_CMD_DEPTH)
+        cmd_credit = Signal(init=1)
+        plan = Signal()
+        m.d.comb += plan.eq(gb_active & cmd_credit)
+
         start = Signal(shift)
         avail = Signal(shift + 1)
         seg_end = Signal()
         nb = Signal(shift + 1)
         lane_sum = Signal(shift + 2)
-        rot = Signal(shift)
         thr = Signal(shift + 2)
         m.d.comb += [
             start.eq(Mux(first, hm, 0)),
@@ -571,32 +584,24 @@ class Tso(wiring.Component):
             seg_end.eq(rem <= avail),
             nb.eq(Mux(seg_end, rem, avail)),
             lane_sum.eq(f_lane + nb),
-            rot.eq(f_lane - start),
             thr.eq(lanes + start - f_lane),
         ]
-        need_hi = lane_sum > lanes
-        advance = lane_sum >= lanes
         last_seg = seg_end & (pay_after == 0)
-        emit = Signal()
-        m.d.comb += emit.eq(gb_active & lo_v & (hi_v | ~need_hi) & self.seg_room
-                            & (~seg_end | self.desc_credit))
-        rot_lo = _rotate(m, lo, rot, lanes, "lo")
-        rot_hi = _rotate(m, hi, rot, lanes, "hi")
-        out_data = Cat(*(Mux(j >= thr, rot_hi[8 * j:8 * j + 8], rot_lo[8 * j:8 * j + 8])
-                         for j in range(lanes)))
-        out_mask = Cat(*((j >= start) & (j < start + nb) for j in range(lanes)))
-        gb.update(emit=Signal(name="g_valid"), data=Signal(width, name="g_data"),
-                  mask=Signal(lanes, name="g_mask"), seg_end=Signal(name="g_seg_end"),
-                  first=Signal(name="g_first"), last=Signal(name="g_last"),
-                  len=Signal(16, name="g_len"), seq=Signal(32, name="g_seq"),
-                  id=Signal(16, name="g_id"), k=Signal(24, name="g_k"))
-        m.d.sync += [
-            gb["emit"].eq(emit), gb["data"].eq(out_data), gb["mask"].eq(out_mask),
-            gb["seg_end"].eq(seg_end), gb["first"].eq(seg_first), gb["last"].eq(last_seg),
-            gb["len"].eq(seg_len), gb["seq"].eq(seg_seq), gb["id"].eq(seg_id), gb["k"].eq(seg_k),
+        command = Signal(cmd_layout)
+        m.d.comb += [
+            command.rot.eq(f_lane - start),
+            command.sel_hi.eq(Cat(*(j >= thr for j in range(lanes)))),
+            command.mask.eq(Cat(*((j >= start) & (j < start + nb) for j in range(lanes)))),
+            command.need_hi.eq(lane_sum > lanes),
+            command.advance.eq(lane_sum >= lanes),
+            command.seg_end.eq(seg_end), command.last.eq(last_seg),
+            command.first.eq(seg_first), command.len.eq(seg_len), command.seq.eq(seg_seq),
+            command.id.eq(seg_id), command.k.eq(seg_k),
+            cmds.w_data.eq(command.as_value()),
+            cmds.w_en.eq(plan),
         ]
         take = Mux(pay_after < mss, pay_after, mss)
-        with m.If(emit):
+        with m.If(plan):
             m.d.sync += f_lane.eq(lane_sum[:shift])
             with m.If(seg_end):
                 m.d.sync += [
@@ -604,21 +609,48 @@ class Tso(wiring.Component):
                     pay_after.eq(pay_after - take), seg_k.eq(seg_k + 1),
                     seg_seq.eq(seg_seq + mss), seg_id.eq(seg_id + ~fixed_id),
                 ]
+                with m.If(last_seg):
+                    m.d.sync += gb_active.eq(0)
             with m.Else():
                 m.d.sync += [first.eq(0), rem.eq(rem - nb)]
+
+        # Mover.
+        cmd = data.View(cmd_layout, cmds.r_data)
+        emit = Signal()
+        m.d.comb += [
+            emit.eq(cmds.r_rdy & lo_v & (hi_v | ~cmd.need_hi) & self.seg_room
+                    & (~cmd.seg_end | self.desc_credit)),
+            cmds.r_en.eq(emit),
+        ]
+        m.d.sync += [cmd_credits.eq(cmd_credits - plan + emit), cmd_credit.eq(cmd_credits > 1)]
+        self.frame_sent = emit & cmd.seg_end & cmd.last
+        rot_lo = _rotate(m, lo, cmd.rot, lanes, "lo")
+        rot_hi = _rotate(m, hi, cmd.rot, lanes, "hi")
+        out_data = Cat(*(Mux(cmd.sel_hi[j], rot_hi[8 * j:8 * j + 8], rot_lo[8 * j:8 * j + 8])
+                         for j in range(lanes)))
+        gb.update(emit=Signal(name="g_valid"), data=Signal(width, name="g_data"),
+                  mask=Signal(lanes, name="g_mask"), seg_end=Signal(name="g_seg_end"),
+                  first=Signal(name="g_first"), last=Signal(name="g_last"),
+                  len=Signal(16, name="g_len"), seq=Signal(32, name="g_seq"),
+                  id=Signal(16, name="g_id"), k=Signal(24, name="g_k"))
+        m.d.sync += [
+            gb["emit"].eq(emit), gb["data"].eq(out_data), gb["mask"].eq(cmd.mask),
+            gb["seg_end"].eq(cmd.seg_end), gb["first"].eq(cmd.first), gb["last"].eq(cmd.last),
+            gb["len"].eq(cmd.len), gb["seq"].eq(cmd.seq), gb["id"].eq(cmd.id), gb["k"].eq(cmd.k),
+        ]
         # The window: lo holds the beat with the next byte needed, hi the one after.
-        with m.If(emit & last_seg):
+        with m.If(self.frame_sent):
             m.d.sync += [lo_v.eq(0), hi_v.eq(0)]
-        with m.Elif(gb_active & ~lo_v):
+        with m.Elif(~lo_v):
             m.d.comb += src_pop.eq(source.r_rdy)
             m.d.sync += [lo.eq(source.r_data), lo_v.eq(source.r_rdy)]
-        with m.Elif(emit & advance):
+        with m.Elif(emit & cmd.advance):
             m.d.comb += src_pop.eq(source.r_rdy)
             with m.If(hi_v):
                 m.d.sync += [lo.eq(hi), hi.eq(source.r_data), hi_v.eq(source.r_rdy)]
             with m.Else():
                 m.d.sync += [lo.eq(source.r_data), lo_v.eq(source.r_rdy)]
-        with m.Elif(gb_active & ~hi_v):
+        with m.Elif(~hi_v):
             m.d.comb += src_pop.eq(source.r_rdy)
             m.d.sync += [hi.eq(source.r_data), hi_v.eq(source.r_rdy)]
 
@@ -694,8 +726,8 @@ class Tso(wiring.Component):
                 m.d.comb += src_issue.eq((src_idx < beats) & (src_count < _SRC_DEPTH))
                 with m.If(src_issue):
                     m.d.sync += src_idx.eq(src_idx + 1)
-                with m.If(emit & last_seg):
-                    m.d.sync += [gb_active.eq(0), step.eq(0)]
+                with m.If(self.frame_sent):
+                    m.d.sync += step.eq(0)
                     m.next = "Drain"
             with m.State("Drain"):
                 m.d.sync += step.eq(step + 1)
