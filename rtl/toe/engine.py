@@ -68,7 +68,7 @@ class ToeEngine(wiring.Component):
     Parameters
     ----------
     width : int
-        Data width in bits (64).
+        Data width in bits (64, 128, 256 or 512).
     mac : int
         The engine's Ethernet address (48 bits).
     ip : str or int
@@ -88,8 +88,6 @@ class ToeEngine(wiring.Component):
 
     def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64):
         check_width(width)
-        if width != 64:
-            raise ValueError(f"The TCP engine is built for a 64-bit datapath, not {width!r}")
         if not 0 <= mac < 1 << 48:
             raise ValueError(f"MAC address must fit 48 bits, not {mac!r}")
         self.width = width
@@ -104,8 +102,10 @@ class ToeEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        depth = MAX_FRAME_LEN // 8
-        m.submodules.buf = buf = Memory(shape=64, depth=depth, init=[])
+        nb = self.width // 8  # bytes a beat
+        log_nb = (nb - 1).bit_length()
+        depth = MAX_FRAME_LEN // nb
+        m.submodules.buf = buf = Memory(shape=self.width, depth=depth, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
 
@@ -118,7 +118,7 @@ class ToeEngine(wiring.Component):
             return Cat(*(hdr[offset + k] for k in reversed(range(count))))
 
         beat = Signal(range(depth + 2))
-        length = Signal(range(MAX_FRAME_LEN + 9))
+        length = Signal(range(MAX_FRAME_LEN + 65))
         oversize = Signal()
         ip_sum = Signal(32)
         icmp_sum = Signal(32)
@@ -132,26 +132,32 @@ class ToeEngine(wiring.Component):
         # Fields (valid once the header bytes have arrived)
         ethertype = be(12, 2)
         total = be(16, 2)
-        end = Signal(17)  # 14 + IPv4 total length: end of the datagram
-        m.d.comb += end.eq(14 + total)
-
         data = self.i.payload.data
         keep = self.i.payload.keep
         accept = self.i.valid & self.i.ready
+        end = Signal(17)  # 14 + IPv4 total length: end of the datagram (once received)
+        m.d.comb += end.eq(14 + total)
+        lane_end = Signal(17)  # the same while the beats arrive
+        if nb >= 18:
+            # the total length arrives in the same beat as the first bytes it bounds
+            live_total = Cat(data[8 * 17:8 * 18], data[8 * 16:8 * 17])
+            m.d.comb += lane_end.eq(14 + Mux(beat == 0, live_total, total))
+        else:
+            m.d.comb += lane_end.eq(end)
 
         # Ones'-complement sums over 16-bit lanes, masked by absolute byte offsets.
         ip_add = Signal(32)
         icmp_add = Signal(32)
         ip_terms, icmp_terms = [], []
-        for lane in range(4):
-            offset = beat * 8 + 2 * lane
+        for lane in range(nb // 2):
+            offset = beat * nb + 2 * lane
             hi = data[16 * lane:16 * lane + 8]
             lo = data[16 * lane + 8:16 * lane + 16]
             in_ip = (offset >= 14) & (offset < 34)
             ip_terms.append(Mux(in_ip, Cat(lo, hi), 0))
             # `end` is only known once bytes 16-17 are in: from beat 3 on
-            in_icmp = (offset >= 34) & (offset < end)
-            lo_in = (offset + 1) < end
+            in_icmp = (offset >= 34) & (offset < lane_end)
+            lo_in = (offset + 1) < lane_end
             icmp_terms.append(Mux(in_icmp, Cat(Mux(lo_in, lo, 0), hi), 0))
         m.d.comb += [ip_add.eq(sum(ip_terms)), icmp_add.eq(sum(icmp_terms))]
 
@@ -164,7 +170,7 @@ class ToeEngine(wiring.Component):
 
         out_beat = Signal(range(depth + 1))
         out_last_beat = Signal(range(depth + 1))
-        out_last_keep = Signal(8)
+        out_last_keep = Signal(nb)
 
         # ---------------------------------------------------------------- header for replies
         our_mac = Const(self.mac, 48)
@@ -245,14 +251,15 @@ class ToeEngine(wiring.Component):
                         m.d.comb += [wr.addr.eq(beat), wr.data.eq(data), wr.en.eq(1)]
                     with m.Else():
                         m.d.sync += oversize.eq(1)
-                    for k in range(8):
-                        for b in range(_HEADER_BYTES // 8):
-                            with m.If((beat == b) & keep[k]):
-                                m.d.sync += hdr[8 * b + k].eq(data[8 * k:8 * k + 8])
-                    nbytes = Signal(4)
-                    m.d.comb += nbytes.eq(sum(keep[k] for k in range(8)))
+                    for k in range(nb):
+                        for b in range(-(-_HEADER_BYTES // nb)):
+                            if nb * b + k < _HEADER_BYTES:
+                                with m.If((beat == b) & keep[k]):
+                                    m.d.sync += hdr[nb * b + k].eq(data[8 * k:8 * k + 8])
+                    nbytes = Signal(range(nb + 1))
+                    m.d.comb += nbytes.eq(sum(keep[k] for k in range(nb)))
                     m.d.sync += [
-                        length.eq(Mux(length + nbytes > MAX_FRAME_LEN + 8, MAX_FRAME_LEN + 8,
+                        length.eq(Mux(length + nbytes > MAX_FRAME_LEN + nb, MAX_FRAME_LEN + nb,
                                       length + nbytes)),
                         beat.eq(Mux(beat < depth + 1, beat + 1, beat)),
                         ip_sum.eq(ip_sum + ip_add),
@@ -347,8 +354,9 @@ class ToeEngine(wiring.Component):
                 with m.Elif(verdict_arp):
                     for k in range(42):
                         m.d.sync += reply[k].eq(arp_reply[k])
-                    m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(5),
-                                 out_last_keep.eq(0b11), arp_replies.eq(arp_replies + 1)]
+                    m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(41 // nb),
+                                 out_last_keep.eq((1 << (41 % nb + 1)) - 1),
+                                 arp_replies.eq(arp_replies + 1)]
                     m.next = "Send"
                 with m.Elif(verdict_echo):
                     next_id = ip_id + 1
@@ -362,23 +370,26 @@ class ToeEngine(wiring.Component):
                 for k in range(38):
                     m.d.sync += reply[k].eq(echo_reply[k])
                 last = end - 1
-                m.d.sync += [is_arp_out.eq(0), out_last_beat.eq(last[3:]),
-                             out_last_keep.eq(Const(0xFF, 8) >> (~last[:3])),
+                m.d.sync += [is_arp_out.eq(0), out_last_beat.eq(last[log_nb:]),
+                             out_last_keep.eq(Const((1 << nb) - 1, nb) >> (~last[:log_nb])),
                              echo_replies.eq(echo_replies + 1)]
                 m.next = "Send"
             with m.State("Build Reset"):
                 m.d.comb += rd.addr.eq(0)
                 for k in range(54):
                     m.d.sync += reply[k].eq(rst_reply[k])
-                m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(6), out_last_keep.eq(0x3F),
+                m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(53 // nb),
+                             out_last_keep.eq((1 << (53 % nb + 1)) - 1),
                              rst_sent.eq(rst_sent + 1)]
                 m.next = "Send"
             with m.State("Send"):
-                word = Signal(64)
+                word = Signal(self.width)
                 m.d.comb += word.eq(rd.data)
-                for k in range(8):
-                    for b in range(_REPLY_BYTES // 8):
-                        idx = 8 * b + k
+                for k in range(nb):
+                    for b in range(-(-_REPLY_BYTES // nb)):
+                        idx = nb * b + k
+                        if idx >= _REPLY_BYTES:
+                            continue
                         # an ARP reply is all header (bytes past 42 are not kept); an echo
                         # reply takes its first 38 bytes from the header, the rest from the
                         # frame buffer
@@ -388,7 +399,7 @@ class ToeEngine(wiring.Component):
                 m.d.comb += [
                     self.o.valid.eq(1),
                     self.o.payload.data.eq(word),
-                    self.o.payload.keep.eq(Mux(is_last, out_last_keep, 0xFF)),
+                    self.o.payload.keep.eq(Mux(is_last, out_last_keep, (1 << nb) - 1)),
                     self.o.payload.last.eq(is_last),
                     rd.addr.eq(Mux(self.o.ready, out_beat + 1, out_beat)),
                 ]

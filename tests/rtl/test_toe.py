@@ -1,5 +1,8 @@
 """The TCP engine's front end on Verilator against the golden model hw.ref.tcp.TcpEngine.
 
+Widths 64 and 512 on the C++ harness, 64 on cocotb (every width in Amaranth's simulator:
+test_toe_sim.py).
+
 ARP requests and replies, ICMP echo requests of every size class (odd lengths, Ethernet padding,
 jumbo), and malformed frames (truncated, bad checksums, fragments, IPv4 options, other
 protocols, oversize) go through the Verilated design, on the C++ harness with random source
@@ -41,15 +44,15 @@ def expected(frames):
     return out, counts, drops
 
 
-@pytest.mark.parametrize("idle, backpressure", [(0, 0), (30, 40)])
-def test_harness_matches_model(idle, backpressure):
+@pytest.mark.parametrize("width, idle, backpressure", [(64, 0, 0), (64, 30, 40), (512, 30, 40)])
+def test_harness_matches_model(width, idle, backpressure):
     from nicsim.hw.harness import build_harness, run_harness
 
     frames = big_corpus(11 + idle)
     out, counts, model_only = expected(frames)
     assert model_only == {}
     assert counts["rst_sent"] > 5 and counts["no_session"] > counts["rst_sent"]
-    done = run_harness(build_harness("toe", {"width": 64}), frames,
+    done = run_harness(build_harness("toe", {"width": width}), frames,
                        reads=list(COUNTERS.values()), idle_pct=idle,
                        backpressure_pct=backpressure, seed=idle + 1)
     assert [f for f, _ in done.frames] == out

@@ -3,6 +3,7 @@ the golden model hw.ref.tcp.TcpEngine: same output bytes, same drop reasons."""
 
 import random
 
+import pytest
 from amaranth.sim import Simulator
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -89,17 +90,18 @@ def tcp_corpus(rng):
     return frames + [bytes(bad_csum), bytes(bad_offset), bytes(big_offset), bytes(truncated)]
 
 
-def beats(frame):
+def beats(frame, nb=8):
     out = []
-    for start in range(0, len(frame), 8):
-        chunk = frame[start:start + 8]
+    for start in range(0, len(frame), nb):
+        chunk = frame[start:start + nb]
         out.append({"data": int.from_bytes(chunk, "little"), "keep": (1 << len(chunk)) - 1,
-                    "last": int(start + 8 >= len(frame))})
+                    "last": int(start + nb >= len(frame))})
     return out
 
 
-def run_rtl(frames, stall_seed=None):
-    dut = ToeEngine(64)
+def run_rtl(frames, stall_seed=None, width=64):
+    nb = width // 8
+    dut = ToeEngine(width)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     out_frames = []
@@ -109,7 +111,7 @@ def run_rtl(frames, stall_seed=None):
     async def producer(ctx):
         rng = random.Random(5)
         for frame in frames:
-            for beat in beats(frame):
+            for beat in beats(frame, nb):
                 if stall_seed is not None and rng.random() < 0.3:
                     await ctx.tick()
                 ctx.set(dut.i.valid, 1)
@@ -136,7 +138,7 @@ def run_rtl(frames, stall_seed=None):
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if valid and ready:
                 n = bin(payload.keep).count("1")
-                current += payload.data.to_bytes(8, "little")[:n]
+                current += payload.data.to_bytes(nb, "little")[:n]
                 if payload.last:
                     out_frames.append(bytes(current))
                     current = bytearray()
@@ -156,9 +158,9 @@ def model_run(frames):
     return out, e
 
 
-def check(frames, stall_seed=None):
+def check(frames, stall_seed=None, width=64):
     expected, model = model_run(frames)
-    got, counters = run_rtl(frames, stall_seed)
+    got, counters = run_rtl(frames, stall_seed, width)
     assert got == expected
     assert counters["frames_in"] == len(frames)
     assert counters["arp"] == model.stats["arp_replies"]
@@ -168,8 +170,9 @@ def check(frames, stall_seed=None):
     assert drops == dict(model.drops)
 
 
-def test_front_end_matches_model():
-    check(corpus(jumbo=False))
+@pytest.mark.parametrize("width", [64, 128, 256, 512])
+def test_front_end_matches_model(width):
+    check(corpus(jumbo=False), width=width)
 
 
 def test_front_end_matches_model_with_stalls():
