@@ -275,3 +275,68 @@ def test_tso_segment_limits():
     assert tso_segment(frame, MAX_MSS + 1).drop_reason == "bad_mss"
     assert tso_segment(frame, 100, max_payload=2999).drop_reason == "oversize"
     assert tso_segment(frame[:40], 100).drop_reason == "malformed"  # header drops first
+
+
+def test_keep_hole_dropped_as_malformed():
+    """A ``tkeep`` hole (which the C++ harness cannot send) drops the frame as malformed.
+
+    Amaranth's simulator, with a small frame ring: a good frame, the same frame with a hole in
+    its third beat, the good frame again.
+    """
+    from amaranth.sim import Simulator
+
+    from nicsim.rtl.tso import COUNTERS, REASONS, Tso
+
+    rng = random.Random(700)
+    frame, _ = super_frame(rng, 300, version=4, kind="tcp", vlans=0)
+    expected = tso_segment(frame, 100).frames
+    dut = Tso(64, max_mss=512, max_payload=1024)
+    beats = [frame[i:i + 8] for i in range(0, len(frame), 8)]
+    outputs, results, counters = [], [], {}
+
+    async def source(ctx):
+        for hole in (False, True, False):
+            for n, beat in enumerate(beats):
+                keep = (1 << len(beat)) - 1
+                if hole and n == 2:
+                    keep &= ~0x10
+                ctx.set(dut.i.payload.data, int.from_bytes(beat, "little"))
+                ctx.set(dut.i.payload.keep, keep)
+                ctx.set(dut.i.payload.last, n == len(beats) - 1)
+                ctx.set(dut.i.payload.user, command(100))
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.result.ready, 1)
+        current = b""
+        while len(results) < 3:
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                keep = ctx.get(dut.o.payload.keep)
+                data = ctx.get(dut.o.payload.data).to_bytes(8, "little")
+                current += data[:bin(keep).count("1")]
+                if ctx.get(dut.o.payload.last):
+                    outputs.append(current)
+                    current = b""
+            if ctx.get(dut.result.valid):
+                results.append(ctx.get(dut.result.payload))
+        for name, addr in COUNTERS.items():
+            ctx.set(dut.bus.addr, addr)
+            ctx.set(dut.bus.r_en, 1)
+            await ctx.tick()
+            ctx.set(dut.bus.r_en, 0)
+            await ctx.tick()
+            counters[name] = ctx.get(dut.bus.r_data)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    assert [REASONS[w & 0xFF] for w in results] == ["sent", "malformed", "sent"]
+    assert outputs == list(expected) * 2
+    assert counters["drop_malformed"] == 1 and counters["frames_in"] == 3
+    assert counters["segments_out"] == 2 * len(expected)
