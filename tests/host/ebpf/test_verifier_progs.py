@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from nicsim.host.ebpf import insn as isa
-from nicsim.host.ebpf.build import compile_c, progs_dir
+from nicsim.host.ebpf.build import BuildError, progs_dir
+from nicsim.host.ebpf.build import compile_c as _compile_c
 from nicsim.host.ebpf.elf import load_object
 from nicsim.host.ebpf.insn import Insn
 from nicsim.host.ebpf.verifier import verify
@@ -281,6 +282,16 @@ char _license[] SEC("license") = "GPL";
 }
 
 
+def compile_c(path, flags=()):
+    """Build with clang-15, or skip saying why it cannot be built here."""
+    try:
+        return _compile_c(path, flags)
+    except BuildError as exc:
+        if "not found" in str(exc):
+            pytest.skip(str(exc))
+        raise
+
+
 def _header(path):
     text = path.read_text()
     expect = re.search(r"^// expect: (.+)$", text, re.M)
@@ -340,7 +351,9 @@ def test_reject_against_kernel(path, cpu):
         # without it the same instructions are refused.
         assert accepted, "the kernel rejected it even with CAP_PERFMON"
         ok, msg = in_child(_kernel_load, program.insns, obj.maps)
-        assert ok is False, msg or "the kernel without CAP_PERFMON accepted it"
+        if ok is None:
+            pytest.skip(f"cannot load without CAP_PERFMON here: {msg}")
+        assert ok is False, "the kernel without CAP_PERFMON accepted it"
 
 
 @pytest.fixture(scope="session")
