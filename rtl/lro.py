@@ -576,6 +576,9 @@ class LroEngine(wiring.Component):
         m.d.comb += issue.eq(o_busy & (o_j != o_n) & (outq.level < 6))
         with m.If(issue):
             m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1)]
+        with m.If(o_busy & (o_j == o_n)):
+            m.d.sync += o_busy.eq(0)  # (a new start later in this cycle wins)
+        o_rctx = Signal(CP)  # context a region read-out reads
         m.d.sync += [o_v1.eq(issue), o_src1.eq(o_region), o_last1.eq(o_j + 1 == o_n),
                      o_keep1.eq(Mux(o_j + 1 == o_n, o_keep_last, (1 << B) - 1)),
                      o_user1.eq(o_user)]
@@ -788,34 +791,36 @@ class LroEngine(wiring.Component):
                 user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
                 with m.Switch(act):
                     with m.Case(A_SINGLE):
-                        start_out(0, cur.start, size, user1)
-                        m.next = "Out"
+                        with m.If(~o_busy):
+                            start_out(0, cur.start, size, user1)
+                            m.next = "Out"
                     with m.Case(A_HOLD):
-                        for i, c in enumerate(ctx):
-                            with m.If(sel == i):
-                                m.d.sync += [
-                                    c.valid.eq(1), c.key.eq(f["key"]),
-                                    c.flag_word.eq(f["flag_word"]), c.ack.eq(f["ack"]),
-                                    c.opts.eq(f["opts"]), c.ip_word.eq(f["ip_word"]),
-                                    c.ip_id.eq(f["ip_id"]), c.fixed_id.eq(0), c.count.eq(1),
-                                    c.mss.eq(f["pay_len"]),
-                                    c.next_seq.eq(f["seq"] + f["pay_len"]),
-                                    c.held_len.eq(size), c.end_flags.eq(0),
-                                    c.flags.eq(f["flags"]), c.v6.eq(f["v6"]),
-                                    c.l3.eq(f["l3"]), c.l4.eq(f["l4"]),
-                                    c.addr_sum.eq(f["addr_sum"]), c.ip_base.eq(f["ip_base"]),
-                                    c.tcp_base.eq(f["tcp_base"]), c.pay_sum.eq(f["pay_sum"]),
-                                    c.t_first.eq(now),
-                                ]
-                                for j in range(N):
-                                    if j != i:
-                                        m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
-                        m.d.sync += [
-                            c_busy.eq(1), c_src.eq(cur.start), c_j.eq(0),
-                            c_n.eq((size + B - 1) >> LB), c_r.eq(0), c_base.eq(0),
-                            c_lo.eq(0), c_hi.eq(size), c_ctx.eq(sel),
-                        ]
-                        m.next = "Copy"
+                        with m.If(~(o_busy & o_region & (o_rctx == sel))):
+                            for i, c in enumerate(ctx):
+                                with m.If(sel == i):
+                                    m.d.sync += [
+                                        c.valid.eq(1), c.key.eq(f["key"]),
+                                        c.flag_word.eq(f["flag_word"]), c.ack.eq(f["ack"]),
+                                        c.opts.eq(f["opts"]), c.ip_word.eq(f["ip_word"]),
+                                        c.ip_id.eq(f["ip_id"]), c.fixed_id.eq(0), c.count.eq(1),
+                                        c.mss.eq(f["pay_len"]),
+                                        c.next_seq.eq(f["seq"] + f["pay_len"]),
+                                        c.held_len.eq(size), c.end_flags.eq(0),
+                                        c.flags.eq(f["flags"]), c.v6.eq(f["v6"]),
+                                        c.l3.eq(f["l3"]), c.l4.eq(f["l4"]),
+                                        c.addr_sum.eq(f["addr_sum"]), c.ip_base.eq(f["ip_base"]),
+                                        c.tcp_base.eq(f["tcp_base"]), c.pay_sum.eq(f["pay_sum"]),
+                                        c.t_first.eq(now),
+                                    ]
+                                    for j in range(N):
+                                        if j != i:
+                                            m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
+                            m.d.sync += [
+                                c_busy.eq(1), c_src.eq(cur.start), c_j.eq(0),
+                                c_n.eq((size + B - 1) >> LB), c_r.eq(0), c_base.eq(0),
+                                c_lo.eq(0), c_hi.eq(size), c_ctx.eq(sel),
+                            ]
+                            m.next = "Copy"
                     with m.Case(A_MERGE):
                         held = Signal(17)
                         m.d.comb += held.eq(pick("held_len", sel))
@@ -916,14 +921,14 @@ class LroEngine(wiring.Component):
                 with m.If(d_step == 3):
                     m.next = "Read Out"
             with m.State("Read Out"):
+                # The reads go on while the engine returns to work; only the next frame out
+                # and a new segment held in this context wait for them.
                 segs = dsel["count"]
                 gso = Mux(segs == 1, 0, dsel["mss"])
-                start_out(1, d_ctx << RP if N > 1 else 0, dsel["held_len"],
-                          Cat(segs, gso, idx_now))
-                m.next = "Reading"
-            with m.State("Reading"):
-                with m.If(o_j == o_n):
-                    m.d.sync += o_busy.eq(0)
+                with m.If(~o_busy):
+                    start_out(1, d_ctx << RP if N > 1 else 0, dsel["held_len"],
+                              Cat(segs, gso, idx_now))
+                    m.d.sync += o_rctx.eq(d_ctx)
                     with m.Switch(ret):
                         with m.Case(R_ACT):
                             m.next = "Act"
