@@ -147,7 +147,8 @@ RET_PASS = [mov(R0, 2), exit_()]
 # the kernel's verifier through bpf(2)
 
 SYS_BPF = 321  # x86_64
-BPF_MAP_CREATE, BPF_PROG_LOAD = 0, 5
+BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD, BPF_MAP_FREEZE = 0, 2, 5, 22
+BPF_F_RDONLY_PROG = 1 << 7
 BPF_PROG_TYPE_XDP = 6
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -170,6 +171,22 @@ def _kernel_load(insns, maps, log=True):
             if fd < 0:
                 return None, f"map create failed: {os.strerror(err)}"
             fds.append(fd)
+            initial = getattr(m, "initial", None)
+            if initial is not None:
+                # Global data as libbpf leaves it: the value written, .rodata frozen (its
+                # contents are then constants to the verifier).
+                key = ctypes.create_string_buffer(4)
+                value = ctypes.create_string_buffer(bytes(initial), len(initial))
+                attr = bytearray(32)
+                struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key),
+                                 ctypes.addressof(value), 0)
+                if _bpf(BPF_MAP_UPDATE_ELEM, attr)[0] < 0:
+                    return None, "map update failed"
+                if m.flags & BPF_F_RDONLY_PROG:
+                    attr = bytearray(8)
+                    struct.pack_into("<I", attr, 0, fd)
+                    if _bpf(BPF_MAP_FREEZE, attr)[0] < 0:
+                        return None, "map freeze failed"
         code = []
         for ins in insns:
             if ins is not None and ins.is_lddw and ins.src in (isa.PSEUDO_MAP_FD,

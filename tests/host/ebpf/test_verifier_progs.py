@@ -6,7 +6,8 @@
   ``noperfmon`` (a loader without CAP_PERFMON is refused, which is nicsim's rule; with
   CAP_PERFMON the kernel allows it) or ``accepts`` (nicsim is stricter: XDP return values).
 * ``host/ebpf/progs/*.c`` (the example programs) and the programs below (parsers, a firewall,
-  a load balancer, encapsulation, a bounded loop over TCP options, a subprogram, fib lookup):
+  a load balancer, encapsulation, a bounded loop over TCP options, a subprogram, fib lookup,
+  a bound read from ``.rodata``):
   accepted by nicsim and by the kernel.
 * Mutants of those programs (one instruction changed at random): nicsim and the kernel give
   the same verdict, except where nicsim rejects by one of its stricter rules.
@@ -247,6 +248,26 @@ int sum_subprog(struct xdp_md *ctx)
 
     if (s & 1)
         return bpf_redirect_map(&ports, s & 7, XDP_PASS);
+    return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+""",
+    "rodata_bound.c": r"""
+#include "common.h"
+const volatile __u32 limit = 4;
+struct counters { __u64 n[4]; };
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __type(key, __u32); __type(value, struct counters);
+         __uint(max_entries, 1); } stats SEC(".maps");
+SEC("xdp")
+int rodata_bound(struct xdp_md *ctx)
+{
+    __u32 zero = 0, idx = ctx->rx_queue_index;
+    struct counters *c = bpf_map_lookup_elem(&stats, &zero);
+
+    if (!c)
+        return XDP_PASS;
+    if (idx < limit)
+        c->n[idx] += 1;
     return XDP_PASS;
 }
 char _license[] SEC("license") = "GPL";
