@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from nicsim.rtl.match_action import limits
 
 from ..match_action.program import HEADERS, Entry, Program, ProgramError, field_of
-from .checksum import csum_adjust
+from .checksum import MAX_FRAME_LEN, csum_adjust
 from .packet import TPID_CTAG, VLAN_TPIDS
 
 __all__ = [
@@ -71,6 +71,7 @@ DROP_ACTION = "drop"  # a drop operation
 DROP_TTL = "ttl_expired"
 DROP_METER = "meter_red"
 DROP_VLAN = "vlan_overflow"  # push_vlan on a frame that already has two tags
+DROP_OVERSIZE = "oversize"  # longer than MAX_FRAME_LEN
 
 
 @dataclass
@@ -372,6 +373,9 @@ class Pipeline:
                 "mirror": None, "color": None}
         if len(frame) < 14:
             meta["dropped"] = DROP_RUNT
+            return Outcome(None, meta)
+        if len(frame) > MAX_FRAME_LEN:
+            meta["dropped"] = DROP_OVERSIZE
             return Outcome(None, meta)
         p = parse(frame, self.program)
         egress = ["port", 0, None, None]  # kind, number, drop reason, mirror queue

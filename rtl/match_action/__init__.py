@@ -1,1 +1,363 @@
-"""SmartNIC match-action pipeline: parser, match stages, actions and deparser."""
+# Ref: P4_16 v1.2.4 and bmv2 simple_switch (the pipeline model); see nicsim.hw.ref.match_action
+"""SmartNIC match-action pipeline: parser, match stages, actions and deparser.
+
+:class:`MatchAction` is elaborated for one compiled program
+(:func:`nicsim.hw.match_action.compile.compile_program`): the parser, the key wiring and the
+action logic of each table are fixed at elaboration; entries are installed at run time through
+the registers of :mod:`.regs`. It follows the golden reference
+:class:`nicsim.hw.ref.match_action.Pipeline` frame for frame.
+
+Datapath
+--------
+Ingress: the first :data:`~.limits.PARSE_WINDOW` bytes of a frame go into a window register,
+the rest into a data FIFO; at the last beat the window, the length and the timestamp (``user``
+of the input, in nanoseconds: the meters' clock) become a job. The parser turns a job into the
+header vector (:mod:`.hv`), which visits the stages in order (:class:`.stage.Stage`, one table
+each, at most one frame each); the deparser (:mod:`.deparser`) emits the rewritten frame, or
+drains a dropped one, and one result word per frame (:data:`RESULT_FIELDS`).
+
+Throughput: a stage spends 7 cycles on a frame, so the pipeline takes a frame every 7 cycles
+(64-byte frames at 64 bits arrive every 8); the 512-bit build is functionally the same and
+does not reach the 1.68 cycles of 100 Gb/s.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..axil import RegisterBusSignature
+from ..stream import beat_signature, check_width
+from . import limits, regs
+from .actions import REASON_OVERSIZE, REASON_RUNT
+from .deparser import build_head
+from .hv import DROP_REASONS, EGRESS_DROP, EGRESS_PORT, HEADERS, NEXT_END, hv_layout
+from .parser import Parser
+from .stage import METER_CFG_BITS, Stage
+
+__all__ = ["MatchAction", "DEFAULT_CONFIG", "RESULT_FIELDS", "DROP_REASONS", "result_fields",
+           "MAX_FRAME_LEN"]
+
+MAX_FRAME_LEN = 9018  # jumbo MTU + Ethernet header + one tag, as hw.ref.checksum
+#: Result word: ``(name, low bit, width)``.
+RESULT_FIELDS = (("egress", 0, 2), ("number", 2, 8), ("reason", 10, 3), ("mirror", 13, 1),
+                 ("mirror_queue", 14, 6), ("color", 20, 2), ("hits", 22, 8))
+
+#: The program of a build made without one: a single exact stage on the EtherType.
+DEFAULT_CONFIG = {
+    "name": "default", "stages": limits.DEFAULT_STAGES, "custom": None,
+    "tables": [{
+        "name": "ethertype", "kind": "exact", "slots": 16, "key": [["ethernet", 0, 16]],
+        "if_valid": [], "meter": None,
+        "actions": [{"name": "nop", "ops": []}, {"name": "drop", "ops": [["drop"]]}],
+        "default": 0, "default_args": 0, "next_hit": [-1, -1], "next_miss": -1,
+        "next_invalid": -1,
+    }],
+}
+
+
+def result_fields(word):
+    """Split a result word into its fields (a dict of ints)."""
+    return {name: (word >> lo) & ((1 << n) - 1) for name, lo, n in RESULT_FIELDS}
+
+
+class MatchAction(wiring.Component):
+    """The match-action pipeline for one compiled program.
+
+    Parameters
+    ----------
+    width : int
+        Data width in bits (64 .. 512).
+    program : dict, optional
+        Compiled program (:data:`DEFAULT_CONFIG` when absent).
+
+    Members
+    -------
+    i : In(stream)
+        Frames in; ``user`` is the frame's ingress time in nanoseconds.
+    o : Out(stream)
+        Frames out (dropped frames do not appear).
+    result : Out(stream)
+        One word per frame in, in order (:data:`RESULT_FIELDS`).
+    bus : In(RegisterBusSignature)
+        Registers (:mod:`.regs`).
+    """
+
+    def __init__(self, width=64, program=None):
+        self.width = check_width(width)
+        self.config = program if program is not None else DEFAULT_CONFIG
+        tables = self.config["tables"]
+        if not 1 <= len(tables) <= limits.MAX_STAGES:
+            raise ValueError(f"A program has 1 to {limits.MAX_STAGES} tables, not {len(tables)}")
+        self.layout = hv_layout(self.config)
+        super().__init__({
+            "i": In(beat_signature(width, 64)),
+            "o": Out(beat_signature(width)),
+            "result": Out(stream.Signature(64)),
+            "bus": In(RegisterBusSignature(12)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.width // 8
+        win_beats = limits.PARSE_WINDOW // W if W <= limits.PARSE_WINDOW else 1
+        custom = self.config.get("custom")
+        custom_bytes = custom["length"] if custom else 1
+
+        # Ingress: window, data FIFO, jobs -------------------------------------------------------
+        depth = -(-(MAX_FRAME_LEN - limits.PARSE_WINDOW) // W) + 4
+        m.submodules.data = data_fifo = SyncFIFOBuffered(width=self.width, depth=depth)
+        job_w = 8 * limits.PARSE_WINDOW + 14 + 64 + 12 + 1
+        m.submodules.jobs = jobs = SyncFIFOBuffered(width=job_w, depth=4)
+        window = Signal(8 * limits.PARSE_WINDOW)
+        beat = Signal(range(2 * MAX_FRAME_LEN))
+        length = Signal(15)
+        r_beats = Signal(12)
+        oversize = Signal()
+        beat_bytes = Signal(range(W + 1))
+        keep = self.i.payload.keep
+        m.d.comb += beat_bytes.eq(sum(keep[i] for i in range(W)))
+        new_len = length + beat_bytes
+        to_fifo = (beat >= win_beats) & (new_len <= MAX_FRAME_LEN)
+        win_next = Signal.like(window)
+        m.d.comb += win_next.eq(window)
+        for b in range(win_beats):
+            with m.If(beat == b):
+                m.d.comb += win_next[b * self.width:(b + 1) * self.width].eq(
+                    self.i.payload.data[:min(self.width, 8 * limits.PARSE_WINDOW)])
+        m.d.comb += self.i.ready.eq(data_fifo.w_rdy & jobs.w_rdy)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [window.eq(win_next), beat.eq(beat + 1),
+                         length.eq(Mux(new_len > MAX_FRAME_LEN + 1, MAX_FRAME_LEN + 1, new_len))]
+            m.d.comb += [data_fifo.w_en.eq(to_fifo), data_fifo.w_data.eq(self.i.payload.data)]
+            with m.If(to_fifo):
+                m.d.sync += r_beats.eq(r_beats + 1)
+            with m.If(self.i.payload.last):
+                m.d.sync += [beat.eq(0), length.eq(0), r_beats.eq(0), oversize.eq(0)]
+                m.d.comb += [
+                    jobs.w_en.eq(1),
+                    jobs.w_data.eq(Cat(win_next, Mux(new_len > MAX_FRAME_LEN, MAX_FRAME_LEN + 1,
+                                                     new_len)[:14],
+                                       self.i.payload.user, (r_beats + to_fifo)[:12], Const(0, 1))),
+                ]
+
+        # Parser -------------------------------------------------------------------------------
+        j_window = jobs.r_data[:8 * limits.PARSE_WINDOW]
+        o = 8 * limits.PARSE_WINDOW
+        j_len = jobs.r_data[o:o + 14]
+        j_ts = jobs.r_data[o + 14:o + 78]
+        j_rbeats = jobs.r_data[o + 78:o + 90]
+        parser = Parser(self.config).elaborate_into(m, j_window, j_len)
+        side_w = 8 * limits.PARSE_WINDOW + 14 + 12 + 4 * 8
+        m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=16)
+        stages = [Stage(i, t, self.layout) for i, t in enumerate(self.config["tables"])]
+        for i, s in enumerate(stages):
+            m.submodules[f"stage{i}"] = s
+        first = stages[0]
+        hv0 = Signal(self.layout)
+        runt = j_len < 14
+        big = j_len > MAX_FRAME_LEN
+        m.d.comb += [
+            hv0.valid.eq(Cat(*(parser.valid[h] for h in HEADERS))),
+            hv0.nxt.eq(Mux(runt | big, NEXT_END, 0)),
+            hv0.egress.eq(Mux(runt | big, EGRESS_DROP, EGRESS_PORT)),
+            hv0.reason.eq(Mux(runt, REASON_RUNT, Mux(big, REASON_OVERSIZE, 0))),
+            hv0.length.eq(j_len),
+            hv0.ts.eq(j_ts),
+        ]
+        for name, _ in self.layout:
+            if name in parser.value:
+                m.d.comb += hv0[name].eq(parser.value[name])
+        m.d.comb += [
+            first.i_hv.eq(hv0),
+            first.i_valid.eq(jobs.r_rdy & side.w_rdy),
+            jobs.r_en.eq(first.i_ready & side.w_rdy),
+            side.w_en.eq(jobs.r_rdy & first.i_ready),
+            side.w_data.eq(Cat(j_window, j_len, j_rbeats, parser.l2_end, parser.offset["ipv4"],
+                               parser.offset["tcp"], parser.offset["custom"])),
+        ]
+        for a, b in zip(stages, stages[1:], strict=False):
+            m.d.comb += [b.i_valid.eq(a.o_valid), b.i_hv.eq(a.o_hv), a.o_ready.eq(b.i_ready)]
+        last = stages[-1]
+
+        # Deparser -----------------------------------------------------------------------------
+        out_hv = Signal(self.layout)
+        side_q = Signal(side_w)
+        sq = {"window": side_q[:o], "length": side_q[o:o + 14], "r_beats": side_q[o + 14:o + 26],
+              "l2_end": side_q[o + 26:o + 34], "off_l3": side_q[o + 34:o + 42],
+              "off_l4": side_q[o + 42:o + 50], "off_custom": side_q[o + 50:o + 58]}
+        hvd = {name: out_hv[name] for name, _ in self.layout if name != "valid"}
+        for i, h in enumerate(HEADERS):
+            hvd["valid_" + h] = out_hv.valid[i]
+        head_raw, head_len, out_len = build_head(m, hvd, sq, custom_bytes)
+        pad = -len(head_raw) % self.width
+        head = Cat(head_raw, Const(0, pad)) if pad else head_raw
+        m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=16)
+        wiring.connect(m, wiring.flipped(self.result), res_fifo.r_stream)
+        result_word = Cat(last.o_hv.egress, last.o_hv.number, last.o_hv.reason,
+                          last.o_hv.mirror, last.o_hv.mirror_queue, last.o_hv.color,
+                          last.o_hv.hits)
+
+        # The result of a frame enters its FIFO with the frame's last beat (or when a dropped
+        # frame is drained), so a frame is out before its result.
+        res_q = Signal(64)
+        m.d.comb += res_fifo.w_data.eq(res_q)
+        frames_in = Signal(32)
+        drops = Signal(32)
+        k = Signal(range(limits.PARSE_WINDOW // W + 3))
+        sent = Signal(15)
+        r_left = Signal(12)
+        carry = Signal(self.width)
+        p = Signal(range(W + 1))  # bytes waiting in carry
+        take = Signal()
+        m.d.comb += take.eq(last.o_valid & side.r_rdy & res_fifo.w_rdy)
+        remaining = Signal(15)
+        m.d.comb += remaining.eq(out_len - sent)
+        last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
+        m.d.comb += last_keep.eq(Cat(*(remaining > i for i in range(W))))
+        with m.FSM(name="deparse"):
+            with m.State("Idle"):
+                m.d.comb += last.o_ready.eq(take)
+                with m.If(take):
+                    m.d.comb += side.r_en.eq(1)
+                    m.d.sync += [res_q.eq(result_word), out_hv.eq(last.o_hv),
+                                 side_q.eq(side.r_data), k.eq(0), sent.eq(0),
+                                 r_left.eq(side.r_data[o + 14:o + 26]),
+                                 frames_in.eq(frames_in + 1)]
+                    with m.If(last.o_hv.egress == EGRESS_DROP):
+                        m.d.sync += drops.eq(drops + 1)
+                        m.next = "Drain"
+                    with m.Else():
+                        m.next = "Head"
+            with m.State("Drain"):
+                with m.If(r_left == 0):
+                    m.d.comb += res_fifo.w_en.eq(1)
+                    m.next = "Idle"
+                with m.Else():
+                    m.d.comb += data_fifo.r_en.eq(1)
+                    with m.If(data_fifo.r_rdy):
+                        m.d.sync += r_left.eq(r_left - 1)
+            with m.State("Head"):
+                beat_data = head.word_select(k, self.width)
+                is_last = remaining <= W
+                full = (sent + W) <= head_len
+                with m.If(full | is_last & (head_len >= out_len)):
+                    m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(beat_data),
+                                 self.o.payload.last.eq(is_last),
+                                 self.o.payload.keep.eq(Mux(is_last, last_keep, (1 << W) - 1))]
+                    with m.If(self.o.ready):
+                        m.d.sync += [k.eq(k + 1), sent.eq(sent + W)]
+                        with m.If(is_last):
+                            m.d.comb += res_fifo.w_en.eq(1)
+                            m.next = "Idle"
+                with m.Else():
+                    m.d.sync += [carry.eq(beat_data), p.eq(head_len - sent)]
+                    m.next = "Body"
+            with m.State("Body"):
+                is_last = remaining <= W
+                need_beat = r_left != 0
+                word = Signal(self.width)
+                carry_next = Signal(self.width)
+                with m.Switch(p):
+                    for c in sorted({(limits.PARSE_WINDOW + d) % W for d in (-8, -4, 0, 4, 8)}):
+                        with m.Case(c):
+                            m.d.comb += [
+                                word.eq(Cat(carry[:8 * c], data_fifo.r_data)[:self.width]),
+                                carry_next.eq(data_fifo.r_data[8 * (W - c):]),
+                            ]
+                ok = ~need_beat | data_fifo.r_rdy
+                m.d.comb += [self.o.valid.eq(ok), self.o.payload.data.eq(word),
+                             self.o.payload.last.eq(is_last),
+                             self.o.payload.keep.eq(Mux(is_last, last_keep, (1 << W) - 1))]
+                with m.If(ok & self.o.ready):
+                    m.d.comb += data_fifo.r_en.eq(need_beat)
+                    m.d.sync += [sent.eq(sent + W), r_left.eq(r_left - need_beat),
+                                 carry.eq(carry_next)]
+                    with m.If(is_last):
+                        m.d.comb += res_fifo.w_en.eq(1)
+                        m.next = "Idle"
+
+        self._registers(m, stages, frames_in, drops)
+        return m
+
+    def _registers(self, m, stages, frames_in, drops):
+        bus = self.bus
+        key = Signal(32 * regs.KEY_WORDS)
+        mask = Signal(32 * regs.KEY_WORDS)
+        args = Signal(32 * regs.ARG_WORDS)
+        action, prio = Signal(4), Signal(16)
+        cir, pir, cbs, pbs = Signal(20), Signal(20), Signal(21), Signal(21)
+        select = Signal(16)
+        commit = Signal(32)
+        c_en = Signal()
+        r_data = Signal(32)
+        m.d.comb += bus.r_data.eq(r_data)
+        stage_sel = commit[12:15]
+        slot_sel = commit[0:10]
+        ok_commit = Signal()
+        checks = []
+        for i, s in enumerate(stages):
+            checks.append((bus.w_data[12:15] == i) & (bus.w_data[0:10] < s.slots))
+        m.d.comb += ok_commit.eq(Cat(*checks).any())
+        writable = {regs.REG_ACTION: action, regs.REG_PRIORITY: prio, regs.REG_METER_CIR: cir,
+                    regs.REG_METER_PIR: pir, regs.REG_METER_CBS: cbs, regs.REG_METER_PBS: pbs,
+                    regs.REG_SELECT: select}
+        for i in range(regs.KEY_WORDS):
+            writable[regs.REG_KEY + 4 * i] = key[32 * i:32 * i + 32]
+            writable[regs.REG_MASK + 4 * i] = mask[32 * i:32 * i + 32]
+        for i in range(regs.ARG_WORDS):
+            writable[regs.REG_ARGS + 4 * i] = args[32 * i:32 * i + 32]
+        m.d.sync += c_en.eq(0)
+        with m.If(bus.w_en):
+            with m.Switch(bus.addr):
+                for addr, sig in writable.items():
+                    with m.Case(addr):
+                        m.d.sync += sig.eq(bus.w_data)
+                with m.Case(regs.REG_COMMIT):
+                    with m.If(ok_commit):
+                        m.d.sync += [commit.eq(bus.w_data), c_en.eq(1)]
+                    with m.Else():
+                        m.d.comb += bus.err.eq(1)
+                with m.Default():
+                    m.d.comb += bus.err.eq(1)
+        for i, s in enumerate(stages):
+            m.d.comb += [
+                s.c_en.eq(c_en & (stage_sel == i)), s.c_slot.eq(slot_sel),
+                s.c_install.eq(commit[16]), s.c_keep_counters.eq(commit[17]),
+                s.c_keep_meter.eq(commit[18]), s.c_key.eq(key), s.c_mask.eq(mask),
+                s.c_args.eq(args), s.c_action.eq(action), s.c_prio.eq(prio),
+                s.c_meter.eq(Cat(cir, pir, cbs, pbs)[:METER_CFG_BITS]),
+                s.sel_slot.eq(select[0:10]), s.sel_miss.eq(select[15]),
+            ]
+        sel_stage = select[12:15]
+        readback = {
+            regs.REG_PACKETS_LO: lambda s: s.r_packets[:32],
+            regs.REG_PACKETS_HI: lambda s: s.r_packets[32:],
+            regs.REG_BYTES_LO: lambda s: s.r_bytes[:32],
+            regs.REG_BYTES_HI: lambda s: s.r_bytes[32:],
+            regs.REG_METER_TC: lambda s: s.r_tc,
+            regs.REG_METER_TP: lambda s: s.r_tp,
+        }
+        with m.If(bus.r_en):
+            with m.Switch(bus.addr):
+                with m.Case(regs.REG_ID):
+                    m.d.sync += r_data.eq(regs.MA_ID)
+                with m.Case(regs.REG_STAGES):
+                    m.d.sync += r_data.eq(self.config.get("stages", len(stages)))
+                with m.Case(regs.REG_FRAMES):
+                    m.d.sync += r_data.eq(frames_in)
+                with m.Case(regs.REG_DROPS):
+                    m.d.sync += r_data.eq(drops)
+                for addr, sig in writable.items():
+                    with m.Case(addr):
+                        m.d.sync += r_data.eq(sig)
+                with m.Case(regs.REG_COMMIT):
+                    m.d.sync += r_data.eq(commit)
+                for addr, fn in readback.items():
+                    with m.Case(addr):
+                        value = Const(0, 32)
+                        for i, s in reversed(list(enumerate(stages))):
+                            value = Mux(sel_stage == i, fn(s), value)
+                        m.d.sync += r_data.eq(value)
+                with m.Default():
+                    m.d.comb += bus.err.eq(1)

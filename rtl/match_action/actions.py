@@ -1,0 +1,147 @@
+# Ref: RFC 1624 eqn. 3 (incremental checksum update), RFC 791 §3.1 (TTL), RFC 8200 §3 (hop
+#      limit), RFC 2474 §3 (DSCP), IEEE 802.1Q §9.6 (tag push and pop)
+"""Primitive operations of the compiled actions, as combinational rewrites of the header vector.
+
+A header vector here is a dict of Amaranth values (``valid_<header>``, ``<header>`` and the
+control fields of :func:`nicsim.rtl.match_action.hv.hv_layout`); each operation returns a new
+dict, so the operations of one action chain in order within a cycle, with the meaning the golden
+reference :class:`nicsim.hw.ref.match_action.Pipeline` gives them. Writes to IPv4 fields update
+the header checksum as the reference does: ``~(~HC + sum(~m + m'))`` over all ten words.
+"""
+
+from amaranth.hdl import Cat, Const, Mux, Signal
+
+from .hv import EGRESS_DROP, EGRESS_HOST, EGRESS_PORT
+
+__all__ = ["apply_ops", "ipv4_csum_adjust", "REASON_DROP", "REASON_TTL", "REASON_METER",
+           "REASON_VLAN", "REASON_RUNT", "REASON_OVERSIZE"]
+
+REASON_RUNT, REASON_DROP, REASON_TTL, REASON_METER, REASON_VLAN, REASON_OVERSIZE = range(1, 7)
+
+IPV4_TTL = (88, 8)  # (shift, width) in the 160-bit IPv4 header
+IPV4_DSCP = (146, 6)
+IPV6_HOP_LIMIT = (256, 8)
+IPV6_DSCP = (310, 6)
+TPID_CTAG = 0x8100
+
+
+def _word(v160, k):
+    return v160[16 * (9 - k):16 * (10 - k)]
+
+
+def _fold(x):
+    return x[:16] + x[16:]
+
+
+def ipv4_csum_adjust(old, new):
+    """Return ``new`` with its checksum word updated for the change from ``old`` (RFC 1624)."""
+    total = ~_word(old, 5)
+    for k in range(10):
+        total = total + ~_word(old, k) + _word(new, k)
+    folded = _fold(_fold(_fold(total)))
+    csum = ~folded[:16]
+    return Cat(new[:64], csum, new[80:])
+
+
+def _put(value, shift, width, field):
+    field = field[:width] if len(field) >= width else Cat(field, Const(0, width - len(field)))
+    return Cat(value[:shift], field, value[shift + width:])
+
+
+def _source(src, args):
+    if src[0] == "const":
+        return Const(src[1], max(src[1].bit_length(), 1))
+    _, shift, width = src
+    return args[shift:shift + width]
+
+
+def _drop(hv, reason, cond=True):
+    fire = cond & (hv["egress"] != EGRESS_DROP)
+    hv["egress"] = Mux(fire, EGRESS_DROP, hv["egress"])
+    hv["reason"] = Mux(fire, reason, hv["reason"])
+
+
+def _set(hv, header, shift, width, value):
+    old = hv[header]
+    new = _put(old, shift, width, value)
+    if header == "ipv4":
+        new = ipv4_csum_adjust(old, new)
+    hv[header] = Mux(hv["valid_" + header], new, old)
+
+
+def _extend(v, n):
+    return v[:n] if len(v) >= n else Cat(v, Const(0, n - len(v)))
+
+
+def apply_ops(m, hv, ops, args, prefix="a"):
+    """Return a copy of ``hv`` after the compiled ``ops`` ran with action data ``args``.
+
+    Every value an operation changes is held in a new combinational signal of ``m``, so later
+    operations refer to it instead of copying its expression.
+    """
+    hv = dict(hv)
+    for n, op in enumerate(ops):
+        before = dict(hv)
+        _apply_op(hv, op, args)
+        for name, value in hv.items():
+            if value is not before[name]:
+                sig = Signal(len(value), name=f"{prefix}_op{n}_{name}")
+                m.d.comb += sig.eq(value)
+                hv[name] = sig
+    return hv
+
+
+def _apply_op(hv, op, args):
+    """Apply one compiled operation to ``hv`` in place."""
+    name = op[0]
+    if name == "drop":
+        _drop(hv, REASON_DROP)
+    elif name in ("forward", "to_host"):
+        kind = EGRESS_PORT if name == "forward" else EGRESS_HOST
+        live = hv["egress"] != EGRESS_DROP
+        hv["egress"] = Mux(live, kind, hv["egress"])
+        hv["number"] = Mux(live, _extend(_source(op[1], args), 8), hv["number"])
+    elif name == "mirror":
+        hv["mirror"] = Const(1, 1)
+        hv["mirror_queue"] = _extend(_source(op[1], args), 6)
+    elif name == "set":
+        _, header, shift, width, src = op
+        _set(hv, header, shift, width, _source(src, args))
+    elif name == "dec_ttl":
+        v4, v6 = hv["valid_ipv4"], hv["valid_ipv6"]
+        ttl4 = hv["ipv4"][IPV4_TTL[0]:IPV4_TTL[0] + 8]
+        hop6 = hv["ipv6"][IPV6_HOP_LIMIT[0]:IPV6_HOP_LIMIT[0] + 8]
+        ttl = Mux(v4, ttl4, hop6)
+        expired = (v4 | v6) & (ttl <= 1)
+        _drop(hv, REASON_TTL, expired)
+        old4, old6 = hv["ipv4"], hv["ipv6"]
+        _set(hv, "ipv4", *IPV4_TTL, (ttl4 - 1)[:8])
+        hv["ipv4"] = Mux(expired, old4, hv["ipv4"])
+        new6 = _put(old6, *IPV6_HOP_LIMIT, (hop6 - 1)[:8])
+        hv["ipv6"] = Mux(~v4 & v6 & ~expired, new6, old6)
+    elif name == "set_dscp":
+        dscp = _extend(_source(op[1], args), 6)
+        v4, v6 = hv["valid_ipv4"], hv["valid_ipv6"]
+        _set(hv, "ipv4", *IPV4_DSCP, dscp)
+        hv["ipv6"] = Mux(~v4 & v6, _put(hv["ipv6"], *IPV6_DSCP, dscp), hv["ipv6"])
+    elif name == "push_vlan":
+        vid = _extend(_source(op[1], args), 12)
+        pcp = _extend(_source(op[2], args), 3)
+        full = hv["valid_vlan2"]
+        _drop(hv, REASON_VLAN, full)
+        eth = hv["ethernet"]
+        tag = Cat(eth[:16], vid, Const(0, 1), pcp)
+        hv["ethernet"] = Mux(full, eth, Cat(Const(TPID_CTAG, 16), eth[16:]))
+        hv["vlan2"] = Mux(full, hv["vlan2"], hv["vlan"])
+        hv["valid_vlan2"] = Mux(full, hv["valid_vlan2"], hv["valid_vlan"])
+        hv["vlan"] = Mux(full, hv["vlan"], tag)
+        hv["valid_vlan"] = Mux(full, hv["valid_vlan"], 1)
+    elif name == "pop_vlan":
+        has, has2 = hv["valid_vlan"], hv["valid_vlan2"]
+        eth = hv["ethernet"]
+        hv["ethernet"] = Mux(has, Cat(hv["vlan"][:16], eth[16:]), eth)
+        hv["vlan"] = Mux(has & has2, hv["vlan2"], hv["vlan"])
+        hv["valid_vlan"] = Mux(has, has2, hv["valid_vlan"])
+        hv["valid_vlan2"] = Mux(has, 0, hv["valid_vlan2"])
+    else:
+        raise ValueError(f"unknown operation {name!r}")
