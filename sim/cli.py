@@ -254,6 +254,8 @@ def synth(
                                                      "table (benchmarks/results/synth.json), "
                                                      "replacing the row of the same design, "
                                                      "width and device.")] = None,
+    program: Annotated[Path | None, typer.Option(help="Pipeline program TOML "
+                                                      "(match-action).")] = None,
 ):
     """Synthesize a design with yosys + nextpnr and print its figures as JSON."""
     from nicsim.hw.designs import DESIGNS
@@ -264,11 +266,21 @@ def synth(
     if device not in DEVICES:
         _fail(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
     _check_width(width)
+    params = {"width": width}
+    if program is not None:
+        from nicsim.hw.match_action.compile import design_params
+
+        try:
+            params.update(design_params(program))
+        except ValueError as exc:
+            _fail(str(exc))
     try:
         with err_console.status(f"synthesizing {design} ({width} bit) for {device}"):
-            result = synthesize(design, {"width": width}, device=device, seed=seed, force=force)
+            result = synthesize(design, params, device=device, seed=seed, force=force)
     except SynthError as exc:
         _fail(str(exc))
+    if program is not None:
+        result["params"] = {"width": width, "program": program.name}
     if record is not None:
         _record_synth(record, {k: v for k, v in result.items() if k != "cells"})
     result = {k: v for k, v in result.items() if k not in ("cells", "tools")}

@@ -15,7 +15,7 @@ from nicsim.rtl.match_action import limits, regs
 from ..ref.match_action import meter_increment
 from .program import Entry, Program, field_of, parse_value
 
-__all__ = ["compile_program", "stage_slots", "key_value", "entry_writes", "table_actions",
+__all__ = ["design_params", "compile_program", "stage_slots", "key_value", "entry_writes", "table_actions",
            "HV_LENGTHS"]
 
 #: Bytes each header occupies in the header vector (IPv4: the fixed part; options are carried).
@@ -164,3 +164,11 @@ def entry_writes(program: Program, entry: Entry, stage: int, slot: int, *, keep_
     writes.append((regs.REG_COMMIT, regs.commit_word(stage, slot, True, keep_counters,
                                                      keep_meter)))
     return writes
+
+
+def design_params(path, stages: int = limits.DEFAULT_STAGES) -> dict:
+    """Return the elaboration parameters of the ``match-action`` design for a program file."""
+    from .checker import check_program
+    from .program import load_program
+
+    return {"program": compile_program(check_program(load_program(path), stages), stages)}
