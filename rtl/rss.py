@@ -612,7 +612,8 @@ class RssUnit(wiring.Component):
         at = [~s2["tpid0"], s2["tpid0"] & ~s2["tpid1"], s2["tpid0"] & s2["tpid1"]]
         l3_index = Mux(s2["tpid0"], Mux(s2["tpid1"], 2, 1), 0)
         v4_type = Cat(at[c] & s2[f"v4type{c}"] & s2[f"v4seen{c}"] for c in range(3)).any()
-        v6 = ~s2["bad"] & Cat(at[c] & s2[f"v6_{c}"] for c in range(3)).any()
+        v6_type = Cat(at[c] & s2[f"v6_{c}"] for c in range(3)).any()
+        v6 = ~s2["bad"] & v6_type
         v4 = ~s2["bad"] & v4_type
         ihl = _select(l3_index, {c: s2[f"ihl{c}"] for c in range(3)})
         per_offset = {}
@@ -632,8 +633,8 @@ class RssUnit(wiring.Component):
             l3=l3_index, ihl=ihl,
             shift=Mux(v6, l3_index, l3_index + 1),  # addresses at 22 + 4 * shift
             # The first header after l3 (for frames neither IPv4 nor IPv6: don't care).
-            ptr=Mux(v4_type, _select(l3_index, {c: s2[f"ptr{c}"] for c in range(3)}),
-                    13 + l3_index)[:5],
+            ptr=Mux(v6_type, 13 + l3_index,
+                    _select(l3_index, {c: s2[f"ptr{c}"] for c in range(3)}))[:5],
             total_length=field16(2), payload_length=field16(4), fragment=field16(6),
             **per_offset)
 
