@@ -165,6 +165,15 @@ def _tree(m, values, name):
     return values[0]
 
 
+def _or_tree(values):
+    """Return the bitwise OR of ``values`` as a balanced tree (combinational)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 class Tso(wiring.Component):
     """Cut TCP and UDP super-frames into MSS-sized frames (TSO/USO).
 
@@ -279,7 +288,7 @@ class Tso(wiring.Component):
         full = Const((1 << lanes) - 1, lanes)
         contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
         count = Signal(range(lanes + 1))
-        m.d.comb += count.eq(sum(beat.keep[j] for j in range(lanes)))
+        m.d.comb += count.eq(_tree(m, (beat.keep[j] for j in range(lanes)), "count"))
         first_command = Mux(index == 0, TsoCommandLayout(beat.user), command)
         entry = Signal(self.frame_layout)
         m.d.comb += [
@@ -578,15 +587,14 @@ class Tso(wiring.Component):
         plan = Signal()
         m.d.comb += plan.eq(gb_active & cmd_credit)
 
-        start = Signal(shift)
-        avail = Signal(shift + 1)
+        start = Signal(shift)  # first lane of this beat's bytes: hm on a segment's first beat
+        avail = Signal(shift + 1)  # lanes - start
+        avail_first = Signal(shift + 1)
         seg_end = Signal()
         nb = Signal(shift + 1)
         lane_sum = Signal(shift + 2)
         thr = Signal(shift + 2)
         m.d.comb += [
-            start.eq(Mux(first, hm, 0)),
-            avail.eq(lanes - start),
             seg_end.eq(rem <= avail),
             nb.eq(Mux(seg_end, rem, avail)),
             lane_sum.eq(f_lane + nb),
@@ -607,10 +615,13 @@ class Tso(wiring.Component):
             cmds.w_en.eq(plan),
         ]
         take = Mux(pay_after < mss, pay_after, mss)
+        rem_next = Signal(16)
+        m.d.comb += rem_next.eq(rem - avail)  # beside the comparison, not after it
         with m.If(plan):
             m.d.sync += f_lane.eq(lane_sum[:shift])
             with m.If(seg_end):
                 m.d.sync += [
+                    start.eq(hm), avail.eq(avail_first),
                     first.eq(1), seg_first.eq(0), rem.eq(take), seg_len.eq(take),
                     pay_after.eq(pay_after - take), seg_k.eq(seg_k + 1),
                     seg_seq.eq(seg_seq + mss), seg_id.eq(seg_id + ~fixed_id),
@@ -618,7 +629,7 @@ class Tso(wiring.Component):
                 with m.If(last_seg):
                     m.d.sync += gb_active.eq(0)
             with m.Else():
-                m.d.sync += [first.eq(0), rem.eq(rem - nb)]
+                m.d.sync += [first.eq(0), rem.eq(rem_next), start.eq(0), avail.eq(lanes)]
 
         # Mover.
         cmd = data.View(cmd_layout, cmds.r_data)
@@ -713,6 +724,8 @@ class Tso(wiring.Component):
                     fc["ip_base"].eq(acc["ip"]),
                     hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
                     f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
+                    start.eq(hlen[:shift]), avail.eq(lanes - hlen[:shift]),
+                    avail_first.eq(lanes - hlen[:shift]),
                     rem.eq(mss), seg_len.eq(mss), pay_after.eq(payload - mss),
                     seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
                     src_idx.eq(hlen[shift:]), lo_v.eq(0), hi_v.eq(0),
@@ -957,9 +970,20 @@ class Tso(wiring.Component):
             issued[f"value{n}"] = head.values[n]
         stage1 = {n: Signal(len(v) if not isinstance(v, int) else 1, name=f"{n}_r1")
                   for n, v in issued.items()}
-        stage2 = {n: Signal.like(s, name=f"{n}_r2") for n, s in stage1.items()}
         m.d.sync += [stage1[n].eq(v) for n, v in issued.items()]
-        m.d.sync += [stage2[n].eq(stage1[n]) for n in stage1]
+        # Second stage: the one rewritten byte of each lane, if any (slots never share a byte).
+        stage2 = {n: Signal.like(stage1[n], name=f"{n}_r2")
+                  for n in ("last", "keep", "user", "count", "tmpl")}
+        m.d.sync += [stage2[n].eq(stage1[n]) for n in stage2]
+        patch_en = Signal(lanes)
+        patch = Signal(width)
+        for j in range(lanes):
+            hits = [stage1[f"hit{n}"][j] for n in range(_SLOTS)]
+            m.d.sync += [
+                patch_en[j].eq(Cat(*hits).any()),
+                patch[8 * j:8 * j + 8].eq(_or_tree([Mux(hit, stage1[f"value{n}"], 0)
+                                                     for n, hit in enumerate(hits)])),
+            ]
         in_flight = Signal()
         ready = Signal()
         tmpl_data = Signal(width)
@@ -969,9 +993,7 @@ class Tso(wiring.Component):
         out_bytes = []
         for j in range(lanes):
             b = Mux(stage2["tmpl"][j], tmpl_data[8 * j:8 * j + 8], seg_data[8 * j:8 * j + 8])
-            for n in range(_SLOTS):
-                b = Mux(stage2[f"hit{n}"][j], stage2[f"value{n}"], b)
-            out_bytes.append(b)
+            out_bytes.append(Mux(patch_en[j], patch[8 * j:8 * j + 8], b))
         out_layout = data.StructLayout({"data": width, "keep": lanes, "last": 1, "user": 2,
                                         "count": 24})
         m.submodules.out_fifo = out_fifo = CreditedFIFO(out_layout.size, _OUT_DEPTH)
