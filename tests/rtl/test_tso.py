@@ -340,3 +340,15 @@ def test_keep_hole_dropped_as_malformed():
     assert outputs == list(expected) * 2
     assert counters["drop_malformed"] == 1 and counters["frames_in"] == 3
     assert counters["segments_out"] == 2 * len(expected)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("width", WIDTHS)
+def test_fuzz_long(width):
+    """Many random super-frames and bad frames, mixed, with idles and backpressure."""
+    for seed in range(4):
+        rng = random.Random(1000 * width + seed)
+        cases = valid_cases(rng, 150, width // 8) + bad_cases(rng)
+        rng.shuffle(cases)
+        run_cases(cases, width, idle_pct=rng.choice((0, 20, 50)),
+                  backpressure_pct=rng.choice((0, 30, 70)), seed=seed)
