@@ -65,3 +65,17 @@ def test_serve_echoes_to_linux():
     assert server.returncode == 0, err
     assert '"echo_replies"' not in out and '"arp_replies": 1' in out
     assert not Path("/run/netns", netns).exists()
+
+
+def test_missing_requirements_named(monkeypatch, tmp_path):
+    """Without root, /dev/net/tun or iproute2 the Linux tests skip naming what is missing."""
+    from nicsim.hw.toe import bridge
+
+    monkeypatch.setattr(bridge.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(bridge.shutil, "which", lambda name: None)
+    real_exists = bridge.os.path.exists
+    monkeypatch.setattr(bridge.os.path, "exists",
+                        lambda p: False if p == "/dev/net/tun" else real_exists(p))
+    message = bridge.missing_requirements()
+    assert "root (running as uid 1000)" in message
+    assert "/dev/net/tun" in message and "`ip netns`" in message
