@@ -22,10 +22,11 @@ ancestors at the same instruction is an infinite loop. Loops whose bound the sta
 walked iteration by iteration, within the kernel's budget of one million instructions.
 
 The rules are the kernel's for a loader holding CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, with
-three stricter ones: stack bytes must be written before they are read (the kernel relaxes this
+four stricter ones: stack bytes must be written before they are read (the kernel relaxes this
 for CAP_PERFMON), R0 at exit must be a scalar in 0..4 (the kernel does not check XDP return
-values) and only the helpers nicsim implements may be called. Not modelled: BTF, kfuncs,
-spin locks, iterators, callbacks, tail calls into other programs' verification.
+values), only the helpers nicsim implements may be called, and a map pointer cannot be
+dereferenced (the kernel reads struct bpf_map through BTF). Not modelled: BTF, kfuncs, spin
+locks, iterators, callbacks, tail calls into other programs' verification.
 """
 
 from __future__ import annotations

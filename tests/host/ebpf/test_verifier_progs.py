@@ -440,14 +440,20 @@ def test_examples_against_kernel(path, cpu):
 # ---------------------------------------------------------------------------------------------
 # mutants: accepted programs (C and hand-assembled) with one instruction changed (a bounds
 # check removed or its condition flipped, an offset, a constant, a register, an access size
-# or an ALU operation changed),
+# or an ALU operation changed, an instruction removed or two swapped),
 # judged by nicsim and by the kernel
 
 _FLIP = {isa.JGT: isa.JGE, isa.JGE: isa.JGT, isa.JLT: isa.JLE, isa.JLE: isa.JLT,
          isa.JEQ: isa.JNE, isa.JNE: isa.JEQ, isa.JSGT: isa.JSGE, isa.JSGE: isa.JSGT,
          isa.JSLT: isa.JSLE, isa.JSLE: isa.JSLT}
-# nicsim's stricter rules (see nicsim.host.ebpf.verifier): there the kernel as root may accept
-STRICTER = ("was never written", "At program exit")
+# nicsim's stricter rules (docs/ebpf-verifier.md): there the kernel as root may accept
+STRICTER = ("was never written", "At program exit", "invalid mem access 'map_ptr'")
+
+
+def _movable(ins):
+    """Not a lddw, a bpf-to-bpf call or a jump (those keep their slots)."""
+    return ins is not None and not ins.is_lddw and not (
+        ins.cls in (isa.JMP, isa.JMP32) and (ins.op & 0xF0 != isa.CALL or ins.src))
 
 
 def mutate(insns, rng):
@@ -459,6 +465,14 @@ def mutate(insns, rng):
         if ins is None:
             continue
         cls, code = ins.cls, ins.op & 0xF0
+        if rng.random() < 0.1 and _movable(ins):
+            j = rng.randrange(len(insns))
+            if rng.random() < 0.5:
+                insns[i] = Insn(isa.JMP | isa.JA, 0, 0, 0, 0)
+                return insns, f"insn {i}: removed"
+            if _movable(insns[j]):
+                insns[i], insns[j] = insns[j], insns[i]
+                return insns, f"insns {i} and {j} swapped"
         if rng.random() < 0.2 and (cls in (isa.ALU64, isa.ALU, isa.LDX, isa.STX) or (
                 cls in (isa.JMP, isa.JMP32) and code not in (isa.CALL, isa.EXIT, isa.JA))):
             dst, src = (rng.randrange(10), ins.src) if rng.random() < 0.5 else \
