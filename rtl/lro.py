@@ -779,7 +779,10 @@ class LroEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += act.eq(Mux(holdable, A_HOLD, A_SINGLE))
                     with m.If(hit.any()):
-                        m.d.sync += [d_ctx.eq(hit_idx), ret.eq(R_ACT)]
+                        # A new segment of the flow goes to another free context if there is
+                        # one, so that it need not wait for the read-out of the delivered one.
+                        m.d.sync += [d_ctx.eq(hit_idx), ret.eq(R_ACT),
+                                     sel.eq(Mux(any_free, free_idx, hit_idx))]
                         m.next = "Deliver"
                     with m.Elif(holdable & ~any_free):
                         m.d.sync += [sel.eq(oldest), d_ctx.eq(oldest), ret.eq(R_ACT)]

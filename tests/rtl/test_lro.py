@@ -40,11 +40,11 @@ def counters(done):
 
 @pytest.mark.parametrize("width", [64, 512])
 def test_mixed_traffic_matches_reference(width):
-    frames = traffic(seed=width, count=500, flows=7)
+    frames = traffic(seed=width, count=300, flows=7)
     frames.append(Flow(random.Random(1), 99).frame(bytes(9000)))  # longer than max_frame
     rtl, done = check(frames, COMPACT, width, idle_pct=20, backpressure_pct=30, seed=width)
     merged = sum(m["segs"] > 1 for m in rtl.out_meta)
-    assert merged > 20  # the traffic really merges
+    assert merged > 10  # the traffic really merges
     assert any(m["segs"] > 3 for m in rtl.out_meta)
     regs = counters(done)
     assert regs["frames_in"] == len(frames)

@@ -140,7 +140,7 @@ def test_without_timeout_or_flush_flows_stay_held():
 
 @pytest.mark.parametrize("width,flows", [(64, 2), pytest.param(256, 3, marks=pytest.mark.long)])
 def test_mixed_traffic_small_configs(width, flows):
-    frames = [f for f in traffic(seed=flows, count=60, flows=5) if 0 < len(f) <= 2048]
+    frames = [f for f in traffic(seed=flows, count=40, flows=5) if 0 < len(f) <= 2048]
     dut = small(width, flows=flows, max_bytes=1500)
     users = [0] * (len(frames) - 1) + [1]
     out, _ = simulate(dut, frames, users=users, backpressure=0.3)
