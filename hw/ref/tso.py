@@ -31,6 +31,10 @@ compared there: fixed IDs (``virtio_net_hdr`` cannot ask for them); AccECN super
 (``SKB_GSO_TCP_ACCECN`` keeps CWR on every segment) are not modelled; for a payload of at most
 ``mss`` bytes Linux only completes the L4 checksum and leaves the IP header as the stack wrote
 it, which is the same frame when the stack wrote consistent lengths.
+
+:func:`tso_segment` is the contract of the engine (``nicsim.rtl.tso``): :func:`segment` within
+the engine's limits (MSS 1 to :data:`MAX_MSS`, payload up to :data:`MAX_PAYLOAD`), and a drop
+(``"short"``) for a payload shorter than the MSS, which Linux would send as it is.
 """
 
 from __future__ import annotations
