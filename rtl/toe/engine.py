@@ -167,6 +167,10 @@ class ToeEngine(wiring.Component):
         verdict_echo = Signal()
         verdict_rst = Signal()
         rst_sent = Signal(32)
+        # the verdict and the checksum results, registered
+        ip_ok_r, icmp_ok_r, tcp_ok_r = Signal(), Signal(), Signal()
+        v_drop, v_rst, v_arp, v_echo = Signal(), Signal(), Signal(), Signal()
+        v_reason = Signal(range(len(DROP_REASONS)))
 
         out_beat = Signal(range(depth + 1))
         out_last_beat = Signal(range(depth + 1))
@@ -267,10 +271,15 @@ class ToeEngine(wiring.Component):
                     ]
                     with m.If(self.i.payload.last):
                         m.d.sync += frames_in.eq(frames_in + 1)
-                        m.next = "Decide"
+                        m.next = "Fold"
+            with m.State("Fold"):
+                # checksums folded a cycle ahead of the verdict (timing)
+                m.d.sync += [ip_ok_r.eq(_fold(ip_sum) == 0xFFFF),
+                             icmp_ok_r.eq(_fold(icmp_sum) == 0xFFFF), tcp_ok_r.eq(tcp_ok)]
+                m.next = "Decide"
             with m.State("Decide"):
-                ip_ok = _fold(ip_sum) == 0xFFFF
-                icmp_ok = _fold(icmp_sum) == 0xFFFF
+                ip_ok = ip_ok_r
+                icmp_ok = icmp_ok_r
                 ihl = hdr[14][:4]
                 version = hdr[14][4:]
                 with m.If(length < 14):
@@ -324,7 +333,7 @@ class ToeEngine(wiring.Component):
                         with m.Elif((tcp_offset < 20) | (tcp_offset > tcp_len)):
                             m.d.comb += [verdict_drop.eq(1),
                                          verdict_reason.eq(_R["bad_tcp_header"])]
-                        with m.Elif(~tcp_ok):
+                        with m.Elif(~tcp_ok_r):
                             m.d.comb += [verdict_drop.eq(1),
                                          verdict_reason.eq(_R["bad_tcp_checksum"])]
                         with m.Elif((tcp_flags[1] & (tcp_flags[0] | tcp_flags[2]))
@@ -341,24 +350,30 @@ class ToeEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_ipv4"])]
 
-                m.d.comb += rd.addr.eq(0)
                 m.d.sync += [beat.eq(0), length.eq(0), oversize.eq(0), ip_sum.eq(0),
-                             icmp_sum.eq(0), out_beat.eq(0)]
-                with m.If(verdict_drop):
-                    m.d.sync += drops[verdict_reason].eq(drops[verdict_reason] + 1)
-                    with m.If(verdict_rst):
+                             icmp_sum.eq(0), out_beat.eq(0), v_drop.eq(verdict_drop),
+                             v_reason.eq(verdict_reason), v_rst.eq(verdict_rst),
+                             v_arp.eq(verdict_arp), v_echo.eq(verdict_echo)]
+                m.next = "Act"
+            with m.State("Act"):
+                m.d.comb += rd.addr.eq(0)
+                with m.If(v_drop):
+                    for k in range(len(DROP_REASONS)):
+                        with m.If(v_reason == k):
+                            m.d.sync += drops[k].eq(drops[k] + 1)
+                    with m.If(v_rst):
                         m.d.sync += ip_id.eq(ip_id + 1)
                         m.next = "Build Reset"
                     with m.Else():
                         m.next = "Receive"
-                with m.Elif(verdict_arp):
+                with m.Elif(v_arp):
                     for k in range(42):
                         m.d.sync += reply[k].eq(arp_reply[k])
                     m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(41 // nb),
                                  out_last_keep.eq((1 << (41 % nb + 1)) - 1),
                                  arp_replies.eq(arp_replies + 1)]
                     m.next = "Send"
-                with m.Elif(verdict_echo):
+                with m.Elif(v_echo):
                     next_id = ip_id + 1
                     m.d.sync += ip_id.eq(next_id)
                     m.next = "Build Echo"
