@@ -33,9 +33,10 @@ from .actions import REASON_OVERSIZE, REASON_RUNT
 from .deparser import build_head
 from .hv import DROP_REASONS, EGRESS_DROP, EGRESS_PORT, HEADERS, NEXT_END, hv_layout
 from .parser import Parser
+from .regs import REGISTERS
 from .stage import METER_CFG_BITS, Stage
 
-__all__ = ["MatchAction", "DEFAULT_CONFIG", "RESULT_FIELDS", "DROP_REASONS", "result_fields",
+__all__ = ["MatchAction", "REGISTERS", "DEFAULT_CONFIG", "RESULT_FIELDS", "DROP_REASONS", "result_fields",
            "MAX_FRAME_LEN"]
 
 MAX_FRAME_LEN = 9018  # jumbo MTU + Ethernet header + one tag, as hw.ref.checksum

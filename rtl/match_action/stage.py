@@ -316,7 +316,7 @@ class Stage(Elaboratable):
         act_args = Signal(self.arg_bits)
         m.d.comb += [act_id.eq(Mux(hit, act, t["default"])),
                      act_args.eq(Mux(hit, args, t["default_args"]))]
-        m.d.sync += new_ctr.eq(Cat(ctr_data[:64] + 1, ctr_data[64:] + cur.length))
+        m.d.sync += new_ctr.eq(Cat((ctr_data[:64] + 1)[:64], (ctr_data[64:] + cur.length)[:64]))
         red = Const(0, 1)
         if self.metered:
             red = self._meter(m, cur, hit, mcfg, new_mst, mst_data)

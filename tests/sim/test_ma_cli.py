@@ -91,3 +91,13 @@ def test_rtl_run_model_backend(tmp_path):
     r = run("rtl", "run", "match-action", "--backend", "model", "--in", pcap, "--out", out,
             "--meta", meta)
     assert r.exit_code == 2 and "needs a program" in r.output
+
+
+def test_synth_program_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((PROGRAMS / "router.toml").read_text().replace('"forward $port"',
+                                                                  '"forward 99"'))
+    r = run("synth", "match-action", "--program", bad)
+    assert r.exit_code == 2 and "exceed port 15" in r.output and "Traceback" not in r.output
+    r = run("rtl", "regs", "match-action")
+    assert r.exit_code == 0 and "COMMIT" in r.output
