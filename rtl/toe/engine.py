@@ -220,11 +220,13 @@ class ToeEngine(wiring.Component):
         seg_seq, seg_ack = be(38, 4), be(42, 4)
         seg_len = Signal(32)
         m.d.comb += seg_len.eq(tcp_len - tcp_offset + tcp_flags[0] + tcp_flags[1])
-        rst_seq, rst_ack, rst_flags = Signal(32), Signal(32), Signal(8)
+        rst_seq_c, rst_ack_c, rst_flags_c = Signal(32), Signal(32), Signal(8)
         with m.If(tcp_flags[4]):
-            m.d.comb += [rst_seq.eq(seg_ack), rst_ack.eq(0), rst_flags.eq(0x04)]
+            m.d.comb += [rst_seq_c.eq(seg_ack), rst_ack_c.eq(0), rst_flags_c.eq(0x04)]
         with m.Else():
-            m.d.comb += [rst_seq.eq(0), rst_ack.eq(seg_seq + seg_len), rst_flags.eq(0x14)]
+            m.d.comb += [rst_seq_c.eq(0), rst_ack_c.eq(seg_seq + seg_len), rst_flags_c.eq(0x14)]
+        # registered a cycle before the RST is built (timing)
+        rst_seq, rst_ack, rst_flags = Signal(32), Signal(32), Signal(8)
         hc_rst = Signal(16)
         m.d.comb += hc_rst.eq(~_fold(Const(0x4500 + 40 + 0x4000 + ((self.ttl << 8) | 6)
                                            + (self.ip >> 16) + (self.ip & 0xFFFF), 32)
@@ -362,7 +364,8 @@ class ToeEngine(wiring.Component):
                         with m.If(v_reason == k):
                             m.d.sync += drops[k].eq(drops[k] + 1)
                     with m.If(v_rst):
-                        m.d.sync += ip_id.eq(ip_id + 1)
+                        m.d.sync += [ip_id.eq(ip_id + 1), rst_seq.eq(rst_seq_c),
+                                     rst_ack.eq(rst_ack_c), rst_flags.eq(rst_flags_c)]
                         m.next = "Build Reset"
                     with m.Else():
                         m.next = "Receive"
