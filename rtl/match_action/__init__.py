@@ -36,8 +36,8 @@ from .parser import Parser
 from .regs import REGISTERS
 from .stage import METER_CFG_BITS, Stage
 
-__all__ = ["MatchAction", "REGISTERS", "DEFAULT_CONFIG", "RESULT_FIELDS", "DROP_REASONS", "result_fields",
-           "MAX_FRAME_LEN"]
+__all__ = ["MatchAction", "REGISTERS", "DEFAULT_CONFIG", "RESULT_FIELDS", "DROP_REASONS",
+           "result_fields", "MAX_FRAME_LEN"]
 
 MAX_FRAME_LEN = 9018  # jumbo MTU + Ethernet header + one tag, as hw.ref.checksum
 #: Result word: ``(name, low bit, width)``.

@@ -19,8 +19,9 @@ Counters and meters
 -------------------
 Each slot has packet and byte counters and, in a metered table, an RFC 2698 meter whose
 buckets and last time live in a memory; the miss counters are one more counter slot. A frame
-reads them, and writes them back four cycles later; a commit that clears a slot in that cycle
-goes first and the frame's write waits a cycle.
+reads them, and writes them back two cycles later; a commit that clears a slot in that cycle
+goes first and the frame's write waits a cycle. A frame whose slot is cleared (deleted or
+re-installed) between the read and the write does not write: the new entry starts from zero.
 """
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
@@ -296,15 +297,26 @@ class Stage(Elaboratable):
             with m.Case(6):
                 with m.If(self.o_ready):
                     m.d.sync += fsm_state.eq(0)
-        # Counter (and meter) write port: a commit's clear first, then the frame's update.
+        # Counter (and meter) write port: a commit's clear first, then the frame's update. A
+        # frame whose slot was cleared after its counters were read (the entry was deleted or
+        # replaced meanwhile) leaves the cleared values alone.
+        stale_ctr, stale_mst = Signal(), Signal()
+        in_flight = (fsm_state >= 3) & (fsm_state <= 5)
+        with m.If(fsm_state == 2):
+            m.d.sync += [stale_ctr.eq(0), stale_mst.eq(0)]
+        with m.If(in_flight & clear_ctr & (self.c_slot == ctr_slot)):
+            m.d.sync += stale_ctr.eq(1)
+        with m.If(in_flight & self.c_en & ~(self.c_install & self.c_keep_meter)
+                  & (self.c_slot == slot)):
+            m.d.sync += stale_mst.eq(1)
         m.d.comb += ctr_wr.addr.eq(Mux(clear_ctr, self.c_slot, ctr_slot))
         m.d.comb += ctr_wr.data.eq(Mux(clear_ctr, 0, new_ctr))
-        m.d.comb += ctr_wr.en.eq(clear_ctr | ((fsm_state == 5) & ~clear_mst))
+        m.d.comb += ctr_wr.en.eq(clear_ctr | ((fsm_state == 5) & ~clear_mst & ~stale_ctr))
         if self.metered:
             m.d.comb += [
                 mst_wr.addr.eq(Mux(clear_mst, self.c_slot, slot)),
                 mst_wr.data.eq(Mux(clear_mst, 0, new_mst)),
-                mst_wr.en.eq(clear_mst | ((fsm_state == 5) & ~clear_ctr & hit)),
+                mst_wr.en.eq(clear_mst | ((fsm_state == 5) & ~clear_ctr & hit & ~stale_mst)),
             ]
         return m
 
