@@ -42,6 +42,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 WIDTH_HELP = "Data width of the gateware in bits (64, 128, 256 or 512)."
+DESIGN_HELP = "Design: see 'nicsim rtl designs'."
 
 
 class UserError(Exception):
@@ -161,7 +162,7 @@ def rtl_designs():
 
 @rtl_app.command("regs")
 def rtl_regs(
-    design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    design: Annotated[str, typer.Argument(help=DESIGN_HELP)],
 ):
     """Print the register map of a design (AXI4-Lite, 32-bit registers)."""
     import importlib
@@ -222,7 +223,7 @@ def nic_formats():
 
 @app.command()
 def export(
-    design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    design: Annotated[str, typer.Argument(help=DESIGN_HELP)],
     width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Verilog file (default: "
                                                                  "DESIGN_wWIDTH.v).")] = None,
@@ -245,7 +246,7 @@ def export(
 
 @app.command()
 def synth(
-    design: Annotated[str, typer.Argument(help="checksum-rx, checksum-tx or rss.")],
+    design: Annotated[str, typer.Argument(help=DESIGN_HELP)],
     width: Annotated[int, typer.Option(help=WIDTH_HELP)] = 64,
     device: Annotated[str, typer.Option(help="ecp5-85k, ecp5-25k or ice40-up5k.")] = "ecp5-85k",
     seed: Annotated[int, typer.Option(help="nextpnr placement seed.")] = 1,
