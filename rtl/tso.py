@@ -514,6 +514,7 @@ class Tso(wiring.Component):
 
         step = Signal(range(32))
         src_idx = Signal(addr_bits)
+        raddr = Signal(addr_bits)  # next ring address to read: a flip-flop, for the RAM's sake
         src_count = Signal(range(_SRC_DEPTH + 2))
         m.submodules.source = source = CreditedFIFO(width, _SRC_DEPTH)
         src_issue = Signal()
@@ -528,8 +529,7 @@ class Tso(wiring.Component):
 
         rd_issue = Signal()
         m.d.comb += [
-            ring_r.addr.eq(Mux(rd_issue, self.ring_rp[:addr_bits] + rd_index,
-                               self.ring_rp[:addr_bits] + src_idx)),
+            ring_r.addr.eq(raddr),
             ring_r.en.eq(rd_issue | src_issue),
         ]
         m.d.sync += [rd_valid.eq(rd_issue), rd_at.eq(rd_index)]
@@ -680,13 +680,13 @@ class Tso(wiring.Component):
                         beats.eq(head.beats), flen.eq(head.length), hole.eq(head.hole),
                         mss.eq(head.command.mss), udp.eq(head.command.udp),
                         fixed_id.eq(head.command.fixed_id),
-                        rd_index.eq(0),
+                        rd_index.eq(0), raddr.eq(self.ring_rp[:addr_bits]),
                         n_hdr.eq(Mux(head.beats < hb, head.beats, hb)),
                     ]
                     m.next = "Read Header"
             with m.State("Read Header"):
                 m.d.comb += rd_issue.eq(1)
-                m.d.sync += rd_index.eq(rd_index + 1)
+                m.d.sync += [rd_index.eq(rd_index + 1), raddr.eq(raddr + 1)]
                 with m.If(rd_index + 1 >= n_hdr):
                     m.d.sync += step.eq(0)
                     m.next = "Parse"
@@ -729,6 +729,7 @@ class Tso(wiring.Component):
                     rem.eq(mss), seg_len.eq(mss), pay_after.eq(payload - mss),
                     seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
                     src_idx.eq(hlen[shift:]), lo_v.eq(0), hi_v.eq(0),
+                    raddr.eq(self.ring_rp[:addr_bits] + hlen[shift:]),
                     bank_busy.eq((bank_busy & ~self.bank_free) | Mux(bank, 2, 1)),
                     gb_active.eq(1),
                 ]
@@ -744,7 +745,7 @@ class Tso(wiring.Component):
             with m.State("Segment"):
                 m.d.comb += src_issue.eq((src_idx < beats) & (src_count < _SRC_DEPTH))
                 with m.If(src_issue):
-                    m.d.sync += src_idx.eq(src_idx + 1)
+                    m.d.sync += [src_idx.eq(src_idx + 1), raddr.eq(raddr + 1)]
                 with m.If(self.frame_sent):
                     m.d.sync += step.eq(0)
                     m.next = "Drain"
