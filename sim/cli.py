@@ -374,12 +374,14 @@ def demo(
     outdir: Annotated[Path, typer.Option(help="Where the capture and results go.")] = Path(
         "out/demo"),
 ):
-    """Generate a mixed capture, run it through rss and checksum-rx on the RTL, show the tally."""
-    from nicsim.sim.demo import run_demo
+    """Run a mixed capture through rss and checksum-rx on the RTL, and a 64 KiB send through
+    the TSO and LRO engines."""
+    from nicsim.sim.demo import run_demo, run_segmentation_demo
 
     _check_width(width)
     try:
         run_demo(console, frames=frames, width=width, outdir=outdir)
+        run_segmentation_demo(console, width=width, outdir=outdir)
     except UserError as exc:
         _fail(str(exc))
 
