@@ -27,6 +27,8 @@ demo: install
 	$(BIN)/nicsim run scenarios/pmd-drop-64.toml --out out/pmd-drop-64
 	$(BIN)/nicsim compare linux,netmap,pmd --app drop --cores 1..2 --duration-us 300 \
 		--json out/compare/drop-64.json
+	$(BIN)/nicsim compare xdp,af_xdp,linux,pmd --app drop --load 0.5,4,8 --duration-us 200 \
+		--json out/compare/xdp-load.json
 
 test: install
 	$(BIN)/python -m pytest -n $(JOBS) -m "not long" -q
@@ -40,6 +42,11 @@ synth: install
 bench: install
 	$(BIN)/python benchmarks/bench_engines.py
 	$(BIN)/python benchmarks/bench_world.py
+	$(BIN)/python benchmarks/bench_tso.py
+	$(BIN)/python benchmarks/bench_lro.py
+	$(BIN)/python benchmarks/bench_ebpf.py
+	$(BIN)/python benchmarks/bench_toe.py
+	$(BIN)/nicsim gpu bench
 
 readme-table: install
 	$(BIN)/python scripts/readme_table.py
