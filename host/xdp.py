@@ -71,7 +71,7 @@ from pathlib import Path
 
 from nicsim.host.apps import AppGroup
 from nicsim.host.ebpf.interp import ExecError
-from nicsim.host.linux import GRO_NORMAL_BATCH, LINUX_APPS, TX_REAP_THRESH, LinuxPath
+from nicsim.host.linux import GRO_NORMAL_BATCH, LINUX_APPS, TX_REAP_THRESH, LinuxPath, SocketApp
 from nicsim.hw.ref.checksum import Status, rx_checksum
 from nicsim.hw.ref.packet import IPPROTO_TCP, IPPROTO_UDP, parse_ip
 
@@ -270,29 +270,15 @@ def compare_defaults(path, app, overrides=(), port=None):
 
 # -- results ----------------------------------------------------------------------------------
 
-class _Sent:
+class _Sent(SocketApp):
     """Frames XDP sent out (XDP_TX, redirects to an interface), counted as delivered when they
     are placed in a transmit ring: an application-like counter for the results."""
 
-    name = "xdp_tx"
-    needs_data = True
-
     def __init__(self):
-        from array import array
-
-        self.frames = 0
-        self.bytes = 0
-        self.latency_ps = array("q")
-        self.first_ps = None
-        self.last_ps = None
-        self.completions = 0
+        super().__init__("xdp_tx")
 
     def done(self, nbytes, born, t_ps):
-        if self.first_ps is None:
-            self.first_ps = t_ps
-        self.last_ps = t_ps
-        self.frames += len(born)
-        self.bytes += nbytes
+        super().done(len(born), nbytes, t_ps)
         lat = self.latency_ps
         for b in born:
             if b is not None:
