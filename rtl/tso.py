@@ -530,7 +530,9 @@ class Tso(wiring.Component):
         rd_issue = Signal()
         m.d.comb += [
             ring_r.addr.eq(raddr),
-            ring_r.en.eq(rd_issue | src_issue),
+            # Read every cycle: an enable would fan out from the issue logic to every RAM
+            # block of the ring; the data is taken only where a read was issued.
+            ring_r.en.eq(1),
         ]
         m.d.sync += [rd_valid.eq(rd_issue), rd_at.eq(rd_index)]
 
@@ -940,9 +942,9 @@ class Tso(wiring.Component):
             descs.r_en.eq(done | drop_done),
             self.desc_popped.eq(done | drop_done),
             self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
-            self.tmpl_r.en.eq(issue & (beat <= info.bh)),
+            self.tmpl_r.en.eq(1),  # read every cycle, taken two cycles after an issue
             self.seg_r.addr.eq(seg_rp),
-            self.seg_r.en.eq(issue & payload_beat),
+            self.seg_r.en.eq(1),
             self.seg_freed.eq(issue & payload_beat),
             self.bank_free.eq(Mux(done & head.last, Mux(head.bank, 2, 1), 0)),
         ]
