@@ -301,7 +301,9 @@ def _record_synth(path, row):
             return (r.get("design"), json.dumps(r.get("params"), sort_keys=True),
                     r.get("device"))
 
-        doc["results"] = [r for r in doc["results"] if key(r) != key(row)] + [row]
+        doc["results"] = sorted([r for r in doc["results"] if key(r) != key(row)] + [row],
+                                key=lambda r: (r.get("design", ""), r.get("device", ""),
+                                               (r.get("params") or {}).get("width", 0)))
         path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
