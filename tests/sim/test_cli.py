@@ -86,7 +86,7 @@ def test_bad_arguments_one_line(capture, tmp_path):
     for args, expect in ((["rtl", "run", "crc", "--in", path], "unknown engine"),
                          (["rtl", "run", "rss", "--in", path, "--width", "48"], "--width"),
                          (["rtl", "run", "rss", "--in", path, "--backend", "fpga"], "--backend"),
-                         (["synth", "toe"], "unknown design")):
+                         (["synth", "crc"], "unknown design")):
         if "--out" not in args and args[0] == "rtl":
             args += ["--out", tmp_path / "o.pcap", "--meta", tmp_path / "o.jsonl"]
         r = nicsim(*args)
