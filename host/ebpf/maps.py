@@ -134,9 +134,13 @@ class ArrayMap(BpfMap):
         index = int.from_bytes(key, "little")
         return index if index < self.max_entries else None
 
+    def _stores(self, cpu):
+        """The value arrays an update with ``cpu`` writes (per-CPU maps: all when None)."""
+        return (self.values,)
+
     def lookup(self, key, cpu=0):
         index = self._index(key)
-        return None if index is None else self.values[index]
+        return None if index is None else self._stores(cpu)[0][index]
 
     def update(self, key, value, flags=BPF_ANY, cpu=None):
         self._check(key, value)
@@ -147,7 +151,8 @@ class ArrayMap(BpfMap):
             return -errno.E2BIG
         if flags & 3 == BPF_NOEXIST:
             return -errno.EEXIST  # every element of an array exists
-        self.values[index][:] = value
+        for values in self._stores(cpu):
+            values[index][:] = value
         return 0
 
     def delete(self, key):
@@ -170,22 +175,8 @@ class PercpuArrayMap(ArrayMap):
         self.percpu = [_LazyValues(self.value_size) for _ in range(ncpus)]
         self.values = self.percpu[0]
 
-    def lookup(self, key, cpu=0):
-        index = self._index(key)
-        return None if index is None else self.percpu[cpu][index]
-
-    def update(self, key, value, flags=BPF_ANY, cpu=None):
-        self._check(key, value)
-        if not self._flags_ok(flags):
-            return -errno.EINVAL
-        index = self._index(key)
-        if index is None:
-            return -errno.E2BIG
-        if flags & 3 == BPF_NOEXIST:
-            return -errno.EEXIST
-        for c in range(self.ncpus) if cpu is None else (cpu,):
-            self.percpu[c][index][:] = value
-        return 0
+    def _stores(self, cpu):
+        return self.percpu if cpu is None else (self.percpu[cpu],)
 
     def items(self, cpu=0):
         return self._items(self.percpu[cpu])
