@@ -102,10 +102,16 @@ def jumbo_frame(version: int, kind: str) -> bytes:
 
 
 def layers(frame: bytes) -> tuple[Packet, Packet, Packet]:
-    """Return (whole packet, IP layer, L4 layer) of a frame scapy parses."""
+    """Return (whole packet, IP layer, L4 layer) of a frame scapy parses.
+
+    The L4 payload is kept raw: scapy would otherwise read UDP port 4789 as VXLAN and rebuild a
+    payload that is not a valid VXLAN header differently from the bytes it read.
+    """
     pkt = Ether(frame)
     ip = pkt[IP] if IP in pkt else pkt[IPv6]
     l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
+    if l4.payload and not isinstance(l4.payload, Raw):
+        l4.decode_payload_as(Raw)
     return pkt, ip, l4
 
 
