@@ -159,26 +159,18 @@ class GpuPath(_Path):
                 work = app.process(pkts)
                 app_ps += work
                 t += work
-                out = app.finish(t)
-                if out is not None:
-                    t += self._tx_ps(out[0])
-                    yield env.timeout(t - env.now)
-                    t += self._transmit(txq, out)
+                t = yield from self._send_finished(txq, t)
                 t += n * c.mbuf_free
                 self.held -= n
             for q in self.queues:
                 room = self.MAX_HELD - self.held
                 if room <= 0:
                     break
-                got = q.receive(min(burst, room))
-                if not got:
-                    t += c.l3_hit
+                pkts, t = self._poll(q, min(burst, room), t)
+                if not pkts:
                     continue
-                n = len(got)
+                n = len(pkts)
                 more = more or n == burst
-                pkts = self._packets(got)
-                t += self._rx_ps(q, n)
-                q.refill(n, False, t)
                 gather, nbytes = self._gather_ps(pkts)
                 t += gather
                 if self.p2p:

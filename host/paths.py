@@ -174,6 +174,29 @@ class _Path:
         return (round(c.memcpy * sum(map(len, frames))) + -(-len(frames) // 4) * c.l2_hit
                 + c.mmio_write)
 
+    def _poll(self, q, count, t):
+        """Take up to ``count`` frames from ``q`` with the core's clock at ``t`` and post fresh
+        buffers: return the applications' packets (empty when the queue had none) and the
+        clock after the work (a miss costs one look at the completion ring)."""
+        got = q.receive(count)
+        if not got:
+            return [], t + self.costs.l3_hit
+        n = len(got)
+        pkts = self._packets(got)
+        t += self._rx_ps(q, n)
+        q.refill(n, False, t)
+        return pkts, t
+
+    def _send_finished(self, txq, t):
+        """Generator: at ``t``, send what the application finished (its copies, descriptors and
+        doorbell, then the transmission at that time); return the clock after the work."""
+        out = self.app.finish(t)
+        if out is not None:
+            t += self._tx_ps(out[0])
+            yield self.env.timeout(t - self.env.now)
+            t += self._transmit(txq, out)
+        return t
+
     def _transmit(self, txq, out):
         """Reap finished transmissions and send ``out`` (an application's ``(frames,
         births, flags)``) now; count what does not fit; return the reaping's CPU time."""
@@ -312,30 +335,21 @@ class PmdPath(_Path):
         app = self.app
         txq = self.txq
         burst = self.burst
-        look = self.costs.l3_hit  # read the next completion: not there
         free = self.costs.mbuf_free
         while True:
             t = env.now
             app_ps = 0  # accounted once the time has passed
             more = False
             for q in self.queues:
-                got = q.receive(burst)
-                if not got:
-                    t += look
+                pkts, t = self._poll(q, burst, t)
+                if not pkts:
                     continue
-                n = len(got)
+                n = len(pkts)
                 more = more or n == burst
-                pkts = self._packets(got)
-                t += self._rx_ps(q, n)
-                q.refill(n, False, t)
                 work = app.process(pkts)
                 app_ps += work
                 t += work
-                out = app.finish(t)
-                if out is not None:
-                    t += self._tx_ps(out[0])
-                    yield env.timeout(t - env.now)
-                    t += self._transmit(txq, out)
+                t = yield from self._send_finished(txq, t)
                 t += n * free
             yield env.timeout(self._wake_time(t, more) - env.now)
             core.charge(app_ps, "app")
@@ -353,15 +367,11 @@ class PmdPath(_Path):
             t = env.now
             more = False
             for q in self.queues:
-                got = q.receive(burst)
-                if not got:
-                    t += c.l3_hit
+                pkts, t = self._poll(q, burst, t)
+                if not pkts:
                     continue
-                n = len(got)
+                n = len(pkts)
                 more = more or n == burst
-                pkts = self._packets(got)
-                t += self._rx_ps(q, n)
-                q.refill(n, False, t)
                 t += n * c.ring_enqueue
                 yield env.timeout(t - env.now)
                 lost = rings[turn].put(pkts)
@@ -388,11 +398,7 @@ class PmdPath(_Path):
                 t = env.now + n * c.ring_dequeue
                 work = app.process(pkts)
                 t += work
-                out = app.finish(t)
-                if out is not None:
-                    t += self._tx_ps(out[0])
-                    yield env.timeout(t - env.now)
-                    t += self._transmit(txq, out)
+                t = yield from self._send_finished(txq, t)
                 yield env.timeout(t + n * c.mbuf_free - env.now)
                 core.charge(work, "app")  # accounted once the time has passed
             else:
