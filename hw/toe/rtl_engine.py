@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import deque
 from types import SimpleNamespace
 
+from amaranth.hdl import Elaboratable
+
 from nicsim.hw.ref.tcp import CLOCK_HZ, ip_to_bytes
 
 __all__ = ["RtlFrontEnd"]
@@ -139,3 +141,424 @@ class RtlFrontEnd:
         while len(self._read_values) < len(addrs):
             self._run(8)
         return dict(zip(names, self._read_values, strict=True))
+
+
+class _Top(Elaboratable):
+    """The session engine with the external buffer memory the simulation provides."""
+
+    def __init__(self, engine, depth):
+        self.engine = engine
+        self.depth = depth
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Module
+        from amaranth.lib.memory import Memory
+
+        m = Module()
+        m.submodules.engine = e = self.engine
+        m.submodules.dram = dram = Memory(shape=8, depth=self.depth, init=[])
+        w = dram.write_port()
+        r = dram.read_port()
+        m.d.comb += [w.addr.eq(e.mem.addr), w.data.eq(e.mem.w_data), w.en.eq(e.mem.w_en),
+                     r.addr.eq(e.mem.addr), e.mem.r_data.eq(r.data)]
+        return m
+
+
+class RtlEngine:
+    """The RTL TCP engine (front end and session engine) in Amaranth's simulator.
+
+    It offers the golden model's interface (:class:`nicsim.hw.ref.tcp.TcpEngine`): the bridge's
+    ``receive``, ``advance``, ``pop_tx``, ``next_deadline``, and the application calls
+    ``listen``, ``open``, ``send``, ``recv``, ``close``, ``abort``, ``state``, ``session_info``,
+    ``readable``, ``at_eof``, ``notifications``, so :mod:`nicsim.hw.toe.apps` runs on it. Every
+    application call is a command on the gateware's ``cmd`` stream and its answer on ``resp``;
+    data moves on ``tx_data`` and ``rx_data``. The buffer memory is an Amaranth memory beside
+    the engine (the simulation's stand-in for the NIC's DRAM).
+
+    Time: the gateware's timers count ticks; one tick is ``tick_s`` seconds of engine time
+    (``now`` in cycles of ``clock_hz``). The timer parameters are given in seconds and turned
+    into ticks. Simulated clock cycles are not engine time: the simulation runs only while there
+    is work, until the gateware is idle again.
+
+    Parameters
+    ----------
+    mac, ip
+        Addresses of the engine.
+    sessions : int
+        Sessions of the gateware.
+    buf_bits : int
+        Per-session buffers of ``2**buf_bits`` bytes.
+    tick_s : float
+        Length of a tick.
+    fixed_isn : int or None
+        Initial sequence number of every connection (tests).
+    rto_initial, rto_min, rto_max, delack, time_wait : float
+        Timers in seconds (RFC 6298 defaults with Linux's 200 ms minimum).
+
+    Members
+    -------
+    cycles : int
+        Clock cycles simulated.
+    """
+
+    def __init__(self, mac: bytes = bytes.fromhex("020000000002"), ip: str | bytes = "10.0.0.2",
+                 *, sessions: int = 8, buf_bits: int = 16, mss: int = 1460,
+                 tick_s: float = 0.01, fixed_isn: int | None = None, rto_initial: float = 1.0,
+                 rto_min: float = 0.2, rto_max: float = 60.0, delack: float = 0.04,
+                 time_wait: float = 60.0, max_half_open: int | None = None):
+        from amaranth.sim import Simulator
+
+        from nicsim.hw.ref.tcp import TcpError
+        from nicsim.rtl.toe.engine import DROP_REASONS, ToeTcpEngine
+        from nicsim.rtl.toe.sessions import SESSION_DROP_REASONS
+
+        if tick_s <= 0:
+            raise TcpError(f"tick_s must be positive, not {tick_s!r}")
+
+        def ticks(seconds, name):
+            value = max(1, round(seconds / tick_s))
+            if value >= 1 << 16:
+                raise TcpError(f"{name} of {seconds} s is over 65535 ticks of {tick_s} s")
+            return value
+
+        self.mac = bytes(mac)
+        self.ip = ip_to_bytes(ip)
+        self.config = SimpleNamespace(clock_hz=CLOCK_HZ, rx_buffer=1 << buf_bits,
+                                      tx_buffer=1 << buf_bits, max_sessions=sessions, mss=mss)
+        self.tick_cycles = max(1, round(tick_s * CLOCK_HZ))
+        self.drop_reasons = DROP_REASONS
+        self.session_reasons = SESSION_DROP_REASONS
+        try:
+            self._dut = dut = ToeTcpEngine(
+                64, mac=int.from_bytes(self.mac, "big"), ip=int.from_bytes(self.ip, "big"),
+                sessions=sessions, buf_bits=buf_bits, mss=mss, fixed_isn=fixed_isn,
+                max_half_open=max_half_open, rto_initial=ticks(rto_initial, "rto_initial"),
+                rto_min=ticks(rto_min, "rto_min"), rto_max=ticks(rto_max, "rto_max"),
+                delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"))
+        except ValueError as e:
+            raise TcpError(str(e)) from None
+        self._sim = Simulator(_Top(dut, sessions << (buf_bits + 1)))
+        self._sim.add_clock(_PERIOD_S)
+        self._sim.add_testbench(self._work, background=True)
+        self._time = 0.0
+        self._done = False
+        self._frames: deque[bytes] = deque()
+        self._cmds: deque[dict] = deque()
+        self._tx_bytes = bytearray()
+        self._pending_send: deque[bytes] = deque()  # data of SEND commands not yet answered
+        self._reads: deque[int] = deque()
+        self._read_values: list[int] = []
+        self._out: deque[bytes] = deque()
+        self._resps: deque[dict] = deque()
+        self._rx = bytearray()
+        self._notes: deque = deque()
+        self._ticks_owed = 0
+        self._ticks_given = 0
+        self._live: set[int] = set()
+        self._maybe_data: set[int] = set()
+        self.cycles = 0
+        self.now = 0
+
+    # ------------------------------------------------------------------------- simulation
+    async def _work(self, ctx):
+        """Drive the inputs and take the outputs; ``_done`` once all is done and the gateware
+        is idle."""
+        dut = self._dut
+        for port in (dut.o, dut.note, dut.resp, dut.rx_data):
+            ctx.set(port.ready, 1)
+        beats: deque = deque()
+        current = bytearray()
+        quiet = 0
+        while True:
+            if not beats and self._frames:
+                frame = self._frames.popleft()
+                for start in range(0, len(frame), 8):
+                    chunk = frame[start:start + 8]
+                    beats.append({"data": int.from_bytes(chunk, "little"),
+                                  "keep": (1 << len(chunk)) - 1,
+                                  "last": int(start + 8 >= len(frame))})
+            driving = False
+            if beats:
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, beats[0])
+                driving = True
+            else:
+                ctx.set(dut.i.valid, 0)
+            if self._cmds and not beats:
+                ctx.set(dut.cmd.valid, 1)
+                ctx.set(dut.cmd.payload, self._cmds[0])
+                driving = True
+            else:
+                ctx.set(dut.cmd.valid, 0)
+            if self._tx_bytes:
+                ctx.set(dut.tx_data.valid, 1)
+                ctx.set(dut.tx_data.payload.data, self._tx_bytes[0])
+                driving = True
+            else:
+                ctx.set(dut.tx_data.valid, 0)
+            tick = self._ticks_owed > 0 and not driving
+            ctx.set(dut.tick, int(tick))
+            read = None
+            if self._reads and not driving and not tick:
+                read = self._reads[0]
+                ctx.set(dut.bus.addr, read)
+                ctx.set(dut.bus.r_en, 1)
+            else:
+                ctx.set(dut.bus.r_en, 0)
+            (_, _, ov, op, nv, np_, rv, rp, xv, xp, i_ready, c_ready, t_ready,
+             idle) = await ctx.tick().sample(
+                dut.o.valid, dut.o.payload, dut.note.valid, dut.note.payload, dut.resp.valid,
+                dut.resp.payload, dut.rx_data.valid, dut.rx_data.payload, dut.i.ready,
+                dut.cmd.ready, dut.tx_data.ready, dut.idle)
+            self.cycles += 1
+            if tick:
+                self._ticks_owed -= 1
+            if read is not None:
+                ctx.set(dut.bus.r_en, 0)
+                await ctx.tick()
+                self.cycles += 1
+                self._read_values.append(ctx.get(dut.bus.r_data))
+                self._reads.popleft()
+            if beats and i_ready:
+                beats.popleft()
+            if self._cmds and c_ready and ctx.get(dut.cmd.valid):
+                self._cmds.popleft()
+            if self._tx_bytes and t_ready:
+                del self._tx_bytes[0]
+            if ov:
+                n = bin(op.keep).count("1")
+                current += op.data.to_bytes(8, "little")[:n]
+                if op.last:
+                    self._out.append(bytes(current))
+                    current = bytearray()
+            if nv:
+                self._note(np_.kind, np_.sid)
+            if rv:
+                r = {"ok": rp.ok, "sid": rp.sid, "value": rp.value, "state": rp.state,
+                     "port": rp.port, "peer_ip": rp.peer_ip, "peer_port": rp.peer_port,
+                     "eof": rp.eof}
+                self._resps.append(r)
+                if self._pending_send:
+                    data = self._pending_send.popleft()
+                    if data is not None:
+                        self._tx_bytes += data[:r["value"]]
+            if xv:
+                self._rx.append(xp.data)
+            busy = (beats or self._frames or self._cmds or self._tx_bytes or self._reads
+                    or self._ticks_owed or current)
+            quiet = quiet + 1 if (idle and not busy) else 0
+            if quiet >= 2:
+                self._done = True
+
+    def _run(self) -> None:
+        self._done = False
+        while not self._done:
+            self._time += 8 * _PERIOD_S
+            self._sim.run_until(self._time)
+
+    def _command(self, op: str, sid: int = 0, ip: bytes = b"\0\0\0\0", port: int = 0,
+                 length: int = 0, data: bytes | None = None) -> dict:
+        from nicsim.rtl.toe.sessions import CMD_OPS
+
+        self._cmds.append({"op": CMD_OPS.index(op), "sid": sid,
+                           "ip": int.from_bytes(ip, "big"), "port": port,
+                           "length": min(length, 0xFFFFFFFF)})
+        self._pending_send.append(data)
+        self._run()
+        return self._resps.popleft()
+
+    def _note(self, kind: int, sid: int) -> None:
+        from nicsim.hw.ref.tcp import Notice, Notification
+        from nicsim.rtl.toe.sessions import NOTES
+
+        name = NOTES[kind]
+        if name == "connected":
+            self._live.add(sid)
+            self._notes.append(Notification(Notice.CONNECTED, sid))
+        elif name == "data":
+            self._maybe_data.add(sid)
+            self._notes.append(Notification(Notice.DATA, sid))
+        elif name == "space":
+            self._notes.append(Notification(Notice.SPACE, sid))
+        elif name == "closed_peer":
+            self._notes.append(Notification(Notice.CLOSED, sid, "peer"))
+        elif name == "closed_done":
+            self._live.discard(sid)
+            self._notes.append(Notification(Notice.CLOSED, sid, "done"))
+        else:
+            self._live.discard(sid)
+            self._notes.append(Notification(Notice.RESET, sid, name.split("_")[1]))
+
+    # ------------------------------------------------------------------ the bridge's calls
+    def receive(self, frame: bytes, now: int) -> None:
+        """Put one frame through the gateware and run until it is idle again."""
+        self._catch_up(now)
+        if frame:
+            self._frames.append(bytes(frame))
+        self._run()
+
+    def _catch_up(self, now: int) -> None:
+        self.now = max(self.now, now)
+        due = self.now // self.tick_cycles - self._ticks_given
+        if due > 0:
+            # a simulation slower than the wall clock gives at most 20 ticks at a time: the
+            # engine's clock then runs slow rather than firing every timer at once
+            give = min(due, 20)
+            self._ticks_owed += give
+            self._ticks_given += due
+
+    def advance(self, now: int) -> None:
+        """Give the gateware the timer ticks due by cycle ``now``."""
+        self._catch_up(now)
+        if self._ticks_owed:
+            self._run()
+
+    def next_deadline(self) -> int | None:
+        """The next tick while a session exists (its timers count ticks)."""
+        if not self._live and not self._opening:
+            return None
+        return (self._ticks_given + 1) * self.tick_cycles
+
+    @property
+    def _opening(self) -> bool:
+        return bool(getattr(self, "_opened", None))
+
+    def pop_tx(self) -> list[bytes]:
+        """Take the frames the gateware sent."""
+        frames = list(self._out)
+        self._out.clear()
+        return frames
+
+    def notifications(self) -> list:
+        """Take the notifications (as :class:`nicsim.hw.ref.tcp.Notification`)."""
+        notes = list(self._notes)
+        self._notes.clear()
+        for note in notes:
+            if note.kind.value in ("connected", "closed", "reset"):
+                getattr(self, "_opened", set()).discard(note.session)
+        return notes
+
+    # ----------------------------------------------------------------- application calls
+    def listen(self, port: int) -> None:
+        """Accept connections to ``port`` (a slot of the gateware's listen table)."""
+        from nicsim.hw.ref.tcp import TcpError
+
+        if not 1 <= port <= 0xFFFF:
+            raise TcpError(f"Port must be 1 to 65535, not {port!r}")
+        if not self._command("listen", port=port)["ok"]:
+            raise TcpError("The listen table is full (8 ports)")
+
+    def unlisten(self, port: int) -> None:
+        """Stop accepting connections to ``port``."""
+        self._command("unlisten", port=port)
+
+    def open(self, ip: str | bytes, port: int) -> int:
+        """Active open to ``ip:port``; return the session number."""
+        from nicsim.hw.ref.tcp import TcpError
+
+        if not 1 <= port <= 0xFFFF:
+            raise TcpError(f"Port must be 1 to 65535, not {port!r}")
+        r = self._command("open", ip=ip_to_bytes(ip), port=port)
+        if not r["ok"]:
+            raise TcpError("No session free for this connection")
+        if not hasattr(self, "_opened"):
+            self._opened: set[int] = set()
+        self._opened.add(r["sid"])
+        return r["sid"]
+
+    def send(self, sid: int, data: bytes) -> int:
+        """Queue data; return how many bytes the send buffer took."""
+        from nicsim.hw.ref.tcp import TcpError
+
+        if not data:
+            return 0
+        r = self._command("send", sid=sid, length=len(data), data=bytes(data))
+        if not r["ok"]:
+            raise TcpError(f"Session {sid} cannot send")
+        return r["value"]
+
+    def recv(self, sid: int, max_bytes: int | None = None) -> bytes:
+        """Take up to ``max_bytes`` received bytes of a session."""
+        if sid not in self._maybe_data:
+            return b""
+        want = (1 << 31) if max_bytes is None else max_bytes
+        r = self._command("recv", sid=sid, length=want)
+        data = bytes(self._rx)
+        self._rx.clear()
+        if r["value"] < want:
+            self._maybe_data.discard(sid)
+        return data
+
+    def _query(self, sid: int) -> dict:
+        return self._command("query", sid=sid)
+
+    def readable(self, sid: int) -> int:
+        """Received bytes waiting for :meth:`recv`."""
+        return self._query(sid)["value"]
+
+    def at_eof(self, sid: int) -> bool:
+        """The peer sent FIN and every byte before it has been read."""
+        return bool(self._query(sid)["eof"])
+
+    def state(self, sid: int):
+        """Connection state (a :class:`nicsim.hw.ref.tcp.State`)."""
+        from nicsim.hw.ref.tcp import State
+        from nicsim.rtl.toe.sessions import STATES
+
+        return State(STATES[self._query(sid)["state"]])
+
+    def session_info(self, sid: int) -> dict:
+        """Addresses and state of a session."""
+        from nicsim.hw.ref.tcp import State, TcpError
+        from nicsim.rtl.toe.sessions import STATES
+
+        r = self._query(sid)
+        if not r["ok"]:
+            raise TcpError(f"No session {sid!r}")
+        return {"peer_ip": ".".join(str(b) for b in r["peer_ip"].to_bytes(4, "big")),
+                "peer_port": r["peer_port"], "local_port": r["port"],
+                "state": State(STATES[r["state"]]), "readable": r["value"]}
+
+    def sessions(self) -> list[int]:
+        """Sessions in use (as the notifications tell)."""
+        return sorted(self._live | getattr(self, "_opened", set()))
+
+    def close(self, sid: int) -> None:
+        """FIN after the queued data."""
+        from nicsim.hw.ref.tcp import TcpError
+
+        if not self._command("close", sid=sid)["ok"]:
+            raise TcpError(f"No session {sid!r}")
+
+    def abort(self, sid: int) -> None:
+        """RST and release."""
+        from nicsim.hw.ref.tcp import TcpError
+
+        if not self._command("abort", sid=sid)["ok"]:
+            raise TcpError(f"No session {sid!r}")
+        self._live.discard(sid)
+
+    # ------------------------------------------------------------------------- counters
+    def counters(self) -> dict:
+        """Counters over the register bus: frames, replies, drops and session events."""
+        names = (["frames_in", "arp_replies", "echo_replies", "rst_sent"]
+                 + list(self.drop_reasons) + list(self.session_reasons) + ["half_open"])
+        addrs = ([0x00, 0x04, 0x08, 0x0C]
+                 + [0x10 + 4 * k for k in range(len(self.drop_reasons)
+                                                + len(self.session_reasons))] + [0x200])
+        self._read_values.clear()
+        self._reads.extend(addrs)
+        self._run()
+        return dict(zip(names, self._read_values, strict=True))
+
+    @property
+    def drops(self) -> dict:
+        """Frames and segments not used, by reason (the model's names)."""
+        from collections import Counter
+
+        events = {"challenge_acks", "retransmits", "timeouts", "fast_retransmits",
+                  "window_probes", "segments_out"}
+        c = self.counters()
+        return Counter({k: v for k, v in c.items()
+                        if v and (k in self.drop_reasons
+                                  or (k in self.session_reasons and k not in events))})

@@ -27,6 +27,8 @@ Registers (32 bit, read-only): 0x00 frames in, 0x04 ARP replies, 0x08 echo repli
 sent, 0x10 + 4 k drops for reason ``DROP_REASONS[k]``.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -35,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from ..axil import RegisterBusSignature
 from ..stream import beat_signature, check_width
 
-__all__ = ["DROP_REASONS", "MAX_FRAME_LEN", "ToeEngine"]
+__all__ = ["DROP_REASONS", "MAX_FRAME_LEN", "ToeEngine", "ToeTcpEngine"]
 
 MAX_FRAME_LEN = 9216  # hw.ref.tcp.MAX_FRAME_LEN
 DROP_REASONS = ("truncated", "oversize", "not_ipv4", "bad_arp", "not_for_us", "bad_ip_header",
@@ -86,19 +88,51 @@ class ToeEngine(wiring.Component):
         Counters (see the module documentation).
     """
 
-    def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64):
+    def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64, *, sessions=0,
+                 buf_bits=16, mss=1460, max_half_open=None, fixed_isn=None, rto_initial=1000,
+                 rto_min=200, rto_max=60000, delack=40, time_wait=60000, syn_retries=6,
+                 data_retries=15):
         check_width(width)
         if not 0 <= mac < 1 << 48:
             raise ValueError(f"MAC address must fit 48 bits, not {mac!r}")
+        if not 0 <= sessions <= 1024:
+            raise ValueError(f"Sessions must be 0 (front end only) to 1024, not {sessions!r}")
+        if not 10 <= buf_bits <= 24:
+            raise ValueError(f"buf_bits must be 10 to 24 (1 KiB to 16 MiB), not {buf_bits!r}")
+        if not 88 <= mss <= 9000:
+            raise ValueError(f"MSS must be 88 to 9000 bytes, not {mss!r}")
+        if max_half_open is None:
+            max_half_open = max(1, min(16, sessions))
+        if sessions and not 1 <= max_half_open <= sessions:
+            raise ValueError(f"max_half_open must be 1 to sessions, not {max_half_open!r}")
+        for name, value in (("rto_initial", rto_initial), ("rto_min", rto_min),
+                            ("rto_max", rto_max), ("delack", delack), ("time_wait", time_wait)):
+            if not 1 <= value < 1 << 16:
+                raise ValueError(f"{name} must be 1 to 65535 ticks, not {value!r}")
+        if rto_min > rto_max:
+            raise ValueError("rto_min must not exceed rto_max")
         self.width = width
         self.mac = mac
         self.ip = _ip_int(ip)
         self.ttl = ttl
-        super().__init__({
+        self.sessions = sessions
+        self.buf_bits = buf_bits
+        self.mss = mss
+        self.max_half_open = max_half_open
+        self.fixed_isn = fixed_isn
+        self.rto_initial, self.rto_min, self.rto_max = rto_initial, rto_min, rto_max
+        self.delack, self.time_wait = delack, time_wait
+        self.syn_retries, self.data_retries = syn_retries, data_retries
+        members = {
             "i": In(beat_signature(width)),
             "o": Out(beat_signature(width)),
-            "bus": In(RegisterBusSignature(8)),
-        })
+            "bus": In(RegisterBusSignature(8 if not sessions else 10)),
+        }
+        if sessions:
+            from .sessions import app_signature
+
+            members.update(app_signature(sessions, buf_bits))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -109,7 +143,8 @@ class ToeEngine(wiring.Component):
         wr = buf.write_port()
         rd = buf.read_port()
 
-        hdr = Array(Signal(8, name=f"hdr{i}") for i in range(_HEADER_BYTES))
+        header_bytes = 94 if self.sessions else _HEADER_BYTES  # with the TCP options
+        hdr = Array(Signal(8, name=f"hdr{i}") for i in range(header_bytes))
 
         def byte(i):
             return hdr[i]
@@ -166,11 +201,14 @@ class ToeEngine(wiring.Component):
         verdict_arp = Signal()
         verdict_echo = Signal()
         verdict_rst = Signal()
+        verdict_tcp = Signal()
+        verdict_learn = Signal()
         rst_sent = Signal(32)
         # the verdict and the checksum results, registered
         ip_ok_r, icmp_ok_r, tcp_ok_r = Signal(), Signal(), Signal()
         v_drop, v_rst, v_arp, v_echo = Signal(), Signal(), Signal(), Signal()
         v_reason = Signal(range(len(DROP_REASONS)))
+        v_tcp, v_learn = Signal(), Signal()
 
         out_beat = Signal(range(depth + 1))
         out_last_beat = Signal(range(depth + 1))
@@ -249,17 +287,32 @@ class ToeEngine(wiring.Component):
         assert len(rst_reply) == 54
         is_arp_out = Signal()
 
-        with m.FSM():
+        ses = None
+        if self.sessions:
+            from .sessions import SessionLogic
+
+            ses = SessionLogic(self, m, SimpleNamespace(
+                hdr=hdr, be=be, rd=rd, ip_id=ip_id, drops=drops, R=_R, drop_names=DROP_REASONS,
+                reply=reply, is_arp_out=is_arp_out, out_last_beat=out_last_beat,
+                out_last_keep=out_last_keep, out_beat=out_beat, rst_seq=rst_seq,
+                rst_ack=rst_ack, rst_flags=rst_flags, rst_seq_c=rst_seq_c, rst_ack_c=rst_ack_c,
+                rst_flags_c=rst_flags_c))
+            ses.elaborate()
+
+        with m.FSM() as fsm:
             with m.State("Receive"):
                 m.d.comb += self.i.ready.eq(1)
+                if ses is not None:
+                    with m.If(~self.i.valid & (beat == 0)):
+                        ses.idle_dispatch()
                 with m.If(accept):
                     with m.If(beat < depth):
                         m.d.comb += [wr.addr.eq(beat), wr.data.eq(data), wr.en.eq(1)]
                     with m.Else():
                         m.d.sync += oversize.eq(1)
                     for k in range(nb):
-                        for b in range(-(-_HEADER_BYTES // nb)):
-                            if nb * b + k < _HEADER_BYTES:
+                        for b in range(-(-header_bytes // nb)):
+                            if nb * b + k < header_bytes:
                                 with m.If((beat == b) & keep[k]):
                                     m.d.sync += hdr[nb * b + k].eq(data[8 * k:8 * k + 8])
                     nbytes = Signal(range(nb + 1))
@@ -297,9 +350,11 @@ class ToeEngine(wiring.Component):
                     with m.Elif(be(38, 4) != self.ip):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_for_us"])]
                     with m.Elif(be(20, 2) == 1):
-                        m.d.comb += verdict_arp.eq(1)
+                        m.d.comb += [verdict_arp.eq(1), verdict_learn.eq(1)]
                     with m.Elif(be(20, 2) != 2):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["bad_arp"])]
+                    with m.Else():
+                        m.d.comb += verdict_learn.eq(1)
                 with m.Elif(ethertype == 0x0800):
                     with m.If(length < 34):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
@@ -342,6 +397,8 @@ class ToeEngine(wiring.Component):
                                     | ~(tcp_flags[1] | tcp_flags[2] | tcp_flags[4])):
                             m.d.comb += [verdict_drop.eq(1),
                                          verdict_reason.eq(_R["bad_flags"])]
+                        with m.Elif(self.sessions != 0):
+                            m.d.comb += verdict_tcp.eq(1)  # to the session engine
                         with m.Else():
                             # no session and no listener: RFC 9293 §3.10.7.1 (CLOSED)
                             m.d.comb += [verdict_drop.eq(1),
@@ -355,11 +412,17 @@ class ToeEngine(wiring.Component):
                 m.d.sync += [beat.eq(0), length.eq(0), oversize.eq(0), ip_sum.eq(0),
                              icmp_sum.eq(0), out_beat.eq(0), v_drop.eq(verdict_drop),
                              v_reason.eq(verdict_reason), v_rst.eq(verdict_rst),
-                             v_arp.eq(verdict_arp), v_echo.eq(verdict_echo)]
+                             v_arp.eq(verdict_arp), v_echo.eq(verdict_echo),
+                             v_tcp.eq(verdict_tcp), v_learn.eq(verdict_learn)]
                 m.next = "Act"
             with m.State("Act"):
                 m.d.comb += rd.addr.eq(0)
-                with m.If(v_drop):
+                if ses is not None:
+                    with m.If(v_learn):
+                        ses.arp_learn(be(28, 4), Cat(*(hdr[27 - k] for k in range(6))))
+                with m.If(v_tcp):
+                    m.next = "T Lookup"
+                with m.Elif(v_drop):
                     for k in range(len(DROP_REASONS)):
                         with m.If(v_reason == k):
                             m.d.sync += drops[k].eq(drops[k] + 1)
@@ -425,11 +488,19 @@ class ToeEngine(wiring.Component):
                     m.d.sync += out_beat.eq(out_beat + 1)
                     with m.If(is_last):
                         m.next = "Receive"
+            if ses is not None:
+                ses.states()
+        if ses is not None:
+            m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~ses.scan_pending)
 
         # ------------------------------------------------------------------------ registers
         counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies, 0x0C: rst_sent}
         for k in range(len(DROP_REASONS)):
             counters[0x10 + 4 * k] = drops[k]
+        if ses is not None:
+            counters.update(ses.registers())
+            counters[0x200] = ses.half_open
+            counters[0x204] = ses.now
         with m.Switch(self.bus.addr):
             for addr, counter in counters.items():
                 with m.Case(addr):
@@ -439,3 +510,47 @@ class ToeEngine(wiring.Component):
             with m.Default():
                 m.d.comb += self.bus.err.eq(self.bus.w_en | self.bus.r_en)
         return m
+
+
+class ToeTcpEngine(ToeEngine):
+    """The front end with the TCP session engine (:mod:`nicsim.rtl.toe.sessions`).
+
+    Parameters
+    ----------
+    width, mac, ip, ttl
+        As :class:`ToeEngine`.
+    sessions : int
+        Sessions (TCBs, session table size), 1 to 1024.
+    buf_bits : int
+        Receive and send buffer per session: ``2**buf_bits`` bytes each, in the external memory.
+    mss : int
+        MSS announced and the largest segment sent.
+    max_half_open : int
+        Most passively opened sessions in SYN-RECEIVED; further SYNs are refused.
+    fixed_isn : int or None
+        Initial sequence number of every connection (tests); ``None``: hash plus clock.
+    rto_initial, rto_min, rto_max, delack, time_wait : int
+        Timers in ticks of the ``tick`` input (1 ms in the drivers).
+    syn_retries, data_retries : int
+        Retransmissions before a connection is given up.
+
+    Members
+    -------
+    i, o, bus
+        As :class:`ToeEngine`; the register bus has 10 address bits.
+    cmd, resp, note, rx_data, tx_data : streams
+        The application interface (:mod:`nicsim.rtl.toe.sessions`).
+    mem : Out
+        Byte-wide port of the external buffer memory (``addr``, ``w_data``, ``w_en``,
+        ``r_data`` one cycle after ``addr``).
+    tick : In(1)
+        One pulse per timer unit.
+    idle : Out(1)
+        Nothing in progress (no frame, command or timer scan).
+    """
+
+    def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64, *, sessions=64,
+                 **params):
+        if sessions < 1:
+            raise ValueError(f"Sessions must be 1 to 1024, not {sessions!r}")
+        super().__init__(width, mac, ip, ttl, sessions=sessions, **params)

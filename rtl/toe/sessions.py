@@ -1,0 +1,1256 @@
+# Ref: RFC 9293 §3.3.1 (TCB), §3.5 (open), §3.6 (close), §3.8.6 (windows, delayed ACK),
+#      §3.10 (event processing); RFC 6298 (retransmission timer); RFC 5681 (slow start,
+#      congestion avoidance), RFC 6582 (NewReno fast retransmit and recovery); RFC 7323 §2
+#      (window scale); RFC 5961 §3-§5 (RST, SYN and ACK checks); RFC 1122 §4.2.3.2 (delayed
+#      ACK); fpga-network-stack (shared/REFERENCES.md) for the shape of the application streams
+"""TCP session engine of the RTL TOE: TCBs, buffers in an external memory, timers, app streams.
+
+:class:`SessionLogic` adds the session engine to :class:`nicsim.rtl.toe.engine.ToeEngine` when
+it is built with ``sessions`` > 0 (:class:`nicsim.rtl.toe.engine.ToeTcpEngine`). It works on one
+event at a time, inside the front end's state machine, after the front end has stored and
+checked a frame:
+
+* a TCP segment: :class:`~nicsim.rtl.toe.session_table.SessionTable` finds its session; the
+  session's transmission control block (one memory row, :data:`TCB_LAYOUT`) is read, the
+  segment is processed as RFC 9293 §3.10.7 says (the checks and their order are those of the
+  golden model :class:`nicsim.hw.ref.tcp.TcpEngine`), the segments it calls for are built and
+  sent, and the TCB is written back;
+* a segment to a listening port without a session: passive open, SYN options through
+  :class:`~nicsim.rtl.toe.tcp_options.TcpOptionParser`, SYN-ACK with MSS and window scale;
+* an application command (``cmd`` stream, :data:`CMD_OPS`), answered on ``resp``;
+* a timer tick (``tick`` input, one per timer unit, 1 ms in the drivers): the timers of every
+  session are scanned, one session per idle cycle.
+
+Choices (and where they differ from the golden model):
+
+* Buffers: session ``s`` owns a receive buffer and a send buffer of ``2**buf_bits`` bytes each
+  in the external memory (``mem`` port, byte-wide, one-cycle read latency, like a block RAM or
+  a DRAM controller's read queue), at byte address ``(2 s + is_send) << buf_bits``. Bytes move
+  one a cycle (the datapath of this first engine is byte-serial between the frame buffer, the
+  external memory and the application streams).
+* Out-of-order segments are dropped (counted ``ooo_full``) with an immediate duplicate ACK, and
+  recovered by the peer's retransmission: holding them needs range bookkeeping per session that
+  this engine does not have yet (the golden model holds them; ``TcpConfig(ooo_ranges=0)`` makes
+  it behave as this engine does).
+* Half-open sessions (SYN-RECEIVED after a passive open) are bounded by ``max_half_open``; a SYN
+  beyond the bound is refused (dropped, counted ``half_open_full``) rather than evicting the
+  oldest, so a SYN flood takes at most ``max_half_open`` sessions and never those of
+  established connections. (The golden model evicts the oldest.)
+* Timers count ticks: retransmission (RFC 6298 with Karn's rule and exponential backoff, the
+  RTT sampled in ticks), delayed ACK, TIME-WAIT (same timer field), and the zero-window probe
+  (``seq = snd_una - 1`` as Linux sends it) when the peer's window is closed with data queued.
+* The initial sequence number is the Toeplitz hash of the connection's addresses plus 256 per
+  tick (RFC 6528's clock at about 4 us for 1 ms ticks), or ``fixed_isn`` for tests.
+* ARP: a four-entry cache learns from ARP frames addressed to the engine; an active open to an
+  unknown peer sends an ARP request, and the SYN leaves when the answer arrives.
+
+Application streams (after fpga-network-stack): ``cmd`` (``op``, ``sid``, ``ip``, ``port``,
+``length``) gets one ``resp`` (``ok``, ``sid``, ``value``, ``state``, ``port``, ``peer_ip``,
+``peer_port``, ``eof``) each; ``RECV`` answers with the number of bytes ``m`` in ``value`` and
+then sends ``m`` bytes on ``rx_data``; ``SEND`` answers with the bytes it takes and then takes
+that many bytes from ``tx_data``. ``note`` carries notifications (:data:`NOTES`).
+"""
+
+from amaranth.hdl import Array, Cat, Const, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .session_table import OP_DELETE, OP_INSERT, OP_LOOKUP, SessionTable, _toeplitz
+from .tcp_options import MAX_OPTION_BYTES, TcpOptionParser
+
+__all__ = ["CMD_OPS", "NOTES", "SESSION_DROP_REASONS", "STATES", "TCB_LAYOUT", "SessionLogic",
+           "app_signature"]
+
+STATES = ("CLOSED", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2",
+          "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
+(CLOSED, SYN_SENT, SYN_RCVD, ESTAB, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK,
+ TIME_WAIT) = range(10)
+CMD_OPS = ("listen", "unlisten", "open", "send", "recv", "close", "abort", "query")
+_OP = {name: i for i, name in enumerate(CMD_OPS)}
+NOTES = ("connected", "data", "space", "closed_peer", "closed_done", "reset_rst",
+         "reset_timeout", "reset_refused")
+_N = {name: i for i, name in enumerate(NOTES)}
+SESSION_DROP_REASONS = ("out_of_window", "bad_ack", "ack_unsent", "ack_too_old", "no_ack",
+                        "data_after_fin", "ooo_full", "beyond_window", "syn_data",
+                        "session_table_full", "half_open_full", "bad_rst", "no_syn",
+                        "challenge_acks", "retransmits", "timeouts", "fast_retransmits",
+                        "window_probes", "segments_out")
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+_LISTEN_SLOTS = 8
+_ARP_SLOTS = 4
+_TX_HEADER = 62  # Ethernet, IPv4, TCP and at most 8 option bytes (MSS, NOP, window scale)
+
+TCB_LAYOUT = data.StructLayout({
+    "state": 4, "passive": 1, "mac_ok": 1, "ws_ok": 1,
+    "peer_mac": 48, "peer_ip": 32, "peer_port": 16, "local_port": 16,
+    "iss": 32, "snd_una": 32, "snd_nxt": 32, "snd_max": 32, "snd_wnd": 32, "max_snd_wnd": 32,
+    "snd_wl1": 32, "snd_wl2": 32, "snd_wscale": 4, "rcv_wscale": 4, "snd_mss": 16,
+    "tx_end": 32, "fin_queued": 1, "send_blocked": 1,
+    "irs": 32, "rcv_nxt": 32, "rcv_adv": 32, "rx_read": 32, "peer_fin": 1,
+    "ack_now": 1, "unacked": 1,
+    "cwnd": 32, "ssthresh": 32, "ca_acc": 32, "dupacks": 2, "in_recovery": 1, "recover": 32,
+    "rto": 17, "srtt_ok": 1, "srtt": 17, "rttvar": 17, "rtt_on": 1, "rtt_seq": 32,
+    "rtt_time": 32, "retries": 5, "rtx_on": 1, "rtx_at": 32, "probing": 1,
+    "delack_on": 1, "delack_at": 32,
+})
+
+
+def app_signature(sessions, buf_bits):
+    """Return the signature members of the session engine's ports (added to the front end's)."""
+    sid_bits = max(1, (sessions - 1).bit_length())
+    addr_bits = buf_bits + 1 + sid_bits
+    return {
+        "cmd": In(stream.Signature(data.StructLayout({
+            "op": 3, "sid": sid_bits, "ip": 32, "port": 16, "length": 32}))),
+        "resp": Out(stream.Signature(data.StructLayout({
+            "ok": 1, "sid": sid_bits, "value": 32, "state": 4, "port": 16, "peer_ip": 32,
+            "peer_port": 16, "eof": 1}))),
+        "note": Out(stream.Signature(data.StructLayout({"kind": 3, "sid": sid_bits}))),
+        "rx_data": Out(stream.Signature(data.StructLayout({"data": 8, "last": 1}))),
+        "tx_data": In(stream.Signature(data.StructLayout({"data": 8}))),
+        "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(8),
+                                     "w_en": Out(1), "r_data": In(8)})),
+        "tick": In(1),
+        "idle": Out(1),
+    }
+
+
+def _sub(a, b):
+    return (a - b)[:32]
+
+
+def _lt(a, b):
+    """Sequence number ``a`` before ``b`` (RFC 9293 §3.4, modulo 2**32)."""
+    d = _sub(b, a)
+    return (d != 0) & ~d[31]
+
+
+def _le(a, b):
+    return ~_sub(b, a)[31]
+
+
+def _umin(a, b):
+    return Mux(a < b, a, b)
+
+
+def _umax(a, b):
+    return Mux(a > b, a, b)
+
+
+def _fold(value):
+    once = value[:16] + value[16:]
+    return (once[:16] + once[16:])[:16]
+
+
+def _bytes(value, count):
+    """Bytes of ``value`` in network order."""
+    return [value[8 * (count - 1 - k):8 * (count - k)] for k in range(count)]
+
+
+class SessionLogic:
+    """The session engine's signals and states, built inside the front end's ``elaborate``.
+
+    Parameters
+    ----------
+    engine : ToeEngine
+        The component (its ports and parameters).
+    m : Module
+        The module being elaborated.
+    fe : SimpleNamespace
+        Front-end signals: ``hdr``, ``be``, ``rd`` (frame buffer read port), ``ip_id``,
+        ``drops`` and the reply machinery (``reply``, ``is_arp_out``, ``out_last_beat``,
+        ``out_last_keep``, the RST registers).
+    """
+
+    def __init__(self, engine, m, fe):
+        self.e = e = engine
+        self.m = m
+        self.fe = fe
+        N = e.sessions
+        self.sid_bits = max(1, (N - 1).bit_length())
+        self.buf = 1 << e.buf_bits
+        ws = 0
+        while self.buf >> ws > 0xFFFF and ws < 14:
+            ws += 1
+        self.rcv_wscale = ws
+        m.submodules.table = self.table = SessionTable(N)
+        m.submodules.options = self.opts = TcpOptionParser()
+        m.submodules.tcbs = tcbs = Memory(shape=TCB_LAYOUT, depth=N, init=[])
+        self.tcb_r = tcbs.read_port()
+        self.tcb_w = tcbs.write_port()
+        nb = e.width // 8
+        self.nb = nb
+        self.log_nb = (nb - 1).bit_length()
+        m.submodules.txbuf = txbuf = Memory(shape=e.width, depth=-(-(9216) // nb), init=[])
+        self.tx_w = txbuf.write_port(granularity=8)
+        self.tx_r = txbuf.read_port()
+        self.sdrops = Array(Signal(32, name=f"sdrop_{n}") for n in SESSION_DROP_REASONS)
+        self.t = Signal(TCB_LAYOUT)
+        self.sid = Signal(self.sid_bits)
+        self.old_state = Signal(4)
+        self.old_passive = Signal()
+        self.now = Signal(32)
+        self.scan_pending = Signal()
+        self.scan_sid = Signal(self.sid_bits)
+        self.half_open = Signal(range(N + 2))
+        self.notes = Signal(len(NOTES))
+
+    def count(self, name):
+        k = SESSION_DROP_REASONS.index(name)
+        return self.sdrops[k].eq(self.sdrops[k] + 1)
+
+    # ------------------------------------------------------------------------------ the rest
+    def registers(self):
+        """Counter registers: name, address, signal (after the front end's)."""
+        base = 0x10 + 4 * len(self.fe.drop_names)
+        return {base + 4 * k: self.sdrops[k] for k in range(len(SESSION_DROP_REASONS))}
+
+    def elaborate(self):
+        """Add everything outside the state machine (tick counter, tables, comb helpers)."""
+        m, e, fe = self.m, self.e, self.fe
+        t = self.t
+        with m.If(e.tick):
+            m.d.sync += [self.now.eq(self.now + 1), self.scan_pending.eq(1)]
+        # listen table
+        self.l_valid = Array(Signal(name=f"listen_valid{k}") for k in range(_LISTEN_SLOTS))
+        self.l_port = Array(Signal(16, name=f"listen_port{k}") for k in range(_LISTEN_SLOTS))
+        # ARP cache
+        self.a_valid = Array(Signal(name=f"arp_valid{k}") for k in range(_ARP_SLOTS))
+        self.a_ip = Array(Signal(32, name=f"arp_ip{k}") for k in range(_ARP_SLOTS))
+        self.a_mac = Array(Signal(48, name=f"arp_mac{k}") for k in range(_ARP_SLOTS))
+        self.a_next = Signal(range(_ARP_SLOTS))
+        self.arp_wait = Signal()
+
+        hdr, be = fe.hdr, fe.be
+        self.seg_seq = be(38, 4)
+        self.seg_ack = be(42, 4)
+        self.seg_flags = hdr[47][:6]
+        self.seg_wnd = be(48, 2)
+        self.src_ip = be(26, 4)
+        self.src_port = be(34, 2)
+        self.dst_port = be(36, 2)
+        self.src_mac = Cat(*(hdr[11 - k] for k in range(6)))
+        doff = Cat(Const(0, 2), hdr[46][4:])
+        self.doff = doff
+        tcp_len = Signal(16)
+        m.d.comb += tcp_len.eq(be(16, 2) - 20)
+        self.plen = Signal(16)
+        m.d.comb += self.plen.eq(tcp_len - doff)
+        f = self.seg_flags
+        self.f_fin, self.f_syn, self.f_rst, self.f_ack = f[0], f[1], f[2], f[4]
+        self.seg_len = Signal(17)
+        m.d.comb += self.seg_len.eq(self.plen + self.f_syn + self.f_fin)
+        self.key = Cat(self.dst_port, self.src_port, self.src_ip)  # network order, 64 bits
+
+        listening = Signal()
+        for k in range(_LISTEN_SLOTS):
+            with m.If(self.l_valid[k] & (self.l_port[k] == self.dst_port)):
+                m.d.comb += listening.eq(1)
+        self.listening = listening
+        # ARP cache lookup of the TCB's peer
+        self.arp_hit = Signal()
+        self.arp_mac = Signal(48)
+        for k in reversed(range(_ARP_SLOTS)):
+            with m.If(self.a_valid[k] & (self.a_ip[k] == t.peer_ip)):
+                m.d.comb += [self.arp_hit.eq(1), self.arp_mac.eq(self.a_mac[k])]
+
+        # state classes
+        st = t.state
+        self.sending = (st == ESTAB) | (st == CLOSE_WAIT) | (st == FIN_WAIT_1) \
+            | (st == CLOSING) | (st == LAST_ACK)
+        self.receiving = (st == ESTAB) | (st == FIN_WAIT_1) | (st == FIN_WAIT_2)
+
+        # receive side helpers
+        self.ready_bytes = Signal(32)
+        m.d.comb += self.ready_bytes.eq(_sub(_sub(t.rcv_nxt, t.rx_read), t.peer_fin))
+        self.free = Signal(32)
+        m.d.comb += self.free.eq(Mux((t.state == CLOSED) | (t.state == SYN_SENT), self.buf,
+                                     self.buf - self.ready_bytes))
+        self.edge = Signal(32)
+        m.d.comb += self.edge.eq(t.rcv_nxt + self.free)
+        self.rcv_wnd = Signal(32)  # acceptance window (0 when rcv_adv is behind)
+        wnd = _sub(t.rcv_adv, t.rcv_nxt)
+        m.d.comb += self.rcv_wnd.eq(Mux(wnd[31], 0, wnd))
+
+        # the TX frame: registers for the header, the buffer for the payload
+        self.txh = Array(Signal(8, name=f"txh{i}") for i in range(_TX_HEADER))
+        self.x_seq = Signal(32)
+        self.x_n = Signal(16)
+        self.x_flags = Signal(6)
+        self.x_kind = Signal(2)  # 0 control, 1 new data at snd_nxt, 2 SYN, 3 retransmission
+        self.x_ws = Signal()  # window scale option (SYN segments)
+        self.x_hlen = Signal(7)
+        self.x_i = Signal(16)
+        self.x_sum = Signal(32)
+        self.x_win = Signal(16)
+        self.x_ret = Signal(3)
+        self.p_valid = Signal()
+        self.p_off = Signal(14)
+        self.o_beat = Signal(range(9216 // self.nb + 2))
+        self.o_last = Signal(range(9216 // self.nb + 2))
+        self.o_keep = Signal(self.nb)
+        self.p_ret = Signal()  # option parse return: 0 listen, 1 SYN-SENT
+        # command registers
+        self.c_op = Signal(3)
+        self.c_ip = Signal(32)
+        self.c_port = Signal(16)
+        self.c_len = Signal(32)
+        self.r = Signal.like(e.resp.payload)
+        self.c_i = Signal(32)
+        self.c_n = Signal(32)
+        self.next_port = Signal(16, init=49152)
+        self.isn = Signal(32)
+        self.arp_req = Signal()  # send an ARP request for t.peer_ip after the store
+        self.scan_mode = Signal()  # the TCB was loaded by the timer scan
+        self.m_r = Signal(17)  # RTT sample
+        self.acked = Signal(32)
+        self.win_changed = Signal()
+        self.rtt_ret = Signal()  # after an RTT sample: 0 establishment, 1 new ACK
+        self.cp_src = Signal(14)  # frame offset of the first payload byte to copy
+        self.p_lane = Signal(max(1, self.log_nb))
+        self.p_dst = Signal(32)
+        self.fast = Signal()  # a retransmission of snd_una is owed (fast retransmit, NewReno)
+
+    # ----------------------------------------------------------------------------- helpers
+    def rx_addr(self, seq):
+        t = self.t
+        return Cat(_sub(seq, t.irs + 1)[:self.e.buf_bits], Const(0, 1), self.sid)
+
+    def tx_addr(self, seq):
+        t = self.t
+        return Cat(_sub(seq, t.iss + 1)[:self.e.buf_bits], Const(1, 1), self.sid)
+
+    def transmit(self, seq, n, flags, kind, ret, ws=0):
+        """Start building a segment (state "X Start"); ``ret`` is where to go after it."""
+        return [self.x_seq.eq(seq), self.x_n.eq(n), self.x_flags.eq(flags),
+                self.x_kind.eq(kind), self.x_ret.eq(ret), self.x_ws.eq(ws)]
+
+    def idle_dispatch(self):
+        """In the front end's Receive state with no frame coming in: other work."""
+        m, e = self.m, self.e
+        with m.If(self.scan_pending):
+            m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
+            m.d.sync += self.scan_mode.eq(1)
+            m.next = "M Load"
+        with m.Elif(e.cmd.valid):
+            m.d.comb += e.cmd.ready.eq(1)
+            p = e.cmd.payload
+            m.d.sync += [self.c_op.eq(p.op), self.sid.eq(p.sid), self.c_ip.eq(p.ip),
+                         self.c_port.eq(p.port), self.c_len.eq(p.length), self.r.eq(0),
+                         self.scan_mode.eq(0)]
+            m.d.comb += self.tcb_r.addr.eq(p.sid)
+            m.next = "C Load"
+
+    def arp_learn(self, ip, mac):
+        """Statements that put ``ip -> mac`` into the ARP cache (replace or round robin)."""
+        m = self.m
+        hit = Signal()
+        for k in range(_ARP_SLOTS):
+            with m.If(self.a_valid[k] & (self.a_ip[k] == ip)):
+                m.d.comb += hit.eq(1)
+                m.d.sync += self.a_mac[k].eq(mac)
+        with m.If(~hit):
+            m.d.sync += [self.a_valid[self.a_next].eq(1), self.a_ip[self.a_next].eq(ip),
+                         self.a_mac[self.a_next].eq(mac), self.a_next.eq(self.a_next + 1)]
+        with m.If(self.arp_wait):
+            m.d.sync += [self.scan_pending.eq(1), self.arp_wait.eq(0)]
+
+    # ------------------------------------------------------------------------------ states
+    def states(self):  # noqa: C901 (one state machine)
+        m, e, fe, t = self.m, self.e, self.fe, self.t
+        N = e.sessions
+        mss_cfg = e.mss
+        ret_output, ret_store, ret_release = 0, 1, 2
+        sdrop = self.count
+
+        def ack_now():
+            return t.ack_now.eq(1)
+
+        def note(name):
+            return self.notes[_N[name]].eq(1)
+
+        # ------------------------------------------------------------ segment: session lookup
+        with m.State("T Lookup"):
+            req = self.table.req
+            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
+                         req.payload.key.eq(self.key)]
+            m.d.sync += [self.scan_mode.eq(0), self.notes.eq(0)]
+            with m.If(req.ready):
+                m.next = "T Lookup Wait"
+        with m.State("T Lookup Wait"):
+            resp = self.table.resp
+            m.d.comb += resp.ready.eq(1)
+            with m.If(resp.valid):
+                with m.If(resp.payload.hit):
+                    m.d.sync += self.sid.eq(resp.payload.sid)
+                    m.d.comb += self.tcb_r.addr.eq(resp.payload.sid)
+                    m.next = "T Load"
+                with m.Else():
+                    m.next = "L Listen"
+        with m.State("T Load"):
+            m.d.sync += [t.eq(self.tcb_r.data), self.old_state.eq(self.tcb_r.data.state),
+                         self.old_passive.eq(self.tcb_r.data.passive)]
+            m.next = "S Check"
+
+        # ----------------------------------------------------------- RST reply from the header
+        def reset_reply(reason_stmt):
+            """Count, then answer with the RST of RFC 9293 §3.10.7.1 built from the header."""
+            stmts = [reason_stmt] if reason_stmt is not None else []
+            with m.If(~self.f_rst):
+                m.d.sync += [fe.ip_id.eq(fe.ip_id + 1), fe.rst_seq.eq(fe.rst_seq_c),
+                             fe.rst_ack.eq(fe.rst_ack_c), fe.rst_flags.eq(fe.rst_flags_c)]
+                m.next = "Build Reset"
+            with m.Else():
+                m.next = "Receive"
+            m.d.sync += stmts
+
+        # ------------------------------------------------------- LISTEN (RFC 9293 §3.10.7.2)
+        with m.State("L Listen"):
+            no_session = fe.drops[fe.R["no_session"]]
+            with m.If(~self.listening | self.f_rst | self.f_ack | ~self.f_syn):
+                m.d.sync += no_session.eq(no_session + 1)
+                with m.If(self.listening & ~self.f_ack):
+                    m.next = "Receive"  # RST or no SYN: dropped
+                with m.Else():
+                    reset_reply(None)
+            with m.Elif(self.half_open >= e.max_half_open):
+                m.d.sync += sdrop("half_open_full")
+                m.next = "Receive"
+            with m.Else():
+                m.next = "L Insert"
+        with m.State("L Insert"):
+            req = self.table.req
+            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_INSERT),
+                         req.payload.key.eq(self.key)]
+            with m.If(req.ready):
+                m.next = "L Insert Wait"
+        with m.State("L Insert Wait"):
+            resp = self.table.resp
+            m.d.comb += resp.ready.eq(1)
+            with m.If(resp.valid):
+                with m.If(resp.payload.full):
+                    m.d.sync += sdrop("session_table_full")
+                    m.next = "Receive"
+                with m.Else():
+                    isn = (Const(e.fixed_isn, 32) if e.fixed_isn is not None
+                           else (_toeplitz(self.key) + (self.now << 8))[:32])
+                    m.d.sync += [self.sid.eq(resp.payload.sid), t.eq(0),
+                                 self.old_state.eq(CLOSED), self.old_passive.eq(0),
+                                 t.state.eq(SYN_RCVD), t.passive.eq(1), t.mac_ok.eq(1),
+                                 t.peer_mac.eq(self.src_mac), t.peer_ip.eq(self.src_ip),
+                                 t.peer_port.eq(self.src_port), t.local_port.eq(self.dst_port),
+                                 t.iss.eq(isn), t.snd_una.eq(isn), t.snd_nxt.eq(isn + 1),
+                                 t.snd_max.eq(isn + 1), t.tx_end.eq(isn + 1),
+                                 t.recover.eq(isn), t.ssthresh.eq(1 << 30),
+                                 self.p_ret.eq(0)]
+                    m.next = "P Options"
+        # ------------------------------------------------------------ SYN option parsing
+        with m.State("P Options"):
+            oi = self.opts.i
+            opt_bytes = [fe.hdr[54 + k] for k in range(MAX_OPTION_BYTES)]
+            m.d.comb += [oi.valid.eq(1), oi.payload.options.eq(Cat(*opt_bytes)),
+                         oi.payload.length.eq(self.doff - 20)]
+            with m.If(oi.ready):
+                m.next = "P Wait"
+        with m.State("P Wait"):
+            o = self.opts.o
+            m.d.comb += o.ready.eq(1)
+            with m.If(o.valid):
+                # RFC 9293 §3.7.1 (536 without the option), the model's floor of 64
+                mss = Mux(o.payload.mss_present, o.payload.mss, 536)
+                mss = _umax(_umin(mss, mss_cfg), 64)
+                shift = Mux(o.payload.ws_present, self.rcv_wscale, 0)
+                seq1 = self.seg_seq + 1
+                m.d.sync += [t.irs.eq(self.seg_seq), t.rcv_nxt.eq(seq1), t.rx_read.eq(seq1),
+                             t.snd_mss.eq(mss), t.ws_ok.eq(o.payload.ws_present),
+                             t.snd_wscale.eq(Mux(o.payload.ws_present, o.payload.ws, 0)),
+                             t.rcv_wscale.eq(shift),
+                             t.rcv_adv.eq(seq1 + _umin(self.buf, Const(0xFFFF, 32) << shift))]
+                m.next = "P Window"
+        with m.State("P Window"):
+            iw = Mux(t.snd_mss > 2190, 2 * t.snd_mss,
+                     Mux(t.snd_mss > 1095, 3 * t.snd_mss, 4 * t.snd_mss))
+            m.d.sync += t.cwnd.eq(iw)
+            with m.If(self.p_ret == 0):
+                # passive open: SYN-ACK, retransmission timer (RFC 6298 §2.1)
+                m.d.sync += [t.rto.eq(e.rto_initial), t.rtt_on.eq(1),
+                             t.rtt_seq.eq(t.snd_nxt), t.rtt_time.eq(self.now),
+                             t.rtx_on.eq(1), t.rtx_at.eq(self.now + e.rto_initial)]
+                with m.If(self.plen != 0):
+                    m.d.sync += sdrop("syn_data")
+                m.d.sync += self.transmit(t.iss, 0, SYN | ACK, 2, ret_store, t.ws_ok)
+                m.next = "X Start"
+            with m.Else():
+                m.next = "SS Accept"
+
+        # --------------------------------------------------- SYN-SENT (RFC 9293 §3.10.7.3)
+        with m.State("SS Check"):
+            bad_ack = self.f_ack & (_le(self.seg_ack, t.iss) | _lt(t.snd_max, self.seg_ack))
+            with m.If(bad_ack):
+                reset_reply(sdrop("bad_ack"))
+            with m.Elif(self.f_rst):
+                with m.If(self.f_ack):
+                    m.d.sync += note("reset_refused")
+                    m.next = "Release"
+                with m.Else():
+                    m.d.sync += sdrop("bad_rst")
+                    m.next = "Receive"
+            with m.Elif(~self.f_syn):
+                m.d.sync += sdrop("no_syn")
+                m.next = "Receive"
+            with m.Else():
+                m.d.sync += [self.p_ret.eq(1), t.peer_mac.eq(self.src_mac), t.mac_ok.eq(1)]
+                m.next = "P Options"
+        with m.State("SS Accept"):
+            with m.If(self.f_ack):
+                m.d.sync += [t.snd_una.eq(self.seg_ack), ack_now()]
+                m.next = "S Established"
+            with m.Else():
+                # simultaneous open (RFC 9293 §3.5 figure 8)
+                m.d.sync += [t.state.eq(SYN_RCVD),
+                             self.transmit(t.iss, 0, SYN | ACK, 2, ret_store, t.ws_ok)]
+                m.next = "X Start"
+
+        # ---------------------------------------------- synchronized states (§3.10.7.4)
+        with m.State("S Check"):
+            acceptable = Signal()
+            wnd = self.rcv_wnd
+            off = _sub(self.seg_seq, t.rcv_nxt)
+            last_off = _sub(self.seg_seq + self.seg_len - 1, t.rcv_nxt)
+            with m.If(self.seg_len == 0):
+                m.d.comb += acceptable.eq(off <= wnd)
+            with m.Elif(wnd == 0):
+                m.d.comb += acceptable.eq(self.seg_seq == t.rcv_nxt)
+            with m.Else():
+                m.d.comb += acceptable.eq((off < wnd) | (last_off < wnd))
+            with m.If(t.state == SYN_SENT):
+                m.next = "SS Check"
+            with m.Elif((t.state == SYN_RCVD) & self.f_syn & ~self.f_ack
+                        & (self.seg_seq == t.irs)):
+                m.d.sync += [t.rtt_on.eq(0), sdrop("retransmits"),
+                             self.transmit(t.iss, 0, SYN | ACK, 2, ret_store, t.ws_ok)]
+                m.next = "X Start"
+            with m.Elif(~acceptable):
+                with m.If((t.state == TIME_WAIT) & self.f_fin):
+                    m.d.sync += t.rtx_at.eq(self.now + e.time_wait)
+                m.d.sync += sdrop("out_of_window")
+                with m.If(~self.f_rst):
+                    m.d.sync += ack_now()
+                    m.next = "Notify"
+                with m.Else():
+                    m.next = "Store"
+            with m.Elif(self.f_rst):
+                with m.If(self.seg_seq != t.rcv_nxt):
+                    m.d.sync += [ack_now(), sdrop("challenge_acks")]
+                    m.next = "Notify"
+                with m.Else():
+                    with m.If(~((t.state == SYN_RCVD) & t.passive) & (t.state != TIME_WAIT)):
+                        m.d.sync += note("reset_rst")
+                    m.next = "Release"
+            with m.Elif(self.f_syn):
+                m.d.sync += [ack_now(), sdrop("challenge_acks")]
+                m.next = "Notify"
+            with m.Elif(~self.f_ack):
+                m.d.sync += sdrop("no_ack")
+                m.next = "Store"
+            with m.Elif(t.state == SYN_RCVD):
+                with m.If(~(_lt(t.snd_una, self.seg_ack) & _le(self.seg_ack, t.snd_max))):
+                    reset_reply(sdrop("bad_ack"))
+                with m.Else():
+                    m.next = "S Established"
+            with m.Else():
+                m.next = "S Ack"
+        with m.State("S Established"):
+            fin_q = t.fin_queued & (t.state == SYN_RCVD)
+            snd_wnd = Mux(self.f_syn, self.seg_wnd, self.seg_wnd << t.snd_wscale)
+            m.d.sync += [t.state.eq(Mux(fin_q, FIN_WAIT_1, ESTAB)), t.snd_wnd.eq(snd_wnd),
+                         t.max_snd_wnd.eq(_umax(t.max_snd_wnd, snd_wnd)),
+                         t.snd_wl1.eq(self.seg_seq), t.snd_wl2.eq(self.seg_ack),
+                         t.retries.eq(0), t.rtx_on.eq(0), note("connected")]
+            with m.If(t.rtt_on & _le(t.rtt_seq, self.seg_ack)):
+                m.d.sync += [self.m_r.eq(self.now - t.rtt_time), t.rtt_on.eq(0),
+                             self.rtt_ret.eq(0)]
+                m.next = "R Sample"
+            with m.Else():
+                m.d.sync += t.rto.eq(_umax(e.rto_min, _umin(t.rto, e.rto_max)))
+                m.next = "S Est Done"
+        with m.State("S Est Done"):
+            # after SYN-SENT: ACK the SYN-ACK; after SYN-RECEIVED: the ACK goes on
+            with m.If(self.old_state == SYN_SENT):
+                m.next = "Notify"
+            with m.Else():
+                m.next = "S Ack"
+
+        # RTT sample (RFC 6298 §2.2, §2.3), then back to where it was taken
+        with m.State("R Sample"):
+            r = self.m_r
+            diff = Mux(t.srtt > r, t.srtt - r, r - t.srtt)
+            with m.If(~t.srtt_ok):
+                m.d.sync += [t.srtt.eq(r), t.rttvar.eq(r >> 1), t.srtt_ok.eq(1)]
+            with m.Else():
+                m.d.sync += [t.rttvar.eq((3 * t.rttvar + diff) >> 2),
+                             t.srtt.eq((7 * t.srtt + r) >> 3)]
+            m.next = "R Rto"
+        with m.State("R Rto"):
+            rto = t.srtt + _umax(1, t.rttvar << 2)
+            m.d.sync += t.rto.eq(_umax(e.rto_min, _umin(rto, e.rto_max)))
+            with m.If(self.rtt_ret):
+                m.next = "S Cc"
+            with m.Else():
+                m.next = "S Est Done"
+
+        # fifth check: ACK (RFC 9293 §3.10.7.4, RFC 5961 §5)
+        with m.State("S Ack"):
+            ack = self.seg_ack
+            window = (self.seg_wnd << t.snd_wscale)[:32]
+            with m.If(_lt(t.snd_max, ack)):
+                m.d.sync += [sdrop("ack_unsent"), ack_now()]
+                m.next = "Notify"
+            with m.Elif(_lt(ack, _sub(t.snd_una, _umax(t.max_snd_wnd, 1)))):
+                m.d.sync += [sdrop("ack_too_old"), sdrop("challenge_acks"), ack_now()]
+                m.next = "Notify"
+            with m.Else():
+                m.d.sync += self.win_changed.eq(window != t.snd_wnd)
+                with m.If(_lt(t.snd_wl1, self.seg_seq)
+                          | ((t.snd_wl1 == self.seg_seq) & _le(t.snd_wl2, ack))):
+                    m.d.sync += [t.snd_wnd.eq(window),
+                                 t.max_snd_wnd.eq(_umax(t.max_snd_wnd, window)),
+                                 t.snd_wl1.eq(self.seg_seq), t.snd_wl2.eq(ack)]
+                m.d.sync += self.acked.eq(Mux(_lt(t.snd_una, ack), _sub(ack, t.snd_una), 0))
+                m.next = "S Ack2"
+        with m.State("S Ack2"):
+            ack = self.seg_ack
+            with m.If(self.acked != 0):
+                data_acked = self.acked - (t.snd_una == t.iss)  # the SYN is no data
+                m.d.sync += [t.snd_una.eq(ack), t.retries.eq(0),
+                             self.acked.eq(data_acked)]
+                with m.If(_lt(t.snd_nxt, ack)):
+                    m.d.sync += t.snd_nxt.eq(ack)
+                with m.If(t.send_blocked & (data_acked != 0)):
+                    m.d.sync += [t.send_blocked.eq(0), note("space")]
+                m.next = "S NewAck"
+            with m.Elif((ack == t.snd_una) & (self.plen == 0) & ~self.f_syn & ~self.f_fin
+                        & ~self.win_changed & (t.snd_max != t.snd_una)):
+                m.next = "S Dup"
+            with m.Else():
+                m.next = "S Fin Acked"
+        with m.State("S NewAck"):
+            with m.If(t.rtt_on & _le(t.rtt_seq, self.seg_ack)):
+                m.d.sync += [self.m_r.eq(self.now - t.rtt_time), t.rtt_on.eq(0),
+                             self.rtt_ret.eq(1)]
+                m.next = "R Sample"
+            with m.Else():
+                m.next = "S Cc"
+        with m.State("S Cc"):
+            # congestion control: RFC 5681 §3.1 (congestion avoidance by byte counting,
+            # RFC 3465), RFC 6582 §3.2 steps 3 and 4
+            mss = t.snd_mss
+            acked = self.acked
+            flight = _sub(t.snd_max, t.snd_una)
+            full = Signal()
+            m.d.comb += full.eq(_le(t.recover, self.seg_ack))
+            with m.If(t.in_recovery):
+                with m.If(full):
+                    m.d.sync += [t.cwnd.eq(_umin(t.ssthresh, _umax(flight, mss) + mss)),
+                                 t.in_recovery.eq(0), t.dupacks.eq(0)]
+                with m.Else():
+                    cut = Mux(t.cwnd > acked + mss, t.cwnd - acked, mss)
+                    m.d.sync += [self.fast.eq(1),
+                                 t.cwnd.eq(cut + Mux(acked >= mss, mss, 0)),
+                                 t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto)]
+            with m.Else():
+                m.d.sync += t.dupacks.eq(0)
+                with m.If(acked != 0):
+                    with m.If(t.cwnd < t.ssthresh):
+                        m.d.sync += t.cwnd.eq(t.cwnd + _umin(acked, mss))
+                    with m.Elif(t.ca_acc + acked >= t.cwnd):
+                        m.d.sync += [t.cwnd.eq(t.cwnd + mss),
+                                     t.ca_acc.eq(t.ca_acc + acked - t.cwnd)]
+                    with m.Else():
+                        m.d.sync += t.ca_acc.eq(t.ca_acc + acked)
+            # retransmission timer (RFC 6298 §5.2, §5.3)
+            with m.If(t.snd_una == t.snd_max):
+                m.d.sync += [t.rtx_on.eq(0), t.probing.eq(0)]
+            with m.Elif(~t.in_recovery | full):
+                m.d.sync += [t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto), t.probing.eq(0)]
+            m.next = "S Fin Acked"
+        with m.State("S Dup"):
+            mss = t.snd_mss
+            flight = _sub(t.snd_max, t.snd_una)
+            m.d.sync += t.dupacks.eq(Mux(t.dupacks == 3, 3, t.dupacks + 1))
+            with m.If(t.in_recovery):
+                m.d.sync += t.cwnd.eq(t.cwnd + mss)
+            with m.Elif((t.dupacks == 2) & _le(t.recover, t.snd_una)):
+                # fast retransmit (RFC 6582 §3.2 step 2, RFC 5681 §3.2)
+                ssthresh = _umax(flight >> 1, 2 * mss)
+                m.d.sync += [t.ssthresh.eq(ssthresh), t.recover.eq(t.snd_max),
+                             t.in_recovery.eq(1), self.fast.eq(1), sdrop("fast_retransmits"),
+                             t.cwnd.eq(ssthresh + 3 * mss), t.rtx_on.eq(1),
+                             t.rtx_at.eq(self.now + t.rto)]
+            m.next = "S Fin Acked"
+        with m.State("S Fin Acked"):
+            with m.If((t.snd_wnd != 0) & t.probing):
+                m.d.sync += [t.probing.eq(0), t.rtx_on.eq(0)]
+            fin_acked = t.fin_queued & (t.snd_una == t.tx_end + 1) & (t.snd_una == t.snd_max)
+            with m.If(fin_acked & (t.state == FIN_WAIT_1)):
+                m.d.sync += t.state.eq(FIN_WAIT_2)
+                m.next = "S Data"
+            with m.Elif(fin_acked & (t.state == CLOSING)):
+                m.d.sync += [t.state.eq(TIME_WAIT), t.rtx_on.eq(1), t.probing.eq(0),
+                             t.rtx_at.eq(self.now + e.time_wait)]
+                m.next = "S Data"
+            with m.Elif(fin_acked & (t.state == LAST_ACK)):
+                m.d.sync += note("closed_done")
+                m.next = "Release"
+            with m.Else():
+                m.next = "S Data"
+
+        # seventh: segment text, in order only (out-of-order segments are dropped)
+        with m.State("S Data"):
+            seq = self.seg_seq
+            plen = self.plen
+            cut = Mux(_lt(seq, t.rcv_nxt), _sub(t.rcv_nxt, seq), 0)
+            off = (seq + cut)[:32]
+            room = Mux(_lt(off, t.rcv_adv), _sub(t.rcv_adv, off), 0)
+            rest = plen - cut
+            n = _umin(rest, room)
+            with m.If((plen != 0) & self.receiving):
+                with m.If(cut >= plen):
+                    m.d.sync += ack_now()
+                    m.next = "S Fin"
+                with m.Else():
+                    with m.If((rest > room) & (room == 0)):
+                        m.d.sync += sdrop("beyond_window")
+                    with m.If(n == 0):
+                        m.d.sync += ack_now()
+                        m.next = "S Fin"
+                    with m.Elif(off == t.rcv_nxt):
+                        m.d.sync += [self.c_i.eq(0), self.c_n.eq(n), self.p_valid.eq(0),
+                                     self.cp_src.eq(34 + self.doff + cut)]
+                        m.next = "S Copy"
+                    with m.Else():
+                        m.d.sync += [sdrop("ooo_full"), ack_now()]
+                        m.next = "S Fin"
+            with m.Elif(plen != 0):
+                m.d.sync += sdrop("data_after_fin")
+                m.next = "S Fin"
+            with m.Else():
+                m.next = "S Fin"
+        with m.State("S Copy"):
+            issue = self.c_i < self.c_n
+            src = (self.cp_src + self.c_i)[:14]
+            m.d.comb += fe.rd.addr.eq(src >> self.log_nb)
+            m.d.sync += [self.p_valid.eq(issue), self.p_lane.eq(src[:max(1, self.log_nb)]),
+                         self.p_dst.eq(t.rcv_nxt + self.c_i)]
+            with m.If(issue):
+                m.d.sync += self.c_i.eq(self.c_i + 1)
+            with m.If(self.p_valid):
+                lane = self.p_lane if self.log_nb else 0
+                m.d.comb += [e.mem.addr.eq(self.rx_addr(self.p_dst)),
+                             e.mem.w_data.eq(fe.rd.data.word_select(lane, 8)),
+                             e.mem.w_en.eq(1)]
+            with m.If(~issue & ~self.p_valid):
+                m.d.sync += [t.rcv_nxt.eq(t.rcv_nxt + self.c_n), note("data")]
+                with m.If(t.unacked):
+                    m.d.sync += ack_now()
+                with m.Else():
+                    m.d.sync += t.unacked.eq(1)
+                    with m.If(~t.delack_on):
+                        m.d.sync += [t.delack_on.eq(1),
+                                     t.delack_at.eq(self.now + e.delack)]
+                m.next = "S Fin"
+        # eighth: FIN
+        with m.State("S Fin"):
+            fin_at = (self.seg_seq + self.plen)[:32]
+            with m.If(self.f_fin):
+                with m.If((fin_at == t.rcv_nxt) & ~t.peer_fin):
+                    m.d.sync += [t.rcv_nxt.eq(t.rcv_nxt + 1), t.peer_fin.eq(1), ack_now(),
+                                 note("closed_peer")]
+                    with m.If((t.state == SYN_RCVD) | (t.state == ESTAB)):
+                        m.d.sync += t.state.eq(CLOSE_WAIT)
+                    with m.Elif(t.state == FIN_WAIT_1):
+                        m.d.sync += t.state.eq(CLOSING)
+                    with m.Elif(t.state == FIN_WAIT_2):
+                        m.d.sync += [t.state.eq(TIME_WAIT), t.rtx_on.eq(1), t.probing.eq(0),
+                                     t.rtx_at.eq(self.now + e.time_wait)]
+                with m.Elif(t.state == TIME_WAIT):
+                    m.d.sync += [t.rtx_at.eq(self.now + e.time_wait), ack_now()]
+                with m.Elif(_lt(t.rcv_nxt, fin_at) & self.receiving):
+                    m.d.sync += ack_now()
+            m.next = "Notify"
+
+        # ------------------------------------------------------------------ notifications
+        with m.State("Notify"):
+            pending = self.notes != 0
+            kind = Signal(3)
+            for k in reversed(range(len(NOTES))):
+                with m.If(self.notes[k]):
+                    m.d.comb += kind.eq(k)
+            m.d.comb += [e.note.valid.eq(pending), e.note.payload.kind.eq(kind),
+                         e.note.payload.sid.eq(self.sid)]
+            with m.If(pending & e.note.ready):
+                m.d.sync += self.notes.bit_select(kind, 1).eq(0)
+            with m.If(~pending):
+                m.next = "O Decide"
+
+        # --------------------------------------------------------------------------- output
+        with m.State("O Decide"):
+            mss = t.snd_mss
+            pend = Mux(_lt(t.snd_nxt, t.tx_end), _sub(t.tx_end, t.snd_nxt), 0)
+            flight = _sub(t.snd_nxt, t.snd_una)
+            lim = _umin(t.cwnd, t.snd_wnd)
+            usable = Mux(lim > flight, lim - flight, 0)
+            n = Signal(32)
+            m.d.comb += n.eq(_umin(_umin(mss, pend), usable))
+            fin_due = t.fin_queued & (t.snd_nxt == t.tx_end)
+            rem = Mux(_lt(t.snd_una, t.tx_end), _sub(t.tx_end, t.snd_una), 0)
+            n1 = _umin(mss, rem)
+            fin1 = t.fin_queued & (n1 == rem) & _lt(t.tx_end, t.snd_max)
+            with m.If(self.fast & self.sending & ((n1 != 0) | fin1)):
+                m.d.sync += [self.fast.eq(0), sdrop("retransmits"),
+                             self.transmit(t.snd_una, n1, ACK | Mux(fin1, FIN, 0), 3,
+                                           ret_output)]
+                m.next = "X Start"
+            with m.Elif(self.sending & (n != 0) & ((n == mss) | (n == pend) | (flight == 0)
+                                                   | (2 * n >= t.max_snd_wnd))):
+                last = n == pend
+                flags = ACK | Mux(last, PSH, 0) | Mux(last & t.fin_queued, FIN, 0)
+                m.d.sync += [self.fast.eq(0), self.transmit(t.snd_nxt, n, flags, 1, ret_output)]
+                m.next = "X Start"
+            with m.Elif(self.sending & fin_due):
+                m.d.sync += [self.fast.eq(0), self.transmit(t.snd_nxt, 0, ACK | FIN, 1,
+                                                            ret_output)]
+                m.next = "X Start"
+            with m.Elif(t.ack_now & (t.state != SYN_SENT) & (t.state != CLOSED)):
+                m.d.sync += [self.fast.eq(0), self.transmit(t.snd_nxt, 0, ACK, 0, ret_store)]
+                m.next = "X Start"
+            with m.Else():
+                m.d.sync += self.fast.eq(0)
+                m.next = "Store"
+
+        # ---------------------------------------------------------------- write the TCB back
+        with m.State("Store"):
+            st = t.state
+            synced = (st >= ESTAB) & (st != TIME_WAIT)
+            pend = _lt(t.snd_nxt, t.tx_end) | (t.fin_queued & (t.snd_nxt == t.tx_end))
+            with m.If(synced & ~t.rtx_on & (t.snd_una != t.snd_max)):
+                m.d.sync += [t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto)]
+            with m.Elif(self.sending & ~t.rtx_on & (t.snd_wnd == 0) & pend
+                        & (t.snd_nxt == t.snd_una)):
+                # persist timer: probe the closed window
+                m.d.sync += [t.rtx_on.eq(1), t.probing.eq(1), t.rtx_at.eq(self.now + t.rto)]
+            was = (self.old_state == SYN_RCVD) & self.old_passive
+            now_half = (t.state == SYN_RCVD) & t.passive
+            with m.If(was & ~now_half):
+                m.d.sync += self.half_open.eq(self.half_open - 1)
+            with m.Elif(~was & now_half):
+                m.d.sync += self.half_open.eq(self.half_open + 1)
+            m.next = "Store Write"
+        with m.State("Store Write"):
+            m.d.comb += [self.tcb_w.addr.eq(self.sid), self.tcb_w.data.eq(t),
+                         self.tcb_w.en.eq(1)]
+            with m.If(self.arp_req):
+                m.d.sync += self.arp_req.eq(0)
+                m.next = "ARP Request"
+            with m.Else():
+                m.next = "Receive"
+        with m.State("ARP Request"):
+            mac = [Const(b, 8) for b in e.mac.to_bytes(6, "big")]
+            ip = [Const(b, 8) for b in e.ip.to_bytes(4, "big")]
+            request = ([Const(0xFF, 8)] * 6 + mac + [Const(0x08, 8), Const(0x06, 8)]
+                       + [Const(b, 8) for b in bytes.fromhex("0001080006040001")] + mac + ip
+                       + [Const(0, 8)] * 6 + _bytes(t.peer_ip, 4))
+            for k in range(42):
+                m.d.sync += fe.reply[k].eq(request[k])
+            m.d.sync += [fe.is_arp_out.eq(1), fe.out_last_beat.eq(41 // self.nb),
+                         fe.out_last_keep.eq((1 << (41 % self.nb + 1)) - 1), fe.out_beat.eq(0),
+                         self.arp_wait.eq(1)]
+            m.d.comb += fe.rd.addr.eq(0)
+            m.next = "Send"
+
+        # ------------------------------------------------------------------------ release
+        with m.State("Release"):
+            req = self.table.req
+            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_DELETE),
+                         req.payload.sid.eq(self.sid)]
+            with m.If(req.ready):
+                m.next = "Release Wait"
+        with m.State("Release Wait"):
+            m.d.comb += self.table.resp.ready.eq(1)
+            with m.If(self.table.resp.valid):
+                m.d.sync += [t.state.eq(CLOSED), t.rtx_on.eq(0), t.delack_on.eq(0),
+                             t.ack_now.eq(0), self.fast.eq(0)]
+                m.next = "Notify"
+
+        # ---------------------------------------------------------------------- timer scan
+        with m.State("M Load"):
+            m.d.sync += [t.eq(self.tcb_r.data), self.old_state.eq(self.tcb_r.data.state),
+                         self.old_passive.eq(self.tcb_r.data.passive), self.sid.eq(self.scan_sid),
+                         self.notes.eq(0), self.fast.eq(0)]
+            with m.If(self.scan_sid == N - 1):
+                m.d.sync += [self.scan_sid.eq(0), self.scan_pending.eq(0)]
+            with m.Else():
+                m.d.sync += self.scan_sid.eq(self.scan_sid + 1)
+            m.next = "M Check"
+        with m.State("M Check"):
+            rtx_due = t.rtx_on & ~_sub(self.now, t.rtx_at)[31]
+            del_due = t.delack_on & ~_sub(self.now, t.delack_at)[31]
+            with m.If(t.state == CLOSED):
+                m.next = "Receive"
+            with m.Elif((t.state == SYN_SENT) & ~t.mac_ok & self.arp_hit):
+                m.d.sync += [t.mac_ok.eq(1), t.peer_mac.eq(self.arp_mac),
+                             t.rtt_time.eq(self.now),
+                             self.transmit(t.iss, 0, SYN, 2, ret_store, 1)]
+                m.next = "X Start"
+            with m.Elif((t.state == TIME_WAIT) & rtx_due):
+                m.d.sync += note("closed_done")
+                m.next = "Release"
+            with m.Elif(rtx_due):
+                m.d.sync += sdrop("timeouts")
+                m.next = "M Timeout"
+            with m.Elif(del_due):
+                m.d.sync += [t.delack_on.eq(0), ack_now()]
+                m.next = "O Decide"
+            with m.Elif(self.scan_pending & ~self.e.i.valid & ~e.cmd.valid):
+                # next session at once
+                m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
+                m.next = "M Load"
+            with m.Else():
+                m.next = "Receive"
+        with m.State("M Timeout"):
+            # RFC 6298 §5.4-§5.7, RFC 5681 §3.1 (loss window), RFC 6582 §4
+            mss = t.snd_mss
+            flight = _sub(t.snd_max, t.snd_una)
+            rto2 = _umin(t.rto << 1, e.rto_max)
+            retries = t.retries + 1
+            syn_state = (t.state == SYN_SENT) | (t.state == SYN_RCVD)
+            with m.If(t.probing & (t.snd_una == t.snd_max) & self.sending):
+                m.d.sync += [sdrop("window_probes"), t.rto.eq(rto2),
+                             t.rtx_at.eq(self.now + rto2),
+                             self.transmit(t.snd_una - 1, 0, ACK, 0, ret_store)]
+                m.next = "X Start"
+            with m.Elif(syn_state):
+                m.d.sync += t.retries.eq(retries)
+                with m.If(retries > e.syn_retries):
+                    with m.If(~(t.passive & (t.state == SYN_RCVD))):
+                        m.d.sync += note("reset_timeout")
+                    m.next = "Release"
+                with m.Else():
+                    m.d.sync += [t.rtt_on.eq(0), t.rto.eq(rto2), t.rtx_at.eq(self.now + rto2)]
+                    with m.If(~t.mac_ok):
+                        m.d.sync += self.arp_req.eq(1)
+                        m.next = "Store"
+                    with m.Else():
+                        flags = Mux(t.state == SYN_SENT, SYN, SYN | ACK)
+                        m.d.sync += [sdrop("retransmits"),
+                                     self.transmit(t.iss, 0, flags, 2, ret_store,
+                                                   (t.state == SYN_SENT) | t.ws_ok)]
+                        m.next = "X Start"
+            with m.Else():
+                m.d.sync += t.retries.eq(retries)
+                with m.If(retries > e.data_retries):
+                    m.d.sync += [note("reset_timeout"),
+                                 self.transmit(t.snd_nxt, 0, RST | ACK, 0, ret_release)]
+                    m.next = "X Start"
+                with m.Else():
+                    with m.If(retries == 1):
+                        m.d.sync += t.ssthresh.eq(_umax(flight >> 1, 2 * mss))
+                    m.d.sync += [t.cwnd.eq(mss), t.recover.eq(t.snd_max), t.in_recovery.eq(0),
+                                 t.dupacks.eq(0), t.rtt_on.eq(0), t.snd_nxt.eq(t.snd_una),
+                                 t.rto.eq(rto2), t.rtx_on.eq(0), t.probing.eq(0)]
+                    m.next = "O Decide"
+
+        # ------------------------------------------------------------------------ commands
+        with m.State("C Load"):
+            m.d.sync += [t.eq(self.tcb_r.data), self.old_state.eq(self.tcb_r.data.state),
+                         self.old_passive.eq(self.tcb_r.data.passive), self.notes.eq(0),
+                         self.fast.eq(0)]
+            m.next = "C Exec"
+        self.c_after = c_after = Signal(3)
+        after_receive, after_output, after_rx, after_tx, after_release, after_xmit, \
+            after_store = range(7)
+        with m.State("C Exec"):
+            op = self.c_op
+            valid = (self.sid < N) & (t.state != CLOSED)
+            m.d.sync += [self.r.sid.eq(self.sid), c_after.eq(after_receive)]
+            with m.If(op == _OP["listen"]):
+                free = Signal()
+                slot = Signal(range(_LISTEN_SLOTS))
+                for k in reversed(range(_LISTEN_SLOTS)):
+                    with m.If(~self.l_valid[k] | (self.l_port[k] == self.c_port)):
+                        m.d.comb += [free.eq(1), slot.eq(k)]
+                with m.If(free & (self.c_port != 0)):
+                    m.d.sync += [self.l_valid[slot].eq(1), self.l_port[slot].eq(self.c_port),
+                                 self.r.ok.eq(1)]
+                m.next = "C Resp"
+            with m.Elif(op == _OP["unlisten"]):
+                for k in range(_LISTEN_SLOTS):
+                    with m.If(self.l_port[k] == self.c_port):
+                        m.d.sync += self.l_valid[k].eq(0)
+                m.d.sync += self.r.ok.eq(1)
+                m.next = "C Resp"
+            with m.Elif(op == _OP["open"]):
+                m.next = "C Open"
+            with m.Elif(op == _OP["query"]):
+                m.d.sync += [self.r.ok.eq(valid), self.r.state.eq(t.state),
+                             self.r.value.eq(Mux(valid, self.ready_bytes, 0)),
+                             self.r.port.eq(t.local_port), self.r.peer_ip.eq(t.peer_ip),
+                             self.r.peer_port.eq(t.peer_port),
+                             self.r.eof.eq(valid & t.peer_fin & (self.ready_bytes == 0))]
+                m.next = "C Resp"
+            with m.Elif(op == _OP["recv"]):
+                has = valid & (t.state != SYN_SENT)
+                got = Mux(has, _umin(self.c_len, self.ready_bytes), 0)
+                m.d.sync += [self.r.ok.eq(valid), self.r.value.eq(got), self.c_n.eq(got),
+                             self.c_i.eq(0), c_after.eq(Mux(got != 0, after_rx, after_receive))]
+                m.next = "C Resp"
+            with m.Elif(op == _OP["send"]):
+                st = t.state
+                ok = valid & ~t.fin_queued & ((st == SYN_SENT) | (st == SYN_RCVD)
+                                              | (st == ESTAB) | (st == CLOSE_WAIT))
+                una = Mux(t.snd_una == t.iss, t.iss + 1, t.snd_una)
+                space = self.buf - _sub(t.tx_end, una)
+                taken = Mux(ok, _umin(self.c_len, space), 0)
+                m.d.sync += [self.r.ok.eq(ok), self.r.value.eq(taken), self.c_n.eq(taken),
+                             self.c_i.eq(0), c_after.eq(Mux(ok, after_tx, after_receive))]
+                with m.If(ok):
+                    m.d.sync += t.send_blocked.eq(taken < self.c_len)
+                m.next = "C Resp"
+            with m.Elif(op == _OP["close"]):
+                m.d.sync += self.r.ok.eq(valid)
+                with m.If(~valid):
+                    pass
+                with m.Elif(t.state == SYN_SENT):
+                    m.d.sync += [note("closed_done"), c_after.eq(after_release)]
+                with m.Elif(~t.fin_queued):
+                    m.d.sync += [t.fin_queued.eq(1), c_after.eq(after_output)]
+                    with m.If(t.state == ESTAB):
+                        m.d.sync += t.state.eq(FIN_WAIT_1)
+                    with m.Elif(t.state == CLOSE_WAIT):
+                        m.d.sync += t.state.eq(LAST_ACK)
+                m.next = "C Resp"
+            with m.Elif(op == _OP["abort"]):
+                m.d.sync += self.r.ok.eq(valid)
+                with m.If(valid & (t.state != SYN_SENT) & (t.state != TIME_WAIT)):
+                    m.d.sync += [c_after.eq(after_xmit),
+                                 self.transmit(t.snd_nxt, 0, RST | ACK, 0, ret_release)]
+                with m.Elif(valid):
+                    m.d.sync += c_after.eq(after_release)
+                m.next = "C Resp"
+            with m.Else():
+                m.next = "C Resp"
+        with m.State("C Open"):
+            req = self.table.req
+            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_INSERT),
+                         req.payload.key.eq(Cat(self.next_port, self.c_port, self.c_ip))]
+            with m.If(req.ready):
+                m.next = "C Open Wait"
+        with m.State("C Open Wait"):
+            resp = self.table.resp
+            m.d.comb += resp.ready.eq(1)
+            key = Cat(self.next_port, self.c_port, self.c_ip)
+            isn = (Const(e.fixed_isn, 32) if e.fixed_isn is not None
+                   else (_toeplitz(key) + (self.now << 8))[:32])
+            with m.If(resp.valid):
+                with m.If(resp.payload.full | resp.payload.hit | (self.c_port == 0)):
+                    with m.If(resp.payload.hit):
+                        m.d.sync += self.next_port.eq(Mux(self.next_port == 0xFFFF, 49152,
+                                                          self.next_port + 1))
+                    m.next = "C Resp"
+                with m.Else():
+                    m.d.sync += [self.sid.eq(resp.payload.sid), self.r.sid.eq(resp.payload.sid),
+                                 self.r.ok.eq(1), t.eq(0), self.old_state.eq(CLOSED),
+                                 self.old_passive.eq(0), t.state.eq(SYN_SENT),
+                                 t.peer_ip.eq(self.c_ip), t.peer_port.eq(self.c_port),
+                                 t.local_port.eq(self.next_port), t.iss.eq(isn),
+                                 t.snd_una.eq(isn), t.snd_nxt.eq(isn + 1),
+                                 t.snd_max.eq(isn + 1), t.tx_end.eq(isn + 1), t.recover.eq(isn),
+                                 t.ssthresh.eq(1 << 30), t.snd_mss.eq(536),
+                                 t.rto.eq(e.rto_initial), t.rtt_on.eq(1),
+                                 t.rtt_seq.eq(isn + 1), t.rtt_time.eq(self.now),
+                                 t.rtx_on.eq(1), t.rtx_at.eq(self.now + e.rto_initial),
+                                 self.next_port.eq(Mux(self.next_port == 0xFFFF, 49152,
+                                                       self.next_port + 1))]
+                    m.next = "C Open Arp"
+        with m.State("C Open Arp"):
+            with m.If(self.arp_hit):
+                m.d.sync += [t.mac_ok.eq(1), t.peer_mac.eq(self.arp_mac),
+                             c_after.eq(after_xmit),
+                             self.transmit(t.iss, 0, SYN, 2, ret_store, 1)]
+            with m.Else():
+                m.d.sync += [self.arp_req.eq(1), c_after.eq(after_store)]
+            m.next = "C Resp"
+        with m.State("C Resp"):
+            m.d.comb += [e.resp.valid.eq(1), e.resp.payload.eq(self.r)]
+            with m.If(e.resp.ready):
+                with m.Switch(c_after):
+                    with m.Case(after_receive):
+                        m.next = "Receive"
+                    with m.Case(after_output):
+                        m.next = "Notify"
+                    with m.Case(after_rx):
+                        m.next = "C Rx Prime"
+                    with m.Case(after_tx):
+                        m.next = "C Tx"
+                    with m.Case(after_release):
+                        m.next = "Release"
+                    with m.Case(after_xmit):
+                        m.next = "X Start"
+                    with m.Default():
+                        m.next = "Store"
+        with m.State("C Rx Prime"):
+            m.d.comb += e.mem.addr.eq(self.rx_addr(t.rx_read + self.c_i))
+            m.next = "C Rx"
+        with m.State("C Rx"):
+            rx = e.rx_data
+            more = self.c_i < self.c_n
+            m.d.comb += [rx.valid.eq(more), rx.payload.data.eq(e.mem.r_data),
+                         rx.payload.last.eq(self.c_i + 1 == self.c_n),
+                         e.mem.addr.eq(self.rx_addr(t.rx_read + self.c_i
+                                                    + Mux(rx.ready, 1, 0)))]
+            with m.If(more & rx.ready):
+                m.d.sync += self.c_i.eq(self.c_i + 1)
+            with m.If(~more):
+                m.d.sync += t.rx_read.eq(t.rx_read + self.c_n)
+                m.next = "C Rx Window"
+        with m.State("C Rx Window"):
+            # window update when the right edge moves by min(buffer / 2, 2 MSS) (§3.8.6.2.2)
+            moved = _sub(self.edge, t.rcv_adv)
+            with m.If(self.receiving & (moved >= min(self.buf // 2, 2 * mss_cfg))):
+                m.d.sync += ack_now()
+                m.next = "O Decide"
+            with m.Else():
+                m.next = "Store"
+        with m.State("C Tx"):
+            tx = e.tx_data
+            more = self.c_i < self.c_n
+            m.d.comb += [tx.ready.eq(more),
+                         e.mem.addr.eq(self.tx_addr(t.tx_end + self.c_i)),
+                         e.mem.w_data.eq(tx.payload.data), e.mem.w_en.eq(tx.valid & more)]
+            with m.If(tx.valid & more):
+                m.d.sync += self.c_i.eq(self.c_i + 1)
+            with m.If(~more):
+                m.d.sync += t.tx_end.eq(t.tx_end + self.c_n)
+                m.next = "O Decide"
+
+        # ------------------------------------------------------------- build and send a segment
+        with m.State("X Start"):
+            is_syn = self.x_flags[1]
+            is_rst = self.x_flags[2]
+            m.d.sync += [fe.ip_id.eq(fe.ip_id + 1), self.x_i.eq(0), self.x_sum.eq(0),
+                         self.p_valid.eq(0), sdrop("segments_out"),
+                         self.x_hlen.eq(Mux(is_syn, Mux(self.x_ws, 62, 58), 54))]
+            with m.If(self.x_flags[4] & ~is_syn):
+                m.d.sync += [t.ack_now.eq(0), t.unacked.eq(0), t.delack_on.eq(0)]
+            with m.If(~is_syn & ~is_rst):
+                # receiver silly-window avoidance (RFC 9293 §3.8.6.2.2)
+                edge = self.edge
+                thr = _umin(self.buf // 2, t.snd_mss)
+                grow = _lt(t.rcv_adv, edge) & ((_sub(edge, t.rcv_adv) >= thr)
+                                              | ((t.rcv_adv == t.rcv_nxt)
+                                                 & (_sub(edge, t.rcv_nxt) >= thr)))
+                with m.If(grow):
+                    m.d.sync += t.rcv_adv.eq(edge)
+            m.next = "X Window"
+        with m.State("X Window"):
+            adv = _sub(t.rcv_adv, t.rcv_nxt)
+            wnd = Mux(adv[31], 0, adv) >> t.rcv_wscale
+            m.d.sync += self.x_win.eq(Mux(self.x_flags[1], min(self.buf, 0xFFFF),
+                                          Mux(self.x_flags[2], 0, _umin(wnd, 0xFFFF))))
+            m.next = "X Payload"
+        with m.State("X Payload"):
+            issue = self.x_i < self.x_n
+            m.d.comb += e.mem.addr.eq(self.tx_addr(self.x_seq + self.x_i))
+            m.d.sync += [self.p_valid.eq(issue), self.p_off.eq(self.x_hlen + self.x_i)]
+            with m.If(issue):
+                m.d.sync += self.x_i.eq(self.x_i + 1)
+            with m.If(self.p_valid):
+                byte = e.mem.r_data
+                lane = self.p_off[:self.log_nb] if self.log_nb else 0
+                m.d.comb += [self.tx_w.addr.eq(self.p_off >> self.log_nb),
+                             self.tx_w.data.eq(Cat(*([byte] * self.nb))),
+                             self.tx_w.en.eq(Const(1, self.nb) << lane)]
+                m.d.sync += self.x_sum.eq(self.x_sum + Mux(self.p_off[0], byte,
+                                                           Cat(Const(0, 8), byte)))
+            with m.If(~issue & ~self.p_valid):
+                m.next = "X Sum"
+        with m.State("X Sum"):
+            ip = e.ip
+            tcp_len = self.x_hlen - 34 + self.x_n
+            words_flags = Cat(self.x_flags, Const(0, 6), ((self.x_hlen - 34) >> 2)[:4])
+            opt_sum = Mux(self.x_flags[1], 0x0204 + e.mss + Mux(self.x_ws, 0x0103 + 0x0300
+                                                                + self.rcv_wscale, 0), 0)
+            ack = Mux(self.x_flags[4], t.rcv_nxt, 0)
+            seq = self.x_seq
+            tsum = (Const((ip >> 16) + (ip & 0xFFFF) + 6, 32) + t.peer_ip[16:] + t.peer_ip[:16]
+                    + tcp_len + t.local_port + t.peer_port + seq[16:] + seq[:16] + ack[16:]
+                    + ack[:16] + words_flags + self.x_win + opt_sum + self.x_sum)
+            check = Signal(16)
+            m.d.comb += check.eq(~_fold(tsum))
+            total = Signal(16)
+            m.d.comb += total.eq(20 + tcp_len)
+            hc = Signal(16)
+            m.d.comb += hc.eq(~_fold(Const(0x4500 + 0x4000 + ((e.ttl << 8) | 6)
+                                           + (ip >> 16) + (ip & 0xFFFF), 32)
+                                     + total + fe.ip_id + t.peer_ip[16:] + t.peer_ip[:16]))
+            mac = [Const(b, 8) for b in e.mac.to_bytes(6, "big")]
+            ipb = [Const(b, 8) for b in ip.to_bytes(4, "big")]
+            head = (_bytes(t.peer_mac, 6) + mac + [Const(0x08, 8), Const(0x00, 8)]
+                    + [Const(0x45, 8), Const(0, 8)] + _bytes(total, 2) + _bytes(fe.ip_id, 2)
+                    + [Const(0x40, 8), Const(0, 8), Const(e.ttl, 8), Const(6, 8)]
+                    + _bytes(hc, 2) + ipb + _bytes(t.peer_ip, 4) + _bytes(t.local_port, 2)
+                    + _bytes(t.peer_port, 2) + _bytes(seq, 4) + _bytes(ack, 4)
+                    + _bytes(words_flags, 2) + _bytes(self.x_win, 2) + _bytes(check, 2)
+                    + [Const(0, 8), Const(0, 8)]
+                    + [Const(2, 8), Const(4, 8)] + _bytes(Const(e.mss, 16), 2)
+                    + [Const(1, 8), Const(3, 8), Const(3, 8), Const(self.rcv_wscale, 8)])
+            assert len(head) == _TX_HEADER
+            for k in range(_TX_HEADER):
+                m.d.sync += self.txh[k].eq(head[k])
+            last = self.x_hlen + self.x_n - 1
+            m.d.sync += [self.o_beat.eq(0), self.o_last.eq(last >> self.log_nb),
+                         self.o_keep.eq(Const((1 << self.nb) - 1, self.nb)
+                                        >> (~last[:self.log_nb] if self.log_nb else 0))]
+            m.d.comb += self.tx_r.addr.eq(0)
+            m.next = "X Send"
+        with m.State("X Send"):
+            word = Signal(e.width)
+            m.d.comb += word.eq(self.tx_r.data)
+            for k in range(self.nb):
+                for b in range(-(-_TX_HEADER // self.nb)):
+                    idx = self.nb * b + k
+                    if idx >= _TX_HEADER:
+                        continue
+                    with m.If((self.o_beat == b) & (idx < self.x_hlen)):
+                        m.d.comb += word[8 * k:8 * k + 8].eq(self.txh[idx])
+            is_last = self.o_beat == self.o_last
+            m.d.comb += [e.o.valid.eq(1), e.o.payload.data.eq(word),
+                         e.o.payload.keep.eq(Mux(is_last, self.o_keep, (1 << self.nb) - 1)),
+                         e.o.payload.last.eq(is_last),
+                         self.tx_r.addr.eq(Mux(e.o.ready, self.o_beat + 1, self.o_beat))]
+            with m.If(e.o.ready):
+                m.d.sync += self.o_beat.eq(self.o_beat + 1)
+                with m.If(is_last):
+                    fin = self.x_flags[0]
+                    nxt = (self.x_seq + self.x_n + fin)[:32]
+                    with m.If(self.x_kind == 1):
+                        m.d.sync += [t.snd_nxt.eq(nxt), t.probing.eq(0)]
+                        with m.If(_lt(t.snd_max, nxt)):
+                            m.d.sync += t.snd_max.eq(nxt)
+                        with m.If(_lt(self.x_seq, t.snd_max)):
+                            m.d.sync += sdrop("retransmits")
+                        with m.Elif(~t.rtt_on):
+                            m.d.sync += [t.rtt_on.eq(1), t.rtt_seq.eq(nxt),
+                                         t.rtt_time.eq(self.now)]
+                        with m.If(~t.rtx_on | t.probing):
+                            m.d.sync += [t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto)]
+                    with m.Elif(self.x_kind == 3):
+                        m.d.sync += t.rtt_on.eq(0)
+                    with m.Switch(self.x_ret):
+                        with m.Case(ret_output):
+                            m.next = "O Decide"
+                        with m.Case(ret_release):
+                            m.next = "Release"
+                        with m.Default():
+                            m.next = "Store"
