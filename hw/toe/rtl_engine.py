@@ -143,6 +143,20 @@ class RtlFrontEnd:
         return dict(zip(names, self._read_values, strict=True))
 
 
+def _aligned_beats(data: bytes, align: int) -> list[int]:
+    """``tx_data`` beats (data | keep << 64) of ``data`` placed from lane ``align`` on, as the
+    send buffer's words hold them."""
+    padded = bytes(align) + data
+    beats = []
+    for start in range(0, len(padded), 8):
+        chunk = padded[start:start + 8]
+        keep = (1 << len(chunk)) - 1
+        if start == 0:
+            keep &= ~((1 << align) - 1)
+        beats.append(int.from_bytes(chunk, "little") | keep << 64)
+    return beats
+
+
 class _Top(Elaboratable):
     """The session engine with the external buffer memory the simulation provides."""
 
@@ -156,8 +170,8 @@ class _Top(Elaboratable):
 
         m = Module()
         m.submodules.engine = e = self.engine
-        m.submodules.dram = dram = Memory(shape=8, depth=self.depth, init=[])
-        w = dram.write_port()
+        m.submodules.dram = dram = Memory(shape=64, depth=self.depth, init=[])
+        w = dram.write_port(granularity=8)
         r = dram.read_port()
         m.d.comb += [w.addr.eq(e.mem.addr), w.data.eq(e.mem.w_data), w.en.eq(e.mem.w_en),
                      r.addr.eq(e.mem.addr), e.mem.r_data.eq(r.data)]
@@ -237,14 +251,14 @@ class RtlEngine:
                 delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"))
         except ValueError as e:
             raise TcpError(str(e)) from None
-        self._sim = Simulator(_Top(dut, sessions << (buf_bits + 1)))
+        self._sim = Simulator(_Top(dut, sessions << (buf_bits + 1 - 3)))
         self._sim.add_clock(_PERIOD_S)
         self._sim.add_testbench(self._work, background=True)
         self._time = 0.0
         self._done = False
         self._frames: deque[bytes] = deque()
         self._cmds: deque[dict] = deque()
-        self._tx_bytes = bytearray()
+        self._tx_beats: deque[int] = deque()
         self._pending_send: deque[bytes] = deque()  # data of SEND commands not yet answered
         self._reads: deque[int] = deque()
         self._read_values: list[int] = []
@@ -262,89 +276,107 @@ class RtlEngine:
     # ------------------------------------------------------------------------- simulation
     async def _work(self, ctx):
         """Drive the inputs and take the outputs; ``_done`` once all is done and the gateware
-        is idle."""
+        is idle. Payloads go in and out as integers (the struct views cost more than the
+        gateware's own evaluation)."""
         dut = self._dut
         for port in (dut.o, dut.note, dut.resp, dut.rx_data):
             ctx.set(port.ready, 1)
+        resp_fields = [(name, f.offset, f.width) for name, f in dut.resp.payload.shape()]
+        cmd_fields = {name: f.offset for name, f in dut.cmd.payload.shape()}
+        note_sid = dut.note.payload.shape()["sid"].offset
+        i_payload = dut.i.payload.as_value()
+        cmd_payload = dut.cmd.payload.as_value()
+        tx_byte = dut.tx_data.payload.as_value()
+        last = {}
+
+        def drive(signal, value):
+            # `signal` is one of the objects above (stable identities)
+            if last.get(id(signal), -1) != value:
+                last[id(signal)] = value
+                ctx.set(signal, value)
+
         beats: deque = deque()
         current = bytearray()
         quiet = 0
+        sampled = (dut.o.valid, dut.o.payload.as_value(), dut.note.valid,
+                   dut.note.payload.as_value(), dut.resp.valid, dut.resp.payload.as_value(),
+                   dut.rx_data.valid, dut.rx_data.payload.as_value(), dut.i.ready,
+                   dut.cmd.ready, dut.tx_data.ready, dut.idle)
         while True:
             if not beats and self._frames:
                 frame = self._frames.popleft()
                 for start in range(0, len(frame), 8):
                     chunk = frame[start:start + 8]
-                    beats.append({"data": int.from_bytes(chunk, "little"),
-                                  "keep": (1 << len(chunk)) - 1,
-                                  "last": int(start + 8 >= len(frame))})
+                    beats.append(int.from_bytes(chunk, "little")
+                                 | ((1 << len(chunk)) - 1) << 64
+                                 | int(start + 8 >= len(frame)) << 72)
             driving = False
             if beats:
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, beats[0])
+                drive(dut.i.valid, 1)
+                drive(i_payload, beats[0])
                 driving = True
             else:
-                ctx.set(dut.i.valid, 0)
-            if self._cmds and not beats:
-                ctx.set(dut.cmd.valid, 1)
-                ctx.set(dut.cmd.payload, self._cmds[0])
+                drive(dut.i.valid, 0)
+            cmd_on = bool(self._cmds) and not beats
+            if cmd_on:
+                c = self._cmds[0]
+                drive(dut.cmd.valid, 1)
+                drive(cmd_payload, sum(c[k] << off for k, off in cmd_fields.items()))
                 driving = True
             else:
-                ctx.set(dut.cmd.valid, 0)
-            if self._tx_bytes:
-                ctx.set(dut.tx_data.valid, 1)
-                ctx.set(dut.tx_data.payload.data, self._tx_bytes[0])
+                drive(dut.cmd.valid, 0)
+            if self._tx_beats:
+                drive(dut.tx_data.valid, 1)
+                drive(tx_byte, self._tx_beats[0])
                 driving = True
             else:
-                ctx.set(dut.tx_data.valid, 0)
+                drive(dut.tx_data.valid, 0)
             tick = self._ticks_owed > 0 and not driving
-            ctx.set(dut.tick, int(tick))
+            drive(dut.tick, int(tick))
             read = None
             if self._reads and not driving and not tick:
                 read = self._reads[0]
-                ctx.set(dut.bus.addr, read)
-                ctx.set(dut.bus.r_en, 1)
+                drive(dut.bus.addr, read)
+                drive(dut.bus.r_en, 1)
             else:
-                ctx.set(dut.bus.r_en, 0)
+                drive(dut.bus.r_en, 0)
             (_, _, ov, op, nv, np_, rv, rp, xv, xp, i_ready, c_ready, t_ready,
-             idle) = await ctx.tick().sample(
-                dut.o.valid, dut.o.payload, dut.note.valid, dut.note.payload, dut.resp.valid,
-                dut.resp.payload, dut.rx_data.valid, dut.rx_data.payload, dut.i.ready,
-                dut.cmd.ready, dut.tx_data.ready, dut.idle)
+             idle) = await ctx.tick().sample(*sampled)
             self.cycles += 1
             if tick:
                 self._ticks_owed -= 1
             if read is not None:
-                ctx.set(dut.bus.r_en, 0)
+                drive(dut.bus.r_en, 0)
                 await ctx.tick()
                 self.cycles += 1
                 self._read_values.append(ctx.get(dut.bus.r_data))
                 self._reads.popleft()
             if beats and i_ready:
                 beats.popleft()
-            if self._cmds and c_ready and ctx.get(dut.cmd.valid):
+            if cmd_on and c_ready:
                 self._cmds.popleft()
-            if self._tx_bytes and t_ready:
-                del self._tx_bytes[0]
+            if self._tx_beats and t_ready:
+                self._tx_beats.popleft()
             if ov:
-                n = bin(op.keep).count("1")
-                current += op.data.to_bytes(8, "little")[:n]
-                if op.last:
+                n = bin((op >> 64) & 0xFF).count("1")
+                current += (op & ((1 << 64) - 1)).to_bytes(8, "little")[:n]
+                if op >> 72 & 1:
                     self._out.append(bytes(current))
                     current = bytearray()
             if nv:
-                self._note(np_.kind, np_.sid)
+                self._note(np_ & 7, np_ >> note_sid)
             if rv:
-                r = {"ok": rp.ok, "sid": rp.sid, "value": rp.value, "state": rp.state,
-                     "port": rp.port, "peer_ip": rp.peer_ip, "peer_port": rp.peer_port,
-                     "eof": rp.eof}
+                r = {name: (rp >> off) & ((1 << width) - 1) for name, off, width in resp_fields}
                 self._resps.append(r)
                 if self._pending_send:
                     data = self._pending_send.popleft()
-                    if data is not None:
-                        self._tx_bytes += data[:r["value"]]
+                    if data is not None and r["value"]:
+                        self._tx_beats.extend(_aligned_beats(data[:r["value"]], r["align"]))
             if xv:
-                self._rx.append(xp.data)
-            busy = (beats or self._frames or self._cmds or self._tx_bytes or self._reads
+                keep = (xp >> 64) & 0xFF
+                word = (xp & ((1 << 64) - 1)).to_bytes(8, "little")
+                self._rx += bytes(word[k] for k in range(8) if keep >> k & 1)
+            busy = (beats or self._frames or self._cmds or self._tx_beats or self._reads
                     or self._ticks_owed or current)
             quiet = quiet + 1 if (idle and not busy) else 0
             if quiet >= 2:

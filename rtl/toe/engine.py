@@ -131,7 +131,7 @@ class ToeEngine(wiring.Component):
         if sessions:
             from .sessions import app_signature
 
-            members.update(app_signature(sessions, buf_bits))
+            members.update(app_signature(width, sessions, buf_bits))
         super().__init__(members)
 
     def elaborate(self, platform):

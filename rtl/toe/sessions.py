@@ -96,21 +96,23 @@ TCB_LAYOUT = data.StructLayout({
 })
 
 
-def app_signature(sessions, buf_bits):
+def app_signature(width, sessions, buf_bits):
     """Return the signature members of the session engine's ports (added to the front end's)."""
     sid_bits = max(1, (sessions - 1).bit_length())
-    addr_bits = buf_bits + 1 + sid_bits
+    nb = width // 8
+    addr_bits = buf_bits - (nb - 1).bit_length() + 1 + sid_bits
     return {
         "cmd": In(stream.Signature(data.StructLayout({
             "op": 3, "sid": sid_bits, "ip": 32, "port": 16, "length": 32}))),
         "resp": Out(stream.Signature(data.StructLayout({
             "ok": 1, "sid": sid_bits, "value": 32, "state": 4, "port": 16, "peer_ip": 32,
-            "peer_port": 16, "eof": 1}))),
+            "peer_port": 16, "eof": 1, "align": 6}))),
         "note": Out(stream.Signature(data.StructLayout({"kind": 3, "sid": sid_bits}))),
-        "rx_data": Out(stream.Signature(data.StructLayout({"data": 8, "last": 1}))),
-        "tx_data": In(stream.Signature(data.StructLayout({"data": 8}))),
-        "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(8),
-                                     "w_en": Out(1), "r_data": In(8)})),
+        "rx_data": Out(stream.Signature(data.StructLayout({"data": width, "keep": nb,
+                                                           "last": 1}))),
+        "tx_data": In(stream.Signature(data.StructLayout({"data": width, "keep": nb}))),
+        "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
+                                     "w_en": Out(nb), "r_data": In(width)})),
         "tick": In(1),
         "idle": Out(1),
     }
@@ -299,6 +301,7 @@ class SessionLogic:
         self.r = Signal.like(e.resp.payload)
         self.c_i = Signal(32)
         self.c_n = Signal(32)
+        self.c_k = Signal(32)
         self.next_port = Signal(16, init=49152)
         self.isn = Signal(32)
         self.arp_req = Signal()  # send an ARP request for t.peer_ip after the store
@@ -307,19 +310,75 @@ class SessionLogic:
         self.acked = Signal(32)
         self.win_changed = Signal()
         self.rtt_ret = Signal()  # after an RTT sample: 0 establishment, 1 new ACK
-        self.cp_src = Signal(14)  # frame offset of the first payload byte to copy
-        self.p_lane = Signal(max(1, self.log_nb))
-        self.p_dst = Signal(32)
+        # the realigning copy (copy_setup, copy_state)
+        self.cp_w0 = Signal(26)
+        self.cp_r = Signal(max(1, self.log_nb))
+        self.cp_dmod = Signal(max(1, self.log_nb))
+        self.cp_n = Signal(16)
+        self.cp_dw0 = Signal(26)
+        self.cp_k = Signal(16)
+        self.cp_i = Signal(16)
+        self.cp_idx = Signal(16)
+        self.cp_a = Signal(e.width)
+        self.c_base = Signal(max(1, e.buf_bits))  # byte offset of a stream transfer
         self.fast = Signal()  # a retransmission of snd_una is owed (fast retransmit, NewReno)
 
     # ----------------------------------------------------------------------------- helpers
-    def rx_addr(self, seq):
-        t = self.t
-        return Cat(_sub(seq, t.irs + 1)[:self.e.buf_bits], Const(0, 1), self.sid)
+    def rx_off(self, seq):
+        """Byte offset of sequence number ``seq`` in the session's receive buffer."""
+        return _sub(seq, self.t.irs + 1)[:self.e.buf_bits]
 
-    def tx_addr(self, seq):
-        t = self.t
-        return Cat(_sub(seq, t.iss + 1)[:self.e.buf_bits], Const(1, 1), self.sid)
+    def tx_off(self, seq):
+        return _sub(seq, self.t.iss + 1)[:self.e.buf_bits]
+
+    def word_addr(self, word, is_tx):
+        """External memory address of word ``word`` (wrapping) of a session buffer."""
+        return Cat(word[:self.e.buf_bits - self.log_nb], Const(is_tx, 1), self.sid)
+
+    def lanes(self, k, start, n):
+        """Byte enables of word ``k`` of a transfer of ``n`` bytes starting at lane ``start``
+        of word 0."""
+        m = self.m
+        en = Signal(self.nb, name="lanes")
+        for lane in range(self.nb):
+            rel = Signal(range(-64, 1 << 25), name=f"rel{lane}")
+            m.d.comb += [rel.eq(k * self.nb + lane - start),
+                         en[lane].eq((rel >= 0) & (rel < n))]
+        return en
+
+    def copy_setup(self, sa, da, n):
+        """Statements that prepare :meth:`copy_state` to move ``n`` bytes from source byte
+        address ``sa`` to destination byte address ``da`` (realigned by a rotation)."""
+        lb = self.log_nb
+        dmod = da[:lb] if lb else Const(0, 1)
+        base = (sa - dmod)[:26]
+        return [self.cp_w0.eq(base >> lb), self.cp_r.eq(base[:lb] if lb else 0),
+                self.cp_dmod.eq(dmod), self.cp_n.eq(n), self.cp_dw0.eq(da >> lb),
+                self.cp_k.eq((dmod + n + self.nb - 1) >> lb), self.cp_i.eq(0),
+                self.p_valid.eq(0)]
+
+    def copy_state(self, name, read, src_data, write, done):
+        """A state that copies words: source word ``w0 + i`` is read (``read(addr)``: comb
+        statements; ``src_data`` one cycle later), destination word ``k`` is bytes
+        ``r .. r + nb - 1`` of source words ``k`` and ``k + 1`` (``write(addr, data, en)``);
+        ``done()`` runs once all are written. One word a cycle."""
+        m = self.m
+        with m.State(name):
+            issue = self.cp_i <= self.cp_k
+            m.d.comb += read(self.cp_w0 + self.cp_i)
+            m.d.sync += [self.p_valid.eq(issue), self.cp_idx.eq(self.cp_i)]
+            with m.If(issue):
+                m.d.sync += self.cp_i.eq(self.cp_i + 1)
+            with m.If(self.p_valid):
+                word = src_data
+                m.d.sync += self.cp_a.eq(word)
+                with m.If(self.cp_idx != 0):
+                    k = (self.cp_idx - 1)[:20]
+                    out = Signal(self.e.width, name="copy_out")
+                    m.d.comb += out.eq((Cat(self.cp_a, word) >> (self.cp_r * 8))[:self.e.width])
+                    write(self.cp_dw0 + k, out, self.lanes(k, self.cp_dmod, self.cp_n))
+            with m.If(~issue & ~self.p_valid):
+                done()
 
     def transmit(self, seq, n, flags, kind, ret, ws=0):
         """Start building a segment (state "X Start"); ``ret`` is where to go after it."""
@@ -726,8 +785,9 @@ class SessionLogic:
                         m.d.sync += ack_now()
                         m.next = "S Fin"
                     with m.Elif(off == t.rcv_nxt):
-                        m.d.sync += [self.c_i.eq(0), self.c_n.eq(n), self.p_valid.eq(0),
-                                     self.cp_src.eq(34 + self.doff + cut)]
+                        m.d.sync += [self.c_n.eq(n),
+                                     *self.copy_setup(34 + self.doff + cut,
+                                                      self.rx_off(t.rcv_nxt), n)]
                         m.next = "S Copy"
                     with m.Else():
                         m.d.sync += [sdrop("ooo_full"), ack_now()]
@@ -737,29 +797,21 @@ class SessionLogic:
                 m.next = "S Fin"
             with m.Else():
                 m.next = "S Fin"
-        with m.State("S Copy"):
-            issue = self.c_i < self.c_n
-            src = (self.cp_src + self.c_i)[:14]
-            m.d.comb += fe.rd.addr.eq(src >> self.log_nb)
-            m.d.sync += [self.p_valid.eq(issue), self.p_lane.eq(src[:max(1, self.log_nb)]),
-                         self.p_dst.eq(t.rcv_nxt + self.c_i)]
-            with m.If(issue):
-                m.d.sync += self.c_i.eq(self.c_i + 1)
-            with m.If(self.p_valid):
-                lane = self.p_lane if self.log_nb else 0
-                m.d.comb += [e.mem.addr.eq(self.rx_addr(self.p_dst)),
-                             e.mem.w_data.eq(fe.rd.data.word_select(lane, 8)),
-                             e.mem.w_en.eq(1)]
-            with m.If(~issue & ~self.p_valid):
-                m.d.sync += [t.rcv_nxt.eq(t.rcv_nxt + self.c_n), note("data")]
-                with m.If(t.unacked):
-                    m.d.sync += ack_now()
-                with m.Else():
-                    m.d.sync += t.unacked.eq(1)
-                    with m.If(~t.delack_on):
-                        m.d.sync += [t.delack_on.eq(1),
-                                     t.delack_at.eq(self.now + e.delack)]
-                m.next = "S Fin"
+        def rx_write(addr, word, en):
+            m.d.comb += [e.mem.addr.eq(self.word_addr(addr, 0)), e.mem.w_data.eq(word),
+                         e.mem.w_en.eq(en)]
+
+        def rx_done():
+            m.d.sync += [t.rcv_nxt.eq(t.rcv_nxt + self.c_n), note("data")]
+            with m.If(t.unacked):
+                m.d.sync += ack_now()
+            with m.Else():
+                m.d.sync += t.unacked.eq(1)
+                with m.If(~t.delack_on):
+                    m.d.sync += [t.delack_on.eq(1), t.delack_at.eq(self.now + e.delack)]
+            m.next = "S Fin"
+
+        self.copy_state("S Copy", lambda a: fe.rd.addr.eq(a), fe.rd.data, rx_write, rx_done)
         # eighth: FIN
         with m.State("S Fin"):
             fin_at = (self.seg_seq + self.plen)[:32]
@@ -970,6 +1022,7 @@ class SessionLogic:
         self.c_after = c_after = Signal(3)
         after_receive, after_output, after_rx, after_tx, after_release, after_xmit, \
             after_store = range(7)
+        lb = self.log_nb
         with m.State("C Exec"):
             op = self.c_op
             valid = (self.sid < N) & (t.state != CLOSED)
@@ -1003,7 +1056,9 @@ class SessionLogic:
                 has = valid & (t.state != SYN_SENT)
                 got = Mux(has, _umin(self.c_len, self.ready_bytes), 0)
                 m.d.sync += [self.r.ok.eq(valid), self.r.value.eq(got), self.c_n.eq(got),
-                             self.c_i.eq(0), c_after.eq(Mux(got != 0, after_rx, after_receive))]
+                             self.c_i.eq(0), c_after.eq(Mux(got != 0, after_rx, after_receive)),
+                             self.c_base.eq(self.rx_off(t.rx_read)),
+                             self.r.align.eq(self.rx_off(t.rx_read)[:lb] if lb else 0)]
                 m.next = "C Resp"
             with m.Elif(op == _OP["send"]):
                 st = t.state
@@ -1013,7 +1068,9 @@ class SessionLogic:
                 space = self.buf - _sub(t.tx_end, una)
                 taken = Mux(ok, _umin(self.c_len, space), 0)
                 m.d.sync += [self.r.ok.eq(ok), self.r.value.eq(taken), self.c_n.eq(taken),
-                             self.c_i.eq(0), c_after.eq(Mux(ok, after_tx, after_receive))]
+                             self.c_i.eq(0), c_after.eq(Mux(ok, after_tx, after_receive)),
+                             self.c_base.eq(self.tx_off(t.tx_end)),
+                             self.r.align.eq(self.tx_off(t.tx_end)[:lb] if lb else 0)]
                 with m.If(ok):
                     m.d.sync += t.send_blocked.eq(taken < self.c_len)
                 m.next = "C Resp"
@@ -1092,23 +1149,26 @@ class SessionLogic:
                     with m.Case(after_rx):
                         m.next = "C Rx Prime"
                     with m.Case(after_tx):
-                        m.next = "C Tx"
+                        m.next = "C Tx Prime"
                     with m.Case(after_release):
                         m.next = "Release"
                     with m.Case(after_xmit):
                         m.next = "X Start"
                     with m.Default():
                         m.next = "Store"
+        lb = self.log_nb
         with m.State("C Rx Prime"):
-            m.d.comb += e.mem.addr.eq(self.rx_addr(t.rx_read + self.c_i))
+            m.d.comb += e.mem.addr.eq(self.word_addr((self.c_base >> lb) + self.c_i, 0))
+            m.d.sync += self.c_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)
             m.next = "C Rx"
         with m.State("C Rx"):
             rx = e.rx_data
-            more = self.c_i < self.c_n
+            more = self.c_i < self.c_k
             m.d.comb += [rx.valid.eq(more), rx.payload.data.eq(e.mem.r_data),
-                         rx.payload.last.eq(self.c_i + 1 == self.c_n),
-                         e.mem.addr.eq(self.rx_addr(t.rx_read + self.c_i
-                                                    + Mux(rx.ready, 1, 0)))]
+                         rx.payload.keep.eq(self.lanes(self.c_i, self.c_base[:lb], self.c_n)),
+                         rx.payload.last.eq(self.c_i + 1 == self.c_k),
+                         e.mem.addr.eq(self.word_addr((self.c_base >> lb) + self.c_i
+                                                      + Mux(rx.ready, 1, 0), 0))]
             with m.If(more & rx.ready):
                 m.d.sync += self.c_i.eq(self.c_i + 1)
             with m.If(~more):
@@ -1122,12 +1182,18 @@ class SessionLogic:
                 m.next = "O Decide"
             with m.Else():
                 m.next = "Store"
+        with m.State("C Tx Prime"):
+            m.d.sync += self.c_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)
+            m.next = "C Tx"
         with m.State("C Tx"):
             tx = e.tx_data
-            more = self.c_i < self.c_n
+            more = self.c_i < self.c_k
             m.d.comb += [tx.ready.eq(more),
-                         e.mem.addr.eq(self.tx_addr(t.tx_end + self.c_i)),
-                         e.mem.w_data.eq(tx.payload.data), e.mem.w_en.eq(tx.valid & more)]
+                         e.mem.addr.eq(self.word_addr((self.c_base >> lb) + self.c_i, 1)),
+                         e.mem.w_data.eq(tx.payload.data),
+                         e.mem.w_en.eq(Mux(tx.valid & more, tx.payload.keep
+                                           & self.lanes(self.c_i, self.c_base[:lb], self.c_n),
+                                           0))]
             with m.If(tx.valid & more):
                 m.d.sync += self.c_i.eq(self.c_i + 1)
             with m.If(~more):
@@ -1156,25 +1222,28 @@ class SessionLogic:
         with m.State("X Window"):
             adv = _sub(t.rcv_adv, t.rcv_nxt)
             wnd = Mux(adv[31], 0, adv) >> t.rcv_wscale
-            m.d.sync += self.x_win.eq(Mux(self.x_flags[1], min(self.buf, 0xFFFF),
-                                          Mux(self.x_flags[2], 0, _umin(wnd, 0xFFFF))))
-            m.next = "X Payload"
-        with m.State("X Payload"):
-            issue = self.x_i < self.x_n
-            m.d.comb += e.mem.addr.eq(self.tx_addr(self.x_seq + self.x_i))
-            m.d.sync += [self.p_valid.eq(issue), self.p_off.eq(self.x_hlen + self.x_i)]
-            with m.If(issue):
-                m.d.sync += self.x_i.eq(self.x_i + 1)
-            with m.If(self.p_valid):
-                byte = e.mem.r_data
-                lane = self.p_off[:self.log_nb] if self.log_nb else 0
-                m.d.comb += [self.tx_w.addr.eq(self.p_off >> self.log_nb),
-                             self.tx_w.data.eq(Cat(*([byte] * self.nb))),
-                             self.tx_w.en.eq(Const(1, self.nb) << lane)]
-                m.d.sync += self.x_sum.eq(self.x_sum + Mux(self.p_off[0], byte,
-                                                           Cat(Const(0, 8), byte)))
-            with m.If(~issue & ~self.p_valid):
+            m.d.sync += [self.x_win.eq(Mux(self.x_flags[1], min(self.buf, 0xFFFF),
+                                           Mux(self.x_flags[2], 0, _umin(wnd, 0xFFFF)))),
+                         *self.copy_setup(self.tx_off(self.x_seq), self.x_hlen, self.x_n)]
+            with m.If(self.x_n == 0):
                 m.next = "X Sum"
+            with m.Else():
+                m.next = "X Payload"
+        def tx_write(addr, word, en):
+            m.d.comb += [self.tx_w.addr.eq(addr), self.tx_w.data.eq(word), self.tx_w.en.eq(en)]
+            pairs = []
+            for p in range(self.nb // 2):
+                hi = Mux(en[2 * p], word[16 * p:16 * p + 8], 0)
+                lo = Mux(en[2 * p + 1], word[16 * p + 8:16 * p + 16], 0)
+                pairs.append(Cat(lo, hi))
+            m.d.sync += self.x_sum.eq(self.x_sum + sum(pairs))
+
+        def tx_done():
+            m.next = "X Sum"
+
+        self.copy_state("X Payload",
+                        lambda a: e.mem.addr.eq(self.word_addr(a, 1)), e.mem.r_data, tx_write,
+                        tx_done)
         with m.State("X Sum"):
             ip = e.ip
             tcp_len = self.x_hlen - 34 + self.x_n
