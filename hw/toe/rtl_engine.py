@@ -208,6 +208,12 @@ class RtlEngine:
         Initial sequence number of every connection (tests).
     rto_initial, rto_min, rto_max, delack, time_wait : float
         Timers in seconds (RFC 6298 defaults with Linux's 200 ms minimum).
+    max_half_open : int or None
+        Bound of passively opened sessions in SYN-RECEIVED (default: up to 16).
+    syn_retries, data_retries : int
+        Retransmissions before a connection is given up.
+    catch_up_ticks : int or None
+        Most ticks given at once when time jumps (``None``: all that are due).
 
     Members
     -------
@@ -219,7 +225,9 @@ class RtlEngine:
                  *, sessions: int = 8, buf_bits: int = 16, mss: int = 1460,
                  tick_s: float = 0.01, fixed_isn: int | None = None, rto_initial: float = 1.0,
                  rto_min: float = 0.2, rto_max: float = 60.0, delack: float = 0.04,
-                 time_wait: float = 60.0, max_half_open: int | None = None):
+                 time_wait: float = 60.0, max_half_open: int | None = None,
+                 syn_retries: int = 6, data_retries: int = 15,
+                 catch_up_ticks: int | None = None):
         from amaranth.sim import Simulator
 
         from nicsim.hw.ref.tcp import TcpError
@@ -248,17 +256,26 @@ class RtlEngine:
                 sessions=sessions, buf_bits=buf_bits, mss=mss, fixed_isn=fixed_isn,
                 max_half_open=max_half_open, rto_initial=ticks(rto_initial, "rto_initial"),
                 rto_min=ticks(rto_min, "rto_min"), rto_max=ticks(rto_max, "rto_max"),
-                delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"))
+                delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"),
+                syn_retries=syn_retries, data_retries=data_retries)
         except ValueError as e:
             raise TcpError(str(e)) from None
         self._sim = Simulator(_Top(dut, sessions << (buf_bits + 1 - 3)))
         self._sim.add_clock(_PERIOD_S)
         self._sim.add_testbench(self._work, background=True)
+        self._catch_up_limit = catch_up_ticks
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state after construction (gateware, memories and driver), without
+        elaborating again."""
+        self._sim.reset()
         self._time = 0.0
         self._done = False
         self._frames: deque[bytes] = deque()
         self._cmds: deque[dict] = deque()
         self._tx_beats: deque[int] = deque()
+        self._opened: set[int] = set()
         self._pending_send: deque[bytes] = deque()  # data of SEND commands not yet answered
         self._reads: deque[int] = deque()
         self._read_values: list[int] = []
@@ -298,6 +315,7 @@ class RtlEngine:
         beats: deque = deque()
         current = bytearray()
         quiet = 0
+        was_idle = True
         sampled = (dut.o.valid, dut.o.payload.as_value(), dut.note.valid,
                    dut.note.payload.as_value(), dut.resp.valid, dut.resp.payload.as_value(),
                    dut.rx_data.valid, dut.rx_data.payload.as_value(), dut.i.ready,
@@ -331,7 +349,8 @@ class RtlEngine:
                 driving = True
             else:
                 drive(dut.tx_data.valid, 0)
-            tick = self._ticks_owed > 0 and not driving
+            # one tick per timer scan: the next only once the gateware is idle again
+            tick = self._ticks_owed > 0 and not driving and was_idle
             drive(dut.tick, int(tick))
             read = None
             if self._reads and not driving and not tick:
@@ -343,6 +362,7 @@ class RtlEngine:
             (_, _, ov, op, nv, np_, rv, rp, xv, xp, i_ready, c_ready, t_ready,
              idle) = await ctx.tick().sample(*sampled)
             self.cycles += 1
+            was_idle = bool(idle) and not tick and not driving
             if tick:
                 self._ticks_owed -= 1
             if read is not None:
@@ -424,7 +444,7 @@ class RtlEngine:
     # ------------------------------------------------------------------ the bridge's calls
     def receive(self, frame: bytes, now: int) -> None:
         """Put one frame through the gateware and run until it is idle again."""
-        self._catch_up(now)
+        self.advance(now)
         if frame:
             self._frames.append(bytes(frame))
         self._run()
@@ -433,9 +453,9 @@ class RtlEngine:
         self.now = max(self.now, now)
         due = self.now // self.tick_cycles - self._ticks_given
         if due > 0:
-            # a simulation slower than the wall clock gives at most 20 ticks at a time: the
-            # engine's clock then runs slow rather than firing every timer at once
-            give = min(due, 20)
+            # with a limit (a simulation slower than the wall clock), the engine's clock runs
+            # slow rather than firing every timer at once
+            give = due if self._catch_up_limit is None else min(due, self._catch_up_limit)
             self._ticks_owed += give
             self._ticks_given += due
 
@@ -447,13 +467,9 @@ class RtlEngine:
 
     def next_deadline(self) -> int | None:
         """The next tick while a session exists (its timers count ticks)."""
-        if not self._live and not self._opening:
+        if not self._live and not self._opened:
             return None
         return (self._ticks_given + 1) * self.tick_cycles
-
-    @property
-    def _opening(self) -> bool:
-        return bool(getattr(self, "_opened", None))
 
     def pop_tx(self) -> list[bytes]:
         """Take the frames the gateware sent."""
@@ -467,7 +483,7 @@ class RtlEngine:
         self._notes.clear()
         for note in notes:
             if note.kind.value in ("connected", "closed", "reset"):
-                getattr(self, "_opened", set()).discard(note.session)
+                self._opened.discard(note.session)
         return notes
 
     # ----------------------------------------------------------------- application calls
@@ -493,8 +509,6 @@ class RtlEngine:
         r = self._command("open", ip=ip_to_bytes(ip), port=port)
         if not r["ok"]:
             raise TcpError("No session free for this connection")
-        if not hasattr(self, "_opened"):
-            self._opened: set[int] = set()
         self._opened.add(r["sid"])
         return r["sid"]
 
@@ -553,7 +567,7 @@ class RtlEngine:
 
     def sessions(self) -> list[int]:
         """Sessions in use (as the notifications tell)."""
-        return sorted(self._live | getattr(self, "_opened", set()))
+        return sorted(self._live | self._opened)
 
     def close(self, sid: int) -> None:
         """FIN after the queued data."""
