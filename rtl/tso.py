@@ -106,8 +106,9 @@ _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
 _PIPE_DRAIN = 2  # cycles after the last payload beat before the frame is released
 _CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
 _SRC_DEPTH = 8  # payload beats read ahead of the gearbox (covers the read loop)
-_OUT_DEPTH = 8  # beats between the reader and ``o``; covers its credit loop at full rate
+_OUT_DEPTH = 16  # beats between the reader and ``o``; covers its credit loop at full rate
 _SLOTS = 13  # header bytes rewritten per segment
+_GEAR_LAG = 2  # cycles from the mover's emit to the gearbox output (``gb``)
 
 
 class TsoCommandLayout(data.Struct):
@@ -143,17 +144,43 @@ class TsoResultLayout(data.Struct):
     segments: unsigned(24)
 
 
-def _rotate(m, value, amount, lanes, name):
-    """Return ``value`` with byte ``j`` taken from byte ``(j + amount) % lanes`` (combinational).
+def _rotate(m, value, amount, limit, name, lanes, first_bit=0):
+    """Return ``value`` with byte ``j`` taken from byte ``(j + a) % lanes`` (combinational),
+    ``a`` being ``amount << first_bit`` (the bits of the amount below ``limit``).
 
     Every step is a signal of its own: an expression used twice would be built twice.
     """
-    for bit in range(exact_log2(lanes)):
+    for n, bit in enumerate(range(first_bit, exact_log2(limit))):
         step = 8 << bit
         rotated = Signal(len(value), name=f"{name}_rot{bit}")
-        m.d.comb += rotated.eq(Mux(amount[bit], Cat(value[step:], value[:step]), value))
+        m.d.comb += rotated.eq(Mux(amount[n], Cat(value[step:], value[:step]), value))
         value = rotated
     return value
+
+
+def _window(m, fifo, width, consume, flush, name, entries):
+    """Keep the oldest ``entries`` of ``fifo`` in flip-flops: ``[(data, valid)]``, oldest first.
+
+    ``consume`` takes the oldest entry, ``flush`` drops them all. The queue is popped when the
+    last flip-flop is empty, a decision taken from flip-flops alone: the consumer's logic stays
+    off the queue's read side (its counters and the enables of its output register).
+    """
+    d = [Signal(width, name=f"{name}{i}") for i in range(entries)]
+    v = [Signal(name=f"{name}{i}_v") for i in range(entries)]
+    pop = Signal(name=f"{name}_pop")
+    src = fifo.r_data
+    m.d.comb += [pop.eq(fifo.r_rdy & ~v[-1]), fifo.r_en.eq(pop)]
+    for i in range(entries):
+        up_v = v[i + 1] if i + 1 < entries else Const(0)
+        up_d = d[i + 1] if i + 1 < entries else src
+        below = v[i - 1] if i else Const(1)
+        with m.If(flush):
+            m.d.sync += v[i].eq(0)
+        with m.Elif(consume):
+            m.d.sync += [d[i].eq(Mux(up_v, up_d, src)), v[i].eq(up_v | (pop & v[i]))]
+        with m.Else():
+            m.d.sync += [d[i].eq(Mux(v[i], d[i], src)), v[i].eq(v[i] | (pop & below))]
+    return list(zip(d, v, strict=True)), pop
 
 
 def _tree(m, values, name):
@@ -277,7 +304,7 @@ class Tso(wiring.Component):
         self.frame_popped = Signal()
         accept = self.i.valid & self.i.ready
         beat = self.i.payload
-        storing = index < self.max_beats
+        storing = Signal(init=1)  # index < max_beats, kept as a flip-flop
         m.d.comb += self.i.ready.eq(credit & (room | ~storing))
         m.d.comb += [
             ring_w.addr.eq(wp[:addr_bits]),
@@ -305,10 +332,11 @@ class Tso(wiring.Component):
             with m.If(index == 0):
                 m.d.sync += command.eq(beat.user)
             with m.If(beat.last):
-                m.d.sync += [index.eq(0), hole.eq(0)]
+                m.d.sync += [index.eq(0), hole.eq(0), storing.eq(1)]
                 self._count(m, "frames_in")
             with m.Else():
-                m.d.sync += [index.eq(index + storing), hole.eq(hole | (beat.keep != full))]
+                m.d.sync += [index.eq(index + storing), hole.eq(hole | (beat.keep != full)),
+                             storing.eq(storing & (index != self.max_beats - 1))]
         frame_in = accept & beat.last
         m.d.sync += [
             credits.eq(credits - frame_in + self.frame_popped),
@@ -441,6 +469,14 @@ class Tso(wiring.Component):
         m.d.sync += hlen.eq(l4 + l4_hdr)
         payload = Signal(18)
         m.d.sync += payload.eq(flen - hlen)
+        pay0 = Signal(18)  # payload after the first segment
+        first_last = Signal()  # the first segment is the last one
+        first_fits = Signal()  # the first segment's payload fits in its first beat
+        m.d.sync += [pay0.eq(payload - mss), first_last.eq(payload == mss),
+                     first_fits.eq(mss <= lanes - hlen[:shift])]
+        hdr_last = Signal(8 - shift)  # last header beat
+        hdr_end = Signal(8 - shift + 2)  # the step that ends the header sums
+        m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 6)]
         l4_ok = Mux(udp, flen >= l4 + 8,
                     (flen >= l4 + 20) & (doff_byte[4:] >= 5) & (flen >= l4 + l4_hdr))
         ext = Cat(*(proto == n for n in _IPV6_EXT_HEADERS)).any()
@@ -478,33 +514,62 @@ class Tso(wiring.Component):
         sum_beat = Signal(range(hb + 1))
         sum_go = Signal()
         beat_r = Signal(width)
-        base_r = Signal(8)
+        base_r = Signal.like(sum_beat)
         go_r = Signal()
         with m.Switch(sum_beat):
             for b in range(hb):
                 with m.Case(b):
                     m.d.sync += beat_r.eq(hdr[b * width:(b + 1) * width])
-        m.d.sync += [base_r.eq(sum_beat << shift), go_r.eq(sum_go)]
+        m.d.sync += [base_r.eq(sum_beat), go_r.eq(sum_go)]
+        # The bounds of each sum, as offsets in flip-flops (set while the parse settles).
+        bounds = {n: Signal(8, name=f"hsum_{n}") for n in (
+            "ps_lo", "ps_hi", "ip_lo", "ip_hi", "ip_x0", "ip_x1", "ip_x2",
+            "l4_lo", "l4_hi", "l4_x0", "l4_x1", "l4_x2", "l4_x3")}
+        m.d.sync += [
+            bounds["ps_lo"].eq(Mux(is_v4, l3 + 12, l3 + 8)),
+            bounds["ps_hi"].eq(Mux(is_v4, l3 + 20, l3 + 40)),
+            bounds["ip_lo"].eq(l3), bounds["ip_hi"].eq(Mux(is_v4, l4, 0)),
+            bounds["ip_x0"].eq(l3 + 2), bounds["ip_x1"].eq(l3 + 4), bounds["ip_x2"].eq(l3 + 10),
+            bounds["l4_lo"].eq(l4), bounds["l4_hi"].eq(Mux(udp, l4 + 4, hlen)),
+            bounds["l4_x0"].eq(l4 + 4), bounds["l4_x1"].eq(l4 + 6), bounds["l4_x2"].eq(l4 + 12),
+            bounds["l4_x3"].eq(l4 + 16),
+        ]
+        bd = bounds
         words = []
         for w in range(lanes // 2):
-            o = base_r + 2 * w
+            o = Cat(Const(2 * w, shift), base_r)
             word = Cat(beat_r[16 * w + 8:16 * w + 16], beat_r[16 * w:16 * w + 8])
-            pseudo = Mux(is_v4, (o >= l3 + 12) & (o < l3 + 20), (o >= l3 + 8) & (o < l3 + 40))
-            ipw = is_v4 & (o >= l3) & (o < l4) & (o != l3 + 2) & (o != l3 + 4) & (o != l3 + 10)
-            l4w = Mux(udp, (o == l4) | (o == l4 + 2),
-                      (o >= l4) & (o < hlen) & (o != l4 + 4) & (o != l4 + 6) & (o != l4 + 12)
-                      & (o != l4 + 16))
+            pseudo = (o >= bd["ps_lo"]) & (o < bd["ps_hi"])
+            ipw = ((o >= bd["ip_lo"]) & (o < bd["ip_hi"]) & (o != bd["ip_x0"])
+                   & (o != bd["ip_x1"]) & (o != bd["ip_x2"]))
+            l4w = ((o >= bd["l4_lo"]) & (o < bd["l4_hi"]) & (o != bd["l4_x0"])
+                   & (o != bd["l4_x1"]) & (o != bd["l4_x2"]) & (o != bd["l4_x3"]))
             words.append((word, pseudo, ipw, l4w))
         masked = {k: Signal(lanes // 2 * 16, name=f"hsum_{k}") for k in ("pseudo", "ip", "l4")}
         go_2 = Signal()
-        m.d.sync += go_2.eq(go_r)
+        go_3 = Signal()
+        go_4 = Signal()
+        m.d.sync += [go_2.eq(go_r), go_3.eq(go_2), go_4.eq(go_3)]
         for k, idx in (("pseudo", 1), ("ip", 2), ("l4", 3)):
             m.d.sync += masked[k].eq(Cat(*(Mux(wd[idx], wd[0], 0) for wd in words)))
+        # Sums of groups of four words, then of the groups, then the running sum.
         acc = {k: Signal(24, name=f"hacc_{k}") for k in masked}
-        with m.If(go_2):
-            for k in masked:
-                m.d.sync += acc[k].eq(acc[k] + _tree(m, (masked[k][16 * w:16 * w + 16]
-                                                         for w in range(lanes // 2)), k))
+        for k in masked:
+            parts = []
+            for g in range(0, lanes // 2, 4):
+                part = Signal(18, name=f"hpart_{k}{g}")
+                m.d.sync += part.eq(_tree(m, (masked[k][16 * w:16 * w + 16]
+                                              for w in range(g, min(g + 4, lanes // 2))), k))
+                parts.append(part)
+            beat_sum = Signal(24, name=f"hbeat_{k}")
+            m.d.sync += beat_sum.eq(_tree(m, parts, k))
+            with m.If(go_4):
+                m.d.sync += acc[k].eq(acc[k] + beat_sum)
+        # The TCP/UDP sum's constant part, in two halves (taken once the sums are done).
+        l4_fixed_a = Signal(25)
+        l4_fixed_b = Signal(17)
+        m.d.sync += [l4_fixed_a.eq(acc["pseudo"] + acc["l4"]),
+                     l4_fixed_b.eq(proto + Mux(udp, 0, Cat(Const(0, 8), doff_byte)))]
 
         # ---- Gearbox state and its per-frame constants.
         hm = Signal(shift)
@@ -524,8 +589,7 @@ class Tso(wiring.Component):
         m.d.sync += src_land.eq(src_issue)
         src_land_q = Signal()
         m.d.sync += src_land_q.eq(src_land)
-        m.d.comb += [source.w_data.eq(ring_q), source.w_en.eq(src_land_q),
-                     source.r_en.eq(src_pop)]
+        m.d.comb += [source.w_data.eq(ring_q), source.w_en.eq(src_land_q)]
 
         rd_issue = Signal()
         m.d.comb += [
@@ -563,10 +627,6 @@ class Tso(wiring.Component):
         # (it needs no data, only lengths), and a mover that shifts the payload beats
         # accordingly. The command queue between them keeps the byte arithmetic off the data
         # path's handshakes.
-        lo = Signal(width)
-        hi = Signal(width)
-        lo_v = Signal()
-        hi_v = Signal()
         f_lane = Signal(shift)
         first = Signal()
         rem = Signal(16)
@@ -576,8 +636,8 @@ class Tso(wiring.Component):
         seg_id = Signal(16)
         seg_k = Signal(24)
         seg_first = Signal()
-        self.desc_credit = Signal()
-        self.seg_room = Signal()
+        self.desc_credit = Signal(init=1)  # room for a descriptor (drops)
+        self.gear_ok = Signal(init=1)  # room in the segment ring and for a descriptor (emits)
 
         cmd_layout = data.StructLayout({
             "rot": shift, "sel_hi": lanes, "mask": lanes, "need_hi": 1, "advance": 1,
@@ -587,22 +647,42 @@ class Tso(wiring.Component):
         cmd_credits = Signal(range(_CMD_DEPTH + 1), init=_CMD_DEPTH)
         cmd_credit = Signal(init=1)
         plan = Signal()
-        m.d.comb += plan.eq(gb_active & cmd_credit)
 
         start = Signal(shift)  # first lane of this beat's bytes: hm on a segment's first beat
         avail = Signal(shift + 1)  # lanes - start
         avail_first = Signal(shift + 1)
-        seg_end = Signal()
+        seg_end = Signal()  # rem <= avail: the segment's last command
+        last_r = Signal()  # this segment is the frame's last (pay_after == 0)
+        # The next segment's length, worked out from pay_after in the cycle after it changes:
+        # a segment of one command waits for it (n_ready).
+        n_take = Signal(16)
+        n_pay = Signal(18)
+        n_fits = Signal()
+        n_last = Signal()
+        n_pending = Signal()
+        n_ready = Signal()
+        pay_le = pay_after <= mss
+        m.d.sync += [
+            n_take.eq(Mux(pay_le, pay_after, mss)),
+            n_pay.eq(Mux(pay_le, 0, pay_after - mss)),
+            n_fits.eq(first_fits | (pay_after <= avail_first)),
+            n_last.eq(pay_le),
+            n_pending.eq(plan & seg_end),
+        ]
+        with m.If(plan & seg_end):
+            m.d.sync += n_ready.eq(0)
+        with m.Elif(n_pending):
+            m.d.sync += n_ready.eq(1)
+        m.d.comb += plan.eq(gb_active & cmd_credit & (~seg_end | last_r | n_ready))
         nb = Signal(shift + 1)
         lane_sum = Signal(shift + 2)
         thr = Signal(shift + 2)
         m.d.comb += [
-            seg_end.eq(rem <= avail),
             nb.eq(Mux(seg_end, rem, avail)),
             lane_sum.eq(f_lane + nb),
             thr.eq(lanes + start - f_lane),
         ]
-        last_seg = seg_end & (pay_after == 0)
+        last_seg = seg_end & last_r
         command = Signal(cmd_layout)
         m.d.comb += [
             command.rot.eq(f_lane - start),
@@ -616,36 +696,57 @@ class Tso(wiring.Component):
             cmds.w_data.eq(command.as_value()),
             cmds.w_en.eq(plan),
         ]
-        take = Mux(pay_after < mss, pay_after, mss)
         rem_next = Signal(16)
-        m.d.comb += rem_next.eq(rem - avail)  # beside the comparison, not after it
+        m.d.comb += rem_next.eq(rem - avail)
         with m.If(plan):
             m.d.sync += f_lane.eq(lane_sum[:shift])
             with m.If(seg_end):
                 m.d.sync += [
                     start.eq(hm), avail.eq(avail_first),
-                    first.eq(1), seg_first.eq(0), rem.eq(take), seg_len.eq(take),
-                    pay_after.eq(pay_after - take), seg_k.eq(seg_k + 1),
+                    first.eq(1), seg_first.eq(0), rem.eq(n_take), seg_len.eq(n_take),
+                    seg_end.eq(n_fits), last_r.eq(n_last),
+                    pay_after.eq(n_pay), seg_k.eq(seg_k + 1),
                     seg_seq.eq(seg_seq + mss), seg_id.eq(seg_id + ~fixed_id),
                 ]
                 with m.If(last_seg):
                     m.d.sync += gb_active.eq(0)
             with m.Else():
-                m.d.sync += [first.eq(0), rem.eq(rem_next), start.eq(0), avail.eq(lanes)]
+                m.d.sync += [first.eq(0), rem.eq(rem_next), start.eq(0), avail.eq(lanes),
+                             seg_end.eq(rem_next <= lanes)]
 
-        # Mover.
-        cmd = data.View(cmd_layout, cmds.r_data)
+        # Mover: the oldest commands and the oldest source beats wait in flip-flops (lo is the
+        # beat with the next byte needed, hi the one after), so that the emit decision feeds
+        # the registers of the windows and of the gearbox output only.
         emit = Signal()
+        emit_adv = Signal()
+        sent_now = Signal()
+        gear_ok = self.gear_ok
+        cwin, _ = _window(m, cmds, cmd_layout.size, emit, Const(0), "cmdw", 2)
+        cmd = data.View(cmd_layout, cwin[0][0])
+        cmd_v = cwin[0][1]
+        dwin, src_pop_w = _window(m, source, width, emit_adv, sent_now, "srcw", 3)
+        (lo, lo_v), (hi, hi_v) = dwin[0], dwin[1]
         m.d.comb += [
-            emit.eq(cmds.r_rdy & lo_v & (hi_v | ~cmd.need_hi) & self.seg_room
-                    & (~cmd.seg_end | self.desc_credit)),
-            cmds.r_en.eq(emit),
+            src_pop.eq(src_pop_w),
+            emit.eq(cmd_v & lo_v & (hi_v | ~cmd.need_hi) & gear_ok),
+            emit_adv.eq(emit & cmd.advance),
+            sent_now.eq(emit & cmd.seg_end & cmd.last),
         ]
         m.d.sync += [cmd_credits.eq(cmd_credits - plan + emit), cmd_credit.eq(cmd_credits > 1)]
-        self.frame_sent = emit & cmd.seg_end & cmd.last
-        rot_lo = _rotate(m, lo, cmd.rot, lanes, "lo")
-        rot_hi = _rotate(m, hi, cmd.rot, lanes, "hi")
-        out_data = Cat(*(Mux(cmd.sel_hi[j], rot_hi[8 * j:8 * j + 8], rot_lo[8 * j:8 * j + 8])
+        self.frame_sent = sent_now
+        # The rotation in two registered halves (the low bits of the amount first).
+        bits = exact_log2(lanes)
+        low = (bits + 1) // 2
+        rot_lo = _rotate(m, lo, cmd.rot[:low], 1 << low, "lo", lanes)
+        rot_hi = _rotate(m, hi, cmd.rot[:low], 1 << low, "hi", lanes)
+        r_lo = Signal(width)
+        r_hi = Signal(width)
+        r_cmd = Signal(cmd_layout)
+        r_emit = Signal()
+        m.d.sync += [r_lo.eq(rot_lo), r_hi.eq(rot_hi), r_cmd.eq(cmd), r_emit.eq(emit)]
+        rot_lo = _rotate(m, r_lo, r_cmd.rot[low:], lanes, "lo2", lanes, first_bit=low)
+        rot_hi = _rotate(m, r_hi, r_cmd.rot[low:], lanes, "hi2", lanes, first_bit=low)
+        out_data = Cat(*(Mux(r_cmd.sel_hi[j], rot_hi[8 * j:8 * j + 8], rot_lo[8 * j:8 * j + 8])
                          for j in range(lanes)))
         gb.update(emit=Signal(name="g_valid"), data=Signal(width, name="g_data"),
                   mask=Signal(lanes, name="g_mask"), seg_end=Signal(name="g_seg_end"),
@@ -653,25 +754,11 @@ class Tso(wiring.Component):
                   len=Signal(16, name="g_len"), seq=Signal(32, name="g_seq"),
                   id=Signal(16, name="g_id"), k=Signal(24, name="g_k"))
         m.d.sync += [
-            gb["emit"].eq(emit), gb["data"].eq(out_data), gb["mask"].eq(cmd.mask),
-            gb["seg_end"].eq(cmd.seg_end), gb["first"].eq(cmd.first), gb["last"].eq(cmd.last),
-            gb["len"].eq(cmd.len), gb["seq"].eq(cmd.seq), gb["id"].eq(cmd.id), gb["k"].eq(cmd.k),
+            gb["emit"].eq(r_emit), gb["data"].eq(out_data), gb["mask"].eq(r_cmd.mask),
+            gb["seg_end"].eq(r_cmd.seg_end), gb["first"].eq(r_cmd.first),
+            gb["last"].eq(r_cmd.last), gb["len"].eq(r_cmd.len), gb["seq"].eq(r_cmd.seq),
+            gb["id"].eq(r_cmd.id), gb["k"].eq(r_cmd.k),
         ]
-        # The window: lo holds the beat with the next byte needed, hi the one after.
-        with m.If(self.frame_sent):
-            m.d.sync += [lo_v.eq(0), hi_v.eq(0)]
-        with m.Elif(~lo_v):
-            m.d.comb += src_pop.eq(source.r_rdy)
-            m.d.sync += [lo.eq(source.r_data), lo_v.eq(source.r_rdy)]
-        with m.Elif(emit & cmd.advance):
-            m.d.comb += src_pop.eq(source.r_rdy)
-            with m.If(hi_v):
-                m.d.sync += [lo.eq(hi), hi.eq(source.r_data), hi_v.eq(source.r_rdy)]
-            with m.Else():
-                m.d.sync += [lo.eq(source.r_data), lo_v.eq(source.r_rdy)]
-        with m.Elif(~hi_v):
-            m.d.comb += src_pop.eq(source.r_rdy)
-            m.d.sync += [hi.eq(source.r_data), hi_v.eq(source.r_rdy)]
 
         # ---- The sequence per frame.
         with m.FSM(name="segmenter"):
@@ -711,26 +798,26 @@ class Tso(wiring.Component):
                             self._count(m, f"drop_{name}")
                     m.next = "Idle"
             with m.State("Sum Header"):
-                m.d.comb += sum_go.eq(sum_beat <= ((hlen - 1) >> shift))
+                m.d.comb += sum_go.eq(sum_beat <= hdr_last)
                 m.d.sync += [sum_beat.eq(sum_beat + 1), step.eq(step + 1)]
-                with m.If(step == ((hlen - 1) >> shift) + 3):
+                with m.If(step == hdr_end):
                     m.next = "Start"
             with m.State("Start"):
-                flags_word = Cat(Const(0, 8), doff_byte)
                 m.d.sync += [
                     fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
                     fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
                     fc["flags"].eq(flags), fc["bank"].eq(bank),
-                    fc["l4_fixed"].eq(acc["pseudo"] + proto + acc["l4"]
-                                      + Mux(udp, 0, flags_word)),
+                    fc["l4_fixed"].eq(l4_fixed_a + l4_fixed_b),
                     fc["ip_base"].eq(acc["ip"]),
                     hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
                     f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
                     start.eq(hlen[:shift]), avail.eq(lanes - hlen[:shift]),
                     avail_first.eq(lanes - hlen[:shift]),
-                    rem.eq(mss), seg_len.eq(mss), pay_after.eq(payload - mss),
+                    rem.eq(mss), seg_len.eq(mss), pay_after.eq(pay0),
+                    seg_end.eq(first_fits), last_r.eq(first_last),
+                    n_pending.eq(1), n_ready.eq(0),
                     seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
-                    src_idx.eq(hlen[shift:]), lo_v.eq(0), hi_v.eq(0),
+                    src_idx.eq(hlen[shift:]),
                     raddr.eq(self.ring_rp[:addr_bits] + hlen[shift:]),
                     bank_busy.eq((bank_busy & ~self.bank_free) | Mux(bank, 2, 1)),
                     gb_active.eq(1),
@@ -786,8 +873,12 @@ class Tso(wiring.Component):
             desc_credits.eq(desc_credits - ((gear_emit & gear_end) | self.drop_push)
                             + self.desc_popped),
         ]
-        m.d.comb += [self.seg_room.eq(seg_used < depth - 1),
-                     self.desc_credit.eq(desc_credits > 1)]
+        # Both flags are flip-flops, a cycle late: they leave room for the gearbox's writes and
+        # descriptors not counted yet (emits of the last _GEAR_LAG + 1 cycles, one more for a
+        # drop's descriptor).
+        m.d.sync += [self.gear_ok.eq((seg_used < depth - _GEAR_LAG - 2)
+                                     & (desc_credits > _GEAR_LAG + 2)),
+                     self.desc_credit.eq(desc_credits > _GEAR_LAG + 2)]
 
         attrs = ("seg_end", "first", "last", "len", "seq", "id", "k")
 
@@ -852,15 +943,31 @@ class Tso(wiring.Component):
               (("first", f1["first"]), ("last", f1["last"]), ("seq", f1["seq"]),
                ("id", f1["id"]), ("k", f1["k"]), ("l4_len", l4_len), ("ip_len", ip_len),
                ("end", end), ("flags", flags))}
+        # Two halves of the TCP/UDP sum first, then their sum.
+        l4_x = Signal(32)
+        l4_y = Signal(18)
+        ip_tot_x = Signal(26)
+        f2x_valid = Signal()
+        f2x = {n: Signal.like(v, name=f"{n}_f2x") for n, v in
+               (("first", f1["first"]), ("last", f1["last"]), ("seq", f1["seq"]),
+                ("id", f1["id"]), ("k", f1["k"]), ("l4_len", l4_len), ("ip_len", ip_len),
+                ("end", end), ("flags", flags))}
         m.d.sync += [
-            f2_valid.eq(f1_valid),
-            l4_tot.eq(t_pay + l4_len + Mux(fc["udp"], l4_len, t_seq + flags)),
-            ip_tot.eq(fc["ip_base"] + ip_len + f1["id"]),
+            f2x_valid.eq(f1_valid),
+            l4_x.eq(t_pay + l4_len),
+            l4_y.eq(Mux(fc["udp"], l4_len, t_seq + flags)),
+            ip_tot_x.eq(fc["ip_base"] + ip_len + f1["id"]),
         ]
-        m.d.sync += [f2["first"].eq(f1["first"]), f2["last"].eq(f1["last"]),
-                     f2["seq"].eq(f1["seq"]), f2["id"].eq(f1["id"]), f2["k"].eq(f1["k"]),
-                     f2["l4_len"].eq(l4_len),
-                     f2["ip_len"].eq(ip_len), f2["end"].eq(end), f2["flags"].eq(flags)]
+        m.d.sync += [f2x["first"].eq(f1["first"]), f2x["last"].eq(f1["last"]),
+                     f2x["seq"].eq(f1["seq"]), f2x["id"].eq(f1["id"]), f2x["k"].eq(f1["k"]),
+                     f2x["l4_len"].eq(l4_len),
+                     f2x["ip_len"].eq(ip_len), f2x["end"].eq(end), f2x["flags"].eq(flags)]
+        m.d.sync += [
+            f2_valid.eq(f2x_valid),
+            l4_tot.eq(l4_x + l4_y),
+            ip_tot.eq(ip_tot_x),
+        ]
+        m.d.sync += [f2[n].eq(f2x[n]) for n in f2]
         # F3: first fold.
         f3_valid = Signal()
         l4_f = Signal(17)
@@ -875,10 +982,12 @@ class Tso(wiring.Component):
         # F4: second fold, complement, descriptor.
         l4_c = ~(l4_f[:16] + l4_f[16])[:16]
         ip_c = ~(ip_f[:16] + ip_f[16])[:16]
-        l4_c = Mux(fc["udp"] & (l4_c == 0), 0xFFFF, l4_c)
+        # A UDP checksum of 0 goes as 0xffff (the folded sum is 0xffff: beside the adder).
+        l4_zero = (l4_f == 0xFFFF) | (l4_f == 0x1FFFE)
+        l4_c = Mux(fc["udp"] & l4_zero, 0xFFFF, l4_c)
         self.desc_layout = desc_layout = data.StructLayout({
             "drop": 1, "reason": 4, "count": 24, "bank": 1, "first": 1, "last": 1,
-            "last_beat": 17 - shift, "last_bytes": shift + 1,
+            "last_beat": 17 - shift, "last_bytes": shift + 1, "one_beat": 1,
             "values": data.ArrayLayout(8, _SLOTS),
         })
         l3_len = Mux(fc["v4"], f3["ip_len"], f3["l4_len"])[:16]
@@ -896,6 +1005,7 @@ class Tso(wiring.Component):
             desc.count.eq(f3["k"] + 1),
             desc.bank.eq(fc["bank"]), desc.first.eq(f3["first"]), desc.last.eq(f3["last"]),
             desc.last_beat.eq(f3["end"][shift:]), desc.last_bytes.eq(f3["end"][:shift] + 1),
+            desc.one_beat.eq(f3["end"][shift:] == 0),
         ]
         m.d.sync += [desc.values[n].eq(v) for n, v in enumerate(values)]
         m.submodules.descriptors = descs = CreditedFIFO(desc_layout.size, self.queue_depth)
@@ -907,7 +1017,11 @@ class Tso(wiring.Component):
     def _reader(self, m):
         width, lanes, shift = self.width, self.width // 8, self._shift
         descs = self.descs
-        head = data.View(self.desc_layout, descs.r_data)
+        # The oldest two descriptors wait in flip-flops (see _window).
+        take = Signal()
+        dwin, _ = _window(m, descs, self.desc_layout.size, take, Const(0), "descw", 2)
+        head = data.View(self.desc_layout, dwin[0][0])
+        head_v = dwin[0][1]
         info = Signal(self.finfo_layout)
         m.d.comb += info.eq(Mux(head.bank, self.finfo[1], self.finfo[0]))
         seg_bits = exact_log2(self.segment_depth)
@@ -931,16 +1045,27 @@ class Tso(wiring.Component):
         res_out = self.result.valid & self.result.ready
         res_take = Signal()
         m.d.sync += res_credits.eq(res_credits - res_take + res_out)
-        out_empty = out_credits == _OUT_DEPTH
-        drop_done = descs.r_rdy & head.drop & out_empty & (res_credits != 0)
-        issue = descs.r_rdy & ~head.drop & can_issue & (~head.last | (res_credits != 0))
-        is_last = beat == head.last_beat
+        # Flip-flops, a cycle late: the output queue was empty and nothing was issued since; a
+        # result word fits, counting the one taken in the cycle before.
+        out_empty = Signal(init=1)
+        res_ok = Signal(init=1)
+        is_last = Signal()  # beat == head.last_beat
+        drop_done = head_v & head.drop & out_empty & res_ok
+        issue = head_v & ~head.drop & can_issue & (~head.last | res_ok)
         done = issue & is_last
-        m.d.comb += res_take.eq(drop_done | (done & head.last))
+        m.d.comb += [res_take.eq(drop_done | (done & head.last)), take.eq(done | drop_done)]
+        m.d.sync += [out_empty.eq((out_credits == _OUT_DEPTH) & ~issue),
+                     res_ok.eq(res_credits > 1)]
+        # The next head's is_last is in its descriptor (one_beat); this head's is counted.
+        next_one = Mux(dwin[1][1], data.View(self.desc_layout, dwin[1][0]).one_beat,
+                       data.View(self.desc_layout, descs.r_data).one_beat)
+        with m.If(take | ~head_v):
+            m.d.sync += is_last.eq(next_one)
+        with m.Elif(issue):
+            m.d.sync += is_last.eq(beat + 1 == head.last_beat)
         payload_beat = beat >= info.bh
         m.d.comb += [
-            descs.r_en.eq(done | drop_done),
-            self.desc_popped.eq(done | drop_done),
+            self.desc_popped.eq(take),
             self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
             self.tmpl_r.en.eq(1),  # read every cycle, taken two cycles after an issue
             self.seg_r.addr.eq(seg_rp),
