@@ -349,9 +349,9 @@ class RtlEngine:
                 driving = True
             else:
                 drive(dut.tx_data.valid, 0)
-            # one tick per timer scan: the next only once the gateware is idle again
+            # the ticks due at once (one timer scan), when the gateware is idle
             tick = self._ticks_owed > 0 and not driving and was_idle
-            drive(dut.tick, int(tick))
+            drive(dut.tick, min(self._ticks_owed, 0xFFFF) if tick else 0)
             read = None
             if self._reads and not driving and not tick:
                 read = self._reads[0]
@@ -364,7 +364,7 @@ class RtlEngine:
             self.cycles += 1
             was_idle = bool(idle) and not tick and not driving
             if tick:
-                self._ticks_owed -= 1
+                self._ticks_owed -= min(self._ticks_owed, 0xFFFF)
             if read is not None:
                 drive(dut.bus.r_en, 0)
                 await ctx.tick()

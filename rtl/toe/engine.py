@@ -543,8 +543,8 @@ class ToeTcpEngine(ToeEngine):
     mem : Out
         Byte-wide port of the external buffer memory (``addr``, ``w_data``, ``w_en``,
         ``r_data`` one cycle after ``addr``).
-    tick : In(1)
-        One pulse per timer unit.
+    tick : In(16)
+        Timer units that passed (usually 0 or 1).
     idle : Out(1)
         Nothing in progress (no frame, command or timer scan).
     """

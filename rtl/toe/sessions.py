@@ -18,8 +18,9 @@ checked a frame:
 * a segment to a listening port without a session: passive open, SYN options through
   :class:`~nicsim.rtl.toe.tcp_options.TcpOptionParser`, SYN-ACK with MSS and window scale;
 * an application command (``cmd`` stream, :data:`CMD_OPS`), answered on ``resp``;
-* a timer tick (``tick`` input, one per timer unit, 1 ms in the drivers): the timers of every
-  session are scanned, one session per idle cycle.
+* a timer tick (``tick`` input: the number of timer units that passed, a unit being 1 to
+  10 ms in the drivers): the timers of every session are scanned, one session per idle cycle;
+  a timer that fell due during a jump of several units fires at its end.
 
 Choices (and where they differ from the golden model):
 
@@ -113,7 +114,7 @@ def app_signature(width, sessions, buf_bits):
         "tx_data": In(stream.Signature(data.StructLayout({"data": width, "keep": nb}))),
         "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
                                      "w_en": Out(nb), "r_data": In(width)})),
-        "tick": In(1),
+        "tick": In(16),
         "idle": Out(1),
     }
 
@@ -212,8 +213,8 @@ class SessionLogic:
         """Add everything outside the state machine (tick counter, tables, comb helpers)."""
         m, e, fe = self.m, self.e, self.fe
         t = self.t
-        with m.If(e.tick):
-            m.d.sync += [self.now.eq(self.now + 1), self.scan_pending.eq(1)]
+        with m.If(e.tick != 0):
+            m.d.sync += [self.now.eq(self.now + e.tick), self.scan_pending.eq(1)]
         # listen table
         self.l_valid = Array(Signal(name=f"listen_valid{k}") for k in range(_LISTEN_SLOTS))
         self.l_port = Array(Signal(16, name=f"listen_port{k}") for k in range(_LISTEN_SLOTS))
