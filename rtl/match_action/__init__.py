@@ -143,13 +143,28 @@ class MatchAction(wiring.Component):
                                        self.i.payload.user, (r_beats + to_fifo)[:12], Const(0, 1))),
                 ]
 
-        # Parser -------------------------------------------------------------------------------
+        # Parser: a pipeline of three register steps (all move together when the first stage
+        # takes the vector or the last step is empty) -------------------------------------------
         j_window = jobs.r_data[:8 * limits.PARSE_WINDOW]
         o = 8 * limits.PARSE_WINDOW
         j_len = jobs.r_data[o:o + 14]
         j_ts = jobs.r_data[o + 14:o + 78]
         j_rbeats = jobs.r_data[o + 78:o + 90]
-        parser = Parser(self.config).elaborate_into(m, j_window, j_len)
+        p_adv = Signal()
+        p_valid = [Signal(name=f"parse_valid{i}") for i in range(3)]
+        with m.If(p_adv):
+            m.d.sync += [p_valid[0].eq(jobs.r_rdy), p_valid[1].eq(p_valid[0]),
+                         p_valid[2].eq(p_valid[1])]
+
+        def p_reg(value):
+            q = Signal(len(value))
+            with m.If(p_adv):
+                m.d.sync += q.eq(value)
+            return q
+
+        parser = Parser(self.config).elaborate_into(m, j_window, j_len, p_reg,
+                                                    carry=(j_len, j_ts, j_rbeats))
+        p_len, p_ts, p_rbeats = parser.carry
         side_w = 8 * limits.PARSE_WINDOW + 14 + 12 + 4 * 8
         m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=16)
         stages = [Stage(i, t, self.layout) for i, t in enumerate(self.config["tables"])]
@@ -157,43 +172,48 @@ class MatchAction(wiring.Component):
             m.submodules[f"stage{i}"] = s
         first = stages[0]
         hv0 = Signal(self.layout)
-        runt = j_len < 14
-        big = j_len > MAX_FRAME_LEN
+        runt = p_len < 14
+        big = p_len > MAX_FRAME_LEN
         m.d.comb += [
             hv0.valid.eq(Cat(*(parser.valid[h] for h in HEADERS))),
             hv0.nxt.eq(Mux(runt | big, NEXT_END, 0)),
             hv0.egress.eq(Mux(runt | big, EGRESS_DROP, EGRESS_PORT)),
             hv0.reason.eq(Mux(runt, REASON_RUNT, Mux(big, REASON_OVERSIZE, 0))),
-            hv0.length.eq(j_len),
-            hv0.ts.eq(j_ts),
+            hv0.length.eq(p_len),
+            hv0.ts.eq(p_ts),
         ]
         for name, _ in self.layout:
             if name in parser.value:
                 m.d.comb += hv0[name].eq(parser.value[name])
         m.d.comb += [
             first.i_hv.eq(hv0),
-            first.i_valid.eq(jobs.r_rdy & side.w_rdy),
-            jobs.r_en.eq(first.i_ready & side.w_rdy),
-            side.w_en.eq(jobs.r_rdy & first.i_ready),
-            side.w_data.eq(Cat(j_window, j_len, j_rbeats, parser.l2_end, parser.offset["ipv4"],
-                               parser.offset["tcp"], parser.offset["custom"])),
+            first.i_valid.eq(p_valid[2] & side.w_rdy),
+            p_adv.eq(~p_valid[2] | (first.i_ready & side.w_rdy)),
+            jobs.r_en.eq(p_adv),
+            side.w_en.eq(p_valid[2] & first.i_ready),
+            side.w_data.eq(Cat(parser.window, p_len, p_rbeats, parser.l2_end,
+                               parser.offset["ipv4"], parser.offset["tcp"],
+                               parser.offset["custom"])),
         ]
         for a, b in zip(stages, stages[1:], strict=False):
             m.d.comb += [b.i_valid.eq(a.o_valid), b.i_hv.eq(a.o_hv), a.o_ready.eq(b.i_ready)]
         last = stages[-1]
 
-        # Deparser -----------------------------------------------------------------------------
-        out_hv = Signal(self.layout)
-        side_q = Signal(side_w)
-        sq = {"window": side_q[:o], "length": side_q[o:o + 14], "r_beats": side_q[o + 14:o + 26],
-              "l2_end": side_q[o + 26:o + 34], "off_l3": side_q[o + 34:o + 42],
-              "off_l4": side_q[o + 42:o + 50], "off_custom": side_q[o + 50:o + 58]}
-        hvd = {name: out_hv[name] for name, _ in self.layout if name != "valid"}
+        # Deparser: the head of the next frame is built from the last stage's vector and the
+        # side FIFO, and registered when the deparser takes the frame ---------------------------
+        sd = side.r_data
+        sq = {"window": sd[:o], "length": sd[o:o + 14], "r_beats": sd[o + 14:o + 26],
+              "l2_end": sd[o + 26:o + 34], "off_l3": sd[o + 34:o + 42],
+              "off_l4": sd[o + 42:o + 50], "off_custom": sd[o + 50:o + 58]}
+        hvd = {name: last.o_hv[name] for name, _ in self.layout if name != "valid"}
         for i, h in enumerate(HEADERS):
-            hvd["valid_" + h] = out_hv.valid[i]
-        head_raw, head_len, out_len = build_head(m, hvd, sq, custom_bytes)
+            hvd["valid_" + h] = last.o_hv.valid[i]
+        head_raw, head_len_c, out_len_c = build_head(m, hvd, sq, custom_bytes)
         pad = -len(head_raw) % self.width
-        head = Cat(head_raw, Const(0, pad)) if pad else head_raw
+        head_c = Cat(head_raw, Const(0, pad)) if pad else head_raw
+        head = Signal(len(head_c))
+        head_len = Signal.like(head_len_c)
+        out_len = Signal.like(out_len_c)
         m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=16)
         wiring.connect(m, wiring.flipped(self.result), res_fifo.r_stream)
         result_word = Cat(last.o_hv.egress, last.o_hv.number, last.o_hv.reason,
@@ -217,24 +237,32 @@ class MatchAction(wiring.Component):
         m.d.comb += remaining.eq(out_len - sent)
         last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
         m.d.comb += last_keep.eq(Cat(*(remaining > i for i in range(W))))
+
+        def start(fsm_idle):
+            """Take the next frame's vector (or go idle): in Idle, or with a frame's last beat."""
+            m.d.comb += last.o_ready.eq(take)
+            with m.If(take):
+                m.d.comb += side.r_en.eq(1)
+                m.d.sync += [res_q.eq(result_word), head.eq(head_c), head_len.eq(head_len_c),
+                             out_len.eq(out_len_c), k.eq(0), sent.eq(0),
+                             r_left.eq(side.r_data[o + 14:o + 26]),
+                             frames_in.eq(frames_in + 1)]
+                with m.If(last.o_hv.egress == EGRESS_DROP):
+                    m.d.sync += drops.eq(drops + 1)
+                    m.next = "Drain"
+                with m.Else():
+                    m.next = "Head"
+            if not fsm_idle:
+                with m.Else():
+                    m.next = "Idle"
+
         with m.FSM(name="deparse"):
             with m.State("Idle"):
-                m.d.comb += last.o_ready.eq(take)
-                with m.If(take):
-                    m.d.comb += side.r_en.eq(1)
-                    m.d.sync += [res_q.eq(result_word), out_hv.eq(last.o_hv),
-                                 side_q.eq(side.r_data), k.eq(0), sent.eq(0),
-                                 r_left.eq(side.r_data[o + 14:o + 26]),
-                                 frames_in.eq(frames_in + 1)]
-                    with m.If(last.o_hv.egress == EGRESS_DROP):
-                        m.d.sync += drops.eq(drops + 1)
-                        m.next = "Drain"
-                    with m.Else():
-                        m.next = "Head"
+                start(True)
             with m.State("Drain"):
                 with m.If(r_left == 0):
                     m.d.comb += res_fifo.w_en.eq(1)
-                    m.next = "Idle"
+                    start(False)
                 with m.Else():
                     m.d.comb += data_fifo.r_en.eq(1)
                     with m.If(data_fifo.r_rdy):
@@ -251,7 +279,7 @@ class MatchAction(wiring.Component):
                         m.d.sync += [k.eq(k + 1), sent.eq(sent + W)]
                         with m.If(is_last):
                             m.d.comb += res_fifo.w_en.eq(1)
-                            m.next = "Idle"
+                            start(False)
                 with m.Else():
                     m.d.sync += [carry.eq(beat_data), p.eq(head_len - sent)]
                     m.next = "Body"
@@ -277,7 +305,7 @@ class MatchAction(wiring.Component):
                                  carry.eq(carry_next)]
                     with m.If(is_last):
                         m.d.comb += res_fifo.w_en.eq(1)
-                        m.next = "Idle"
+                        start(False)
 
         self._registers(m, stages, frames_in, drops)
         return m
@@ -334,12 +362,24 @@ class MatchAction(wiring.Component):
         sel_stage = select[12:15]
         readback = {
             regs.REG_PACKETS_LO: lambda s: s.r_packets[:32],
-            regs.REG_PACKETS_HI: lambda s: s.r_packets[32:],
             regs.REG_BYTES_LO: lambda s: s.r_bytes[:32],
-            regs.REG_BYTES_HI: lambda s: s.r_bytes[32:],
             regs.REG_METER_TC: lambda s: s.r_tc,
             regs.REG_METER_TP: lambda s: s.r_tp,
         }
+
+        def selected(fn):
+            value = Const(0, 32)
+            for i, s in reversed(list(enumerate(stages))):
+                value = Mux(sel_stage == i, fn(s), value)
+            return value
+
+        # A 64-bit counter is read low word first: the high word is latched with it, so the
+        # two halves are of one value even if the counter carries between the reads.
+        packets_hi, bytes_hi = Signal(32), Signal(32)
+        with m.If(bus.r_en & (bus.addr == regs.REG_PACKETS_LO)):
+            m.d.sync += packets_hi.eq(selected(lambda s: s.r_packets[32:]))
+        with m.If(bus.r_en & (bus.addr == regs.REG_BYTES_LO)):
+            m.d.sync += bytes_hi.eq(selected(lambda s: s.r_bytes[32:]))
         with m.If(bus.r_en):
             with m.Switch(bus.addr):
                 with m.Case(regs.REG_ID):
@@ -357,9 +397,10 @@ class MatchAction(wiring.Component):
                     m.d.sync += r_data.eq(commit)
                 for addr, fn in readback.items():
                     with m.Case(addr):
-                        value = Const(0, 32)
-                        for i, s in reversed(list(enumerate(stages))):
-                            value = Mux(sel_stage == i, fn(s), value)
-                        m.d.sync += r_data.eq(value)
+                        m.d.sync += r_data.eq(selected(fn))
+                with m.Case(regs.REG_PACKETS_HI):
+                    m.d.sync += r_data.eq(packets_hi)
+                with m.Case(regs.REG_BYTES_HI):
+                    m.d.sync += r_data.eq(bytes_hi)
                 with m.Default():
                     m.d.comb += bus.err.eq(1)

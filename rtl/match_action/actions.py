@@ -33,11 +33,16 @@ def _fold(x):
     return x[:16] + x[16:]
 
 
-def ipv4_csum_adjust(old, new):
-    """Return ``new`` with its checksum word updated for the change from ``old`` (RFC 1624)."""
-    total = ~_word(old, 5)
-    for k in range(10):
-        total = total + ~_word(old, k) + _word(new, k)
+def ipv4_csum_adjust(old, new, words=range(10)):
+    """Return ``new`` with its checksum word updated for the change from ``old`` (RFC 1624).
+
+    ``words`` are the words that may differ; every other word adds ``~m + m = 0xFFFF``, a
+    constant, so the sum (and the result) is the one over all ten words with fewer adders.
+    """
+    words = [k for k in words if k != 5]
+    total = ~_word(old, 5) + (10 - len(words)) * 0xFFFF
+    for k in words:
+        total = total + (~_word(old, k) + _word(new, k))
     folded = _fold(_fold(_fold(total)))
     csum = ~folded[:16]
     return Cat(new[:64], csum, new[80:])
@@ -64,8 +69,8 @@ def _drop(hv, reason, cond=True):
 def _set(hv, header, shift, width, value):
     old = hv[header]
     new = _put(old, shift, width, value)
-    if header == "ipv4":
-        new = ipv4_csum_adjust(old, new)
+    if header == "ipv4":  # the words (bits 16*(9-k) .. 16*(10-k)) the field overlaps
+        new = ipv4_csum_adjust(old, new, range(9 - (shift + width - 1) // 16, 10 - shift // 16))
     hv[header] = Mux(hv["valid_" + header], new, old)
 
 

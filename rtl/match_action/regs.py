@@ -4,7 +4,8 @@ Entries are written through a staging area: the key, mask, action, arguments, pr
 meter of one entry go into ``KEY``/``MASK``/``ACTION``/``ARGS``/``PRIORITY``/``METER_*``, then a
 write to ``COMMIT`` names the stage and slot and installs (or clears) it in one cycle, so a
 frame never sees half an entry. Counters and meter buckets are read by writing ``SELECT`` and
-then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``.
+then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``; a 64-bit counter's low word is read
+first, and its high word is the one latched with it (no torn reads).
 """
 
 from nicsim.rtl.regs import Register
@@ -88,9 +89,11 @@ REGISTERS = (
              "[18] keep meter; a stage or slot out of range: error"),
     Register("SELECT", REG_SELECT, 1, "rw", "[9:0] slot, [14:12] stage, [15] miss counters"),
     Register("PACKETS_LO", REG_PACKETS_LO, 1, "ro", "selected packets [31:0]"),
-    Register("PACKETS_HI", REG_PACKETS_HI, 1, "ro", "selected packets [63:32]"),
+    Register("PACKETS_HI", REG_PACKETS_HI, 1, "ro",
+             "selected packets [63:32], latched by the read of PACKETS_LO"),
     Register("BYTES_LO", REG_BYTES_LO, 1, "ro", "selected bytes [31:0]"),
-    Register("BYTES_HI", REG_BYTES_HI, 1, "ro", "selected bytes [63:32]"),
+    Register("BYTES_HI", REG_BYTES_HI, 1, "ro",
+             "selected bytes [63:32], latched by the read of BYTES_LO"),
     Register("METER_TC", REG_METER_TC, 1, "ro", "selected meter committed bucket, bytes"),
     Register("METER_TP", REG_METER_TP, 1, "ro", "selected meter peak bucket, bytes"),
 )

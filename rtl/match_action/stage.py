@@ -5,7 +5,9 @@
 A frame's header vector enters, the stage applies its table if the vector names it as the next
 stage (and its ``if_valid`` headers are valid), and the vector leaves with the action's
 rewrites, the egress decision, the hit bit and the next stage. One frame is in a stage at a
-time; a stage takes six cycles per frame.
+time and moves one phase a cycle, each phase a short step between registers (see
+:meth:`Stage.elaborate`): an exact stage takes 5 cycles per frame, a ternary or LPM stage 6, a
+metered one 2 more, and a frame that the stage does not apply to 3.
 
 Lookup
 ------
@@ -19,9 +21,14 @@ Counters and meters
 -------------------
 Each slot has packet and byte counters and, in a metered table, an RFC 2698 meter whose
 buckets and last time live in a memory; the miss counters are one more counter slot. A frame
-reads them, and writes them back two cycles later; a commit that clears a slot in that cycle
-goes first and the frame's write waits a cycle. A frame whose slot is cleared (deleted or
-re-installed) between the read and the write does not write: the new entry starts from zero.
+reads them after its lookup and writes them back when it leaves; a commit that clears a slot
+in that cycle goes first and the frame's write waits a cycle. A frame whose slot is cleared
+(deleted or re-installed) between the read and the write does not write: the new entry starts
+from zero. A commit's clear reaches the counters as many cycles after the entry as a frame
+takes from its lookup to its counter read, so the frames that saw the old entry count for it
+and those that saw the new one count for the new one; in a ternary or LPM stage the
+priorities and the action data are replaced that much later than the keys for the same
+reason (a frame reads them after its compare).
 """
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
@@ -144,11 +151,43 @@ class Stage(Elaboratable):
                 o += n
             return out
 
-        fsm_state = Signal(range(7))
+        # The frame's journey, one phase a cycle: ``look`` (exact: the bucket is read; ternary:
+        # every entry compared), ``ways`` (exact: the ways compared) or ``tree1``/``tree2``/
+        # ``pick`` (ternary: the priority tree in two halves, then the entry's data), ``read``
+        # (the counters and the meter read), ``act`` (the action's rewrites, the counters
+        # added, the meter's time step), ``fill``/``mark`` (metered: the token fill, then the
+        # colour), ``out`` (the counters and the meter written, the vector handed on).
+        if self.kind == "exact":
+            phases = ["idle", "look", "ways", "read", "act"]
+        else:
+            phases = ["idle", "look", "tree1", "tree2", "pick", "act"]
+        phases += (["fill", "mark"] if self.metered else []) + ["out"]
+        ph = {name: i for i, name in enumerate(phases)}
+        self.cycles_per_frame = len(phases) - 1
+        state = Signal(range(len(phases)))
+
+        def at(name):
+            return state == ph[name]
+
         applies = Signal()
         m.d.comb += applies.eq((cur.nxt == self.index)
                                & Cat(*(cur.valid[HEADERS.index(h)] == 1
                                        for h in t["if_valid"]), Const(1, 1)).all())
+        # Commits, delayed: a lookup reads an entry over several cycles (ternary: keys and masks,
+        # then the priorities a cycle later, then the action data), so each part of an entry is
+        # replaced as many cycles after the keys; the counters and the meter are cleared when a
+        # frame that saw the new entry reads them, no earlier.
+        read_delay = ph["read"] - ph["look"] if "read" in ph else ph["pick"] - ph["look"]
+        c_d = [{"en": self.c_en, "slot": self.c_slot, "install": self.c_install,
+                "keep_counters": self.c_keep_counters, "keep_meter": self.c_keep_meter,
+                "prio": self.c_prio, "action": self.c_action, "args": self.c_args,
+                "meter": self.c_meter}]
+        for k in range(read_delay):
+            prev = c_d[-1]
+            nxt = {name: Signal.like(v, name=f"c_d{k + 1}_{name}") for name, v in prev.items()}
+            m.d.sync += [nxt[name].eq(v) for name, v in prev.items()]
+            c_d.append(nxt)
+        cc = c_d[read_delay]  # the commit as the counters and meters see it
 
         # Table storage and lookup --------------------------------------------------------------
         if self.kind == "exact":
@@ -175,13 +214,14 @@ class Stage(Elaboratable):
                 ]
                 way_data.append(unpack_entry(rd.data))
             bucket_q = Signal.like(bucket)
-            with m.If(fsm_state == 1):
-                m.d.sync += bucket_q.eq(bucket)
-            with m.If(fsm_state == 2):
+            key_q = Signal.like(key)
+            with m.If(at("look")):
+                m.d.sync += [bucket_q.eq(bucket), key_q.eq(key)]
+            with m.If(at("ways")):
                 m.d.sync += hit.eq(0)
                 for w in reversed(range(EXACT_WAYS)):
                     e = way_data[w]
-                    with m.If(e["valid"] & (e["key"] == key)):
+                    with m.If(e["valid"] & (e["key"] == key_q)):
                         m.d.sync += [hit.eq(1), slot.eq(bucket_q * EXACT_WAYS + w),
                                      act.eq(e["act"]), args.eq(e["args"])]
                         if self.metered:
@@ -196,21 +236,26 @@ class Stage(Elaboratable):
             argss = [Signal(self.arg_bits, name=f"args{i}") for i in range(n)]
             meters = [Signal(METER_CFG_BITS, name=f"meter{i}") for i in range(n)] \
                 if self.metered else []
-            with m.If(self.c_en):
-                for i in range(n):
-                    with m.If(self.c_slot == i):
-                        m.d.sync += [valid[i].eq(self.c_install), values[i].eq(self.c_key),
-                                     masks[i].eq(self.c_mask), prios[i].eq(self.c_prio),
-                                     acts[i].eq(self.c_action), argss[i].eq(self.c_args)]
-                        if self.metered:
-                            m.d.sync += meters[i].eq(self.c_meter)
-            # Find the matching entry with the smallest priority (lowest slot on a tie): a
-            # tree of comparisons.
-            cands = []
+            c1, c3 = c_d[1], c_d[3]
             for i in range(n):
-                match = Signal(name=f"match{i}")
-                m.d.comb += match.eq(valid[i] & ((key & masks[i]) == values[i]))
-                cands.append((match, prios[i], Const(i, range(max(n, 2)))))
+                with m.If(self.c_en & (self.c_slot == i)):
+                    m.d.sync += [valid[i].eq(self.c_install), values[i].eq(self.c_key),
+                                 masks[i].eq(self.c_mask)]
+                with m.If(c1["en"] & (c1["slot"] == i)):
+                    m.d.sync += prios[i].eq(c1["prio"])
+                with m.If(c3["en"] & (c3["slot"] == i)):
+                    m.d.sync += [acts[i].eq(c3["action"]), argss[i].eq(c3["args"])]
+                    if self.metered:
+                        m.d.sync += meters[i].eq(c3["meter"])
+            # Find the matching entry with the smallest priority (lowest slot on a tie): the
+            # match of every entry registered, then a tree of comparisons in two registered
+            # halves.
+            matches = Signal(n)
+            with m.If(at("look")):
+                m.d.sync += matches.eq(Cat(*(valid[i] & ((key & masks[i]) == values[i])
+                                             for i in range(n))))
+            cands = [(matches[i], prios[i], Const(i, range(max(n, 2)))) for i in range(n)]
+            levels = max((n - 1).bit_length(), 1)
             level = 0
             while len(cands) > 1:
                 nxt = []
@@ -219,18 +264,33 @@ class Stage(Elaboratable):
                     node = (Signal(name=f"t{level}_{j}_match"), Signal(PRIO_BITS,
                                                                         name=f"t{level}_{j}_prio"),
                             Signal(range(max(n, 2)), name=f"t{level}_{j}_slot"))
-                    m.d.comb += [node[0].eq(a[0] | b[0]), node[1].eq(Mux(take_b, b[1], a[1])),
-                                 node[2].eq(Mux(take_b, b[2], a[2]))]
+                    stmts = [node[0].eq(a[0] | b[0]), node[1].eq(Mux(take_b, b[1], a[1])),
+                             node[2].eq(Mux(take_b, b[2], a[2]))]
+                    if level == (levels + 1) // 2 - 1:  # the first half's results registered
+                        with m.If(at("tree1")):
+                            m.d.sync += stmts
+                    else:
+                        m.d.comb += stmts
                     nxt.append(node)
                 if len(cands) % 2:
-                    nxt.append(cands[-1])
+                    odd = cands[-1]
+                    if level == (levels + 1) // 2 - 1:
+                        node = (Signal(name=f"t{level}_odd_match"),
+                                Signal(PRIO_BITS, name=f"t{level}_odd_prio"),
+                                Signal(range(max(n, 2)), name=f"t{level}_odd_slot"))
+                        with m.If(at("tree1")):
+                            m.d.sync += [node[0].eq(odd[0]), node[1].eq(odd[1]),
+                                         node[2].eq(odd[2])]
+                        odd = node
+                    nxt.append(odd)
                 cands = nxt
                 level += 1
             any_match, _, best = cands[0]
-            with m.If(fsm_state == 1):
+            with m.If(at("tree2")):
                 m.d.sync += [hit.eq(any_match), slot.eq(best)]
+            with m.If(at("pick")):
                 for i in range(n):
-                    with m.If(best == i):
+                    with m.If(slot == i):
                         m.d.sync += [act.eq(acts[i]), args.eq(argss[i])]
                         if self.metered:
                             m.d.sync += mcfg.eq(meters[i])
@@ -249,7 +309,7 @@ class Stage(Elaboratable):
             self.r_packets.eq(ctr_axi.data[:64]),
             self.r_bytes.eq(ctr_axi.data[64:]),
         ]
-        clear_ctr = self.c_en & ~(self.c_install & self.c_keep_counters)
+        clear_ctr = cc["en"] & ~(cc["install"] & cc["keep_counters"])
         new_ctr = Signal(128)
         if self.metered:
             state_bits = 2 * TOKEN_BITS + 64 + 1
@@ -264,64 +324,67 @@ class Stage(Elaboratable):
                 self.r_tc.eq(mst_axi.data[METER_FRAC_BITS:TOKEN_BITS]),
                 self.r_tp.eq(mst_axi.data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS]),
             ]
-            clear_mst = self.c_en & ~(self.c_install & self.c_keep_meter)
+            clear_mst = cc["en"] & ~(cc["install"] & cc["keep_meter"])
             new_mst = Signal(state_bits)
         else:
             clear_mst = Const(0, 1)
 
-        # The frame's journey: 0 wait, 1 look up, 2 compare the ways, 3 read the counters and
-        # the meter, 4 act, 5 write them back, 6 hand the vector on.
-        m.d.comb += [self.i_ready.eq(fsm_state == 0), self.o_valid.eq(fsm_state == 6),
-                     self.o_hv.eq(cur)]
-        with m.Switch(fsm_state):
-            with m.Case(0):
-                with m.If(self.i_valid):
-                    m.d.sync += [cur.eq(self.i_hv), fsm_state.eq(1)]
-            with m.Case(1):
-                with m.If(cur.nxt != self.index):
-                    m.d.sync += fsm_state.eq(6)
-                with m.Elif(~applies):
-                    m.d.sync += [cur.nxt.eq(t["next_invalid"] & NEXT_END), fsm_state.eq(6)]
-                with m.Else():
-                    m.d.sync += fsm_state.eq(2)
-            with m.Case(2, 3):
-                m.d.sync += fsm_state.eq(fsm_state + 1)
-            with m.Case(4):
-                self._act(m, cur, hv, hit, act, args, mcfg, new_ctr,
-                          ctr_rd.data, new_mst if self.metered else None,
-                          mst_rd.data if self.metered else None)
-                m.d.sync += fsm_state.eq(5)
-            with m.Case(5):
-                with m.If(~(clear_ctr | clear_mst)):
-                    m.d.sync += fsm_state.eq(6)
-            with m.Case(6):
-                with m.If(self.o_ready):
-                    m.d.sync += fsm_state.eq(0)
+        # The write port is the commits' first: a frame's write waits while one clears a slot.
+        pend = Signal()  # the frame's counters (and meter) are still to be written
+        busy = clear_ctr | clear_mst
+        do_write = at("out") & pend & ~busy
+        # A frame enters an idle stage only: a ready that waited for the next stage would chain
+        # every stage's handshake into one combinational path.
+        m.d.comb += [self.i_ready.eq(at("idle")),
+                     self.o_valid.eq(at("out") & ~(pend & busy)), self.o_hv.eq(cur)]
+        with m.If(do_write):
+            m.d.sync += pend.eq(0)
+        with m.If(self.i_valid & self.i_ready):
+            m.d.sync += [cur.eq(self.i_hv), state.eq(ph["look"])]
+        with m.Elif(at("out")):
+            with m.If(self.o_valid & self.o_ready):
+                m.d.sync += state.eq(ph["idle"])
+        with m.Elif(at("look")):
+            with m.If(cur.nxt != self.index):
+                m.d.sync += state.eq(ph["out"])
+            with m.Elif(~applies):
+                m.d.sync += [cur.nxt.eq(t["next_invalid"] & NEXT_END), state.eq(ph["out"])]
+            with m.Else():
+                m.d.sync += state.eq(state + 1)
+        with m.Elif(~at("idle")):
+            m.d.sync += state.eq(state + 1)
+        with m.If(at("act")):
+            m.d.sync += pend.eq(1)
+            self._act(m, cur, hv, hit, act, args, new_ctr, ctr_rd.data)
+        if self.metered:
+            self._meter(m, ph, at, cur, hit, mcfg, new_mst, mst_rd.data)
+
         # Counter (and meter) write port: a commit's clear first, then the frame's update. A
         # frame whose slot was cleared after its counters were read (the entry was deleted or
         # replaced meanwhile) leaves the cleared values alone.
         stale_ctr, stale_mst = Signal(), Signal()
-        in_flight = (fsm_state >= 3) & (fsm_state <= 5)
-        with m.If(fsm_state == 2):
+        first_read = ph["read"] if "read" in ph else ph["pick"]
+        in_flight = (state >= first_read) & (state <= ph["out"])
+        with m.If(at("look")):
             m.d.sync += [stale_ctr.eq(0), stale_mst.eq(0)]
-        with m.If(in_flight & clear_ctr & (self.c_slot == ctr_slot)):
+        with m.If(in_flight & clear_ctr & (cc["slot"] == ctr_slot)):
             m.d.sync += stale_ctr.eq(1)
-        with m.If(in_flight & self.c_en & ~(self.c_install & self.c_keep_meter)
-                  & (self.c_slot == slot)):
+        with m.If(in_flight & cc["en"] & ~(cc["install"] & cc["keep_meter"])
+                  & (cc["slot"] == slot)):
             m.d.sync += stale_mst.eq(1)
-        m.d.comb += ctr_wr.addr.eq(Mux(clear_ctr, self.c_slot, ctr_slot))
+        m.d.comb += ctr_wr.addr.eq(Mux(clear_ctr, cc["slot"], ctr_slot))
         m.d.comb += ctr_wr.data.eq(Mux(clear_ctr, 0, new_ctr))
-        m.d.comb += ctr_wr.en.eq(clear_ctr | ((fsm_state == 5) & ~clear_mst & ~stale_ctr))
+        m.d.comb += ctr_wr.en.eq(clear_ctr | (do_write & ~stale_ctr))
         if self.metered:
             m.d.comb += [
-                mst_wr.addr.eq(Mux(clear_mst, self.c_slot, slot)),
+                mst_wr.addr.eq(Mux(clear_mst, cc["slot"], slot)),
                 mst_wr.data.eq(Mux(clear_mst, 0, new_mst)),
-                mst_wr.en.eq(clear_mst | ((fsm_state == 5) & ~clear_ctr & hit & ~stale_mst)),
+                mst_wr.en.eq(clear_mst | (do_write & hit & ~stale_mst)),
             ]
         return m
 
-    def _act(self, m, cur, hv, hit, act, args, mcfg, new_ctr, ctr_data, new_mst, mst_data):
-        """The action cycle: rewrite the vector, count, meter, choose the next stage."""
+    def _act(self, m, cur, hv, hit, act, args, new_ctr, ctr_data):
+        """The action cycle: rewrite the vector, count, choose the next stage."""
         t = self.table
         names = [n for n, _ in self.layout]
         act_id = Signal(ACTION_BITS)
@@ -329,9 +392,6 @@ class Stage(Elaboratable):
         m.d.comb += [act_id.eq(Mux(hit, act, t["default"])),
                      act_args.eq(Mux(hit, args, t["default_args"]))]
         m.d.sync += new_ctr.eq(Cat((ctr_data[:64] + 1)[:64], (ctr_data[64:] + cur.length)[:64]))
-        red = Const(0, 1)
-        if self.metered:
-            red = self._meter(m, cur, hit, mcfg, new_mst, mst_data)
         results = [apply_ops(m, hv, a["ops"], act_args, f"s{self.index}_{a['name']}")
                    for a in t["actions"]]
         with m.Switch(act_id):
@@ -344,28 +404,36 @@ class Stage(Elaboratable):
                             m.d.sync += cur[name].eq(out[name])
                     nxt_hit = t["next_hit"][i] & NEXT_END
                     m.d.sync += cur.nxt.eq(Mux(hit, nxt_hit, t["next_miss"] & NEXT_END))
-                    if t["meter"] == "drop":
-                        with m.If(hit & red & (out["egress"] != EGRESS_DROP)):
-                            m.d.sync += [cur.egress.eq(EGRESS_DROP), cur.reason.eq(REASON_METER)]
         with m.If(hit):
             m.d.sync += cur.hits[self.index].eq(1)
 
-    def _meter(self, m, cur, hit, mcfg, new_mst, mst_data):
-        """RFC 2698 colour-blind marking, exactly as the reference counts tokens."""
+    def _meter(self, m, ph, at, cur, hit, mcfg, new_mst, mst_data):
+        """RFC 2698 colour-blind marking, exactly as the reference counts tokens, in three
+        cycles: the time step (``act``), the token fill (``fill``), the colour (``mark``)."""
         cinc, pinc = mcfg[:RATE_BITS], mcfg[RATE_BITS:2 * RATE_BITS]
         cbs = mcfg[2 * RATE_BITS:2 * RATE_BITS + BURST_BITS]
         pbs = mcfg[2 * RATE_BITS + BURST_BITS:]
-        tc = mst_data[:TOKEN_BITS]
-        tp = mst_data[TOKEN_BITS:2 * TOKEN_BITS]
-        last = mst_data[2 * TOKEN_BITS:2 * TOKEN_BITS + 64]
-        started = mst_data[2 * TOKEN_BITS + 64]
+        tc = Signal(TOKEN_BITS)
+        tp = Signal(TOKEN_BITS)
+        started = Signal()
+        dt = Signal(32)
+        with m.If(at("act")):
+            last = mst_data[2 * TOKEN_BITS:2 * TOKEN_BITS + 64]
+            diff = (cur.ts - last)[:65]
+            later = cur.ts > last
+            m.d.sync += [
+                tc.eq(mst_data[:TOKEN_BITS]), tp.eq(mst_data[TOKEN_BITS:2 * TOKEN_BITS]),
+                started.eq(mst_data[2 * TOKEN_BITS + 64]),
+                dt.eq(Mux(later, Mux(diff > METER_MAX_GAP_NS, METER_MAX_GAP_NS, diff[:32]), 0)),
+            ]
+        inc_c = Signal(32 + RATE_BITS)
+        inc_p = Signal(32 + RATE_BITS)
+        with m.If(at("fill")):
+            m.d.sync += [inc_c.eq(dt * cinc), inc_p.eq(dt * pinc)]
         cmax = Cat(Const(0, METER_FRAC_BITS), cbs)
         pmax = Cat(Const(0, METER_FRAC_BITS), pbs)
-        diff = (cur.ts - last)[:65]
-        later = cur.ts > last
-        dt = Mux(later, Mux(diff > METER_MAX_GAP_NS, METER_MAX_GAP_NS, diff[:32]), 0)[:32]
-        fill_c = tc + dt * cinc
-        fill_p = tp + dt * pinc
+        fill_c = tc + inc_c
+        fill_p = tp + inc_p
         tc1 = Mux(started, Mux(fill_c > cmax, cmax, fill_c), cmax)
         tp1 = Mux(started, Mux(fill_p > pmax, pmax, fill_p), pmax)
         need = Cat(Const(0, METER_FRAC_BITS), cur.length)
@@ -374,6 +442,8 @@ class Stage(Elaboratable):
         tp2 = Mux(red, tp1, tp1 - need)[:TOKEN_BITS]
         tc2 = Mux(red | yellow, tc1, tc1 - need)[:TOKEN_BITS]
         color = Mux(red, 3, Mux(yellow, 2, 1))
-        with m.If(hit):
+        with m.If(at("mark") & hit):
             m.d.sync += [new_mst.eq(Cat(tc2, tp2, cur.ts, Const(1, 1))), cur.color.eq(color)]
-        return red
+            if self.table["meter"] == "drop":
+                with m.If(red & (cur.egress != EGRESS_DROP)):
+                    m.d.sync += [cur.egress.eq(EGRESS_DROP), cur.reason.eq(REASON_METER)]
