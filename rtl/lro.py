@@ -128,7 +128,8 @@ def _ctx_layout(width_ptr):
         "addr_sum": 16,
         "ip_base": 16,
         "tcp_base": 16,
-        "pay_sum": 16,
+        "pay_sum": 32,  # payload sums, added up without folding
+        "room": 18,  # bytes the merged frame may still grow by (negative: none)
         "t_first": 32,
     })
 
@@ -218,22 +219,26 @@ class LroEngine(wiring.Component):
                if r.access == "ro"}
 
         # ------------------------------------------------------------------ input stage
+        # The beat is registered (``s1``), then its byte count and word sums are reduced over
+        # ``sum_stages`` registered stages (two adder levels each) before it is written.
+        sum_stages = max(1, ((B // 2 - 1).bit_length() + 1) // 2)
+        margin = sum_stages + 3  # beats that may still arrive once ``admit`` falls
         desc_layout = data.StructLayout({
             "hdr": 8 * _HDR, "len": 16, "total": 32, "start": SP + 1, "eop": 1, "idx": 16,
         })
-        desc_depth = 8
+        desc_depth = 16
         m.submodules.desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=desc_depth)
 
         wr_start = Signal(SP + 1)  # first word of the frame being received
+        wr_cur = Signal(SP + 1)  # word the next beat goes to (wr_start + beats written)
         rd_ptr = Signal(SP + 1)  # first word still needed by the merge engine
         admit = Signal()
-        s1 = Signal(beat_signature(W, 1).members["payload"].shape)
+        beat_shape = beat_signature(W, 1).members["payload"].shape
+        s1 = Signal(beat_shape)
         s1_valid = Signal()
-        s2 = Signal.like(s1)
-        s2_valid = Signal()
-        s2_sum = Signal(16 + LB)
         beat_idx = Signal(16)
         off = Signal(20)
+        room = Signal(20, init=self.max_frame)  # max_frame - off
         dropping = Signal()
         acc = Signal(32)
         capture = Signal(8 * _HDR)
@@ -241,20 +246,34 @@ class LroEngine(wiring.Component):
 
         fire = self.i.valid & self.i.ready
         m.d.comb += self.i.ready.eq(admit)
-        m.d.sync += [s1_valid.eq(fire), s2_valid.eq(s1_valid), s2.eq(s1)]
+        m.d.sync += s1_valid.eq(fire)
         with m.If(fire):
             m.d.sync += s1.eq(self.i.payload)
         masked = Cat(*(Mux(s1.keep[k], _byte(s1.data, k), 0) for k in range(B)))
-        m.d.sync += s2_sum.eq(_word_sum(masked, 0, B // 2))
+        terms = [be_bytes(masked, 2 * k, 2) for k in range(B // 2)]
+        pipe_beat, pipe_valid = s1, s1_valid
+        pipe_nb = None
+        for n in range(sum_stages):
+            groups = [_tree_sum(terms[k:k + 4]) for k in range(0, len(terms), 4)]
+            regs_ = [Signal(16 + LB, name=f"in_sum{n}_{k}") for k in range(len(groups))]
+            beat_n = Signal(beat_shape, name=f"in_beat{n}")
+            valid_n = Signal(name=f"in_valid{n}")
+            nb_n = Signal(range(B + 1), name=f"in_nbytes{n}")
+            m.d.sync += [*(r.eq(g) for r, g in zip(regs_, groups, strict=True)),
+                         beat_n.eq(pipe_beat), valid_n.eq(pipe_valid),
+                         nb_n.eq(sum(s1.keep[k] for k in range(B)) if pipe_nb is None
+                                 else pipe_nb)]
+            terms, pipe_beat, pipe_valid, pipe_nb = regs_, beat_n, valid_n, nb_n
+        s2, s2_valid, nbytes = pipe_beat, pipe_valid, pipe_nb
+        s2_sum = Signal(16 + LB)
+        m.d.comb += s2_sum.eq(_tree_sum(terms))
 
         used = Signal(SP + 1)
-        m.d.comb += used.eq(wr_start + beat_idx - rd_ptr)
-        m.d.sync += admit.eq((used + 4 < stage_words) & (desc.level + 4 < desc_depth))
+        m.d.comb += used.eq(wr_cur - rd_ptr)
+        m.d.sync += admit.eq((used < stage_words - margin) & (desc.level < desc_depth - margin))
 
-        nbytes = Signal(range(B + 1))
-        m.d.comb += nbytes.eq(sum(s2.keep[k] for k in range(B)))
         over = Signal()
-        m.d.comb += over.eq(dropping | (off + nbytes > self.max_frame))
+        m.d.comb += over.eq(dropping | (nbytes > room))
         hdr_now = Signal(8 * _HDR)
         chunks = []
         for c in range(max(1, _HDR // B)):
@@ -270,36 +289,43 @@ class LroEngine(wiring.Component):
             d_in.eop.eq(s2.user[0]),
             d_in.idx.eq(in_idx),
             desc.w_data.eq(d_in.as_value()),
-            st_w.addr.eq((wr_start + beat_idx)[:SP]),
+            st_w.addr.eq(wr_cur[:SP]),
             st_w.data.eq(s2.data),
         ]
         with m.If(s2_valid):
             m.d.comb += st_w.en.eq(~over)
             m.d.sync += capture.eq(hdr_now)
             with m.If(s2.last):
-                m.d.sync += [off.eq(0), beat_idx.eq(0), dropping.eq(0), acc.eq(0),
+                m.d.sync += [off.eq(0), room.eq(self.max_frame), beat_idx.eq(0),
+                             dropping.eq(0), acc.eq(0),
                              in_idx.eq(in_idx + 1), cnt["FRAMES_IN"].eq(cnt["FRAMES_IN"] + 1)]
                 m.d.comb += desc.w_en.eq(1)
                 with m.If(over):
-                    m.d.sync += cnt["DROP_OVERSIZE"].eq(cnt["DROP_OVERSIZE"] + 1)
+                    m.d.sync += [cnt["DROP_OVERSIZE"].eq(cnt["DROP_OVERSIZE"] + 1),
+                                 wr_cur.eq(wr_start)]
                 with m.Else():
-                    m.d.sync += wr_start.eq(wr_start + beat_idx + 1)
+                    m.d.sync += [wr_start.eq(wr_cur + 1), wr_cur.eq(wr_cur + 1)]
             with m.Else():
-                m.d.sync += [off.eq(off + nbytes), dropping.eq(over), acc.eq(acc + s2_sum)]
-                with m.If(~over):
-                    m.d.sync += beat_idx.eq(beat_idx + 1)
+                m.d.sync += [off.eq(off + nbytes), room.eq(room - nbytes), dropping.eq(over),
+                             acc.eq(acc + s2_sum)]
+                with m.If(over):
+                    m.d.sync += wr_cur.eq(wr_start)
+                with m.Else():
+                    m.d.sync += [beat_idx.eq(beat_idx + 1), wr_cur.eq(wr_cur + 1)]
 
         # ------------------------------------------------------------------ parse stages
         pcur = Signal(desc_layout)  # the frame the parser works on
         h = pcur.hdr
-        cur_layout = data.StructLayout({"len": 16, "start": SP + 1, "eop": 1, "idx": 16})
-        nxt = Signal(cur_layout)  # parsed frame waiting for the merge engine
+        # ``end``: one past the frame's last staging word.
+        cur_layout = data.StructLayout({"len": 16, "start": SP + 1, "end": SP + 1, "eop": 1,
+                                        "idx": 16})
         cur = Signal(cur_layout)  # frame the merge engine works on
         size = cur.len
 
         # Parser: a pipeline of seven stages from a descriptor to the fields, sums and verdicts
-        # the merge engine needs (``fn``, ``nxt``), waiting in a slot until taken. The whole
-        # pipeline stalls while the slot is full. Sums stay wide until their last stage and are
+        # the merge engine needs, which wait in a FIFO (``pq``) until the engine is done with
+        # the frame before. The pipeline never stalls: a descriptor enters it only while the
+        # FIFO has room for everything in flight. Sums stay wide until their last stage and are
         # negated as ``C - sum`` (``C`` a multiple of 0xFFFF), so that each stage has at most
         # three adders in series.
         f_fields = (
@@ -307,29 +333,39 @@ class LroEngine(wiring.Component):
             ("pay_off", 7), ("pay_len", 17), ("flags", 8), ("df", 1), ("addr_sum", 16),
             ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16), ("seq", 32), ("ack", 32),
             ("flag_word", 32), ("opts", 320), ("ip_word", 17), ("ip_id", 16),
-            ("key", _KEY_BITS))
-        f = {name: Signal(w, name=f"f_{name}") for name, w in f_fields}
-        fn = {name: Signal(w, name=f"fn_{name}") for name, w in f_fields}
-        slot = Signal()  # fn and nxt hold a parsed frame
-        take = Signal()  # the merge engine takes the slot in this cycle
-        adv = Signal()
-        m.d.comb += adv.eq(~slot | take)
+            ("key", _KEY_BITS),
+            # For a merge: pay_len - 1 + B and + 2B; the staging word of the payload.
+            ("plm_b1", 18), ("plm_b2", 18), ("c_src", SP + 1))
+        pq_layout = data.StructLayout({**dict(f_fields), "meta": cur_layout})
+        pq_depth = 16
+        m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
+        pq_out = data.View(pq_layout, pq.r_data)
+        fn = {name: pq_out[name] for name, _ in f_fields}
+        nxt = pq_out.meta
+        slot = Signal()  # the FIFO holds a parsed frame for the engine
+        m.d.comb += slot.eq(pq.r_rdy)
+        pop = Signal()  # the engine is done with the frame's fields
+        m.d.comb += pq.r_en.eq(pop)
         stages = 7
+        inflight = Signal(range(pq_depth + 1))  # frames in the pipeline and the FIFO
+        enter = Signal()
+        m.d.comb += [enter.eq(desc.r_rdy & (inflight < pq_depth)), desc.r_en.eq(enter)]
+        m.d.sync += inflight.eq(inflight + enter - (pop & slot))
         valid_at = [Signal(name=f"pv{k}") for k in range(stages)]
         meta_at = [Signal(cur_layout, name=f"pmeta{k}") for k in range(stages)]
-        with m.If(adv):
-            m.d.comb += desc.r_en.eq(1)
-            m.d.sync += [pcur.eq(desc.r_data), valid_at[0].eq(desc.r_rdy)]
-            view = data.View(desc_layout, desc.r_data)
-            m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
-                         meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
-            for k in range(1, stages):
-                m.d.sync += [valid_at[k].eq(valid_at[k - 1]), meta_at[k].eq(meta_at[k - 1])]
+        m.d.sync += [pcur.eq(desc.r_data), valid_at[0].eq(enter)]
+        view = data.View(desc_layout, desc.r_data)
+        m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
+                     meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
+        for k in range(1, stages):
+            m.d.sync += [valid_at[k].eq(valid_at[k - 1]), meta_at[k].eq(meta_at[k - 1])]
+        # The frame's staging words (in stage 1), then its end (in stage 2).
+        m.d.sync += [meta_at[1].end.eq((meta_at[0].len + B - 1) >> LB),
+                     meta_at[2].end.eq(meta_at[1].start + meta_at[1].end)]
 
         def stage(k, pairs):
-            """Registers of stage ``k``: (signal, value) pairs, loaded when the pipeline moves."""
-            with m.If(adv):
-                m.d.sync += [sig.eq(value) for sig, value in pairs]
+            """Registers of stage ``k``: (signal, value) pairs."""
+            m.d.sync += [sig.eq(value) for sig, value in pairs]
 
         def regs(prefix, **widths):
             return {name: Signal(w, name=f"{prefix}_{name}") for name, w in widths.items()}
@@ -511,23 +547,28 @@ class LroEngine(wiring.Component):
         csum_ok = finish(s6["verify"]) == 0xFFFF
         seg = (((v["elig4"] & s6["ip_ok"]) | v["base6"]) & (v["never"] | csum_ok)
                & v["size_ok"])
-        with m.If(take):
-            m.d.sync += slot.eq(0)
-        with m.If(adv & valid_at[6]):
-            m.d.sync += [
-                slot.eq(1), nxt.eq(meta_at[6]),
-                fn["seg"].eq(seg), fn["key_valid"].eq(v["key_valid"]),
-                fn["never_hold"].eq(v["never"]), fn["v6"].eq(s2_hold["is6"]),
-                fn["l3"].eq(s2_hold["l3"]), fn["l4"].eq(v["l4"]),
-                fn["pay_off"].eq(v["pay_off"]), fn["pay_len"].eq(v["pay_len"]),
-                fn["flags"].eq(s2_hold["flag_word"][16:24]), fn["df"].eq(s2_hold["frag"][14]),
-                fn["addr_sum"].eq(s6["addr"]), fn["ip_base"].eq(s6["ip_base"]),
-                fn["tcp_base"].eq(s6["tcp_base"]), fn["pay_sum"].eq(finish(s6["pay"])),
-                fn["seq"].eq(s2_hold["seq"]), fn["ack"].eq(s2_hold["ack"]),
-                fn["flag_word"].eq(s2_hold["flag_word"]), fn["opts"].eq(s2_hold["opts"]),
-                fn["ip_word"].eq(s2_hold["ip_word"]), fn["ip_id"].eq(s2_hold["ip_id"]),
-                fn["key"].eq(s2_hold["key"]),
-            ]
+        # Stage 7: verdicts and the merge's offsets, registered on their way into the FIFO.
+        pw = Signal(pq_layout)
+        pw_valid = Signal()
+        plm = Signal(18)
+        m.d.comb += plm.eq(v["pay_len"] - 1)
+        m.d.sync += [
+            pw_valid.eq(valid_at[6]), pw.meta.eq(meta_at[6]),
+            pw.seg.eq(seg), pw.key_valid.eq(v["key_valid"]),
+            pw.never_hold.eq(v["never"]), pw.v6.eq(s2_hold["is6"]),
+            pw.l3.eq(s2_hold["l3"]), pw.l4.eq(v["l4"]),
+            pw.pay_off.eq(v["pay_off"]), pw.pay_len.eq(v["pay_len"]),
+            pw.flags.eq(s2_hold["flag_word"][16:24]), pw.df.eq(s2_hold["frag"][14]),
+            pw.addr_sum.eq(s6["addr"]), pw.ip_base.eq(s6["ip_base"]),
+            pw.tcp_base.eq(s6["tcp_base"]), pw.pay_sum.eq(finish(s6["pay"])),
+            pw.seq.eq(s2_hold["seq"]), pw.ack.eq(s2_hold["ack"]),
+            pw.flag_word.eq(s2_hold["flag_word"]), pw.opts.eq(s2_hold["opts"]),
+            pw.ip_word.eq(s2_hold["ip_word"]), pw.ip_id.eq(s2_hold["ip_id"]),
+            pw.key.eq(s2_hold["key"]),
+            pw.plm_b1.eq(plm + B), pw.plm_b2.eq(plm + 2 * B),
+            pw.c_src.eq(meta_at[6].start + (v["pay_off"] >> LB)),
+        ]
+        m.d.comb += [pq.w_data.eq(pw.as_value()), pq.w_en.eq(pw_valid)]
 
         # ------------------------------------------------------------------ contexts
         Ctx = _ctx_layout(SP)
@@ -554,6 +595,8 @@ class LroEngine(wiring.Component):
 
         hit = Signal(N)
         ok = Signal(N)
+        fsm_act = Signal()
+        fsm_deliver = Signal()
         max_held = self.max_bytes + _ETH
 
         # ------------------------------------------------------------------ engines
@@ -605,7 +648,7 @@ class LroEngine(wiring.Component):
 
         # Copy: staging words into a context region, shifted by ``c_r`` bytes.
         c_busy = Signal()
-        c_src = Signal(SP + 1)
+        c_addr = Signal(SP + 1)  # staging word read next
         c_j = Signal(16)
         c_n = Signal(16)
         c_r = Signal(LB + 1)
@@ -619,7 +662,7 @@ class LroEngine(wiring.Component):
         c_issue = Signal()
         m.d.comb += c_issue.eq(c_busy & (c_j != c_n))
         with m.If(c_issue):
-            m.d.sync += c_j.eq(c_j + 1)
+            m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1)]
         m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j)]
         with m.If(c_v1):
             m.d.sync += prev.eq(st_r.data)
@@ -669,7 +712,7 @@ class LroEngine(wiring.Component):
                 rg_w.en.eq(lanes),
             ]
         m.d.comb += [
-            st_r.addr.eq(Mux(c_busy, (c_src + c_j)[:SP], o_addr[:SP])),
+            st_r.addr.eq(Mux(c_busy, c_addr[:SP], o_addr[:SP])),
             st_r.en.eq(Mux(c_busy, c_issue, issue & ~o_region)),
             rg_r.addr.eq(o_addr[:RP + CP] if N > 1 else o_addr[:RP]),
             rg_r.en.eq(issue & o_region),
@@ -689,11 +732,19 @@ class LroEngine(wiring.Component):
         d_ip_len = Signal(16)
         d_tcp_len = Signal(16)
         d_ip_csum = Signal(16)
-        d_ip_raw = Signal(17)
-        d_tcp_raw = Signal(19)
         d_tcp_csum = Signal(16)
+        d_pay = Signal(17)
+        d_t1 = Signal(18)
+        d_a = Signal(18)
+        d_b = Signal(19)
+        d_ip_raw = Signal(17)
+        d_tcp_raw = Signal(20)
+        d_ip_f1 = Signal(17)
+        d_tcp_f1 = Signal(17)
+        d_pos = [Signal(7, name=f"d_pos{k}") for k in range(4)]
         d_step = Signal(2)
         idx_now = Signal(16)
+        m_held = Signal(17)  # held bytes of the context a merge goes to
 
         # Timeout: each context's age tested in its own cycle, then the oldest one's; the
         # merge engine acts on it after two cycles in "Wait" (contexts unchanged since).
@@ -718,31 +769,53 @@ class LroEngine(wiring.Component):
                 o_user.eq(user),
             ]
 
-        # Lookup of the parsed frame: every context compares itself with it.
-        with m.If(slot):
-            for i, c in enumerate(ctx):
-                id_off = Signal(16, name=f"id_off{i}")
-                m.d.comb += id_off.eq(fn["ip_id"] - c.ip_id)
-                fixed = c.fixed_id | ((c.count == 1) & (id_off == 0) & fn["df"])
-                id_ok = fn["v6"] | Mux(fixed, id_off == 0, id_off == c.count)
-                rules = Cat(
-                    ~fn["flags"][7],
-                    ((fn["flag_word"] ^ c.flag_word) & _FLAG_MASK) == 0,
-                    fn["ack"] == c.ack,
-                    fn["opts"] == c.opts,
-                    fn["ip_word"] == c.ip_word,
-                    id_ok,
-                    (fn["pay_len"] != 0) & (fn["pay_len"] <= c.mss),
-                    fn["seq"] == c.next_seq,
-                    ~fn["never_hold"],
-                    c.held_len + fn["pay_len"] <= max_held,
-                )
-                m.d.sync += [hit[i].eq(c.valid & fn["key_valid"] & (fn["key"] == c.key)),
-                             ok[i].eq(rules.all())]
+        # Lookup of the frame at the head of the FIFO, in two registered steps: every context
+        # compares its fields with the frame's in 32-bit pieces and tests its counters (step
+        # A), then the results are combined (step B, into ``hit``, ``ok`` and ``short``). The
+        # engine takes a frame only when neither the contexts nor the FIFO's head changed in
+        # the cycle before (``quiet``; a head that just arrived counts as a change): "Decide" then sees the lookup of the contexts as they
+        # are.
+        def pieces(a, b, tag):
+            eq = [(a[lo:lo + 32] == b[lo:lo + 32]) for lo in range(0, len(a), 32)]
+            reg = Signal(len(eq), name=tag)
+            m.d.sync += reg.eq(Cat(*eq))
+            return reg
+
+        short = Signal(N)
+        fn_rules = Cat(fn["flag_word"] & _FLAG_MASK, fn["ack"], fn["opts"], fn["ip_word"],
+                       fn["seq"])
+        for i, c in enumerate(ctx):
+            a_key = pieces(fn["key"], c.key, f"a_key{i}")
+            a_rule = pieces(fn_rules, Cat(c.flag_word & _FLAG_MASK, c.ack, c.opts, c.ip_word,
+                                          c.next_seq), f"a_rule{i}")
+            a = {name: Signal(name=f"a_{name}{i}") for name in (
+                "valid", "id0", "idc", "cnt1", "fixed", "mss", "short", "room")}
+            id_off = Signal(16, name=f"id_off{i}")
+            m.d.comb += id_off.eq(fn["ip_id"] - c.ip_id)
+            m.d.sync += [
+                a["valid"].eq(c.valid & fn["key_valid"]),
+                a["id0"].eq(fn["ip_id"] == c.ip_id),
+                a["idc"].eq(id_off == c.count),
+                a["cnt1"].eq(c.count == 1),
+                a["fixed"].eq(c.fixed_id),
+                a["mss"].eq(fn["pay_len"] <= c.mss),
+                a["short"].eq(fn["pay_len"] < c.mss),
+                a["room"].eq(~c.room[17] & (fn["pay_len"] <= c.room[:17])),
+            ]
+            fixed = a["fixed"] | (a["cnt1"] & a["id0"] & fn["df"])
+            id_ok = fn["v6"] | Mux(fixed, a["id0"], a["idc"])
+            rules = Cat(~fn["flags"][7], a_rule.all(), id_ok, fn["pay_len"] != 0, a["mss"],
+                        ~fn["never_hold"], a["room"])
+            m.d.sync += [hit[i].eq(a["valid"] & a_key.all()), ok[i].eq(rules.all()),
+                         short[i].eq(a["short"])]
+        changed = Signal()
+        quiet = Signal()
+        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot)
+        m.d.sync += quiet.eq(~changed)
 
         def release():
             """Free the frame's staging words; end the poll or wait for the next frame."""
-            m.d.sync += rd_ptr.eq(cur.start + ((size + B - 1) >> LB))
+            m.d.sync += rd_ptr.eq(cur.end)
             with m.If(cur.eop):
                 m.next = "Flush"
             with m.Else():
@@ -755,25 +828,22 @@ class LroEngine(wiring.Component):
                 with m.If(expired):
                     m.d.sync += [d_ctx.eq(oldest), ret.eq(R_WAIT)]
                     m.next = "Deliver"
-                with m.Elif(slot & ~expired_r):
-                    m.d.comb += take.eq(1)
+                with m.Elif(slot & ~expired_r & quiet):
                     m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
-                    m.d.sync += [f[name].eq(fn[name]) for name in f]
                     m.next = "Decide"
             with m.State("Decide"):
                 hit_idx = Signal(CP)
                 for i in range(N):
                     with m.If(hit[i]):
                         m.d.comb += hit_idx.eq(i)
-                merge_ok = f["seg"] & hit.any() & (ok & hit).any()
-                holdable = (f["seg"] & ~f["never_hold"] & (f["pay_len"] != 0)
-                            & ((f["flags"] & _END) == 0))
-                m.d.sync += [sel.eq(hit_idx), post.eq(0)]
+                merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
+                holdable = (fn["seg"] & ~fn["never_hold"] & (fn["pay_len"] != 0)
+                            & ((fn["flags"] & _END) == 0))
+                m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx))]
                 with m.If(merge_ok):
                     m.d.sync += [
                         act.eq(A_MERGE),
-                        post.eq((f["pay_len"] < pick("mss", hit_idx))
-                                | ((f["flags"] & _END) != 0)),
+                        post.eq(Array(short)[hit_idx] | ((fn["flags"] & _END) != 0)),
                     ]
                     m.next = "Act"
                 with m.Else():
@@ -796,64 +866,74 @@ class LroEngine(wiring.Component):
                     with m.Case(A_SINGLE):
                         with m.If(~o_busy):
                             start_out(0, cur.start, size, user1)
+                            m.d.comb += pop.eq(1)
                             m.next = "Out"
                     with m.Case(A_HOLD):
                         with m.If(~(o_busy & o_region & (o_rctx == sel))):
                             for i, c in enumerate(ctx):
                                 with m.If(sel == i):
                                     m.d.sync += [
-                                        c.valid.eq(1), c.key.eq(f["key"]),
-                                        c.flag_word.eq(f["flag_word"]), c.ack.eq(f["ack"]),
-                                        c.opts.eq(f["opts"]), c.ip_word.eq(f["ip_word"]),
-                                        c.ip_id.eq(f["ip_id"]), c.fixed_id.eq(0), c.count.eq(1),
-                                        c.mss.eq(f["pay_len"]),
-                                        c.next_seq.eq(f["seq"] + f["pay_len"]),
-                                        c.held_len.eq(size), c.end_flags.eq(0),
-                                        c.flags.eq(f["flags"]), c.v6.eq(f["v6"]),
-                                        c.l3.eq(f["l3"]), c.l4.eq(f["l4"]),
-                                        c.addr_sum.eq(f["addr_sum"]), c.ip_base.eq(f["ip_base"]),
-                                        c.tcp_base.eq(f["tcp_base"]), c.pay_sum.eq(f["pay_sum"]),
+                                        c.valid.eq(1), c.key.eq(fn["key"]),
+                                        c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
+                                        c.opts.eq(fn["opts"]), c.ip_word.eq(fn["ip_word"]),
+                                        c.ip_id.eq(fn["ip_id"]), c.fixed_id.eq(0),
+                                        c.count.eq(1), c.mss.eq(fn["pay_len"]),
+                                        c.next_seq.eq(fn["seq"] + fn["pay_len"]),
+                                        c.held_len.eq(size), c.room.eq(max_held - size),
+                                        c.end_flags.eq(0),
+                                        c.flags.eq(fn["flags"]), c.v6.eq(fn["v6"]),
+                                        c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
+                                        c.addr_sum.eq(fn["addr_sum"]),
+                                        c.ip_base.eq(fn["ip_base"]),
+                                        c.tcp_base.eq(fn["tcp_base"]),
+                                        c.pay_sum.eq(fn["pay_sum"]),
                                         c.t_first.eq(now),
                                     ]
                                     for j in range(N):
                                         if j != i:
                                             m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
                             m.d.sync += [
-                                c_busy.eq(1), c_src.eq(cur.start), c_j.eq(0),
+                                c_busy.eq(1), c_addr.eq(cur.start), c_j.eq(0),
                                 c_n.eq((size + B - 1) >> LB), c_r.eq(0), c_base.eq(0),
                                 c_lo.eq(0), c_hi.eq(size), c_ctx.eq(sel),
                             ]
+                            m.d.comb += pop.eq(1)
                             m.next = "Copy"
                     with m.Case(A_MERGE):
-                        held = Signal(17)
-                        m.d.comb += held.eq(pick("held_len", sel))
-                        s_off = f["pay_off"]
-                        diff = Signal(17)
-                        m.d.comb += diff.eq(held - s_off)
-                        base = Signal(17)
-                        m.d.comb += base.eq((s_off >> LB) + (diff >> LB))
+                        # The payload starts at byte ``pay_off`` of its staging words and goes
+                        # to byte ``m_held`` of the region: lanes shift by the difference of
+                        # the two offsets within a word.
+                        s_off = fn["pay_off"]
+                        h_lane = m_held[:LB] if LB else Const(0, 1)
+                        s_lane = s_off[:LB] if LB else Const(0, 1)
+                        borrow = Signal()
+                        m.d.comb += borrow.eq(h_lane < s_lane)
                         hi = Signal(17)
-                        m.d.comb += hi.eq(held + f["pay_len"])
+                        m.d.comb += hi.eq(m_held + fn["pay_len"])
                         m.d.sync += [
-                            c_busy.eq(1), c_src.eq(cur.start + (s_off >> LB)), c_j.eq(0),
-                            c_n.eq(((hi - 1) >> LB) - base + 1),
-                            c_r.eq(diff[:LB] if LB else 0), c_base.eq(base),
-                            c_lo.eq(held), c_hi.eq(hi), c_ctx.eq(sel),
+                            c_busy.eq(1), c_addr.eq(fn["c_src"]), c_j.eq(0),
+                            c_n.eq((h_lane + Mux(borrow, fn["plm_b2"], fn["plm_b1"])) >> LB),
+                            c_r.eq((h_lane - s_lane)[:LB] if LB else 0),
+                            c_base.eq((m_held >> LB) - borrow),
+                            c_lo.eq(m_held), c_hi.eq(hi), c_ctx.eq(sel),
                         ]
-                        seg_sum = f["pay_sum"]
-                        swapped = Mux(held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)
+                        seg_sum = fn["pay_sum"]
+                        swapped = Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)
                         for i, c in enumerate(ctx):
                             with m.If(sel == i):
                                 m.d.sync += [
                                     c.count.eq(c.count + 1),
-                                    c.next_seq.eq(c.next_seq + f["pay_len"]),
+                                    c.next_seq.eq(c.next_seq + fn["pay_len"]),
                                     c.held_len.eq(hi),
-                                    c.end_flags.eq(c.end_flags | (f["flags"] & 0x09)),
-                                    c.pay_sum.eq(_fold(c.pay_sum + swapped)),
+                                    c.room.eq(c.room - fn["pay_len"]),
+                                    c.end_flags.eq(c.end_flags | (fn["flags"] & 0x09)),
+                                    c.pay_sum.eq(c.pay_sum + swapped),
                                 ]
-                                with m.If((c.count == 1) & ~f["v6"] & (f["ip_id"] == c.ip_id)):
+                                with m.If((c.count == 1) & ~fn["v6"]
+                                          & (fn["ip_id"] == c.ip_id)):
                                     m.d.sync += c.fixed_id.eq(1)
                         m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
+                        m.d.comb += pop.eq(1)
                         m.next = "Copy"
             with m.State("Copy"):
                 # Leave once every read is issued; the last write lands in the next cycle,
@@ -878,7 +958,9 @@ class LroEngine(wiring.Component):
                 with m.Else():
                     m.next = "Wait"
 
-            # Delivery of context ``d_ctx``: patch the header fields, then read it out.
+            # Delivery of context ``d_ctx``: the new header fields in registered steps of one
+            # adder each, then the patches, then the read-out. The checksums are ones'-
+            # complement sums of everything; they are folded to 16 bits at the end only.
             with m.State("Deliver"):
                 for name, sig in dsel.items():
                     m.d.sync += sig.eq(pick(name, d_ctx))
@@ -889,37 +971,57 @@ class LroEngine(wiring.Component):
             with m.State("Deliver Sums"):
                 tcp_len = (dsel["held_len"] - dsel["l4"])[:16]
                 ip_len = (dsel["held_len"] - dsel["l3"])[:16]
-                flags_add = dsel["end_flags"] & ~dsel["flags"]
+                # end_flags has PSH and FIN only: adding 6 (the pseudo-header's protocol) is
+                # an OR.
+                flags_add6 = (dsel["end_flags"] & ~dsel["flags"] & 0x09) | 6
                 m.d.sync += [
                     d_ip_len.eq(Mux(dsel["v6"], tcp_len, ip_len)),
                     d_tcp_len.eq(tcp_len),
-                    d_ip_raw.eq(dsel["ip_base"] + ip_len),
-                    d_tcp_raw.eq((dsel["addr_sum"] + 6 + tcp_len)
-                                 + (dsel["tcp_base"] + flags_add + dsel["pay_sum"])),
+                    d_pay.eq(dsel["pay_sum"][:16] + dsel["pay_sum"][16:]),
+                    d_t1.eq(dsel["tcp_base"] + flags_add6),
+                    d_pos[0].eq(dsel["l3"] + Mux(dsel["v6"], 4, 2)),
+                    d_pos[1].eq(dsel["l3"] + 10),
+                    d_pos[2].eq(dsel["l4"] + 13),
+                    d_pos[3].eq(dsel["l4"] + 16),
                     d_step.eq(0),
                 ]
-                m.next = "Deliver Fold"
-            with m.State("Deliver Fold"):
-                m.d.sync += [d_ip_csum.eq(~_fold(d_ip_raw)), d_tcp_csum.eq(~_fold(d_tcp_raw))]
                 with m.If(dsel["count"] == 1):
                     m.next = "Read Out"
                 with m.Else():
-                    m.next = "Patch"
+                    m.next = "Deliver Sums 2"
+            with m.State("Deliver Sums 2"):
+                m.d.sync += [
+                    d_a.eq(dsel["addr_sum"] + d_tcp_len),
+                    d_b.eq(d_t1 + d_pay),
+                    d_ip_raw.eq(dsel["ip_base"] + d_ip_len),
+                ]
+                m.next = "Deliver Sums 3"
+            with m.State("Deliver Sums 3"):
+                m.d.sync += [
+                    d_tcp_raw.eq(d_a + d_b),
+                    d_ip_f1.eq(d_ip_raw[:16] + d_ip_raw[16]),
+                ]
+                m.next = "Deliver Fold"
+            with m.State("Deliver Fold"):
+                m.d.sync += [
+                    d_tcp_f1.eq(d_tcp_raw[:16] + d_tcp_raw[16:]),
+                    d_ip_csum.eq(~(d_ip_f1[:16] + d_ip_f1[16])),
+                ]
+                m.next = "Deliver Fold 2"
+            with m.State("Deliver Fold 2"):
+                m.d.sync += d_tcp_csum.eq(~(d_tcp_f1[:16] + d_tcp_f1[16]))
+                m.next = "Patch"
             with m.State("Patch"):
-                m.d.comb += [p_en.eq(1), p_ctx.eq(d_ctx)]
+                m.d.comb += [p_en.eq(1), p_ctx.eq(d_ctx), p_pos.eq(Array(d_pos)[d_step])]
                 with m.Switch(d_step):
                     with m.Case(0):
-                        m.d.comb += [p_pos.eq(dsel["l3"] + Mux(dsel["v6"], 4, 2)),
-                                     p_val.eq(d_ip_len), p_two.eq(1)]
+                        m.d.comb += [p_val.eq(d_ip_len), p_two.eq(1)]
                     with m.Case(1):
-                        m.d.comb += [p_pos.eq(dsel["l3"] + 10), p_val.eq(d_ip_csum),
-                                     p_two.eq(1), p_en.eq(~dsel["v6"])]
+                        m.d.comb += [p_val.eq(d_ip_csum), p_two.eq(1), p_en.eq(~dsel["v6"])]
                     with m.Case(2):
-                        m.d.comb += [p_pos.eq(dsel["l4"] + 13),
-                                     p_val.eq(dsel["flags"] | dsel["end_flags"]), p_two.eq(0)]
+                        m.d.comb += [p_val.eq(dsel["flags"] | dsel["end_flags"]), p_two.eq(0)]
                     with m.Case(3):
-                        m.d.comb += [p_pos.eq(dsel["l4"] + 16), p_val.eq(d_tcp_csum),
-                                     p_two.eq(1)]
+                        m.d.comb += [p_val.eq(d_tcp_csum), p_two.eq(1)]
                 m.d.sync += d_step.eq(d_step + 1)
                 with m.If(d_step == 3):
                     m.next = "Read Out"
@@ -941,6 +1043,7 @@ class LroEngine(wiring.Component):
                             m.next = "Flush"
                         with m.Case(R_WAIT):
                             m.next = "Wait"
+        m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver"))]
 
         with m.If(~fsm.ongoing("Wait")):
             m.d.sync += settled.eq(0)
