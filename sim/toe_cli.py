@@ -43,8 +43,9 @@ def serve(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds "
                                                         "(default: until Ctrl-C).")] = None,
     backend: Annotated[str, typer.Option(help="model (golden reference) or rtl (the "
-                                              "gateware in Amaranth's simulator: ARP and "
-                                              "ping only so far).")] = "model",
+                                              "gateware, front end and session engine, in "
+                                              "Amaranth's simulator: about a thousand times "
+                                              "slower than the hardware).")] = "model",
     sessions: Annotated[int, typer.Option(help="Session table size (1 to 1024).")] = 64,
     drop: Annotated[float, typer.Option(help="Probability to drop a frame (both "
                                              "directions).")] = 0.0,
@@ -91,16 +92,18 @@ def serve(
                                      max_half_open=max(1, min(16, sessions))))
     except TcpError as e:
         _fail(f"{e}.")
-    apps = [EchoApp(engine, p) if echo else SinkApp(engine, p) for p in port]
     if backend == "rtl":
-        from nicsim.hw.toe.rtl_engine import RtlFrontEnd
+        from nicsim.hw.toe.rtl_engine import RtlEngine
 
-        # The gateware has the front end only: it answers ARP and ping, TCP is counted.
-        err_console.print("--backend rtl: the RTL engine answers ARP and ICMP echo; its TCP "
-                          "session engine is not built yet, so TCP connections are refused "
-                          "(RST).", highlight=False)
-        engine = RtlFrontEnd(bytes.fromhex("020000000002"), engine_ip)
-        apps = []
+        if sessions > 64:
+            _fail(f"--backend rtl simulates at most 64 sessions, not {sessions}.")
+        if len(port) > 8:
+            _fail(f"--backend rtl listens on at most 8 ports, not {len(port)}.")
+        # buffers of 64 KiB per session in the simulated DRAM; engine time follows the wall
+        # clock, at most 20 ms at a time while the simulation lags behind
+        engine = RtlEngine(bytes.fromhex("020000000002"), engine_ip, sessions=sessions,
+                           buf_bits=16, tick_s=0.01, catch_up_ticks=2)
+    apps = [EchoApp(engine, p) if echo else SinkApp(engine, p) for p in port]
     impairments = [Impairment(drop, duplicate, reorder, seed),
                    Impairment(drop, duplicate, reorder, seed + 1)]
     bridge = TapBridge(engine, [AppHost(engine, apps)], host_ip=host_ip, name=netns,
@@ -114,7 +117,7 @@ def serve(
         _fail(f"{e}.")
     mode = "echo" if echo else "discard"
     if backend == "rtl":
-        mode = "ARP and ping only, not"
+        mode += ", RTL in Amaranth's simulator,"
     err_console.print(f"TCP engine {ip} ({mode} on port {', '.join(map(str, port))}) on "
                       f"tap0 in network namespace {netns}; Linux side {host_ip}.\n"
                       f"Try: ip netns exec {netns} nc {ip} {port[0]}    (Ctrl-C stops)",

@@ -264,12 +264,15 @@ class RtlEngine:
         self._sim.add_clock(_PERIOD_S)
         self._sim.add_testbench(self._work, background=True)
         self._catch_up_limit = catch_up_ticks
-        self.reset()
+        self._clear()
 
     def reset(self) -> None:
         """Back to the state after construction (gateware, memories and driver), without
         elaborating again."""
         self._sim.reset()
+        self._clear()
+
+    def _clear(self) -> None:
         self._time = 0.0
         self._done = False
         self._frames: deque[bytes] = deque()

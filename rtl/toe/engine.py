@@ -144,7 +144,9 @@ class ToeEngine(wiring.Component):
         rd = buf.read_port()
 
         header_bytes = 94 if self.sessions else _HEADER_BYTES  # with the TCP options
-        hdr = Array(Signal(8, name=f"hdr{i}") for i in range(header_bytes))
+        # byte views of one wide register (a register per byte costs the simulator more)
+        hdr_bits = Signal(8 * header_bytes)
+        hdr = [hdr_bits[8 * i:8 * i + 8] for i in range(header_bytes)]
 
         def byte(i):
             return hdr[i]
@@ -217,7 +219,8 @@ class ToeEngine(wiring.Component):
         # ---------------------------------------------------------------- header for replies
         our_mac = Const(self.mac, 48)
         our_ip = Const(self.ip, 32)
-        reply = Array(Signal(8, name=f"reply{i}") for i in range(_REPLY_BYTES))
+        reply_bits = Signal(8 * _REPLY_BYTES)
+        reply = [reply_bits[8 * i:8 * i + 8] for i in range(_REPLY_BYTES)]
 
         def mac_bytes(value):
             return [value[8 * (5 - k):8 * (6 - k)] for k in range(6)]
@@ -421,7 +424,8 @@ class ToeEngine(wiring.Component):
                     with m.If(v_learn):
                         ses.arp_learn(be(28, 4), Cat(*(hdr[27 - k] for k in range(6))))
                 with m.If(v_tcp):
-                    m.next = "T Lookup"
+                    if ses is not None:
+                        m.next = "T Lookup"
                 with m.Elif(v_drop):
                     for k in range(len(DROP_REASONS)):
                         with m.If(v_reason == k):

@@ -277,7 +277,8 @@ class SessionLogic:
         m.d.comb += self.rcv_wnd.eq(Mux(wnd[31], 0, wnd))
 
         # the TX frame: registers for the header, the buffer for the payload
-        self.txh = Array(Signal(8, name=f"txh{i}") for i in range(_TX_HEADER))
+        self.txh_bits = Signal(8 * _TX_HEADER)
+        self.txh = [self.txh_bits[8 * i:8 * i + 8] for i in range(_TX_HEADER)]
         self.x_seq = Signal(32)
         self.x_n = Signal(16)
         self.x_flags = Signal(6)
