@@ -1,14 +1,18 @@
-"""The RTL engine front end (``rtl/toe``) behind the engine interface the bridge drives.
+"""The RTL TCP engine (``rtl/toe``) behind the engine interface the bridge and the apps drive.
 
-:class:`RtlFrontEnd` runs :class:`nicsim.rtl.toe.engine.ToeEngine` in Amaranth's simulator and
-offers the methods :class:`~nicsim.hw.toe.bridge.TapBridge` calls on an engine (``receive``,
-``advance``, ``pop_tx``, ``next_deadline``, ``config.clock_hz``, ``ip``), so the Linux stack can
-talk to the gateware: ARP, ICMP echo, and a RST for every TCP connection attempt (the session
-engine is not in the gateware yet). The gateware has no timers yet, so its clock is not tied
-to the wall clock: each received frame runs the simulation until the frame is taken and the
-answer, if any, is out.
+:class:`RtlFrontEnd` runs the front end alone (:class:`nicsim.rtl.toe.engine.ToeEngine`): ARP,
+ICMP echo, and a RST for every TCP connection attempt. It has no timers, so its clock is not
+tied to the wall clock: each received frame runs the simulation until the frame is taken and
+the answer, if any, is out.
+
+:class:`RtlEngine` runs the front end with the TCP session engine
+(:class:`nicsim.rtl.toe.engine.ToeTcpEngine`) and the buffer memory the simulation provides,
+and offers the golden model's interface, so :mod:`nicsim.hw.toe.apps` and
+:class:`~nicsim.hw.toe.bridge.TapBridge` (the Linux stack as the peer) run on the gateware.
+
+Both run in Amaranth's simulator and offer the methods the bridge calls on an engine
+(``receive``, ``advance``, ``pop_tx``, ``next_deadline``, ``config.clock_hz``, ``ip``).
 """
-
 from __future__ import annotations
 
 from collections import deque

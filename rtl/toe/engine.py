@@ -17,14 +17,16 @@ output byte is the one of the golden model :class:`nicsim.hw.ref.tcp.TcpEngine`:
   (RFC 1624 eqn. 3 gives the value a full recomputation gives).
 
 * TCP: length, data offset, checksum over the pseudo-header and flags are checked as the model
-  checks them (``truncated``, ``bad_tcp_header``, ``bad_tcp_checksum``, ``bad_flags``). The
-  session engine (session table, buffers, timers, application streams) is not part of the
-  gateware yet, so every valid segment meets a closed engine: it is counted (``no_session``) and,
+  checks them (``truncated``, ``bad_tcp_header``, ``bad_tcp_checksum``, ``bad_flags``). Built
+  with ``sessions`` > 0 (:class:`ToeTcpEngine`), the session engine of
+  :mod:`nicsim.rtl.toe.sessions` takes every valid segment. Without it (``sessions=0``, the
+  design ``toe``) every valid segment meets a closed engine: it is counted (``no_session``) and,
   unless it is a RST itself, answered with the RST of RFC 9293 §3.10.7.1, exactly the model's
   answer when no port listens.
 
 Registers (32 bit, read-only): 0x00 frames in, 0x04 ARP replies, 0x08 echo replies, 0x0C RSTs
-sent, 0x10 + 4 k drops for reason ``DROP_REASONS[k]``.
+sent, 0x10 + 4 k drops for reason ``DROP_REASONS[k]``; with sessions, the session engine's
+counters follow (:meth:`nicsim.rtl.toe.sessions.SessionLogic.registers`).
 """
 
 from types import SimpleNamespace

@@ -285,12 +285,10 @@ class SessionLogic:
         self.x_kind = Signal(2)  # 0 control, 1 new data at snd_nxt, 2 SYN, 3 retransmission
         self.x_ws = Signal()  # window scale option (SYN segments)
         self.x_hlen = Signal(7)
-        self.x_i = Signal(16)
         self.x_sum = Signal(32)
         self.x_win = Signal(16)
         self.x_ret = Signal(3)
         self.p_valid = Signal()
-        self.p_off = Signal(14)
         self.o_beat = Signal(range(9216 // self.nb + 2))
         self.o_last = Signal(range(9216 // self.nb + 2))
         self.o_keep = Signal(self.nb)
@@ -305,9 +303,7 @@ class SessionLogic:
         self.c_n = Signal(32)
         self.c_k = Signal(32)
         self.next_port = Signal(16, init=49152)
-        self.isn = Signal(32)
         self.arp_req = Signal()  # send an ARP request for t.peer_ip after the store
-        self.scan_mode = Signal()  # the TCB was loaded by the timer scan
         self.m_r = Signal(17)  # RTT sample
         self.acked = Signal(32)
         self.win_changed = Signal()
@@ -392,14 +388,12 @@ class SessionLogic:
         m, e = self.m, self.e
         with m.If(self.scan_pending):
             m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
-            m.d.sync += self.scan_mode.eq(1)
             m.next = "M Load"
         with m.Elif(e.cmd.valid):
             m.d.comb += e.cmd.ready.eq(1)
             p = e.cmd.payload
             m.d.sync += [self.c_op.eq(p.op), self.sid.eq(p.sid), self.c_ip.eq(p.ip),
-                         self.c_port.eq(p.port), self.c_len.eq(p.length), self.r.eq(0),
-                         self.scan_mode.eq(0)]
+                         self.c_port.eq(p.port), self.c_len.eq(p.length), self.r.eq(0)]
             m.d.comb += self.tcb_r.addr.eq(p.sid)
             m.next = "C Load"
 
@@ -436,7 +430,7 @@ class SessionLogic:
             req = self.table.req
             m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
                          req.payload.key.eq(self.key)]
-            m.d.sync += [self.scan_mode.eq(0), self.notes.eq(0)]
+            m.d.sync += self.notes.eq(0)
             with m.If(req.ready):
                 m.next = "T Lookup Wait"
         with m.State("T Lookup Wait"):
@@ -1206,7 +1200,7 @@ class SessionLogic:
         with m.State("X Start"):
             is_syn = self.x_flags[1]
             is_rst = self.x_flags[2]
-            m.d.sync += [fe.ip_id.eq(fe.ip_id + 1), self.x_i.eq(0), self.x_sum.eq(0),
+            m.d.sync += [fe.ip_id.eq(fe.ip_id + 1), self.x_sum.eq(0),
                          self.p_valid.eq(0), sdrop("segments_out"),
                          self.x_hlen.eq(Mux(is_syn, Mux(self.x_ws, 62, 58), 54))]
             with m.If(self.x_flags[4] & ~is_syn):
