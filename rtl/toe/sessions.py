@@ -49,7 +49,11 @@ Application streams (after fpga-network-stack): ``cmd`` (``op``, ``sid``, ``ip``
 ``length``) gets one ``resp`` (``ok``, ``sid``, ``value``, ``state``, ``port``, ``peer_ip``,
 ``peer_port``, ``eof``) each; ``RECV`` answers with the number of bytes ``m`` in ``value`` and
 then sends ``m`` bytes on ``rx_data``; ``SEND`` answers with the bytes it takes and then takes
-that many bytes from ``tx_data``. ``note`` carries notifications (:data:`NOTES`).
+that many bytes from ``tx_data``. ``note`` carries notifications (:data:`NOTES`). The engine
+waits for the application on these streams (it must take responses, notifications and the
+bytes of a ``RECV``, and deliver the bytes a ``SEND`` was granted); frames wait meanwhile.
+The byte streams are aligned as the buffers hold the bytes: the first byte of a transfer is in
+lane ``align`` (``resp``), ``keep`` marks the bytes.
 """
 
 from amaranth.hdl import Array, Cat, Const, Mux, Signal
