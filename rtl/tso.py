@@ -12,11 +12,12 @@ The design, in four parts that run at the same time:
   size: 64 KiB of payload behind 142 bytes of headers) while its length is counted, so that a
   frame whose payload is over the limit or shorter than the MSS is dropped before any of it is
   sent.
-* **Segmenter**, one super-frame at a time: reads the header beats back into a register (and
-  into a header template bank), parses them (a few cycles), sums the header words it will need
-  (one header beat a cycle), decides drop or send, then runs a gearbox over the payload beats.
-  The gearbox writes each segment's payload into a segment ring at the byte lanes it will have
-  in the output frame (right behind the headers), one beat a cycle, while the beats are summed.
+* **Segmenter**, in two halves. The header side reads a frame's header beats back into a
+  register (and into one of four header template banks), parses them (a few cycles), sums the
+  header words it will need (one header beat a cycle) and decides drop or send, while the
+  payload side segments the frame before. The payload side runs a gearbox over the payload
+  beats: it writes each segment's payload into a segment ring at the byte lanes it will have in
+  the output frame (right behind the headers), one beat a cycle, while the beats are summed.
   Its planner works out from the lengths alone which input bytes make each output beat, and
   queues one command a beat for its mover, which rotates the data.
 * **Finisher**: when a segment's payload sum is known, computes its header fields (lengths,
@@ -36,7 +37,7 @@ long: back-to-back super-frames of one 1448-byte segment leave at 0.80 (64 bit) 
 (512 bit) beats a cycle.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -103,7 +104,8 @@ MAX_HEADER = 14 + 8 + 60 + 60
 _TPIDS = (0x8100, 0x88A8)
 _IPV6_EXT_HEADERS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
-_PIPE_DRAIN = 2  # cycles after the last payload beat before the frame is released
+_PIPE_DRAIN = 8  # cycles after the last emit before the next frame starts (finisher pipeline)
+_BANKS = 4  # header template banks: frames whose header is read while earlier ones are sent
 _CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
 _SRC_DEPTH = 8  # payload beats read ahead of the gearbox (covers the read loop)
 _OUT_DEPTH = 16  # beats between the reader and ``o``; covers its credit loop at full rate
@@ -355,7 +357,8 @@ class Tso(wiring.Component):
         head = data.View(self.frame_layout, frames.r_data)
         ring_r = self.ring_r
 
-        m.submodules.template = template = Memory(shape=unsigned(width), depth=2 << tb_bits,
+        m.submodules.template = template = Memory(shape=unsigned(width),
+                                                  depth=_BANKS << tb_bits,
                                                   init=[])
         tmpl_w = template.write_port()
         self.tmpl_r = template.read_port()
@@ -367,9 +370,9 @@ class Tso(wiring.Component):
         mss = Signal(16)
         udp = Signal()
         fixed_id = Signal()
-        bank = Signal()
-        self.bank_busy = bank_busy = Signal(2)
-        self.bank_free = Signal(2)  # set by the reader
+        bank = Signal(range(_BANKS))
+        self.bank_busy = bank_busy = Signal(_BANKS)
+        self.bank_free = Signal(_BANKS)  # set by the reader
         m.d.sync += bank_busy.eq(bank_busy & ~self.bank_free)
 
         # A dropped frame leaves a descriptor too, so that its result word keeps frame order.
@@ -579,7 +582,19 @@ class Tso(wiring.Component):
 
         step = Signal(range(32))
         src_idx = Signal(addr_bits)
-        raddr = Signal(addr_bits)  # next ring address to read: a flip-flop, for the RAM's sake
+        # Next ring addresses to read (flip-flops, for the RAM's sake): the header of the frame
+        # being parsed, the payload of the frame being segmented. Header reads go first.
+        h_raddr = Signal(addr_bits)
+        s_raddr = Signal(addr_bits)
+        h_base = Signal(addr_bits + 1)  # first beat of the frame being parsed
+        # The frame being segmented (the header side moves on to the next one).
+        p_busy = Signal()
+        p_draining = Signal()
+        p_step = Signal(range(_PIPE_DRAIN + 1))
+        p_beats = Signal(addr_bits)
+        p_mss = Signal(16)
+        p_fixed_id = Signal()
+        p_first_fits = Signal()
         src_count = Signal(range(_SRC_DEPTH + 2))
         m.submodules.source = source = CreditedFIFO(width, _SRC_DEPTH)
         src_issue = Signal()
@@ -593,7 +608,7 @@ class Tso(wiring.Component):
 
         rd_issue = Signal()
         m.d.comb += [
-            ring_r.addr.eq(raddr),
+            ring_r.addr.eq(Mux(rd_issue, h_raddr, s_raddr)),
             # Read every cycle: an enable would fan out from the issue logic to every RAM
             # block of the ring; the data is taken only where a read was issued.
             ring_r.en.eq(1),
@@ -607,13 +622,13 @@ class Tso(wiring.Component):
             "l4_hdr": Signal(7, name="fc_l4_hdr"), "iphl": Signal(7, name="fc_iphl"),
             "hlen": Signal(8, name="fc_hlen"), "flags": Signal(8, name="fc_flags"),
             "l4_fixed": Signal(26, name="fc_l4_fixed"), "ip_base": Signal(24, name="fc_ip_base"),
-            "bank": Signal(name="fc_bank"),
+            "bank": Signal(range(_BANKS), name="fc_bank"),
         }
         # Per-bank values for the reader: where the payload starts, which bytes to rewrite.
         slot_layout = data.StructLayout({"en": 1, "beat": 8 - shift + 1, "lane": shift})
         self.finfo_layout = finfo_layout = data.StructLayout({
             "bh": 8 - shift + 1, "hm": shift, "slots": data.ArrayLayout(slot_layout, _SLOTS)})
-        self.finfo = [Signal(finfo_layout, name=f"finfo{b}") for b in range(2)]
+        self.finfo = [Signal(finfo_layout, name=f"finfo{b}") for b in range(_BANKS)]
         positions = [  # (enable, offset) per slot
             (1, Mux(is_v4, l3 + 2, l3 + 4)), (1, Mux(is_v4, l3 + 3, l3 + 5)),
             (is_v4 & ~fixed_id, l3 + 4), (is_v4 & ~fixed_id, l3 + 5),
@@ -661,11 +676,11 @@ class Tso(wiring.Component):
         n_last = Signal()
         n_pending = Signal()
         n_ready = Signal()
-        pay_le = pay_after <= mss
+        pay_le = pay_after <= p_mss
         m.d.sync += [
-            n_take.eq(Mux(pay_le, pay_after, mss)),
-            n_pay.eq(Mux(pay_le, 0, pay_after - mss)),
-            n_fits.eq(first_fits | (pay_after <= avail_first)),
+            n_take.eq(Mux(pay_le, pay_after, p_mss)),
+            n_pay.eq(Mux(pay_le, 0, pay_after - p_mss)),
+            n_fits.eq(p_first_fits | (pay_after <= avail_first)),
             n_last.eq(pay_le),
             n_pending.eq(plan & seg_end),
         ]
@@ -706,7 +721,7 @@ class Tso(wiring.Component):
                     first.eq(1), seg_first.eq(0), rem.eq(n_take), seg_len.eq(n_take),
                     seg_end.eq(n_fits), last_r.eq(n_last),
                     pay_after.eq(n_pay), seg_k.eq(seg_k + 1),
-                    seg_seq.eq(seg_seq + mss), seg_id.eq(seg_id + ~fixed_id),
+                    seg_seq.eq(seg_seq + p_mss), seg_id.eq(seg_id + ~p_fixed_id),
                 ]
                 with m.If(last_seg):
                     m.d.sync += gb_active.eq(0)
@@ -760,7 +775,22 @@ class Tso(wiring.Component):
             gb["id"].eq(r_cmd.id), gb["k"].eq(r_cmd.k),
         ]
 
-        # ---- The sequence per frame.
+        # ---- The sequence per frame: the header side reads, parses and sums a frame's header
+        # while the payload side segments the frame before.
+        with m.If(p_busy):
+            with m.If(~p_draining):
+                m.d.comb += src_issue.eq((src_idx < p_beats) & (src_count < _SRC_DEPTH)
+                                         & ~rd_issue)
+                with m.If(src_issue):
+                    m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(s_raddr + 1)]
+                with m.If(self.frame_sent):
+                    m.d.sync += [p_draining.eq(1), p_step.eq(0)]
+            with m.Else():
+                m.d.sync += p_step.eq(p_step + 1)
+                with m.If(p_step == _PIPE_DRAIN):
+                    m.d.sync += [self.ring_rp.eq(self.ring_rp + p_beats), p_busy.eq(0),
+                                 p_draining.eq(0)]
+                    self._count(m, "frames_segmented")
         with m.FSM(name="segmenter"):
             with m.State("Idle"):
                 with m.If(frames.r_rdy & ~bank_busy.bit_select(bank, 1)):
@@ -769,13 +799,13 @@ class Tso(wiring.Component):
                         beats.eq(head.beats), flen.eq(head.length), hole.eq(head.hole),
                         mss.eq(head.command.mss), udp.eq(head.command.udp),
                         fixed_id.eq(head.command.fixed_id),
-                        rd_index.eq(0), raddr.eq(self.ring_rp[:addr_bits]),
+                        rd_index.eq(0), h_raddr.eq(h_base[:addr_bits]),
                         n_hdr.eq(Mux(head.beats < hb, head.beats, hb)),
                     ]
                     m.next = "Read Header"
             with m.State("Read Header"):
                 m.d.comb += rd_issue.eq(1)
-                m.d.sync += [rd_index.eq(rd_index + 1), raddr.eq(raddr + 1)]
+                m.d.sync += [rd_index.eq(rd_index + 1), h_raddr.eq(h_raddr + 1)]
                 with m.If(rd_index + 1 >= n_hdr):
                     m.d.sync += step.eq(0)
                     m.next = "Parse"
@@ -790,59 +820,55 @@ class Tso(wiring.Component):
                     with m.Else():
                         m.next = "Sum Header"
             with m.State("Drop"):
-                with m.If(self.desc_credit):
+                # In frame order: once the frame before is segmented and its descriptors out.
+                with m.If(self.desc_credit & ~p_busy):
                     m.d.comb += [self.drop_push.eq(1), self.drop_reason.eq(reason)]
-                    m.d.sync += self.ring_rp.eq(self.ring_rp + beats)
+                    m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), h_base.eq(h_base + beats)]
                     for name in REASONS[1:]:
                         with m.If(reason == _CODE[name]):
                             self._count(m, f"drop_{name}")
                     m.next = "Idle"
             with m.State("Sum Header"):
                 m.d.comb += sum_go.eq(sum_beat <= hdr_last)
-                m.d.sync += [sum_beat.eq(sum_beat + 1), step.eq(step + 1)]
+                m.d.sync += step.eq(step + 1)
+                with m.If(sum_go):
+                    m.d.sync += sum_beat.eq(sum_beat + 1)
                 with m.If(step == hdr_end):
                     m.next = "Start"
             with m.State("Start"):
-                m.d.sync += [
-                    fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
-                    fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
-                    fc["flags"].eq(flags), fc["bank"].eq(bank),
-                    fc["l4_fixed"].eq(l4_fixed_a + l4_fixed_b),
-                    fc["ip_base"].eq(acc["ip"]),
-                    hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
-                    f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
-                    start.eq(hlen[:shift]), avail.eq(lanes - hlen[:shift]),
-                    avail_first.eq(lanes - hlen[:shift]),
-                    rem.eq(mss), seg_len.eq(mss), pay_after.eq(pay0),
-                    seg_end.eq(first_fits), last_r.eq(first_last),
-                    n_pending.eq(1), n_ready.eq(0),
-                    seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
-                    src_idx.eq(hlen[shift:]),
-                    raddr.eq(self.ring_rp[:addr_bits] + hlen[shift:]),
-                    bank_busy.eq((bank_busy & ~self.bank_free) | Mux(bank, 2, 1)),
-                    gb_active.eq(1),
-                ]
-                for b in range(2):
-                    with m.If(bank == b):
-                        info = self.finfo[b]
-                        m.d.sync += [info.bh.eq(hlen[shift:]), info.hm.eq(hlen[:shift])]
-                        for n, (en, pos) in enumerate(positions):
-                            m.d.sync += [info.slots[n].en.eq(en),
-                                         info.slots[n].beat.eq(pos[shift:]),
-                                         info.slots[n].lane.eq(pos[:shift])]
-                m.next = "Segment"
-            with m.State("Segment"):
-                m.d.comb += src_issue.eq((src_idx < beats) & (src_count < _SRC_DEPTH))
-                with m.If(src_issue):
-                    m.d.sync += [src_idx.eq(src_idx + 1), raddr.eq(raddr + 1)]
-                with m.If(self.frame_sent):
-                    m.d.sync += step.eq(0)
-                    m.next = "Drain"
-            with m.State("Drain"):
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == _PIPE_DRAIN):
-                    m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), bank.eq(~bank)]
-                    self._count(m, "frames_segmented")
+                # Hand the frame to the payload side once it is free.
+                with m.If(~p_busy):
+                    m.d.sync += [
+                        fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
+                        fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
+                        fc["flags"].eq(flags), fc["bank"].eq(bank),
+                        fc["l4_fixed"].eq(l4_fixed_a + l4_fixed_b),
+                        fc["ip_base"].eq(acc["ip"]),
+                        hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
+                        f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
+                        start.eq(hlen[:shift]), avail.eq(lanes - hlen[:shift]),
+                        avail_first.eq(lanes - hlen[:shift]),
+                        rem.eq(mss), seg_len.eq(mss), pay_after.eq(pay0),
+                        seg_end.eq(first_fits), last_r.eq(first_last),
+                        n_pending.eq(1), n_ready.eq(0),
+                        seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
+                        src_idx.eq(hlen[shift:]),
+                        s_raddr.eq(h_base[:addr_bits] + hlen[shift:]),
+                        bank_busy.eq((bank_busy & ~self.bank_free)
+                                     | (Const(1, _BANKS) << bank)),
+                        gb_active.eq(1),
+                        p_busy.eq(1), p_beats.eq(beats), p_mss.eq(mss),
+                        p_fixed_id.eq(fixed_id), p_first_fits.eq(first_fits),
+                        h_base.eq(h_base + beats), bank.eq(bank + 1),
+                    ]
+                    for b in range(_BANKS):
+                        with m.If(bank == b):
+                            info = self.finfo[b]
+                            m.d.sync += [info.bh.eq(hlen[shift:]), info.hm.eq(hlen[:shift])]
+                            for n, (en, pos) in enumerate(positions):
+                                m.d.sync += [info.slots[n].en.eq(en),
+                                             info.slots[n].beat.eq(pos[shift:]),
+                                             info.slots[n].lane.eq(pos[:shift])]
                     m.next = "Idle"
 
     # ---- Finisher: payload sums, then header fields, then the descriptor. --------------------
@@ -986,7 +1012,8 @@ class Tso(wiring.Component):
         l4_zero = (l4_f == 0xFFFF) | (l4_f == 0x1FFFE)
         l4_c = Mux(fc["udp"] & l4_zero, 0xFFFF, l4_c)
         self.desc_layout = desc_layout = data.StructLayout({
-            "drop": 1, "reason": 4, "count": 24, "bank": 1, "first": 1, "last": 1,
+            "drop": 1, "reason": 4, "count": 24, "bank": exact_log2(_BANKS), "first": 1,
+            "last": 1,
             "last_beat": 17 - shift, "last_bytes": shift + 1, "one_beat": 1,
             "values": data.ArrayLayout(8, _SLOTS),
         })
@@ -1023,7 +1050,7 @@ class Tso(wiring.Component):
         head = data.View(self.desc_layout, dwin[0][0])
         head_v = dwin[0][1]
         info = Signal(self.finfo_layout)
-        m.d.comb += info.eq(Mux(head.bank, self.finfo[1], self.finfo[0]))
+        m.d.comb += info.eq(Array(self.finfo)[head.bank])
         seg_bits = exact_log2(self.segment_depth)
         seg_rp = Signal(seg_bits)
         beat = Signal(17 - shift)
@@ -1071,7 +1098,7 @@ class Tso(wiring.Component):
             self.seg_r.addr.eq(seg_rp),
             self.seg_r.en.eq(1),
             self.seg_freed.eq(issue & payload_beat),
-            self.bank_free.eq(Mux(done & head.last, Mux(head.bank, 2, 1), 0)),
+            self.bank_free.eq(Mux(done & head.last, Const(1, _BANKS) << head.bank, 0)),
         ]
         with m.If(issue & payload_beat):
             m.d.sync += seg_rp.eq(seg_rp + 1)
