@@ -354,8 +354,10 @@ class ChecksumFront(wiring.Component):
         m.d.comb += self.i.ready.eq(1)
         s0 = self._receive(m)
         s1 = self._capture(m, s0)
-        s2 = self._parse(m, s1)
-        s3 = self._bounds(m, s2)
+        s1c = self._candidates(m, s1)
+        s2 = self._parse(m, s1c)
+        s2b = self._offsets(m, s2)
+        s3 = self._bounds(m, s2b)
         s4 = self._compare(m, s3)
         s5 = self._masks(m, s4)
         self._sums(m, s5)
@@ -446,6 +448,47 @@ class ChecksumFront(wiring.Component):
         s1.update(flags)
         return s1
 
+    # ---- S1C: the candidate fields and positions for each l3, apart from the pick by tags.
+
+    def _candidates(self, m, s1):
+        hdr = s1["hdr"]
+        values = {name: value for name, value in s1.items() if name != "hdr"}
+        values["hdr"] = [hdr[b] for b in sorted(hdr)]
+
+        def field_at(l3, offset, count):  # big-endian
+            return Cat(*(hdr[l3 + offset + count - 1 - n] for n in range(count)))
+
+        for l3 in _L3_OFFSETS:
+            ip6 = s1[f"ip6_{l3 - 2}"]
+
+            def table(entries, l3=l3):  # of the IHL
+                return _small(hdr[l3][0:4], entries)
+
+            def by_ihl(offset4, offset6, l3=l3, ip6=ip6):  # l3 + IHL * 4 + offset4 or offset6
+                return Mux(ip6, l3 + offset6, table([l3 + 4 * n + offset4 for n in range(16)]))
+
+            values.update({
+                f"c_end_{l3}": table([l3 + 4 * n for n in range(16)]),
+                f"c_end_m1_{l3}": table([l3 + 4 * n - 1 for n in range(16)]),
+                f"e2_{l3}": by_ihl(0, 40),
+                f"udp_len_pos_{l3}": by_ihl(4, 44),
+                f"udp_check_pos_{l3}": by_ihl(6, 46),
+                # the shortest IPv4 total length with a TCP or UDP header: IHL * 4 + 20 or 8
+                f"min_total_tcp_{l3}": table([4 * n + 20 for n in range(16)])[:7],
+                f"min_total_udp_{l3}": table([4 * n + 8 for n in range(16)])[:7],
+                f"fragment_{l3}": Cat(hdr[l3 + 6][0:6], hdr[l3 + 7]).any(),
+                # the length field that ends the datagram: IPv6 payload or IPv4 total length
+                f"length_{l3}": Mux(ip6, field_at(l3, 4, 2), field_at(l3, 2, 2)),
+                **{f"is_{proto}_{l3}": Mux(ip6, s1[f"{proto}6_{l3}"], s1[f"{proto}4_{l3}"])
+                   for proto in ("tcp", "udp")},
+            })
+            if self.transmit:
+                is_tcp = values[f"is_tcp_{l3}"]
+                values[f"l4_pos_{l3}"] = Mux(is_tcp, by_ihl(16, 56), by_ihl(6, 46))
+        s1c = _stage(m, "s1c", values)
+        s1c["hdr"] = dict(zip(sorted(hdr), s1c["hdr"], strict=True))
+        return s1c
+
     # ---- S2: the fields at the offsets the VLAN tags give.
 
     def _parse(self, m, s1):
@@ -463,16 +506,9 @@ class ChecksumFront(wiring.Component):
         def by_tags(offset):  # l3 + offset
             return pick([Const(l3 + offset, 8) for l3 in _L3_OFFSETS])
 
-        def by_ihl(offset4, offset6, l3):  # l3 + IHL * 4 + offset4 (IPv4) or l3 + offset6
-            return Mux(s1[f"ip6_{l3 - 2}"], l3 + offset6,
-                       _small(hdr[l3][0:4], [l3 + 4 * n + offset4 for n in range(16)]))
+        def by_l3(name):
+            return pick([s1[f"{name}_{l3}"] for l3 in _L3_OFFSETS])
 
-        def by_version(offset4, offset6):  # each l3 tells IPv6 apart itself: no wait for is6
-            return pick([by_ihl(offset4, offset6, l3) for l3 in _L3_OFFSETS])
-
-        is6 = pick([s1[f"ip6_{p}"] for p in (12, 16, 20)])
-        is_tcp = Mux(is6, pick([s1[f"tcp6_{l3}"] for l3 in _L3_OFFSETS]),
-                     pick([s1[f"tcp4_{l3}"] for l3 in _L3_OFFSETS]))
         values = _pass(s1, "valid", "last", "k", "k_small", "data", "bad",
                        "last_pos")
         # The bounds below 128: the header checksum [l3, c_end), the pseudo-header addresses
@@ -480,41 +516,52 @@ class ChecksumFront(wiring.Component):
         values.update(
             l3=by_tags(0),
             l3_m1=by_tags(-1),
-            c_end=pick([_small(hdr[l3][0:4], [l3 + 4 * n for n in range(16)])
-                        for l3 in _L3_OFFSETS]),
-            c_end_m1=pick([_small(hdr[l3][0:4], [l3 + 4 * n - 1 for n in range(16)])
-                           for l3 in _L3_OFFSETS]),
+            c_end=by_l3("c_end"),
+            c_end_m1=by_l3("c_end_m1"),
             e0=pick([Mux(s1[f"ip6_{l3 - 2}"], l3 + 8, l3 + 12) for l3 in _L3_OFFSETS]),
             e1=pick([Mux(s1[f"ip6_{l3 - 2}"], l3 + 40, l3 + 20) for l3 in _L3_OFFSETS]),
-            e2=by_version(0, 40),
-            udp_len_pos=by_version(4, 44),
-            udp_check_pos=by_version(6, 46),
+            e2=by_l3("e2"),
+            udp_len_pos=by_l3("udp_len_pos"),
+            udp_check_pos=by_l3("udp_check_pos"),
         )
         if self.transmit:
-            values.update(
-                ip_pos=by_tags(10),
-                l4_pos=pick([Mux(s1[f"tcp6_{l3}"] & s1[f"ip6_{l3 - 2}"]
-                                 | s1[f"tcp4_{l3}"] & ~s1[f"ip6_{l3 - 2}"],
-                                 by_ihl(16, 56, l3), by_ihl(6, 46, l3))
-                             for l3 in _L3_OFFSETS]),
-            )
+            values.update(ip_pos=by_tags(10), l4_pos=by_l3("l4_pos"))
         values.update(
             is4=pick([s1[f"ip4_{p}"] for p in (12, 16, 20)]),
-            is6=is6,
+            is6=pick([s1[f"ip6_{p}"] for p in (12, 16, 20)]),
             version=field(0, 1)[4:8],
             ihl=field(0, 1)[0:4],
             total=field(2, 2),
             payload=field(4, 2),
-            fragment=pick([Cat(hdr[l3 + 6][0:6], hdr[l3 + 7]).any() for l3 in _L3_OFFSETS]),
-            is_tcp=is_tcp,
-            # the shortest IPv4 total length with a TCP or UDP header: IHL * 4 + 20 or 8
-            min_total_tcp=pick([_small(hdr[l3][0:4], [4 * n + 20 for n in range(16)])
-                                for l3 in _L3_OFFSETS])[:7],
-            min_total_udp=pick([_small(hdr[l3][0:4], [4 * n + 8 for n in range(16)])
-                                for l3 in _L3_OFFSETS])[:7],
-            is_udp=Mux(is6, pick([s1[f"udp6_{l3}"] for l3 in _L3_OFFSETS]),
-                       pick([s1[f"udp4_{l3}"] for l3 in _L3_OFFSETS])),
+            fragment=by_l3("fragment"),
+            is_tcp=by_l3("is_tcp"),
+            min_total_tcp=by_l3("min_total_tcp"),
+            min_total_udp=by_l3("min_total_udp"),
+            is_udp=by_l3("is_udp"),
+            length=by_l3("length"),
         )
+        # The position of the last byte of an empty datagram, ``base``, split into its low bits
+        # and its high bits less a bias (see :meth:`_offsets`): constants, picked by the tags
+        # and the version.
+        def base_by_l3(less, part):  # IPv6: l3 + 40 - 1 - less, IPv4: l3 - 1 - less
+            return pick([Mux(s1[f"ip6_{l3 - 2}"], Const(part(l3 + 39 - less), signed(8)),
+                             Const(part(l3 - 1 - less), signed(8))) for l3 in _L3_OFFSETS])
+
+        for suffix, less in (("", 0), ("_next", self.lanes)):
+            values[f"base_low{suffix}"] = base_by_l3(less, lambda v: v % self.lanes)[:self.shift]
+            values[f"base_high{suffix}"] = base_by_l3(less,
+                                                      lambda v: (v >> self.shift) - _BEAT_BIAS)
+        values["minus_beats"] = s1["minus_beats"]
+        if self.transmit:
+            values.update(_pass(s1, "partial", "start"))
+            values["counts"] = _pairs(s1["counts"])
+        return _stage(m, "s2", values)
+
+    # ---- S2B: positions relative to the beat (the parse's picks and these adders apart).
+
+    def _offsets(self, m, s2):
+        values = {name: value for name, value in s2.items()
+                  if not name.startswith(("base_", "minus_beats", "start"))}
         # The end of the datagram relative to this beat, ``lengths + base - k * lanes``: the
         # part that does not depend on the length fields is subtracted here.
         # Each comes twice, the second one lanes lower: the signs of the two tell whether the
@@ -523,7 +570,7 @@ class ChecksumFront(wiring.Component):
         # bias - k: -k * lanes has no low bits, so only the high bits of an offset wait for the
         # carry chain; with the bias taken off, their sign varies, and the chain (rather than
         # LUTs after it) carries into the top bits
-        minus_beats = s1["minus_beats"].as_signed()
+        minus_beats = s2["minus_beats"].as_signed()
         width = len(minus_beats) + shift + 2
 
         def minus_position(offset):  # offset - k * lanes, signed
@@ -532,16 +579,12 @@ class ChecksumFront(wiring.Component):
             return Cat(offset[:shift], minus_beats + high)[:width].as_signed()
 
         for suffix, less in (("", 0), ("_next", self.lanes)):
-            values[f"base4{suffix}"] = minus_position(pick([Const(l3 - 1 - less, signed(8))
-                                                             for l3 in _L3_OFFSETS]))
-            values[f"base6{suffix}"] = minus_position(pick([Const(l3 + 39 - less, signed(8))
-                                                             for l3 in _L3_OFFSETS]))
+            values[f"base{suffix}"] = Cat(
+                s2[f"base_low{suffix}"],
+                minus_beats + s2[f"base_high{suffix}"].as_signed())[:width].as_signed()
             if self.transmit:
-                values[f"start{suffix}"] = minus_position(s1["start"] - less)
-        if self.transmit:
-            values["partial"] = s1["partial"]
-            values["counts"] = _pairs(s1["counts"])
-        return _stage(m, "s2", values)
+                values[f"start{suffix}"] = minus_position(s2["start"] - less)
+        return _stage(m, "s2b", values)
 
     # ---- S3: byte ranges and the checks that do not depend on the frame length.
 
@@ -559,9 +602,8 @@ class ChecksumFront(wiring.Component):
             values.update({f"{name}_after": after, f"{name}_here": (index >= beat) & ~after,
                            f"{name}_lane": bound[:shift]})
         values.update(
-            e3_m1=Mux(is6, s2["payload"], s2["total"]) + Mux(is6, s2["base6"], s2["base4"]),
-            e3_m1_next=(Mux(is6, s2["payload"], s2["total"])
-                        + Mux(is6, s2["base6_next"], s2["base4_next"])),
+            e3_m1=s2["length"] + s2["base"],
+            e3_m1_next=s2["length"] + s2["base_next"],
             v4_version=s2["is4"] & (s2["version"] == 4) & (ihl >= 5),
             # total >= hl, total - hl >= 20 (TCP) or 8 (UDP): the low bits are compared here
             # and the high bits tested apart, so that no gate follows the carry chains
@@ -585,8 +627,7 @@ class ChecksumFront(wiring.Component):
                 ip_pos=s2["ip_pos"],
                 counts=_pairs(s2["counts"]),
             )
-        # From 256 bits (150 MHz) the bounds and their tests share a stage.
-        return _stage(m, "s3", values, register=self.width < 256)
+        return _stage(m, "s3", values)
 
     # ---- S4: where each bound falls relative to the beat; length-independent verdicts.
 
@@ -708,12 +749,12 @@ class ChecksumFront(wiring.Component):
             m.d.comb += bits.eq(swapped & Cat(*(mask[j ^ 1].replicate(8) for j in range(lanes))))
             return [bits.word_select(w, 16) for w in range(words)]
 
-        # Level 1 of the trees, behind the masks; the words of the captured UDP fields.
+        # The masked words, and the words of the captured UDP fields; then level 1 of the
+        # trees, from registers.
         masks = {}
         for x in "ace":
             masks[x] = Signal(lanes, name=f"mask_{x}")
             m.d.comb += masks[x].eq(s5[f"mask_{x}"])
-        sums = {x: _pairs(masked_words(masks[x])) for x in "ace"}
         ctrl = _pass(s5, "valid", "last", "bad", "is6", "is_udp", "l4_len",
                      "ip_present", "ip_header", "seg_ok", "udp_len_hit", "udp_check_hit")
         if self.transmit:
@@ -723,6 +764,9 @@ class ChecksumFront(wiring.Component):
         even_words = Cat(*(data.word_select(w, 16) for w in range(0, words, 2)))
         ctrl["udp_len"] = odd_words.word_select(s5["udp_len_word"][1:], 16)
         ctrl["udp_check"] = even_words.word_select(s5["udp_check_word"][1:], 16)
+        stage = _stage(m, "s5w", {**ctrl, **{f"w_{x}": masked_words(masks[x]) for x in "ace"}})
+        ctrl = _pass(stage, *ctrl)
+        sums = {x: _pairs(stage[f"w_{x}"]) for x in "ace"}
         level = 1
         stage = _stage(m, f"s{5 + level}", {**ctrl, **{f"t_{x}{n}": v for x in "ace"
                                                         for n, v in enumerate(sums[x])}})
@@ -738,11 +782,11 @@ class ChecksumFront(wiring.Component):
             udp_check_hi=stage["udp_check"][8:] == 0,
         )
 
-        # The rest of the trees, one level a stage (two from 256 bits, where fmax aims lower).
+        # The rest of the trees, one level a stage.
         nodes = {x: [stage[f"t_{x}{n}"] for n in range(len(sums[x]))] for x in "ace"}
         while len(nodes["a"]) > 1:
             level += 1
-            nodes = {x: _pairs(v, 2 if self.width >= 256 else 1) for x, v in nodes.items()}
+            nodes = {x: _pairs(v) for x, v in nodes.items()}
             stage = _stage(m, f"s{5 + level}", {**ctrl, **{f"t_{x}{n}": v for x in "ace"
                                                             for n, v in enumerate(nodes[x])}})
             nodes = {x: [stage[f"t_{x}{n}"] for n in range(len(nodes[x]))] for x in "ace"}
@@ -766,6 +810,9 @@ class ChecksumFront(wiring.Component):
         # Fold each beat's sum to 16 bits (the last carry goes in with LUTs).
         level += 1
         carries = len(beat_sum["a"]) - 16
+        # the last beat of a frame, straight from a flip-flop: it clears the accumulators
+        done = Signal(name=f"done_s{5 + level}")
+        m.d.sync += done.eq(ctrl["valid"] & ctrl["last"])
         stage = _stage(m, f"s{5 + level}", {**ctrl, **{f"f_{x}": _fold_in(v[:16] + v[16:], carries)
                                                         for x, v in beat_sum.items()}})
         ctrl = _pass(stage, *ctrl)
@@ -776,7 +823,7 @@ class ChecksumFront(wiring.Component):
         new = {x: acc[x][:16] + stage[f"f_{x}"] + acc[x][16] for x in "ace"}
         bad = Signal()
         bad_now = bad | stage["bad"]
-        with m.If(stage["valid"] & stage["last"]):  # a reset over the enable: no LUT
+        with m.If(done):  # a reset over the enable: no LUT
             m.d.sync += [acc[x].eq(0) for x in "ace"]
             m.d.sync += bad.eq(0)
         with m.Elif(stage["valid"]):
@@ -784,7 +831,6 @@ class ChecksumFront(wiring.Component):
             m.d.sync += bad.eq(bad_now)
 
         # The frame's totals, on its last beat.
-        done = stage["valid"] & stage["last"]
         keep_names = [n for n in ctrl if n not in ("valid", "last", "bad", "l4_len")]
         total = {x: Signal(17, name=f"total_{x}") for x in "ace"}
         held = {n: Signal.like(ctrl[n], name=f"{n}_end") for n in keep_names}
