@@ -374,6 +374,11 @@ class Tso(wiring.Component):
         self.bank_busy = bank_busy = Signal(_BANKS)
         self.bank_free = Signal(_BANKS)  # set by the reader
         m.d.sync += bank_busy.eq(bank_busy & ~self.bank_free)
+        # The template bank of the next frame is free (a cycle late, and not in the cycle after
+        # a frame is handed over, which moves to the next bank).
+        bank_ok = Signal()
+        handover = Signal()
+        m.d.sync += bank_ok.eq(~bank_busy.bit_select(bank, 1) & ~handover)
 
         # A dropped frame leaves a descriptor too, so that its result word keeps frame order.
         self.drop_push = Signal()
@@ -479,7 +484,7 @@ class Tso(wiring.Component):
                      first_fits.eq(mss <= lanes - hlen[:shift])]
         hdr_last = Signal(8 - shift)  # last header beat
         hdr_end = Signal(8 - shift + 2)  # the step that ends the header sums
-        m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 6)]
+        m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 7)]
         l4_ok = Mux(udp, flen >= l4 + 8,
                     (flen >= l4 + 20) & (doff_byte[4:] >= 5) & (flen >= l4 + l4_hdr))
         ext = Cat(*(proto == n for n in _IPV6_EXT_HEADERS)).any()
@@ -519,11 +524,18 @@ class Tso(wiring.Component):
         beat_r = Signal(width)
         base_r = Signal.like(sum_beat)
         go_r = Signal()
-        with m.Switch(sum_beat):
-            for b in range(hb):
-                with m.Case(b):
-                    m.d.sync += beat_r.eq(hdr[b * width:(b + 1) * width])
-        m.d.sync += [base_r.eq(sum_beat), go_r.eq(sum_go)]
+        # The beat in two registered steps: its group of four beats, then the beat.
+        groups = -(-hb // 4)
+        group_r = Signal(4 * width)
+        sel_r = Signal.like(sum_beat)
+        go_g = Signal()
+        with m.Switch(sum_beat[2:]):
+            for g in range(groups):
+                with m.Case(g):
+                    m.d.sync += group_r.eq(hdr[4 * g * width:(4 * g + 4) * width])
+        m.d.sync += [sel_r.eq(sum_beat), go_g.eq(sum_go),
+                     beat_r.eq(group_r.word_select(sel_r[:2], width)),
+                     base_r.eq(sel_r), go_r.eq(go_g)]
         # The bounds of each sum, as offsets in flip-flops (set while the parse settles).
         bounds = {n: Signal(8, name=f"hsum_{n}") for n in (
             "ps_lo", "ps_hi", "ip_lo", "ip_hi", "ip_x0", "ip_x1", "ip_x2",
@@ -793,7 +805,7 @@ class Tso(wiring.Component):
                     self._count(m, "frames_segmented")
         with m.FSM(name="segmenter"):
             with m.State("Idle"):
-                with m.If(frames.r_rdy & ~bank_busy.bit_select(bank, 1)):
+                with m.If(frames.r_rdy & bank_ok):
                     m.d.comb += [frames.r_en.eq(1), self.frame_popped.eq(1)]
                     m.d.sync += [
                         beats.eq(head.beats), flen.eq(head.length), hole.eq(head.hole),
@@ -838,6 +850,7 @@ class Tso(wiring.Component):
             with m.State("Start"):
                 # Hand the frame to the payload side once it is free.
                 with m.If(~p_busy):
+                    m.d.comb += handover.eq(1)
                     m.d.sync += [
                         fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
                         fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
@@ -1078,7 +1091,8 @@ class Tso(wiring.Component):
         res_ok = Signal(init=1)
         is_last = Signal()  # beat == head.last_beat
         drop_done = head_v & head.drop & out_empty & res_ok
-        issue = head_v & ~head.drop & can_issue & (~head.last | res_ok)
+        can_issue_last = Signal(init=1)  # can_issue & res_ok
+        issue = head_v & ~head.drop & Mux(head.last, can_issue_last, can_issue)
         done = issue & is_last
         m.d.comb += [res_take.eq(drop_done | (done & head.last)), take.eq(done | drop_done)]
         m.d.sync += [out_empty.eq((out_credits == _OUT_DEPTH) & ~issue),
@@ -1172,7 +1186,8 @@ class Tso(wiring.Component):
             out_fifo.r_en.eq(self.o.ready),
         ]
         out = self.o.valid & self.o.ready
-        m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(out_credits > 1)]
+        m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(out_credits > 1),
+                     can_issue_last.eq((out_credits > 1) & (res_credits > 1))]
         with m.If(out & self.o.payload.last):
             self._count(m, "segments_out")
         with m.If(drop_done):
