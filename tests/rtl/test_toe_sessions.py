@@ -85,6 +85,10 @@ class Twin:
         return self.check()
 
     def rx(self, frame):
+        """Time passes to ``now`` (timers that fall due fire, on both), then the frame."""
+        self.model.advance(self.now)
+        self.rtl.advance(self.now)
+        self.timer_out = self.check()
         self.model.receive(frame, self.now)
         self.rtl.receive(frame, self.now)
         return self.check()
