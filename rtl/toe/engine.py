@@ -79,6 +79,9 @@ class ToeEngine(wiring.Component):
         The engine's IPv4 address.
     ttl : int
         Time to live of the replies.
+    sessions : int
+        0: the front end alone (TCP segments get the closed engine's RST); 1 to 1024: with the
+        session engine (:class:`ToeTcpEngine` documents it and its other parameters).
 
     Members
     -------
@@ -113,6 +116,8 @@ class ToeEngine(wiring.Component):
                 raise ValueError(f"{name} must be 1 to 65535 ticks, not {value!r}")
         if rto_min > rto_max:
             raise ValueError("rto_min must not exceed rto_max")
+        if fixed_isn is not None and not 0 <= fixed_isn < 1 << 32:
+            raise ValueError(f"fixed_isn must fit 32 bits, not {fixed_isn!r}")
         self.width = width
         self.mac = mac
         self.ip = _ip_int(ip)
