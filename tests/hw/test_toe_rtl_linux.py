@@ -110,14 +110,14 @@ def test_linux_reset_and_ping_with_sessions():
 
 @pytest.mark.long
 def test_linux_echo_64kib_and_impaired():
-    """64 KiB echoed; then 32 KiB with 1% drop, duplication and reordering both ways."""
+    """64 KiB echoed; then 16 KiB with 1% drop, duplication and reordering both ways."""
     engine = rtl_engine()
     data = random.Random(3).randbytes(64 * KIB)
     _, results, leftover, counters = run_echo(engine, [data], timeout=600)
     assert results == [data] and leftover == []
     assert_clean(counters)
     engine = rtl_engine()
-    data = random.Random(4).randbytes(32 * KIB)
+    data = random.Random(4).randbytes(16 * KIB)
     _, results, _, counters = run_echo(engine, [data], timeout=600,
                                        to_engine=Impairment(0.01, 0.01, 0.01, 5),
                                        to_linux=Impairment(0.01, 0.01, 0.01, 6))
@@ -128,7 +128,7 @@ def test_linux_echo_64kib_and_impaired():
 @pytest.mark.long
 def test_four_concurrent_linux_clients():
     engine = rtl_engine(sessions=8)
-    payloads = [random.Random(10 + k).randbytes(8 * KIB) for k in range(4)]
+    payloads = [random.Random(10 + k).randbytes(4 * KIB) for k in range(4)]
     echo, results, leftover, counters = run_echo(engine, payloads, timeout=600)
     assert results == payloads
     assert echo.finished == 4 and leftover == []
