@@ -25,10 +25,10 @@ checked a frame:
 Choices (and where they differ from the golden model):
 
 * Buffers: session ``s`` owns a receive buffer and a send buffer of ``2**buf_bits`` bytes each
-  in the external memory (``mem`` port, byte-wide, one-cycle read latency, like a block RAM or
-  a DRAM controller's read queue), at byte address ``(2 s + is_send) << buf_bits``. Bytes move
-  one a cycle (the datapath of this first engine is byte-serial between the frame buffer, the
-  external memory and the application streams).
+  in the external memory (``mem`` port: ``width``-bit words with byte enables, one-cycle read
+  latency, like a block RAM or a DRAM controller's read queue), at word address
+  ``(2 s + is_send) << (buf_bits - log2(width / 8))``. Bytes move a word a cycle; between the
+  frame buffers and the rings a rotation realigns them (:meth:`SessionLogic.copy_state`).
 * Out-of-order segments are dropped (counted ``ooo_full``) with an immediate duplicate ACK, and
   recovered by the peer's retransmission: holding them needs range bookkeeping per session that
   this engine does not have yet (the golden model holds them; ``TcpConfig(ooo_ranges=0)`` makes
