@@ -40,6 +40,9 @@ Choices (and where they differ from the golden model):
 * Timers count ticks: retransmission (RFC 6298 with Karn's rule and exponential backoff, the
   RTT sampled in ticks), delayed ACK, TIME-WAIT (same timer field), and the zero-window probe
   (``seq = snd_una - 1`` as Linux sends it) when the peer's window is closed with data queued.
+* Congestion control is NewReno as in the model, except that congestion avoidance counts
+  acknowledged bytes (RFC 3465; ``cwnd`` grows by one MSS per ``cwnd`` bytes acknowledged)
+  instead of adding ``MSS * MSS / cwnd`` per ACK, which would need a divider.
 * The initial sequence number is the Toeplitz hash of the connection's addresses plus 256 per
   tick (RFC 6528's clock at about 4 us for 1 ms ticks), or ``fixed_isn`` for tests.
 * ARP: a four-entry cache learns from ARP frames addressed to the engine; an active open to an
