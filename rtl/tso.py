@@ -460,8 +460,23 @@ class Tso(wiring.Component):
             iphl.eq(Mux(is_v4, ihl << 2, 0)),
         ]
 
+        # The TCP/UDP header bytes in two registered steps: the four candidate positions of
+        # l4_index's group of four, then the one of them.
+        l4_sub = Signal(2)
+        m.d.sync += l4_sub.eq(l4_index[:2])
+        cands = {}
+        for offset in (4, 5, 6, 7, 12, 13):
+            cand = Signal(32, name=f"l4_cand{offset}")
+            options = [Cat(*(byte(34 + 4 * n + offset) for n in range(4 * g, min(4 * g + 4, 13))))
+                       for g in range(4)]
+            with m.Switch(l4_index[2:]):
+                for g, option in enumerate(options):
+                    with m.Case(g):
+                        m.d.sync += cand.eq(option)
+            cands[offset] = cand
+
         def at4(offset):
-            return Cat(*(byte(34 + 4 * n + offset) for n in range(13))).word_select(l4_index, 8)
+            return cands[offset].word_select(l4_sub, 8)
 
         doff_byte = Signal(8)
         flags = Signal(8)
@@ -618,7 +633,7 @@ class Tso(wiring.Component):
         m.d.sync += src_land_q.eq(src_land)
         m.d.comb += [source.w_data.eq(ring_q), source.w_en.eq(src_land_q)]
 
-        rd_issue = Signal()
+        rd_issue = Signal()  # in Read Header (a flip-flop: it picks the ring's read address)
         m.d.comb += [
             ring_r.addr.eq(Mux(rd_issue, h_raddr, s_raddr)),
             # Read every cycle: an enable would fan out from the issue logic to every RAM
@@ -681,26 +696,21 @@ class Tso(wiring.Component):
         seg_end = Signal()  # rem <= avail: the segment's last command
         last_r = Signal()  # this segment is the frame's last (pay_after == 0)
         # The next segment's length, worked out from pay_after in the cycle after it changes:
-        # a segment of one command waits for it (n_ready).
+        # a segment of one command (not the last) waits a cycle for it (blocked).
         n_take = Signal(16)
         n_pay = Signal(18)
         n_fits = Signal()
         n_last = Signal()
-        n_pending = Signal()
-        n_ready = Signal()
+        blocked = Signal()
         pay_le = pay_after <= p_mss
         m.d.sync += [
             n_take.eq(Mux(pay_le, pay_after, p_mss)),
             n_pay.eq(Mux(pay_le, 0, pay_after - p_mss)),
             n_fits.eq(p_first_fits | (pay_after <= avail_first)),
             n_last.eq(pay_le),
-            n_pending.eq(plan & seg_end),
+            blocked.eq(plan & seg_end & n_fits & ~n_last),
         ]
-        with m.If(plan & seg_end):
-            m.d.sync += n_ready.eq(0)
-        with m.Elif(n_pending):
-            m.d.sync += n_ready.eq(1)
-        m.d.comb += plan.eq(gb_active & cmd_credit & (~seg_end | last_r | n_ready))
+        m.d.comb += plan.eq(gb_active & cmd_credit & ~blocked)
         nb = Signal(shift + 1)
         lane_sum = Signal(shift + 2)
         thr = Signal(shift + 2)
@@ -787,6 +797,14 @@ class Tso(wiring.Component):
             gb["id"].eq(r_cmd.id), gb["k"].eq(r_cmd.k),
         ]
 
+        # Drops counted a cycle later, from flip-flops.
+        dropped = Signal()
+        dropped_reason = Signal(4)
+        m.d.sync += [dropped.eq(self.drop_push), dropped_reason.eq(self.drop_reason)]
+        for name in REASONS[1:]:
+            with m.If(dropped & (dropped_reason == _CODE[name])):
+                self._count(m, f"drop_{name}")
+
         # ---- The sequence per frame: the header side reads, parses and sums a frame's header
         # while the payload side segments the frame before.
         with m.If(p_busy):
@@ -811,15 +829,14 @@ class Tso(wiring.Component):
                         beats.eq(head.beats), flen.eq(head.length), hole.eq(head.hole),
                         mss.eq(head.command.mss), udp.eq(head.command.udp),
                         fixed_id.eq(head.command.fixed_id),
-                        rd_index.eq(0), h_raddr.eq(h_base[:addr_bits]),
+                        rd_index.eq(0), h_raddr.eq(h_base[:addr_bits]), rd_issue.eq(1),
                         n_hdr.eq(Mux(head.beats < hb, head.beats, hb)),
                     ]
                     m.next = "Read Header"
             with m.State("Read Header"):
-                m.d.comb += rd_issue.eq(1)
                 m.d.sync += [rd_index.eq(rd_index + 1), h_raddr.eq(h_raddr + 1)]
                 with m.If(rd_index + 1 >= n_hdr):
-                    m.d.sync += step.eq(0)
+                    m.d.sync += [step.eq(0), rd_issue.eq(0)]
                     m.next = "Parse"
             with m.State("Parse"):
                 m.d.sync += step.eq(step + 1)
@@ -836,9 +853,6 @@ class Tso(wiring.Component):
                 with m.If(self.desc_credit & ~p_busy):
                     m.d.comb += [self.drop_push.eq(1), self.drop_reason.eq(reason)]
                     m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), h_base.eq(h_base + beats)]
-                    for name in REASONS[1:]:
-                        with m.If(reason == _CODE[name]):
-                            self._count(m, f"drop_{name}")
                     m.next = "Idle"
             with m.State("Sum Header"):
                 m.d.comb += sum_go.eq(sum_beat <= hdr_last)
@@ -863,7 +877,7 @@ class Tso(wiring.Component):
                         avail_first.eq(lanes - hlen[:shift]),
                         rem.eq(mss), seg_len.eq(mss), pay_after.eq(pay0),
                         seg_end.eq(first_fits), last_r.eq(first_last),
-                        n_pending.eq(1), n_ready.eq(0),
+                        blocked.eq(first_fits & ~first_last),
                         seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
                         src_idx.eq(hlen[shift:]),
                         s_raddr.eq(h_base[:addr_bits] + hlen[shift:]),
@@ -1028,6 +1042,7 @@ class Tso(wiring.Component):
             "drop": 1, "reason": 4, "count": 24, "bank": exact_log2(_BANKS), "first": 1,
             "last": 1,
             "last_beat": 17 - shift, "last_bytes": shift + 1, "one_beat": 1,
+            "bh": 8 - shift + 1, "hm": shift,
             "values": data.ArrayLayout(8, _SLOTS),
         })
         l3_len = Mux(fc["v4"], f3["ip_len"], f3["l4_len"])[:16]
@@ -1046,6 +1061,7 @@ class Tso(wiring.Component):
             desc.bank.eq(fc["bank"]), desc.first.eq(f3["first"]), desc.last.eq(f3["last"]),
             desc.last_beat.eq(f3["end"][shift:]), desc.last_bytes.eq(f3["end"][:shift] + 1),
             desc.one_beat.eq(f3["end"][shift:] == 0),
+            desc.bh.eq(fc["hlen"][shift:]), desc.hm.eq(fc["hlen"][:shift]),
         ]
         m.d.sync += [desc.values[n].eq(v) for n, v in enumerate(values)]
         m.submodules.descriptors = descs = CreditedFIFO(desc_layout.size, self.queue_depth)
@@ -1104,14 +1120,14 @@ class Tso(wiring.Component):
             m.d.sync += is_last.eq(next_one)
         with m.Elif(issue):
             m.d.sync += is_last.eq(beat + 1 == head.last_beat)
-        payload_beat = beat >= info.bh
+        payload_beat = beat >= head.bh
+        # Credits back a cycle late (from flip-flops).
+        m.d.sync += [self.desc_popped.eq(take), self.seg_freed.eq(issue & payload_beat)]
         m.d.comb += [
-            self.desc_popped.eq(take),
             self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
             self.tmpl_r.en.eq(1),  # read every cycle, taken two cycles after an issue
             self.seg_r.addr.eq(seg_rp),
             self.seg_r.en.eq(1),
-            self.seg_freed.eq(issue & payload_beat),
             self.bank_free.eq(Mux(done & head.last, Const(1, _BANKS) << head.bank, 0)),
         ]
         with m.If(issue & payload_beat):
@@ -1129,8 +1145,8 @@ class Tso(wiring.Component):
                         Const((1 << lanes) - 1, lanes)),
             "user": Cat(head.first, head.last),
             "count": head.count,
-            "tmpl": Mux(beat < info.bh, Const((1 << lanes) - 1, lanes),
-                        Mux(beat == info.bh, Cat(*(info.hm > j for j in range(lanes))), 0)),
+            "tmpl": Mux(beat < head.bh, Const((1 << lanes) - 1, lanes),
+                        Mux(beat == head.bh, Cat(*(head.hm > j for j in range(lanes))), 0)),
         }
         for n in range(_SLOTS):
             slot = info.slots[n]
