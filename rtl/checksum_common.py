@@ -20,7 +20,10 @@ the payload they measure...). The header is therefore parsed on the fly: each be
 if the frame ended with it (the header bytes of earlier beats are held, later ones are not
 looked at), and that is enough to tell which of its own bytes each sum takes. Beats never wait:
 the parse runs in a pipeline beside the beat, then turns into per-byte-lane masks in front of
-pipelined adder trees, a per-frame accumulator and the folds.
+pipelined adder trees, a per-frame accumulator and the folds. Latency is cheap and the clock is
+not: a stage holds one carry chain with at most a LUT in front of it, or a couple of LUT
+levels (the candidates for each VLAN depth are computed a stage before the tags pick one, the
+masks a stage before the adders, one adder level a stage).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
@@ -227,15 +230,12 @@ class CreditedFIFO(wiring.Component):
         return m
 
 
-def _stage(m, suffix, values, register=True):
+def _stage(m, suffix, values):
     """Register a dict of values (one pipeline stage) and return the registers by name.
 
     The stage is one register without reset (a struct of its fields), but for ``valid``. A list
-    value is registered element by element. With ``register`` false the values pass through as
-    they are (the stage merges with the next one).
+    value is registered element by element.
     """
-    if not register:
-        return dict(values)
     flat = {}
     for name, value in values.items():
         for n, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
