@@ -105,6 +105,10 @@ _TPIDS = (0x8100, 0x88A8)
 _IPV6_EXT_HEADERS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
 _PIPE_DRAIN = 8  # cycles after the last emit before the next frame starts (finisher pipeline)
+# The block RAMs are never read where they are written in the same cycle (a frame is read
+# once it is stored, a segment once it is written, a template bank once it is filled; the
+# reads issued every cycle elsewhere are not used): no collision logic behind them (yosys).
+_NO_RW_CHECK = {"no_rw_check": 1}
 _BANKS = 4  # header template banks: frames whose header is read while earlier ones are sent
 _CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
 _SRC_DEPTH = 8  # payload beats read ahead of the gearbox (covers the read loop)
@@ -289,7 +293,8 @@ class Tso(wiring.Component):
             "hole": unsigned(1),
             "command": TsoCommandLayout,
         })
-        m.submodules.ring = ring = Memory(shape=unsigned(width), depth=depth, init=[])
+        m.submodules.ring = ring = Memory(shape=unsigned(width), depth=depth, init=[],
+                                          attrs=_NO_RW_CHECK)
         self.ring_w = ring_w = ring.write_port()
         self.ring_r = ring.read_port()
         m.submodules.frames = frames = CreditedFIFO(self.frame_layout.size, 16)
@@ -358,7 +363,7 @@ class Tso(wiring.Component):
         ring_r = self.ring_r
 
         m.submodules.template = template = Memory(shape=unsigned(width),
-                                                  depth=_BANKS << tb_bits,
+                                                  depth=_BANKS << tb_bits, attrs=_NO_RW_CHECK,
                                                   init=[])
         tmpl_w = template.write_port()
         self.tmpl_r = template.read_port()
@@ -905,7 +910,8 @@ class Tso(wiring.Component):
         gb, fc = self.gb, self.fc
         depth = self.segment_depth
         seg_bits = exact_log2(depth)
-        m.submodules.segments = segments = Memory(shape=unsigned(width), depth=depth, init=[])
+        m.submodules.segments = segments = Memory(shape=unsigned(width), depth=depth, init=[],
+                                                  attrs=_NO_RW_CHECK)
         seg_w = segments.write_port()
         self.seg_r = segments.read_port()
         seg_wp = Signal(seg_bits)
