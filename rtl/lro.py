@@ -34,11 +34,24 @@ of its beats: ``segs`` in bits 0-15, ``gso_size`` in bits 16-31 (0 for a single 
 bits 32-47 the low 16 bits of the index of the input frame whose processing delivered it
 (counting every input frame, dropped ones too).
 
-Throughput: a frame is written into the staging ring at one beat per cycle; a pipelined parser
-(seven stages) reads its headers while the merge engine works on the frame before, and the
-merge engine then spends about four cycles on a frame plus one per beat it copies (the payload
-of a merged segment, the whole of other frames) and a dozen cycles plus one per beat to deliver
-a merged frame. ``benchmarks/bench_lro.py`` measures the rates.
+Throughput: a frame is written into the staging ring at one beat per cycle (its byte count
+and word sums reduced over registered stages of two adder levels: one stage at 64 bit, three at
+512); a pipelined parser (eight stages, never stalled: a frame enters it only while the FIFO
+behind it has room for everything in flight) reads its headers while the merge engine works on
+the frames before. The merge engine spends four cycles on a frame ("Wait", "Decide", "Act" and
+at least one of "Copy" or "Out") plus one per beat it copies (the payload of a merged segment,
+the whole of other frames), and about a dozen cycles plus one per beat to deliver a merged
+frame. At 64 bit this keeps up with back-to-back segments of 64 bytes and more (eight beats
+each); at 512 bit a 64-byte segment is one beat and the input runs at about a quarter of line
+rate (``benchmarks/bench_lro.py`` measures the rates).
+
+Timing. Every path between registers is short enough for about 150 MHz on an ECP5 at 64 bit:
+the lookup compares the frame with every context in two registered steps (32-bit pieces, then
+their conjunction), which the engine waits for by taking a frame only when neither the
+contexts nor the frame changed in the cycle before; the merge's offsets, word counts and the
+payload sum are precomputed so that "Act" has one adder in series; the payload sums of a
+context are added up unfolded (32 bits) and the checksums of a delivery are built in registered
+steps of one adder each.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
@@ -346,7 +359,7 @@ class LroEngine(wiring.Component):
         m.d.comb += slot.eq(pq.r_rdy)
         pop = Signal()  # the engine is done with the frame's fields
         m.d.comb += pq.r_en.eq(pop)
-        stages = 7
+        stages = 8
         inflight = Signal(range(pq_depth + 1))  # frames in the pipeline and the FIFO
         enter = Signal()
         m.d.comb += [enter.eq(desc.r_rdy & (inflight < pq_depth)), desc.r_en.eq(enter)]
@@ -387,11 +400,6 @@ class LroEngine(wiring.Component):
         m.d.comb += l3c.eq(14 + 4 * ntags)
         l4any = Signal(7)
         m.d.comb += l4any.eq(l3c + Mux(is6_et, 40, Cat(Const(0, 2), ipv[0:4])))
-        ports_any = Signal(32)
-        with m.Switch(l4any):
-            for pos in range(14, _HDR - 3):
-                with m.Case(pos):
-                    m.d.comb += ports_any.eq(h[8 * pos:8 * (pos + 4)])
         tcp_sel = Signal(8 * 60)
         with m.Switch(Cat(ntags, is6_et)):
             for t in range(3):
@@ -399,9 +407,9 @@ class LroEngine(wiring.Component):
                     lo = 14 + 4 * t + (40 if v6 else 20)
                     with m.Case(t | (v6 << 2)):
                         m.d.comb += tcp_sel.eq(h[8 * lo:8 * min(lo + 60, _HDR)])
-        s1 = regs("s1", ntags=2, et=16, ip=320, tcp=480, ports=32, l4any=7, eth=176, total=32)
+        s1 = regs("s1", ntags=2, et=16, ip=320, tcp=480, l4any=7, eth=176, total=32)
         stage(1, [(s1["ntags"], ntags), (s1["et"], et), (s1["ip"], ipv), (s1["tcp"], tcp_sel),
-                  (s1["ports"], ports_any), (s1["l4any"], l4any), (s1["total"], pcur.total),
+                  (s1["l4any"], l4any), (s1["total"], pcur.total),
                   (s1["eth"], Cat(*(Mux(k < l3c, _byte(h, k), 0) for k in range(22))))])
 
         # S2: header fields; partial sums of at most eight words.
@@ -411,8 +419,20 @@ class LroEngine(wiring.Component):
         doff = tcp[8 * 12 + 4:8 * 12 + 8]
 
         def masked_groups(count, word, keep):
-            return [_tree_sum(Mux(keep(k), word(k), 0) for k in range(lo, min(lo + 8, count)))
-                    for lo in range(0, count, 8)]
+            return [_tree_sum(Mux(keep(k), word(k), 0) for k in range(lo, min(lo + 4, count)))
+                    for lo in range(0, count, 4)]
+
+        # The ports behind an IPv4 header of ``ihl`` words lie ``4 * (ihl - 5)`` bytes into
+        # the TCP window (taken at 20 bytes); IPv6 and shorter IPv4 headers: at its start
+        # (a header under 5 words gives no key).
+        ports = Signal(32)
+        m.d.comb += ports.eq(tcp[0:32])
+        with m.If(is4):
+            with m.Switch(ip[0:4]):
+                for ihl in range(6, 16):
+                    with m.Case(ihl):
+                        lo = 32 * (ihl - 5)
+                        m.d.comb += ports.eq(tcp[lo:lo + 32])
 
         ip_words = masked_groups(20, lambda k: be_bytes(ip, 2 * k, 2),
                                  lambda k: is6 | (k < 10))
@@ -426,10 +446,10 @@ class LroEngine(wiring.Component):
         s2 = regs("s2", ihl=4, ver=4, proto=8, frag=16, ip_len=16, ip_csum=16, ip_id=16,
                   ip_word=17, doff=4, tcp_csum=16, seq=32, ack=32, flag_word=32, opts=320,
                   key=_KEY_BITS, l3=7, is6=1, et_ip=1, l4any=7, total=17)
-        sg = {f"ip{k}": Signal(19, name=f"s2_ip{k}") for k in range(3)}
-        sg.update({f"addr{k}": Signal(19, name=f"s2_addr{k}") for k in range(3)})
-        sg.update({f"tcp{k}": Signal(19, name=f"s2_tcp{k}") for k in range(4)})
-        sg.update({f"eth{k}": Signal(19, name=f"s2_eth{k}") for k in range(2)})
+        sg = {f"ip{k}": Signal(18, name=f"s2_ip{k}") for k in range(5)}
+        sg.update({f"addr{k}": Signal(18, name=f"s2_addr{k}") for k in range(5)})
+        sg.update({f"tcp{k}": Signal(18, name=f"s2_tcp{k}") for k in range(8)})
+        sg.update({f"eth{k}": Signal(18, name=f"s2_eth{k}") for k in range(3)})
         stage(2, [
             *((sg[f"ip{k}"], v) for k, v in enumerate(ip_words)),
             *((sg[f"addr{k}"], v) for k, v in enumerate(addr_words)),
@@ -447,37 +467,59 @@ class LroEngine(wiring.Component):
             (s2["flag_word"], be_bytes(tcp, 12, 4)),
             (s2["opts"], Cat(*(Mux(20 + k < Cat(Const(0, 2), doff), _byte(tcp, 20 + k), 0)
                                for k in range(40)))),
-            (s2["key"], Cat(s1["eth"], s1["ntags"], ip_key, s1["ports"])),
+            (s2["key"], Cat(s1["eth"], s1["ntags"], ip_key, ports)),
             (s2["l3"], 14 + 4 * s1["ntags"]), (s2["is6"], is6),
             (s2["et_ip"], (s1["et"] == 0x0800) | is6), (s2["l4any"], s1["l4any"]),
             (s2["total"], s1["total"][:16] + s1["total"][16:]),
         ])
 
+        # S2b: sums of up to four groups; the header offsets the checks compare with.
+        s2_fields = s2
+        s2 = {k: Signal.like(v, name=f"s2b_{k}") for k, v in s2_fields.items()}
+        stage(2, [(s2[k], s2_fields[k]) for k in s2])
+        l4_of = Mux(s2_fields["is6"], 40, 20)
+        hdr_of = Cat(Const(0, 2), s2_fields["doff"])
+        sb = regs("s2b", ip0=20, ip1=20, addr0=20, addr1=20, tcp0=20, tcp1=20, eth=20,
+                  l4=7, l3_20=8, l3_40=8, l4_4=8, l4_20=8, l4any_4=8, pay_off=8)
+        stage(2, [
+            (sb["ip0"], sg["ip0"] + sg["ip1"] + sg["ip2"]), (sb["ip1"], sg["ip3"] + sg["ip4"]),
+            (sb["addr0"], sg["addr0"] + sg["addr1"] + sg["addr2"]),
+            (sb["addr1"], sg["addr3"] + sg["addr4"]),
+            (sb["tcp0"], (sg["tcp0"] + sg["tcp1"]) + (sg["tcp2"] + sg["tcp3"])),
+            (sb["tcp1"], (sg["tcp4"] + sg["tcp5"]) + (sg["tcp6"] + sg["tcp7"])),
+            (sb["eth"], sg["eth0"] + sg["eth1"] + sg["eth2"]),
+            (sb["l4"], s2_fields["l3"] + l4_of),
+            (sb["l3_20"], s2_fields["l3"] + 20), (sb["l3_40"], s2_fields["l3"] + 40),
+            (sb["l4_4"], s2_fields["l3"] + Mux(s2_fields["is6"], 44, 24)),
+            (sb["l4_20"], s2_fields["l3"] + Mux(s2_fields["is6"], 60, 40)),
+            (sb["l4any_4"], s2_fields["l4any"] + 4),
+            (sb["pay_off"], s2_fields["l3"] + l4_of + hdr_of),
+        ])
+
         # S3: whole sums (wide); the checks that need no sum.
-        psize = meta_at[2].len
+        psize = meta_at[3].len
         l3 = s2["l3"]
-        l4 = Signal(7)
-        m.d.comb += l4.eq(l3 + Mux(s2["is6"], 40, 20))
-        hdr_len = Cat(Const(0, 2), s2["doff"])
-        base4 = (~s2["is6"] & s2["et_ip"] & (psize >= l3 + 20) & (s2["ver"] == 4)
+        l4 = sb["l4"]
+        base4 = (~s2["is6"] & s2["et_ip"] & (psize >= sb["l3_20"]) & (s2["ver"] == 4)
                  & (s2["proto"] == 6))
-        base6 = s2["is6"] & (psize >= l3 + 40) & (s2["ver"] == 6) & (s2["proto"] == 6)
+        base6 = s2["is6"] & (psize >= sb["l3_40"]) & (s2["ver"] == 6) & (s2["proto"] == 6)
         s3 = regs("s3", ip=21, addr=21, tcp=21, eth=20, base4=1, base6=1, elig4=1,
                   key_valid=1, never=1, size_ok=1, l4=7, pay_off=7, pay_len=17, tcp_len=16)
         stage(3, [
-            (s3["ip"], sg["ip0"] + sg["ip1"] + sg["ip2"]),
-            (s3["addr"], sg["addr0"] + sg["addr1"] + sg["addr2"]),
-            (s3["tcp"], (sg["tcp0"] + sg["tcp1"]) + (sg["tcp2"] + sg["tcp3"])),
-            (s3["eth"], sg["eth0"] + sg["eth1"]),
+            (s3["ip"], sb["ip0"] + sb["ip1"]),
+            (s3["addr"], sb["addr0"] + sb["addr1"]),
+            (s3["tcp"], sb["tcp0"] + sb["tcp1"]),
+            (s3["eth"], sb["eth"]),
             (s3["base4"], base4), (s3["base6"], base6),
             (s3["elig4"], base4 & (s2["ihl"] == 5) & ((s2["frag"] & 0x3FFF) == 0)),
             (s3["key_valid"], (base4 & (s2["ihl"] >= 5) & ((s2["frag"] & 0x1FFF) == 0)
-                               & (psize >= s2["l4any"] + 4)) | (base6 & (psize >= l4 + 4))),
+                               & (psize >= sb["l4any_4"])) | (base6 & (psize >= sb["l4_4"]))),
             (s3["never"], Mux(s2["is6"], s2["ip_len"] != psize - l4,
                               (s2["ip_len"] != psize - l3) | s2["frag"][15])),
-            (s3["size_ok"], (psize >= l4 + 20) & (s2["doff"] >= 5) & (psize >= l4 + hdr_len)),
-            (s3["l4"], l4), (s3["pay_off"], l4 + hdr_len),
-            (s3["pay_len"], psize - l4 - hdr_len), (s3["tcp_len"], psize - l4),
+            (s3["size_ok"], (psize >= sb["l4_20"]) & (s2["doff"] >= 5)
+             & (psize >= sb["pay_off"])),
+            (s3["l4"], l4), (s3["pay_off"], sb["pay_off"]),
+            (s3["pay_len"], psize - sb["pay_off"]), (s3["tcp_len"], psize - l4),
         ])
         s2_late = regs("s3x", total=17, ip_len=16, ip_csum=16, tcp_csum=16)
         stage(3, [(s2_late[k], s2[k]) for k in s2_late])
@@ -504,11 +546,11 @@ class LroEngine(wiring.Component):
 
         # S5: checksum test sum and payload sum (wide); header checksum test; fold steps.
         s5 = regs("s5", verify=25, pay=25, ip_ok=1, ip_base=17, tcp_base=17, addr=17)
-        ip2 = s4["ip1"][:16] + s4["ip1"][16]
+        # ``ip1`` is a 16-bit sum plus at most 31: it folds to 0xFFFF only if it is 0xFFFF.
         stage(5, [
             (s5["verify"], s4["tseg"] + s4["addr1"] + (s3_late["tcp_len"] + 6)),
             (s5["pay"], s4["tseg"] + minus(s4["tcp"])),
-            (s5["ip_ok"], ip2 == 0xFFFF),
+            (s5["ip_ok"], s4["ip1"] == 0xFFFF),
             (s5["ip_base"], s4["ip_base"][:16] + s4["ip_base"][16:]),
             (s5["tcp_base"], s4["tcp_base"][:16] + s4["tcp_base"][16:]),
             (s5["addr"], s4["addr1"][:16] + s4["addr1"][16]),
@@ -518,8 +560,9 @@ class LroEngine(wiring.Component):
 
         # S6: fold steps.
         def finish(v17):
-            step = v17[:16] + v17[16]
-            return (step[:16] + step[16])[:16]
+            """The last fold of a 17-bit sum that is a 16-bit sum plus at most 0x1FF: its
+            carry, added back, cannot carry again."""
+            return (v17[:16] + v17[16])[:16]
 
         s6 = regs("s6", verify=17, pay=17, ip_ok=1, ip_base=16, tcp_base=16, addr=16)
         stage(6, [
@@ -538,22 +581,20 @@ class LroEngine(wiring.Component):
         for k in ("flag_word", "frag", "seq", "ack", "opts", "ip_word", "ip_id", "key", "l3",
                   "is6"):
             chain = s2[k]
-            for n in range(3, 7):
+            for n in range(4, 8):
                 nxt_sig = Signal.like(s2[k], name=f"s{n}c_{k}")
                 stage(n, [(nxt_sig, chain)])
                 chain = nxt_sig
             s2_hold[k] = chain
         v = s5_late
-        csum_ok = finish(s6["verify"]) == 0xFFFF
+        csum_ok = s6["verify"] == 0xFFFF  # (folds to 0xFFFF only if it is 0xFFFF)
         seg = (((v["elig4"] & s6["ip_ok"]) | v["base6"]) & (v["never"] | csum_ok)
                & v["size_ok"])
         # Stage 7: verdicts and the merge's offsets, registered on their way into the FIFO.
         pw = Signal(pq_layout)
         pw_valid = Signal()
-        plm = Signal(18)
-        m.d.comb += plm.eq(v["pay_len"] - 1)
         m.d.sync += [
-            pw_valid.eq(valid_at[6]), pw.meta.eq(meta_at[6]),
+            pw_valid.eq(valid_at[7]), pw.meta.eq(meta_at[7]),
             pw.seg.eq(seg), pw.key_valid.eq(v["key_valid"]),
             pw.never_hold.eq(v["never"]), pw.v6.eq(s2_hold["is6"]),
             pw.l3.eq(s2_hold["l3"]), pw.l4.eq(v["l4"]),
@@ -565,8 +606,8 @@ class LroEngine(wiring.Component):
             pw.flag_word.eq(s2_hold["flag_word"]), pw.opts.eq(s2_hold["opts"]),
             pw.ip_word.eq(s2_hold["ip_word"]), pw.ip_id.eq(s2_hold["ip_id"]),
             pw.key.eq(s2_hold["key"]),
-            pw.plm_b1.eq(plm + B), pw.plm_b2.eq(plm + 2 * B),
-            pw.c_src.eq(meta_at[6].start + (v["pay_off"] >> LB)),
+            pw.plm_b1.eq(v["pay_len"] + (B - 1)), pw.plm_b2.eq(v["pay_len"] + (2 * B - 1)),
+            pw.c_src.eq(meta_at[7].start + (v["pay_off"] >> LB)),
         ]
         m.d.comb += [pq.w_data.eq(pw.as_value()), pq.w_en.eq(pw_valid)]
 
@@ -773,8 +814,8 @@ class LroEngine(wiring.Component):
         # compares its fields with the frame's in 32-bit pieces and tests its counters (step
         # A), then the results are combined (step B, into ``hit``, ``ok`` and ``short``). The
         # engine takes a frame only when neither the contexts nor the FIFO's head changed in
-        # the cycle before (``quiet``; a head that just arrived counts as a change): "Decide" then sees the lookup of the contexts as they
-        # are.
+        # the cycle before (``quiet``; a head that just arrived counts as a change): "Decide"
+        # then sees the lookup of the contexts as they are.
         def pieces(a, b, tag):
             eq = [(a[lo:lo + 32] == b[lo:lo + 32]) for lo in range(0, len(a), 32)]
             reg = Signal(len(eq), name=tag)
