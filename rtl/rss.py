@@ -19,6 +19,8 @@ last beat, so each stage reads the bytes it needs straight from the buffer while
 from copy registers after that (at 64 bits almost none are needed; at 512 bits most are).
 
 1. For each layer-3 offset (14, 18, 22: 0 to 2 VLAN tags): TPID? usable IPv4/IPv6 header?
+   (From the header fields decoded into registers as their beat arrives, and a thermometer
+   code of the visible words made at the last beat.)
 2. Pick the offset; classify the IPv4 protocol / IPv6 next header; select the length fields.
 3. Align the addresses; datagram bounds; which IPv6 extension headers would fit the visible
    bytes.
@@ -27,10 +29,12 @@ from copy registers after that (at 64 bits almost none are needed; at 512 bits m
    there, fragment flags) is computed once from the buffer and shared by all stages, so a
    step is a 10-bit multiplexer on the header pointer and on whether the header is a
    fragment header (first stage) and one LUT of logic (second stage).
-12. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL); visible, in the
-   datagram, not a fragment? Which hash types of the frame are enabled?
-13. Pick the hash type.
-14. Start the Toeplitz core (:mod:`.toeplitz`).
+12. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL); compare the pointer
+   with the visible bytes and the datagram's end, in parts. Which hash types of the frame are
+   enabled (stage 11 samples the mask)?
+13. Are the ports usable (visible, in the datagram, not a fragment)?
+14. Pick the hash type.
+15. Start the Toeplitz core (:mod:`.toeplitz`).
 
 At 512 bits the core hashes a 36-byte tuple (IPv4: 12 bytes, zero padded) in one pipelined
 pass. At narrower widths it hashes ``ceil(36 / steps)`` bytes a cycle over
@@ -156,7 +160,7 @@ _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
 _EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 _NEXTHDR_FRAGMENT = 44  # 8 bytes
-_PARSE_STAGES = 14  # stage 12 samples the mask, 13 picks the hash type, 14 starts the core
+_PARSE_STAGES = 15  # stage 11 samples the mask, 14 picks the hash type, 15 starts the core
 # Registers holding the core's start (reset_less, inverted); the first has a reset and drives
 # the core's phase.
 _START_COPIES = ((False, False), (False, True), (True, False), (True, True))
@@ -391,14 +395,13 @@ class RssUnit(wiring.Component):
         self.beat_bytes = width // 8
         #: Hash core cycles per tuple: the fewest beats of a frame that can be hashed (34 bytes).
         self.hash_steps = -(-34 // self.beat_bytes)
-        # Bytes XORed in one tree before a register: at most 2 LUT levels at 64 bits (chunks of
-        # 8 bytes); wider chunks take larger groups, fewer registers.
-        group_bytes = 1 if self.hash_steps >= 5 else 2 if self.hash_steps > 1 else 4
+        # One byte's contribution (8 AND terms) is two LUT levels; the core registers it and
+        # XORs the bytes of a chunk in registered trees.
         self._core = ToeplitzCore(TUPLE_BYTES, KEY_BYTES, steps=self.hash_steps,
-                                  group_bytes=group_bytes,
+                                  group_bytes=1,
                                   start_copies=len(_START_COPIES) if self.hash_steps > 1 else 1)
         #: Cycles from a frame's last beat to the cycle its enabled mask is sampled.
-        self.config_latency = _PARSE_STAGES - 2
+        self.config_latency = _PARSE_STAGES - 4
         #: Cycles from a frame's last beat to the cycle its key is sampled.
         self.key_latency = _PARSE_STAGES
         #: Cycles from a frame's last beat to the cycle its table entry is read.
@@ -407,9 +410,9 @@ class RssUnit(wiring.Component):
         #: read, two registers, the FIFO's write and output register).
         self.latency = self.table_latency + 4
         #: Results the unit holds, in the pipeline and the FIFO, before it stops taking beats:
-        #: more than the frames one latency can bring (a frame per cycle), so a consumer that
-        #: keeps up never sees ``i.ready`` drop.
-        self.result_depth = 1 << (self.latency + 4).bit_length()
+        #: more than the frames one latency can bring (a frame per cycle) and the cycle the
+        #: count runs behind, so a consumer that keeps up never sees ``i.ready`` drop.
+        self.result_depth = 1 << (self.latency + 3).bit_length()
         super().__init__({
             "i": In(beat_signature(width)),
             "result": Out(stream.Signature(unsigned(64))),
@@ -484,17 +487,22 @@ class RssUnit(wiring.Component):
             self.result.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.result.ready),
         ]
-        outstanding = Signal(range(self.result_depth + 1))
-        ready = Signal(init=1)  # outstanding < result_depth
-        taken = self.result.valid & self.result.ready
+        # The count runs a cycle behind, from registered frame ends and takes (handshakes stay
+        # off the counter's carry chain): frames outstanding are at most one more than counted,
+        # so a beat is taken while fewer than result_depth - 1 are counted (result_depth out).
+        depth = self.result_depth
+        counted = Signal(range(depth + 1))
+        ended, was_taken = Signal(), Signal()
+        ready = Signal(init=1)  # counted < depth - 1
         m.d.comb += self.i.ready.eq(ready)
-        m.d.sync += outstanding.eq(outstanding + frame["end"] - taken)
-        # ready in the next cycle without the sum: full after one more frame and none taken,
-        # or full and no change.
-        last_room = Signal()
-        m.d.comb += last_room.eq(outstanding == self.result_depth - 1)
-        m.d.sync += ready.eq(~((last_room & frame["end"] & ~taken)
-                               | (~ready & (frame["end"] == taken))))
+        m.d.sync += [
+            ended.eq(frame["end"]),
+            was_taken.eq(self.result.valid & self.result.ready),
+            counted.eq(counted + ended - was_taken),
+            # ready in the next cycle from the comparisons of the count, not of the sum.
+            ready.eq(Mux(ended & ~was_taken, counted < depth - 2,
+                         Mux(~ended & was_taken, counted < depth, counted < depth - 1))),
+        ]
 
         counters = [Signal(32, name=name) for name in ("frames", "frames_none", "frames_bad")]
         with m.If(q_valid):
@@ -556,15 +564,58 @@ class RssUnit(wiring.Component):
                             Mux(top[0], Mux(slot[0], 0, Cat(Const(-1, low_bits), last_index)),
                                 Cat(words, beat_index[:high_bits])))
 
+        # The same as a thermometer code, reach[j] = max_ptr >= j, one LUT each: with
+        # W = beat_bytes / 4 words a beat, the top byte of a contiguous last beat n at or past
+        # 4 * d + 1 (keep bit 4 * d + 1) puts word n * W + d in reach; every beat after beat
+        # n puts all of its words in reach. slot_after[n] = beat_index > n.
+        slot_after = Signal(window_beats, init=0)
+        with m.If(accept):
+            with m.If(beat.last):
+                m.d.sync += slot_after.eq(0)
+            with m.Elif(~slot[window_beats]):
+                m.d.sync += slot_after.eq(slot_after | slot[:window_beats])
+        words_per_beat = bw // 4
+        reach_value = Cat((slot[j // words_per_beat] & keep[4 * (j % words_per_beat) + 1])
+                          | slot_after[j // words_per_beat] for j in range(32))
+
+        # Header fields stage 1 needs, decoded as their beat arrives into registers of their
+        # own (loaded with the buffer, so they hold the same frame as the buffer does): for
+        # each layer-3 offset l3 = 14 + 4c, the ethertype before it and the first byte (the
+        # three bytes share a beat at every width).
+        fields = {}
+        for c in range(3):
+            l3 = 14 + 4 * c
+            ethertype = Cat(self._beat_byte(beat.data, l3 - 1), self._beat_byte(beat.data, l3 - 2))
+            first = self._beat_byte(beat.data, l3)
+            decoded = {
+                f"tpid{c}": (ethertype == _TPIDS[0]) | (ethertype == _TPIDS[1]),
+                f"ipv4_{c}": (ethertype == _ETHERTYPE_IPV4) & (first[4:8] == 4),
+                f"ipv6_{c}": (ethertype == _ETHERTYPE_IPV6) & (first[4:8] == 6),
+                f"ihl{c}": first[0:4],
+            }
+            for name, value in decoded.items():
+                reg = Signal(len(value), name=f"hdr_{name}", reset_less=True)
+                with m.If(slot[l3 // bw]):
+                    m.d.sync += reg.eq(value)
+                fields[name] = reg
+
         valid, bad = Signal(name="s1_valid"), Signal(name="s1_bad")
         max_ptr = Signal(5, name="s1_max_ptr")
+        reach = Signal(32, name="s1_reach", reset_less=True)
         m.d.sync += [
             valid.eq(accept & beat.last),
             bad.eq(holes | ~keep_is_contiguous(keep, bw)),
             max_ptr.eq(max_ptr_value),
+            reach.eq(reach_value),
         ]
         return {"bytes": _FrameBytes(m, buf, bw), "valid": valid, "bad": bad,
-                "max_ptr": max_ptr, "end": accept & beat.last}
+                "max_ptr": max_ptr, "reach": reach, "fields": fields,
+                "end": accept & beat.last}
+
+    def _beat_byte(self, data, p):
+        """Return byte ``p`` of a frame from the beat that carries it (combinational)."""
+        offset = p % self.beat_bytes
+        return data[8 * offset:8 * offset + 8]
 
     def _parse(self, m, frame, enabled):
         """The parser pipeline; stage k runs k cycles after the frame's last beat."""
@@ -583,35 +634,41 @@ class RssUnit(wiring.Component):
                 regs[name] = reg
             return regs
 
+        def view_ptrs(k, value):
+            """Register copies of ``value`` (ptr % 8) into stage k, one for each view of a walk
+            step: ptr alone would drive every leaf of all six multiplexers. The copies differ
+            in initial value, so that synthesis keeps them apart."""
+            copies = {}
+            for n, view in enumerate((1, 2, 3, 5, 6, 7)):
+                copy = Signal(3, name=f"s{k}_ptr_view{view}", init=n + 1, reset_less=True)
+                m.d.sync += copy.eq(value)
+                copies[view] = copy
+            return copies
+
         # Stage 1: for each possible layer-3 offset l3 = 14 + 4c (0, 1, 2 VLAN tags): is the
-        # ethertype a TPID, and is a usable IPv4/IPv6 header announced there.
-        s1 = frame
+        # ethertype a TPID, and is a usable IPv4/IPv6 header announced there. All from the
+        # header fields decoded on capture and the thermometer code of max_ptr.
+        s1, fields, reach = frame, frame["fields"], frame["reach"]
         checks = {}
         for c in range(3):
-            l3 = 14 + 4 * c
-            ethertype = raw.be16(12 + 4 * c, 1)
-            first = raw.byte(l3, 1)
-            ihl, version = first[0:4], first[4:8]
-            checks[f"tpid{c}"] = (ethertype == _TPIDS[0]) | (ethertype == _TPIDS[1])
+            ihl = fields[f"ihl{c}"]
+            checks[f"tpid{c}"] = fields[f"tpid{c}"]
             # IPv4 with its header visible: 4 * IHL <= vis - l3, or IHL + 3 + c <= max_ptr.
-            # (Type and visibility registered apart: each is a shallow tree.)
-            checks[f"v4type{c}"] = (ethertype == _ETHERTYPE_IPV4) & (version == 4)
-            checks[f"v4seen{c}"] = _select(ihl, {v: _at_least(s1["max_ptr"], v + 3 + c)
-                                                 if v >= 5 else Const(0, 1)
-                                                 for v in range(16)})
+            checks[f"v4_{c}"] = fields[f"ipv4_{c}"] & _select(
+                ihl, {v: reach[v + 3 + c] if v >= 5 else Const(0, 1) for v in range(16)})
             # IPv6 with its header visible: vis >= l3 + 40, or max_ptr >= 13 + c.
-            checks[f"v6_{c}"] = ((ethertype == _ETHERTYPE_IPV6) & (version == 6)
-                                 & _at_least(s1["max_ptr"], 13 + c))
+            checks[f"v6_{c}"] = fields[f"ipv6_{c}"] & reach[13 + c]
             checks[f"ihl{c}"] = ihl
             # The word of the IPv4 ports: l3 + 4 * IHL.
             checks[f"ptr{c}"] = _select(ihl, {v: Const(3 + c + v, 5) for v in range(16)})
-        s2 = stage(2, valid=s1["valid"], bad=s1["bad"], max_ptr=s1["max_ptr"], **checks)
+        s2 = stage(2, valid=s1["valid"], bad=s1["bad"], max_ptr=s1["max_ptr"],
+                   reach=reach[15:32], **checks)
 
         # Stage 2: pick the layer-3 offset and select its length and fragment fields; per
         # offset, classify the IPv4 protocol and the IPv6 next header.
         at = [~s2["tpid0"], s2["tpid0"] & ~s2["tpid1"], s2["tpid0"] & s2["tpid1"]]
         l3_index = Mux(s2["tpid0"], Mux(s2["tpid1"], 2, 1), 0)
-        v4_type = Cat(at[c] & s2[f"v4type{c}"] & s2[f"v4seen{c}"] for c in range(3)).any()
+        v4_type = Cat(at[c] & s2[f"v4_{c}"] for c in range(3)).any()
         v6_type = Cat(at[c] & s2[f"v6_{c}"] for c in range(3)).any()
         v6 = ~s2["bad"] & v6_type
         v4 = ~s2["bad"] & v4_type
@@ -629,7 +686,7 @@ class RssUnit(wiring.Component):
         s3 = stage(
             3, valid=s2["valid"], bad=s2["bad"], v4=v4, v6=v6, max_ptr=s2["max_ptr"],
             # Thermometer code of max_ptr: bit j - 15 is j <= max_ptr (for fragment headers).
-            reach=Cat(_at_least(s2["max_ptr"], j) for j in range(15, 32)),
+            reach=s2["reach"],
             l3=l3_index, ihl=ihl,
             shift=Mux(v6, l3_index, l3_index + 1),  # addresses at 22 + 4 * shift
             # The first header after l3 (for frames neither IPv4 nor IPv6: don't care).
@@ -665,6 +722,7 @@ class RssUnit(wiring.Component):
             max_ptr=s3["max_ptr"], ptr=s3["ptr"], fail=Const(0, 1),
             cls=Mux(s3["v4"], pick("proto"), Mux(s3["v6"], pick("nh"), 0)),
             fits=Cat(fits), fits_fragment=Cat(fits_fragment))
+        ptrs = view_ptrs(4, s3["ptr"][:3])
         side = stage(
             4, v4_fragment=(s3["fragment"] & 0x3FFF) != 0,
             # The ports end inside the IPv4 datagram: 4 * IHL + 4 <= total length, or
@@ -701,7 +759,7 @@ class RssUnit(wiring.Component):
             views = {}
             for g, by_kind in groups.items():
                 for fragment, leaves in enumerate(by_kind):
-                    view = _select(walk["ptr"][:3], leaves)
+                    view = _select(ptrs[g + 4 * fragment], leaves)
                     ok = view[_CLS_BITS + 5]
                     views[f"view{g + 4 * fragment}"] = Cat(
                         view[:_CLS_BITS + 5],  # the next class and where it starts
@@ -732,11 +790,24 @@ class RssUnit(wiring.Component):
                 ptr=state[:5], cls=state[5:5 + _CLS_BITS], fail=state[5 + _CLS_BITS],
                 walking=state[6 + _CLS_BITS],
                 fits=half["fits"], fits_fragment=half["fits_fragment"])
+            if step + 1 < MAX_EXT_HEADERS:
+                ptrs = view_ptrs(k + 2, state[:3])
+            else:
+                # Sample the enabled mask: which types the frame's IP version may use.
+                v4, v6 = half["v4"], half["v6"]
+                types = stage(
+                    k + 2,
+                    tcp_enabled=Mux(v4, enabled[HashType.TCP_IPV4.value],
+                                    v6 & enabled[HashType.TCP_IPV6.value]),
+                    udp_enabled=Mux(v4, enabled[HashType.UDP_IPV4.value],
+                                    v6 & enabled[HashType.UDP_IPV6.value]),
+                    two_enabled=((v4 & enabled[HashType.IPV4.value])
+                                 | (v6 & enabled[HashType.IPV6.value])))
             side = stage(k + 2, **side)
 
         # Stage 12: the ports (TCP/UDP header at word ptr, IPv4: l3 + 4 * IHL), and whether
         # they are visible and inside the datagram; an IPv6 chain going on after
-        # MAX_EXT_HEADERS has none. Sample the enabled mask.
+        # MAX_EXT_HEADERS has none.
         k = 4 + 2 * MAX_EXT_HEADERS
         # Each group's port multiplexer has a copy of ptr % 8 of its own: ptr alone would drive
         # hundreds of LUTs. The copies differ from ptr and from each other in initial value or
@@ -749,54 +820,70 @@ class RssUnit(wiring.Component):
         cls, ptr = walk["cls"], walk["ptr"]
         v4, v6, tcp = walk["v4"], walk["v6"], cls[_CLS_TCP]
         # Is the frame TCP or UDP and its 4-tuple type enabled? (Whether its ports are usable
-        # comes a stage later.) One signal per IP version: stage 13 then gates each half of
+        # comes two stages later.) One signal per IP version: stage 14 then gates each half of
         # the ports with one LUT.
-        four = (~walk["fail"] & (cls[_CLS_TCP] | cls[_CLS_UDP])
-                & Mux(v4, Mux(tcp, enabled[HashType.TCP_IPV4.value],
-                              enabled[HashType.UDP_IPV4.value]),
-                      Mux(tcp, enabled[HashType.TCP_IPV6.value],
-                          enabled[HashType.UDP_IPV6.value])))
+        four = ~walk["fail"] & ((cls[_CLS_TCP] & types["tcp_enabled"])
+                                | (cls[_CLS_UDP] & types["udp_enabled"]))
         s12 = stage(
             k + 1, valid=walk["valid"], bad=walk["bad"], v4=v4, v6=v6,
             tcp=tcp, four_v4=four & v4, four_v6=four & v6,
             # The hash core's start, but for the ports' usability: valid and a type enabled.
             start_four=walk["valid"] & four,
-            start_two=walk["valid"] & ((v4 & enabled[HashType.IPV4.value])
-                                       | (v6 & enabled[HashType.IPV6.value])),
+            start_two=walk["valid"] & types["two_enabled"],
             # Is its 2-tuple type enabled?
-            two_enabled=(v4 & enabled[HashType.IPV4.value]) | (v6 & enabled[HashType.IPV6.value]),
-            visible=_less(ptr, walk["max_ptr"]),  # the ports end at byte 4 * ptr + 6 <= vis
-            in_datagram=Mux(walk["v4"], ~side["v4_fragment"] & side["v4_length_ok"],
-                            side["far"] | ~_less(side["bound"], ptr)),
+            two_enabled=types["two_enabled"],
+            # Are the ports visible (they end at byte 4 * ptr + 6 <= vis: ptr < max_ptr) and,
+            # for IPv6, inside the datagram (ptr <= bound, or far)? Each comparison of the
+            # 5-bit pointers in parts: the top 2 bits (< and ==) and the low 3; stage 13
+            # combines them.
+            vis_high_lt=_less(ptr[3:], walk["max_ptr"][3:]),
+            vis_high_eq=ptr[3:] == walk["max_ptr"][3:],
+            vis_low_lt=_less(ptr[:3], walk["max_ptr"][:3]),
+            v4_ok=~side["v4_fragment"] & side["v4_length_ok"], far=side["far"],
+            dgram_high_lt=_less(ptr[3:], side["bound"][3:]),
+            dgram_high_eq=ptr[3:] == side["bound"][3:],
+            dgram_low_le=~_less(side["bound"][:3], ptr[:3]),
             # The ports at word 8 * g + ptr % 8 for each group g; stage 13 picks the group.
             **{f"ports{g}": _select(port_ptrs[g], {n: raw.word(8 * g + n, k) for n in range(8)})
                for g in (1, 2, 3)},
             ports_group=ptr[3:], addresses=side["addresses"])
 
-        # Stage 13: the hash type: the 4-tuple type if the frame has usable ports and it is
+        # Stage 13: are the ports usable; the ports of their group.
+        visible = s12["vis_high_lt"] | (s12["vis_high_eq"] & s12["vis_low_lt"])
+        in_datagram = Mux(s12["v4"], s12["v4_ok"],
+                          s12["far"] | s12["dgram_high_lt"]
+                          | (s12["dgram_high_eq"] & s12["dgram_low_le"]))
+        s13 = stage(
+            k + 2, **{name: s12[name] for name in (
+                "valid", "bad", "v4", "v6", "tcp", "four_v4", "four_v6", "start_four",
+                "start_two", "two_enabled", "addresses")},
+            usable=visible & in_datagram,
+            ports=_select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)}))
+
+        # Stage 14: the hash type: the 4-tuple type if the frame has usable ports and it is
         # enabled, else the 2-tuple type if enabled.
-        v4, v6, tcp = s12["v4"], s12["v6"], s12["tcp"]
-        usable = s12["visible"] & s12["in_datagram"]
-        four_v4 = s12["four_v4"] & usable
-        four_v6 = s12["four_v6"] & usable
+        v4, v6, tcp = s13["v4"], s13["v6"], s13["tcp"]
+        usable = s13["usable"]
+        four_v4 = s13["four_v4"] & usable
+        four_v6 = s13["four_v6"] & usable
         use_four = four_v4 | four_v6
-        use_two = s12["two_enabled"]
-        addresses = s12["addresses"]
-        ports = _select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)})
+        use_two = s13["two_enabled"]
+        addresses = s13["addresses"]
+        ports = s13["ports"]
         hash_type = Mux(use_four, Mux(v4, Mux(tcp, HashType.TCP_IPV4, HashType.UDP_IPV4),
                                       Mux(tcp, HashType.TCP_IPV6, HashType.UDP_IPV6)),
                         Mux(use_two, Mux(v4, HashType.IPV4, HashType.IPV6), HashType.NONE))
         # An iterative core loads some 670 flip-flops on start: copies of it share them. The
         # copies differ in reset, polarity or initial value, so that synthesis keeps them apart.
-        start = (s12["start_four"] & usable) | s12["start_two"]
+        start = (s13["start_four"] & usable) | s13["start_two"]
         copies = []
         for n, (reset_less, inverted) in enumerate(_START_COPIES):
-            copy = Signal(name=f"s{k + 2}_start{n}", init=n % 2 if reset_less else inverted,
+            copy = Signal(name=f"s{k + 3}_start{n}", init=n % 2 if reset_less else inverted,
                           reset_less=reset_less)
             m.d.sync += copy.eq(start ^ inverted)
             copies.append(copy ^ inverted)
         out = stage(
-            k + 2, valid=s12["valid"], bad=s12["bad"], hash_type=hash_type,
+            k + 3, valid=s13["valid"], bad=s13["bad"], hash_type=hash_type,
             # The hash input: the addresses, and the ports after the IPv4 or after the IPv6
             # addresses (IPv4: zeros after that).
             tuple=Cat(addresses[0:64], addresses[64:96] | Mux(four_v4, ports, 0),
@@ -850,7 +937,10 @@ class RssUnit(wiring.Component):
         high = bus.w_data & ~((1 << self.queue_bits) - 1)
         table_data = ~early("table_data", Cat(high[8 * b:8 * b + 8].any()
                                               for b in range(4))).any()
-        write_key = early("write_key", Cat(in_key & (index == n) for n in range(len(key_words))))
+        # The key word a write goes to, one-hot on the index alone (one LUT each); the strobe
+        # cycle gates it with key_addr.
+        key_word = early("key_word", Cat(index == n for n in range(len(key_words))))
+        w_key_addr = early("w_key_addr", in_key & key_index_ok)
         readable = (early("readable_low", in_low & Cat(index == n for n in low).any())
                     | key_addr | table_addr)
         write_hash_types = hash_types_addr & hash_types_data
@@ -866,6 +956,7 @@ class RssUnit(wiring.Component):
         w_addr = Signal(9, reset_less=True)  # word address in the table or the key
         w_table, w_hash_types, w_any = Signal(), Signal(), Signal()
         w_key = Signal(len(key_words))
+        w_key_any = Signal()
         written = Signal(len(key_words))
         w_entry = early("w_entry", entry)
         with m.If(bus.w_en):
@@ -873,9 +964,10 @@ class RssUnit(wiring.Component):
         m.d.sync += [
             w_table.eq(bus.w_en & write_table),
             w_hash_types.eq(bus.w_en & write_hash_types),
-            w_key.eq(Mux(bus.w_en, write_key, 0)),
+            w_key.eq(Mux(bus.w_en & w_key_addr, key_word, 0)),
+            w_key_any.eq(bus.w_en & w_key_addr),
             w_any.eq(bus.w_en & writable),
-            written.eq(written | Mux(bus.w_en, write_key, 0)),
+            written.eq(written | Mux(bus.w_en & w_key_addr, key_word, 0)),
         ]
         table.write(w_addr, w_data, w_table)
         with m.If(w_hash_types):
@@ -890,7 +982,7 @@ class RssUnit(wiring.Component):
                                                   init=default_words)
         key_write = key_copy.write_port()
         m.d.comb += [key_write.addr.eq(w_addr[:4]), key_write.data.eq(w_data),
-                     key_write.en.eq(w_key.any())]
+                     key_write.en.eq(w_key_any)]
 
         # Reads: in the strobe cycle each source is selected into a register of its own, zero
         # unless it is the one read; the cycle after, r_data is their OR. A write strobed in

@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["HASH_BITS", "ToeplitzCore"]
 
 HASH_BITS = 32
+_XOR_FANIN = 8  # registers XORed in one tree of the reduction
 
 
 def _msb_first(vector, nbytes):
@@ -38,8 +39,9 @@ class ToeplitzCore(wiring.Component):
     previous one at the earliest. With ``steps`` = 1 it takes a new input every cycle.
 
     Pipeline: the start cycle latches the input and the key; in each of the next ``steps``
-    cycles the contribution of every ``group_bytes`` bytes of one chunk is registered; a cycle
-    later these are XORed into the accumulator.
+    cycles the contribution of every ``group_bytes`` bytes of one chunk is registered; these
+    are XORed into the chunk's contribution through registered trees of up to 8 inputs (two
+    LUT levels each), and a cycle after that it is XORed into the accumulator.
 
     Parameters
     ----------
@@ -89,8 +91,11 @@ class ToeplitzCore(wiring.Component):
         self.steps = steps
         self.chunk_bytes = -(-input_bytes // steps)
         self.group_bytes = group_bytes
+        groups, levels = -(-self.chunk_bytes // group_bytes), 0
+        while groups > 1:
+            groups, levels = -(-groups // _XOR_FANIN), levels + 1
         #: Cycles from ``start`` to ``done``.
-        self.latency = 2 + steps
+        self.latency = 2 + steps + levels
         super().__init__({
             "start": In(start_copies),
             "data": In(8 * input_bytes),
@@ -168,14 +173,30 @@ class ToeplitzCore(wiring.Component):
                     for j in range(HASH_BITS)]
             m.d.sync += partial.eq(Cat(reversed(bits)))
             partials.append(partial)
-        part_valid, part_first, part_last = Signal(), Signal(), Signal()
-        m.d.sync += [part_valid.eq(sel_valid), part_first.eq(sel_first),
-                     part_last.eq(sel_last)]
+        flags = Cat(sel_valid, sel_first, sel_last)
 
-        total = partials[0]
-        for partial in partials[1:]:
-            total = total ^ partial
-        with m.If(part_valid):
-            m.d.sync += self.hash.eq(Mux(part_first, 0, self.hash) ^ total)
-        m.d.sync += self.done.eq(part_valid & part_last)
+        # The chunk's contribution: the partials XORed in registered trees, so that the
+        # accumulator's input is one LUT deep.
+        level = partials
+        while True:
+            delayed = Signal(3, reset_less=False)
+            m.d.sync += delayed.eq(flags)
+            flags = delayed
+            if len(level) == 1:
+                break
+            summed = []
+            for first in range(0, len(level), _XOR_FANIN):
+                total = Signal(HASH_BITS, name=f"sum_{len(level)}_{first // _XOR_FANIN}",
+                               reset_less=True)
+                value = level[first]
+                for partial in level[first + 1:first + _XOR_FANIN]:
+                    value = value ^ partial
+                m.d.sync += total.eq(value)
+                summed.append(total)
+            level = summed
+        chunk = level[0]
+        chunk_valid, chunk_first, chunk_last = flags
+        with m.If(chunk_valid):
+            m.d.sync += self.hash.eq(Mux(chunk_first, 0, self.hash) ^ chunk)
+        m.d.sync += self.done.eq(chunk_valid & chunk_last)
         return m

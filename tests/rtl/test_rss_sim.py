@@ -157,9 +157,10 @@ def check(dut, frames, config=None, keeps=None, seed=None, write_config=False):
 # Toeplitz core
 
 
-@pytest.mark.parametrize("steps", [1, 2, 3, 5])
-def test_core_published_vectors(steps):
-    """The published vectors (and random inputs and keys) through the core."""
+@pytest.mark.parametrize(("steps", "group_bytes"), [(1, 4), (1, 1), (2, 2), (3, 1), (5, 1)])
+def test_core_published_vectors(steps, group_bytes):
+    """The published vectors (and random inputs and keys) through the core, whatever the
+    depth of its reduction tree (one byte a group: 36, 12 or 8 partials a chunk)."""
     import socket
     import struct
 
@@ -176,7 +177,7 @@ def test_core_published_vectors(steps):
     for data, key, value in cases:
         assert toeplitz(key, data) == value
 
-    dut = ToeplitzCore(36, 40, steps)
+    dut = ToeplitzCore(36, 40, steps, group_bytes=group_bytes)
     hashes = []
 
     async def driver(ctx):
@@ -292,6 +293,37 @@ def test_line_rate(width):
     assert not stalls
     config = RssConfig()
     assert [decode(w) for w in results] == [expected(f, config) for f in frames]
+
+
+def test_stalled_consumer():
+    """Results not taken: the unit stops taking beats with result_depth frames accepted (the
+    results it can hold), loses none, and takes beats again as results go."""
+    width = 512
+    dut = RssUnit(width)
+    frames = sized_frames(random.Random(11), [60, 1, 2, 64] * 20)  # one beat each
+    accepted_while_stalled = []
+    results = []
+
+    async def producer(ctx):
+        await stream_put(ctx, dut.i, frames, width)
+
+    async def consumer(ctx):
+        ctx.set(dut.result.ready, 0)
+        # Long enough for every frame the unit would take to come through.
+        for _ in range(len(frames) + dut.latency + 20):
+            _, _, valid, ready, last = await ctx.tick().sample(
+                dut.i.valid, dut.i.ready, dut.i.payload.last)
+            if valid and ready and last:
+                accepted_while_stalled.append(True)
+        results.extend(await stream_get(ctx, dut.result, len(frames)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert len(accepted_while_stalled) == dut.result_depth
+    assert [decode(w) for w in results] == [expected(f, RssConfig()) for f in frames]
 
 
 @pytest.mark.parametrize("width", [64, 512])
