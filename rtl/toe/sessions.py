@@ -45,6 +45,8 @@ Choices (and where they differ from the golden model):
   instead of adding ``MSS * MSS / cwnd`` per ACK, which would need a divider.
 * The initial sequence number is the Toeplitz hash of the connection's addresses plus 256 per
   tick (RFC 6528's clock at about 4 us for 1 ms ticks), or ``fixed_isn`` for tests.
+* A RST that ends TIME-WAIT (RFC 9293 §3.10.7.4) is reported as ``closed_done``, so the
+  application learns that the session number is free (the model reports nothing).
 * ARP: a four-entry cache learns from ARP frames addressed to the engine; an active open to an
   unknown peer sends an ARP request, and the SYN leaves when the answer arrives.
 
@@ -607,7 +609,11 @@ class SessionLogic:
                     m.d.sync += [ack_now(), sdrop("challenge_acks")]
                     m.next = "Notify"
                 with m.Else():
-                    with m.If(~((t.state == SYN_RCVD) & t.passive) & (t.state != TIME_WAIT)):
+                    with m.If(t.state == TIME_WAIT):
+                        # the application saw the close already: the session is done (the
+                        # model tells it nothing here, and the number would seem in use)
+                        m.d.sync += note("closed_done")
+                    with m.Elif(~((t.state == SYN_RCVD) & t.passive)):
                         m.d.sync += note("reset_rst")
                     m.next = "Release"
             with m.Elif(self.f_syn):
