@@ -11,15 +11,17 @@ Datapath
 --------
 Ingress: the first :data:`~.limits.PARSE_WINDOW` bytes of a frame go into a window register,
 the rest into a data FIFO; at the last beat the window, the length and the timestamp (``user``
-of the input, in nanoseconds: the meters' clock) become a job. The parser turns a job into the
-header vector (:mod:`.hv`), which visits the stages in order (:class:`.stage.Stage`, one table
-each, at most one frame each); the deparser (:mod:`.deparser`) emits the rewritten frame, or
-drains a dropped one, and one result word per frame (:data:`RESULT_FIELDS`).
+of the input, in nanoseconds: the meters' clock) become a job. The parser (:mod:`.parser`, three
+register steps) turns a job into the header vector (:mod:`.hv`), which visits the stages in
+order (:class:`.stage.Stage`, one table each, one frame each, a short step between registers a
+cycle); the deparser (:mod:`.deparser`) registers the rewritten head of the next frame as it
+takes it, emits the frame, or drains a dropped one, and one result word per frame
+(:data:`RESULT_FIELDS`), and takes the next frame with the last beat of one.
 
-Throughput: a stage spends 7 cycles on a frame plus one to hand it on, and the deparser one
-idle cycle between frames: measured on Verilator, 8.9 cycles per 64-byte frame at 64 bits
-(line rate needs 8) and 6.9 at 512 bits (100 Gb/s needs 1.68). Reaching line rate needs the
-stages to accept a frame while handing one on and, at 512 bits, several frames in a stage.
+Throughput (Verilator, back-to-back frames, ``benchmarks/bench_match_action.py``): 64-byte
+frames at 64 bits take 8 cycles (10 Gb/s line rate), 64-byte frames at 512 bits as many cycles
+as the slowest stage spends on a frame (5 to 8): 100 Gb/s needs 1.68, i.e. stages that take a
+frame every cycle (pipelined lookups with the counter and meter updates of one slot forwarded).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -196,8 +198,10 @@ class MatchAction(wiring.Component):
                                parser.offset["custom"])),
         ]
         for a, b in zip(stages, stages[1:], strict=False):
-            m.d.comb += [b.i_valid.eq(a.o_valid), b.i_hv.eq(a.o_hv), a.o_ready.eq(b.i_ready)]
+            m.d.comb += [b.i_valid.eq(a.o_valid), b.i_hv.eq(a.o_hv), a.o_ready.eq(b.i_ready),
+                         a.o_take.eq(b.idle)]
         last = stages[-1]
+        m.d.comb += last.o_take.eq(last.o_ready)
 
         # Deparser: the head of the next frame is built from the last stage's vector and the
         # side FIFO, and registered when the deparser takes the frame ---------------------------

@@ -6,8 +6,9 @@ A frame's header vector enters, the stage applies its table if the vector names 
 stage (and its ``if_valid`` headers are valid), and the vector leaves with the action's
 rewrites, the egress decision, the hit bit and the next stage. One frame is in a stage at a
 time and moves one phase a cycle, each phase a short step between registers (see
-:meth:`Stage.elaborate`): an exact stage takes 5 cycles per frame, a ternary or LPM stage 6, a
-metered one 2 more, and a frame that the stage does not apply to 3.
+:meth:`Stage.elaborate`); the next frame enters as one leaves if the next stage is idle: an
+exact stage takes 5 cycles per frame, a ternary or LPM stage 6, a metered one 3 more, and a
+frame that the stage does not apply to 2.
 
 Lookup
 ------
@@ -75,6 +76,9 @@ class Stage(Elaboratable):
     -------
     i_valid, i_ready, i_hv / o_valid, o_ready, o_hv
         Header vectors in and out (valid/ready handshakes).
+    o_take, idle
+        ``o_take``: the consumer takes a vector offered in this cycle (a new one may then enter
+        as the old one leaves); ``idle``: the stage takes a vector offered in this cycle.
     c_en, c_slot, c_install, c_keep_counters, c_keep_meter, c_key, c_mask, c_args, c_action,
     c_prio, c_meter
         Commit of the staged entry into a slot (``c_en`` for one cycle).
@@ -95,6 +99,7 @@ class Stage(Elaboratable):
         self.i_hv = Signal(layout)
         self.o_valid, self.o_ready = Signal(), Signal()
         self.o_hv = Signal(layout)
+        self.o_take, self.idle = Signal(), Signal()
         self.c_en, self.c_install = Signal(), Signal()
         self.c_keep_counters, self.c_keep_meter = Signal(), Signal()
         self.c_slot = Signal(range(max(self.slots, 2)))
@@ -155,15 +160,15 @@ class Stage(Elaboratable):
         # every entry compared), ``ways`` (exact: the ways compared) or ``tree1``/``tree2``/
         # ``pick`` (ternary: the priority tree in two halves, then the entry's data), ``read``
         # (the counters and the meter read), ``act`` (the action's rewrites, the counters
-        # added, the meter's time step), ``fill``/``mark`` (metered: the token fill, then the
-        # colour), ``out`` (the counters and the meter written, the vector handed on).
+        # added, the meter's time step), ``fill``/``clamp``/``mark`` (metered: the tokens
+        # earned, the buckets filled up to their bursts, the colour), ``out`` (the counters and
+        # the meter written, the vector handed on; the next frame may enter in that cycle).
         if self.kind == "exact":
             phases = ["idle", "look", "ways", "read", "act"]
         else:
             phases = ["idle", "look", "tree1", "tree2", "pick", "act"]
-        phases += (["fill", "mark"] if self.metered else []) + ["out"]
+        phases += (["fill", "clamp", "mark"] if self.metered else []) + ["out"]
         ph = {name: i for i, name in enumerate(phases)}
-        self.cycles_per_frame = len(phases) - 1
         state = Signal(range(len(phases)))
 
         def at(name):
@@ -333,10 +338,12 @@ class Stage(Elaboratable):
         pend = Signal()  # the frame's counters (and meter) are still to be written
         busy = clear_ctr | clear_mst
         do_write = at("out") & pend & ~busy
-        # A frame enters an idle stage only: a ready that waited for the next stage would chain
-        # every stage's handshake into one combinational path.
-        m.d.comb += [self.i_ready.eq(at("idle")),
-                     self.o_valid.eq(at("out") & ~(pend & busy)), self.o_hv.eq(cur)]
+        # A frame enters an idle stage, or one whose frame leaves in this cycle for a consumer
+        # that is sure to take it (``o_take``: the next stage is idle), so the handshakes of the
+        # stages do not chain into one combinational path.
+        m.d.comb += [self.i_ready.eq(at("idle") | (at("out") & ~(pend & busy) & self.o_take)),
+                     self.o_valid.eq(at("out") & ~(pend & busy)), self.o_hv.eq(cur),
+                     self.idle.eq(at("idle"))]
         with m.If(do_write):
             m.d.sync += pend.eq(0)
         with m.If(self.i_valid & self.i_ready):
@@ -408,8 +415,9 @@ class Stage(Elaboratable):
             m.d.sync += cur.hits[self.index].eq(1)
 
     def _meter(self, m, ph, at, cur, hit, mcfg, new_mst, mst_data):
-        """RFC 2698 colour-blind marking, exactly as the reference counts tokens, in three
-        cycles: the time step (``act``), the token fill (``fill``), the colour (``mark``)."""
+        """RFC 2698 colour-blind marking, exactly as the reference counts tokens, in four
+        cycles: the time step (``act``), the tokens earned (``fill``), the buckets filled up to
+        their bursts (``clamp``), the colour (``mark``)."""
         cinc, pinc = mcfg[:RATE_BITS], mcfg[RATE_BITS:2 * RATE_BITS]
         cbs = mcfg[2 * RATE_BITS:2 * RATE_BITS + BURST_BITS]
         pbs = mcfg[2 * RATE_BITS + BURST_BITS:]
@@ -419,12 +427,14 @@ class Stage(Elaboratable):
         dt = Signal(32)
         with m.If(at("act")):
             last = mst_data[2 * TOKEN_BITS:2 * TOKEN_BITS + 64]
-            diff = (cur.ts - last)[:65]
-            later = cur.ts > last
+            # One subtraction: its borrow says the time went backwards (no tokens), its high
+            # word a gap over METER_MAX_GAP_NS (counted as that).
+            diff = Signal(65)
+            m.d.comb += diff.eq(Cat(cur.ts, Const(0, 1)) - Cat(last, Const(0, 1)))
             m.d.sync += [
                 tc.eq(mst_data[:TOKEN_BITS]), tp.eq(mst_data[TOKEN_BITS:2 * TOKEN_BITS]),
                 started.eq(mst_data[2 * TOKEN_BITS + 64]),
-                dt.eq(Mux(later, Mux(diff > METER_MAX_GAP_NS, METER_MAX_GAP_NS, diff[:32]), 0)),
+                dt.eq(Mux(diff[64], 0, Mux(diff[32:64].any(), METER_MAX_GAP_NS, diff[:32]))),
             ]
         inc_c = Signal(32 + RATE_BITS)
         inc_p = Signal(32 + RATE_BITS)
@@ -432,10 +442,13 @@ class Stage(Elaboratable):
             m.d.sync += [inc_c.eq(dt * cinc), inc_p.eq(dt * pinc)]
         cmax = Cat(Const(0, METER_FRAC_BITS), cbs)
         pmax = Cat(Const(0, METER_FRAC_BITS), pbs)
-        fill_c = tc + inc_c
-        fill_p = tp + inc_p
-        tc1 = Mux(started, Mux(fill_c > cmax, cmax, fill_c), cmax)
-        tp1 = Mux(started, Mux(fill_p > pmax, pmax, fill_p), pmax)
+        tc1 = Signal(TOKEN_BITS)
+        tp1 = Signal(TOKEN_BITS)
+        with m.If(at("clamp")):
+            fill_c = tc + inc_c
+            fill_p = tp + inc_p
+            m.d.sync += [tc1.eq(Mux(started, Mux(fill_c > cmax, cmax, fill_c), cmax)),
+                         tp1.eq(Mux(started, Mux(fill_p > pmax, pmax, fill_p), pmax))]
         need = Cat(Const(0, METER_FRAC_BITS), cur.length)
         red = tp1 < need
         yellow = ~red & (tc1 < need)
