@@ -307,7 +307,7 @@ def test_half_open_bound_keeps_established_sessions():
 
 
 @pytest.mark.parametrize("loss, size", [(0.03, 8000),
-                                        pytest.param(0.02, 32_000, marks=pytest.mark.long)])
+                                        pytest.param(0.02, 16_000, marks=pytest.mark.long)])
 def test_rtl_and_model_over_lossy_wire(gateware, loss, size):
     """The model echoes through the gateware and the gateware sends to the model's sink; drops,
     duplicates and reordering in both directions (retransmission timer, fast retransmit)."""
