@@ -38,12 +38,15 @@ Throughput: a frame is written into the staging ring at one beat per cycle (its 
 and word sums reduced over registered stages of two adder levels: one stage at 64 bit, three at
 512); a pipelined parser (eight stages, never stalled: a frame enters it only while the FIFO
 behind it has room for everything in flight) reads its headers while the merge engine works on
-the frames before. The merge engine spends four cycles on a frame ("Wait", "Decide", "Act" and
-at least one of "Copy" or "Out") plus one per beat it copies (the payload of a merged segment,
-the whole of other frames), and about a dozen cycles plus one per beat to deliver a merged
-frame. At 64 bit this keeps up with back-to-back segments of 64 bytes and more (eight beats
-each); at 512 bit a 64-byte segment is one beat and the input runs at about a quarter of line
-rate (``benchmarks/bench_lro.py`` measures the rates).
+the frames before. The merge engine spends four cycles on a frame that it holds or merges
+("Wait" twice, as the lookup's two steps must see the contexts after the last change,
+"Decide", "Act"); the copy of the segment into its context's region (the payload of a merged
+segment, the whole of a held one) goes on in the background at one beat per cycle, and the
+next frame's "Act" waits for it. Other frames are read out of the staging ring at one beat per
+cycle before the next one is taken; a merged frame's delivery takes about a dozen cycles and its
+read-out then runs in the background. At 64 bit this keeps up with back-to-back segments of
+64 bytes and more (eight beats each); at 512 bit a 64-byte segment is one beat and four cycles
+a frame is a quarter of line rate (``benchmarks/bench_lro.py`` measures the rates).
 
 Timing. Every path between registers is short enough for about 150 MHz on an ECP5 at 64 bit:
 the lookup compares the frame with every context in two registered steps (32-bit pieces, then
@@ -656,10 +659,11 @@ class LroEngine(wiring.Component):
         o_last1 = Signal()
         o_keep1 = Signal(B)
         o_user1 = Signal(USER_WIDTH)
+        o_rem = Signal(16)  # reads still to issue
         issue = Signal()
         m.d.comb += issue.eq(o_busy & (o_j != o_n) & (outq.level < 6))
         with m.If(issue):
-            m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1)]
+            m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1), o_rem.eq(o_rem - 1)]
         with m.If(o_busy & (o_j == o_n)):
             m.d.sync += o_busy.eq(0)  # (a new start later in this cycle wins)
         o_rctx = Signal(CP)  # context a region read-out reads
@@ -691,7 +695,8 @@ class LroEngine(wiring.Component):
         c_busy = Signal()
         c_addr = Signal(SP + 1)  # staging word read next
         c_j = Signal(16)
-        c_n = Signal(16)
+        c_rem = Signal(16)  # reads still to issue
+        c_end = Signal(SP + 1)  # the frame's end in the staging ring, freed after the last read
         c_r = Signal(LB + 1)
         c_base = Signal(17)  # region word of source word 0 (unshifted lanes)
         c_lo = Signal(17)  # first region byte written
@@ -701,9 +706,13 @@ class LroEngine(wiring.Component):
         c_w1 = Signal(17)
         prev = Signal(W)
         c_issue = Signal()
-        m.d.comb += c_issue.eq(c_busy & (c_j != c_n))
+        m.d.comb += c_issue.eq(c_busy & (c_rem != 0))
         with m.If(c_issue):
-            m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1)]
+            m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1)]
+            with m.If(c_rem == 1):
+                # The last read: the copy goes on in the background for one more write; the
+                # frame's staging words are free.
+                m.d.sync += [c_busy.eq(0), rd_ptr.eq(c_end)]
         m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j)]
         with m.If(c_v1):
             m.d.sync += prev.eq(st_r.data)
@@ -805,7 +814,7 @@ class LroEngine(wiring.Component):
             m.d.comb += nb.eq(nbytes_)
             m.d.sync += [
                 o_busy.eq(1), o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
-                o_n.eq((nb + B - 1) >> LB),
+                o_n.eq((nb + B - 1) >> LB), o_rem.eq((nb + B - 1) >> LB),
                 o_keep_last.eq(((2 << (nb - 1)[:LB]) - 1) if LB else 1),
                 o_user.eq(user),
             ]
@@ -905,12 +914,12 @@ class LroEngine(wiring.Component):
                 user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
                 with m.Switch(act):
                     with m.Case(A_SINGLE):
-                        with m.If(~o_busy):
+                        with m.If(~o_busy & ~c_busy):
                             start_out(0, cur.start, size, user1)
                             m.d.comb += pop.eq(1)
                             m.next = "Out"
                     with m.Case(A_HOLD):
-                        with m.If(~(o_busy & o_region & (o_rctx == sel))):
+                        with m.If(~(o_busy & o_region & (o_rctx == sel)) & ~c_busy):
                             for i, c in enumerate(ctx):
                                 with m.If(sel == i):
                                     m.d.sync += [
@@ -935,12 +944,14 @@ class LroEngine(wiring.Component):
                                             m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
                             m.d.sync += [
                                 c_busy.eq(1), c_addr.eq(cur.start), c_j.eq(0),
-                                c_n.eq((size + B - 1) >> LB), c_r.eq(0), c_base.eq(0),
-                                c_lo.eq(0), c_hi.eq(size), c_ctx.eq(sel),
+                                c_rem.eq((size + B - 1) >> LB), c_r.eq(0), c_base.eq(0),
+                                c_lo.eq(0), c_hi.eq(size), c_ctx.eq(sel), c_end.eq(cur.end),
                             ]
                             m.d.comb += pop.eq(1)
                             m.next = "Copy"
-                    with m.Case(A_MERGE):
+                            with m.If(~cur.eop):
+                                m.next = "Wait"  # the copy goes on in the background
+                    with m.Case(A_MERGE), m.If(~c_busy):
                         # The payload starts at byte ``pay_off`` of its staging words and goes
                         # to byte ``m_held`` of the region: lanes shift by the difference of
                         # the two offsets within a word.
@@ -952,8 +963,8 @@ class LroEngine(wiring.Component):
                         hi = Signal(17)
                         m.d.comb += hi.eq(m_held + fn["pay_len"])
                         m.d.sync += [
-                            c_busy.eq(1), c_addr.eq(fn["c_src"]), c_j.eq(0),
-                            c_n.eq((h_lane + Mux(borrow, fn["plm_b2"], fn["plm_b1"])) >> LB),
+                            c_busy.eq(1), c_addr.eq(fn["c_src"]), c_j.eq(0), c_end.eq(cur.end),
+                            c_rem.eq((h_lane + Mux(borrow, fn["plm_b2"], fn["plm_b1"])) >> LB),
                             c_r.eq((h_lane - s_lane)[:LB] if LB else 0),
                             c_base.eq((m_held >> LB) - borrow),
                             c_lo.eq(m_held), c_hi.eq(hi), c_ctx.eq(sel),
@@ -976,19 +987,20 @@ class LroEngine(wiring.Component):
                         m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
                         m.d.comb += pop.eq(1)
                         m.next = "Copy"
+                        with m.If(~post & ~cur.eop):
+                            m.next = "Wait"  # the copy goes on in the background
             with m.State("Copy"):
-                # Leave once every read is issued; the last write lands in the next cycle,
-                # before any later access to the regions.
-                with m.If(c_j == c_n):
-                    m.d.sync += c_busy.eq(0)
+                # Leave with the last read (the copy engine frees the staging words); the last
+                # write lands in the next cycle, before any later access to the regions.
+                with m.If(~c_busy | (c_rem == 1)):
                     with m.If((act == A_MERGE) & post):
                         m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
                         m.next = "Deliver"
                     with m.Else():
                         release()
             with m.State("Out"):
-                with m.If(o_j == o_n):
-                    m.d.sync += o_busy.eq(0)
+                # Leave with the last read (the output engine then goes idle by itself).
+                with m.If((o_rem == 0) | (issue & (o_rem == 1))):
                     release()
             with m.State("Release"):
                 release()
@@ -1003,12 +1015,15 @@ class LroEngine(wiring.Component):
             # adder each, then the patches, then the read-out. The checksums are ones'-
             # complement sums of everything; they are folded to 16 bits at the end only.
             with m.State("Deliver"):
-                for name, sig in dsel.items():
-                    m.d.sync += sig.eq(pick(name, d_ctx))
-                for i, c in enumerate(ctx):
-                    with m.If(d_ctx == i):
-                        m.d.sync += c.valid.eq(0)
-                m.next = "Deliver Sums"
+                # Once a copy in the background has issued its reads (the patches and the
+                # read-out come later than its last write).
+                with m.If(~c_busy):
+                    for name, sig in dsel.items():
+                        m.d.sync += sig.eq(pick(name, d_ctx))
+                    for i, c in enumerate(ctx):
+                        with m.If(d_ctx == i):
+                            m.d.sync += c.valid.eq(0)
+                    m.next = "Deliver Sums"
             with m.State("Deliver Sums"):
                 tcp_len = (dsel["held_len"] - dsel["l4"])[:16]
                 ip_len = (dsel["held_len"] - dsel["l3"])[:16]
