@@ -1,13 +1,13 @@
 """Throughput of the match-action gateware: cycles per frame for back-to-back frames.
 
-For each example program and width, frames of one size (IPv4/UDP, IPv4/TCP for the load balancer, addressed so that the
-program's tables hit; 64, 128 and 1500 bytes on the wire, without the FCS) go into the gateware
-back to back with no idle cycles and no backpressure, with the entries of a small table set
-installed; the C++ Verilator harness reports the cycles from the first accepted input beat to
-the last (``in_span``). Cycles per frame is ``in_span / frames``: line rate at 64 bits is one
-64-byte frame every 8 cycles (10 Gb/s at 156.25 MHz), at 512 bits one every 1.68 cycles at
-250 MHz (100 Gb/s of 64-byte frames: 148.8 M frames/s, with 20 bytes of preamble and gap, IEEE
-802.3 clause 4.4.2).
+For each example program and width, frames of one size (IPv4/UDP, IPv4/TCP for the load
+balancer, addressed so that the program's tables hit; 64, 128 and 1500 bytes on the wire,
+without the FCS) go into the gateware back to back with no idle cycles and no backpressure,
+with the entries of a small table set installed; the C++ Verilator harness reports the cycles
+from the first accepted input beat to the last (``in_span``). Cycles per frame is
+``in_span / frames``: line rate at 64 bits is one 64-byte frame every 8 cycles (10 Gb/s at
+156.25 MHz), at 512 bits one every 1.68 cycles at 250 MHz (100 Gb/s of 64-byte frames:
+148.8 M frames/s, with 20 bytes of preamble and gap, IEEE 802.3 clause 4.4.2).
 
 Prints a table and writes benchmarks/results/match_action.json.
 """

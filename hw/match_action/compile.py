@@ -15,8 +15,8 @@ from nicsim.rtl.match_action import limits, regs
 from ..ref.match_action import meter_increment
 from .program import Entry, Program, field_of, parse_value
 
-__all__ = ["design_params", "compile_program", "stage_slots", "key_value", "entry_writes", "table_actions",
-           "HV_LENGTHS"]
+__all__ = ["design_params", "compile_program", "stage_slots", "key_value", "entry_writes",
+           "table_actions", "HV_LENGTHS"]
 
 #: Bytes each header occupies in the header vector (IPv4: the fixed part; options are carried).
 HV_LENGTHS = {"ethernet": 14, "vlan": 4, "vlan2": 4, "ipv4": 20, "ipv6": 40, "tcp": 20,
