@@ -46,7 +46,9 @@ next frame's "Act" waits for it. Other frames are read out of the staging ring a
 cycle before the next one is taken; a merged frame's delivery takes about a dozen cycles and its
 read-out then runs in the background. At 64 bit this keeps up with back-to-back segments of
 64 bytes and more (eight beats each); at 512 bit a 64-byte segment is one beat and four cycles
-a frame is a quarter of line rate (``benchmarks/bench_lro.py`` measures the rates).
+a frame is a quarter of line rate. ``benchmarks/bench_lro.py`` measures the rates (4 contexts,
+6000-byte merged frames): 1.0 beats per cycle at 64 bit for one flow's 64-, 256- and 1500-byte
+segments; at 512 bit 0.25, 0.64 and 0.85.
 
 Timing. Every path between registers is short enough for about 150 MHz on an ECP5 at 64 bit:
 the lookup compares the frame with every context in two registered steps (32-bit pieces, then
