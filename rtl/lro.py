@@ -50,13 +50,17 @@ a frame is a quarter of line rate. ``benchmarks/bench_lro.py`` measures the rate
 6000-byte merged frames): 1.0 beats per cycle at 64 bit for one flow's 64-, 256- and 1500-byte
 segments; at 512 bit 0.25, 0.64 and 0.85.
 
-Timing. Every path between registers is short enough for about 150 MHz on an ECP5 at 64 bit:
-the lookup compares the frame with every context in two registered steps (32-bit pieces, then
-their conjunction), which the engine waits for by taking a frame only when neither the
-contexts nor the frame changed in the cycle before; the merge's offsets, word counts and the
-payload sum are precomputed so that "Act" has one adder in series; the payload sums of a
-context are added up unfolded (32 bits) and the checksums of a delivery are built in registered
-steps of one adder each.
+Timing. The paths between registers are cut for 150 MHz on an ECP5 at 64 bit: the lookup
+compares the frame with every context in two registered steps (32-bit pieces, then their
+conjunction), which the engine waits for by taking a frame only when neither the contexts nor
+the frame changed in the cycle before; the parser adds at most four words in a stage and
+registers the header offsets its checks compare with; the merge's offsets and word counts are
+precomputed so that "Act" has one adder in series; the payload sums of a context are added up
+unfolded (32 bits) and the checksums of a delivery are built in registered steps of one adder
+each. yosys mapped the 64-bit block (8 contexts, 16 KiB regions; before the copies went to the
+background) to about 18,800 LUT4, 2,000 carry cells, 25,500 flip-flops and 80 DP16KD; no
+routed figure has been recorded yet (``nicsim synth lro --width 64`` takes more than an hour
+on a loaded two-core machine).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
