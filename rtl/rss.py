@@ -636,8 +636,8 @@ class RssUnit(wiring.Component):
 
         def view_ptrs(k, value):
             """Register copies of ``value`` (ptr % 8) into stage k, one for each view of a walk
-            step: ptr alone would drive every leaf of all six multiplexers. The copies differ
-            in initial value, so that synthesis keeps them apart."""
+            step, to share ptr's load (every leaf of six multiplexers). They differ in initial
+            value only: synthesis merges bits whose initial values agree, so fewer remain."""
             copies = {}
             for n, view in enumerate((1, 2, 3, 5, 6, 7)):
                 copy = Signal(3, name=f"s{k}_ptr_view{view}", init=n + 1, reset_less=True)
