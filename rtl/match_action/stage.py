@@ -293,12 +293,11 @@ class Stage(Elaboratable):
             any_match, _, best = cands[0]
             with m.If(at("tree2")):
                 m.d.sync += [hit.eq(any_match), slot.eq(best)]
-            with m.If(at("pick")):
-                for i in range(n):
-                    with m.If(slot == i):
-                        m.d.sync += [act.eq(acts[i]), args.eq(argss[i])]
-                        if self.metered:
-                            m.d.sync += mcfg.eq(meters[i])
+            with m.If(at("pick")):  # the slot as an index: a balanced multiplexer
+                m.d.sync += [act.eq(Cat(*acts).word_select(slot, ACTION_BITS)),
+                             args.eq(Cat(*argss).word_select(slot, self.arg_bits))]
+                if self.metered:
+                    m.d.sync += mcfg.eq(Cat(*meters).word_select(slot, METER_CFG_BITS))
 
         # Counters and meters -------------------------------------------------------------------
         ctr = Memory(shape=128, depth=self.slots + 1, init=[])
