@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_lro.py
 	$(BIN)/python benchmarks/bench_ebpf.py
 	$(BIN)/python benchmarks/bench_toe.py
+	$(BIN)/python benchmarks/bench_match_action.py
 	$(BIN)/nicsim gpu bench
 
 readme-table: install
