@@ -108,8 +108,12 @@ def layers(frame: bytes) -> tuple[Packet, Packet, Packet]:
     payload that is not a valid VXLAN header differently from the bytes it read.
     """
     pkt = Ether(frame)
-    ip = pkt[IP] if IP in pkt else pkt[IPv6]
-    l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
+    ip = pkt
+    while not isinstance(ip, (IP, IPv6)):  # the outer IP header, not one inside a payload
+        ip = ip.payload
+    l4 = ip.payload
+    while not isinstance(l4, (TCP, UDP)):
+        l4 = l4.payload
     if l4.payload and not isinstance(l4.payload, Raw):
         l4.decode_payload_as(Raw)
     return pkt, ip, l4
