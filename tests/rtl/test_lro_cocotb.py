@@ -289,7 +289,9 @@ async def many_contexts(dut):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("width", [64, 512])
+# 512 bit builds a second large model: `make test-long` runs it (the C++ harness tests of
+# test_lro.py check 512 bit in `make test`).
+@pytest.mark.parametrize("width", [64, pytest.param(512, marks=pytest.mark.long)])
 def test_lro_cocotb(width):
     rtl_test("lro", COMPACT.rtl_params(width), "test_lro_cocotb")
 

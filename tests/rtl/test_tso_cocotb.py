@@ -221,7 +221,9 @@ async def long_random_mix(dut):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("width", [64, 512])
+# 512 bit builds a second large model: `make test-long` runs it (the C++ harness tests of
+# test_tso.py check 512 bit in `make test`).
+@pytest.mark.parametrize("width", [64, pytest.param(512, marks=pytest.mark.long)])
 def test_tso_cocotb(width):
     rtl_test("tso", {"width": width}, "test_tso_cocotb")
 
