@@ -22,7 +22,7 @@ from nicsim.hw.lro_engine import LroConfig, run_model
 from nicsim.hw.ref.lro import LroEngine as RefEngine
 from nicsim.rtl.lro import REGISTERS
 from nicsim.rtl.regs import offset_of
-from tbutil import PAUSES, TB, params, rtl_test
+from tbutil import PAUSES, TB, Handshakes, params, rtl_test
 
 COMPACT = LroConfig(flows=4, max_bytes=6000, max_frame=8192)
 COUNTERS = ("FRAMES_IN", "FRAMES_OUT", "MERGED", "DROP_OVERSIZE")
@@ -240,33 +240,20 @@ async def register_errors(dut):
 async def back_to_back_segments(dut):
     """64-byte segments of one flow with no idle: every beat accepted in a cycle at 64 bit
     (at wider widths the rate is measured by ``benchmarks/bench_lro.py``), frames right."""
-    from cocotb.triggers import RisingEdge
-
     tb = await start(dut)
     flow = Flow(random.Random(8), 80)
     flow.v6, flow.vlans, flow.tsval = False, 0, None
     flow.src, flow.dst, flow.mss = "10.3.0.1", "10.3.0.2", 10
     frames = [flow.data() for _ in range(120)]
     assert all(len(f) == 64 for f in frames)
-    accepted = []
-    state = {"cycle": 0, "run": True}
-
-    async def monitor():
-        while state["run"]:
-            await RisingEdge(dut.clk)
-            state["cycle"] += 1
-            if dut.s_axis_tvalid.value == 1 and dut.s_axis_tready.value == 1:
-                accepted.append(state["cycle"])
-
-    task = cocotb.start_soon(monitor())
+    watch = Handshakes(dut, "s_axis")
     await tb.poll(frames)
-    state["run"] = False
-    await task
+    await watch.stop()
     beats = len(frames) * -(-64 // (params()["width"] // 8))
-    assert len(accepted) == beats
     if params()["width"] == 64:
-        assert accepted[-1] - accepted[0] + 1 == beats, \
-            f"{beats} beats took {accepted[-1] - accepted[0] + 1} cycles"
+        watch.assert_back_to_back("s_axis", beats)
+    else:
+        assert len(watch.cycles["s_axis"]) == beats
 
 
 @cocotb.test()
