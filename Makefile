@@ -31,7 +31,7 @@ demo: install
 		--json out/compare/xdp-load.json
 
 test: install
-	NICSIM_HYPOTHESIS=ci $(BIN)/python -m pytest -n $(JOBS) -m "not long" -q
+	NICSIM_HYPOTHESIS=ci $(BIN)/python -m pytest -n $(JOBS) -m "not long" -q --durations=25
 
 test-long: install
 	$(BIN)/python -m pytest -n $(JOBS) -q -m long
