@@ -24,12 +24,16 @@ class Design:
         Name of its per-frame result stream (``m_axis_<name>_*``), if it has one.
     summary : str
         One line for help texts and tables.
+    top : str or None
+        ``module:Class`` of an export top that takes the block, for blocks with ports beyond
+        the packet streams and the register bus; ``None``: :class:`nicsim.rtl.stream.AxiStreamTop`.
     """
 
     module: str
     block: str
     result_name: str | None
     summary: str
+    top: str | None = None
 
 
 DESIGNS = {
@@ -47,6 +51,9 @@ DESIGNS = {
                            "Match-action pipeline: parser, table stages, deparser"),
     "toe": Design("nicsim.rtl.toe.engine", "ToeEngine", None,
                   "TCP offload engine front end: ARP, ICMP echo, IPv4 checks (64 bit)"),
+    "toe-tcp": Design("nicsim.rtl.toe.engine", "ToeTcpEngine", None,
+                      "TCP offload engine with 64 sessions, app streams and buffer-memory port",
+                      top="nicsim.rtl.toe.top:ToeTcpTop"),
     "passthrough": Design("nicsim.rtl.passthrough", "Passthrough", None,
                           "A stream register slice with a scratch register (flow check)"),
 }
@@ -67,4 +74,7 @@ def elaborate(design, **params):
         raise ValueError(f"Unknown design {design!r}; choose one of "
                          f"{', '.join(design_names())}") from None
     block_cls = getattr(importlib.import_module(spec.module), spec.block)
+    if spec.top is not None:
+        top_module, top_cls = spec.top.split(":")
+        return getattr(importlib.import_module(top_module), top_cls)(block_cls(**params))
     return AxiStreamTop(block_cls(**params), result_name=spec.result_name or "result")

@@ -22,7 +22,7 @@ from amaranth.hdl import Elaboratable
 
 from nicsim.hw.ref.tcp import CLOCK_HZ, ip_to_bytes
 
-__all__ = ["RtlFrontEnd"]
+__all__ = ["RtlEngine", "RtlFrontEnd"]
 
 _PERIOD_S = 1 / CLOCK_HZ
 
@@ -232,8 +232,6 @@ class RtlEngine:
                  time_wait: float = 60.0, max_half_open: int | None = None,
                  syn_retries: int = 6, data_retries: int = 15,
                  catch_up_ticks: int | None = None):
-        from amaranth.sim import Simulator
-
         from nicsim.hw.ref.tcp import TcpError
         from nicsim.rtl.toe.engine import DROP_REASONS, ToeTcpEngine
         from nicsim.rtl.toe.sessions import SESSION_DROP_REASONS
@@ -254,21 +252,31 @@ class RtlEngine:
         self.tick_cycles = max(1, round(tick_s * CLOCK_HZ))
         self.drop_reasons = DROP_REASONS
         self.session_reasons = SESSION_DROP_REASONS
+        # the gateware's parameters (``ToeTcpEngine`` at 64 bit)
+        self.params = dict(
+            mac=int.from_bytes(self.mac, "big"), ip=".".join(str(b) for b in self.ip),
+            sessions=sessions, buf_bits=buf_bits, mss=mss, fixed_isn=fixed_isn,
+            max_half_open=max_half_open, rto_initial=ticks(rto_initial, "rto_initial"),
+            rto_min=ticks(rto_min, "rto_min"), rto_max=ticks(rto_max, "rto_max"),
+            delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"),
+            syn_retries=syn_retries, data_retries=data_retries)
         try:
-            self._dut = dut = ToeTcpEngine(
-                64, mac=int.from_bytes(self.mac, "big"), ip=int.from_bytes(self.ip, "big"),
-                sessions=sessions, buf_bits=buf_bits, mss=mss, fixed_isn=fixed_isn,
-                max_half_open=max_half_open, rto_initial=ticks(rto_initial, "rto_initial"),
-                rto_min=ticks(rto_min, "rto_min"), rto_max=ticks(rto_max, "rto_max"),
-                delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"),
-                syn_retries=syn_retries, data_retries=data_retries)
+            self._dut = ToeTcpEngine(64, **self.params)
         except ValueError as e:
             raise TcpError(str(e)) from None
-        self._sim = Simulator(_Top(dut, sessions << (buf_bits + 1 - 3)))
+        self._catch_up_limit = catch_up_ticks
+        self._start()
+        self._clear()
+
+    def _start(self) -> None:
+        """Build the simulation (Amaranth's simulator here; :mod:`.verilator_engine` overrides
+        it)."""
+        from amaranth.sim import Simulator
+
+        words = self.params["sessions"] << (self.params["buf_bits"] + 1 - 3)
+        self._sim = Simulator(_Top(self._dut, words))
         self._sim.add_clock(_PERIOD_S)
         self._sim.add_testbench(self._work, background=True)
-        self._catch_up_limit = catch_up_ticks
-        self._clear()
 
     def reset(self) -> None:
         """Back to the state after construction (gateware, memories and driver), without

@@ -1,0 +1,167 @@
+"""The RTL TCP engine on Verilator (hw/toe/verilator_engine.py) against the golden model
+hw.ref.tcp.TcpEngine, frame for frame, and over a lossy simulated wire.
+
+The Verilated gateware is the one the Linux tests (tests/hw/test_toe_rtl_linux.py) and the
+benchmark run: :func:`verilator_engine` is the one parameter set they share, so one Verilator
+build serves them all (16 sessions, 64 KiB buffers, 10 ms ticks, the ISN 4 KiB before 2**32 so
+every transfer wraps the sequence space). The model is configured as the gateware is built.
+The Amaranth-simulator tests (test_toe_sessions.py) cover the state-machine edges with the same
+comparison; these check that the C++ shim drives the gateware as the Amaranth driver does and
+that larger transfers stay byte-exact.
+"""
+
+import random
+
+import pytest
+from test_toe_sessions import E_IP, E_MAC, ISN, MS, P_IP, P_MAC, Twin, handshake, seg
+
+from nicsim.hw.ref.tcp import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Notice,
+    State,
+    TcpConfig,
+    TcpEngine,
+    cycles,
+    parse_tcp_frame,
+)
+from nicsim.hw.toe.apps import AppHost, EchoApp, SendApp, SinkApp
+from nicsim.hw.toe.impair import Impairment
+from nicsim.hw.toe.loopback import Loopback
+
+pytestmark = pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
+
+SESSIONS = 16
+BUF_BITS = 16
+# the model as verilator_engine() builds the gateware
+MODEL = {"mss": 1460, "rx_buffer": 1 << BUF_BITS, "tx_buffer": 1 << BUF_BITS,
+         "max_sessions": SESSIONS, "max_half_open": 16, "ooo_ranges": 0, "fixed_isn": ISN,
+         "rto_initial": 1000 * MS, "rto_min": 200 * MS, "rto_max": 60_000 * MS,
+         "delack": 40 * MS, "time_wait": 200 * MS}
+
+
+def verilator_engine(mac=E_MAC, ip=E_IP, catch_up_ticks=None):
+    """The Verilated engine of the tests and the benchmark (one build for all of them)."""
+    from nicsim.hw.toe.verilator_engine import VerilatorEngine
+
+    return VerilatorEngine(mac, ip, sessions=SESSIONS, buf_bits=BUF_BITS, tick_s=0.01,
+                           fixed_isn=ISN, time_wait=0.2, catch_up_ticks=catch_up_ticks)
+
+
+@pytest.fixture(scope="module")
+def gateware():
+    return verilator_engine()
+
+
+def test_handshake_data_both_ways_and_close(gateware):
+    """Passive open, 40 KB in and out with delayed ACKs and MSS segmentation, FIN both ways:
+    every frame the same as the model's."""
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw)
+    assert tw.notes() == [(Notice.CONNECTED, 0, "")]
+    data = random.Random(3).randbytes(40_000)
+    rcv = 5001
+    for start in range(0, len(data), 1460):
+        tw.rx(seg(ACK | PSH, rcv + start, snd, data[start:start + 1460]))
+    assert tw.call("recv", 0) == data
+    tw.now += 1 * MS
+    assert tw.model.send(0, data) == tw.rtl.send(0, data) == len(data)
+    sent = tw.check()
+    acked = 0
+    for _ in range(200):
+        ends = [(parse_tcp_frame(f).seq - snd) % (1 << 32) + len(parse_tcp_frame(f).payload)
+                for f in sent]
+        if not ends:
+            break
+        acked = max(ends)  # everything sent so far, acknowledged a millisecond later
+        tw.now += 1 * MS
+        sent = tw.rx(seg(ACK, rcv + len(data), snd + acked))
+    assert acked == len(data)
+    out = tw.rx(seg(ACK | FIN, rcv + len(data), snd + len(data)))
+    assert len(out) == 1
+    assert tw.call("state", 0) == State.CLOSE_WAIT
+    tw.call("close", 0)
+    tw.rx(seg(ACK, rcv + len(data) + 1, snd + len(data) + 1))
+    tw.notes()
+    assert tw.call("state", 0) == State.CLOSED
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_random_segments_match_model(gateware, seed):
+    """Random flags, sequence and acknowledgment numbers near the window edges, lengths,
+    windows and bad checksums into an established session: each answered (or dropped) as the
+    model does."""
+    rng = random.Random(seed)
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw)
+    tw.notes()
+    tw.call("send", 0, rng.randbytes(3000))
+    rcv = 5001
+    flag_sets = [ACK, ACK | PSH, ACK | FIN, RST, RST | ACK, SYN, SYN | ACK, FIN, 0, SYN | FIN]
+    for step in range(60):
+        tw.now += rng.choice([0, 1, 30]) * MS
+        flags = rng.choice(flag_sets)
+        seq = rcv + rng.choice([-70000, -1500, -1, 0, 0, 0, 1, 700, 65535, 65536, 70000])
+        ack = snd + rng.choice([-70000, -1, 0, 0, 1460, 3000, 3001, 5000])
+        payload = rng.randbytes(rng.choice([0, 0, 1, 100, 1460]))
+        frame = bytearray(seg(flags, seq, ack, payload, window=rng.choice([0, 10, 65535])))
+        if rng.random() < 0.1:
+            frame[-1] ^= 0x5A
+        for f in tw.rx(bytes(frame)):
+            s = parse_tcp_frame(f)
+            if s.flags & ACK and not s.flags & RST:
+                rcv = s.ack
+        if step % 8 == 7:
+            tw.call("readable", 0) if tw.model.sessions() else None
+            tw.notes()
+    a, b = tw.model.drops, gateware.counters()
+    for reason in ("out_of_window", "bad_tcp_checksum", "bad_flags", "ooo_full", "no_session"):
+        assert b[reason] == a[reason], reason
+
+
+def test_syn_to_closed_port_and_many_sessions(gateware):
+    """RST for a closed port; 16 passive opens fill the session table, the 17th SYN is refused
+    as the model refuses it (its table is full too)."""
+    tw = Twin(gateware, **MODEL)
+    out = tw.rx(seg(SYN, 100, dport=9))
+    assert len(out) == 1
+    tw.call("listen", 7)
+    for k in range(SESSIONS):
+        handshake(tw, irs=1000 * k, sport=30000 + k)
+    assert len(tw.notes()) == SESSIONS
+    tw.rx(seg(SYN, 99, sport=31000))
+    assert gateware.counters()["session_table_full"] == tw.model.drops["session_table_full"] == 1
+
+
+@pytest.mark.parametrize("loss, size", [(0.0, 1 << 20), (0.03, 128 * 1024),
+                                        pytest.param(0.05, 1 << 20, marks=pytest.mark.long)])
+def test_verilator_and_model_over_lossy_wire(loss, size):
+    """The model echoes ``size`` bytes through the gateware while the gateware sends ``size``
+    bytes to the model's sink; drops, duplicates and reordering both ways."""
+    gateware = verilator_engine()
+    model = TcpEngine(P_MAC, P_IP, TcpConfig(time_wait=cycles(0.2)))
+    echo = EchoApp(gateware, 7)
+    sink = SinkApp(model, 9)
+    rng = random.Random(7)
+    data, bulk = rng.randbytes(size), rng.randbytes(size)
+    client = SendApp(model, "10.0.0.2", 7, [data])
+    sender = SendApp(gateware, "10.0.0.1", 9, [bulk])
+    wire = Loopback(model, gateware, latency=cycles(0.0002),
+                    impair_ab=Impairment(loss, loss / 2, loss / 2, 1),
+                    impair_ba=Impairment(loss, loss / 2, loss / 2, 2),
+                    hosts=[AppHost(gateware, [echo, sender]), AppHost(model, [client, sink])])
+    sid = client.opened[0]
+    assert wire.run(lambda: len(client.received[sid]) == len(data)
+                    and any(len(v) == len(bulk) for v in sink.data.values()),
+                    max_cycles=cycles(600))
+    assert bytes(client.received[sid]) == data
+    assert [bytes(v) for v in sink.data.values()] == [bulk]
+    counters = gateware.counters()
+    assert counters["bad_tcp_checksum"] == 0 and model.drops["bad_tcp_checksum"] == 0
+    if loss:
+        assert counters["retransmits"] + model.stats["retransmits"] > 0
