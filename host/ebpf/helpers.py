@@ -27,10 +27,16 @@ BPF_F_EXCLUDE_INGRESS = 1 << 4
 ACTION_MASK = 0x3           # XDP_ABORTED | XDP_DROP | XDP_PASS | XDP_TX
 BPF_FIB_LOOKUP_DIRECT = 1 << 0
 BPF_FIB_LOOKUP_OUTPUT = 1 << 1
+BPF_FIB_LOOKUP_SKIP_NEIGH = 1 << 2
 FIB_FLAGS_KNOWN = 0x3F
 AF_INET, AF_INET6 = 2, 10
 FIB_RESULTS = {0: "SUCCESS", 1: "BLACKHOLE", 2: "UNREACHABLE", 3: "PROHIBIT", 4: "NOT_FWDED",
                5: "FWD_DISABLED", 6: "UNSUPP_LWT", 7: "NO_NEIGH", 8: "FRAG_NEEDED"}
+FIB_SUCCESS, FIB_NOT_FWDED, FIB_FWD_DISABLED, FIB_NO_NEIGH, FIB_FRAG_NEEDED = 0, 4, 5, 7, 8
+# bpf_ipv4_fib_lookup(): fib_lookup()'s errors of reject routes, and routes that are not
+# unicast (a local address), which are not forwarded.
+_FIB_KIND_RESULT = {"blackhole": 1, "unreachable": 2, "prohibit": 3, "local": FIB_NOT_FWDED}
+ROUTE_KINDS = ("unicast", *_FIB_KIND_RESULT)
 FIB_PARAMS_SIZE = 64        # sizeof(struct bpf_fib_lookup)
 
 
@@ -217,7 +223,8 @@ class Route:
     smac: bytes
     gateway: str | None = None
     mtu: int = 1500
-    kind: str = "unicast"    # unicast, blackhole, unreachable, prohibit
+    kind: str = "unicast"    # unicast, blackhole, unreachable, prohibit, local
+    metric: int = 0          # the route's priority, returned in rt_metric
 
 
 @dataclass
@@ -232,10 +239,16 @@ class FibTable:
     forwarding: bool = True
 
     def add(self, prefix, ifindex, dmac=None, smac=b"\0" * 6, gateway=None, mtu=1500,
-            kind="unicast"):
-        """Add a route (``prefix`` like ``"10.0.0.0/8"``; MACs as bytes or ``aa:bb:..``)."""
+            kind="unicast", metric=0):
+        """Add a route (``prefix`` like ``"10.0.0.0/8"``; MACs as bytes or ``aa:bb:..``).
+
+        ``kind`` is ``unicast``, ``blackhole``, ``unreachable``, ``prohibit`` or ``local``
+        (an address of the host itself: not forwarded)."""
+        if kind not in ROUTE_KINDS:
+            raise ValueError(f"route kind must be one of {', '.join(ROUTE_KINDS)}, not {kind!r}")
         self.routes.append(Route(ipaddress.ip_network(prefix, strict=False), ifindex,
-                                 _mac(dmac), _mac(smac) or b"\0" * 6, gateway, mtu, kind))
+                                 _mac(dmac), _mac(smac) or b"\0" * 6, gateway, mtu, kind,
+                                 metric))
         return self
 
     def lookup(self, address):
@@ -273,33 +286,35 @@ def fib_lookup(vm, pc, _r1, r2, r3, r4, _r5):
         return _neg(errno.EAFNOSUPPORT)
     fib = vm.fib
     if fib is None or not fib.forwarding:
-        return 5  # FWD_DISABLED
+        return FIB_FWD_DISABLED
     route = fib.lookup(dst)
-    if route is None:
-        return 2  # UNREACHABLE
+    if route is None:  # fib_lookup() fails with -ENETUNREACH: not an error the helper maps
+        return FIB_NOT_FWDED
     if route.kind != "unicast":
-        return {"blackhole": 1, "unreachable": 2, "prohibit": 3}[route.kind]
+        return _FIB_KIND_RESULT[route.kind]
     tot_len = int.from_bytes(params[6:8], "little")
-    if tot_len and tot_len > route.mtu:
-        params[6:8] = route.mtu.to_bytes(2, "little")
+    if tot_len > route.mtu:
+        params[6:8] = route.mtu.to_bytes(2, "little")  # mtu_result, nothing else written
         vm.write(r2, bytes(params), pc)
-        return 8  # FRAG_NEEDED
-    if route.gateway is not None:
+        return FIB_FRAG_NEEDED
+    params[12:16] = route.metric.to_bytes(4, "little")  # rt_metric (over tos/flowinfo)
+    params[8:12] = route.ifindex.to_bytes(4, "little")
+    if route.gateway is not None:  # the next hop, also when the neighbour is not looked up
         gw = ipaddress.ip_address(route.gateway)
         if family == AF_INET:
             params[32:36] = gw.packed
         else:
             params[32:48] = gw.packed
-    params[8:12] = route.ifindex.to_bytes(4, "little")
-    params[52:58] = route.smac
-    params[48:52] = bytes(4)  # no VLAN
-    if route.dmac is None:
-        vm.write(r2, bytes(params), pc)
-        return 7  # NO_NEIGH
-    params[58:64] = route.dmac
+    if not flags & BPF_FIB_LOOKUP_SKIP_NEIGH:
+        if route.dmac is None:  # the MACs and the VLAN fields stay as the program set them
+            vm.write(r2, bytes(params), pc)
+            return FIB_NO_NEIGH
+        params[58:64] = route.dmac
+        params[52:58] = route.smac
+    params[48:52] = bytes(4)  # no VLAN (h_vlan_proto, h_vlan_TCI)
     params[6:8] = route.mtu.to_bytes(2, "little")
     vm.write(r2, bytes(params), pc)
-    return 0
+    return FIB_SUCCESS
 
 
 HELPERS = {

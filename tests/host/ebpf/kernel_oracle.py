@@ -19,7 +19,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-__all__ = ["kernel_available", "kernel_load", "kernel_run", "KernelProgram", "KernelError"]
+__all__ = ["kernel_available", "kernel_load", "kernel_run", "KernelProgram", "KernelError",
+           "NetNs"]
 
 BPFFS = Path("/sys/fs/bpf")
 _counter = itertools.count()
@@ -87,8 +88,10 @@ def _probe():
         shutil.rmtree(src, ignore_errors=True)
 
 
-def _run(args, check=True):
-    proc = subprocess.run([_bpftool(), *args], capture_output=True, text=True, timeout=120)
+def _run(args, check=True, netns=None):
+    prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+    proc = subprocess.run([*prefix, _bpftool(), *args], capture_output=True, text=True,
+                          timeout=120)
     if check and proc.returncode != 0:
         msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         raise KernelError(msg[-1] if msg else f"bpftool {args[0]} failed")
@@ -104,11 +107,16 @@ class KernelProgram:
         The eBPF object.
     prog_name : str
         The program to run (its function name).
+    netns : str, optional
+        A network namespace (``ip netns`` name) to run the program in: its loopback device
+        is the one the program sees, and its routes and neighbours the ones
+        ``bpf_fib_lookup`` consults.
     """
 
-    def __init__(self, obj_path, prog_name):
+    def __init__(self, obj_path, prog_name, netns=None):
         self.obj_path = Path(obj_path)
         self.prog_name = prog_name
+        self.netns = netns
         self.dir = BPFFS / f"nicsim-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
         self.log = ""
         self.accepted = False
@@ -190,7 +198,7 @@ class KernelProgram:
             cin = self._tmp / f"ctx{n}"
             cin.write_bytes(ctx)
             args += ["ctx_in", str(cin)]
-        proc = _run(args)
+        proc = _run(args, netns=self.netns)
         match = re.search(r"Return value:\s*(\d+)", proc.stdout + proc.stderr)
         if match is None:
             raise KernelError(f"bpftool prog run printed no return value: {proc.stdout!r}")
@@ -231,6 +239,51 @@ def kernel_run(obj_path, prog_name, data: bytes, maps_init=None):
             for key, value in entries.items():
                 prog.map_update(name, key, value)
         return prog.run(data)
+
+
+class NetNs:
+    """A network namespace of its own (``ip netns``) for programs whose helpers read the
+    kernel's network state (``bpf_fib_lookup``); a context manager that deletes it.
+
+    :meth:`ip` runs ``ip -n NAME ARGS...``, :meth:`sysctl` sets a sysctl inside it. A command
+    that fails raises :class:`KernelError` with its message (the caller skips, saying why).
+    """
+
+    def __init__(self):
+        for tool in ("ip", "nsenter"):
+            if shutil.which(tool) is None:
+                raise KernelError(f"{tool} is not installed (iproute2, util-linux)")
+        self.name = f"nicsim-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
+        self._cmd(["ip", "netns", "add", self.name])
+
+    @staticmethod
+    def _cmd(args):
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise KernelError(f"{' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+        return proc.stdout
+
+    def ip(self, *args):
+        """Run ``ip -n NAME ARGS...``; return its output."""
+        return self._cmd(["ip", "-n", self.name, *map(str, args)])
+
+    def ifindex(self, dev):
+        """Return the interface index of ``dev`` in the namespace."""
+        return json.loads(self.ip("-j", "link", "show", dev))[0]["ifindex"]
+
+    def sysctl(self, key, value):
+        """Set ``key`` (``net.ipv4.conf.all.forwarding``) inside the namespace."""
+        self._cmd(["nsenter", f"--net=/run/netns/{self.name}", "sysctl", "-qw",
+                   f"{key}={value}"])
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # --- raw instruction sequences through bpf(2) ------------------------------------------------

@@ -3,8 +3,10 @@
 Packet edges (how far bpf_xdp_adjust_head/tail/meta may move them, tried on both sides of each
 limit) and bpf_csum_diff's sum come from the kernel: each probe program returns what the helper
 allowed or computed, and the kernel returns the frame with its metadata.
-bpf_fib_lookup answers (which depend on the host's routes in the kernel) and the fallback of
-bpf_redirect_map are checked against include/uapi/linux/bpf.h by hand.
+bpf_fib_lookup answers the kernel's routing table gives: a network namespace of the test's own
+holds routes, neighbours and interfaces, and nicsim's FibTable the same routes; the whole
+struct bpf_fib_lookup the helper leaves and the fwd example's verdicts and frames must be
+equal. The fallback of bpf_redirect_map is checked by hand and against the kernel.
 """
 
 import random
@@ -12,12 +14,13 @@ import struct
 
 import pytest
 
-from nicsim.host.ebpf.build import compile_c
+from nicsim.host.ebpf.build import compile_c, prog_path
 from nicsim.host.ebpf.elf import load_object
 from nicsim.host.ebpf.helpers import FibTable, csum_diff
 from nicsim.host.ebpf.interp import Vm
 
-from .kernel_oracle import KernelProgram, kernel_available
+from .cases import random_packets
+from .kernel_oracle import KernelError, KernelProgram, NetNs, kernel_available
 
 PROBES = r"""
 #include <linux/bpf.h>
@@ -162,7 +165,7 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-def test_fib_lookup_answers(tmp_path):
+def test_fib_lookup_answers_by_hand(tmp_path):
     src = tmp_path / "fib.c"
     src.write_text(FIB_C)
     obj = load_object(compile_c(src))
@@ -189,7 +192,7 @@ def test_fib_lookup_answers(tmp_path):
     assert struct.unpack_from("<I", p, 8)[0] == 3                   # longest prefix wins
     assert ask("10.2.0.1")[0] == 7                                  # NO_NEIGH
     assert ask("10.3.0.1")[0] == 1                                  # BLACKHOLE
-    assert ask("192.168.1.1")[0] == 2                               # UNREACHABLE
+    assert ask("192.168.1.1")[0] == 4                               # no route: NOT_FWDED
     rc, p = ask("10.9.9.9", tot_len=1600)
     assert rc == 8 and struct.unpack_from("<H", p, 6)[0] == 1500    # FRAG_NEEDED, mtu_result
     vm.fib = FibTable(forwarding=False)
@@ -230,3 +233,154 @@ def test_redirect_map_falls_back_to_the_flags_action(tmp_path):
             kp.map_update("ports", struct.pack("<I", 1), struct.pack("<I", 1))
             for key, flags, expected in cases:
                 assert kp.run(bytes([key, flags]) + bytes(20))[0] == expected, (key, flags)
+
+
+# -- bpf_fib_lookup against the kernel's routing table ----------------------------------------
+
+FIB_QUERY_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+/* Frame: destination (4), tot_len (2, host order), tos, flags, then 12 bytes that prefill
+ * smac/dmac and 4 that prefill the VLAN fields (so that what the helper leaves shows). The
+ * program writes the struct the helper left over the frame's start, then its return code. */
+SEC("xdp") int fibq(struct xdp_md *ctx) {
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup f = {};
+	__u8 *p = data;
+	__u32 flags;
+	int rc;
+	if (data + 72 > end) return XDP_DROP;
+	f.family = 2;
+	__builtin_memcpy(&f.ipv4_dst, p, 4);
+	__builtin_memcpy(&f.tot_len, p + 4, 2);
+	f.tos = p[6];
+	flags = p[7];
+	__builtin_memcpy(f.smac, p + 8, 6);
+	__builtin_memcpy(f.dmac, p + 14, 6);
+	__builtin_memcpy(&f.h_vlan_proto, p + 20, 2);
+	__builtin_memcpy(&f.h_vlan_TCI, p + 22, 2);
+	f.ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, &f, sizeof(f), flags);
+	__builtin_memcpy(data, &f, sizeof(f));
+	__builtin_memcpy(data + 64, &rc, 4);
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+D1_MAC, D2_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01"
+NEIGH_A, NEIGH_B, GW_MAC = "02:00:00:00:00:99", "02:00:00:00:00:55", "02:00:00:00:00:fe"
+SKIP_NEIGH = 4  # BPF_FIB_LOOKUP_SKIP_NEIGH
+
+
+@pytest.fixture(scope="module")
+def fib_host():
+    """A namespace whose routing table the kernel's bpf_fib_lookup reads, and nicsim's
+    FibTable written from the same facts: ``(netns name, FibTable)``."""
+    _kernel()
+    try:
+        ns = NetNs()
+    except KernelError as exc:
+        pytest.skip(f"no network namespace for the kernel's routing table: {exc}")
+    try:
+        for n, (mac, mtu) in enumerate(((D1_MAC, 1500), (D2_MAC, 9000)), start=1):
+            ns.ip("link", "add", f"d{n}", "type", "veth", "peer", "name", f"p{n}")
+            ns.ip("link", "set", f"d{n}", "address", mac, "mtu", mtu, "up")
+            ns.ip("link", "set", f"p{n}", "mtu", mtu, "up")
+        ns.ip("link", "set", "lo", "up")
+        ns.ip("addr", "add", "10.0.0.1/16", "dev", "d1")
+        ns.ip("addr", "add", "172.16.0.1/16", "dev", "d2")
+        ns.ip("route", "add", "10.1.0.0/16", "via", "172.16.0.254", "dev", "d2", "metric", 7)
+        ns.ip("route", "add", "10.1.5.0/24", "dev", "d1")
+        ns.ip("route", "add", "10.2.0.0/16", "via", "172.16.0.253", "dev", "d2")
+        for kind, prefix in (("blackhole", "10.3.0.0/16"), ("unreachable", "10.4.0.0/16"),
+                             ("prohibit", "10.5.0.0/16")):
+            ns.ip("route", "add", kind, prefix)
+        for addr, mac, dev in (("10.0.0.9", NEIGH_A, "d1"), ("10.1.5.5", NEIGH_B, "d1"),
+                               ("172.16.0.254", GW_MAC, "d2")):
+            ns.ip("neigh", "add", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        ns.sysctl("net.ipv4.conf.all.forwarding", 1)
+        d1, d2 = ns.ifindex("d1"), ns.ifindex("d2")
+    except KernelError as exc:
+        ns.close()
+        pytest.skip(f"cannot build the namespace's routes: {exc}")
+    # The same table as nicsim's routes: a neighbour is a route with the next hop's MAC.
+    fib = (FibTable()
+           .add("10.0.0.1/32", 0, kind="local")
+           .add("10.0.255.255/32", 0, kind="local")           # the subnet's broadcast
+           .add("10.0.0.0/16", d1, None, D1_MAC)
+           .add("10.0.0.9/32", d1, NEIGH_A, D1_MAC)
+           .add("10.1.0.0/16", d2, GW_MAC, D2_MAC, gateway="172.16.0.254", mtu=9000, metric=7)
+           .add("10.1.5.0/24", d1, None, D1_MAC)
+           .add("10.1.5.5/32", d1, NEIGH_B, D1_MAC)
+           .add("10.2.0.0/16", d2, None, D2_MAC, gateway="172.16.0.253", mtu=9000)
+           .add("10.3.0.0/16", 0, kind="blackhole")
+           .add("10.4.0.0/16", 0, kind="unreachable")
+           .add("10.5.0.0/16", 0, kind="prohibit")
+           .add("172.16.0.254/32", d2, GW_MAC, D2_MAC, mtu=9000)
+           .add("172.16.0.0/16", d2, None, D2_MAC, mtu=9000))
+    yield ns.name, fib
+    ns.close()
+
+
+def _fib_query(dst, tot_len=100, tos=0, flags=0):
+    prefill = bytes.fromhex("eeeeeeeeeeee" "dddddddddddd" "81001234")
+    return (bytes(map(int, dst.split("."))) + struct.pack("<HBB", tot_len, tos, flags)
+            + prefill + bytes(48))
+
+
+FIB_QUERIES = [
+    *[(dst, 100, 0, 0) for dst in (
+        "10.0.0.9", "10.0.0.10", "10.0.0.1", "10.0.255.255", "10.1.2.3", "10.1.5.5",
+        "10.1.5.6", "10.2.0.1", "10.3.0.1", "10.4.0.1", "10.5.0.1", "8.8.8.8",
+        "172.16.0.254", "172.16.9.9")],
+    ("10.0.0.9", 0, 0, 0), ("10.0.0.9", 1500, 0, 0), ("10.0.0.9", 1501, 0, 0),
+    ("10.1.2.3", 9000, 0, 0), ("10.1.2.3", 9001, 0, 0), ("10.0.0.10", 1501, 0, 0),
+    ("10.1.2.3", 100, 0x10, 0), ("10.0.0.10", 100, 0x10, 0),
+    ("10.0.0.10", 100, 0, SKIP_NEIGH), ("10.2.0.1", 100, 0, SKIP_NEIGH),
+    ("10.1.2.3", 100, 0, SKIP_NEIGH),
+]
+
+
+def test_fib_lookup_matches_the_kernel_s_routing_table(fib_host, tmp_path_factory):
+    netns, fib = fib_host
+    path, obj = _build(tmp_path_factory, "fibq", FIB_QUERY_C)
+    vm = Vm(obj.programs["fibq"], fib=fib)
+    seen = set()
+    with KernelProgram(path, "fibq", netns=netns) as kp:
+        for dst, tot_len, tos, flags in FIB_QUERIES:
+            frame = _fib_query(dst, tot_len, tos, flags)
+            k_ret, k_out = kp.run(frame)
+            ours = vm.run(frame, ifindex=1)   # test runs see the namespace's loopback, 1
+            assert (ours.verdict, ours.packet) == (k_ret, k_out), (
+                dst, tot_len, tos, flags, ours.packet[:68].hex(), k_out[:68].hex())
+            seen.add(struct.unpack_from("<i", k_out, 64)[0])
+    # Every answer the routes can give came up: SUCCESS, BLACKHOLE, UNREACHABLE, PROHIBIT,
+    # NOT_FWDED (no route, local, broadcast), NO_NEIGH, FRAG_NEEDED.
+    assert seen == {0, 1, 2, 3, 4, 7, 8}
+
+
+def test_fib_forwarder_matches_the_kernel(fib_host):
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    netns, fib = fib_host
+    path = compile_c(prog_path("fwd"))
+    vm = Vm(load_object(path).programs["fwd"], fib=fib)
+    rng = random.Random(9)
+    dests = ["10.0.0.9", "10.0.0.10", "10.0.0.1", "10.1.2.3", "10.1.5.5", "10.2.0.1",
+             "10.3.0.1", "10.4.0.1", "10.5.0.1", "8.8.8.8", "172.16.0.254"]
+    frames = [bytes(Ether(src="02:00:00:00:00:01", dst=D1_MAC)
+                    / IP(src="192.0.2.1", dst=dst, ttl=rng.choice([1, 2, 64]), tos=0x10)
+                    / UDP(sport=rng.randrange(1024, 65536), dport=53)
+                    / bytes(rng.choice([10, 1480, 1500])))
+              for dst in dests for _ in range(2)]
+    frames += random_packets(seed=10, count=20)  # damaged and other protocols
+    verdicts = set()
+    with KernelProgram(path, "fwd", netns=netns) as kp:
+        for n, frame in enumerate(frames):
+            k_ret, k_out = kp.run(frame)
+            ours = vm.run(frame, ifindex=1)
+            assert (ours.verdict, ours.packet) == (k_ret, k_out), (n, frame[:48].hex())
+            verdicts.add(k_ret)
+    assert verdicts == {1, 2, 4}  # dropped (reject routes), passed, redirected
