@@ -156,4 +156,5 @@ CASES = [
     Case("snap", "snap"),
     Case("snap", "pad"),
     Case("lb", "lb", lb_maps(), ("flows",)),
+    Case("payload_sum", "payload_sum", compare_maps=("sums",)),
 ]
