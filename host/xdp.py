@@ -76,13 +76,14 @@ from nicsim.hw.ref.checksum import Status, rx_checksum
 from nicsim.hw.ref.packet import IPPROTO_TCP, IPPROTO_UDP, parse_ip
 
 __all__ = ["XdpPath", "XdpGenericPath", "XdpProgram", "load_program", "parse_routes",
-           "IFINDEX_BASE", "VERDICTS", "compare_defaults", "resolve_program"]
+           "IFINDEX_BASE", "VERDICTS", "compare_defaults", "resolve_program", "GPL_LICENSES"]
 
 IFINDEX_BASE = 2  # ifindex of the physical function (1 is lo); VF n has IFINDEX_BASE + n
 VERDICTS = ("ABORTED", "DROP", "PASS", "TX", "REDIRECT")
 _ABORTED, _DROP, _PASS, _TX, _REDIRECT = range(5)
-_GPL = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL",
-        "Dual MPL/GPL")
+# Licenses the kernel takes as GPL compatible (license_is_gpl_compatible()).
+GPL_LICENSES = ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL",
+                "Dual MPL/GPL")
 _U32 = struct.Struct("<I")
 # skb tuple fields of nicsim.host.linux (born, length, segments, payload, data, checksum
 # state, hash, truesize, protocol) and its checksum states.
@@ -234,7 +235,7 @@ def load_program(spec, section=None, name=None, presets=(), ncpus=1, base=None, 
     for index, _key, value in entries:
         if specs[index].origin == "data":  # global data: its one value, before verification
             specs[index] = dataclasses.replace(specs[index], initial=value)
-    result = verify(program, specs, gpl=obj.license in _GPL)
+    result = verify(program, specs, gpl=obj.license in GPL_LICENSES)
     if not result.ok:
         raise ValueError(f"{path}: program {program.name} rejected by the verifier: "
                          f"{result.reason}")

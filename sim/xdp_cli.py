@@ -72,6 +72,14 @@ def load_program(path, section=None, name=None, *, single=True):
     return obj, progs
 
 
+def _gpl(obj):
+    """Whether the object's license lets it call GPL-only helpers (the kernel's
+    license_is_gpl_compatible())."""
+    from nicsim.host.xdp import GPL_LICENSES
+
+    return obj.license in GPL_LICENSES
+
+
 def _verifier():
     try:
         from nicsim.host.ebpf.verifier import verify
@@ -142,17 +150,16 @@ def xdp_verify(
         _fail("the verifier is not available in this build of nicsim "
               "(nicsim.host.ebpf.verifier is missing).")
     rejected = 0
-    gpl = obj.license in ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
-                          "Dual MIT/GPL", "Dual MPL/GPL")
     for p in progs:
-        result = verify(p, obj.maps, gpl=gpl)
+        result = verify(p, obj.maps, gpl=_gpl(obj))
         if result.ok:
             console.print(f"{p.name} ({p.section}): accepted, {len(p.insns)} slots, "
-                          f"{result.insns_processed} instructions processed", highlight=False)
+                          f"{result.insns_processed} instructions processed", highlight=False,
+                          soft_wrap=True)
         else:
             rejected += 1
             console.print(f"{p.name} ({p.section}): rejected: {result.reason}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     if rejected:
         raise typer.Exit(1)
 
@@ -194,7 +201,7 @@ def xdp_run(
         if verify is None:
             _fail("the verifier is not available in this build of nicsim; use --no-verify "
                   "to run the program unverified.")
-        result = verify(program, obj.maps)
+        result = verify(program, obj.maps, gpl=_gpl(obj))
         if not result.ok:
             _fail(f"{program.name}: rejected by the verifier: {result.reason}")
     try:

@@ -110,3 +110,48 @@ def test_user_errors_are_one_line(tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert result.output.count("error:") == 1 and "Traceback" not in result.output
+
+
+def test_rejection_is_one_line_with_its_reason(tmp_path):
+    src = tmp_path / "bad.c"
+    src.write_text('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                   'SEC("xdp") int an_unchecked_read(struct xdp_md *ctx) {\n'
+                   '  unsigned char *p = (void *)(long)ctx->data;\n'
+                   '  return p[20] == 1 ? XDP_DROP : XDP_PASS;\n}\n'
+                   'char _license[] SEC("license") = "GPL";\n')
+    result = runner.invoke(app, ["xdp", "verify", str(src)])
+    assert result.exit_code == 1
+    (line,) = [ln for ln in result.output.splitlines() if "rejected" in ln]
+    assert line.startswith("an_unchecked_read (xdp): rejected: insn ")
+    assert line.endswith("(check against data_end first)")
+
+
+def test_gpl_only_helper_refused_to_a_proprietary_program_as_the_kernel_does(tmp_path):
+    from .kernel_oracle import kernel_available, kernel_load
+
+    src = tmp_path / "prop.c"
+    src.write_text('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                   'SEC("xdp") int prop(struct xdp_md *ctx) {\n'
+                   '  char fmt[] = "hi";\n'
+                   '  bpf_trace_printk(fmt, sizeof(fmt));\n  return XDP_PASS;\n}\n'
+                   'char _license[] SEC("license") = "Proprietary";\n')
+    ok, _ = kernel_available()
+    if ok:  # the kernel refuses it for its license
+        from nicsim.host.ebpf.build import compile_c
+
+        accepted, log = kernel_load(compile_c(src))
+        assert not accepted and "GPL" in log
+    result = runner.invoke(app, ["xdp", "verify", str(src)])
+    assert result.exit_code == 1 and "prop (xdp): rejected:" in result.output
+    write_pcap(tmp_path / "in.pcap", frames())
+    result = runner.invoke(app, ["xdp", "run", str(src), "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "o.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl")])
+    assert result.exit_code == 2
+    assert "rejected by the verifier" in result.output and "GPL" in result.output
+    # The same program under the GPL runs.
+    src.write_text(src.read_text().replace('"Proprietary"', '"GPL"'))
+    result = runner.invoke(app, ["xdp", "run", str(src), "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "o.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl")])
+    assert result.exit_code == 0, result.output
