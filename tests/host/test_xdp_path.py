@@ -296,3 +296,16 @@ def test_a_rejected_program_is_one_sentence_naming_the_file_and_the_reason(tmp_p
                                  'host.xdp_maps=["nomap:00=00"]'], "no map 'nomap'")):
         with pytest.raises(ValueError, match=message):
             World(load_scenario(text="", overrides=overrides))
+
+
+def test_bad_af_xdp_keys_are_one_sentence():
+    from nicsim.sim.scenario import ScenarioError
+
+    for key, value, message in (("host.xsk_ring_size", 3, "must be a power of two, not 3"),
+                                ("nic.ring_size", 100, "must be a power of two, not 100"),
+                                ("host.xsk_mode", '"fast"', "'zerocopy' or 'copy', not 'fast'")):
+        with pytest.raises(ScenarioError) as info:
+            load_scenario(text='[host]\npath = "af_xdp"\n', overrides=[f"{key}={value}"])
+        text = str(info.value)
+        assert f"{key}: " in text and text.endswith(message) and "\n" not in text, text
+        assert text.count("not ") == 1, text
