@@ -458,6 +458,21 @@ class DevMapHash(HashMap):
     key_size_fixed = 4
     value_sizes = (4, 8)
 
+    def update(self, key, value, flags=BPF_ANY, cpu=None):
+        # __dev_map_hash_update_elem(): no ifindex is an error (not a clear, as in the array
+        # devmap), and BPF_EXIST does not ask for a present key.
+        self._check(key, value)
+        if flags > BPF_EXIST or not int.from_bytes(value[:4], "little"):
+            return -errno.EINVAL
+        key = bytes(key)
+        present = key in self.entries
+        if present and flags == BPF_NOEXIST:
+            return -errno.EEXIST
+        if not present and len(self.entries) >= self.max_entries:
+            return -errno.E2BIG
+        self.entries[key] = bytearray(value)
+        return 0
+
     def target(self, key: int):
         value = self.entries.get(key.to_bytes(4, "little"))
         return None if value is None else int.from_bytes(value[:4], "little")
@@ -467,6 +482,14 @@ class CpuMap(_TargetArray):
     """``BPF_MAP_TYPE_CPUMAP``: the key is a CPU, the value its queue size (0: no entry)."""
 
     value_sizes = (4, 8)
+    QSIZE_MAX = 16384  # cpu_map_update_elem()'s sanity limit on a queue's size
+
+    def update(self, key, value, flags=BPF_ANY, cpu=None):
+        self._check(key, value)
+        if (flags <= BPF_EXIST and flags != BPF_NOEXIST and self._index(key) is not None
+                and int.from_bytes(value[:4], "little") > self.QSIZE_MAX):
+            return -errno.EOVERFLOW
+        return super().update(key, value, flags, cpu)
 
     def target(self, key: int):
         return key if key in self.slots else None

@@ -5,6 +5,7 @@ checked against hand-worked expectations.
 """
 
 import errno
+import os
 import random
 import struct
 
@@ -32,7 +33,9 @@ def _keys(kind, rng, key_size):
     if kind == MapType.lpm_trie:
         plen = rng.choice([0, 8, 16, 24, 32, 33])
         return struct.pack("<I", plen) + bytes(rng.choice([10, 192]) for _ in range(4))
-    if kind in (MapType.array, MapType.percpu_array, MapType.devmap):
+    if kind == MapType.cpumap:  # CPUs this machine has, and keys beyond max_entries (8)
+        return struct.pack("<I", rng.choice([0, min(1, os.cpu_count() - 1), 8, 9]))
+    if kind in (MapType.array, MapType.percpu_array, MapType.devmap, MapType.devmap_hash):
         return struct.pack("<I", rng.randrange(10))  # some beyond max_entries (8)
     return bytes(rng.randrange(3) for _ in range(key_size))
 
@@ -44,7 +47,10 @@ KINDS = [
     (MapType.percpu_array, 4, 8, 0),
     (MapType.lru_hash, 4, 8, 0),
     (MapType.lpm_trie, 8, 4, BPF_F_NO_PREALLOC),
+    (MapType.lru_percpu_hash, 4, 8, 0),
     (MapType.devmap, 4, 4, 0),
+    (MapType.devmap_hash, 4, 4, 0),
+    (MapType.cpumap, 4, 4, 0),
 ]
 
 
@@ -56,7 +62,7 @@ def test_map_operations_match_kernel(kind, key_size, value_size, flags):
         pytest.skip(f"kernel oracle unavailable: {why}")
     rng = random.Random(f"maps-{kind.name}")
     # An LRU map only behaves the same while it is not full (eviction order differs).
-    max_entries = 64 if kind == MapType.lru_hash else 8
+    max_entries = 64 if kind in (MapType.lru_hash, MapType.lru_percpu_hash) else 8
     ours = create_map(spec(kind, key_size, value_size, max_entries, flags))
     try:
         theirs = RawMap(int(kind), key_size, value_size, max_entries, flags)
@@ -67,8 +73,10 @@ def test_map_operations_match_kernel(kind, key_size, value_size, flags):
             key = _keys(kind, rng, key_size)
             op = rng.random()
             if op < 0.5:
-                if kind == MapType.devmap:
+                if kind in (MapType.devmap, MapType.devmap_hash):
                     value = struct.pack("<I", rng.choice([1, 1, 0]))  # 0 is no interface
+                elif kind == MapType.cpumap:  # queue sizes: none, some, the limit, past it
+                    value = struct.pack("<I", rng.choice([0, 64, 16384, 16385]))
                 else:
                     value = bytes(rng.randrange(256) for _ in range(value_size))
                 fl = rng.choice([BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_ANY, 8])
