@@ -184,6 +184,38 @@ def test_bpf_to_bpf_call_keeps_callee_saved_registers():
     assert verdict == 46
 
 
+def _call(target_minus_next):
+    return Insn(isa.JMP | isa.CALL, 0, isa.PSEUDO_CALL, 0, target_minus_next)
+
+
+def _st(reg, off, imm):
+    return Insn(isa.ST | isa.MEM | isa.DW, reg, 0, off, imm)
+
+
+def test_nested_calls_with_stacks_of_their_own_match_kernel():
+    # main: slot = 5; r0 = sub1(&slot) + r6 (40, kept) + slot (9, written by sub1).
+    # sub1: its own slot = 100; r0 = sub2(7) + its slot; *arg = 9.  sub2: r0 = r1 * 3, r6
+    # clobbered (the caller's r6 survives): 21 + 100 + 40 + 9 = 170.
+    insns = [mov(6, 40), _st(10, -8, 5), Insn(isa.ALU64 | isa.MOV | isa.X, 1, 10, 0, 0),
+             Insn(isa.ALU64 | isa.ADD | isa.K, 1, 0, 0, -8), _call(4),
+             Insn(isa.ALU64 | isa.ADD | isa.X, 0, 6, 0, 0),
+             Insn(isa.LDX | isa.MEM | isa.DW, 2, 10, -8, 0),
+             Insn(isa.ALU64 | isa.ADD | isa.X, 0, 2, 0, 0), EXIT,
+             # sub1 (9)
+             Insn(isa.ALU64 | isa.MOV | isa.X, 6, 1, 0, 0), _st(10, -8, 100), mov(1, 7),
+             _call(4), Insn(isa.LDX | isa.MEM | isa.DW, 2, 10, -8, 0),
+             Insn(isa.ALU64 | isa.ADD | isa.X, 0, 2, 0, 0), _st(6, 0, 9), EXIT,
+             # sub2 (17)
+             Insn(isa.ALU64 | isa.MOV | isa.X, 0, 1, 0, 0),
+             Insn(isa.ALU64 | isa.MUL | isa.K, 0, 0, 0, 3), mov(6, 555), EXIT]
+    assert run_ours(insns)[0] == 170
+    ok, _ = kernel_available()
+    if ok:
+        accepted, retval, out, log = kernel_run_insns(insns, bytes(32))
+        assert accepted, log[-400:]
+        assert (retval, out) == run_ours(insns)
+
+
 def test_out_of_bounds_packet_read_names_the_instruction():
     insns = [Insn(isa.LDX | isa.MEM | isa.W, 2, 1, 0, 0),      # r2 = data
              Insn(isa.LDX | isa.MEM | isa.B, 0, 2, 100, 0),    # no bounds check: data[100]
