@@ -6,7 +6,8 @@ allowed or computed, and the kernel returns the frame with its metadata.
 bpf_fib_lookup answers the kernel's routing table gives: a network namespace of the test's own
 holds routes, neighbours and interfaces, and nicsim's FibTable the same routes; the whole
 struct bpf_fib_lookup the helper leaves and the fwd example's verdicts and frames must be
-equal. The fallback of bpf_redirect_map is checked by hand and against the kernel.
+equal; the same namespace's devices serve as ingress interfaces for the context fields. The
+fallback of bpf_redirect_map is checked by hand and against the kernel.
 """
 
 import random
@@ -284,7 +285,8 @@ def fib_host():
         pytest.skip(f"no network namespace for the kernel's routing table: {exc}")
     try:
         for n, (mac, mtu) in enumerate(((D1_MAC, 1500), (D2_MAC, 9000)), start=1):
-            ns.ip("link", "add", f"d{n}", "type", "veth", "peer", "name", f"p{n}")
+            ns.ip("link", "add", f"d{n}", "numrxqueues", 4, "numtxqueues", 4, "type", "veth",
+                  "peer", "name", f"p{n}")
             ns.ip("link", "set", f"d{n}", "address", mac, "mtu", mtu, "up")
             ns.ip("link", "set", f"p{n}", "mtu", mtu, "up")
         ns.ip("link", "set", "lo", "up")
@@ -319,7 +321,7 @@ def fib_host():
            .add("10.5.0.0/16", 0, kind="prohibit")
            .add("172.16.0.254/32", d2, GW_MAC, D2_MAC, mtu=9000)
            .add("172.16.0.0/16", d2, None, D2_MAC, mtu=9000))
-    yield ns.name, fib
+    yield ns.name, fib, {"d1": d1, "d2": d2}
     ns.close()
 
 
@@ -343,7 +345,7 @@ FIB_QUERIES = [
 
 
 def test_fib_lookup_matches_the_kernel_s_routing_table(fib_host, tmp_path_factory):
-    netns, fib = fib_host
+    netns, fib, _ = fib_host
     path, obj = _build(tmp_path_factory, "fibq", FIB_QUERY_C)
     vm = Vm(obj.programs["fibq"], fib=fib)
     seen = set()
@@ -364,7 +366,7 @@ def test_fib_forwarder_matches_the_kernel(fib_host):
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    netns, fib = fib_host
+    netns, fib, _ = fib_host
     path = compile_c(prog_path("fwd"))
     vm = Vm(load_object(path).programs["fwd"], fib=fib)
     rng = random.Random(9)
@@ -384,3 +386,42 @@ def test_fib_forwarder_matches_the_kernel(fib_host):
             assert (ours.verdict, ours.packet) == (k_ret, k_out), (n, frame[:48].hex())
             verdicts.add(k_ret)
     assert verdicts == {1, 2, 4}  # dropped (reject routes), passed, redirected
+
+
+CTX_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+/* Writes what the context says over the frame: ingress ifindex, RX queue, metadata length and
+ * the first metadata word. */
+SEC("xdp") int ctxq(struct xdp_md *ctx) {
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	void *meta = (void *)(long)ctx->data_meta;
+	__u32 *p = data;
+	if (data + 16 > end) return XDP_DROP;
+	p[0] = ctx->ingress_ifindex;
+	p[1] = ctx->rx_queue_index;
+	p[2] = (__u32)(data - meta);
+	p[3] = meta + 4 <= data ? *(__u32 *)meta : 0xffffffff;
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_context_fields_match_the_kernel(fib_host, tmp_path_factory):
+    # BPF_PROG_TEST_RUN takes the context (struct xdp_md) from the caller: ingress device,
+    # its RX queue, and metadata in front of the frame (ctx.data = its length).
+    netns, _, devs = fib_host
+    path, obj = _build(tmp_path_factory, "ctxq", CTX_C)
+    vm = Vm(obj.programs["ctxq"])
+    frame = bytes(range(64))
+    with KernelProgram(path, "ctxq", netns=netns) as kp:
+        for ifindex, queue, meta in ((1, 0, b""), (devs["d1"], 0, b"\x11\x22\x33\x44"),
+                                     (devs["d1"], 3, bytes(range(100, 108))),
+                                     (devs["d2"], 2, b"")):
+            data = meta + frame
+            ctx = struct.pack("<6I", len(meta), len(data), 0, ifindex, queue, 0)
+            k_ret, k_out = kp.run(data, ctx=ctx)
+            ours = vm.run(frame, ifindex=ifindex, rx_queue=queue, meta=meta)
+            assert (ours.verdict, ours.meta + ours.packet) == (k_ret, k_out), (ifindex, queue)
+            assert struct.unpack_from("<3I", k_out, len(meta)) == (ifindex, queue, len(meta))
