@@ -407,13 +407,16 @@ class ToeEngine(wiring.Component):
                                     | ~(tcp_flags[1] | tcp_flags[2] | tcp_flags[4])):
                             m.d.comb += [verdict_drop.eq(1),
                                          verdict_reason.eq(_R["bad_flags"])]
-                        with m.Elif(self.sessions != 0):
-                            m.d.comb += verdict_tcp.eq(1)  # to the session engine
+                        # (chosen at elaboration: a constant condition in the chain leaves
+                        # a dead branch that yosys' Verilog reader rejects)
                         with m.Else():
-                            # no session and no listener: RFC 9293 §3.10.7.1 (CLOSED)
-                            m.d.comb += [verdict_drop.eq(1),
-                                         verdict_reason.eq(_R["no_session"]),
-                                         verdict_rst.eq(~tcp_flags[2])]
+                            if self.sessions:
+                                m.d.comb += verdict_tcp.eq(1)  # to the session engine
+                            else:
+                                # no session and no listener: RFC 9293 §3.10.7.1 (CLOSED)
+                                m.d.comb += [verdict_drop.eq(1),
+                                             verdict_reason.eq(_R["no_session"]),
+                                             verdict_rst.eq(~tcp_flags[2])]
                     with m.Else():
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_tcp"])]
                 with m.Else():
