@@ -100,7 +100,7 @@ def bench(
         platform = get_platform()
     except GpuUnavailable as exc:
         _fail(f"no usable OpenCL device: {exc}")
-    err_console.print(f"nicsim gpu bench on {platform.name}", highlight=False)
+    err_console.print(f"nicsim gpu bench on {platform.name}", highlight=False, soft_wrap=True)
     result = run_bench(platform, scale=scale, reps=reps, signatures=patterns,
                        progress=lambda text: err_console.print(f"  {text}", highlight=False))
     out = out or Path("benchmarks") / "results" / f"gpu-{platform.slug}.json"
@@ -125,8 +125,10 @@ def bench(
                       f"{r['opencl_pps']:,}", f"{r['opencl_end_to_end_pps']:,}",
                       f"{r['numpy_pps']:,}", f"{r['opencl_over_numpy']}",
                       "yes" if r["agree"] else "NO")
-    console.print(table)
-    console.print(f"wrote {out}" + (f" and {targets[1][0]}" if calibration else ""))
+    # Whole figures also into a log or a pipe, where the console would be 80 columns wide.
+    (console if console.width >= 132 else Console(width=132)).print(table)
+    console.print(f"wrote {out}" + (f" and {targets[1][0]}" if calibration else ""),
+                  soft_wrap=True)
 
 
 def _numbers(text, kind, option):

@@ -34,6 +34,8 @@ def test_bench_writes_results_and_calibration(runner, platform, tmp_path, monkey
     kernels = {r["kernel"] for r in data["results"]}
     assert kernels == {"lpm4", "lpm6", "rss", "checksum", "ac", "aes"}
     assert all(r["agree"] for r in data["results"])  # numpy and the kernels give one answer
+    for r in data["results"]:  # the table shows whole figures, also when not on a terminal
+        assert f"{r['opencl_pps']:,}" in result.output and f"{r['numpy_pps']:,}" in result.output
     profile = device.GpuProfile.from_dict(
         json.loads((tmp_path / f"{platform.slug}.json").read_text()))
     assert set(profile.kernels) == kernels
