@@ -32,6 +32,9 @@ SECTION_HELP = "Only programs of this ELF section (xdp, xdp.frags, xdp/NAME)."
 NAME_HELP = "The program (function) to use when the object has several."
 
 
+ETH_HLEN = 14  # the shortest frame XDP runs on
+
+
 class UserError(Exception):
     """An error to report in one line."""
 
@@ -226,6 +229,13 @@ def xdp_run(
     with meta_fh:
         for i, pkt in enumerate(packets):
             row = {"index": i, "len_in": len(pkt.data)}
+            if len(pkt.data) < ETH_HLEN:  # BPF_PROG_TEST_RUN refuses it; no NIC delivers it
+                row.update(verdict="NOT RUN",
+                           error=f"frame of {len(pkt.data)} bytes is shorter than an "
+                                 f"Ethernet header ({ETH_HLEN})")
+                verdicts["NOT RUN (runt)"] += 1
+                meta_fh.write(json.dumps(row) + "\n")
+                continue
             try:
                 res = vm.run(pkt.data, ifindex=ifindex, rx_queue=rx_queue,
                              now_ns=pkt.time_ns - t0)

@@ -155,3 +155,34 @@ def test_gpl_only_helper_refused_to_a_proprietary_program_as_the_kernel_does(tmp
                                  "--out", str(tmp_path / "o.pcap"),
                                  "--meta", str(tmp_path / "m.jsonl")])
     assert result.exit_code == 0, result.output
+
+
+def test_runt_frames_are_counted_not_run_as_the_kernel_refuses_them(tmp_path):
+    from nicsim.host.ebpf.build import compile_c
+    from nicsim.hw.pcap import Packet
+
+    from .kernel_oracle import KernelError, KernelProgram, kernel_available
+
+    ok, _ = kernel_available()
+    if ok:  # BPF_PROG_TEST_RUN runs no XDP program on fewer than 14 bytes
+        with KernelProgram(compile_c(prog_path("parse_count")), "parse_count") as kp:
+            assert kp.run(bytes(14))[0] in (1, 2)
+            try:
+                kp.run(bytes(13))
+            except KernelError:
+                pass
+            else:
+                raise AssertionError("the kernel ran a 13-byte frame")
+    good = frames()
+    write_pcap(tmp_path / "in.pcap", [Packet(b"", 0, ""), Packet(good[1], 1, ""),
+                                      Packet(bytes(13), 2, "")])
+    result = runner.invoke(app, ["xdp", "run", str(prog_path("parse_count")),
+                                 "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "o.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in rows] == ["NOT RUN", "PASS", "NOT RUN"]
+    assert "shorter than an Ethernet header" in rows[2]["error"]
+    assert [p.data for p in read_pcap(tmp_path / "o.pcap")] == [good[1]]
+    assert "NOT RUN (runt)" in result.output
