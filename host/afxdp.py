@@ -40,9 +40,16 @@ the fill ring (``ring_enqueue``). Replies (``l2fwd``, ``udp_echo``, ...) go thro
 zero copy, a TX descriptor per frame (``ring_enqueue``), one ``sendto()`` kick (``syscall``)
 and the driver's descriptors and doorbell (``driver_tx``, ``mmio_write``), the frame sent from
 the UMEM without a copy; copy mode, ``xsk_generic_xmit()`` per frame (an skb, the copy,
-``driver_tx``, a doorbell, the skb freed). Frames sent return to the fill ring at once (the
-completion ring is not modelled as a separate wait); transmit completions are reaped
-(``l3_hit``) before a send.
+``driver_tx``, a doorbell, the skb freed).
+
+UMEM frames go round: fill ring, RX ring, the thread; a frame the application is done with is
+free again at once, a frame it sends is held by the transmit queue until the NIC has sent it.
+The driver's NAPI poll of the queue reaps the NIC's transmit completions (``l3_hit`` each) and
+writes them to the *completion* ring (``xsk_tx_completed()``); the thread reads the completion
+ring at its next step (``ring_dequeue`` each), and puts free frames back into the fill ring
+(``ring_enqueue`` each), as many as fit. A thread asleep with an empty fill ring is woken when
+completions arrive. A UMEM too small for the frames in flight on transmit therefore empties
+the fill ring and drops frames (``xsk_fill_ring_empty``).
 """
 
 from __future__ import annotations
@@ -81,10 +88,18 @@ class XskSocket:
         Frames in the fill ring.
     rx : collections.deque
         Received frames ``(entry, data, born)`` not yet taken.
-    received, transmitted : int
-        Frames that went into the RX ring, frames sent.
+    free : int
+        UMEM frames user space holds, in no ring.
+    tx_out : int
+        UMEM frames on the transmit queue, not yet completed by the NIC.
+    completion : int
+        Frames in the completion ring (sent, not yet read by the thread).
+    received, transmitted, completed : int
+        Frames that went into the RX ring, frames sent, frames completed.
     wakeups : int
         Times the thread was woken from ``poll()``.
+
+    ``fill + len(rx) + free + tx_out + completion`` is always ``frames``.
     """
 
     def __init__(self, env, queue, ring_size, frames, core, app):
@@ -93,6 +108,11 @@ class XskSocket:
         self.ring_size = ring_size
         self.frames = frames
         self.fill = min(frames, ring_size)
+        self.free = frames - self.fill
+        self.tx_out = 0
+        self.completion = 0
+        self.completed = 0
+        self.txq = None
         self.rx = deque()
         self.core = core
         self.app = app
@@ -150,11 +170,15 @@ class AfXdpPath(XdpPath):
             app_cores = [core for i, core in enumerate(cores) if i not in irq] or list(cores)
         self.sockets = []
         self.by_queue = {}
+        self.by_txq = {}  # id(transmit queue) -> the sockets sending on it
+        txqs = self.driver.tx
         for i, q in enumerate(self.queue_nums):
             sock = XskSocket(self.env, q, self.ring_size, self.umem_frames,
                              app_cores[i % len(app_cores)], APPS[params.app](self))
+            sock.txq = txqs[min(q, len(txqs) - 1)]
             self.sockets.append(sock)
             self.by_queue[q] = sock
+            self.by_txq.setdefault(id(sock.txq), []).append(sock)
         # Bind: every xskmap of the program maps queue q to the socket of queue q.
         from nicsim.host.ebpf.protos import MapType
 
@@ -199,7 +223,28 @@ class AfXdpPath(XdpPath):
     def _flush(self, stack, cpu, sends):
         return super()._flush(stack, cpu, sends) + self._wake(cpu)
 
+    def _reap(self, txq):
+        """Reap ``txq``'s completions; the sockets' frames among them go to their completion
+        rings (the oldest sends first, socket by socket)."""
+        done = txq.reap()
+        left = done
+        for sock in self.by_txq.get(id(txq), ()):
+            if not left:
+                break
+            got = min(left, sock.tx_out)
+            if got:
+                sock.tx_out -= got
+                sock.completion += got
+                sock.completed += got
+                left -= got
+                if sock.blocked and not sock.fill:  # starving: poll() returns
+                    self.pending.add(sock)
+        return done
+
     def _rx(self, stack, napi, cpu, got):
+        sock = self.by_queue.get(napi.num)
+        if sock is not None and sock.tx_out:  # the driver's TX clean-up in the same poll
+            cpu.t += self._reap(sock.txq) * self.costs.l3_hit
         batch = super()._rx(stack, napi, cpu, got)
         if self.pending and batch.sends is None:
             batch.sends = {}  # a wake-up to do when the core's clock gets there
@@ -229,11 +274,10 @@ class AfXdpPath(XdpPath):
         app = sock.app
         burst = self.ctx.params.burst
         zerocopy = self.mode == "zerocopy"
-        txqs = self.driver.tx
-        txq = txqs[min(sock.queue, len(txqs) - 1)]
+        txq = sock.txq
         while True:
             woke = False
-            if not sock.rx:
+            if not sock.rx and not (sock.completion and not sock.fill):
                 sock.blocked = True
                 sock.wake = env.event()
                 yield sock.wake
@@ -248,28 +292,45 @@ class AfXdpPath(XdpPath):
                 pkts = [sock.rx.popleft() for _ in range(n)]
                 work = n * c.ring_dequeue + app.process(pkts)
                 out = app.finish(start + kernel + work)
-                work += n * c.ring_enqueue  # the frames back to the fill ring
+                held = 0  # UMEM frames handed to the transmit queue
                 if out is not None:
                     frames, born, flags = out
                     kernel += c.syscall  # sendto() kick
                     if txq.inflight >= TX_REAP_THRESH or txq.room() < len(frames):
-                        kernel += txq.reap() * c.l3_hit
+                        kernel += self._reap(txq) * c.l3_hit
                     if zerocopy:
                         work += len(frames) * c.ring_enqueue
                         kernel += len(frames) * c.driver_tx + c.mmio_write
                     else:
                         kernel += sum(c.skb_alloc + c.copy(len(f)) + c.driver_tx + c.mmio_write
                                       + c.skb_free for f in frames)
+                    work += self._refill_cost(sock, n)
                     yield env.timeout(kernel + work)
                     sent = txq.send(frames, flags, born=born)
                     sock.transmitted += sent
+                    held = min(sent, n)
                     if sent < len(frames):
                         lost = len(frames) - sent
                         self.drops["tx_ring_full"] = self.drops.get("tx_ring_full", 0) + lost
                 else:
                     if not sock.rx:
                         kernel += c.syscall  # the poll() that finds nothing and sleeps
+                    work += self._refill_cost(sock, n)
                     yield env.timeout(kernel + work)
-                sock.fill = min(sock.fill + n, sock.ring_size)  # the kernel sees them now
+                # The kernel sees the thread's rings now: completions read, frames sent held
+                # until their completion, the others free, free frames into the fill ring.
+                sock.free += sock.completion + n - held
+                sock.completion = 0
+                sock.tx_out += held
+                move = min(sock.free, sock.ring_size - sock.fill)
+                sock.fill += move
+                sock.free -= move
                 core.charge(work, "app")
                 core.charge(kernel, "syscall")
+
+    def _refill_cost(self, sock, n):
+        """The thread's ring work besides RX: read the completion ring, refill the fill ring
+        (with the frames it read, at most what fits)."""
+        c = self.costs
+        back = min(sock.free + sock.completion + n, sock.ring_size - sock.fill)
+        return sock.completion * c.ring_dequeue + back * c.ring_enqueue

@@ -515,6 +515,10 @@ class XdpPath:
         batch.sends = sends or None
         return batch
 
+    def _reap(self, txq):
+        """Consume the transmit completions of ``txq``; return how many frames finished."""
+        return txq.reap()
+
     def _exception(self, reason, count=1):
         self.exceptions[reason] = self.exceptions.get(reason, 0) + count
 
@@ -586,7 +590,8 @@ class XdpPath:
             txqs = dev.driver.tx
             txq = txqs[cpu.num % len(txqs)]
             if txq.inflight >= TX_REAP_THRESH or txq.room() < len(items):
-                cost += txq.reap() * (c.l3_hit + (c.skb_free if self.generic else c.rx_refill))
+                cost += self._reap(txq) * (c.l3_hit + (c.skb_free if self.generic
+                                                       else c.rx_refill))
             fit = txq.buffer_bytes
             if any(len(p) > fit for p, _ in items):  # grown past a transmit buffer
                 big = sum(len(p) > fit for p, _ in items)

@@ -253,6 +253,28 @@ def test_af_xdp_consumer_thread_sends_replies_and_small_rings_drop_with_a_reason
     assert accounted(r) == r["offered"]["frames"]
 
 
+def test_af_xdp_frames_sent_wait_for_their_completion():
+    # A frame sent from the UMEM is not reusable until the completion ring gives it back
+    # (Documentation/networking/af_xdp.rst): a UMEM no larger than the fill ring starves when
+    # the application forwards (l2fwd) but not when it drops; twice the ring, libxdp's
+    # default proportion (4096 frames, rings of 2048), is enough.
+    lost = {}
+    for app, umem in (("l2fwd", 64), ("drop", 64), ("l2fwd", 128)):
+        world, r = run('host.path="af_xdp"', f'host.app="{app}"', "host.cores=2",
+                       f"host.xsk_frames={umem}", "host.xsk_ring_size=64",
+                       "traffic.0.rate_mpps=4", duration_us=100)
+        assert accounted(r) == r["offered"]["frames"]
+        (sock,) = world.hosts[0].paths[0].sockets
+        assert sock.fill + len(sock.rx) + sock.free + sock.tx_out + sock.completion == umem
+        if app == "l2fwd":
+            assert sock.completed > 0 and sock.completed <= sock.transmitted
+        else:
+            assert sock.completed == sock.transmitted == 0
+        lost[app, umem] = r["drops"].get("xsk_fill_ring_empty", 0)
+    assert lost["l2fwd", 64] > 0
+    assert lost["drop", 64] == lost["l2fwd", 128] == 0
+
+
 # -- conservation and errors ------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides", [
