@@ -405,12 +405,17 @@ class Tso(wiring.Component):
         rd_valid = Signal()
         rd_at = Signal(range(hb + 1))
         n_hdr = Signal(range(hb + 1))
-        # The block RAM's data goes straight into flip-flops (its clock-to-output time leaves no
-        # room for logic), and on a cycle later.
+        # The block RAM's data goes into flip-flops that feed nothing else (placed beside the
+        # RAM: its clock-to-output time leaves room for a short wire only), then into a second
+        # rank that fans out, two cycles after the read.
+        ring_q0 = Signal(width)
         ring_q = Signal(width)
+        rd_valid_q0 = Signal()
+        rd_at_q0 = Signal(range(hb + 1))
         rd_valid_q = Signal()
         rd_at_q = Signal(range(hb + 1))
-        m.d.sync += [ring_q.eq(ring_r.data), rd_valid_q.eq(rd_valid), rd_at_q.eq(rd_at)]
+        m.d.sync += [ring_q0.eq(ring_r.data), rd_valid_q0.eq(rd_valid), rd_at_q0.eq(rd_at),
+                     ring_q.eq(ring_q0), rd_valid_q.eq(rd_valid_q0), rd_at_q.eq(rd_at_q0)]
         with m.If(rd_valid_q):
             with m.Switch(rd_at_q):
                 for b in range(hb):
@@ -430,7 +435,8 @@ class Tso(wiring.Component):
 
         # ---- Parse (registered steps over the stable header register).
         et = [be(12 + 4 * t, 2, byte) for t in range(3)]
-        tpid = [(e == _TPIDS[0]) | (e == _TPIDS[1]) for e in et]
+        tpid = [Signal(name=f"tpid{t}") for t in range(2)]
+        m.d.sync += [tpid[t].eq((et[t] == _TPIDS[0]) | (et[t] == _TPIDS[1])) for t in range(2)]
         tags = Signal(2)
         l2ok = Signal()
         ethertype = Signal(16)
@@ -514,7 +520,7 @@ class Tso(wiring.Component):
                      first_fits.eq(mss <= lanes - hlen[:shift])]
         hdr_last = Signal(8 - shift)  # last header beat
         hdr_end = Signal(8 - shift + 2)  # the step that ends the header sums
-        m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 7)]
+        m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 8)]
         l4_ok = Mux(udp, flen >= l4 + 8,
                     (flen >= l4 + 20) & (doff_byte[4:] >= 5) & (flen >= l4 + l4_hdr))
         ext = Cat(*(proto == n for n in _IPV6_EXT_HEADERS)).any()
@@ -580,21 +586,31 @@ class Tso(wiring.Component):
             bounds["l4_x3"].eq(l4 + 16),
         ]
         bd = bounds
+        # Which sums each word of the beat goes into, as flip-flops (the comparisons take a
+        # cycle of their own), beside the beat.
         words = []
+        beat_w = Signal(width)
+        m.d.sync += beat_w.eq(beat_r)
         for w in range(lanes // 2):
             o = Cat(Const(2 * w, shift), base_r)
-            word = Cat(beat_r[16 * w + 8:16 * w + 16], beat_r[16 * w:16 * w + 8])
-            pseudo = (o >= bd["ps_lo"]) & (o < bd["ps_hi"])
-            ipw = ((o >= bd["ip_lo"]) & (o < bd["ip_hi"]) & (o != bd["ip_x0"])
-                   & (o != bd["ip_x1"]) & (o != bd["ip_x2"]))
-            l4w = ((o >= bd["l4_lo"]) & (o < bd["l4_hi"]) & (o != bd["l4_x0"])
-                   & (o != bd["l4_x1"]) & (o != bd["l4_x2"]) & (o != bd["l4_x3"]))
+            word = Cat(beat_w[16 * w + 8:16 * w + 16], beat_w[16 * w:16 * w + 8])
+            pseudo = Signal(name=f"hsum_ps{w}")
+            ipw = Signal(name=f"hsum_ip{w}")
+            l4w = Signal(name=f"hsum_l4{w}")
+            m.d.sync += [
+                pseudo.eq((o >= bd["ps_lo"]) & (o < bd["ps_hi"])),
+                ipw.eq((o >= bd["ip_lo"]) & (o < bd["ip_hi"]) & (o != bd["ip_x0"])
+                       & (o != bd["ip_x1"]) & (o != bd["ip_x2"])),
+                l4w.eq((o >= bd["l4_lo"]) & (o < bd["l4_hi"]) & (o != bd["l4_x0"])
+                       & (o != bd["l4_x1"]) & (o != bd["l4_x2"]) & (o != bd["l4_x3"])),
+            ]
             words.append((word, pseudo, ipw, l4w))
         masked = {k: Signal(lanes // 2 * 16, name=f"hsum_{k}") for k in ("pseudo", "ip", "l4")}
+        go_w = Signal()
         go_2 = Signal()
         go_3 = Signal()
         go_4 = Signal()
-        m.d.sync += [go_2.eq(go_r), go_3.eq(go_2), go_4.eq(go_3)]
+        m.d.sync += [go_w.eq(go_r), go_2.eq(go_w), go_3.eq(go_2), go_4.eq(go_3)]
         for k, idx in (("pseudo", 1), ("ip", 2), ("l4", 3)):
             m.d.sync += masked[k].eq(Cat(*(Mux(wd[idx], wd[0], 0) for wd in words)))
         # Sums of groups of four words, then of the groups, then the running sum.
@@ -644,8 +660,9 @@ class Tso(wiring.Component):
         m.d.sync += src_count.eq(src_count + src_issue - src_pop)
         src_land = Signal()
         m.d.sync += src_land.eq(src_issue)
+        src_land_q0 = Signal()
         src_land_q = Signal()
-        m.d.sync += src_land_q.eq(src_land)
+        m.d.sync += [src_land_q0.eq(src_land), src_land_q.eq(src_land_q0)]
         m.d.comb += [source.w_data.eq(ring_q), source.w_en.eq(src_land_q)]
 
         rd_issue = Signal()  # in Read Header (a flip-flop: it picks the ring's read address)
@@ -745,9 +762,13 @@ class Tso(wiring.Component):
             command.seg_end.eq(seg_end), command.last.eq(last_seg),
             command.first.eq(seg_first), command.len.eq(seg_len), command.seq.eq(seg_seq),
             command.id.eq(seg_id), command.k.eq(seg_k),
-            cmds.w_data.eq(command.as_value()),
-            cmds.w_en.eq(plan),
         ]
+        # Written into the queue a cycle later, from flip-flops (the byte arithmetic above
+        # would otherwise end at the queue's memory); the credits count it at ``plan``.
+        command_r = Signal(cmd_layout)
+        plan_r = Signal()
+        m.d.sync += [command_r.eq(command), plan_r.eq(plan)]
+        m.d.comb += [cmds.w_data.eq(command_r.as_value()), cmds.w_en.eq(plan_r)]
         rem_next = Signal(16)
         m.d.comb += rem_next.eq(rem - avail)
         with m.If(plan):
@@ -1057,7 +1078,8 @@ class Tso(wiring.Component):
         self.desc_layout = desc_layout = data.StructLayout({
             "drop": 1, "reason": 4, "count": 24, "bank": exact_log2(_BANKS), "first": 1,
             "last": 1,
-            "last_beat": 17 - shift, "last_bytes": shift + 1, "one_beat": 1,
+            "last_beat": 17 - shift, "last_bytes": shift + 1, "one_beat": 1, "two_beats": 1,
+            "three_beats": 1,
             "bh": 8 - shift + 1, "hm": shift,
             "values": data.ArrayLayout(8, _SLOTS),
         })
@@ -1077,6 +1099,8 @@ class Tso(wiring.Component):
             desc.bank.eq(fc["bank"]), desc.first.eq(f3["first"]), desc.last.eq(f3["last"]),
             desc.last_beat.eq(f3["end"][shift:]), desc.last_bytes.eq(f3["end"][:shift] + 1),
             desc.one_beat.eq(f3["end"][shift:] == 0),
+            desc.two_beats.eq(f3["end"][shift:] == 1),
+            desc.three_beats.eq(f3["end"][shift:] == 2),
             desc.bh.eq(fc["hlen"][shift:]), desc.hm.eq(fc["hlen"][:shift]),
         ]
         m.d.sync += [desc.values[n].eq(v) for n, v in enumerate(values)]
@@ -1094,8 +1118,6 @@ class Tso(wiring.Component):
         dwin, _ = _window(m, descs, self.desc_layout.size, take, Const(0), "descw", 2)
         head = data.View(self.desc_layout, dwin[0][0])
         head_v = dwin[0][1]
-        info = Signal(self.finfo_layout)
-        m.d.comb += info.eq(Array(self.finfo)[head.bank])
         seg_bits = exact_log2(self.segment_depth)
         seg_rp = Signal(seg_bits)
         beat = Signal(17 - shift)
@@ -1121,7 +1143,12 @@ class Tso(wiring.Component):
         # result word fits, counting the one taken in the cycle before.
         out_empty = Signal(init=1)
         res_ok = Signal(init=1)
-        is_last = Signal()  # beat == head.last_beat
+        # Where the head is: beats left after this one (``left``) and its first values as
+        # flip-flops, so that the issue decision does not wait for a comparison.
+        left = Signal(17 - shift)
+        is_last = Signal()  # left == 0
+        left1 = Signal()  # left == 1
+        left2 = Signal()  # left == 2
         drop_done = head_v & head.drop & out_empty & res_ok
         can_issue_last = Signal(init=1)  # can_issue & res_ok
         issue = head_v & ~head.drop & Mux(head.last, can_issue_last, can_issue)
@@ -1129,19 +1156,20 @@ class Tso(wiring.Component):
         m.d.comb += [res_take.eq(drop_done | (done & head.last)), take.eq(done | drop_done)]
         m.d.sync += [out_empty.eq((out_credits == _OUT_DEPTH) & ~issue),
                      res_ok.eq(res_credits > 1)]
-        # The next head's is_last is in its descriptor (one_beat); this head's is counted.
-        next_one = Mux(dwin[1][1], data.View(self.desc_layout, dwin[1][0]).one_beat,
-                       data.View(self.desc_layout, descs.r_data).one_beat)
+        # The next head's values are in its descriptor; this head's are counted down.
+        nxt = data.View(self.desc_layout, Mux(dwin[1][1], dwin[1][0], descs.r_data))
         with m.If(take | ~head_v):
-            m.d.sync += is_last.eq(next_one)
+            m.d.sync += [left.eq(nxt.last_beat), is_last.eq(nxt.one_beat),
+                         left1.eq(nxt.two_beats), left2.eq(nxt.three_beats)]
         with m.Elif(issue):
-            m.d.sync += is_last.eq(beat + 1 == head.last_beat)
+            m.d.sync += [left.eq(left - 1), is_last.eq(left1), left1.eq(left2),
+                         left2.eq(left == 3)]
         payload_beat = beat >= head.bh
         # Credits back a cycle late (from flip-flops).
         m.d.sync += [self.desc_popped.eq(take), self.seg_freed.eq(issue & payload_beat)]
         m.d.comb += [
             self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
-            self.tmpl_r.en.eq(1),  # read every cycle, taken two cycles after an issue
+            self.tmpl_r.en.eq(1),  # read every cycle, taken three cycles after an issue
             self.seg_r.addr.eq(seg_rp),
             self.seg_r.en.eq(1),
             self.bank_free.eq(Mux(done & head.last, Const(1, _BANKS) << head.bank, 0)),
@@ -1165,13 +1193,22 @@ class Tso(wiring.Component):
                         Mux(beat == head.bh, Cat(*(head.hm > j for j in range(lanes))), 0)),
         }
         for n in range(_SLOTS):
-            slot = info.slots[n]
-            issued[f"hit{n}"] = Mux(slot.en & (beat == slot.beat),
-                                    (Const(1, lanes) << slot.lane)[:lanes], 0)
             issued[f"value{n}"] = head.values[n]
-        stage1 = {n: Signal(len(v) if not isinstance(v, int) else 1, name=f"{n}_r1")
+        issued["beat"] = beat
+        stage0 = {n: Signal(len(v) if not isinstance(v, int) else 1, name=f"{n}_r0")
                   for n, v in issued.items()}
-        m.d.sync += [stage1[n].eq(v) for n, v in issued.items()]
+        m.d.sync += [stage0[n].eq(v) for n, v in issued.items()]
+        # The slots of the head's bank, picked in the issue cycle.
+        info = Signal(self.finfo_layout)
+        m.d.sync += info.eq(Array(self.finfo)[head.bank])
+        # First stage: which lanes each slot rewrites in this beat.
+        stage1 = {n: Signal.like(stage0[n], name=f"{n}_r1") for n in stage0 if n != "beat"}
+        m.d.sync += [stage1[n].eq(stage0[n]) for n in stage1]
+        for n in range(_SLOTS):
+            slot = info.slots[n]
+            stage1[f"hit{n}"] = hit = Signal(lanes, name=f"hit{n}_r1")
+            m.d.sync += hit.eq(Mux(slot.en & (stage0["beat"] == slot.beat),
+                                   (Const(1, lanes) << slot.lane)[:lanes], 0))
         # Second stage: the one rewritten byte of each lane, if any (slots never share a byte).
         stage2 = {n: Signal.like(stage1[n], name=f"{n}_r2")
                   for n in ("last", "keep", "user", "count", "tmpl")}
@@ -1185,12 +1222,17 @@ class Tso(wiring.Component):
                 patch[8 * j:8 * j + 8].eq(_or_tree([Mux(hit, stage1[f"value{n}"], 0)
                                                      for n, hit in enumerate(hits)])),
             ]
+        # The block RAMs' data into flip-flops that feed nothing else, then a second rank.
         in_flight = Signal()
+        in_flight2 = Signal()
         ready = Signal()
+        tmpl_q = Signal(width)
+        seg_q = Signal(width)
         tmpl_data = Signal(width)
         seg_data = Signal(width)
-        m.d.sync += [in_flight.eq(issue), ready.eq(in_flight), tmpl_data.eq(self.tmpl_r.data),
-                     seg_data.eq(self.seg_r.data)]
+        m.d.sync += [in_flight.eq(issue), in_flight2.eq(in_flight), ready.eq(in_flight2),
+                     tmpl_q.eq(self.tmpl_r.data), seg_q.eq(self.seg_r.data),
+                     tmpl_data.eq(tmpl_q), seg_data.eq(seg_q)]
         out_bytes = []
         for j in range(lanes):
             b = Mux(stage2["tmpl"][j], tmpl_data[8 * j:8 * j + 8], seg_data[8 * j:8 * j + 8])
