@@ -602,6 +602,7 @@ class _Verifier:
         self.jumps = self.prev_jumps = self.prev_processed = 0
         self.depth = {start: 0 for start in self.subprog_starts}
         self.callees = {start: set() for start in self.subprog_starts}
+        self.callsites = {}  # (caller, callee) -> the first call instruction walked
         pending = []
         idx = 0
         insns = self.insns
@@ -1558,6 +1559,7 @@ class _Verifier:
                 self.fail(f"recursive call to the subprogram at insn {target}")
         caller = state.cur
         self.callees[caller.subprog].add(target)
+        self.callsites.setdefault((caller.subprog, target), idx)
         frameno = len(state.frames)
         regs = [NOT_INIT_REG] * 11
         for i in range(1, 6):
@@ -1606,11 +1608,15 @@ class _Verifier:
                     (deepest(c, size_of, memo) for c in self.callees[sp]), default=0)
             return memo[sp]
 
-        total = deepest(0, frame_size, {})
+        sizes = {}
+        total = deepest(0, frame_size, sizes)
         self.max_depth = deepest(0, self.depth.get, {})
         if total > MAX_BPF_STACK:
             calls = self.chain_length(0)
-            raise VerifyError(None, f"combined stack size of {calls} calls is {total}. "
+            # The main program's call into the deepest chain names the instruction.
+            first = max(self.callees[0], key=sizes.__getitem__, default=None)
+            raise VerifyError(self.callsites.get((0, first)),
+                              f"combined stack size of {calls} calls is {total}. "
                                     f"Too large (limit {MAX_BPF_STACK})")
 
     def chain_length(self, sp):
