@@ -39,6 +39,17 @@ def test_bench_writes_results_and_calibration(runner, platform, tmp_path, monkey
     profile = device.GpuProfile.from_dict(
         json.loads((tmp_path / f"{platform.slug}.json").read_text()))
     assert set(profile.kernels) == kernels
+    # The calibration is what a scenario naming the platform simulates.
+    from nicsim.sim.scenario import load_scenario
+    from nicsim.sim.world import run_scenario
+
+    world, results, _ = run_scenario(load_scenario(None, [
+        'host.path="gpu"', 'host.app="l3fwd"', f'host.gpu_profile="{platform.slug}"',
+        "traffic.0.rate_mpps=1", "duration_us=100"]))
+    gpu = world.hosts[0].paths[0].gpu
+    assert gpu.profile.launch_ps == profile.launch_ps == data["profile"]["launch_ps"]
+    assert gpu.profile.kernels["lpm4"] == profile.kernels["lpm4"]
+    assert gpu.launches > 0
 
 
 def test_bench_errors_are_one_line(runner, tmp_path, monkeypatch):
