@@ -49,6 +49,7 @@ def test_binary_signatures_all_hit_all_miss_jumbo(platform, tmp_path):
     assert result.patterns(0) == [0, 1, 2, 3] and result.counts[0] == 7 + 3
     assert result.counts[1:4].tolist() == [0, 0, 0]
     assert kernel.run([]).counts.shape == (0,)
+    _check(kernel.run([jumbo]), patterns, [jumbo])  # a batch of one (jumbo) frame
 
 
 def test_many_patterns_bit_set(platform):
