@@ -162,18 +162,26 @@ def _parse_preset(item, specs):
 
 
 def parse_routes(items):
-    """``["PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]", ...]`` -> the host's routing table for
-    ``bpf_fib_lookup`` (:class:`nicsim.host.ebpf.helpers.FibTable`), or None when empty."""
-    from nicsim.host.ebpf.helpers import FibTable
+    """``["PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]" or "PREFIX,KIND", ...]`` -> the host's routing
+    table for ``bpf_fib_lookup`` (:class:`nicsim.host.ebpf.helpers.FibTable`), or None when
+    empty. ``KIND`` is ``blackhole``, ``unreachable``, ``prohibit`` or ``local``."""
+    from nicsim.host.ebpf.helpers import ROUTE_KINDS, FibTable
 
     if not items:
         return None
     fib = FibTable()
     for item in items:
         parts = [p.strip() for p in str(item).split(",")]
+        if len(parts) == 2 and parts[1] in ROUTE_KINDS[1:]:  # PREFIX,blackhole and the like
+            try:
+                fib.add(parts[0], 0, kind=parts[1])
+            except ValueError as exc:
+                raise ValueError(f"host.xdp_routes entry {item!r}: {exc}") from None
+            continue
         if len(parts) < 3:
             raise ValueError(f"host.xdp_routes entry {item!r}: write "
-                             f"\"PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]\"")
+                             f"\"PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]\" or \"PREFIX,KIND\" "
+                             f"(KIND: {', '.join(ROUTE_KINDS[1:])})")
         try:
             fib.add(parts[0], int(parts[1]), dmac=parts[2] or None,
                     smac=parts[3] if len(parts) > 3 and parts[3] else b"\0" * 6,

@@ -118,16 +118,24 @@ def parse_map_init(items, obj):
 
 
 def parse_route(items):
-    """``["PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]", ...]`` -> a FibTable (None when empty)."""
-    from nicsim.host.ebpf.helpers import FibTable
+    """``["PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]]" or "PREFIX,KIND", ...]`` -> a FibTable (None
+    when empty); ``KIND`` is ``blackhole``, ``unreachable``, ``prohibit`` or ``local``."""
+    from nicsim.host.ebpf.helpers import ROUTE_KINDS, FibTable
 
     if not items:
         return None
     fib = FibTable()
     for item in items:
         parts = [p.strip() for p in item.split(",")]
+        if len(parts) == 2 and parts[1] in ROUTE_KINDS[1:]:  # PREFIX,blackhole and the like
+            try:
+                fib.add(parts[0], 0, kind=parts[1])
+            except ValueError as exc:
+                raise UserError(f"--route {item!r}: {exc}") from None
+            continue
         if len(parts) < 3:
-            raise UserError(f"--route {item!r}: write PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]].")
+            raise UserError(f"--route {item!r}: write PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]] or "
+                            f"PREFIX,KIND (KIND: {', '.join(ROUTE_KINDS[1:])}).")
         try:
             fib.add(parts[0], int(parts[1]), dmac=parts[2] or None,
                     smac=parts[3] if len(parts) > 3 and parts[3] else b"\0" * 6,
@@ -181,7 +189,8 @@ def xdp_run(
     map_init: Annotated[list[str] | None, typer.Option(
         "--map", help="Map entry before the run: NAME:KEYHEX=VALUEHEX (repeatable).")] = None,
     route: Annotated[list[str] | None, typer.Option(
-        "--route", help="Route for bpf_fib_lookup: PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]] "
+        "--route", help="Route for bpf_fib_lookup: PREFIX,IFINDEX,DMAC[,SMAC[,GATEWAY]], or "
+                        "PREFIX,KIND for a blackhole, unreachable, prohibit or local route "
                         "(repeatable).")] = None,
     ifindex: Annotated[int, typer.Option(help="ingress_ifindex the program sees.")] = 1,
     rx_queue: Annotated[int, typer.Option(help="rx_queue_index the program sees.")] = 0,

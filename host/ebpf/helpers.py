@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from nicsim.host.ebpf.interp import XDP_FRAME_STRUCT, ExecError
 from nicsim.host.ebpf.protos import HelperId, MapType, XdpAction
 
-__all__ = ["HELPERS", "FibTable", "Route", "csum_diff", "FIB_RESULTS"]
+__all__ = ["HELPERS", "FibTable", "Route", "csum_diff", "FIB_RESULTS", "ROUTE_KINDS"]
 
 M64 = (1 << 64) - 1
 ETH_HLEN = 14

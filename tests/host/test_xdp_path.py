@@ -331,3 +331,13 @@ def test_bad_af_xdp_keys_are_one_sentence():
         text = str(info.value)
         assert f"{key}: " in text and text.endswith(message) and "\n" not in text, text
         assert text.count("not ") == 1, text
+
+
+def test_fib_forwarding_drops_what_a_blackhole_route_holds():
+    world, r = run('host.path="xdp"', 'host.xdp_prog="fwd"',
+                   'host.xdp_routes=["10.0.0.0/8,blackhole"]', 'host.app="l2fwd"',
+                   "traffic.0.rate_mpps=2", duration_us=30)
+    assert r["drops"] == {"xdp_drop": r["offered"]["frames"]}
+    with pytest.raises(ValueError, match=r"host.xdp_routes entry .*PREFIX,KIND"):
+        World(load_scenario(text="", overrides=['host.path="xdp"', 'host.xdp_prog="fwd"',
+                                                'host.xdp_routes=["10.0.0.0/8,nowhere"]']))

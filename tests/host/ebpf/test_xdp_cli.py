@@ -186,3 +186,30 @@ def test_runt_frames_are_counted_not_run_as_the_kernel_refuses_them(tmp_path):
     assert "shorter than an Ethernet header" in rows[2]["error"]
     assert [p.data for p in read_pcap(tmp_path / "o.pcap")] == [good[1]]
     assert "NOT RUN (runt)" in result.output
+
+
+def test_fib_forwarder_drops_on_reject_routes_and_passes_without_a_route(tmp_path):
+    # fwd.c drops what a blackhole/unreachable/prohibit route answers and passes NOT_FWDED
+    # (no route, or a local address) to the stack; the kernel's answers are checked in
+    # test_helpers.py.
+    dests = ["10.3.0.1", "10.4.0.1", "10.5.0.1", "10.0.0.1", "8.8.8.8", "10.9.0.1"]
+    write_pcap(tmp_path / "in.pcap", [bytes(Ether(src=A, dst=B) / IP(dst=d, ttl=9) /
+                                            UDP(sport=1, dport=2)) for d in dests])
+    result = runner.invoke(app, ["xdp", "run", str(prog_path("fwd")),
+                                 "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "out.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl"),
+                                 "--route", "10.3.0.0/16,blackhole",
+                                 "--route", "10.4.0.0/16,unreachable",
+                                 "--route", "10.5.0.0/16,prohibit",
+                                 "--route", "10.0.0.1/32,local",
+                                 "--route", "10.9.0.0/16,3,02:00:00:00:00:cc"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in rows] == ["DROP", "DROP", "DROP", "PASS", "PASS", "REDIRECT"]
+    result = runner.invoke(app, ["xdp", "run", str(prog_path("fwd")),
+                                 "--in", str(tmp_path / "in.pcap"),
+                                 "--out", str(tmp_path / "out.pcap"),
+                                 "--meta", str(tmp_path / "m.jsonl"),
+                                 "--route", "10.3.0.0/16,nowhere"])
+    assert result.exit_code == 2 and "PREFIX,KIND" in result.output
