@@ -302,6 +302,17 @@ def fib_host():
                                ("172.16.0.254", GW_MAC, "d2")):
             ns.ip("neigh", "add", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
         ns.sysctl("net.ipv4.conf.all.forwarding", 1)
+        # IPv6: connected routes have metric 256, others 1024 (the kernel's defaults).
+        ns.sysctl("net.ipv6.conf.all.forwarding", 1)
+        ns.ip("addr", "add", "2001:db8:1::1/64", "dev", "d1", "nodad")
+        ns.ip("addr", "add", "2001:db8:2::1/64", "dev", "d2", "nodad")
+        ns.ip("route", "add", "2001:db8:10::/48", "via", "2001:db8:2::fe", "dev", "d2")
+        for kind, prefix in (("blackhole", "2001:db8:30::/48"),
+                             ("unreachable", "2001:db8:40::/48"),
+                             ("prohibit", "2001:db8:50::/48")):
+            ns.ip("route", "add", kind, prefix)
+        for addr, mac, dev in (("2001:db8:1::9", NEIGH_A, "d1"), ("2001:db8:2::fe", GW_MAC, "d2")):
+            ns.ip("neigh", "add", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
         d1, d2 = ns.ifindex("d1"), ns.ifindex("d2")
     except KernelError as exc:
         ns.close()
@@ -320,7 +331,17 @@ def fib_host():
            .add("10.4.0.0/16", 0, kind="unreachable")
            .add("10.5.0.0/16", 0, kind="prohibit")
            .add("172.16.0.254/32", d2, GW_MAC, D2_MAC, mtu=9000)
-           .add("172.16.0.0/16", d2, None, D2_MAC, mtu=9000))
+           .add("172.16.0.0/16", d2, None, D2_MAC, mtu=9000)
+           .add("2001:db8:1::1/128", 0, kind="local")
+           .add("2001:db8:2::1/128", 0, kind="local")
+           .add("2001:db8:1::/64", d1, None, D1_MAC, metric=256)
+           .add("2001:db8:1::9/128", d1, NEIGH_A, D1_MAC, metric=256)
+           .add("2001:db8:2::/64", d2, None, D2_MAC, mtu=9000, metric=256)
+           .add("2001:db8:10::/48", d2, GW_MAC, D2_MAC, gateway="2001:db8:2::fe", mtu=9000,
+                metric=1024)
+           .add("2001:db8:30::/48", 0, kind="blackhole")
+           .add("2001:db8:40::/48", 0, kind="unreachable")
+           .add("2001:db8:50::/48", 0, kind="prohibit"))
     yield ns.name, fib, {"d1": d1, "d2": d2}
     ns.close()
 
@@ -386,6 +407,57 @@ def test_fib_forwarder_matches_the_kernel(fib_host):
             assert (ours.verdict, ours.packet) == (k_ret, k_out), (n, frame[:48].hex())
             verdicts.add(k_ret)
     assert verdicts == {1, 2, 4}  # dropped (reject routes), passed, redirected
+
+
+FIB6_QUERY_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+/* As fibq for IPv6: destination (16), tot_len (2), flags, a pad byte, 12 bytes of MACs. */
+SEC("xdp") int fibq6(struct xdp_md *ctx) {
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup f = {};
+	__u8 *p = data;
+	__u32 flags;
+	int rc;
+	if (data + 72 > end) return XDP_DROP;
+	f.family = 10;
+	__builtin_memcpy(f.ipv6_dst, p, 16);
+	__builtin_memcpy(&f.tot_len, p + 16, 2);
+	flags = p[18];
+	__builtin_memcpy(f.smac, p + 20, 6);
+	__builtin_memcpy(f.dmac, p + 26, 6);
+	f.ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, &f, sizeof(f), flags);
+	__builtin_memcpy(data, &f, sizeof(f));
+	__builtin_memcpy(data + 64, &rc, 4);
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_fib_lookup_ipv6_matches_the_kernel_s_routing_table(fib_host, tmp_path_factory):
+    import ipaddress
+
+    netns, fib, _ = fib_host
+    path, obj = _build(tmp_path_factory, "fibq6", FIB6_QUERY_C)
+    vm = Vm(obj.programs["fibq6"], fib=fib)
+    seen = set()
+    queries = [("2001:db8:1::9", 100, 0), ("2001:db8:1::8", 100, 0), ("2001:db8:1::1", 100, 0),
+               ("2001:db8:10::5", 100, 0), ("2001:db8:10::5", 9001, 0),
+               ("2001:db8:30::1", 100, 0), ("2001:db8:40::1", 100, 0),
+               ("2001:db8:50::1", 100, 0), ("2001:db9::1", 100, 0), ("2001:db8:1::9", 1501, 0),
+               ("2001:db8:1::8", 100, SKIP_NEIGH), ("fe80::1", 100, 0)]
+    with KernelProgram(path, "fibq6", netns=netns) as kp:
+        for dst, tot_len, flags in queries:
+            frame = (ipaddress.IPv6Address(dst).packed + struct.pack("<HBB", tot_len, flags, 0)
+                     + bytes.fromhex("eeeeeeeeeeee" "dddddddddddd") + bytes(48))
+            k_ret, k_out = kp.run(frame)
+            ours = vm.run(frame, ifindex=1)
+            assert (ours.verdict, ours.packet) == (k_ret, k_out), (
+                dst, tot_len, flags, ours.packet[:68].hex(), k_out[:68].hex())
+            seen.add(struct.unpack_from("<i", k_out, 64)[0])
+    assert seen == {0, 1, 2, 3, 4, 7, 8}
 
 
 CTX_C = r"""
