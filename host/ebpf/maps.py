@@ -1,4 +1,6 @@
-# Ref: kernel/bpf/arraymap.c, hashtab.c, lpm_trie.c, devmap.c, cpumap.c, xskmap.c and
+# Ref: kernel/bpf/arraymap.c, hashtab.c, lpm_trie.c, devmap.c, cpumap.c, net/xdp/xskmap.c
+#      (xsk_map_update_elem(), xsk_map_lookup_elem_sys_only()), net/xdp/xsk.c
+#      (xsk_delete_from_maps()) and
 #      include/uapi/linux/bpf.h (BPF_ANY/BPF_NOEXIST/BPF_EXIST, BPF_F_NO_PREALLOC) in Linux 6.x;
 #      Documentation/bpf/map_*.rst
 """eBPF maps with the kernel's lookup, update and delete semantics.
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import errno
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from nicsim.host.ebpf.protos import MapType
 
 __all__ = ["MapError", "BpfMap", "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap",
            "LruHashMap", "LruPercpuHashMap", "LpmTrieMap", "DevMap", "DevMapHash", "CpuMap",
-           "XskMap", "ProgArrayMap", "create_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
-           "BPF_F_NO_PREALLOC"]
+           "XskMap", "FileDesc", "ProgArrayMap", "create_map", "BPF_ANY", "BPF_NOEXIST",
+           "BPF_EXIST", "BPF_F_NO_PREALLOC"]
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_LOCK = 4
@@ -98,6 +101,12 @@ class BpfMap:
     def items(self, cpu: int = 0):
         """Return ``[(key bytes, value bytes)]`` for the present entries."""
         raise NotImplementedError
+
+    def sys_lookup(self, key: bytes):
+        """Return what ``BPF_MAP_LOOKUP_ELEM`` from user space gives: the value's bytes (a
+        per-CPU map: CPU 0's), or -errno (``-ENOENT`` for a missing key)."""
+        value = self.lookup(key)
+        return -errno.ENOENT if value is None else bytes(value)
 
     @staticmethod
     def _flags_ok(flags):
@@ -495,13 +504,118 @@ class CpuMap(_TargetArray):
         return key if key in self.slots else None
 
 
+@dataclass(eq=False)
+class FileDesc:
+    """An open file of the simulated process, as an xskmap update sees the fd naming it.
+
+    Parameters
+    ----------
+    kind : str
+        ``"xsk"`` an AF_XDP socket, ``"socket"`` a socket of another family, ``"file"``
+        anything that is no socket.
+    queue_id : int
+        The queue an AF_XDP socket is bound to (0 before it is bound): what a program reads
+        as ``struct bpf_xdp_sock``'s ``queue_id`` through an xskmap lookup.
+
+    Members
+    -------
+    view : bytearray
+        ``struct bpf_xdp_sock`` as a program sees it (the queue, a u32).
+    """
+
+    kind: str = "xsk"
+    queue_id: int = 0
+
+    def __post_init__(self):
+        self.view = bytearray(self.queue_id.to_bytes(4, "little"))
+
+
+XSKMAP_FLAGS = 0x1C  # xsk_map_alloc(): BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY only
+
+
 class XskMap(_TargetArray):
-    """``BPF_MAP_TYPE_XSKMAP``: the key is an RX queue, the value an AF_XDP socket id."""
+    """``BPF_MAP_TYPE_XSKMAP``: the key is an RX queue, the value an AF_XDP socket.
+
+    As ``xsk_map_update_elem()``, an update checks its flags, then the key (``-E2BIG``
+    past ``max_entries``), then the socket: with ``fds`` set (``{fd: FileDesc}``, the open
+    files of the simulated process) a value that is no open fd gives ``-EBADF``, a file
+    that is no socket ``-ENOTSOCK``, a socket of another family ``-EOPNOTSUPP``; with
+    ``fds`` None (the simulated paths) every value is the id of a socket bound to the queue
+    of that number. ``BPF_NOEXIST`` is ``-EEXIST`` only on a slot holding another socket,
+    ``BPF_EXIST`` is ``-ENOENT`` on an empty one. A program's lookup returns the socket
+    (``struct bpf_xdp_sock``: its ``queue_id``) or NULL; from user space an xskmap cannot
+    be read (``-EOPNOTSUPP``, ``xsk_map_lookup_elem_sys_only()``). :meth:`release` closes
+    an fd: a socket's last one takes it out of every slot, as ``xsk_delete_from_maps()``.
+    """
 
     value_sizes = (4,)
 
-    def _valid(self, value):
-        return True
+    def __init__(self, spec, ncpus=1):
+        super().__init__(spec, ncpus)
+        if self.flags & ~XSKMAP_FLAGS:
+            raise MapError(f"map {self.name!r}: an xskmap takes no flags but BPF_F_NUMA_NODE, "
+                           f"BPF_F_RDONLY and BPF_F_WRONLY, not {self.flags:#x}")
+        self.fds: dict[int, FileDesc] | None = None
+        self.socks: dict[int, FileDesc] = {}       # slot -> the socket it holds
+        self._ids: dict[int, FileDesc] = {}        # fds None: socket id -> its socket
+
+    def _socket(self, fd):
+        """Return the socket ``fd`` names, or -errno."""
+        if self.fds is None:
+            sock = self._ids.get(fd)
+            if sock is None:
+                sock = self._ids[fd] = FileDesc("xsk", fd)
+            return sock
+        sock = self.fds.get(fd)
+        if sock is None:
+            return -errno.EBADF
+        if sock.kind == "file":
+            return -errno.ENOTSOCK
+        return sock if sock.kind == "xsk" else -errno.EOPNOTSUPP
+
+    def update(self, key, value, flags=BPF_ANY, cpu=None):
+        self._check(key, value)
+        if flags > BPF_EXIST:
+            return -errno.EINVAL
+        index = self._index(key)
+        if index is None:
+            return -errno.E2BIG
+        sock = self._socket(int.from_bytes(value, "little"))
+        if isinstance(sock, int):
+            return sock
+        old = self.socks.get(index)
+        if old is sock:
+            return 0
+        if old is not None and flags == BPF_NOEXIST:
+            return -errno.EEXIST
+        if old is None and flags == BPF_EXIST:
+            return -errno.ENOENT
+        self.socks[index] = sock
+        self.slots[index] = bytearray(value)
+        return 0
+
+    def delete(self, key):
+        err = super().delete(key)
+        if not err:
+            self.socks.pop(int.from_bytes(key, "little"), None)
+        return err
+
+    def lookup(self, key, cpu=0):
+        index = self._index(key)
+        sock = None if index is None else self.socks.get(index)
+        return None if sock is None else sock.view
+
+    def sys_lookup(self, key):
+        return -errno.EOPNOTSUPP
+
+    def release(self, fd):
+        """Close ``fd`` of :attr:`fds`; a socket no other fd names leaves every slot."""
+        sock = self.fds.pop(fd, None) if self.fds is not None else None
+        if sock is None or any(s is sock for s in self.fds.values()):
+            return
+        for index in [i for i, s in self.socks.items() if s is sock]:
+            del self.socks[index]
+            del self.slots[index]
 
 
 _TYPES = {
