@@ -10,8 +10,10 @@ return code must be equal, and after each step what XDP programs see: ``bpf_map_
 (NULL, or the socket's ``queue_id``) and ``bpf_redirect_map`` (with present, empty and
 out-of-range keys, 64-bit keys, the XDP_PASS/XDP_DROP fallback in the flags' low bits and
 flags an xskmap refuses) run by BPF_PROG_TEST_RUN. With BPF_F_TEST_XDP_LIVE_FRAMES the kernel
-carries the redirect out: the frame lands in the bound socket's RX ring, where it must equal
-the frame nicsim's run leaves. Closing a socket's last fd empties its slots in both.
+carries the redirect out: the frame lands in the RX ring of the socket bound to the queue it
+came in on, where it must equal the frame nicsim's run leaves (a socket of another queue gets
+nothing). Closing a socket's last fd empties its slots in both. nicsim's verifier and the
+kernel's on what a program may do with the socket pointer a lookup returns end the file.
 """
 
 import errno
@@ -242,6 +244,14 @@ def test_live_redirect_delivers_the_frame_nicsim_leaves(host, pair):
         assert res.verdict == 4 and res.redirect["target"] == host.xs0.fileno()
         assert host.xs0.receive() == [res.packet], strip
     host.xs0.fill()  # give the chunks back
+    # The socket of queue 1 has chunks to fill but the run's frame came in on queue 0:
+    # xsk_rcv_check() refuses it, though the verdict is XDP_REDIRECT in both.
+    host.xs1.fill()
+    frame = _rd_frame(1, 0)
+    with InNetNs(host.ns.name):
+        assert run_live(pair.kfd["rd"], frame, host.ifindex, 1) == 0
+    assert host.xs1.receive() == [] and host.xs0.receive() == []
+    assert pair.vm["rd"].run(frame).redirect["target"] == host.xs1.fileno()
 
 
 def test_shipped_redirect_xsk_matches_kernel(host):
