@@ -563,7 +563,9 @@ class XdpSocket:
     Parameters
     ----------
     frames : int
-        UMEM chunks (``chunk`` bytes each, page-aligned anonymous memory).
+        UMEM chunks (page-aligned anonymous memory).
+    chunk : int
+        Bytes of a chunk (a power of two from 2048 to the page size).
     ring : int
         Entries of each ring (a power of two).
     """
@@ -653,8 +655,8 @@ class XdpSocket:
             m.close()
         self._maps = []
         self.sock.close()
+        self._umem_view = None  # the last export of the UMEM: it may close now
         if getattr(self, "umem", None) is not None:
-            del self._umem_view
             self.umem.close()
             self.umem = None
 

@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import struct
+from types import SimpleNamespace
 
 import pytest
 
@@ -87,10 +88,6 @@ def _rd_frame(key, flags, strip=0):
     return struct.pack("<QQB", key, flags, strip) + bytes(range(17, 64))
 
 
-class Host:
-    """The namespace, its sockets, the loaded object and nicsim's twin of it."""
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     ok, why = kernel_available()
@@ -99,7 +96,7 @@ def host(tmp_path_factory):
     src = tmp_path_factory.mktemp("xsk") / "xsk.c"
     src.write_text(XSK_C)
     path = compile_c(src)
-    h = Host()
+    h = SimpleNamespace()  # the namespace, its sockets and fds, the object
     h.obj = load_object(path)
     closers = []
     try:
@@ -154,17 +151,24 @@ class Pair:
 
     def __init__(self, h):
         self.kp = KernelProgram(h.path, "rd").__enter__()
-        self.kmap = pinned_map(self.kp, "xsks")
-        self.kfd = {name: obj_get(self.kp.dir / "prog" / name) for name in ("rd", "lk")}
+        self.kfd = {}
+        try:
+            self.kmap = pinned_map(self.kp, "xsks")
+            for name in ("rd", "lk"):
+                self.kfd[name] = obj_get(self.kp.dir / "prog" / name)
+        except KernelError:
+            self.close()
+            raise
         self.maps = [create_map(spec) for spec in h.obj.maps]
-        self.ours = self.maps[0]
+        self.ours = next(m for m in self.maps if m.name == "xsks")
         self.ours.fds = dict(h.fds)
         self.vm = {name: Vm(h.obj.programs[name], maps=self.maps) for name in ("rd", "lk")}
 
     def close(self):
         for fd in self.kfd.values():
             os.close(fd)
-        self.kmap.close()
+        if getattr(self, "kmap", None) is not None:
+            self.kmap.close()
         self.kp.close()
 
     def compare_programs(self, where):
