@@ -190,12 +190,19 @@ def _window(m, fifo, width, consume, flush, name, entries):
         up_v = v[i + 1] if i + 1 < entries else Const(0)
         up_d = d[i + 1] if i + 1 < entries else src
         below = v[i - 1] if i else Const(1)
+        # Each entry's data takes the one above, keeps its own or takes the queue's: two
+        # selects per entry, so that every data bit is one small function of them. (An
+        # invalid entry's data does not matter: a flush leaves it to them as well.)
+        take_up = Signal(name=f"{name}{i}_up")
+        hold = Signal(name=f"{name}{i}_hold")
+        m.d.comb += [take_up.eq(consume & up_v), hold.eq(~consume & v[i])]
+        m.d.sync += d[i].eq(Mux(take_up, up_d, Mux(hold, d[i], src)))
         with m.If(flush):
             m.d.sync += v[i].eq(0)
         with m.Elif(consume):
-            m.d.sync += [d[i].eq(Mux(up_v, up_d, src)), v[i].eq(up_v | (pop & v[i]))]
+            m.d.sync += v[i].eq(up_v | (pop & v[i]))
         with m.Else():
-            m.d.sync += [d[i].eq(Mux(v[i], d[i], src)), v[i].eq(v[i] | (pop & below))]
+            m.d.sync += v[i].eq(v[i] | (pop & below))
     return list(zip(d, v, strict=True)), pop
 
 
@@ -340,9 +347,13 @@ class Tso(wiring.Component):
             entry.length.eq(Mux(storing, (index << self._shift) + count, self.flen_max)),
             entry.hole.eq(hole | ~contiguous),
             entry.command.eq(first_command),
-            frames.w_data.eq(entry.as_value()),
-            frames.w_en.eq(accept & beat.last),
         ]
+        # Queued a cycle later, from flip-flops (the length's adder would otherwise end at the
+        # queue's memory); the credits count the frame at its last beat.
+        entry_r = Signal(self.frame_layout)
+        entry_push = Signal()
+        m.d.sync += [entry_r.eq(entry), entry_push.eq(accept & beat.last)]
+        m.d.comb += [frames.w_data.eq(entry_r.as_value()), frames.w_en.eq(entry_push)]
         with m.If(accept):
             with m.If(storing):
                 m.d.sync += wp.eq(wp + 1)
@@ -1169,7 +1180,7 @@ class Tso(wiring.Component):
         m.d.sync += [self.desc_popped.eq(take), self.seg_freed.eq(issue & payload_beat)]
         m.d.comb += [
             self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
-            self.tmpl_r.en.eq(1),  # read every cycle, taken three cycles after an issue
+            self.tmpl_r.en.eq(1),  # read every cycle, taken after an issue
             self.seg_r.addr.eq(seg_rp),
             self.seg_r.en.eq(1),
             self.bank_free.eq(Mux(done & head.last, Const(1, _BANKS) << head.bank, 0)),
@@ -1198,18 +1209,30 @@ class Tso(wiring.Component):
         stage0 = {n: Signal(len(v) if not isinstance(v, int) else 1, name=f"{n}_r0")
                   for n, v in issued.items()}
         m.d.sync += [stage0[n].eq(v) for n, v in issued.items()]
-        # The slots of the head's bank, picked in the issue cycle.
-        info = Signal(self.finfo_layout)
-        m.d.sync += info.eq(Array(self.finfo)[head.bank])
-        # First stage: which lanes each slot rewrites in this beat.
-        stage1 = {n: Signal.like(stage0[n], name=f"{n}_r1") for n in stage0 if n != "beat"}
-        m.d.sync += [stage1[n].eq(stage0[n]) for n in stage1]
+        # The slots of the head's bank, picked in the issue cycle (lanes one-hot).
+        info = data.View(self.finfo_layout, Array(self.finfo)[head.bank])
+        slot_beat = [Signal.like(info.slots[n].beat, name=f"slot{n}_beat")
+                     for n in range(_SLOTS)]
+        slot_en = [Signal(name=f"slot{n}_en") for n in range(_SLOTS)]
+        slot_lanes = [Signal(lanes, name=f"slot{n}_lanes") for n in range(_SLOTS)]
         for n in range(_SLOTS):
             slot = info.slots[n]
+            m.d.sync += [slot_beat[n].eq(slot.beat), slot_en[n].eq(slot.en),
+                         slot_lanes[n].eq((Const(1, lanes) << slot.lane)[:lanes])]
+        # Stage 1: whether each slot is in this beat. Stage 1b: which lanes it rewrites.
+        stage1a = {n: Signal.like(stage0[n], name=f"{n}_r1a") for n in stage0 if n != "beat"}
+        m.d.sync += [stage1a[n].eq(stage0[n]) for n in stage1a]
+        match = [Signal(name=f"match{n}") for n in range(_SLOTS)]
+        match_lanes = [Signal(lanes, name=f"match{n}_lanes") for n in range(_SLOTS)]
+        for n in range(_SLOTS):
+            m.d.sync += [match[n].eq(slot_en[n] & (stage0["beat"] == slot_beat[n])),
+                         match_lanes[n].eq(slot_lanes[n])]
+        stage1 = {n: Signal.like(stage1a[n], name=f"{n}_r1") for n in stage1a}
+        m.d.sync += [stage1[n].eq(stage1a[n]) for n in stage1]
+        for n in range(_SLOTS):
             stage1[f"hit{n}"] = hit = Signal(lanes, name=f"hit{n}_r1")
-            m.d.sync += hit.eq(Mux(slot.en & (stage0["beat"] == slot.beat),
-                                   (Const(1, lanes) << slot.lane)[:lanes], 0))
-        # Second stage: the one rewritten byte of each lane, if any (slots never share a byte).
+            m.d.sync += hit.eq(Mux(match[n], match_lanes[n], 0))
+        # Stage 2: the one rewritten byte of each lane, if any (slots never share a byte).
         stage2 = {n: Signal.like(stage1[n], name=f"{n}_r2")
                   for n in ("last", "keep", "user", "count", "tmpl")}
         m.d.sync += [stage2[n].eq(stage1[n]) for n in stage2]
@@ -1222,17 +1245,23 @@ class Tso(wiring.Component):
                 patch[8 * j:8 * j + 8].eq(_or_tree([Mux(hit, stage1[f"value{n}"], 0)
                                                      for n, hit in enumerate(hits)])),
             ]
-        # The block RAMs' data into flip-flops that feed nothing else, then a second rank.
+        # The block RAMs' data into flip-flops that feed nothing else, then on beside the
+        # stages above.
         in_flight = Signal()
         in_flight2 = Signal()
+        in_flight3 = Signal()
         ready = Signal()
         tmpl_q = Signal(width)
         seg_q = Signal(width)
+        tmpl_q2 = Signal(width)
+        seg_q2 = Signal(width)
         tmpl_data = Signal(width)
         seg_data = Signal(width)
-        m.d.sync += [in_flight.eq(issue), in_flight2.eq(in_flight), ready.eq(in_flight2),
+        m.d.sync += [in_flight.eq(issue), in_flight2.eq(in_flight), in_flight3.eq(in_flight2),
+                     ready.eq(in_flight3),
                      tmpl_q.eq(self.tmpl_r.data), seg_q.eq(self.seg_r.data),
-                     tmpl_data.eq(tmpl_q), seg_data.eq(seg_q)]
+                     tmpl_q2.eq(tmpl_q), seg_q2.eq(seg_q),
+                     tmpl_data.eq(tmpl_q2), seg_data.eq(seg_q2)]
         out_bytes = []
         for j in range(lanes):
             b = Mux(stage2["tmpl"][j], tmpl_data[8 * j:8 * j + 8], seg_data[8 * j:8 * j + 8])
