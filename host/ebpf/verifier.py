@@ -3,18 +3,20 @@
 #      adjust_ptr_min_max_vals, check_cond_jmp_op, find_good_pkt_pointers,
 #      mark_ptr_or_null_regs, check_helper_call, check_func_arg, check_func_call,
 #      prepare_func_exit, is_state_visited, states_equal, check_max_stack_depth,
-#      check_return_code); net/core/filter.c (xdp_is_valid_access);
+#      check_return_code, mark_ptr_not_null_reg, check_sock_access, reg_not_null);
+#      net/core/filter.c (xdp_is_valid_access, bpf_xdp_sock_is_valid_access);
 #      Documentation/bpf/verifier.rst
 """Prove an XDP program safe before it runs, as the Linux kernel's verifier does.
 
 :func:`verify` walks every path of the program with an abstract state per path: each register
 is uninitialised, a scalar (a tnum and signed/unsigned bounds, see
 :mod:`nicsim.host.ebpf.verifier_bounds`) or a pointer of a kind (context, packet, packet end,
-packet metadata, stack, map, map value, nullable map value) with its offset. Each instruction
-is checked against the state of the path that reaches it: memory accesses stay inside what
-the pointer's kind allows (packet bytes only up to a comparison with ``data_end``), reads use
-initialised registers and stack bytes, helpers get the argument kinds of their prototype,
-pointer arithmetic follows the kernel's rules, and the program returns an XDP action (0..4).
+packet metadata, stack, map, map value, nullable map value, AF_XDP socket) with its offset.
+Each instruction is checked against the state of the path that reaches it: memory accesses
+stay inside what the pointer's kind allows (packet bytes only up to a comparison with
+``data_end``, an AF_XDP socket's 4-byte ``queue_id`` read only), reads use initialised
+registers and stack bytes, helpers get the argument kinds of their prototype, pointer
+arithmetic follows the kernel's rules, and the program returns an XDP action (0..4).
 
 Paths are explored depth first; at jump targets a state that is contained in one already proven
 safe there is pruned (only live registers are compared), and a state equal to one of its own
@@ -81,6 +83,9 @@ BPF_F_RDONLY_PROG = 1 << 7
 XDP_MD_FIELDS = {0: "data", 4: "data_end", 8: "data_meta", 12: "ingress_ifindex",
                  16: "rx_queue_index", 20: "egress_ifindex"}
 XDP_RET_MIN, XDP_RET_MAX = 0, 4     # XDP_ABORTED .. XDP_REDIRECT
+# struct bpf_xdp_sock (include/uapi/linux/bpf.h) has one member, __u32 queue_id: a program may
+# read those 4 bytes at offset 0 and nothing else (bpf_xdp_sock_is_valid_access).
+XDP_SOCK_QUEUE_ID = (0, 4)
 
 T = RegType
 PKT_TYPES = (T.PACKET, T.PACKET_META)
@@ -972,7 +977,7 @@ class _Verifier:
         if ptr.t == T.MAP_VALUE_OR_NULL:
             self.fail(f"R{d} pointer arithmetic on {_name(ptr.t)} prohibited, "
                       f"null-check it first")
-        if ptr.t in (T.PACKET_END, T.MAP_PTR):
+        if ptr.t in (T.PACKET_END, T.MAP_PTR, T.XDP_SOCK):
             if not (ptr.t == T.MAP_PTR and is_const(off) and off.v == 0 and code == isa.ADD):
                 self.fail(f"R{d} pointer arithmetic on {_name(ptr.t)} prohibited")
         if code in (isa.AND, isa.OR, isa.XOR):
@@ -1078,7 +1083,7 @@ class _Verifier:
         self.read_reg(fr, ins.src)
         if ins.imm == isa.CMPXCHG:
             self.read_reg(fr, 0)
-        if ptr.t in (T.CTX, T.PACKET, T.PACKET_META):
+        if ptr.t in (T.CTX, T.PACKET, T.PACKET_META, T.XDP_SOCK):
             self.fail(f"BPF_ATOMIC stores into R{ins.dst} {_name(ptr.t)} is not allowed")
         self.check_mem_access(state, ins.dst, ptr, ins.off, size, write=False)
         self.check_mem_access(state, ins.dst, ptr, ins.off, size, write=True,
@@ -1112,6 +1117,8 @@ class _Verifier:
             return sized_unknown(size)
         if t == T.CTX:
             return self.check_ctx_access(regno, ptr, insn_off, size, write)
+        if t == T.XDP_SOCK:
+            return self.check_xdp_sock_access(regno, ptr, ptr.off + insn_off, size, write)
         if t == T.NOT_INIT:
             self.fail(f"R{regno} !read_ok")
         self.fail(f"R{regno} invalid mem access '{_name(t)}'")
@@ -1144,6 +1151,18 @@ class _Verifier:
         if ptr.umax + off + size > value_size:
             self.fail(f"R{regno} max value is outside of allowed memory range "
                       f"(value_size={value_size}, off={ptr.umax + off}, size={size})")
+
+    def check_xdp_sock_access(self, regno, ptr, off, size, write):
+        """An AF_XDP socket from an xskmap: a 4-byte read of ``queue_id``, no write."""
+        if write:
+            self.fail(f"R{regno} cannot write into xdp_sock")
+        if ptr.smin < 0:
+            self.fail(f"R{regno} min value is negative, either use unsigned index or do a "
+                      f"if (index >=0) check.")
+        if (off, size) != XDP_SOCK_QUEUE_ID:
+            self.fail(f"R{regno} invalid xdp_sock access off={off} size={size} (only the "
+                      f"4-byte queue_id at 0 may be read)")
+        return sized_unknown(size)
 
     def check_ctx_access(self, regno, ptr, off, size, write):
         if ptr.off:
@@ -1325,9 +1344,10 @@ class _Verifier:
                     self.mark_null(state, p.id, not null_in_taken)
                     return taken
         if a.t != T.SCALAR or b.t != T.SCALAR:
-            # Pointer that cannot be NULL against 0.
+            # Pointer that cannot be NULL against 0 (an xdp_sock is not one of those to the
+            # kernel, reg_not_null(): both branches are walked).
             for p, other in ((a, b), (b, a)):
-                if (p.t not in (T.SCALAR, T.MAP_VALUE_OR_NULL) and is_const(other)
+                if (p.t not in (T.SCALAR, T.MAP_VALUE_OR_NULL, T.XDP_SOCK) and is_const(other)
                         and other.v == 0 and code in (isa.JEQ, isa.JNE) and is64):
                     return "jump" if code == isa.JNE else None
             if is64 and a.t in PKT_ANY and b.t in PKT_ANY:
@@ -1365,16 +1385,23 @@ class _Verifier:
         return True
 
     def mark_null(self, state, pid, is_null):
+        """Settle the nullable pointer ``pid`` and its copies: 0, or what the lookup gave (a
+        map value; an AF_XDP socket for an xskmap, mark_ptr_not_null_reg)."""
+        def settled(x):
+            if is_null:
+                return const(0)
+            kind = T.XDP_SOCK if self.maps[x.mp].type == MapType.xskmap else T.MAP_VALUE
+            return x.replace(t=kind, id=0)
+
         for f in state.frames:
             regs = f.regs
             for i in range(10):
                 x = regs[i]
                 if x.t == T.MAP_VALUE_OR_NULL and x.id == pid:
-                    regs[i] = const(0) if is_null else x.replace(t=T.MAP_VALUE, id=0)
+                    regs[i] = settled(x)
             for spi, (kinds, sp) in list(f.stack.items()):
                 if sp is not None and sp.t == T.MAP_VALUE_OR_NULL and sp.id == pid:
-                    f.stack[spi] = (kinds, const(0) if is_null else
-                                    sp.replace(t=T.MAP_VALUE, id=0))
+                    f.stack[spi] = (kinds, settled(sp))
 
     def pkt_compare(self, fall, taken, code, a, b):
         """Learn packet ranges from comparing a packet pointer with its end."""

@@ -48,6 +48,7 @@ class RegType:
     PACKET = 7
     PACKET_META = 8
     PACKET_END = 9
+    XDP_SOCK = 10        # PTR_TO_XDP_SOCK: an xskmap lookup after its NULL check
 
 
 TYPE_NAMES = {
@@ -55,6 +56,7 @@ TYPE_NAMES = {
     RegType.MAP_PTR: "map_ptr", RegType.MAP_VALUE: "map_value",
     RegType.MAP_VALUE_OR_NULL: "map_value_or_null", RegType.STACK: "fp",
     RegType.PACKET: "pkt", RegType.PACKET_META: "pkt_meta", RegType.PACKET_END: "pkt_end",
+    RegType.XDP_SOCK: "xdp_sock",
 }
 
 

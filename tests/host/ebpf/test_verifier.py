@@ -133,6 +133,7 @@ class MapDef:
 HASH = MapDef(MapType.hash, 4, 16, 64)
 ARRAY = MapDef(MapType.array, 4, 64, 8)
 DEVMAP = MapDef(MapType.devmap, 4, 4, 8)
+XSKMAP = MapDef(MapType.xskmap, 4, 4, 4)
 
 # Loads data into r2, data_end into r3.
 PKT = [ldx(W, R2, R1, CTX_DATA), ldx(W, R3, R1, CTX_END)]
@@ -319,6 +320,12 @@ def _map_lookup(key_off=-8, map_index=0):
             call(HelperId.map_lookup_elem)]
 
 
+def _xsk(*body):
+    """Look up slot 0 of an xskmap (map 0); XDP_PASS on NULL, else ``body`` from insn 9 with
+    the socket (the kernel's PTR_TO_XDP_SOCK) in R0."""
+    return [*_map_lookup(), jmp(isa.JNE, R0, 0, 2), *RET_PASS, *body]
+
+
 CASES = [
     # ---- control flow
     C("empty-fallthrough", [mov(R0, 2)], False, "last insn is not an exit", insn=0),
@@ -498,6 +505,42 @@ CASES = [
       "invalid mem access 'map_ptr'", maps=[DEVMAP], kernel="accepts"),
     C("bad-map-index", [*ld_map(R1, 3), *RET_PASS], False, "not pointing to valid bpf_map",
       maps=[HASH]),
+    # ---- an xskmap lookup: struct bpf_xdp_sock, read-only, its u32 queue_id alone
+    C("xsk-read-queue-id", _xsk(ldx(W, R1, R0, 0), *RET_PASS), True, maps=[XSKMAP]),
+    C("xsk-read-queue-id-sx", _xsk(ldxsx(W, R1, R0, 0), *RET_PASS), True, maps=[XSKMAP]),
+    C("xsk-read-before-null-check", [*_map_lookup(), ldx(W, R1, R0, 0), *RET_PASS], False,
+      "R0 invalid mem access 'map_value_or_null'", maps=[XSKMAP], insn=6),
+    C("xsk-read-byte", _xsk(ldx(B, R1, R0, 1), *RET_PASS), False,
+      "R0 invalid xdp_sock access off=1 size=1", maps=[XSKMAP], insn=9),
+    C("xsk-read-half", _xsk(ldx(H, R1, R0, 0), *RET_PASS), False,
+      "R0 invalid xdp_sock access off=0 size=2", maps=[XSKMAP], insn=9),
+    C("xsk-read-misaligned", _xsk(ldx(W, R1, R0, 2), *RET_PASS), False,
+      "R0 invalid xdp_sock access off=2 size=4", maps=[XSKMAP], insn=9),
+    C("xsk-read-past-queue-id", _xsk(ldx(W, R1, R0, 4), *RET_PASS), False,
+      "R0 invalid xdp_sock access off=4 size=4", maps=[XSKMAP], insn=9),
+    C("xsk-read-dw", _xsk(ldx(DW, R1, R0, 0), *RET_PASS), False,
+      "R0 invalid xdp_sock access off=0 size=8", maps=[XSKMAP], insn=9),
+    C("xsk-write", _xsk(mov(R1, 5), stx(W, R0, R1, 0), *RET_PASS), False,
+      "R0 cannot write into xdp_sock", maps=[XSKMAP], insn=10),
+    C("xsk-store-imm", _xsk(st(H, R0, 1, 5), *RET_PASS), False,
+      "R0 cannot write into xdp_sock", maps=[XSKMAP], insn=9),
+    C("xsk-atomic", _xsk(mov(R1, 1), atomic(W, R0, R1, 0, isa.ADD), *RET_PASS), False,
+      "BPF_ATOMIC stores into R0 xdp_sock is not allowed", maps=[XSKMAP], insn=10),
+    C("xsk-ptr-add-0", _xsk(alu(isa.ADD, R0, 0), *RET_PASS), False,
+      "R0 pointer arithmetic on xdp_sock prohibited", maps=[XSKMAP], insn=9),
+    C("xsk-as-map-key", _xsk(movr(R2, R0), *ld_map(R1, 1), call(HelperId.map_lookup_elem),
+                             *RET_PASS), False, "R2 type=xdp_sock expected=",
+      maps=[XSKMAP, HASH], insn=12),
+    C("xsk-as-helper-memory", _xsk(movr(R1, R0), mov(R2, 4), mov(R3, 0), mov(R4, 0),
+                                   mov(R5, 0), call(HelperId.csum_diff), *RET_PASS), False,
+      "R1 type=xdp_sock expected=", maps=[XSKMAP], insn=14),
+    C("xsk-spilled-and-filled", _xsk(stx(DW, R10, R0, -16), ldx(DW, R1, R10, -16),
+                                     ldx(W, R2, R1, 0), *RET_PASS), True, maps=[XSKMAP]),
+    C("xsk-as-redirect-key", _xsk(movr(R2, R0), *ld_map(R1, 0), mov(R3, 0),
+                                  call(HelperId.redirect_map), exit_()), True, maps=[XSKMAP]),
+    # reg_not_null() leaves out PTR_TO_XDP_SOCK: a second NULL check walks both branches.
+    C("xsk-checked-again", _xsk(jmp(isa.JNE, R0, 0, 1), ldx(W, R1, R5, 0), *RET_PASS), False,
+      "R5 !read_ok", maps=[XSKMAP], insn=10),
     # ---- helpers
     C("helper-not-for-xdp", [mov(R2, 0), call(26), *RET_PASS], False, "cannot use helper"),
     C("helper-ctx-arg", [mov(R1, 0), mov(R2, 4), call(HelperId.xdp_adjust_head), *RET_PASS],
