@@ -1,7 +1,7 @@
 # Ref: Linux Documentation/networking/af_xdp.rst (UMEM, fill/completion/RX/TX rings,
 #      XDP_COPY and XDP_ZEROCOPY, XDP_USE_NEED_WAKEUP, XDP_STATISTICS), net/xdp/xsk.c
-#      (xsk_rcv_zc(), __xsk_rcv() copy, xsk_generic_xmit()), tools/lib/bpf xsk.h
-#      (XSK_RING_CONS__DEFAULT_NUM_DESCS = XSK_RING_PROD__DEFAULT_NUM_DESCS = 2048)
+#      (xsk_rcv_check(), xsk_rcv_zc(), __xsk_rcv() copy, xsk_generic_xmit()), tools/lib/bpf
+#      xsk.h (XSK_RING_CONS__DEFAULT_NUM_DESCS = XSK_RING_PROD__DEFAULT_NUM_DESCS = 2048)
 """AF_XDP: an XDP program hands frames to user-space sockets through shared rings.
 
 ``host.path = "af_xdp"`` binds one AF_XDP socket to every receive queue and loads an XDP
@@ -9,6 +9,12 @@ program that redirects into an xskmap (by default the shipped ``redirect`` objec
 ``redirect_xsk``: ``bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS)``); every xskmap of the
 program gets entry ``q`` -> the socket of queue ``q``. Frames the program does not redirect
 take the XDP path of :mod:`nicsim.host.xdp` (XDP_PASS into the Linux stack, XDP_DROP, ...).
+A socket takes only the frames of the device and queue it is bound to, whatever slot of the
+xskmap names it (``xsk_rcv_check()`` in ``net/xdp/xsk.c``): a program that redirects a frame
+of queue 0 to the socket of queue 1 fails the redirect (``-EINVAL`` in the kernel, whose
+driver then drops the frame as ``trace_xdp_exception`` reports it): the frame is dropped,
+counted as ``xsk_queue_mismatch`` and as a ``redirect_failed`` exception. (The sockets of this
+path are bound to the device the program runs on, so only the queue can differ.)
 
 Each socket has a UMEM of ``host.xsk_frames`` frames and four rings of ``host.xsk_ring_size``
 entries: *fill* (frames user space lends the kernel to receive into; filled with one ring's
@@ -196,11 +202,14 @@ class AfXdpPath(XdpPath):
 
     # -- kernel side --------------------------------------------------------------------------
 
-    def _to_xsk(self, stack, cpu, res, born, target, t):
+    def _to_xsk(self, stack, cpu, res, born, target, t, rxq):
         c = self.costs
         sock = self.by_queue.get(target.get("target"))
         if sock is None:
             self._fail_redirect("xsk_no_socket")
+            return t
+        if sock.queue != rxq:  # xsk_rcv_check(): bound to another queue, -EINVAL
+            self._fail_redirect("xsk_queue_mismatch")
             return t
         if not sock.fill:
             self.drops["xsk_fill_ring_empty"] = self.drops.get("xsk_fill_ring_empty", 0) + 1

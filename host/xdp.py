@@ -39,8 +39,10 @@ Per frame, native: the completion read (``l3_hit``), the program, and, by verdic
     ``xdp_cpumap_full``), is kicked with an IPI at the end of the poll, and *there* builds the
     skb (``skb_alloc``, the frame's lines missed from another core: ``cache_miss``) and runs
     the stack, without GRO; an xskmap entry hands the frame to an AF_XDP socket
-    (:mod:`nicsim.host.afxdp`). A target that does not exist fails the redirect
-    (``xdp_redirect_failed``, an exception too).
+    (:mod:`nicsim.host.afxdp`) if that socket is bound to the queue the frame came in on. A
+    target that does not exist fails the redirect (``xdp_redirect_failed``; ``xsk_no_socket``
+    for an xskmap), and so does a socket bound to another queue (``xsk_queue_mismatch``): the
+    frame is dropped, counted by its reason and as an exception (``redirect_failed``).
 
 A check of scale, not a fit: with a two-instruction ``XDP_DROP`` program one core here drops
 about 19.5 Mpps (the 100 Gb/s wire offering 40 Mpps of 64-byte frames), against about 24 Mpps
@@ -516,7 +518,7 @@ class XdpPath:
                 t += self.generic_tx_ps if generic else c.driver_tx
                 sends.setdefault(("dev", ifindex), []).append((res.packet, born))
                 continue
-            t = self._redirect(stack, cpu, res, born, sends, t)
+            t = self._redirect(stack, cpu, res, born, sends, t, rxq)
         cpu.t = t
         stack.app.completions += other
         batch = _Batch(LinuxPath._driver_rx(stack, napi, cpu, passed) if passed else ())
@@ -534,8 +536,9 @@ class XdpPath:
         self.drops[reason] = self.drops.get(reason, 0) + 1
         self._exception("redirect_failed")
 
-    def _redirect(self, stack, cpu, res, born, sends, t):
-        """XDP_REDIRECT of one frame: queue it for its target; return the core's clock."""
+    def _redirect(self, stack, cpu, res, born, sends, t, rxq):
+        """XDP_REDIRECT of one frame that came in on receive queue ``rxq``: queue it for its
+        target; return the core's clock."""
         c = self.costs
         target = res.redirect or {}
         kind = target.get("kind")
@@ -557,7 +560,7 @@ class XdpPath:
         if kind == "cpumap":
             return self._to_cpu(stack, cpu, res, born, target, t)
         if kind == "xskmap":
-            return self._to_xsk(stack, cpu, res, born, target, t)
+            return self._to_xsk(stack, cpu, res, born, target, t, rxq)
         self._fail_redirect()
         return t
 
@@ -583,7 +586,7 @@ class XdpPath:
                 cpu.kicks.append(dest)
         return t
 
-    def _to_xsk(self, stack, cpu, res, born, target, t):
+    def _to_xsk(self, stack, cpu, res, born, target, t, rxq):
         """xskmap: no AF_XDP socket is bound on this path."""
         self._fail_redirect("xsk_no_socket")
         return t

@@ -4,9 +4,10 @@ The programs are real eBPF objects (clang-15), loaded, verified and interpreted 
 checks: XDP's CPU follows the load while a PMD core spins; a dropped frame costs the sum of its
 named operations and the program's calibrated cost, a passed one the stack's work on top; a
 cpumap spreads the frames over the cores the program picks (counted from the captured wire with
-scapy); zero copy saves the copy; XDP_TX sends the rewritten frame (scapy on the sink's side);
-every frame is delivered, sent or dropped with a reason; a program the verifier rejects stops
-the scenario with one sentence naming the file and the reason.
+scapy); zero copy saves the copy; an AF_XDP socket takes only the frames of the queue it is
+bound to (the kernel's xsk_rcv_check()); XDP_TX sends the rewritten frame (scapy on the
+sink's side); every frame is delivered, sent or dropped with a reason; a program the verifier
+rejects stops the scenario with one sentence naming the file and the reason.
 """
 
 import shutil
@@ -273,6 +274,50 @@ def test_af_xdp_frames_sent_wait_for_their_completion():
         lost[app, umem] = r["drops"].get("xsk_fill_ring_empty", 0)
     assert lost["l2fwd", 64] > 0
     assert lost["drop", 64] == lost["l2fwd", 128] == 0
+
+
+XSK_KEYS_C = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_XSKMAP); __uint(key_size, 4); __uint(value_size, 4);
+         __uint(max_entries, 4); } xsks SEC(".maps");
+SEC("xdp") int to_other(struct xdp_md *ctx) {
+\treturn bpf_redirect_map(&xsks, ctx->rx_queue_index ^ 1, XDP_PASS);
+}
+SEC("xdp") int to_zero(struct xdp_md *ctx) { return bpf_redirect_map(&xsks, 0, XDP_PASS); }
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_af_xdp_socket_takes_only_the_frames_of_its_own_queue(tmp_path):
+    # xsk_rcv_check() (net/xdp/xsk.c): a socket bound to queue q takes a frame only if it came
+    # in on queue q of the socket's device; for any other, xdp_do_redirect() fails (-EINVAL)
+    # and the driver drops the frame as an exception (trace_xdp_exception). The sockets here
+    # are bound to queues 0 and 1, and every xskmap slot q holds the socket of queue q.
+    src = tmp_path / "xsk_keys.c"
+    src.write_text(XSK_KEYS_C)
+    common = ('host.path="af_xdp"', "host.cores=2", "nic.rxqs=2", "traffic.0.flows=64",
+              "traffic.0.rate_mpps=1")
+    # Each queue's own socket (the shipped redirect_xsk): how many frames each queue had.
+    world, r = run(*common, duration_us=60)
+    per_queue = [s.received for s in world.hosts[0].paths[0].sockets]
+    assert sum(per_queue) == r["delivered_frames"] == r["offered"]["frames"]
+    assert min(per_queue) > 0  # both queues carry traffic
+    # Every frame to the other queue's socket: every redirect fails, nothing is received.
+    world, r = run(*common, f'host.xdp_prog="{src}"', 'host.xdp_name="to_other"',
+                   duration_us=60)
+    frames = r["offered"]["frames"]
+    path = world.hosts[0].paths[0]
+    assert [s.received for s in path.sockets] == [0, 0]
+    assert r["drops"] == {"xsk_queue_mismatch": frames}
+    assert path.exceptions == {"redirect_failed": frames}
+    assert path.verdicts["REDIRECT"] == path.redirects["xskmap"] == frames
+    # Every frame to the socket of queue 0: queue 0's frames reach it, queue 1's are dropped.
+    world, r = run(*common, f'host.xdp_prog="{src}"', 'host.xdp_name="to_zero"',
+                   duration_us=60)
+    path = world.hosts[0].paths[0]
+    assert [s.received for s in path.sockets] == [per_queue[0], 0]
+    assert r["drops"] == {"xsk_queue_mismatch": per_queue[1]}
+    assert path.exceptions == {"redirect_failed": per_queue[1]}
 
 
 # -- conservation and errors ------------------------------------------------------------------
