@@ -37,18 +37,27 @@ bits 32-47 the low 16 bits of the index of the input frame whose processing deli
 Throughput: a frame is written into the staging ring at one beat per cycle (its byte count
 and word sums reduced over registered stages of two adder levels: one stage at 64 bit, three at
 512); a pipelined parser (eight stages, never stalled: a frame enters it only while the FIFO
-behind it has room for everything in flight) reads its headers while the merge engine works on
-the frames before. The merge engine spends four cycles on a frame that it holds or merges
-("Wait" twice, as the lookup's two steps must see the contexts after the last change,
-"Decide", "Act"); the copy of the segment into its context's region (the payload of a merged
-segment, the whole of a held one) goes on in the background at one beat per cycle, and the
-next frame's "Act" waits for it. Other frames are read out of the staging ring at one beat per
-cycle before the next one is taken; a merged frame's delivery takes about a dozen cycles and its
-read-out then runs in the background. At 64 bit this keeps up with back-to-back segments of
-64 bytes and more (eight beats each); at 512 bit a 64-byte segment is one beat and four cycles
-a frame is a quarter of line rate. ``benchmarks/bench_lro.py`` measures the rates (4 contexts,
-6000-byte merged frames): 1.0 beats per cycle at 64 bit for one flow's 64-, 256- and 1500-byte
-segments; at 512 bit 0.25, 0.64 and 0.85.
+behind it has room for everything in flight) reads its headers, and compares each frame with
+the one before it, while the merge engine works on the frames before. A frame the engine has
+to look up takes four cycles ("Wait" twice, as the lookup's two steps must see the contexts
+after the last change, "Decide", "Act"). A segment that follows the frame held or merged just
+before it takes one ("Chain"): the parser found the two of the same flow with equal header
+words, the next sequence number, an IP ID equal or one more and a payload no longer, and the
+rest of what the lookup tests is known without it (the context's header words and ``mss`` are
+the previous frame's; its room, held bytes and fixed-ID bit are in registers), so the segment
+merges in the cycle after the one before, with no hazard to resolve. The copy of a segment into
+its context's region (the payload of a merged segment, the whole of a held one) goes on in the
+background at one word per cycle, through a queue of one command behind the running one; the
+last slot of a copy that only writes shares its cycle with the first slot of the next copy
+that only reads, so that back-to-back segments of one staging word each copy at one a cycle.
+A delivery waits only for the copies into its own context (the others pause for its five
+cycles of patches), takes about a dozen cycles, and its read-out runs in the background.
+Frames that pass unchanged are read out of the staging ring at one beat per cycle before the
+next one is taken. ``benchmarks/bench_lro.py`` measures the input rates (4 contexts,
+6000-byte merged frames), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and
+1500-byte segments; at 512 bit, RATES512. What remains below line rate at 512 bit: the cycles
+of the lookup for the first segment after each delivery, the delivery's patches, and a copy
+whose last word straddles (one more slot than words read when the next copy cannot share it).
 
 Timing. The paths between registers are cut for 150 MHz on an ECP5 at 64 bit: the lookup
 compares the frame with every context in two registered steps (32-bit pieces, then their
@@ -229,10 +238,16 @@ class LroEngine(wiring.Component):
         m.submodules.staging = staging = Memory(shape=unsigned(W), depth=stage_words, init=[])
         st_w = staging.write_port()
         st_r = staging.read_port()
-        m.submodules.region = region = Memory(shape=unsigned(W), depth=N * region_words,
-                                              init=[])
-        rg_w = region.write_port(granularity=8)
-        rg_r = region.read_port()
+        # The regions in two banks: even words and odd words.
+        banks = [Memory(shape=unsigned(W), depth=N * region_words // 2, init=[])
+                 for _ in range(2)]
+        m.submodules.region0, m.submodules.region1 = banks
+        rg_w = [bank.write_port(granularity=8) for bank in banks]
+        rg_r = [bank.read_port() for bank in banks]
+
+        def bank_addr(word, index):
+            """Address in its bank of region word ``word`` of context ``index``."""
+            return Cat(word[1:RP], index) if N > 1 else word[1:RP]
 
         now = Signal(32)
         m.d.sync += now.eq(now + 1)
@@ -356,8 +371,11 @@ class LroEngine(wiring.Component):
             ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16), ("seq", 32), ("ack", 32),
             ("flag_word", 32), ("opts", 320), ("ip_word", 17), ("ip_id", 16),
             ("key", _KEY_BITS),
-            # For a merge: pay_len - 1 + B and + 2B; the staging word of the payload.
-            ("plm_b1", 18), ("plm_b2", 18), ("c_src", SP + 1))
+            # For a merge: the staging word of the payload and the staging words it spans.
+            ("c_src", SP + 1), ("src_words", 17),
+            # Compared with the frame before (see "Chain"): it may follow it in its flow;
+            # its IP ID equals that frame's, or is one more; its payload is shorter.
+            ("pair", 1), ("id_same", 1), ("id_inc", 1), ("lt_prev", 1))
         pq_layout = data.StructLayout({**dict(f_fields), "meta": cur_layout})
         pq_depth = 16
         m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
@@ -587,6 +605,7 @@ class LroEngine(wiring.Component):
 
         # Into the slot: verdicts, and the stage-2 fields copied along the pipeline.
         s2_hold = {}
+        s2_at6 = {}
         for k in ("flag_word", "frag", "seq", "ack", "opts", "ip_word", "ip_id", "key", "l3",
                   "is6"):
             chain = s2[k]
@@ -594,7 +613,41 @@ class LroEngine(wiring.Component):
                 nxt_sig = Signal.like(s2[k], name=f"s{n}c_{k}")
                 stage(n, [(nxt_sig, chain)])
                 chain = nxt_sig
+                if n == 6:
+                    s2_at6[k] = nxt_sig
             s2_hold[k] = chain
+
+        # Stage 6 to 7: the frame compared with the frame before it (registered in ``last``
+        # when it passed): flow key and the header words a merge needs equal (32-bit pieces),
+        # sequence number, IP ID and payload length.
+        def hdr_of6(f):
+            return Cat(f["flag_word"] & _FLAG_MASK, f["ack"], f["opts"], f["ip_word"])
+
+        pl6 = s4_late["pay_len"]
+        last = regs("last", key=_KEY_BITS, hdr=32 + 32 + 320 + 17, next=32, id=16, id1=16,
+                    pl=17)
+        with m.If(valid_at[6]):
+            m.d.sync += [
+                last["key"].eq(s2_at6["key"]), last["hdr"].eq(hdr_of6(s2_at6)),
+                last["next"].eq(s2_at6["seq"] + pl6), last["id"].eq(s2_at6["ip_id"]),
+                last["id1"].eq(s2_at6["ip_id"] + 1), last["pl"].eq(pl6),
+            ]
+
+        def eq_pieces(a, b, tag):
+            reg = Signal((len(a) + 31) // 32, name=tag)
+            m.d.sync += reg.eq(Cat(*((a[lo:lo + 32] == b[lo:lo + 32])
+                                     for lo in range(0, len(a), 32))))
+            return reg
+
+        pr_key = eq_pieces(s2_at6["key"], last["key"], "pair_key")
+        pr_hdr = eq_pieces(hdr_of6(s2_at6), last["hdr"], "pair_hdr")
+        pr = regs("pair", seq=1, id_same=1, id_inc=1, le=1, lt=1)
+        stage(7, [
+            (pr["seq"], s2_at6["seq"] == last["next"]),
+            (pr["id_same"], s2_at6["ip_id"] == last["id"]),
+            (pr["id_inc"], s2_at6["ip_id"] == last["id1"]),
+            (pr["le"], pl6 <= last["pl"]), (pr["lt"], pl6 < last["pl"]),
+        ])
         v = s5_late
         csum_ok = s6["verify"] == 0xFFFF  # (folds to 0xFFFF only if it is 0xFFFF)
         seg = (((v["elig4"] & s6["ip_ok"]) | v["base6"]) & (v["never"] | csum_ok)
@@ -615,8 +668,12 @@ class LroEngine(wiring.Component):
             pw.flag_word.eq(s2_hold["flag_word"]), pw.opts.eq(s2_hold["opts"]),
             pw.ip_word.eq(s2_hold["ip_word"]), pw.ip_id.eq(s2_hold["ip_id"]),
             pw.key.eq(s2_hold["key"]),
-            pw.plm_b1.eq(v["pay_len"] + (B - 1)), pw.plm_b2.eq(v["pay_len"] + (2 * B - 1)),
             pw.c_src.eq(meta_at[7].start + (v["pay_off"] >> LB)),
+            pw.src_words.eq(((v["pay_off"][:LB] if LB else 0) + v["pay_len"] + (B - 1)) >> LB),
+            pw.pair.eq(pr_key.all() & pr_hdr.all() & pr["seq"] & pr["le"] & seg
+                       & v["key_valid"] & ~v["never"] & ~s2_hold["flag_word"][23]
+                       & (v["pay_len"] != 0)),
+            pw.id_same.eq(pr["id_same"]), pw.id_inc.eq(pr["id_inc"]), pw.lt_prev.eq(pr["lt"]),
         ]
         m.d.comb += [pq.w_data.eq(pw.as_value()), pq.w_en.eq(pw_valid)]
 
@@ -662,6 +719,7 @@ class LroEngine(wiring.Component):
         o_busy = Signal()
         o_v1 = Signal()
         o_src1 = Signal()
+        o_bank1 = Signal()
         o_last1 = Signal()
         o_keep1 = Signal(B)
         o_user1 = Signal(USER_WIDTH)
@@ -673,12 +731,13 @@ class LroEngine(wiring.Component):
         with m.If(o_busy & (o_j == o_n)):
             m.d.sync += o_busy.eq(0)  # (a new start later in this cycle wins)
         o_rctx = Signal(CP)  # context a region read-out reads
-        m.d.sync += [o_v1.eq(issue), o_src1.eq(o_region), o_last1.eq(o_j + 1 == o_n),
+        m.d.sync += [o_v1.eq(issue), o_src1.eq(o_region), o_bank1.eq(o_addr[0]),
+                     o_last1.eq(o_j + 1 == o_n),
                      o_keep1.eq(Mux(o_j + 1 == o_n, o_keep_last, (1 << B) - 1)),
                      o_user1.eq(o_user)]
         o_word = Signal(out_layout)
         m.d.comb += [
-            o_word.data.eq(Mux(o_src1, rg_r.data, st_r.data)),
+            o_word.data.eq(Mux(o_src1, Mux(o_bank1, rg_r[1].data, rg_r[0].data), st_r.data)),
             o_word.keep.eq(o_keep1),
             o_word.last.eq(o_last1),
             o_word.user.eq(o_user1),
@@ -697,7 +756,17 @@ class LroEngine(wiring.Component):
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += cnt["FRAMES_OUT"].eq(cnt["FRAMES_OUT"] + 1)
 
-        # Copy: staging words into a context region, shifted by ``c_r`` bytes.
+        # Copy: staging words into a context region, a word a cycle. Source word ``j`` is read
+        # and, in the next cycle, rotated by ``c_r`` bytes and written in two parts: its lanes
+        # from ``c_r`` up into region word ``base + j``, the lanes below into the next word,
+        # which lies in the other bank (both writes limited to the bytes ``lo`` to ``hi``).
+        # One command runs (``c_*``) and one waits (``q_*``); the waiting one starts in the
+        # cycle of the running one's last read, so that copies of one-word segments follow
+        # each other every cycle.
+        copy_layout = data.StructLayout({
+            "addr": SP + 1, "rem": 16, "end": SP + 1, "r": LB + 1, "base": 17, "lo": 17,
+            "hi": 17, "ctx": CP,
+        })
         c_busy = Signal()
         c_addr = Signal(SP + 1)  # staging word read next
         c_j = Signal(16)
@@ -708,30 +777,64 @@ class LroEngine(wiring.Component):
         c_lo = Signal(17)  # first region byte written
         c_hi = Signal(17)  # one past the last
         c_ctx = Signal(CP)
+        q_valid = Signal()
+        q_cmd = Signal(copy_layout)
+        c_pause = Signal()  # no reads (a delivery patches the regions)
         c_v1 = Signal()
         c_w1 = Signal(17)
-        prev = Signal(W)
+        c_lo1 = Signal(17)
+        c_hi1 = Signal(17)
+        c_r1 = Signal(LB + 1)
+        c_ctx1 = Signal(CP)
         c_issue = Signal()
-        m.d.comb += c_issue.eq(c_busy & (c_rem != 0))
+        m.d.comb += c_issue.eq(c_busy & (c_rem != 0) & ~c_pause)
         with m.If(c_issue):
             m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1)]
             with m.If(c_rem == 1):
                 # The last read: the copy goes on in the background for one more write; the
                 # frame's staging words are free.
                 m.d.sync += [c_busy.eq(0), rd_ptr.eq(c_end)]
-        m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j)]
-        with m.If(c_v1):
-            m.d.sync += prev.eq(st_r.data)
-        both = Cat(prev, st_r.data)
-        shifted = Signal(W)
-        with m.Switch(c_r):
+        c_load = Signal()
+        m.d.comb += c_load.eq(q_valid & (~c_busy | (c_issue & (c_rem == 1))))
+        q_free = Signal()  # a command may be queued in this cycle
+        m.d.comb += q_free.eq(~q_valid | c_load)
+        cp_idle = Signal()  # no copy running or waiting
+        m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
+        with m.If(c_load):
+            m.d.sync += [
+                q_valid.eq(0), c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
+                c_rem.eq(q_cmd.rem), c_end.eq(q_cmd.end), c_r.eq(q_cmd.r),
+                c_base.eq(q_cmd.base), c_lo.eq(q_cmd.lo), c_hi.eq(q_cmd.hi),
+                c_ctx.eq(q_cmd.ctx),
+            ]
+
+        def push_copy(**fields):
+            """Queue a copy command (only in a cycle with ``q_free``)."""
+            m.d.sync += [q_valid.eq(1), *(getattr(q_cmd, k).eq(v) for k, v in fields.items())]
+
+        def copying(index):
+            """A copy into context ``index`` runs or waits."""
+            return (c_busy & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
+
+        m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j), c_lo1.eq(c_lo), c_hi1.eq(c_hi),
+                     c_r1.eq(c_r), c_ctx1.eq(c_ctx)]
+        both = Cat(st_r.data, st_r.data)
+        rotated = Signal(W)
+        with m.Switch(c_r1):
             for r in range(B):
                 with m.Case(r):
-                    m.d.comb += shifted.eq(both[8 * (B - r):8 * (B - r) + W])
-        lanes = Signal(B)
+                    m.d.comb += rotated.eq(both[8 * (B - r):8 * (B - r) + W])
+        c_w2 = Signal(17)
+        m.d.comb += c_w2.eq(c_w1 + 1)
+        lanes_lo = Signal(B)  # lanes of word ``c_w1``
+        lanes_hi = Signal(B)  # lanes of word ``c_w1 + 1``
         for k in range(B):
-            byte_pos = Cat(Const(k, LB), c_w1) if LB else c_w1
-            m.d.comb += lanes[k].eq((byte_pos >= c_lo) & (byte_pos < c_hi))
+            pos1 = Cat(Const(k, LB), c_w1)
+            pos2 = Cat(Const(k, LB), c_w2)
+            m.d.comb += [
+                lanes_lo[k].eq((c_r1 <= k) & (pos1 >= c_lo1) & (pos1 < c_hi1)),
+                lanes_hi[k].eq((c_r1 > k) & (pos2 >= c_lo1) & (pos2 < c_hi1)),
+            ]
 
         # Patch: one header field written into a region (deliver).
         p_en = Signal()
@@ -755,23 +858,27 @@ class LroEngine(wiring.Component):
                         m.d.comb += patch_en.eq(1 << k)
         p_word = Signal(RP)
         m.d.comb += p_word.eq(p_pos >> LB)
-        with m.If(p_en):
+        for n, (wp, rp) in enumerate(zip(rg_w, rg_r, strict=True)):
+            c_first = c_w1[0] == n  # the word ``c_w1`` lies in this bank
+            with m.If(p_en):
+                m.d.comb += [
+                    wp.addr.eq(bank_addr(p_word, p_ctx)),
+                    wp.data.eq(patch_data),
+                    wp.en.eq(Mux(p_word[0] == n, patch_en, 0)),
+                ]
+            with m.Elif(c_v1):
+                m.d.comb += [
+                    wp.addr.eq(bank_addr(Mux(c_first, c_w1, c_w2)[:RP], c_ctx1)),
+                    wp.data.eq(rotated),
+                    wp.en.eq(Mux(c_first, lanes_lo, lanes_hi)),
+                ]
             m.d.comb += [
-                rg_w.addr.eq(Cat(p_word, p_ctx) if N > 1 else p_word),
-                rg_w.data.eq(patch_data),
-                rg_w.en.eq(patch_en),
-            ]
-        with m.Elif(c_v1):
-            m.d.comb += [
-                rg_w.addr.eq(Cat(c_w1[:RP], c_ctx) if N > 1 else c_w1[:RP]),
-                rg_w.data.eq(shifted),
-                rg_w.en.eq(lanes),
+                rp.addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
+                rp.en.eq(issue & o_region & (o_addr[0] == n)),
             ]
         m.d.comb += [
             st_r.addr.eq(Mux(c_busy, c_addr[:SP], o_addr[:SP])),
             st_r.en.eq(Mux(c_busy, c_issue, issue & ~o_region)),
-            rg_r.addr.eq(o_addr[:RP + CP] if N > 1 else o_addr[:RP]),
-            rg_r.en.eq(issue & o_region),
         ]
 
         # ------------------------------------------------------------------ merge engine
@@ -801,6 +908,8 @@ class LroEngine(wiring.Component):
         d_step = Signal(2)
         idx_now = Signal(16)
         m_held = Signal(17)  # held bytes of the context a merge goes to
+        ch_room = Signal(18)  # room of that context (its ``room`` field, kept in step)
+        ch_held = Signal()  # the last frame was held (the context has one segment)
 
         # Timeout: each context's age tested in its own cycle, then the oldest one's; the
         # merge engine acts on it after two cycles in "Wait" (contexts unchanged since).
@@ -877,7 +986,67 @@ class LroEngine(wiring.Component):
             with m.Else():
                 m.next = "Wait"
 
-        with m.FSM(name="lro") as fsm:
+        def merge(meta, post_now):
+            """Merge the frame at the head of the FIFO into context ``sel`` (one cycle)."""
+            # The payload starts at byte ``pay_off`` of its staging words and goes to byte
+            # ``m_held`` of the region: lanes shift by the difference of the two offsets
+            # within a word.
+            s_off = fn["pay_off"]
+            h_lane = m_held[:LB] if LB else Const(0, 1)
+            s_lane = s_off[:LB] if LB else Const(0, 1)
+            borrow = Signal()
+            m.d.comb += borrow.eq(h_lane < s_lane)
+            hi = Signal(17)
+            m.d.comb += hi.eq(m_held + fn["pay_len"])
+            push_copy(
+                addr=fn["c_src"], end=meta.end, rem=fn["src_words"],
+                r=(h_lane - s_lane)[:LB] if LB else 0,
+                base=(m_held >> LB) - borrow, lo=m_held, hi=hi, ctx=sel,
+            )
+            m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0)]
+            seg_sum = fn["pay_sum"]
+            swapped = Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)
+            for i, c in enumerate(ctx):
+                with m.If(sel == i):
+                    m.d.sync += [
+                        c.count.eq(c.count + 1),
+                        c.next_seq.eq(c.next_seq + fn["pay_len"]),
+                        c.held_len.eq(hi),
+                        c.room.eq(c.room - fn["pay_len"]),
+                        c.end_flags.eq(c.end_flags | (fn["flags"] & 0x09)),
+                        c.pay_sum.eq(c.pay_sum + swapped),
+                    ]
+                    with m.If((c.count == 1) & ~fn["v6"] & (fn["ip_id"] == c.ip_id)):
+                        m.d.sync += c.fixed_id.eq(1)
+            m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
+            m.d.comb += pop.eq(1)
+            m.next = "Copy"
+            with m.If(~post_now & ~meta.eop):
+                m.next = "Chain"  # the copy goes on in the background
+
+        # Chain: the frame after a held or merged one merges into the same context in the
+        # next cycle without a lookup, when it follows that frame (the parser compared the
+        # two: same flow and header words, the next sequence number, an IP ID that fits,
+        # a payload no longer) and fits the context's room. Everything the lookup would test
+        # is then known: the context's header words and ``mss`` are the previous frame's.
+        c_fix = Signal()
+        m.d.comb += c_fix.eq(pick("fixed_id", sel))
+        ch_fixed = c_fix | (ch_held & fn["id_same"] & fn["df"])
+        ch_id_ok = fn["v6"] | Mux(ch_fixed, fn["id_same"], fn["id_inc"])
+        ch_room_ok = ~ch_room[17] & (fn["pay_len"] <= ch_room[:17])
+        ch_go = Signal()
+        m.d.comb += ch_go.eq(slot & fn["pair"] & ch_id_ok & ch_room_ok & ~expired_r)
+
+        with m.FSM(init="Wait", name="lro") as fsm:
+            with m.State("Chain"):
+                with m.If(ch_go):
+                    with m.If(q_free):
+                        ch_post = fn["lt_prev"] | ((fn["flags"] & _END) != 0)
+                        m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post),
+                                     act.eq(A_MERGE)]
+                        merge(nxt, ch_post)
+                with m.Else():
+                    m.next = "Wait"
             with m.State("Wait"):
                 with m.If(settled != 3):
                     m.d.sync += settled.eq(settled + 1)
@@ -895,7 +1064,8 @@ class LroEngine(wiring.Component):
                 merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
                 holdable = (fn["seg"] & ~fn["never_hold"] & (fn["pay_len"] != 0)
                             & ((fn["flags"] & _END) == 0))
-                m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx))]
+                m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx)),
+                             ch_room.eq(pick("room", hit_idx))]
                 with m.If(merge_ok):
                     m.d.sync += [
                         act.eq(A_MERGE),
@@ -920,12 +1090,12 @@ class LroEngine(wiring.Component):
                 user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
                 with m.Switch(act):
                     with m.Case(A_SINGLE):
-                        with m.If(~o_busy & ~c_busy):
+                        with m.If(~o_busy & cp_idle):
                             start_out(0, cur.start, size, user1)
                             m.d.comb += pop.eq(1)
                             m.next = "Out"
                     with m.Case(A_HOLD):
-                        with m.If(~(o_busy & o_region & (o_rctx == sel)) & ~c_busy):
+                        with m.If(~(o_busy & o_region & (o_rctx == sel)) & q_free):
                             for i, c in enumerate(ctx):
                                 with m.If(sel == i):
                                     m.d.sync += [
@@ -948,57 +1118,20 @@ class LroEngine(wiring.Component):
                                     for j in range(N):
                                         if j != i:
                                             m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
-                            m.d.sync += [
-                                c_busy.eq(1), c_addr.eq(cur.start), c_j.eq(0),
-                                c_rem.eq((size + B - 1) >> LB), c_r.eq(0), c_base.eq(0),
-                                c_lo.eq(0), c_hi.eq(size), c_ctx.eq(sel), c_end.eq(cur.end),
-                            ]
+                            push_copy(addr=cur.start, rem=(size + B - 1) >> LB, r=0, base=0,
+                                      lo=0, hi=size, ctx=sel, end=cur.end)
+                            m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size),
+                                         ch_held.eq(1)]
                             m.d.comb += pop.eq(1)
                             m.next = "Copy"
                             with m.If(~cur.eop):
-                                m.next = "Wait"  # the copy goes on in the background
-                    with m.Case(A_MERGE), m.If(~c_busy):
-                        # The payload starts at byte ``pay_off`` of its staging words and goes
-                        # to byte ``m_held`` of the region: lanes shift by the difference of
-                        # the two offsets within a word.
-                        s_off = fn["pay_off"]
-                        h_lane = m_held[:LB] if LB else Const(0, 1)
-                        s_lane = s_off[:LB] if LB else Const(0, 1)
-                        borrow = Signal()
-                        m.d.comb += borrow.eq(h_lane < s_lane)
-                        hi = Signal(17)
-                        m.d.comb += hi.eq(m_held + fn["pay_len"])
-                        m.d.sync += [
-                            c_busy.eq(1), c_addr.eq(fn["c_src"]), c_j.eq(0), c_end.eq(cur.end),
-                            c_rem.eq((h_lane + Mux(borrow, fn["plm_b2"], fn["plm_b1"])) >> LB),
-                            c_r.eq((h_lane - s_lane)[:LB] if LB else 0),
-                            c_base.eq((m_held >> LB) - borrow),
-                            c_lo.eq(m_held), c_hi.eq(hi), c_ctx.eq(sel),
-                        ]
-                        seg_sum = fn["pay_sum"]
-                        swapped = Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)
-                        for i, c in enumerate(ctx):
-                            with m.If(sel == i):
-                                m.d.sync += [
-                                    c.count.eq(c.count + 1),
-                                    c.next_seq.eq(c.next_seq + fn["pay_len"]),
-                                    c.held_len.eq(hi),
-                                    c.room.eq(c.room - fn["pay_len"]),
-                                    c.end_flags.eq(c.end_flags | (fn["flags"] & 0x09)),
-                                    c.pay_sum.eq(c.pay_sum + swapped),
-                                ]
-                                with m.If((c.count == 1) & ~fn["v6"]
-                                          & (fn["ip_id"] == c.ip_id)):
-                                    m.d.sync += c.fixed_id.eq(1)
-                        m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
-                        m.d.comb += pop.eq(1)
-                        m.next = "Copy"
-                        with m.If(~post & ~cur.eop):
-                            m.next = "Wait"  # the copy goes on in the background
+                                m.next = "Chain"  # the copy goes on in the background
+                    with m.Case(A_MERGE), m.If(q_free):
+                        merge(cur, post)
             with m.State("Copy"):
                 # Leave with the last read (the copy engine frees the staging words); the last
                 # write lands in the next cycle, before any later access to the regions.
-                with m.If(~c_busy | (c_rem == 1)):
+                with m.If(~q_valid & (~c_busy | (c_rem == 1))):
                     with m.If((act == A_MERGE) & post):
                         m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
                         m.next = "Deliver"
@@ -1021,9 +1154,10 @@ class LroEngine(wiring.Component):
             # adder each, then the patches, then the read-out. The checksums are ones'-
             # complement sums of everything; they are folded to 16 bits at the end only.
             with m.State("Deliver"):
-                # Once a copy in the background has issued its reads (the patches and the
-                # read-out come later than its last write).
-                with m.If(~c_busy):
+                # Once the copies into the context have issued their reads (the patches and
+                # the read-out come later than their last writes); copies into other contexts
+                # go on, but for the cycles of the patches.
+                with m.If(~copying(d_ctx)):
                     for name, sig in dsel.items():
                         m.d.sync += sig.eq(pick(name, d_ctx))
                     for i, c in enumerate(ctx):
@@ -1105,7 +1239,8 @@ class LroEngine(wiring.Component):
                             m.next = "Flush"
                         with m.Case(R_WAIT):
                             m.next = "Wait"
-        m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver"))]
+        m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver")),
+                     c_pause.eq(fsm.ongoing("Deliver Fold 2") | fsm.ongoing("Patch"))]
 
         with m.If(~fsm.ongoing("Wait")):
             m.d.sync += settled.eq(0)

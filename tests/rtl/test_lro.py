@@ -87,6 +87,30 @@ def test_minimum_segments_back_to_back():
     assert done.in_beats == 200 * 8
 
 
+def test_minimum_segments_at_line_rate_at_512_bit():
+    # One beat a segment: the engine takes a frame a cycle (the segments chain without a
+    # lookup); only the pipeline's start and the size limit's deliveries cost cycles.
+    flow = Flow(random.Random(6), 4)
+    flow.v6, flow.vlans, flow.tsval = False, 0, None
+    flow.src, flow.dst = "10.0.0.11", "10.0.0.12"
+    flow.mss = 10
+    frames = [flow.data() for _ in range(1000)]
+    rtl, done = check(frames, COMPACT, 512)
+    assert done.in_beats == 1000
+    assert done.in_span < 1000 * 1.05
+    assert sum(m["segs"] for m in rtl.out_meta) == 1000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_one_flow_back_to_back_with_events(seed):
+    # Consecutive segments of one flow with no pauses, so that most frames chain onto the one
+    # before: every event of the traffic generator (gaps, retransmissions, flags, IP ID
+    # jumps, shorter and longer segments, bad checksums...) breaks or ends a chain.
+    frames = traffic(seed=40 + seed, count=250, flows=1, odd=0.3)
+    rtl, _ = check(frames, COMPACT, 512)
+    assert any(m["segs"] > 3 for m in rtl.out_meta)
+
+
 def test_order_is_kept_for_ineligible_frames_of_a_held_flow():
     rng = random.Random(11)
     flow = Flow(rng, 3)
