@@ -13,19 +13,22 @@ Ingress: the first :data:`~.limits.PARSE_WINDOW` bytes of a frame go into a wind
 the rest into a data FIFO; at the last beat the window, the length and the timestamp (``user``
 of the input, in nanoseconds: the meters' clock) become a job. The parser (:mod:`.parser`, three
 register steps) turns a job into the header vector (:mod:`.hv`), which visits the stages in
-order (:class:`.stage.Stage`, one table each, one frame each, a short step between registers a
-cycle); the deparser (:mod:`.deparser`) registers the rewritten head of the next frame as it
-takes it, emits the frame, or drains a dropped one, and one result word per frame
+order (:class:`.stage.Stage`, one table each: pipelines that move every cycle and never stall,
+a frame or a commit token in every step). A frame enters the first stage only while the output
+queue after the last stage has room for it and every frame in flight (credits), and a commit
+enters as a token in place of a frame (:meth:`MatchAction._registers`). The deparser
+(:mod:`.deparser`) takes vectors from that queue, registers the rewritten head of the next
+frame as it takes it, emits the frame, or drains a dropped one, and one result word per frame
 (:data:`RESULT_FIELDS`), and takes the next frame with the last beat of one.
 
 Throughput (Verilator, back-to-back frames, ``benchmarks/bench_match_action.py``): 64-byte
-frames at 64 bits take 8 cycles (10 Gb/s line rate), 64-byte frames at 512 bits as many cycles
-as the slowest stage spends on a frame (5 to 8): 100 Gb/s needs 1.68, i.e. stages that take a
-frame every cycle (pipelined lookups with the counter and meter updates of one slot forwarded).
+frames at 64 bits take 8 cycles (10 Gb/s line rate); at 512 bits, where 100 Gb/s of 64-byte
+frames is one every 1.68 cycles at 250 MHz, the stages take a frame every cycle (see
+``docs/match-action.md`` for the measured figures).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -37,7 +40,7 @@ from .deparser import build_head
 from .hv import DROP_REASONS, EGRESS_DROP, EGRESS_PORT, HEADERS, NEXT_END, hv_layout
 from .parser import Parser
 from .regs import REGISTERS
-from .stage import METER_CFG_BITS, Stage
+from .stage import Stage, item_layout, token_layout
 
 __all__ = ["MatchAction", "REGISTERS", "DEFAULT_CONFIG", "RESULT_FIELDS", "DROP_REASONS",
            "result_fields", "MAX_FRAME_LEN"]
@@ -145,8 +148,8 @@ class MatchAction(wiring.Component):
                                        self.i.payload.user, (r_beats + to_fifo)[:12], Const(0, 1))),
                 ]
 
-        # Parser: a pipeline of three register steps (all move together when the first stage
-        # takes the vector or the last step is empty) -------------------------------------------
+        # Parser: a pipeline of three register steps (all move together when the vector is
+        # admitted into the stages or the last step is empty) -----------------------------------
         j_window = jobs.r_data[:8 * limits.PARSE_WINDOW]
         o = 8 * limits.PARSE_WINDOW
         j_len = jobs.r_data[o:o + 14]
@@ -167,12 +170,22 @@ class MatchAction(wiring.Component):
         parser = Parser(self.config).elaborate_into(m, j_window, j_len, p_reg,
                                                     carry=(j_len, j_ts, j_rbeats))
         p_len, p_ts, p_rbeats = parser.carry
-        side_w = 8 * limits.PARSE_WINDOW + 14 + 12 + 4 * 8
-        m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=16)
-        stages = [Stage(i, t, self.layout) for i, t in enumerate(self.config["tables"])]
+        tok_layout = token_layout(self.config)
+        item = item_layout(self.layout, tok_layout)
+        stages = [Stage(i, t, self.layout, tok_layout)
+                  for i, t in enumerate(self.config["tables"])]
         for i, s in enumerate(stages):
             m.submodules[f"stage{i}"] = s
-        first = stages[0]
+        # Admission: the stages never stall, so a frame enters only while the output queue has
+        # room for it and every frame in flight (``credit``); a commit enters as a token in
+        # place of a frame (the parser waits a cycle).
+        latency = 1 + sum(s.latency for s in stages)
+        depth = latency + 4  # the admission-to-take loop: frames in flight at one a cycle
+        side_w = 8 * limits.PARSE_WINDOW + 14 + 12 + 4 * 8
+        m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=depth)
+        m.submodules.out = out_q = SyncFIFOBuffered(width=self.layout.size, depth=depth)
+        frames_in, drops = Signal(32), Signal(32)
+        c_en, token = self._registers(m, stages, frames_in, drops, tok_layout)
         hv0 = Signal(self.layout)
         runt = p_len < 14
         big = p_len > MAX_FRAME_LEN
@@ -187,21 +200,34 @@ class MatchAction(wiring.Component):
         for name, _ in self.layout:
             if name in parser.value:
                 m.d.comb += hv0[name].eq(parser.value[name])
+        in_flight = Signal(range(depth + 1))
+        admit = Signal()
+        taken = Signal()
         m.d.comb += [
-            first.i_hv.eq(hv0),
-            first.i_valid.eq(p_valid[2] & side.w_rdy),
-            p_adv.eq(~p_valid[2] | (first.i_ready & side.w_rdy)),
+            admit.eq(p_valid[2] & ~c_en & (in_flight < depth) & side.w_rdy),
+            p_adv.eq(~p_valid[2] | admit),
             jobs.r_en.eq(p_adv),
-            side.w_en.eq(p_valid[2] & first.i_ready),
+            side.w_en.eq(admit),
             side.w_data.eq(Cat(parser.window, p_len, p_rbeats, parser.l2_end,
                                parser.offset["ipv4"], parser.offset["tcp"],
                                parser.offset["custom"])),
         ]
-        for a, b in zip(stages, stages[1:], strict=False):
-            m.d.comb += [b.i_valid.eq(a.o_valid), b.i_hv.eq(a.o_hv), a.o_ready.eq(b.i_ready),
-                         a.o_take.eq(b.idle)]
+        m.d.sync += in_flight.eq(in_flight + admit - taken)
+        head_item = Signal(item)
+        m.d.sync += head_item.v.eq(c_en | admit)
+        m.d.sync += head_item.tok.eq(c_en)
+        with m.If(c_en):
+            m.d.sync += head_item.p.eq(token)
+        with m.Else():
+            m.d.sync += head_item.p.eq(hv0)
+        prev = head_item
+        for s in stages:
+            m.d.comb += s.i.eq(prev)
+            prev = s.o
         last = stages[-1]
-        m.d.comb += last.o_take.eq(last.o_ready)
+        m.d.comb += [out_q.w_en.eq(last.o.v & ~last.o.tok),
+                     out_q.w_data.eq(last.o.p[:self.layout.size])]
+        out_hv = data.View(self.layout, out_q.r_data)
 
         # Deparser: the head of the next frame is built from the last stage's vector and the
         # side FIFO, and registered when the deparser takes the frame ---------------------------
@@ -209,9 +235,9 @@ class MatchAction(wiring.Component):
         sq = {"window": sd[:o], "length": sd[o:o + 14], "r_beats": sd[o + 14:o + 26],
               "l2_end": sd[o + 26:o + 34], "off_l3": sd[o + 34:o + 42],
               "off_l4": sd[o + 42:o + 50], "off_custom": sd[o + 50:o + 58]}
-        hvd = {name: last.o_hv[name] for name, _ in self.layout if name != "valid"}
+        hvd = {name: out_hv[name] for name, _ in self.layout if name != "valid"}
         for i, h in enumerate(HEADERS):
-            hvd["valid_" + h] = last.o_hv.valid[i]
+            hvd["valid_" + h] = out_hv.valid[i]
         head_raw, head_len_c, out_len_c = build_head(m, hvd, sq, custom_bytes)
         pad = -len(head_raw) % self.width
         head_c = Cat(head_raw, Const(0, pad)) if pad else head_raw
@@ -220,23 +246,20 @@ class MatchAction(wiring.Component):
         out_len = Signal.like(out_len_c)
         m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=16)
         wiring.connect(m, wiring.flipped(self.result), res_fifo.r_stream)
-        result_word = Cat(last.o_hv.egress, last.o_hv.number, last.o_hv.reason,
-                          last.o_hv.mirror, last.o_hv.mirror_queue, last.o_hv.color,
-                          last.o_hv.hits)
+        result_word = Cat(out_hv.egress, out_hv.number, out_hv.reason, out_hv.mirror,
+                          out_hv.mirror_queue, out_hv.color, out_hv.hits)
 
         # The result of a frame enters its FIFO with the frame's last beat (or when a dropped
         # frame is drained), so a frame is out before its result.
         res_q = Signal(64)
         m.d.comb += res_fifo.w_data.eq(res_q)
-        frames_in = Signal(32)
-        drops = Signal(32)
         k = Signal(range(limits.PARSE_WINDOW // W + 3))
         sent = Signal(15)
         r_left = Signal(12)
         carry = Signal(self.width)
         p = Signal(range(W + 1))  # bytes waiting in carry
         take = Signal()
-        m.d.comb += take.eq(last.o_valid & side.r_rdy & res_fifo.w_rdy)
+        m.d.comb += take.eq(out_q.r_rdy & side.r_rdy & res_fifo.w_rdy)
         remaining = Signal(15)
         m.d.comb += remaining.eq(out_len - sent)
         last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
@@ -244,14 +267,13 @@ class MatchAction(wiring.Component):
 
         def start(fsm_idle):
             """Take the next frame's vector (or go idle): in Idle, or with a frame's last beat."""
-            m.d.comb += last.o_ready.eq(take)
             with m.If(take):
-                m.d.comb += side.r_en.eq(1)
+                m.d.comb += [side.r_en.eq(1), out_q.r_en.eq(1), taken.eq(1)]
                 m.d.sync += [res_q.eq(result_word), head.eq(head_c), head_len.eq(head_len_c),
                              out_len.eq(out_len_c), k.eq(0), sent.eq(0),
                              r_left.eq(side.r_data[o + 14:o + 26]),
                              frames_in.eq(frames_in + 1)]
-                with m.If(last.o_hv.egress == EGRESS_DROP):
+                with m.If(out_hv.egress == EGRESS_DROP):
                     m.d.sync += drops.eq(drops + 1)
                     m.next = "Drain"
                 with m.Else():
@@ -311,10 +333,10 @@ class MatchAction(wiring.Component):
                         m.d.comb += res_fifo.w_en.eq(1)
                         start(False)
 
-        self._registers(m, stages, frames_in, drops)
         return m
 
-    def _registers(self, m, stages, frames_in, drops):
+    def _registers(self, m, stages, frames_in, drops, tok_layout):
+        """The register block; returns the commit strobe and the token it makes."""
         bus = self.bus
         key = Signal(32 * regs.KEY_WORDS)
         mask = Signal(32 * regs.KEY_WORDS)
@@ -354,15 +376,17 @@ class MatchAction(wiring.Component):
                         m.d.comb += bus.err.eq(1)
                 with m.Default():
                     m.d.comb += bus.err.eq(1)
-        for i, s in enumerate(stages):
-            m.d.comb += [
-                s.c_en.eq(c_en & (stage_sel == i)), s.c_slot.eq(slot_sel),
-                s.c_install.eq(commit[16]), s.c_keep_counters.eq(commit[17]),
-                s.c_keep_meter.eq(commit[18]), s.c_key.eq(key), s.c_mask.eq(mask),
-                s.c_args.eq(args), s.c_action.eq(action), s.c_prio.eq(prio),
-                s.c_meter.eq(Cat(cir, pir, cbs, pbs)[:METER_CFG_BITS]),
-                s.sel_slot.eq(select[0:10]), s.sel_miss.eq(select[15]),
-            ]
+        token = Signal(tok_layout)
+        m.d.comb += [
+            token.stage.eq(stage_sel), token.slot.eq(slot_sel), token.install.eq(commit[16]),
+            token.keep_counters.eq(commit[17]), token.keep_meter.eq(commit[18]),
+            token.action.eq(action), token.prio.eq(prio),
+            token.key.eq(key[:len(token.key)]), token.mask.eq(mask[:len(token.mask)]),
+            token.args.eq(args[:len(token.args)]),
+            token.meter.eq(Cat(cir, pir, cbs, pbs)[:len(token.meter)]),
+        ]
+        for s in stages:
+            m.d.comb += [s.sel_slot.eq(select[0:10]), s.sel_miss.eq(select[15])]
         sel_stage = select[12:15]
         readback = {
             regs.REG_PACKETS_LO: lambda s: s.r_packets[:32],
@@ -408,3 +432,4 @@ class MatchAction(wiring.Component):
                     m.d.sync += r_data.eq(bytes_hi)
                 with m.Default():
                     m.d.comb += bus.err.eq(1)
+        return c_en, token
