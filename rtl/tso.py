@@ -114,14 +114,18 @@ MAX_HEADER = 14 + 8 + 60 + 60
 _TPIDS = (0x8100, 0x88A8)
 _IPV6_EXT_HEADERS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
-_PIPE_DRAIN = 8  # cycles after the last emit before the next frame starts (finisher pipeline)
+# Cycles after a frame's last emit: before the next frame starts (its per-frame values reach
+# the finisher's stage A, which keeps copies down its pipeline), and before a drop's descriptor
+# may follow (the last segment's descriptor is queued).
+_PIPE_DRAIN = 2
+_FIN_DRAIN = 9
 # The block RAMs are never read where they are written in the same cycle (a frame is read
 # once it is stored, a segment once it is written, a template bank once it is filled; the
 # reads issued every cycle elsewhere are not used): no collision logic behind them (yosys).
 _NO_RW_CHECK = {"no_rw_check": 1}
 _BANKS = 4  # header template banks: frames whose header is read while earlier ones are sent
 _CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
-_SRC_DEPTH = 8  # payload beats read ahead of the gearbox (covers the read loop)
+_SRC_DEPTH = 16  # payload beats read ahead of the gearbox (covers the read loop)
 _OUT_DEPTH = 16  # beats between the reader and ``o``; covers its credit loop at full rate
 _SLOTS = 13  # header bytes rewritten per segment
 _GEAR_LAG = 2  # cycles from the mover's emit to the gearbox output (``gb``)
@@ -330,11 +334,13 @@ class Tso(wiring.Component):
         beat = self.i.payload
         storing = Signal(init=1)  # index < max_beats, kept as a flip-flop
         m.d.comb += self.i.ready.eq(credit & (room | ~storing))
-        m.d.comb += [
-            ring_w.addr.eq(wp[:addr_bits]),
-            ring_w.data.eq(beat.data),
-            ring_w.en.eq(accept & storing),
-        ]
+        # The ring is written a cycle after the beat is taken, from flip-flops: the write
+        # enable and address fan out to every block RAM of the ring.
+        w_addr = Signal(addr_bits)
+        w_data = Signal(width)
+        w_en = Signal()
+        m.d.sync += [w_addr.eq(wp[:addr_bits]), w_data.eq(beat.data), w_en.eq(accept & storing)]
+        m.d.comb += [ring_w.addr.eq(w_addr), ring_w.data.eq(w_data), ring_w.en.eq(w_en)]
         m.d.sync += room.eq((wp - rp)[:addr_bits + 1] < depth - 1)
         full = Const((1 << lanes) - 1, lanes)
         contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
@@ -366,9 +372,13 @@ class Tso(wiring.Component):
                 m.d.sync += [index.eq(index + storing), hole.eq(hole | (beat.keep != full)),
                              storing.eq(storing & (index != self.max_beats - 1))]
         frame_in = accept & beat.last
+        # Counted a cycle late (flip-flops), with the margin that takes.
+        frame_in_r = Signal()
+        popped_r = Signal()
+        m.d.sync += [frame_in_r.eq(frame_in), popped_r.eq(self.frame_popped)]
         m.d.sync += [
-            credits.eq(credits - frame_in + self.frame_popped),
-            credit.eq(credits > 1),
+            credits.eq(credits - frame_in_r + popped_r),
+            credit.eq(credits > 2),
         ]
 
     # ---- Segmenter: header, parse, sums, decision, gearbox. ----------------------------------
@@ -479,14 +489,17 @@ class Tso(wiring.Component):
         ihl = vbyte[:4]
         ip_len_bytes = Mux(is_v4, ihl << 2, 40)
         ip_ok = Signal()
+        ip_end = Signal(7)
+        ip_min = Signal(7)
+        ip_ver = Signal()
+        m.d.sync += ip_ok.eq(ip_ver & (flen >= ip_min) & (flen >= ip_end))
         l4_index = Signal(4)  # l4 = 34 + 4 * l4_index
         l4 = Signal(7)
         iphl = Signal(7)
         m.d.sync += [
             proto.eq(Mux(is_v4, at3(9), at3(6))),
-            ip_ok.eq(Mux(is_v4, (flen >= l3 + 20) & (vbyte[4:] == 4) & (ihl >= 5)
-                         & (flen >= l3 + (ihl << 2)),
-                         (flen >= l3 + 40) & (vbyte[4:] == 6))),
+            ip_end.eq(l3 + Mux(is_v4, ihl << 2, 40)), ip_min.eq(l3 + Mux(is_v4, 20, 40)),
+            ip_ver.eq(Mux(is_v4, (vbyte[4:] == 4) & (ihl >= 5), vbyte[4:] == 6)),
             l4_index.eq(tags + Mux(is_v4, ihl - 5, 5)),
             l4.eq(l3 + ip_len_bytes),
             iphl.eq(Mux(is_v4, ihl << 2, 0)),
@@ -532,8 +545,9 @@ class Tso(wiring.Component):
         hdr_last = Signal(8 - shift)  # last header beat
         hdr_end = Signal(8 - shift + 2)  # the step that ends the header sums
         m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 8)]
-        l4_ok = Mux(udp, flen >= l4 + 8,
-                    (flen >= l4 + 20) & (doff_byte[4:] >= 5) & (flen >= l4 + l4_hdr))
+        l4_min = Signal(7)
+        m.d.sync += l4_min.eq(l4 + Mux(udp, 8, 20))
+        l4_ok = (flen >= l4_min) & (udp | ((doff_byte[4:] >= 5) & (flen >= hlen)))
         ext = Cat(*(proto == n for n in _IPV6_EXT_HEADERS)).any()
         wanted = Mux(udp, 17, 6)
         checks = {  # each test in a flip-flop of its own, then the order of the reference
@@ -670,20 +684,27 @@ class Tso(wiring.Component):
         src_pop = Signal()
         m.d.sync += src_count.eq(src_count + src_issue - src_pop)
         src_land = Signal()
-        m.d.sync += src_land.eq(src_issue)
+        src_land_a = Signal()
+        m.d.sync += [src_land_a.eq(src_issue), src_land.eq(src_land_a)]
         src_land_q0 = Signal()
         src_land_q = Signal()
         m.d.sync += [src_land_q0.eq(src_land), src_land_q.eq(src_land_q0)]
         m.d.comb += [source.w_data.eq(ring_q), source.w_en.eq(src_land_q)]
 
         rd_issue = Signal()  # in Read Header (a flip-flop: it picks the ring's read address)
+        ring_raddr = Signal(addr_bits)
         m.d.comb += [
-            ring_r.addr.eq(Mux(rd_issue, h_raddr, s_raddr)),
+            ring_r.addr.eq(ring_raddr),
             # Read every cycle: an enable would fan out from the issue logic to every RAM
             # block of the ring; the data is taken only where a read was issued.
             ring_r.en.eq(1),
         ]
-        m.d.sync += [rd_valid.eq(rd_issue), rd_at.eq(rd_index)]
+        # The address goes to every block RAM of the ring from a flip-flop, a cycle later.
+        rd_valid_a = Signal()
+        rd_at_a = Signal(range(hb + 1))
+        m.d.sync += [ring_raddr.eq(Mux(rd_issue, h_raddr, s_raddr)),
+                     rd_valid_a.eq(rd_issue), rd_at_a.eq(rd_index),
+                     rd_valid.eq(rd_valid_a), rd_at.eq(rd_at_a)]
 
         # Per-frame values for the finisher.
         self.fc = fc = {
@@ -868,6 +889,14 @@ class Tso(wiring.Component):
                     m.d.sync += [self.ring_rp.eq(self.ring_rp + p_beats), p_busy.eq(0),
                                  p_draining.eq(0)]
                     self._count(m, "frames_segmented")
+        # The finisher's pipeline holds a descriptor for up to _FIN_DRAIN cycles after a
+        # frame's last emit (a flip-flop: zero when empty).
+        fin_wait = Signal(range(_FIN_DRAIN + 1))
+        fin_idle = Signal(init=1)
+        with m.If(self.frame_sent):
+            m.d.sync += [fin_wait.eq(_FIN_DRAIN), fin_idle.eq(0)]
+        with m.Elif(fin_wait != 0):
+            m.d.sync += [fin_wait.eq(fin_wait - 1), fin_idle.eq(fin_wait == 1)]
         with m.FSM(name="segmenter"):
             with m.State("Idle"):
                 with m.If(frames.r_rdy & bank_ok):
@@ -887,7 +916,7 @@ class Tso(wiring.Component):
                     m.next = "Parse"
             with m.State("Parse"):
                 m.d.sync += step.eq(step + 1)
-                with m.If(step == 14):  # the parse registers above have settled
+                with m.If(step == 15):  # the parse registers above have settled
                     m.d.sync += [sum_beat.eq(0), step.eq(0)]
                     for k in acc:
                         m.d.sync += acc[k].eq(0)
@@ -897,7 +926,7 @@ class Tso(wiring.Component):
                         m.next = "Sum Header"
             with m.State("Drop"):
                 # In frame order: once the frame before is segmented and its descriptors out.
-                with m.If(self.desc_credit & ~p_busy):
+                with m.If(self.desc_credit & ~p_busy & fin_idle):
                     m.d.comb += [self.drop_push.eq(1), self.drop_reason.eq(reason)]
                     m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), h_base.eq(h_base + beats)]
                     m.next = "Idle"
@@ -1011,9 +1040,20 @@ class Tso(wiring.Component):
         paysum = Signal(30)
         total = acc + s2_sum
         m.d.sync += a_valid.eq(s2["emit"] & s2["seg_end"])
+        # The frame's values go down the pipeline beside its segments (the next frame may
+        # start once its last beat is in A).
+        fa = {n: Signal.like(v, name=f"{n}_fa") for n, v in fc.items()}
         with m.If(s2["emit"]):
             m.d.sync += [a[n].eq(s2[n]) for n in attrs]
             m.d.sync += [acc.eq(Mux(s2["seg_end"], 0, total)), paysum.eq(total)]
+            m.d.sync += [fa[n].eq(fc[n]) for n in fa]
+        later = ("udp", "v4", "ip_base", "hlen", "bank")
+        fcs = [fa]
+        for stage in ("f1", "f2x", "f2", "f3"):
+            copy = {n: Signal.like(fc[n], name=f"{n}_c{stage}") for n in later}
+            m.d.sync += [copy[n].eq(fcs[-1][n]) for n in later]
+            fcs.append(copy)
+        fa, fc1, _, _, fc3 = fcs
 
         # F1: lengths, flags, first partial sums.
         f1_valid = Signal()
@@ -1028,11 +1068,11 @@ class Tso(wiring.Component):
             & Mux(a["first"], 0xFF, ~_TCP_CWR & 0xFF)
         m.d.sync += [
             f1_valid.eq(a_valid),
-            l4_len.eq(fc["l4_hdr"] + a["len"]),
-            ip_len.eq(fc["iphl"] + fc["l4_hdr"] + a["len"]),
-            end.eq(fc["hlen"] + a["len"] - 1),
-            flags.eq(fc["flags"] & keep_flags),
-            t_pay.eq(paysum + fc["l4_fixed"]),
+            l4_len.eq(fa["l4_hdr"] + a["len"]),
+            ip_len.eq(fa["iphl"] + fa["l4_hdr"] + a["len"]),
+            end.eq(fa["hlen"] + a["len"] - 1),
+            flags.eq(fa["flags"] & keep_flags),
+            t_pay.eq(paysum + fa["l4_fixed"]),
             t_seq.eq(a["seq"][:16] + a["seq"][16:]),
         ]
         m.d.sync += [f1[n].eq(a[n]) for n in f1]
@@ -1056,8 +1096,8 @@ class Tso(wiring.Component):
         m.d.sync += [
             f2x_valid.eq(f1_valid),
             l4_x.eq(t_pay + l4_len),
-            l4_y.eq(Mux(fc["udp"], l4_len, t_seq + flags)),
-            ip_tot_x.eq(fc["ip_base"] + ip_len + f1["id"]),
+            l4_y.eq(Mux(fc1["udp"], l4_len, t_seq + flags)),
+            ip_tot_x.eq(fc1["ip_base"] + ip_len + f1["id"]),
         ]
         m.d.sync += [f2x["first"].eq(f1["first"]), f2x["last"].eq(f1["last"]),
                      f2x["seq"].eq(f1["seq"]), f2x["id"].eq(f1["id"]), f2x["k"].eq(f1["k"]),
@@ -1085,7 +1125,7 @@ class Tso(wiring.Component):
         ip_c = ~(ip_f[:16] + ip_f[16])[:16]
         # A UDP checksum of 0 goes as 0xffff (the folded sum is 0xffff: beside the adder).
         l4_zero = (l4_f == 0xFFFF) | (l4_f == 0x1FFFE)
-        l4_c = Mux(fc["udp"] & l4_zero, 0xFFFF, l4_c)
+        l4_c = Mux(fc3["udp"] & l4_zero, 0xFFFF, l4_c)
         self.desc_layout = desc_layout = data.StructLayout({
             "drop": 1, "reason": 4, "count": 24, "bank": exact_log2(_BANKS), "first": 1,
             "last": 1,
@@ -1094,11 +1134,11 @@ class Tso(wiring.Component):
             "bh": 8 - shift + 1, "hm": shift,
             "values": data.ArrayLayout(8, _SLOTS),
         })
-        l3_len = Mux(fc["v4"], f3["ip_len"], f3["l4_len"])[:16]
+        l3_len = Mux(fc3["v4"], f3["ip_len"], f3["l4_len"])[:16]
         values = [
             l3_len[8:16], l3_len[0:8], f3["id"][8:16], f3["id"][0:8], ip_c[8:16], ip_c[0:8],
-            Mux(fc["udp"], f3["l4_len"][8:16], f3["seq"][24:32]),
-            Mux(fc["udp"], f3["l4_len"][0:8], f3["seq"][16:24]),
+            Mux(fc3["udp"], f3["l4_len"][8:16], f3["seq"][24:32]),
+            Mux(fc3["udp"], f3["l4_len"][0:8], f3["seq"][16:24]),
             f3["seq"][8:16], f3["seq"][0:8], f3["flags"], l4_c[8:16], l4_c[0:8],
         ]
         desc = Signal(desc_layout)
@@ -1107,12 +1147,12 @@ class Tso(wiring.Component):
             desc_push.eq(f3_valid | self.drop_push),
             desc.drop.eq(self.drop_push), desc.reason.eq(self.drop_reason),
             desc.count.eq(f3["k"] + 1),
-            desc.bank.eq(fc["bank"]), desc.first.eq(f3["first"]), desc.last.eq(f3["last"]),
+            desc.bank.eq(fc3["bank"]), desc.first.eq(f3["first"]), desc.last.eq(f3["last"]),
             desc.last_beat.eq(f3["end"][shift:]), desc.last_bytes.eq(f3["end"][:shift] + 1),
             desc.one_beat.eq(f3["end"][shift:] == 0),
             desc.two_beats.eq(f3["end"][shift:] == 1),
             desc.three_beats.eq(f3["end"][shift:] == 2),
-            desc.bh.eq(fc["hlen"][shift:]), desc.hm.eq(fc["hlen"][:shift]),
+            desc.bh.eq(fc3["hlen"][shift:]), desc.hm.eq(fc3["hlen"][:shift]),
         ]
         m.d.sync += [desc.values[n].eq(v) for n, v in enumerate(values)]
         m.submodules.descriptors = descs = CreditedFIFO(desc_layout.size, self.queue_depth)
