@@ -1390,7 +1390,8 @@ class _Verifier:
         def settled(x):
             if is_null:
                 return const(0)
-            kind = T.XDP_SOCK if self.maps[x.mp].type == MapType.xskmap else T.MAP_VALUE
+            xsk = 0 <= x.mp < len(self.maps) and self.maps[x.mp].type == MapType.xskmap
+            kind = T.XDP_SOCK if xsk else T.MAP_VALUE
             return x.replace(t=kind, id=0)
 
         for f in state.frames:
