@@ -902,11 +902,8 @@ class _Verifier:
         if a.t != T.SCALAR or b.t != T.SCALAR:
             self.write_reg(fr, d, self.ptr_alu(ins, a, b, is64))
             return
-        if code in (isa.DIV, isa.MOD) and ins.off == 1:
-            res = unknown() if is64 else sized_unknown(4)
-        else:
-            res = scalar_alu(code, a, b, is64)
-        self.write_reg(fr, d, res)
+        # div and mod (sdiv and smod too) give an unknown 64-bit scalar (scalar_alu)
+        self.write_reg(fr, d, scalar_alu(code, a, b, is64))
 
     def check_mov(self, state, fr, ins, b, is64):
         d = ins.dst

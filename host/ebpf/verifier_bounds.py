@@ -1,5 +1,6 @@
 # Ref: kernel/bpf/tnum.c and include/linux/tnum.h (tristate numbers), kernel/bpf/verifier.c
-#      (reg_bounds_sync, adjust_scalar_min_max_vals, is_branch_taken, reg_set_min_max) in
+#      (reg_bounds_sync, adjust_scalar_min_max_vals, is_safe_to_compute_dst_reg_range,
+#      is_branch_taken, reg_set_min_max) in
 #      Linux 6.x; Vishwanathan et al., "Sound, Precise, and Fast Abstract Interpretation with
 #      Tristate Numbers", CGO 2022
 """What the verifier knows about a register: its type and, for numbers, their possible values.
@@ -300,7 +301,14 @@ def scalar_alu(op: int, a: Reg, b: Reg, is64: bool) -> Reg:
     """Return the abstract result of ``a op b`` for the ALU operation ``op`` (insn.ADD, ...).
 
     ``b`` is ignored for NEG. 32-bit operations work on the low halves and zero-extend.
+    Division and modulo (unsigned or signed, 64 or 32 bits, constants included) give a
+    scalar about which nothing is known, not even that a 32-bit result is zero-extended: the
+    kernel computes no range for them (``is_safe_to_compute_dst_reg_range`` leaves out
+    ``BPF_DIV`` and ``BPF_MOD``, so ``adjust_scalar_min_max_vals`` calls
+    ``__mark_reg_unknown``), and a tighter range here would accept programs it refuses.
     """
+    if op in (isa.DIV, isa.MOD):
+        return unknown()
     if not is64:
         a32, b32 = view32(a), view32(b)
         if op == isa.ARSH:
@@ -370,11 +378,6 @@ def scalar_alu(op: int, a: Reg, b: Reg, is64: bool) -> Reg:
                          a.umax >> s) or unknown()
         v, m = s64(a.v) >> s & U64, s64(a.m) >> s & U64
         return sync_bounds(v, m, a.smin >> s, a.smax >> s, 0, U64) or unknown()
-    if op == isa.DIV:
-        return sync_bounds(0, U64, S64_MIN, S64_MAX, 0, a.umax) or unknown()
-    if op == isa.MOD:
-        top = a.umax if b.umin == 0 else min(a.umax, b.umax - 1)
-        return sync_bounds(0, U64, S64_MIN, S64_MAX, 0, top) or unknown()
     if op == isa.NEG:
         return unknown()
     return unknown()
