@@ -1,6 +1,7 @@
 # Ref: Linux Documentation/networking/af_xdp.rst (UMEM, fill/completion/RX/TX rings,
 #      XDP_COPY and XDP_ZEROCOPY, XDP_USE_NEED_WAKEUP, XDP_STATISTICS), net/xdp/xsk.c
-#      (xsk_rcv_check(), xsk_rcv_zc(), __xsk_rcv() copy, xsk_generic_xmit()), tools/lib/bpf
+#      (xsk_rcv(), xsk_rcv_check(), __xsk_rcv_zc(), __xsk_rcv() copy, xsk_generic_xmit()),
+#      net/core/filter.c (xdp_do_redirect(), __xdp_do_redirect_xsk()), tools/lib/bpf
 #      xsk.h (XSK_RING_CONS__DEFAULT_NUM_DESCS = XSK_RING_PROD__DEFAULT_NUM_DESCS = 2048)
 """AF_XDP: an XDP program hands frames to user-space sockets through shared rings.
 
@@ -32,8 +33,12 @@ given back). In the XDP softirq, per frame redirected to a socket:
 
 An empty fill ring drops the frame (``xsk_fill_ring_empty``), a full RX ring too
 (``xsk_rx_ring_full``) — XDP_STATISTICS' ``rx_fill_ring_empty_descs`` and ``rx_ring_full``.
-(With zero copy the kernel's driver would stop refilling instead and the NIC drop; the count
-lands on the socket here.) At the end of each batch a socket's thread asleep in ``poll()`` is
+Either way ``xsk_rcv()`` fails (``__xsk_rcv()`` finds no UMEM frame to copy into: ``-ENOMEM``;
+``__xsk_rcv_zc()`` no room for the descriptor: ``-ENOBUFS``), so the redirect fails and the
+driver drops the frame as ``trace_xdp_exception`` reports it: each such frame is also a
+``redirect_failed`` exception, as for a socket of another queue. (With zero copy the kernel's
+driver would stop refilling instead and the NIC drop; the count lands on the socket here, as
+in copy mode.) At the end of each batch a socket's thread asleep in ``poll()`` is
 woken (``ipi_send`` when it runs on another core).
 
 The consumer is a user-space thread per socket running a :mod:`nicsim.host.apps` application
@@ -211,11 +216,14 @@ class AfXdpPath(XdpPath):
         if sock.queue != rxq:  # xsk_rcv_check(): bound to another queue, -EINVAL
             self._fail_redirect("xsk_queue_mismatch")
             return t
+        # xsk_rcv() fails, and with it the redirect (an exception, as xdp_do_redirect()'s
+        # callers report it): no UMEM frame in the fill ring (__xsk_rcv(): -ENOMEM), no room in
+        # the RX ring (__xsk_rcv_zc(): -ENOBUFS).
         if not sock.fill:
-            self.drops["xsk_fill_ring_empty"] = self.drops.get("xsk_fill_ring_empty", 0) + 1
+            self._fail_redirect("xsk_fill_ring_empty")
             return t
         if len(sock.rx) >= sock.ring_size:
-            self.drops["xsk_rx_ring_full"] = self.drops.get("xsk_rx_ring_full", 0) + 1
+            self._fail_redirect("xsk_rx_ring_full")
             return t
         packet = res.packet
         if self.mode == "zerocopy" and not self.generic:

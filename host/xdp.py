@@ -41,8 +41,9 @@ Per frame, native: the completion read (``l3_hit``), the program, and, by verdic
     the stack, without GRO; an xskmap entry hands the frame to an AF_XDP socket
     (:mod:`nicsim.host.afxdp`) if that socket is bound to the queue the frame came in on. A
     target that does not exist fails the redirect (``xdp_redirect_failed``; ``xsk_no_socket``
-    for an xskmap), and so does a socket bound to another queue (``xsk_queue_mismatch``): the
-    frame is dropped, counted by its reason and as an exception (``redirect_failed``).
+    for an xskmap), and so does a socket bound to another queue (``xsk_queue_mismatch``) or
+    one that cannot take the frame (``xsk_fill_ring_empty``, ``xsk_rx_ring_full``): the frame
+    is dropped, counted by its reason and as an exception (``redirect_failed``).
 
 A check of scale, not a fit: with a two-instruction ``XDP_DROP`` program one core here drops
 about 19.5 Mpps (the 100 Gb/s wire offering 40 Mpps of 64-byte frames), against about 24 Mpps

@@ -276,6 +276,27 @@ def test_af_xdp_frames_sent_wait_for_their_completion():
     assert lost["drop", 64] == lost["l2fwd", 128] == 0
 
 
+@pytest.mark.parametrize("mode", ["zerocopy", "copy"])
+def test_af_xdp_socket_that_cannot_take_a_frame_fails_the_redirect(mode):
+    # net/xdp/xsk.c: xsk_rcv() fails when the fill ring has no UMEM frame (__xsk_rcv():
+    # -ENOMEM) or the RX ring has no room (__xsk_rcv_zc(): -ENOBUFS); xdp_do_redirect() then
+    # fails and the driver drops the frame as an exception (trace_xdp_exception), as for a
+    # socket bound to another queue. A thread that takes one frame per step (l3fwd) against
+    # 16-entry rings runs into both.
+    world, r = run('host.path="af_xdp"', f'host.xsk_mode="{mode}"', 'host.app="l3fwd"',
+                   "host.burst=1", "host.xsk_ring_size=16", "host.cores=2",
+                   "traffic.0.rate_mpps=10", "wire.rate_gbps=100", duration_us=50)
+    path = world.hosts[0].paths[0]
+    (sock,) = path.sockets
+    empty, full = r["drops"].get("xsk_fill_ring_empty", 0), r["drops"].get("xsk_rx_ring_full", 0)
+    assert empty > 0 and full > 0
+    assert set(r["drops"]) == {"xsk_fill_ring_empty", "xsk_rx_ring_full"}
+    assert path.exceptions == {"redirect_failed": empty + full}
+    # Every redirect either reached the socket or failed.
+    assert path.verdicts["REDIRECT"] == path.redirects["xskmap"] == sock.received + empty + full
+    assert accounted(r) == r["offered"]["frames"]
+
+
 XSK_KEYS_C = """#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_XSKMAP); __uint(key_size, 4); __uint(value_size, 4);
