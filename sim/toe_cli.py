@@ -43,9 +43,12 @@ def serve(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds "
                                                         "(default: until Ctrl-C).")] = None,
     backend: Annotated[str, typer.Option(help="model (golden reference) or rtl (the "
-                                              "gateware, front end and session engine, in "
-                                              "Amaranth's simulator: about a thousand times "
-                                              "slower than the hardware).")] = "model",
+                                              "gateware, front end and session engine).")]
+    = "model",
+    rtl_sim: Annotated[str, typer.Option(help="Simulator of --backend rtl: verilator (the "
+                                              "first run with new settings builds it, a few "
+                                              "minutes) or amaranth (about a thousand cycles "
+                                              "per second).")] = "verilator",
     sessions: Annotated[int, typer.Option(help="Session table size (1 to 1024).")] = 64,
     drop: Annotated[float, typer.Option(help="Probability to drop a frame (both "
                                              "directions).")] = 0.0,
@@ -64,6 +67,8 @@ def serve(
 
     if backend not in ("model", "rtl"):
         _fail(f"--backend must be model or rtl, not {backend!r}.")
+    if rtl_sim not in ("verilator", "amaranth"):
+        _fail(f"--rtl-sim must be verilator or amaranth, not {rtl_sim!r}.")
     try:
         engine_ip = ip_to_bytes(ip)
         if host_ip is None:
@@ -94,6 +99,8 @@ def serve(
         _fail(f"{e}.")
     if backend == "rtl":
         from nicsim.hw.toe.rtl_engine import RtlEngine
+        from nicsim.hw.toe.verilator_engine import VerilatorEngine
+        from nicsim.hw.verilator import VerilatorError
 
         if sessions > 64:
             _fail(f"--backend rtl simulates at most 64 sessions, not {sessions}.")
@@ -101,8 +108,13 @@ def serve(
             _fail(f"--backend rtl listens on at most 8 ports, not {len(port)}.")
         # buffers of 64 KiB per session in the simulated DRAM; engine time follows the wall
         # clock, at most 20 ms at a time while the simulation lags behind
-        engine = RtlEngine(bytes.fromhex("020000000002"), engine_ip, sessions=sessions,
-                           buf_bits=16, tick_s=0.01, catch_up_ticks=2)
+        runner = VerilatorEngine if rtl_sim == "verilator" else RtlEngine
+        try:
+            with err_console.status(f"building the gateware for {rtl_sim}"):
+                engine = runner(bytes.fromhex("020000000002"), engine_ip, sessions=sessions,
+                                buf_bits=16, tick_s=0.01, catch_up_ticks=2)
+        except (TcpError, VerilatorError) as e:
+            _fail(f"{e}.")
     apps = [EchoApp(engine, p) if echo else SinkApp(engine, p) for p in port]
     impairments = [Impairment(drop, duplicate, reorder, seed),
                    Impairment(drop, duplicate, reorder, seed + 1)]
@@ -117,7 +129,7 @@ def serve(
         _fail(f"{e}.")
     mode = "echo" if echo else "discard"
     if backend == "rtl":
-        mode += ", RTL in Amaranth's simulator,"
+        mode += f", RTL on {'Verilator' if rtl_sim == 'verilator' else 'Amaranth'},"
     err_console.print(f"TCP engine {ip} ({mode} on port {', '.join(map(str, port))}) on "
                       f"tap0 in network namespace {netns}; Linux side {host_ip}.\n"
                       f"Try: ip netns exec {netns} nc {ip} {port[0]}    (Ctrl-C stops)",

@@ -169,6 +169,14 @@ class Engine {
         return false;
     }
 
+    // What is still queued or in flight (for the error when the engine does not go idle).
+    void state(uint64_t* out) {
+        low();
+        uint64_t v[9] = {in_frame, frames.size(), cmds.size(), pending.size(), tx.size(),
+                         ticks_owed, reads.size(), current.size(), top->idle};
+        std::memcpy(out, v, sizeof v);
+    }
+
   private:
     std::unique_ptr<VerilatedContext> ctx;
     std::unique_ptr<Vtop> top;
@@ -310,6 +318,7 @@ void toe_push_read(void* h, uint32_t addr) { E(h)->reads.push_back(addr); }
 int toe_run(void* h, uint64_t max_cycles) { return E(h)->run(max_cycles) ? 0 : 1; }
 uint64_t toe_cycles(void* h) { return E(h)->cycles; }
 uint64_t toe_out_of_range(void* h) { return E(h)->out_of_range; }
+void toe_state(void* h, uint64_t* out) { E(h)->state(out); }
 
 // Length of the next output frame, or -1 when there is none.
 int64_t toe_peek_frame(void* h) {

@@ -94,7 +94,8 @@ def _load(path: Path):
                          None),
         "toe_add_ticks": ([vp, u64], None), "toe_push_read": ([vp, u32], None),
         "toe_run": ([vp, u64], ctypes.c_int), "toe_cycles": ([vp], u64),
-        "toe_out_of_range": ([vp], u64), "toe_peek_frame": ([vp], ctypes.c_int64),
+        "toe_out_of_range": ([vp], u64), "toe_state": ([vp, ctypes.POINTER(u64)], None),
+        "toe_peek_frame": ([vp], ctypes.c_int64),
         "toe_pop_frame": ([vp, u8p], None), "toe_pop_resp": ([vp, u32p], ctypes.c_int),
         "toe_pop_note": ([vp, u32p, u32p], ctypes.c_int), "toe_rx_len": ([vp], u64),
         "toe_take_rx": ([vp, u8p], None), "toe_pop_read": ([vp, u32p], ctypes.c_int),
@@ -167,8 +168,12 @@ class VerilatorEngine(RtlEngine):
         while self._reads:
             lib.toe_push_read(h, self._reads.popleft())
         if lib.toe_run(h, MAX_RUN_CYCLES):
+            state = (ctypes.c_uint64 * 9)()
+            lib.toe_state(h, state)
+            names = ("frame_in_flight", "frames", "commands", "awaiting_response",
+                     "send_beats", "ticks", "reads", "output_bytes", "idle")
             raise TcpError(f"the Verilator TCP engine did not go idle within "
-                           f"{MAX_RUN_CYCLES} cycles")
+                           f"{MAX_RUN_CYCLES} cycles ({dict(zip(names, state, strict=True))})")
         self.cycles = lib.toe_cycles(h)
         while (n := lib.toe_peek_frame(h)) >= 0:
             buf = (ctypes.c_uint8 * max(n, 1))()

@@ -1192,7 +1192,9 @@ class SessionLogic:
             with m.Else():
                 m.next = "Store"
         with m.State("C Tx Prime"):
-            m.d.sync += self.c_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)
+            # a SEND granted nothing (full buffer) takes no beat, whatever its lane
+            m.d.sync += self.c_k.eq(Mux(self.c_n == 0, 0,
+                                        (self.c_base[:lb] + self.c_n + self.nb - 1) >> lb))
             m.next = "C Tx"
         with m.State("C Tx"):
             tx = e.tx_data

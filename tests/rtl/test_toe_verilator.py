@@ -165,3 +165,21 @@ def test_verilator_and_model_over_lossy_wire(loss, size):
     assert counters["bad_tcp_checksum"] == 0 and model.drops["bad_tcp_checksum"] == 0
     if loss:
         assert counters["retransmits"] + model.stats["retransmits"] > 0
+
+
+def test_send_into_full_buffer_at_unaligned_offset(gateware):
+    """A SEND that the full send buffer grants nothing, while the ring position is not on a
+    word boundary: answered with 0 (no data beat expected), later a SPACE notification."""
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw)
+    tw.notes()
+    assert tw.call("send", 0, b"abc") == 3
+    tw.now += 1 * MS
+    tw.rx(seg(ACK, 5001, snd + 3))
+    assert tw.model.send(0, bytes(70_000)) == tw.rtl.send(0, bytes(70_000)) == 1 << BUF_BITS
+    tw.check()
+    assert tw.call("send", 0, b"more") == 0
+    tw.now += 1 * MS
+    tw.rx(seg(ACK, 5001, snd + 3 + 1460))
+    assert (Notice.SPACE, 0, "") in tw.notes()
