@@ -3,9 +3,10 @@ kernel's TCP stack, through the TAP bridge.
 
 The kernel in a network namespace is the independent oracle: its sockets must get the
 gateware's bytes exactly, and its handshake, close and reset must interoperate. The simulator
-runs about a thousand times slower than the hardware would, so the transfers in ``make test``
-are 16 KiB; the long ones are under ``-m long``. Needs root, /dev/net/tun and ``ip netns``;
-without them every test here is skipped with the reason.
+runs about a thousand times slower than the hardware would, so the transfers are 16 KiB and,
+except the reset and ping check, run under ``-m long``: the same gateware on Verilator moves
+1 MiB each way in ``make test`` (test_toe_verilator_linux.py). Needs root, /dev/net/tun and
+``ip netns``; without them every test here is skipped with the reason.
 """
 
 import random
@@ -55,6 +56,7 @@ def run_echo(engine, payloads, timeout=120, **bridge_kwargs):
     return echo, results, leftover, counters
 
 
+@pytest.mark.long  # the Verilator runs cover it at 1 MiB in make test
 def test_linux_echo_through_rtl_sessions():
     """Linux connects to the gateware's echo port, sends 16 KiB and reads them back."""
     engine = rtl_engine()
@@ -66,6 +68,7 @@ def test_linux_echo_through_rtl_sessions():
     assert_clean(counters)
 
 
+@pytest.mark.long  # the Verilator runs cover it at 1 MiB in make test
 def test_rtl_opens_connection_to_linux_and_sends():
     """The gateware's active open (ARP, SYN) to a Linux listener; 16 KiB, then FIN."""
     engine = rtl_engine()
