@@ -21,7 +21,8 @@ step        exact table                     ternary / LPM table
 ``pick``    --                              the winner's action data; counters read
 ``read``    counters and meter time read    --
 ``act``     rewrites; counters added and written; the meter's time step
-``fill``    (metered) tokens earned (multipliers); buckets read
+``fill``    (metered) tokens earned (multipliers)
+``bound``   (metered) the bounds and constants of the fill and the take; buckets read
 ``mark``    (metered) buckets filled up to the bursts, colour, buckets written
 ==========  ==============================  ===========================================
 
@@ -53,8 +54,9 @@ adjacent steps, the read port transparent to the write port, so a frame right be
 of the same slot reads the value that frame writes in the same cycle: the counters are read at
 ``read``/``pick`` and written at ``act``; a meter's last time (and whether it started) read at
 ``read``/``pick`` and written at ``act``, so the next frame's time step is taken from this
-frame's time; its buckets read at ``fill`` and written at ``mark``, so the fill, the colour and
-the take of back-to-back frames of one entry are done in one cycle each.
+frame's time; its buckets read at ``bound`` and written at ``mark``, so the fill, the colour and
+the take of back-to-back frames of one entry are done in one cycle each, with no chain of
+additions in it (``bound`` computes what does not depend on the bucket, see :meth:`_meter`).
 """
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
@@ -148,7 +150,7 @@ class Stage(Elaboratable):
             self.steps = ["look", "ways", "read", "act"]
         else:
             self.steps = ["look", "tree1", "tree2", "pick", "act"]
-        self.steps += ["fill", "mark"] if self.metered else []
+        self.steps += ["fill", "bound", "mark"] if self.metered else []
         self.latency = len(self.steps)
         self.i = Signal(self.item)
         self.o = Signal(self.item)
@@ -429,8 +431,8 @@ class Stage(Elaboratable):
     def _meter(self, m, flags, carry, reg_at, tok_in, hv_in, hv_out, hit_rd, slot_rd,
                hit_a, slot_a, mcfg_a):
         """RFC 2698 colour-blind marking, exactly as the reference counts tokens: the time step
-        (``act``), the tokens earned (``fill``), the buckets filled up to their bursts, the
-        colour and the take (``mark``)."""
+        (``act``), the tokens earned (``fill``), the bounds of the fill and the take
+        (``bound``), the buckets filled up to their bursts, the colour and the take (``mark``)."""
         # The last time and the start bit: read with the counters, written at ``act``.
         last = Memory(shape=65, depth=max(self.slots, 2), init=[])
         m.submodules.meter_time = last
@@ -456,42 +458,70 @@ class Stage(Elaboratable):
         mcfg_f = reg_at(mcfg_a, "act", "mcfg")
         slot_f = reg_at(slot_a, "act", "slot")
         hit_f = reg_at(hit_a, "act", "hit")
-        # ``fill``: the tokens earned; the buckets read.
+        # ``fill``: the tokens earned.
         cinc, pinc = mcfg_f[:RATE_BITS], mcfg_f[RATE_BITS:2 * RATE_BITS]
         inc_c = reg_at((dt * cinc)[:32 + RATE_BITS], "fill", "inc_c")
         inc_p = reg_at((dt * pinc)[:32 + RATE_BITS], "fill", "inc_p")
-        mcfg_k = reg_at(mcfg_f, "fill", "mcfg")
-        slot_k = reg_at(slot_f, "fill", "slot")
-        hit_k = reg_at(hit_f, "fill", "hit")
+        mcfg_b = reg_at(mcfg_f, "fill", "mcfg")
+        slot_b = reg_at(slot_f, "fill", "slot")
+        hit_b = reg_at(hit_f, "fill", "hit")
+        # ``bound``: everything of the fill and the take that does not depend on the bucket
+        # (the bounds a bucket is compared with, the constants added to it); the buckets read.
+        # With ``T`` the bucket, ``I`` the tokens earned, ``M`` the burst, ``N`` the frame's
+        # length: the filled bucket is ``min(T + I, M)`` (``M`` before the first frame), so it
+        # is clamped when ``I > M`` or ``T > M - I``; it is below ``N`` when clamped and
+        # ``M < N``, or unclamped and ``I < N`` and ``T < N - I``; and taking ``N`` from it
+        # leaves ``M - N`` or ``T + (I - N)`` (within the bucket's width: the result fits).
+        hvb = hv_in("bound")
+        need = Cat(Const(0, METER_FRAC_BITS), hvb.length)
+        bounds = {}
+        for name, inc, burst in (
+                ("c", inc_c, mcfg_b[2 * RATE_BITS:2 * RATE_BITS + BURST_BITS]),
+                ("p", inc_p, mcfg_b[2 * RATE_BITS + BURST_BITS:])):
+            full = Cat(Const(0, METER_FRAC_BITS), burst)
+            bounds[name] = {
+                "full": reg_at(full, "bound", f"full_{name}"),
+                "sat": reg_at(inc > full, "bound", f"sat_{name}"),
+                "hi": reg_at((full - inc)[:TOKEN_BITS], "bound", f"hi_{name}"),
+                "full_low": reg_at(full < need, "bound", f"full_low_{name}"),
+                "full_take": reg_at((full - need)[:TOKEN_BITS], "bound", f"full_take_{name}"),
+                "inc_big": reg_at(inc >= need, "bound", f"inc_big_{name}"),
+                "lo": reg_at((need - inc)[:TOKEN_BITS], "bound", f"lo_{name}"),
+                "inc": reg_at(inc[:TOKEN_BITS], "bound", f"inc_{name}"),
+                "take": reg_at((inc - need)[:TOKEN_BITS], "bound", f"take_{name}"),
+            }
+        slot_k = reg_at(slot_b, "bound", "slot")
+        hit_k = reg_at(hit_b, "bound", "hit")
         tb = Memory(shape=2 * TOKEN_BITS, depth=max(self.slots, 2), init=[])
         m.submodules.meter_tokens = tb
         tb_wr = tb.write_port()
         tb_rd = tb.read_port(transparent_for=(tb_wr,))
         tb_axi = tb.read_port()
         m.d.comb += [
-            tb_rd.addr.eq(slot_f),
+            tb_rd.addr.eq(slot_b),
             tb_axi.addr.eq(self.sel_slot),
             self.r_tc.eq(tb_axi.data[METER_FRAC_BITS:TOKEN_BITS]),
             self.r_tp.eq(tb_axi.data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS]),
         ]
-        # ``mark``: fill up to the bursts, colour, take; the buckets written back.
+        # ``mark``: the loop a frame closes for the next one of its entry, one cycle: each
+        # bucket compared with two bounds and added to two constants side by side, then the
+        # colour chooses; the buckets written back.
         app_k, _, mine_k = flags("mark")
         tkk = tok_in("mark")
         hvk = hv_in("mark")
-        cbs = mcfg_k[2 * RATE_BITS:2 * RATE_BITS + BURST_BITS]
-        pbs = mcfg_k[2 * RATE_BITS + BURST_BITS:]
-        cmax = Cat(Const(0, METER_FRAC_BITS), cbs)
-        pmax = Cat(Const(0, METER_FRAC_BITS), pbs)
-        tc, tp = tb_rd.data[:TOKEN_BITS], tb_rd.data[TOKEN_BITS:]
-        fill_c = tc + inc_c
-        fill_p = tp + inc_p
-        tc1 = Mux(started, Mux(fill_c > cmax, cmax, fill_c), cmax)
-        tp1 = Mux(started, Mux(fill_p > pmax, pmax, fill_p), pmax)
-        need = Cat(Const(0, METER_FRAC_BITS), hvk.length)
-        red = tp1 < need
-        yellow = ~red & (tc1 < need)
-        tp2 = Mux(red, tp1, tp1 - need)[:TOKEN_BITS]
-        tc2 = Mux(red | yellow, tc1, tc1 - need)[:TOKEN_BITS]
+        res = {}
+        for name, tokens in (("c", tb_rd.data[:TOKEN_BITS]), ("p", tb_rd.data[TOKEN_BITS:])):
+            b = bounds[name]
+            clamp = ~started | b["sat"] | (tokens > b["hi"])
+            res[name] = {
+                "low": Mux(clamp, b["full_low"], ~b["inc_big"] & (tokens < b["lo"])),
+                "filled": Mux(clamp, b["full"], (tokens + b["inc"])[:TOKEN_BITS]),
+                "taken": Mux(clamp, b["full_take"], (tokens + b["take"])[:TOKEN_BITS]),
+            }
+        red = res["p"]["low"]
+        yellow = ~red & res["c"]["low"]
+        tp2 = Mux(red, res["p"]["filled"], res["p"]["taken"])
+        tc2 = Mux(red | yellow, res["c"]["filled"], res["c"]["taken"])
         color = Mux(red, 3, Mux(yellow, 2, 1))
         m.d.comb += [
             tb_wr.addr.eq(Mux(mine_k, tkk.slot, slot_k)),
