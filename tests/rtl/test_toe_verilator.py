@@ -138,7 +138,8 @@ def test_syn_to_closed_port_and_many_sessions(gateware):
     assert gateware.counters()["session_table_full"] == tw.model.drops["session_table_full"] == 1
 
 
-@pytest.mark.parametrize("loss, size", [(0.0, 1 << 20), (0.03, 128 * 1024),
+@pytest.mark.parametrize("loss, size", [(0.0, 256 * 1024), (0.03, 128 * 1024),
+                                        pytest.param(0.0, 1 << 20, marks=pytest.mark.long),
                                         pytest.param(0.05, 1 << 20, marks=pytest.mark.long)])
 def test_verilator_and_model_over_lossy_wire(loss, size):
     """The model echoes ``size`` bytes through the gateware while the gateware sends ``size``
