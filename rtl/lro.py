@@ -47,24 +47,33 @@ rest of what the lookup tests is known without it (the context's header words an
 the previous frame's; its room, held bytes and fixed-ID bit are in registers), so the segment
 merges in the cycle after the one before, with no hazard to resolve. The copy of a segment into
 its context's region (the payload of a merged segment, the whole of a held one) goes on in the
-background at one word per cycle, through a queue of one command behind the running one; the
-last slot of a copy that only writes shares its cycle with the first slot of the next copy
-that only reads, so that back-to-back segments of one staging word each copy at one a cycle.
-A delivery waits only for the copies into its own context (the others pause for its five
-cycles of patches), takes about a dozen cycles, and its read-out runs in the background.
-Frames that pass unchanged are read out of the staging ring at one beat per cycle before the
-next one is taken. ``benchmarks/bench_lro.py`` measures the input rates (4 contexts,
-6000-byte merged frames), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and
-1500-byte segments; at 512 bit, RATES512. What remains below line rate at 512 bit: the cycles
-of the lookup for the first segment after each delivery, the delivery's patches, and a copy
-whose last word straddles (one more slot than words read when the next copy cannot share it).
+background, through a queue of one command behind the running one, at one staging word per
+cycle: each word is rotated once and written in two parts, into two region words that lie in
+two banks (even and odd words), so that a payload that straddles a region word costs no extra
+cycle and back-to-back one-word segments copy at one a cycle. A delivery is handed to its own
+engine (header sums in registered steps, four patches, then the read-out in the background)
+and the merge engine goes on with the next frames; the patches and the read-out wait only for
+the copies into their own context, and the other copies pause for the patches. Frames that
+pass unchanged are read out of the staging ring at one beat per cycle, after the deliveries
+before them, before the next one is taken.
+
+``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in
+beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit,
+RATES512. What remains below line rate at 512 bit: the
+lookup of the first segment after each delivery (a chain breaks when the merged frame is
+full), the pause of the copies for the patches, and frames of other flows in between (each
+takes a lookup).
 
 Timing. The paths between registers are cut for 150 MHz on an ECP5 at 64 bit: the lookup
 compares the frame with every context in two registered steps (32-bit pieces, then their
 conjunction), which the engine waits for by taking a frame only when neither the contexts nor
 the frame changed in the cycle before; the parser adds at most four words in a stage and
 registers the header offsets its checks compare with; the merge's offsets and word counts are
-precomputed so that "Act" has one adder in series; the payload sums of a context are added up
+precomputed so that "Act" has one adder in series; the parser's comparison of a frame with
+the one before is split the same way (32-bit pieces registered, their conjunction in the next
+stage), so that "Chain" tests a registered verdict, a few bits and one 17-bit comparison of the
+payload length with the room register; the copy rotates by one byte count registered with the
+read and compares each lane's position with the bounds; the payload sums of a context are added up
 unfolded (32 bits) and the checksums of a delivery are built in registered steps of one adder
 each. yosys mapped the 64-bit block (8 contexts, 16 KiB regions; before the copies went to the
 background) to about 18,800 LUT4, 2,000 carry cells, 25,500 flip-flops and 80 DP16KD; no
@@ -886,7 +895,11 @@ class LroEngine(wiring.Component):
         A_SINGLE, A_HOLD, A_MERGE = 0, 1, 2
         sel = Signal(CP)
         post = Signal()
-        d_ctx = Signal(CP)
+        d_ctx = Signal(CP)  # the context the merge engine delivers next
+        e_ctx = Signal(CP)  # the context the delivery engine works on
+        e_idx = Signal(16)
+        d_busy = Signal()  # the delivery engine works
+        d_start = Signal()
         ret = Signal(2)  # where a delivery returns: 0 act, 1 release, 2 flush, 3 wait
         R_ACT, R_RELEASE, R_FLUSH, R_WAIT = 0, 1, 2, 3
         dsel = {name: Signal(len(getattr(ctx[0], name)), name=f"d_{name}")
@@ -1090,12 +1103,13 @@ class LroEngine(wiring.Component):
                 user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
                 with m.Switch(act):
                     with m.Case(A_SINGLE):
-                        with m.If(~o_busy & cp_idle):
+                        with m.If(~o_busy & cp_idle & ~d_busy):
                             start_out(0, cur.start, size, user1)
                             m.d.comb += pop.eq(1)
                             m.next = "Out"
                     with m.Case(A_HOLD):
-                        with m.If(~(o_busy & o_region & (o_rctx == sel)) & q_free):
+                        with m.If(~(o_busy & o_region & (o_rctx == sel))
+                                  & ~(d_busy & (e_ctx == sel)) & q_free):
                             for i, c in enumerate(ctx):
                                 with m.If(sel == i):
                                     m.d.sync += [
@@ -1150,19 +1164,38 @@ class LroEngine(wiring.Component):
                 with m.Else():
                     m.next = "Wait"
 
-            # Delivery of context ``d_ctx``: the new header fields in registered steps of one
-            # adder each, then the patches, then the read-out. The checksums are ones'-
-            # complement sums of everything; they are folded to 16 bits at the end only.
+            # Delivery of context ``d_ctx``: handed to the delivery engine once it is free;
+            # the merge engine goes on with the next frames meanwhile.
             with m.State("Deliver"):
-                # Once the copies into the context have issued their reads (the patches and
-                # the read-out come later than their last writes); copies into other contexts
-                # go on, but for the cycles of the patches.
-                with m.If(~copying(d_ctx)):
+                with m.If(~d_busy):
+                    m.d.comb += d_start.eq(1)
+                    m.d.sync += [d_busy.eq(1), e_ctx.eq(d_ctx), e_idx.eq(idx_now)]
                     for name, sig in dsel.items():
                         m.d.sync += sig.eq(pick(name, d_ctx))
                     for i, c in enumerate(ctx):
                         with m.If(d_ctx == i):
                             m.d.sync += c.valid.eq(0)
+                    with m.Switch(ret):
+                        with m.Case(R_ACT):
+                            m.next = "Act"
+                        with m.Case(R_RELEASE):
+                            m.next = "Release"
+                        with m.Case(R_FLUSH):
+                            m.next = "Flush"
+                        with m.Case(R_WAIT):
+                            m.next = "Wait"
+        m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver"))]
+
+        # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
+        # one adder each, then the patches, then the read-out. The checksums are ones'-
+        # complement sums of everything; they are folded to 16 bits at the end only. The
+        # patches and the read-out wait for the copies into the context to have issued their
+        # reads (they come later than their last writes); copies into other contexts go on,
+        # but for the cycles of the patches. Frames are delivered in the order handed over:
+        # a frame passed unchanged waits for the engine to be free.
+        with m.FSM(init="Idle", name="deliver"):
+            with m.State("Idle"):
+                with m.If(d_start):
                     m.next = "Deliver Sums"
             with m.State("Deliver Sums"):
                 tcp_len = (dsel["held_len"] - dsel["l4"])[:16]
@@ -1206,9 +1239,15 @@ class LroEngine(wiring.Component):
                 m.next = "Deliver Fold 2"
             with m.State("Deliver Fold 2"):
                 m.d.sync += d_tcp_csum.eq(~(d_tcp_f1[:16] + d_tcp_f1[16]))
-                m.next = "Patch"
+                m.next = "Patch Wait"
+            with m.State("Patch Wait"):
+                # Leaving, the copies pause: a write issued in the cycle before lands now.
+                with m.If(~copying(e_ctx)):
+                    m.d.comb += c_pause.eq(1)
+                    m.next = "Patch"
             with m.State("Patch"):
-                m.d.comb += [p_en.eq(1), p_ctx.eq(d_ctx), p_pos.eq(Array(d_pos)[d_step])]
+                m.d.comb += [c_pause.eq(1), p_en.eq(1), p_ctx.eq(e_ctx),
+                             p_pos.eq(Array(d_pos)[d_step])]
                 with m.Switch(d_step):
                     with m.Case(0):
                         m.d.comb += [p_val.eq(d_ip_len), p_two.eq(1)]
@@ -1222,25 +1261,15 @@ class LroEngine(wiring.Component):
                 with m.If(d_step == 3):
                     m.next = "Read Out"
             with m.State("Read Out"):
-                # The reads go on while the engine returns to work; only the next frame out
-                # and a new segment held in this context wait for them.
+                # The reads go on in the background; only the next frame out and a new
+                # segment held in this context wait for them.
                 segs = dsel["count"]
                 gso = Mux(segs == 1, 0, dsel["mss"])
-                with m.If(~o_busy):
-                    start_out(1, d_ctx << RP if N > 1 else 0, dsel["held_len"],
-                              Cat(segs, gso, idx_now))
-                    m.d.sync += o_rctx.eq(d_ctx)
-                    with m.Switch(ret):
-                        with m.Case(R_ACT):
-                            m.next = "Act"
-                        with m.Case(R_RELEASE):
-                            m.next = "Release"
-                        with m.Case(R_FLUSH):
-                            m.next = "Flush"
-                        with m.Case(R_WAIT):
-                            m.next = "Wait"
-        m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver")),
-                     c_pause.eq(fsm.ongoing("Deliver Fold 2") | fsm.ongoing("Patch"))]
+                with m.If(~o_busy & ~copying(e_ctx)):
+                    start_out(1, e_ctx << RP if N > 1 else 0, dsel["held_len"],
+                              Cat(segs, gso, e_idx))
+                    m.d.sync += [o_rctx.eq(e_ctx), d_busy.eq(0)]
+                    m.next = "Idle"
 
         with m.If(~fsm.ongoing("Wait")):
             m.d.sync += settled.eq(0)
