@@ -22,6 +22,7 @@ if (Path(sys.executable).parent / "nicsim").exists():
     (["--drop", "1.5"], "--drop must be a probability"),
     (["--host-ip", "10.9.0.1"], "must be another address in the engine's /24"),
     (["--backend", "fpga"], "--backend must be model or rtl"),
+    (["--backend", "rtl", "--rtl-sim", "gpu"], "--rtl-sim must be verilator or amaranth"),
     (["--sessions", "5000"], "Sessions must be 1 to 1024"),
 ])
 def test_serve_errors_are_one_line(args, message):
