@@ -176,6 +176,9 @@ class TapBridge:
         The namespace's name.
     frames_to_engine, frames_to_linux : int
         Frames moved in each direction (after impairment).
+    frames_refused : int
+        Frames for Linux that the TAP device did not take (its queue full, or down): lost
+        on the wire as far as both ends can tell.
     """
 
     def __init__(self, engine, hosts=(), *, host_ip: str = "10.0.0.1", prefix_len: int = 24,
@@ -193,6 +196,7 @@ class TapBridge:
         self.clock_hz = engine.config.clock_hz
         self.frames_to_engine = 0
         self.frames_to_linux = 0
+        self.frames_refused = 0
         self._fd: int | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._t0 = time.monotonic()
@@ -282,6 +286,7 @@ class TapBridge:
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EIO, errno.EINVAL):
                 raise
+            self.frames_refused += 1
 
     def _flush_held(self, now_s: float) -> None:
         for side, impair in ((0, self.to_engine), (1, self.to_linux)):
