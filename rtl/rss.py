@@ -19,22 +19,25 @@ last beat, so each stage reads the bytes it needs straight from the buffer while
 from copy registers after that (at 64 bits almost none are needed; at 512 bits most are).
 
 1. For each layer-3 offset (14, 18, 22: 0 to 2 VLAN tags): TPID? usable IPv4/IPv6 header?
-   (From the header fields decoded into registers as their beat arrives, and a thermometer
-   code of the visible words made at the last beat.)
+   Which offset do the tags give, and is there a usable IPv6 header? (From the header fields
+   decoded into registers as their beat arrives, and a thermometer code of the visible words
+   made at the last beat.)
 2. Pick the offset; classify the IPv4 protocol / IPv6 next header; select the length fields.
-3. Align the addresses; datagram bounds; which IPv6 extension headers would fit the visible
-   bytes.
-4-11. One IPv6 extension header every two stages. Headers start on 4-byte words
+3. Align the addresses; the datagram bounds and which IPv6 extension headers would fit the
+   visible bytes, in parts (combined in stage 4 and in the walk).
+4-12. One IPv6 extension header every two stages. Headers start on 4-byte words
    (4 * i + 2); a compact view of each word (next-header class, end of a header starting
    there, fragment flags) is computed once from the buffer and shared by all stages, so a
-   step is a 10-bit multiplexer on the header pointer and on whether the header is a
-   fragment header (first stage) and one LUT of logic (second stage).
-12. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL); compare the pointer
-   with the visible bytes and the datagram's end, in parts. Which hash types of the frame are
-   enabled (stage 11 samples the mask)?
-13. Are the ports usable (visible, in the datagram, not a fragment)?
-14. Pick the hash type.
-15. Start the Toeplitz core (:mod:`.toeplitz`).
+   step is a multiplexer on the header pointer and on whether the header is a fragment
+   header, in two stages (A: ptr % 4 within each group of 4 words, B: the group), and a LUT
+   or two of logic (C) that makes the next state. C runs with the next header's A, which
+   starts from where the next header would be (copies of it registered by B).
+13. Read the TCP/UDP ports at the final pointer (IPv4: l3 + 4 * IHL) within each group of
+   4 words; compare the pointer with the visible bytes and the datagram's end, in parts.
+   Which hash types of the frame are enabled (stage 12 samples the mask)?
+14. Are the ports usable (visible, in the datagram, not a fragment)? Pick the ports' group.
+15. Pick the hash type.
+16. Start the Toeplitz core (:mod:`.toeplitz`).
 
 At 512 bits the core hashes a 36-byte tuple (IPv4: 12 bytes, zero padded) in one pipelined
 pass. At narrower widths it hashes ``ceil(36 / steps)`` bytes a cycle over
@@ -160,16 +163,23 @@ _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
 _EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 _NEXTHDR_FRAGMENT = 44  # 8 bytes
-_PARSE_STAGES = 15  # stage 11 samples the mask, 14 picks the hash type, 15 starts the core
+_PARSE_STAGES = 16  # stage 12 samples the mask, 15 picks the hash type, 16 starts the core
 # Registers holding the core's start (reset_less, inverted); the first has a reset and drives
 # the core's phase.
 _START_COPIES = ((False, False), (False, True), (True, False), (True, True))
+# Register copies of a value that synthesis keeps apart: (reset_less, initial value, inverted),
+# all but the stage registers' own (True, 0, False).
+_COPY_STYLES = ((True, 1, False), (True, 0, True), (True, 1, True), (False, 0, False),
+                (False, 1, False), (False, 0, True), (False, 1, True))
+_PORT_GROUPS = range(2, 8)  # groups of 4 words (at 4 * i + 2) the ports may start in
+_VIEW_GROUPS = range(3, 8)  # groups of 4 words an IPv6 extension header may start in
 _HEADER_WORDS = range(13, 32)  # words (at 4 * i + 2) an IPv6 extension header may start at
 # Fields of a word's view (_FrameBytes.info).
 _INFO_CLASS = slice(0, _CLS_BITS)
 _INFO_AFTER = slice(_CLS_BITS, _CLS_BITS + 6)
-_INFO_FRAGMENTED = _CLS_BITS + 6
-_INFO_BITS = _CLS_BITS + 7
+_INFO_FAR = _CLS_BITS + 6
+_INFO_FRAGMENTED = slice(_CLS_BITS + 7, _CLS_BITS + 9)
+_INFO_BITS = _CLS_BITS + 9
 
 
 def _select(index, options):
@@ -276,9 +286,11 @@ class _FrameBytes:
     def info(self, index, k):
         """Return the walk's view of word ``index`` for stage ``k`` >= 2: the one-hot class of
         byte 0 (a next header, field ``_INFO_CLASS``), the word after a non-fragment extension
-        header starting here (``_INFO_AFTER``; byte 1 is its length in 8-byte units after the
-        first 8; 63 when far out) and whether bytes 2-3 hold a non-zero fragment offset or the
-        M flag (``_INFO_FRAGMENTED``).
+        header starting here (``_INFO_AFTER``, from the low 4 bits of byte 1, its length in
+        8-byte units after the first 8), whether the length's high bits put that word far out
+        (``_INFO_FAR``) and whether bytes 2-3 hold a non-zero fragment offset or the M flag
+        (``_INFO_FRAGMENTED``: either bit, one for each byte). Every bit is one LUT of the
+        word's bits, bar the classes.
 
         Computed into a register from whatever the buffer holds, so it is one cycle old: good
         for stage k while the buffer still held the word at k - 1.
@@ -287,11 +299,12 @@ class _FrameBytes:
             if index not in self._info:
                 current = self.word(index, 1)
                 length = current[8:16]
-                after = Mux(length[4:].any(), 63, index + 2 + 2 * length[:4])
-                fragment_field = Cat(current[24:32], current[16:24])
+                after = Const(index + 2, 6) + Cat(Const(0, 1), length[:4])
+                # Bytes 2-3: the fragment offset (13 bits) and the M flag (bit 0 of byte 3).
                 view = Signal(_INFO_BITS, name=f"info{index}", reset_less=True)
                 self._m.d.sync += view.eq(Cat(_classify(current[0:8]), after[:6],
-                                              (fragment_field & 0xFFF9) != 0))
+                                              length[4:].any(), current[16:24].any(),
+                                              (current[24:32] & 0xF9).any()))
                 self._info[index] = view
             return self._info[index]
         return self._copy(f"info{index}", k, self.info(index, k - 1))
@@ -320,12 +333,13 @@ class _Table:
         #: Number of banks.
         self.banks = len(self._banks)
 
-    def write(self, addr, data, en):
+    def write(self, addr, data, banks):
+        """Write ``data`` at ``addr`` (the offset in a bank) of each bank whose bit of
+        ``banks`` is set."""
         for n, bank in enumerate(self._banks):
             port = bank.write_port()
             self._m.d.comb += [
-                port.addr.eq(addr[:self._offset_bits]), port.data.eq(data),
-                port.en.eq(en & (addr[self._offset_bits:] == n) if len(self._banks) > 1 else en),
+                port.addr.eq(addr[:self._offset_bits]), port.data.eq(data), port.en.eq(banks[n]),
             ]
 
     def read(self, addr):
@@ -405,7 +419,7 @@ class RssUnit(wiring.Component):
         #: Cycles from a frame's last beat to the cycle its key is sampled.
         self.key_latency = _PARSE_STAGES
         #: Cycles from a frame's last beat to the cycle its table entry is read.
-        self.table_latency = _PARSE_STAGES + self._core.latency + 1
+        self.table_latency = _PARSE_STAGES + self._core.latency
         #: Cycles from a frame's last beat to its result at the head of an empty FIFO (table
         #: read, two registers, the FIFO's write and output register).
         self.latency = self.table_latency + 4
@@ -431,7 +445,11 @@ class RssUnit(wiring.Component):
         enabled = Signal(7, init=ALL_TYPES_MASK)
         table = _Table(m, self.table_size, self.queue_bits, self.default_table)
 
-        frame = self._capture(m)
+        # ``i.ready``, and an inverted copy of it: the capture logic's loads are shared
+        # between them.
+        ready = Signal(init=1)
+        stalled = Signal(init=0)
+        frame = self._capture(m, (self.i.valid & ready, self.i.valid & ~stalled))
         parsed = self._parse(m, frame, enabled)
 
         # -----------------------------------------------------------------------------------
@@ -444,31 +462,27 @@ class RssUnit(wiring.Component):
             core.key.eq(key),
         ]
 
-        # Frame information waits for the core.
-        meta = [parsed["valid"], parsed["bad"], parsed["hash_type"]]
+        # Frame information waits for the core; ``hashed``: the type is not NONE.
+        meta = [parsed["valid"], parsed["bad"], parsed["hash_type"], parsed["hashed"]]
         for _ in range(core.latency):
             delayed = [Signal.like(v) for v in meta]
             m.d.sync += [d.eq(v) for d, v in zip(delayed, meta, strict=True)]
             meta = delayed
-        r_valid, r_bad, r_type = meta
+        r_valid, r_bad, r_type, r_hashed = meta
+        # Table lookup (table_latency cycles after the last beat), at the hash (0 for NONE)
+        # as the core ends it.
+        lookup = table.read(Mux(r_hashed, core.hash, 0)[:(self.table_size - 1).bit_length()])
         p_valid, p_bad = Signal(), Signal()
         p_type = Signal(HashType)
         p_hash = Signal(32)
         m.d.sync += [p_valid.eq(r_valid), p_bad.eq(r_bad), p_type.eq(r_type),
-                     p_hash.eq(Mux(r_type != HashType.NONE, core.hash, 0))]
-
-        # Table lookup (table_latency cycles after the last beat).
-        lookup = table.read(p_hash[:(self.table_size - 1).bit_length()])
-        q_valid, q_bad = Signal(), Signal()
-        q_type = Signal(HashType)
-        q_hash = Signal(32)
-        m.d.sync += [q_valid.eq(p_valid), q_bad.eq(p_bad), q_type.eq(p_type), q_hash.eq(p_hash)]
+                     p_hash.eq(Mux(r_hashed, core.hash, 0))]
         # The entry is picked from the banks in the cycle after the read: register it before
         # the FIFO's memory.
         queue = Signal(self.queue_bits)
         v_valid = Signal()
         v_word = Signal(32 + 4)
-        m.d.sync += [queue.eq(lookup), v_valid.eq(q_valid), v_word.eq(Cat(q_hash, q_type))]
+        m.d.sync += [queue.eq(lookup), v_valid.eq(p_valid), v_word.eq(Cat(p_hash, p_type))]
 
         # -----------------------------------------------------------------------------------
         # Result FIFO, and the credits that keep it from overflowing: a beat is taken only
@@ -493,34 +507,39 @@ class RssUnit(wiring.Component):
         depth = self.result_depth
         counted = Signal(range(depth + 1))
         ended, was_taken = Signal(), Signal()
-        ready = Signal(init=1)  # counted < depth - 1
-        m.d.comb += self.i.ready.eq(ready)
+        m.d.comb += self.i.ready.eq(ready)  # counted < depth - 1
+        # ready in the next cycle from the comparisons of the count, not of the sum.
+        next_ready = Mux(ended & ~was_taken, counted < depth - 2,
+                         Mux(~ended & was_taken, counted < depth, counted < depth - 1))
         m.d.sync += [
             ended.eq(frame["end"]),
             was_taken.eq(self.result.valid & self.result.ready),
             counted.eq(counted + ended - was_taken),
-            # ready in the next cycle from the comparisons of the count, not of the sum.
-            ready.eq(Mux(ended & ~was_taken, counted < depth - 2,
-                         Mux(~ended & was_taken, counted < depth, counted < depth - 1))),
+            ready.eq(next_ready),
+            stalled.eq(~next_ready),
         ]
 
         counters = [Signal(32, name=name) for name in ("frames", "frames_none", "frames_bad")]
-        with m.If(q_valid):
+        with m.If(p_valid):
             m.d.sync += counters[0].eq(counters[0] + 1)
-            with m.If(q_type == HashType.NONE):
+            with m.If(p_type == HashType.NONE):
                 m.d.sync += counters[1].eq(counters[1] + 1)
-            with m.If(q_bad):
+            with m.If(p_bad):
                 m.d.sync += counters[2].eq(counters[2] + 1)
 
         self._registers(m, key, enabled, table, counters)
         return m
 
-    def _capture(self, m):
-        """Write the first PARSE_WINDOW bytes of each frame into the buffer as beats arrive."""
+    def _capture(self, m, accepts):
+        """Write the first PARSE_WINDOW bytes of each frame into the buffer as beats arrive.
+
+        A beat is taken when ``accepts[0]``, or equally ``accepts[1]``: two copies that share
+        the load of the capture logic.
+        """
+        accept, accept_index = accepts
         bw = self.beat_bytes
         window_beats = PARSE_WINDOW // bw
         beat = self.i.payload
-        accept = self.i.valid & self.i.ready
         buf = [Signal(self.width, name=f"buf{j}", reset_less=True) for j in range(window_beats)]
         beat_index = Signal(range(window_beats + 1))
         # One-hot beat_index (bit window_beats: past the window), for the buffer's load enables.
@@ -536,17 +555,25 @@ class RssUnit(wiring.Component):
         # flip-flop output alone (no input, no ready). After a last beat, slot 0 loads from the
         # next cycle on: exactly when a back-to-back frame's first beat would, the case the
         # readers of the buffer are built for.
+        # The load enables come from an inverted copy of the slot bits (the buffer's many loads
+        # pull them away from the capture logic).
+        idle = Signal(window_beats, init=~1 % (1 << window_beats))  # ~slot
         for j in range(window_beats):
-            with m.If(slot[j]):
+            with m.If(~idle[j]):
                 m.d.sync += buf[j].eq(beat.data)
         with m.If(accept):
             with m.If(beat.last):
-                m.d.sync += [beat_index.eq(0), slot.eq(1), holes.eq(0)]
+                m.d.sync += [slot.eq(1), holes.eq(0), idle.eq(~Const(1, window_beats))]
             with m.Else():
                 with m.If(~slot[window_beats]):
-                    m.d.sync += [beat_index.eq(beat_index + 1), slot.eq(slot << 1)]
+                    m.d.sync += [slot.eq(slot << 1), idle.eq(~(slot << 1)[:window_beats])]
                 with m.If(~keep.all()):
                     m.d.sync += holes.eq(1)
+        with m.If(accept_index):
+            with m.If(beat.last):
+                m.d.sync += beat_index.eq(0)
+            with m.Elif(~slot[window_beats]):
+                m.d.sync += beat_index.eq(beat_index + 1)
 
         # The last word (at 4 * i + 2) a header may end in: max_ptr = (vis - 2) // 4 for the
         # vis bytes the parser may look at (vis = 1 + the index of the last byte, 128 past the
@@ -569,7 +596,7 @@ class RssUnit(wiring.Component):
         # 4 * d + 1 (keep bit 4 * d + 1) puts word n * W + d in reach; every beat after beat
         # n puts all of its words in reach. slot_after[n] = beat_index > n.
         slot_after = Signal(window_beats, init=0)
-        with m.If(accept):
+        with m.If(accept_index):
             with m.If(beat.last):
                 m.d.sync += slot_after.eq(0)
             with m.Elif(~slot[window_beats]):
@@ -595,7 +622,7 @@ class RssUnit(wiring.Component):
             }
             for name, value in decoded.items():
                 reg = Signal(len(value), name=f"hdr_{name}", reset_less=True)
-                with m.If(slot[l3 // bw]):
+                with m.If(~idle[l3 // bw]):
                     m.d.sync += reg.eq(value)
                 fields[name] = reg
 
@@ -634,22 +661,30 @@ class RssUnit(wiring.Component):
                 regs[name] = reg
             return regs
 
-        def view_ptrs(k, value):
-            """Register copies of ``value`` (ptr % 8) into stage k, one for each view of a walk
-            step, to share ptr's load (every leaf of six multiplexers). They differ in initial
-            value only: synthesis merges bits whose initial values agree, so fewer remain."""
-            copies = {}
-            for n, view in enumerate((1, 2, 3, 5, 6, 7)):
-                copy = Signal(3, name=f"s{k}_ptr_view{view}", init=n + 1, reset_less=True)
-                m.d.sync += copy.eq(value)
-                copies[view] = copy
-            return copies
+        def copies(name, value, count):
+            """Register ``count`` copies of ``value`` (for the next stage), to share its load.
+
+            Synthesis merges flip-flops with the same input, reset and initial value, even
+            when they are kept apart on purpose: each copy has its own combination of reset,
+            initial value and polarity, and none has the plain one (no reset, initial value 0,
+            not inverted) that the stage registers have. Returns the copies' values.
+            """
+            if count > len(_COPY_STYLES):
+                raise ValueError(f"At most {len(_COPY_STYLES)} distinct copies")
+            values = []
+            for n, (reset_less, init, inverted) in enumerate(_COPY_STYLES[:count]):
+                copy = Signal(len(value), name=f"{name}{n}", init=-init, reset_less=reset_less)
+                m.d.sync += copy.eq(~value if inverted else value)
+                values.append(~copy if inverted else copy)
+            return values
 
         # Stage 1: for each possible layer-3 offset l3 = 14 + 4c (0, 1, 2 VLAN tags): is the
         # ethertype a TPID, and is a usable IPv4/IPv6 header announced there. All from the
-        # header fields decoded on capture and the thermometer code of max_ptr.
+        # header fields decoded on capture and the thermometer code of max_ptr. Which offset
+        # the tags give, and whether an IPv6 header is there, go into registers of their own.
         s1, fields, reach = frame, frame["fields"], frame["reach"]
         checks = {}
+        v6_at = []
         for c in range(3):
             ihl = fields[f"ihl{c}"]
             checks[f"tpid{c}"] = fields[f"tpid{c}"]
@@ -657,19 +692,25 @@ class RssUnit(wiring.Component):
             checks[f"v4_{c}"] = fields[f"ipv4_{c}"] & _select(
                 ihl, {v: reach[v + 3 + c] if v >= 5 else Const(0, 1) for v in range(16)})
             # IPv6 with its header visible: vis >= l3 + 40, or max_ptr >= 13 + c.
-            checks[f"v6_{c}"] = fields[f"ipv6_{c}"] & reach[13 + c]
+            v6_at.append(fields[f"ipv6_{c}"] & reach[13 + c])
             checks[f"ihl{c}"] = ihl
             # The word of the IPv4 ports: l3 + 4 * IHL.
             checks[f"ptr{c}"] = _select(ihl, {v: Const(3 + c + v, 5) for v in range(16)})
+        tpid0, tpid1 = fields["tpid0"], fields["tpid1"]
+        l3_value = Mux(tpid0, Mux(tpid1, 2, 1), 0)
+        # Copies of the offset for the length fields' multiplexers (48 bits).
+        l3_fields = copies("s2_l3_fields", l3_value, 2)
         s2 = stage(2, valid=s1["valid"], bad=s1["bad"], max_ptr=s1["max_ptr"],
-                   reach=reach[15:32], **checks)
+                   reach=reach[15:32], l3=l3_value,
+                   v6_type=Mux(tpid0, Mux(tpid1, v6_at[2], v6_at[1]), v6_at[0]),
+                   **checks)
 
         # Stage 2: pick the layer-3 offset and select its length and fragment fields; per
         # offset, classify the IPv4 protocol and the IPv6 next header.
         at = [~s2["tpid0"], s2["tpid0"] & ~s2["tpid1"], s2["tpid0"] & s2["tpid1"]]
-        l3_index = Mux(s2["tpid0"], Mux(s2["tpid1"], 2, 1), 0)
+        l3_index = s2["l3"]
         v4_type = Cat(at[c] & s2[f"v4_{c}"] for c in range(3)).any()
-        v6_type = Cat(at[c] & s2[f"v6_{c}"] for c in range(3)).any()
+        v6_type = s2["v6_type"]
         v6 = ~s2["bad"] & v6_type
         v4 = ~s2["bad"] & v4_type
         ihl = _select(l3_index, {c: s2[f"ihl{c}"] for c in range(3)})
@@ -680,19 +721,22 @@ class RssUnit(wiring.Component):
             per_offset[f"proto{c}"] = _classify_protocol(protocol)
             per_offset[f"nh{c}"] = _classify(raw.byte(l3 + 6, 2))
 
-        def field16(offset):
-            return _select(l3_index, {c: raw.be16(14 + 4 * c + offset, 2) for c in range(3)})
+        def field16(offset, copy):
+            return _select(l3_fields[copy], {c: raw.be16(14 + 4 * c + offset, 2)
+                                             for c in range(3)})
 
         s3 = stage(
             3, valid=s2["valid"], bad=s2["bad"], v4=v4, v6=v6, max_ptr=s2["max_ptr"],
             # Thermometer code of max_ptr: bit j - 15 is j <= max_ptr (for fragment headers).
             reach=s2["reach"],
             l3=l3_index, ihl=ihl,
-            shift=Mux(v6, l3_index, l3_index + 1),  # addresses at 22 + 4 * shift
+            # Addresses at 22 + 4 * shift. (For a frame with tkeep holes, which hashes NONE,
+            # the IPv6 type alone decides: don't care.)
+            shift=Mux(v6_type, l3_index, l3_index + 1),
             # The first header after l3 (for frames neither IPv4 nor IPv6: don't care).
             ptr=Mux(v6_type, 13 + l3_index,
                     _select(l3_index, {c: s2[f"ptr{c}"] for c in range(3)}))[:5],
-            total_length=field16(2), payload_length=field16(4), fragment=field16(6),
+            total_length=field16(2, 0), payload_length=field16(4, 1), fragment=field16(6, 0),
             **per_offset)
 
         # Stage 3: select per offset, align the addresses (IPv6 at l3 + 8, IPv4 at l3 + 12).
@@ -701,126 +745,142 @@ class RssUnit(wiring.Component):
 
         # Does an extension header starting at word i fit the visible bytes: fits (any but a
         # fragment header; see _FrameBytes.info) and fits_fragment (8 bytes, and no offset or
-        # M flag)? The same for the whole walk, so computed once here.
-        fits, fits_fragment = [], []
+        # M flag)? The same for the whole walk, so computed once here; fits in parts, combined
+        # in stage 4 (the first header's by the walk itself): after <= max_ptr compared by the
+        # top 3 bits of ``after`` (<, ==) and the low 3.
+        fits_parts, fits_fragment = [], []
+        max_ptr = s3["max_ptr"]
         for index in _HEADER_WORDS:
             info = raw.info(index, 3)
-            fits.append(~_less(s3["max_ptr"], info[_INFO_AFTER]))
-            fits_fragment.append(~info[_INFO_FRAGMENTED] & s3["reach"][index + 2 - 15]
+            after = info[_INFO_AFTER]
+            near = ~info[_INFO_FAR]
+            fits_parts.append(Cat(near & _less(after[3:], max_ptr[3:]),
+                                  near & (after[3:] == max_ptr[3:]),
+                                  ~_less(max_ptr[:3], after[:3])))
+            fits_fragment.append(~info[_INFO_FRAGMENTED].any() & s3["reach"][index + 2 - 15]
                                  if index + 2 < 32 else Const(0, 1))
 
         addresses = []
+        v6_copies = copies("s3_v6_", v6, 3)
         for n in range(32):
             if n < 8:
                 addresses.append(_select(s3["shift"],
                                          {s: raw.byte(22 + 4 * s + n, 3) for s in range(4)}))
             else:
-                addresses.append(Mux(s3["v6"], _select(s3["l3"], {c: raw.byte(22 + 4 * c + n, 3)
-                                                                  for c in range(3)}), 0))
+                # The IPv6 test, from one of three copies (each zeroes 8 bytes).
+                addresses.append(Mux(v6_copies[n // 8 - 1],
+                                     _select(s3["l3"], {c: raw.byte(22 + 4 * c + n, 3)
+                                                       for c in range(3)}), 0))
         walk = stage(
             4, valid=s3["valid"], bad=s3["bad"], v4=s3["v4"], v6=s3["v6"],
             max_ptr=s3["max_ptr"], ptr=s3["ptr"], fail=Const(0, 1),
             cls=Mux(s3["v4"], pick("proto"), Mux(s3["v6"], pick("nh"), 0)),
-            fits=Cat(fits), fits_fragment=Cat(fits_fragment))
-        ptrs = view_ptrs(4, s3["ptr"][:3])
+            fits_parts=Cat(fits_parts), fits_fragment=Cat(fits_fragment))
+        ptrs = copies("s4_ptr_view", s3["ptr"][:2], len(_VIEW_GROUPS))
+        # The datagram's bounds, in two stages too. The ports end inside the IPv4 datagram
+        # when 4 * IHL + 4 <= total length, or IHL < total length // 4; inside the IPv6 one (at
+        # l3 + 40 + payload length) at word i exactly when i <= payload length / 4 + 12 + c:
+        # always when that is 32 or more (far), else when i <= bound.
         side = stage(
-            4, v4_fragment=(s3["fragment"] & 0x3FFF) != 0,
-            # The ports end inside the IPv4 datagram: 4 * IHL + 4 <= total length, or
-            # IHL < total length // 4.
-            v4_length_ok=(s3["total_length"][6:].any()
-                          | _less(s3["ihl"], s3["total_length"][2:6])),
-            # IPv6: the ports at word i end inside the datagram (at l3 + 40 + payload length)
-            # exactly when i <= payload length / 4 + 12 + c: always when that is 32 or more
-            # (far), else when i <= bound.
-            far=_select(s3["l3"], {c: _at_least(s3["payload_length"][2:], 20 - c)
-                                   for c in range(3)}),
-            bound=_select(s3["l3"], {c: _add_const(s3["payload_length"][2:7], 12 + c)
-                                     for c in range(3)}),
+            4, v4_fragment=Cat(s3["fragment"][:7].any(), s3["fragment"][7:14].any()),
+            v4_long=s3["total_length"][6:].any(),
+            v4_less=_less(s3["ihl"], s3["total_length"][2:6]),
+            l3=s3["l3"], payload_high=s3["payload_length"][7:].any(),
+            payload_words=s3["payload_length"][2:7],
             addresses=Cat(addresses))
+        far, bound = {}, {}
+        for c in range(3):
+            far[c] = side["payload_high"] | _at_least(side["payload_words"], 20 - c)
+            bound[c] = _add_const(side["payload_words"], 12 + c)
+        side = stage(
+            5, v4_ok=~side["v4_fragment"].any() & (side["v4_long"] | side["v4_less"]),
+            far=_select(side["l3"], far), bound=_select(side["l3"], bound),
+            addresses=side["addresses"])
 
-        # Stages 4 to 11: one IPv6 extension header in two stages each (see _FrameBytes.info
-        # for the view of a word). The walk state: ptr, the word the next header starts at,
-        # its one-hot class, whether the walk failed and whether it goes on. The view of the
-        # header at ptr (the class of the next one, where it starts, whether the header fits)
-        # is a multiplexer on ptr and on whether the header is a fragment header, cut in two:
-        # stage A selects by ptr % 8 for each group of 8 words and makes the next state for
-        # each, stage B picks one by the group.
-        walk["walking"] = walk["valid"] & (walk["cls"][_CLS_EXT] | walk["cls"][_CLS_FRAG])
+        # Stages 4 to 12: the IPv6 extension headers (see _FrameBytes.info for the view of a
+        # word). The walk state: ptr, the word the next header starts at, its one-hot class,
+        # whether the walk failed and whether it goes on. The view of the header at ptr (the
+        # class of the next one, where it starts, whether the header fits) is a multiplexer on
+        # ptr and on whether the header is a fragment header, cut in two: stage A selects by
+        # ptr % 4 for each group of 4 words (a copy of ptr % 4 for each), stage B picks one by
+        # the group and the kind; stage C makes the next state from it. Stage A of the next
+        # header runs with stage C, on where the next header starts (copies of it registered
+        # by stage B): if the walk does not advance, that view goes unused.
+        # The first header's view has the parts of its fit; the later ones have the fit.
+        carried = ("valid", "bad", "v4", "v6", "max_ptr", "fits", "fits_fragment")
+        parts = walk["fits_parts"]
+        fits = Cat(parts[3 * n] | (parts[3 * n + 1] & parts[3 * n + 2])
+                   for n in range(len(_HEADER_WORDS)))
+        state = stage(5, **{name: walk[name] for name in carried[:5]}, fits=fits,
+                      fits_fragment=walk["fits_fragment"], ptr=walk["ptr"],
+                      cls=walk["cls"], fail=walk["fail"],
+                      walking=walk["valid"] & (walk["cls"][_CLS_EXT] | walk["cls"][_CLS_FRAG]))
         for step in range(MAX_EXT_HEADERS):
-            k = 4 + 2 * step
+            k = 4 + 2 * step  # stage A; the state is at k + 1
             groups = {}
             for index in self._header_words(step):
                 info, bit = raw.info(index, k), index - _HEADER_WORDS.start
-                group = groups.setdefault(index // 8, ({}, {}))
-                group[0][index % 8] = Cat(info[_INFO_CLASS], info[_INFO_AFTER][:5],
-                                          walk["fits"][bit])
-                group[1][index % 8] = Cat(info[_INFO_CLASS], Const((index + 2) % 32, 5),
-                                          walk["fits_fragment"][bit])
+                group = groups.setdefault(index // 4, ({}, {}))
+                group[0][index % 4] = Cat(info[_INFO_CLASS], info[_INFO_AFTER][:5],
+                                          parts[3 * bit:3 * bit + 3] if step == 0
+                                          else Cat(walk["fits"][bit], Const(0, 2)))
+                group[1][index % 4] = Cat(info[_INFO_CLASS], Const((index + 2) % 32, 5),
+                                          walk["fits_fragment"][bit], Const(0, 2))
             views = {}
-            for g, by_kind in groups.items():
+            for q, by_kind in groups.items():
                 for fragment, leaves in enumerate(by_kind):
-                    view = _select(ptrs[g + 4 * fragment], leaves)
-                    ok = view[_CLS_BITS + 5]
-                    views[f"view{g + 4 * fragment}"] = Cat(
-                        view[:_CLS_BITS + 5],  # the next class and where it starts
-                        walk["walking"] & ok,  # advance
-                        walk["walking"] & ~ok)  # stop: the header does not fit
-            half = stage(
-                k + 1, valid=walk["valid"], bad=walk["bad"], v4=walk["v4"], v6=walk["v6"],
-                max_ptr=walk["max_ptr"], fits=walk["fits"], fits_fragment=walk["fits_fragment"],
-                ptr=walk["ptr"], cls=walk["cls"], fail=walk["fail"],
-                which=Cat(walk["ptr"][3:], walk["cls"][_CLS_FRAG]), **views)
-            side = stage(k + 1, **side)
+                    views[q + 8 * fragment] = _select(ptrs[q - _VIEW_GROUPS.start], leaves)
+            views = stage(k + 1, **{f"view{n}": view for n, view in views.items()})
 
-            candidates = {}
-            for name, view in half.items():
-                if name.startswith("view"):
-                    next_class = view[:_CLS_BITS]
-                    next_ptr = view[_CLS_BITS:_CLS_BITS + 5]
-                    advance, stop = view[_CLS_BITS + 5], view[_CLS_BITS + 6]
-                    candidates[int(name[4:])] = Cat(
-                        Mux(advance, next_ptr, half["ptr"]),
-                        Mux(advance, next_class, half["cls"]),
-                        half["fail"] | stop,
-                        advance & (next_class[_CLS_EXT] | next_class[_CLS_FRAG]))
-            state = _select(half["which"], candidates)
-            walk = stage(
-                k + 2, valid=half["valid"], bad=half["bad"], v4=half["v4"], v6=half["v6"],
-                max_ptr=half["max_ptr"],
-                ptr=state[:5], cls=state[5:5 + _CLS_BITS], fail=state[5 + _CLS_BITS],
-                walking=state[6 + _CLS_BITS],
-                fits=half["fits"], fits_fragment=half["fits_fragment"])
+            # Stage B: the view of the header at ptr.
+            view = _select(Cat(state["ptr"][2:], state["cls"][_CLS_FRAG]),
+                           {int(name[4:]): value for name, value in views.items()})
+            picked = stage(k + 2, **state, view=view)
             if step + 1 < MAX_EXT_HEADERS:
-                ptrs = view_ptrs(k + 2, state[:3])
-            else:
-                # Sample the enabled mask: which types the frame's IP version may use.
-                v4, v6 = half["v4"], half["v6"]
-                types = stage(
-                    k + 2,
-                    tcp_enabled=Mux(v4, enabled[HashType.TCP_IPV4.value],
-                                    v6 & enabled[HashType.TCP_IPV6.value]),
-                    udp_enabled=Mux(v4, enabled[HashType.UDP_IPV4.value],
-                                    v6 & enabled[HashType.UDP_IPV6.value]),
-                    two_enabled=((v4 & enabled[HashType.IPV4.value])
-                                 | (v6 & enabled[HashType.IPV6.value])))
-            side = stage(k + 2, **side)
+                ptrs = copies(f"s{k + 2}_ptr_view", view[_CLS_BITS:_CLS_BITS + 2],
+                              len(_VIEW_GROUPS))
+                walk = picked
 
-        # Stage 12: the ports (TCP/UDP header at word ptr, IPv4: l3 + 4 * IHL), and whether
-        # they are visible and inside the datagram; an IPv6 chain going on after
-        # MAX_EXT_HEADERS has none.
-        k = 4 + 2 * MAX_EXT_HEADERS
-        # Each group's port multiplexer has a copy of ptr % 8 of its own: ptr alone would drive
-        # hundreds of LUTs. The copies differ from ptr and from each other in initial value or
-        # polarity, so that synthesis keeps them apart.
-        port_ptrs = {}
-        for g, (init, inverted) in zip((1, 2, 3), ((1, 0), (0, 1), (1, 1)), strict=True):
-            copy = Signal(3, name=f"s{k}_port_ptr{g}", init=0b111 * init, reset_less=True)
-            m.d.sync += copy.eq(~state[:3] if inverted else state[:3])
-            port_ptrs[g] = ~copy if inverted else copy
+            # Stage C: advance to the header's successor if it fits, else stop (and fail if
+            # the walk was going on).
+            view = picked["view"]
+            next_class = view[:_CLS_BITS]
+            next_ptr = view[_CLS_BITS:_CLS_BITS + 5]
+            fit = view[_CLS_BITS + 5:]
+            ok = fit[0] | (fit[1] & fit[2])
+            advance = picked["walking"] & ok
+            new_ptr = Mux(advance, next_ptr, picked["ptr"])
+            state = stage(
+                k + 3, **{name: picked[name] for name in carried},
+                ptr=new_ptr, cls=Mux(advance, next_class, picked["cls"]),
+                fail=picked["fail"] | (picked["walking"] & ~ok),
+                walking=advance & (next_class[_CLS_EXT] | next_class[_CLS_FRAG]))
+        for k in range(6, 4 + 2 * MAX_EXT_HEADERS + 2):
+            side = stage(k, **side)
+        walk = state
+        k = 4 + 2 * MAX_EXT_HEADERS + 1
+        # Sample the enabled mask (stage k - 1): which types the frame's IP version may use.
+        v4, v6 = picked["v4"], picked["v6"]
+        types = stage(
+            k,
+            tcp_enabled=Mux(v4, enabled[HashType.TCP_IPV4.value],
+                            v6 & enabled[HashType.TCP_IPV6.value]),
+            udp_enabled=Mux(v4, enabled[HashType.UDP_IPV4.value],
+                            v6 & enabled[HashType.UDP_IPV6.value]),
+            two_enabled=((v4 & enabled[HashType.IPV4.value])
+                         | (v6 & enabled[HashType.IPV6.value])))
+        # Each port multiplexer (a group of 4 words) has a copy of ptr % 4 of its own: ptr
+        # alone would drive hundreds of LUTs.
+        port_ptrs = dict(zip(_PORT_GROUPS, copies(f"s{k}_port_ptr", new_ptr[:2],
+                                                  len(_PORT_GROUPS)), strict=True))
+
+        # Stage 13: the ports (TCP/UDP header at word ptr, IPv4: l3 + 4 * IHL) for each group
+        # of 4 words, and whether they are visible and inside the datagram; an IPv6 chain
+        # going on after MAX_EXT_HEADERS has none.
         cls, ptr = walk["cls"], walk["ptr"]
         v4, v6, tcp = walk["v4"], walk["v6"], cls[_CLS_TCP]
         # Is the frame TCP or UDP and its 4-tuple type enabled? (Whether its ports are usable
-        # comes two stages later.) One signal per IP version: stage 14 then gates each half of
+        # comes two stages later.) One signal per IP version: stage 15 then gates each half of
         # the ports with one LUT.
         four = ~walk["fail"] & ((cls[_CLS_TCP] & types["tcp_enabled"])
                                 | (cls[_CLS_UDP] & types["udp_enabled"]))
@@ -834,21 +894,23 @@ class RssUnit(wiring.Component):
             two_enabled=types["two_enabled"],
             # Are the ports visible (they end at byte 4 * ptr + 6 <= vis: ptr < max_ptr) and,
             # for IPv6, inside the datagram (ptr <= bound, or far)? Each comparison of the
-            # 5-bit pointers in parts: the top 2 bits (< and ==) and the low 3; stage 13
+            # 5-bit pointers in parts: the top 2 bits (< and ==) and the low 3; stage 14
             # combines them.
             vis_high_lt=_less(ptr[3:], walk["max_ptr"][3:]),
             vis_high_eq=ptr[3:] == walk["max_ptr"][3:],
             vis_low_lt=_less(ptr[:3], walk["max_ptr"][:3]),
-            v4_ok=~side["v4_fragment"] & side["v4_length_ok"], far=side["far"],
+            v4_ok=side["v4_ok"], far=side["far"],
             dgram_high_lt=_less(ptr[3:], side["bound"][3:]),
             dgram_high_eq=ptr[3:] == side["bound"][3:],
             dgram_low_le=~_less(side["bound"][:3], ptr[:3]),
-            # The ports at word 8 * g + ptr % 8 for each group g; stage 13 picks the group.
-            **{f"ports{g}": _select(port_ptrs[g], {n: raw.word(8 * g + n, k) for n in range(8)})
-               for g in (1, 2, 3)},
-            ports_group=ptr[3:], addresses=side["addresses"])
+            # The ports at word 4 * q + ptr % 4 for each group q; stage 14 picks the group.
+            **{f"ports{q}": _select(port_ptrs[q], {n: raw.word(4 * q + n, k) for n in range(4)})
+               for q in _PORT_GROUPS},
+            addresses=side["addresses"])
+        # The group, in two copies (one for each half of the ports).
+        ports_group = copies(f"s{k + 1}_ports_group", ptr[2:], 2)
 
-        # Stage 13: are the ports usable; the ports of their group.
+        # Stage 14: are the ports usable; the ports of their group.
         visible = s12["vis_high_lt"] | (s12["vis_high_eq"] & s12["vis_low_lt"])
         in_datagram = Mux(s12["v4"], s12["v4_ok"],
                           s12["far"] | s12["dgram_high_lt"]
@@ -858,9 +920,10 @@ class RssUnit(wiring.Component):
                 "valid", "bad", "v4", "v6", "tcp", "four_v4", "four_v6", "start_four",
                 "start_two", "two_enabled", "addresses")},
             usable=visible & in_datagram,
-            ports=_select(s12["ports_group"], {g: s12[f"ports{g}"] for g in (1, 2, 3)}))
+            ports=Cat(_select(ports_group[half], {q: s12[f"ports{q}"][16 * half:16 * half + 16]
+                                                  for q in _PORT_GROUPS}) for half in range(2)))
 
-        # Stage 14: the hash type: the 4-tuple type if the frame has usable ports and it is
+        # Stage 15: the hash type: the 4-tuple type if the frame has usable ports and it is
         # enabled, else the 2-tuple type if enabled.
         v4, v6, tcp = s13["v4"], s13["v6"], s13["tcp"]
         usable = s13["usable"]
@@ -876,19 +939,20 @@ class RssUnit(wiring.Component):
         # An iterative core loads some 670 flip-flops on start: copies of it share them. The
         # copies differ in reset, polarity or initial value, so that synthesis keeps them apart.
         start = (s13["start_four"] & usable) | s13["start_two"]
-        copies = []
+        start_copies = []
         for n, (reset_less, inverted) in enumerate(_START_COPIES):
             copy = Signal(name=f"s{k + 3}_start{n}", init=n % 2 if reset_less else inverted,
                           reset_less=reset_less)
             m.d.sync += copy.eq(start ^ inverted)
-            copies.append(copy ^ inverted)
+            start_copies.append(copy ^ inverted)
         out = stage(
             k + 3, valid=s13["valid"], bad=s13["bad"], hash_type=hash_type,
+            hashed=use_four | use_two,
             # The hash input: the addresses, and the ports after the IPv4 or after the IPv6
             # addresses (IPv4: zeros after that).
             tuple=Cat(addresses[0:64], addresses[64:96] | Mux(four_v4, ports, 0),
                       addresses[96:256], Mux(four_v6, ports, 0)))
-        out["start"] = Cat(copies)
+        out["start"] = Cat(start_copies)
         return out
 
     @staticmethod
@@ -954,15 +1018,19 @@ class RssUnit(wiring.Component):
         # words differ from their reset value there.
         w_data = Signal(32, reset_less=True)
         w_addr = Signal(9, reset_less=True)  # word address in the table or the key
-        w_table, w_hash_types, w_any = Signal(), Signal(), Signal()
+        w_table = Signal(table.banks)  # one-hot: the bank written
+        w_hash_types, w_any = Signal(), Signal()
         w_key = Signal(len(key_words))
         w_key_any = Signal()
         written = Signal(len(key_words))
         w_entry = early("w_entry", entry)
+        # The table bank an access goes to, one-hot.
+        banks = early("table_banks", Cat(in_table & (entry[bank_bits:] == n)
+                                         for n in range(table.banks)))
         with m.If(bus.w_en):
             m.d.sync += [w_data.eq(bus.w_data), w_addr.eq(w_entry)]
         m.d.sync += [
-            w_table.eq(bus.w_en & write_table),
+            w_table.eq(Mux(bus.w_en & write_table, banks, 0)),
             w_hash_types.eq(bus.w_en & write_hash_types),
             w_key.eq(Mux(bus.w_en & w_key_addr, key_word, 0)),
             w_key_any.eq(bus.w_en & w_key_addr),
@@ -1001,8 +1069,6 @@ class RssUnit(wiring.Component):
         read_key = early("read_key", in_key & key_index_ok)
         low_index = early("low_index", index[:3])
         read_low = early("read_low", in_low)
-        banks = early("read_banks", Cat(in_table & (entry[bank_bits:] == n)
-                                        for n in range(table.banks)))
         r_key = Signal(32, reset_less=True)
         r_low = Signal(32, reset_less=True)
         r_forward = Signal(32, reset_less=True)
