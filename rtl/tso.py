@@ -31,20 +31,31 @@ The segment ring holds two segments of the largest MSS (``max_mss``, 9000 bytes 
 one drains while the next fills, so a segment's checksum is known before its header leaves.
 Once a super-frame's first segment is buffered the output sends a beat every cycle, across
 segments and across super-frames of 64 KiB (``benchmarks/bench_tso.py``). The header side
-works on the next super-frame while the payload side moves the current one, so short
-super-frames cost the payload side only its payload beats and a drain of the finisher's
-pipeline (``_PIPE_DRAIN``): back-to-back super-frames of one 1448-byte segment leave at
-0.88 (64 bit) and 0.59 (512 bit) beats a cycle (0.80 and 0.43 with the header work in
-series).
+works on the next super-frame while the payload side moves the current one, and the finisher
+carries each frame's values down its pipeline, so the payload side takes the next frame two
+cycles after the current one's last payload beat (``_PIPE_DRAIN``; a dropped frame's result
+still waits for the last descriptor, ``_FIN_DRAIN``): back-to-back super-frames of one
+1448-byte segment leave at 0.90 (64 bit) and 0.65 (512 bit) beats a cycle (0.88 and 0.59 with
+the payload side waiting for the finisher, 0.80 and 0.43 with the header work in series). At
+512 bit the header side (read, parse, sums: about 32 cycles a frame) is what holds them now.
 
 For timing (ECP5, ``nicsim synth tso``), the decisions that move data take their inputs from
 flip-flops: room and credit flags are registered a cycle late with the margin that takes,
 the oldest commands, payload beats and descriptors wait in flip-flop windows popped on
-flip-flop state (:func:`_window`), the rotation and the header sums are pipelined, and the
-block RAMs feed flip-flops with no collision logic between (``_NO_RW_CHECK``). At 64 bit on
-ECP5-85k (seed 1) that gives 109.0 MHz (99.5 before); the critical path is now a frame-ring
-block RAM's clock-to-output (5.83 ns without its output register) and 3.3 ns of routing to the
-flip-flop that takes its data.
+flip-flop state (:func:`_window`), the rotation, the header sums and the reader's byte
+rewrites are pipelined, queue writes and the ring's write and read addresses come from
+flip-flops, and the block RAMs feed flip-flops with no collision logic between
+(``_NO_RW_CHECK``) and no other load. At 64 bit on ECP5-85k (seed 1) that gives
+112.2 MHz (109.0 before these steps), short of 150 MHz. Of the 18111 timed endpoints, 169
+arrive later than 6.67 ns (150 MHz); 103 of them are the first flip-flops behind the frame
+ring, template and segment ring block RAMs: a DP16KD without its output register takes 5.83 ns
+from clock to data, and nextpnr (placing for 250 MHz) puts those flip-flops 3 ns of routing
+away, 8.9 ns in all. The other 66 (descriptor window, planner, finisher's first sums) end by
+7.5 ns (about 134 MHz). 150 MHz needs the RAMs' own output register (``REGMODE`` ``OUTREG``,
+which nextpnr times as a DP16KD mode of its own). yosys's ECP5 memory mapping never sets it
+(``techlibs/lattice/brams_map_16kd.v`` writes ``NOREG``), so it takes DP16KD instances for
+synthesis (with the memories kept for Verilator), a choice the synthesis flow would have to
+pass to the design.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
