@@ -15,6 +15,7 @@ Steps (see :meth:`Stage.elaborate`):
 step        exact table                     ternary / LPM table
 ==========  ==============================  ===========================================
 ``look``    bucket read (CRC-32 of the key)  every entry compared
+``fetch``   the ways' words registered      --
 ``ways``    the four ways compared          --
 ``tree1``,  --                              the priority tree, in two registered halves
 ``tree2``
@@ -147,7 +148,7 @@ class Stage(Elaboratable):
         self.arg_bits = table_arg_bits(table)
         self.metered = table["meter"] is not None
         if self.kind == "exact":
-            self.steps = ["look", "ways", "read", "act"]
+            self.steps = ["look", "fetch", "ways", "read", "act"]
         else:
             self.steps = ["look", "tree1", "tree2", "pick", "act"]
         self.steps += ["fill", "bound", "mark"] if self.metered else []
@@ -278,17 +279,29 @@ class Stage(Elaboratable):
                     wr.data.eq(Cat(*parts)),
                     wr.en.eq(mine0 & (tk0.slot % EXACT_WAYS == w)),
                 ]
-                way_data.append(unpack_entry(rd.data))
-            bucket_q = reg_at(bucket, "look", "bucket")
-            key_q = reg_at(key, "look", "key")
-            m.d.sync += hit.eq(0)
-            for w in reversed(range(EXACT_WAYS)):  # the lowest way that matches
-                e = way_data[w]
-                with m.If(e["valid"] & (e["key"] == key_q)):
-                    m.d.sync += [hit.eq(1), slot.eq(bucket_q * EXACT_WAYS + w),
-                                 act.eq(e["act"]), args.eq(e["args"])]
-                    if self.metered:
-                        m.d.sync += mcfg.eq(e["meter"])
+                # the ways' words registered as they leave the memories (``fetch``), compared
+                # in the next step
+                way_data.append(unpack_entry(reg_at(rd.data, "fetch", f"way{w}")))
+            bucket_q = carry(reg_at(bucket, "look", "bucket"), "look", "ways", "bucket")
+            key_q = carry(reg_at(key, "look", "key"), "look", "ways", "key")
+            # the lowest way that matches, selected by a one-hot AND-OR (no priority chain)
+            matches = [e["valid"] & (e["key"] == key_q) for e in way_data]
+            first = [matches[w] & ~Cat(*matches[:w]).any() if w else matches[0]
+                     for w in range(EXACT_WAYS)]
+
+            def select(field, width):
+                out = Const(0, width)
+                for w in range(EXACT_WAYS):
+                    out = out | Mux(first[w], way_data[w][field], 0)
+                return out
+
+            way = Const(0, 2)
+            for w in range(1, EXACT_WAYS):
+                way = way | Mux(first[w], w, 0)
+            m.d.sync += [hit.eq(Cat(*matches).any()), slot.eq(Cat(way, bucket_q)),
+                         act.eq(select("act", ACTION_BITS)), args.eq(select("args", self.arg_bits))]
+            if self.metered:
+                m.d.sync += mcfg.eq(select("meter", METER_CFG_BITS))
         else:
             n = self.slots
             valid = Signal(n)
