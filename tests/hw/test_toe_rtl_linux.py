@@ -14,7 +14,8 @@ import socket
 import struct
 
 import pytest
-from test_toe_linux import ENGINE_IP, ENGINE_MAC, LINUX_IP, accept_all, echo_client, listen_socket
+from test_toe_linux import ENGINE_IP, ENGINE_MAC, LINUX_IP, accept_all, listen_socket
+from test_toe_verilator_linux import assert_clean, run_echo
 
 from nicsim.hw.toe.apps import AppHost, EchoApp, SendApp
 from nicsim.hw.toe.bridge import TapBridge, missing_requirements, ping
@@ -33,27 +34,6 @@ def rtl_engine(sessions=4):
     # engine time follows the wall clock, at most 20 ms at a time while the simulation lags
     return RtlEngine(ENGINE_MAC, ENGINE_IP, sessions=sessions, buf_bits=16, tick_s=0.01,
                      time_wait=0.2, catch_up_ticks=2)
-
-
-def assert_clean(counters):
-    bad = {k: counters[k] for k in ("bad_tcp_checksum", "bad_ip_checksum", "truncated",
-                                    "bad_flags", "session_table_full", "half_open_full")
-           if counters[k]}
-    assert not bad, bad
-
-
-def run_echo(engine, payloads, timeout=120, **bridge_kwargs):
-    echo = EchoApp(engine, 7)
-    with TapBridge(engine, [AppHost(engine, [echo])], host_ip=LINUX_IP,
-                   **bridge_kwargs) as bridge:
-        futures = [bridge.submit(echo_client, d, 7, timeout) for d in payloads]
-        bridge.run(lambda: all(f.done() for f in futures), timeout)
-        results = [f.result(timeout=1) for f in futures]
-        # the engine closes after the peer's FIN; its sessions end when Linux acks the FIN
-        bridge.run(lambda: not engine.sessions(), 10)
-        leftover = engine.sessions()
-        counters = engine.counters()
-    return echo, results, leftover, counters
 
 
 @pytest.mark.long  # the Verilator runs cover it at 1 MiB in make test
