@@ -59,11 +59,15 @@ class EngineSpec:
     options : tuple of str
         Command-line options the engine takes beyond the common ones (``mss``, ``udp``,
         ``fixed_id``, ``program``, ``entries``).
+    timed : bool
+        The adapter's ``run_model`` and ``run_rtl`` also take ``times_ns``: each frame's
+        capture time in nanoseconds from the first frame (meters need it).
     """
 
     module: str
     summary: str
     options: tuple = ()
+    timed: bool = False
 
 
 ENGINES = {
@@ -72,7 +76,7 @@ ENGINES = {
     "rss": EngineSpec(__name__, "RSS Toeplitz hash and queue"),
     "match-action": EngineSpec("nicsim.hw.match_action.engine",
                                "Match-action pipeline (program and entries)",
-                               ("program", "entries")),
+                               ("program", "entries"), timed=True),
     "lro": EngineSpec("nicsim.hw.lro_engine", "LRO: merge TCP segments (GRO rules)"),
     "tso": EngineSpec("nicsim.hw.tso_engine", "TSO/USO: cut super-frames into MSS-sized frames",
                       ("mss", "udp", "fixed_id")),
@@ -266,12 +270,22 @@ def decode_rss_result(word):
     }
 
 
-def run_model(engine, frames, config=None) -> EngineRun:
-    """Run frames through the golden reference of ``engine``."""
+def _timing(engine, times_ns):
+    """Keyword arguments that hand capture times to an engine that uses them."""
+    return {"times_ns": times_ns} if times_ns is not None and ENGINES[engine].timed else {}
+
+
+def run_model(engine, frames, config=None, times_ns=None) -> EngineRun:
+    """Run frames through the golden reference of ``engine``.
+
+    ``times_ns``: capture time of each frame in nanoseconds from the first; engines without
+    time-dependent state ignore it.
+    """
     if engine not in _BUILTIN:
         adapter = _adapter(engine)
         return adapter.run_model(frames, config if config is not None
-                                 else adapter.load_config({}, {}))
+                                 else adapter.load_config({}, {}),
+                                 **_timing(engine, times_ns))
     config = config or EngineConfig()
     if engine == "checksum-rx":
         meta = []
@@ -321,7 +335,7 @@ def rss_register_writes(config: RssConfig):
 
 
 def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=0, seed=1,
-            waves=None):
+            waves=None, times_ns=None):
     """Run frames through the gateware of ``engine`` on Verilator (C++ harness).
 
     Parameters
@@ -338,6 +352,8 @@ def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=
         Percent of cycles the source idles / the sinks refuse (seeded).
     waves : path, optional
         Record the run as an FST waveform.
+    times_ns : list of int, optional
+        Capture time of each frame in nanoseconds from the first (engines with meters).
     """
     from .harness import build_harness, run_harness
 
@@ -346,7 +362,7 @@ def run_rtl(engine, frames, config=None, width=64, idle_pct=0, backpressure_pct=
         return adapter.run_rtl(frames, config if config is not None
                                else adapter.load_config({}, {}), width=width,
                                idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed,
-                               waves=waves)
+                               waves=waves, **_timing(engine, times_ns))
     config = config or EngineConfig()
     params = {"width": width}
     users = [0] * len(frames)

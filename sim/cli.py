@@ -102,13 +102,15 @@ def rtl_run(
         packets = read_pcap(in_path)
         cfg = load_config(engine, config, options)
         frames = [p.data for p in packets]
+        times_ns = [p.time_ns - packets[0].time_ns for p in packets]
         start = time.monotonic()
         if backend == "model":
-            run = run_model(engine, frames, cfg)
+            run = run_model(engine, frames, cfg, times_ns=times_ns)
         else:
             with console.status(f"building {engine} ({width} bit) and running "
                                 f"{len(frames)} frames on Verilator"):
-                run = run_rtl(engine, frames, cfg, width=width, waves=waves)
+                run = run_rtl(engine, frames, cfg, width=width, waves=waves,
+                              times_ns=times_ns)
         elapsed = time.monotonic() - start
     except (PcapError, ConfigError, VerilatorError) as exc:
         _fail(str(exc))

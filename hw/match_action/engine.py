@@ -2,9 +2,11 @@
 
 Configuration (command line ``--program``/``--entries``, or the ``[match-action]`` section of
 ``--config``): ``program`` and ``entries`` (TOML files), ``stages`` (default 4) and
-``frame_interval_ns`` (default 100): the engine interface passes frames without their capture
-times, so frame ``i`` is stamped ``i * frame_interval_ns`` nanoseconds for the meters, on
-both backends.
+``frame_interval_ns``. The meters' time base, the same on both backends: each frame's capture
+time (``times_ns``, nanoseconds from the first frame, as ``nicsim rtl run`` reads them from the
+capture; a time earlier than the frame before it counts as that frame's time, so meters never
+see time run backwards); with ``frame_interval_ns`` set, or without capture times, frame ``i``
+is stamped ``i * frame_interval_ns`` instead (default 100 ns).
 
 Metadata per input frame: ``action`` (``forward``, ``host``, ``drop``), ``port``, ``queue``,
 ``table_hits`` (names of the tables that hit), ``mirror`` (host queue of a copy or ``None``),
@@ -23,7 +25,7 @@ from ..ref.match_action import Pipeline
 from .control import ControlPlane
 from .program import Program, ProgramError, load_entries, load_program
 
-__all__ = ["MaConfig", "load_config", "run_model", "run_rtl", "decode_result"]
+__all__ = ["MaConfig", "load_config", "frame_times", "run_model", "run_rtl", "decode_result"]
 
 
 @dataclass
@@ -33,7 +35,7 @@ class MaConfig:
     program: Program
     entries: list = field(default_factory=list)
     stages: int = limits.DEFAULT_STAGES
-    frame_interval_ns: int = 100
+    frame_interval_ns: int | None = None
     program_path: str | None = None
 
 
@@ -47,8 +49,9 @@ def load_config(section, options):
     if prog_path is None:
         raise ValueError("match-action needs a program: --program P.toml")
     stages = int(section.get("stages", limits.DEFAULT_STAGES))
-    interval = int(section.get("frame_interval_ns", 100))
-    if interval < 0:
+    interval = section.get("frame_interval_ns")
+    interval = None if interval is None else int(interval)
+    if interval is not None and interval < 0:
         raise ValueError("frame_interval_ns must not be negative")
     try:
         cp = ControlPlane(load_program(Path(prog_path)), stages=stages)
@@ -61,12 +64,27 @@ def load_config(section, options):
     return MaConfig(cp.program, entries, stages, interval, str(prog_path))
 
 
-def run_model(frames, config: MaConfig) -> EngineRun:
+def frame_times(config: MaConfig, count, times_ns=None):
+    """The meters' time of each of ``count`` frames (see the module docstring)."""
+    if times_ns is None or config.frame_interval_ns is not None:
+        step = 100 if config.frame_interval_ns is None else config.frame_interval_ns
+        return [i * step for i in range(count)]
+    if len(times_ns) != count:
+        raise ValueError(f"{len(times_ns)} capture times for {count} frames")
+    stamps, last = [], 0
+    for t in times_ns:
+        last = max(last, int(t))
+        stamps.append(last)
+    return stamps
+
+
+def run_model(frames, config: MaConfig, times_ns=None) -> EngineRun:
     """Run frames through the golden pipeline."""
     pipe = Pipeline(config.program, config.entries)
     out, meta = [], []
-    for i, frame in enumerate(frames):
-        result = pipe.process(frame, i * config.frame_interval_ns)
+    stamps = frame_times(config, len(frames), times_ns)
+    for frame, stamp in zip(frames, stamps, strict=True):
+        result = pipe.process(frame, stamp)
         if result.frame is not None:
             out.append(result.frame)
         meta.append(result.meta)
@@ -95,7 +113,7 @@ def decode_result(word, config: MaConfig):
 
 
 def run_rtl(frames, config: MaConfig, *, width=64, idle_pct=0, backpressure_pct=0, seed=1,
-            waves=None) -> EngineRun:
+            waves=None, times_ns=None) -> EngineRun:
     """Run frames through the gateware on Verilator, entries loaded over AXI4-Lite first."""
     from ..harness import build_harness, run_harness
 
@@ -104,9 +122,10 @@ def run_rtl(frames, config: MaConfig, *, width=64, idle_pct=0, backpressure_pct=
         cp.add(e)
     params = {"width": width, "program": cp.config}
     sent = [i for i, f in enumerate(frames) if f]
+    stamps = frame_times(config, len(frames), times_ns)
     build = build_harness("match-action", params, waves=waves is not None)
     done = run_harness(build, [frames[i] for i in sent],
-                       [i * config.frame_interval_ns for i in sent], cp.device.writes, [],
+                       [stamps[i] for i in sent], cp.device.writes, [],
                        idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed,
                        waves=waves)
     results = iter(done.results)
