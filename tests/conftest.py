@@ -13,12 +13,3 @@ settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("NICSIM_HYPOTHESIS", "explore"))
 
-
-def pytest_collection_modifyitems(config, items):
-    """Run the Verilator suites first (a stable sort: modules stay whole and in order).
-
-    They hold the longest tests and the builds; started last, a few of them would leave one
-    xdist worker running alone at the end of ``make test``.
-    """
-    first = ("rtl", "hw")
-    items.sort(key=lambda item: Path(str(item.fspath)).parent.name not in first)

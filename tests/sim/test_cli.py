@@ -95,7 +95,7 @@ def test_bad_arguments_one_line(capture, tmp_path):
 
 
 @pytest.mark.parametrize("engine, width", [("checksum-rx", 64), ("rss", 512),
-                                           ("checksum-tx", 128)])
+                                           ("checksum-tx", 64)])
 def test_rtl_and_model_backends_write_identical_files(capture, tmp_path, engine, width):
     path, _ = capture
     outputs = {}
