@@ -122,22 +122,71 @@ def _entry(name, n, size, device_s, wall_s, numpy_s, agree):
             "agree": bool(agree)}
 
 
-def _fit(points):
-    """Least-squares ``t = fixed + items * item + bytes * byte`` (ps), no term negative."""
-    a = np.array([[1.0, items, nbytes] for items, nbytes, _ in points])
-    t = np.array([ps for _, _, ps in points])
-    used = [0, 1] + ([2] if len({b / i for i, b, _ in points if i}) > 1 else [])
-    coef = np.zeros(3)
-    while True:
+def _nonneg_lstsq(a, t):
+    """Least squares ``a @ x ~ t`` with no term of ``x`` negative (negative terms dropped)."""
+    used = list(range(a.shape[1]))
+    x = np.zeros(a.shape[1])
+    while used:
         sol, *_ = np.linalg.lstsq(a[:, used], t, rcond=None)
-        coef[:] = 0
-        coef[used] = sol
         negative = [u for u, v in zip(used, sol, strict=True) if v < 0]
         if not negative:
-            return KernelCost(*coef)
+            x[used] = sol
+            break
         used = [u for u in used if u not in negative]
-        if not used:
-            return KernelCost(0.0, 0.0, 0.0)
+    return x
+
+
+def _fit_span(points, span):
+    """The best ``fixed, item, byte`` for a given ``span`` (ps per byte of the longest work-item),
+    in relative error: a point whose span term exceeds its throughput term is fitted by
+    ``fixed + longest * span`` alone. Returns the cost and its squared log error."""
+    n = len(points)
+    columns = [1] + ([2] if len({b / i for i, b, _, _ in points if i}) > 1 else [])
+    bound = [False] * n
+    cost = None
+    for _ in range(2 * n + 2):  # the bound set settles within a few rounds
+        rows = []
+        target = []
+        for (items, nbytes, longest, ps), is_bound in zip(points, bound, strict=True):
+            if is_bound:
+                rows.append([1.0, 0.0, 0.0])
+                target.append(ps - longest * span)
+            else:
+                rows.append([1.0, float(items), float(nbytes)])
+                target.append(ps)
+        weight = np.array([1.0 / max(ps, 1.0) for _, _, _, ps in points])
+        a = np.array(rows)[:, [0] + columns] * weight[:, None]
+        x = _nonneg_lstsq(a, np.array(target) * weight)
+        coef = np.zeros(3)
+        coef[[0] + columns] = x
+        cost = KernelCost(coef[0], coef[1], coef[2], span)
+        now = [longest * span > items * cost.item_ps + nbytes * cost.byte_ps
+               for items, nbytes, longest, _ in points]
+        if now == bound:
+            break
+        bound = now
+    error = sum(np.log(max(cost.time_ps(i, b, longest), 1) / max(ps, 1.0)) ** 2
+                for i, b, longest, ps in points)
+    return cost, error
+
+
+def _fit(points):
+    """Fit :class:`KernelCost` to measured ``(items, nbytes, longest, ps)`` points.
+
+    ``fixed + max(items * item + nbytes * byte, longest * span)``, no term negative, chosen
+    for the least squared relative (log) error over the points, so that small batches weigh
+    as much as large ones. The span is searched over the values each point would give alone
+    and a log-spaced range between them; ``span = 0`` (the plain linear fit) is a candidate.
+    """
+    if not points:
+        return KernelCost()
+    points = [(int(i), int(b), int(longest), float(ps)) for i, b, longest, ps in points]
+    alone = [ps / longest for _, _, longest, ps in points if longest > 0 and ps > 0]
+    spans = [0.0]
+    if alone:
+        spans += list(np.geomspace(min(alone) / 100, max(alone), 200)) + alone
+    best = min((_fit_span(points, s) for s in spans), key=lambda fit: fit[1])
+    return best[0]
 
 
 def _launch_ps(platform, reps):
@@ -174,7 +223,8 @@ def run_bench(platform, scale: float = 1.0, reps: int = 5, seed: int = 1, signat
     Returns
     -------
     dict
-        ``{"platform", "kind", "results": [...], "profile": {...}}``.
+        ``{"platform", "kind", "results": [...], "profile": {...}, "points": {...}}``; the
+        points are the measured ``[items, bytes, longest, ps]`` each kernel's cost is fitted to.
     """
     say = progress or (lambda text: None)
     rng = np.random.default_rng(seed)
@@ -201,7 +251,7 @@ def run_bench(platform, scale: float = 1.0, reps: int = 5, seed: int = 1, signat
         addrs = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype(np.uint32)
         k4.lookup(addrs)
         dev, wall = _kernel_time(k4, lambda a=addrs: k4.lookup(a), reps)
-        points["lpm4"].append((n, 0, dev * 1e12))
+        points["lpm4"].append((n, 0, 0, dev * 1e12))
     np_s = _median_time(lambda: lpm4_numpy(table, addrs), reps)
     results.append(_entry("lpm4", n, None, dev, wall, np_s,
                           np.array_equal(k4.lookup(addrs), lpm4_numpy(table, addrs))))
@@ -224,7 +274,7 @@ def run_bench(platform, scale: float = 1.0, reps: int = 5, seed: int = 1, signat
                           for p in picks] + [prng.getrandbits(128) for _ in range(n - n // 2)])
         k6.lookup(words)
         dev, wall = _kernel_time(k6, lambda w=words: k6.lookup(w), reps)
-        points["lpm6"].append((n, 0, dev * 1e12))
+        points["lpm6"].append((n, 0, 0, dev * 1e12))
     np_s = _median_time(lambda: lpm6_numpy(table6, words), max(1, reps // 2))
     results.append(_entry("lpm6", n, None, dev, wall, np_s,
                           np.array_equal(k6.lookup(words), lpm6_numpy(table6, words))))
@@ -265,7 +315,7 @@ def run_bench(platform, scale: float = 1.0, reps: int = 5, seed: int = 1, signat
                 b = pack(list(frames[:count])) if count < n else batch
                 call(count, b)  # warm up
                 dev, wall = _kernel_time(kernel, partial(call, count, b), reps)
-                points[name].append((count, read * count, dev * 1e12))
+                points[name].append((count, read * count, read, dev * 1e12))
             np_s = _median_time(numpy_call, reps if name in ("rss", "checksum")
                                 else max(1, reps // 2))
             results.append(_entry(name, n, size, dev, wall, np_s,
@@ -275,4 +325,6 @@ def run_bench(platform, scale: float = 1.0, reps: int = 5, seed: int = 1, signat
                          {k: _fit(p) for k, p in points.items()},
                          f"measured by nicsim gpu bench on {platform.name}")
     return {"platform": platform.name, "slug": platform.slug, "kind": platform.kind,
-            "results": results, "profile": profile.to_dict()}
+            "results": results, "profile": profile.to_dict(),
+            "points": {k: [[i, b, longest, round(ps)] for i, b, longest, ps in p]
+                       for k, p in points.items()}}

@@ -18,7 +18,8 @@ at a time, while the copy engines overlap a later batch's copy with an earlier k
   carries the same TLPs), scheduled when the frames leave the NIC, and no host copy of the
   frame data is needed.
 * A kernel costs the launch overhead (driver and doorbell, paid before the GPU starts) plus
-  ``fixed + items * per_item + bytes * per_byte`` of GPU time (:class:`KernelCost`), from a
+  ``fixed + max(items * per_item + bytes * per_byte, longest * per_span_byte)`` of GPU time
+  (:class:`KernelCost`), from a
   :class:`GpuProfile`: measured on an OpenCL platform (``nicsim gpu bench`` writes
   ``gpu/calibration/<platform>.json``) or the built-in assumptions.
 """
@@ -43,7 +44,14 @@ GPU_BAR = 0x38_0000_0000  # where the BIOS placed the GPU's memory BAR (large BA
 
 @dataclass(frozen=True)
 class KernelCost:
-    """GPU time of one kernel launch: ``fixed_ps + items * item_ps + nbytes * byte_ps``.
+    """GPU time of one kernel launch:
+    ``fixed_ps + max(items * item_ps + nbytes * byte_ps, longest * span_ps)``.
+
+    The first term of the maximum is throughput: work spread over all the GPU's lanes. The
+    second is one work-item's walk through its frame: a kernel that runs a frame per work-item
+    (Aho-Corasick, checksum, AES-CTR) cannot finish before its longest frame is done, however
+    few the frames, and on a large GPU a batch of long frames is bound by that chain of
+    dependent loads rather than by the work in total.
 
     Members
     -------
@@ -53,14 +61,18 @@ class KernelCost:
         Per packet (work-item).
     byte_ps : float
         Per byte of packet data the kernel reads.
+    span_ps : float
+        Per byte of the longest packet data one work-item reads.
     """
 
     fixed_ps: float = 0.0
     item_ps: float = 0.0
     byte_ps: float = 0.0
+    span_ps: float = 0.0
 
-    def time_ps(self, items: int, nbytes: int = 0) -> int:
-        return round(self.fixed_ps + items * self.item_ps + nbytes * self.byte_ps)
+    def time_ps(self, items: int, nbytes: int = 0, longest: int = 0) -> int:
+        return round(self.fixed_ps + max(items * self.item_ps + nbytes * self.byte_ps,
+                                         longest * self.span_ps))
 
 
 _ASSUMED = "assumption: a discrete data-centre GPU"
@@ -107,7 +119,7 @@ class GpuProfile:
     @classmethod
     def from_dict(cls, data: dict) -> GpuProfile:
         kernels = {k: KernelCost(**{f: float(v) for f, v in c.items()
-                                    if f in ("fixed_ps", "item_ps", "byte_ps")})
+                                    if f in ("fixed_ps", "item_ps", "byte_ps", "span_ps")})
                    for k, c in data["kernels"].items()}
         missing = sorted(set(KERNELS) - set(kernels))
         if missing:
@@ -119,7 +131,7 @@ class GpuProfile:
     def to_dict(self) -> dict:
         return {"name": self.name, "source": self.source, "launch_ps": self.launch_ps,
                 "kernels": {k: {"fixed_ps": round(c.fixed_ps, 1), "item_ps": round(c.item_ps, 3),
-                                "byte_ps": round(c.byte_ps, 4)}
+                                "byte_ps": round(c.byte_ps, 4), "span_ps": round(c.span_ps, 3)}
                             for k, c in self.kernels.items()}}
 
 
@@ -209,15 +221,15 @@ class GpuDevice:
         return self.link.mmio_write(GPU_BAR, nbytes, ready)
 
     def run_kernel(self, kernel: str, items: int, nbytes: int = 0,
-                   ready_ps: int | None = None) -> int:
-        """Launch ``kernel`` over ``items`` packets reading ``nbytes`` once its input is there
-        (``ready_ps``); return when it has finished."""
+                   ready_ps: int | None = None, longest: int = 0) -> int:
+        """Launch ``kernel`` over ``items`` packets reading ``nbytes`` (at most ``longest`` by
+        one work-item) once its input is there (``ready_ps``); return when it has finished."""
         cost = self.profile.kernels.get(kernel)
         if cost is None:
             raise ValueError(f"GPU kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
         ready = self.env.now if ready_ps is None else ready_ps
         start = max(ready + self.profile.launch_ps, self.free_at)
-        run = cost.time_ps(items, nbytes)
+        run = cost.time_ps(items, nbytes, longest)
         self.free_at = start + run
         self.launches += 1
         self.items += items
@@ -226,7 +238,7 @@ class GpuDevice:
 
     def offload(self, kernel: str, items: int, in_bytes: int, out_bytes: int,
                 kernel_bytes: int = 0, ready_ps: int | None = None,
-                input_ready_ps: int | None = None) -> int:
+                input_ready_ps: int | None = None, kernel_longest: int = 0) -> int:
         """Copy a batch in, run ``kernel`` on it, copy the results out; return when the
         results are in host memory.
 
@@ -238,6 +250,8 @@ class GpuDevice:
             Result bytes copied back.
         kernel_bytes : int
             Packet bytes the kernel reads (its per-byte cost).
+        kernel_longest : int
+            The most of them one work-item reads (its span).
         ready_ps : int, optional
             When the host has the batch ready (default now).
         input_ready_ps : int, optional
@@ -247,5 +261,5 @@ class GpuDevice:
         there = self.copy_to_device(in_bytes, ready)
         if input_ready_ps is not None and input_ready_ps > there:
             there = input_ready_ps
-        done = self.run_kernel(kernel, items, kernel_bytes, there)
+        done = self.run_kernel(kernel, items, kernel_bytes, there, kernel_longest)
         return self.copy_to_host(out_bytes, done)

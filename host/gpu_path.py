@@ -132,7 +132,9 @@ class GpuPath(_Path):
         out_bytes = sum(lengths) if out_each is None else out_each * len(pkts)
         spent = self.COMMANDS_PER_BATCH * self.costs.mmio_write
         done = self.gpu.offload(self.kernel, len(pkts), 0 if self.p2p else in_bytes, out_bytes,
-                                kernel_bytes=sum(map(read, lengths)), ready_ps=t + spent,
+                                kernel_bytes=sum(map(read, lengths)),
+                                kernel_longest=max(map(read, lengths), default=0),
+                                ready_ps=t + spent,
                                 input_ready_ps=self.pending_ready if self.p2p else None)
         self.in_flight.append((done, pkts))
         self.batches += 1

@@ -94,3 +94,50 @@ def test_p2p_skips_the_host_copy():
     peer, with_peer = _run(*sets, "host.gpu_p2p=true")
     assert copy.gpu.h2d_bytes == peer.gpu.p2p_bytes > 0 == peer.gpu.h2d_bytes
     assert with_peer["latency_us"]["p50"] < with_copy["latency_us"]["p50"]
+
+
+def test_span_bounds_a_batch_of_long_frames():
+    import simpy
+
+    env = simpy.Environment()
+    cost = KernelCost(1_000, 10, 1, span_ps=300)
+    gpu = GpuDevice(env, GpuProfile("test", 0, {k: cost for k in
+                                                ("lpm4", "lpm6", "rss", "checksum", "ac", "aes")}))
+    # Two 1500-byte frames: the work in total is small, one frame's walk is not.
+    assert gpu.run_kernel("ac", 2, 3000, ready_ps=0, longest=1500) == 1_000 + 1500 * 300
+    # Many short frames: throughput decides.
+    start = gpu.free_at
+    assert gpu.run_kernel("ac", 100_000, 6_400_000, ready_ps=0, longest=64) - start == \
+        1_000 + 100_000 * 10 + 6_400_000
+
+
+@pytest.mark.parametrize("truth", [
+    KernelCost(8_000_000, 10.7, 0.0),                  # a lookup kernel: items only
+    KernelCost(2_000_000, 0.0, 0.8),                   # streaming bytes
+    KernelCost(5_000_000, 0.0, 3.0, span_ps=340_000),  # a frame per work-item, long chains
+])
+def test_fit_recovers_a_known_cost(truth):
+    from nicsim.gpu.bench import _fit
+
+    # The bench's shapes: two batch sizes, short and long frames (or lookups).
+    if truth.byte_ps == 0 and truth.span_ps == 0:
+        shapes = [(131_072, 0, 0), (1_048_576, 0, 0), (4_194_304, 0, 0)]
+    else:
+        shapes = [(8192, 8192 * 10, 10), (65_536, 65_536 * 10, 10),
+                  (1024, 1024 * 1446, 1446), (8192, 8192 * 1446, 1446)]
+    points = [(i, b, longest, truth.time_ps(i, b, longest)) for i, b, longest in shapes]
+    fitted = _fit(points)
+    for i, b, longest, ps in points:
+        assert fitted.time_ps(i, b, longest) == pytest.approx(ps, rel=0.02)
+    # And a shape it was not fitted on: a small batch of long frames.
+    assert fitted.time_ps(16, 16 * 1446, 1446) == pytest.approx(
+        truth.time_ps(16, 16 * 1446, 1446), rel=0.1)
+
+
+def test_measured_calibrations_load():
+    from nicsim.gpu.device import calibration_path
+
+    for path in sorted(calibration_path("x").parent.glob("*.json")):
+        profile = load_profile(path.stem)
+        assert profile.launch_ps > 0
+        assert all(c.time_ps(1024, 65_536, 64) > 0 for c in profile.kernels.values())
