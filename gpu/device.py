@@ -6,9 +6,11 @@
 
 A :class:`GpuDevice` sits on its own PCIe link (:class:`nicsim.sim.pcie.PcieLink`). Like the
 link, it is a calendar: each method schedules its work and returns the picosecond at which
-it is done, creating no SimPy events; a host path waits with ``env.timeout`` only when it
-must. One stream: copies in, the kernel and copies out of a batch run in order, kernels one
-at a time, while the copy engines overlap a later batch's copy with an earlier kernel.
+it is done; a host path waits with ``env.timeout`` only when it must. Copies in, the kernel
+and copies out of a batch run in order, kernels one at a time, while the copy engines overlap
+a later batch's copy with an earlier kernel: :meth:`GpuDevice.offload` puts a batch's copy out
+on the link only when its kernel ends (one small SimPy process), because the link sends each
+direction's TLPs in the order they are scheduled.
 
 * Host to device: the GPU's copy engine reads the batch from pinned host memory
   (``PcieLink.dma_read``: read requests up, completions down).
@@ -34,7 +36,7 @@ from pathlib import Path
 from nicsim.sim.pcie import PcieConfig, PcieLink
 
 __all__ = ["DEFAULT_PROFILE", "GPU_BAR", "KERNELS", "STAGING_ADDR", "GpuDevice",
-           "GpuProfile", "KernelCost", "calibration_path", "load_profile"]
+           "GpuProfile", "KernelCost", "Offload", "calibration_path", "load_profile"]
 
 KERNELS = ("lpm4", "lpm6", "rss", "checksum", "ac", "aes")
 DEFAULT_PROFILE = "discrete"
@@ -164,6 +166,30 @@ def load_profile(name: str = DEFAULT_PROFILE) -> GpuProfile:
         raise ValueError(f"GPU calibration {path} is unreadable ({exc})") from None
 
 
+class Offload:
+    """A batch handed to the GPU by :meth:`GpuDevice.offload`.
+
+    Members
+    -------
+    kernel_done_ps : int
+        When its kernel finishes.
+    landed_ps : int or None
+        When its results are in host memory; ``None`` until the kernel has finished in
+        simulated time and the copy out is scheduled.
+    """
+
+    __slots__ = ("kernel_done_ps", "landed_ps")
+
+    def __init__(self, kernel_done_ps: int):
+        self.kernel_done_ps = kernel_done_ps
+        self.landed_ps = None
+
+    def ready_by(self) -> int:
+        """The earliest time to look again: the landing time, or the kernel's end before
+        that is known."""
+        return self.kernel_done_ps if self.landed_ps is None else self.landed_ps
+
+
 class GpuDevice:
     """A GPU on its own PCIe link, as a calendar of copies and kernels.
 
@@ -238,9 +264,14 @@ class GpuDevice:
 
     def offload(self, kernel: str, items: int, in_bytes: int, out_bytes: int,
                 kernel_bytes: int = 0, ready_ps: int | None = None,
-                input_ready_ps: int | None = None, kernel_longest: int = 0) -> int:
-        """Copy a batch in, run ``kernel`` on it, copy the results out; return when the
-        results are in host memory.
+                input_ready_ps: int | None = None, kernel_longest: int = 0) -> Offload:
+        """Copy a batch in, run ``kernel`` on it, copy the results out.
+
+        The copy in and the kernel are scheduled now; the copy out is put on the link when
+        the kernel finishes (a SimPy process of its own), so that the next batches' copies in,
+        scheduled before that, go first: the link's calendar sends each direction's TLPs in
+        the order they are scheduled, and the GPU's copy engines overlap a batch's copy in
+        with an earlier batch's kernel.
 
         Parameters
         ----------
@@ -256,10 +287,24 @@ class GpuDevice:
             When the host has the batch ready (default now).
         input_ready_ps : int, optional
             When input already on its way (peer writes) is in GPU memory.
+
+        Returns
+        -------
+        Offload
+            ``kernel_done_ps`` now, ``landed_ps`` (results in host memory) once the kernel has
+            finished in simulated time.
         """
         ready = self.env.now if ready_ps is None else ready_ps
         there = self.copy_to_device(in_bytes, ready)
         if input_ready_ps is not None and input_ready_ps > there:
             there = input_ready_ps
-        done = self.run_kernel(kernel, items, kernel_bytes, there, kernel_longest)
-        return self.copy_to_host(out_bytes, done)
+        batch = Offload(self.run_kernel(kernel, items, kernel_bytes, there, kernel_longest))
+        if out_bytes > 0:
+            self.env.process(self._copy_out(batch, out_bytes))
+        else:
+            batch.landed_ps = batch.kernel_done_ps
+        return batch
+
+    def _copy_out(self, batch: Offload, nbytes: int):
+        yield self.env.timeout(max(0, batch.kernel_done_ps - self.env.now))
+        batch.landed_ps = self.copy_to_host(nbytes, batch.kernel_done_ps)

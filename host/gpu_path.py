@@ -99,7 +99,7 @@ class GpuPath(_Path):
         self.pending = []
         self.pending_since = None
         self.pending_ready = 0  # p2p: when the pending frames are all in GPU memory
-        self.in_flight = deque()  # (results landed at, packets), in launch order
+        self.in_flight = deque()  # (Offload, packets), in launch order
         self.held = 0
         self.batches = 0
         self.batch_sizes = []
@@ -155,7 +155,8 @@ class GpuPath(_Path):
             t = env.now
             app_ps = 0
             more = False
-            while in_flight and in_flight[0][0] <= t:
+            while in_flight and in_flight[0][0].landed_ps is not None \
+                    and in_flight[0][0].landed_ps <= t:
                 _, pkts = in_flight.popleft()
                 n = len(pkts)
                 work = app.process(pkts)
@@ -189,8 +190,8 @@ class GpuPath(_Path):
                 self.flushed_by_timeout += 1
                 t += self._launch(t)
             wake = self._wake_time(t, more)
-            if in_flight and in_flight[0][0] < wake:
-                wake = max(in_flight[0][0], t)
+            if in_flight and in_flight[0][0].ready_by() < wake:
+                wake = max(in_flight[0][0].ready_by(), t)
             if self.pending and self.pending_since + self.timeout_ps < wake:
                 wake = max(self.pending_since + self.timeout_ps, t)
             yield env.timeout(max(wake, env.now) - env.now)
