@@ -259,6 +259,13 @@ class LroEngine(wiring.Component):
             """Address in its bank of region word ``word`` of context ``index``."""
             return Cat(word[1:RP], index) if N > 1 else word[1:RP]
 
+        # The block RAMs' read data goes into flip-flops before any logic (a block RAM
+        # without its output register is slow from clock to data): every word read in cycle
+        # t is in ``st_q`` / ``rg_q`` in cycle t + 2.
+        st_q = Signal(W)
+        rg_q = [Signal(W, name=f"rg_q{n}") for n in range(2)]
+        m.d.sync += [st_q.eq(st_r.data), *(q.eq(r.data) for q, r in zip(rg_q, rg_r, strict=True))]
+
         now = Signal(32)
         m.d.sync += now.eq(now + 1)
         timeout = Signal(32)
@@ -693,9 +700,11 @@ class LroEngine(wiring.Component):
         older = [[Signal(name=f"older_{i}_{j}") if i != j else None for j in range(N)]
                  for i in range(N)]
         valid = Cat(*(c.valid for c in ctx))
-        oldest_oh = Cat(*(ctx[i].valid & Cat(*(~ctx[j].valid | older[i][j]
-                                               for j in range(N) if j != i)).all()
-                          if N > 1 else ctx[i].valid for i in range(N)))
+        # (A signal: an expression sliced once per context would be copied N times.)
+        oldest_oh = Signal(N)
+        m.d.comb += oldest_oh.eq(Cat(*(ctx[i].valid & Cat(*(~ctx[j].valid | older[i][j]
+                                                          for j in range(N) if j != i)).all()
+                                     if N > 1 else ctx[i].valid for i in range(N))))
         oldest = Signal(CP)
         free_idx = Signal(CP)
         for i in reversed(range(N)):
@@ -733,9 +742,16 @@ class LroEngine(wiring.Component):
         o_last1 = Signal()
         o_keep1 = Signal(B)
         o_user1 = Signal(USER_WIDTH)
+        o_v2 = Signal()
+        o_src2 = Signal()
+        o_bank2 = Signal()
+        o_last2 = Signal()
+        o_keep2 = Signal(B)
+        o_user2 = Signal(USER_WIDTH)
         o_rem = Signal(16)  # reads still to issue
         issue = Signal()
-        m.d.comb += issue.eq(o_busy & (o_j != o_n) & (outq.level < 6))
+        # (Two reads in flight: a read issued below level 5 finds room when it lands.)
+        m.d.comb += issue.eq(o_busy & (o_j != o_n) & (outq.level < 5))
         with m.If(issue):
             m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1), o_rem.eq(o_rem - 1)]
         with m.If(o_busy & (o_j == o_n)):
@@ -745,14 +761,16 @@ class LroEngine(wiring.Component):
                      o_last1.eq(o_j + 1 == o_n),
                      o_keep1.eq(Mux(o_j + 1 == o_n, o_keep_last, (1 << B) - 1)),
                      o_user1.eq(o_user)]
+        m.d.sync += [o_v2.eq(o_v1), o_src2.eq(o_src1), o_bank2.eq(o_bank1), o_last2.eq(o_last1),
+                     o_keep2.eq(o_keep1), o_user2.eq(o_user1)]
         o_word = Signal(out_layout)
         m.d.comb += [
-            o_word.data.eq(Mux(o_src1, Mux(o_bank1, rg_r[1].data, rg_r[0].data), st_r.data)),
-            o_word.keep.eq(o_keep1),
-            o_word.last.eq(o_last1),
-            o_word.user.eq(o_user1),
+            o_word.data.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), st_q)),
+            o_word.keep.eq(o_keep2),
+            o_word.last.eq(o_last2),
+            o_word.user.eq(o_user2),
             outq.w_data.eq(o_word.as_value()),
-            outq.w_en.eq(o_v1),
+            outq.w_en.eq(o_v2),
         ]
         o_view = data.View(out_layout, outq.r_data)
         m.d.comb += [
@@ -766,10 +784,11 @@ class LroEngine(wiring.Component):
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += cnt["FRAMES_OUT"].eq(cnt["FRAMES_OUT"] + 1)
 
-        # Copy: staging words into a context region, a word a cycle. Source word ``j`` is read
-        # and, in the next cycle, rotated by ``c_r`` bytes and written in two parts: its lanes
-        # from ``c_r`` up into region word ``base + j``, the lanes below into the next word,
-        # which lies in the other bank (both writes limited to the bytes ``lo`` to ``hi``).
+        # Copy: staging words into a context region, a word a cycle. Source word ``j`` is read;
+        # in the next cycle its region words and lanes are worked out, and in the cycle after
+        # it is rotated by ``c_r`` bytes and written in two parts: its lanes from ``c_r`` up
+        # into region word ``base + j``, the lanes below into the next word, which lies in the
+        # other bank (both writes limited to the bytes ``lo`` to ``hi``).
         # One command runs (``c_*``) and one waits (``q_*``); the waiting one starts in the
         # cycle of the running one's last read, so that copies of one-word segments follow
         # each other every cycle.
@@ -796,6 +815,11 @@ class LroEngine(wiring.Component):
         c_hi1 = Signal(17)
         c_r1 = Signal(LB + 1)
         c_ctx1 = Signal(CP)
+        c_v2 = Signal()
+        c_r2 = Signal(LB + 1)
+        c_waddr2 = [Signal(RP - 1 + (CP if N > 1 else 0), name=f"c_waddr2_{n}")
+                    for n in range(2)]
+        c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
         m.d.comb += c_issue.eq(c_busy & (c_rem != 0) & ~c_pause)
         with m.If(c_issue):
@@ -823,14 +847,17 @@ class LroEngine(wiring.Component):
             m.d.sync += [q_valid.eq(1), *(getattr(q_cmd, k).eq(v) for k, v in fields.items())]
 
         def copying(index):
-            """A copy into context ``index`` runs or waits."""
-            return (c_busy & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
+            """A copy into context ``index`` runs, waits, or has a read whose write is two
+            cycles away (its last write lands before a read of the region issued once this
+            is false)."""
+            return ((c_busy & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
+                    | (c_v1 & (c_ctx1 == index)))
 
         m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j), c_lo1.eq(c_lo), c_hi1.eq(c_hi),
                      c_r1.eq(c_r), c_ctx1.eq(c_ctx)]
-        both = Cat(st_r.data, st_r.data)
+        both = Cat(st_q, st_q)
         rotated = Signal(W)
-        with m.Switch(c_r1):
+        with m.Switch(c_r2):
             for r in range(B):
                 with m.Case(r):
                     m.d.comb += rotated.eq(both[8 * (B - r):8 * (B - r) + W])
@@ -844,6 +871,13 @@ class LroEngine(wiring.Component):
             m.d.comb += [
                 lanes_lo[k].eq((c_r1 <= k) & (pos1 >= c_lo1) & (pos1 < c_hi1)),
                 lanes_hi[k].eq((c_r1 > k) & (pos2 >= c_lo1) & (pos2 < c_hi1)),
+            ]
+        m.d.sync += [c_v2.eq(c_v1), c_r2.eq(c_r1)]
+        for n in range(2):
+            c_first = c_w1[0] == n  # the word ``c_w1`` lies in this bank
+            m.d.sync += [
+                c_waddr2[n].eq(bank_addr(Mux(c_first, c_w1, c_w2)[:RP], c_ctx1)),
+                c_wen2[n].eq(Mux(c_first, lanes_lo, lanes_hi)),
             ]
 
         # Patch: one header field written into a region (deliver).
@@ -869,18 +903,17 @@ class LroEngine(wiring.Component):
         p_word = Signal(RP)
         m.d.comb += p_word.eq(p_pos >> LB)
         for n, (wp, rp) in enumerate(zip(rg_w, rg_r, strict=True)):
-            c_first = c_w1[0] == n  # the word ``c_w1`` lies in this bank
             with m.If(p_en):
                 m.d.comb += [
                     wp.addr.eq(bank_addr(p_word, p_ctx)),
                     wp.data.eq(patch_data),
                     wp.en.eq(Mux(p_word[0] == n, patch_en, 0)),
                 ]
-            with m.Elif(c_v1):
+            with m.Elif(c_v2):
                 m.d.comb += [
-                    wp.addr.eq(bank_addr(Mux(c_first, c_w1, c_w2)[:RP], c_ctx1)),
+                    wp.addr.eq(c_waddr2[n]),
                     wp.data.eq(rotated),
-                    wp.en.eq(Mux(c_first, lanes_lo, lanes_hi)),
+                    wp.en.eq(c_wen2[n]),
                 ]
             m.d.comb += [
                 rp.addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
@@ -1242,10 +1275,13 @@ class LroEngine(wiring.Component):
                 m.d.sync += d_tcp_csum.eq(~(d_tcp_f1[:16] + d_tcp_f1[16]))
                 m.next = "Patch Wait"
             with m.State("Patch Wait"):
-                # Leaving, the copies pause: a write issued in the cycle before lands now.
+                # The copies pause once this context's are done; the state is left when no
+                # read was issued in the cycle before, so that no copy write lands during the
+                # patches.
                 with m.If(~copying(e_ctx)):
                     m.d.comb += c_pause.eq(1)
-                    m.next = "Patch"
+                    with m.If(~c_v1):
+                        m.next = "Patch"
             with m.State("Patch"):
                 m.d.comb += [c_pause.eq(1), p_en.eq(1), p_ctx.eq(e_ctx),
                              p_pos.eq(Array(d_pos)[d_step])]
