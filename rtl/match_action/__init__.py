@@ -195,8 +195,9 @@ class MatchAction(wiring.Component):
             hv0.egress.eq(Mux(runt | big, EGRESS_DROP, EGRESS_PORT)),
             hv0.reason.eq(Mux(runt, REASON_RUNT, Mux(big, REASON_OVERSIZE, 0))),
             hv0.length.eq(p_len),
-            hv0.ts.eq(p_ts),
         ]
+        if "ts" in {name for name, _ in self.layout}:
+            m.d.comb += hv0.ts.eq(p_ts)
         for name, _ in self.layout:
             if name in parser.value:
                 m.d.comb += hv0[name].eq(parser.value[name])

@@ -96,6 +96,11 @@ def apply_ops(m, hv, ops, args, prefix="a"):
     return hv
 
 
+def _l3_valid(hv):
+    """The validity of the vector's layer-3 headers (0 for one it does not carry)."""
+    return tuple(hv["valid_" + h] if h in hv else Const(0, 1) for h in ("ipv4", "ipv6"))
+
+
 def _apply_op(hv, op, args):
     """Apply one compiled operation to ``hv`` in place."""
     name = op[0]
@@ -113,22 +118,29 @@ def _apply_op(hv, op, args):
         _, header, shift, width, src = op
         _set(hv, header, shift, width, _source(src, args))
     elif name == "dec_ttl":
-        v4, v6 = hv["valid_ipv4"], hv["valid_ipv6"]
-        ttl4 = hv["ipv4"][IPV4_TTL[0]:IPV4_TTL[0] + 8]
-        hop6 = hv["ipv6"][IPV6_HOP_LIMIT[0]:IPV6_HOP_LIMIT[0] + 8]
+        # A header vector without ``ipv4`` or ``ipv6`` belongs to a table that never sees it
+        # valid (:func:`nicsim.rtl.match_action.hv.carried_headers`).
+        v4, v6 = _l3_valid(hv)
+        ttl4 = hv["ipv4"][IPV4_TTL[0]:IPV4_TTL[0] + 8] if "ipv4" in hv else Const(0, 8)
+        hop6 = hv["ipv6"][IPV6_HOP_LIMIT[0]:IPV6_HOP_LIMIT[0] + 8] if "ipv6" in hv else Const(0, 8)
         ttl = Mux(v4, ttl4, hop6)
         expired = (v4 | v6) & (ttl <= 1)
         _drop(hv, REASON_TTL, expired)
-        old4, old6 = hv["ipv4"], hv["ipv6"]
-        _set(hv, "ipv4", *IPV4_TTL, (ttl4 - 1)[:8])
-        hv["ipv4"] = Mux(expired, old4, hv["ipv4"])
-        new6 = _put(old6, *IPV6_HOP_LIMIT, (hop6 - 1)[:8])
-        hv["ipv6"] = Mux(~v4 & v6 & ~expired, new6, old6)
+        if "ipv4" in hv:
+            old4 = hv["ipv4"]
+            _set(hv, "ipv4", *IPV4_TTL, (ttl4 - 1)[:8])
+            hv["ipv4"] = Mux(expired, old4, hv["ipv4"])
+        if "ipv6" in hv:
+            old6 = hv["ipv6"]
+            new6 = _put(old6, *IPV6_HOP_LIMIT, (hop6 - 1)[:8])
+            hv["ipv6"] = Mux(~v4 & v6 & ~expired, new6, old6)
     elif name == "set_dscp":
         dscp = _extend(_source(op[1], args), 6)
-        v4, v6 = hv["valid_ipv4"], hv["valid_ipv6"]
-        _set(hv, "ipv4", *IPV4_DSCP, dscp)
-        hv["ipv6"] = Mux(~v4 & v6, _put(hv["ipv6"], *IPV6_DSCP, dscp), hv["ipv6"])
+        v4, v6 = _l3_valid(hv)
+        if "ipv4" in hv:
+            _set(hv, "ipv4", *IPV4_DSCP, dscp)
+        if "ipv6" in hv:
+            hv["ipv6"] = Mux(~v4 & v6, _put(hv["ipv6"], *IPV6_DSCP, dscp), hv["ipv6"])
     elif name == "push_vlan":
         vid = _extend(_source(op[1], args), 12)
         pcp = _extend(_source(op[2], args), 3)

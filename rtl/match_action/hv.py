@@ -4,7 +4,7 @@ Each header is held as one big-endian number (its first byte most significant), 
 bit offset ``o`` and width ``w`` of an ``n``-byte header is bits ``[8n - o - w, 8n - o)``: the
 ``[header, shift, width]`` references of the compiled program. The vector also carries the
 frame's control state through the stages: the next stage to apply, egress, drop reason,
-mirror, meter colour, table hits, length and timestamp.
+mirror, meter colour, table hits, length and (for metered programs) timestamp.
 """
 
 from amaranth.hdl import unsigned
@@ -35,7 +35,10 @@ def carried_headers(config):
                 if op[0] == "set":
                     used.add(op[1])
                 elif op[0] in ("dec_ttl", "set_dscp"):
-                    used.update(("ipv4", "ipv6"))
+                    # The parser takes one layer-3 header, so a table that requires one of
+                    # them never rewrites the other.
+                    used.update(h for h, other in (("ipv4", "ipv6"), ("ipv6", "ipv4"))
+                                if other not in t["if_valid"])
     return [h for h in HEADERS if h in used]
 
 
@@ -56,6 +59,7 @@ def hv_layout(config):
         "color": unsigned(2),
         "hits": unsigned(8),
         "length": unsigned(14),
-        "ts": unsigned(64),
     })
+    if any(t["meter"] is not None for t in config["tables"]):
+        fields["ts"] = unsigned(64)  # the meters' clock: absent when no table is metered
     return data.StructLayout(fields)

@@ -308,10 +308,6 @@ class Stage(Elaboratable):
             values = [Signal(self.key_bits, name=f"value{i}") for i in range(n)]
             masks = [Signal(self.key_bits, name=f"mask{i}") for i in range(n)]
             prios = [Signal(PRIO_BITS, name=f"prio{i}") for i in range(n)]
-            acts = [Signal(ACTION_BITS, name=f"act{i}") for i in range(n)]
-            argss = [Signal(self.arg_bits, name=f"args{i}") for i in range(n)]
-            meters = [Signal(METER_CFG_BITS, name=f"meter{i}") for i in range(n)] \
-                if self.metered else []
             _, _, mine_t1 = flags("tree1")
             _, _, mine_pk = flags("pick")
             tk1, tk3 = tok_in("tree1"), tok_in("pick")
@@ -321,10 +317,18 @@ class Stage(Elaboratable):
                                  masks[i].eq(tk0.mask[:self.key_bits])]
                 with m.If(mine_t1 & (tk1.slot == i)):
                     m.d.sync += prios[i].eq(tk1.prio)
-                with m.If(mine_pk & (tk3.slot == i)):
-                    m.d.sync += [acts[i].eq(tk3.action), argss[i].eq(tk3.args[:self.arg_bits])]
-                    if self.metered:
-                        m.d.sync += meters[i].eq(tk3.meter)
+            # The action data is read by the winner's slot only: a memory with a registered
+            # read port at ``pick``, written by a token at ``pick`` (the frame behind it reads a
+            # cycle later, after the write).
+            data_parts = [tk3.action, tk3.args[:self.arg_bits]]
+            if self.metered:
+                data_parts.append(tk3.meter)
+            act_mem = Memory(shape=len(Cat(*data_parts)), depth=max(n, 2), init=[])
+            m.submodules.action_data = act_mem
+            act_wr = act_mem.write_port()
+            act_rd = act_mem.read_port()
+            m.d.comb += [act_wr.addr.eq(tk3.slot), act_wr.data.eq(Cat(*data_parts)),
+                         act_wr.en.eq(mine_pk)]
             # The matching entry with the smallest priority (lowest slot on a tie): the match
             # of every entry registered, then a tree of comparisons in two registered halves.
             matches = Signal(n)
@@ -364,12 +368,12 @@ class Stage(Elaboratable):
                 any_match = reg_at(any_match, "tree1", "match")
                 best = Const(0, range(2))
             m.d.sync += [hit.eq(any_match), slot.eq(best)]
-            # ``pick``: the slot as an index (a balanced multiplexer)
+            # ``pick``: the winner's action data read
             hit_pk, slot_pk = reg_at(hit, "pick", "hit"), reg_at(slot, "pick", "slot")
-            m.d.sync += [act.eq(Cat(*acts).word_select(slot, ACTION_BITS)),
-                         args.eq(Cat(*argss).word_select(slot, self.arg_bits))]
+            m.d.comb += [act_rd.addr.eq(slot), act.eq(act_rd.data[:ACTION_BITS]),
+                         args.eq(act_rd.data[ACTION_BITS:ACTION_BITS + self.arg_bits])]
             if self.metered:
-                m.d.sync += mcfg.eq(Cat(*meters).word_select(slot, METER_CFG_BITS))
+                m.d.comb += mcfg.eq(act_rd.data[ACTION_BITS + self.arg_bits:])
         if self.kind == "exact":
             hit_rd, slot_rd = hit, slot  # registered at ``ways``: seen in ``read``
             hit_a = carry(reg_at(hit, "read", "hit"), "read", "act", "hit")
