@@ -1155,7 +1155,10 @@ class TcpEngine:
                 return
             state = s.state
             self._release(s)
-            if not (state == State.SYN_RECEIVED and s.passive) and state != State.TIME_WAIT:
+            if state == State.SYN_RECEIVED and not s.passive:
+                # after a simultaneous open: "the connection was refused" (RFC 9293 §3.10.7.4)
+                self._notify(Notice.RESET, s, "refused")
+            elif not (state == State.SYN_RECEIVED and s.passive) and state != State.TIME_WAIT:
                 self._notify(Notice.RESET, s, "rst")
             else:
                 self.stats["rst_received"] += 1

@@ -259,6 +259,25 @@ def test_simultaneous_open():
     assert a.recv(sa) == b"from b" and b.recv(sb) == b"from a"
 
 
+def test_rst_in_syn_received_after_simultaneous_open_is_refused():
+    """RFC 9293 §3.10.7.4, SYN-RECEIVED: a RST at rcv_nxt in a connection that came from
+    SYN-SENT (our SYN crossed the peer's) means "connection refused"."""
+    e = engine()
+    learn_peer_mac(e)
+    p = Peer(e, engine_port=6000, iss=9000)
+    sid = e.open(P_IP, 40000, local_port=6000)
+    (syn,) = p.out()
+    assert syn.flags == SYN
+    (syn_ack,) = p.send(SYN, mss=1460)
+    assert syn_ack.flags == SYN | ACK and syn_ack.ack == 9001
+    assert e.state(sid) == State.SYN_RECEIVED
+    assert p.send(RST, seq=9002, advance=False)[0].flags == ACK  # not at rcv_nxt: challenge
+    assert e.state(sid) == State.SYN_RECEIVED
+    assert p.send(RST) == []
+    assert e.state(sid) == State.CLOSED and e.sessions() == []
+    assert [(n.kind, n.info) for n in e.notifications()] == [(Notice.RESET, "refused")]
+
+
 def test_simultaneous_close():
     """RFC 9293 §3.6 figure 13: FINs cross, both CLOSING, then TIME-WAIT, then released."""
     a, b = pair(time_wait=cycles(0.01))
