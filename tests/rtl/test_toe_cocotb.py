@@ -329,15 +329,218 @@ async def rst_in_syn_sent(dut):
     assert await state(tw, sid) == State.CLOSED
 
 
+# ---- zero windows -------------------------------------------------------------------------
+
+
+@cocotb.test(skip=CASE not in ("", "persist", "persist_rto"))
+async def zero_window_from_peer(dut):
+    """The peer closes its window with data queued: the persist timer sends probes
+    (``seq = snd_una - 1``, no data, as Linux) after an RTO, then at doubling intervals up to
+    ``rto_max`` (RFC 9293 §3.8.6.1; RFC 1122 §4.2.2.17); answers with a zero window keep the
+    backoff; the opening window lets the data go, and the RTO after that is not the probes'
+    backed-off interval."""
+    tw = await start(dut)
+    await tw.call("listen", 7)
+    sid, snd = await handshake(tw, MOD - 40, 40100, wscale=3)
+    rcv = MOD - 39
+    tw.now += 10 * MS
+    assert await tw.rx(seg(ACK, rcv, snd, sport=40100, window=0)) == []
+    assert await tw.call("send", sid, b"z" * 3000) == 3000
+    assert tw.sent == []  # nothing fits a zero window
+    base = tw.now / MS
+    times = []
+    for k in range(8):
+        (probe,) = tcp(await next_timer(tw))
+        assert (probe.flags, probe.seq, probe.payload) == (ACK, (snd - 1) % MOD, b"")
+        times.append(round(tw.now / MS - base))
+        if k == 2:  # the peer answers a probe, its window still closed
+            tw.now += 10 * MS
+            assert await tw.rx(seg(ACK, rcv, snd, sport=40100, window=0)) == []
+            base -= 10
+    gaps = [b - a for a, b in zip([0, *times], times, strict=False)]
+    assert gaps == [200, 400, 800, 1600 + 10, 3200, 4000, 4000, 4000], gaps
+    counters = await tw.rtl.counters()
+    assert counters["window_probes"] == tw.model.stats["window_probes"] == 8
+    # the window opens (100 << 3 bytes): the data goes as the window allows
+    tw.now += 10 * MS
+    out = tcp(await tw.rx(seg(ACK, rcv, snd, sport=40100, window=100)))
+    assert [(s.seq, len(s.payload)) for s in out] == [(snd, 800)]
+    if CASE == "persist_rto":
+        # unanswered: the retransmission timer runs at the RTO (200 ms after the RTT sample
+        # of the handshake), not at the probes' backed-off interval: RFC 6298 §5.5 doubles
+        # the RTO when the retransmission timer expires, and a probe is no retransmission
+        # (Linux tcp_ack_probe() clears the probes' backoff when the window opens)
+        sent_at = tw.now / MS
+        (again,) = tcp(await next_timer(tw))
+        assert (again.seq, len(again.payload)) == (snd, 800)
+        assert round(tw.now / MS - sent_at) == 200
+    tw.now += 10 * MS
+    out = tcp(await tw.rx(seg(ACK, rcv, snd + 800, sport=40100, window=4096 >> 3)))
+    assert sum(len(s.payload) for s in out) == 2200
+
+
+@cocotb.test(skip=CASE not in ("", "peer_probe"))
+async def zero_window_to_peer(dut):
+    """The application does not read: the receive buffer (4 KiB) fills, the engine announces a
+    zero window; the peer's probes (Linux's ``seq = rcv_nxt - 1`` without data, and one byte at
+    ``rcv_nxt`` as RFC 9293 §3.8.6.1 describes) get an ACK with the zero window and the byte is
+    not taken; reading opens the window once the right edge can move by a useful amount
+    (receiver SWS avoidance, RFC 9293 §3.8.6.2.2), then data flows again."""
+    tw = await start(dut, app_pause=0.3)
+    await tw.call("listen", 7)
+    irs = MOD - 2000
+    sid, snd = await handshake(tw, irs, 40200)
+    rcv = (irs + 1) % MOD
+    data = bytes((7 * k) & 0xFF for k in range(4096))
+    windows = []
+    for start_at in range(0, 4096, 1460):
+        tw.now += 10 * MS
+        for s in tcp(await tw.rx(seg(ACK, rcv + start_at, snd, data[start_at:start_at + 1460],
+                                     sport=40200))):
+            windows.append((s.ack, s.window))
+    tw.now += 40 * MS
+    for s in tcp(await tw.at(tw.now / MS)):
+        windows.append((s.ack, s.window))
+    rcv = (rcv + 4096) % MOD
+    assert windows[-1] == (rcv, 0), windows
+    tw.notes()
+    for probe in (seg(ACK, rcv - 1, snd, sport=40200), seg(ACK, rcv, snd, b"!", sport=40200)):
+        tw.now += 200 * MS
+        (ack,) = tcp(await tw.rx(probe))
+        assert (ack.ack, ack.window) == (rcv, 0)
+    assert await tw.call("readable", sid) == 4096
+    # reading 1000 bytes frees less than the threshold: no window update yet
+    assert await tw.call("recv", sid, 1000) == data[:1000]
+    assert tw.sent == []
+    assert await tw.call("recv", sid, 2000) == data[1000:3000]
+    (update,) = tcp(tw.sent)
+    assert update.ack == rcv and update.window == 3000
+    tw.now += 10 * MS
+    more = bytes(range(200))
+    assert await tw.rx(seg(ACK | PSH, rcv, snd, more, sport=40200)) == []
+    assert await tw.call("recv", sid) == data[3000:] + more
+    counters = await tw.rtl.counters()
+    for name in ("out_of_window", "beyond_window"):
+        assert counters[name] == tw.model.drops[name], name
+
+
+# ---- retransmission timeout ---------------------------------------------------------------
+
+
+@cocotb.test(skip=CASE not in ("", "backoff"))
+async def retransmission_backoff(dut):
+    """RFC 6298: the RTO doubles on each timeout (§5.5) up to ``rto_max`` (§2.5, 4 s here);
+    a new ACK restarts the timer with the backed-off RTO (§5.3; Karn: no RTT sample from
+    retransmitted data), a new RTT sample brings the RTO back down (§5.7 note, §2.3); after
+    ``data_retries`` timeouts the connection is reset."""
+    tw = await start(dut)
+    await tw.call("listen", 7)
+    sid, snd = await handshake(tw, 100, 40300)
+    await tw.at(tw.now / MS + 10)
+    assert await tw.call("send", sid, bytes(range(250)) * 12) == 3000
+    assert [len(s.payload) for s in tcp(tw.sent)] == [1460, 1460, 80]
+    base = tw.now / MS
+    times = []
+    for _ in range(3):
+        (again,) = tcp(await next_timer(tw))  # cwnd is one MSS after a timeout (RFC 5681)
+        assert (again.seq, len(again.payload)) == (snd, 1460)
+        times.append(round(tw.now / MS - base))
+    assert times == [200, 600, 1400]
+    # a new ACK (of the retransmitted first segment): the timer restarts with RTO 1.6 s
+    tw.now += 10 * MS
+    out = tcp(await tw.rx(seg(ACK, 101, snd + 1460, sport=40300)))
+    assert [(s.seq - snd) % MOD for s in out] == [1460, 2920]  # slow start: 2 MSS
+    acked_at = tw.now / MS
+    (again,) = tcp(await next_timer(tw))
+    assert (again.seq - snd) % MOD == 1460
+    assert round(tw.now / MS - acked_at) == 1600
+    tw.now += 10 * MS
+    await tw.rx(seg(ACK, 101, snd + 3000, sport=40300))
+    # new data, acknowledged after 40 ms: an RTT sample, the RTO back to 200 ms
+    assert await tw.call("send", sid, b"s" * 500) == 500
+    tw.now += 40 * MS
+    await tw.rx(seg(ACK, 101, snd + 3500, sport=40300))
+    assert await tw.call("send", sid, b"t" * 500) == 500
+    sent_at = tw.now / MS
+    times = []
+    while not (notes := tw.notes()):
+        out = tcp(await next_timer(tw))
+        times.append(round(tw.now / MS - sent_at))
+        if len(times) <= PARAMS["data_retries"]:
+            assert [(s.flags, (s.seq - snd) % MOD, len(s.payload)) for s in out] == \
+                [(ACK | PSH, 3500, 500)]
+    # doubling to the 4 s cap; the seventh timeout gives up with RST (RFC 9293 §3.8.3, R2)
+    assert times == [200, 600, 1400, 3000, 6200, 10200, 14200], times
+    assert [(s.flags, (s.seq - snd) % MOD) for s in out] == [(RST | ACK, 4000)]
+    assert notes == [(Notice.RESET, sid, "timeout")]
+    counters = await tw.rtl.counters()
+    for name in ("timeouts", "retransmits"):
+        assert counters[name] == tw.model.stats[name], name
+
+
+# ---- sequence numbers around 2**32 --------------------------------------------------------
+
+
+@cocotb.test(skip=CASE not in ("", "wrap"))
+async def sequence_wrap(dut):
+    """Both sequence spaces cross 2**32 (the engine's ISN is 256 before it, the peer's 1000
+    before it): data both ways with delayed ACKs, a duplicate segment from before the wrap
+    (outside the window), out-of-order data, an ACK of unsent data, an ACK older than the
+    window (RFC 5961 §5: challenge ACK), all across the wrap."""
+    tw = await start(dut, app_pause=0.2, idle="cycle", backpressure="random")
+    await tw.call("listen", 7)
+    irs = MOD - 1000
+    sid, snd = await handshake(tw, irs, 40400, wscale=1)
+    rcv = (irs + 1) % MOD
+    data = bytes((k * 13 + 5) & 0xFF for k in range(3000))
+    for k, start_at in enumerate(range(0, 3000, 1000)):
+        tw.now += 10 * MS
+        out = tcp(await tw.rx(seg(ACK, rcv + start_at, snd, data[start_at:start_at + 1000],
+                                  sport=40400)))
+        assert len(out) == k % 2  # delayed ACK: every second segment
+    rcv = (rcv + 3000) % MOD
+    assert rcv == 2001  # wrapped
+    assert await tw.call("recv", sid) == data
+    tw.notes()
+    tw.now += 10 * MS
+    (dup,) = tcp(await tw.rx(seg(ACK, irs + 1, snd, data[:1000], sport=40400)))
+    assert dup.ack == rcv  # from before the wrap: outside the window, ACKed
+    (ooo,) = tcp(await tw.rx(seg(ACK, rcv + 100, snd, b"late", sport=40400)))
+    assert ooo.ack == rcv  # out of order: dropped with an immediate duplicate ACK
+    # the engine sends 3000 bytes: its sequence numbers cross 2**32 in the first segment
+    assert await tw.call("send", sid, data) == 3000
+    sent = tcp(tw.sent)
+    assert [((s.seq - snd) % MOD, len(s.payload)) for s in sent] == \
+        [(0, 1460), (1460, 1460), (2920, 80)]
+    assert sent[1].seq < sent[0].seq  # wrapped
+    tw.now += 10 * MS
+    (ack,) = tcp(await tw.rx(seg(ACK, rcv, snd + 5000, sport=40400)))  # unsent: ACK, dropped
+    assert ack.seq == (snd + 3000) % MOD
+    assert await tw.rx(seg(ACK, rcv, snd - 70000, sport=40400)) == []  # old, in the window
+    # older than the largest window the peer offered (65535 << 1): challenge ACK
+    (ack,) = tcp(await tw.rx(seg(ACK, rcv, snd - 140000, sport=40400)))
+    assert ack.ack == rcv
+    assert await tw.rx(seg(ACK, rcv, snd + 1460, sport=40400)) == []
+    tw.now += 10 * MS
+    assert await tw.rx(seg(ACK, rcv, snd + 3000, sport=40400)) == []
+    counters = await tw.rtl.counters()
+    for name in ("out_of_window", "ooo_full", "ack_unsent", "ack_too_old"):
+        assert counters[name] == tw.model.drops[name] == 1, name
+
+
 # ---- pytest ----------------------------------------------------------------------------------
 
-FAST = ["close", "rst"]
-LONG = ["open", "rst_syn_sent"]
+FAST = ["close", "rst", "persist", "backoff", "wrap"]
+LONG = ["open", "rst_syn_sent", "peer_probe"]
 # RFC 9293 §3.10.7.4 asks for "connection refused" when a RST ends a SYN-RECEIVED that came
 # from SYN-SENT; the gateware reports reset_rst (rtl/toe/sessions.py, "S Check", the f_rst
 # branch: it should note reset_refused when the state is SYN_RCVD and the session is not passive)
 BUGS = {"open_rst": "gateware reports reset_rst, not reset_refused, for a RST in SYN-RECEIVED "
-                    "after a simultaneous open"}
+                    "after a simultaneous open",
+        # "M Timeout" doubles the session's rto for each zero-window probe, and nothing
+        # brings it back when the window opens: the first segment after it waits up to rto_max
+        "persist_rto": "gateware keeps the probes' backed-off interval as its RTO after the "
+                       "peer's window opens"}
 
 
 @pytest.fixture(scope="module")
