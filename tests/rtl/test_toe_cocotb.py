@@ -44,6 +44,17 @@ PARAMS = {"width": 64, "sessions": 4, "buf_bits": 12, "fixed_isn": MOD - 256,
           "max_half_open": 2, "syn_retries": 3, "data_retries": 6}
 ISN = PARAMS["fixed_isn"]
 CASE = os.environ.get("NICSIM_TOE_CASE", "")
+# the cases of `make test`, run one after the other in one simulator process (each releases
+# its sessions at the end: the TCB and session-table memories keep their contents across a
+# reset); the others run in a process each under `-m long`
+FAST = ["close", "rst", "persist", "backoff"]
+LONG = ["wrap", "open", "peer_probe"]
+
+
+def selected(*cases):
+    """Whether this process runs the test of ``cases`` (``NICSIM_TOE_CASE``: one case,
+    ``fast`` for the cases of :data:`FAST`, empty for all)."""
+    return CASE == "" or CASE in cases or (CASE == "fast" and cases[0] in FAST)
 
 
 async def start(dut, app_pause=0.0, idle="none", backpressure="none"):
@@ -95,6 +106,16 @@ async def next_timer(tw):
     return await tw.at(ms)
 
 
+async def finish(tw):
+    """End a case: abort what is left (the same RSTs from both), so the next case in the same
+    simulator starts with every session free; no memory access went beyond the memory."""
+    for sid in tw.model.sessions():
+        await tw.call("abort", sid)
+    tw.notes()
+    assert (await tw.rtl.counters())["half_open"] == 0
+    assert tw.rtl.memory.out_of_range == 0
+
+
 async def state(tw, sid):
     return await tw.call("state", sid)
 
@@ -102,7 +123,7 @@ async def state(tw, sid):
 # ---- simultaneous close and open ----------------------------------------------------------
 
 
-@cocotb.test(skip=CASE not in ("", "close"))
+@cocotb.test(skip=not selected("close"))
 async def simultaneous_close(dut):
     """Both FINs cross: FIN-WAIT-1, CLOSING (the peer's FIN does not ACK ours), the FIN sent
     again by the RTO, TIME-WAIT on the ACK, TIME-WAIT restarted by a retransmitted FIN, CLOSED
@@ -167,10 +188,10 @@ async def simultaneous_close(dut):
     await tw.at(tw.now / MS + 300)
     assert await state(tw, sid) == State.CLOSED
     tw.notes()
-    assert tw.rtl.memory.out_of_range == 0
+    await finish(tw)
 
 
-@cocotb.test(skip=CASE not in ("", "open"))
+@cocotb.test(skip=not selected("open"))
 async def simultaneous_open(dut):
     """Both ends send a SYN (RFC 9293 §3.5 figure 8): SYN-SENT to SYN-RECEIVED with a SYN-ACK;
     the peer's SYN-ACK (its SYN already counted, so outside the window: RFC 9293 §3.10.7.4
@@ -201,9 +222,10 @@ async def simultaneous_open(dut):
     assert sum(len(s.payload) for s in out) == 400 and out[-1].ack == peer + 6
     assert await tw.call("recv", sid) == b"hello"
     tw.notes()
+    await finish(tw)
 
 
-@cocotb.test(skip=CASE not in ("", "open_rst"))
+@cocotb.test(skip=not selected("open_rst"))
 async def simultaneous_open_rst(dut):
     """RST in SYN-RECEIVED reached by a simultaneous open: the connection was refused
     (RFC 9293 §3.10.7.4, SYN-RECEIVED: "signal the user 'connection refused'")."""
@@ -216,6 +238,7 @@ async def simultaneous_open_rst(dut):
     assert await tw.rx(seg(RST, 9001, sport=8080, dport=syn.src_port)) == []
     assert await state(tw, sid) == State.CLOSED
     assert tw.notes() == [(Notice.RESET, sid, "refused")]
+    await finish(tw)
 
 
 # ---- RST in each state --------------------------------------------------------------------
@@ -259,7 +282,7 @@ SYNCHRONIZED = [State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1, State.F
                 State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT]
 
 
-@cocotb.test(skip=CASE not in ("", "rst"))
+@cocotb.test(skip=not selected("rst"))
 async def rst_in_each_state(dut):
     """In every synchronized state: a RST outside the window is dropped without an answer
     (RFC 9293 §3.10.7.4 first check), a RST in the window but not at ``rcv_nxt`` gets a
@@ -293,9 +316,11 @@ async def rst_in_each_state(dut):
     counters = await tw.rtl.counters()
     assert counters["challenge_acks"] == tw.model.stats["challenge_acks"] == len(SYNCHRONIZED)
     assert counters["out_of_window"] == tw.model.drops["out_of_window"] == 2 * len(SYNCHRONIZED)
+    await finish(tw)
 
 
-@cocotb.test(skip=CASE not in ("", "rst_syn_sent"))
+# in the process of "rst", after every session of rst_in_each_state was released
+@cocotb.test(skip=not selected("rst", "rst_syn_sent"))
 async def rst_in_syn_sent(dut):
     """SYN-SENT (RFC 9293 §3.10.7.3): a RST without ACK is dropped; a RST with an ACK that does
     not acknowledge our SYN is dropped; a plain ACK like that gets a RST; a RST with the ACK
@@ -327,12 +352,13 @@ async def rst_in_syn_sent(dut):
     assert times == [1000, 3000, 7000, 11000]  # the fourth timeout (4 s, the cap) gives up
     assert notes == [(Notice.RESET, sid, "timeout")]
     assert await state(tw, sid) == State.CLOSED
+    await finish(tw)
 
 
 # ---- zero windows -------------------------------------------------------------------------
 
 
-@cocotb.test(skip=CASE not in ("", "persist", "persist_rto"))
+@cocotb.test(skip=not selected("persist", "persist_rto"))
 async def zero_window_from_peer(dut):
     """The peer closes its window with data queued: the persist timer sends probes
     (``seq = snd_una - 1``, no data, as Linux) after an RTO, then at doubling intervals up to
@@ -377,9 +403,10 @@ async def zero_window_from_peer(dut):
     tw.now += 10 * MS
     out = tcp(await tw.rx(seg(ACK, rcv, snd + 800, sport=40100, window=4096 >> 3)))
     assert sum(len(s.payload) for s in out) == 2200
+    await finish(tw)
 
 
-@cocotb.test(skip=CASE not in ("", "peer_probe"))
+@cocotb.test(skip=not selected("peer_probe"))
 async def zero_window_to_peer(dut):
     """The application does not read: the receive buffer (4 KiB) fills, the engine announces a
     zero window; the peer's probes (Linux's ``seq = rcv_nxt - 1`` without data, and one byte at
@@ -422,12 +449,13 @@ async def zero_window_to_peer(dut):
     counters = await tw.rtl.counters()
     for name in ("out_of_window", "beyond_window"):
         assert counters[name] == tw.model.drops[name], name
+    await finish(tw)
 
 
 # ---- retransmission timeout ---------------------------------------------------------------
 
 
-@cocotb.test(skip=CASE not in ("", "backoff"))
+@cocotb.test(skip=not selected("backoff"))
 async def retransmission_backoff(dut):
     """RFC 6298: the RTO doubles on each timeout (§5.5) up to ``rto_max`` (§2.5, 4 s here);
     a new ACK restarts the timer with the backed-off RTO (§5.3; Karn: no RTT sample from
@@ -476,12 +504,13 @@ async def retransmission_backoff(dut):
     counters = await tw.rtl.counters()
     for name in ("timeouts", "retransmits"):
         assert counters[name] == tw.model.stats[name], name
+    await finish(tw)
 
 
 # ---- sequence numbers around 2**32 --------------------------------------------------------
 
 
-@cocotb.test(skip=CASE not in ("", "wrap"))
+@cocotb.test(skip=not selected("wrap"))
 async def sequence_wrap(dut):
     """Both sequence spaces cross 2**32 (the engine's ISN is 256 before it, the peer's 1000
     before it): data both ways with delayed ACKs, a duplicate segment from before the wrap
@@ -526,12 +555,11 @@ async def sequence_wrap(dut):
     counters = await tw.rtl.counters()
     for name in ("out_of_window", "ooo_full", "ack_unsent", "ack_too_old"):
         assert counters[name] == tw.model.drops[name] == 1, name
+    await finish(tw)
 
 
 # ---- pytest ----------------------------------------------------------------------------------
 
-FAST = ["close", "rst", "persist", "backoff", "wrap"]
-LONG = ["open", "rst_syn_sent", "peer_probe"]
 # RFC 9293 §3.10.7.4 asks for "connection refused" when a RST ends a SYN-RECEIVED that came
 # from SYN-SENT; the gateware reports reset_rst (rtl/toe/sessions.py, "S Check", the f_rst
 # branch: it should note reset_refused when the state is SYN_RCVD and the session is not passive)
@@ -552,7 +580,7 @@ def rtl():
 
 
 def _cases():
-    for case in FAST + LONG + list(BUGS):
+    for case in ["fast"] + LONG + list(BUGS):
         marks = [pytest.mark.long] if case in LONG else []
         if case in BUGS:
             marks.append(pytest.mark.xfail(reason=BUGS[case], strict=True, raises=AssertionError))
@@ -562,8 +590,7 @@ def _cases():
 @pytest.mark.rtl
 @pytest.mark.parametrize("case", _cases())
 def test_toe_cocotb(rtl, case):
-    """One simulator run per case: the TCB and session-table memories keep their contents
-    across a reset, so every case starts from a fresh gateware."""
+    """One simulator run per case (``fast``: the cases of :data:`FAST` in one run)."""
     run_cocotb(rtl, "test_toe_cocotb", test_dir=Path(__file__).parent,
                env={"NICSIM_TOE_CASE": case},
                run_dir=rtl.build_dir / "runs" / f"{case}_{os.getpid()}")
