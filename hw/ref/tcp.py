@@ -28,6 +28,8 @@ What the engine does, and the choices where the RFCs leave room:
   8``, ``rttvar = (3 rttvar + |srtt - r|) / 4``), one timed segment at a time, Karn's rule,
   exponential backoff, ``rto_min`` 200 ms by default (Linux TCP_RTO_MIN; RFC 6298 §2.4 asks for
   1 s, which a configuration can set). On timeout: ``cwnd = 1 MSS``, go back to ``snd_una``.
+  After a handshake whose SYN (or SYN-ACK) timed out and gave no RTT sample, the RTO is at
+  least 3 s (RFC 6298 §5.7).
 * Congestion control: NewReno (RFC 5681 slow start and congestion avoidance, initial window of
   RFC 5681 §3.1; RFC 6582 fast retransmit on the third duplicate ACK, fast recovery with partial
   ACKs, ``recover`` guarding against a second reduction).
@@ -1100,6 +1102,7 @@ class TcpEngine:
         s.snd_wnd = seg.window << s.snd_wscale if not seg.flags & SYN else seg.window
         s.max_snd_wnd = max(s.max_snd_wnd, s.snd_wnd)
         s.snd_wl1, s.snd_wl2 = seg.seq, seg.ack
+        syn_timed_out = s.retries > 0
         s.retries = 0
         s.rtx_at = None
         if s.rtt_seq is not None and seq_ge(seg.ack, s.rtt_seq):
@@ -1107,6 +1110,13 @@ class TcpEngine:
             s.rtt_seq = None
         else:
             s.rto = max(self.config.rto_min, min(s.rto, self.config.rto_max))
+            if syn_timed_out:
+                # RFC 6298 §5.7: the timer expired awaiting the ACK of our SYN and no RTT
+                # sample came from the handshake: the RTO is re-initialized to 3 s when data
+                # transmission begins (a larger backed-off RTO stays; Linux tcp_init_metrics()
+                # sets TCP_TIMEOUT_FALLBACK)
+                fallback = cycles(3.0, self.config.clock_hz)
+                s.rto = min(max(s.rto, fallback), self.config.rto_max)
         self._notify(Notice.CONNECTED, s)
 
     def _acceptable(self, s: _Session, seg: Segment) -> bool:

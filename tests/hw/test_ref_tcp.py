@@ -278,6 +278,33 @@ def test_rst_in_syn_received_after_simultaneous_open_is_refused():
     assert [(n.kind, n.info) for n in e.notifications()] == [(Notice.RESET, "refused")]
 
 
+@pytest.mark.parametrize("timeouts, rto_ms", [(0, 200), (1, 3000), (3, 8000)])
+def test_rto_after_syn_ack_timeout(timeouts, rto_ms):
+    """RFC 6298 §5.7: when the SYN-ACK timed out and the handshake gave no RTT sample (Karn),
+    the RTO is re-initialized to 3 s once data flows (1 s doubled once is 2 s, less than 3 s);
+    a larger backed-off RTO (1, 2, 4 s: 8 s) stays. Without a timeout the handshake's RTT
+    sample (50 ms) gives rto_min (200 ms)."""
+    e = engine()
+    p = Peer(e)
+    e.listen(80)
+    (syn_ack,) = p.send(SYN, mss=1460)
+    t = 0
+    for k in range(timeouts):
+        t += 1000 * MS << k
+        (again,) = p.at(t)
+        assert again.flags == SYN | ACK
+    p.now = t + 50 * MS
+    assert p.send(ACK) == []
+    (note,) = e.notifications()
+    assert note.kind == Notice.CONNECTED
+    e.send(note.session, b"x" * 100)
+    (data,) = p.out()
+    sent = p.now
+    assert p.at(sent + rto_ms * MS - 1) == []
+    (again,) = p.at(sent + rto_ms * MS)
+    assert again.seq == data.seq and again.payload == data.payload
+
+
 def test_simultaneous_close():
     """RFC 9293 §3.6 figure 13: FINs cross, both CLOSING, then TIME-WAIT, then released."""
     a, b = pair(time_wait=cycles(0.01))

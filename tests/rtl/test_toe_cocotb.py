@@ -507,6 +507,24 @@ async def retransmission_backoff(dut):
     await finish(tw)
 
 
+@cocotb.test(skip=not selected("syn_rto"))
+async def rto_after_syn_ack_timeout(dut):
+    """RFC 6298 §5.7: the SYN-ACK timed out once (RTO 1 s doubled to 2 s) and the handshake
+    gave no RTT sample (Karn): when data flows the RTO is 3 s."""
+    tw = await start(dut)
+    await tw.call("listen", 7)
+    await tw.rx(seg(SYN, 300, sport=40500, mss=1460))
+    (again,) = tcp(await next_timer(tw))
+    assert again.flags == SYN | ACK and round(tw.now / MS) == 1000
+    tw.now += 50 * MS
+    assert await tw.rx(seg(ACK, 301, ISN + 1, sport=40500)) == []
+    (note,) = tw.notes()
+    assert await tw.call("send", note[1], b"r" * 100) == 100
+    sent_at = tw.now / MS
+    (again,) = tcp(await next_timer(tw))
+    assert again.payload == b"r" * 100 and round(tw.now / MS - sent_at) == 3000
+    await finish(tw)
+
 # ---- sequence numbers around 2**32 --------------------------------------------------------
 
 
@@ -568,7 +586,11 @@ BUGS = {"open_rst": "gateware reports reset_rst, not reset_refused, for a RST in
         # "M Timeout" doubles the session's rto for each zero-window probe, and nothing
         # brings it back when the window opens: the first segment after it waits up to rto_max
         "persist_rto": "gateware keeps the probes' backed-off interval as its RTO after the "
-                       "peer's window opens"}
+                       "peer's window opens",
+        # "S Established" keeps the backed-off RTO without a sample; 3 s in ticks would need
+        # the tick length (a parameter) or an rto_fallback parameter
+        "syn_rto": "gateware does not re-initialize the RTO to 3 s after a SYN-ACK timeout "
+                   "(RFC 6298 §5.7)"}
 
 
 @pytest.fixture(scope="module")
