@@ -38,7 +38,7 @@ TICK_S = 0.01  # one unit of the ``tick`` input in engine time (as the other toe
 MS = cycles(0.001)
 E_MAC, P_MAC = bytes.fromhex("020000000002"), bytes.fromhex("020000000001")
 E_IP, P_IP = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
-MAX_RUN_CYCLES = 200_000  # one frame, command or tick batch; far beyond any of them
+MAX_RUN_CYCLES = 50_000  # one frame, command or tick batch: a few thousand at most
 
 
 def model_config(params):
