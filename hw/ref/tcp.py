@@ -1538,6 +1538,12 @@ class TcpEngine:
             s.rto = min(2 * s.rto, self.config.rto_max)
             s.rtx_at = self.now + s.rto
             return
+        if s.snd_wnd == 0:
+            # The peer closed its window with data in flight (a receiver may shrink it, RFC
+            # 9293 §3.8.6.2.1): nothing can be sent again, the persist timer probes, and the
+            # connection stays open as long as the peer answers (RFC 9293 §3.8.6.1, MUST-26;
+            # Linux tcp_retransmit_timer() does not give up on such a connection either).
+            s.retries = min(s.retries, 1)
         if s.retries > self.config.data_retries:
             self._send_segment(s, s.snd_nxt, RST | ACK)
             self.stats["rst_sent"] += 1

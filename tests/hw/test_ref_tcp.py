@@ -524,6 +524,33 @@ def test_zero_window_probes_back_off():
     assert sum(len(s.payload) for s in segs) > 0
 
 
+def test_peer_window_closed_with_data_in_flight_keeps_connection():
+    """The peer closes its window while data is in flight and answers every probe: the
+    connection stays open however many timeouts pass (RFC 9293 §3.8.6.1, MUST-26), and the
+    data goes again from snd_una when the window opens."""
+    e = engine(rto_min=cycles(0.2), rto_max=cycles(1), data_retries=3)
+    p = Peer(e)
+    sid = p.connect()
+    e.send(sid, bytes(3000))
+    sent = p.out()
+    assert [len(s.payload) for s in sent] == [1460, 1460, 80]
+    una = (sent[0].seq + 1460) % MOD
+    p.send(ACK, ack=una, window=0)
+    probes = 0
+    t = 0
+    while t < cycles(10):  # ten times rto_max, far beyond three retries
+        t += 10 * MS
+        for s in p.at(t):
+            assert s.seq in ((una - 1) % MOD, una) and s.flags == ACK
+            probes += not s.payload
+            p.send(ACK, ack=una, window=0, advance=False)  # the peer answers: still closed
+    assert probes >= 8 and e.state(sid) == State.ESTABLISHED
+    assert not [n for n in e.notifications() if n.kind == Notice.RESET]
+    p.now = t + 10 * MS
+    segs = p.send(ACK, ack=una, window=65535, advance=False)
+    assert [(s.seq, len(s.payload)) for s in segs] == [(una, 1460)]  # cwnd: 1 MSS
+
+
 def test_receiver_window_shrinks_to_zero_then_updates():
     e = engine(rx_buffer=4096, mss=1460)
     p = Peer(e)

@@ -406,6 +406,35 @@ async def zero_window_from_peer(dut):
     await finish(tw)
 
 
+@cocotb.test(skip=not selected("shrink"))
+async def zero_window_with_data_in_flight(dut):
+    """The peer closes its window while three segments are in flight and answers every probe:
+    the connection stays open past ``data_retries`` timeouts (RFC 9293 §3.8.6.1, MUST-26),
+    and the data goes again from ``snd_una`` when the window opens."""
+    tw = await start(dut)
+    await tw.call("listen", 7)
+    sid, snd = await handshake(tw, MOD - 500, 40600)
+    rcv = MOD - 499
+    await tw.at(tw.now / MS + 10)
+    assert await tw.call("send", sid, bytes(range(200)) * 15) == 3000
+    assert [len(s.payload) for s in tcp(tw.sent)] == [1460, 1460, 80]
+    una = (snd + 1460) % MOD
+    tw.now += 10 * MS
+    assert await tw.rx(seg(ACK, rcv, una, sport=40600, window=0)) == []
+    probes = 0
+    while tw.now < 40_000 * MS:  # ten times rto_max: far beyond six retries
+        for s in tcp(await next_timer(tw)):
+            assert s.flags == ACK and s.seq in ((una - 1) % MOD, una), s
+            probes += not s.payload
+            await tw.rx(seg(ACK, rcv, una, sport=40600, window=0))  # still closed
+        assert tw.notes() == []
+    assert probes >= 8
+    assert await state(tw, sid) == State.ESTABLISHED
+    tw.now += 10 * MS
+    out = tcp(await tw.rx(seg(ACK, rcv, una, sport=40600, window=65535)))
+    assert [(s.seq, len(s.payload)) for s in out] == [(una, 1460)]  # cwnd: 1 MSS
+    await finish(tw)
+
 @cocotb.test(skip=not selected("peer_probe"))
 async def zero_window_to_peer(dut):
     """The application does not read: the receive buffer (4 KiB) fills, the engine announces a
@@ -590,7 +619,12 @@ BUGS = {"open_rst": "gateware reports reset_rst, not reset_refused, for a RST in
         # "S Established" keeps the backed-off RTO without a sample; 3 s in ticks would need
         # the tick length (a parameter) or an rto_fallback parameter
         "syn_rto": "gateware does not re-initialize the RTO to 3 s after a SYN-ACK timeout "
-                   "(RFC 6298 §5.7)"}
+                   "(RFC 6298 §5.7)",
+        # "M Timeout": with snd_una != snd_max the probe branch is not taken, the go-back-N
+        # output sends nothing into the zero window, and the retries count to data_retries
+        "shrink": "gateware sends no zero-window probe when the peer's window closes with data "
+                  "in flight, and resets the connection after data_retries timeouts (RFC 9293 "
+                  "§3.8.6.1 MUST-26)"}
 
 
 @pytest.fixture(scope="module")
