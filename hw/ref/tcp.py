@@ -1543,7 +1543,7 @@ class TcpEngine:
             # 9293 §3.8.6.2.1): nothing can be sent again, the persist timer probes, and the
             # connection stays open as long as the peer answers (RFC 9293 §3.8.6.1, MUST-26;
             # Linux tcp_retransmit_timer() does not give up on such a connection either).
-            s.retries = min(s.retries, 1)
+            s.retries = min(s.retries, self.config.data_retries)
         if s.retries > self.config.data_retries:
             self._send_segment(s, s.snd_nxt, RST | ACK)
             self.stats["rst_sent"] += 1
