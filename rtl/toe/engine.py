@@ -306,7 +306,7 @@ class ToeEngine(wiring.Component):
                 reply=reply, is_arp_out=is_arp_out, out_last_beat=out_last_beat,
                 out_last_keep=out_last_keep, out_beat=out_beat, rst_seq=rst_seq,
                 rst_ack=rst_ack, rst_flags=rst_flags, rst_seq_c=rst_seq_c, rst_ack_c=rst_ack_c,
-                rst_flags_c=rst_flags_c))
+                rst_flags_c=rst_flags_c, beat=beat, accept=accept))
             ses.elaborate()
 
         with m.FSM() as fsm:
@@ -459,6 +459,9 @@ class ToeEngine(wiring.Component):
                     m.next = "Build Echo"
                 with m.Else():
                     m.next = "Receive"  # an ARP reply to us: nothing to send
+                if ses is not None:
+                    with m.If(~v_tcp):
+                        ses.cut_through_abort()
             with m.State("Build Echo"):
                 # ip_id now holds this reply's identification; the header sum uses it
                 m.d.comb += rd.addr.eq(0)
@@ -491,21 +494,27 @@ class ToeEngine(wiring.Component):
                         with m.If((out_beat == b) & (is_arp_out | (idx < 38))):
                             m.d.comb += word[8 * k:8 * k + 8].eq(reply[idx])
                 is_last = out_beat == out_last_beat
+                # after the segment the session engine's transmitter is sending
+                free = ~ses.st_busy if ses is not None else Const(1, 1)
                 m.d.comb += [
-                    self.o.valid.eq(1),
+                    self.o.valid.eq(free),
                     self.o.payload.data.eq(word),
                     self.o.payload.keep.eq(Mux(is_last, out_last_keep, (1 << nb) - 1)),
                     self.o.payload.last.eq(is_last),
-                    rd.addr.eq(Mux(self.o.ready, out_beat + 1, out_beat)),
+                    rd.addr.eq(Mux(self.o.ready & free, out_beat + 1, out_beat)),
                 ]
-                with m.If(self.o.ready):
+                with m.If(self.o.ready & free):
                     m.d.sync += out_beat.eq(out_beat + 1)
                     with m.If(is_last):
                         m.next = "Receive"
             if ses is not None:
                 ses.states()
         if ses is not None:
-            m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~ses.scan_pending)
+            # after the state machine: the cut-through writer's port use takes precedence
+            ses.cut_through(fsm.ongoing("Receive"))
+            ses.transmitter()
+            m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~ses.scan_pending
+                                     & ses.ct_idle & ~ses.st_busy)
 
         # ------------------------------------------------------------------------ registers
         counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies, 0x0C: rst_sent}

@@ -90,6 +90,9 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _LISTEN_SLOTS = 8
 _ARP_SLOTS = 4
 _TX_HEADER = 62  # Ethernet, IPv4, TCP and at most 8 option bytes (MSS, NOP, window scale)
+# phases of the cut-through writer (SessionLogic.cut_through)
+_CT_IDLE, _CT_REQ, _CT_WAIT, _CT_TCB, _CT_SETUP, _CT_COPY, _CT_DONE = range(7)
+_CT_PHASES = 7
 
 TCB_LAYOUT = data.StructLayout({
     "state": 4, "passive": 1, "mac_ok": 1, "ws_ok": 1,
@@ -194,7 +197,10 @@ class SessionLogic:
         nb = e.width // 8
         self.nb = nb
         self.log_nb = (nb - 1).bit_length()
-        m.submodules.txbuf = txbuf = Memory(shape=e.width, depth=-(-(9216) // nb), init=[])
+        # two halves: a segment is staged in one while the one before leaves from the other
+        self.tx_half_words = -(-9216 // nb)
+        m.submodules.txbuf = txbuf = Memory(shape=e.width, depth=2 * self.tx_half_words,
+                                            init=[])
         self.tx_w = txbuf.write_port(granularity=8)
         self.tx_r = txbuf.read_port()
         self.sdrops = Array(Signal(32, name=f"sdrop_{n}") for n in SESSION_DROP_REASONS)
@@ -298,10 +304,19 @@ class SessionLogic:
         self.x_win = Signal(16)
         self.x_ret = Signal(3)
         self.p_valid = Signal()
-        self.o_beat = Signal(range(9216 // self.nb + 2))
         self.o_last = Signal(range(9216 // self.nb + 2))
         self.o_keep = Signal(self.nb)
         self.p_ret = Signal()  # option parse return: 0 listen, 1 SYN-SENT
+        # the transmitter (transmitter): sends a staged segment while the next one is built
+        self.x_half = Signal()  # the half of the TX buffer the next segment is staged in
+        self.st_busy = Signal()
+        self.st_half = Signal()
+        self.st_hlen = Signal(7)
+        self.st_beat = Signal(range(9216 // self.nb + 2))
+        self.st_last = Signal(range(9216 // self.nb + 2))
+        self.st_keep = Signal(self.nb)
+        self.sth_bits = Signal(8 * _TX_HEADER)
+        self.sth = [self.sth_bits[8 * i:8 * i + 8] for i in range(_TX_HEADER)]
         # command registers
         self.c_op = Signal(3)
         self.c_ip = Signal(32)
@@ -329,6 +344,29 @@ class SessionLogic:
         self.cp_a = Signal(e.width)
         self.c_base = Signal(max(1, e.buf_bits))  # byte offset of a stream transfer
         self.fast = Signal()  # a retransmission of snd_una is owed (fast retransmit, NewReno)
+        # the cut-through writer (cut_through): lookup and payload write while a frame arrives
+        self.ct_phase = Signal(range(_CT_PHASES))
+        self.ct_idle = Signal()
+        m.d.comb += self.ct_idle.eq(self.ct_phase == _CT_IDLE)
+        self.ct_started = Signal()  # a lookup was started for the frame coming in
+        self.ct_abort = Signal()
+        self.ct_hit = Signal()
+        self.ct_sid = Signal(self.sid_bits)
+        self.ct_ok = Signal()  # the payload of this frame is in the ring from rcv_nxt on
+        self.ct_n = Signal(17)  # ... that many bytes of it
+        self.ct_rcv_nxt = Signal(32)
+        self.ct_irs = Signal(32)
+        self.ct_free = Signal(32)
+        self.ct_recv = Signal()  # the session's state takes data
+        self.ct_w0 = Signal(26)
+        self.ct_r = Signal(max(1, self.log_nb))
+        self.ct_dmod = Signal(max(1, self.log_nb))
+        self.ct_dw0 = Signal(26)
+        self.ct_k = Signal(16)
+        self.ct_i = Signal(16)
+        self.ct_idx = Signal(16)
+        self.ct_valid = Signal()
+        self.ct_a = Signal(e.width)
 
     # ----------------------------------------------------------------------------- helpers
     def rx_off(self, seq):
@@ -395,7 +433,9 @@ class SessionLogic:
     def idle_dispatch(self):
         """In the front end's Receive state with no frame coming in: other work."""
         m, e = self.m, self.e
-        with m.If(self.scan_pending):
+        with m.If(~self.ct_idle):
+            pass  # the cut-through writer's lookup of a dropped frame finishes first
+        with m.Elif(self.scan_pending):
             m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
             m.next = "M Load"
         with m.Elif(e.cmd.valid):
@@ -405,6 +445,142 @@ class SessionLogic:
                          self.c_port.eq(p.port), self.c_len.eq(p.length), self.r.eq(0)]
             m.d.comb += self.tcb_r.addr.eq(p.sid)
             m.next = "C Load"
+
+    def cut_through_abort(self):
+        """Statements for the front end's ``Act`` state when the frame is not a segment for
+        the session engine: its payload stays where it was written (in free ring space, past
+        ``rcv_nxt``, so nothing is lost); a lookup in flight finishes before the writer idles."""
+        self.m.d.sync += self.ct_abort.eq(1)
+
+    def cut_through(self, in_receive):
+        """The cut-through writer, beside the state machine (elaborated after it, so that its
+        use of the frame buffer's read port and of the memory port takes precedence).
+
+        While a frame arrives, once its addresses and ports are in (beat 5), the session is
+        looked up and its TCB read; if the segment starts at ``rcv_nxt`` of a session that
+        takes data, its payload is copied from the frame buffer into the receive ring as the
+        beats arrive (a beat is read once it has been written), a word a cycle through the
+        realigning rotation. Only free ring space is written (``rcv_nxt`` to ``rcv_nxt +
+        free``), so a segment that fails a check later leaves no trace; ``rcv_nxt`` advances
+        in ``S Data`` only, after every check passed, and the copy there is skipped. The
+        state machine's ``T Lookup`` waits for the writer and takes its lookup result.
+        """
+        m, e, fe = self.m, self.e, self.fe
+        lb = self.log_nb
+        ph = self.ct_phase
+        hdr, be = fe.hdr, fe.be
+        with m.If(fe.accept & (fe.beat == 0)):
+            m.d.sync += [self.ct_started.eq(0), self.ct_ok.eq(0)]
+        plausible = (be(12, 2) == 0x0800) & (hdr[23] == 6) & (be(30, 4) == e.ip)
+        with m.Switch(ph):
+            with m.Case(_CT_IDLE):
+                m.d.sync += self.ct_abort.eq(0)
+                with m.If(in_receive & (fe.beat >= 5) & ~self.ct_started & plausible
+                          & ~(fe.accept & (fe.beat == 0))):
+                    m.d.sync += [ph.eq(_CT_REQ), self.ct_started.eq(1), self.ct_ok.eq(0)]
+            with m.Case(_CT_REQ):
+                req = self.table.req
+                m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
+                             req.payload.key.eq(self.key)]
+                with m.If(req.ready):
+                    m.d.sync += ph.eq(_CT_WAIT)
+            with m.Case(_CT_WAIT):
+                resp = self.table.resp
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    m.d.sync += [self.ct_hit.eq(resp.payload.hit),
+                                 self.ct_sid.eq(resp.payload.sid)]
+                    m.d.comb += self.tcb_r.addr.eq(resp.payload.sid)
+                    with m.If(self.ct_abort):
+                        m.d.sync += ph.eq(_CT_IDLE)
+                    with m.Elif(resp.payload.hit):
+                        m.d.sync += ph.eq(_CT_TCB)
+                    with m.Else():
+                        m.d.sync += ph.eq(_CT_DONE)
+            with m.Case(_CT_TCB):
+                d = self.tcb_r.data
+                st = d.state
+                ready = _sub(_sub(d.rcv_nxt, d.rx_read), d.peer_fin)
+                m.d.sync += [self.ct_rcv_nxt.eq(d.rcv_nxt), self.ct_irs.eq(d.irs),
+                             self.ct_free.eq(self.buf - ready),
+                             self.ct_recv.eq((st == ESTAB) | (st == FIN_WAIT_1)
+                                             | (st == FIN_WAIT_2)),
+                             ph.eq(_CT_SETUP)]
+            with m.Case(_CT_SETUP):
+                # in order only, and no more than the free space after rcv_nxt
+                n = _umin(self.plen, self.ct_free)
+                da = _sub(self.ct_rcv_nxt, self.ct_irs + 1)[:e.buf_bits]
+                sa = 34 + self.doff
+                dmod = da[:lb] if lb else Const(0, 1)
+                base = (sa - dmod)[:26]
+                go = (self.ct_recv & (self.seg_seq == self.ct_rcv_nxt) & (self.plen != 0)
+                      & (self.plen <= self.ct_free) & ~self.ct_abort)
+                m.d.sync += [self.ct_w0.eq(base >> lb), self.ct_r.eq(base[:lb] if lb else 0),
+                             self.ct_dmod.eq(dmod), self.ct_n.eq(n), self.ct_dw0.eq(da >> lb),
+                             self.ct_k.eq((dmod + n + self.nb - 1) >> lb), self.ct_i.eq(0),
+                             self.ct_valid.eq(0)]
+                with m.If(self.ct_abort):
+                    m.d.sync += ph.eq(_CT_IDLE)
+                with m.Elif(go):
+                    m.d.sync += ph.eq(_CT_COPY)
+                with m.Else():
+                    m.d.sync += ph.eq(_CT_DONE)
+            with m.Case(_CT_COPY):
+                word_in = self.ct_w0 + self.ct_i
+                # a beat can be read once it is in the frame buffer
+                avail = ~in_receive | (word_in < fe.beat)
+                issue = (self.ct_i <= self.ct_k) & avail & ~self.ct_abort
+                with m.If(issue):
+                    m.d.comb += fe.rd.addr.eq(word_in)
+                    m.d.sync += self.ct_i.eq(self.ct_i + 1)
+                m.d.sync += [self.ct_valid.eq(issue), self.ct_idx.eq(self.ct_i)]
+                with m.If(self.ct_valid):
+                    word = fe.rd.data
+                    m.d.sync += self.ct_a.eq(word)
+                    with m.If((self.ct_idx != 0) & ~self.ct_abort):
+                        k = (self.ct_idx - 1)[:20]
+                        out = Signal(e.width, name="ct_out")
+                        m.d.comb += [
+                            out.eq((Cat(self.ct_a, word) >> (self.ct_r * 8))[:e.width]),
+                            e.mem.addr.eq(Cat((self.ct_dw0 + k)[:e.buf_bits - lb], Const(0, 1),
+                                              self.ct_sid)),
+                            e.mem.w_data.eq(out),
+                            e.mem.w_en.eq(self.lanes(k, self.ct_dmod, self.ct_n))]
+                with m.If(self.ct_abort):
+                    m.d.sync += ph.eq(_CT_IDLE)
+                with m.Elif((self.ct_i > self.ct_k) & ~self.ct_valid):
+                    m.d.sync += [ph.eq(_CT_DONE), self.ct_ok.eq(1)]
+            with m.Case(_CT_DONE):
+                with m.If(self.ct_abort):
+                    m.d.sync += ph.eq(_CT_IDLE)
+
+    def transmitter(self):
+        """The transmitter, beside the state machine: sends the segment handed over in ``X
+        Hand`` (header from its registers, payload from its half of the TX buffer) a beat a
+        cycle while the state machine goes on (the next segment staged in the other half, the
+        next frame received). The front end's replies wait until it is free."""
+        m, e = self.m, self.e
+        with m.If(self.st_busy):
+            word = Signal(e.width, name="st_word")
+            m.d.comb += word.eq(self.tx_r.data)
+            for k in range(self.nb):
+                for b in range(-(-_TX_HEADER // self.nb)):
+                    idx = self.nb * b + k
+                    if idx >= _TX_HEADER:
+                        continue
+                    with m.If((self.st_beat == b) & (idx < self.st_hlen)):
+                        m.d.comb += word[8 * k:8 * k + 8].eq(self.sth[idx])
+            is_last = self.st_beat == self.st_last
+            base = Mux(self.st_half, self.tx_half_words, 0)
+            m.d.comb += [e.o.valid.eq(1), e.o.payload.data.eq(word),
+                         e.o.payload.keep.eq(Mux(is_last, self.st_keep, (1 << self.nb) - 1)),
+                         e.o.payload.last.eq(is_last),
+                         self.tx_r.addr.eq(base + Mux(e.o.ready, self.st_beat + 1,
+                                                      self.st_beat))]
+            with m.If(e.o.ready):
+                m.d.sync += self.st_beat.eq(self.st_beat + 1)
+                with m.If(is_last):
+                    m.d.sync += self.st_busy.eq(0)
 
     def arp_learn(self, ip, mac):
         """Statements that put ``ip -> mac`` into the ARP cache (replace or round robin)."""
@@ -436,10 +612,23 @@ class SessionLogic:
 
         # ------------------------------------------------------------ segment: session lookup
         with m.State("T Lookup"):
+            # the cut-through writer looked the session up while the frame came in (and
+            # wrote its payload); without it (not started), the lookup is done here
+            m.d.sync += self.notes.eq(0)
+            with m.If(self.ct_started & (self.ct_phase == _CT_DONE)):
+                m.d.sync += self.ct_phase.eq(_CT_IDLE)
+                with m.If(self.ct_hit):
+                    m.d.sync += self.sid.eq(self.ct_sid)
+                    m.d.comb += self.tcb_r.addr.eq(self.ct_sid)
+                    m.next = "T Load"
+                with m.Else():
+                    m.next = "L Listen"
+            with m.Elif(self.ct_idle):
+                m.next = "T Lookup Req"
+        with m.State("T Lookup Req"):
             req = self.table.req
             m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
                          req.payload.key.eq(self.key)]
-            m.d.sync += self.notes.eq(0)
             with m.If(req.ready):
                 m.next = "T Lookup Wait"
         with m.State("T Lookup Wait"):
@@ -774,6 +963,21 @@ class SessionLogic:
             with m.Else():
                 m.next = "S Data"
 
+        def rx_write(addr, word, en):
+            m.d.comb += [e.mem.addr.eq(self.word_addr(addr, 0)), e.mem.w_data.eq(word),
+                         e.mem.w_en.eq(en)]
+
+        def rx_done(count=None):
+            count = self.c_n if count is None else count
+            m.d.sync += [t.rcv_nxt.eq(t.rcv_nxt + count), note("data")]
+            with m.If(t.unacked):
+                m.d.sync += ack_now()
+            with m.Else():
+                m.d.sync += t.unacked.eq(1)
+                with m.If(~t.delack_on):
+                    m.d.sync += [t.delack_on.eq(1), t.delack_at.eq(self.now + e.delack)]
+            m.next = "S Fin"
+
         # seventh: segment text, in order only (out-of-order segments are dropped)
         with m.State("S Data"):
             seq = self.seg_seq
@@ -793,6 +997,10 @@ class SessionLogic:
                     with m.If(n == 0):
                         m.d.sync += ack_now()
                         m.next = "S Fin"
+                    with m.Elif((off == t.rcv_nxt) & self.ct_ok & (cut == 0)
+                                & (n <= self.ct_n)):
+                        # written into the ring while it arrived (cut_through)
+                        rx_done(n)
                     with m.Elif(off == t.rcv_nxt):
                         m.d.sync += [self.c_n.eq(n),
                                      *self.copy_setup(34 + self.doff + cut,
@@ -806,20 +1014,6 @@ class SessionLogic:
                 m.next = "S Fin"
             with m.Else():
                 m.next = "S Fin"
-        def rx_write(addr, word, en):
-            m.d.comb += [e.mem.addr.eq(self.word_addr(addr, 0)), e.mem.w_data.eq(word),
-                         e.mem.w_en.eq(en)]
-
-        def rx_done():
-            m.d.sync += [t.rcv_nxt.eq(t.rcv_nxt + self.c_n), note("data")]
-            with m.If(t.unacked):
-                m.d.sync += ack_now()
-            with m.Else():
-                m.d.sync += t.unacked.eq(1)
-                with m.If(~t.delack_on):
-                    m.d.sync += [t.delack_on.eq(1), t.delack_at.eq(self.now + e.delack)]
-            m.next = "S Fin"
-
         self.copy_state("S Copy", lambda a: fe.rd.addr.eq(a), fe.rd.data, rx_write, rx_done)
         # eighth: FIN
         with m.State("S Fin"):
@@ -1241,7 +1435,8 @@ class SessionLogic:
             with m.Else():
                 m.next = "X Payload"
         def tx_write(addr, word, en):
-            m.d.comb += [self.tx_w.addr.eq(addr), self.tx_w.data.eq(word), self.tx_w.en.eq(en)]
+            m.d.comb += [self.tx_w.addr.eq(addr + Mux(self.x_half, self.tx_half_words, 0)),
+                         self.tx_w.data.eq(word), self.tx_w.en.eq(en)]
             pairs = []
             for p in range(self.nb // 2):
                 hi = Mux(en[2 * p], word[16 * p:16 * p + 8], 0)
@@ -1289,48 +1484,38 @@ class SessionLogic:
             for k in range(_TX_HEADER):
                 m.d.sync += self.txh[k].eq(head[k])
             last = self.x_hlen + self.x_n - 1
-            m.d.sync += [self.o_beat.eq(0), self.o_last.eq(last >> self.log_nb),
+            m.d.sync += [self.o_last.eq(last >> self.log_nb),
                          self.o_keep.eq(Const((1 << self.nb) - 1, self.nb)
                                         >> (~last[:self.log_nb] if self.log_nb else 0))]
-            m.d.comb += self.tx_r.addr.eq(0)
-            m.next = "X Send"
-        with m.State("X Send"):
-            word = Signal(e.width)
-            m.d.comb += word.eq(self.tx_r.data)
-            for k in range(self.nb):
-                for b in range(-(-_TX_HEADER // self.nb)):
-                    idx = self.nb * b + k
-                    if idx >= _TX_HEADER:
-                        continue
-                    with m.If((self.o_beat == b) & (idx < self.x_hlen)):
-                        m.d.comb += word[8 * k:8 * k + 8].eq(self.txh[idx])
-            is_last = self.o_beat == self.o_last
-            m.d.comb += [e.o.valid.eq(1), e.o.payload.data.eq(word),
-                         e.o.payload.keep.eq(Mux(is_last, self.o_keep, (1 << self.nb) - 1)),
-                         e.o.payload.last.eq(is_last),
-                         self.tx_r.addr.eq(Mux(e.o.ready, self.o_beat + 1, self.o_beat))]
-            with m.If(e.o.ready):
-                m.d.sync += self.o_beat.eq(self.o_beat + 1)
-                with m.If(is_last):
-                    fin = self.x_flags[0]
-                    nxt = (self.x_seq + self.x_n + fin)[:32]
-                    with m.If(self.x_kind == 1):
-                        m.d.sync += [t.snd_nxt.eq(nxt), t.probing.eq(0)]
-                        with m.If(_lt(t.snd_max, nxt)):
-                            m.d.sync += t.snd_max.eq(nxt)
-                        with m.If(_lt(self.x_seq, t.snd_max)):
-                            m.d.sync += sdrop("retransmits")
-                        with m.Elif(~t.rtt_on):
-                            m.d.sync += [t.rtt_on.eq(1), t.rtt_seq.eq(nxt),
-                                         t.rtt_time.eq(self.now)]
-                        with m.If(~t.rtx_on | t.probing):
-                            m.d.sync += [t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto)]
-                    with m.Elif(self.x_kind == 3):
-                        m.d.sync += t.rtt_on.eq(0)
-                    with m.Switch(self.x_ret):
-                        with m.Case(ret_output):
-                            m.next = "O Decide"
-                        with m.Case(ret_release):
-                            m.next = "Release"
-                        with m.Default():
-                            m.next = "Store"
+            m.next = "X Hand"
+        with m.State("X Hand"):
+            # to the transmitter once it is free (frames leave in the order they were built);
+            # the segment counts as sent from here on
+            with m.If(~self.st_busy):
+                m.d.comb += self.tx_r.addr.eq(Mux(self.x_half, self.tx_half_words, 0))
+                m.d.sync += [self.sth_bits.eq(self.txh_bits), self.st_hlen.eq(self.x_hlen),
+                             self.st_last.eq(self.o_last), self.st_keep.eq(self.o_keep),
+                             self.st_half.eq(self.x_half), self.st_beat.eq(0),
+                             self.st_busy.eq(1), self.x_half.eq(~self.x_half)]
+                fin = self.x_flags[0]
+                nxt = (self.x_seq + self.x_n + fin)[:32]
+                with m.If(self.x_kind == 1):
+                    m.d.sync += [t.snd_nxt.eq(nxt), t.probing.eq(0)]
+                    with m.If(_lt(t.snd_max, nxt)):
+                        m.d.sync += t.snd_max.eq(nxt)
+                    with m.If(_lt(self.x_seq, t.snd_max)):
+                        m.d.sync += sdrop("retransmits")
+                    with m.Elif(~t.rtt_on):
+                        m.d.sync += [t.rtt_on.eq(1), t.rtt_seq.eq(nxt),
+                                     t.rtt_time.eq(self.now)]
+                    with m.If(~t.rtx_on | t.probing):
+                        m.d.sync += [t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto)]
+                with m.Elif(self.x_kind == 3):
+                    m.d.sync += t.rtt_on.eq(0)
+                with m.Switch(self.x_ret):
+                    with m.Case(ret_output):
+                        m.next = "O Decide"
+                    with m.Case(ret_release):
+                        m.next = "Release"
+                    with m.Default():
+                        m.next = "Store"
