@@ -464,6 +464,13 @@ class RtlEngine:
             self._frames.append(bytes(frame))
         self._run()
 
+    def receive_burst(self, frames: list[bytes], now: int) -> None:
+        """Put several frames in back to back (as a wire at line rate delivers them, the next
+        one while the engine still works on the one before) and run until it is idle."""
+        self.advance(now)
+        self._frames.extend(bytes(f) for f in frames if f)
+        self._run()
+
     def _catch_up(self, now: int) -> None:
         self.now = max(self.now, now)
         due = self.now // self.tick_cycles - self._ticks_given

@@ -184,3 +184,95 @@ def test_send_into_full_buffer_at_unaligned_offset(gateware):
     tw.now += 1 * MS
     tw.rx(seg(ACK, 5001, snd + 3 + 1460))
     assert (Notice.SPACE, 0, "") in tw.notes()
+
+
+def test_cut_through_receive_edges(gateware):
+    """The payload of an in-order segment is written into the receive ring while it arrives,
+    before its checks: segments that fail them (TCP checksum, IPv4 checksum, truncated) must
+    leave no trace, and the data that follows at the same sequence number is what the
+    application reads. Segments the writer leaves to the copy after the checks (overlapping
+    ``rcv_nxt``, larger than the free space) keep their content too. Frame for frame against
+    the model, and the bytes read against the bytes sent."""
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw)
+    tw.notes()
+    rng = random.Random(11)
+    rcv = 5001
+    sent = bytearray()
+
+    def deliver(data, flags=ACK | PSH):
+        nonlocal rcv
+        tw.rx(seg(flags, rcv, snd, data))
+        sent.extend(data)
+        rcv += len(data)
+
+    # a bad TCP checksum (one payload byte changed), a bad IPv4 checksum, a truncated frame:
+    # dropped, and the good segment at the same sequence number is the one kept
+    for damage in ("tcp", "ip", "truncated"):
+        good = rng.randbytes(1000 + len(sent) % 7)
+        frame = bytearray(seg(ACK | PSH, rcv, snd, bytes(len(good))))
+        if damage == "tcp":
+            frame[-3] ^= 0xFF
+        elif damage == "ip":
+            frame[24] ^= 0x01
+        else:
+            frame = frame[:-200]
+        tw.rx(bytes(frame))
+        deliver(good)
+        tw.now += 1 * MS
+    reasons = gateware.counters()
+    assert reasons["bad_tcp_checksum"] == reasons["bad_ip_checksum"] == 1
+    assert reasons["truncated"] == 1
+    # a retransmission that overlaps rcv_nxt and brings new bytes after it
+    part = rng.randbytes(1200)
+    tw.rx(seg(ACK | PSH, rcv - 500, snd, bytes(sent[-500:]) + part))
+    sent.extend(part)
+    rcv += len(part)
+    assert tw.call("recv", 0) == bytes(sent)
+    tw.notes()
+    # fill the ring without reading: the last segment is larger than the free space and is
+    # taken in part (up to the advertised window) by the copy after the checks
+    fill = bytearray()
+    while True:
+        chunk = rng.randbytes(1460)
+        tw.now += 1 * MS
+        out = tw.rx(seg(ACK | PSH, rcv + len(fill), snd, chunk))
+        acks = [parse_tcp_frame(f).ack for f in out]
+        taken = (max(acks) - rcv) % (1 << 32) if acks else None
+        fill.extend(chunk)
+        if taken is not None and taken < len(fill):
+            break
+        assert len(fill) < 2 * (1 << BUF_BITS), "the window never closed"
+    assert tw.call("recv", 0) == bytes(fill[:taken])
+
+
+def test_replies_wait_for_the_transmitter(gateware):
+    """An ACK that opens the window and an ICMP echo request right behind it, back to back in
+    one run: the segments the ACK releases leave while the request arrives, and the echo
+    reply waits for them; the frames and their order are the model's."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw, wscale=None)
+    tw.notes()
+    data = random.Random(12).randbytes(20_000)
+    assert tw.model.send(0, data) == tw.rtl.send(0, data) == len(data)
+    first = tw.check()
+    acked = sum(len(parse_tcp_frame(f).payload) for f in first)
+    ping = bytes(Ether(src=P_MAC.hex(":"), dst=E_MAC.hex(":"))
+                 / IP(src=".".join(map(str, P_IP)), dst=".".join(map(str, E_IP)))
+                 / ICMP(type=8, id=7, seq=1) / bytes(300))
+    tw.now += 1 * MS
+    ack = seg(ACK, 5001, snd + acked)
+    tw.model.advance(tw.now)
+    tw.model.receive(ack, tw.now)
+    tw.model.receive(ping, tw.now)
+    gateware.receive_burst([ack, ping], tw.now)
+    out = tw.check()
+    kinds = [isinstance(parse_tcp_frame(f), str) for f in out]
+    assert kinds[-1] and not any(kinds[:-1]) and len(out) >= 3, kinds
+    reply = Ether(out[-1])
+    assert reply[ICMP].type == 0 and bytes(reply[ICMP].payload) == bytes(300)
