@@ -22,6 +22,20 @@ checked a frame:
   10 ms in the drivers): the timers of every session are scanned, one session per idle cycle;
   a timer that fell due during a jump of several units fires at its end.
 
+Two blocks run beside that state machine, so that one bulk connection keeps the network side
+near a beat a cycle:
+
+* the cut-through writer (:meth:`SessionLogic.cut_through`): while a segment arrives, its
+  session is looked up and, when it starts at ``rcv_nxt``, its payload is written into the
+  receive ring as the beats come in (free ring space only, so a segment that fails a later
+  check leaves nothing behind; ``rcv_nxt`` advances after the checks). The copy after the
+  checks remains for the other cases (overlap with ``rcv_nxt``, more than the free space).
+* the transmitter (:meth:`SessionLogic.transmitter`): a built segment (header registers and
+  its payload staged with the checksum in one half of the TX buffer) leaves a beat a cycle
+  while the state machine stages the next one in the other half and takes the next frame in.
+  The payload is staged rather than read from the send ring while it leaves because the TCP
+  checksum precedes it and the memory has one port.
+
 Choices (and where they differ from the golden model):
 
 * Buffers: session ``s`` owns a receive buffer and a send buffer of ``2**buf_bits`` bytes each
