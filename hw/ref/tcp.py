@@ -1208,7 +1208,8 @@ class TcpEngine:
                 s.tw_at = self.now + self.config.time_wait
                 s.ack_now = True
             elif seq_gt(fin_at, s.rcv_nxt) and s.state in _RECEIVING_STATES:
-                s.ooo_fin = fin_at
+                if self.config.ooo_ranges:  # held like out-of-order data, or not at all
+                    s.ooo_fin = fin_at
                 s.ack_now = True
         if self._sessions[s.sid] is s:
             self._output(s)
@@ -1374,10 +1375,10 @@ class TcpEngine:
                 if skip < len(chunk):
                     s.ready += chunk[skip:]
                     s.rcv_nxt = (s.rcv_nxt + len(chunk) - skip) % _MOD
+            self._notify(Notice.DATA, s)  # before a held FIN's CLOSED: the data came first
             if s.ooo_fin is not None and s.ooo_fin == s.rcv_nxt:
                 s.ooo_fin = None
                 self._peer_fin(s)
-            self._notify(Notice.DATA, s)
             s.unacked_segments += 1
             if had_ooo or s.unacked_segments >= 2:
                 s.ack_now = True

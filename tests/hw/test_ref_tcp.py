@@ -551,6 +551,30 @@ def test_peer_window_closed_with_data_in_flight_keeps_connection():
     assert [(s.seq, len(s.payload)) for s in segs] == [(una, 1460)]  # cwnd: 1 MSS
 
 
+@pytest.mark.parametrize("ooo_ranges", [8, 0])
+def test_out_of_order_fin(ooo_ranges):
+    """A FIN beyond rcv_nxt (its data lost): held with the out-of-order ranges, so the data
+    that fills the hole closes the direction, DATA notified before CLOSED (the data came
+    first); with ``ooo_ranges=0`` dropped like out-of-order data, and the FIN sent again
+    closes it."""
+    e = engine(ooo_ranges=ooo_ranges)
+    p = Peer(e)
+    sid = p.connect()
+    base = p.snd_nxt
+    (ack,) = p.send(FIN | ACK, seq=(base + 100) % MOD, advance=False)
+    assert ack.ack == base  # an immediate duplicate ACK
+    p.send(ACK | PSH, bytes(100))
+    notes = [(n.kind, n.info) for n in e.notifications()]
+    if ooo_ranges:
+        assert notes == [(Notice.DATA, ""), (Notice.CLOSED, "peer")]
+        assert e.state(sid) == State.CLOSE_WAIT
+    else:
+        assert notes == [(Notice.DATA, "")] and e.state(sid) == State.ESTABLISHED
+        p.send(FIN | ACK)
+        assert [(n.kind, n.info) for n in e.notifications()] == [(Notice.CLOSED, "peer")]
+        assert e.state(sid) == State.CLOSE_WAIT
+
+
 def test_receiver_window_shrinks_to_zero_then_updates():
     e = engine(rx_buffer=4096, mss=1460)
     p = Peer(e)

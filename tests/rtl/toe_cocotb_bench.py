@@ -20,6 +20,7 @@ import random
 
 from nicsim.hw.ref.tcp import (
     CLOCK_HZ,
+    RST,
     Notice,
     Notification,
     State,
@@ -413,6 +414,13 @@ class CocotbTwin:
     Every step compares the frames both sent, in order and byte for byte; :meth:`call`
     compares the results of an application call, :meth:`notes` the notifications.
 
+    Notifications are compared step by step (a frame, a timer step, a call), each step's in
+    the order of :data:`nicsim.rtl.toe.sessions.NOTES`: the gateware raises the notifications
+    of one event together, in that order, while the model raises them as it processes the
+    segment (the ACK's ``SPACE`` before the data's ``DATA``). One documented difference is
+    accounted for: a RST that ends TIME-WAIT is reported by the gateware as ``CLOSED``
+    ``done`` (the session number is free again), by the model not at all.
+
     Parameters
     ----------
     bench : ToeBench
@@ -427,13 +435,23 @@ class CocotbTwin:
         self.now = 0
         self.timer_out = []  # frames the timers sent before the last :meth:`rx`
         self.sent = []  # frames the last :meth:`call` made the engines send
+        self._notes_model, self._notes_rtl = [], []
 
     def check(self):
         a, b = self.model.pop_tx(), self.rtl.pop_tx()
         assert [describe(f) for f in b] == [describe(f) for f in a], \
             f"at {self.now / MS:.0f} ms: gateware sent the first list, the model the second"
         assert b == a
+        self._step_notes()
         return a
+
+    def _step_notes(self, extra=()):
+        order = _note_order()
+        for notes, engine in ((self._notes_model, self.model), (self._notes_rtl, self.rtl)):
+            step = [(n.kind, n.session, n.info) for n in engine.notifications()]
+            if engine is self.model:
+                step += extra
+            notes += sorted(step, key=lambda n: order[n[0], n[2]])
 
     async def at(self, ms):
         """Let engine time reach ``ms`` milliseconds; return the frames the timers sent."""
@@ -447,9 +465,17 @@ class CocotbTwin:
         self.model.advance(self.now)
         await self.rtl.advance(self.now)
         self.timer_out = self.check()
+        time_wait = [sid for sid in self.model.sessions()
+                     if self.model.state(sid) == State.TIME_WAIT]
         self.model.receive(frame, self.now)
         await self.rtl.receive(frame, self.now)
-        return self.check()
+        segment = parse_tcp_frame(frame)
+        ended = [(Notice.CLOSED, sid, "done") for sid in time_wait
+                 if sid not in self.model.sessions()
+                 and not isinstance(segment, str) and segment.flags & RST]
+        out = self.check()
+        self._step_notes(ended)
+        return out
 
     async def call(self, name, *args):
         """The same application call on both; return the model's result (equal to the
@@ -464,10 +490,23 @@ class CocotbTwin:
         return a
 
     def notes(self):
-        a = [(n.kind, n.session, n.info) for n in self.model.notifications()]
-        b = [(n.kind, n.session, n.info) for n in self.rtl.notifications()]
+        """Take the notifications of both since the last call; they must be the same."""
+        a, b = self._notes_model, self._notes_rtl
+        self._notes_model, self._notes_rtl = [], []
         assert b == a, f"notifications: gateware {b}, model {a}"
         return a
+
+
+def _note_order():
+    """``(kind, info) -> position`` in the gateware's notification order."""
+    from nicsim.rtl.toe.sessions import NOTES
+
+    names = {"connected": (Notice.CONNECTED, ""), "data": (Notice.DATA, ""),
+             "space": (Notice.SPACE, ""), "closed_peer": (Notice.CLOSED, "peer"),
+             "closed_done": (Notice.CLOSED, "done"), "reset_rst": (Notice.RESET, "rst"),
+             "reset_timeout": (Notice.RESET, "timeout"),
+             "reset_refused": (Notice.RESET, "refused")}
+    return {names[name]: k for k, name in enumerate(NOTES)}
 
 
 def seg(flags, seq, ack=0, payload=b"", *, window=65535, sport=40000, dport=7, mss=None,
