@@ -20,6 +20,7 @@ ticks (RTO 1 s initial, 200 ms minimum, 4 s maximum so the cap shows after a few
 delayed ACK 40 ms, TIME-WAIT 300 ms, 2 half-open sessions, 3 SYN and 6 data retries.
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -44,17 +45,64 @@ PARAMS = {"width": 64, "sessions": 4, "buf_bits": 12, "fixed_isn": MOD - 256,
           "max_half_open": 2, "syn_retries": 3, "data_retries": 6}
 ISN = PARAMS["fixed_isn"]
 CASE = os.environ.get("NICSIM_TOE_CASE", "")
-# the cases of `make test`, run one after the other in one simulator process (each releases
-# its sessions at the end: the TCB and session-table memories keep their contents across a
-# reset); the others run in a process each under `-m long`
+# The cases of `make test` run one after the other in one simulator process, and so do the
+# known gateware bugs (BUGS, each expected to fail); the TCB and session-table memories keep
+# their contents across a reset, so every case releases its sessions when it ends. The others
+# run in a process each under `-m long`.
 FAST = ["close", "rst", "persist", "backoff", "wrap", "open", "peer_probe"]
 LONG = ["fuzz"]
+# case -> what the gateware does wrong (and where, in rtl/toe/sessions.py)
+BUGS = {
+    # "S Check", the f_rst branch: reset_refused when the state is SYN_RCVD and not passive
+    "open_rst": "a RST in SYN-RECEIVED after a simultaneous open is reported as reset_rst, "
+                "not reset_refused (RFC 9293 §3.10.7.4)",
+    # "M Timeout" doubles the session's rto for each zero-window probe, and nothing brings it
+    # back when the window opens
+    "persist_rto": "the zero-window probes' backed-off interval stays the RTO after the "
+                   "peer's window opens: the first segment waits up to rto_max",
+    # "S Established" keeps the backed-off RTO without a sample; 3 s in ticks needs the tick
+    # length or an rto_fallback parameter
+    "syn_rto": "the RTO is not re-initialized to 3 s after a SYN-ACK timeout without an RTT "
+               "sample (RFC 6298 §5.7)",
+    # "M Timeout": with snd_una != snd_max the probe branch is not taken, the go-back output
+    # sends nothing into the zero window, and the retries count up to data_retries
+    "shrink": "no zero-window probes when the peer's window closes with data in flight, and "
+              "a reset after data_retries timeouts (RFC 9293 §3.8.6.1, MUST-26)",
+}
+_TWINS = []  # the twin of the running case, for the cleanup after a failure
 
 
-def selected(*cases):
-    """Whether this process runs the test of ``cases`` (``NICSIM_TOE_CASE``: one case,
-    ``fast`` for the cases of :data:`FAST`, empty for all)."""
-    return CASE == "" or CASE in cases or (CASE == "fast" and cases[0] in FAST)
+def case(name):
+    """Register a cocotb test that runs for the case ``name`` (``NICSIM_TOE_CASE``: one
+    case, ``fast`` for :data:`FAST`, ``bugs`` for :data:`BUGS`, empty for all). When it
+    fails, every session of the gateware is aborted so that the next case in the process
+    starts clean."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def run(dut):
+            _TWINS.clear()
+            try:
+                await fn(dut)
+            except BaseException:
+                if _TWINS:
+                    await scrub(_TWINS[0])
+                raise
+
+        chosen = (CASE in ("", name) or (CASE == "fast" and name in FAST)
+                  or (CASE == "bugs" and name in BUGS))
+        return cocotb.test(skip=not chosen)(run)
+
+    return wrap
+
+
+async def scrub(tw):
+    """Abort every session of the gateware (after a failure; errors ignored)."""
+    for sid in range(PARAMS["sessions"]):
+        try:
+            await tw.rtl.abort(sid)
+        except Exception:  # noqa: BLE001 - a free session, or a gateware that hangs
+            pass
 
 
 async def start(dut, app_pause=0.0, idle="none", backpressure="none"):
@@ -62,7 +110,9 @@ async def start(dut, app_pause=0.0, idle="none", backpressure="none"):
     bench = ToeBench(dut, p, app_pause=app_pause)
     bench.tb.set_pauses(PAUSES[idle], PAUSES[backpressure])
     await bench.reset()
-    return CocotbTwin(bench, model_config(p))
+    tw = CocotbTwin(bench, model_config(p))
+    _TWINS.append(tw)
+    return tw
 
 
 def tcp(frames):
@@ -123,7 +173,7 @@ async def state(tw, sid):
 # ---- simultaneous close and open ----------------------------------------------------------
 
 
-@cocotb.test(skip=not selected("close"))
+@case("close")
 async def simultaneous_close(dut):
     """Both FINs cross: FIN-WAIT-1, CLOSING (the peer's FIN does not ACK ours), the FIN sent
     again by the RTO, TIME-WAIT on the ACK, TIME-WAIT restarted by a retransmitted FIN, CLOSED
@@ -191,7 +241,7 @@ async def simultaneous_close(dut):
     await finish(tw)
 
 
-@cocotb.test(skip=not selected("open"))
+@case("open")
 async def simultaneous_open(dut):
     """Both ends send a SYN (RFC 9293 §3.5 figure 8): SYN-SENT to SYN-RECEIVED with a SYN-ACK;
     the peer's SYN-ACK (its SYN already counted, so outside the window: RFC 9293 §3.10.7.4
@@ -225,7 +275,7 @@ async def simultaneous_open(dut):
     await finish(tw)
 
 
-@cocotb.test(skip=not selected("open_rst"))
+@case("open_rst")
 async def simultaneous_open_rst(dut):
     """RST in SYN-RECEIVED reached by a simultaneous open: the connection was refused
     (RFC 9293 §3.10.7.4, SYN-RECEIVED: "signal the user 'connection refused'")."""
@@ -282,7 +332,7 @@ SYNCHRONIZED = [State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1, State.F
                 State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT]
 
 
-@cocotb.test(skip=not selected("rst"))
+@case("rst")
 async def rst_in_each_state(dut):
     """In every synchronized state: a RST outside the window is dropped without an answer
     (RFC 9293 §3.10.7.4 first check), a RST in the window but not at ``rcv_nxt`` gets a
@@ -319,7 +369,7 @@ async def rst_in_each_state(dut):
 
 
 # in the process of "rst", after every session of rst_in_each_state was released
-@cocotb.test(skip=not selected("rst", "rst_syn_sent"))
+@case("rst")
 async def rst_in_syn_sent(dut):
     """SYN-SENT (RFC 9293 §3.10.7.3): a RST without ACK is dropped; a RST with an ACK that does
     not acknowledge our SYN is dropped; a plain ACK like that gets a RST; a RST with the ACK
@@ -357,13 +407,26 @@ async def rst_in_syn_sent(dut):
 # ---- zero windows -------------------------------------------------------------------------
 
 
-@cocotb.test(skip=not selected("persist", "persist_rto"))
+@case("persist")
 async def zero_window_from_peer(dut):
     """The peer closes its window with data queued: the persist timer sends probes
     (``seq = snd_una - 1``, no data, as Linux) after an RTO, then at doubling intervals up to
     ``rto_max`` (RFC 9293 §3.8.6.1; RFC 1122 §4.2.2.17); answers with a zero window keep the
-    backoff; the opening window lets the data go, and the RTO after that is not the probes'
-    backed-off interval."""
+    backoff; the opening window lets the data go."""
+    await persist(dut, check_rto=False)
+
+
+@case("persist_rto")
+async def rto_after_zero_window(dut):
+    """As :func:`zero_window_from_peer`; then the first segment after the window opened is
+    not acknowledged: the retransmission timer runs at the RTO (200 ms after the RTT sample
+    of the handshake), not at the probes' backed-off interval. RFC 6298 §5.5 doubles the RTO
+    when the retransmission timer expires, and a probe is no retransmission (Linux
+    tcp_ack_probe() clears the probes' backoff when the window opens)."""
+    await persist(dut, check_rto=True)
+
+
+async def persist(dut, check_rto):
     tw = await start(dut)
     await tw.call("listen", 7)
     sid, snd = await handshake(tw, MOD - 40, 40100, wscale=3)
@@ -390,11 +453,7 @@ async def zero_window_from_peer(dut):
     tw.now += 10 * MS
     out = tcp(await tw.rx(seg(ACK, rcv, snd, sport=40100, window=100)))
     assert [(s.seq, len(s.payload)) for s in out] == [(snd, 800)]
-    if CASE == "persist_rto":
-        # unanswered: the retransmission timer runs at the RTO (200 ms after the RTT sample
-        # of the handshake), not at the probes' backed-off interval: RFC 6298 §5.5 doubles
-        # the RTO when the retransmission timer expires, and a probe is no retransmission
-        # (Linux tcp_ack_probe() clears the probes' backoff when the window opens)
+    if check_rto:
         sent_at = tw.now / MS
         (again,) = tcp(await next_timer(tw))
         assert (again.seq, len(again.payload)) == (snd, 800)
@@ -405,7 +464,7 @@ async def zero_window_from_peer(dut):
     await finish(tw)
 
 
-@cocotb.test(skip=not selected("shrink"))
+@case("shrink")
 async def zero_window_with_data_in_flight(dut):
     """The peer closes its window while three segments are in flight and answers every probe:
     the connection stays open past ``data_retries`` timeouts (RFC 9293 §3.8.6.1, MUST-26),
@@ -434,7 +493,7 @@ async def zero_window_with_data_in_flight(dut):
     assert [(s.seq, len(s.payload)) for s in out] == [(una, 1460)]  # cwnd: 1 MSS
     await finish(tw)
 
-@cocotb.test(skip=not selected("peer_probe"))
+@case("peer_probe")
 async def zero_window_to_peer(dut):
     """The application does not read: the receive buffer (4 KiB) fills, the engine announces a
     zero window; the peer's probes (Linux's ``seq = rcv_nxt - 1`` without data, and one byte at
@@ -483,7 +542,7 @@ async def zero_window_to_peer(dut):
 # ---- retransmission timeout ---------------------------------------------------------------
 
 
-@cocotb.test(skip=not selected("backoff"))
+@case("backoff")
 async def retransmission_backoff(dut):
     """RFC 6298: the RTO doubles on each timeout (§5.5) up to ``rto_max`` (§2.5, 4 s here);
     a new ACK restarts the timer with the backed-off RTO (§5.3; Karn: no RTT sample from
@@ -535,7 +594,7 @@ async def retransmission_backoff(dut):
     await finish(tw)
 
 
-@cocotb.test(skip=not selected("syn_rto"))
+@case("syn_rto")
 async def rto_after_syn_ack_timeout(dut):
     """RFC 6298 §5.7: the SYN-ACK timed out once (RTO 1 s doubled to 2 s) and the handshake
     gave no RTT sample (Karn): when data flows the RTO is 3 s."""
@@ -556,7 +615,7 @@ async def rto_after_syn_ack_timeout(dut):
 # ---- sequence numbers around 2**32 --------------------------------------------------------
 
 
-@cocotb.test(skip=not selected("wrap"))
+@case("wrap")
 async def sequence_wrap(dut):
     """Both sequence spaces cross 2**32 (the engine's ISN is 256 before it, the peer's 1000
     before it): data both ways with delayed ACKs, a duplicate segment from before the wrap
@@ -607,7 +666,7 @@ async def sequence_wrap(dut):
 # ---- random segments in every state (-m long) ---------------------------------------------
 
 
-@cocotb.test(skip=not selected("fuzz"))
+@case("fuzz")
 async def random_segments_in_every_state(dut):
     """Sessions driven through their states by random segments (flags, sequence and
     acknowledgment numbers at and around the window edges, data, windows), application calls
@@ -671,26 +730,6 @@ async def random_segments_in_every_state(dut):
 
 # ---- pytest ----------------------------------------------------------------------------------
 
-# RFC 9293 §3.10.7.4 asks for "connection refused" when a RST ends a SYN-RECEIVED that came
-# from SYN-SENT; the gateware reports reset_rst (rtl/toe/sessions.py, "S Check", the f_rst
-# branch: it should note reset_refused when the state is SYN_RCVD and the session is not passive)
-BUGS = {"open_rst": "gateware reports reset_rst, not reset_refused, for a RST in SYN-RECEIVED "
-                    "after a simultaneous open",
-        # "M Timeout" doubles the session's rto for each zero-window probe, and nothing
-        # brings it back when the window opens: the first segment after it waits up to rto_max
-        "persist_rto": "gateware keeps the probes' backed-off interval as its RTO after the "
-                       "peer's window opens",
-        # "S Established" keeps the backed-off RTO without a sample; 3 s in ticks would need
-        # the tick length (a parameter) or an rto_fallback parameter
-        "syn_rto": "gateware does not re-initialize the RTO to 3 s after a SYN-ACK timeout "
-                   "(RFC 6298 §5.7)",
-        # "M Timeout": with snd_una != snd_max the probe branch is not taken, the go-back-N
-        # output sends nothing into the zero window, and the retries count to data_retries
-        "shrink": "gateware sends no zero-window probe when the peer's window closes with data "
-                  "in flight, and resets the connection after data_retries timeouts (RFC 9293 "
-                  "§3.8.6.1 MUST-26)"}
-
-
 @pytest.fixture(scope="module")
 def rtl():
     """The build (elaborating it to find the cached build takes seconds: once a module)."""
@@ -699,18 +738,41 @@ def rtl():
     return build("toe-tcp", PARAMS)
 
 
-def _cases():
-    for case in ["fast"] + LONG + list(BUGS):
-        marks = [pytest.mark.long] if case in LONG else []
-        if case in BUGS:
-            marks.append(pytest.mark.xfail(reason=BUGS[case], strict=True, raises=AssertionError))
-        yield pytest.param(case, marks=marks)
+def _run(rtl, case):
+    run_dir = rtl.build_dir / "runs" / f"{case}_{os.getpid()}"
+    run_cocotb(rtl, "test_toe_cocotb", test_dir=Path(__file__).parent,
+               env={"NICSIM_TOE_CASE": case}, run_dir=run_dir)
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", ["fast", *(pytest.param(c, marks=pytest.mark.long)
+                                           for c in LONG)])
 def test_toe_cocotb(rtl, case):
-    """One simulator run per case (``fast``: the cases of :data:`FAST` in one run)."""
-    run_cocotb(rtl, "test_toe_cocotb", test_dir=Path(__file__).parent,
-               env={"NICSIM_TOE_CASE": case},
-               run_dir=rtl.build_dir / "runs" / f"{case}_{os.getpid()}")
+    """One simulator run: the cases of :data:`FAST` (``fast``), or one of :data:`LONG`."""
+    _run(rtl, case)
+
+
+def _failed_tests(results):
+    import xml.etree.ElementTree as ET
+
+    return {t.get("name") for t in ET.parse(results).iter("testcase")
+            if t.find("failure") is not None or t.find("error") is not None}
+
+
+@pytest.mark.rtl
+def test_toe_cocotb_known_bugs(rtl):
+    """The cases of :data:`BUGS` in one run: each must still fail (the test says which one
+    passes once its bug is fixed, to be moved to :data:`FAST`); then it is an xfail."""
+    names = {"open_rst": "simultaneous_open_rst", "persist_rto": "rto_after_zero_window",
+             "syn_rto": "rto_after_syn_ack_timeout", "shrink": "zero_window_with_data_in_flight"}
+    run_dir = rtl.build_dir / "runs" / f"bugs_{os.getpid()}"
+    try:
+        run_cocotb(rtl, "test_toe_cocotb", test_dir=Path(__file__).parent,
+                   env={"NICSIM_TOE_CASE": "bugs"}, run_dir=run_dir)
+        failed = set()
+    except AssertionError:
+        failed = _failed_tests(run_dir / "results.xml")
+    fixed = [c for c in BUGS if names[c] not in failed]
+    assert not fixed, f"fixed in the gateware (move them from BUGS to FAST): {fixed}"
+    assert failed == set(names.values()), f"unexpected failures: {failed}"
+    pytest.xfail("; ".join(BUGS.values()))
