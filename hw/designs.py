@@ -27,6 +27,10 @@ class Design:
     top : str or None
         ``module:Class`` of an export top that takes the block, for blocks with ports beyond
         the packet streams and the register bus; ``None``: :class:`nicsim.rtl.stream.AxiStreamTop`.
+    synth_params : dict or None
+        Elaboration parameters that only FPGA synthesis adds (:func:`nicsim.hw.synth.synthesize`),
+        by device family (``"ecp5"``, ``"ice40"``): primitives Verilator has no model of, built
+        to behave as the default elaboration does.
     """
 
     module: str
@@ -34,6 +38,7 @@ class Design:
     result_name: str | None
     summary: str
     top: str | None = None
+    synth_params: dict | None = None
 
 
 DESIGNS = {
@@ -46,7 +51,8 @@ DESIGNS = {
     "lro": Design("nicsim.rtl.lro", "LroEngine", None,
                   "LRO: coalesce in-order TCP segments with Linux GRO's rules"),
     "tso": Design("nicsim.rtl.tso", "Tso", "tso",
-                  "TSO/USO: TCP and UDP super-frames cut into MSS-sized frames"),
+                  "TSO/USO: TCP and UDP super-frames cut into MSS-sized frames",
+                  synth_params={"ecp5": {"bram": "dp16kd"}}),
     "match-action": Design("nicsim.rtl.match_action", "MatchAction", "result",
                            "Match-action pipeline: parser, table stages, deparser"),
     "toe": Design("nicsim.rtl.toe.engine", "ToeEngine", None,

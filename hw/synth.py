@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .designs import elaborate
+from .designs import DESIGNS, elaborate
 from .verilator import build_root, export_verilog
 
 __all__ = ["DEVICES", "SynthError", "synthesize", "synthesize_verilog"]
@@ -154,14 +154,21 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
     dict
         ``design``, ``params``, ``device``, ``fmax_mhz`` (None where the device cannot place the
         block out of context), ``luts`` (LUT4 incl. carry halves), ``ffs``, ``brams``,
-        ``lutram``, ``seconds`` (wall time of the flow), ``cells`` (yosys cell counts).
+        ``lutram``, ``seconds`` (wall time of the flow), ``cells`` (yosys cell counts), and
+        ``synth_params`` where the design adds synthesis-only parameters for this device
+        (``Design.synth_params``; they are not part of ``params``).
     """
     params = dict(params or {})
+    spec = DESIGNS.get(design)
+    extra = dict(((spec.synth_params if spec else None) or {}).get(device.split("-")[0], {}))
     top_name = design.replace("-", "_")
-    text = export_verilog(elaborate(design, **params), top_name)
+    text = export_verilog(elaborate(design, **{**params, **extra}), top_name)
     result = synthesize_verilog({"top.v": text}, top_name, device=device, freq_mhz=freq_mhz,
                                 seed=seed, force=force, keep=keep)
-    return {"design": design, "params": params, **result}
+    result = {"design": design, "params": params, **result}
+    if extra:
+        result["synth_params"] = extra
+    return result
 
 
 def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mhz=250, seed=1,

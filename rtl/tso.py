@@ -60,11 +60,11 @@ pass to the design.
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from .axil import RegisterBusSignature
+from .bram import PRIMITIVES, RegisteredMemory
 from .checksum_common import CreditedFIFO, counter_registers
 from .regs import Register
 from .stream import beat_signature, check_width
@@ -134,6 +134,9 @@ _FIN_DRAIN = 9
 # once it is stored, a segment once it is written, a template bank once it is filled; the
 # reads issued every cycle elsewhere are not used): no collision logic behind them (yosys).
 _NO_RW_CHECK = {"no_rw_check": 1}
+# Memories shallower than this stay behavioural under ``bram`` (the template at 256 and 512
+# bit: a few words across many DP16KD blocks; yosys picks their mapping).
+_BRAM_MIN_DEPTH = 64
 _BANKS = 4  # header template banks: frames whose header is read while earlier ones are sent
 _CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
 _SRC_DEPTH = 16  # payload beats read ahead of the gearbox (covers the read loop)
@@ -252,6 +255,11 @@ class Tso(wiring.Component):
         Largest payload of a super-frame (sizes the frame ring); a longer one drops the frame.
     queue_depth : int
         Segments whose descriptor may wait for the reader (a power of two).
+    bram : None or str
+        How the frame ring, segment ring and template memories are built
+        (:class:`.bram.RegisteredMemory`): ``None`` behavioural memories (simulation, any
+        FPGA), ``"dp16kd"`` ECP5 DP16KD instances with their output register (synthesis
+        only: ``nicsim synth`` passes it for ECP5). Same behaviour cycle for cycle.
 
     Members
     -------
@@ -267,8 +275,12 @@ class Tso(wiring.Component):
         Counters, see :data:`REGISTERS`.
     """
 
-    def __init__(self, width=64, *, max_mss=9000, max_payload=65536, queue_depth=16):
+    def __init__(self, width=64, *, max_mss=9000, max_payload=65536, queue_depth=16,
+                 bram=None):
         self.width = check_width(width)
+        if bram not in PRIMITIVES:
+            raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, not {bram!r}")
+        self.bram = bram
         if not 1 <= max_mss <= 0xFFFF - MAX_HEADER:
             raise ValueError(f"Largest MSS must be between 1 and {0xFFFF - MAX_HEADER} bytes, "
                              f"not {max_mss!r}")
@@ -325,10 +337,9 @@ class Tso(wiring.Component):
             "hole": unsigned(1),
             "command": TsoCommandLayout,
         })
-        m.submodules.ring = ring = Memory(shape=unsigned(width), depth=depth, init=[],
-                                          attrs=_NO_RW_CHECK)
-        self.ring_w = ring_w = ring.write_port()
-        self.ring_r = ring.read_port()
+        m.submodules.ring = ring = RegisteredMemory(width, depth, primitive=self.bram,
+                                                    attrs=_NO_RW_CHECK)
+        self.ring = ring
         m.submodules.frames = frames = CreditedFIFO(self.frame_layout.size, 16)
         self.frames = frames
 
@@ -351,7 +362,7 @@ class Tso(wiring.Component):
         w_data = Signal(width)
         w_en = Signal()
         m.d.sync += [w_addr.eq(wp[:addr_bits]), w_data.eq(beat.data), w_en.eq(accept & storing)]
-        m.d.comb += [ring_w.addr.eq(w_addr), ring_w.data.eq(w_data), ring_w.en.eq(w_en)]
+        m.d.comb += [ring.w_addr.eq(w_addr), ring.w_data.eq(w_data), ring.w_en.eq(w_en)]
         m.d.sync += room.eq((wp - rp)[:addr_bits + 1] < depth - 1)
         full = Const((1 << lanes) - 1, lanes)
         contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
@@ -402,13 +413,13 @@ class Tso(wiring.Component):
         self.tb_bits = tb_bits
         frames = self.frames
         head = data.View(self.frame_layout, frames.r_data)
-        ring_r = self.ring_r
+        ring = self.ring
 
-        m.submodules.template = template = Memory(shape=unsigned(width),
-                                                  depth=_BANKS << tb_bits, attrs=_NO_RW_CHECK,
-                                                  init=[])
-        tmpl_w = template.write_port()
-        self.tmpl_r = template.read_port()
+        tmpl_depth = _BANKS << tb_bits
+        m.submodules.template = template = RegisteredMemory(
+            width, tmpl_depth, primitive=self.bram if tmpl_depth >= _BRAM_MIN_DEPTH else None,
+            attrs=_NO_RW_CHECK)
+        self.template = template
 
         # Frame being worked on.
         beats = Signal(addr_bits)
@@ -437,16 +448,17 @@ class Tso(wiring.Component):
         rd_valid = Signal()
         rd_at = Signal(range(hb + 1))
         n_hdr = Signal(range(hb + 1))
-        # The block RAM's data goes into flip-flops that feed nothing else (placed beside the
-        # RAM: its clock-to-output time leaves room for a short wire only), then into a second
-        # rank that fans out, two cycles after the read.
+        rd_last = Signal()  # rd_index + 1 >= n_hdr, a cycle ahead (the FSM's enable)
+        # The block RAM's data leaves through its output register (see :mod:`.bram`), then into
+        # a rank of flip-flops that fans out, two cycles after the read.
         ring_q0 = Signal(width)
         ring_q = Signal(width)
         rd_valid_q0 = Signal()
         rd_at_q0 = Signal(range(hb + 1))
         rd_valid_q = Signal()
         rd_at_q = Signal(range(hb + 1))
-        m.d.sync += [ring_q0.eq(ring_r.data), rd_valid_q0.eq(rd_valid), rd_at_q0.eq(rd_at),
+        m.d.comb += ring_q0.eq(ring.r_data)
+        m.d.sync += [rd_valid_q0.eq(rd_valid), rd_at_q0.eq(rd_at),
                      ring_q.eq(ring_q0), rd_valid_q.eq(rd_valid_q0), rd_at_q.eq(rd_at_q0)]
         with m.If(rd_valid_q):
             with m.Switch(rd_at_q):
@@ -454,9 +466,9 @@ class Tso(wiring.Component):
                     with m.Case(b):
                         m.d.sync += hdr[b * width:(b + 1) * width].eq(ring_q)
         m.d.comb += [
-            tmpl_w.addr.eq(Cat(rd_at_q[:tb_bits], bank)),
-            tmpl_w.data.eq(ring_q),
-            tmpl_w.en.eq(rd_valid_q),
+            template.w_addr.eq(Cat(rd_at_q[:tb_bits], bank)),
+            template.w_data.eq(ring_q),
+            template.w_en.eq(rd_valid_q),
         ]
 
         def byte(offset):
@@ -675,6 +687,9 @@ class Tso(wiring.Component):
         gb_active = Signal()
 
         step = Signal(range(32))
+        # step + 1 == the step that ends Parse or Sum Header, a cycle ahead (the FSM's enable
+        # takes flip-flops, not comparisons; hdr_end is settled all through Sum Header).
+        step_hit = Signal()
         src_idx = Signal(addr_bits)
         # Next ring addresses to read (flip-flops, for the RAM's sake): the header of the frame
         # being parsed, the payload of the frame being segmented. Header reads go first.
@@ -705,10 +720,10 @@ class Tso(wiring.Component):
         rd_issue = Signal()  # in Read Header (a flip-flop: it picks the ring's read address)
         ring_raddr = Signal(addr_bits)
         m.d.comb += [
-            ring_r.addr.eq(ring_raddr),
+            ring.r_addr.eq(ring_raddr),
             # Read every cycle: an enable would fan out from the issue logic to every RAM
             # block of the ring; the data is taken only where a read was issued.
-            ring_r.en.eq(1),
+            ring.r_en.eq(1),
         ]
         # The address goes to every block RAM of the ring from a flip-flop, a cycle later.
         rd_valid_a = Signal()
@@ -918,17 +933,19 @@ class Tso(wiring.Component):
                         fixed_id.eq(head.command.fixed_id),
                         rd_index.eq(0), h_raddr.eq(h_base[:addr_bits]), rd_issue.eq(1),
                         n_hdr.eq(Mux(head.beats < hb, head.beats, hb)),
+                        rd_last.eq(head.beats <= 1),
                     ]
                     m.next = "Read Header"
             with m.State("Read Header"):
-                m.d.sync += [rd_index.eq(rd_index + 1), h_raddr.eq(h_raddr + 1)]
-                with m.If(rd_index + 1 >= n_hdr):
-                    m.d.sync += [step.eq(0), rd_issue.eq(0)]
+                m.d.sync += [rd_index.eq(rd_index + 1), h_raddr.eq(h_raddr + 1),
+                             rd_last.eq(rd_index + 2 >= n_hdr)]
+                with m.If(rd_last):
+                    m.d.sync += [step.eq(0), step_hit.eq(0), rd_issue.eq(0)]
                     m.next = "Parse"
             with m.State("Parse"):
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == 15):  # the parse registers above have settled
-                    m.d.sync += [sum_beat.eq(0), step.eq(0)]
+                m.d.sync += [step.eq(step + 1), step_hit.eq(step + 1 == 15)]
+                with m.If(step_hit):  # step 15: the parse registers above have settled
+                    m.d.sync += [sum_beat.eq(0), step.eq(0), step_hit.eq(0)]
                     for k in acc:
                         m.d.sync += acc[k].eq(0)
                     with m.If(reason != 0):
@@ -943,10 +960,10 @@ class Tso(wiring.Component):
                     m.next = "Idle"
             with m.State("Sum Header"):
                 m.d.comb += sum_go.eq(sum_beat <= hdr_last)
-                m.d.sync += step.eq(step + 1)
+                m.d.sync += [step.eq(step + 1), step_hit.eq(step + 1 == hdr_end)]
                 with m.If(sum_go):
                     m.d.sync += sum_beat.eq(sum_beat + 1)
-                with m.If(step == hdr_end):
+                with m.If(step_hit):  # step == hdr_end
                     m.next = "Start"
             with m.State("Start"):
                 # Hand the frame to the payload side once it is free.
@@ -992,12 +1009,12 @@ class Tso(wiring.Component):
         gb, fc = self.gb, self.fc
         depth = self.segment_depth
         seg_bits = exact_log2(depth)
-        m.submodules.segments = segments = Memory(shape=unsigned(width), depth=depth, init=[],
-                                                  attrs=_NO_RW_CHECK)
-        seg_w = segments.write_port()
-        self.seg_r = segments.read_port()
+        m.submodules.segments = segments = RegisteredMemory(width, depth, primitive=self.bram,
+                                                            attrs=_NO_RW_CHECK)
+        self.segments = segments
         seg_wp = Signal(seg_bits)
-        m.d.comb += [seg_w.addr.eq(seg_wp), seg_w.data.eq(gb["data"]), seg_w.en.eq(gb["emit"])]
+        m.d.comb += [segments.w_addr.eq(seg_wp), segments.w_data.eq(gb["data"]),
+                     segments.w_en.eq(gb["emit"])]
         with m.If(gb["emit"]):
             m.d.sync += seg_wp.eq(seg_wp + 1)
 
@@ -1183,7 +1200,6 @@ class Tso(wiring.Component):
         seg_bits = exact_log2(self.segment_depth)
         seg_rp = Signal(seg_bits)
         beat = Signal(17 - shift)
-        can_issue = Signal(init=1)
         out_credits = Signal(range(_OUT_DEPTH + 1), init=_OUT_DEPTH)
         # Result words: a drop's once every earlier beat has left (frame order), a sent frame's
         # as its last beat leaves (credit taken when its last descriptor is read).
@@ -1212,8 +1228,11 @@ class Tso(wiring.Component):
         left1 = Signal()  # left == 1
         left2 = Signal()  # left == 2
         drop_done = head_v & head.drop & out_empty & res_ok
-        can_issue_last = Signal(init=1)  # can_issue & res_ok
-        issue = head_v & ~head.drop & Mux(head.last, can_issue_last, can_issue)
+        # Room for the head's next beat (and, for the last descriptor of a frame, for its
+        # result word): a flip-flop set for the head of the next cycle, so that the issue
+        # decision does not pick between two flags by the head's ``last`` first.
+        can_issue = Signal(init=1)
+        issue = head_v & ~head.drop & can_issue
         done = issue & is_last
         m.d.comb += [res_take.eq(drop_done | (done & head.last)), take.eq(done | drop_done)]
         m.d.sync += [out_empty.eq((out_credits == _OUT_DEPTH) & ~issue),
@@ -1230,10 +1249,10 @@ class Tso(wiring.Component):
         # Credits back a cycle late (from flip-flops).
         m.d.sync += [self.desc_popped.eq(take), self.seg_freed.eq(issue & payload_beat)]
         m.d.comb += [
-            self.tmpl_r.addr.eq(Cat(beat[:self.tb_bits], head.bank)),
-            self.tmpl_r.en.eq(1),  # read every cycle, taken after an issue
-            self.seg_r.addr.eq(seg_rp),
-            self.seg_r.en.eq(1),
+            self.template.r_addr.eq(Cat(beat[:self.tb_bits], head.bank)),
+            self.template.r_en.eq(1),  # read every cycle, taken after an issue
+            self.segments.r_addr.eq(seg_rp),
+            self.segments.r_en.eq(1),
             self.bank_free.eq(Mux(done & head.last, Const(1, _BANKS) << head.bank, 0)),
         ]
         with m.If(issue & payload_beat):
@@ -1308,9 +1327,10 @@ class Tso(wiring.Component):
         seg_q2 = Signal(width)
         tmpl_data = Signal(width)
         seg_data = Signal(width)
+        # (The first rank is the memories' output register.)
+        m.d.comb += [tmpl_q.eq(self.template.r_data), seg_q.eq(self.segments.r_data)]
         m.d.sync += [in_flight.eq(issue), in_flight2.eq(in_flight), in_flight3.eq(in_flight2),
                      ready.eq(in_flight3),
-                     tmpl_q.eq(self.tmpl_r.data), seg_q.eq(self.seg_r.data),
                      tmpl_q2.eq(tmpl_q), seg_q2.eq(seg_q),
                      tmpl_data.eq(tmpl_q2), seg_data.eq(seg_q2)]
         out_bytes = []
@@ -1340,8 +1360,9 @@ class Tso(wiring.Component):
             out_fifo.r_en.eq(self.o.ready),
         ]
         out = self.o.valid & self.o.ready
-        m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(out_credits > 1),
-                     can_issue_last.eq((out_credits > 1) & (res_credits > 1))]
+        next_last = Mux(take | ~head_v, nxt.last, head.last)  # the head's, a cycle on
+        m.d.sync += [out_credits.eq(out_credits - issue + out),
+                     can_issue.eq((out_credits > 1) & ((res_credits > 1) | ~next_last))]
         with m.If(out & self.o.payload.last):
             self._count(m, "segments_out")
         with m.If(drop_done):

@@ -1,0 +1,198 @@
+# Ref: Lattice FPGA-TN-02204 "ECP5 and ECP5-5G Memory Usage Guide" (DP16KD: data widths 1, 2,
+#      4, 9, 18; address bits AD[13:4] at 18 bits with AD[1:0] the byte enables; REGMODE NOREG or
+#      OUTREG); yosys techlibs/lattice/brams_16kd.txt, brams_map_16kd.v and cells_bb_ecp5.v
+#      (the DP16KD ports and the address and data bits its memory mapping uses)
+"""A simple dual-port memory whose read data leaves through a register: two cycles of latency.
+
+:class:`RegisteredMemory` is one memory with a write port and a read port in the ``sync``
+domain. The read data of the address given in cycle *t* (with ``r_en``) is on ``r_data`` from
+cycle *t + 2*, from a register; without ``r_en`` the register keeps its last value.
+
+It is built in one of two ways, with the same behaviour cycle for cycle:
+
+* ``primitive=None`` (simulation, Verilator, any FPGA): an Amaranth
+  :class:`~amaranth.lib.memory.Memory` with a synchronous read port, then a register in the
+  fabric. This is what ``nicsim rtl``, the cocotb benches and the Amaranth simulations run.
+* ``primitive="dp16kd"`` (ECP5 synthesis only): Lattice ``DP16KD`` block RAMs instantiated
+  directly, with ``REGMODE_B="OUTREG"``, so that the register is the block RAM's own output
+  register. yosys's ECP5 memory mapping always writes ``REGMODE="NOREG"`` (there is no option
+  of ``memory_libmap`` that asks for the output register), and a DP16KD without it takes
+  5.83 ns from clock to data in nextpnr's ECP5 timing: with the fabric register a few ns of
+  routing away, that alone holds a design under 115 MHz. The output register's clock to data
+  is a fraction of that. Verilator has no model of the primitive: this variant is for
+  ``nicsim synth`` (see ``Design.synth_params`` in :mod:`nicsim.hw.designs`).
+
+In the DP16KD variant port A writes and port B reads. One data width is chosen for the whole
+memory: the widest configuration (18, 9, 4, 2 or 1 bits) whose depth (1024 ... 16384) holds
+the memory, and as many blocks side by side as its width needs. A memory deeper than 16384
+entries is cut into banks of 16384 (x1 blocks) whose outputs a multiplexer picks, after the
+output registers, by the address bits taken two cycles earlier (so this one case has logic
+between the registers and the user).
+
+Nothing checks collisions: a read of the address written in the same cycle returns the old
+or new word depending on the variant (``WRITEMODE`` of port A is ``NORMAL``; the behavioural
+memory is not transparent). The users read only what was written in an earlier cycle.
+
+To use it (the LRO and match-action engines can do the same)::
+
+    m.submodules.ring = ring = RegisteredMemory(64, 4096, primitive=self.bram)
+    m.d.comb += [ring.w_addr.eq(...), ring.w_data.eq(...), ring.w_en.eq(...),
+                 ring.r_addr.eq(...), ring.r_en.eq(1)]
+    # ring.r_data: the word at r_addr of two cycles before
+"""
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["PRIMITIVES", "RegisteredMemory", "dp16kd_geometry"]
+
+#: Values of ``primitive``: the behavioural memory (``None``) or ECP5 ``DP16KD`` instances.
+PRIMITIVES = (None, "dp16kd")
+
+# DP16KD configurations: data bits, entries, lowest address bit used.
+_DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
+_DP16KD_DEPTH = 16384
+
+
+def dp16kd_geometry(width, depth):
+    """Return how :class:`RegisteredMemory` lays out a memory in DP16KD blocks.
+
+    Returns
+    -------
+    tuple
+        ``(bits, columns, banks)``: the data width of each block, the blocks side by side and
+        the banks of 16384 entries (1 unless the memory is deeper than that).
+    """
+    banks = -(-depth // _DP16KD_DEPTH)
+    if banks > 1:
+        return 1, width, banks
+    for bits, entries, _ in _DP16KD_MODES:
+        if depth <= entries:
+            return bits, -(-width // bits), 1
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RegisteredMemory(wiring.Component):
+    """A simple dual-port memory with registered read data (two cycles from address to data).
+
+    Parameters
+    ----------
+    width : int
+        Bits of a word.
+    depth : int
+        Words.
+    primitive : None or str
+        ``None``: a behavioural memory and a fabric register; ``"dp16kd"``: ECP5 DP16KD blocks
+        with their output register (synthesis only).
+    attrs : dict, optional
+        Attributes of the behavioural memory (e.g. ``{"no_rw_check": 1}`` for yosys).
+
+    Members
+    -------
+    w_addr, w_data, w_en : In
+        Write port.
+    r_addr, r_en : In
+        Read address, and whether to read it.
+    r_data : Out
+        The word at ``r_addr`` of two cycles before (if ``r_en`` was set then).
+    """
+
+    def __init__(self, width, depth, *, primitive=None, attrs=None):
+        if primitive not in PRIMITIVES:
+            raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, "
+                             f"not {primitive!r}")
+        if width < 1 or depth < 2:
+            raise ValueError(f"Memory of {width} bits x {depth} words is too small")
+        self.width = width
+        self.depth = depth
+        self.primitive = primitive
+        self.attrs = dict(attrs or {})
+        abits = (depth - 1).bit_length()
+        super().__init__({
+            "w_addr": In(abits), "w_data": In(width), "w_en": In(1),
+            "r_addr": In(abits), "r_en": In(1, init=1), "r_data": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.primitive == "dp16kd":
+            self._dp16kd(m)
+            return m
+        m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[],
+                                        attrs=self.attrs)
+        w_port = mem.write_port()
+        r_port = mem.read_port()
+        m.d.comb += [
+            w_port.addr.eq(self.w_addr), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
+            r_port.addr.eq(self.r_addr), r_port.en.eq(self.r_en),
+        ]
+        m.d.sync += self.r_data.eq(r_port.data)
+        return m
+
+    def _dp16kd(self, m):
+        bits, columns, banks = dp16kd_geometry(self.width, self.depth)
+        low = dict((b, lo) for b, _, lo in _DP16KD_MODES)[bits]
+        abits = len(self.w_addr)
+        inner = min(abits, 14 - low)  # address bits inside one block
+        bank_outs = []
+        for bank in range(banks):
+            # Writes reach the bank its upper address bits pick.
+            if banks > 1:
+                w_en = Signal(name=f"w_en_bank{bank}")
+                m.d.comb += w_en.eq(self.w_en & (self.w_addr[inner:] == bank))
+            else:
+                w_en = self.w_en
+            out = Signal(columns * bits, name=f"r_data_bank{bank}")
+            for col in range(columns):
+                ports = {}
+                for n in range(14):
+                    ports[f"i_ADA{n}"] = Const(0, 1)
+                    ports[f"i_ADB{n}"] = Const(0, 1)
+                for n in range(inner):
+                    ports[f"i_ADA{n + low}"] = self.w_addr[n]
+                    ports[f"i_ADB{n + low}"] = self.r_addr[n]
+                if bits == 18:  # byte enables of the write port
+                    ports["i_ADA0"] = ports["i_ADA1"] = Const(1, 1)
+                lo, hi = col * bits, min((col + 1) * bits, self.width)
+                for n in range(18):
+                    value = self.w_data[lo + n] if lo + n < hi else Const(0, 1)
+                    ports[f"i_DIA{n}"] = value
+                    ports[f"i_DIB{n}"] = Const(0, 1)
+                    if n < bits:
+                        ports[f"o_DOB{n}"] = out[col * bits + n]
+                for side in "AB":
+                    ports[f"i_CLK{side}"] = ClockSignal("sync")
+                    ports[f"i_RST{side}"] = Const(0, 1)
+                    ports[f"i_OCE{side}"] = Const(1, 1)
+                    for n in range(3):
+                        ports[f"i_CS{side}{n}"] = Const(0, 1)
+                ports["i_WEA"] = w_en
+                ports["i_CEA"] = Const(1, 1)
+                ports["i_WEB"] = Const(0, 1)
+                ports["i_CEB"] = self.r_en
+                m.submodules[f"bram_b{bank}_c{col}"] = Instance(
+                    "DP16KD",
+                    p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
+                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                    p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                    p_GSR="AUTO",
+                    **ports)
+            bank_outs.append(out[:self.width])
+        if banks == 1:
+            m.d.comb += self.r_data.eq(bank_outs[0])
+            return
+        # The bank of each read, two cycles on (as its data leaves the output registers); a
+        # read without r_en keeps the bank of the last one, as the registers keep its data.
+        pick_a = Signal(abits - inner, name="bank_a")
+        pick = Signal(abits - inner, name="bank")
+        with m.If(self.r_en):
+            m.d.sync += pick_a.eq(self.r_addr[inner:])
+        m.d.sync += pick.eq(pick_a)
+        with m.Switch(pick):
+            for bank, out in enumerate(bank_outs):
+                with m.Case(bank):
+                    m.d.comb += self.r_data.eq(out)

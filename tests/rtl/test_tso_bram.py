@@ -1,0 +1,159 @@
+# amaranth: UnusedElaboratable=no
+"""The block RAMs of the TSO engine: the synthesis variant with DP16KD output registers.
+
+``nicsim synth tso`` for ECP5 elaborates the engine with ``bram="dp16kd"``
+(:class:`nicsim.rtl.bram.RegisteredMemory`): Verilator cannot run it, so these tests export it
+and check the instances against the DP16KD description of Lattice's memory usage guide
+(FPGA-TN-02204: address bits per data width, byte enables at 18 bits, ``REGMODE``), and check
+the behavioural memory that simulation runs for the latency both variants share.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nicsim.hw.designs import DESIGNS
+from nicsim.hw.verilator import export_verilog
+
+# Lattice FPGA-TN-02204, DP16KD: data width -> (entries, address pins used).
+_ADDRESS_PINS = {1: (16384, range(0, 14)), 2: (8192, range(1, 14)), 4: (4096, range(2, 14)),
+                 9: (2048, range(3, 14)), 18: (1024, range(4, 14))}
+
+
+def _instances(text):
+    """Yield ``(parameters, connections)`` of each DP16KD instance of exported Verilog."""
+    for match in re.finditer(r"DP16KD #\((.*?)\) \w+ \((.*?)\);", text, re.S):
+        params = dict(re.findall(r"\.(\w+)\(([^()]*)\)", match.group(1)))
+        ports = dict(re.findall(r"\.(\w+)\(([^()]*)\)", match.group(2)))
+        yield params, ports
+
+
+def _width(value):
+    return int(value.split("'d")[-1])
+
+
+@pytest.fixture(scope="module")
+def tso64_dp16kd():
+    from nicsim.hw.designs import elaborate
+
+    return export_verilog(elaborate("tso", width=64, bram="dp16kd"), "tso")
+
+
+def test_synthesis_variant_uses_output_registers(tso64_dp16kd):
+    """Every memory of the 64-bit engine is DP16KD blocks with REGMODE_B OUTREG, wired as
+    the guide lays out its address and data pins; no behavioural memory is left."""
+    from nicsim.rtl.bram import dp16kd_geometry
+    from nicsim.rtl.tso import Tso
+
+    tso = Tso(64)
+    tmpl_depth = 4 << (tso.header_beats - 1).bit_length()
+    expected = sum(bits_cols[1] * bits_cols[2] for bits_cols in (
+        dp16kd_geometry(64, tso.ring_depth), dp16kd_geometry(64, tso.segment_depth),
+        dp16kd_geometry(64, tmpl_depth)))
+    # Address bits of each memory, by the data width its blocks have (one width each here).
+    abits = {dp16kd_geometry(64, d)[0]: (d - 1).bit_length()
+             for d in (tso.ring_depth, tso.segment_depth, tmpl_depth)}
+    found = list(_instances(tso64_dp16kd))
+    assert len(found) == expected == 84  # ring 64 x1, segments 16 x4, template 4 x18
+    widths = set()
+    for params, ports in found:
+        assert params["REGMODE_B"] == '"OUTREG"' and params["REGMODE_A"] == '"NOREG"'
+        bits = _width(params["DATA_WIDTH_A"])
+        assert _width(params["DATA_WIDTH_B"]) == bits
+        widths.add(bits)
+        _, pins = _ADDRESS_PINS[bits]
+        pins = pins[:abits[bits]]  # from the lowest pin up; a shallow memory leaves the top
+        for n in range(14):
+            a, b = ports[f"ADA{n}"], ports[f"ADB{n}"]
+            if n in pins:  # an address bit (a signal, not a constant)
+                assert "'" not in a and "'" not in b and a != b, (n, a, b)
+            elif bits == 18 and n < 2:
+                assert a == "1'h1", (n, a)  # byte enables of the write port
+            else:
+                assert a == b == "1'h0", (n, a, b)
+        assert ports["WEB"] == "1'h0" and ports["OCEB"] == "1'h1"
+        assert "'" not in ports["WEA"] and ports["CLKA"] == ports["CLKB"] == "clk"
+        assert [n for n in range(18) if ports.get(f"DOB{n}", "").strip()] == list(range(bits))
+    assert widths == {1, 4, 18}
+    # The memories are not left to yosys's mapping (which writes REGMODE NOREG): what stays
+    # behavioural are the 16-entry queues (LUT RAM).
+    depths = re.findall(r"reg \[\d+:0\] \S+ \[(\d+):0\];", tso64_dp16kd)
+    assert depths and max(int(d) + 1 for d in depths) <= 16
+
+
+def test_synthesis_params_hook():
+    """ECP5 synthesis adds ``bram="dp16kd"``; other families and Verilator do not."""
+    assert DESIGNS["tso"].synth_params == {"ecp5": {"bram": "dp16kd"}}
+    assert "ice40" not in DESIGNS["tso"].synth_params
+
+
+def test_bad_primitive_is_refused():
+    from nicsim.rtl.bram import RegisteredMemory
+    from nicsim.rtl.tso import Tso
+
+    with pytest.raises(ValueError, match="primitive"):
+        Tso(64, bram="m10k")
+    with pytest.raises(ValueError, match="primitive"):
+        RegisteredMemory(8, 16, primitive="sb_ram40")
+
+
+@pytest.mark.parametrize("depth, geometry", [(128, (18, 4, 1)), (2048, (9, 8, 1)),
+                                             (4096, (4, 16, 1)), (16384, (1, 64, 1)),
+                                             (32768, (1, 64, 2))])
+def test_geometry_follows_the_guide(depth, geometry):
+    """The widest DP16KD configuration that holds the depth (guide, table of widths)."""
+    from nicsim.rtl.bram import dp16kd_geometry
+
+    bits, columns, banks = dp16kd_geometry(64, depth)
+    assert (bits, columns, banks) == geometry
+    entries, _ = _ADDRESS_PINS[bits]
+    assert entries * banks >= depth and bits * columns >= 64
+    if bits < 18 and banks == 1:  # the next wider configuration would be too shallow
+        wider = min(w for w in _ADDRESS_PINS if w > bits)
+        assert _ADDRESS_PINS[wider][0] < depth
+
+
+def test_behavioural_memory_two_cycles_and_hold():
+    """The simulated variant: data two cycles after the address, held while ``r_en`` is low,
+    against a dictionary of what was written."""
+    import random
+
+    from amaranth.sim import Simulator
+
+    from nicsim.rtl.bram import RegisteredMemory
+
+    dut = RegisteredMemory(16, 64)
+    rng = random.Random(5)
+    model = {}
+    log = []
+
+    async def bench(ctx):
+        reads = []  # (cycle, expected) of the reads issued
+        last = None
+        for cycle in range(400):
+            w_addr, r_addr = rng.randrange(64), rng.randrange(64)
+            w_en, r_en = rng.random() < 0.5, rng.random() < 0.7
+            if w_en and w_addr == r_addr:
+                w_en = False  # never read where written in the same cycle
+            ctx.set(dut.w_addr, w_addr)
+            ctx.set(dut.w_data, rng.randrange(1 << 16))
+            ctx.set(dut.w_en, w_en)
+            ctx.set(dut.r_addr, r_addr)
+            ctx.set(dut.r_en, r_en)
+            if r_en:
+                last = model.get(r_addr, 0)
+            reads.append(last)
+            if cycle >= 2 and reads[cycle - 2] is not None:
+                log.append((ctx.get(dut.r_data), reads[cycle - 2]))
+            if w_en:
+                model[w_addr] = ctx.get(dut.w_data)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(log) > 300
+    assert all(got == want for got, want in log)
