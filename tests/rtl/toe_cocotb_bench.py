@@ -33,7 +33,8 @@ from nicsim.hw.ref.tcp import (
     parse_tcp_frame,
 )
 
-__all__ = ["BufferMemory", "CocotbTwin", "ToeBench", "describe", "model_config"]
+__all__ = ["ARP_REPLY", "MS", "BufferMemory", "CocotbTwin", "ToeBench", "describe", "model_config",
+           "seg"]
 
 TICK_S = 0.01  # one unit of the ``tick`` input in engine time (as the other toe-tcp drivers)
 MS = cycles(0.001)
