@@ -44,18 +44,28 @@ flip-flops: room and credit flags are registered a cycle late with the margin th
 the oldest commands, payload beats and descriptors wait in flip-flop windows popped on
 flip-flop state (:func:`_window`), the rotation, the header sums and the reader's byte
 rewrites are pipelined, queue writes and the ring's write and read addresses come from
-flip-flops, and the block RAMs feed flip-flops with no collision logic between
-(``_NO_RW_CHECK``) and no other load. At 64 bit on ECP5-85k (seed 1) that gives
-112.2 MHz (109.0 before these steps), short of 150 MHz. Of the 18111 timed endpoints, 169
-arrive later than 6.67 ns (150 MHz); 103 of them are the first flip-flops behind the frame
-ring, template and segment ring block RAMs: a DP16KD without its output register takes 5.83 ns
-from clock to data, and nextpnr (placing for 250 MHz) puts those flip-flops 3 ns of routing
-away, 8.9 ns in all. The other 66 (descriptor window, planner, finisher's first sums) end by
-7.5 ns (about 134 MHz). 150 MHz needs the RAMs' own output register (``REGMODE`` ``OUTREG``,
-which nextpnr times as a DP16KD mode of its own). yosys's ECP5 memory mapping never sets it
-(``techlibs/lattice/brams_map_16kd.v`` writes ``NOREG``), so it takes DP16KD instances for
-synthesis (with the memories kept for Verilator), a choice the synthesis flow would have to
-pass to the design.
+flip-flops, the segmenter's state changes on flags set a cycle ahead (``rd_last``,
+``step_hit``), and the reader's room for the head's next beat is one flip-flop set for the
+head of the next cycle. The frame ring, segment ring and template are
+:class:`.bram.RegisteredMemory`: two cycles from address to data, the second a register.
+For ECP5 synthesis (``bram="dp16kd"``, which ``nicsim synth`` passes through
+``Design.synth_params``) that register is the DP16KD's own output register (``REGMODE_B``
+``OUTREG``): yosys's ECP5 memory mapping always writes ``NOREG`` and has no option for it,
+and a DP16KD without it takes 5.83 ns from clock to data in nextpnr's timing, 8.9 ns with the
+route to a fabric flip-flop. Verilator and the Amaranth simulations run the behavioural
+memories with the same latency (bit-exact, same rates).
+
+Measured at 64 bit on ECP5-85k (seed 1, nextpnr placing for 250 MHz): 112.2 MHz with the
+fabric registers behind the block RAMs (103 of the 169 endpoints later than 6.67 ns were
+those registers); 119.7 MHz with the output registers (no block RAM path left among the 149
+endpoints later than 6.67 ns: the reader's beat counter ``left`` and its flags, the
+segmenter's state enable, the planner's ``seg_end``, the descriptor window, ``src_count``,
+``room``, the finisher's first sums); 126.8 MHz with the state and issue flags above
+(84 DP16KD, 7181 LUT4, 8259 flip-flops). What holds it now is the reader's descriptor
+pop: from the head descriptor in the window through the issue and take decisions to the
+window's valid flag, 1.5 ns of logic and 6.4 ns of routing (``take`` reaches the window's
+167-bit entries, the beat counters and the credits), short of 150 MHz. Taking the next
+descriptor a cycle ahead (a window popped on a predicted take) is the step that remains.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
