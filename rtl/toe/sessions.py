@@ -470,14 +470,15 @@ class SessionLogic:
         """The cut-through writer, beside the state machine (elaborated after it, so that its
         use of the frame buffer's read port and of the memory port takes precedence).
 
-        While a frame arrives, once its addresses and ports are in (beat 5), the session is
-        looked up and its TCB read; if the segment starts at ``rcv_nxt`` of a session that
-        takes data, its payload is copied from the frame buffer into the receive ring as the
-        beats arrive (a beat is read once it has been written), a word a cycle through the
-        realigning rotation. Only free ring space is written (``rcv_nxt`` to ``rcv_nxt +
-        free``), so a segment that fails a check later leaves no trace; ``rcv_nxt`` advances
-        in ``S Data`` only, after every check passed, and the copy there is skipped. The
-        state machine's ``T Lookup`` waits for the writer and takes its lookup result.
+        While a frame arrives, once its addresses and ports are in (beat 5 at 64 bits), the
+        session is looked up and its TCB read; if the segment starts at ``rcv_nxt`` of a
+        session that takes data, its payload is copied from the frame buffer into the receive
+        ring as the beats arrive (a beat is read once it has been written), a word a cycle
+        through the realigning rotation. Only free ring space is written (``rcv_nxt`` to
+        ``rcv_nxt + free``), so a segment that fails a check later leaves no trace;
+        ``rcv_nxt`` advances in ``S Data`` only, after every check passed, and the copy there
+        is skipped. The state machine's ``T Lookup`` waits for the writer and takes its
+        lookup result.
         """
         m, e, fe = self.m, self.e, self.fe
         lb = self.log_nb
@@ -489,7 +490,9 @@ class SessionLogic:
         with m.Switch(ph):
             with m.Case(_CT_IDLE):
                 m.d.sync += self.ct_abort.eq(0)
-                with m.If(in_receive & (fe.beat >= 5) & ~self.ct_started & plausible
+                # once bytes 0 to 39 are in (addresses, ports, sequence number)
+                with m.If(in_receive & (fe.beat >= -(-40 // self.nb)) & ~self.ct_started
+                          & plausible
                           & ~(fe.accept & (fe.beat == 0))):
                     m.d.sync += [ph.eq(_CT_REQ), self.ct_started.eq(1), self.ct_ok.eq(0)]
             with m.Case(_CT_REQ):
