@@ -30,7 +30,8 @@ What the engine does, and the choices where the RFCs leave room:
   1 s, which a configuration can set). On timeout: ``cwnd = 1 MSS``, go back to ``snd_una``.
   After a handshake whose SYN (or SYN-ACK) timed out and gave no RTT sample, the RTO is at
   least 3 s (RFC 6298 §5.7).
-* Congestion control: NewReno (RFC 5681 slow start and congestion avoidance, initial window of
+* Congestion control: NewReno (RFC 5681 slow start and congestion avoidance, the latter by
+  counting acknowledged bytes as RFC 5681 §3.1 recommends (RFC 3465), initial window of
   RFC 5681 §3.1; RFC 6582 fast retransmit on the third duplicate ACK, fast recovery with partial
   ACKs, ``recover`` guarding against a second reduction).
 * Receiving: cumulative ACKs, delayed ACK (every second data segment or after ``delack``), an
@@ -632,6 +633,7 @@ class _Session:
     cwnd: int = 0
     ssthresh: int = 1 << 30
     dupacks: int = 0
+    ca_acc: int = 0  # bytes acknowledged in congestion avoidance, towards the next SMSS
     in_recovery: bool = False
     recover: int = 0
     # retransmission timer (RFC 6298)
@@ -1301,7 +1303,12 @@ class TcpEngine:
             elif s.cwnd < s.ssthresh:
                 s.cwnd += min(acked, mss)
             else:
-                s.cwnd += max(1, mss * mss // s.cwnd)
+                # RFC 5681 §3.1's recommended congestion avoidance: count the bytes
+                # acknowledged, one SMSS more each time they reach cwnd (RFC 3465 §2.1)
+                s.ca_acc += acked
+                if s.ca_acc >= s.cwnd:
+                    s.ca_acc -= s.cwnd
+                    s.cwnd += mss
         # retransmission timer (RFC 6298 §5.2, §5.3)
         if s.snd_una == s.snd_max:
             s.rtx_at = None

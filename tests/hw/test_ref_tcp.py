@@ -723,6 +723,26 @@ def test_congestion_window_grows_slow_start_then_linear():
     assert e.session_info(sid)["cwnd"] == cwnd0 + 1460
 
 
+
+def test_congestion_avoidance_counts_acknowledged_bytes():
+    """RFC 5681 §3.1 (recommended) and RFC 3465 §2.1: above ssthresh, cwnd grows by one SMSS
+    when the bytes acknowledged reach cwnd, however they are split into ACKs (ACK division
+    gains nothing)."""
+    e = engine(tx_buffer=1 << 20)
+    p = Peer(e, window=65535)
+    sid = p.connect(wscale=4)
+    s = e._sessions[sid]
+    s.ssthresh = s.cwnd  # congestion avoidance from the start
+    cwnd0 = s.cwnd
+    e.send(sid, bytes(1 << 20))
+    una = p.out()[0].seq
+    for k in range(1, cwnd0 // 100 + 1):  # one ACK per 100 bytes: cwnd / 100 ACKs
+        p.send(ACK, ack=(una + 100 * k) % MOD, advance=False)
+        p.out()
+        grown = e.session_info(sid)["cwnd"] - cwnd0
+        assert grown == (1460 if 100 * k >= cwnd0 else 0), k
+
+
 # ------------------------------------------------------------------------------ robustness
 
 def test_syn_flood_keeps_established_sessions():

@@ -149,9 +149,8 @@ async def active_open(tw, port=8080, *, arp=True):
 async def next_timer(tw):
     """Let time run to the model's next timer: nothing may leave 10 ms (a tick) before it;
     return what leaves at it."""
-    deadline = tw.model.next_deadline()
-    assert deadline is not None, "no timer armed"
-    ms = -(-deadline // MS)
+    ms = tw.deadline_ms()
+    assert ms is not None, "no timer armed"
     assert await tw.at(ms - 10) == [], f"a timer fired before {ms} ms"
     return await tw.at(ms)
 

@@ -37,6 +37,7 @@ __all__ = ["ARP_REPLY", "MS", "BufferMemory", "CocotbTwin", "ToeBench", "describ
            "seg"]
 
 TICK_S = 0.01  # one unit of the ``tick`` input in engine time (as the other toe-tcp drivers)
+TICK_HZ = round(1 / TICK_S)
 MS = cycles(0.001)
 E_MAC, P_MAC = bytes.fromhex("020000000002"), bytes.fromhex("020000000001")
 E_IP, P_IP = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
@@ -46,17 +47,18 @@ MAX_RUN_CYCLES = 50_000  # one frame, command or tick batch: a few thousand at m
 def model_config(params):
     """Return the :class:`TcpConfig` that matches the gateware built with ``params``.
 
-    Timer parameters are in ticks of :data:`TICK_S`; the model counts clock cycles.
+    The model's clock is the gateware's timer tick (:data:`TICK_S`): its timers then fire on
+    the ticks the gateware's fire on, and its RFC 6298 arithmetic (integer, in clock cycles)
+    is the gateware's (integer, in ticks), so RTT samples round alike (RFC 6298 §4: the clock
+    granularity is the tick).
     """
-    tick = cycles(TICK_S)
     return TcpConfig(
         mss=params.get("mss", 1460), rx_buffer=1 << params["buf_bits"],
         tx_buffer=1 << params["buf_bits"], max_sessions=params["sessions"],
         max_half_open=params["max_half_open"], ooo_ranges=0, fixed_isn=params["fixed_isn"],
-        rto_initial=params["rto_initial"] * tick, rto_min=params["rto_min"] * tick,
-        rto_max=params["rto_max"] * tick, delack=params["delack"] * tick,
-        time_wait=params["time_wait"] * tick, syn_retries=params["syn_retries"],
-        data_retries=params["data_retries"])
+        clock_hz=TICK_HZ, rto_initial=params["rto_initial"], rto_min=params["rto_min"],
+        rto_max=params["rto_max"], delack=params["delack"], time_wait=params["time_wait"],
+        syn_retries=params["syn_retries"], data_retries=params["data_retries"])
 
 
 def describe(frame):
@@ -427,7 +429,8 @@ class CocotbTwin:
     bench : ToeBench
         The gateware.
     config : TcpConfig
-        The model's configuration (:func:`model_config` of the build's parameters).
+        The model's configuration (:func:`model_config` of the build's parameters: its clock
+        is the tick; ``now`` is in cycles of :data:`CLOCK_HZ` as the bench's).
     """
 
     def __init__(self, bench, config):
@@ -454,21 +457,30 @@ class CocotbTwin:
                 step += extra
             notes += sorted(step, key=lambda n: order[n[0], n[2]])
 
+    def model_now(self):
+        """Engine time in the model's clock (ticks)."""
+        return self.now // self.rtl.tick_cycles
+
+    def deadline_ms(self):
+        """The model's next timer in milliseconds of engine time, or ``None``."""
+        deadline = self.model.next_deadline()
+        return None if deadline is None else deadline * 1000 // TICK_HZ
+
     async def at(self, ms):
         """Let engine time reach ``ms`` milliseconds; return the frames the timers sent."""
         self.now = round(ms * MS)
-        self.model.advance(self.now)
+        self.model.advance(self.model_now())
         await self.rtl.advance(self.now)
         return self.check()
 
     async def rx(self, frame):
         """Time passes to ``now`` (timers fire on both), then the frame; return the replies."""
-        self.model.advance(self.now)
+        self.model.advance(self.model_now())
         await self.rtl.advance(self.now)
         self.timer_out = self.check()
         time_wait = [sid for sid in self.model.sessions()
                      if self.model.state(sid) == State.TIME_WAIT]
-        self.model.receive(frame, self.now)
+        self.model.receive(frame, self.model_now())
         await self.rtl.receive(frame, self.now)
         segment = parse_tcp_frame(frame)
         ended = [(Notice.CLOSED, sid, "done") for sid in time_wait
