@@ -737,10 +737,14 @@ def rtl():
     return build("toe-tcp", PARAMS)
 
 
+def _run_dir(rtl, case):
+    return rtl.build_dir / "runs" / f"{case}_{os.getpid()}"
+
+
 def _run(rtl, case):
-    run_dir = rtl.build_dir / "runs" / f"{case}_{os.getpid()}"
+    """Run the cocotb tests of ``case`` in one simulator process (raise if one fails)."""
     run_cocotb(rtl, "test_toe_cocotb", test_dir=Path(__file__).parent,
-               env={"NICSIM_TOE_CASE": case}, run_dir=run_dir)
+               env={"NICSIM_TOE_CASE": case}, run_dir=_run_dir(rtl, case))
 
 
 @pytest.mark.rtl
@@ -764,13 +768,11 @@ def test_toe_cocotb_known_bugs(rtl):
     passes once its bug is fixed, to be moved to :data:`FAST`); then it is an xfail."""
     names = {"open_rst": "simultaneous_open_rst", "persist_rto": "rto_after_zero_window",
              "syn_rto": "rto_after_syn_ack_timeout", "shrink": "zero_window_with_data_in_flight"}
-    run_dir = rtl.build_dir / "runs" / f"bugs_{os.getpid()}"
     try:
-        run_cocotb(rtl, "test_toe_cocotb", test_dir=Path(__file__).parent,
-                   env={"NICSIM_TOE_CASE": "bugs"}, run_dir=run_dir)
+        _run(rtl, "bugs")
         failed = set()
     except AssertionError:
-        failed = _failed_tests(run_dir / "results.xml")
+        failed = _failed_tests(_run_dir(rtl, "bugs") / "results.xml")
     fixed = [c for c in BUGS if names[c] not in failed]
     assert not fixed, f"fixed in the gateware (move them from BUGS to FAST): {fixed}"
     assert failed == set(names.values()), f"unexpected failures: {failed}"
