@@ -334,8 +334,8 @@ SYNCHRONIZED = [State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1, State.F
 @case("rst")
 async def rst_in_each_state(dut):
     """In every synchronized state: a RST outside the window is dropped without an answer
-    (RFC 9293 §3.10.7.4 first check), a RST in the window but not at ``rcv_nxt`` gets a
-    challenge ACK (RFC 5961 §3.2), a RST at ``rcv_nxt`` ends the connection: the application
+    (RFC 9293 §3.10.7.4 first check), a RST in the window but not at ``rcv_nxt`` and a SYN get
+    a challenge ACK (RFC 5961 §3.2, §4), a RST at ``rcv_nxt`` ends the connection: the application
     hears ``reset`` except for a passive SYN-RECEIVED (back to LISTEN, RFC 9293 §3.10.7.4) and
     TIME-WAIT (the gateware frees the number with ``closed``/``done``; the model says
     nothing)."""
@@ -350,6 +350,10 @@ async def rst_in_each_state(dut):
         (ack,) = tcp(await tw.rx(seg(RST, rcv + 1, sport=sport)))
         assert (ack.flags, ack.seq, ack.ack) == (ACK, snd, rcv), target
         assert await state(tw, sid) == target
+        # a SYN in a synchronized state: challenge ACK too (RFC 5961 §4)
+        (ack,) = tcp(await tw.rx(seg(SYN, rcv + 7, sport=sport, mss=1460)))
+        assert (ack.flags, ack.seq, ack.ack) == (ACK, snd, rcv), target
+        assert await state(tw, sid) == target
         tw.now += 10 * MS
         assert await tw.rx(seg(RST | ACK, rcv, snd, sport=sport)) == []
         assert await state(tw, sid) == State.CLOSED
@@ -362,7 +366,8 @@ async def rst_in_each_state(dut):
             assert notes == [(Notice.RESET, sid, "rst")], target
         tw.now += 10 * MS
     counters = await tw.rtl.counters()
-    assert counters["challenge_acks"] == tw.model.stats["challenge_acks"] == len(SYNCHRONIZED)
+    assert counters["challenge_acks"] == tw.model.stats["challenge_acks"] \
+        == 2 * len(SYNCHRONIZED)
     assert counters["out_of_window"] == tw.model.drops["out_of_window"] == 2 * len(SYNCHRONIZED)
     await finish(tw)
 
