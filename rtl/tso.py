@@ -1244,17 +1244,28 @@ class Tso(wiring.Component):
         can_issue = Signal(init=1)
         issue = head_v & ~head.drop & can_issue
         done = issue & is_last
-        m.d.comb += [res_take.eq(drop_done | (done & head.last)), take.eq(done | drop_done)]
-        m.d.sync += [out_empty.eq((out_credits == _OUT_DEPTH) & ~issue),
-                     res_ok.eq(res_credits > 1)]
+        # The two ways to take the head, each a flip-flop set from the next cycle's values of
+        # its parts: can_finish = can_issue & is_last, drop_ok = out_empty & res_ok. ``take``
+        # is then one LUT of flip-flops (it reaches the window and the beat counters).
+        can_finish = Signal()
+        drop_ok = Signal(init=1)
+        m.d.comb += [res_take.eq(drop_done | (done & head.last)),
+                     take.eq(head_v & Mux(head.drop, drop_ok, can_finish))]
+        out_empty_next = (out_credits == _OUT_DEPTH) & ~issue
+        res_ok_next = res_credits > 1
+        m.d.sync += [out_empty.eq(out_empty_next), res_ok.eq(res_ok_next),
+                     drop_ok.eq(out_empty_next & res_ok_next)]
         # The next head's values are in its descriptor; this head's are counted down.
         nxt = data.View(self.desc_layout, Mux(dwin[1][1], dwin[1][0], descs.r_data))
-        with m.If(take | ~head_v):
-            m.d.sync += [left.eq(nxt.last_beat), is_last.eq(nxt.one_beat),
-                         left1.eq(nxt.two_beats), left2.eq(nxt.three_beats)]
+        is_last_next = Signal()
+        load = take | ~head_v
+        m.d.comb += is_last_next.eq(Mux(load, nxt.one_beat, Mux(issue, left1, is_last)))
+        m.d.sync += is_last.eq(is_last_next)
+        with m.If(load):
+            m.d.sync += [left.eq(nxt.last_beat), left1.eq(nxt.two_beats),
+                         left2.eq(nxt.three_beats)]
         with m.Elif(issue):
-            m.d.sync += [left.eq(left - 1), is_last.eq(left1), left1.eq(left2),
-                         left2.eq(left == 3)]
+            m.d.sync += [left.eq(left - 1), left1.eq(left2), left2.eq(left == 3)]
         payload_beat = beat >= head.bh
         # Credits back a cycle late (from flip-flops).
         m.d.sync += [self.desc_popped.eq(take), self.seg_freed.eq(issue & payload_beat)]
@@ -1370,9 +1381,10 @@ class Tso(wiring.Component):
             out_fifo.r_en.eq(self.o.ready),
         ]
         out = self.o.valid & self.o.ready
-        next_last = Mux(take | ~head_v, nxt.last, head.last)  # the head's, a cycle on
-        m.d.sync += [out_credits.eq(out_credits - issue + out),
-                     can_issue.eq((out_credits > 1) & ((res_credits > 1) | ~next_last))]
+        next_last = Mux(load, nxt.last, head.last)  # the head's, a cycle on
+        can_issue_next = (out_credits > 1) & ((res_credits > 1) | ~next_last)
+        m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(can_issue_next),
+                     can_finish.eq(can_issue_next & is_last_next)]
         with m.If(out & self.o.payload.last):
             self._count(m, "segments_out")
         with m.If(drop_done):
