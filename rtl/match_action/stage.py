@@ -148,9 +148,9 @@ class Stage(Elaboratable):
         self.arg_bits = table_arg_bits(table)
         self.metered = table["meter"] is not None
         if self.kind == "exact":
-            self.steps = ["look", "fetch", "ways", "read", "act"]
+            self.steps = ["look", "fetch", "ways", "read", "load", "act"]
         else:
-            self.steps = ["look", "tree1", "tree2", "pick", "act"]
+            self.steps = ["look", "tree1", "tree2", "pick", "load", "act"]
         self.steps += ["fill", "bound", "mark"] if self.metered else []
         self.latency = len(self.steps)
         self.i = Signal(self.item)
@@ -209,6 +209,18 @@ class Stage(Elaboratable):
             r = Signal.like(value, name=f"{name}_{n}")
             m.d.sync += r.eq(value)
             return r
+
+        def loaded(port, addr, wr, n, name):
+            """A read-modify-write's word as step ``n`` registers it.
+
+            ``port`` was read in the step before ``n`` (at ``addr``), transparent to ``wr``, so
+            it holds what the items up to two steps ahead wrote; the item one step ahead writes
+            in step ``n`` itself, and its word replaces the memory's if it is of the same
+            address. The memory's output only drives a register: no logic after it.
+            """
+            same = reg_at(wr.en & (wr.addr == reg_at(addr, steps[steps.index(n) - 1],
+                                                     f"{name}_addr")), n, f"{name}_same")
+            return Mux(same, reg_at(wr.data, n, f"{name}_ahead"), reg_at(port.data, n, name))
 
         # Per item, from ``look`` on: a frame the table applies to, a frame that skips it for a
         # missing header, a token of this stage.
@@ -368,7 +380,7 @@ class Stage(Elaboratable):
                 any_match = reg_at(any_match, "tree1", "match")
                 best = Const(0, range(2))
             m.d.sync += [hit.eq(any_match), slot.eq(best)]
-            # ``pick``: the winner's action data read
+            # ``pick``: the winner's action data read (registered again at ``load``)
             hit_pk, slot_pk = reg_at(hit, "pick", "hit"), reg_at(slot, "pick", "slot")
             m.d.comb += [act_rd.addr.eq(slot), act.eq(act_rd.data[:ACTION_BITS]),
                          args.eq(act_rd.data[ACTION_BITS:ACTION_BITS + self.arg_bits])]
@@ -383,8 +395,10 @@ class Stage(Elaboratable):
             mcfg_a = carry(reg_at(mcfg, "read", "mcfg"), "read", "act", "mcfg")
         else:
             hit_rd, slot_rd = hit, slot  # registered at ``tree2``: seen in ``pick``
-            hit_a, slot_a = hit_pk, slot_pk
-            act_a, args_a, mcfg_a = act, args, mcfg
+            hit_a = carry(hit_pk, "pick", "act", "hit")
+            slot_a = carry(slot_pk, "pick", "act", "slot")
+            act_a, args_a = reg_at(act, "load", "act"), reg_at(args, "load", "args")
+            mcfg_a = reg_at(mcfg, "load", "mcfg")
 
         # Counters ------------------------------------------------------------------------------
         app_a, inv_a, mine_a = flags("act")
@@ -395,14 +409,17 @@ class Stage(Elaboratable):
         ctr_rd = ctr.read_port(transparent_for=(ctr_wr,))
         ctr_axi = ctr.read_port()
         ctr_slot_a = Mux(hit_a, slot_a, self.slots)
+        ctr_addr = Signal.like(ctr_slot_a)
         m.d.comb += [
-            ctr_rd.addr.eq(Mux(hit_rd, slot_rd, self.slots)),
+            ctr_addr.eq(Mux(hit_rd, slot_rd, self.slots)),
+            ctr_rd.addr.eq(ctr_addr),
             ctr_axi.addr.eq(Mux(self.sel_miss, self.slots, self.sel_slot)),
             self.r_packets.eq(ctr_axi.data[:64]),
             self.r_bytes.eq(ctr_axi.data[64:]),
         ]
         hva = hv_in("act")
-        new_ctr = Cat((ctr_rd.data[:64] + 1)[:64], (ctr_rd.data[64:] + hva.length)[:64])
+        ctr_word = loaded(ctr_rd, ctr_addr, ctr_wr, "load", "ctr")
+        new_ctr = Cat((ctr_word[:64] + 1)[:64], (ctr_word[64:] + hva.length)[:64])
         clear_ctr = mine_a & ~(tka.install & tka.keep_counters)
         m.d.comb += [
             ctr_wr.addr.eq(Mux(mine_a, tka.slot, ctr_slot_a)),
@@ -411,7 +428,7 @@ class Stage(Elaboratable):
         ]
         self._act(m, hva, hv_out("act"), app_a, inv_a, hit_a, act_a, args_a)
         if self.metered:
-            self._meter(m, flags, carry, reg_at, tok_in, hv_in, hv_out, hit_rd, slot_rd,
+            self._meter(m, flags, carry, reg_at, loaded, tok_in, hv_in, hv_out, slot_rd,
                         hit_a, slot_a, mcfg_a)
         else:
             m.d.comb += [self.r_tc.eq(0), self.r_tp.eq(0)]
@@ -445,7 +462,7 @@ class Stage(Elaboratable):
         with m.Elif(inv):
             m.d.sync += out_hv.nxt.eq(t["next_invalid"] & NEXT_END)
 
-    def _meter(self, m, flags, carry, reg_at, tok_in, hv_in, hv_out, hit_rd, slot_rd,
+    def _meter(self, m, flags, carry, reg_at, loaded, tok_in, hv_in, hv_out, slot_rd,
                hit_a, slot_a, mcfg_a):
         """RFC 2698 colour-blind marking, exactly as the reference counts tokens: the time step
         (``act``), the tokens earned (``fill``), the bounds of the fill and the take
@@ -467,11 +484,12 @@ class Stage(Elaboratable):
         ]
         # One subtraction: its borrow says the time went backwards (no tokens), its high word
         # a gap over METER_MAX_GAP_NS (counted as that).
+        last_word = loaded(last_rd, slot_rd, last_wr, "load", "time")
         diff = Signal(65)
-        m.d.comb += diff.eq(Cat(hva.ts, Const(0, 1)) - Cat(last_rd.data[:64], Const(0, 1)))
+        m.d.comb += diff.eq(Cat(hva.ts, Const(0, 1)) - Cat(last_word[:64], Const(0, 1)))
         dt = reg_at(Mux(diff[64], 0, Mux(diff[32:64].any(), METER_MAX_GAP_NS, diff[:32]))[:32],
                     "act", "dt")
-        started = carry(reg_at(last_rd.data[64], "act", "started"), "act", "mark", "started")
+        started = carry(reg_at(last_word[64], "act", "started"), "act", "mark", "started")
         mcfg_f = reg_at(mcfg_a, "act", "mcfg")
         slot_f = reg_at(slot_a, "act", "slot")
         hit_f = reg_at(hit_a, "act", "hit")
@@ -515,7 +533,7 @@ class Stage(Elaboratable):
         tb_rd = tb.read_port(transparent_for=(tb_wr,))
         tb_axi = tb.read_port()
         m.d.comb += [
-            tb_rd.addr.eq(slot_b),
+            tb_rd.addr.eq(slot_f),  # read at ``fill``, registered at ``bound``
             tb_axi.addr.eq(self.sel_slot),
             self.r_tc.eq(tb_axi.data[METER_FRAC_BITS:TOKEN_BITS]),
             self.r_tp.eq(tb_axi.data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS]),
@@ -527,7 +545,8 @@ class Stage(Elaboratable):
         tkk = tok_in("mark")
         hvk = hv_in("mark")
         res = {}
-        for name, tokens in (("c", tb_rd.data[:TOKEN_BITS]), ("p", tb_rd.data[TOKEN_BITS:])):
+        tokens_word = loaded(tb_rd, slot_f, tb_wr, "bound", "tokens")
+        for name, tokens in (("c", tokens_word[:TOKEN_BITS]), ("p", tokens_word[TOKEN_BITS:])):
             b = bounds[name]
             clamp = ~started | b["sat"] | (tokens > b["hi"])
             res[name] = {
