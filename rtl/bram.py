@@ -18,9 +18,10 @@ It is built in one of two ways, with the same behaviour cycle for cycle:
   register. yosys's ECP5 memory mapping always writes ``REGMODE="NOREG"`` (there is no option
   of ``memory_libmap`` that asks for the output register), and a DP16KD without it takes
   5.83 ns from clock to data in nextpnr's ECP5 timing: with the fabric register a few ns of
-  routing away, that alone holds a design under 115 MHz. The output register's clock to data
-  is a fraction of that. Verilator has no model of the primitive: this variant is for
-  ``nicsim synth`` (see ``Design.synth_params`` in :mod:`nicsim.hw.designs`).
+  routing away, that alone held the TSO engine at 112 MHz. With the output register, the 192
+  flip-flops behind the TSO engine's 84 blocks get their data 1.7 to 4.9 ns after the clock,
+  routing included (nextpnr, ECP5-85k). Verilator has no model of the primitive: this
+  variant is for ``nicsim synth`` (see ``Design.synth_params`` in :mod:`nicsim.hw.designs`).
 
 In the DP16KD variant port A writes and port B reads. One data width is chosen for the whole
 memory: the widest configuration (18, 9, 4, 2 or 1 bits) whose depth (1024 ... 16384) holds

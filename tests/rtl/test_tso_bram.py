@@ -157,3 +157,21 @@ def test_behavioural_memory_two_cycles_and_hold():
     sim.run()
     assert len(log) > 300
     assert all(got == want for got, want in log)
+
+
+def test_deep_memory_in_banks():
+    """Deeper than one block: banks of 16384 x1 blocks, each written only at its own
+    addresses (the write enable takes the top address bit)."""
+    from amaranth.back import verilog
+
+    from nicsim.rtl.bram import RegisteredMemory
+
+    mem = RegisteredMemory(8, 32768, primitive="dp16kd")
+    text = verilog.convert(mem, name="deep")
+    found = list(_instances(text))
+    assert len(found) == 16
+    enables = {ports["WEA"] for _, ports in found}
+    assert len(enables) == 2  # one per bank
+    for params, ports in found:
+        assert _width(params["DATA_WIDTH_A"]) == 1 and params["REGMODE_B"] == '"OUTREG"'
+        assert all("'" not in ports[f"ADB{n}"] for n in range(14))
