@@ -19,11 +19,12 @@ step        exact table                     ternary / LPM table
 ``ways``    the four ways compared          --
 ``tree1``,  --                              the priority tree, in two registered halves
 ``tree2``
-``pick``    --                              the winner's action data; counters read
+``pick``    --                              the winner's action data read; counters read
 ``read``    counters and meter time read    --
+``load``    the words read registered as they leave the memories
 ``act``     rewrites; counters added and written; the meter's time step
-``fill``    (metered) tokens earned (multipliers)
-``bound``   (metered) the bounds and constants of the fill and the take; buckets read
+``fill``    (metered) tokens earned (multipliers); buckets read
+``bound``   (metered) the bounds and constants of the fill and the take; buckets registered
 ``mark``    (metered) buckets filled up to the bursts, colour, buckets written
 ==========  ==============================  ===========================================
 
@@ -50,14 +51,18 @@ the pipeline is the write ports' free cycle for the clears.
 Counters and meters
 -------------------
 Each slot has packet and byte counters and, in a metered table, an RFC 2698 meter; the miss
-counters are one more counter slot. A loop that reads a memory and writes it back spans two
-adjacent steps, the read port transparent to the write port, so a frame right behind another
-of the same slot reads the value that frame writes in the same cycle: the counters are read at
-``read``/``pick`` and written at ``act``; a meter's last time (and whether it started) read at
-``read``/``pick`` and written at ``act``, so the next frame's time step is taken from this
-frame's time; its buckets read at ``bound`` and written at ``mark``, so the fill, the colour and
-the take of back-to-back frames of one entry are done in one cycle each, with no chain of
-additions in it (``bound`` computes what does not depend on the bucket, see :meth:`_meter`).
+counters are one more counter slot. A loop that reads a memory and writes it back spans three
+steps: the read, a register that takes the memory's output (no logic after a block RAM's clock
+to output), and the write. The read port is transparent to the write port, so it sees what the
+item two steps ahead writes; the word the item one step ahead writes meanwhile replaces the
+word read when its slot is the same (``loaded`` in :meth:`elaborate`), so a frame right behind
+another of the same slot starts from the value that frame wrote: the counters are read at
+``read``/``pick``, registered at ``load`` and written at ``act``; a meter's last time (and
+whether it started) likewise, so the next frame's time step is taken from this frame's time; its
+buckets read at ``fill``, registered at ``bound`` and written at ``mark``, so the fill, the
+colour and the take of back-to-back frames of one entry are done in one cycle each, with no
+chain of additions in it (``bound`` computes what does not depend on the bucket, see
+:meth:`_meter`).
 """
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
@@ -133,7 +138,7 @@ class Stage(Elaboratable):
     latency : int
         Cycles from ``i`` to ``o``.
     sel_slot, sel_miss, r_packets, r_bytes, r_tc, r_tp
-        Counter and meter read-back (a cycle after ``sel_*`` changes).
+        Counter and meter read-back (two cycles after ``sel_*`` changes).
     """
 
     def __init__(self, index, table, layout, tok_layout):
@@ -403,7 +408,9 @@ class Stage(Elaboratable):
         # Counters ------------------------------------------------------------------------------
         app_a, inv_a, mine_a = flags("act")
         tka = tok_in("act")
-        ctr = Memory(shape=128, depth=self.slots + 1, init=[])
+        # Block RAM: two 64-bit counters a slot (as LUT RAM they took over a thousand cells in
+        # a table of 256 entries)
+        ctr = Memory(shape=128, depth=self.slots + 1, init=[], attrs={"ram_style": "block"})
         m.submodules.counters = ctr
         ctr_wr = ctr.write_port()
         ctr_rd = ctr.read_port(transparent_for=(ctr_wr,))
@@ -414,9 +421,9 @@ class Stage(Elaboratable):
             ctr_addr.eq(Mux(hit_rd, slot_rd, self.slots)),
             ctr_rd.addr.eq(ctr_addr),
             ctr_axi.addr.eq(Mux(self.sel_miss, self.slots, self.sel_slot)),
-            self.r_packets.eq(ctr_axi.data[:64]),
-            self.r_bytes.eq(ctr_axi.data[64:]),
         ]
+        # The read-back registered as it leaves the memory (two cycles after ``sel_*``)
+        m.d.sync += [self.r_packets.eq(ctr_axi.data[:64]), self.r_bytes.eq(ctr_axi.data[64:])]
         hva = hv_in("act")
         ctr_word = loaded(ctr_rd, ctr_addr, ctr_wr, "load", "ctr")
         new_ctr = Cat((ctr_word[:64] + 1)[:64], (ctr_word[64:] + hva.length)[:64])
@@ -501,7 +508,8 @@ class Stage(Elaboratable):
         slot_b = reg_at(slot_f, "fill", "slot")
         hit_b = reg_at(hit_f, "fill", "hit")
         # ``bound``: everything of the fill and the take that does not depend on the bucket
-        # (the bounds a bucket is compared with, the constants added to it); the buckets read.
+        # (the bounds a bucket is compared with, the constants added to it); the buckets
+        # registered.
         # With ``T`` the bucket, ``I`` the tokens earned, ``M`` the burst, ``N`` the frame's
         # length: the filled bucket is ``min(T + I, M)`` (``M`` before the first frame), so it
         # is clamped when ``I > M`` or ``T > M - I``; it is below ``N`` when clamped and
@@ -535,9 +543,9 @@ class Stage(Elaboratable):
         m.d.comb += [
             tb_rd.addr.eq(slot_f),  # read at ``fill``, registered at ``bound``
             tb_axi.addr.eq(self.sel_slot),
-            self.r_tc.eq(tb_axi.data[METER_FRAC_BITS:TOKEN_BITS]),
-            self.r_tp.eq(tb_axi.data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS]),
         ]
+        m.d.sync += [self.r_tc.eq(tb_axi.data[METER_FRAC_BITS:TOKEN_BITS]),
+                     self.r_tp.eq(tb_axi.data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS])]
         # ``mark``: the loop a frame closes for the next one of its entry, one cycle: each
         # bucket compared with two bounds and added to two constants side by side, then the
         # colour chooses; the buckets written back.
