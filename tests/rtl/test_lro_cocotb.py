@@ -9,7 +9,9 @@ model backend of the engine adapter; the counters are derived from the same run.
 ACKs, flag combinations, timestamps, VLAN tags, IPv6, and malformed frames (bad checksums,
 truncations, fragments, IPv4 options); idle cycles and backpressure are random. The build is
 the compact configuration of the other LRO tests (4 contexts, 6000-byte merged frames, frames
-up to 8192 bytes); a ``long`` run builds 64 contexts.
+up to 8192 bytes); a ``long`` run builds 16 contexts (the 64-context build takes more than an
+hour to compile for cocotb on a loaded two-core machine: 64 contexts run in the C++ harness
+test ``test_sixty_four_contexts_long`` of ``test_lro``).
 """
 
 import random
@@ -281,6 +283,6 @@ def test_lro_cocotb(width):
 
 @pytest.mark.rtl
 @pytest.mark.long
-def test_lro_cocotb_64_contexts_long():
-    rtl_test("lro", LroConfig(flows=64, max_bytes=6000, max_frame=8192).rtl_params(64),
+def test_lro_cocotb_16_contexts_long():
+    rtl_test("lro", LroConfig(flows=16, max_bytes=6000, max_frame=8192).rtl_params(64),
              "test_lro_cocotb", testcase="many_contexts")
