@@ -358,6 +358,13 @@ class SessionLogic:
         self.cp_a = Signal(e.width)
         self.c_base = Signal(max(1, e.buf_bits))  # byte offset of a stream transfer
         self.fast = Signal()  # a retransmission of snd_una is owed (fast retransmit, NewReno)
+        # S Data's byte count and tests, computed in S Fin Acked (timing)
+        self.sd_cut = Signal(32)
+        self.sd_n = Signal(32)
+        self.sd_old = Signal()
+        self.sd_beyond = Signal()
+        self.sd_in_order = Signal()
+        self.sd_written = Signal()
         # the cut-through writer (cut_through): lookup and payload write while a frame arrives
         self.ct_phase = Signal(range(_CT_PHASES))
         self.ct_idle = Signal()
@@ -964,6 +971,22 @@ class SessionLogic:
                              t.rtx_at.eq(self.now + t.rto)]
             m.next = "S Fin Acked"
         with m.State("S Fin Acked"):
+            # S Data's arithmetic, a state ahead (rcv_nxt and rcv_adv do not change here)
+            seq = self.seg_seq
+            plen = self.plen
+            cut = Signal(32)
+            m.d.comb += cut.eq(Mux(_lt(seq, t.rcv_nxt), _sub(t.rcv_nxt, seq), 0))
+            off = (seq + cut)[:32]
+            room = Signal(32)
+            m.d.comb += room.eq(Mux(_lt(off, t.rcv_adv), _sub(t.rcv_adv, off), 0))
+            rest = Signal(32)
+            m.d.comb += rest.eq(plen - cut)
+            n = Signal(32)
+            m.d.comb += n.eq(_umin(rest, room))
+            m.d.sync += [self.sd_cut.eq(cut), self.sd_n.eq(n), self.sd_old.eq(cut >= plen),
+                         self.sd_beyond.eq((rest > room) & (room == 0)),
+                         self.sd_in_order.eq(off == t.rcv_nxt),
+                         self.sd_written.eq(self.ct_ok & (cut == 0) & (n <= self.ct_n))]
             with m.If((t.snd_wnd != 0) & t.probing):
                 m.d.sync += [t.probing.eq(0), t.rtx_on.eq(0)]
             fin_acked = t.fin_queued & (t.snd_una == t.tx_end + 1) & (t.snd_una == t.snd_max)
@@ -997,28 +1020,23 @@ class SessionLogic:
 
         # seventh: segment text, in order only (out-of-order segments are dropped)
         with m.State("S Data"):
-            seq = self.seg_seq
             plen = self.plen
-            cut = Mux(_lt(seq, t.rcv_nxt), _sub(t.rcv_nxt, seq), 0)
-            off = (seq + cut)[:32]
-            room = Mux(_lt(off, t.rcv_adv), _sub(t.rcv_adv, off), 0)
-            rest = plen - cut
-            n = _umin(rest, room)
+            cut = self.sd_cut
+            n = self.sd_n
             with m.If((plen != 0) & self.receiving):
-                with m.If(cut >= plen):
+                with m.If(self.sd_old):
                     m.d.sync += ack_now()
                     m.next = "S Fin"
                 with m.Else():
-                    with m.If((rest > room) & (room == 0)):
+                    with m.If(self.sd_beyond):
                         m.d.sync += sdrop("beyond_window")
                     with m.If(n == 0):
                         m.d.sync += ack_now()
                         m.next = "S Fin"
-                    with m.Elif((off == t.rcv_nxt) & self.ct_ok & (cut == 0)
-                                & (n <= self.ct_n)):
+                    with m.Elif(self.sd_in_order & self.sd_written):
                         # written into the ring while it arrived (cut_through)
                         rx_done(n)
-                    with m.Elif(off == t.rcv_nxt):
+                    with m.Elif(self.sd_in_order):
                         m.d.sync += [self.c_n.eq(n),
                                      *self.copy_setup(34 + self.doff + cut,
                                                       self.rx_off(t.rcv_nxt), n)]
