@@ -60,12 +60,18 @@ fabric registers behind the block RAMs (103 of the 169 endpoints later than 6.67
 those registers); 119.7 MHz with the output registers (no block RAM path left among the 149
 endpoints later than 6.67 ns: the reader's beat counter ``left`` and its flags, the
 segmenter's state enable, the planner's ``seg_end``, the descriptor window, ``src_count``,
-``room``, the finisher's first sums); 126.8 MHz with the state and issue flags above
-(84 DP16KD, 7181 LUT4, 8259 flip-flops). What holds it now is the reader's descriptor
-pop: from the head descriptor in the window through the issue and take decisions to the
-window's valid flag, 1.5 ns of logic and 6.4 ns of routing (``take`` reaches the window's
-167-bit entries, the beat counters and the credits), short of 150 MHz. Taking the next
-descriptor a cycle ahead (a window popped on a predicted take) is the step that remains.
+``room``, the finisher's first sums); 126.8 MHz with the state and issue flags above; 142.1
+MHz (84 DP16KD, 7173 LUT4, 8261 flip-flops) once the reader takes its head descriptor on
+one LUT of flip-flops (``can_finish``, ``drop_ok``: before, the pop went through the issue
+decision, 1.5 ns of logic and 6.4 ns of routing). Its critical path (7.04 ns) is the
+planner's ``seg_end``: ``rem - avail`` (16 bits) compared with the lane count. The paths
+left are spread (a different one of about 7 to 7.5 ns leads after each change, mostly
+routing): two further steps, ``seg_end`` from ``rem <= avail + lanes`` with the sum kept
+beside ``avail``, then ``can_finish`` picked from three values worked out beside the
+decisions, removed the path each targeted but placed at 139.2 and 132.9 MHz (the
+segmenter's drop decision into the descriptor credits led then), so they are not in.
+150 MHz needs the remaining 7 ns paths cut together (the FSM's drop decision, the credit
+counters, ``left``), then a placement run to check.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
