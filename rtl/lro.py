@@ -59,27 +59,27 @@ before them, before the next one is taken.
 
 ``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in
 beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit,
-0.99, 0.97 and 0.95 (0.25, 0.64 and 0.85 before the chains, the banked copies and the delivery
-engine). What remains below line rate at 512 bit: the lookup of the first segment after each
+0.987, 0.961 and 0.945 (0.25, 0.64 and 0.85 before the chains, the banked copies and the
+delivery engine). Below line rate at 512 bit: the lookup of the first segment after each
 delivery (a chain breaks when the merged frame is full), the pause of the copies for the
-patches, and frames of other flows in between (each takes a lookup); the test traffic, many
-flows interleaved, gets 0.49.
+patches, and frames of other flows in between (each takes the four-cycle lookup); the test
+traffic, many flows interleaved, gets 0.486 (0.605 at 64 bit).
 
-Timing. The paths between registers are cut for 150 MHz on an ECP5 at 64 bit: the lookup
-compares the frame with every context in two registered steps (32-bit pieces, then their
-conjunction), which the engine waits for by taking a frame only when neither the contexts nor
-the frame changed in the cycle before; the parser adds at most four words in a stage and
-registers the header offsets its checks compare with; the merge's offsets and word counts are
-precomputed so that "Act" has one adder in series; the parser's comparison of a frame with
-the one before is split the same way (32-bit pieces registered, their conjunction in the next
-stage), so that "Chain" tests a registered verdict, a few bits and one 17-bit comparison of the
-payload length with the room register; the copy rotates by one byte count registered with the
-read and compares each lane's position with the bounds; the payload sums of a context are added up
-unfolded (32 bits) and the checksums of a delivery are built in registered steps of one adder
-each. yosys mapped the 64-bit block (8 contexts, 16 KiB regions; before the copies went to the
-background) to about 18,800 LUT4, 2,000 carry cells, 25,500 flip-flops and 80 DP16KD; no
-routed figure has been recorded yet (``nicsim synth lro --width 64`` takes more than an hour
-on a loaded two-core machine).
+Timing. The lookup compares in two registered steps; the parser adds at most four words a stage;
+"Act" has one adder in series, "Chain" tests a registered verdict and one 17-bit comparison;
+delivery sums take one adder a step. Block RAM read data goes into flip-flops before any logic
+(a DP16KD without its output register takes 5.83 ns from clock to data in nextpnr's ECP5
+model): a copy works out its region words and lanes in the cycle after the read and rotates and
+writes in the next; the output FIFO takes a word two cycles after its read. yosys maps the
+64-bit block (8 contexts, 16 KiB regions) to 22,683 LUT4, 2,175 CCU2C, 6,498 wide-mux cells,
+27,067 flip-flops (contexts about 7,300; the parser's flow key and options, 818 bits, carried
+through seven stages, about 5,700), 80 DP16KD and 584 DPR16X4. Placed: 38.6 MHz (estimate).
+The longest chains: a delivery's wait for its context's copies (context compares) pausing the
+copy engine, whose free queue slot enables the merge engine's writes of every context field; the
+lookup's hit index into the held length and room; the parser's first stage (tag count, then the
+TCP header's select). Still to do for 150 MHz: the pause and the copy counters' tests in
+registers, the key and options carried in LUT RAM instead of flip-flops (fewer cells to place),
+and DP16KD output registers (an ECP5 synthesis variant of the memories).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
