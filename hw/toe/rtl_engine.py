@@ -259,7 +259,8 @@ class RtlEngine:
             max_half_open=max_half_open, rto_initial=ticks(rto_initial, "rto_initial"),
             rto_min=ticks(rto_min, "rto_min"), rto_max=ticks(rto_max, "rto_max"),
             delack=ticks(delack, "delack"), time_wait=ticks(time_wait, "time_wait"),
-            syn_retries=syn_retries, data_retries=data_retries)
+            syn_retries=syn_retries, data_retries=data_retries,
+            rto_fallback=ticks(3.0, "rto_fallback"))
         try:
             self._dut = ToeTcpEngine(64, **self.params)
         except ValueError as e:

@@ -96,7 +96,7 @@ class ToeEngine(wiring.Component):
     def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64, *, sessions=0,
                  buf_bits=16, mss=1460, max_half_open=None, fixed_isn=None, rto_initial=1000,
                  rto_min=200, rto_max=60000, delack=40, time_wait=60000, syn_retries=6,
-                 data_retries=15):
+                 data_retries=15, rto_fallback=3000):
         check_width(width)
         if not 0 <= mac < 1 << 48:
             raise ValueError(f"MAC address must fit 48 bits, not {mac!r}")
@@ -111,7 +111,8 @@ class ToeEngine(wiring.Component):
         if sessions and not 1 <= max_half_open <= sessions:
             raise ValueError(f"max_half_open must be 1 to sessions, not {max_half_open!r}")
         for name, value in (("rto_initial", rto_initial), ("rto_min", rto_min),
-                            ("rto_max", rto_max), ("delack", delack), ("time_wait", time_wait)):
+                            ("rto_max", rto_max), ("delack", delack), ("time_wait", time_wait),
+                            ("rto_fallback", rto_fallback)):
             if not 1 <= value < 1 << 16:
                 raise ValueError(f"{name} must be 1 to 65535 ticks, not {value!r}")
         if rto_min > rto_max:
@@ -128,6 +129,7 @@ class ToeEngine(wiring.Component):
         self.max_half_open = max_half_open
         self.fixed_isn = fixed_isn
         self.rto_initial, self.rto_min, self.rto_max = rto_initial, rto_min, rto_max
+        self.rto_fallback = rto_fallback
         self.delack, self.time_wait = delack, time_wait
         self.syn_retries, self.data_retries = syn_retries, data_retries
         members = {
@@ -556,6 +558,9 @@ class ToeTcpEngine(ToeEngine):
         Timers in ticks of the ``tick`` input (1 ms in the drivers).
     syn_retries, data_retries : int
         Retransmissions before a connection is given up.
+    rto_fallback : int
+        The least RTO, in ticks, once a connection is established after its SYN or SYN-ACK
+        timed out with no RTT sample (RFC 6298 §5.7: 3 s).
 
     Members
     -------

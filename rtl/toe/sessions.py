@@ -826,7 +826,12 @@ class SessionLogic:
                         # the application saw the close already: the session is done (the
                         # model tells it nothing here, and the number would seem in use)
                         m.d.sync += note("closed_done")
-                    with m.Elif(~((t.state == SYN_RCVD) & t.passive)):
+                    with m.Elif(t.state == SYN_RCVD):
+                        # RFC 9293 §3.10.7.4: a passive open goes back to listening unseen;
+                        # after an active (simultaneous) open the connection was refused
+                        with m.If(~t.passive):
+                            m.d.sync += note("reset_refused")
+                    with m.Else():
                         m.d.sync += note("reset_rst")
                     m.next = "Release"
             with m.Elif(self.f_syn):
@@ -854,7 +859,13 @@ class SessionLogic:
                              self.rtt_ret.eq(0)]
                 m.next = "R Sample"
             with m.Else():
-                m.d.sync += t.rto.eq(_umax(e.rto_min, _umin(t.rto, e.rto_max)))
+                rto = _umax(e.rto_min, _umin(t.rto, e.rto_max))
+                with m.If(t.retries != 0):
+                    # RFC 6298 §5.7: the SYN or SYN-ACK timed out and no sample came from the
+                    # handshake: the RTO is at least 3 s when data transmission begins
+                    m.d.sync += t.rto.eq(_umin(_umax(rto, e.rto_fallback), e.rto_max))
+                with m.Else():
+                    m.d.sync += t.rto.eq(rto)
                 m.next = "S Est Done"
         with m.State("S Est Done"):
             # after SYN-SENT: ACK the SYN-ACK; after SYN-RECEIVED: the ACK goes on
@@ -1128,8 +1139,11 @@ class SessionLogic:
                 m.d.sync += [t.rtx_on.eq(1), t.rtx_at.eq(self.now + t.rto)]
             with m.Elif(self.sending & ~t.rtx_on & (t.snd_wnd == 0) & pend
                         & (t.snd_nxt == t.snd_una)):
-                # persist timer: probe the closed window
-                m.d.sync += [t.rtx_on.eq(1), t.probing.eq(1), t.rtx_at.eq(self.now + t.rto)]
+                # persist timer: probe the closed window. Nothing is in flight, so no RTT is
+                # timed: rtt_time holds the probe interval, which backs off on its own and
+                # leaves the RTO as it was (RFC 9293 §3.8.6.1)
+                m.d.sync += [t.rtx_on.eq(1), t.probing.eq(1), t.rtx_at.eq(self.now + t.rto),
+                             t.rtt_on.eq(0), t.rtt_time.eq(t.rto)]
             was = (self.old_state == SYN_RCVD) & self.old_passive
             now_half = (t.state == SYN_RCVD) & t.passive
             with m.If(was & ~now_half):
@@ -1215,9 +1229,10 @@ class SessionLogic:
             rto2 = _umin(t.rto << 1, e.rto_max)
             retries = t.retries + 1
             syn_state = (t.state == SYN_SENT) | (t.state == SYN_RCVD)
+            probe2 = _umin(t.rtt_time[:16] << 1, e.rto_max)
             with m.If(t.probing & (t.snd_una == t.snd_max) & self.sending):
-                m.d.sync += [sdrop("window_probes"), t.rto.eq(rto2),
-                             t.rtx_at.eq(self.now + rto2),
+                m.d.sync += [sdrop("window_probes"), t.rtt_time.eq(probe2),
+                             t.rtx_at.eq(self.now + probe2),
                              self.transmit(t.snd_una - 1, 0, ACK, 0, ret_store)]
                 m.next = "X Start"
             with m.Elif(syn_state):

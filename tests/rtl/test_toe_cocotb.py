@@ -42,28 +42,18 @@ from tbutil import PAUSES, params
 MOD = 1 << 32
 PARAMS = {"width": 64, "sessions": 4, "buf_bits": 12, "fixed_isn": MOD - 256,
           "rto_initial": 100, "rto_min": 20, "rto_max": 400, "delack": 4, "time_wait": 30,
-          "max_half_open": 2, "syn_retries": 3, "data_retries": 6}
+          "max_half_open": 2, "syn_retries": 3, "data_retries": 6, "rto_fallback": 300}
 ISN = PARAMS["fixed_isn"]
 CASE = os.environ.get("NICSIM_TOE_CASE", "")
 # The cases of `make test` run one after the other in one simulator process, and so do the
 # known gateware bugs (BUGS, each expected to fail); the TCB and session-table memories keep
 # their contents across a reset, so every case releases its sessions when it ends. The others
 # run in a process each under `-m long`.
-FAST = ["close", "rst", "persist", "backoff", "wrap", "open", "peer_probe"]
+FAST = ["close", "rst", "persist", "backoff", "wrap", "open", "peer_probe", "open_rst", "syn_rto",
+        "persist_rto"]
 LONG = ["fuzz"]
 # case -> what the gateware does wrong (and where, in rtl/toe/sessions.py)
 BUGS = {
-    # "S Check", the f_rst branch: reset_refused when the state is SYN_RCVD and not passive
-    "open_rst": "a RST in SYN-RECEIVED after a simultaneous open is reported as reset_rst, "
-                "not reset_refused (RFC 9293 §3.10.7.4)",
-    # "M Timeout" doubles the session's rto for each zero-window probe, and nothing brings it
-    # back when the window opens
-    "persist_rto": "the zero-window probes' backed-off interval stays the RTO after the "
-                   "peer's window opens: the first segment waits up to rto_max",
-    # "S Established" keeps the backed-off RTO without a sample; 3 s in ticks needs the tick
-    # length or an rto_fallback parameter
-    "syn_rto": "the RTO is not re-initialized to 3 s after a SYN-ACK timeout without an RTT "
-               "sample (RFC 6298 §5.7)",
     # "M Timeout": with snd_una != snd_max the probe branch is not taken, the go-back output
     # sends nothing into the zero window, and the retries count up to data_retries
     "shrink": "no zero-window probes when the peer's window closes with data in flight, and "
@@ -775,8 +765,7 @@ def _failed_tests(results):
 def test_toe_cocotb_known_bugs(rtl):
     """The cases of :data:`BUGS` in one run: each must still fail (the test says which one
     passes once its bug is fixed, to be moved to :data:`FAST`); then it is an xfail."""
-    names = {"open_rst": "simultaneous_open_rst", "persist_rto": "rto_after_zero_window",
-             "syn_rto": "rto_after_syn_ack_timeout", "shrink": "zero_window_with_data_in_flight"}
+    names = {"shrink": "zero_window_with_data_in_flight"}
     try:
         _run(rtl, "bugs")
         failed = {}
