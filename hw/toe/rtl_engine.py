@@ -22,7 +22,7 @@ from amaranth.hdl import Elaboratable
 
 from nicsim.hw.ref.tcp import CLOCK_HZ, ip_to_bytes
 
-__all__ = ["RtlEngine", "RtlFrontEnd"]
+__all__ = ["RtlEngine", "RtlFrontEnd", "note_event"]
 
 _PERIOD_S = 1 / CLOCK_HZ
 
@@ -181,6 +181,30 @@ class _Top(Elaboratable):
                      r.addr.eq(e.mem.addr), e.mem.r_data.eq(r.data)]
         return m
 
+
+
+def note_event(kind: int, sid: int, live: set, maybe_data: set):
+    """The model's :class:`~nicsim.hw.ref.tcp.Notification` for the gateware's note ``kind``
+    (an index of :data:`nicsim.rtl.toe.sessions.NOTES`) of session ``sid``, keeping ``live``
+    (sessions open) and ``maybe_data`` (sessions that may hold data) up to date."""
+    from nicsim.hw.ref.tcp import Notice, Notification
+    from nicsim.rtl.toe.sessions import NOTES
+
+    name = NOTES[kind]
+    if name == "connected":
+        live.add(sid)
+        return Notification(Notice.CONNECTED, sid)
+    if name == "data":
+        maybe_data.add(sid)
+        return Notification(Notice.DATA, sid)
+    if name == "space":
+        return Notification(Notice.SPACE, sid)
+    if name == "closed_peer":
+        return Notification(Notice.CLOSED, sid, "peer")
+    live.discard(sid)
+    if name == "closed_done":
+        return Notification(Notice.CLOSED, sid, "done")
+    return Notification(Notice.RESET, sid, name.split("_")[1])
 
 class RtlEngine:
     """The RTL TCP engine (front end and session engine) in Amaranth's simulator.
@@ -436,26 +460,7 @@ class RtlEngine:
         return self._resps.popleft()
 
     def _note(self, kind: int, sid: int) -> None:
-        from nicsim.hw.ref.tcp import Notice, Notification
-        from nicsim.rtl.toe.sessions import NOTES
-
-        name = NOTES[kind]
-        if name == "connected":
-            self._live.add(sid)
-            self._notes.append(Notification(Notice.CONNECTED, sid))
-        elif name == "data":
-            self._maybe_data.add(sid)
-            self._notes.append(Notification(Notice.DATA, sid))
-        elif name == "space":
-            self._notes.append(Notification(Notice.SPACE, sid))
-        elif name == "closed_peer":
-            self._notes.append(Notification(Notice.CLOSED, sid, "peer"))
-        elif name == "closed_done":
-            self._live.discard(sid)
-            self._notes.append(Notification(Notice.CLOSED, sid, "done"))
-        else:
-            self._live.discard(sid)
-            self._notes.append(Notification(Notice.RESET, sid, name.split("_")[1]))
+        self._notes.append(note_event(kind, sid, self._live, self._maybe_data))
 
     # ------------------------------------------------------------------ the bridge's calls
     def receive(self, frame: bytes, now: int) -> None:

@@ -22,7 +22,6 @@ from nicsim.hw.ref.tcp import (
     CLOCK_HZ,
     RST,
     Notice,
-    Notification,
     State,
     TcpConfig,
     TcpEngine,
@@ -282,25 +281,9 @@ class ToeBench:
             getattr(self.dut, name).value = value
 
     def _note(self, kind, sid):
-        from nicsim.rtl.toe.sessions import NOTES
+        from nicsim.hw.toe.rtl_engine import note_event
 
-        name = NOTES[kind]
-        if name == "connected":
-            self._live.add(sid)
-            self._notes.append(Notification(Notice.CONNECTED, sid))
-        elif name == "data":
-            self._maybe_data.add(sid)
-            self._notes.append(Notification(Notice.DATA, sid))
-        elif name == "space":
-            self._notes.append(Notification(Notice.SPACE, sid))
-        elif name == "closed_peer":
-            self._notes.append(Notification(Notice.CLOSED, sid, "peer"))
-        elif name == "closed_done":
-            self._live.discard(sid)
-            self._notes.append(Notification(Notice.CLOSED, sid, "done"))
-        else:
-            self._live.discard(sid)
-            self._notes.append(Notification(Notice.RESET, sid, name.split("_")[1]))
+        self._notes.append(note_event(kind, sid, self._live, self._maybe_data))
 
     async def _command(self, op, sid=0, ip=b"\0\0\0\0", port=0, length=0, data=None):
         from nicsim.rtl.toe.sessions import CMD_OPS
