@@ -184,6 +184,10 @@ class Offload:
         self.kernel_done_ps = kernel_done_ps
         self.landed_ps = None
 
+    def landed_by(self, t: int) -> bool:
+        """Whether the results are in host memory at ``t``."""
+        return self.landed_ps is not None and self.landed_ps <= t
+
     def ready_by(self) -> int:
         """The earliest time to look again: the landing time, or the kernel's end before
         that is known."""

@@ -155,8 +155,7 @@ class GpuPath(_Path):
             t = env.now
             app_ps = 0
             more = False
-            while in_flight and in_flight[0][0].landed_ps is not None \
-                    and in_flight[0][0].landed_ps <= t:
+            while in_flight and in_flight[0][0].landed_by(t):
                 _, pkts = in_flight.popleft()
                 n = len(pkts)
                 work = app.process(pkts)

@@ -16,6 +16,7 @@ Metadata per input frame: ``action`` (``forward``, ``host``, ``drop``), ``port``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 from nicsim.rtl.match_action import limits
@@ -71,11 +72,7 @@ def frame_times(config: MaConfig, count, times_ns=None):
         return [i * step for i in range(count)]
     if len(times_ns) != count:
         raise ValueError(f"{len(times_ns)} capture times for {count} frames")
-    stamps, last = [], 0
-    for t in times_ns:
-        last = max(last, int(t))
-        stamps.append(last)
-    return stamps
+    return list(accumulate(map(int, times_ns), max, initial=0))[1:]
 
 
 def run_model(frames, config: MaConfig, times_ns=None) -> EngineRun:

@@ -182,7 +182,6 @@ class _Top(Elaboratable):
         return m
 
 
-
 def note_event(kind: int, sid: int, live: set, maybe_data: set):
     """The model's :class:`~nicsim.hw.ref.tcp.Notification` for the gateware's note ``kind``
     (an index of :data:`nicsim.rtl.toe.sessions.NOTES`) of session ``sid``, keeping ``live``
@@ -205,6 +204,7 @@ def note_event(kind: int, sid: int, live: set, maybe_data: set):
     if name == "closed_done":
         return Notification(Notice.CLOSED, sid, "done")
     return Notification(Notice.RESET, sid, name.split("_")[1])
+
 
 class RtlEngine:
     """The RTL TCP engine (front end and session engine) in Amaranth's simulator.
@@ -465,10 +465,7 @@ class RtlEngine:
     # ------------------------------------------------------------------ the bridge's calls
     def receive(self, frame: bytes, now: int) -> None:
         """Put one frame through the gateware and run until it is idle again."""
-        self.advance(now)
-        if frame:
-            self._frames.append(bytes(frame))
-        self._run()
+        self.receive_burst([frame], now)
 
     def receive_burst(self, frames: list[bytes], now: int) -> None:
         """Put several frames in back to back (as a wire at line rate delivers them, the next
