@@ -3,7 +3,8 @@
 #      RFC 6298 (retransmission timer), RFC 5681 (congestion control), RFC 6582 (NewReno),
 #      RFC 7323 §2 (window scale), RFC 5961 §3-§5 (RST, SYN and ACK checks), RFC 6528 (ISN),
 #      RFC 1122 §4.2.3.2 (delayed ACK), RFC 826 (ARP), RFC 792 (ICMP echo), RFC 791 (IPv4),
-#      Linux net/ipv4/tcp_output.c tcp_xmit_probe_skb() (zero-window probe)
+#      Linux net/ipv4/tcp_output.c tcp_xmit_probe_skb() (zero-window probe),
+#      net/ipv4/tcp_timer.c tcp_retransmit_timer() (a window shrunk to zero with data in flight)
 """Golden reference of the TCP offload engine: ARP, ICMP echo, IPv4 and TCP sessions.
 
 :class:`TcpEngine` is the behavioural specification the RTL engine (``rtl/toe``) is checked
@@ -44,9 +45,11 @@ What the engine does, and the choices where the RFCs leave room:
   the session's receive buffer, so holding them costs no memory beyond that buffer, only the
   range bookkeeping; without them one loss would cost every later segment of the window, which
   the peer (no SACK) recovers one per round trip.
-* Zero window: the persist timer sends a probe with ``seq = snd_una - 1`` and no data (as Linux
-  does), backing off from the RTO up to ``rto_max``; the connection never times out while the
-  peer answers.
+* Zero window: with nothing in flight, the persist timer sends a probe with ``seq = snd_una -
+  1`` and no data (as Linux does), backing off from the RTO up to ``rto_max``. With data in
+  flight (the peer shrank its window to zero), the retransmission timer probes: each timeout
+  sends the first unacknowledged segment again (as Linux does), with the RTO backing off, and
+  counts no retry. Either way the connection never times out while the window is closed.
 * RST and SYN checks of RFC 5961 (also RFC 9293 §3.10.7.4): a RST is accepted only at exactly
   ``rcv_nxt``; a RST elsewhere in the window or any SYN in a synchronized state gets a challenge
   ACK; an ACK older than ``snd_una - max window`` is dropped with a challenge ACK.
@@ -1546,11 +1549,12 @@ class TcpEngine:
             s.rto = min(2 * s.rto, self.config.rto_max)
             s.rtx_at = self.now + s.rto
             return
-        if s.snd_wnd == 0:
+        zero_window = s.snd_wnd == 0
+        if zero_window:
             # The peer closed its window with data in flight (a receiver may shrink it, RFC
-            # 9293 §3.8.6.2.1): nothing can be sent again, the persist timer probes, and the
-            # connection stays open as long as the peer answers (RFC 9293 §3.8.6.1, MUST-26;
-            # Linux tcp_retransmit_timer() does not give up on such a connection either).
+            # 9293 §3.8.6.2.1): the timeout turns into probing. The connection stays open as
+            # long as the peer answers (RFC 9293 §3.8.6.1, MUST-26), so no retry is counted;
+            # Linux tcp_retransmit_timer() does not give up on such a connection either.
             s.retries = min(s.retries, self.config.data_retries)
         if s.retries > self.config.data_retries:
             self._send_segment(s, s.snd_nxt, RST | ACK)
@@ -1570,6 +1574,14 @@ class TcpEngine:
         s.snd_nxt = s.snd_una
         s.rto = min(2 * s.rto, self.config.rto_max)
         s.rtx_at = None
+        if zero_window and seq_lt(s.snd_una, s.data_end):
+            # The first segment sent again is the probe, the next one comes with the backed-off
+            # RTO (Linux tcp_retransmit_timer(): "our retransmits become zero probes";
+            # __tcp_retransmit_skb() sends one segment at snd_una into a zero window). The
+            # persist timer stays off while data is in flight, as in Linux.
+            self._retransmit_first(s)
+            self.stats["window_probes"] += 1
+            s.rtx_at = self.now + s.rto
         self._output(s)
         if s.rtx_at is None and s.snd_una != s.snd_max:
             s.rtx_at = self.now + s.rto

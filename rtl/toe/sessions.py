@@ -53,7 +53,10 @@ Choices (and where they differ from the golden model):
   established connections. (The golden model evicts the oldest.)
 * Timers count ticks: retransmission (RFC 6298 with Karn's rule and exponential backoff, the
   RTT sampled in ticks), delayed ACK, TIME-WAIT (same timer field), and the zero-window probe
-  (``seq = snd_una - 1`` as Linux sends it) when the peer's window is closed with data queued.
+  (``seq = snd_una - 1`` as Linux sends it) when the peer's window is closed with data queued
+  and nothing in flight. With data in flight (a window shrunk to zero), the retransmission
+  timeout probes instead: it sends the first segment again and counts no retry while the
+  window stays closed, as Linux does (RFC 9293 §3.8.6.1, MUST-26).
 * Congestion control is NewReno as in the model, except that congestion avoidance counts
   acknowledged bytes (RFC 3465; ``cwnd`` grows by one MSS per ``cwnd`` bytes acknowledged)
   instead of adding ``MSS * MSS / cwnd`` per ACK, which would need a divider.
@@ -1253,8 +1256,14 @@ class SessionLogic:
                                                    (t.state == SYN_SENT) | t.ws_ok)]
                         m.next = "X Start"
             with m.Else():
-                m.d.sync += t.retries.eq(retries)
-                with m.If(retries > e.data_retries):
+                # a window shrunk to zero with data in flight: the timeout probes (the first
+                # segment again, by O Decide's retransmission of snd_una) and counts no retry
+                # while the window stays closed (RFC 9293 §3.8.6.1, MUST-26; Linux
+                # tcp_retransmit_timer())
+                zero = t.snd_wnd == 0
+                m.d.sync += t.retries.eq(Mux(zero & (retries > e.data_retries),
+                                             e.data_retries, retries))
+                with m.If(~zero & (retries > e.data_retries)):
                     m.d.sync += [note("reset_timeout"),
                                  self.transmit(t.snd_nxt, 0, RST | ACK, 0, ret_release)]
                     m.next = "X Start"
@@ -1264,6 +1273,8 @@ class SessionLogic:
                     m.d.sync += [t.cwnd.eq(mss), t.recover.eq(t.snd_max), t.in_recovery.eq(0),
                                  t.dupacks.eq(0), t.rtt_on.eq(0), t.snd_nxt.eq(t.snd_una),
                                  t.rto.eq(rto2), t.rtx_on.eq(0), t.probing.eq(0)]
+                    with m.If(zero & _lt(t.snd_una, t.tx_end)):
+                        m.d.sync += [self.fast.eq(1), sdrop("window_probes")]
                     m.next = "O Decide"
 
         # ------------------------------------------------------------------------ commands

@@ -525,26 +525,35 @@ def test_zero_window_probes_back_off():
 
 
 def test_peer_window_closed_with_data_in_flight_keeps_connection():
-    """The peer closes its window while data is in flight and answers every probe: the
-    connection stays open however many timeouts pass (RFC 9293 §3.8.6.1, MUST-26), and the
-    data goes again from snd_una when the window opens."""
+    """The peer closes its window while data is in flight and answers every probe: each
+    retransmission timeout sends the first unacknowledged segment again as the probe (Linux
+    tcp_retransmit_timer(), __tcp_retransmit_skb()), the RTO doubling up to rto_max (RFC 6298
+    §5.5), and the connection stays open however many timeouts pass (RFC 9293 §3.8.6.1,
+    MUST-26); the persist timer stays off meanwhile; the data goes again from snd_una when the
+    window opens."""
     e = engine(rto_min=cycles(0.2), rto_max=cycles(1), data_retries=3)
     p = Peer(e)
     sid = p.connect()
-    e.send(sid, bytes(3000))
+    data = bytes(range(250)) * 12
+    e.send(sid, data)
     sent = p.out()
     assert [len(s.payload) for s in sent] == [1460, 1460, 80]
     una = (sent[0].seq + 1460) % MOD
     p.send(ACK, ack=una, window=0)
-    probes = 0
+    rto = e.session_info(sid)["rto"]
+    times = []
     t = 0
     while t < cycles(10):  # ten times rto_max, far beyond three retries
-        t += 10 * MS
+        t += MS
         for s in p.at(t):
-            assert s.seq in ((una - 1) % MOD, una) and s.flags == ACK
-            probes += not s.payload
+            assert (s.flags, s.seq, s.payload) == (ACK, una, data[1460:2920])
+            times.append(t)
             p.send(ACK, ack=una, window=0, advance=False)  # the peer answers: still closed
-    assert probes >= 8 and e.state(sid) == State.ESTABLISHED
+    gaps = [b - a for a, b in zip([0, *times], times, strict=False)]  # the ACK came at 0
+    expected = [rto, 2 * rto, 4 * rto] + [cycles(1)] * (len(gaps) - 3)
+    assert all(abs(g - x) <= MS for g, x in zip(gaps, expected, strict=True)), (gaps, expected)
+    assert len(times) >= 8 and e.state(sid) == State.ESTABLISHED
+    assert e.stats["window_probes"] == e.stats["timeouts"] == len(times)
     assert not [n for n in e.notifications() if n.kind == Notice.RESET]
     p.now = t + 10 * MS
     segs = p.send(ACK, ack=una, window=65535, advance=False)
