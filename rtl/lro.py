@@ -412,6 +412,22 @@ class LroEngine(wiring.Component):
         meta_at = [Signal(cur_layout, name=f"pmeta{k}") for k in range(stages)]
         m.d.sync += [pcur.eq(desc.r_data), valid_at[0].eq(enter)]
         view = data.View(desc_layout, desc.r_data)
+
+        # The VLAN tags and the EtherType behind them are decided as the descriptor enters
+        # (registered with ``pcur``), so that the first stage only selects by them.
+        def is_tpid(v):
+            return (v == 0x8100) | (v == 0x88A8)
+
+        ntags = Signal(2)
+        is6_et = Signal()
+        vh = view.hdr
+        v_et = [be_bytes(vh, 12 + 4 * t, 2) for t in range(3)]
+        v_ntags = Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), 2, 1), 0)
+        m.d.sync += [
+            ntags.eq(v_ntags),
+            is6_et.eq(Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), v_et[2], v_et[1]), v_et[0])
+                      == 0x86DD),
+        ]
         m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
                      meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
         for k in range(1, stages):
@@ -429,17 +445,10 @@ class LroEngine(wiring.Component):
 
         # S1: layer 2, the IP header and the TCP header at their offsets.
         et0, et1, et2 = be_bytes(h, 12, 2), be_bytes(h, 16, 2), be_bytes(h, 20, 2)
-
-        def is_tpid(v):
-            return (v == 0x8100) | (v == 0x88A8)
-
-        ntags = Signal(2)
-        m.d.comb += ntags.eq(Mux(is_tpid(et0), Mux(is_tpid(et1), 2, 1), 0))
         ip_at = [h[8 * (14 + 4 * t):8 * (14 + 4 * t + 40)] for t in range(3)]
         ipv = Signal(8 * 40)
         m.d.comb += ipv.eq(Mux(ntags == 0, ip_at[0], Mux(ntags == 1, ip_at[1], ip_at[2])))
         et = Mux(ntags == 0, et0, Mux(ntags == 1, et1, et2))
-        is6_et = et == 0x86DD
         l3c = Signal(7)
         m.d.comb += l3c.eq(14 + 4 * ntags)
         l4any = Signal(7)
@@ -488,8 +497,7 @@ class LroEngine(wiring.Component):
         label = Cat(ip[0:8] & 0xF0, ip[8:16] & 0x0F, ip[16:32])
         ip_key = Mux(is6, Cat(label, ip[8 * 8:8 * 40]), Cat(ip[8 * 12:8 * 20], Const(0, 8 * 28)))
         s2 = regs("s2", ihl=4, ver=4, proto=8, frag=16, ip_len=16, ip_csum=16, ip_id=16,
-                  ip_word=17, doff=4, tcp_csum=16, seq=32, ack=32, flag_word=32, opts=320,
-                  key=_KEY_BITS, l3=7, is6=1, et_ip=1, l4any=7, total=17)
+                  doff=4, tcp_csum=16, l3=7, is6=1, et_ip=1, l4any=7, total=17)
         sg = {f"ip{k}": Signal(18, name=f"s2_ip{k}") for k in range(5)}
         sg.update({f"addr{k}": Signal(18, name=f"s2_addr{k}") for k in range(5)})
         sg.update({f"tcp{k}": Signal(18, name=f"s2_tcp{k}") for k in range(8)})
@@ -503,19 +511,38 @@ class LroEngine(wiring.Component):
             (s2["proto"], Mux(is4, _byte(ip, 9), _byte(ip, 6))),
             (s2["frag"], be_bytes(ip, 6, 2)),
             (s2["ip_len"], Mux(is4, be_bytes(ip, 2, 2), be_bytes(ip, 4, 2))),
-            (s2["ip_csum"], be_bytes(ip, 10, 2)), (s2["ip_id"], be_bytes(ip, 4, 2)),
-            (s2["ip_word"], Mux(is4, Cat(_byte(ip, 1), _byte(ip, 8), ip[8 * 6 + 6]),
-                                Cat(ip[12:16], ip[0:4], _byte(ip, 7), Const(0, 1)))),
+            (s2["ip_csum"], be_bytes(ip, 10, 2)),
             (s2["doff"], doff), (s2["tcp_csum"], be_bytes(tcp, 16, 2)),
-            (s2["seq"], be_bytes(tcp, 4, 4)), (s2["ack"], be_bytes(tcp, 8, 4)),
-            (s2["flag_word"], be_bytes(tcp, 12, 4)),
-            (s2["opts"], Cat(*(Mux(20 + k < Cat(Const(0, 2), doff), _byte(tcp, 20 + k), 0)
-                               for k in range(40)))),
-            (s2["key"], Cat(s1["eth"], s1["ntags"], ip_key, ports)),
             (s2["l3"], 14 + 4 * s1["ntags"]), (s2["is6"], is6),
             (s2["et_ip"], (s1["et"] == 0x0800) | is6), (s2["l4any"], s1["l4any"]),
             (s2["total"], s1["total"][:16] + s1["total"][16:]),
         ])
+
+        # The flow key, the options and the header words a merge compares are not needed
+        # before stage 6: they wait in a small LUT memory (``keyq``, one entry per frame in
+        # flight, written now, read in stage 6) instead of flip-flops of every stage.
+        kv = {
+            "ip_id": be_bytes(ip, 4, 2),
+            "ip_word": Mux(is4, Cat(_byte(ip, 1), _byte(ip, 8), ip[8 * 6 + 6]),
+                           Cat(ip[12:16], ip[0:4], _byte(ip, 7), Const(0, 1))),
+            "seq": be_bytes(tcp, 4, 4), "ack": be_bytes(tcp, 8, 4),
+            "flag_word": be_bytes(tcp, 12, 4),
+            "opts": Cat(*(Mux(20 + k < Cat(Const(0, 2), doff), _byte(tcp, 20 + k), 0)
+                          for k in range(40))),
+            "key": Cat(s1["eth"], s1["ntags"], ip_key, ports),
+        }
+        kq_layout = data.StructLayout({"ip_id": 16, "ip_word": 17, "seq": 32, "ack": 32,
+                                       "flag_word": 32, "opts": 320, "key": _KEY_BITS})
+        m.submodules.keyq = keyq = Memory(shape=kq_layout, depth=16, init=[])
+        kq_w = keyq.write_port()
+        kq_r = keyq.read_port(domain="comb")
+        kq_tag = [Signal(4, name=f"kq_tag{n}") for n in range(2, 7)]  # stages 2 to 6
+        kq_next = Signal(4)
+        m.d.comb += [kq_w.addr.eq(kq_next), kq_w.en.eq(valid_at[1])]
+        m.d.comb += [getattr(kq_w.data, k).eq(v) for k, v in kv.items()]
+        m.d.sync += [kq_next.eq(kq_next + valid_at[1]), kq_tag[0].eq(kq_next),
+                     *(kq_tag[n].eq(kq_tag[n - 1]) for n in range(1, len(kq_tag)))]
+        m.d.comb += kq_r.addr.eq(kq_tag[-1])
 
         # S2b: sums of up to four groups; the header offsets the checks compare with.
         s2_fields = s2
@@ -623,8 +650,7 @@ class LroEngine(wiring.Component):
         # Into the slot: verdicts, and the stage-2 fields copied along the pipeline.
         s2_hold = {}
         s2_at6 = {}
-        for k in ("flag_word", "frag", "seq", "ack", "opts", "ip_word", "ip_id", "key", "l3",
-                  "is6"):
+        for k in ("frag", "l3", "is6"):
             chain = s2[k]
             for n in range(4, 8):
                 nxt_sig = Signal.like(s2[k], name=f"s{n}c_{k}")
@@ -633,6 +659,10 @@ class LroEngine(wiring.Component):
                 if n == 6:
                     s2_at6[k] = nxt_sig
             s2_hold[k] = chain
+        for k in kv:
+            s2_at6[k] = getattr(kq_r.data, k)
+            s2_hold[k] = Signal.like(s2_at6[k], name=f"s7c_{k}")
+            stage(7, [(s2_hold[k], s2_at6[k])])
 
         # Stage 6 to 7: the frame compared with the frame before it (registered in ``last``
         # when it passed): flow key and the header words a merge needs equal (32-bit pieces),
@@ -808,7 +838,9 @@ class LroEngine(wiring.Component):
         c_ctx = Signal(CP)
         q_valid = Signal()
         q_cmd = Signal(copy_layout)
-        c_pause = Signal()  # no reads (a delivery patches the regions)
+        c_pause = Signal()  # no reads (a delivery patches the regions; a register)
+        c_nz = Signal()  # c_rem != 0 and c_rem == 1, kept in registers
+        c_one = Signal()
         c_v1 = Signal()
         c_w1 = Signal(17)
         c_lo1 = Signal(17)
@@ -821,15 +853,16 @@ class LroEngine(wiring.Component):
                     for n in range(2)]
         c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
-        m.d.comb += c_issue.eq(c_busy & (c_rem != 0) & ~c_pause)
+        m.d.comb += c_issue.eq(c_busy & c_nz & ~c_pause)
         with m.If(c_issue):
-            m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1)]
-            with m.If(c_rem == 1):
+            m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1),
+                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2)]
+            with m.If(c_one):
                 # The last read: the copy goes on in the background for one more write; the
                 # frame's staging words are free.
                 m.d.sync += [c_busy.eq(0), rd_ptr.eq(c_end)]
         c_load = Signal()
-        m.d.comb += c_load.eq(q_valid & (~c_busy | (c_issue & (c_rem == 1))))
+        m.d.comb += c_load.eq(q_valid & (~c_busy | (c_issue & c_one)))
         q_free = Signal()  # a command may be queued in this cycle
         m.d.comb += q_free.eq(~q_valid | c_load)
         cp_idle = Signal()  # no copy running or waiting
@@ -838,6 +871,7 @@ class LroEngine(wiring.Component):
             m.d.sync += [
                 q_valid.eq(0), c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
                 c_rem.eq(q_cmd.rem), c_end.eq(q_cmd.end), c_r.eq(q_cmd.r),
+                c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1),
                 c_base.eq(q_cmd.base), c_lo.eq(q_cmd.lo), c_hi.eq(q_cmd.hi),
                 c_ctx.eq(q_cmd.ctx),
             ]
@@ -957,6 +991,8 @@ class LroEngine(wiring.Component):
         m_held = Signal(17)  # held bytes of the context a merge goes to
         ch_room = Signal(18)  # room of that context (its ``room`` field, kept in step)
         ch_held = Signal()  # the last frame was held (the context has one segment)
+        ch_fix = Signal()  # that context's fixed-ID bit
+        ch_id0 = Signal()  # a frame looked up: its IP ID equals the hit context's
 
         # Timeout: each context's age tested in its own cycle, then the oldest one's; the
         # merge engine acts on it after two cycles in "Wait" (contexts unchanged since).
@@ -993,7 +1029,34 @@ class LroEngine(wiring.Component):
             m.d.sync += reg.eq(Cat(*eq))
             return reg
 
+        # A merge updates its context in the cycle after it is decided, from registers
+        # (``mu_*``: the context one-hot and the changes), so that the decision drives a few
+        # registers only. The lookup waits for the update (``changed``); a delivery comes at
+        # least a cycle after the merge. ``ch_fix`` and ``ch_held`` follow the context's
+        # fixed-ID bit and single segment as ``ch_room`` follows its room.
+        mu_en = Signal(N)
+        mu_len = Signal(17)
+        mu_hi = Signal(17)
+        mu_end = Signal(8)
+        mu_fix = Signal()
+        mu_sum = Signal(16)
+        m.d.sync += mu_en.eq(0)
+        for i, c in enumerate(ctx):
+            with m.If(mu_en[i]):
+                m.d.sync += [
+                    c.count.eq(c.count + 1),
+                    c.next_seq.eq(c.next_seq + mu_len),
+                    c.held_len.eq(mu_hi),
+                    c.room.eq(c.room - mu_len),
+                    c.end_flags.eq(c.end_flags | mu_end),
+                    c.pay_sum.eq(c.pay_sum + mu_sum),
+                    c.fixed_id.eq(mu_fix),
+                ]
+
         short = Signal(N)
+        hit_idx = Signal(CP)  # the hit context (the last one of ``hit``), registered with it
+        hit_idx_next = Signal(CP)
+        a_id0 = []
         fn_rules = Cat(fn["flag_word"] & _FLAG_MASK, fn["ack"], fn["opts"], fn["ip_word"],
                        fn["seq"])
         for i, c in enumerate(ctx):
@@ -1018,11 +1081,15 @@ class LroEngine(wiring.Component):
             id_ok = fn["v6"] | Mux(fixed, a["id0"], a["idc"])
             rules = Cat(~fn["flags"][7], a_rule.all(), id_ok, fn["pay_len"] != 0, a["mss"],
                         ~fn["never_hold"], a["room"])
-            m.d.sync += [hit[i].eq(a["valid"] & a_key.all()), ok[i].eq(rules.all()),
-                         short[i].eq(a["short"])]
+            hit_next = a["valid"] & a_key.all()
+            with m.If(hit_next):
+                m.d.comb += hit_idx_next.eq(i)
+            m.d.sync += [hit[i].eq(hit_next), ok[i].eq(rules.all()), short[i].eq(a["short"])]
+            a_id0.append(a["id0"])
+        m.d.sync += hit_idx.eq(hit_idx_next)
         changed = Signal()
         quiet = Signal()
-        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot)
+        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot | mu_en.any())
         m.d.sync += quiet.eq(~changed)
 
         def release():
@@ -1033,8 +1100,9 @@ class LroEngine(wiring.Component):
             with m.Else():
                 m.next = "Wait"
 
-        def merge(meta, post_now):
-            """Merge the frame at the head of the FIFO into context ``sel`` (one cycle)."""
+        def merge(meta, post_now, id_eq):
+            """Merge the frame at the head of the FIFO into context ``sel`` (decided in one
+            cycle; ``id_eq``: its IP ID equals the context's)."""
             # The payload starts at byte ``pay_off`` of its staging words and goes to byte
             # ``m_held`` of the region: lanes shift by the difference of the two offsets
             # within a word.
@@ -1050,21 +1118,15 @@ class LroEngine(wiring.Component):
                 r=(h_lane - s_lane)[:LB] if LB else 0,
                 base=(m_held >> LB) - borrow, lo=m_held, hi=hi, ctx=sel,
             )
-            m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0)]
+            new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
+            m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
+                         ch_fix.eq(new_fix)]
             seg_sum = fn["pay_sum"]
-            swapped = Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)
-            for i, c in enumerate(ctx):
-                with m.If(sel == i):
-                    m.d.sync += [
-                        c.count.eq(c.count + 1),
-                        c.next_seq.eq(c.next_seq + fn["pay_len"]),
-                        c.held_len.eq(hi),
-                        c.room.eq(c.room - fn["pay_len"]),
-                        c.end_flags.eq(c.end_flags | (fn["flags"] & 0x09)),
-                        c.pay_sum.eq(c.pay_sum + swapped),
-                    ]
-                    with m.If((c.count == 1) & ~fn["v6"] & (fn["ip_id"] == c.ip_id)):
-                        m.d.sync += c.fixed_id.eq(1)
+            m.d.sync += [
+                mu_en.eq(Cat(*(sel == i for i in range(N)))), mu_len.eq(fn["pay_len"]),
+                mu_hi.eq(hi), mu_end.eq(fn["flags"] & 0x09), mu_fix.eq(new_fix),
+                mu_sum.eq(Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)),
+            ]
             m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
             m.d.comb += pop.eq(1)
             m.next = "Copy"
@@ -1076,9 +1138,7 @@ class LroEngine(wiring.Component):
         # two: same flow and header words, the next sequence number, an IP ID that fits,
         # a payload no longer) and fits the context's room. Everything the lookup would test
         # is then known: the context's header words and ``mss`` are the previous frame's.
-        c_fix = Signal()
-        m.d.comb += c_fix.eq(pick("fixed_id", sel))
-        ch_fixed = c_fix | (ch_held & fn["id_same"] & fn["df"])
+        ch_fixed = ch_fix | (ch_held & fn["id_same"] & fn["df"])
         ch_id_ok = fn["v6"] | Mux(ch_fixed, fn["id_same"], fn["id_inc"])
         ch_room_ok = ~ch_room[17] & (fn["pay_len"] <= ch_room[:17])
         ch_go = Signal()
@@ -1091,7 +1151,7 @@ class LroEngine(wiring.Component):
                         ch_post = fn["lt_prev"] | ((fn["flags"] & _END) != 0)
                         m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post),
                                      act.eq(A_MERGE)]
-                        merge(nxt, ch_post)
+                        merge(nxt, ch_post, fn["id_same"])
                 with m.Else():
                     m.next = "Wait"
             with m.State("Wait"):
@@ -1104,15 +1164,14 @@ class LroEngine(wiring.Component):
                     m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
                     m.next = "Decide"
             with m.State("Decide"):
-                hit_idx = Signal(CP)
-                for i in range(N):
-                    with m.If(hit[i]):
-                        m.d.comb += hit_idx.eq(i)
                 merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
                 holdable = (fn["seg"] & ~fn["never_hold"] & (fn["pay_len"] != 0)
                             & ((fn["flags"] & _END) == 0))
                 m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx)),
-                             ch_room.eq(pick("room", hit_idx))]
+                             ch_room.eq(pick("room", hit_idx)),
+                             ch_fix.eq(pick("fixed_id", hit_idx)),
+                             ch_held.eq(pick("count", hit_idx) == 1),
+                             ch_id0.eq(Array(a_id0)[hit_idx])]
                 with m.If(merge_ok):
                     m.d.sync += [
                         act.eq(A_MERGE),
@@ -1169,17 +1228,17 @@ class LroEngine(wiring.Component):
                             push_copy(addr=cur.start, rem=(size + B - 1) >> LB, r=0, base=0,
                                       lo=0, hi=size, ctx=sel, end=cur.end)
                             m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size),
-                                         ch_held.eq(1)]
+                                         ch_held.eq(1), ch_fix.eq(0)]
                             m.d.comb += pop.eq(1)
                             m.next = "Copy"
                             with m.If(~cur.eop):
                                 m.next = "Chain"  # the copy goes on in the background
                     with m.Case(A_MERGE), m.If(q_free):
-                        merge(cur, post)
+                        merge(cur, post, ch_id0)
             with m.State("Copy"):
                 # Leave with the last read (the copy engine frees the staging words); the last
                 # write lands in the next cycle, before any later access to the regions.
-                with m.If(~q_valid & (~c_busy | (c_rem == 1))):
+                with m.If(~q_valid & (~c_busy | c_one)):
                     with m.If((act == A_MERGE) & post):
                         m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
                         m.next = "Deliver"
@@ -1227,6 +1286,7 @@ class LroEngine(wiring.Component):
         # reads (they come later than their last writes); copies into other contexts go on,
         # but for the cycles of the patches. Frames are delivered in the order handed over:
         # a frame passed unchanged waits for the engine to be free.
+        m.d.sync += c_pause.eq(0)
         with m.FSM(init="Idle", name="deliver"):
             with m.State("Idle"):
                 with m.If(d_start):
@@ -1278,12 +1338,14 @@ class LroEngine(wiring.Component):
                 # The copies pause once this context's are done; the state is left when no
                 # read was issued in the cycle before, so that no copy write lands during the
                 # patches.
+                # (``c_pause`` is a register: it stops the reads from the cycle after.)
                 with m.If(~copying(e_ctx)):
-                    m.d.comb += c_pause.eq(1)
-                    with m.If(~c_v1):
+                    m.d.sync += c_pause.eq(1)
+                    with m.If(c_pause & ~c_v1):
                         m.next = "Patch"
             with m.State("Patch"):
-                m.d.comb += [c_pause.eq(1), p_en.eq(1), p_ctx.eq(e_ctx),
+                m.d.sync += c_pause.eq(d_step != 3)
+                m.d.comb += [p_en.eq(1), p_ctx.eq(e_ctx),
                              p_pos.eq(Array(d_pos)[d_step])]
                 with m.Switch(d_step):
                     with m.Case(0):
