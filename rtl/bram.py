@@ -30,6 +30,13 @@ entries is cut into banks of 16384 (x1 blocks) whose outputs a multiplexer picks
 output registers, by the address bits taken two cycles earlier (so this one case has logic
 between the registers and the user).
 
+With ``granularity=8`` the write port takes a byte enable per byte (``w_en`` has ``width // 8``
+bits), as the LRO engine's regions need. In the DP16KD variant every block then holds whole
+bytes only: at 1, 2 and 4 bits a block's bits lie in one byte and its ``WEA`` is that byte's
+enable; at 9 bits a block holds one byte (eight of its nine bits); at 18 bits it holds two bytes,
+in ``DI0-7`` and ``DI9-16``, with ``AD0`` and ``AD1`` as their byte enables (the guide's byte
+enables of the x18 configuration). Without ``granularity`` nothing changes.
+
 Nothing checks collisions: a read of the address written in the same cycle returns the old
 or new word depending on the variant (``WRITEMODE`` of port A is ``NORMAL``; the behavioural
 memory is not transparent). The users read only what was written in an earlier cycle.
@@ -42,7 +49,7 @@ To use it (the LRO and match-action engines can do the same)::
     # ring.r_data: the word at r_addr of two cycles before
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -57,8 +64,14 @@ _DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16
 _DP16KD_DEPTH = 16384
 
 
-def dp16kd_geometry(width, depth):
+def dp16kd_geometry(width, depth, granularity=None):
     """Return how :class:`RegisteredMemory` lays out a memory in DP16KD blocks.
+
+    Parameters
+    ----------
+    granularity : None or 8
+        With 8, blocks of 9 and 18 bits hold one and two whole bytes (see the module
+        docstring).
 
     Returns
     -------
@@ -71,6 +84,8 @@ def dp16kd_geometry(width, depth):
         return 1, width, banks
     for bits, entries, _ in _DP16KD_MODES:
         if depth <= entries:
+            if granularity and bits >= 9:
+                return bits, -(-width // (8 * (bits // 9))), 1
             return bits, -(-width // bits), 1
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -89,30 +104,37 @@ class RegisteredMemory(wiring.Component):
         with their output register (synthesis only).
     attrs : dict, optional
         Attributes of the behavioural memory (e.g. ``{"no_rw_check": 1}`` for yosys).
+    granularity : None or int
+        ``8``: byte enables on the write port (``width`` a multiple of 8).
 
     Members
     -------
     w_addr, w_data, w_en : In
-        Write port.
+        Write port (``w_en``: one bit, or one per byte with ``granularity=8``).
     r_addr, r_en : In
         Read address, and whether to read it.
     r_data : Out
         The word at ``r_addr`` of two cycles before (if ``r_en`` was set then).
     """
 
-    def __init__(self, width, depth, *, primitive=None, attrs=None):
+    def __init__(self, width, depth, *, primitive=None, attrs=None, granularity=None):
         if primitive not in PRIMITIVES:
             raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, "
                              f"not {primitive!r}")
         if width < 1 or depth < 2:
             raise ValueError(f"Memory of {width} bits x {depth} words is too small")
+        if granularity not in (None, 8) or (granularity and width % 8):
+            raise ValueError(f"Write granularity must be None or 8 with a width that is a "
+                             f"multiple of 8, not {granularity!r} at {width} bits")
+        self.granularity = granularity
         self.width = width
         self.depth = depth
         self.primitive = primitive
         self.attrs = dict(attrs or {})
         abits = (depth - 1).bit_length()
         super().__init__({
-            "w_addr": In(abits), "w_data": In(width), "w_en": In(1),
+            "w_addr": In(abits), "w_data": In(width),
+            "w_en": In(width // granularity if granularity else 1),
             "r_addr": In(abits), "r_en": In(1, init=1), "r_data": Out(width),
         })
 
@@ -123,7 +145,7 @@ class RegisteredMemory(wiring.Component):
             return m
         m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[],
                                         attrs=self.attrs)
-        w_port = mem.write_port()
+        w_port = mem.write_port(granularity=self.granularity)
         r_port = mem.read_port()
         m.d.comb += [
             w_port.addr.eq(self.w_addr), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
@@ -133,19 +155,22 @@ class RegisteredMemory(wiring.Component):
         return m
 
     def _dp16kd(self, m):
-        bits, columns, banks = dp16kd_geometry(self.width, self.depth)
+        bits, columns, banks = dp16kd_geometry(self.width, self.depth, self.granularity)
         low = dict((b, lo) for b, _, lo in _DP16KD_MODES)[bits]
         abits = len(self.w_addr)
         inner = min(abits, 14 - low)  # address bits inside one block
         bank_outs = []
         for bank in range(banks):
             # Writes reach the bank its upper address bits pick.
-            if banks > 1:
+            if banks > 1 and self.granularity:
+                w_en = Signal(len(self.w_en), name=f"w_en_bank{bank}")
+                m.d.comb += w_en.eq(Mux(self.w_addr[inner:] == bank, self.w_en, 0))
+            elif banks > 1:
                 w_en = Signal(name=f"w_en_bank{bank}")
                 m.d.comb += w_en.eq(self.w_en & (self.w_addr[inner:] == bank))
             else:
                 w_en = self.w_en
-            out = Signal(columns * bits, name=f"r_data_bank{bank}")
+            out = Signal(max(columns * bits, self.width), name=f"r_data_bank{bank}")
             for col in range(columns):
                 ports = {}
                 for n in range(14):
@@ -156,8 +181,13 @@ class RegisteredMemory(wiring.Component):
                     ports[f"i_ADB{n + low}"] = self.r_addr[n]
                 if bits == 18:  # byte enables of the write port
                     ports["i_ADA0"] = ports["i_ADA1"] = Const(1, 1)
+                if self.granularity:
+                    ports.update(self._byte_lanes(col, bits, w_en, out))
+                    we = ports.pop("i_WEA")
+                else:
+                    we = w_en
                 lo, hi = col * bits, min((col + 1) * bits, self.width)
-                for n in range(18):
+                for n in range(18 if not self.granularity else 0):
                     value = self.w_data[lo + n] if lo + n < hi else Const(0, 1)
                     ports[f"i_DIA{n}"] = value
                     ports[f"i_DIB{n}"] = Const(0, 1)
@@ -169,7 +199,7 @@ class RegisteredMemory(wiring.Component):
                     ports[f"i_OCE{side}"] = Const(1, 1)
                     for n in range(3):
                         ports[f"i_CS{side}{n}"] = Const(0, 1)
-                ports["i_WEA"] = w_en
+                ports["i_WEA"] = we
                 ports["i_CEA"] = Const(1, 1)
                 ports["i_WEB"] = Const(0, 1)
                 ports["i_CEB"] = self.r_en
@@ -186,6 +216,31 @@ class RegisteredMemory(wiring.Component):
         if banks == 1:
             m.d.comb += self.r_data.eq(bank_outs[0])
             return
+        self._bank_pick(m, abits, inner, bank_outs)
+
+    def _byte_lanes(self, col, bits, w_en, out):
+        """Data pins, output pins and write enables of block ``col`` with byte enables: the
+        block holds whole bytes (see the module docstring)."""
+        ports = {f"i_DI{side}{n}": Const(0, 1) for side in "AB" for n in range(18)}
+        if bits < 9:
+            lo = col * bits
+            lanes = [(n, lo + n) for n in range(bits)]
+            ports["i_WEA"] = w_en[lo // 8]
+        else:
+            per = bits // 9  # bytes in the block
+            lanes = [(9 * k + n, 8 * (per * col + k) + n) for k in range(per) for n in range(8)
+                     if 8 * (per * col + k) < self.width]
+            used = [per * col + k for k in range(per) if 8 * (per * col + k) < self.width]
+            ports["i_WEA"] = w_en[used[0]:used[-1] + 1].any()
+            if bits == 18:  # AD0 and AD1: the enables of DI0-8 and DI9-17
+                for k in range(2):
+                    ports[f"i_ADA{k}"] = w_en[used[k]] if k < len(used) else Const(0, 1)
+        for pin, bit in lanes:
+            ports[f"i_DIA{pin}"] = self.w_data[bit]
+            ports[f"o_DOB{pin}"] = out[bit]
+        return ports
+
+    def _bank_pick(self, m, abits, inner, bank_outs):
         # The bank of each read, two cycles on (as its data leaves the output registers); a
         # read without r_en keeps the bank of the last one, as the registers keep its data.
         pick_a = Signal(abits - inner, name="bank_a")

@@ -82,13 +82,14 @@ first stage. Still to do for 150 MHz: decisions registered a cycle ahead, the pa
 options in LUT RAM instead of flip-flops (fewer cells to place), and DP16KD output registers.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import RegisterBusSignature
+from .bram import PRIMITIVES, RegisteredMemory
 from .regs import Register
 from .stream import be_bytes, beat_signature, check_width
 
@@ -192,6 +193,10 @@ class LroEngine(wiring.Component):
     max_frame : int
         Longest frame accepted (64 to 65535, at most ``buffer_bytes``); longer ones are dropped
         and counted.
+    bram : None or str
+        Block RAM primitive of the staging ring and the regions
+        (:class:`.bram.RegisteredMemory`): ``None`` (simulation) or ``"dp16kd"`` (ECP5
+        synthesis: DP16KD blocks with their output registers; same behaviour cycle for cycle).
 
     Members
     -------
@@ -204,7 +209,7 @@ class LroEngine(wiring.Component):
     """
 
     def __init__(self, width=64, *, flows=8, buffer_bytes=16384, max_bytes=None,
-                 max_frame=9216):
+                 max_frame=9216, bram=None):
         self.width = check_width(width)
         if not isinstance(flows, int) or not 1 <= flows <= 64:
             raise ValueError(f"Flow contexts must be 1 to 64, not {flows!r}")
@@ -225,6 +230,9 @@ class LroEngine(wiring.Component):
         self.buffer_bytes = buffer_bytes
         self.max_bytes = max_bytes
         self.max_frame = max_frame
+        if bram not in PRIMITIVES:
+            raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, not {bram!r}")
+        self.bram = bram
         super().__init__({
             "i": In(beat_signature(width, 1)),
             "o": Out(beat_signature(width, USER_WIDTH)),
@@ -245,26 +253,22 @@ class LroEngine(wiring.Component):
         RP = (region_words - 1).bit_length()
         CP = max(1, (N - 1).bit_length())
 
-        m.submodules.staging = staging = Memory(shape=unsigned(W), depth=stage_words, init=[])
-        st_w = staging.write_port()
-        st_r = staging.read_port()
+        # The block RAMs' read data leaves through a register (with ``bram="dp16kd"``, the
+        # DP16KD's own output register: a block RAM without it is slow from clock to data):
+        # every word read in cycle t is in ``st_q`` / ``rg_q`` in cycle t + 2, and no logic
+        # lies between the memory and that register.
+        m.submodules.staging = staging = RegisteredMemory(W, stage_words, primitive=self.bram)
         # The regions in two banks: even words and odd words.
-        banks = [Memory(shape=unsigned(W), depth=N * region_words // 2, init=[])
+        banks = [RegisteredMemory(W, N * region_words // 2, primitive=self.bram, granularity=8)
                  for _ in range(2)]
         m.submodules.region0, m.submodules.region1 = banks
-        rg_w = [bank.write_port(granularity=8) for bank in banks]
-        rg_r = [bank.read_port() for bank in banks]
 
         def bank_addr(word, index):
             """Address in its bank of region word ``word`` of context ``index``."""
             return Cat(word[1:RP], index) if N > 1 else word[1:RP]
 
-        # The block RAMs' read data goes into flip-flops before any logic (a block RAM
-        # without its output register is slow from clock to data): every word read in cycle
-        # t is in ``st_q`` / ``rg_q`` in cycle t + 2.
-        st_q = Signal(W)
-        rg_q = [Signal(W, name=f"rg_q{n}") for n in range(2)]
-        m.d.sync += [st_q.eq(st_r.data), *(q.eq(r.data) for q, r in zip(rg_q, rg_r, strict=True))]
+        st_q = staging.r_data
+        rg_q = [bank.r_data for bank in banks]
 
         now = Signal(32)
         m.d.sync += now.eq(now + 1)
@@ -343,11 +347,11 @@ class LroEngine(wiring.Component):
             d_in.eop.eq(s2.user[0]),
             d_in.idx.eq(in_idx),
             desc.w_data.eq(d_in.as_value()),
-            st_w.addr.eq(wr_cur[:SP]),
-            st_w.data.eq(s2.data),
+            staging.w_addr.eq(wr_cur[:SP]),
+            staging.w_data.eq(s2.data),
         ]
         with m.If(s2_valid):
-            m.d.comb += st_w.en.eq(~over)
+            m.d.comb += staging.w_en.eq(~over)
             m.d.sync += capture.eq(hdr_now)
             with m.If(s2.last):
                 m.d.sync += [off.eq(0), room.eq(self.max_frame), beat_idx.eq(0),
@@ -936,26 +940,26 @@ class LroEngine(wiring.Component):
                         m.d.comb += patch_en.eq(1 << k)
         p_word = Signal(RP)
         m.d.comb += p_word.eq(p_pos >> LB)
-        for n, (wp, rp) in enumerate(zip(rg_w, rg_r, strict=True)):
+        for n, bank in enumerate(banks):
             with m.If(p_en):
                 m.d.comb += [
-                    wp.addr.eq(bank_addr(p_word, p_ctx)),
-                    wp.data.eq(patch_data),
-                    wp.en.eq(Mux(p_word[0] == n, patch_en, 0)),
+                    bank.w_addr.eq(bank_addr(p_word, p_ctx)),
+                    bank.w_data.eq(patch_data),
+                    bank.w_en.eq(Mux(p_word[0] == n, patch_en, 0)),
                 ]
             with m.Elif(c_v2):
                 m.d.comb += [
-                    wp.addr.eq(c_waddr2[n]),
-                    wp.data.eq(rotated),
-                    wp.en.eq(c_wen2[n]),
+                    bank.w_addr.eq(c_waddr2[n]),
+                    bank.w_data.eq(rotated),
+                    bank.w_en.eq(c_wen2[n]),
                 ]
             m.d.comb += [
-                rp.addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
-                rp.en.eq(issue & o_region & (o_addr[0] == n)),
+                bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
+                bank.r_en.eq(issue & o_region & (o_addr[0] == n)),
             ]
         m.d.comb += [
-            st_r.addr.eq(Mux(c_busy, c_addr[:SP], o_addr[:SP])),
-            st_r.en.eq(Mux(c_busy, c_issue, issue & ~o_region)),
+            staging.r_addr.eq(Mux(c_busy, c_addr[:SP], o_addr[:SP])),
+            staging.r_en.eq(Mux(c_busy, c_issue, issue & ~o_region)),
         ]
 
         # ------------------------------------------------------------------ merge engine
