@@ -231,7 +231,7 @@ class RegisteredMemory(wiring.Component):
             lanes = [(9 * k + n, 8 * (per * col + k) + n) for k in range(per) for n in range(8)
                      if 8 * (per * col + k) < self.width]
             used = [per * col + k for k in range(per) if 8 * (per * col + k) < self.width]
-            ports["i_WEA"] = w_en[used[0]:used[-1] + 1].any()
+            ports["i_WEA"] = w_en[used[0]] if len(used) == 1 else w_en[used[0]:used[-1] + 1].any()
             if bits == 18:  # AD0 and AD1: the enables of DI0-8 and DI9-17
                 for k in range(2):
                     ports[f"i_ADA{k}"] = w_en[used[k]] if k < len(used) else Const(0, 1)
