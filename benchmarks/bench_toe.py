@@ -110,15 +110,22 @@ def rtl_goodput(direction, total_bytes):
             "simulated_cycles_per_wall_s": round(spent / wall), "wall_s": round(wall, 1)}
 
 
-def verilator_goodput(direction, connections, per_connection):
+def verilator_goodput(direction, connections, per_connection, reader="python"):
     """Goodput of the gateware on Verilator, ``connections`` at once to the model, in payload
     bits per gateware clock cycle (cycles in which the gateware had work; between events the
-    simulation does not run). The build is the one the tests use (16 sessions, 10 ms ticks)."""
+    simulation does not run). The build is the one the tests use (16 sessions, 10 ms ticks).
+
+    ``reader`` (receiving): ``"python"``, the sink application's ``RECV`` calls, each run on
+    its own after the frames before it; ``"auto"``, the reader inside the simulation
+    (:meth:`VerilatorEngine.auto_receive`): a ``RECV`` at each data notification, taken at the
+    next frame boundary, its bytes sent on the second memory port while frames come in."""
     from nicsim.hw.toe.verilator_engine import VerilatorEngine
 
     model = TcpEngine(MAC_A, "10.0.0.1", TcpConfig(rx_buffer=1 << 16, tx_buffer=1 << 16))
     rtl = VerilatorEngine(MAC_B, "10.0.0.2", sessions=16, buf_bits=16, tick_s=0.01,
                           fixed_isn=0xFFFF_F000, time_wait=0.2)
+    if reader == "auto":
+        rtl.auto_receive()
     rng = random.Random(6)
     payloads = [rng.randbytes(per_connection) for _ in range(connections)]
     total = per_connection * connections
@@ -139,24 +146,27 @@ def verilator_goodput(direction, connections, per_connection):
     wall = time.perf_counter() - wall
     assert ok, "transfer did not finish"
     assert sorted(bytes(d) for d in sink.data.values()) == sorted(payloads)
-    return {"direction": direction, "connections": connections, "bytes": total,
-            "gateware_cycles": spent, "goodput_bits_per_cycle": round(8 * total / spent, 2),
+    return {"direction": direction, "connections": connections, "reader": reader,
+            "bytes": total, "gateware_cycles": spent,
+            "goodput_bits_per_cycle": round(8 * total / spent, 2),
             "simulated_cycles_per_wall_s": round(spent / wall), "wall_s": round(wall, 1)}
 
 
-def verilator_burst(direction, segments=40):
-    """The network side of the gateware on Verilator without the application in between:
-    ``receive``: ``segments`` in-order MSS segments back to back into one connection (as a
-    wire at line rate delivers them; the receive ring holds them all, the application reads
-    them afterwards, byte-exact); ``send``: the run in which one ACK releases the most
-    segments of a bulk send (after slow start opened the window). Payload bits per gateware
-    cycle of that run; what one bulk connection gets when the application's transfers do not
-    take turns with the segments (they share the one memory port)."""
+def verilator_burst(direction, segments=40, reader="after"):
+    """The network side of the gateware on Verilator: ``receive``: ``segments`` in-order MSS
+    segments back to back into one connection (as a wire at line rate delivers them), read by
+    the application afterwards (``reader="after"``: the network side alone; the receive ring
+    holds them all) or while they arrive (``"auto"``: the reader inside the simulation, a
+    ``RECV`` at each data notification, its bytes sent on the second memory port), byte-exact
+    either way; ``send``: the run in which one ACK releases the most segments of a bulk send
+    (after slow start opened the window). Payload bits per gateware cycle of that run."""
     from nicsim.hw.ref.tcp import ACK, PSH, SYN, build_tcp_frame, parse_tcp_frame
     from nicsim.hw.toe.verilator_engine import VerilatorEngine
 
     rtl = VerilatorEngine(MAC_B, "10.0.0.2", sessions=16, buf_bits=16, tick_s=0.01,
                           fixed_isn=0xFFFF_F000, time_wait=0.2)
+    if reader == "auto":
+        rtl.auto_receive()
     peer_ip, our_ip = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
     mod = 1 << 32
 
@@ -205,17 +215,23 @@ def verilator_burst(direction, segments=40):
             if out:
                 acked = max(acked, max((o.seq - snd) % mod + len(o.payload) for o in out))
         moved, spent, _ = best
-    return {"direction": direction, "payload_bytes": moved, "gateware_cycles": spent,
+    return {"direction": direction, "reader": reader if direction == "receive" else None,
+            "payload_bytes": moved, "gateware_cycles": spent,
             "bits_per_cycle": round(8 * moved / spent, 2)}
 
 
 def verilator_rows():
     rows = []
     for connections, per in ((1, 1 << 20), (16, 64 << 10)):
-        for direction in ("receive", "send"):
-            rows.append(verilator_goodput(direction, connections, per))
+        for direction, reader in (("receive", "auto"), ("receive", "python"), ("send", None)):
+            rows.append(verilator_goodput(direction, connections, per, reader))
             print(json.dumps(rows[-1]))
     return rows
+
+
+def verilator_bursts():
+    return [verilator_burst("receive", reader="after"), verilator_burst("receive", reader="auto"),
+            verilator_burst("send")]
 
 
 def bridge_rate():
@@ -262,7 +278,7 @@ def main():
         # refresh the Verilator rows alone
         results = json.loads(RESULTS.read_text())
         results["verilator_goodput"] = verilator_rows()
-        results["verilator_burst"] = [verilator_burst(d) for d in ("receive", "send")]
+        results["verilator_burst"] = verilator_bursts()
         print(json.dumps(results["verilator_burst"]))
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {RESULTS}")
@@ -286,7 +302,7 @@ def main():
     results["rtl_goodput"] = [rtl_goodput(d, 32 << 10) for d in ("receive", "send")]
     print(json.dumps(results["rtl_goodput"]))
     results["verilator_goodput"] = verilator_rows()
-    results["verilator_burst"] = [verilator_burst(d) for d in ("receive", "send")]
+    results["verilator_burst"] = verilator_bursts()
     print(json.dumps(results["verilator_burst"]))
     results["bridge"] = bridge_rate()
     print(json.dumps(results["bridge"]))

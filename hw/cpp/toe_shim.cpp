@@ -3,7 +3,8 @@
 //
 // The library owns the Verilated model and the engine's buffer memory (the stand-in for the
 // NIC's DRAM: 64-bit words with a byte enable per lane, read data one cycle after the address,
-// the value before a write in the same cycle, like the Amaranth memory of hw/toe/rtl_engine.py).
+// the value before a write in the same cycle, like the Amaranth memory of hw/toe/rtl_engine.py;
+// a second read port, mem_app, for the engine's application reader).
 // Python queues inputs (frames from the network, application commands with the bytes of a
 // SEND, timer ticks, register reads), runs the clock until the engine is idle with nothing
 // queued, and takes the outputs (frames, responses, notifications, received bytes, register
@@ -15,6 +16,12 @@
 // * ticks are given, all that are owed at once (at most 65535), in a cycle where the engine was
 //   idle the cycle before and nothing else is driven; register reads (AXI4-Lite) likewise;
 // * every output stream is always ready.
+//
+// With auto-receive on (toe_auto_recv), the library is also the application that reads: each
+// `data` notification queues a RECV of everything readable for that session, driven at the
+// next frame boundary (the engine takes a command before a waiting frame there), and the bytes
+// it returns are kept per session (toe_auto_len, toe_take_auto) instead of going to Python,
+// as a reader beside the engine would take them while frames keep arriving.
 //
 // Handshakes are sampled before the rising edge (tvalid & tready at the edge).
 #include <cstdint>
@@ -32,7 +39,11 @@ struct Command {
     uint32_t op, sid, ip, port, length;
     bool has_data;
     std::vector<uint8_t> data;
+    bool automatic = false;  // queued by auto-receive: its response stays here
 };
+
+constexpr uint32_t OP_RECV = 4;  // index of "recv" in nicsim.rtl.toe.sessions.CMD_OPS
+constexpr uint32_t NOTE_DATA = 1;  // index of "data" in NOTES
 
 struct Resp {
     uint32_t f[9];  // ok, sid, value, state, port, peer_ip, peer_port, eof, align
@@ -59,6 +70,7 @@ class Engine {
         top->s_axis_tx_tvalid = 0;
         top->tick = 0;
         top->mem_rdata = 0;
+        top->mem_app_rdata = 0;
         top->s_axil_awvalid = 0;
         top->s_axil_wvalid = 0;
         top->s_axil_bready = 1;
@@ -84,6 +96,8 @@ class Engine {
     std::deque<std::pair<uint32_t, uint32_t>> notes;
     std::vector<uint8_t> rx;
     std::deque<uint32_t> read_values;
+    std::vector<std::vector<uint8_t>> auto_rx;  // auto-received bytes per session
+    bool auto_recv = false;
     uint64_t cycles = 0;
     uint64_t out_of_range = 0;  // memory accesses beyond the memory (never expected)
 
@@ -111,7 +125,9 @@ class Engine {
             } else {
                 top->s_axis_tvalid = 0;
             }
-            bool cmd_on = !cmds.empty() && !in_frame;
+            // a command waits while a frame goes in; an auto-receive command is offered
+            // beside the frames (the engine takes it at the next frame boundary)
+            bool cmd_on = !cmds.empty() && (!in_frame || cmds.front().automatic);
             if (cmd_on) {
                 const Command& c = cmds.front();
                 top->cmd_op = c.op;
@@ -186,6 +202,8 @@ class Engine {
     bool in_frame = false;
     bool was_idle = true;
     std::deque<Command> pending;  // commands taken, waiting for their response
+    // RECV transfers answered, in order: (session, or -1 for Python's rx; bytes to come)
+    std::deque<std::pair<int, uint32_t>> rx_owed;
     std::deque<TxBeat> tx;
     std::vector<uint8_t> current;  // output frame being assembled
 
@@ -198,6 +216,8 @@ class Engine {
     void high() {
         uint64_t addr = top->mem_addr;
         uint64_t next = 0;
+        uint64_t app_addr = top->mem_app_addr;
+        uint64_t app_next = app_addr < mem.size() ? mem[app_addr] : 0;
         if (addr < mem.size()) {
             next = mem[addr];
             uint8_t en = top->mem_wen;
@@ -213,6 +233,7 @@ class Engine {
         top->clk = 1;
         top->eval();
         top->mem_rdata = next;
+        top->mem_app_rdata = app_next;
         cycles++;
     }
     void cycle() {
@@ -232,23 +253,43 @@ class Engine {
                 current.clear();
             }
         }
-        if (top->note_valid) notes.emplace_back(top->note_kind, top->note_sid);
+        if (top->note_valid) {
+            notes.emplace_back(top->note_kind, top->note_sid);
+            if (auto_recv && top->note_kind == NOTE_DATA) {
+                Command c{OP_RECV, uint32_t(top->note_sid), 0, 0, 0x7FFFFFFFu, false, {}, true};
+                cmds.push_back(std::move(c));
+            }
+        }
         if (top->resp_valid) {
             Resp r{{top->resp_ok, top->resp_sid, top->resp_value, top->resp_state,
                     top->resp_port, top->resp_peer_ip, top->resp_peer_port, top->resp_eof,
                     top->resp_align}};
-            resps.push_back(r);
+            bool automatic = false;
             if (!pending.empty()) {
                 Command c = std::move(pending.front());
                 pending.pop_front();
+                automatic = c.automatic;
                 if (c.has_data && r.f[2]) queue_tx(c.data, r.f[2], r.f[8]);
+                if (c.op == OP_RECV && r.f[2])
+                    rx_owed.emplace_back(automatic ? int(c.sid) : -1, r.f[2]);
             }
+            if (!automatic) resps.push_back(r);
         }
         if (top->m_axis_rx_tvalid) {
             uint64_t d = top->m_axis_rx_tdata;
             uint8_t keep = top->m_axis_rx_tkeep;
-            for (int k = 0; k < 8; k++)
-                if (keep >> k & 1) rx.push_back(uint8_t(d >> (8 * k)));
+            for (int k = 0; k < 8; k++) {
+                if (!(keep >> k & 1)) continue;
+                uint8_t byte = uint8_t(d >> (8 * k));
+                int to = rx_owed.empty() ? -1 : rx_owed.front().first;
+                if (to < 0) {
+                    rx.push_back(byte);
+                } else {
+                    if (auto_rx.size() <= size_t(to)) auto_rx.resize(to + 1);
+                    auto_rx[to].push_back(byte);
+                }
+                if (!rx_owed.empty() && --rx_owed.front().second == 0) rx_owed.pop_front();
+            }
         }
     }
 
@@ -350,6 +391,17 @@ void toe_take_rx(void* h, uint8_t* buf) {
     Engine* e = E(h);
     std::memcpy(buf, e->rx.data(), e->rx.size());
     e->rx.clear();
+}
+void toe_auto_recv(void* h, int on) { E(h)->auto_recv = on != 0; }
+uint64_t toe_auto_len(void* h, uint32_t sid) {
+    Engine* e = E(h);
+    return sid < e->auto_rx.size() ? e->auto_rx[sid].size() : 0;
+}
+void toe_take_auto(void* h, uint32_t sid, uint8_t* buf) {
+    Engine* e = E(h);
+    if (sid >= e->auto_rx.size()) return;
+    std::memcpy(buf, e->auto_rx[sid].data(), e->auto_rx[sid].size());
+    e->auto_rx[sid].clear();
 }
 int toe_pop_read(void* h, uint32_t* value) {
     Engine* e = E(h);

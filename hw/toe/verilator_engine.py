@@ -99,6 +99,8 @@ def _load(path: Path):
         "toe_pop_frame": ([vp, u8p], None), "toe_pop_resp": ([vp, u32p], ctypes.c_int),
         "toe_pop_note": ([vp, u32p, u32p], ctypes.c_int), "toe_rx_len": ([vp], u64),
         "toe_take_rx": ([vp, u8p], None), "toe_pop_read": ([vp, u32p], ctypes.c_int),
+        "toe_auto_recv": ([vp, ctypes.c_int], None), "toe_auto_len": ([vp, u32], u64),
+        "toe_take_auto": ([vp, u32, u8p], None),
     }
     for name, (args, res) in signatures.items():
         fn = getattr(lib, name)
@@ -117,6 +119,11 @@ class VerilatorEngine(RtlEngine):
     (whose driving rules the C++ side follows), about a thousand times faster. The first use
     of a parameter set builds the library (minutes); see :func:`build_library`.
 
+    With :meth:`auto_receive` on, the C++ side is also the application that reads: it
+    answers every ``data`` notification with a ``RECV`` at the next frame boundary, so the
+    bytes leave through the engine's application reader while the next frames come in, and
+    :meth:`recv` returns what it read.
+
     Members
     -------
     cycles : int
@@ -133,12 +140,34 @@ class VerilatorEngine(RtlEngine):
         self._lib = _load(self.library)
         self._words = self.params["sessions"] << (self.params["buf_bits"] + 1 - 3)
         self._handle = self._lib.toe_new(self._words)
+        self._auto = False
+        self._auto_rx: dict[int, bytearray] = {}
 
     def reset(self) -> None:
-        """Back to the state after construction: a fresh model and memory."""
+        """Back to the state after construction: a fresh model and memory, auto-receive
+        off."""
         self._lib.toe_free(self._handle)
         self._handle = self._lib.toe_new(self._words)
+        self._auto = False
+        self._auto_rx = {}
         self._clear()
+
+    def auto_receive(self, on: bool = True) -> None:
+        """Read received data as it is notified, inside the simulation (see the class
+        documentation); :meth:`recv` then returns those bytes first."""
+        self._auto = bool(on)
+        self._lib.toe_auto_recv(self._handle, int(self._auto))
+
+    def recv(self, sid: int, max_bytes: int | None = None) -> bytes:
+        """Take up to ``max_bytes`` received bytes of a session (those auto-receive read
+        first)."""
+        held = self._auto_rx.get(sid)
+        if held:
+            n = len(held) if max_bytes is None else min(max_bytes, len(held))
+            data = bytes(held[:n])
+            del held[:n]
+            return data
+        return super().recv(sid, max_bytes)
 
     def free(self) -> None:
         """Free the model now (also done when the object goes away)."""
@@ -193,3 +222,9 @@ class VerilatorEngine(RtlEngine):
         value = ctypes.c_uint32()
         while lib.toe_pop_read(h, ctypes.byref(value)):
             self._read_values.append(value.value)
+        if self._auto:
+            for sid in range(self.params["sessions"]):
+                if n := lib.toe_auto_len(h, sid):
+                    buf = (ctypes.c_uint8 * n)()
+                    lib.toe_take_auto(h, sid, buf)
+                    self._auto_rx.setdefault(sid, bytearray()).extend(bytes(buf))

@@ -313,9 +313,13 @@ class ToeEngine(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("Receive"):
-                m.d.comb += self.i.ready.eq(1)
-                if ses is not None:
-                    with m.If(~self.i.valid & (beat == 0)):
+                if ses is None:
+                    m.d.comb += self.i.ready.eq(1)
+                else:
+                    # at a frame boundary, a command that can be taken goes before the frame
+                    first = ses.cmd_first & (beat == 0)
+                    m.d.comb += self.i.ready.eq(~first)
+                    with m.If((~self.i.valid & (beat == 0)) | first):
                         ses.idle_dispatch()
                 with m.If(accept):
                     with m.If(beat < depth):
@@ -515,8 +519,9 @@ class ToeEngine(wiring.Component):
             # after the state machine: the cut-through writer's port use takes precedence
             ses.cut_through(fsm.ongoing("Receive"))
             ses.transmitter()
+            ses.app_reader()
             m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~ses.scan_pending
-                                     & ses.ct_idle & ~ses.st_busy)
+                                     & ses.ct_idle & ~ses.st_busy & ~ses.ax_busy & ~ses.ax_fin)
 
         # ------------------------------------------------------------------------ registers
         counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies, 0x0C: rst_sent}
@@ -571,10 +576,13 @@ class ToeTcpEngine(ToeEngine):
     mem : Out
         Byte-wide port of the external buffer memory (``addr``, ``w_data``, ``w_en``,
         ``r_data`` one cycle after ``addr``).
+    mem_app : Out
+        A second read port of the same memory (``addr``, ``r_data`` one cycle after it): the
+        application reader sends a ``RECV``'s bytes through it while frames come in.
     tick : In(16)
         Timer units that passed (usually 0 or 1).
     idle : Out(1)
-        Nothing in progress (no frame, command or timer scan).
+        Nothing in progress (no frame, command, timer scan or ``RECV`` transfer).
     """
 
     def __init__(self, width=64, mac=0x020000000002, ip="10.0.0.2", ttl=64, *, sessions=64,

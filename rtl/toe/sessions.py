@@ -143,6 +143,7 @@ def app_signature(width, sessions, buf_bits):
         "tx_data": In(stream.Signature(data.StructLayout({"data": width, "keep": nb}))),
         "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
                                      "w_en": Out(nb), "r_data": In(width)})),
+        "mem_app": Out(wiring.Signature({"addr": Out(addr_bits), "r_data": In(width)})),
         "tick": In(16),
         "idle": Out(1),
     }
@@ -391,6 +392,22 @@ class SessionLogic:
         self.ct_idx = Signal(16)
         self.ct_valid = Signal()
         self.ct_a = Signal(e.width)
+        # the application reader (app_reader): a RECV's bytes from the ring to rx_data on the
+        # mem_app port while the state machine goes on; rx_read moves when it is done
+        self.ax_busy = Signal()
+        self.ax_primed = Signal()
+        self.ax_fin = Signal()  # done, rx_read still to move (A Load)
+        self.ax_cancel = Signal()  # the session was released meanwhile: nothing to move
+        self.ax_sid = Signal(self.sid_bits)
+        self.ax_base = Signal(max(1, e.buf_bits))
+        self.ax_n = Signal(32)
+        self.ax_i = Signal(32)
+        self.ax_k = Signal(32)
+        # the end of a RECV transfer and a command that can be taken go before a frame
+        # waiting at a frame boundary (they are short; frames would hold them off for a burst)
+        self.cmd_first = Signal()
+        m.d.comb += self.cmd_first.eq(self.ct_idle & ~self.scan_pending
+                                      & (self.ax_fin | (e.cmd.valid & ~self.ax_busy)))
 
     # ----------------------------------------------------------------------------- helpers
     def rx_off(self, seq):
@@ -462,7 +479,10 @@ class SessionLogic:
         with m.Elif(self.scan_pending):
             m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
             m.next = "M Load"
-        with m.Elif(e.cmd.valid):
+        with m.Elif(self.ax_fin):
+            m.d.comb += self.tcb_r.addr.eq(self.ax_sid)
+            m.next = "A Load"
+        with m.Elif(e.cmd.valid & ~self.ax_busy):
             m.d.comb += e.cmd.ready.eq(1)
             p = e.cmd.payload
             m.d.sync += [self.c_op.eq(p.op), self.sid.eq(p.sid), self.c_ip.eq(p.ip),
@@ -608,6 +628,34 @@ class SessionLogic:
                 m.d.sync += self.st_beat.eq(self.st_beat + 1)
                 with m.If(is_last):
                     m.d.sync += self.st_busy.eq(0)
+
+    def app_reader(self):
+        """The application reader, beside the state machine: sends the bytes of a ``RECV``
+        (handed over in ``C Rx Prime``) from the receive ring on ``rx_data``, a word a cycle
+        on the ``mem_app`` port, while the state machine takes frames and commands on the
+        other port. When it is done, ``A Load`` moves the session's ``rx_read``."""
+        m, e = self.m, self.e
+        lb = self.log_nb
+        rx = e.rx_data
+        more = self.ax_i < self.ax_k
+
+        def addr(k):
+            return Cat(((self.ax_base >> lb) + k)[:e.buf_bits - lb], Const(0, 1), self.ax_sid)
+
+        with m.If(self.ax_busy):
+            with m.If(~self.ax_primed):
+                m.d.comb += e.mem_app.addr.eq(addr(self.ax_i))
+                m.d.sync += self.ax_primed.eq(1)
+            with m.Else():
+                m.d.comb += [rx.valid.eq(more), rx.payload.data.eq(e.mem_app.r_data),
+                             rx.payload.keep.eq(self.lanes(self.ax_i, self.ax_base[:lb],
+                                                           self.ax_n)),
+                             rx.payload.last.eq(self.ax_i + 1 == self.ax_k),
+                             e.mem_app.addr.eq(addr(self.ax_i + Mux(rx.ready, 1, 0)))]
+                with m.If(more & rx.ready):
+                    m.d.sync += self.ax_i.eq(self.ax_i + 1)
+                with m.If(~more):
+                    m.d.sync += [self.ax_busy.eq(0), self.ax_fin.eq(1)]
 
     def arp_learn(self, ip, mac):
         """Statements that put ``ip -> mac`` into the ARP cache (replace or round robin)."""
@@ -1178,11 +1226,17 @@ class SessionLogic:
 
         # ------------------------------------------------------------------------ release
         with m.State("Release"):
+            # the ring stays the session's until the application reader has read its bytes
+            # (a new session could take the number and write into it)
+            mine = self.ax_sid == self.sid
             req = self.table.req
-            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_DELETE),
-                         req.payload.sid.eq(self.sid)]
-            with m.If(req.ready):
-                m.next = "Release Wait"
+            with m.If(~(self.ax_busy & mine)):
+                m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_DELETE),
+                             req.payload.sid.eq(self.sid)]
+                with m.If(req.ready):
+                    with m.If(self.ax_fin & mine):
+                        m.d.sync += self.ax_cancel.eq(1)
+                    m.next = "Release Wait"
         with m.State("Release Wait"):
             m.d.comb += self.table.resp.ready.eq(1)
             with m.If(self.table.resp.valid):
@@ -1422,20 +1476,25 @@ class SessionLogic:
                         m.next = "Store"
         lb = self.log_nb
         with m.State("C Rx Prime"):
-            m.d.comb += e.mem.addr.eq(self.word_addr((self.c_base >> lb) + self.c_i, 0))
-            m.d.sync += self.c_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)
-            m.next = "C Rx"
-        with m.State("C Rx"):
-            rx = e.rx_data
-            more = self.c_i < self.c_k
-            m.d.comb += [rx.valid.eq(more), rx.payload.data.eq(e.mem.r_data),
-                         rx.payload.keep.eq(self.lanes(self.c_i, self.c_base[:lb], self.c_n)),
-                         rx.payload.last.eq(self.c_i + 1 == self.c_k),
-                         e.mem.addr.eq(self.word_addr((self.c_base >> lb) + self.c_i
-                                                      + Mux(rx.ready, 1, 0), 0))]
-            with m.If(more & rx.ready):
-                m.d.sync += self.c_i.eq(self.c_i + 1)
-            with m.If(~more):
+            # the bytes go out through the application reader; rx_read moves when it is done
+            # (A Load), so until then the ring bytes it reads are not free space that a
+            # segment could be written into
+            m.d.sync += [self.ax_busy.eq(1), self.ax_primed.eq(0), self.ax_sid.eq(self.sid),
+                         self.ax_base.eq(self.c_base), self.ax_n.eq(self.c_n),
+                         self.ax_i.eq(0), self.ax_cancel.eq(0),
+                         self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)]
+            m.next = "Receive"
+        with m.State("A Load"):
+            m.d.sync += [t.eq(self.tcb_r.data), self.old_state.eq(self.tcb_r.data.state),
+                         self.old_passive.eq(self.tcb_r.data.passive), self.notes.eq(0),
+                         self.fast.eq(0), self.sid.eq(self.ax_sid), self.ax_fin.eq(0),
+                         self.c_n.eq(self.ax_n)]
+            m.next = "A Done"
+        with m.State("A Done"):
+            with m.If(self.ax_cancel | (t.state == CLOSED)):
+                m.d.sync += self.ax_cancel.eq(0)
+                m.next = "Receive"
+            with m.Else():
                 m.d.sync += t.rx_read.eq(t.rx_read + self.c_n)
                 m.next = "C Rx Window"
         with m.State("C Rx Window"):

@@ -14,6 +14,8 @@ payload field:
   application; ``s_axis_tx_tdata``/``tkeep``/``tvalid``/``tready``: bytes to send;
 * ``mem_addr``, ``mem_wdata``, ``mem_wen`` (a byte enable per lane), ``mem_rdata`` (one
   cycle after ``mem_addr``): the external buffer memory, the stand-in for the NIC's DRAM;
+  ``mem_app_addr``, ``mem_app_rdata``: a second read port of the same memory, through which
+  the application's ``RECV`` transfers read the receive rings;
 * ``tick`` (timer units that passed), ``idle``.
 """
 
@@ -27,7 +29,9 @@ __all__ = ["ToeTcpTop"]
 
 _STREAMS = {"rx_data": ("m_axis_rx", {"data": "tdata", "keep": "tkeep", "last": "tlast"}),
             "tx_data": ("s_axis_tx", {"data": "tdata", "keep": "tkeep"})}
-_MEM = {"addr": "mem_addr", "w_data": "mem_wdata", "w_en": "mem_wen", "r_data": "mem_rdata"}
+_MEM = {"mem": {"addr": "mem_addr", "w_data": "mem_wdata", "w_en": "mem_wen",
+                "r_data": "mem_rdata"},
+        "mem_app": {"addr": "mem_app_addr", "r_data": "mem_app_rdata"}}
 
 
 class ToeTcpTop(wiring.Component):
@@ -42,7 +46,7 @@ class ToeTcpTop(wiring.Component):
     -------
     s_axis_*, m_axis_*, s_axil_*
         As :class:`nicsim.rtl.stream.AxiStreamTop`.
-    cmd_*, resp_*, note_*, m_axis_rx_*, s_axis_tx_*, mem_*, tick, idle
+    cmd_*, resp_*, note_*, m_axis_rx_*, s_axis_tx_*, mem_*, mem_app_*, tick, idle
         The engine's other ports (see the module documentation).
     """
 
@@ -67,10 +71,11 @@ class ToeTcpTop(wiring.Component):
             members[ready] = (Out if is_in else In)(1)
             self._map.append((valid, (name, "valid"), is_in))
             self._map.append((ready, (name, "ready"), not is_in))
-        for field, ours in _MEM.items():
-            member = sig["mem"].signature.members[field]
-            members[ours] = (In if member.flow == In else Out)(member.shape)
-            self._map.append((ours, ("mem", field), member.flow == In))
+        for port, fields in _MEM.items():
+            for field, ours in fields.items():
+                member = sig[port].signature.members[field]
+                members[ours] = (In if member.flow == In else Out)(member.shape)
+                self._map.append((ours, (port, field), member.flow == In))
         members["tick"] = In(sig["tick"].shape)
         members["idle"] = Out(1)
         self._map += [("tick", ("tick",), True), ("idle", ("idle",), False)]

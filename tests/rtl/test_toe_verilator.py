@@ -276,3 +276,58 @@ def test_replies_wait_for_the_transmitter(gateware):
     assert kinds[-1] and not any(kinds[:-1]) and len(out) >= 3, kinds
     reply = Ether(out[-1])
     assert reply[ICMP].type == 0 and bytes(reply[ICMP].payload) == bytes(300)
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.03])
+def test_auto_receive_while_frames_arrive(loss):
+    """The application reads as the data is notified, inside the simulation (``RECV``s taken
+    at frame boundaries, their bytes sent by the application reader on the second memory port
+    while the next frames come in): the model sends to four sessions at once, with drops,
+    duplicates and reordering, and every byte arrives in order in its session."""
+    gateware = verilator_engine()
+    gateware.auto_receive()
+    model = TcpEngine(P_MAC, P_IP, TcpConfig(time_wait=cycles(0.2)))
+    sink = SinkApp(gateware, 9)
+    rng = random.Random(11)
+    payloads = [rng.randbytes(48 * 1024 + 777 * k) for k in range(4)]
+    sender = SendApp(model, "10.0.0.2", 9, payloads)
+    wire = Loopback(model, gateware, latency=cycles(0.0002),
+                    impair_ab=Impairment(loss, loss / 2, loss / 2, 3),
+                    impair_ba=Impairment(loss, loss / 2, loss / 2, 4),
+                    hosts=[AppHost(model, [sender]), AppHost(gateware, [sink])])
+    total = sum(map(len, payloads))
+    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total,
+                    max_cycles=cycles(600))
+    assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
+    assert gateware._lib.toe_out_of_range(gateware._handle) == 0
+
+
+def test_auto_receive_reset_during_transfer(gateware):
+    """A RST at ``rcv_nxt`` right behind a segment, while the application reader still sends
+    that segment's bytes: the session is released after the transfer (the ring stays its own
+    until then), the bytes arrive whole, and the next connection gets the session number with
+    a clean ring."""
+    gateware.reset()
+    gateware.auto_receive()
+    try:
+        gateware.listen(7)
+        now = cycles(0.001)
+        rcv = 5001
+        for round_ in range(2):
+            gateware.receive(seg(SYN, rcv - 1, mss=1460), now)
+            (syn_ack,) = [parse_tcp_frame(f) for f in gateware.pop_tx()]
+            snd = (syn_ack.seq + 1) % (1 << 32)
+            gateware.receive(seg(ACK, rcv, snd), now)
+            (note,) = gateware.notifications()
+            assert note.kind == Notice.CONNECTED
+            data = random.Random(round_).randbytes(1460 * 3)
+            frames = [seg(ACK | PSH, rcv + k, snd, data[k:k + 1460])
+                      for k in range(0, len(data), 1460)]
+            gateware.receive_burst(frames + [seg(RST, rcv + len(data), snd)], now)
+            kinds = [(n.kind, n.info) for n in gateware.notifications()]
+            assert (Notice.RESET, "rst") in kinds, kinds
+            assert gateware.recv(note.session) == data
+            assert gateware.sessions() == []
+            gateware.pop_tx()
+    finally:
+        gateware.reset()

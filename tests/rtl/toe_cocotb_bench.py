@@ -4,7 +4,7 @@ Runs inside the simulator process (imported by ``test_toe_cocotb.py``). :class:`
 the clock, the reset and the cocotbext-axi models of the network ports (``s_axis`` frames in,
 ``m_axis`` frames out, ``s_axil`` counters) through :class:`nicsim.hw.cocotb_tb.TB`, and drives
 the other ports itself: the application streams (``cmd``/``resp``, ``note``, ``m_axis_rx``,
-``s_axis_tx``), the timer input ``tick`` and the buffer-memory port, served by
+``s_axis_tx``), the timer input ``tick`` and the buffer-memory ports, served by
 :class:`BufferMemory`. It offers the golden model's interface
 (:class:`nicsim.hw.ref.tcp.TcpEngine`) as coroutines, with the driving rules of
 :class:`nicsim.hw.toe.rtl_engine.RtlEngine` (a command waits while a frame goes in; the bytes a
@@ -98,20 +98,29 @@ class BufferMemory:
                        for en in range(1 << self.lanes)]
         self.out_of_range = 0
 
-    def edge(self, addr, w_en, w_data):
-        """Apply one rising edge: return the word read at ``addr`` (before the write)."""
+    def edge(self, addr, w_en, w_data, app_addr=None):
+        """Apply one rising edge: return the word read at ``addr`` (before the write), and
+        with ``app_addr`` (the second, read-only port ``mem_app``) the pair of words read."""
+        app = None
+        if app_addr is not None:
+            if app_addr >= self.words:
+                self.out_of_range += 1
+                app = 0
+            else:
+                app = self._mem.get(app_addr, 0)
         if addr >= self.words:
             self.out_of_range += 1
-            return 0
+            return 0 if app is None else (0, app)
         old = self._mem.get(addr, 0)
         if w_en:
             mask = self._masks[w_en]
             self._mem[addr] = (old & ~mask) | (w_data & mask)
-        return old
+        return old if app is None else (old, app)
 
 
 RESP_FIELDS = ("ok", "sid", "value", "state", "port", "peer_ip", "peer_port", "eof", "align")
-_OUTPUTS = ("mem_addr", "mem_wen", "mem_wdata", "idle", "cmd_ready", "s_axis_tx_tready",
+_OUTPUTS = ("mem_addr", "mem_wen", "mem_wdata", "mem_app_addr", "idle", "cmd_ready",
+            "s_axis_tx_tready",
             "resp_valid", *(f"resp_{name}" for name in RESP_FIELDS), "note_valid", "note_kind",
             "note_sid", "m_axis_rx_tvalid", "m_axis_rx_tkeep", "m_axis_rx_tdata")
 
@@ -194,7 +203,8 @@ class ToeBench:
     async def reset(self):
         """Reset the gateware and set every input to its resting value."""
         for name, value in (("cmd_valid", 0), ("s_axis_tx_tvalid", 0), ("tick", 0),
-                            ("mem_rdata", 0), ("resp_ready", 1), ("note_ready", 1),
+                            ("mem_rdata", 0), ("mem_app_rdata", 0), ("resp_ready", 1),
+                            ("note_ready", 1),
                             ("m_axis_rx_tready", 1)):
             self._drive(name, value)
         await self.tb.reset()
@@ -221,8 +231,10 @@ class ToeBench:
             self.cycles += 1
             # -- what happened at this edge (values before it)
             w_en = r["mem_wen"]()
-            self._drive("mem_rdata", self.memory.edge(r["mem_addr"](), w_en,
-                                                      r["mem_wdata"]() if w_en else 0))
+            word, app = self.memory.edge(r["mem_addr"](), w_en, r["mem_wdata"]() if w_en else 0,
+                                         r["mem_app_addr"]())
+            self._drive("mem_rdata", word)
+            self._drive("mem_app_rdata", app)
             idle = r["idle"]()
             if cmd_on and r["cmd_ready"]():
                 self._cmds.pop(0)
