@@ -33,6 +33,7 @@ from nicsim.hw.toe.impair import Impairment
 from nicsim.hw.toe.loopback import Loopback
 
 RESULTS = Path(__file__).parent / "results" / "toe.json"
+PEER_WINDOW_SENDING = 1 << 15  # the model's receive buffer when the gateware sends to it
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
@@ -110,22 +111,31 @@ def rtl_goodput(direction, total_bytes):
             "simulated_cycles_per_wall_s": round(spent / wall), "wall_s": round(wall, 1)}
 
 
-def verilator_goodput(direction, connections, per_connection, reader="python"):
+def verilator_goodput(direction, connections, per_connection, app="python"):
     """Goodput of the gateware on Verilator, ``connections`` at once to the model, in payload
     bits per gateware clock cycle (cycles in which the gateware had work; between events the
     simulation does not run). The build is the one the tests use (16 sessions, 10 ms ticks).
 
-    ``reader`` (receiving): ``"python"``, the sink application's ``RECV`` calls, each run on
-    its own after the frames before it; ``"auto"``, the reader inside the simulation
-    (:meth:`VerilatorEngine.auto_receive`): a ``RECV`` at each data notification, taken at the
-    next frame boundary, its bytes sent on the second memory port while frames come in."""
+    ``app``: ``"python"``, the sink's ``RECV`` or the sender's ``SEND`` calls, each run on its
+    own after the frames before it; ``"auto"``, the application inside the simulation
+    (:meth:`VerilatorEngine.auto_receive`, :meth:`VerilatorEngine.auto_send`): a ``RECV`` at
+    each data notification, a ``SEND`` at each space notification, taken at the next frame
+    boundary, their bytes moved on the second memory port while frames come in and segments
+    are staged.
+
+    Sending, the model offers a window of half the gateware's 64 KiB send buffer
+    (``PEER_WINDOW_SENDING``): with a window as large as the buffer, every byte in the ring
+    is in flight, so the bytes an ACK frees must be written before anything new can be sent,
+    and writing cannot overlap staging whoever the application is."""
     from nicsim.hw.toe.verilator_engine import VerilatorEngine
 
-    model = TcpEngine(MAC_A, "10.0.0.1", TcpConfig(rx_buffer=1 << 16, tx_buffer=1 << 16))
+    window = PEER_WINDOW_SENDING if direction == "send" else 1 << 16
+    model = TcpEngine(MAC_A, "10.0.0.1", TcpConfig(rx_buffer=window, tx_buffer=1 << 16))
     rtl = VerilatorEngine(MAC_B, "10.0.0.2", sessions=16, buf_bits=16, tick_s=0.01,
                           fixed_isn=0xFFFF_F000, time_wait=0.2)
-    if reader == "auto":
+    if app == "auto":
         rtl.auto_receive()
+        rtl.auto_send()
     rng = random.Random(6)
     payloads = [rng.randbytes(per_connection) for _ in range(connections)]
     total = per_connection * connections
@@ -146,7 +156,8 @@ def verilator_goodput(direction, connections, per_connection, reader="python"):
     wall = time.perf_counter() - wall
     assert ok, "transfer did not finish"
     assert sorted(bytes(d) for d in sink.data.values()) == sorted(payloads)
-    return {"direction": direction, "connections": connections, "reader": reader,
+    return {"direction": direction, "connections": connections, "app": app,
+            "peer_window": window,
             "bytes": total, "gateware_cycles": spent,
             "goodput_bits_per_cycle": round(8 * total / spent, 2),
             "simulated_cycles_per_wall_s": round(spent / wall), "wall_s": round(wall, 1)}
@@ -223,9 +234,10 @@ def verilator_burst(direction, segments=40, reader="after"):
 def verilator_rows():
     rows = []
     for connections, per in ((1, 1 << 20), (16, 64 << 10)):
-        for direction, reader in (("receive", "auto"), ("receive", "python"), ("send", None)):
-            rows.append(verilator_goodput(direction, connections, per, reader))
-            print(json.dumps(rows[-1]))
+        for direction in ("receive", "send"):
+            for app in ("auto", "python"):
+                rows.append(verilator_goodput(direction, connections, per, app))
+                print(json.dumps(rows[-1]))
     return rows
 
 

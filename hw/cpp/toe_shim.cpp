@@ -4,7 +4,8 @@
 // The library owns the Verilated model and the engine's buffer memory (the stand-in for the
 // NIC's DRAM: 64-bit words with a byte enable per lane, read data one cycle after the address,
 // the value before a write in the same cycle, like the Amaranth memory of hw/toe/rtl_engine.py;
-// a second read port, mem_app, for the engine's application reader).
+// a second port, mem_app, for the engine's application mover: the two never write the same
+// word).
 // Python queues inputs (frames from the network, application commands with the bytes of a
 // SEND, timer ticks, register reads), runs the clock until the engine is idle with nothing
 // queued, and takes the outputs (frames, responses, notifications, received bytes, register
@@ -21,7 +22,10 @@
 // `data` notification queues a RECV of everything readable for that session, driven at the
 // next frame boundary (the engine takes a command before a waiting frame there), and the bytes
 // it returns are kept per session (toe_auto_len, toe_take_auto) instead of going to Python,
-// as a reader beside the engine would take them while frames keep arriving.
+// as a reader beside the engine would take them while frames keep arriving. With auto-send,
+// bytes handed over (toe_auto_send) wait here per session, and the library issues a SEND for
+// them when they come and at each `space` notification, as an application that keeps the send
+// buffer full; toe_auto_pending says how many still wait.
 //
 // Handshakes are sampled before the rising edge (tvalid & tready at the edge).
 #include <cstdint>
@@ -42,8 +46,11 @@ struct Command {
     bool automatic = false;  // queued by auto-receive: its response stays here
 };
 
-constexpr uint32_t OP_RECV = 4;  // index of "recv" in nicsim.rtl.toe.sessions.CMD_OPS
-constexpr uint32_t NOTE_DATA = 1;  // index of "data" in NOTES
+constexpr uint32_t OP_SEND = 3;  // indexes of "send" and "recv" in nicsim.rtl.toe.sessions.CMD_OPS
+constexpr uint32_t OP_RECV = 4;
+constexpr uint32_t NOTE_DATA = 1;  // indexes of "data" and "space" in NOTES
+constexpr uint32_t NOTE_SPACE = 2;
+constexpr uint32_t NOTE_CLOSED_DONE = 4;  // this and the ones after it: the session is released
 
 struct Resp {
     uint32_t f[9];  // ok, sid, value, state, port, peer_ip, peer_port, eof, align
@@ -98,6 +105,17 @@ class Engine {
     std::deque<uint32_t> read_values;
     std::vector<std::vector<uint8_t>> auto_rx;  // auto-received bytes per session
     bool auto_recv = false;
+    std::vector<std::deque<uint8_t>> auto_tx;  // bytes waiting for an auto-send SEND
+    std::vector<bool> auto_tx_asked;             // an auto-send SEND queued, not answered
+
+    void auto_send(uint32_t sid, const uint8_t* data, uint32_t len) {
+        grow(sid);
+        auto_tx[sid].insert(auto_tx[sid].end(), data, data + len);
+        ask_send(sid);
+    }
+    uint64_t auto_pending(uint32_t sid) const {
+        return sid < auto_tx.size() ? auto_tx[sid].size() : 0;
+    }
     uint64_t cycles = 0;
     uint64_t out_of_range = 0;  // memory accesses beyond the memory (never expected)
 
@@ -220,6 +238,7 @@ class Engine {
         uint64_t app_next = app_addr < mem.size() ? mem[app_addr] : 0;
         if (addr < mem.size()) {
             next = mem[addr];
+            write(app_addr, top->mem_app_wen, top->mem_app_wdata);
             uint8_t en = top->mem_wen;
             if (en) {
                 uint64_t mask = 0;
@@ -227,8 +246,9 @@ class Engine {
                     if (en >> k & 1) mask |= uint64_t(0xFF) << (8 * k);
                 mem[addr] = (mem[addr] & ~mask) | (uint64_t(top->mem_wdata) & mask);
             }
-        } else if (top->mem_wen) {
-            out_of_range++;
+        } else {
+            if (top->mem_wen) out_of_range++;
+            write(app_addr, top->mem_app_wen, top->mem_app_wdata);
         }
         top->clk = 1;
         top->eval();
@@ -239,6 +259,18 @@ class Engine {
     void cycle() {
         low();
         high();
+    }
+    // The second port's write (the reads of both ports happen before the writes).
+    void write(uint64_t addr, uint8_t en, uint64_t data) {
+        if (!en) return;
+        if (addr >= mem.size()) {
+            out_of_range++;
+            return;
+        }
+        uint64_t mask = 0;
+        for (int k = 0; k < 8; k++)
+            if (en >> k & 1) mask |= uint64_t(0xFF) << (8 * k);
+        mem[addr] = (mem[addr] & ~mask) | (data & mask);
     }
 
     // Outputs valid before this edge (every output stream is ready).
@@ -259,6 +291,9 @@ class Engine {
                 Command c{OP_RECV, uint32_t(top->note_sid), 0, 0, 0x7FFFFFFFu, false, {}, true};
                 cmds.push_back(std::move(c));
             }
+            if (top->note_kind == NOTE_SPACE) ask_send(top->note_sid);
+            if (top->note_kind >= NOTE_CLOSED_DONE && top->note_sid < auto_tx.size())
+                auto_tx[top->note_sid].clear();  // released: what waited goes nowhere
         }
         if (top->resp_valid) {
             Resp r{{top->resp_ok, top->resp_sid, top->resp_value, top->resp_state,
@@ -269,7 +304,17 @@ class Engine {
                 Command c = std::move(pending.front());
                 pending.pop_front();
                 automatic = c.automatic;
-                if (c.has_data && r.f[2]) queue_tx(c.data, r.f[2], r.f[8]);
+                if (automatic && c.op == OP_SEND) {
+                    // the granted bytes leave the session's queue for s_axis_tx
+                    auto& q = auto_tx[c.sid];
+                    uint32_t n = std::min<uint64_t>(r.f[2], q.size());
+                    std::vector<uint8_t> data(q.begin(), q.begin() + n);
+                    q.erase(q.begin(), q.begin() + n);
+                    auto_tx_asked[c.sid] = false;
+                    if (n) queue_tx(data, n, r.f[8]);
+                } else if (c.has_data && r.f[2]) {
+                    queue_tx(c.data, r.f[2], r.f[8]);
+                }
                 if (c.op == OP_RECV && r.f[2])
                     rx_owed.emplace_back(automatic ? int(c.sid) : -1, r.f[2]);
             }
@@ -291,6 +336,22 @@ class Engine {
                 if (!rx_owed.empty() && --rx_owed.front().second == 0) rx_owed.pop_front();
             }
         }
+    }
+
+    void grow(uint32_t sid) {
+        if (auto_tx.size() <= sid) {
+            auto_tx.resize(sid + 1);
+            auto_tx_asked.resize(sid + 1, false);
+        }
+    }
+    // A SEND for the bytes waiting for session `sid`, unless one is queued already.
+    void ask_send(uint32_t sid) {
+        grow(sid);
+        if (auto_tx[sid].empty() || auto_tx_asked[sid]) return;
+        uint64_t n = auto_tx[sid].size();
+        Command c{OP_SEND, sid, 0, 0, uint32_t(n < 0x7FFFFFFF ? n : 0x7FFFFFFF), false, {}, true};
+        cmds.push_back(std::move(c));
+        auto_tx_asked[sid] = true;
     }
 
     // The first `count` bytes of `data` as s_axis_tx beats, the first byte in lane `align`.
@@ -403,6 +464,10 @@ void toe_take_auto(void* h, uint32_t sid, uint8_t* buf) {
     std::memcpy(buf, e->auto_rx[sid].data(), e->auto_rx[sid].size());
     e->auto_rx[sid].clear();
 }
+void toe_auto_send(void* h, uint32_t sid, const uint8_t* data, uint32_t len) {
+    E(h)->auto_send(sid, data, len);
+}
+uint64_t toe_auto_pending(void* h, uint32_t sid) { return E(h)->auto_pending(sid); }
 int toe_pop_read(void* h, uint32_t* value) {
     Engine* e = E(h);
     if (e->read_values.empty()) return 0;

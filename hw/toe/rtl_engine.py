@@ -177,9 +177,13 @@ class _Top(Elaboratable):
         m.submodules.dram = dram = Memory(shape=64, depth=self.depth, init=[])
         w = dram.write_port(granularity=8)
         r = dram.read_port()
-        app = dram.read_port()  # the application reader's port (RECV transfers)
+        # the application mover's port (RECV and SEND transfers)
+        app_w = dram.write_port(granularity=8)
+        app = dram.read_port()
         m.d.comb += [w.addr.eq(e.mem.addr), w.data.eq(e.mem.w_data), w.en.eq(e.mem.w_en),
                      r.addr.eq(e.mem.addr), e.mem.r_data.eq(r.data),
+                     app_w.addr.eq(e.mem_app.addr), app_w.data.eq(e.mem_app.w_data),
+                     app_w.en.eq(e.mem_app.w_en),
                      app.addr.eq(e.mem_app.addr), e.mem_app.r_data.eq(app.data)]
         return m
 

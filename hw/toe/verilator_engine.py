@@ -101,6 +101,8 @@ def _load(path: Path):
         "toe_take_rx": ([vp, u8p], None), "toe_pop_read": ([vp, u32p], ctypes.c_int),
         "toe_auto_recv": ([vp, ctypes.c_int], None), "toe_auto_len": ([vp, u32], u64),
         "toe_take_auto": ([vp, u32, u8p], None),
+        "toe_auto_send": ([vp, u32, ctypes.c_char_p, u32], None),
+        "toe_auto_pending": ([vp, u32], u64),
     }
     for name, (args, res) in signatures.items():
         fn = getattr(lib, name)
@@ -121,8 +123,12 @@ class VerilatorEngine(RtlEngine):
 
     With :meth:`auto_receive` on, the C++ side is also the application that reads: it
     answers every ``data`` notification with a ``RECV`` at the next frame boundary, so the
-    bytes leave through the engine's application reader while the next frames come in, and
-    :meth:`recv` returns what it read.
+    bytes leave through the engine's application mover while the next frames come in, and
+    :meth:`recv` returns what it read. With :meth:`auto_send` on, it is also the application
+    that writes: :meth:`send` hands it every byte (and returns their number), and it issues a
+    ``SEND`` for the bytes waiting whenever the engine notifies ``space``, so they go into the
+    send ring while the engine stages and sends segments; :meth:`close` waits until every
+    byte handed over was taken.
 
     Members
     -------
@@ -142,6 +148,8 @@ class VerilatorEngine(RtlEngine):
         self._handle = self._lib.toe_new(self._words)
         self._auto = False
         self._auto_rx: dict[int, bytearray] = {}
+        self._auto_tx = False
+        self._close_later: set[int] = set()
 
     def reset(self) -> None:
         """Back to the state after construction: a fresh model and memory, auto-receive
@@ -150,6 +158,8 @@ class VerilatorEngine(RtlEngine):
         self._handle = self._lib.toe_new(self._words)
         self._auto = False
         self._auto_rx = {}
+        self._auto_tx = False
+        self._close_later = set()
         self._clear()
 
     def auto_receive(self, on: bool = True) -> None:
@@ -157,6 +167,51 @@ class VerilatorEngine(RtlEngine):
         documentation); :meth:`recv` then returns those bytes first."""
         self._auto = bool(on)
         self._lib.toe_auto_recv(self._handle, int(self._auto))
+
+    def auto_send(self, on: bool = True) -> None:
+        """Write data as the send buffer frees, inside the simulation (see the class
+        documentation)."""
+        self._auto_tx = bool(on)
+
+    def send(self, sid: int, data: bytes) -> int:
+        """Queue data; return how many bytes the send buffer took (with auto-send, all of
+        them: the bytes the buffer has no room for yet wait in the simulation)."""
+        from nicsim.hw.ref.tcp import TcpError
+
+        if not self._auto_tx or not data:
+            return super().send(sid, data)
+        if not 0 <= sid < self.params["sessions"] or sid in self._close_later:
+            raise TcpError(f"Session {sid} cannot send")
+        self._lib.toe_auto_send(self._handle, sid, bytes(data), len(data))
+        self._run()
+        return len(data)
+
+    def close(self, sid: int) -> None:
+        """FIN after the queued data (with auto-send, once every byte handed over is in the
+        send buffer)."""
+        if self._auto_tx and self._lib.toe_auto_pending(self._handle, sid):
+            self._close_later.add(sid)
+            return
+        super().close(sid)
+
+    def _close_waiting(self) -> None:
+        for sid in sorted(self._close_later):
+            if sid not in self._live and sid not in self._opened:
+                self._close_later.discard(sid)  # released meanwhile
+            elif not self._lib.toe_auto_pending(self._handle, sid):
+                self._close_later.discard(sid)
+                super().close(sid)
+
+    def receive_burst(self, frames: list[bytes], now: int) -> None:
+        """Put several frames in back to back and run until the engine is idle (then the
+        closes that waited for auto-send go)."""
+        super().receive_burst(frames, now)
+        self._close_waiting()
+
+    def advance(self, now: int) -> None:
+        """Give the gateware the timer ticks due by cycle ``now``."""
+        super().advance(now)
+        self._close_waiting()
 
     def recv(self, sid: int, max_bytes: int | None = None) -> bytes:
         """Take up to ``max_bytes`` received bytes of a session (those auto-receive read

@@ -519,7 +519,7 @@ class ToeEngine(wiring.Component):
             # after the state machine: the cut-through writer's port use takes precedence
             ses.cut_through(fsm.ongoing("Receive"))
             ses.transmitter()
-            ses.app_reader()
+            ses.app_mover()
             m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~ses.scan_pending
                                      & ses.ct_idle & ~ses.st_busy & ~ses.ax_busy & ~ses.ax_fin)
 
@@ -577,8 +577,10 @@ class ToeTcpEngine(ToeEngine):
         Byte-wide port of the external buffer memory (``addr``, ``w_data``, ``w_en``,
         ``r_data`` one cycle after ``addr``).
     mem_app : Out
-        A second read port of the same memory (``addr``, ``r_data`` one cycle after it): the
-        application reader sends a ``RECV``'s bytes through it while frames come in.
+        A second port of the same memory (``addr``, ``w_data``, ``w_en``, ``r_data`` one cycle
+        after ``addr``): the application mover reads a ``RECV``'s bytes and writes a
+        ``SEND``'s through it while frames come in and segments are staged. The two ports
+        never write the same word (the first writes receive rings, the second send rings).
     tick : In(16)
         Timer units that passed (usually 0 or 1).
     idle : Out(1)

@@ -143,7 +143,8 @@ def app_signature(width, sessions, buf_bits):
         "tx_data": In(stream.Signature(data.StructLayout({"data": width, "keep": nb}))),
         "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
                                      "w_en": Out(nb), "r_data": In(width)})),
-        "mem_app": Out(wiring.Signature({"addr": Out(addr_bits), "r_data": In(width)})),
+        "mem_app": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
+                                         "w_en": Out(nb), "r_data": In(width)})),
         "tick": In(16),
         "idle": Out(1),
     }
@@ -392,9 +393,11 @@ class SessionLogic:
         self.ct_idx = Signal(16)
         self.ct_valid = Signal()
         self.ct_a = Signal(e.width)
-        # the application reader (app_reader): a RECV's bytes from the ring to rx_data on the
-        # mem_app port while the state machine goes on; rx_read moves when it is done
+        # the application mover (app_mover): a RECV's bytes from the receive ring to rx_data,
+        # or a SEND's from tx_data into the send ring, on the mem_app port while the state
+        # machine goes on; rx_read or tx_end moves when it is done
         self.ax_busy = Signal()
+        self.ax_write = Signal()  # a SEND
         self.ax_primed = Signal()
         self.ax_fin = Signal()  # done, rx_read still to move (A Load)
         self.ax_cancel = Signal()  # the session was released meanwhile: nothing to move
@@ -629,29 +632,42 @@ class SessionLogic:
                 with m.If(is_last):
                     m.d.sync += self.st_busy.eq(0)
 
-    def app_reader(self):
-        """The application reader, beside the state machine: sends the bytes of a ``RECV``
-        (handed over in ``C Rx Prime``) from the receive ring on ``rx_data``, a word a cycle
-        on the ``mem_app`` port, while the state machine takes frames and commands on the
-        other port. When it is done, ``A Load`` moves the session's ``rx_read``."""
+    def app_mover(self):
+        """The application mover, beside the state machine: sends the bytes of a ``RECV``
+        (handed over in ``C Rx Prime``) from the receive ring on ``rx_data``, or writes those
+        of a ``SEND`` (``C Tx Prime``) from ``tx_data`` into the send ring, a word a cycle on
+        the ``mem_app`` port, while the state machine takes frames and commands and stages
+        segments on the other port. When it is done, ``A Load`` moves the session's
+        ``rx_read`` or ``tx_end``."""
         m, e = self.m, self.e
         lb = self.log_nb
-        rx = e.rx_data
+        rx, tx = e.rx_data, e.tx_data
         more = self.ax_i < self.ax_k
 
-        def addr(k):
-            return Cat(((self.ax_base >> lb) + k)[:e.buf_bits - lb], Const(0, 1), self.ax_sid)
+        def addr(k, is_tx):
+            return Cat(((self.ax_base >> lb) + k)[:e.buf_bits - lb], Const(is_tx, 1),
+                       self.ax_sid)
 
-        with m.If(self.ax_busy):
+        with m.If(self.ax_busy & self.ax_write):
+            m.d.comb += [tx.ready.eq(more), e.mem_app.addr.eq(addr(self.ax_i, 1)),
+                         e.mem_app.w_data.eq(tx.payload.data),
+                         e.mem_app.w_en.eq(Mux(tx.valid & more, tx.payload.keep
+                                               & self.lanes(self.ax_i, self.ax_base[:lb],
+                                                            self.ax_n), 0))]
+            with m.If(tx.valid & more):
+                m.d.sync += self.ax_i.eq(self.ax_i + 1)
+            with m.If(~more):
+                m.d.sync += [self.ax_busy.eq(0), self.ax_fin.eq(1)]
+        with m.Elif(self.ax_busy):
             with m.If(~self.ax_primed):
-                m.d.comb += e.mem_app.addr.eq(addr(self.ax_i))
+                m.d.comb += e.mem_app.addr.eq(addr(self.ax_i, 0))
                 m.d.sync += self.ax_primed.eq(1)
             with m.Else():
                 m.d.comb += [rx.valid.eq(more), rx.payload.data.eq(e.mem_app.r_data),
                              rx.payload.keep.eq(self.lanes(self.ax_i, self.ax_base[:lb],
                                                            self.ax_n)),
                              rx.payload.last.eq(self.ax_i + 1 == self.ax_k),
-                             e.mem_app.addr.eq(addr(self.ax_i + Mux(rx.ready, 1, 0)))]
+                             e.mem_app.addr.eq(addr(self.ax_i + Mux(rx.ready, 1, 0), 0))]
                 with m.If(more & rx.ready):
                     m.d.sync += self.ax_i.eq(self.ax_i + 1)
                 with m.If(~more):
@@ -1479,9 +1495,9 @@ class SessionLogic:
             # the bytes go out through the application reader; rx_read moves when it is done
             # (A Load), so until then the ring bytes it reads are not free space that a
             # segment could be written into
-            m.d.sync += [self.ax_busy.eq(1), self.ax_primed.eq(0), self.ax_sid.eq(self.sid),
-                         self.ax_base.eq(self.c_base), self.ax_n.eq(self.c_n),
-                         self.ax_i.eq(0), self.ax_cancel.eq(0),
+            m.d.sync += [self.ax_busy.eq(1), self.ax_write.eq(0), self.ax_primed.eq(0),
+                         self.ax_sid.eq(self.sid), self.ax_base.eq(self.c_base),
+                         self.ax_n.eq(self.c_n), self.ax_i.eq(0), self.ax_cancel.eq(0),
                          self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)]
             m.next = "Receive"
         with m.State("A Load"):
@@ -1494,6 +1510,9 @@ class SessionLogic:
             with m.If(self.ax_cancel | (t.state == CLOSED)):
                 m.d.sync += self.ax_cancel.eq(0)
                 m.next = "Receive"
+            with m.Elif(self.ax_write):
+                m.d.sync += t.tx_end.eq(t.tx_end + self.c_n)
+                m.next = "O Decide"
             with m.Else():
                 m.d.sync += t.rx_read.eq(t.rx_read + self.c_n)
                 m.next = "C Rx Window"
@@ -1506,24 +1525,17 @@ class SessionLogic:
             with m.Else():
                 m.next = "Store"
         with m.State("C Tx Prime"):
-            # a SEND granted nothing (full buffer) takes no beat, whatever its lane
-            m.d.sync += self.c_k.eq(Mux(self.c_n == 0, 0,
-                                        (self.c_base[:lb] + self.c_n + self.nb - 1) >> lb))
-            m.next = "C Tx"
-        with m.State("C Tx"):
-            tx = e.tx_data
-            more = self.c_i < self.c_k
-            m.d.comb += [tx.ready.eq(more),
-                         e.mem.addr.eq(self.word_addr((self.c_base >> lb) + self.c_i, 1)),
-                         e.mem.w_data.eq(tx.payload.data),
-                         e.mem.w_en.eq(Mux(tx.valid & more, tx.payload.keep
-                                           & self.lanes(self.c_i, self.c_base[:lb], self.c_n),
-                                           0))]
-            with m.If(tx.valid & more):
-                m.d.sync += self.c_i.eq(self.c_i + 1)
-            with m.If(~more):
-                m.d.sync += t.tx_end.eq(t.tx_end + self.c_n)
+            # the bytes come in through the application mover, into the send ring after
+            # tx_end, which moves when it is done (A Load): staging reads only before tx_end.
+            # A SEND granted nothing (full buffer) takes no beat, whatever its lane.
+            with m.If(self.c_n == 0):
                 m.next = "O Decide"
+            with m.Else():
+                m.d.sync += [self.ax_busy.eq(1), self.ax_write.eq(1), self.ax_primed.eq(1),
+                             self.ax_sid.eq(self.sid), self.ax_base.eq(self.c_base),
+                             self.ax_n.eq(self.c_n), self.ax_i.eq(0), self.ax_cancel.eq(0),
+                             self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)]
+                m.next = "Store"
 
         # ------------------------------------------------------------- build and send a segment
         with m.State("X Start"):

@@ -14,8 +14,9 @@ payload field:
   application; ``s_axis_tx_tdata``/``tkeep``/``tvalid``/``tready``: bytes to send;
 * ``mem_addr``, ``mem_wdata``, ``mem_wen`` (a byte enable per lane), ``mem_rdata`` (one
   cycle after ``mem_addr``): the external buffer memory, the stand-in for the NIC's DRAM;
-  ``mem_app_addr``, ``mem_app_rdata``: a second read port of the same memory, through which
-  the application's ``RECV`` transfers read the receive rings;
+  ``mem_app_addr``, ``mem_app_wdata``, ``mem_app_wen``, ``mem_app_rdata``: a second port of
+  the same memory, through which the application's ``RECV`` transfers read the receive rings
+  and its ``SEND`` transfers write the send rings;
 * ``tick`` (timer units that passed), ``idle``.
 """
 
@@ -31,7 +32,8 @@ _STREAMS = {"rx_data": ("m_axis_rx", {"data": "tdata", "keep": "tkeep", "last": 
             "tx_data": ("s_axis_tx", {"data": "tdata", "keep": "tkeep"})}
 _MEM = {"mem": {"addr": "mem_addr", "w_data": "mem_wdata", "w_en": "mem_wen",
                 "r_data": "mem_rdata"},
-        "mem_app": {"addr": "mem_app_addr", "r_data": "mem_app_rdata"}}
+        "mem_app": {"addr": "mem_app_addr", "w_data": "mem_app_wdata", "w_en": "mem_app_wen",
+                    "r_data": "mem_app_rdata"}}
 
 
 class ToeTcpTop(wiring.Component):

@@ -279,26 +279,35 @@ def test_replies_wait_for_the_transmitter(gateware):
 
 
 @pytest.mark.parametrize("loss", [0.0, 0.03])
-def test_auto_receive_while_frames_arrive(loss):
-    """The application reads as the data is notified, inside the simulation (``RECV``s taken
-    at frame boundaries, their bytes sent by the application reader on the second memory port
-    while the next frames come in): the model sends to four sessions at once, with drops,
-    duplicates and reordering, and every byte arrives in order in its session."""
+def test_auto_receive_and_send_while_frames_arrive(loss):
+    """The application reads as the data is notified and writes as the send buffer frees,
+    inside the simulation (``RECV`` and ``SEND`` taken at frame boundaries, their bytes moved
+    on the second memory port while frames come in and segments are staged): the model sends
+    to four sessions of the gateware and the gateware to two of the model at once, with drops,
+    duplicates and reordering, and every byte arrives in order in its session; the sending
+    sessions close once all their bytes are in."""
     gateware = verilator_engine()
     gateware.auto_receive()
+    gateware.auto_send()
     model = TcpEngine(P_MAC, P_IP, TcpConfig(time_wait=cycles(0.2)))
     sink = SinkApp(gateware, 9)
+    model_sink = SinkApp(model, 9)
     rng = random.Random(11)
     payloads = [rng.randbytes(48 * 1024 + 777 * k) for k in range(4)]
+    bulk = [rng.randbytes(150_000 + 5 * k) for k in range(2)]
     sender = SendApp(model, "10.0.0.2", 9, payloads)
+    gateware_sender = SendApp(gateware, "10.0.0.1", 9, bulk)
     wire = Loopback(model, gateware, latency=cycles(0.0002),
                     impair_ab=Impairment(loss, loss / 2, loss / 2, 3),
                     impair_ba=Impairment(loss, loss / 2, loss / 2, 4),
-                    hosts=[AppHost(model, [sender]), AppHost(gateware, [sink])])
-    total = sum(map(len, payloads))
-    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total,
-                    max_cycles=cycles(600))
+                    hosts=[AppHost(model, [sender, model_sink]),
+                           AppHost(gateware, [sink, gateware_sender])])
+    total, total_bulk = sum(map(len, payloads)), sum(map(len, bulk))
+    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total
+                    and sum(len(v) for v in model_sink.data.values()) == total_bulk
+                    and len(gateware_sender.released) == 2, max_cycles=cycles(600))
     assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
+    assert sorted(bytes(v) for v in model_sink.data.values()) == sorted(bulk)
     assert gateware._lib.toe_out_of_range(gateware._handle) == 0
 
 

@@ -98,29 +98,31 @@ class BufferMemory:
                        for en in range(1 << self.lanes)]
         self.out_of_range = 0
 
-    def edge(self, addr, w_en, w_data, app_addr=None):
-        """Apply one rising edge: return the word read at ``addr`` (before the write), and
-        with ``app_addr`` (the second, read-only port ``mem_app``) the pair of words read."""
-        app = None
-        if app_addr is not None:
-            if app_addr >= self.words:
-                self.out_of_range += 1
-                app = 0
-            else:
-                app = self._mem.get(app_addr, 0)
+    def edge(self, addr, w_en, w_data, app=None):
+        """Apply one rising edge: return the word read at ``addr`` (before the writes); with
+        ``app``, the second port's ``(addr, w_en, w_data)`` (``mem_app``), the pair of words
+        read (the two ports never write the same word)."""
+        if app is None:
+            return self._port(addr, w_en, w_data)
+        before = self._mem.get(addr, 0) if addr < self.words else 0
+        other = self._port(*app)  # its read, then its write
+        self._port(addr, w_en, w_data)
+        return before, other
+
+    def _port(self, addr, w_en, w_data):
         if addr >= self.words:
             self.out_of_range += 1
-            return 0 if app is None else (0, app)
+            return 0
         old = self._mem.get(addr, 0)
         if w_en:
             mask = self._masks[w_en]
             self._mem[addr] = (old & ~mask) | (w_data & mask)
-        return old if app is None else (old, app)
+        return old
 
 
 RESP_FIELDS = ("ok", "sid", "value", "state", "port", "peer_ip", "peer_port", "eof", "align")
-_OUTPUTS = ("mem_addr", "mem_wen", "mem_wdata", "mem_app_addr", "idle", "cmd_ready",
-            "s_axis_tx_tready",
+_OUTPUTS = ("mem_addr", "mem_wen", "mem_wdata", "mem_app_addr", "mem_app_wen", "mem_app_wdata",
+            "idle", "cmd_ready", "s_axis_tx_tready",
             "resp_valid", *(f"resp_{name}" for name in RESP_FIELDS), "note_valid", "note_kind",
             "note_sid", "m_axis_rx_tvalid", "m_axis_rx_tkeep", "m_axis_rx_tdata")
 
@@ -231,8 +233,10 @@ class ToeBench:
             self.cycles += 1
             # -- what happened at this edge (values before it)
             w_en = r["mem_wen"]()
+            app_en = r["mem_app_wen"]()
             word, app = self.memory.edge(r["mem_addr"](), w_en, r["mem_wdata"]() if w_en else 0,
-                                         r["mem_app_addr"]())
+                                         (r["mem_app_addr"](), app_en,
+                                          r["mem_app_wdata"]() if app_en else 0))
             self._drive("mem_rdata", word)
             self._drive("mem_app_rdata", app)
             idle = r["idle"]()
