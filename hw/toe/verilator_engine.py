@@ -182,8 +182,9 @@ class VerilatorEngine(RtlEngine):
             return super().send(sid, data)
         if not 0 <= sid < self.params["sessions"] or sid in self._close_later:
             raise TcpError(f"Session {sid} cannot send")
+        # no run here: the SEND goes with the next frames or ticks, as an application's writer
+        # beside the engine would issue it while the engine works on them
         self._lib.toe_auto_send(self._handle, sid, bytes(data), len(data))
-        self._run()
         return len(data)
 
     def close(self, sid: int) -> None:

@@ -22,8 +22,8 @@ checked a frame:
   10 ms in the drivers): the timers of every session are scanned, one session per idle cycle;
   a timer that fell due during a jump of several units fires at its end.
 
-Two blocks run beside that state machine, so that one bulk connection keeps the network side
-near a beat a cycle:
+Three blocks run beside that state machine, so that one bulk connection keeps close to a beat
+a cycle, with the application in the loop:
 
 * the cut-through writer (:meth:`SessionLogic.cut_through`): while a segment arrives, its
   session is looked up and, when it starts at ``rcv_nxt``, its payload is written into the
@@ -34,13 +34,22 @@ near a beat a cycle:
   its payload staged with the checksum in one half of the TX buffer) leaves a beat a cycle
   while the state machine stages the next one in the other half and takes the next frame in.
   The payload is staged rather than read from the send ring while it leaves because the TCP
-  checksum precedes it and the memory has one port.
+  checksum precedes the payload.
+* the application mover (:meth:`SessionLogic.app_mover`): the bytes of a ``RECV`` (from the
+  receive ring to ``rx_data``) or a ``SEND`` (from ``tx_data`` into the send ring) move on
+  the memory's second port, ``mem_app``, while the state machine goes on with frames and
+  segments on ``mem``. ``rx_read`` or ``tx_end`` moves only when the transfer is done (``A
+  Load``): until then the bytes being read are not free space a segment could be written
+  into, and the bytes being written lie beyond what staging reads (the fence). A session
+  released meanwhile waits in ``Release`` for the transfer, so a new connection cannot take
+  its number and write into the ring under it.
 
 Choices (and where they differ from the golden model):
 
 * Buffers: session ``s`` owns a receive buffer and a send buffer of ``2**buf_bits`` bytes each
-  in the external memory (``mem`` port: ``width``-bit words with byte enables, one-cycle read
-  latency, like a block RAM or a DRAM controller's read queue), at word address
+  in the external memory (ports ``mem`` and ``mem_app``: ``width``-bit words with byte
+  enables, one-cycle read latency, like a dual-port block RAM or a DRAM controller's queues;
+  the two ports never write the same word), at word address
   ``(2 s + is_send) << (buf_bits - log2(width / 8))``. Bytes move a word a cycle; between the
   frame buffers and the rings a rotation realigns them (:meth:`SessionLogic.copy_state`).
 * Out-of-order segments are dropped (counted ``ooo_full``) with an immediate duplicate ACK, and
@@ -72,8 +81,9 @@ Application streams (after fpga-network-stack): ``cmd`` (``op``, ``sid``, ``ip``
 ``peer_port``, ``eof``) each; ``RECV`` answers with the number of bytes ``m`` in ``value`` and
 then sends ``m`` bytes on ``rx_data``; ``SEND`` answers with the bytes it takes and then takes
 that many bytes from ``tx_data``. ``note`` carries notifications (:data:`NOTES`). The engine
-waits for the application on these streams (it must take responses, notifications and the
-bytes of a ``RECV``, and deliver the bytes a ``SEND`` was granted); frames wait meanwhile.
+waits for the application on ``resp`` and ``note`` (frames wait meanwhile); the bytes of a
+``RECV`` or ``SEND`` move beside the state machine, which goes on with frames, and the next
+command waits until they have moved. At a frame boundary a command goes before the frame.
 The byte streams are aligned as the buffers hold the bytes: the first byte of a transfer is in
 lane ``align`` (``resp``), ``keep`` marks the bytes.
 """
