@@ -278,7 +278,7 @@ def test_replies_wait_for_the_transmitter(gateware):
     assert reply[ICMP].type == 0 and bytes(reply[ICMP].payload) == bytes(300)
 
 
-@pytest.mark.parametrize("loss", [0.0, 0.03])
+@pytest.mark.parametrize("loss", [pytest.param(0.0, marks=pytest.mark.long), 0.03])
 def test_auto_receive_and_send_while_frames_arrive(loss):
     """The application reads as the data is notified and writes as the send buffer frees,
     inside the simulation (``RECV`` and ``SEND`` taken at frame boundaries, their bytes moved
