@@ -283,9 +283,10 @@ def test_auto_receive_and_send_while_frames_arrive(loss):
     """The application reads as the data is notified and writes as the send buffer frees,
     inside the simulation (``RECV`` and ``SEND`` taken at frame boundaries, their bytes moved
     on the second memory port while frames come in and segments are staged): the model sends
-    to four sessions of the gateware and the gateware to two of the model at once, with drops,
-    duplicates and reordering, and every byte arrives in order in its session; the sending
-    sessions close once all their bytes are in."""
+    to four sessions of the gateware and the gateware to two of the model at once (more than
+    a ring each way, so the transfers wrap around the rings), with drops, duplicates and
+    reordering, and every byte arrives in order in its session; the sending sessions close
+    once all their bytes are in."""
     gateware = verilator_engine()
     gateware.auto_receive()
     gateware.auto_send()
@@ -293,7 +294,8 @@ def test_auto_receive_and_send_while_frames_arrive(loss):
     sink = SinkApp(gateware, 9)
     model_sink = SinkApp(model, 9)
     rng = random.Random(11)
-    payloads = [rng.randbytes(48 * 1024 + 777 * k) for k in range(4)]
+    # one payload larger than a receive ring, so the reader's addresses wrap around it
+    payloads = [rng.randbytes(48 * 1024 + 777 * k) for k in range(3)] + [rng.randbytes(90_001)]
     bulk = [rng.randbytes(150_000 + 5 * k) for k in range(2)]
     sender = SendApp(model, "10.0.0.2", 9, payloads)
     gateware_sender = SendApp(gateware, "10.0.0.1", 9, bulk)
