@@ -74,7 +74,7 @@ segmenter's drop decision into the descriptor credits led then), so they are not
 counters, ``left``), then a placement run to check.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -154,9 +154,10 @@ _NO_RW_CHECK = {"no_rw_check": 1}
 # bit: a few words across many DP16KD blocks; yosys picks their mapping).
 _BRAM_MIN_DEPTH = 64
 _BANKS = 4  # header template banks: frames whose header is read while earlier ones are sent
-_CMD_DEPTH = 8  # gearbox commands planned ahead of the data (covers the queue's loop)
+_CMD_DEPTH = 16  # gearbox commands planned ahead of the data (covers the queue's loop)
 _SRC_DEPTH = 16  # payload beats read ahead of the gearbox (covers the read loop)
 _OUT_DEPTH = 16  # beats between the reader and ``o``; covers its credit loop at full rate
+_RES_DEPTH = 8  # result words between the reader and ``result``
 _SLOTS = 13  # header bytes rewritten per segment
 _GEAR_LAG = 2  # cycles from the mover's emit to the gearbox output (``gb``)
 
@@ -224,13 +225,15 @@ def _window(m, fifo, width, consume, flush, name, entries):
         up_v = v[i + 1] if i + 1 < entries else Const(0)
         up_d = d[i + 1] if i + 1 < entries else src
         below = v[i - 1] if i else Const(1)
-        # Each entry's data takes the one above, keeps its own or takes the queue's: two
-        # selects per entry, so that every data bit is one small function of them. (An
-        # invalid entry's data does not matter: a flush leaves it to them as well.)
-        take_up = Signal(name=f"{name}{i}_up")
-        hold = Signal(name=f"{name}{i}_hold")
-        m.d.comb += [take_up.eq(consume & up_v), hold.eq(~consume & v[i])]
-        m.d.sync += d[i].eq(Mux(take_up, up_d, Mux(hold, d[i], src)))
+        # An entry loads when the oldest is consumed or when it is empty (the entries fill
+        # from the oldest, so the one above is empty too), from the one above if that is
+        # valid, else from the queue. The consumer's decision reaches the data bits as one
+        # enable; the select is a flip-flop. (An invalid entry's data does not matter: a
+        # flush leaves it to them as well.)
+        load = Signal(name=f"{name}{i}_load")
+        m.d.comb += load.eq(consume | ~v[i])
+        with m.If(load):
+            m.d.sync += d[i].eq(Mux(up_v, up_d, src) if i + 1 < entries else src)
         with m.If(flush):
             m.d.sync += v[i].eq(0)
         with m.Elif(consume):
@@ -379,7 +382,10 @@ class Tso(wiring.Component):
         w_en = Signal()
         m.d.sync += [w_addr.eq(wp[:addr_bits]), w_data.eq(beat.data), w_en.eq(accept & storing)]
         m.d.comb += [ring.w_addr.eq(w_addr), ring.w_data.eq(w_data), ring.w_en.eq(w_en)]
-        m.d.sync += room.eq((wp - rp)[:addr_bits + 1] < depth - 1)
+        # The ring's level in a flip-flop, then the room flag from it: two cycles late, with
+        # the margin of the two beats that may be taken meanwhile.
+        used = Signal(addr_bits + 1)
+        m.d.sync += [used.eq(wp - rp), room.eq(used < depth - 2)]
         full = Const((1 << lanes) - 1, lanes)
         contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
         count = Signal(range(lanes + 1))
@@ -405,7 +411,6 @@ class Tso(wiring.Component):
                 m.d.sync += command.eq(beat.user)
             with m.If(beat.last):
                 m.d.sync += [index.eq(0), hole.eq(0), storing.eq(1)]
-                self._count(m, "frames_in")
             with m.Else():
                 m.d.sync += [index.eq(index + storing), hole.eq(hole | (beat.keep != full)),
                              storing.eq(storing & (index != self.max_beats - 1))]
@@ -414,6 +419,8 @@ class Tso(wiring.Component):
         frame_in_r = Signal()
         popped_r = Signal()
         m.d.sync += [frame_in_r.eq(frame_in), popped_r.eq(self.frame_popped)]
+        with m.If(frame_in_r):
+            self._count(m, "frames_in")
         m.d.sync += [
             credits.eq(credits - frame_in_r + popped_r),
             credit.eq(credits > 2),
@@ -579,8 +586,31 @@ class Tso(wiring.Component):
         pay0 = Signal(18)  # payload after the first segment
         first_last = Signal()  # the first segment is the last one
         first_fits = Signal()  # the first segment's payload fits in its first beat
+        avail0 = Signal(shift + 1)  # payload bytes in a segment's first beat
+        pay0_le = Signal()  # pay0 <= mss: the second segment is the last
+        hb_more = Signal()  # a payload beat after the header's beats
+        hb_more1 = Signal()  # two of them
+        m.d.sync += [pay0_le.eq(pay0 <= mss), hb_more.eq(hlen[shift:] < beats),
+                     hb_more1.eq(hlen[shift:] + 1 < beats)]
         m.d.sync += [pay0.eq(payload - mss), first_last.eq(payload == mss),
-                     first_fits.eq(mss <= lanes - hlen[:shift])]
+                     avail0.eq(lanes - hlen[:shift]), first_fits.eq(mss <= avail0)]
+        # The planner's per-frame values (see the gearbox below), for a segment of ``mss``
+        # bytes: K = avail0 + 1 + 2 * lanes; a segment of T > avail0 bytes takes its first
+        # command, Q = (T - avail0 - 1) // lanes full commands, then a last command of
+        # (T - avail0 - 1) % lanes + 1 bytes; ``cn`` starts at Q - 2 = (T - K) >> shift.
+        self.cn_bits = cn_bits = (self.max_mss >> shift).bit_length() + 2
+        k_frame = Signal(shift + 3)
+        a_lanes = Signal(shift + 2)  # avail0 + lanes: T <= a_lanes is Q == 0
+        d_frame = Signal(signed(19))
+        cn_frame = Signal(cn_bits)
+        nbl_frame = Signal(shift + 1)
+        s1_frame = Signal()
+        m.d.sync += [
+            k_frame.eq(avail0 + 1 + 2 * lanes), a_lanes.eq(avail0 + lanes),
+            d_frame.eq(mss - k_frame),
+            cn_frame.eq(d_frame[shift:shift + cn_bits]), nbl_frame.eq(d_frame[:shift] + 1),
+            s1_frame.eq(mss <= a_lanes),
+        ]
         hdr_last = Signal(8 - shift)  # last header beat
         hdr_end = Signal(8 - shift + 2)  # the step that ends the header sums
         m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 8)]
@@ -621,6 +651,7 @@ class Tso(wiring.Component):
         # ---- Header sums, one header beat a cycle.
         sum_beat = Signal(range(hb + 1))
         sum_go = Signal()
+        sum_more = Signal()  # sum_beat <= hdr_last, as a flip-flop
         beat_r = Signal(width)
         base_r = Signal.like(sum_beat)
         go_r = Signal()
@@ -629,10 +660,21 @@ class Tso(wiring.Component):
         group_r = Signal(4 * width)
         sel_r = Signal.like(sum_beat)
         go_g = Signal()
-        with m.Switch(sum_beat[2:]):
-            for g in range(groups):
-                with m.Case(g):
-                    m.d.sync += group_r.eq(hdr[4 * g * width:(4 * g + 4) * width])
+        # The group number in four copies, one per beat of the group (each one's select
+        # reaches a quarter of the bits); stored as sum_beat // 4 ^ i, so that no two copies
+        # are the same flip-flops to yosys.
+        gsel_bits = max(len(sum_beat) - 2, 1)
+        gsel = [Signal(gsel_bits, name=f"hsum_gsel{i}") for i in range(4)]
+        for i in range(4):
+            with m.Switch(gsel[i] ^ (i % (1 << gsel_bits))):
+                for g in range(groups):
+                    with m.Case(g):
+                        m.d.sync += group_r[i * width:(i + 1) * width].eq(
+                            hdr[(4 * g + i) * width:(4 * g + i + 1) * width])
+
+        def gsel_load(group):
+            return [c.eq((group ^ (i % (1 << gsel_bits)))[:gsel_bits])
+                    for i, c in enumerate(gsel)]
         m.d.sync += [sel_r.eq(sum_beat), go_g.eq(sum_go),
                      beat_r.eq(group_r.word_select(sel_r[:2], width)),
                      base_r.eq(sel_r), go_r.eq(go_g)]
@@ -656,19 +698,27 @@ class Tso(wiring.Component):
         beat_w = Signal(width)
         m.d.sync += beat_w.eq(beat_r)
         for w in range(lanes // 2):
-            o = Cat(Const(2 * w, shift), base_r)
+            # Each comparison in a flip-flop of its own (from sel_r, a cycle ahead of base_r),
+            # then their conjunctions.
+            o = Cat(Const(2 * w, shift), sel_r)
+            tests = {
+                "ps": [o >= bd["ps_lo"], o < bd["ps_hi"]],
+                "ip": [o >= bd["ip_lo"], o < bd["ip_hi"], o != bd["ip_x0"], o != bd["ip_x1"],
+                       o != bd["ip_x2"]],
+                "l4": [o >= bd["l4_lo"], o < bd["l4_hi"], o != bd["l4_x0"], o != bd["l4_x1"],
+                       o != bd["l4_x2"], o != bd["l4_x3"]],
+            }
+            wflags = {}
+            for k, conds in tests.items():
+                regs = []
+                for n, cond in enumerate(conds):
+                    reg = Signal(name=f"hsum_{k}{w}_t{n}")
+                    m.d.sync += reg.eq(cond)
+                    regs.append(reg)
+                wflags[k] = Signal(name=f"hsum_{k}{w}")
+                m.d.sync += wflags[k].eq(Cat(*regs).all())
             word = Cat(beat_w[16 * w + 8:16 * w + 16], beat_w[16 * w:16 * w + 8])
-            pseudo = Signal(name=f"hsum_ps{w}")
-            ipw = Signal(name=f"hsum_ip{w}")
-            l4w = Signal(name=f"hsum_l4{w}")
-            m.d.sync += [
-                pseudo.eq((o >= bd["ps_lo"]) & (o < bd["ps_hi"])),
-                ipw.eq((o >= bd["ip_lo"]) & (o < bd["ip_hi"]) & (o != bd["ip_x0"])
-                       & (o != bd["ip_x1"]) & (o != bd["ip_x2"])),
-                l4w.eq((o >= bd["l4_lo"]) & (o < bd["l4_hi"]) & (o != bd["l4_x0"])
-                       & (o != bd["l4_x1"]) & (o != bd["l4_x2"]) & (o != bd["l4_x3"])),
-            ]
-            words.append((word, pseudo, ipw, l4w))
+            words.append((word, wflags["ps"], wflags["ip"], wflags["l4"]))
         masked = {k: Signal(lanes // 2 * 16, name=f"hsum_{k}") for k in ("pseudo", "ip", "l4")}
         go_w = Signal()
         go_2 = Signal()
@@ -677,14 +727,14 @@ class Tso(wiring.Component):
         m.d.sync += [go_w.eq(go_r), go_2.eq(go_w), go_3.eq(go_2), go_4.eq(go_3)]
         for k, idx in (("pseudo", 1), ("ip", 2), ("l4", 3)):
             m.d.sync += masked[k].eq(Cat(*(Mux(wd[idx], wd[0], 0) for wd in words)))
-        # Sums of groups of four words, then of the groups, then the running sum.
+        # Sums of pairs of words, then of the pairs, then the running sum.
         acc = {k: Signal(24, name=f"hacc_{k}") for k in masked}
         for k in masked:
             parts = []
-            for g in range(0, lanes // 2, 4):
-                part = Signal(18, name=f"hpart_{k}{g}")
+            for g in range(0, lanes // 2, 2):
+                part = Signal(17, name=f"hpart_{k}{g}")
                 m.d.sync += part.eq(_tree(m, (masked[k][16 * w:16 * w + 16]
-                                              for w in range(g, min(g + 4, lanes // 2))), k))
+                                              for w in range(g, min(g + 2, lanes // 2))), k))
                 parts.append(part)
             beat_sum = Signal(24, name=f"hbeat_{k}")
             m.d.sync += beat_sum.eq(_tree(m, parts, k))
@@ -707,6 +757,9 @@ class Tso(wiring.Component):
         # takes flip-flops, not comparisons; hdr_end is settled all through Sum Header).
         step_hit = Signal()
         src_idx = Signal(addr_bits)
+        # src_idx < p_beats and src_idx + 1 < p_beats, as flip-flops.
+        src_more = Signal()
+        src_more1 = Signal()
         # Next ring addresses to read (flip-flops, for the RAM's sake): the header of the frame
         # being parsed, the payload of the frame being segmented. Header reads go first.
         h_raddr = Signal(addr_bits)
@@ -770,14 +823,20 @@ class Tso(wiring.Component):
             (~udp, l4 + 13),
             (1, Mux(udp, l4 + 6, l4 + 16)), (1, Mux(udp, l4 + 7, l4 + 17)),
         ]
+        # In flip-flops while the parse settles (the sums stay off the banks' enables).
+        positions_r = []
+        for n, (en, pos) in enumerate(positions):
+            en_r = Signal(name=f"slot_pos{n}_en")
+            pos_r = Signal(8, name=f"slot_pos{n}")
+            m.d.sync += [en_r.eq(en), pos_r.eq(pos)]
+            positions_r.append((en_r, pos_r))
 
         # Gearbox, in two parts: a planner that works out, beat by beat, which bytes go where
         # (it needs no data, only lengths), and a mover that shifts the payload beats
         # accordingly. The command queue between them keeps the byte arithmetic off the data
         # path's handshakes.
         f_lane = Signal(shift)
-        first = Signal()
-        rem = Signal(16)
+        first = Signal()  # this command is its segment's first
         seg_len = Signal(16)
         pay_after = Signal(18)
         seg_seq = Signal(32)
@@ -796,70 +855,119 @@ class Tso(wiring.Component):
         cmd_credit = Signal(init=1)
         plan = Signal()
 
+        # A segment of T bytes is planned as counts, not as a running remainder: its first
+        # command takes avail_first bytes (all T if they fit: one command), then come Q full
+        # commands and a last one of nb_end bytes (see the header side's per-frame values).
+        # ``cn`` counts the full commands down from Q - 2: its sign bit says that the next
+        # command is the last, so the end of a segment is known from flip-flops.
         start = Signal(shift)  # first lane of this beat's bytes: hm on a segment's first beat
         avail = Signal(shift + 1)  # lanes - start
         avail_first = Signal(shift + 1)
-        seg_end = Signal()  # rem <= avail: the segment's last command
+        seg_end = Signal()  # the segment's last command
         last_r = Signal()  # this segment is the frame's last (pay_after == 0)
-        # The next segment's length, worked out from pay_after in the cycle after it changes:
-        # a segment of one command (not the last) waits a cycle for it (blocked).
+        nb_end = Signal(shift + 1)  # bytes of the segment's last command
+        s1 = Signal()  # the command after the first one is the last (Q == 0)
+        cn = Signal(self.cn_bits)  # full commands left after the next one, minus one
+        # Per-frame values (the segments before the last are ``mss`` bytes long).
+        p_k = Signal(shift + 3)
+        p_a_lanes = Signal(shift + 2)
+        p_cn = Signal(self.cn_bits)
+        p_nbl = Signal(shift + 1)
+        p_s1 = Signal()
+        # The next segment's values, worked out from pay_after in the cycle after it changes:
+        # a segment of one command (not the last) waits a cycle for them (blocked).
         n_take = Signal(16)
         n_pay = Signal(18)
         n_fits = Signal()
         n_last = Signal()
+        n_cn = Signal(self.cn_bits)
+        n_nbl = Signal(shift + 1)
+        n_s1 = Signal()
         blocked = Signal()
-        pay_le = pay_after <= p_mss
+        # pay_after <= p_mss, a flip-flop set with pay_after (from n_pay, settled by then).
+        pay_le = Signal()
+        d_last = Signal(signed(20))
+        m.d.comb += d_last.eq(pay_after - p_k)
         m.d.sync += [
             n_take.eq(Mux(pay_le, pay_after, p_mss)),
             n_pay.eq(Mux(pay_le, 0, pay_after - p_mss)),
             n_fits.eq(p_first_fits | (pay_after <= avail_first)),
             n_last.eq(pay_le),
+            n_cn.eq(Mux(pay_le, d_last[shift:shift + self.cn_bits], p_cn)),
+            n_nbl.eq(Mux(pay_le, d_last[:shift] + 1, p_nbl)),
+            n_s1.eq(Mux(pay_le, pay_after <= p_a_lanes, p_s1)),
             blocked.eq(plan & seg_end & n_fits & ~n_last),
         ]
         m.d.comb += plan.eq(gb_active & cmd_credit & ~blocked)
         nb = Signal(shift + 1)
-        lane_sum = Signal(shift + 2)
-        thr = Signal(shift + 2)
-        m.d.comb += [
-            nb.eq(Mux(seg_end, rem, avail)),
-            lane_sum.eq(f_lane + nb),
-            thr.eq(lanes + start - f_lane),
-        ]
+        m.d.comb += nb.eq(Mux(seg_end, nb_end, avail))
         last_seg = seg_end & last_r
+        # The command's byte arithmetic a cycle later, from flip-flops (``pre``); only the
+        # next lane is worked out in the planner's cycle.
+        pre_layout = data.StructLayout({
+            "f_lane": shift, "start": shift, "nb": shift + 1,
+            "seg_end": 1, "last": 1, "first": 1, "len": 16, "seq": 32, "id": 16, "k": 24,
+        })
+        pre = Signal(pre_layout)
+        pre_v = Signal()
+        m.d.sync += [
+            pre.f_lane.eq(f_lane), pre.start.eq(start), pre.nb.eq(nb),
+            pre.seg_end.eq(seg_end), pre.last.eq(last_seg), pre.first.eq(seg_first),
+            pre.len.eq(seg_len), pre.seq.eq(seg_seq), pre.id.eq(seg_id), pre.k.eq(seg_k),
+            pre_v.eq(plan),
+        ]
+        # Then the sums in flip-flops, then the lane tests from them.
+        sums_layout = data.StructLayout({
+            "lane_sum": shift + 2, "thr": shift + 2, "start": shift, "end": shift + 2,
+            "rot": shift, "seg_end": 1, "last": 1, "first": 1, "len": 16, "seq": 32,
+            "id": 16, "k": 24,
+        })
+        sums = Signal(sums_layout)
+        sums_v = Signal()
+        m.d.sync += [
+            sums.lane_sum.eq(pre.f_lane + pre.nb), sums.thr.eq(lanes + pre.start - pre.f_lane),
+            sums.start.eq(pre.start), sums.end.eq(pre.start + pre.nb),
+            sums.rot.eq(pre.f_lane - pre.start),
+            sums.seg_end.eq(pre.seg_end), sums.last.eq(pre.last), sums.first.eq(pre.first),
+            sums.len.eq(pre.len), sums.seq.eq(pre.seq), sums.id.eq(pre.id), sums.k.eq(pre.k),
+            sums_v.eq(pre_v),
+        ]
         command = Signal(cmd_layout)
         m.d.comb += [
-            command.rot.eq(f_lane - start),
-            command.sel_hi.eq(Cat(*(j >= thr for j in range(lanes)))),
-            command.mask.eq(Cat(*((j >= start) & (j < start + nb) for j in range(lanes)))),
-            command.need_hi.eq(lane_sum > lanes),
-            command.advance.eq(lane_sum >= lanes),
-            command.seg_end.eq(seg_end), command.last.eq(last_seg),
-            command.first.eq(seg_first), command.len.eq(seg_len), command.seq.eq(seg_seq),
-            command.id.eq(seg_id), command.k.eq(seg_k),
+            command.rot.eq(sums.rot),
+            command.sel_hi.eq(Cat(*(j >= sums.thr for j in range(lanes)))),
+            command.mask.eq(Cat(*((j >= sums.start) & (j < sums.end) for j in range(lanes)))),
+            command.need_hi.eq(sums.lane_sum > lanes),
+            command.advance.eq(sums.lane_sum >= lanes),
+            command.seg_end.eq(sums.seg_end), command.last.eq(sums.last),
+            command.first.eq(sums.first), command.len.eq(sums.len), command.seq.eq(sums.seq),
+            command.id.eq(sums.id), command.k.eq(sums.k),
         ]
-        # Written into the queue a cycle later, from flip-flops (the byte arithmetic above
+        # Written into the queue a cycle later again, from flip-flops (the lane tests above
         # would otherwise end at the queue's memory); the credits count it at ``plan``.
         command_r = Signal(cmd_layout)
         plan_r = Signal()
-        m.d.sync += [command_r.eq(command), plan_r.eq(plan)]
+        m.d.sync += [command_r.eq(command), plan_r.eq(sums_v)]
         m.d.comb += [cmds.w_data.eq(command_r.as_value()), cmds.w_en.eq(plan_r)]
-        rem_next = Signal(16)
-        m.d.comb += rem_next.eq(rem - avail)
         with m.If(plan):
-            m.d.sync += f_lane.eq(lane_sum[:shift])
+            m.d.sync += f_lane.eq((f_lane + nb)[:shift])
             with m.If(seg_end):
                 m.d.sync += [
                     start.eq(hm), avail.eq(avail_first),
-                    first.eq(1), seg_first.eq(0), rem.eq(n_take), seg_len.eq(n_take),
+                    first.eq(1), seg_first.eq(0), seg_len.eq(n_take),
                     seg_end.eq(n_fits), last_r.eq(n_last),
-                    pay_after.eq(n_pay), seg_k.eq(seg_k + 1),
+                    nb_end.eq(Mux(n_fits, n_take[:shift + 1], n_nbl)), s1.eq(n_s1),
+                    cn.eq(n_cn),
+                    pay_after.eq(n_pay), pay_le.eq(n_pay <= p_mss), seg_k.eq(seg_k + 1),
                     seg_seq.eq(seg_seq + p_mss), seg_id.eq(seg_id + ~p_fixed_id),
                 ]
                 with m.If(last_seg):
                     m.d.sync += gb_active.eq(0)
             with m.Else():
-                m.d.sync += [first.eq(0), rem.eq(rem_next), start.eq(0), avail.eq(lanes),
-                             seg_end.eq(rem_next <= lanes)]
+                m.d.sync += [first.eq(0), start.eq(0), avail.eq(lanes),
+                             seg_end.eq(Mux(first, s1, cn[-1]))]
+                with m.If(~first):
+                    m.d.sync += cn.eq(cn - 1)
 
         # Mover: the oldest commands and the oldest source beats wait in flip-flops (lo is the
         # beat with the next byte needed, hi the one after), so that the emit decision feeds
@@ -919,10 +1027,10 @@ class Tso(wiring.Component):
         # while the payload side segments the frame before.
         with m.If(p_busy):
             with m.If(~p_draining):
-                m.d.comb += src_issue.eq((src_idx < p_beats) & (src_count < _SRC_DEPTH)
-                                         & ~rd_issue)
+                m.d.comb += src_issue.eq(src_more & (src_count < _SRC_DEPTH) & ~rd_issue)
                 with m.If(src_issue):
-                    m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(s_raddr + 1)]
+                    m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(s_raddr + 1),
+                                 src_more.eq(src_more1), src_more1.eq(src_idx + 2 < p_beats)]
                 with m.If(self.frame_sent):
                     m.d.sync += [p_draining.eq(1), p_step.eq(0)]
             with m.Else():
@@ -961,7 +1069,8 @@ class Tso(wiring.Component):
             with m.State("Parse"):
                 m.d.sync += [step.eq(step + 1), step_hit.eq(step + 1 == 15)]
                 with m.If(step_hit):  # step 15: the parse registers above have settled
-                    m.d.sync += [sum_beat.eq(0), step.eq(0), step_hit.eq(0)]
+                    m.d.sync += [sum_beat.eq(0), sum_more.eq(1), step.eq(0), step_hit.eq(0)]
+                    m.d.sync += gsel_load(Const(0, gsel_bits))
                     for k in acc:
                         m.d.sync += acc[k].eq(0)
                     with m.If(reason != 0):
@@ -975,10 +1084,11 @@ class Tso(wiring.Component):
                     m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), h_base.eq(h_base + beats)]
                     m.next = "Idle"
             with m.State("Sum Header"):
-                m.d.comb += sum_go.eq(sum_beat <= hdr_last)
+                m.d.comb += sum_go.eq(sum_more)
                 m.d.sync += [step.eq(step + 1), step_hit.eq(step + 1 == hdr_end)]
                 with m.If(sum_go):
-                    m.d.sync += sum_beat.eq(sum_beat + 1)
+                    m.d.sync += [sum_beat.eq(sum_beat + 1), sum_more.eq(sum_beat < hdr_last)]
+                    m.d.sync += gsel_load((sum_beat + 1)[2:2 + gsel_bits])
                 with m.If(step_hit):  # step == hdr_end
                     m.next = "Start"
             with m.State("Start"):
@@ -993,13 +1103,17 @@ class Tso(wiring.Component):
                         fc["ip_base"].eq(acc["ip"]),
                         hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
                         f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
-                        start.eq(hlen[:shift]), avail.eq(lanes - hlen[:shift]),
-                        avail_first.eq(lanes - hlen[:shift]),
-                        rem.eq(mss), seg_len.eq(mss), pay_after.eq(pay0),
+                        start.eq(hlen[:shift]), avail.eq(avail0),
+                        avail_first.eq(avail0),
+                        seg_len.eq(mss), pay_after.eq(pay0), pay_le.eq(pay0_le),
                         seg_end.eq(first_fits), last_r.eq(first_last),
+                        nb_end.eq(Mux(first_fits, mss[:shift + 1], nbl_frame)),
+                        s1.eq(s1_frame), cn.eq(cn_frame),
+                        p_k.eq(k_frame), p_a_lanes.eq(a_lanes), p_cn.eq(cn_frame),
+                        p_nbl.eq(nbl_frame), p_s1.eq(s1_frame),
                         blocked.eq(first_fits & ~first_last),
                         seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
-                        src_idx.eq(hlen[shift:]),
+                        src_idx.eq(hlen[shift:]), src_more.eq(hb_more), src_more1.eq(hb_more1),
                         s_raddr.eq(h_base[:addr_bits] + hlen[shift:]),
                         bank_busy.eq((bank_busy & ~self.bank_free)
                                      | (Const(1, _BANKS) << bank)),
@@ -1012,7 +1126,7 @@ class Tso(wiring.Component):
                         with m.If(bank == b):
                             info = self.finfo[b]
                             m.d.sync += [info.bh.eq(hlen[shift:]), info.hm.eq(hlen[:shift])]
-                            for n, (en, pos) in enumerate(positions):
+                            for n, (en, pos) in enumerate(positions_r):
                                 m.d.sync += [info.slots[n].en.eq(en),
                                              info.slots[n].beat.eq(pos[shift:]),
                                              info.slots[n].lane.eq(pos[:shift])]
@@ -1042,9 +1156,13 @@ class Tso(wiring.Component):
         gear_emit = Signal()
         gear_end = Signal()
         self.gear_emit, self.gear_end = gear_emit, gear_end
+        # A drop's descriptor is counted a cycle late, from a flip-flop (drops wait for an idle
+        # payload side, so no gearbox descriptor is in flight beside it).
+        drop_push_r = Signal()
         m.d.sync += [
+            drop_push_r.eq(self.drop_push),
             seg_used.eq(seg_used + gear_emit - self.seg_freed),
-            desc_credits.eq(desc_credits - ((gear_emit & gear_end) | self.drop_push)
+            desc_credits.eq(desc_credits - ((gear_emit & gear_end) | drop_push_r)
                             + self.desc_popped),
         ]
         # Both flags are flip-flops, a cycle late: they leave room for the gearbox's writes and
@@ -1061,16 +1179,16 @@ class Tso(wiring.Component):
             m.d.sync += [out[n].eq(src[n]) for n in out]
             return out
 
-        # S1: mask the bytes, sum groups of four words.
+        # S1: mask the bytes, sum pairs of words (one carry chain behind the masks).
         s1 = carry(gb, "s1")
         groups = []
-        for g in range(0, lanes // 2, 4):
+        for g in range(0, lanes // 2, 2):
             terms = []
-            for w in range(g, min(g + 4, lanes // 2)):
+            for w in range(g, min(g + 2, lanes // 2)):
                 hi_b = Mux(gb["mask"][2 * w], gb["data"][16 * w:16 * w + 8], 0)
                 lo_b = Mux(gb["mask"][2 * w + 1], gb["data"][16 * w + 8:16 * w + 16], 0)
                 terms.append(Cat(lo_b, hi_b))
-            part = Signal(18, name=f"s1_part{g}")
+            part = Signal(17, name=f"s1_part{g}")
             m.d.sync += part.eq(_tree(m, terms, "s1"))
             groups.append(part)
         # S2: sum the groups.
@@ -1219,13 +1337,18 @@ class Tso(wiring.Component):
         out_credits = Signal(range(_OUT_DEPTH + 1), init=_OUT_DEPTH)
         # Result words: a drop's once every earlier beat has left (frame order), a sent frame's
         # as its last beat leaves (credit taken when its last descriptor is read).
-        m.submodules.results = results = CreditedFIFO(32, 4)
-        res_credits = Signal(range(5), init=4)
+        m.submodules.results = results = CreditedFIFO(32, _RES_DEPTH)
+        res_credits = Signal(range(_RES_DEPTH + 1), init=_RES_DEPTH)
         res_push = Signal()
         res_word = Signal(TsoResultLayout)
+        # Written a cycle later, from flip-flops (the push decision would otherwise end at the
+        # queue's level counters); the credits count the word when its descriptor is taken.
+        res_word_r = Signal(TsoResultLayout)
+        res_push_r = Signal()
+        m.d.sync += [res_word_r.eq(res_word), res_push_r.eq(res_push)]
         m.d.comb += [
-            results.w_data.eq(res_word.as_value()),
-            results.w_en.eq(res_push),
+            results.w_data.eq(res_word_r.as_value()),
+            results.w_en.eq(res_push_r),
             self.result.payload.eq(results.r_data),
             self.result.valid.eq(results.r_rdy),
             results.r_en.eq(self.result.ready),
@@ -1261,6 +1384,11 @@ class Tso(wiring.Component):
         res_ok_next = res_credits > 1
         m.d.sync += [out_empty.eq(out_empty_next), res_ok.eq(res_ok_next),
                      drop_ok.eq(out_empty_next & res_ok_next)]
+        # The credit tests for the next issue as flip-flops, a cycle late, with the margin of
+        # the one beat (result word) that may be taken meanwhile.
+        out_room = Signal(init=1)
+        res_room = Signal(init=1)
+        m.d.sync += [out_room.eq(out_credits > 2), res_room.eq(res_credits > 2)]
         # The next head's values are in its descriptor; this head's are counted down.
         nxt = data.View(self.desc_layout, Mux(dwin[1][1], dwin[1][0], descs.r_data))
         is_last_next = Signal()
@@ -1311,11 +1439,12 @@ class Tso(wiring.Component):
         slot_beat = [Signal.like(info.slots[n].beat, name=f"slot{n}_beat")
                      for n in range(_SLOTS)]
         slot_en = [Signal(name=f"slot{n}_en") for n in range(_SLOTS)]
-        slot_lanes = [Signal(lanes, name=f"slot{n}_lanes") for n in range(_SLOTS)]
+        slot_lane = [Signal.like(info.slots[n].lane, name=f"slot{n}_lane")
+                     for n in range(_SLOTS)]
         for n in range(_SLOTS):
             slot = info.slots[n]
             m.d.sync += [slot_beat[n].eq(slot.beat), slot_en[n].eq(slot.en),
-                         slot_lanes[n].eq((Const(1, lanes) << slot.lane)[:lanes])]
+                         slot_lane[n].eq(slot.lane)]
         # Stage 1: whether each slot is in this beat. Stage 1b: which lanes it rewrites.
         stage1a = {n: Signal.like(stage0[n], name=f"{n}_r1a") for n in stage0 if n != "beat"}
         m.d.sync += [stage1a[n].eq(stage0[n]) for n in stage1a]
@@ -1323,7 +1452,7 @@ class Tso(wiring.Component):
         match_lanes = [Signal(lanes, name=f"match{n}_lanes") for n in range(_SLOTS)]
         for n in range(_SLOTS):
             m.d.sync += [match[n].eq(slot_en[n] & (stage0["beat"] == slot_beat[n])),
-                         match_lanes[n].eq(slot_lanes[n])]
+                         match_lanes[n].eq((Const(1, lanes) << slot_lane[n])[:lanes])]
         stage1 = {n: Signal.like(stage1a[n], name=f"{n}_r1") for n in stage1a}
         m.d.sync += [stage1[n].eq(stage1a[n]) for n in stage1]
         for n in range(_SLOTS):
@@ -1388,7 +1517,7 @@ class Tso(wiring.Component):
         ]
         out = self.o.valid & self.o.ready
         next_last = Mux(load, nxt.last, head.last)  # the head's, a cycle on
-        can_issue_next = (out_credits > 1) & ((res_credits > 1) | ~next_last)
+        can_issue_next = out_room & (res_room | ~next_last)
         m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(can_issue_next),
                      can_finish.eq(can_issue_next & is_last_next)]
         with m.If(out & self.o.payload.last):
