@@ -223,6 +223,10 @@ class RtlEngine:
     data moves on ``tx_data`` and ``rx_data``. The buffer memory is an Amaranth memory beside
     the engine (the simulation's stand-in for the NIC's DRAM).
 
+    Auto modes (:meth:`auto_receive`, :meth:`auto_send`) put the application inside the
+    simulation, so that its transfers overlap the frames as beside real gateware; without
+    them every application call is its own run, after the frames before it.
+
     Time: the gateware's timers count ticks; one tick is ``tick_s`` seconds of engine time
     (``now`` in cycles of ``clock_hz``). The timer parameters are given in seconds and turned
     into ticks. Simulated clock cycles are not engine time: the simulation runs only while there
@@ -333,6 +337,14 @@ class RtlEngine:
         self._ticks_given = 0
         self._live: set[int] = set()
         self._maybe_data: set[int] = set()
+        self._taken: deque[dict] = deque()  # commands taken, waiting for their response
+        self._rx_owed: deque[list] = deque()  # RECVs answered: [session or None, bytes to come]
+        self._auto_recv = False
+        self._auto_send = False
+        self._auto_rx: dict[int, bytearray] = {}  # bytes auto-receive read, per session
+        self._auto_tx: dict[int, bytearray] = {}  # bytes waiting for an auto-send SEND
+        self._auto_asked: set[int] = set()  # sessions with an auto-send SEND not answered
+        self._close_later: set[int] = set()
         self.cycles = 0
         self.now = 0
 
@@ -381,7 +393,9 @@ class RtlEngine:
                 driving = True
             else:
                 drive(dut.i.valid, 0)
-            cmd_on = bool(self._cmds) and not beats
+            # a command waits while a frame goes in; an auto command is offered beside the
+            # frames (the gateware takes it at the next frame boundary)
+            cmd_on = bool(self._cmds) and (not beats or self._cmds[0].get("auto", False))
             if cmd_on:
                 c = self._cmds[0]
                 drive(dut.cmd.valid, 1)
@@ -420,7 +434,7 @@ class RtlEngine:
             if beats and i_ready:
                 beats.popleft()
             if cmd_on and c_ready:
-                self._cmds.popleft()
+                self._taken.append(self._cmds.popleft())
             if self._tx_beats and t_ready:
                 self._tx_beats.popleft()
             if ov:
@@ -431,17 +445,14 @@ class RtlEngine:
                     current = bytearray()
             if nv:
                 self._note(np_ & 7, np_ >> note_sid)
+                self._auto_note(np_ & 7, np_ >> note_sid)
             if rv:
                 r = {name: (rp >> off) & ((1 << width) - 1) for name, off, width in resp_fields}
-                self._resps.append(r)
-                if self._pending_send:
-                    data = self._pending_send.popleft()
-                    if data is not None and r["value"]:
-                        self._tx_beats.extend(_aligned_beats(data[:r["value"]], r["align"]))
+                self._answered(self._taken.popleft() if self._taken else {}, r)
             if xv:
                 keep = (xp >> 64) & 0xFF
                 word = (xp & ((1 << 64) - 1)).to_bytes(8, "little")
-                self._rx += bytes(word[k] for k in range(8) if keep >> k & 1)
+                self._received(bytes(word[k] for k in range(8) if keep >> k & 1))
             busy = (beats or self._frames or self._cmds or self._tx_beats or self._reads
                     or self._ticks_owed or current)
             quiet = quiet + 1 if (idle and not busy) else 0
@@ -468,6 +479,103 @@ class RtlEngine:
     def _note(self, kind: int, sid: int) -> None:
         self._notes.append(note_event(kind, sid, self._live, self._maybe_data))
 
+    # ---------------------------------------------------- the application inside (auto modes)
+    def _auto_note(self, kind: int, sid: int) -> None:
+        """Auto-receive's RECV for a ``data`` notification, auto-send's SEND for ``space``."""
+        from nicsim.rtl.toe.sessions import CMD_OPS, NOTES
+
+        name = NOTES[kind]
+        if name == "data" and self._auto_recv:
+            self._cmds.append({"op": CMD_OPS.index("recv"), "sid": sid, "ip": 0, "port": 0,
+                               "length": 0x7FFFFFFF, "auto": True})
+        elif name == "space":
+            self._ask_send(sid)
+        elif name == "closed_done" or name.startswith("reset"):
+            self._auto_tx.pop(sid, None)  # released: what waited goes nowhere
+
+    def _ask_send(self, sid: int) -> None:
+        from nicsim.rtl.toe.sessions import CMD_OPS
+
+        waiting = self._auto_tx.get(sid)
+        if waiting and sid not in self._auto_asked:
+            self._cmds.append({"op": CMD_OPS.index("send"), "sid": sid, "ip": 0, "port": 0,
+                               "length": min(len(waiting), 0x7FFFFFFF), "auto": True})
+            self._auto_asked.add(sid)
+
+    def _answered(self, cmd: dict, r: dict) -> None:
+        """The response ``r`` to the command ``cmd``: to the caller, or to the auto modes."""
+        from nicsim.rtl.toe.sessions import CMD_OPS
+
+        recv = cmd.get("op") == CMD_OPS.index("recv")
+        if cmd.get("auto"):
+            if recv:
+                if r["value"]:
+                    self._rx_owed.append([cmd["sid"], r["value"]])
+                return
+            waiting = self._auto_tx.get(cmd["sid"], bytearray())
+            n = min(r["value"], len(waiting))
+            data = bytes(waiting[:n])
+            del waiting[:n]
+            self._auto_asked.discard(cmd["sid"])
+            if n:
+                self._tx_beats.extend(_aligned_beats(data, r["align"]))
+            return
+        self._resps.append(r)
+        data = self._pending_send.popleft() if self._pending_send else None
+        if data is not None and r["value"]:
+            self._tx_beats.extend(_aligned_beats(data[:r["value"]], r["align"]))
+        elif recv and r["value"]:
+            self._rx_owed.append([None, r["value"]])
+
+    def _received(self, data: bytes) -> None:
+        """Bytes from ``rx_data``: to the RECV they answer, the caller's or auto-receive's."""
+        while data:
+            if not self._rx_owed:
+                self._rx += data
+                return
+            owed = self._rx_owed[0]
+            n = min(owed[1], len(data))
+            if owed[0] is None:
+                self._rx += data[:n]
+            else:
+                self._auto_rx.setdefault(owed[0], bytearray()).extend(data[:n])
+            owed[1] -= n
+            data = data[n:]
+            if not owed[1]:
+                self._rx_owed.popleft()
+
+    def _auto_hand(self, sid: int, data: bytes) -> None:
+        """Auto-send: keep ``data`` for session ``sid`` until the send buffer takes it."""
+        self._auto_tx.setdefault(sid, bytearray()).extend(data)
+        self._ask_send(sid)
+
+    def _auto_waiting(self, sid: int) -> int:
+        """Auto-send: bytes handed over for session ``sid`` not yet in the send buffer."""
+        return len(self._auto_tx.get(sid, b""))
+
+    def auto_receive(self, on: bool = True) -> None:
+        """Read received data as it is notified, inside the simulation: every ``data``
+        notification gets a ``RECV`` of everything readable, offered beside the frames (the
+        gateware takes it at the next frame boundary), so its bytes leave through the
+        application mover while the next frames come in; :meth:`recv` returns them first."""
+        self._auto_recv = bool(on)
+
+    def auto_send(self, on: bool = True) -> None:
+        """Write data as the send buffer frees, inside the simulation: :meth:`send` keeps
+        every byte (and returns their number) and a ``SEND`` for the bytes waiting goes with
+        the next frames or ticks and at each ``space`` notification, so they go into the send
+        ring while the gateware stages and sends segments; :meth:`close` waits until every
+        byte handed over was taken."""
+        self._auto_send = bool(on)
+
+    def _close_waiting(self) -> None:
+        for sid in sorted(self._close_later):
+            if sid not in self._live and sid not in self._opened:
+                self._close_later.discard(sid)  # released meanwhile
+            elif not self._auto_waiting(sid):
+                self._close_later.discard(sid)
+                self.close(sid)
+
     # ------------------------------------------------------------------ the bridge's calls
     def receive(self, frame: bytes, now: int) -> None:
         """Put one frame through the gateware and run until it is idle again."""
@@ -479,6 +587,7 @@ class RtlEngine:
         self.advance(now)
         self._frames.extend(bytes(f) for f in frames if f)
         self._run()
+        self._close_waiting()
 
     def _catch_up(self, now: int) -> None:
         self.now = max(self.now, now)
@@ -495,6 +604,7 @@ class RtlEngine:
         self._catch_up(now)
         if self._ticks_owed:
             self._run()
+            self._close_waiting()
 
     def next_deadline(self) -> int | None:
         """The next tick while a session exists (its timers count ticks)."""
@@ -549,13 +659,27 @@ class RtlEngine:
 
         if not data:
             return 0
+        if self._auto_send:
+            if not 0 <= sid < self.params["sessions"] or sid in self._close_later:
+                raise TcpError(f"Session {sid} cannot send")
+            # no run here: the SEND goes with the next frames or ticks, as an application's
+            # writer beside the engine would issue it while the engine works on them
+            self._auto_hand(sid, bytes(data))
+            return len(data)
         r = self._command("send", sid=sid, length=len(data), data=bytes(data))
         if not r["ok"]:
             raise TcpError(f"Session {sid} cannot send")
         return r["value"]
 
     def recv(self, sid: int, max_bytes: int | None = None) -> bytes:
-        """Take up to ``max_bytes`` received bytes of a session."""
+        """Take up to ``max_bytes`` received bytes of a session (those auto-receive read
+        first)."""
+        held = self._auto_rx.get(sid)
+        if held:
+            n = len(held) if max_bytes is None else min(max_bytes, len(held))
+            data = bytes(held[:n])
+            del held[:n]
+            return data
         if sid not in self._maybe_data:
             return b""
         want = (1 << 31) if max_bytes is None else max_bytes
@@ -601,9 +725,13 @@ class RtlEngine:
         return sorted(self._live | self._opened)
 
     def close(self, sid: int) -> None:
-        """FIN after the queued data."""
+        """FIN after the queued data (with auto-send, once every byte handed over is in the
+        send buffer)."""
         from nicsim.hw.ref.tcp import TcpError
 
+        if self._auto_send and self._auto_waiting(sid):
+            self._close_later.add(sid)
+            return
         if not self._command("close", sid=sid)["ok"]:
             raise TcpError(f"No session {sid!r}")
 

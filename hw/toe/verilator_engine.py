@@ -121,14 +121,9 @@ class VerilatorEngine(RtlEngine):
     (whose driving rules the C++ side follows), about a thousand times faster. The first use
     of a parameter set builds the library (minutes); see :func:`build_library`.
 
-    With :meth:`auto_receive` on, the C++ side is also the application that reads: it
-    answers every ``data`` notification with a ``RECV`` at the next frame boundary, so the
-    bytes leave through the engine's application mover while the next frames come in, and
-    :meth:`recv` returns what it read. With :meth:`auto_send` on, it is also the application
-    that writes: :meth:`send` hands it every byte (and returns their number), and it issues a
-    ``SEND`` for the bytes waiting whenever the engine notifies ``space``, so they go into the
-    send ring while the engine stages and sends segments; :meth:`close` waits until every
-    byte handed over was taken.
+    The auto modes (:meth:`RtlEngine.auto_receive`, :meth:`RtlEngine.auto_send`) run on the
+    C++ side: it issues the ``RECV`` and ``SEND`` commands and keeps the bytes read and the
+    bytes waiting to be written.
 
     Members
     -------
@@ -146,84 +141,29 @@ class VerilatorEngine(RtlEngine):
         self._lib = _load(self.library)
         self._words = self.params["sessions"] << (self.params["buf_bits"] + 1 - 3)
         self._handle = self._lib.toe_new(self._words)
-        self._auto = False
-        self._auto_rx: dict[int, bytearray] = {}
-        self._auto_tx = False
-        self._close_later: set[int] = set()
 
     def reset(self) -> None:
-        """Back to the state after construction: a fresh model and memory, auto-receive
+        """Back to the state after construction: a fresh model and memory, the auto modes
         off."""
         self._lib.toe_free(self._handle)
         self._handle = self._lib.toe_new(self._words)
-        self._auto = False
-        self._auto_rx = {}
-        self._auto_tx = False
-        self._close_later = set()
         self._clear()
 
     def auto_receive(self, on: bool = True) -> None:
-        """Read received data as it is notified, inside the simulation (see the class
-        documentation); :meth:`recv` then returns those bytes first."""
-        self._auto = bool(on)
-        self._lib.toe_auto_recv(self._handle, int(self._auto))
+        """Read received data as it is notified, inside the simulation (the C++ side issues
+        the ``RECV``s; see :meth:`RtlEngine.auto_receive`)."""
+        super().auto_receive(on)
+        self._lib.toe_auto_recv(self._handle, int(self._auto_recv))
 
-    def auto_send(self, on: bool = True) -> None:
-        """Write data as the send buffer frees, inside the simulation (see the class
-        documentation)."""
-        self._auto_tx = bool(on)
-
-    def send(self, sid: int, data: bytes) -> int:
-        """Queue data; return how many bytes the send buffer took (with auto-send, all of
-        them: the bytes the buffer has no room for yet wait in the simulation)."""
-        from nicsim.hw.ref.tcp import TcpError
-
-        if not self._auto_tx or not data:
-            return super().send(sid, data)
-        if not 0 <= sid < self.params["sessions"] or sid in self._close_later:
-            raise TcpError(f"Session {sid} cannot send")
-        # no run here: the SEND goes with the next frames or ticks, as an application's writer
-        # beside the engine would issue it while the engine works on them
-        self._lib.toe_auto_send(self._handle, sid, bytes(data), len(data))
-        return len(data)
-
-    def close(self, sid: int) -> None:
-        """FIN after the queued data (with auto-send, once every byte handed over is in the
-        send buffer)."""
-        if self._auto_tx and self._lib.toe_auto_pending(self._handle, sid):
-            self._close_later.add(sid)
+    def _auto_hand(self, sid: int, data: bytes) -> None:
+        if not 0 <= sid < self.params["sessions"]:
             return
-        super().close(sid)
+        self._lib.toe_auto_send(self._handle, sid, data, len(data))
 
-    def _close_waiting(self) -> None:
-        for sid in sorted(self._close_later):
-            if sid not in self._live and sid not in self._opened:
-                self._close_later.discard(sid)  # released meanwhile
-            elif not self._lib.toe_auto_pending(self._handle, sid):
-                self._close_later.discard(sid)
-                super().close(sid)
-
-    def receive_burst(self, frames: list[bytes], now: int) -> None:
-        """Put several frames in back to back and run until the engine is idle (then the
-        closes that waited for auto-send go)."""
-        super().receive_burst(frames, now)
-        self._close_waiting()
-
-    def advance(self, now: int) -> None:
-        """Give the gateware the timer ticks due by cycle ``now``."""
-        super().advance(now)
-        self._close_waiting()
-
-    def recv(self, sid: int, max_bytes: int | None = None) -> bytes:
-        """Take up to ``max_bytes`` received bytes of a session (those auto-receive read
-        first)."""
-        held = self._auto_rx.get(sid)
-        if held:
-            n = len(held) if max_bytes is None else min(max_bytes, len(held))
-            data = bytes(held[:n])
-            del held[:n]
-            return data
-        return super().recv(sid, max_bytes)
+    def _auto_waiting(self, sid: int) -> int:
+        if not 0 <= sid < self.params["sessions"]:
+            return 0
+        return self._lib.toe_auto_pending(self._handle, sid)
 
     def free(self) -> None:
         """Free the model now (also done when the object goes away)."""
@@ -278,7 +218,7 @@ class VerilatorEngine(RtlEngine):
         value = ctypes.c_uint32()
         while lib.toe_pop_read(h, ctypes.byref(value)):
             self._read_values.append(value.value)
-        if self._auto:
+        if self._auto_recv:
             for sid in range(self.params["sessions"]):
                 if n := lib.toe_auto_len(h, sid):
                     buf = (ctypes.c_uint8 * n)()

@@ -337,6 +337,40 @@ def test_rtl_and_model_over_lossy_wire(gateware, loss, size):
         assert counters["retransmits"] + model.stats["retransmits"] > 0
 
 
+@pytest.mark.long  # about 45 s in Amaranth's simulator; test_toe_verilator.py runs it fast
+@pytest.mark.parametrize("loss", [0.03])
+def test_rtl_auto_modes_over_lossy_wire(gateware, loss):
+    """As :func:`test_rtl_and_model_over_lossy_wire`, with the application inside the
+    simulation (``auto_receive``, ``auto_send``): the bytes of the ``RECV`` and ``SEND``
+    commands move on the second memory port while frames come in, and every byte arrives in
+    order; the sender's close waits until every byte it handed over is in the send buffer."""
+    gateware.reset()
+    gateware.auto_receive()
+    gateware.auto_send()
+    try:
+        model = TcpEngine(P_MAC, P_IP, TcpConfig(rx_buffer=1 << BUF_BITS,
+                                                 tx_buffer=1 << BUF_BITS, time_wait=cycles(0.2)))
+        echo = EchoApp(gateware, 7)
+        sink = SinkApp(model, 9)
+        rng = random.Random(8)
+        data, bulk = rng.randbytes(20_000), rng.randbytes(20_000)  # more than a ring each
+        client = SendApp(model, "10.0.0.2", 7, [data])
+        sender = SendApp(gateware, "10.0.0.1", 9, [bulk])
+        wire = Loopback(model, gateware, latency=cycles(0.0002),
+                        impair_ab=Impairment(loss, loss / 2, loss / 2, 5),
+                        impair_ba=Impairment(loss, loss / 2, loss / 2, 6),
+                        hosts=[AppHost(gateware, [echo, sender]),
+                               AppHost(model, [client, sink])])
+        sid = client.opened[0]
+        assert wire.run(lambda: len(client.received[sid]) == len(data)
+                        and any(len(v) == len(bulk) for v in sink.data.values())
+                        and sender.released, max_cycles=cycles(120))
+        assert bytes(client.received[sid]) == data
+        assert [bytes(v) for v in sink.data.values()] == [bulk]
+    finally:
+        gateware.reset()
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_segments_match_model(gateware, seed):
     """Segments with random flags, sequence and acknowledgment numbers near the window edges,
