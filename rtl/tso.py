@@ -209,13 +209,17 @@ def _rotate(m, value, amount, limit, name, lanes, first_bit=0):
     return value
 
 
-def _window(m, fifo, width, consume, flush, name, entries):
+def _window(m, fifo, width, consume, flush, name, entries, consume_data=None):
     """Keep the oldest ``entries`` of ``fifo`` in flip-flops: ``[(data, valid)]``, oldest first.
 
     ``consume`` takes the oldest entry, ``flush`` drops them all. The queue is popped when the
     last flip-flop is empty, a decision taken from flip-flops alone: the consumer's logic stays
     off the queue's read side (its counters and the enables of its output register).
+    ``consume_data``, the same decision from copies of its flip-flops, goes to the data
+    entries' enables (a net of its own for the wide part).
     """
+    if consume_data is None:
+        consume_data = consume
     d = [Signal(width, name=f"{name}{i}") for i in range(entries)]
     v = [Signal(name=f"{name}{i}_v") for i in range(entries)]
     pop = Signal(name=f"{name}_pop")
@@ -231,7 +235,7 @@ def _window(m, fifo, width, consume, flush, name, entries):
         # enable; the select is a flip-flop. (An invalid entry's data does not matter: a
         # flush leaves it to them as well.)
         load = Signal(name=f"{name}{i}_load")
-        m.d.comb += load.eq(consume | ~v[i])
+        m.d.comb += load.eq(consume_data | ~v[i])
         with m.If(load):
             m.d.sync += d[i].eq(Mux(up_v, up_d, src) if i + 1 < entries else src)
         with m.If(flush):
@@ -483,11 +487,13 @@ class Tso(wiring.Component):
         m.d.comb += ring_q0.eq(ring.r_data)
         m.d.sync += [rd_valid_q0.eq(rd_valid), rd_at_q0.eq(rd_at),
                      ring_q.eq(ring_q0), rd_valid_q.eq(rd_valid_q0), rd_at_q.eq(rd_at_q0)]
-        with m.If(rd_valid_q):
-            with m.Switch(rd_at_q):
-                for b in range(hb):
-                    with m.Case(b):
-                        m.d.sync += hdr[b * width:(b + 1) * width].eq(ring_q)
+        # Which header beat the data is, one-hot in flip-flops beside rd_at_q (each bit is
+        # the enable of a beat's flip-flops).
+        rd_hot_q = Signal(hb)
+        m.d.sync += rd_hot_q.eq(Mux(rd_valid_q0, (Const(1, hb) << rd_at_q0)[:hb], 0))
+        for b in range(hb):
+            with m.If(rd_hot_q[b]):
+                m.d.sync += hdr[b * width:(b + 1) * width].eq(ring_q)
         m.d.comb += [
             template.w_addr.eq(Cat(rd_at_q[:tb_bits], bank)),
             template.w_data.eq(ring_q),
@@ -587,11 +593,17 @@ class Tso(wiring.Component):
         first_last = Signal()  # the first segment is the last one
         first_fits = Signal()  # the first segment's payload fits in its first beat
         avail0 = Signal(shift + 1)  # payload bytes in a segment's first beat
+        mss2 = Signal(17)
+        m.d.sync += mss2.eq(mss << 1)
         pay0_le = Signal()  # pay0 <= mss: the second segment is the last
         hb_more = Signal()  # a payload beat after the header's beats
         hb_more1 = Signal()  # two of them
+        self.beats_m1 = beats_m1 = Signal(len(beats))  # beats - 1, beats - 2 (0 for fewer)
+        self.beats_m2 = beats_m2 = Signal(len(beats))
         m.d.sync += [pay0_le.eq(pay0 <= mss), hb_more.eq(hlen[shift:] < beats),
-                     hb_more1.eq(hlen[shift:] + 1 < beats)]
+                     beats_m1.eq(Mux(beats >= 1, beats - 1, 0)),
+                     beats_m2.eq(Mux(beats >= 2, beats - 2, 0)),
+                     hb_more1.eq(hlen[shift:] < beats_m1)]
         m.d.sync += [pay0.eq(payload - mss), first_last.eq(payload == mss),
                      avail0.eq(lanes - hlen[:shift]), first_fits.eq(mss <= avail0)]
         # The planner's per-frame values (see the gearbox below), for a segment of ``mss``
@@ -770,6 +782,8 @@ class Tso(wiring.Component):
         p_draining = Signal()
         p_step = Signal(range(_PIPE_DRAIN + 1))
         p_beats = Signal(addr_bits)
+        p_beats_m2 = Signal(addr_bits)
+        p_mss2 = Signal(17)  # 2 * p_mss
         p_mss = Signal(16)
         p_fixed_id = Signal()
         p_first_fits = Signal()
@@ -845,6 +859,7 @@ class Tso(wiring.Component):
         seg_first = Signal()
         self.desc_credit = Signal(init=1)  # room for a descriptor (drops)
         self.gear_ok = Signal(init=1)  # room in the segment ring and for a descriptor (emits)
+        self.gear_ok_n = Signal()  # its complement (a copy for the source window's data)
 
         cmd_layout = data.StructLayout({
             "rot": shift, "sel_hi": lanes, "mask": lanes, "need_hi": 1, "advance": 1,
@@ -883,6 +898,7 @@ class Tso(wiring.Component):
         n_cn = Signal(self.cn_bits)
         n_nbl = Signal(shift + 1)
         n_s1 = Signal()
+        n_pay_le = Signal()  # n_pay <= p_mss
         blocked = Signal()
         # pay_after <= p_mss, a flip-flop set with pay_after (from n_pay, settled by then).
         pay_le = Signal()
@@ -893,12 +909,20 @@ class Tso(wiring.Component):
             n_pay.eq(Mux(pay_le, 0, pay_after - p_mss)),
             n_fits.eq(p_first_fits | (pay_after <= avail_first)),
             n_last.eq(pay_le),
+            n_pay_le.eq(pay_le | (pay_after <= p_mss2)),
             n_cn.eq(Mux(pay_le, d_last[shift:shift + self.cn_bits], p_cn)),
             n_nbl.eq(Mux(pay_le, d_last[:shift] + 1, p_nbl)),
             n_s1.eq(Mux(pay_le, pay_after <= p_a_lanes, p_s1)),
             blocked.eq(plan & seg_end & n_fits & ~n_last),
         ]
         m.d.comb += plan.eq(gb_active & cmd_credit & ~blocked)
+        # The next segment's sequence number, IPv4 ID and index, worked out in the cycle after
+        # the values change (segments are two cycles apart at least: see blocked).
+        seq_next = Signal(32)
+        id_next = Signal(16)
+        k_next = Signal(24)
+        m.d.sync += [seq_next.eq(seg_seq + p_mss), id_next.eq(seg_id + ~p_fixed_id),
+                     k_next.eq(seg_k + 1)]
         nb = Signal(shift + 1)
         m.d.comb += nb.eq(Mux(seg_end, nb_end, avail))
         last_seg = seg_end & last_r
@@ -958,8 +982,8 @@ class Tso(wiring.Component):
                     seg_end.eq(n_fits), last_r.eq(n_last),
                     nb_end.eq(Mux(n_fits, n_take[:shift + 1], n_nbl)), s1.eq(n_s1),
                     cn.eq(n_cn),
-                    pay_after.eq(n_pay), pay_le.eq(n_pay <= p_mss), seg_k.eq(seg_k + 1),
-                    seg_seq.eq(seg_seq + p_mss), seg_id.eq(seg_id + ~p_fixed_id),
+                    pay_after.eq(n_pay), pay_le.eq(n_pay_le), seg_k.eq(k_next),
+                    seg_seq.eq(seq_next), seg_id.eq(id_next),
                 ]
                 with m.If(last_seg):
                     m.d.sync += gb_active.eq(0)
@@ -979,11 +1003,15 @@ class Tso(wiring.Component):
         cwin, _ = _window(m, cmds, cmd_layout.size, emit, Const(0), "cmdw", 2)
         cmd = data.View(cmd_layout, cwin[0][0])
         cmd_v = cwin[0][1]
-        dwin, src_pop_w = _window(m, source, width, emit_adv, sent_now, "srcw", 3)
+        emit_adv_data = Signal()
+        gear_ok_n = self.gear_ok_n
+        dwin, src_pop_w = _window(m, source, width, emit_adv, sent_now, "srcw", 3,
+                                  consume_data=emit_adv_data)
         (lo, lo_v), (hi, hi_v) = dwin[0], dwin[1]
         m.d.comb += [
             src_pop.eq(src_pop_w),
             emit.eq(cmd_v & lo_v & (hi_v | ~cmd.need_hi) & gear_ok),
+            emit_adv_data.eq(cmd_v & lo_v & (hi_v | ~cmd.need_hi) & ~gear_ok_n & cmd.advance),
             emit_adv.eq(emit & cmd.advance),
             sent_now.eq(emit & cmd.seg_end & cmd.last),
         ]
@@ -1030,7 +1058,7 @@ class Tso(wiring.Component):
                 m.d.comb += src_issue.eq(src_more & (src_count < _SRC_DEPTH) & ~rd_issue)
                 with m.If(src_issue):
                     m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(s_raddr + 1),
-                                 src_more.eq(src_more1), src_more1.eq(src_idx + 2 < p_beats)]
+                                 src_more.eq(src_more1), src_more1.eq(src_idx < p_beats_m2)]
                 with m.If(self.frame_sent):
                     m.d.sync += [p_draining.eq(1), p_step.eq(0)]
             with m.Else():
@@ -1118,7 +1146,8 @@ class Tso(wiring.Component):
                         bank_busy.eq((bank_busy & ~self.bank_free)
                                      | (Const(1, _BANKS) << bank)),
                         gb_active.eq(1),
-                        p_busy.eq(1), p_beats.eq(beats), p_mss.eq(mss),
+                        p_busy.eq(1), p_beats.eq(beats), p_beats_m2.eq(beats_m2), p_mss.eq(mss),
+                        p_mss2.eq(mss2),
                         p_fixed_id.eq(fixed_id), p_first_fits.eq(first_fits),
                         h_base.eq(h_base + beats), bank.eq(bank + 1),
                     ]
@@ -1168,8 +1197,8 @@ class Tso(wiring.Component):
         # Both flags are flip-flops, a cycle late: they leave room for the gearbox's writes and
         # descriptors not counted yet (emits of the last _GEAR_LAG + 1 cycles, one more for a
         # drop's descriptor).
-        m.d.sync += [self.gear_ok.eq((seg_used < depth - _GEAR_LAG - 2)
-                                     & (desc_credits > _GEAR_LAG + 2)),
+        gear_ok_next = (seg_used < depth - _GEAR_LAG - 2) & (desc_credits > _GEAR_LAG + 2)
+        m.d.sync += [self.gear_ok.eq(gear_ok_next), self.gear_ok_n.eq(~gear_ok_next),
                      self.desc_credit.eq(desc_credits > _GEAR_LAG + 2)]
 
         attrs = ("seg_end", "first", "last", "len", "seq", "id", "k")
@@ -1328,7 +1357,9 @@ class Tso(wiring.Component):
         descs = self.descs
         # The oldest two descriptors wait in flip-flops (see _window).
         take = Signal()
-        dwin, _ = _window(m, descs, self.desc_layout.size, take, Const(0), "descw", 2)
+        take_data = Signal()
+        dwin, _ = _window(m, descs, self.desc_layout.size, take, Const(0), "descw", 2,
+                          consume_data=take_data)
         head = data.View(self.desc_layout, dwin[0][0])
         head_v = dwin[0][1]
         seg_bits = exact_log2(self.segment_depth)
@@ -1378,12 +1409,17 @@ class Tso(wiring.Component):
         # is then one LUT of flip-flops (it reaches the window and the beat counters).
         can_finish = Signal()
         drop_ok = Signal(init=1)
+        # Their complements, for the copy of ``take`` that loads the descriptor window's data.
+        can_finish_n = Signal(init=1)
+        drop_ok_n = Signal()
         m.d.comb += [res_take.eq(drop_done | (done & head.last)),
-                     take.eq(head_v & Mux(head.drop, drop_ok, can_finish))]
+                     take.eq(head_v & Mux(head.drop, drop_ok, can_finish)),
+                     take_data.eq(head_v & ~Mux(head.drop, drop_ok_n, can_finish_n))]
         out_empty_next = (out_credits == _OUT_DEPTH) & ~issue
         res_ok_next = res_credits > 1
         m.d.sync += [out_empty.eq(out_empty_next), res_ok.eq(res_ok_next),
-                     drop_ok.eq(out_empty_next & res_ok_next)]
+                     drop_ok.eq(out_empty_next & res_ok_next),
+                     drop_ok_n.eq(~(out_empty_next & res_ok_next))]
         # The credit tests for the next issue as flip-flops, a cycle late, with the margin of
         # the one beat (result word) that may be taken meanwhile.
         out_room = Signal(init=1)
@@ -1519,7 +1555,8 @@ class Tso(wiring.Component):
         next_last = Mux(load, nxt.last, head.last)  # the head's, a cycle on
         can_issue_next = out_room & (res_room | ~next_last)
         m.d.sync += [out_credits.eq(out_credits - issue + out), can_issue.eq(can_issue_next),
-                     can_finish.eq(can_issue_next & is_last_next)]
+                     can_finish.eq(can_issue_next & is_last_next),
+                     can_finish_n.eq(~(can_issue_next & is_last_next))]
         with m.If(out & self.o.payload.last):
             self._count(m, "segments_out")
         with m.If(drop_done):
