@@ -463,6 +463,7 @@ class Tso(wiring.Component):
         # a frame is handed over, which moves to the next bank).
         bank_ok = Signal()
         handover = Signal()
+        in_start = Signal()
         m.d.sync += bank_ok.eq(~bank_busy.bit_select(bank, 1) & ~handover)
 
         # A dropped frame leaves a descriptor too, so that its result word keeps frame order.
@@ -672,17 +673,19 @@ class Tso(wiring.Component):
         group_r = Signal(4 * width)
         sel_r = Signal.like(sum_beat)
         go_g = Signal()
-        # The group number in four copies, one per beat of the group (each one's select
-        # reaches a quarter of the bits); stored as sum_beat // 4 ^ i, so that no two copies
+        # The group number in eight copies, one per half beat of the group (each one's select
+        # reaches an eighth of the bits); stored as sum_beat // 4 ^ i, so that no two copies
         # are the same flip-flops to yosys.
         gsel_bits = max(len(sum_beat) - 2, 1)
-        gsel = [Signal(gsel_bits, name=f"hsum_gsel{i}") for i in range(4)]
-        for i in range(4):
+        copies = 8  # each for half a beat of the group
+        half = width // 2
+        gsel = [Signal(gsel_bits, name=f"hsum_gsel{i}") for i in range(copies)]
+        for i in range(copies):
             with m.Switch(gsel[i] ^ (i % (1 << gsel_bits))):
                 for g in range(groups):
                     with m.Case(g):
-                        m.d.sync += group_r[i * width:(i + 1) * width].eq(
-                            hdr[(4 * g + i) * width:(4 * g + i + 1) * width])
+                        m.d.sync += group_r[i * half:(i + 1) * half].eq(
+                            hdr[4 * g * width + i * half:4 * g * width + (i + 1) * half])
 
         def gsel_load(group):
             return [c.eq((group ^ (i % (1 << gsel_bits)))[:gsel_bits])
@@ -867,7 +870,6 @@ class Tso(wiring.Component):
         })
         m.submodules.commands = cmds = CreditedFIFO(cmd_layout.size, _CMD_DEPTH)
         cmd_credits = Signal(range(_CMD_DEPTH + 1), init=_CMD_DEPTH)
-        cmd_credit = Signal(init=1)
         plan = Signal()
 
         # A segment of T bytes is planned as counts, not as a running remainder: its first
@@ -913,9 +915,18 @@ class Tso(wiring.Component):
             n_cn.eq(Mux(pay_le, d_last[shift:shift + self.cn_bits], p_cn)),
             n_nbl.eq(Mux(pay_le, d_last[:shift] + 1, p_nbl)),
             n_s1.eq(Mux(pay_le, pay_after <= p_a_lanes, p_s1)),
-            blocked.eq(plan & seg_end & n_fits & ~n_last),
         ]
-        m.d.comb += plan.eq(gb_active & cmd_credit & ~blocked)
+        # ``plan`` is a flip-flop: it is set from the next values of its three parts (it
+        # reaches every register of the planner).
+        gb_active_d = Signal()
+        blocked_d = Signal()
+        m.d.comb += [
+            gb_active_d.eq(Mux(handover, 1, Mux(plan & seg_end & last_r, 0, gb_active))),
+            blocked_d.eq(Mux(handover, first_fits & ~first_last,
+                             plan & seg_end & n_fits & ~n_last)),
+        ]
+        m.d.sync += [gb_active.eq(gb_active_d), blocked.eq(blocked_d),
+                     plan.eq(gb_active_d & (cmd_credits > 1) & ~blocked_d)]
         # The next segment's sequence number, IPv4 ID and index, worked out in the cycle after
         # the values change (segments are two cycles apart at least: see blocked).
         seq_next = Signal(32)
@@ -985,8 +996,6 @@ class Tso(wiring.Component):
                     pay_after.eq(n_pay), pay_le.eq(n_pay_le), seg_k.eq(k_next),
                     seg_seq.eq(seq_next), seg_id.eq(id_next),
                 ]
-                with m.If(last_seg):
-                    m.d.sync += gb_active.eq(0)
             with m.Else():
                 m.d.sync += [first.eq(0), start.eq(0), avail.eq(lanes),
                              seg_end.eq(Mux(first, s1, cn[-1]))]
@@ -1000,7 +1009,9 @@ class Tso(wiring.Component):
         emit_adv = Signal()
         sent_now = Signal()
         gear_ok = self.gear_ok
-        cwin, _ = _window(m, cmds, cmd_layout.size, emit, Const(0), "cmdw", 2)
+        emit_data = Signal()
+        cwin, _ = _window(m, cmds, cmd_layout.size, emit, Const(0), "cmdw", 2,
+                          consume_data=emit_data)
         cmd = data.View(cmd_layout, cwin[0][0])
         cmd_v = cwin[0][1]
         emit_adv_data = Signal()
@@ -1011,11 +1022,12 @@ class Tso(wiring.Component):
         m.d.comb += [
             src_pop.eq(src_pop_w),
             emit.eq(cmd_v & lo_v & (hi_v | ~cmd.need_hi) & gear_ok),
-            emit_adv_data.eq(cmd_v & lo_v & (hi_v | ~cmd.need_hi) & ~gear_ok_n & cmd.advance),
+            emit_data.eq(cmd_v & lo_v & (hi_v | ~cmd.need_hi) & ~gear_ok_n),
+            emit_adv_data.eq(emit_data & cmd.advance),
             emit_adv.eq(emit & cmd.advance),
             sent_now.eq(emit & cmd.seg_end & cmd.last),
         ]
-        m.d.sync += [cmd_credits.eq(cmd_credits - plan + emit), cmd_credit.eq(cmd_credits > 1)]
+        m.d.sync += cmd_credits.eq(cmd_credits - plan + emit)
         self.frame_sent = sent_now
         # The rotation in two registered halves (the low bits of the amount first).
         bits = exact_log2(lanes)
@@ -1118,48 +1130,50 @@ class Tso(wiring.Component):
                     m.d.sync += [sum_beat.eq(sum_beat + 1), sum_more.eq(sum_beat < hdr_last)]
                     m.d.sync += gsel_load((sum_beat + 1)[2:2 + gsel_bits])
                 with m.If(step_hit):  # step == hdr_end
+                    m.d.sync += in_start.eq(1)
                     m.next = "Start"
             with m.State("Start"):
-                # Hand the frame to the payload side once it is free.
+                # Hand the frame to the payload side once it is free (below).
                 with m.If(~p_busy):
-                    m.d.comb += handover.eq(1)
-                    m.d.sync += [
-                        fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
-                        fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
-                        fc["flags"].eq(flags), fc["bank"].eq(bank),
-                        fc["l4_fixed"].eq(l4_fixed_a + l4_fixed_b),
-                        fc["ip_base"].eq(acc["ip"]),
-                        hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
-                        f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
-                        start.eq(hlen[:shift]), avail.eq(avail0),
-                        avail_first.eq(avail0),
-                        seg_len.eq(mss), pay_after.eq(pay0), pay_le.eq(pay0_le),
-                        seg_end.eq(first_fits), last_r.eq(first_last),
-                        nb_end.eq(Mux(first_fits, mss[:shift + 1], nbl_frame)),
-                        s1.eq(s1_frame), cn.eq(cn_frame),
-                        p_k.eq(k_frame), p_a_lanes.eq(a_lanes), p_cn.eq(cn_frame),
-                        p_nbl.eq(nbl_frame), p_s1.eq(s1_frame),
-                        blocked.eq(first_fits & ~first_last),
-                        seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
-                        src_idx.eq(hlen[shift:]), src_more.eq(hb_more), src_more1.eq(hb_more1),
-                        s_raddr.eq(h_base[:addr_bits] + hlen[shift:]),
-                        bank_busy.eq((bank_busy & ~self.bank_free)
-                                     | (Const(1, _BANKS) << bank)),
-                        gb_active.eq(1),
-                        p_busy.eq(1), p_beats.eq(beats), p_beats_m2.eq(beats_m2), p_mss.eq(mss),
-                        p_mss2.eq(mss2),
-                        p_fixed_id.eq(fixed_id), p_first_fits.eq(first_fits),
-                        h_base.eq(h_base + beats), bank.eq(bank + 1),
-                    ]
-                    for b in range(_BANKS):
-                        with m.If(bank == b):
-                            info = self.finfo[b]
-                            m.d.sync += [info.bh.eq(hlen[shift:]), info.hm.eq(hlen[:shift])]
-                            for n, (en, pos) in enumerate(positions_r):
-                                m.d.sync += [info.slots[n].en.eq(en),
-                                             info.slots[n].beat.eq(pos[shift:]),
-                                             info.slots[n].lane.eq(pos[:shift])]
                     m.next = "Idle"
+        # In Start (in_start, a flip-flop beside the state): the loads of the hand-over.
+        m.d.comb += handover.eq(in_start & ~p_busy)
+        with m.If(handover):
+            m.d.sync += in_start.eq(0)
+            m.d.sync += [
+                fc["udp"].eq(udp), fc["v4"].eq(is_v4), fc["fixed_id"].eq(fixed_id),
+                fc["l4_hdr"].eq(l4_hdr), fc["iphl"].eq(iphl), fc["hlen"].eq(hlen),
+                fc["flags"].eq(flags), fc["bank"].eq(bank),
+                fc["l4_fixed"].eq(l4_fixed_a + l4_fixed_b),
+                fc["ip_base"].eq(acc["ip"]),
+                hm.eq(hlen[:shift]), bh.eq(hlen[shift:]),
+                f_lane.eq(hlen[:shift]), first.eq(1), seg_first.eq(1),
+                start.eq(hlen[:shift]), avail.eq(avail0),
+                avail_first.eq(avail0),
+                seg_len.eq(mss), pay_after.eq(pay0), pay_le.eq(pay0_le),
+                seg_end.eq(first_fits), last_r.eq(first_last),
+                nb_end.eq(Mux(first_fits, mss[:shift + 1], nbl_frame)),
+                s1.eq(s1_frame), cn.eq(cn_frame),
+                p_k.eq(k_frame), p_a_lanes.eq(a_lanes), p_cn.eq(cn_frame),
+                p_nbl.eq(nbl_frame), p_s1.eq(s1_frame),
+                seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
+                src_idx.eq(hlen[shift:]), src_more.eq(hb_more), src_more1.eq(hb_more1),
+                s_raddr.eq(h_base[:addr_bits] + hlen[shift:]),
+                bank_busy.eq((bank_busy & ~self.bank_free)
+                             | (Const(1, _BANKS) << bank)),
+                p_busy.eq(1), p_beats.eq(beats), p_beats_m2.eq(beats_m2), p_mss.eq(mss),
+                p_mss2.eq(mss2),
+                p_fixed_id.eq(fixed_id), p_first_fits.eq(first_fits),
+                h_base.eq(h_base + beats), bank.eq(bank + 1),
+            ]
+            for b in range(_BANKS):
+                with m.If(bank == b):
+                    info = self.finfo[b]
+                    m.d.sync += [info.bh.eq(hlen[shift:]), info.hm.eq(hlen[:shift])]
+                    for n, (en, pos) in enumerate(positions_r):
+                        m.d.sync += [info.slots[n].en.eq(en),
+                                     info.slots[n].beat.eq(pos[shift:]),
+                                     info.slots[n].lane.eq(pos[:shift])]
 
     # ---- Finisher: payload sums, then header fields, then the descriptor. --------------------
 
@@ -1461,8 +1475,7 @@ class Tso(wiring.Component):
                         Const((1 << lanes) - 1, lanes)),
             "user": Cat(head.first, head.last),
             "count": head.count,
-            "tmpl": Mux(beat < head.bh, Const((1 << lanes) - 1, lanes),
-                        Mux(beat == head.bh, Cat(*(head.hm > j for j in range(lanes))), 0)),
+            "bh": head.bh, "hm": head.hm,  # which lanes are the template's: in stage 1a
         }
         for n in range(_SLOTS):
             issued[f"value{n}"] = head.values[n]
@@ -1482,8 +1495,14 @@ class Tso(wiring.Component):
             m.d.sync += [slot_beat[n].eq(slot.beat), slot_en[n].eq(slot.en),
                          slot_lane[n].eq(slot.lane)]
         # Stage 1: whether each slot is in this beat. Stage 1b: which lanes it rewrites.
-        stage1a = {n: Signal.like(stage0[n], name=f"{n}_r1a") for n in stage0 if n != "beat"}
+        stage1a = {n: Signal.like(stage0[n], name=f"{n}_r1a") for n in stage0
+                   if n not in ("beat", "bh", "hm")}
         m.d.sync += [stage1a[n].eq(stage0[n]) for n in stage1a]
+        stage1a["tmpl"] = Signal(lanes, name="tmpl_r1a")
+        m.d.sync += stage1a["tmpl"].eq(
+            Mux(stage0["beat"] < stage0["bh"], Const((1 << lanes) - 1, lanes),
+                Mux(stage0["beat"] == stage0["bh"],
+                    Cat(*(stage0["hm"] > j for j in range(lanes))), 0)))
         match = [Signal(name=f"match{n}") for n in range(_SLOTS)]
         match_lanes = [Signal(lanes, name=f"match{n}_lanes") for n in range(_SLOTS)]
         for n in range(_SLOTS):
