@@ -40,7 +40,8 @@ and word sums reduced over registered stages of two adder levels: one stage at 6
 behind it has room for everything in flight) reads its headers, and compares each frame with
 the one before it, while the merge engine works on the frames before. A frame the engine has
 to look up takes four cycles ("Wait" twice, as the lookup's two steps must see the contexts
-after the last change, "Decide", "Act"). A segment that follows the frame held or merged just
+after the last change, "Decide", "Act"), and a segment held in a new context one more ("Hold",
+where its context is written). A segment that follows the frame held or merged just
 before it takes one ("Chain"): the parser found the two of the same flow with equal header
 words, the next sequence number, an IP ID equal or one more and a payload no longer, and the
 rest of what the lookup tests is known without it (the context's header words and ``mss`` are
@@ -375,8 +376,9 @@ class LroEngine(wiring.Component):
         pcur = Signal(desc_layout)  # the frame the parser works on
         h = pcur.hdr
         # ``end``: one past the frame's last staging word.
+        # ``words`` and ``keep``: the frame's staging words and the lanes of its last one.
         cur_layout = data.StructLayout({"len": 16, "start": SP + 1, "end": SP + 1, "eop": 1,
-                                        "idx": 16})
+                                        "idx": 16, "words": 16, "keep": B})
         cur = Signal(cur_layout)  # frame the merge engine works on
         size = cur.len
 
@@ -396,7 +398,10 @@ class LroEngine(wiring.Component):
             ("c_src", SP + 1), ("src_words", 17),
             # Compared with the frame before (see "Chain"): it may follow it in its flow;
             # its IP ID equals that frame's, or is one more; its payload is shorter.
-            ("pair", 1), ("id_same", 1), ("id_inc", 1), ("lt_prev", 1))
+            ("pair", 1), ("id_same", 1), ("id_inc", 1), ("lt_prev", 1),
+            # Verdicts the engine takes as they are: a payload; URG, PSH, RST, SYN or FIN
+            # (the segment ends its flow's merge); the segment may be held.
+            ("pl_nz", 1), ("ends", 1), ("holdable", 1))
         pq_layout = data.StructLayout({**dict(f_fields), "meta": cur_layout})
         pq_depth = 16
         m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
@@ -437,8 +442,9 @@ class LroEngine(wiring.Component):
         for k in range(1, stages):
             m.d.sync += [valid_at[k].eq(valid_at[k - 1]), meta_at[k].eq(meta_at[k - 1])]
         # The frame's staging words (in stage 1), then its end (in stage 2).
-        m.d.sync += [meta_at[1].end.eq((meta_at[0].len + B - 1) >> LB),
-                     meta_at[2].end.eq(meta_at[1].start + meta_at[1].end)]
+        m.d.sync += [meta_at[1].words.eq((meta_at[0].len + B - 1) >> LB),
+                     meta_at[1].keep.eq(((2 << (meta_at[0].len - 1)[:LB]) - 1) if LB else 1),
+                     meta_at[2].end.eq(meta_at[1].start + meta_at[1].words)]
 
         def stage(k, pairs):
             """Registers of stage ``k``: (signal, value) pairs."""
@@ -710,6 +716,10 @@ class LroEngine(wiring.Component):
             pw_valid.eq(valid_at[7]), pw.meta.eq(meta_at[7]),
             pw.seg.eq(seg), pw.key_valid.eq(v["key_valid"]),
             pw.never_hold.eq(v["never"]), pw.v6.eq(s2_hold["is6"]),
+            pw.pl_nz.eq(v["pay_len"] != 0),
+            pw.ends.eq((s2_hold["flag_word"][16:24] & _END) != 0),
+            pw.holdable.eq(seg & ~v["never"] & (v["pay_len"] != 0)
+                           & ((s2_hold["flag_word"][16:24] & _END) == 0)),
             pw.l3.eq(s2_hold["l3"]), pw.l4.eq(v["l4"]),
             pw.pay_off.eq(v["pay_off"]), pw.pay_len.eq(v["pay_len"]),
             pw.flags.eq(s2_hold["flag_word"][16:24]), pw.df.eq(s2_hold["frag"][14]),
@@ -991,6 +1001,9 @@ class LroEngine(wiring.Component):
         d_tcp_f1 = Signal(17)
         d_pos = [Signal(7, name=f"d_pos{k}") for k in range(4)]
         d_step = Signal(2)
+        d_words = Signal(16)  # the merged frame's region words, the lanes of the last one
+        d_keep = Signal(B)
+        d_gso = Signal(16)
         idx_now = Signal(16)
         m_held = Signal(17)  # held bytes of the context a merge goes to
         ch_room = Signal(18)  # room of that context (its ``room`` field, kept in step)
@@ -1011,14 +1024,11 @@ class LroEngine(wiring.Component):
         expired = Signal()
         m.d.comb += expired.eq(expired_r & (settled == 3))
 
-        def start_out(region_src, addr, nbytes_, user):
-            nb = Signal(17, name="nb")
-            m.d.comb += nb.eq(nbytes_)
+        def start_out(region_src, addr, words, keep, user):
+            """Start a read-out of ``words`` words (``keep``: lanes of the last one)."""
             m.d.sync += [
                 o_busy.eq(1), o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
-                o_n.eq((nb + B - 1) >> LB), o_rem.eq((nb + B - 1) >> LB),
-                o_keep_last.eq(((2 << (nb - 1)[:LB]) - 1) if LB else 1),
-                o_user.eq(user),
+                o_n.eq(words), o_rem.eq(words), o_keep_last.eq(keep), o_user.eq(user),
             ]
 
         # Lookup of the frame at the head of the FIFO, in two registered steps: every context
@@ -1083,7 +1093,7 @@ class LroEngine(wiring.Component):
             ]
             fixed = a["fixed"] | (a["cnt1"] & a["id0"] & fn["df"])
             id_ok = fn["v6"] | Mux(fixed, a["id0"], a["idc"])
-            rules = Cat(~fn["flags"][7], a_rule.all(), id_ok, fn["pay_len"] != 0, a["mss"],
+            rules = Cat(~fn["flags"][7], a_rule.all(), id_ok, fn["pl_nz"], a["mss"],
                         ~fn["never_hold"], a["room"])
             hit_next = a["valid"] & a_key.all()
             with m.If(hit_next):
@@ -1152,7 +1162,7 @@ class LroEngine(wiring.Component):
             with m.State("Chain"):
                 with m.If(ch_go):
                     with m.If(q_free):
-                        ch_post = fn["lt_prev"] | ((fn["flags"] & _END) != 0)
+                        ch_post = fn["lt_prev"] | fn["ends"]
                         m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post),
                                      act.eq(A_MERGE)]
                         merge(nxt, ch_post, fn["id_same"])
@@ -1169,8 +1179,7 @@ class LroEngine(wiring.Component):
                     m.next = "Decide"
             with m.State("Decide"):
                 merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
-                holdable = (fn["seg"] & ~fn["never_hold"] & (fn["pay_len"] != 0)
-                            & ((fn["flags"] & _END) == 0))
+                holdable = fn["holdable"]
                 m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx)),
                              ch_room.eq(pick("room", hit_idx)),
                              ch_fix.eq(pick("fixed_id", hit_idx)),
@@ -1179,7 +1188,7 @@ class LroEngine(wiring.Component):
                 with m.If(merge_ok):
                     m.d.sync += [
                         act.eq(A_MERGE),
-                        post.eq(Array(short)[hit_idx] | ((fn["flags"] & _END) != 0)),
+                        post.eq(Array(short)[hit_idx] | fn["ends"]),
                     ]
                     m.next = "Act"
                 with m.Else():
@@ -1201,44 +1210,50 @@ class LroEngine(wiring.Component):
                 with m.Switch(act):
                     with m.Case(A_SINGLE):
                         with m.If(~o_busy & cp_idle & ~d_busy):
-                            start_out(0, cur.start, size, user1)
+                            start_out(0, cur.start, cur.words, cur.keep, user1)
                             m.d.comb += pop.eq(1)
                             m.next = "Out"
                     with m.Case(A_HOLD):
+                        # The hold goes on in the next cycle ("Hold"): what it waits for
+                        # cannot change back meanwhile (only this engine queues copies and
+                        # starts deliveries), and the context's writes then depend on registers
+                        # only.
                         with m.If(~(o_busy & o_region & (o_rctx == sel))
                                   & ~(d_busy & (e_ctx == sel)) & q_free):
-                            for i, c in enumerate(ctx):
-                                with m.If(sel == i):
-                                    m.d.sync += [
-                                        c.valid.eq(1), c.key.eq(fn["key"]),
-                                        c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
-                                        c.opts.eq(fn["opts"]), c.ip_word.eq(fn["ip_word"]),
-                                        c.ip_id.eq(fn["ip_id"]), c.fixed_id.eq(0),
-                                        c.count.eq(1), c.mss.eq(fn["pay_len"]),
-                                        c.next_seq.eq(fn["seq"] + fn["pay_len"]),
-                                        c.held_len.eq(size), c.room.eq(max_held - size),
-                                        c.end_flags.eq(0),
-                                        c.flags.eq(fn["flags"]), c.v6.eq(fn["v6"]),
-                                        c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
-                                        c.addr_sum.eq(fn["addr_sum"]),
-                                        c.ip_base.eq(fn["ip_base"]),
-                                        c.tcp_base.eq(fn["tcp_base"]),
-                                        c.pay_sum.eq(fn["pay_sum"]),
-                                        c.t_first.eq(now),
-                                    ]
-                                    for j in range(N):
-                                        if j != i:
-                                            m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
-                            push_copy(addr=cur.start, rem=(size + B - 1) >> LB, r=0, base=0,
-                                      lo=0, hi=size, ctx=sel, end=cur.end)
-                            m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size),
-                                         ch_held.eq(1), ch_fix.eq(0)]
-                            m.d.comb += pop.eq(1)
-                            m.next = "Copy"
-                            with m.If(~cur.eop):
-                                m.next = "Chain"  # the copy goes on in the background
+                            m.next = "Hold"
                     with m.Case(A_MERGE), m.If(q_free):
                         merge(cur, post, ch_id0)
+            with m.State("Hold"):
+                for i, c in enumerate(ctx):
+                    with m.If(sel == i):
+                        m.d.sync += [
+                            c.valid.eq(1), c.key.eq(fn["key"]),
+                            c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
+                            c.opts.eq(fn["opts"]), c.ip_word.eq(fn["ip_word"]),
+                            c.ip_id.eq(fn["ip_id"]), c.fixed_id.eq(0),
+                            c.count.eq(1), c.mss.eq(fn["pay_len"]),
+                            c.next_seq.eq(fn["seq"] + fn["pay_len"]),
+                            c.held_len.eq(size), c.room.eq(max_held - size),
+                            c.end_flags.eq(0),
+                            c.flags.eq(fn["flags"]), c.v6.eq(fn["v6"]),
+                            c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
+                            c.addr_sum.eq(fn["addr_sum"]),
+                            c.ip_base.eq(fn["ip_base"]),
+                            c.tcp_base.eq(fn["tcp_base"]),
+                            c.pay_sum.eq(fn["pay_sum"]),
+                            c.t_first.eq(now),
+                        ]
+                        for j in range(N):
+                            if j != i:
+                                m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
+                push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
+                          end=cur.end)
+                m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size),
+                             ch_held.eq(1), ch_fix.eq(0)]
+                m.d.comb += pop.eq(1)
+                m.next = "Copy"
+                with m.If(~cur.eop):
+                    m.next = "Chain"  # the copy goes on in the background
             with m.State("Copy"):
                 # Leave with the last read (the copy engine frees the staging words); the last
                 # write lands in the next cycle, before any later access to the regions.
@@ -1311,6 +1326,9 @@ class LroEngine(wiring.Component):
                     d_pos[2].eq(dsel["l4"] + 13),
                     d_pos[3].eq(dsel["l4"] + 16),
                     d_step.eq(0),
+                    d_words.eq((dsel["held_len"] + B - 1) >> LB),
+                    d_keep.eq(((2 << (dsel["held_len"] - 1)[:LB]) - 1) if LB else 1),
+                    d_gso.eq(Mux(dsel["count"] == 1, 0, dsel["mss"])),
                 ]
                 with m.If(dsel["count"] == 1):
                     m.next = "Read Out"
@@ -1366,11 +1384,9 @@ class LroEngine(wiring.Component):
             with m.State("Read Out"):
                 # The reads go on in the background; only the next frame out and a new
                 # segment held in this context wait for them.
-                segs = dsel["count"]
-                gso = Mux(segs == 1, 0, dsel["mss"])
                 with m.If(~o_busy & ~copying(e_ctx)):
-                    start_out(1, e_ctx << RP if N > 1 else 0, dsel["held_len"],
-                              Cat(segs, gso, e_idx))
+                    start_out(1, e_ctx << RP if N > 1 else 0, d_words, d_keep,
+                              Cat(dsel["count"], d_gso, e_idx))
                     m.d.sync += [o_rctx.eq(e_ctx), d_busy.eq(0)]
                     m.next = "Idle"
 
