@@ -42,11 +42,18 @@ the payload side waiting for the finisher, 0.80 and 0.43 with the header work in
 For timing (ECP5, ``nicsim synth tso``), the decisions that move data take their inputs from
 flip-flops: room and credit flags are registered a cycle late with the margin that takes,
 the oldest commands, payload beats and descriptors wait in flip-flop windows popped on
-flip-flop state (:func:`_window`), the rotation, the header sums and the reader's byte
-rewrites are pipelined, queue writes and the ring's write and read addresses come from
-flip-flops, the segmenter's state changes on flags set a cycle ahead (``rd_last``,
-``step_hit``), and the reader's room for the head's next beat is one flip-flop set for the
-head of the next cycle. The frame ring, segment ring and template are
+flip-flop state (:func:`_window`: an entry loads on one enable, from the entry above or the
+queue by a flip-flop select, and the wide data takes its enable from copies of the
+consumer's flip-flops), the rotation, the header sums and the reader's byte rewrites are
+pipelined, queue writes and the ring's write and read addresses come from flip-flops, the
+segmenter's state changes on flags set a cycle ahead (``rd_last``, ``step_hit``,
+``sum_more``, ``in_start``), and the reader's room for the head's next beat is one
+flip-flop set for the head of the next cycle. The planner counts commands instead of
+subtracting a remainder: a segment's first command, its full commands and the size of its
+last one are worked out from per-frame values and from ``pay_after`` a cycle ahead, so
+that ``seg_end`` comes from a counter's sign bit; ``plan`` itself is a flip-flop set from
+the next values of its parts, and the command's lane arithmetic runs in two registered
+steps behind it. The frame ring, segment ring and template are
 :class:`.bram.RegisteredMemory`: two cycles from address to data, the second a register.
 For ECP5 synthesis (``bram="dp16kd"``, which ``nicsim synth`` passes through
 ``Design.synth_params``) that register is the DP16KD's own output register (``REGMODE_B``
@@ -55,23 +62,30 @@ and a DP16KD without it takes 5.83 ns from clock to data in nextpnr's timing, 8.
 route to a fabric flip-flop. Verilator and the Amaranth simulations run the behavioural
 memories with the same latency (bit-exact, same rates).
 
-Measured at 64 bit on ECP5-85k (seed 1, nextpnr placing for 250 MHz): 112.2 MHz with the
-fabric registers behind the block RAMs (103 of the 169 endpoints later than 6.67 ns were
-those registers); 119.7 MHz with the output registers (no block RAM path left among the 149
-endpoints later than 6.67 ns: the reader's beat counter ``left`` and its flags, the
+Measured at 64 bit on ECP5-85k (nextpnr placing for 250 MHz, seed 1 unless said): 112.2 MHz
+with the fabric registers behind the block RAMs (103 of the 169 endpoints later than 6.67 ns
+were those registers); 119.7 MHz with the output registers (no block RAM path left among the
+149 endpoints later than 6.67 ns: the reader's beat counter ``left`` and its flags, the
 segmenter's state enable, the planner's ``seg_end``, the descriptor window, ``src_count``,
 ``room``, the finisher's first sums); 126.8 MHz with the state and issue flags above; 142.1
-MHz (84 DP16KD, 7173 LUT4, 8261 flip-flops) once the reader takes its head descriptor on
-one LUT of flip-flops (``can_finish``, ``drop_ok``: before, the pop went through the issue
-decision, 1.5 ns of logic and 6.4 ns of routing). Its critical path (7.04 ns) is the
-planner's ``seg_end``: ``rem - avail`` (16 bits) compared with the lane count. The paths
-left are spread (a different one of about 7 to 7.5 ns leads after each change, mostly
-routing): two further steps, ``seg_end`` from ``rem <= avail + lanes`` with the sum kept
-beside ``avail``, then ``can_finish`` picked from three values worked out beside the
-decisions, removed the path each targeted but placed at 139.2 and 132.9 MHz (the
-segmenter's drop decision into the descriptor credits led then), so they are not in.
-150 MHz needs the remaining 7 ns paths cut together (the FSM's drop decision, the credit
-counters, ``left``), then a placement run to check.
+MHz (84 DP16KD, 7173 LUT4, 8261 flip-flops; 139.4 MHz with seed 2) once the reader takes its
+head descriptor on one LUT of flip-flops. Its nine registers later than 6.67 ns (from
+nextpnr's per-endpoint arrival times) were the planner's ``seg_end`` (``rem - avail``
+compared with the lane count, 7.04 ns), the result queue's push, ``can_finish`` (five LUT
+levels), the descriptor window, the descriptor credits (the drop decision), ``room``, the
+finisher's first sums (a four-word sum: three LUT levels of compressor before the carry
+chain) and the planner's lane arithmetic. Those are all cut here (the counting planner,
+registered pushes and credits, pair sums, the window enables), and with them the paths that
+led next: the source read flags, ``pay_le``, the header sums' word tests and group select,
+the next segment's sums, the header beat enables, the template lanes. The routed figure did
+not follow: 137.0, 139.0, 138.0 and 135.6 MHz (seed 1) after the four rounds, 140.7 MHz with
+seed 2 (7167 LUT4, 8855 flip-flops). The paths that lead now are two or three LUT levels with
+5 to 5.8 ns of routing each (the hand-over and segment loads into ``seg_id``/``seg_seq``,
+the template lanes, the header group select, the command window's enable), and 300 to 570
+endpoints stay later than 6 ns whichever path is cut: routing, not logic depth, holds the
+block near 140 MHz (a LUT hop costs 1.2 to 2.5 ns across the spread that the 84 block RAMs
+impose). 150 MHz needs the placement tightened (the frame ring's 64 DP16KD in fewer columns,
+or its data path registered near them) more than further cuts.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
