@@ -30,6 +30,7 @@ a cycle, with the application in the loop:
   receive ring as the beats come in (free ring space only, so a segment that fails a later
   check leaves nothing behind; ``rcv_nxt`` advances after the checks). The copy after the
   checks remains for the other cases (overlap with ``rcv_nxt``, more than the free space).
+  The checks start while the copy still trails the frame's last beat (``ct_tail``).
 * the transmitter (:meth:`SessionLogic.transmitter`): a built segment (header registers and
   its payload staged with the checksum in one half of the TX buffer) leaves a beat a cycle
   while the state machine stages the next one in the other half and takes the next frame in.
@@ -389,6 +390,10 @@ class SessionLogic:
         self.ct_hit = Signal()
         self.ct_sid = Signal(self.sid_bits)
         self.ct_ok = Signal()  # the payload of this frame is in the ring from rcv_nxt on
+        # the state machine went on with the frame while the writer still copies its payload
+        # (T Lookup); the states that could leave the checks' main path wait for it
+        self.ct_tail = Signal()
+        self.ct_take = Signal()  # T Lookup takes the lookup while the copy goes on
         self.ct_n = Signal(17)  # ... that many bytes of it
         self.ct_rcv_nxt = Signal(32)
         self.ct_irs = Signal(32)
@@ -520,8 +525,12 @@ class SessionLogic:
         through the realigning rotation. Only free ring space is written (``rcv_nxt`` to
         ``rcv_nxt + free``), so a segment that fails a check later leaves no trace;
         ``rcv_nxt`` advances in ``S Data`` only, after every check passed, and the copy there
-        is skipped. The state machine's ``T Lookup`` waits for the writer and takes its
-        lookup result.
+        is skipped. The state machine's ``T Lookup`` takes the writer's lookup result once it
+        is there; while the copy still trails the last beat (by the lookup's latency, about 8
+        cycles), the checks go on (``ct_tail``): ``S Check`` and ``S Ack`` wait for the copy
+        only to leave their main path (a drop, a RST, a challenge ACK), ``S Data`` waits for
+        its outcome (``ct_ok``); the states before those use neither ``mem`` nor the frame
+        buffer.
         """
         m, e, fe = self.m, self.e, self.fe
         lb = self.log_nb
@@ -607,9 +616,12 @@ class SessionLogic:
                             e.mem.w_data.eq(out),
                             e.mem.w_en.eq(self.lanes(k, self.ct_dmod, self.ct_n))]
                 with m.If(self.ct_abort):
-                    m.d.sync += ph.eq(_CT_IDLE)
+                    m.d.sync += [ph.eq(_CT_IDLE), self.ct_tail.eq(0)]
                 with m.Elif((self.ct_i > self.ct_k) & ~self.ct_valid):
-                    m.d.sync += [ph.eq(_CT_DONE), self.ct_ok.eq(1)]
+                    # done; when the state machine has taken the lookup already (ct_tail),
+                    # nothing else waits for this phase
+                    m.d.sync += [ph.eq(Mux(self.ct_tail | self.ct_take, _CT_IDLE, _CT_DONE)),
+                                 self.ct_ok.eq(1), self.ct_tail.eq(0)]
             with m.Case(_CT_DONE):
                 with m.If(self.ct_abort):
                     m.d.sync += ph.eq(_CT_IDLE)
@@ -716,7 +728,14 @@ class SessionLogic:
             # the cut-through writer looked the session up while the frame came in (and
             # wrote its payload); without it (not started), the lookup is done here
             m.d.sync += self.notes.eq(0)
-            with m.If(self.ct_started & (self.ct_phase == _CT_DONE)):
+            with m.If(self.ct_started & (self.ct_phase == _CT_COPY)):
+                # the payload is still being copied (the copy trails the last beat by the
+                # lookup's latency): the checks go on meanwhile (ct_tail), up to the first
+                # state that leaves their main path or needs the copy's outcome
+                m.d.sync += [self.sid.eq(self.ct_sid), self.ct_tail.eq(1)]
+                m.d.comb += [self.tcb_r.addr.eq(self.ct_sid), self.ct_take.eq(1)]
+                m.next = "T Load"
+            with m.Elif(self.ct_started & (self.ct_phase == _CT_DONE)):
                 m.d.sync += self.ct_phase.eq(_CT_IDLE)
                 with m.If(self.ct_hit):
                     m.d.sync += self.sid.eq(self.ct_sid)
@@ -878,52 +897,56 @@ class SessionLogic:
                 m.d.comb += acceptable.eq(self.seg_seq == t.rcv_nxt)
             with m.Else():
                 m.d.comb += acceptable.eq((off < wnd) | (last_off < wnd))
-            with m.If(t.state == SYN_SENT):
-                m.next = "SS Check"
-            with m.Elif((t.state == SYN_RCVD) & self.f_syn & ~self.f_ack
-                        & (self.seg_seq == t.irs)):
-                m.d.sync += [t.rtt_on.eq(0), sdrop("retransmits"),
-                             self.transmit(t.iss, 0, SYN | ACK, 2, ret_store, t.ws_ok)]
-                m.next = "X Start"
-            with m.Elif(~acceptable):
-                with m.If((t.state == TIME_WAIT) & self.f_fin):
-                    m.d.sync += t.rtx_at.eq(self.now + e.time_wait)
-                m.d.sync += sdrop("out_of_window")
-                with m.If(~self.f_rst):
-                    m.d.sync += ack_now()
-                    m.next = "Notify"
-                with m.Else():
-                    m.next = "Store"
-            with m.Elif(self.f_rst):
-                with m.If(self.seg_seq != t.rcv_nxt):
+            # with the payload still being copied (ct_tail), only the main path goes on
+            main = (acceptable & ~self.f_rst & ~self.f_syn & self.f_ack
+                    & ((t.state == ESTAB) | (t.state == FIN_WAIT_1) | (t.state == FIN_WAIT_2)))
+            with m.If(~self.ct_tail | main):
+                with m.If(t.state == SYN_SENT):
+                    m.next = "SS Check"
+                with m.Elif((t.state == SYN_RCVD) & self.f_syn & ~self.f_ack
+                            & (self.seg_seq == t.irs)):
+                    m.d.sync += [t.rtt_on.eq(0), sdrop("retransmits"),
+                                 self.transmit(t.iss, 0, SYN | ACK, 2, ret_store, t.ws_ok)]
+                    m.next = "X Start"
+                with m.Elif(~acceptable):
+                    with m.If((t.state == TIME_WAIT) & self.f_fin):
+                        m.d.sync += t.rtx_at.eq(self.now + e.time_wait)
+                    m.d.sync += sdrop("out_of_window")
+                    with m.If(~self.f_rst):
+                        m.d.sync += ack_now()
+                        m.next = "Notify"
+                    with m.Else():
+                        m.next = "Store"
+                with m.Elif(self.f_rst):
+                    with m.If(self.seg_seq != t.rcv_nxt):
+                        m.d.sync += [ack_now(), sdrop("challenge_acks")]
+                        m.next = "Notify"
+                    with m.Else():
+                        with m.If(t.state == TIME_WAIT):
+                            # the application saw the close already: the session is done (the
+                            # model tells it nothing here, and the number would seem in use)
+                            m.d.sync += note("closed_done")
+                        with m.Elif(t.state == SYN_RCVD):
+                            # RFC 9293 §3.10.7.4: a passive open goes back to listening unseen;
+                            # after an active (simultaneous) open the connection was refused
+                            with m.If(~t.passive):
+                                m.d.sync += note("reset_refused")
+                        with m.Else():
+                            m.d.sync += note("reset_rst")
+                        m.next = "Release"
+                with m.Elif(self.f_syn):
                     m.d.sync += [ack_now(), sdrop("challenge_acks")]
                     m.next = "Notify"
-                with m.Else():
-                    with m.If(t.state == TIME_WAIT):
-                        # the application saw the close already: the session is done (the
-                        # model tells it nothing here, and the number would seem in use)
-                        m.d.sync += note("closed_done")
-                    with m.Elif(t.state == SYN_RCVD):
-                        # RFC 9293 §3.10.7.4: a passive open goes back to listening unseen;
-                        # after an active (simultaneous) open the connection was refused
-                        with m.If(~t.passive):
-                            m.d.sync += note("reset_refused")
+                with m.Elif(~self.f_ack):
+                    m.d.sync += sdrop("no_ack")
+                    m.next = "Store"
+                with m.Elif(t.state == SYN_RCVD):
+                    with m.If(~(_lt(t.snd_una, self.seg_ack) & _le(self.seg_ack, t.snd_max))):
+                        reset_reply(sdrop("bad_ack"))
                     with m.Else():
-                        m.d.sync += note("reset_rst")
-                    m.next = "Release"
-            with m.Elif(self.f_syn):
-                m.d.sync += [ack_now(), sdrop("challenge_acks")]
-                m.next = "Notify"
-            with m.Elif(~self.f_ack):
-                m.d.sync += sdrop("no_ack")
-                m.next = "Store"
-            with m.Elif(t.state == SYN_RCVD):
-                with m.If(~(_lt(t.snd_una, self.seg_ack) & _le(self.seg_ack, t.snd_max))):
-                    reset_reply(sdrop("bad_ack"))
+                        m.next = "S Established"
                 with m.Else():
-                    m.next = "S Established"
-            with m.Else():
-                m.next = "S Ack"
+                    m.next = "S Ack"
         with m.State("S Established"):
             fin_q = t.fin_queued & (t.state == SYN_RCVD)
             snd_wnd = Mux(self.f_syn, self.seg_wnd, self.seg_wnd << t.snd_wscale)
@@ -973,21 +996,25 @@ class SessionLogic:
         with m.State("S Ack"):
             ack = self.seg_ack
             window = (self.seg_wnd << t.snd_wscale)[:32]
-            with m.If(_lt(t.snd_max, ack)):
-                m.d.sync += [sdrop("ack_unsent"), ack_now()]
-                m.next = "Notify"
-            with m.Elif(_lt(ack, _sub(t.snd_una, _umax(t.max_snd_wnd, 1)))):
-                m.d.sync += [sdrop("ack_too_old"), sdrop("challenge_acks"), ack_now()]
-                m.next = "Notify"
-            with m.Else():
-                m.d.sync += self.win_changed.eq(window != t.snd_wnd)
-                with m.If(_lt(t.snd_wl1, self.seg_seq)
-                          | ((t.snd_wl1 == self.seg_seq) & _le(t.snd_wl2, ack))):
-                    m.d.sync += [t.snd_wnd.eq(window),
-                                 t.max_snd_wnd.eq(_umax(t.max_snd_wnd, window)),
-                                 t.snd_wl1.eq(self.seg_seq), t.snd_wl2.eq(ack)]
-                m.d.sync += self.acked.eq(Mux(_lt(t.snd_una, ack), _sub(ack, t.snd_una), 0))
-                m.next = "S Ack2"
+            unsent = _lt(t.snd_max, ack)
+            too_old = _lt(ack, _sub(t.snd_una, _umax(t.max_snd_wnd, 1)))
+            # these two leave the main path: not while the payload is copied
+            with m.If(~self.ct_tail | ~(unsent | too_old)):
+                with m.If(unsent):
+                    m.d.sync += [sdrop("ack_unsent"), ack_now()]
+                    m.next = "Notify"
+                with m.Elif(too_old):
+                    m.d.sync += [sdrop("ack_too_old"), sdrop("challenge_acks"), ack_now()]
+                    m.next = "Notify"
+                with m.Else():
+                    m.d.sync += self.win_changed.eq(window != t.snd_wnd)
+                    with m.If(_lt(t.snd_wl1, self.seg_seq)
+                              | ((t.snd_wl1 == self.seg_seq) & _le(t.snd_wl2, ack))):
+                        m.d.sync += [t.snd_wnd.eq(window),
+                                     t.max_snd_wnd.eq(_umax(t.max_snd_wnd, window)),
+                                     t.snd_wl1.eq(self.seg_seq), t.snd_wl2.eq(ack)]
+                    m.d.sync += self.acked.eq(Mux(_lt(t.snd_una, ack), _sub(ack, t.snd_una), 0))
+                    m.next = "S Ack2"
         with m.State("S Ack2"):
             ack = self.seg_ack
             with m.If(self.acked != 0):
@@ -1074,7 +1101,7 @@ class SessionLogic:
             m.d.sync += [self.sd_cut.eq(cut), self.sd_n.eq(n), self.sd_old.eq(cut >= plen),
                          self.sd_beyond.eq((rest > room) & (room == 0)),
                          self.sd_in_order.eq(off == t.rcv_nxt),
-                         self.sd_written.eq(self.ct_ok & (cut == 0) & (n <= self.ct_n))]
+                         self.sd_written.eq((cut == 0) & (n <= self.ct_n))]
             with m.If((t.snd_wnd != 0) & t.probing):
                 m.d.sync += [t.probing.eq(0), t.rtx_on.eq(0)]
             fin_acked = t.fin_queued & (t.snd_una == t.tx_end + 1) & (t.snd_una == t.snd_max)
@@ -1086,8 +1113,9 @@ class SessionLogic:
                              t.rtx_at.eq(self.now + e.time_wait)]
                 m.next = "S Data"
             with m.Elif(fin_acked & (t.state == LAST_ACK)):
-                m.d.sync += note("closed_done")
-                m.next = "Release"
+                with m.If(~self.ct_tail):  # (not in a state that takes data: no copy)
+                    m.d.sync += note("closed_done")
+                    m.next = "Release"
             with m.Else():
                 m.next = "S Data"
 
@@ -1111,32 +1139,33 @@ class SessionLogic:
             plen = self.plen
             cut = self.sd_cut
             n = self.sd_n
-            with m.If((plen != 0) & self.receiving):
-                with m.If(self.sd_old):
-                    m.d.sync += ack_now()
-                    m.next = "S Fin"
-                with m.Else():
-                    with m.If(self.sd_beyond):
-                        m.d.sync += sdrop("beyond_window")
-                    with m.If(n == 0):
+            with m.If(~self.ct_tail):  # the copy's outcome (ct_ok) first
+                with m.If((plen != 0) & self.receiving):
+                    with m.If(self.sd_old):
                         m.d.sync += ack_now()
                         m.next = "S Fin"
-                    with m.Elif(self.sd_in_order & self.sd_written):
-                        # written into the ring while it arrived (cut_through)
-                        rx_done(n)
-                    with m.Elif(self.sd_in_order):
-                        m.d.sync += [self.c_n.eq(n),
-                                     *self.copy_setup(34 + self.doff + cut,
-                                                      self.rx_off(t.rcv_nxt), n)]
-                        m.next = "S Copy"
                     with m.Else():
-                        m.d.sync += [sdrop("ooo_full"), ack_now()]
-                        m.next = "S Fin"
-            with m.Elif(plen != 0):
-                m.d.sync += sdrop("data_after_fin")
-                m.next = "S Fin"
-            with m.Else():
-                m.next = "S Fin"
+                        with m.If(self.sd_beyond):
+                            m.d.sync += sdrop("beyond_window")
+                        with m.If(n == 0):
+                            m.d.sync += ack_now()
+                            m.next = "S Fin"
+                        with m.Elif(self.sd_in_order & self.sd_written & self.ct_ok):
+                            # written into the ring while it arrived (cut_through)
+                            rx_done(n)
+                        with m.Elif(self.sd_in_order):
+                            m.d.sync += [self.c_n.eq(n),
+                                         *self.copy_setup(34 + self.doff + cut,
+                                                          self.rx_off(t.rcv_nxt), n)]
+                            m.next = "S Copy"
+                        with m.Else():
+                            m.d.sync += [sdrop("ooo_full"), ack_now()]
+                            m.next = "S Fin"
+                with m.Elif(plen != 0):
+                    m.d.sync += sdrop("data_after_fin")
+                    m.next = "S Fin"
+                with m.Else():
+                    m.next = "S Fin"
         self.copy_state("S Copy", lambda a: fe.rd.addr.eq(a), fe.rd.data, rx_write, rx_done)
         # eighth: FIN
         with m.State("S Fin"):
@@ -1167,9 +1196,12 @@ class SessionLogic:
                     m.d.comb += kind.eq(k)
             m.d.comb += [e.note.valid.eq(pending), e.note.payload.kind.eq(kind),
                          e.note.payload.sid.eq(self.sid)]
+            rest = Signal.like(self.notes)
+            m.d.comb += rest.eq(self.notes & ~(1 << kind))
             with m.If(pending & e.note.ready):
                 m.d.sync += self.notes.bit_select(kind, 1).eq(0)
-            with m.If(~pending):
+            # on with the last one taken (not a cycle later)
+            with m.If(~pending | (e.note.ready & (rest == 0))):
                 m.next = "O Decide"
 
         # --------------------------------------------------------------------------- output
