@@ -247,6 +247,55 @@ def test_cut_through_receive_edges(gateware):
     assert tw.call("recv", 0) == bytes(fill[:taken])
 
 
+def test_checks_while_the_copy_trails(gateware):
+    """The state machine starts a segment's checks while the cut-through writer still copies
+    its payload (the copy trails the last beat by the session lookup's latency). Full-size
+    in-order segments whose checks leave the main path then (an ACK of unsent data, one too
+    old, a SYN, a RST at ``rcv_nxt``) must answer as the model does and leave nothing behind:
+    the good segment at the same sequence number is what the application reads. Frame for
+    frame against the model, the bytes read against the bytes sent, the drops counted."""
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw)
+    tw.notes()
+    rng = random.Random(12)
+    rcv = 5001
+    sent = bytearray()
+    def burst(frames):
+        # back to back, the next frame arriving while the one before is processed
+        tw.model.advance(tw.now)
+        gateware.advance(tw.now)
+        tw.check()
+        for frame in frames:
+            tw.model.receive(frame, tw.now)
+        gateware.receive_burst(frames, tw.now)
+        return tw.check()
+
+    before = gateware.counters()
+    for flags, ack in ((ACK | PSH, snd + 5000), (ACK | PSH, snd - (1 << 30)), (SYN | ACK, snd)):
+        tw.now += 1 * MS
+        good = rng.randbytes(2 * 1460)
+        out = burst([seg(flags, rcv, ack, rng.randbytes(1460)),  # dropped, answered with an ACK
+                     seg(ACK | PSH, rcv, snd, good[:1460]),
+                     seg(ACK | PSH, rcv + 1460, snd, good[1460:])])
+        assert parse_tcp_frame(out[-1]).ack == (rcv + len(good)) % (1 << 32)
+        sent.extend(good)
+        rcv += len(good)
+    after = gateware.counters()
+    assert after["ack_unsent"] - before["ack_unsent"] == 1
+    assert after["ack_too_old"] - before["ack_too_old"] == 1
+    assert after["challenge_acks"] - before["challenge_acks"] == 2
+    tw.now += 1 * MS
+    assert tw.call("recv", 0) == bytes(sent)
+    tw.notes()
+    # a RST at rcv_nxt carrying a full payload, then data: the connection is reset, the data
+    # after it answered with a RST
+    burst([seg(RST | ACK, rcv, snd, rng.randbytes(1460)),
+           seg(ACK | PSH, rcv, snd, rng.randbytes(1460))])
+    assert [(kind, info) for kind, _, info in tw.notes()] == [(Notice.RESET, "rst")]
+    assert tw.model.sessions() == gateware.sessions() == []
+
+
 def test_replies_wait_for_the_transmitter(gateware):
     """An ACK that opens the window and an ICMP echo request right behind it, back to back in
     one run: the segments the ACK releases leave while the request arrives, and the echo
