@@ -66,21 +66,40 @@ delivery (a chain breaks when the merged frame is full), the pause of the copies
 patches, and frames of other flows in between (each takes the four-cycle lookup); the test
 traffic, many flows interleaved, gets 0.486 (0.605 at 64 bit).
 
-Timing. The lookup compares in two registered steps; the parser adds at most four words a stage;
-"Act" has one adder in series, "Chain" tests a registered verdict and one 17-bit comparison;
-delivery sums take one adder a step. Block RAM read data goes into flip-flops before any logic
-(a DP16KD without its output register takes 5.83 ns from clock to data in nextpnr's ECP5
-model): a copy works out its region words and lanes in the cycle after the read and rotates and
-writes in the next; the output FIFO takes a word two cycles after its read. yosys maps the
-64-bit block (8 contexts, 16 KiB regions) to 22,683 LUT4, 2,175 CCU2C, 6,498 wide-mux cells,
-27,067 flip-flops (contexts about 7,300; the parser's flow key and options, 818 bits, carried
-through seven stages, about 5,700), 80 DP16KD and 584 DPR16X4. Routed, seed 1: 51.7 MHz.
-The critical path (19.4 ns, four fifths of it routing): the payload length at the FIFO head
-compared with the room register (a carry chain), into the merge engine's decision and the
-enables of the context fields and the age matrix. Next by LUT levels in the netlist: a
-delivery's wait for its context's copies pausing the copies; the lookup's hit index; the parser's
-first stage. Still to do for 150 MHz: decisions registered a cycle ahead, the parser's key and
-options in LUT RAM instead of flip-flops (fewer cells to place), and DP16KD output registers.
+Timing. Every decision of the merge engine comes from registers and drives few of them: the
+lookup compares in two registered steps and registers the hit context's index with its
+verdicts; a merge registers its context (one-hot) and changes, which are written in the next
+cycle (a lookup waits for that write); a segment held in a new context is written in a cycle of
+its own ("Hold"), once what it waits for is free; "Chain" tests one-bit verdicts of the parser
+and registers, the room a cycle ahead against the previous payload, which is no shorter (a last
+segment that fits only because it is shorter takes the lookup, with the same result). The
+parser decides the VLAN tags as a descriptor enters it, adds at most four words a stage, and
+keeps the flow key, the options and the header words a merge compares (947 bits) in a 16-entry
+LUT memory from stage 1 to stage 6 instead of flip-flops in every stage. The copy engine's pause
+and its count tests are registers; the read-out's word count and last lanes are computed ahead;
+delivery sums take one adder a step. Block RAM read data leaves through a register: with
+``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the staging ring and the regions are
+DP16KD blocks with their output registers (:class:`.bram.RegisteredMemory`; a DP16KD without one
+takes 5.83 ns from clock to data in nextpnr's ECP5 model); a copy works out its region words and
+lanes in the cycle after the read and rotates and writes in the next.
+
+Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1), at rtl 4be69c4
+(the first half of the changes above: the parser's first stage, the merges' registered updates
+and hit index, the copy flags, the LUT memory, the DP16KD output registers): yosys maps the block
+to 18,732 LUT4, 2,175 CCU2C, 1,812 wide-mux cells, 21,855 flip-flops (27,067 before), 80 DP16KD
+and 821 DPR16X4 (the LUT memory 237 of them). Routed: 59.0 MHz (51.7 before). The critical
+path (17.0 ns, 85% of it routing, six logic levels): the payload length at the FIFO head
+compared with the room register (the "Chain" test then), into the pop of the parser's FIFO and
+the clock enable of its output register (about 1,100 flip-flops across the chip: 6.4 ns of
+routing). The rest of the changes above (the "Hold" cycle, the room tested a cycle ahead, the
+read-out counts and the hold and end verdicts from the parser) came after that run and cut the
+paths next in line by LUT levels in its netlist (the read-out's start, the engine's state and
+delivery registers from the FIFO head, the age matrix's enables); they keep the rates
+(``benchmarks/bench_lro.py``: 1.0 at 64 bit; 0.983, 0.961, 0.936 at 512; test traffic 0.602
+and 0.468). Still to do for 150 MHz: fewer cells on the FIFO's pop (the key and options, 818 of
+its bits, looked up by index in the contexts' compare instead of carried through it, or the pop
+registered a cycle ahead), the context fields' enables (about 1,000 flip-flops a context)
+spread less, and a run at the current revision.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -401,7 +420,9 @@ class LroEngine(wiring.Component):
             ("pair", 1), ("id_same", 1), ("id_inc", 1), ("lt_prev", 1),
             # Verdicts the engine takes as they are: a payload; URG, PSH, RST, SYN or FIN
             # (the segment ends its flow's merge); the segment may be held.
-            ("pl_nz", 1), ("ends", 1), ("holdable", 1))
+            ("pl_nz", 1), ("ends", 1), ("holdable", 1),
+            # The frame and its payload again fit into a merged frame (``max_bytes``).
+            ("fits2", 1))
         pq_layout = data.StructLayout({**dict(f_fields), "meta": cur_layout})
         pq_depth = 16
         m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
@@ -717,6 +738,7 @@ class LroEngine(wiring.Component):
             pw.seg.eq(seg), pw.key_valid.eq(v["key_valid"]),
             pw.never_hold.eq(v["never"]), pw.v6.eq(s2_hold["is6"]),
             pw.pl_nz.eq(v["pay_len"] != 0),
+            pw.fits2.eq(meta_at[7].len + v["pay_len"] <= self.max_bytes + _ETH),
             pw.ends.eq((s2_hold["flag_word"][16:24] & _END) != 0),
             pw.holdable.eq(seg & ~v["never"] & (v["pay_len"] != 0)
                            & ((s2_hold["flag_word"][16:24] & _END) == 0)),
@@ -1007,6 +1029,7 @@ class LroEngine(wiring.Component):
         idx_now = Signal(16)
         m_held = Signal(17)  # held bytes of the context a merge goes to
         ch_room = Signal(18)  # room of that context (its ``room`` field, kept in step)
+        ch_fit = Signal()  # that room, less the last frame's payload, holds the payload again
         ch_held = Signal()  # the last frame was held (the context has one segment)
         ch_fix = Signal()  # that context's fixed-ID bit
         ch_id0 = Signal()  # a frame looked up: its IP ID equals the hit context's
@@ -1134,6 +1157,8 @@ class LroEngine(wiring.Component):
             )
             new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
             m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
+                         ch_fit.eq(~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"])
+                                                   <= ch_room[:17])),
                          ch_fix.eq(new_fix)]
             seg_sum = fn["pay_sum"]
             m.d.sync += [
@@ -1152,11 +1177,13 @@ class LroEngine(wiring.Component):
         # two: same flow and header words, the next sequence number, an IP ID that fits,
         # a payload no longer) and fits the context's room. Everything the lookup would test
         # is then known: the context's header words and ``mss`` are the previous frame's.
+        # The room is tested a cycle ahead, against the previous frame's payload, which is
+        # no shorter (``ch_fit``): a last segment that fits only because it is shorter takes
+        # the lookup, which merges it all the same.
         ch_fixed = ch_fix | (ch_held & fn["id_same"] & fn["df"])
         ch_id_ok = fn["v6"] | Mux(ch_fixed, fn["id_same"], fn["id_inc"])
-        ch_room_ok = ~ch_room[17] & (fn["pay_len"] <= ch_room[:17])
         ch_go = Signal()
-        m.d.comb += ch_go.eq(slot & fn["pair"] & ch_id_ok & ch_room_ok & ~expired_r)
+        m.d.comb += ch_go.eq(slot & fn["pair"] & ch_id_ok & ch_fit & ~expired_r)
 
         with m.FSM(init="Wait", name="lro") as fsm:
             with m.State("Chain"):
@@ -1248,7 +1275,7 @@ class LroEngine(wiring.Component):
                                 m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
                 push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
                           end=cur.end)
-                m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size),
+                m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
                              ch_held.eq(1), ch_fix.eq(0)]
                 m.d.comb += pop.eq(1)
                 m.next = "Copy"
