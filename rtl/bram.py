@@ -162,12 +162,9 @@ class RegisteredMemory(wiring.Component):
         bank_outs = []
         for bank in range(banks):
             # Writes reach the bank its upper address bits pick.
-            if banks > 1 and self.granularity:
+            if banks > 1:
                 w_en = Signal(len(self.w_en), name=f"w_en_bank{bank}")
                 m.d.comb += w_en.eq(Mux(self.w_addr[inner:] == bank, self.w_en, 0))
-            elif banks > 1:
-                w_en = Signal(name=f"w_en_bank{bank}")
-                m.d.comb += w_en.eq(self.w_en & (self.w_addr[inner:] == bank))
             else:
                 w_en = self.w_en
             out = Signal(max(columns * bits, self.width), name=f"r_data_bank{bank}")
