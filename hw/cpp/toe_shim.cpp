@@ -233,23 +233,12 @@ class Engine {
     // data appears after the edge.
     void high() {
         uint64_t addr = top->mem_addr;
-        uint64_t next = 0;
         uint64_t app_addr = top->mem_app_addr;
+        // both ports read before either writes (they never write the same word)
+        uint64_t next = addr < mem.size() ? mem[addr] : 0;
         uint64_t app_next = app_addr < mem.size() ? mem[app_addr] : 0;
-        if (addr < mem.size()) {
-            next = mem[addr];
-            write(app_addr, top->mem_app_wen, top->mem_app_wdata);
-            uint8_t en = top->mem_wen;
-            if (en) {
-                uint64_t mask = 0;
-                for (int k = 0; k < 8; k++)
-                    if (en >> k & 1) mask |= uint64_t(0xFF) << (8 * k);
-                mem[addr] = (mem[addr] & ~mask) | (uint64_t(top->mem_wdata) & mask);
-            }
-        } else {
-            if (top->mem_wen) out_of_range++;
-            write(app_addr, top->mem_app_wen, top->mem_app_wdata);
-        }
+        write(app_addr, top->mem_app_wen, top->mem_app_wdata);
+        write(addr, top->mem_wen, top->mem_wdata);
         top->clk = 1;
         top->eval();
         top->mem_rdata = next;
@@ -260,7 +249,7 @@ class Engine {
         low();
         high();
     }
-    // The second port's write (the reads of both ports happen before the writes).
+    // One port's write, byte lanes by its enable.
     void write(uint64_t addr, uint8_t en, uint64_t data) {
         if (!en) return;
         if (addr >= mem.size()) {
