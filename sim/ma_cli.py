@@ -28,7 +28,12 @@ StateOpt = Annotated[Path, typer.Option("--state", help=STATE_HELP)]
 
 
 def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: messages name TOML tables ("[actions.route]") and paths that rich would take
+    # for markup (dropped, or a MarkupError for "[/...]")
+    err_console.print(f"[bold red]nicsim: error:[/] {escape(str(message))}", highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -79,6 +84,19 @@ def _print_writes(writes):
                       highlight=False)
 
 
+def _add_all(cp, path):
+    """Install the entries of the file ``path`` (if any); name the entry a refusal is about."""
+    from nicsim.hw.match_action.program import ProgramError, load_entries
+
+    loaded = load_entries(path, cp.program) if path else []
+    for i, e in enumerate(loaded):
+        try:
+            cp.add(e)
+        except ProgramError as exc:
+            raise ProgramError(f"{path}: entry {i}: {exc}") from None
+    return loaded
+
+
 @ma_app.command("check")
 def ma_check(
     program: Annotated[Path, typer.Argument(help="Program TOML.")],
@@ -87,18 +105,17 @@ def ma_check(
 ):
     """Check that the gateware can run a program (and hold its entries)."""
     from nicsim.hw.match_action.control import ControlPlane
-    from nicsim.hw.match_action.program import ProgramError, load_entries, load_program
+    from nicsim.hw.match_action.program import ProgramError, load_program
 
     try:
         cp = ControlPlane(load_program(program), stages=stages)
-        loaded = load_entries(entries, cp.program) if entries else []
-        for e in loaded:
-            cp.add(e)
+        loaded = _add_all(cp, entries)
     except ProgramError as exc:
         _fail(str(exc))
     tables = ", ".join(f"{t.name} ({t.kind}, {t.size})" for t in cp.program.tables)
     console.print(f"{program}: ok: {len(cp.program.tables)} of {stages} stages: {tables}"
-                  + (f"; {len(loaded)} entries fit" if entries else ""), highlight=False)
+                  + (f"; {len(loaded)} entries fit" if entries else ""), highlight=False,
+                  markup=False)
 
 
 @ma_app.command("load")
@@ -110,12 +127,11 @@ def ma_load(
 ):
     """Check and load a program (start a new state file), optionally with entries."""
     from nicsim.hw.match_action.control import ControlPlane, save_state
-    from nicsim.hw.match_action.program import ProgramError, load_entries, load_program
+    from nicsim.hw.match_action.program import ProgramError, load_program
 
     try:
         cp = ControlPlane(load_program(program), stages=stages)
-        for e in (load_entries(entries, cp.program) if entries else []):
-            cp.add(e)
+        _add_all(cp, entries)
     except ProgramError as exc:
         _fail(str(exc))
     try:
@@ -124,7 +140,7 @@ def ma_load(
         _fail(f"cannot write {state}: {exc.strerror}.")
     console.print(f"loaded {cp.program.name} ({len(cp.program.tables)} tables, "
                   f"{len(cp.entries())} entries, {len(cp.device.writes)} register writes) "
-                  f"-> {state}", highlight=False)
+                  f"-> {state}", highlight=False, markup=False)
 
 
 def _change(state, verb, table, key, action, args, priority, meter):
@@ -144,7 +160,7 @@ def _change(state, verb, table, key, action, args, priority, meter):
     except OSError as exc:
         _fail(f"cannot write {state}: {exc.strerror}.")
     where = f" at stage {result[0]} slot {result[1]}" if verb == "add" else ""
-    console.print(f"{verb}: {table} {key} -> {action}{where}", highlight=False)
+    console.print(f"{verb}: {table} {key} -> {action}{where}", highlight=False, markup=False)
     _print_writes(new)
 
 
@@ -198,8 +214,11 @@ def ma_delete(
     except ProgramError as exc:
         _fail(str(exc))
     new = cp.device.writes[before:]
-    save_state(state, program_path, cp, writes + new)
-    console.print(f"delete: {table} {key}", highlight=False)
+    try:
+        save_state(state, program_path, cp, writes + new)
+    except OSError as exc:
+        _fail(f"cannot write {state}: {exc.strerror}.")
+    console.print(f"delete: {table} {key}", highlight=False, markup=False)
     _print_writes(new)
 
 

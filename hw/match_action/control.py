@@ -221,7 +221,7 @@ def load_state(path):
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-        program_path = doc["program"]
+        program_path = str(doc["program"])
         stages = int(doc.get("stages", limits.DEFAULT_STAGES))
     except OSError as exc:
         raise ProgramError(f"{path}: cannot read the state ({exc.strerror}); run "
@@ -229,10 +229,21 @@ def load_state(path):
     except (ValueError, KeyError, TypeError):
         raise ProgramError(f"{path}: not a state file written by 'nicsim ma load'.") from None
     cp = ControlPlane(load_program(program_path), stages=stages)
-    for spec in doc.get("entries", []):
-        spec = dict(spec)
-        stage, slot = spec.pop("slot")
-        entry = make_entry(cp.program, **spec)
-        cp.shadow.add(entry)
-        cp.slots[entry.table][slot] = entry
-    return program_path, cp, [tuple(w) for w in doc.get("writes", [])]
+    try:
+        for spec in doc.get("entries", []):
+            spec = dict(spec)
+            stage, slot = spec.pop("slot")
+            entry = make_entry(cp.program, **spec)
+            slots = cp.slots[entry.table]
+            if stage != cp.stage[entry.table] or not isinstance(slot, int) \
+                    or not 0 <= slot < len(slots) or slots[slot] is not None:
+                raise ValueError("a slot twice or in the wrong stage")
+            cp.shadow.add(entry)
+            cp.slots[entry.table][slot] = entry
+        writes = [(int(a), int(v)) for a, v in doc.get("writes", [])]
+    except ProgramError as exc:
+        raise ProgramError(f"{path}: {exc}") from None
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise ProgramError(f"{path}: its entries do not fit the program {program_path}; run "
+                           "'nicsim ma load' again.") from None
+    return program_path, cp, writes

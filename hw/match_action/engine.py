@@ -49,17 +49,23 @@ def load_config(section, options):
     prog_path = options.get("program") or section.get("program")
     if prog_path is None:
         raise ValueError("match-action needs a program: --program P.toml")
-    stages = int(section.get("stages", limits.DEFAULT_STAGES))
+    stages = section.get("stages", limits.DEFAULT_STAGES)
+    if isinstance(stages, bool) or not isinstance(stages, int):
+        raise ValueError(f"stages must be a whole number of stages, not {stages!r}")
     interval = section.get("frame_interval_ns")
-    interval = None if interval is None else int(interval)
-    if interval is not None and interval < 0:
-        raise ValueError("frame_interval_ns must not be negative")
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int)
+                                 or interval < 0):
+        raise ValueError(f"frame_interval_ns must be a whole number of nanoseconds, 0 or more, "
+                         f"not {interval!r}")
     try:
         cp = ControlPlane(load_program(Path(prog_path)), stages=stages)
         entries_path = options.get("entries") or section.get("entries")
         entries = load_entries(Path(entries_path), cp.program) if entries_path else []
-        for e in entries:
-            cp.add(e)  # refuses what the hardware cannot hold (full buckets too)
+        for i, e in enumerate(entries):
+            try:
+                cp.add(e)  # refuses what the hardware cannot hold (full buckets too)
+            except ProgramError as exc:
+                raise ProgramError(f"{entries_path}: entry {i}: {exc}") from None
     except ProgramError as exc:
         raise ValueError(str(exc).rstrip(".")) from None
     return MaConfig(cp.program, entries, stages, interval, str(prog_path))

@@ -600,8 +600,11 @@ def _key_item(kspec, value):
         else:
             text = str(value)
             v, _, plen = text.partition("/")
-            plen = int(plen) if plen else width
-        if not isinstance(plen, int) or not 0 <= plen <= width:
+            try:
+                plen = int(plen) if plen else width
+            except ValueError:
+                pass  # refused just below, with the text given
+        if isinstance(plen, bool) or not isinstance(plen, int) or not 0 <= plen <= width:
             raise ProgramError(f"{what}: prefix length must be 0..{width}, not {plen!r}.")
         mask = full ^ ((1 << (width - plen)) - 1)
         v = parse_value(v, width, what)
@@ -696,6 +699,10 @@ def make_entry(program, table, key, action, args=None, priority=None, meter=None
                                "'color' in the program.")
         if not isinstance(meter, dict) or "cir" not in meter or "cbs" not in meter:
             raise ProgramError("meter must be { cir = bit/s, cbs = bytes[, pir, pbs] }.")
+        unknown = sorted(set(map(str, meter)) - {"cir", "cbs", "pir", "pbs"})
+        if unknown:
+            raise ProgramError(f"meter: unknown setting(s) {unknown}; a meter takes cir, cbs, "
+                               "pir and pbs.")
         try:
             vals = [int(meter.get(k, meter.get(d))) for k, d in
                     (("cir", "cir"), ("cbs", "cbs"), ("pir", "cir"), ("pbs", "cbs"))]
