@@ -27,8 +27,12 @@ In the DP16KD variant port A writes and port B reads. One data width is chosen f
 memory: the widest configuration (18, 9, 4, 2 or 1 bits) whose depth (1024 ... 16384) holds
 the memory, and as many blocks side by side as its width needs. A memory deeper than 16384
 entries is cut into banks of 16384 (x1 blocks) whose outputs a multiplexer picks, after the
-output registers, by the address bits taken two cycles earlier (so this one case has logic
-between the registers and the user).
+output registers, by the address bits taken two cycles earlier (so this case has logic
+between the registers and the user). A depth that is not a power of two is cut the same way
+into sections of decreasing powers of two (:func:`dp16kd_sections`) where that takes fewer
+blocks, each section in its own widest configuration: a ring of 9216 words of 64 bits is 32
+blocks of 8192 x 2 and 4 of 1024 x 18 (36 blocks) instead of 64 of 16384 x 1, of which 7168
+entries would stay unused. The user's addresses then stay below ``depth``.
 
 With ``granularity=8`` the write port takes a byte enable per byte (``w_en`` has ``width // 8``
 bits), as the LRO engine's regions need. In the DP16KD variant every block then holds whole
@@ -53,8 +57,9 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
-__all__ = ["PRIMITIVES", "RegisteredMemory", "dp16kd_geometry"]
+__all__ = ["PRIMITIVES", "RegisteredMemory", "dp16kd_geometry", "dp16kd_sections"]
 
 #: Values of ``primitive``: the behavioural memory (``None``) or ECP5 ``DP16KD`` instances.
 PRIMITIVES = (None, "dp16kd")
@@ -77,7 +82,8 @@ def dp16kd_geometry(width, depth, granularity=None):
     -------
     tuple
         ``(bits, columns, banks)``: the data width of each block, the blocks side by side and
-        the banks of 16384 entries (1 unless the memory is deeper than that).
+        the banks of 16384 entries (1 unless the memory is deeper than that). A depth that
+        :func:`dp16kd_sections` cuts into sections is laid out by that function instead.
     """
     banks = -(-depth // _DP16KD_DEPTH)
     if banks > 1:
@@ -88,6 +94,37 @@ def dp16kd_geometry(width, depth, granularity=None):
                 return bits, -(-width // (8 * (bits // 9))), 1
             return bits, -(-width // bits), 1
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def dp16kd_sections(width, depth, granularity=None):
+    """Return the sections of a memory whose depth is not a power of two, or ``None``.
+
+    A depth of up to 16384 entries that is not a power of two is cut into sections of
+    decreasing powers of two (its binary digits, with the depth rounded up to a multiple of
+    1024, the shallowest configuration), each laid out by :func:`dp16kd_geometry`, where that
+    takes fewer blocks than one layout for the whole depth: 9216 words of 64 bits are 32
+    blocks of 8192 x 2 and 4 of 1024 x 18 (36) instead of 64 of 16384 x 1.
+
+    Returns
+    -------
+    list of tuple or None
+        ``(base, entries, bits, columns)`` per section: its first address, its depth (a power
+        of two that divides ``base``), and its blocks' data width and count. ``None`` where
+        the memory is laid out whole.
+    """
+    if depth > _DP16KD_DEPTH or depth & (depth - 1) == 0:
+        return None
+    rounded = -(-depth // 1024) * 1024
+    sections, base = [], 0
+    for k in reversed(range(rounded.bit_length())):
+        if rounded >> k & 1:
+            bits, columns, _ = dp16kd_geometry(width, 1 << k, granularity)
+            sections.append((base, 1 << k, bits, columns))
+            base += 1 << k
+    bits, columns, banks = dp16kd_geometry(width, depth, granularity)
+    if sum(s[3] for s in sections) >= columns * banks:
+        return None
+    return sections
 
 
 class RegisteredMemory(wiring.Component):
@@ -155,10 +192,13 @@ class RegisteredMemory(wiring.Component):
         return m
 
     def _dp16kd(self, m):
+        sections = dp16kd_sections(self.width, self.depth, self.granularity)
+        if sections:
+            self._dp16kd_sections(m, sections)
+            return
         bits, columns, banks = dp16kd_geometry(self.width, self.depth, self.granularity)
-        low = dict((b, lo) for b, _, lo in _DP16KD_MODES)[bits]
         abits = len(self.w_addr)
-        inner = min(abits, 14 - low)  # address bits inside one block
+        inner = min(abits, 14 - self._low(bits))  # address bits inside one block
         bank_outs = []
         for bank in range(banks):
             # Writes reach the bank its upper address bits pick.
@@ -167,53 +207,88 @@ class RegisteredMemory(wiring.Component):
                 m.d.comb += w_en.eq(Mux(self.w_addr[inner:] == bank, self.w_en, 0))
             else:
                 w_en = self.w_en
-            out = Signal(max(columns * bits, self.width), name=f"r_data_bank{bank}")
-            for col in range(columns):
-                ports = {}
-                for n in range(14):
-                    ports[f"i_ADA{n}"] = Const(0, 1)
-                    ports[f"i_ADB{n}"] = Const(0, 1)
-                for n in range(inner):
-                    ports[f"i_ADA{n + low}"] = self.w_addr[n]
-                    ports[f"i_ADB{n + low}"] = self.r_addr[n]
-                if bits == 18:  # byte enables of the write port
-                    ports["i_ADA0"] = ports["i_ADA1"] = Const(1, 1)
-                if self.granularity:
-                    ports.update(self._byte_lanes(col, bits, w_en, out))
-                    we = ports.pop("i_WEA")
-                else:
-                    we = w_en
-                lo, hi = col * bits, min((col + 1) * bits, self.width)
-                for n in range(18 if not self.granularity else 0):
-                    value = self.w_data[lo + n] if lo + n < hi else Const(0, 1)
-                    ports[f"i_DIA{n}"] = value
-                    ports[f"i_DIB{n}"] = Const(0, 1)
-                    if n < bits:
-                        ports[f"o_DOB{n}"] = out[col * bits + n]
-                for side in "AB":
-                    ports[f"i_CLK{side}"] = ClockSignal("sync")
-                    ports[f"i_RST{side}"] = Const(0, 1)
-                    ports[f"i_OCE{side}"] = Const(1, 1)
-                    for n in range(3):
-                        ports[f"i_CS{side}{n}"] = Const(0, 1)
-                ports["i_WEA"] = we
-                ports["i_CEA"] = Const(1, 1)
-                ports["i_WEB"] = Const(0, 1)
-                ports["i_CEB"] = self.r_en
-                m.submodules[f"bram_b{bank}_c{col}"] = Instance(
-                    "DP16KD",
-                    p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
-                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
-                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                    p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
-                    p_GSR="AUTO",
-                    **ports)
-            bank_outs.append(out[:self.width])
+            bank_outs.append(self._blocks(m, f"bram_b{bank}", bits, columns, inner, w_en,
+                                          f"r_data_bank{bank}"))
         if banks == 1:
             m.d.comb += self.r_data.eq(bank_outs[0])
             return
         self._bank_pick(m, abits, inner, bank_outs)
+
+    @staticmethod
+    def _low(bits):
+        return dict((b, lo) for b, _, lo in _DP16KD_MODES)[bits]
+
+    def _dp16kd_sections(self, m, sections):
+        # Each section is written where its upper address bits match its base; the reads
+        # of every section are picked by the section of the address, two cycles on.
+        outs, hits = [], []
+        for k, (base, entries, bits, columns) in enumerate(sections):
+            inner = exact_log2(entries)
+            hit_w = self.w_addr[inner:] == base >> inner
+            hits.append(self.r_addr[inner:] == base >> inner)
+            w_en = Signal(len(self.w_en), name=f"w_en_sec{k}")
+            m.d.comb += w_en.eq(Mux(hit_w, self.w_en, 0))
+            outs.append(self._blocks(m, f"bram_s{k}", bits, columns, inner, w_en,
+                                     f"r_data_sec{k}"))
+        pick_a = Signal(range(len(sections)), name="section_a")
+        pick = Signal(range(len(sections)), name="section")
+        with m.If(self.r_en):
+            for k in reversed(range(len(sections))):  # the first section that matches
+                with m.If(hits[k]):
+                    m.d.sync += pick_a.eq(k)
+        m.d.sync += pick.eq(pick_a)
+        with m.Switch(pick):
+            for k, out in enumerate(outs):
+                with m.Case(k):
+                    m.d.comb += self.r_data.eq(out)
+
+    def _blocks(self, m, prefix, bits, columns, inner, w_en, out_name):
+        """Instantiate ``columns`` blocks side by side on the low ``inner`` address bits;
+        return their read data (``self.width`` bits)."""
+        low = self._low(bits)
+        out = Signal(max(columns * bits, self.width), name=out_name)
+        for col in range(columns):
+            ports = {}
+            for n in range(14):
+                ports[f"i_ADA{n}"] = Const(0, 1)
+                ports[f"i_ADB{n}"] = Const(0, 1)
+            for n in range(inner):
+                ports[f"i_ADA{n + low}"] = self.w_addr[n]
+                ports[f"i_ADB{n + low}"] = self.r_addr[n]
+            if bits == 18:  # byte enables of the write port
+                ports["i_ADA0"] = ports["i_ADA1"] = Const(1, 1)
+            if self.granularity:
+                ports.update(self._byte_lanes(col, bits, w_en, out))
+                we = ports.pop("i_WEA")
+            else:
+                we = w_en
+            lo, hi = col * bits, min((col + 1) * bits, self.width)
+            for n in range(18 if not self.granularity else 0):
+                value = self.w_data[lo + n] if lo + n < hi else Const(0, 1)
+                ports[f"i_DIA{n}"] = value
+                ports[f"i_DIB{n}"] = Const(0, 1)
+                if n < bits:
+                    ports[f"o_DOB{n}"] = out[col * bits + n]
+            for side in "AB":
+                ports[f"i_CLK{side}"] = ClockSignal("sync")
+                ports[f"i_RST{side}"] = Const(0, 1)
+                ports[f"i_OCE{side}"] = Const(1, 1)
+                for n in range(3):
+                    ports[f"i_CS{side}{n}"] = Const(0, 1)
+            ports["i_WEA"] = we
+            ports["i_CEA"] = Const(1, 1)
+            ports["i_WEB"] = Const(0, 1)
+            ports["i_CEB"] = self.r_en
+            m.submodules[f"{prefix}_c{col}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                p_GSR="AUTO",
+                **ports)
+        return out[:self.width]
 
     def _byte_lanes(self, col, bits, w_en, out):
         """Data pins, output pins and write enables of block ``col`` with byte enables: the

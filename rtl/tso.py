@@ -174,6 +174,10 @@ _OUT_DEPTH = 16  # beats between the reader and ``o``; covers its credit loop at
 _RES_DEPTH = 8  # result words between the reader and ``result``
 _SLOTS = 13  # header bytes rewritten per segment
 _GEAR_LAG = 2  # cycles from the mover's emit to the gearbox output (``gb``)
+# The frame ring: room for the largest frame and this many beats more, in whole kibi-words
+# where that is less than the next power of two (DP16KD blocks in sections, see .bram).
+_RING_SLACK = 256
+_RING_PAGE = 1024
 
 
 class TsoCommandLayout(data.Struct):
@@ -261,6 +265,29 @@ def _window(m, fifo, width, consume, flush, name, entries, consume_data=None):
     return list(zip(d, v, strict=True)), pop
 
 
+def _ring_inc(value, depth):
+    """``value + 1`` modulo ``depth`` (``value < depth``)."""
+    bits = len(value)
+    nxt = value + 1
+    if depth & (depth - 1) == 0:
+        return nxt[:bits]
+    # nxt <= depth: it is depth where it has all of depth's one bits (no compare).
+    at_end = Cat(*(nxt[k] for k in range(depth.bit_length()) if depth >> k & 1)).all()
+    return Mux(at_end, 0, nxt[:bits])
+
+
+def _ring_add(m, out, a, b, depth):
+    """Set ``out`` to ``a + b`` modulo ``depth`` (both below ``depth``) two cycles later: the
+    sum, then the modulo, each in flip-flops."""
+    bits = len(out)
+    total = Signal(bits + 1, name=f"{out.name}_sum")
+    m.d.sync += total.eq(a + b)
+    if depth & (depth - 1) == 0:
+        m.d.sync += out.eq(total[:bits])
+    else:
+        m.d.sync += out.eq(Mux(total >= depth, total - depth, total)[:bits])
+
+
 def _tree(m, values, name):
     """Return the sum of ``values`` as a combinational adder tree."""
     values = list(values)
@@ -333,7 +360,8 @@ class Tso(wiring.Component):
         lanes = width // 8
         self.header_beats = MAX_HEADER // lanes + 1  # beats 0 .. MAX_HEADER // lanes
         self.max_beats = -(-(MAX_HEADER + max_payload) // lanes)
-        self.ring_depth = 1 << self.max_beats.bit_length()
+        self.ring_depth = min(1 << self.max_beats.bit_length(),
+                              -(-(self.max_beats + _RING_SLACK) // _RING_PAGE) * _RING_PAGE)
         segment_beats = -(-(MAX_HEADER + max_mss) // lanes) + 1
         self.segment_depth = 1 << (2 * segment_beats - 1).bit_length()
         super().__init__({
@@ -366,7 +394,7 @@ class Tso(wiring.Component):
     def _ingress(self, m):
         width, lanes = self.width, self.width // 8
         depth = self.ring_depth
-        addr_bits = exact_log2(depth)
+        addr_bits = (depth - 1).bit_length()
         self.flen_max = (1 << 17) - 1
         self.frame_layout = data.StructLayout({
             "beats": unsigned(addr_bits),  # beats stored
@@ -380,8 +408,10 @@ class Tso(wiring.Component):
         m.submodules.frames = frames = CreditedFIFO(self.frame_layout.size, 16)
         self.frames = frames
 
-        wp = Signal(addr_bits + 1)
-        self.ring_rp = rp = Signal(addr_bits + 1)  # moved by the segmenter
+        # Ring addresses modulo its depth (``_ring_inc``); the ring never fills (``room``), so
+        # wp == rp is empty.
+        wp = Signal(addr_bits)
+        self.ring_rp = rp = Signal(addr_bits)  # moved by the segmenter
         index = Signal(range(self.max_beats + 1))
         hole = Signal()
         command = Signal(TsoCommandLayout)
@@ -398,12 +428,15 @@ class Tso(wiring.Component):
         w_addr = Signal(addr_bits)
         w_data = Signal(width)
         w_en = Signal()
-        m.d.sync += [w_addr.eq(wp[:addr_bits]), w_data.eq(beat.data), w_en.eq(accept & storing)]
+        m.d.sync += [w_addr.eq(wp), w_data.eq(beat.data), w_en.eq(accept & storing)]
         m.d.comb += [ring.w_addr.eq(w_addr), ring.w_data.eq(w_data), ring.w_en.eq(w_en)]
-        # The ring's level in a flip-flop, then the room flag from it: two cycles late, with
-        # the margin of the two beats that may be taken meanwhile.
-        used = Signal(addr_bits + 1)
-        m.d.sync += [used.eq(wp - rp), room.eq(used < depth - 2)]
+        # The ring's level in flip-flops (the difference, then modulo the depth), then the
+        # room flag from it: three cycles late, with the margin of the three beats that may be
+        # taken meanwhile.
+        diff = Signal(signed(addr_bits + 1))
+        used = Signal(addr_bits)
+        m.d.sync += [diff.eq(wp - rp), used.eq(Mux(diff < 0, diff + depth, diff)),
+                     room.eq(used < depth - 3)]
         full = Const((1 << lanes) - 1, lanes)
         contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
         count = Signal(range(lanes + 1))
@@ -424,7 +457,7 @@ class Tso(wiring.Component):
         m.d.comb += [frames.w_data.eq(entry_r.as_value()), frames.w_en.eq(entry_push)]
         with m.If(accept):
             with m.If(storing):
-                m.d.sync += wp.eq(wp + 1)
+                m.d.sync += wp.eq(_ring_inc(wp, depth))
             with m.If(index == 0):
                 m.d.sync += command.eq(beat.user)
             with m.If(beat.last):
@@ -449,7 +482,8 @@ class Tso(wiring.Component):
     def _segmenter(self, m):
         width, lanes, shift = self.width, self.width // 8, self._shift
         hb = self.header_beats
-        addr_bits = exact_log2(self.ring_depth)
+        depth = self.ring_depth
+        addr_bits = (depth - 1).bit_length()
         tb_bits = (hb - 1).bit_length()
         self.tb_bits = tb_bits
         frames = self.frames
@@ -793,7 +827,16 @@ class Tso(wiring.Component):
         # being parsed, the payload of the frame being segmented. Header reads go first.
         h_raddr = Signal(addr_bits)
         s_raddr = Signal(addr_bits)
-        h_base = Signal(addr_bits + 1)  # first beat of the frame being parsed
+        h_base = Signal(addr_bits)  # first beat of the frame being parsed
+        # Ring sums modulo its depth, in flip-flops ahead of their use (the operands are set
+        # many cycles before): the first beat of the frame after the one being parsed, and
+        # the first payload beat of the one being parsed; p_end: the frame being segmented's
+        # h_next, which frees its beats once it is done.
+        h_next = Signal(addr_bits)
+        s_start = Signal(addr_bits)
+        p_end = Signal(addr_bits)
+        _ring_add(m, h_next, h_base, beats, depth)
+        _ring_add(m, s_start, h_base, hlen[shift:], depth)
         # The frame being segmented (the header side moves on to the next one).
         p_busy = Signal()
         p_draining = Signal()
@@ -1083,14 +1126,14 @@ class Tso(wiring.Component):
             with m.If(~p_draining):
                 m.d.comb += src_issue.eq(src_more & (src_count < _SRC_DEPTH) & ~rd_issue)
                 with m.If(src_issue):
-                    m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(s_raddr + 1),
+                    m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(_ring_inc(s_raddr, depth)),
                                  src_more.eq(src_more1), src_more1.eq(src_idx < p_beats_m2)]
                 with m.If(self.frame_sent):
                     m.d.sync += [p_draining.eq(1), p_step.eq(0)]
             with m.Else():
                 m.d.sync += p_step.eq(p_step + 1)
                 with m.If(p_step == _PIPE_DRAIN):
-                    m.d.sync += [self.ring_rp.eq(self.ring_rp + p_beats), p_busy.eq(0),
+                    m.d.sync += [self.ring_rp.eq(p_end), p_busy.eq(0),
                                  p_draining.eq(0)]
                     self._count(m, "frames_segmented")
         # The finisher's pipeline holds a descriptor for up to _FIN_DRAIN cycles after a
@@ -1109,13 +1152,13 @@ class Tso(wiring.Component):
                         beats.eq(head.beats), flen.eq(head.length), hole.eq(head.hole),
                         mss.eq(head.command.mss), udp.eq(head.command.udp),
                         fixed_id.eq(head.command.fixed_id),
-                        rd_index.eq(0), h_raddr.eq(h_base[:addr_bits]), rd_issue.eq(1),
+                        rd_index.eq(0), h_raddr.eq(h_base), rd_issue.eq(1),
                         n_hdr.eq(Mux(head.beats < hb, head.beats, hb)),
                         rd_last.eq(head.beats <= 1),
                     ]
                     m.next = "Read Header"
             with m.State("Read Header"):
-                m.d.sync += [rd_index.eq(rd_index + 1), h_raddr.eq(h_raddr + 1),
+                m.d.sync += [rd_index.eq(rd_index + 1), h_raddr.eq(_ring_inc(h_raddr, depth)),
                              rd_last.eq(rd_index + 2 >= n_hdr)]
                 with m.If(rd_last):
                     m.d.sync += [step.eq(0), step_hit.eq(0), rd_issue.eq(0)]
@@ -1135,7 +1178,7 @@ class Tso(wiring.Component):
                 # In frame order: once the frame before is segmented and its descriptors out.
                 with m.If(self.desc_credit & ~p_busy & fin_idle):
                     m.d.comb += [self.drop_push.eq(1), self.drop_reason.eq(reason)]
-                    m.d.sync += [self.ring_rp.eq(self.ring_rp + beats), h_base.eq(h_base + beats)]
+                    m.d.sync += [self.ring_rp.eq(h_next), h_base.eq(h_next)]
                     m.next = "Idle"
             with m.State("Sum Header"):
                 m.d.comb += sum_go.eq(sum_more)
@@ -1172,13 +1215,13 @@ class Tso(wiring.Component):
                 p_nbl.eq(nbl_frame), p_s1.eq(s1_frame),
                 seg_seq.eq(seq), seg_id.eq(ip_id), seg_k.eq(0),
                 src_idx.eq(hlen[shift:]), src_more.eq(hb_more), src_more1.eq(hb_more1),
-                s_raddr.eq(h_base[:addr_bits] + hlen[shift:]),
+                s_raddr.eq(s_start), p_end.eq(h_next),
                 bank_busy.eq((bank_busy & ~self.bank_free)
                              | (Const(1, _BANKS) << bank)),
                 p_busy.eq(1), p_beats.eq(beats), p_beats_m2.eq(beats_m2), p_mss.eq(mss),
                 p_mss2.eq(mss2),
                 p_fixed_id.eq(fixed_id), p_first_fits.eq(first_fits),
-                h_base.eq(h_base + beats), bank.eq(bank + 1),
+                h_base.eq(h_next), bank.eq(bank + 1),
             ]
             for b in range(_BANKS):
                 with m.If(bank == b):

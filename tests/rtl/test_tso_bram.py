@@ -22,12 +22,13 @@ _ADDRESS_PINS = {1: (16384, range(0, 14)), 2: (8192, range(1, 14)), 4: (4096, ra
                  9: (2048, range(3, 14)), 18: (1024, range(4, 14))}
 
 
-def _instances(text):
-    """Yield ``(parameters, connections)`` of each DP16KD instance of exported Verilog."""
-    for match in re.finditer(r"DP16KD #\((.*?)\) \w+ \((.*?)\);", text, re.S):
+def _instances(text, names=False):
+    """Yield ``(parameters, connections)`` of each DP16KD instance of exported Verilog
+    (``(name, parameters, connections)`` with ``names``)."""
+    for match in re.finditer(r"DP16KD #\((.*?)\) (\w+) \((.*?)\);", text, re.S):
         params = dict(re.findall(r"\.(\w+)\(([^()]*)\)", match.group(1)))
-        ports = dict(re.findall(r"\.(\w+)\(([^()]*)\)", match.group(2)))
-        yield params, ports
+        ports = dict(re.findall(r"\.(\w+)\(([^()]*)\)", match.group(3)))
+        yield (match.group(2), params, ports) if names else (params, ports)
 
 
 def _width(value):
@@ -44,27 +45,38 @@ def tso64_dp16kd():
 def test_synthesis_variant_uses_output_registers(tso64_dp16kd):
     """Every memory of the 64-bit engine is DP16KD blocks with REGMODE_B OUTREG, wired as
     the guide lays out its address and data pins; no behavioural memory is left."""
-    from nicsim.rtl.bram import dp16kd_geometry
+    from nicsim.rtl.bram import dp16kd_geometry, dp16kd_sections
     from nicsim.rtl.tso import Tso
 
     tso = Tso(64)
     tmpl_depth = 4 << (tso.header_beats - 1).bit_length()
-    expected = sum(bits_cols[1] * bits_cols[2] for bits_cols in (
-        dp16kd_geometry(64, tso.ring_depth), dp16kd_geometry(64, tso.segment_depth),
-        dp16kd_geometry(64, tmpl_depth)))
-    # Address bits of each memory, by the data width its blocks have (one width each here).
-    abits = {dp16kd_geometry(64, d)[0]: (d - 1).bit_length()
-             for d in (tso.ring_depth, tso.segment_depth, tmpl_depth)}
-    found = list(_instances(tso64_dp16kd))
-    assert len(found) == expected == 84  # ring 64 x1, segments 16 x4, template 4 x18
+    # The ring (9216 words: the largest frame and some slack) in two sections, the segment
+    # ring and the template whole.
+    assert dp16kd_sections(64, tso.segment_depth) is dp16kd_sections(64, tmpl_depth) is None
+    sections = dp16kd_sections(64, tso.ring_depth)
+    assert tso.ring_depth == 9216 and sum(s[1] for s in sections) == tso.ring_depth
+    expected = sum(s[3] for s in sections) + sum(
+        bits_cols[1] * bits_cols[2] for bits_cols in (
+            dp16kd_geometry(64, tso.segment_depth), dp16kd_geometry(64, tmpl_depth)))
+    # Address bits of each block, by its name's prefix (a section or a whole memory) and the
+    # data width of its blocks (one width each here).
+    abits = {("s", k, bits): (entries - 1).bit_length()
+             for k, (_, entries, bits, _) in enumerate(sections)}
+    abits.update({("b", 0, dp16kd_geometry(64, d)[0]): (d - 1).bit_length()
+                  for d in (tso.segment_depth, tmpl_depth)})
+    found = list(_instances(tso64_dp16kd, names=True))
+    # ring 32 x2 and 4 x18 (64 x1 at 16384 words), segments 16 x4, template 4 x18
+    assert len(found) == expected == 56
     widths = set()
-    for params, ports in found:
+    for name, params, ports in found:
         assert params["REGMODE_B"] == '"OUTREG"' and params["REGMODE_A"] == '"NOREG"'
         bits = _width(params["DATA_WIDTH_A"])
         assert _width(params["DATA_WIDTH_B"]) == bits
         widths.add(bits)
         _, pins = _ADDRESS_PINS[bits]
-        pins = pins[:abits[bits]]  # from the lowest pin up; a shallow memory leaves the top
+        kind, index = re.match(r"bram_([sb])(\d+)_c\d+$", name).groups()
+        # from the lowest pin up; a shallow memory leaves the top
+        pins = pins[:abits[kind, int(index), bits]]
         for n in range(14):
             a, b = ports[f"ADA{n}"], ports[f"ADB{n}"]
             if n in pins:  # an address bit (a signal, not a constant)
@@ -76,7 +88,7 @@ def test_synthesis_variant_uses_output_registers(tso64_dp16kd):
         assert ports["WEB"] == "1'h0" and ports["OCEB"] == "1'h1"
         assert "'" not in ports["WEA"] and ports["CLKA"] == ports["CLKB"] == "clk"
         assert [n for n in range(18) if ports.get(f"DOB{n}", "").strip()] == list(range(bits))
-    assert widths == {1, 4, 18}
+    assert widths == {2, 4, 18}
     # The memories are not left to yosys's mapping (which writes REGMODE NOREG): what stays
     # behavioural are the 16-entry queues (LUT RAM).
     depths = re.findall(r"reg \[\d+:0\] \S+ \[(\d+):0\];", tso64_dp16kd)
@@ -175,3 +187,44 @@ def test_deep_memory_in_banks():
     for params, ports in found:
         assert _width(params["DATA_WIDTH_A"]) == 1 and params["REGMODE_B"] == '"OUTREG"'
         assert all("'" not in ports[f"ADB{n}"] for n in range(14))
+
+
+@pytest.mark.parametrize("width, depth, layout", [
+    (64, 9216, [(0, 8192, 2, 32), (8192, 1024, 18, 4)]),
+    (128, 5120, [(0, 4096, 4, 32), (4096, 1024, 18, 8)]),
+    (256, 3072, [(0, 2048, 9, 29), (2048, 1024, 18, 15)]),
+    (64, 9000, [(0, 8192, 2, 32), (8192, 1024, 18, 4)]),
+    (64, 300, None), (64, 4096, None), (64, 32768, None)])
+def test_sections_of_a_depth_not_a_power_of_two(width, depth, layout):
+    """A depth that is not a power of two is cut into power-of-two sections when that takes
+    fewer blocks (the guide's widths and entries); each section's blocks are written only at
+    its own addresses and use only the address pins of its entries."""
+    from amaranth.back import verilog
+
+    from nicsim.rtl.bram import RegisteredMemory, dp16kd_geometry, dp16kd_sections
+
+    assert dp16kd_sections(width, depth) == layout
+    if layout is None:
+        return
+    whole = dp16kd_geometry(width, depth)
+    assert sum(s[3] for s in layout) < whole[1] * whole[2]
+    base = 0
+    for start, entries, bits, columns in layout:
+        assert start == base and start % entries == 0
+        assert _ADDRESS_PINS[bits][0] >= entries and bits * columns >= width
+        base += entries
+    assert base >= depth
+    text = verilog.convert(RegisteredMemory(width, depth, primitive="dp16kd"), name="mem")
+    found = list(_instances(text, names=True))
+    assert len(found) == sum(s[3] for s in layout)
+    enables = {}
+    for name, params, ports in found:
+        k = int(re.match(r"bram_s(\d+)_c\d+$", name).group(1))
+        _, entries, bits, _ = layout[k]
+        assert _width(params["DATA_WIDTH_A"]) == bits and params["REGMODE_B"] == '"OUTREG"'
+        pins = _ADDRESS_PINS[bits][1][:(entries - 1).bit_length()]
+        assert all(("'" not in ports[f"ADB{n}"]) == (n in pins) for n in range(14)
+                   if not (bits == 18 and n < 2))
+        enables.setdefault(k, set()).add(ports["WEA"])
+    assert all(len(e) == 1 for e in enables.values())  # one enable per section
+    assert len(set.union(*enables.values())) == len(layout)
