@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs: C++ toolchain for Verilator models, lz4/zlib for FST
 # waveforms, clang/libbpf/bpftool for eBPF objects, PoCL for OpenCL kernels, iproute2 for
-# veth/netns peers, ethtool for the kernel GSO/GRO oracles.
-APT_PACKAGES := g++ make liblz4-dev zlib1g-dev clang-15 llvm-15 libbpf-dev bpftool \
+# veth/netns peers, ethtool for the kernel GSO/GRO oracles, ccache for Verilator's runtime
+# library (compiled once instead of in every build).
+APT_PACKAGES := g++ make ccache liblz4-dev zlib1g-dev clang-15 llvm-15 libbpf-dev bpftool \
 	pocl-opencl-icd ocl-icd-opencl-dev iproute2 tcpdump ethtool
 JOBS ?= 2
 
@@ -31,10 +32,10 @@ demo: install
 		--json out/compare/xdp-load.json
 
 test: install
-	NICSIM_HYPOTHESIS=ci $(BIN)/python -m pytest -n $(JOBS) -m "not long" -q --durations=25
+	NICSIM_HYPOTHESIS=ci $(BIN)/python -m pytest -n $(JOBS) --dist worksteal -m "not long" -q --durations=25
 
 test-long: install
-	$(BIN)/python -m pytest -n $(JOBS) -q -m long
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal -q -m long
 
 synth: install
 	$(BIN)/nicsim synth-all --out benchmarks/results/synth.json

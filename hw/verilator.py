@@ -75,7 +75,19 @@ def _setup_env() -> None:
     # MAKEFLAGS acts as a command-line override for every make that Verilator or cocotb runs.
     flags = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    # Every build compiles Verilator's runtime library (verilated.cpp, its VPI and thread
+    # support: about 12 s of CPU a build, the same objects each time). With ccache installed,
+    # verilated.mk's OBJCACHE hook compiles them once per cache folder.
+    if "OBJCACHE" not in flags and shutil.which("ccache"):
+        os.environ.setdefault("CCACHE_DIR", str(build_root() / "ccache"))
+        flags += " OBJCACHE=ccache"
+    # The model's own code at -O1 instead of verilated.mk's -Os: the C++ compiles in about
+    # half the CPU time (a rss build at 512 bits: 10.1 s -Os, 5.8 s -O1 for one of its
+    # files) and runs as fast in the tests here; the compile is most of a cold test run.
+    if "OPT_FAST" not in flags:
+        flags += " OPT_FAST=-O1"
+    os.environ["MAKEFLAGS"] = flags.strip()
     bindir = str(root / "bin")
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
