@@ -354,11 +354,16 @@ class MatchAction(wiring.Component):
         ok_commit = Signal()
         checks = []
         for i, s in enumerate(stages):
-            checks.append((bus.w_data[12:15] == i) & (bus.w_data[0:10] < s.slots))
+            # an install names one of the stage's actions; a clear ignores the action
+            n_actions = len(self.config["tables"][i]["actions"])
+            checks.append((bus.w_data[12:15] == i) & (bus.w_data[0:10] < s.slots)
+                          & (~bus.w_data[16] | (action < n_actions)))
         m.d.comb += ok_commit.eq(Cat(*checks).any())
         writable = {regs.REG_ACTION: action, regs.REG_PRIORITY: prio, regs.REG_METER_CIR: cir,
                     regs.REG_METER_PIR: pir, regs.REG_METER_CBS: cbs, regs.REG_METER_PBS: pbs,
                     regs.REG_SELECT: select}
+        # A value wider than its register holds is refused (SLVERR), not cut short.
+        narrow = {addr: len(sig) for addr, sig in writable.items() if len(sig) < 32}
         for i in range(regs.KEY_WORDS):
             writable[regs.REG_KEY + 4 * i] = key[32 * i:32 * i + 32]
             writable[regs.REG_MASK + 4 * i] = mask[32 * i:32 * i + 32]
@@ -369,7 +374,13 @@ class MatchAction(wiring.Component):
             with m.Switch(bus.addr):
                 for addr, sig in writable.items():
                     with m.Case(addr):
-                        m.d.sync += sig.eq(bus.w_data)
+                        if addr in narrow:
+                            with m.If(bus.w_data[narrow[addr]:].any()):
+                                m.d.comb += bus.err.eq(1)
+                            with m.Else():
+                                m.d.sync += sig.eq(bus.w_data)
+                        else:
+                            m.d.sync += sig.eq(bus.w_data)
                 with m.Case(regs.REG_COMMIT):
                     with m.If(ok_commit):
                         m.d.sync += [commit.eq(bus.w_data), c_en.eq(1)]

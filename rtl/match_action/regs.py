@@ -5,7 +5,10 @@ meter of one entry go into ``KEY``/``MASK``/``ACTION``/``ARGS``/``PRIORITY``/``M
 write to ``COMMIT`` names the stage and slot and installs (or clears) it in one cycle, so a
 frame never sees half an entry. Counters and meter buckets are read by writing ``SELECT`` and
 then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``; a 64-bit counter's low word is read
-first, and its high word is the one latched with it (no torn reads).
+first, and its high word is the one latched with it (no torn reads). A write of a value wider
+than its register (``ACTION`` 4 bits, ``PRIORITY`` and ``SELECT`` 16, ``METER_CIR``/``PIR`` 20,
+``METER_CBS``/``PBS`` 21) is refused with SLVERR and changes nothing, as is a ``COMMIT`` that
+installs an action number its stage does not have.
 """
 
 from nicsim.rtl.regs import Register
@@ -86,7 +89,8 @@ REGISTERS = (
     Register("METER_PBS", REG_METER_PBS, 1, "rw", "staged meter: peak burst, bytes"),
     Register("COMMIT", REG_COMMIT, 1, "rw",
              "[9:0] slot, [14:12] stage, [16] install (else clear), [17] keep counters, "
-             "[18] keep meter; a stage or slot out of range: error"),
+             "[18] keep meter; a stage or slot out of range, or an install of an action "
+             "number the stage lacks: error"),
     Register("SELECT", REG_SELECT, 1, "rw", "[9:0] slot, [14:12] stage, [15] miss counters"),
     Register("PACKETS_LO", REG_PACKETS_LO, 1, "ro", "selected packets [31:0]"),
     Register("PACKETS_HI", REG_PACKETS_HI, 1, "ro",

@@ -119,6 +119,18 @@ async def register_errors(dut):
     assert await tb.write_reg(0xFFC, 1) == 2
     assert (await tb.read_reg(0x800))[1] == 2
     assert await tb.write_reg(regs.REG_ID, 0) == 2
+    # An install naming an action its stage does not have (ipv4_routes has three): SLVERR; a
+    # clear ignores the action.
+    assert await tb.write_reg(regs.REG_ACTION, 3) == 0
+    assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0)) == 2
+    assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0, install=False)) == 0
+    # A value wider than its register: SLVERR, and the register keeps its value.
+    for reg, bits in ((regs.REG_ACTION, 4), (regs.REG_PRIORITY, 16), (regs.REG_METER_CIR, 20),
+                      (regs.REG_METER_PIR, 20), (regs.REG_METER_CBS, 21),
+                      (regs.REG_METER_PBS, 21), (regs.REG_SELECT, 16)):
+        assert await tb.write_reg(reg, (1 << bits) - 1) == 0
+        assert await tb.write_reg(reg, 1 << bits) == 2
+        assert await tb.read_reg(reg) == ((1 << bits) - 1, 0)
 
 
 def test_match_action_live():
