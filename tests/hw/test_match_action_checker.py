@@ -167,3 +167,65 @@ def test_bad_files(tmp_path):
     f.write_text('[[tables]]\nname = "a"\nkeys = [{ field = "ipv4.src", match = "range" }]\n')
     with pytest.raises(ProgramError, match="match kind 'range'"):
         load_program(f)
+
+
+def _too_many_actions(doc):
+    for i in range(8):
+        doc["actions"][f"a{i}"] = {"ops": ["forward 1"]}
+    doc["tables"][0]["actions"] = [f"a{i}" for i in range(8)] + ["drop"]
+
+
+def _too_many_ops(doc):
+    doc["actions"]["busy"] = {"ops": ["forward 1"] * (limits.MAX_OPS + 1)}
+    doc["tables"][0]["actions"].append("busy")
+
+
+def _too_much_data(doc):
+    doc["actions"]["wide"] = {"params": {"a": 64, "b": 65}, "ops": ["forward 1"]}
+    doc["tables"][0]["actions"].append("wide")
+
+
+def _wide_pcp(doc):
+    doc["actions"]["tag"] = {"params": {"p": 4}, "ops": ["push_vlan 5 $p"]}
+    doc["tables"][0]["actions"].append("tag")
+
+
+def _branch_on_foreign_action(doc):
+    doc["tables"][0]["next"] = {"actions": {"nop": "t1"}}
+
+
+def _default_not_listed(doc):
+    doc["tables"][1]["default"] = "drop"
+
+
+def _wide_dscp_constant(doc):
+    doc["actions"]["dscp"] = {"ops": ["set_dscp 64"]}
+    doc["tables"][0]["actions"].append("dscp")
+
+
+def _set_dscp_without_ip(doc):
+    doc["actions"]["dscp"] = {"ops": ["set_dscp 3"]}
+    doc["tables"][1]["actions"].append("dscp")
+
+
+def _chaining_field(doc):
+    doc["actions"]["retype"] = {"ops": ["set ethernet.type 0x0800"]}
+    doc["tables"][0]["actions"].append("retype")
+
+
+@pytest.mark.parametrize("change,pattern", [
+    (_too_many_actions, "names 9 actions; a stage takes at most 8"),
+    (_too_many_ops, "has 7 operations; a stage runs at most 6"),
+    (_too_much_data, "takes 129 bits of parameters; an entry holds at most 128"),
+    (_wide_pcp, "push_vlan priority must fit 3 bits"),
+    (_branch_on_foreign_action, "branches on action 'nop', which it does not take"),
+    (_default_not_listed, "default action 'drop' is not in its actions list"),
+    (_wide_dscp_constant, "set_dscp 64 may exceed DSCP 63"),
+    (_set_dscp_without_ip, "action 'dscp' in table 't1' uses ipv4, which may be absent"),
+    (_chaining_field, "writes ethernet.type: it chains the headers"),
+])
+def test_more_refusals(change, pattern):
+    """Every other limit of the checker, each refused in one sentence naming it."""
+    doc = base()
+    change(doc)
+    reject(doc, pattern)
