@@ -115,7 +115,7 @@ def ma_check(
     tables = ", ".join(f"{t.name} ({t.kind}, {t.size})" for t in cp.program.tables)
     console.print(f"{program}: ok: {len(cp.program.tables)} of {stages} stages: {tables}"
                   + (f"; {len(loaded)} entries fit" if entries else ""), highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)
 
 
 @ma_app.command("load")
@@ -140,7 +140,7 @@ def ma_load(
         _fail(f"cannot write {state}: {exc.strerror}.")
     console.print(f"loaded {cp.program.name} ({len(cp.program.tables)} tables, "
                   f"{len(cp.entries())} entries, {len(cp.device.writes)} register writes) "
-                  f"-> {state}", highlight=False, markup=False)
+                  f"-> {state}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _change(state, verb, table, key, action, args, priority, meter):
