@@ -230,3 +230,53 @@ def test_control_plane_errors():
     tp = Pipeline(small, [make_entry(small, "t", 1, "drop")])
     with pytest.raises(ProgramError, match="full"):
         tp.add(make_entry(small, "t", 2, "drop"))
+
+
+def _bitrev(value, bits):
+    return int(f"{value:0{bits}b}"[::-1], 2)
+
+
+def test_bucket_hash_is_crc32_and_its_taps():
+    """The exact tables' bucket hash is CRC-32 (0x04C11DB7, MSB first, zero initial value, no
+    final XOR), checked against zlib's reflected CRC-32 (the same polynomial: the message's bits
+    and the result reversed, zlib's initial and final inversions undone); the gateware's XOR
+    taps give the same index for any key width."""
+    import random
+    import zlib
+
+    from nicsim.rtl.match_action.hashing import hash_taps, key_hash
+
+    rng = random.Random(4)
+    for nbytes in (1, 4, 13, 37, 40):
+        for _ in range(20):
+            key = rng.getrandbits(8 * nbytes)
+            data = bytes(_bitrev(b, 8) for b in key.to_bytes(nbytes, "big"))
+            want = _bitrev(~zlib.crc32(data, 0xFFFFFFFF) & 0xFFFFFFFF, 32)
+            assert key_hash(key, 8 * nbytes, 32) == want
+    for key_bits, index_bits in ((12, 2), (104, 8), (296, 8)):
+        taps = hash_taps(key_bits, index_bits)
+        for _ in range(20):
+            key = rng.getrandbits(key_bits)
+            got = sum((sum(key >> b & 1 for b in bits) & 1) << j for j, bits in enumerate(taps))
+            assert got == key_hash(key, key_bits, index_bits)
+
+
+def test_full_bucket_refuses_an_add():
+    """Collision handling: a bucket holds four keys; a fifth key of that bucket is refused in
+    one sentence while the table still has room, and fits once one of the four is deleted."""
+    from nicsim.hw.match_action.control import ControlPlane
+    from nicsim.hw.match_action.program import ProgramError as PE
+    from nicsim.rtl.match_action.hashing import key_hash
+
+    p = program("router")  # untag: exact on a 12-bit VLAN ID, 16 slots = 4 buckets of 4
+    cp = ControlPlane(p)
+    same = [v for v in range(4096) if key_hash(v, 12, 2) == key_hash(1, 12, 2)][:5]
+    placed = [cp.add(make_entry(p, "untag", v, "strip")) for v in same[:4]]
+    assert sorted(slot for _, slot in placed) == [placed[0][1] // 4 * 4 + w for w in range(4)]
+    with pytest.raises(PE, match=r"bucket \d+ already holds 4 entries") as info:
+        cp.add(make_entry(p, "untag", same[4], "strip"))
+    assert "\n" not in str(info.value)
+    other = next(v for v in range(4096) if key_hash(v, 12, 2) != key_hash(1, 12, 2))
+    cp.add(make_entry(p, "untag", other, "strip"))  # other buckets still take keys
+    cp.delete(make_entry(p, "untag", same[1], "strip"))
+    assert cp.add(make_entry(p, "untag", same[4], "strip")) == placed[1]
