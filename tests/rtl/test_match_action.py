@@ -299,8 +299,11 @@ def test_fuzz_64(seed):
                             backpressure_pct=10)
 
 
-def test_cli_backends_identical(tmp_path):
-    """``nicsim rtl run match-action``: --backend rtl and model write the same pcap and meta."""
+@pytest.mark.parametrize("name", ["router", *(pytest.param(n, marks=pytest.mark.long)
+                                              for n in ("ddos", "acl", "lb"))])
+def test_cli_backends_identical(tmp_path, name):
+    """``nicsim rtl run match-action``: --backend rtl and model write the same pcap and meta
+    (the router in ``make test``, the other programs in ``make test-long``)."""
     from typer.testing import CliRunner
 
     from nicsim.hw.match_action.control import entry_spec
@@ -308,7 +311,7 @@ def test_cli_backends_identical(tmp_path):
     from nicsim.sim.cli import app
 
     rng = random.Random(5)
-    cp, frames = scenario("router", rng, 60)
+    cp, frames = scenario(name, rng, 60)
     lines = []
     for e in cp.entries():
         spec = entry_spec(cp.program, e)
@@ -326,7 +329,7 @@ def test_cli_backends_identical(tmp_path):
     for backend in ("model", "rtl"):
         r = CliRunner().invoke(app, [
             "rtl", "run", "match-action", "--backend", backend, "--program",
-            str(PROGRAMS / "router.toml"), "--entries", str(tmp_path / "e.toml"), "--in",
+            str(PROGRAMS / f"{name}.toml"), "--entries", str(tmp_path / "e.toml"), "--in",
             str(tmp_path / "in.pcap"), "--out", str(tmp_path / f"{backend}.pcap"), "--meta",
             str(tmp_path / f"{backend}.jsonl")])
         assert r.exit_code == 0, r.output
