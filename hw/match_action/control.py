@@ -136,11 +136,15 @@ class ControlPlane:
 
         items = make_key(self.program, table, key)
         ternary = self.program.table(table).kind == "ternary"
-        for e in self.slots[table]:
-            if e is not None and e.key == items and (not ternary or priority is None
-                                                     or e.priority == priority):
-                return e
-        raise ProgramError(f"table {table!r} has no entry with key {key!r}.")
+        found = [e for e in self.slots[table] if e is not None and e.key == items
+                 and (not ternary or priority is None or e.priority == priority)]
+        if not found:
+            raise ProgramError(f"table {table!r} has no entry with key {key!r}.")
+        if len(found) > 1:
+            raise ProgramError(f"table {table!r} has {len(found)} entries with key {key!r}, of "
+                               f"priorities {sorted(e.priority for e in found)}; name one by "
+                               "its priority.")
+        return found[0]
 
     def entries(self):
         """Return the installed entries, table by table."""

@@ -167,3 +167,19 @@ def test_rtl_run_settings(tmp_path):
     one_line_error(run(*base, "--entries", entries), "e.toml: entry 1: table 'untag'")
     entries.write_text(entry.replace("vlan.vid", "vlan.vid\" = 1, \"x"))
     one_line_error(run(*base, "--entries", entries), "keyed on vlan.vid")
+
+
+def test_ternary_delete_needs_the_priority_when_keys_repeat(tmp_path):
+    state = tmp_path / "acl.json"
+    assert run("ma", "load", PROGRAMS / "acl.toml", "--state", state).exit_code == 0
+    key = "10.0.0.0&&&255.0.0.0,0&&&0,6&&&255"
+    for prio, action in ((5, "drop"), (9, "permit")):
+        args = ["port=1"] if action == "permit" else []
+        r = run("ma", "add", "acl", key, action, *args, "--priority", prio, "--state", state)
+        assert r.exit_code == 0, r.output
+    one_line_error(run("ma", "delete", "acl", key, "--state", state),
+                   "has 2 entries with key")
+    r = run("ma", "delete", "acl", key, "--priority", 9, "--state", state)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(state.read_text())
+    assert [(e["priority"], e["action"]) for e in doc["entries"]] == [(5, "drop")]
