@@ -4,7 +4,10 @@ The flow is out of context: the design's ports stay ports (no I/O buffers, nothi
 package pins), as for a block inside a larger NIC. One clock, ``clk``; nextpnr reports the
 maximum frequency it reached and the cells used. Results are cached under
 ``~/.cache/nicsim/synth/`` (see :func:`nicsim.hw.verilator.build_root`) by a hash of the
-Verilog text, the device and the tool versions.
+Verilog text, the device, the flow's nextpnr options and the tool versions.
+
+Placement uses nextpnr's analytical placer (HeAP) with its timing weight raised from the
+default 10 to 52 (:data:`NEXTPNR_PLACE_ARGS`), for every design alike.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from pathlib import Path
 from .designs import DESIGNS, elaborate
 from .verilator import build_root, export_verilog
 
-__all__ = ["DEVICES", "SynthError", "synthesize", "synthesize_verilog"]
+__all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "SynthError", "synthesize", "synthesize_verilog"]
+
+# Ref: nextpnr --help (placer-heap-timingweight, default 10); google/CFU-Playground PR #416
+#      (52, from a sweep of nextpnr's HeAP options with fpga-tool-perf)
+#: Placer options of every nextpnr run. The HeAP placer's timing weight pulls the cells of
+#: critical connections closer: the TSO engine at 64 bit (rtl f224750, ECP5-85k, seed 1)
+#: routes at 151.4 MHz with 52 and at 134.3 MHz with the default.
+NEXTPNR_PLACE_ARGS = ("--placer-heap-timingweight", "52")
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,8 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
     parameters = dict(parameters or {})
     blob = "".join(f"{name}\n{text}" for name, text in sorted(sources.items()))
     key = hashlib.sha256((blob + top + json.dumps(parameters, sort_keys=True) + device
-                          + str(freq_mhz) + str(seed) + _versions()).encode()).hexdigest()[:12]
+                          + str(freq_mhz) + str(seed) + " ".join(NEXTPNR_PLACE_ARGS)
+                          + _versions()).encode()).hexdigest()[:12]
     folder = build_root() / "synth" / f"{top}_{device}_{key}"
     result_file = folder / "result.json"
     if result_file.exists() and not force:
@@ -212,7 +223,7 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
     if dev.out_of_context:
         _run([_tool(dev.nextpnr), *dev.nextpnr_args, "--out-of-context", "--json", "netlist.json",
               "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed),
-              "--report", "report.json",
+              *NEXTPNR_PLACE_ARGS, "--report", "report.json",
               "--threads", str(max(1, os.cpu_count() or 1))], folder, log)
         report = json.loads((folder / "report.json").read_text())
         clocks = report.get("fmax", {})
