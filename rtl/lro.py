@@ -11,8 +11,9 @@ unchanged, in order.
 
 Memory. Every flow context owns a region of ``buffer_bytes`` in one payload memory: the first
 segment is stored whole at the start of its region, later payloads are appended behind it, so a
-merged frame leaves the region as it will go on the wire once four header fields are patched
-(IP length, IPv4 header checksum, TCP flags, TCP checksum). A flow is delivered before its merged
+merged frame leaves the region as it will go on the wire but for four header fields (IP length,
+IPv4 header checksum, TCP flags, TCP checksum), which the read-out puts into its words as they
+leave (the region itself is never patched). A flow is delivered before its merged
 frame would pass ``max_bytes`` (counted after the Ethernet header, like the reference's
 ``max_bytes``; at most ``buffer_bytes - 14``), so the reference run with the same ``max_flows``
 and ``max_bytes`` gives the same frames. Linux's 64 KiB (``max_bytes=65535``) needs
@@ -52,9 +53,11 @@ background, through a queue of one command behind the running one, at one stagin
 cycle: each word is rotated once and written in two parts, into two region words that lie in
 two banks (even and odd words), so that a payload that straddles a region word costs no extra
 cycle and back-to-back one-word segments copy at one a cycle. A delivery is handed to its own
-engine (header sums in registered steps, four patches, then the read-out in the background)
-and the merge engine goes on with the next frames; the patches and the read-out wait only for
-the copies into their own context, and the other copies pause for the patches. Frames that
+engine (header sums in registered steps, then the read-out in the background, which replaces
+the four header fields as the words leave) and the merge engine goes on with the next frames;
+the read-out waits only for the copies into its own context, and no copy ever pauses (at 512
+bit a segment's copy takes as many cycles as its input, so each pause for a delivery was a
+loss for good). Frames that
 pass unchanged are read out of the staging ring at one beat per cycle, after the deliveries
 before them, before the next one is taken.
 
@@ -370,9 +373,11 @@ class LroEngine(wiring.Component):
             staging.w_addr.eq(wr_cur[:SP]),
             staging.w_data.eq(s2.data),
         ]
+        # (``capture`` takes ``hdr_now`` in every cycle: without a beat, it writes the chunk of
+        # the beat still to come, which that beat overwrites, so it needs no enable.)
+        m.d.sync += capture.eq(hdr_now)
         with m.If(s2_valid):
             m.d.comb += staging.w_en.eq(~over)
-            m.d.sync += capture.eq(hdr_now)
             with m.If(s2.last):
                 m.d.sync += [off.eq(0), room.eq(self.max_frame), beat_idx.eq(0),
                              dropping.eq(0), acc.eq(0),
@@ -410,9 +415,10 @@ class LroEngine(wiring.Component):
         f_fields = (
             ("seg", 1), ("key_valid", 1), ("never_hold", 1), ("v6", 1), ("l3", 7), ("l4", 7),
             ("pay_off", 7), ("pay_len", 17), ("flags", 8), ("df", 1), ("addr_sum", 16),
-            ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16), ("seq", 32), ("ack", 32),
-            ("flag_word", 32), ("opts", 320), ("ip_word", 17), ("ip_id", 16),
-            ("key", _KEY_BITS),
+            ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16),
+            # The entry of ``keyq`` that holds the frame's flow key, options and the header
+            # words a merge compares (read at the FIFO's head: the FIFO does not carry them).
+            ("kq", 4),
             # For a merge: the staging word of the payload and the staging words it spans.
             ("c_src", SP + 1), ("src_words", 17),
             # Compared with the frame before (see "Chain"): it may follow it in its flow;
@@ -427,7 +433,7 @@ class LroEngine(wiring.Component):
         pq_depth = 16
         m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
         pq_out = data.View(pq_layout, pq.r_data)
-        fn = {name: pq_out[name] for name, _ in f_fields}
+        fn = {name: pq_out[name] for name, _ in f_fields if name != "kq"}
         nxt = pq_out.meta
         slot = Signal()  # the FIFO holds a parsed frame for the engine
         m.d.comb += slot.eq(pq.r_rdy)
@@ -450,14 +456,13 @@ class LroEngine(wiring.Component):
 
         ntags = Signal(2)
         is6_et = Signal()
+        is4_et = Signal()
         vh = view.hdr
         v_et = [be_bytes(vh, 12 + 4 * t, 2) for t in range(3)]
         v_ntags = Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), 2, 1), 0)
-        m.d.sync += [
-            ntags.eq(v_ntags),
-            is6_et.eq(Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), v_et[2], v_et[1]), v_et[0])
-                      == 0x86DD),
-        ]
+        v_inner = Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), v_et[2], v_et[1]), v_et[0])
+        m.d.sync += [ntags.eq(v_ntags), is6_et.eq(v_inner == 0x86DD),
+                     is4_et.eq(v_inner == 0x0800)]
         m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
                      meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
         for k in range(1, stages):
@@ -475,11 +480,9 @@ class LroEngine(wiring.Component):
             return {name: Signal(w, name=f"{prefix}_{name}") for name, w in widths.items()}
 
         # S1: layer 2, the IP header and the TCP header at their offsets.
-        et0, et1, et2 = be_bytes(h, 12, 2), be_bytes(h, 16, 2), be_bytes(h, 20, 2)
         ip_at = [h[8 * (14 + 4 * t):8 * (14 + 4 * t + 40)] for t in range(3)]
         ipv = Signal(8 * 40)
         m.d.comb += ipv.eq(Mux(ntags == 0, ip_at[0], Mux(ntags == 1, ip_at[1], ip_at[2])))
-        et = Mux(ntags == 0, et0, Mux(ntags == 1, et1, et2))
         l3c = Signal(7)
         m.d.comb += l3c.eq(14 + 4 * ntags)
         l4any = Signal(7)
@@ -491,14 +494,15 @@ class LroEngine(wiring.Component):
                     lo = 14 + 4 * t + (40 if v6 else 20)
                     with m.Case(t | (v6 << 2)):
                         m.d.comb += tcp_sel.eq(h[8 * lo:8 * min(lo + 60, _HDR)])
-        s1 = regs("s1", ntags=2, et=16, ip=320, tcp=480, l4any=7, eth=176, total=32)
-        stage(1, [(s1["ntags"], ntags), (s1["et"], et), (s1["ip"], ipv), (s1["tcp"], tcp_sel),
+        s1 = regs("s1", ntags=2, is6=1, is4=1, ip=320, tcp=480, l4any=7, eth=176, total=32)
+        stage(1, [(s1["ntags"], ntags), (s1["is6"], is6_et), (s1["is4"], is4_et),
+                  (s1["ip"], ipv), (s1["tcp"], tcp_sel),
                   (s1["l4any"], l4any), (s1["total"], pcur.total),
                   (s1["eth"], Cat(*(Mux(k < l3c, _byte(h, k), 0) for k in range(22))))])
 
         # S2: header fields; partial sums of at most eight words.
         ip, tcp = s1["ip"], s1["tcp"]
-        is6 = s1["et"] == 0x86DD
+        is6 = s1["is6"]
         is4 = ~is6
         doff = tcp[8 * 12 + 4:8 * 12 + 8]
 
@@ -545,13 +549,18 @@ class LroEngine(wiring.Component):
             (s2["ip_csum"], be_bytes(ip, 10, 2)),
             (s2["doff"], doff), (s2["tcp_csum"], be_bytes(tcp, 16, 2)),
             (s2["l3"], 14 + 4 * s1["ntags"]), (s2["is6"], is6),
-            (s2["et_ip"], (s1["et"] == 0x0800) | is6), (s2["l4any"], s1["l4any"]),
+            (s2["et_ip"], s1["is4"] | is6), (s2["l4any"], s1["l4any"]),
             (s2["total"], s1["total"][:16] + s1["total"][16:]),
         ])
 
         # The flow key, the options and the header words a merge compares are not needed
         # before stage 6: they wait in a small LUT memory (``keyq``, one entry per frame in
-        # flight, written now, read in stage 6) instead of flip-flops of every stage.
+        # flight, written now) instead of flip-flops of every stage, and stay there until the
+        # engine is done with the frame: stage 6 reads them to compare the frame with the one
+        # before, the engine reads them at the FIFO's head by the entry's index, which the FIFO
+        # carries instead (so that taking a frame from the FIFO enables a few hundred
+        # flip-flops, not a thousand). An entry lives from stage 1 to the frame's pop: at most
+        # ``pq_depth`` frames are in flight, so sixteen entries written in turn are enough.
         kv = {
             "ip_id": be_bytes(ip, 4, 2),
             "ip_word": Mux(is4, Cat(_byte(ip, 1), _byte(ip, 8), ip[8 * 6 + 6]),
@@ -574,6 +583,9 @@ class LroEngine(wiring.Component):
         m.d.sync += [kq_next.eq(kq_next + valid_at[1]), kq_tag[0].eq(kq_next),
                      *(kq_tag[n].eq(kq_tag[n - 1]) for n in range(1, len(kq_tag)))]
         m.d.comb += kq_r.addr.eq(kq_tag[-1])
+        kq_h = keyq.read_port(domain="comb")
+        m.d.comb += kq_h.addr.eq(pq_out.kq)
+        fn.update({k: getattr(kq_h.data, k) for k in kv})
 
         # S2b: sums of up to four groups; the header offsets the checks compare with.
         s2_fields = s2
@@ -692,8 +704,10 @@ class LroEngine(wiring.Component):
             s2_hold[k] = chain
         for k in kv:
             s2_at6[k] = getattr(kq_r.data, k)
-            s2_hold[k] = Signal.like(s2_at6[k], name=f"s7c_{k}")
-            stage(7, [(s2_hold[k], s2_at6[k])])
+        # Of those, stage 7 needs the TCP flags only, and the entry's index for the FIFO.
+        s7_flags = Signal(8)
+        kq_tag7 = Signal(4)
+        stage(7, [(s7_flags, s2_at6["flag_word"][16:24]), (kq_tag7, kq_tag[-1])])
 
         # Stage 6 to 7: the frame compared with the frame before it (registered in ``last``
         # when it passed): flow key and the header words a merge needs equal (32-bit pieces),
@@ -739,22 +753,19 @@ class LroEngine(wiring.Component):
             pw.never_hold.eq(v["never"]), pw.v6.eq(s2_hold["is6"]),
             pw.pl_nz.eq(v["pay_len"] != 0),
             pw.fits2.eq(meta_at[7].len + v["pay_len"] <= self.max_bytes + _ETH),
-            pw.ends.eq((s2_hold["flag_word"][16:24] & _END) != 0),
+            pw.ends.eq((s7_flags & _END) != 0),
             pw.holdable.eq(seg & ~v["never"] & (v["pay_len"] != 0)
-                           & ((s2_hold["flag_word"][16:24] & _END) == 0)),
+                           & ((s7_flags & _END) == 0)),
             pw.l3.eq(s2_hold["l3"]), pw.l4.eq(v["l4"]),
             pw.pay_off.eq(v["pay_off"]), pw.pay_len.eq(v["pay_len"]),
-            pw.flags.eq(s2_hold["flag_word"][16:24]), pw.df.eq(s2_hold["frag"][14]),
+            pw.flags.eq(s7_flags), pw.df.eq(s2_hold["frag"][14]),
             pw.addr_sum.eq(s6["addr"]), pw.ip_base.eq(s6["ip_base"]),
             pw.tcp_base.eq(s6["tcp_base"]), pw.pay_sum.eq(finish(s6["pay"])),
-            pw.seq.eq(s2_hold["seq"]), pw.ack.eq(s2_hold["ack"]),
-            pw.flag_word.eq(s2_hold["flag_word"]), pw.opts.eq(s2_hold["opts"]),
-            pw.ip_word.eq(s2_hold["ip_word"]), pw.ip_id.eq(s2_hold["ip_id"]),
-            pw.key.eq(s2_hold["key"]),
+            pw.kq.eq(kq_tag7),
             pw.c_src.eq(meta_at[7].start + (v["pay_off"] >> LB)),
             pw.src_words.eq(((v["pay_off"][:LB] if LB else 0) + v["pay_len"] + (B - 1)) >> LB),
             pw.pair.eq(pr_key.all() & pr_hdr.all() & pr["seq"] & pr["le"] & seg
-                       & v["key_valid"] & ~v["never"] & ~s2_hold["flag_word"][23]
+                       & v["key_valid"] & ~v["never"] & ~s7_flags[7]
                        & (v["pay_len"] != 0)),
             pw.id_same.eq(pr["id_same"]), pw.id_inc.eq(pr["id_inc"]), pw.lt_prev.eq(pr["lt"]),
         ]
@@ -815,6 +826,19 @@ class LroEngine(wiring.Component):
         o_keep2 = Signal(B)
         o_user2 = Signal(USER_WIDTH)
         o_rem = Signal(16)  # reads still to issue
+        # A merged frame's four new header fields replace the region's bytes as the words
+        # leave (the region is not written): per field its value, word, lane and enable,
+        # loaded with the read-out; which fields the word read holds (stage 1); the lanes
+        # and bytes that replace the memory's (stage 2). Two-byte fields lie at even
+        # offsets, so never across a word.
+        o_pv = [Signal(16, name=f"o_pv{f}") for f in range(4)]
+        o_pw = [Signal(7, name=f"o_pw{f}") for f in range(4)]
+        o_pl = [Signal(max(1, LB), name=f"o_pl{f}") for f in range(4)]
+        o_pe = Signal(4)
+        o_hit1 = Signal(4)
+        o_pm2 = Signal(B)
+        o_pd2 = Signal(W)
+        two = (1, 1, 0, 1)  # IP length, IPv4 header checksum, TCP flags (a byte), TCP checksum
         issue = Signal()
         # (Two reads in flight: a read issued below level 5 finds room when it lands.)
         m.d.comb += issue.eq(o_busy & (o_j != o_n) & (outq.level < 5))
@@ -829,9 +853,25 @@ class LroEngine(wiring.Component):
                      o_user1.eq(o_user)]
         m.d.sync += [o_v2.eq(o_v1), o_src2.eq(o_src1), o_bank2.eq(o_bank1), o_last2.eq(o_last1),
                      o_keep2.eq(o_keep1), o_user2.eq(o_user1)]
+        m.d.sync += o_hit1.eq(Cat(*(o_pe[f] & (o_j == o_pw[f]) for f in range(4))))
+        pm, pd = [], []
+        for k in range(B):
+            hi = [o_hit1[f] & (o_pl[f] == k) for f in range(4)]
+            lo = [o_hit1[f] & (o_pl[f] == k - 1) for f in range(4) if two[f] and k > 0]
+            lo_val = [o_pv[f][0:8] for f in range(4) if two[f] and k > 0]
+            hi_val = [o_pv[f][8:16] if two[f] else o_pv[f][0:8] for f in range(4)]
+            pm.append(Cat(*hi, *lo).any())
+            byte = Const(0, 8)
+            for c, v in zip(hi + lo, hi_val + lo_val, strict=True):
+                byte = byte | Mux(c, v, 0)
+            pd.append(byte)
+        m.d.sync += [o_pm2.eq(Cat(*pm)), o_pd2.eq(Cat(*pd))]
+        o_mem2 = Signal(W)
+        m.d.comb += o_mem2.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), st_q))
         o_word = Signal(out_layout)
         m.d.comb += [
-            o_word.data.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), st_q)),
+            o_word.data.eq(Cat(*(Mux(o_pm2[k], _byte(o_pd2, k), _byte(o_mem2, k))
+                                 for k in range(B)))),
             o_word.keep.eq(o_keep2),
             o_word.last.eq(o_last2),
             o_word.user.eq(o_user2),
@@ -874,7 +914,6 @@ class LroEngine(wiring.Component):
         c_ctx = Signal(CP)
         q_valid = Signal()
         q_cmd = Signal(copy_layout)
-        c_pause = Signal()  # no reads (a delivery patches the regions; a register)
         c_nz = Signal()  # c_rem != 0 and c_rem == 1, kept in registers
         c_one = Signal()
         c_v1 = Signal()
@@ -889,7 +928,7 @@ class LroEngine(wiring.Component):
                     for n in range(2)]
         c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
-        m.d.comb += c_issue.eq(c_busy & c_nz & ~c_pause)
+        m.d.comb += c_issue.eq(c_busy & c_nz)
         with m.If(c_issue):
             m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1),
                          c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2)]
@@ -950,41 +989,12 @@ class LroEngine(wiring.Component):
                 c_wen2[n].eq(Mux(c_first, lanes_lo, lanes_hi)),
             ]
 
-        # Patch: one header field written into a region (deliver).
-        p_en = Signal()
-        p_pos = Signal(7)
-        p_val = Signal(16)
-        p_two = Signal()
-        p_ctx = Signal(CP)
-        lane_of = p_pos[:LB] if LB else Const(0, 1)
-        patch_data = Signal(W)
-        patch_en = Signal(B)
-        with m.Switch(lane_of):
-            for k in range(0, B):
-                with m.Case(k):
-                    if k + 1 < B:
-                        m.d.comb += patch_data.eq(
-                            Mux(p_two, Cat(p_val[8:16], p_val[0:8]), Cat(p_val[0:8], Const(0, 8)))
-                            << (8 * k))
-                        m.d.comb += patch_en.eq(Mux(p_two, 0b11, 0b01) << k)
-                    else:
-                        m.d.comb += patch_data.eq(p_val[0:8] << (8 * k))
-                        m.d.comb += patch_en.eq(1 << k)
-        p_word = Signal(RP)
-        m.d.comb += p_word.eq(p_pos >> LB)
         for n, bank in enumerate(banks):
-            with m.If(p_en):
-                m.d.comb += [
-                    bank.w_addr.eq(bank_addr(p_word, p_ctx)),
-                    bank.w_data.eq(patch_data),
-                    bank.w_en.eq(Mux(p_word[0] == n, patch_en, 0)),
-                ]
-            with m.Elif(c_v2):
-                m.d.comb += [
-                    bank.w_addr.eq(c_waddr2[n]),
-                    bank.w_data.eq(rotated),
-                    bank.w_en.eq(c_wen2[n]),
-                ]
+            m.d.comb += [
+                bank.w_addr.eq(c_waddr2[n]),
+                bank.w_data.eq(rotated),
+                bank.w_en.eq(Mux(c_v2, c_wen2[n], 0)),
+            ]
             m.d.comb += [
                 bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
                 bank.r_en.eq(issue & o_region & (o_addr[0] == n)),
@@ -1022,7 +1032,6 @@ class LroEngine(wiring.Component):
         d_ip_f1 = Signal(17)
         d_tcp_f1 = Signal(17)
         d_pos = [Signal(7, name=f"d_pos{k}") for k in range(4)]
-        d_step = Signal(2)
         d_words = Signal(16)  # the merged frame's region words, the lanes of the last one
         d_keep = Signal(B)
         d_gso = Signal(16)
@@ -1047,12 +1056,21 @@ class LroEngine(wiring.Component):
         expired = Signal()
         m.d.comb += expired.eq(expired_r & (settled == 3))
 
-        def start_out(region_src, addr, words, keep, user):
-            """Start a read-out of ``words`` words (``keep``: lanes of the last one)."""
+        def start_out(region_src, addr, words, keep, user, patches=None):
+            """Start a read-out of ``words`` words (``keep``: lanes of the last one);
+            ``patches``: the enables of the four header fields and their (value, byte
+            offset) pairs."""
             m.d.sync += [
                 o_busy.eq(1), o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
                 o_n.eq(words), o_rem.eq(words), o_keep_last.eq(keep), o_user.eq(user),
+                o_pe.eq(0),
             ]
+            if patches is not None:
+                enables, fields = patches
+                m.d.sync += o_pe.eq(enables)
+                for f, (value, pos) in enumerate(fields):
+                    m.d.sync += [o_pv[f].eq(value), o_pw[f].eq(pos >> LB),
+                                 o_pl[f].eq(pos[:LB] if LB else 0)]
 
         # Lookup of the frame at the head of the FIFO, in two registered steps: every context
         # compares its fields with the frame's in 32-bit pieces and tests its counters (step
@@ -1185,6 +1203,37 @@ class LroEngine(wiring.Component):
         ch_go = Signal()
         m.d.comb += ch_go.eq(slot & fn["pair"] & ch_id_ok & ch_fit & ~expired_r)
 
+        # "Hold" writes the context ``sel`` in one cycle, enabled by registers set as the
+        # engine enters it (one-hot, in copies that share the context's flip-flops out, so
+        # that no enable drives more than a few hundred of them).
+        hold_we = [Signal(N, name=f"hold_we{g}") for g in range(5)]
+        m.d.sync += [we.eq(0) for we in hold_we]
+        half = _KEY_BITS // 2
+        for i, c in enumerate(ctx):
+            with m.If(hold_we[0][i]):
+                m.d.sync += [c.key[:half].eq(fn["key"][:half]), c.valid.eq(1)]
+                for j in range(N):
+                    if j != i:
+                        m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
+            with m.If(hold_we[4][i]):
+                m.d.sync += c.key[half:].eq(fn["key"][half:])
+            with m.If(hold_we[1][i]):
+                m.d.sync += c.opts.eq(fn["opts"])
+            with m.If(hold_we[2][i]):
+                m.d.sync += [c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
+                             c.ip_word.eq(fn["ip_word"]), c.ip_id.eq(fn["ip_id"]),
+                             c.mss.eq(fn["pay_len"]), c.flags.eq(fn["flags"]),
+                             c.v6.eq(fn["v6"]), c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"])]
+            with m.If(hold_we[3][i]):
+                m.d.sync += [
+                    c.fixed_id.eq(0), c.count.eq(1),
+                    c.next_seq.eq(fn["seq"] + fn["pay_len"]),
+                    c.held_len.eq(size), c.room.eq(max_held - size), c.end_flags.eq(0),
+                    c.addr_sum.eq(fn["addr_sum"]), c.ip_base.eq(fn["ip_base"]),
+                    c.tcp_base.eq(fn["tcp_base"]), c.pay_sum.eq(fn["pay_sum"]),
+                    c.t_first.eq(now),
+                ]
+
         with m.FSM(init="Wait", name="lro") as fsm:
             with m.State("Chain"):
                 with m.If(ch_go):
@@ -1247,32 +1296,13 @@ class LroEngine(wiring.Component):
                         # only.
                         with m.If(~(o_busy & o_region & (o_rctx == sel))
                                   & ~(d_busy & (e_ctx == sel)) & q_free):
+                            m.d.sync += [we.eq(Cat(*(sel == i for i in range(N))))
+                                         for we in hold_we]
                             m.next = "Hold"
                     with m.Case(A_MERGE), m.If(q_free):
                         merge(cur, post, ch_id0)
             with m.State("Hold"):
-                for i, c in enumerate(ctx):
-                    with m.If(sel == i):
-                        m.d.sync += [
-                            c.valid.eq(1), c.key.eq(fn["key"]),
-                            c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
-                            c.opts.eq(fn["opts"]), c.ip_word.eq(fn["ip_word"]),
-                            c.ip_id.eq(fn["ip_id"]), c.fixed_id.eq(0),
-                            c.count.eq(1), c.mss.eq(fn["pay_len"]),
-                            c.next_seq.eq(fn["seq"] + fn["pay_len"]),
-                            c.held_len.eq(size), c.room.eq(max_held - size),
-                            c.end_flags.eq(0),
-                            c.flags.eq(fn["flags"]), c.v6.eq(fn["v6"]),
-                            c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
-                            c.addr_sum.eq(fn["addr_sum"]),
-                            c.ip_base.eq(fn["ip_base"]),
-                            c.tcp_base.eq(fn["tcp_base"]),
-                            c.pay_sum.eq(fn["pay_sum"]),
-                            c.t_first.eq(now),
-                        ]
-                        for j in range(N):
-                            if j != i:
-                                m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
+                # (The context is written below, by ``hold_we``.)
                 push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
                           end=cur.end)
                 m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
@@ -1326,13 +1356,13 @@ class LroEngine(wiring.Component):
         m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver"))]
 
         # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
-        # one adder each, then the patches, then the read-out. The checksums are ones'-
-        # complement sums of everything; they are folded to 16 bits at the end only. The
-        # patches and the read-out wait for the copies into the context to have issued their
-        # reads (they come later than their last writes); copies into other contexts go on,
-        # but for the cycles of the patches. Frames are delivered in the order handed over:
-        # a frame passed unchanged waits for the engine to be free.
-        m.d.sync += c_pause.eq(0)
+        # one adder each, then the read-out, which puts them into the frame's words as they
+        # leave. The checksums are ones'-complement sums of everything; they are folded to 16
+        # bits at the end only. The read-out waits for the copies into the context to have
+        # issued their reads (they come later than their last writes); copies into other
+        # contexts go on. Frames are delivered in the order handed over: a frame passed
+        # unchanged waits for the engine to be free.
+        d_merged = Signal()  # the context holds more than one segment: its header changes
         with m.FSM(init="Idle", name="deliver"):
             with m.State("Idle"):
                 with m.If(d_start):
@@ -1352,10 +1382,10 @@ class LroEngine(wiring.Component):
                     d_pos[1].eq(dsel["l3"] + 10),
                     d_pos[2].eq(dsel["l4"] + 13),
                     d_pos[3].eq(dsel["l4"] + 16),
-                    d_step.eq(0),
                     d_words.eq((dsel["held_len"] + B - 1) >> LB),
                     d_keep.eq(((2 << (dsel["held_len"] - 1)[:LB]) - 1) if LB else 1),
                     d_gso.eq(Mux(dsel["count"] == 1, 0, dsel["mss"])),
+                    d_merged.eq(dsel["count"] != 1),
                 ]
                 with m.If(dsel["count"] == 1):
                     m.next = "Read Out"
@@ -1382,38 +1412,19 @@ class LroEngine(wiring.Component):
                 m.next = "Deliver Fold 2"
             with m.State("Deliver Fold 2"):
                 m.d.sync += d_tcp_csum.eq(~(d_tcp_f1[:16] + d_tcp_f1[16]))
-                m.next = "Patch Wait"
-            with m.State("Patch Wait"):
-                # The copies pause once this context's are done; the state is left when no
-                # read was issued in the cycle before, so that no copy write lands during the
-                # patches.
-                # (``c_pause`` is a register: it stops the reads from the cycle after.)
-                with m.If(~copying(e_ctx)):
-                    m.d.sync += c_pause.eq(1)
-                    with m.If(c_pause & ~c_v1):
-                        m.next = "Patch"
-            with m.State("Patch"):
-                m.d.sync += c_pause.eq(d_step != 3)
-                m.d.comb += [p_en.eq(1), p_ctx.eq(e_ctx),
-                             p_pos.eq(Array(d_pos)[d_step])]
-                with m.Switch(d_step):
-                    with m.Case(0):
-                        m.d.comb += [p_val.eq(d_ip_len), p_two.eq(1)]
-                    with m.Case(1):
-                        m.d.comb += [p_val.eq(d_ip_csum), p_two.eq(1), p_en.eq(~dsel["v6"])]
-                    with m.Case(2):
-                        m.d.comb += [p_val.eq(dsel["flags"] | dsel["end_flags"]), p_two.eq(0)]
-                    with m.Case(3):
-                        m.d.comb += [p_val.eq(d_tcp_csum), p_two.eq(1)]
-                m.d.sync += d_step.eq(d_step + 1)
-                with m.If(d_step == 3):
-                    m.next = "Read Out"
+                m.next = "Read Out"
             with m.State("Read Out"):
                 # The reads go on in the background; only the next frame out and a new
                 # segment held in this context wait for them.
                 with m.If(~o_busy & ~copying(e_ctx)):
+                    # (A single segment leaves as it came: no field is replaced.)
+                    enables = Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)
                     start_out(1, e_ctx << RP if N > 1 else 0, d_words, d_keep,
-                              Cat(dsel["count"], d_gso, e_idx))
+                              Cat(dsel["count"], d_gso, e_idx),
+                              patches=(enables, [
+                                  (d_ip_len, d_pos[0]), (d_ip_csum, d_pos[1]),
+                                  (dsel["flags"] | dsel["end_flags"], d_pos[2]),
+                                  (d_tcp_csum, d_pos[3])]))
                     m.d.sync += [o_rctx.eq(e_ctx), d_busy.eq(0)]
                     m.next = "Idle"
 
