@@ -8,10 +8,11 @@ command in ``user`` of its first beat (:class:`TsoCommandLayout`).
 
 The design, in four parts that run at the same time:
 
-* **Ingress**: every frame is stored whole in a frame ring (room for two frames of the largest
-  size: 64 KiB of payload behind 142 bytes of headers) while its length is counted, so that a
-  frame whose payload is over the limit or shorter than the MSS is dropped before any of it is
-  sent.
+* **Ingress**: every frame is stored whole in a frame ring (room for a frame of the largest
+  size, 64 KiB of payload behind 142 bytes of headers, and 256 beats more, in whole kibi-words:
+  9216 beats at 64 bit) while its length is counted, so that a frame whose payload is over the
+  limit or shorter than the MSS is dropped before any of it is sent. The ring's addresses run
+  modulo its depth; the next frame fills it while the current one is read.
 * **Segmenter**, in two halves. The header side reads a frame's header beats back into a
   register (and into one of four header template banks), parses them (a few cycles), sums the
   header words it will need (one header beat a cycle) and decides drop or send, while the
@@ -431,12 +432,13 @@ class Tso(wiring.Component):
         m.d.sync += [w_addr.eq(wp), w_data.eq(beat.data), w_en.eq(accept & storing)]
         m.d.comb += [ring.w_addr.eq(w_addr), ring.w_data.eq(w_data), ring.w_en.eq(w_en)]
         # The ring's level in flip-flops (the difference, then modulo the depth), then the
-        # room flag from it: three cycles late, with the margin of the three beats that may be
-        # taken meanwhile.
+        # room flag from it: it is the level of three cycles before, and four beats may be
+        # taken since (in those cycles and in its own), so it leaves room for four and one
+        # more: the ring holds depth - 1 beats at most, and wp == rp is empty, never full.
         diff = Signal(signed(addr_bits + 1))
         used = Signal(addr_bits)
         m.d.sync += [diff.eq(wp - rp), used.eq(Mux(diff < 0, diff + depth, diff)),
-                     room.eq(used < depth - 3)]
+                     room.eq(used < depth - 4)]
         full = Const((1 << lanes) - 1, lanes)
         contiguous = (beat.keep != 0) & ((beat.keep & (beat.keep + 1))[:lanes] == 0)
         count = Signal(range(lanes + 1))

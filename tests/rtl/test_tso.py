@@ -233,6 +233,23 @@ def test_64k_super_frame_at_line_rate(width):
         done.cycles, in_beats, first_segment, out_beats)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_64k_super_frames_back_to_back_with_a_full_ring(width):
+    """64 KiB sends back to back at MSS 64: the output is twice the input, so the frame ring
+    stays full (its room flag stops the input) while the next frames wait; no stored beat is
+    overwritten before it is read (every segment of every send right)."""
+    rng = random.Random(500 + width)
+    frames = [super_frame(rng, MAX_PAYLOAD, version=4, kind="tcp", vlans=0, ip_options=False,
+                          tcp_options=True)[0] for _ in range(3)]
+    from nicsim.hw.harness import run_harness
+
+    done = run_harness(harness(width), frames, [command(64)] * len(frames))
+    want = [seg for frame in frames for seg in tso_segment(frame, 64).frames]
+    assert len(want) == 3 * 1024
+    got = [f for f, _ in done.frames]
+    assert len(got) == len(want) and got == want
+
+
 @pytest.mark.parametrize("udp, fixed_id", [(False, True)])
 def test_engine_backends_identical(udp, fixed_id):
     """``nicsim rtl run tso``'s two backends give the same frames, origins and metadata."""
