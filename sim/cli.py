@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nicsim.sim import compare_cli, gpu_cli, pcie_cli, run_cli
+from nicsim.sim.clierr import err_console
+from nicsim.sim.clierr import fail as _fail
 
 __all__ = ["app", "main"]
 
@@ -39,7 +41,6 @@ from nicsim.sim.toe_cli import toe_app  # noqa: E402
 app.add_typer(toe_app, name="toe")
 
 console = Console()
-err_console = Console(stderr=True)
 
 WIDTH_HELP = "Data width of the gateware in bits (64, 128, 256 or 512)."
 DESIGN_HELP = "Design: see 'nicsim rtl designs'."
@@ -47,11 +48,6 @@ DESIGN_HELP = "Design: see 'nicsim rtl designs'."
 
 class UserError(Exception):
     """An error to report in one line."""
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _check_width(width):

@@ -21,15 +21,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from nicsim.sim.clierr import err_console
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["register", "compare_points", "parse_cores", "parse_loads"]
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def parse_cores(text):

@@ -15,17 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nicsim.sim.clierr import err_console
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["app"]
 
 app = typer.Typer(help="OpenCL kernels for packet processing: devices and throughput.",
                   no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command("info")

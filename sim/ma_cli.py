@@ -15,26 +15,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["ma_app"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 ma_app = typer.Typer(help="Match-action programs: check, load, add/modify/delete entries.",
                      no_args_is_help=True)
 
 STATE_HELP = "State file kept between commands (written by 'ma load')."
 StateOpt = Annotated[Path, typer.Option("--state", help=STATE_HELP)]
-
-
-def _fail(message):
-    from rich.markup import escape
-
-    # escaped: messages name TOML tables ("[actions.route]") and paths that rich would take
-    # for markup (dropped, or a MarkupError for "[/...]")
-    err_console.print(f"[bold red]nicsim: error:[/] {escape(str(message))}", highlight=False,
-                      soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _split_pairs(text, what):

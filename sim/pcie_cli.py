@@ -13,19 +13,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nicsim.sim.clierr import err_console
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["register", "pcie_command"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 # Configuration fields named in PcieConfig's errors, and the options that set them.
 _OPTION_OF_FIELD = {"pcie.gen": "--gen", "pcie.lanes": "--lanes", "pcie.mps": "--mps",
                     "pcie.mrrs": "--mrrs", "pcie.rcb": "--rcb"}
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _gbit(bytes_per_s):

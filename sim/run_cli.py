@@ -18,15 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nicsim.sim.clierr import err_console
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["register", "write_outputs"]
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _plots(world, results, out):

@@ -15,18 +15,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from nicsim.sim.clierr import err_console
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["toe_app"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 toe_app = typer.Typer(help="TCP offload engine: serve it to the Linux stack through a TAP "
                            "device.", no_args_is_help=True)
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @toe_app.command("serve")

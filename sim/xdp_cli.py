@@ -19,10 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nicsim.sim.clierr import fail as _fail
+
 __all__ = ["xdp_app", "load_program", "parse_map_init", "parse_route"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 xdp_app = typer.Typer(help="XDP programs: verify them, run captures through them.",
                       no_args_is_help=True)
@@ -37,11 +38,6 @@ ETH_HLEN = 14  # the shortest frame XDP runs on
 
 class UserError(Exception):
     """An error to report in one line."""
-
-
-def _fail(message):
-    err_console.print(f"[bold red]nicsim: error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def load_program(path, section=None, name=None, *, single=True):

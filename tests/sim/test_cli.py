@@ -63,6 +63,17 @@ def test_bad_capture_one_line(tmp_path, setup, expect):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_error_names_a_bracketed_path_verbatim(tmp_path):
+    # "[/x]" and "[bold]" in a path are not console markup: printed as they are, no traceback
+    missing = tmp_path / "cap[" / "x][bold]" / "in.pcap"
+    r = nicsim("rtl", "run", "rss", "--in", missing, "--out", tmp_path / "o.pcap",
+               "--meta", tmp_path / "o.jsonl", "--backend", "model")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert str(missing) in r.stderr.replace("\n", "")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("text, expect", [
     ('[rss]\nkey = "abcd"\n', "40 bytes"),
     ('[rss]\nhash_types = ["ipv5"]\n', "unknown hash type"),
