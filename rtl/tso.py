@@ -1130,6 +1130,9 @@ class Tso(wiring.Component):
                 with m.If(src_issue):
                     m.d.sync += [src_idx.eq(src_idx + 1), s_raddr.eq(_ring_inc(s_raddr, depth)),
                                  src_more.eq(src_more1), src_more1.eq(src_idx < p_beats_m2)]
+                # The beats read are free (the header's since the hand-over): the next frame
+                # fills the ring behind the reads.
+                m.d.sync += self.ring_rp.eq(s_raddr)
                 with m.If(self.frame_sent):
                     m.d.sync += [p_draining.eq(1), p_step.eq(0)]
             with m.Else():
