@@ -8,14 +8,18 @@ cocotbext-axi models (see ``cpp/stream_harness.cpp``).
 
 from __future__ import annotations
 
+import os
+import select
 import struct
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .verilator import VERILATOR_FLAGS, VerilatorError, locked, prepare, verilator_root
 
-__all__ = ["HarnessBuild", "HarnessOutcome", "build_harness", "run_harness"]
+__all__ = ["HarnessBuild", "HarnessOutcome", "HarnessSession", "build_harness", "run_harness"]
 
 _SOURCE = Path(__file__).parent / "cpp" / "stream_harness.cpp"
 _JOB_MAGIC = 0x314A534E
@@ -140,6 +144,18 @@ def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), id
     waves : path, optional
         Record the run as an FST waveform there (the build needs ``waves=True``).
     """
+    job = _encode_job(build, frames, users, writes, reads, idle_pct, backpressure_pct, seed,
+                      drain_cycles)
+    argv = [str(build.binary)] + ([str(waves)] if waves else [])
+    proc = subprocess.run(argv, input=job, capture_output=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0:
+        raise VerilatorError(f"the RTL harness failed: {proc.stderr.decode(errors='replace')}")
+    return _parse_outcome(proc.stdout, proc.stderr.decode(errors="replace").strip())
+
+
+def _encode_job(build, frames, users, writes, reads, idle_pct, backpressure_pct, seed,
+                drain_cycles):
     if any(len(f) == 0 for f in frames):
         raise ValueError("an AXI4-Stream frame has at least one byte")
     users = list(users) if users is not None else [0] * len(frames)
@@ -155,12 +171,133 @@ def run_harness(build: HarnessBuild, frames, users=None, writes=(), reads=(), id
     job += struct.pack("<IIQQI", idle_pct, backpressure_pct, seed, drain_cycles, len(frames))
     for data, user in zip(frames, users, strict=True):
         job += struct.pack("<IQ", len(data), user) + bytes(data)
-    argv = [str(build.binary)] + ([str(waves)] if waves else [])
-    proc = subprocess.run(argv, input=bytes(job), capture_output=True,
-                          timeout=timeout_s)
-    if proc.returncode != 0:
-        raise VerilatorError(f"the RTL harness failed: {proc.stderr.decode(errors='replace')}")
-    return _parse_outcome(proc.stdout, proc.stderr.decode(errors="replace").strip())
+    return bytes(job)
+
+
+class HarnessSession:
+    """One harness process that serves a sequence of jobs, the design keeping its state.
+
+    The design is reset once, when the first job starts; every later job finds the registers,
+    tables, counters and meters as the job before left them. A job may be register writes
+    only, frames, reads, or all three (:meth:`run`; writes first, then frames, then reads).
+
+    Parameters
+    ----------
+    build : HarnessBuild
+        The design (see :func:`build_harness`).
+    timeout_s : float
+        Seconds a job may take before the session counts the design as hung.
+    waves : path, optional
+        Record the whole session as one FST waveform (the build needs ``waves=True``).
+
+    Errors (the process died, a job took longer than ``timeout_s``, a register write was
+    rejected, the design stopped) raise :class:`~nicsim.hw.verilator.VerilatorError` with one
+    line; after a death or a timeout the session is closed and every later job raises too.
+    """
+
+    def __init__(self, build: HarnessBuild, timeout_s: float = 120, waves=None):
+        self.build = build
+        self.timeout_s = timeout_s
+        self.jobs = 0
+        self._stderr = tempfile.TemporaryFile()
+        self._seen = 0
+        argv = [str(build.binary)] + ([str(waves)] if waves else [])
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=self._stderr)
+        except OSError as exc:
+            raise VerilatorError(f"cannot start the RTL harness {build.binary}: "
+                                 f"{exc.strerror}") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still takes jobs."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def _new_stderr(self):
+        self._stderr.seek(self._seen)
+        text = self._stderr.read().decode(errors="replace").strip()
+        self._seen = self._stderr.tell()
+        return " ".join(text.splitlines())
+
+    def _dead(self, what):
+        self._kill()
+        detail = self._new_stderr()
+        raise VerilatorError(f"the RTL harness {what}" + (f": {detail}" if detail else ""))
+
+    def _read(self, n, deadline):
+        fd = self._proc.stdout.fileno()
+        chunks, got = [], 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self._dead(f"took longer than {self.timeout_s} s on a job and was stopped")
+            chunk = os.read(fd, n - got)
+            if not chunk:
+                code = self._proc.wait()
+                self._dead(f"exited (status {code}) in the middle of a job")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def run(self, frames=(), users=None, writes=(), reads=(), idle_pct=0, backpressure_pct=0,
+            seed=1, drain_cycles=None) -> HarnessOutcome:
+        """Run one job; the arguments are those of :func:`run_harness`.
+
+        ``cycles`` of the outcome counts from the reset; the other figures are this job's.
+        """
+        if not self.alive:
+            raise VerilatorError("the RTL harness session is closed")
+        job = _encode_job(self.build, list(frames), users, writes, reads, idle_pct,
+                          backpressure_pct, seed, drain_cycles)
+        try:
+            self._proc.stdin.write(job)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            code = self._proc.wait()
+            self._dead(f"exited (status {code}) before it took the job")
+        deadline = time.monotonic() + self.timeout_s
+        blob = bytearray(self._read(32, deadline))
+        (n_out,) = struct.unpack("<I", self._read(4, deadline))
+        blob += struct.pack("<I", n_out)
+        for _ in range(n_out):
+            head = self._read(12, deadline)
+            blob += head + self._read(struct.unpack_from("<I", head)[0], deadline)
+        n_res = self._read(4, deadline)
+        blob += n_res + self._read(8 * struct.unpack("<I", n_res)[0], deadline)
+        n_reads = self._read(4, deadline)
+        blob += n_reads + self._read(8 * struct.unpack("<I", n_reads)[0], deadline)
+        self.jobs += 1
+        return _parse_outcome(bytes(blob), self._new_stderr())
+
+    def _kill(self):
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def close(self):
+        """End the process (end of file on its input, then a kill if it does not exit)."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._kill()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self._stderr.close()
+        self._proc = None
 
 
 def _parse_outcome(blob, stderr):

@@ -2,8 +2,12 @@
 //
 // The design is an AxiStreamTop export (s_axis_*, optional m_axis_*, optional result stream
 // RESULT_tdata/tvalid/tready, optional s_axil_*). Which ports exist comes in as macros from
-// nicsim.hw.harness when it builds this file. The job arrives on stdin and the outcome goes to
-// stdout, both as little-endian binary records:
+// nicsim.hw.harness when it builds this file. Jobs arrive on stdin and each outcome goes to
+// stdout (flushed at once), both as little-endian binary records; the harness takes jobs until
+// end of file on stdin, the design keeping its state (registers, tables, counters) from one
+// job to the next: it is reset once, before the first job. A batch run is one job, then end of
+// file. The seed of each job reseeds the pauses; ``cycles`` counts from the reset, the other
+// figures are the job's own:
 //
 //   job:     u32 magic 'NSJ1', u32 n_writes, n_writes x {u32 addr, u32 value},
 //            u32 n_reads, n_reads x {u32 addr}, u32 idle_pct, u32 backpressure_pct,
@@ -77,6 +81,16 @@ struct Frame {
 };
 
 bool read_exact(void* dst, size_t n) { return fread(dst, 1, n, stdin) == n; }
+// The first word of a job: false at a clean end of file (no byte of a new job).
+bool rd_magic(uint32_t& magic) {
+    size_t got = fread(&magic, 1, sizeof magic, stdin);
+    if (got == 0 && feof(stdin)) return false;
+    if (got != sizeof magic) {
+        fprintf(stderr, "stream_harness: truncated job on stdin\n");
+        exit(3);
+    }
+    return true;
+}
 template <typename T>
 T rd() {
     T v{};
@@ -265,6 +279,17 @@ class Harness {
 
     bool holding(size_t fi, size_t off) const { return offered_fi == fi && offered_off == off; }
 
+    // Forget the previous job's figures and outputs (the design's state stays).
+    void new_job(uint64_t seed) {
+        rng.seed(seed);
+        in_beats = first_in = last_in = 0;
+        out.clear();
+        cur = Frame();
+        results.clear();
+        offered_fi = SIZE_MAX;
+        offered_off = 0;
+    }
+
     // Record output transfers; return whether any happened.
     bool sample() {
         bool any = false;
@@ -310,68 +335,80 @@ class Harness {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (rd<uint32_t>() != 0x314a534e) {  // "NSJ1"
-        fprintf(stderr, "stream_harness: bad job header\n");
-        return 3;
-    }
-    std::vector<std::pair<uint32_t, uint32_t>> writes(rd<uint32_t>());
-    for (auto& w : writes) {
-        w.first = rd<uint32_t>();
-        w.second = rd<uint32_t>();
-    }
-    std::vector<uint32_t> reads(rd<uint32_t>());
-    for (auto& r : reads) r = rd<uint32_t>();
-    unsigned idle_pct = rd<uint32_t>(), bp_pct = rd<uint32_t>();
-    uint64_t seed = rd<uint64_t>(), drain = rd<uint64_t>();
-    std::vector<Frame> frames(rd<uint32_t>());
-    for (auto& f : frames) {
-        f.data.resize(rd<uint32_t>());
-        f.user = rd<uint64_t>();
-        if (!f.data.empty() && !read_exact(f.data.data(), f.data.size())) {
-            fprintf(stderr, "stream_harness: truncated frame data\n");
+    Verilated::commandArgs(argc, argv);
+    std::unique_ptr<Harness> hp;
+    uint32_t magic = 0;
+    while (rd_magic(magic)) {
+        if (magic != 0x314a534e) {  // "NSJ1"
+            fprintf(stderr, "stream_harness: bad job header\n");
             return 3;
         }
-    }
-    Verilated::commandArgs(argc, argv);
-    Harness h(seed, argc > 1 ? argv[1] : nullptr);
-    uint32_t status = 0;
-#ifdef HAS_AXIL
-    for (auto& w : writes)
-        if (!h.axil_write(w.first, w.second)) {
-            fprintf(stderr, "stream_harness: register write 0x%x = 0x%x rejected\n", w.first,
-                    w.second);
-            status = 1;
-            break;
+        std::vector<std::pair<uint32_t, uint32_t>> writes(rd<uint32_t>());
+        for (auto& w : writes) {
+            w.first = rd<uint32_t>();
+            w.second = rd<uint32_t>();
         }
-#endif
-    if (status == 0 && !h.stream(frames, idle_pct, bp_pct, drain)) status = 2;
-    std::vector<uint8_t> out;
-    wr<uint32_t>(out, 0x314f534e);  // "NSO1"
-    wr<uint32_t>(out, status);
-    wr<uint64_t>(out, h.cycles);
-    wr<uint64_t>(out, h.in_beats);
-    wr<uint64_t>(out, h.in_beats ? h.last_in - h.first_in + 1 : 0);
-    wr<uint32_t>(out, uint32_t(h.out.size()));
-    for (auto& f : h.out) {
-        wr<uint32_t>(out, uint32_t(f.data.size()));
-        wr<uint64_t>(out, f.user);
-        out.insert(out.end(), f.data.begin(), f.data.end());
-    }
-    wr<uint32_t>(out, uint32_t(h.results.size()));
-    for (auto r : h.results) wr<uint64_t>(out, r);
-    wr<uint32_t>(out, uint32_t(reads.size()));
-    for (auto a : reads) {
-        uint32_t value = 0, resp = 3;
+        std::vector<uint32_t> reads(rd<uint32_t>());
+        for (auto& r : reads) r = rd<uint32_t>();
+        unsigned idle_pct = rd<uint32_t>(), bp_pct = rd<uint32_t>();
+        uint64_t seed = rd<uint64_t>(), drain = rd<uint64_t>();
+        std::vector<Frame> frames(rd<uint32_t>());
+        for (auto& f : frames) {
+            f.data.resize(rd<uint32_t>());
+            f.user = rd<uint64_t>();
+            if (!f.data.empty() && !read_exact(f.data.data(), f.data.size())) {
+                fprintf(stderr, "stream_harness: truncated frame data\n");
+                return 3;
+            }
+        }
+        if (!hp) hp = std::make_unique<Harness>(seed, argc > 1 ? argv[1] : nullptr);
+        Harness& h = *hp;
+        h.new_job(seed);
+        uint32_t status = 0;
 #ifdef HAS_AXIL
-        h.axil_read(a, value, resp);
+        for (auto& w : writes)
+            if (!h.axil_write(w.first, w.second)) {
+                fprintf(stderr, "stream_harness: register write 0x%x = 0x%x rejected\n",
+                        w.first, w.second);
+                fflush(stderr);
+                status = 1;
+                break;
+            }
 #endif
-        wr<uint32_t>(out, value);
-        wr<uint32_t>(out, resp);
+        if (status == 0 && !h.stream(frames, idle_pct, bp_pct, drain)) status = 2;
+        std::vector<uint8_t> out;
+        wr<uint32_t>(out, 0x314f534e);  // "NSO1"
+        wr<uint32_t>(out, status);
+        wr<uint64_t>(out, h.cycles);
+        wr<uint64_t>(out, h.in_beats);
+        wr<uint64_t>(out, h.in_beats ? h.last_in - h.first_in + 1 : 0);
+        wr<uint32_t>(out, uint32_t(h.out.size()));
+        for (auto& f : h.out) {
+            wr<uint32_t>(out, uint32_t(f.data.size()));
+            wr<uint64_t>(out, f.user);
+            out.insert(out.end(), f.data.begin(), f.data.end());
+        }
+        wr<uint32_t>(out, uint32_t(h.results.size()));
+        for (auto r : h.results) wr<uint64_t>(out, r);
+        wr<uint32_t>(out, uint32_t(reads.size()));
+        for (auto a : reads) {
+            uint32_t value = 0, resp = 3;
+#ifdef HAS_AXIL
+            h.axil_read(a, value, resp);
+#endif
+            wr<uint32_t>(out, value);
+            wr<uint32_t>(out, resp);
+        }
+        fwrite(out.data(), 1, out.size(), stdout);
+        fflush(stdout);
     }
-    fwrite(out.data(), 1, out.size(), stdout);
-    h.top->final();
+    if (!hp) {
+        fprintf(stderr, "stream_harness: no job on stdin\n");
+        return 3;
+    }
+    hp->top->final();
 #ifdef TRACE_FST
-    if (h.tfp) h.tfp->close();
+    if (hp->tfp) hp->tfp->close();
 #endif
     return 0;
 }
