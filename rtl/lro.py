@@ -421,9 +421,11 @@ class LroEngine(wiring.Component):
             ("kq", 4),
             # For a merge: the staging word of the payload and the staging words it spans.
             ("c_src", SP + 1), ("src_words", 17),
-            # Compared with the frame before (see "Chain"): it may follow it in its flow;
-            # its IP ID equals that frame's, or is one more; its payload is shorter.
-            ("pair", 1), ("id_same", 1), ("id_inc", 1), ("lt_prev", 1),
+            # Compared with the frame before (see "Chain"): it may follow it in its flow with
+            # an IP ID that fits the context (``pair_fix``: the context has fixed IDs;
+            # ``pair_held``: it holds that one frame; ``pair_inc``: else); its IP ID equals
+            # that frame's; its payload is shorter.
+            ("pair_fix", 1), ("pair_held", 1), ("pair_inc", 1), ("id_same", 1), ("lt_prev", 1),
             # Verdicts the engine takes as they are: a payload; URG, PSH, RST, SYN or FIN
             # (the segment ends its flow's merge); the segment may be held.
             ("pl_nz", 1), ("ends", 1), ("holdable", 1),
@@ -745,6 +747,8 @@ class LroEngine(wiring.Component):
         seg = (((v["elig4"] & s6["ip_ok"]) | v["base6"]) & (v["never"] | csum_ok)
                & v["size_ok"])
         # Stage 7: verdicts and the merge's offsets, registered on their way into the FIFO.
+        pair = (pr_key.all() & pr_hdr.all() & pr["seq"] & pr["le"] & seg & v["key_valid"]
+                & ~v["never"] & ~s7_flags[7] & (v["pay_len"] != 0))
         pw = Signal(pq_layout)
         pw_valid = Signal()
         m.d.sync += [
@@ -764,10 +768,11 @@ class LroEngine(wiring.Component):
             pw.kq.eq(kq_tag7),
             pw.c_src.eq(meta_at[7].start + (v["pay_off"] >> LB)),
             pw.src_words.eq(((v["pay_off"][:LB] if LB else 0) + v["pay_len"] + (B - 1)) >> LB),
-            pw.pair.eq(pr_key.all() & pr_hdr.all() & pr["seq"] & pr["le"] & seg
-                       & v["key_valid"] & ~v["never"] & ~s7_flags[7]
-                       & (v["pay_len"] != 0)),
-            pw.id_same.eq(pr["id_same"]), pw.id_inc.eq(pr["id_inc"]), pw.lt_prev.eq(pr["lt"]),
+            pw.pair_fix.eq(pair & (s2_hold["is6"] | pr["id_same"])),
+            pw.pair_held.eq(pair & (s2_hold["is6"] | (pr["id_same"] & s2_hold["frag"][14])
+                                    | pr["id_inc"])),
+            pw.pair_inc.eq(pair & (s2_hold["is6"] | pr["id_inc"])),
+            pw.id_same.eq(pr["id_same"]), pw.lt_prev.eq(pr["lt"]),
         ]
         m.d.comb += [pq.w_data.eq(pw.as_value()), pq.w_en.eq(pw_valid)]
 
@@ -1198,10 +1203,12 @@ class LroEngine(wiring.Component):
         # The room is tested a cycle ahead, against the previous frame's payload, which is
         # no shorter (``ch_fit``): a last segment that fits only because it is shorter takes
         # the lookup, which merges it all the same.
-        ch_fixed = ch_fix | (ch_held & fn["id_same"] & fn["df"])
-        ch_id_ok = fn["v6"] | Mux(ch_fixed, fn["id_same"], fn["id_inc"])
+        # (The IP ID rule, ``fixed_id`` as the lookup has it, is one of three verdicts of the
+        # parser, picked by the context's two bits.)
         ch_go = Signal()
-        m.d.comb += ch_go.eq(slot & fn["pair"] & ch_id_ok & ch_fit & ~expired_r)
+        m.d.comb += ch_go.eq(slot & Mux(ch_fix, fn["pair_fix"],
+                                        Mux(ch_held, fn["pair_held"], fn["pair_inc"]))
+                             & ch_fit & ~expired_r)
 
         # "Hold" writes the context ``sel`` in one cycle, enabled by registers set as the
         # engine enters it (one-hot, in copies that share the context's flip-flops out, so
