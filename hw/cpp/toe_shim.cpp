@@ -19,13 +19,13 @@
 // * every output stream is always ready.
 //
 // With auto-receive on (toe_auto_recv), the library is also the application that reads: each
-// `data` notification queues a RECV of everything readable for that session, driven at the
-// next frame boundary (the engine takes a command before a waiting frame there), and the bytes
-// it returns are kept per session (toe_auto_len, toe_take_auto) instead of going to Python,
-// as a reader beside the engine would take them while frames keep arriving. With auto-send,
-// bytes handed over (toe_auto_send) wait here per session, and the library issues a SEND for
-// them when they come and at each `space` notification, as an application that keeps the send
-// buffer full; toe_auto_pending says how many still wait.
+// `data` notification queues a RECV of everything readable for that session, driven beside
+// the frames (the engine takes it once its state machine is free, before a frame that has come
+// in), and the bytes it returns are kept per session (toe_auto_len, toe_take_auto) instead of
+// going to Python, as a reader beside the engine would take them while frames keep arriving.
+// With auto-send, bytes handed over (toe_auto_send) wait here per session, and the library
+// issues a SEND for them when they come and at each `space` notification, as an application
+// that keeps the send buffer full; toe_auto_pending says how many still wait.
 //
 // Handshakes are sampled before the rising edge (tvalid & tready at the edge).
 #include <cstdint>
@@ -144,7 +144,7 @@ class Engine {
                 top->s_axis_tvalid = 0;
             }
             // a command waits while a frame goes in; an auto-receive command is offered
-            // beside the frames (the engine takes it at the next frame boundary)
+            // beside the frames (the engine takes it once its state machine is free)
             bool cmd_on = !cmds.empty() && (!in_frame || cmds.front().automatic);
             if (cmd_on) {
                 const Command& c = cmds.front();

@@ -394,7 +394,8 @@ class RtlEngine:
             else:
                 drive(dut.i.valid, 0)
             # a command waits while a frame goes in; an auto command is offered beside the
-            # frames (the gateware takes it at the next frame boundary)
+            # frames (the gateware takes it once its state machine is free, before a frame
+            # that has come in)
             cmd_on = bool(self._cmds) and (not beats or self._cmds[0].get("auto", False))
             if cmd_on:
                 c = self._cmds[0]
@@ -556,8 +557,9 @@ class RtlEngine:
     def auto_receive(self, on: bool = True) -> None:
         """Read received data as it is notified, inside the simulation: every ``data``
         notification gets a ``RECV`` of everything readable, offered beside the frames (the
-        gateware takes it at the next frame boundary), so its bytes leave through the
-        application mover while the next frames come in; :meth:`recv` returns them first."""
+        gateware takes it once its state machine is free, before a frame that has come in),
+        so its bytes leave through the application mover while the next frames come in;
+        :meth:`recv` returns them first."""
         self._auto_recv = bool(on)
 
     def auto_send(self, on: bool = True) -> None:

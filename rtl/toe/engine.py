@@ -3,10 +3,14 @@
 #      §3.10.7.1 (segment arrives in CLOSED)
 """Front end of the TCP offload engine: ARP, ICMP echo, IPv4 and TCP checks, RST when closed.
 
-The block stores one frame at a time in a frame buffer (``MAX_FRAME_LEN`` bytes), checks its
-headers and checksums while the beats arrive, and after the last beat either answers (an ARP
-reply, an ICMP echo reply) or drops the frame and counts the reason. Every verdict, reason and
-output byte is the one of the golden model :class:`nicsim.hw.ref.tcp.TcpEngine`:
+The block stores frames in a frame buffer of two banks (``MAX_FRAME_LEN`` bytes each), checks
+their headers and checksums while the beats arrive, and after the last beat either answers (an
+ARP reply, an ICMP echo reply) or drops the frame and counts the reason. The receiver runs
+beside the state machine: while the state machine works on one frame (its header in one bank
+of header registers, its bytes in one bank of the buffer), the next frame comes into the other
+bank; once that one is complete, the receiver waits until the state machine takes it. Every
+verdict, reason and output byte is the one of the golden model
+:class:`nicsim.hw.ref.tcp.TcpEngine`:
 
 * ARP: a request for the engine's address gets a reply (42 bytes, no padding); other ARP frames
   are counted (``not_for_us``, ``bad_arp``, ``truncated``).
@@ -148,24 +152,41 @@ class ToeEngine(wiring.Component):
         nb = self.width // 8  # bytes a beat
         log_nb = (nb - 1).bit_length()
         depth = MAX_FRAME_LEN // nb
-        m.submodules.buf = buf = Memory(shape=self.width, depth=depth, init=[])
+        # two banks: the frame being processed (bank_p) and the one coming in (bank_r)
+        m.submodules.buf = buf = Memory(shape=self.width, depth=2 * depth, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
+        bank_r = Signal()  # the bank the receiver writes
+        bank_p = Signal()  # the bank of the frame the state machine works on
+        pending = Signal()  # the frame in bank_r is complete and waits for the state machine
+        take = Signal()  # the state machine takes the frame in bank_r (this cycle)
+        frame_busy = Signal()  # the state machine works on a frame (from take to Receive)
+        base_r = Mux(bank_r, depth, 0)
+        base_p = Signal(range(2 * depth))
+        m.d.comb += base_p.eq(Mux(bank_p, depth, 0))
 
         header_bytes = 94 if self.sessions else _HEADER_BYTES  # with the TCP options
-        # byte views of one wide register (a register per byte costs the simulator more)
+        # byte views of one wide register per bank (a register per byte costs the simulator
+        # more): hdr is the processed frame's, rhdr the incoming one's
+        hdr_banks = [Signal(8 * header_bytes, name=f"hdr_bank{k}") for k in range(2)]
         hdr_bits = Signal(8 * header_bytes)
+        rhdr_bits = Signal(8 * header_bytes)
+        m.d.comb += [hdr_bits.eq(Mux(bank_p, hdr_banks[1], hdr_banks[0])),
+                     rhdr_bits.eq(Mux(bank_r, hdr_banks[1], hdr_banks[0]))]
         hdr = [hdr_bits[8 * i:8 * i + 8] for i in range(header_bytes)]
-
-        def byte(i):
-            return hdr[i]
+        rhdr = [rhdr_bits[8 * i:8 * i + 8] for i in range(header_bytes)]
 
         def be(offset, count):
             return Cat(*(hdr[offset + k] for k in reversed(range(count))))
 
-        beat = Signal(range(depth + 2))
+        def rbe(offset, count):
+            return Cat(*(rhdr[offset + k] for k in reversed(range(count))))
+
+        beat = Signal(range(depth + 2))  # beats of the incoming frame
         length = Signal(range(MAX_FRAME_LEN + 65))
         oversize = Signal()
+        p_length = Signal.like(length)  # the processed frame's, taken in Fold
+        p_oversize = Signal()
         ip_sum = Signal(32)
         icmp_sum = Signal(32)
         ip_id = Signal(16)
@@ -183,13 +204,13 @@ class ToeEngine(wiring.Component):
         accept = self.i.valid & self.i.ready
         end = Signal(17)  # 14 + IPv4 total length: end of the datagram (once received)
         m.d.comb += end.eq(14 + total)
-        lane_end = Signal(17)  # the same while the beats arrive
+        lane_end = Signal(17)  # the same for the incoming frame while its beats arrive
         if nb >= 18:
             # the total length arrives in the same beat as the first bytes it bounds
             live_total = Cat(data[8 * 17:8 * 18], data[8 * 16:8 * 17])
-            m.d.comb += lane_end.eq(14 + Mux(beat == 0, live_total, total))
+            m.d.comb += lane_end.eq(14 + Mux(beat == 0, live_total, rbe(16, 2)))
         else:
-            m.d.comb += lane_end.eq(end)
+            m.d.comb += lane_end.eq(14 + rbe(16, 2))
 
         # Ones'-complement sums over 16-bit lanes, masked by absolute byte offsets.
         ip_add = Signal(32)
@@ -308,57 +329,84 @@ class ToeEngine(wiring.Component):
                 reply=reply, is_arp_out=is_arp_out, out_last_beat=out_last_beat,
                 out_last_keep=out_last_keep, out_beat=out_beat, rst_seq=rst_seq,
                 rst_ack=rst_ack, rst_flags=rst_flags, rst_seq_c=rst_seq_c, rst_ack_c=rst_ack_c,
-                rst_flags_c=rst_flags_c, beat=beat, accept=accept))
+                rst_flags_c=rst_flags_c, beat=beat, accept=accept, hdr_banks=hdr_banks,
+                rhdr=rhdr, rbe=rbe, bank_r=bank_r, bank_p=bank_p, base_p=base_p, depth=depth,
+                frame_busy=frame_busy))
             ses.elaborate()
+
+        # ------------------------------------------------------------------------ receiver
+        # beside the state machine: the incoming frame goes into bank_r while the state machine
+        # works on the one before; a complete frame waits (pending) until it is taken
+        m.d.comb += self.i.ready.eq(~pending)
+        with m.If(accept):
+            first_beat = beat == 0
+            with m.If(beat < depth):
+                m.d.comb += [wr.addr.eq(base_r + beat), wr.data.eq(data), wr.en.eq(1)]
+            with m.Else():
+                m.d.sync += oversize.eq(1)
+            with m.If(first_beat):
+                m.d.sync += oversize.eq(0)
+            for k in range(nb):
+                for b in range(-(-header_bytes // nb)):
+                    i = nb * b + k
+                    if i < header_bytes:
+                        with m.If((beat == b) & keep[k]):
+                            for bank in range(2):
+                                with m.If(bank_r == bank):
+                                    m.d.sync += hdr_banks[bank][8 * i:8 * i + 8].eq(
+                                        data[8 * k:8 * k + 8])
+            nbytes = Signal(range(nb + 1))
+            m.d.comb += nbytes.eq(sum(keep[k] for k in range(nb)))
+            so_far = Mux(first_beat, 0, length)
+            m.d.sync += [
+                length.eq(Mux(so_far + nbytes > MAX_FRAME_LEN + nb, MAX_FRAME_LEN + nb,
+                              so_far + nbytes)),
+                beat.eq(Mux(beat < depth + 1, beat + 1, beat)),
+                ip_sum.eq(Mux(first_beat, 0, ip_sum) + ip_add),
+                icmp_sum.eq(Mux(first_beat, 0, icmp_sum) + icmp_add),
+            ]
+            with m.If(self.i.payload.last):
+                m.d.sync += [frames_in.eq(frames_in + 1), pending.eq(1)]
+        with m.If(take):
+            # (the processed frame's length and sums are read in Fold, before the next
+            # frame's first beat replaces them)
+            m.d.sync += [pending.eq(0), beat.eq(0), bank_p.eq(bank_r), bank_r.eq(~bank_r)]
 
         with m.FSM() as fsm:
             with m.State("Receive"):
+                m.d.sync += frame_busy.eq(take)
+                done = accept & self.i.payload.last  # the incoming frame is complete now
                 if ses is None:
-                    m.d.comb += self.i.ready.eq(1)
-                else:
-                    # at a frame boundary, a command that can be taken goes before the frame
-                    first = ses.cmd_first & (beat == 0)
-                    m.d.comb += self.i.ready.eq(~first)
-                    with m.If((~self.i.valid & (beat == 0)) | first):
-                        ses.idle_dispatch()
-                with m.If(accept):
-                    with m.If(beat < depth):
-                        m.d.comb += [wr.addr.eq(beat), wr.data.eq(data), wr.en.eq(1)]
-                    with m.Else():
-                        m.d.sync += oversize.eq(1)
-                    for k in range(nb):
-                        for b in range(-(-header_bytes // nb)):
-                            if nb * b + k < header_bytes:
-                                with m.If((beat == b) & keep[k]):
-                                    m.d.sync += hdr[nb * b + k].eq(data[8 * k:8 * k + 8])
-                    nbytes = Signal(range(nb + 1))
-                    m.d.comb += nbytes.eq(sum(keep[k] for k in range(nb)))
-                    m.d.sync += [
-                        length.eq(Mux(length + nbytes > MAX_FRAME_LEN + nb, MAX_FRAME_LEN + nb,
-                                      length + nbytes)),
-                        beat.eq(Mux(beat < depth + 1, beat + 1, beat)),
-                        ip_sum.eq(ip_sum + ip_add),
-                        icmp_sum.eq(icmp_sum + icmp_add),
-                    ]
-                    with m.If(self.i.payload.last):
-                        m.d.sync += frames_in.eq(frames_in + 1)
+                    with m.If(pending | done):
+                        m.d.comb += take.eq(1)
                         m.next = "Fold"
+                else:
+                    # a command that can be taken (and a RECV's end) goes before a complete
+                    # frame; other work (timers) while none is complete
+                    with m.If(ses.cmd_first):
+                        ses.idle_dispatch()
+                    with m.Elif(pending | done):
+                        m.d.comb += take.eq(1)
+                        m.next = "Fold"
+                    with m.Else():
+                        ses.idle_dispatch()
             with m.State("Fold"):
                 # checksums folded a cycle ahead of the verdict (timing)
                 m.d.sync += [ip_ok_r.eq(_fold(ip_sum) == 0xFFFF),
-                             icmp_ok_r.eq(_fold(icmp_sum) == 0xFFFF), tcp_ok_r.eq(tcp_ok)]
+                             icmp_ok_r.eq(_fold(icmp_sum) == 0xFFFF), tcp_ok_r.eq(tcp_ok),
+                             p_length.eq(length), p_oversize.eq(oversize)]
                 m.next = "Decide"
             with m.State("Decide"):
                 ip_ok = ip_ok_r
                 icmp_ok = icmp_ok_r
                 ihl = hdr[14][:4]
                 version = hdr[14][4:]
-                with m.If(length < 14):
+                with m.If(p_length < 14):
                     m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
-                with m.Elif(oversize | (length > MAX_FRAME_LEN)):
+                with m.Elif(p_oversize | (p_length > MAX_FRAME_LEN)):
                     m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["oversize"])]
                 with m.Elif(ethertype == 0x0806):
-                    with m.If(length < 42):
+                    with m.If(p_length < 42):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
                     with m.Elif((be(14, 2) != 1) | (be(16, 2) != 0x0800) | (hdr[18] != 6)
                                 | (hdr[19] != 4)):
@@ -372,11 +420,11 @@ class ToeEngine(wiring.Component):
                     with m.Else():
                         m.d.comb += verdict_learn.eq(1)
                 with m.Elif(ethertype == 0x0800):
-                    with m.If(length < 34):
+                    with m.If(p_length < 34):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
                     with m.Elif((version != 4) | (ihl < 5) | (total < Cat(Const(0, 2), ihl))):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["bad_ip_header"])]
-                    with m.Elif(length < end):
+                    with m.Elif(p_length < end):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["truncated"])]
                     with m.Elif(ihl != 5):
                         m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["ip_options"])]
@@ -428,14 +476,13 @@ class ToeEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += [verdict_drop.eq(1), verdict_reason.eq(_R["not_ipv4"])]
 
-                m.d.sync += [beat.eq(0), length.eq(0), oversize.eq(0), ip_sum.eq(0),
-                             icmp_sum.eq(0), out_beat.eq(0), v_drop.eq(verdict_drop),
+                m.d.sync += [out_beat.eq(0), v_drop.eq(verdict_drop),
                              v_reason.eq(verdict_reason), v_rst.eq(verdict_rst),
                              v_arp.eq(verdict_arp), v_echo.eq(verdict_echo),
                              v_tcp.eq(verdict_tcp), v_learn.eq(verdict_learn)]
                 m.next = "Act"
             with m.State("Act"):
-                m.d.comb += rd.addr.eq(0)
+                m.d.comb += rd.addr.eq(base_p)
                 if ses is not None:
                     with m.If(v_learn):
                         ses.arp_learn(be(28, 4), Cat(*(hdr[27 - k] for k in range(6))))
@@ -470,7 +517,7 @@ class ToeEngine(wiring.Component):
                         ses.cut_through_abort()
             with m.State("Build Echo"):
                 # ip_id now holds this reply's identification; the header sum uses it
-                m.d.comb += rd.addr.eq(0)
+                m.d.comb += rd.addr.eq(base_p)
                 for k in range(38):
                     m.d.sync += reply[k].eq(echo_reply[k])
                 last = end - 1
@@ -479,7 +526,7 @@ class ToeEngine(wiring.Component):
                              echo_replies.eq(echo_replies + 1)]
                 m.next = "Send"
             with m.State("Build Reset"):
-                m.d.comb += rd.addr.eq(0)
+                m.d.comb += rd.addr.eq(base_p)
                 for k in range(54):
                     m.d.sync += reply[k].eq(rst_reply[k])
                 m.d.sync += [is_arp_out.eq(1), out_last_beat.eq(53 // nb),
@@ -507,7 +554,7 @@ class ToeEngine(wiring.Component):
                     self.o.payload.data.eq(word),
                     self.o.payload.keep.eq(Mux(is_last, out_last_keep, (1 << nb) - 1)),
                     self.o.payload.last.eq(is_last),
-                    rd.addr.eq(Mux(self.o.ready & free, out_beat + 1, out_beat)),
+                    rd.addr.eq(base_p + Mux(self.o.ready & free, out_beat + 1, out_beat)),
                 ]
                 with m.If(self.o.ready & free):
                     m.d.sync += out_beat.eq(out_beat + 1)
@@ -516,12 +563,26 @@ class ToeEngine(wiring.Component):
             if ses is not None:
                 ses.states()
         if ses is not None:
-            # after the state machine: the cut-through writer's port use takes precedence
-            ses.cut_through(fsm.ongoing("Receive"))
+            # after the state machine: the cut-through writer's port use takes precedence, but
+            # it issues no read while the state machine is in a state that uses the frame
+            # buffer's read port or the memory port (fsm_rd), and starts no lookup while the
+            # state machine uses the session table (fsm_tbl)
+            fsm_rd = Signal()
+            fsm_tbl = Signal()
+            m.d.comb += [
+                fsm_rd.eq(Cat(*(fsm.ongoing(s) for s in (
+                    "Act", "Build Echo", "Build Reset", "Send", "ARP Request", "S Copy",
+                    "X Payload"))).any()),
+                fsm_tbl.eq(Cat(*(fsm.ongoing(s) for s in (
+                    "T Lookup Req", "T Lookup Wait", "L Insert", "L Insert Wait", "Release",
+                    "Release Wait", "C Open", "C Open Wait"))).any())]
+            ses.cut_through(fsm.ongoing("Receive"), fsm_rd, fsm_tbl)
             ses.transmitter()
             ses.app_mover()
-            m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~ses.scan_pending
-                                     & ses.ct_idle & ~ses.st_busy & ~ses.ax_busy & ~ses.ax_fin)
+            m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~pending
+                                     & ~ses.scan_pending & ses.ct_idle & ~ses.cw_busy
+                                     & ~ses.st_busy
+                                     & ~ses.ax_busy & ~ses.ax_fin)
 
         # ------------------------------------------------------------------------ registers
         counters = {0x00: frames_in, 0x04: arp_replies, 0x08: echo_replies, 0x0C: rst_sent}

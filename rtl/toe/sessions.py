@@ -30,7 +30,11 @@ a cycle, with the application in the loop:
   receive ring as the beats come in (free ring space only, so a segment that fails a later
   check leaves nothing behind; ``rcv_nxt`` advances after the checks). The copy after the
   checks remains for the other cases (overlap with ``rcv_nxt``, more than the free space).
-  The checks start while the copy still trails the frame's last beat (``ct_tail``).
+  The checks start while the copy still trails the frame's last beat (``ct_tail``). The front
+  end takes the next frame into its second bank while a segment is processed, and the writer
+  works on it as soon as the segment's session is known (its ``rcv_nxt`` forwarded when both
+  are for the same session): the processing, and the application's commands, hide behind the
+  next frame's beats.
 * the transmitter (:meth:`SessionLogic.transmitter`): a built segment (header registers and
   its payload staged with the checksum in one half of the TX buffer) leaves a beat a cycle
   while the state machine stages the next one in the other half and takes the next frame in.
@@ -84,7 +88,8 @@ then sends ``m`` bytes on ``rx_data``; ``SEND`` answers with the bytes it takes 
 that many bytes from ``tx_data``. ``note`` carries notifications (:data:`NOTES`). The engine
 waits for the application on ``resp`` and ``note`` (frames wait meanwhile); the bytes of a
 ``RECV`` or ``SEND`` move beside the state machine, which goes on with frames, and the next
-command waits until they have moved. At a frame boundary a command goes before the frame.
+command waits until they have moved. A command that can be taken goes before a frame that
+has come in completely (frames keep coming in meanwhile).
 The byte streams are aligned as the buffers hold the bytes: the first byte of a transfer is in
 lane ``align`` (``resp``), ``keep`` marks the bytes.
 """
@@ -121,6 +126,10 @@ _TX_HEADER = 62  # Ethernet, IPv4, TCP and at most 8 option bytes (MSS, NOP, win
 # phases of the cut-through writer (SessionLogic.cut_through)
 _CT_IDLE, _CT_REQ, _CT_WAIT, _CT_TCB, _CT_SETUP, _CT_COPY, _CT_DONE = range(7)
 _CT_PHASES = 7
+
+# the TCB fields the cut-through writer reads, in a memory of their own (written with the TCB)
+_CT_TCB_LAYOUT = data.StructLayout({"state": 4, "irs": 32, "rcv_nxt": 32, "rx_read": 32,
+                                    "peer_fin": 1})
 
 TCB_LAYOUT = data.StructLayout({
     "state": 4, "passive": 1, "mac_ok": 1, "ws_ok": 1,
@@ -224,6 +233,9 @@ class SessionLogic:
         m.submodules.tcbs = tcbs = Memory(shape=TCB_LAYOUT, depth=N, init=[])
         self.tcb_r = tcbs.read_port()
         self.tcb_w = tcbs.write_port()
+        m.submodules.ct_tcbs = ct_tcbs = Memory(shape=_CT_TCB_LAYOUT, depth=N, init=[])
+        self.ctt_w = ct_tcbs.write_port()
+        self.ctt_r = ct_tcbs.read_port(transparent_for=(self.ctt_w,))
         nb = e.width // 8
         self.nb = nb
         self.log_nb = (nb - 1).bit_length()
@@ -408,6 +420,25 @@ class SessionLogic:
         self.ct_idx = Signal(16)
         self.ct_valid = Signal()
         self.ct_a = Signal(e.width)
+        # the copy runs beside the lookup of the next frame (its session, bank and length)
+        self.cw_busy = Signal()
+        self.cw_sid = Signal(self.sid_bits)
+        self.cw_bank = Signal()
+        self.cw_n = Signal(17)
+        self.ct_bank = Signal()  # the frame buffer bank of the frame the writer works on
+        self.ct_stale = Signal()  # the session table changed after its lookup
+        # the segment the state machine works on (from T Lookup to the TCB's write-back):
+        # its session and what the writer did with it (f_ok: its payload is in the ring);
+        # the writer's lookup of the next frame for the same session takes rcv_nxt and the
+        # free space from here (forwarded), not from the TCB not yet written back
+        self.seg_active = Signal()
+        self.f_ok = Signal()
+        self.f_go = Signal()  # its payload is being copied (f_ok once it is done)
+        self.f_n = Signal(17)
+        self.f_rcv_nxt = Signal(32)
+        self.f_irs = Signal(32)
+        self.f_free = Signal(32)
+        self.f_recv = Signal()
         # the application mover (app_mover): a RECV's bytes from the receive ring to rx_data,
         # or a SEND's from tx_data into the send ring, on the mem_app port while the state
         # machine goes on; rx_read or tx_end moves when it is done
@@ -424,8 +455,11 @@ class SessionLogic:
         # the end of a RECV transfer and a command that can be taken go before a frame
         # waiting at a frame boundary (they are short; frames would hold them off for a burst)
         self.cmd_first = Signal()
-        m.d.comb += self.cmd_first.eq(self.ct_idle & ~self.scan_pending
+        m.d.comb += self.cmd_first.eq(~self.scan_pending
                                       & (self.ax_fin | (e.cmd.valid & ~self.ax_busy)))
+        # the writer is in the session table (the state machine's requests wait for it)
+        self.ct_tbl = Signal()
+        m.d.comb += self.ct_tbl.eq((self.ct_phase == _CT_REQ) | (self.ct_phase == _CT_WAIT))
 
     # ----------------------------------------------------------------------------- helpers
     def rx_off(self, seq):
@@ -461,14 +495,16 @@ class SessionLogic:
                 self.cp_k.eq((dmod + n + self.nb - 1) >> lb), self.cp_i.eq(0),
                 self.p_valid.eq(0)]
 
-    def copy_state(self, name, read, src_data, write, done):
+    def copy_state(self, name, read, src_data, write, done, stall=None):
         """A state that copies words: source word ``w0 + i`` is read (``read(addr)``: comb
         statements; ``src_data`` one cycle later), destination word ``k`` is bytes
         ``r .. r + nb - 1`` of source words ``k`` and ``k + 1`` (``write(addr, data, en)``);
-        ``done()`` runs once all are written. One word a cycle."""
+        ``done()`` runs once all are written. One word a cycle, none in a cycle with
+        ``stall``."""
         m = self.m
         with m.State(name):
-            issue = self.cp_i <= self.cp_k
+            left = self.cp_i <= self.cp_k
+            issue = left if stall is None else left & ~stall
             m.d.comb += read(self.cp_w0 + self.cp_i)
             m.d.sync += [self.p_valid.eq(issue), self.cp_idx.eq(self.cp_i)]
             with m.If(issue):
@@ -481,7 +517,7 @@ class SessionLogic:
                     out = Signal(self.e.width, name="copy_out")
                     m.d.comb += out.eq((Cat(self.cp_a, word) >> (self.cp_r * 8))[:self.e.width])
                     write(self.cp_dw0 + k, out, self.lanes(k, self.cp_dmod, self.cp_n))
-            with m.If(~issue & ~self.p_valid):
+            with m.If(~left & ~self.p_valid):
                 done()
 
     def transmit(self, seq, n, flags, kind, ret, ws=0):
@@ -492,9 +528,7 @@ class SessionLogic:
     def idle_dispatch(self):
         """In the front end's Receive state with no frame coming in: other work."""
         m, e = self.m, self.e
-        with m.If(~self.ct_idle):
-            pass  # the cut-through writer's lookup of a dropped frame finishes first
-        with m.Elif(self.scan_pending):
+        with m.If(self.scan_pending):
             m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
             m.next = "M Load"
         with m.Elif(self.ax_fin):
@@ -511,46 +545,85 @@ class SessionLogic:
     def cut_through_abort(self):
         """Statements for the front end's ``Act`` state when the frame is not a segment for
         the session engine: its payload stays where it was written (in free ring space, past
-        ``rcv_nxt``, so nothing is lost); a lookup in flight finishes before the writer idles."""
-        self.m.d.sync += self.ct_abort.eq(1)
+        ``rcv_nxt``, so nothing is lost); a lookup in flight finishes before the writer idles.
+        The writer is stopped only when it works on this frame."""
+        m, fe = self.m, self.fe
+        with m.If(~self.ct_idle & (self.ct_bank == fe.bank_p)):
+            m.d.sync += self.ct_abort.eq(1)
 
-    def cut_through(self, in_receive):
+    def cut_through(self, in_receive, fsm_rd, fsm_tbl):
         """The cut-through writer, beside the state machine (elaborated after it, so that its
         use of the frame buffer's read port and of the memory port takes precedence).
 
         While a frame arrives, once its addresses and ports are in (beat 5 at 64 bits), the
-        session is looked up and its TCB read; if the segment starts at ``rcv_nxt`` of a
-        session that takes data, its payload is copied from the frame buffer into the receive
-        ring as the beats arrive (a beat is read once it has been written), a word a cycle
-        through the realigning rotation. Only free ring space is written (``rcv_nxt`` to
-        ``rcv_nxt + free``), so a segment that fails a check later leaves no trace;
+        session is looked up and its receive fields read (from their own copy of the TCB
+        memory, so the state machine keeps its port); if the segment starts at ``rcv_nxt`` of
+        a session that takes data, its payload is copied from the frame buffer into the
+        receive ring as the beats arrive (a beat is read once it has been written), a word a
+        cycle through the realigning rotation. Only free ring space is written (``rcv_nxt``
+        to ``rcv_nxt + free``), so a segment that fails a check later leaves no trace;
         ``rcv_nxt`` advances in ``S Data`` only, after every check passed, and the copy there
         is skipped. The state machine's ``T Lookup`` takes the writer's lookup result once it
         is there; while the copy still trails the last beat (by the lookup's latency, about 8
         cycles), the checks go on (``ct_tail``): ``S Check`` and ``S Ack`` wait for the copy
         only to leave their main path (a drop, a RST, a challenge ACK), ``S Data`` waits for
-        its outcome (``ct_ok``); the states before those use neither ``mem`` nor the frame
-        buffer.
+        its outcome (``ct_ok``).
+
+        The frame it works on is the incoming one: it may be the next frame while the state
+        machine still works on a segment, once that segment's session is known
+        (``seg_active``), and its lookup runs while the copy of the segment before still
+        trails (the copy has registers of its own, ``cw_*``; the next copy starts once it is
+        done). When both are for the same session, the next one's ``rcv_nxt`` and free space
+        are those the segment leaves if it passes (forwarded: ``f_rcv_nxt``, ``f_free``); if it
+        does not, the next one is out of order in ``S Data`` and its bytes lie in free space.
+        A segment the writer did not copy is written back before the next one's fields are
+        read. A session table change after its lookup (an insert or a delete by
+        the state machine) makes its result stale: ``T Lookup`` stops it and looks again.
+        The state machine's states that use the frame buffer's read port or the memory port
+        (``fsm_rd``) go first: the writer issues no read in them (``X Payload`` waits a cycle
+        for a write still due); it starts no lookup while the state machine uses the session
+        table (``fsm_tbl``), and the state machine's requests wait for its lookup.
         """
         m, e, fe = self.m, self.e, self.fe
         lb = self.log_nb
         ph = self.ct_phase
-        hdr, be = fe.hdr, fe.be
+        hb = fe.hdr_banks
+
+        def cbyte(i):
+            return Mux(self.ct_bank, hb[1][8 * i:8 * i + 8], hb[0][8 * i:8 * i + 8])
+
+        def cbe(offset, count):
+            return Cat(*(cbyte(offset + k) for k in reversed(range(count))))
+
+        c_seq = Signal(32)
+        c_doff = Signal(8)
+        c_plen = Signal(16)
+        c_key = Signal(64)
+        m.d.comb += [c_seq.eq(cbe(38, 4)), c_doff.eq(Cat(Const(0, 2), cbyte(46)[4:])),
+                     c_plen.eq(cbe(16, 2) - 20 - c_doff),
+                     c_key.eq(Cat(cbe(36, 2), cbe(34, 2), cbe(26, 4)))]
         with m.If(fe.accept & (fe.beat == 0)):
-            m.d.sync += [self.ct_started.eq(0), self.ct_ok.eq(0)]
-        plausible = (be(12, 2) == 0x0800) & (hdr[23] == 6) & (be(30, 4) == e.ip)
+            m.d.sync += self.ct_started.eq(0)
+        with m.If(in_receive):
+            m.d.sync += self.seg_active.eq(0)
+        req = self.table.req
+        with m.If(req.valid & req.ready & (req.payload.op != OP_LOOKUP)):
+            m.d.sync += self.ct_stale.eq(1)
+        rhdr, rbe = fe.rhdr, fe.rbe
+        plausible = (rbe(12, 2) == 0x0800) & (rhdr[23] == 6) & (rbe(30, 4) == e.ip)
         with m.Switch(ph):
             with m.Case(_CT_IDLE):
                 m.d.sync += self.ct_abort.eq(0)
-                # once bytes 0 to 39 are in (addresses, ports, sequence number)
-                with m.If(in_receive & (fe.beat >= -(-40 // self.nb)) & ~self.ct_started
-                          & plausible
-                          & ~(fe.accept & (fe.beat == 0))):
-                    m.d.sync += [ph.eq(_CT_REQ), self.ct_started.eq(1), self.ct_ok.eq(0)]
+                # once bytes 0 to 39 are in (addresses, ports, sequence number), and the state
+                # machine's segment (if any) has its session
+                with m.If((fe.beat >= -(-40 // self.nb)) & ~self.ct_started & plausible
+                          & ~(fe.accept & (fe.beat == 0)) & ~fsm_tbl
+                          & (~fe.frame_busy | self.seg_active)):
+                    m.d.sync += [ph.eq(_CT_REQ), self.ct_started.eq(1), self.ct_ok.eq(0),
+                                 self.ct_bank.eq(fe.bank_r), self.ct_stale.eq(0)]
             with m.Case(_CT_REQ):
-                req = self.table.req
                 m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
-                             req.payload.key.eq(self.key)]
+                             req.payload.key.eq(c_key)]
                 with m.If(req.ready):
                     m.d.sync += ph.eq(_CT_WAIT)
             with m.Case(_CT_WAIT):
@@ -559,7 +632,7 @@ class SessionLogic:
                 with m.If(resp.valid):
                     m.d.sync += [self.ct_hit.eq(resp.payload.hit),
                                  self.ct_sid.eq(resp.payload.sid)]
-                    m.d.comb += self.tcb_r.addr.eq(resp.payload.sid)
+                    m.d.comb += self.ctt_r.addr.eq(resp.payload.sid)
                     with m.If(self.ct_abort):
                         m.d.sync += ph.eq(_CT_IDLE)
                     with m.Elif(resp.payload.hit):
@@ -567,64 +640,94 @@ class SessionLogic:
                     with m.Else():
                         m.d.sync += ph.eq(_CT_DONE)
             with m.Case(_CT_TCB):
-                d = self.tcb_r.data
+                d = self.ctt_r.data
                 st = d.state
                 ready = _sub(_sub(d.rcv_nxt, d.rx_read), d.peer_fin)
-                m.d.sync += [self.ct_rcv_nxt.eq(d.rcv_nxt), self.ct_irs.eq(d.irs),
-                             self.ct_free.eq(self.buf - ready),
-                             self.ct_recv.eq((st == ESTAB) | (st == FIN_WAIT_1)
-                                             | (st == FIN_WAIT_2)),
-                             ph.eq(_CT_SETUP)]
+                fwd = self.seg_active & (self.sid == self.ct_sid)
+                m.d.comb += self.ctt_r.addr.eq(self.ct_sid)  # (read again while it waits)
+                with m.If(fwd & ~self.f_go):
+                    pass  # the segment before was not copied here: its write-back first
+                with m.Elif(fwd):
+                    # the segment before, same session, not written back yet: forwarded
+                    m.d.sync += [self.ct_rcv_nxt.eq(self.f_rcv_nxt), self.ct_irs.eq(self.f_irs),
+                                 self.ct_free.eq(self.f_free), self.ct_recv.eq(self.f_recv),
+                                 ph.eq(_CT_SETUP)]
+                with m.Else():
+                    m.d.sync += [self.ct_rcv_nxt.eq(d.rcv_nxt), self.ct_irs.eq(d.irs),
+                                 self.ct_free.eq(self.buf - ready),
+                                 self.ct_recv.eq((st == ESTAB) | (st == FIN_WAIT_1)
+                                                 | (st == FIN_WAIT_2)),
+                                 ph.eq(_CT_SETUP)]
             with m.Case(_CT_SETUP):
                 # in order only, and no more than the free space after rcv_nxt
-                n = _umin(self.plen, self.ct_free)
+                n = _umin(c_plen, self.ct_free)
                 da = _sub(self.ct_rcv_nxt, self.ct_irs + 1)[:e.buf_bits]
-                sa = 34 + self.doff
+                sa = 34 + c_doff
                 dmod = da[:lb] if lb else Const(0, 1)
                 base = (sa - dmod)[:26]
-                go = (self.ct_recv & (self.seg_seq == self.ct_rcv_nxt) & (self.plen != 0)
-                      & (self.plen <= self.ct_free) & ~self.ct_abort)
-                m.d.sync += [self.ct_w0.eq(base >> lb), self.ct_r.eq(base[:lb] if lb else 0),
-                             self.ct_dmod.eq(dmod), self.ct_n.eq(n), self.ct_dw0.eq(da >> lb),
-                             self.ct_k.eq((dmod + n + self.nb - 1) >> lb), self.ct_i.eq(0),
-                             self.ct_valid.eq(0)]
+                go = (self.ct_recv & (c_seq == self.ct_rcv_nxt) & (c_plen != 0)
+                      & (c_plen <= self.ct_free) & ~self.ct_abort)
+                m.d.sync += self.ct_n.eq(n)
+                # (the data offset, byte 46, may still be on its way)
+                hdr_in = (self.ct_bank != fe.bank_r) | (fe.beat > 46 // self.nb)
                 with m.If(self.ct_abort):
                     m.d.sync += ph.eq(_CT_IDLE)
+                with m.Elif(~hdr_in):
+                    pass
                 with m.Elif(go):
-                    m.d.sync += ph.eq(_CT_COPY)
+                    # to the copy once the one before is done
+                    with m.If(~self.cw_busy):
+                        m.d.sync += [self.ct_w0.eq(base >> lb),
+                                     self.ct_r.eq(base[:lb] if lb else 0),
+                                     self.ct_dmod.eq(dmod), self.cw_n.eq(n),
+                                     self.ct_dw0.eq(da >> lb),
+                                     self.ct_k.eq((dmod + n + self.nb - 1) >> lb),
+                                     self.ct_i.eq(0), self.ct_valid.eq(0),
+                                     self.cw_sid.eq(self.ct_sid), self.cw_bank.eq(self.ct_bank),
+                                     self.cw_busy.eq(1), ph.eq(_CT_COPY)]
                 with m.Else():
                     m.d.sync += ph.eq(_CT_DONE)
             with m.Case(_CT_COPY):
-                word_in = self.ct_w0 + self.ct_i
-                # a beat can be read once it is in the frame buffer
-                avail = ~in_receive | (word_in < fe.beat)
-                issue = (self.ct_i <= self.ct_k) & avail & ~self.ct_abort
-                with m.If(issue):
-                    m.d.comb += fe.rd.addr.eq(word_in)
-                    m.d.sync += self.ct_i.eq(self.ct_i + 1)
-                m.d.sync += [self.ct_valid.eq(issue), self.ct_idx.eq(self.ct_i)]
-                with m.If(self.ct_valid):
-                    word = fe.rd.data
-                    m.d.sync += self.ct_a.eq(word)
-                    with m.If((self.ct_idx != 0) & ~self.ct_abort):
-                        k = (self.ct_idx - 1)[:20]
-                        out = Signal(e.width, name="ct_out")
-                        m.d.comb += [
-                            out.eq((Cat(self.ct_a, word) >> (self.ct_r * 8))[:e.width]),
-                            e.mem.addr.eq(Cat((self.ct_dw0 + k)[:e.buf_bits - lb], Const(0, 1),
-                                              self.ct_sid)),
-                            e.mem.w_data.eq(out),
-                            e.mem.w_en.eq(self.lanes(k, self.ct_dmod, self.ct_n))]
-                with m.If(self.ct_abort):
-                    m.d.sync += [ph.eq(_CT_IDLE), self.ct_tail.eq(0)]
-                with m.Elif((self.ct_i > self.ct_k) & ~self.ct_valid):
-                    # done; when the state machine has taken the lookup already (ct_tail),
-                    # nothing else waits for this phase
-                    m.d.sync += [ph.eq(Mux(self.ct_tail | self.ct_take, _CT_IDLE, _CT_DONE)),
-                                 self.ct_ok.eq(1), self.ct_tail.eq(0)]
+                # being copied (below): the state machine takes it (the lookup of the next
+                # frame can start) or it is done first (_CT_DONE)
+                with m.If(self.ct_take | self.ct_abort):
+                    m.d.sync += ph.eq(_CT_IDLE)
             with m.Case(_CT_DONE):
                 with m.If(self.ct_abort):
                     m.d.sync += ph.eq(_CT_IDLE)
+        # the copy, beside the lookup of the next frame
+        with m.If(self.cw_busy):
+            base_c = Mux(self.cw_bank, fe.depth, 0)
+            stop = (ph == _CT_COPY) & self.ct_abort
+            word_in = self.ct_w0 + self.ct_i
+            # a beat can be read once it is in the frame buffer
+            avail = (self.cw_bank != fe.bank_r) | (word_in < fe.beat)
+            issue = (self.ct_i <= self.ct_k) & avail & ~stop & ~fsm_rd
+            with m.If(issue):
+                m.d.comb += fe.rd.addr.eq(base_c + word_in)
+                m.d.sync += self.ct_i.eq(self.ct_i + 1)
+            m.d.sync += [self.ct_valid.eq(issue), self.ct_idx.eq(self.ct_i)]
+            with m.If(self.ct_valid):
+                word = fe.rd.data
+                m.d.sync += self.ct_a.eq(word)
+                with m.If((self.ct_idx != 0) & ~stop):
+                    k = (self.ct_idx - 1)[:20]
+                    out = Signal(e.width, name="ct_out")
+                    m.d.comb += [
+                        out.eq((Cat(self.ct_a, word) >> (self.ct_r * 8))[:e.width]),
+                        e.mem.addr.eq(Cat((self.ct_dw0 + k)[:e.buf_bits - lb], Const(0, 1),
+                                          self.cw_sid)),
+                        e.mem.w_data.eq(out),
+                        e.mem.w_en.eq(self.lanes(k, self.ct_dmod, self.cw_n))]
+            with m.If(stop):
+                m.d.sync += self.cw_busy.eq(0)
+            with m.Elif((self.ct_i > self.ct_k) & ~self.ct_valid):
+                m.d.sync += self.cw_busy.eq(0)
+                with m.If((ph == _CT_COPY) & ~self.ct_take):
+                    m.d.sync += [ph.eq(_CT_DONE), self.ct_ok.eq(1)]
+                with m.Else():
+                    # taken by the state machine (ct_tail): nothing else waits for it
+                    m.d.sync += [self.ct_tail.eq(0), self.f_ok.eq(1)]
 
     def transmitter(self):
         """The transmitter, beside the state machine: sends the segment handed over in ``X
@@ -728,35 +831,47 @@ class SessionLogic:
             # the cut-through writer looked the session up while the frame came in (and
             # wrote its payload); without it (not started), the lookup is done here
             m.d.sync += self.notes.eq(0)
-            with m.If(self.ct_started & (self.ct_phase == _CT_COPY)):
+            mine = ~self.ct_idle & (self.ct_bank == fe.bank_p)  # the writer works on it
+            # what the writer did with this segment (f_ok once its copy is done)
+            took = [self.f_ok.eq(0), self.f_go.eq(0), self.f_n.eq(self.ct_n),
+                    self.f_rcv_nxt.eq(self.ct_rcv_nxt + self.ct_n), self.f_irs.eq(self.ct_irs),
+                    self.f_free.eq(self.ct_free - self.ct_n), self.f_recv.eq(self.ct_recv)]
+            with m.If(mine & self.ct_stale):
+                # the session table changed after the writer's lookup: stop it, look again
+                m.d.sync += self.ct_abort.eq(1)
+            with m.Elif(mine & (self.ct_phase == _CT_COPY)):
                 # the payload is still being copied (the copy trails the last beat by the
                 # lookup's latency): the checks go on meanwhile (ct_tail), up to the first
                 # state that leaves their main path or needs the copy's outcome
-                m.d.sync += [self.sid.eq(self.ct_sid), self.ct_tail.eq(1)]
+                m.d.sync += [self.sid.eq(self.ct_sid), self.ct_tail.eq(1), self.seg_active.eq(1),
+                             *took, self.f_go.eq(1)]
                 m.d.comb += [self.tcb_r.addr.eq(self.ct_sid), self.ct_take.eq(1)]
                 m.next = "T Load"
-            with m.Elif(self.ct_started & (self.ct_phase == _CT_DONE)):
-                m.d.sync += self.ct_phase.eq(_CT_IDLE)
+            with m.Elif(mine & (self.ct_phase == _CT_DONE)):
+                m.d.sync += [self.ct_phase.eq(_CT_IDLE), *took, self.f_ok.eq(self.ct_ok),
+                             self.f_go.eq(self.ct_ok)]
                 with m.If(self.ct_hit):
-                    m.d.sync += self.sid.eq(self.ct_sid)
+                    m.d.sync += [self.sid.eq(self.ct_sid), self.seg_active.eq(1)]
                     m.d.comb += self.tcb_r.addr.eq(self.ct_sid)
                     m.next = "T Load"
                 with m.Else():
                     m.next = "L Listen"
-            with m.Elif(self.ct_idle):
+            with m.Elif(~mine):
+                m.d.sync += [self.f_ok.eq(0), self.f_go.eq(0), self.f_n.eq(0)]
                 m.next = "T Lookup Req"
         with m.State("T Lookup Req"):
             req = self.table.req
-            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
-                         req.payload.key.eq(self.key)]
-            with m.If(req.ready):
-                m.next = "T Lookup Wait"
+            with m.If(~self.ct_tbl):
+                m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_LOOKUP),
+                             req.payload.key.eq(self.key)]
+                with m.If(req.ready):
+                    m.next = "T Lookup Wait"
         with m.State("T Lookup Wait"):
             resp = self.table.resp
             m.d.comb += resp.ready.eq(1)
             with m.If(resp.valid):
                 with m.If(resp.payload.hit):
-                    m.d.sync += self.sid.eq(resp.payload.sid)
+                    m.d.sync += [self.sid.eq(resp.payload.sid), self.seg_active.eq(1)]
                     m.d.comb += self.tcb_r.addr.eq(resp.payload.sid)
                     m.next = "T Load"
                 with m.Else():
@@ -794,10 +909,11 @@ class SessionLogic:
                 m.next = "L Insert"
         with m.State("L Insert"):
             req = self.table.req
-            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_INSERT),
-                         req.payload.key.eq(self.key)]
-            with m.If(req.ready):
-                m.next = "L Insert Wait"
+            with m.If(~self.ct_tbl):
+                m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_INSERT),
+                             req.payload.key.eq(self.key)]
+                with m.If(req.ready):
+                    m.next = "L Insert Wait"
         with m.State("L Insert Wait"):
             resp = self.table.resp
             m.d.comb += resp.ready.eq(1)
@@ -808,7 +924,7 @@ class SessionLogic:
                 with m.Else():
                     isn = (Const(e.fixed_isn, 32) if e.fixed_isn is not None
                            else (_toeplitz(self.key) + (self.now << 8))[:32])
-                    m.d.sync += [self.sid.eq(resp.payload.sid), t.eq(0),
+                    m.d.sync += [self.sid.eq(resp.payload.sid), t.eq(0), self.seg_active.eq(1),
                                  self.old_state.eq(CLOSED), self.old_passive.eq(0),
                                  t.state.eq(SYN_RCVD), t.passive.eq(1), t.mac_ok.eq(1),
                                  t.peer_mac.eq(self.src_mac), t.peer_ip.eq(self.src_ip),
@@ -1101,7 +1217,7 @@ class SessionLogic:
             m.d.sync += [self.sd_cut.eq(cut), self.sd_n.eq(n), self.sd_old.eq(cut >= plen),
                          self.sd_beyond.eq((rest > room) & (room == 0)),
                          self.sd_in_order.eq(off == t.rcv_nxt),
-                         self.sd_written.eq((cut == 0) & (n <= self.ct_n))]
+                         self.sd_written.eq((cut == 0) & (n <= self.f_n))]
             with m.If((t.snd_wnd != 0) & t.probing):
                 m.d.sync += [t.probing.eq(0), t.rtx_on.eq(0)]
             fin_acked = t.fin_queued & (t.snd_una == t.tx_end + 1) & (t.snd_una == t.snd_max)
@@ -1150,7 +1266,7 @@ class SessionLogic:
                         with m.If(n == 0):
                             m.d.sync += ack_now()
                             m.next = "S Fin"
-                        with m.Elif(self.sd_in_order & self.sd_written & self.ct_ok):
+                        with m.Elif(self.sd_in_order & self.sd_written & self.f_ok):
                             # written into the ring while it arrived (cut_through)
                             rx_done(n)
                         with m.Elif(self.sd_in_order):
@@ -1166,7 +1282,8 @@ class SessionLogic:
                     m.next = "S Fin"
                 with m.Else():
                     m.next = "S Fin"
-        self.copy_state("S Copy", lambda a: fe.rd.addr.eq(a), fe.rd.data, rx_write, rx_done)
+        self.copy_state("S Copy", lambda a: fe.rd.addr.eq(fe.base_p + a), fe.rd.data, rx_write,
+                        rx_done)
         # eighth: FIN
         with m.State("S Fin"):
             fin_at = (self.seg_seq + self.plen)[:32]
@@ -1217,7 +1334,18 @@ class SessionLogic:
             rem = Mux(_lt(t.snd_una, t.tx_end), _sub(t.tx_end, t.snd_una), 0)
             n1 = _umin(mss, rem)
             fin1 = t.fin_queued & (n1 == rem) & _lt(t.tx_end, t.snd_max)
-            with m.If(self.fast & self.sending & ((n1 != 0) | fin1)):
+            # a SEND for this session waits, or its bytes are in the ring with tx_end not moved
+            # yet: back to Receive, where the command or the transfer's end (A Load) goes
+            # first and comes back here (C Tx Prime, A Done), rather than sending all the rest
+            # first while they wait (the transfer then overlaps the segments' staging)
+            c = e.cmd.payload
+            send_waits = (e.cmd.valid & (c.op == _OP["send"]) & (c.sid == self.sid)
+                          & ~self.ax_busy & ~self.ax_fin & ~self.scan_pending)
+            yield_ = ~self.fast & ((self.ax_fin & self.ax_write & (self.ax_sid == self.sid)
+                                    & ~self.ax_cancel) | send_waits)
+            with m.If(yield_):
+                m.next = "Store"
+            with m.Elif(self.fast & self.sending & ((n1 != 0) | fin1)):
                 m.d.sync += [self.fast.eq(0), sdrop("retransmits"),
                              self.transmit(t.snd_una, n1, ACK | Mux(fin1, FIN, 0), 3,
                                            ret_output)]
@@ -1262,7 +1390,12 @@ class SessionLogic:
             m.next = "Store Write"
         with m.State("Store Write"):
             m.d.comb += [self.tcb_w.addr.eq(self.sid), self.tcb_w.data.eq(t),
-                         self.tcb_w.en.eq(1)]
+                         self.tcb_w.en.eq(1), self.ctt_w.addr.eq(self.sid),
+                         self.ctt_w.data.state.eq(t.state), self.ctt_w.data.irs.eq(t.irs),
+                         self.ctt_w.data.rcv_nxt.eq(t.rcv_nxt),
+                         self.ctt_w.data.rx_read.eq(t.rx_read),
+                         self.ctt_w.data.peer_fin.eq(t.peer_fin), self.ctt_w.en.eq(1)]
+            m.d.sync += self.seg_active.eq(0)
             with m.If(self.arp_req):
                 m.d.sync += self.arp_req.eq(0)
                 m.next = "ARP Request"
@@ -1279,7 +1412,7 @@ class SessionLogic:
             m.d.sync += [fe.is_arp_out.eq(1), fe.out_last_beat.eq(41 // self.nb),
                          fe.out_last_keep.eq((1 << (41 % self.nb + 1)) - 1), fe.out_beat.eq(0),
                          self.arp_wait.eq(1)]
-            m.d.comb += fe.rd.addr.eq(0)
+            m.d.comb += fe.rd.addr.eq(fe.base_p)
             m.next = "Send"
 
         # ------------------------------------------------------------------------ release
@@ -1288,7 +1421,7 @@ class SessionLogic:
             # (a new session could take the number and write into it)
             mine = self.ax_sid == self.sid
             req = self.table.req
-            with m.If(~(self.ax_busy & mine)):
+            with m.If(~(self.ax_busy & mine) & ~self.ct_tbl):
                 m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_DELETE),
                              req.payload.sid.eq(self.sid)]
                 with m.If(req.ready):
@@ -1475,10 +1608,11 @@ class SessionLogic:
                 m.next = "C Resp"
         with m.State("C Open"):
             req = self.table.req
-            m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_INSERT),
-                         req.payload.key.eq(Cat(self.next_port, self.c_port, self.c_ip))]
-            with m.If(req.ready):
-                m.next = "C Open Wait"
+            with m.If(~self.ct_tbl):
+                m.d.comb += [req.valid.eq(1), req.payload.op.eq(OP_INSERT),
+                             req.payload.key.eq(Cat(self.next_port, self.c_port, self.c_ip))]
+                with m.If(req.ready):
+                    m.next = "C Open Wait"
         with m.State("C Open Wait"):
             resp = self.table.resp
             m.d.comb += resp.ready.eq(1)
@@ -1570,14 +1704,13 @@ class SessionLogic:
             # the bytes come in through the application mover, into the send ring after
             # tx_end, which moves when it is done (A Load): staging reads only before tx_end.
             # A SEND granted nothing (full buffer) takes no beat, whatever its lane.
-            with m.If(self.c_n == 0):
-                m.next = "O Decide"
-            with m.Else():
+            # (O Decide goes on with the segments before tx_end while they come in)
+            m.next = "O Decide"
+            with m.If(self.c_n != 0):
                 m.d.sync += [self.ax_busy.eq(1), self.ax_write.eq(1), self.ax_primed.eq(1),
                              self.ax_sid.eq(self.sid), self.ax_base.eq(self.c_base),
                              self.ax_n.eq(self.c_n), self.ax_i.eq(0), self.ax_cancel.eq(0),
                              self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)]
-                m.next = "Store"
 
         # ------------------------------------------------------------- build and send a segment
         with m.State("X Start"):
@@ -1621,9 +1754,10 @@ class SessionLogic:
         def tx_done():
             m.next = "X Sum"
 
+        # (a cycle's wait for a write of the cut-through writer still due on mem)
         self.copy_state("X Payload",
                         lambda a: e.mem.addr.eq(self.word_addr(a, 1)), e.mem.r_data, tx_write,
-                        tx_done)
+                        tx_done, stall=self.ct_valid)
         with m.State("X Sum"):
             ip = e.ip
             tcp_len = self.x_hlen - 34 + self.x_n
