@@ -101,6 +101,21 @@ def test_minimum_segments_at_line_rate_at_512_bit():
     assert sum(m["segs"] for m in rtl.out_meta) == 1000
 
 
+def test_full_segments_at_line_rate_at_512_bit():
+    # 1500-byte segments: a segment's copy into its region takes as many cycles as its input
+    # (24 words), so a copy that paused for a delivery would cost input beats for good.
+    flow = Flow(random.Random(8), 5)
+    flow.v6, flow.vlans, flow.tsval = False, 0, None
+    flow.src, flow.dst = "10.0.0.13", "10.0.0.14"
+    flow.mss = 1446
+    frames = [flow.data() for _ in range(120)]
+    assert all(len(f) == 1500 for f in frames)
+    rtl, done = check(frames, COMPACT, 512)
+    assert done.in_beats == 120 * 24
+    assert done.in_span < 120 * 24 * 1.01
+    assert len(rtl.frames) >= 120 // 4  # a delivery every four segments (6000-byte frames)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_one_flow_back_to_back_with_events(seed):
     # Consecutive segments of one flow with no pauses, so that most frames chain onto the one
