@@ -201,6 +201,7 @@ class HarnessSession:
         self.jobs = 0
         self._stderr = tempfile.TemporaryFile()
         self._seen = 0
+        self._ended = None  # why the process ended, once it has
         argv = [str(build.binary)] + ([str(waves)] if waves else [])
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -229,7 +230,8 @@ class HarnessSession:
     def _dead(self, what):
         self._kill()
         detail = self._new_stderr()
-        raise VerilatorError(f"the RTL harness {what}" + (f": {detail}" if detail else ""))
+        self._ended = f"the RTL harness {what}" + (f": {detail}" if detail else "")
+        raise VerilatorError(self._ended)
 
     def _read(self, n, deadline):
         fd = self._proc.stdout.fileno()
@@ -252,8 +254,12 @@ class HarnessSession:
 
         ``cycles`` of the outcome counts from the reset; the other figures are this job's.
         """
-        if not self.alive:
+        if self._ended is not None:
+            raise VerilatorError(f"the RTL harness session has ended ({self._ended})")
+        if self._proc is None:
             raise VerilatorError("the RTL harness session is closed")
+        if self._proc.poll() is not None:
+            self._dead(f"exited (status {self._proc.returncode}) before it took the job")
         job = _encode_job(self.build, list(frames), users, writes, reads, idle_pct,
                           backpressure_pct, seed, drain_cycles)
         try:
