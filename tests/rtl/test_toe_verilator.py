@@ -296,6 +296,44 @@ def test_checks_while_the_copy_trails(gateware):
     assert tw.model.sessions() == gateware.sessions() == []
 
 
+def test_session_table_change_behind_a_lookup(gateware):
+    """The front end takes the next frame while a segment is processed, and the cut-through
+    writer looks it up meanwhile: a RST that releases one session (a delete in the session
+    table) and a SYN that opens another (an insert, taking the released number) between the
+    lookup of a data segment for a third session and its processing, all back to back, must
+    answer as the model does, frame for frame, and the third session's bytes arrive whole."""
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd_a = handshake(tw, irs=5000, sport=40000)
+    snd_b = handshake(tw, irs=9000, sport=40001)
+    tw.notes()
+    rng = random.Random(13)
+    data = rng.randbytes(4 * 1460)
+    b = 9001
+
+    def burst(frames):
+        tw.model.advance(tw.now)
+        gateware.advance(tw.now)
+        tw.check()
+        for frame in frames:
+            tw.model.receive(frame, tw.now)
+        gateware.receive_burst(frames, tw.now)
+        return tw.check()
+
+    tw.now += 1 * MS
+    burst([seg(ACK | PSH, b, snd_b, data[:1460], sport=40001),
+           seg(RST | ACK, 5001, snd_a, sport=40000),
+           seg(ACK | PSH, b + 1460, snd_b, data[1460:2920], sport=40001),
+           seg(SYN, 7000, sport=40002, mss=1460, wscale=7),
+           seg(ACK | PSH, b + 2920, snd_b, data[2920:], sport=40001)])
+    # the released number went to the new connection (model and gateware agree)
+    assert tw.call("state", 0) == State.SYN_RECEIVED
+    assert tw.call("state", 1) == State.ESTABLISHED
+    tw.now += 1 * MS
+    assert tw.call("recv", 1) == data
+    tw.notes()
+
+
 def test_replies_wait_for_the_transmitter(gateware):
     """An ACK that opens the window and an ICMP echo request right behind it, back to back in
     one run: the segments the ACK releases leave while the request arrives, and the echo
