@@ -33,6 +33,7 @@ from nicsim.sim.cli import app
 PROGRAMS = Path(__file__).resolve().parents[2] / "hw" / "match_action" / "programs"
 ROUTER = PROGRAMS / "router.toml"
 INTERVAL_NS = 100
+ETH = Ether(dst="02:00:00:00:00:aa", src="02:00:00:00:00:bb")  # no ARP look-up by scapy
 runner = CliRunner()
 
 
@@ -277,3 +278,69 @@ def test_session_errors(tmp_path):
     with HarnessSession(HarnessBuild(hung, set(), 8), timeout_s=0.5) as session:
         with pytest.raises(VerilatorError, match="took longer than 0.5 s"):
             session.run([b"x" * 20])
+
+
+@pytest.mark.long
+def test_live_meters_rtl():
+    """The DDoS program on a live rtl pipeline (the harness build of test_program_64[ddos]):
+    metered entries added and re-rated between sends, each frame and the meters' buckets read
+    back against the reference; a register write the gateware rejects leaves the session
+    running."""
+    from nicsim.hw.match_action.live import LivePipeline
+    from nicsim.rtl.match_action import limits, regs
+
+    path = PROGRAMS / "ddos.toml"
+    program = load_program(path)
+    pipe = Pipeline(program)
+    live = LivePipeline(path, backend="rtl")
+    rng = random.Random(5)
+    dsts = [f"192.0.2.{i}" for i in range(1, 5)]
+    steps = [[("add", "blocklist", "10.66.0.0/16", "drop", {}, None)]
+             + [("add", "ratelimit", d, "police", {"port": 2, "dscp": 46},
+                 {"cir": 10**8, "cbs": 3000, "pir": 10**9, "pbs": 6000}) for d in dsts],
+             [("modify", "ratelimit", dsts[0], "forward", {"port": 3},
+               {"cir": 10**7, "cbs": 1500, "pir": 10**8, "pbs": 3000}),
+              ("modify", "ratelimit", dsts[1], "forward", {"port": 3},
+               {"cir": 10**8, "cbs": 3000, "pir": 10**9, "pbs": 6000})],
+             [("delete", "blocklist", "10.66.0.0/16", None, None, None)]]
+    sent, colours = 0, set()
+    try:
+        for step in steps:
+            for verb, table, key, action, args, meter in step:
+                req = {"cmd": verb, "table": table, "key": key}
+                if verb == "delete":
+                    live.handle(req)
+                    items = make_key(program, table, key)
+                    pipe.delete(next(e for e in pipe.tables[table].entries if e.key == items))
+                    continue
+                live.handle(dict(req, action=action, args=args, meter=meter))
+                getattr(pipe, verb)(make_entry(program, table, key, action, args, meter=meter))
+            frames = [bytes(ETH / IP(src=rng.choice(["10.66.1.1", "10.1.1.1"]),
+                                     dst=rng.choice(dsts + ["198.51.100.1"]))
+                            / UDP() / Raw(bytes(rng.choice([100, 600, 1400]))))
+                      for _ in range(40)]
+            got = live.handle({"cmd": "send", "frames": [f.hex() for f in frames]})
+            want = [pipe.process(f, (sent + i) * INTERVAL_NS) for i, f in enumerate(frames)]
+            sent += len(frames)
+            assert got["meta"] == [w.meta for w in want]
+            colours |= {m["color"] for m in got["meta"]}
+            assert got["frames"] == [w.frame.hex() for w in want if w.frame is not None]
+        assert {"green", "red"} <= colours  # the meters limit this traffic
+        rows = live.handle({"cmd": "counters", "table": "ratelimit"})["counters"]  # misses
+        assert (rows[0]["packets"], rows[0]["bytes"]) == (pipe.tables["ratelimit"].miss.packets,
+                                                          pipe.tables["ratelimit"].miss.bytes)
+        state = pipe.tables["ratelimit"]
+        frac = limits.METER_FRAC_BITS
+        for e, c, m in zip(state.entries, state.counters, state.meters, strict=True):
+            row = live.handle({"cmd": "counters", "table": "ratelimit",
+                               "key": entry_spec(program, e)["key"]})["counters"][0]
+            assert (row["packets"], row["bytes"]) == (c.packets, c.bytes)
+            assert row["meter"] == [m.tc >> frac, m.tp >> frac]
+        with pytest.raises(VerilatorError, match="rejected"):
+            live.session.run(writes=[(regs.REG_ACTION, 1 << 8)])
+        assert live.handle({"cmd": "status"})["frames"] == sent
+        frame = bytes(ETH / IP(src="10.1.1.1", dst=dsts[2]) / UDP())
+        got = live.handle({"cmd": "send", "frames": [frame.hex()]})
+        assert got["meta"] == [pipe.process(frame, sent * INTERVAL_NS).meta]
+    finally:
+        live.close()
