@@ -193,9 +193,17 @@ class LivePipeline:
         self.cp.modify(self._entry(req))
         return {"writes": self._flush()}
 
+    def _find(self, req):
+        table = self._table(req.get("table"))
+        try:
+            return self.cp.find(table, req.get("key"), req.get("priority"))
+        except ProgramError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise LiveError(f"bad key {req.get('key')!r}: {exc}") from None
+
     def _cmd_delete(self, req):
-        self._table(req.get("table"))
-        self.cp.delete(self.cp.find(req["table"], req.get("key"), req.get("priority")))
+        self.cp.delete(self._find(req))
         return {"writes": self._flush()}
 
     def _cmd_entries(self, req):
@@ -216,9 +224,7 @@ class LivePipeline:
             rows += [(t.name, None) for t in self.cp.program.tables]
         else:
             self._table(table)
-            key = req.get("key")
-            rows = [(table, None if key is None
-                     else self.cp.find(table, key, req.get("priority")))]
+            rows = [(table, None if req.get("key") is None else self._find(req))]
         return {"counters": [self._counters(t, e) for t, e in rows]}
 
     def _counters(self, table, entry):

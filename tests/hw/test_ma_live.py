@@ -235,7 +235,10 @@ def test_live_bad_input(tmp_path):
                           ({"cmd": "send", "frames": ["00" * 60], "times_ns": [1, 2]},
                            "capture times"),
                           ({"cmd": "add", "table": "untag", "key": 1, "action": "strip",
-                            "args": 5}, "bad entry")]:
+                            "args": 5}, "bad entry"),
+                          ({"cmd": "delete", "table": "untag"}, "vlan.vid: None is not"),
+                          ({"cmd": "counters", "table": "untag", "key": {"vlan.vid": []}},
+                           "vlan.vid|bad key")]:
             with pytest.raises(LiveError, match=says):
                 request(sock, bad)
         # Garbage that is not JSON, and a client that leaves without a full line.
