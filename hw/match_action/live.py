@@ -314,7 +314,7 @@ class LiveServer:
             self.sock.bind(self.path)
         except OSError as exc:
             self.sock.close()
-            raise LiveError(f"cannot listen at {self.path}: {exc.strerror}.") from None
+            raise LiveError(f"cannot listen at {self.path}: {exc.strerror or exc}.") from None
         self.sock.listen(8)
         self.running = True
 
