@@ -674,6 +674,11 @@ class Tso(wiring.Component):
             cn_frame.eq(d_frame[shift:shift + cn_bits]), nbl_frame.eq(d_frame[:shift] + 1),
             s1_frame.eq(mss <= a_lanes),
         ]
+        # For the planner's pay_small (pay_after <= a_lanes): pay0's, and the bound that tells
+        # it from pay_after before the MSS is taken off.
+        mss_a = Signal(18)
+        pay0_small = Signal()
+        m.d.sync += [mss_a.eq(mss + a_lanes), pay0_small.eq(pay0 <= a_lanes)]
         hdr_last = Signal(8 - shift)  # last header beat
         hdr_end = Signal(8 - shift + 2)  # the step that ends the header sums
         m.d.sync += [hdr_last.eq((hlen - 1) >> shift), hdr_end.eq(hdr_last + 8)]
@@ -950,6 +955,10 @@ class Tso(wiring.Component):
         p_cn = Signal(self.cn_bits)
         p_nbl = Signal(shift + 1)
         p_s1 = Signal()
+        p_mss_a = Signal(18)  # p_mss + p_a_lanes
+        # pay_after <= p_a_lanes, a flip-flop set with pay_after (from n_pay_small).
+        pay_small = Signal()
+        n_pay_small = Signal()
         # The next segment's values, worked out from pay_after in the cycle after it changes:
         # a segment of one command (not the last) waits a cycle for them (blocked).
         n_take = Signal(16)
@@ -973,7 +982,8 @@ class Tso(wiring.Component):
             n_pay_le.eq(pay_le | (pay_after <= p_mss2)),
             n_cn.eq(Mux(pay_le, d_last[shift:shift + self.cn_bits], p_cn)),
             n_nbl.eq(Mux(pay_le, d_last[:shift] + 1, p_nbl)),
-            n_s1.eq(Mux(pay_le, pay_after <= p_a_lanes, p_s1)),
+            n_pay_small.eq(pay_le | (pay_after <= p_mss_a)),
+            n_s1.eq(Mux(pay_le, pay_small, p_s1)),
         ]
         # ``plan`` is a flip-flop: it is set from the next values of its three parts (it
         # reaches every register of the planner).
@@ -1052,7 +1062,8 @@ class Tso(wiring.Component):
                     seg_end.eq(n_fits), last_r.eq(n_last),
                     nb_end.eq(Mux(n_fits, n_take[:shift + 1], n_nbl)), s1.eq(n_s1),
                     cn.eq(n_cn),
-                    pay_after.eq(n_pay), pay_le.eq(n_pay_le), seg_k.eq(k_next),
+                    pay_after.eq(n_pay), pay_le.eq(n_pay_le), pay_small.eq(n_pay_small),
+                    seg_k.eq(k_next),
                     seg_seq.eq(seq_next), seg_id.eq(id_next),
                 ]
             with m.Else():
@@ -1213,6 +1224,7 @@ class Tso(wiring.Component):
                 start.eq(hlen[:shift]), avail.eq(avail0),
                 avail_first.eq(avail0),
                 seg_len.eq(mss), pay_after.eq(pay0), pay_le.eq(pay0_le),
+                pay_small.eq(pay0_small), p_mss_a.eq(mss_a),
                 seg_end.eq(first_fits), last_r.eq(first_last),
                 nb_end.eq(Mux(first_fits, mss[:shift + 1], nbl_frame)),
                 s1.eq(s1_frame), cn.eq(cn_frame),
