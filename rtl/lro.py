@@ -63,46 +63,64 @@ before them, before the next one is taken.
 
 ``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in
 beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit,
-0.987, 0.961 and 0.945 (0.25, 0.64 and 0.85 before the chains, the banked copies and the
+0.992, 1.0 and 0.994 (0.983, 0.961 and 0.936 while the copies paused for header patches
+written into the regions; 0.25, 0.64 and 0.85 before the chains, the banked copies and the
 delivery engine). Below line rate at 512 bit: the lookup of the first segment after each
-delivery (a chain breaks when the merged frame is full), the pause of the copies for the
-patches, and frames of other flows in between (each takes the four-cycle lookup); the test
-traffic, many flows interleaved, gets 0.486 (0.605 at 64 bit).
+delivery (a chain breaks when the merged frame is full; with one-beat segments each of its
+cycles costs a beat once the FIFOs before the engine are full), and frames of other flows in
+between (each takes the four-cycle lookup); the test traffic, many flows interleaved, gets
+0.506 (0.61 at 64 bit).
 
-Timing. Every decision of the merge engine comes from registers and drives few of them: the
-lookup compares in two registered steps and registers the hit context's index with its
-verdicts; a merge registers its context (one-hot) and changes, which are written in the next
-cycle (a lookup waits for that write); a segment held in a new context is written in a cycle of
-its own ("Hold"), once what it waits for is free; "Chain" tests one-bit verdicts of the parser
-and registers, the room a cycle ahead against the previous payload, which is no shorter (a last
-segment that fits only because it is shorter takes the lookup, with the same result). The
-parser decides the VLAN tags as a descriptor enters it, adds at most four words a stage, and
-keeps the flow key, the options and the header words a merge compares (947 bits) in a 16-entry
-LUT memory from stage 1 to stage 6 instead of flip-flops in every stage. The copy engine's pause
-and its count tests are registers; the read-out's word count and last lanes are computed ahead;
-delivery sums take one adder a step. Block RAM read data leaves through a register: with
-``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the staging ring and the regions are
-DP16KD blocks with their output registers (:class:`.bram.RegisteredMemory`; a DP16KD without one
-takes 5.83 ns from clock to data in nextpnr's ECP5 model); a copy works out its region words and
-lanes in the cycle after the read and rotates and writes in the next.
+Timing. Every decision of the merge engine comes from registers and drives few of them: the lookup
+compares in two registered steps and registers the hit context's index with its verdicts; a merge
+registers its context (one-hot) and changes, which are written in the next cycle (a lookup waits
+for that write); a segment held in a new context is written in a cycle of its own ("Hold"), once
+what it waits for is free, by one-hot enables registered as it enters that cycle (about 1,000
+flip-flops a context, enabled straight from a register); "Chain" tests one-bit verdicts of the
+parser and registers: the IP ID rule as three verdicts of the parser, one picked by the context's
+fixed-ID and single-segment bits, and the room a cycle ahead against the previous payload, which is
+no shorter (a last segment that fits only because it is shorter takes the lookup, with the same
+result). The parser decides the VLAN tags and the EtherType as a descriptor enters it, adds at most
+four words a stage, and keeps the flow key, the options and the header words a merge compares (947
+bits) in a 16-entry LUT memory from stage 1 until the engine is done with the frame, instead of
+flip-flops in every stage and in the FIFO: the FIFO carries the entry's index and the engine reads
+the entry at its head (a second read port), so that taking a frame from the FIFO enables 238
+flip-flops, not 1,184. The header capture register has no enable. The copy engine's count tests are
+registers and it never pauses (the read-out puts the new header fields in); the read-out's word
+count and last lanes are computed ahead; delivery sums take one adder a step. Block RAM read data
+leaves through a register: with ``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the
+staging ring and the regions are DP16KD blocks with their output registers
+(:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
+nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
+rotates in the next and writes from registers in the one after.
 
-Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1), at rtl 4be69c4
-(the first half of the changes above: the parser's first stage, the merges' registered updates
-and hit index, the copy flags, the LUT memory, the DP16KD output registers): yosys maps the block
-to 18,732 LUT4, 2,175 CCU2C, 1,812 wide-mux cells, 21,855 flip-flops (27,067 before), 80 DP16KD
-and 821 DPR16X4 (the LUT memory 237 of them). Routed: 59.0 MHz (51.7 before). The critical
-path (17.0 ns, 85% of it routing, six logic levels): the payload length at the FIFO head
-compared with the room register (the "Chain" test then), into the pop of the parser's FIFO and
-the clock enable of its output register (about 1,100 flip-flops across the chip: 6.4 ns of
-routing). The rest of the changes above (the "Hold" cycle, the room tested a cycle ahead, the
-read-out counts and the hold and end verdicts from the parser) came after that run and cut the
-paths next in line by LUT levels in its netlist (the read-out's start, the engine's state and
-delivery registers from the FIFO head, the age matrix's enables); they keep the rates
-(``benchmarks/bench_lro.py``: 1.0 at 64 bit; 0.983, 0.961, 0.936 at 512; test traffic 0.602
-and 0.468). Still to do for 150 MHz: fewer cells on the FIFO's pop (the key and options, 818 of
-its bits, looked up by index in the contexts' compare instead of carried through it, or the pop
-registered a cycle ahead), the context fields' enables (about 1,000 flip-flops a context)
-spread less, and a run at the current revision.
+Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1; routing takes most of
+a run of 75 to 85 minutes). At rtl 4be69c4 (the parser's first stage, the merges' registered
+updates and hit index, the copy flags, the LUT memory, the DP16KD output registers): 18,732 LUT4,
+2,175 CCU2C, 1,812 wide-mux cells, 21,855 flip-flops (27,067 before), 80 DP16KD, 821 DPR16X4;
+routed 59.0 MHz (51.7 before), its critical path (17.0 ns, 85% routing) the payload length at the
+FIFO head compared with the room register into the pop of the parser's FIFO and the clock enable of
+its output register (about 1,100 flip-flops across the chip: 6.4 ns of routing). At rtl d38fb44
+(the "Hold" cycle, the room tested a cycle ahead, the read-out counts, the hold and end verdicts
+from the parser): 19,197 LUT4, 2,371 wide-mux cells, 22,119 flip-flops, 828 DPR16X4; routed 70.8
+MHz, its critical path (14.1 ns, 83% routing, five logic levels) from the staging ring's DP16KD
+output register through the copy's rotation and the multiplexer of copy and patch writes into a
+region's DP16KD data input, with 5.2 and 5.3 ns of routing between the blocks. The changes after
+that run (not routed yet): the FIFO's key and options in the LUT memory (the pop: 238 enables, not
+1,184), Hold's registered enables, the EtherType verdicts, the capture register without an enable,
+the read-out that puts in the header fields (no patch writes, no pauses), Chain's three IP ID
+verdicts, and the copy's rotated word registered before its write (the regions' data inputs now
+come straight from flip-flops); yosys: 17,956 LUT4, 2,156 CCU2C, 1,220 wide-mux cells, 19,561
+flip-flops, 80 DP16KD, 830 DPR16X4 (the LUT memory's second read port takes about as many as the
+FIFO's narrower memory gave back). Ranked by a rough delay model over that netlist (0.4 ns a LUT
+level, routing growing with the log of the fan-out), the deepest paths left are the engine's state
+register through its decode into the pop of the parser's FIFO and its own level and ready registers
+(six levels), the start of a read-out (six), and the Chain merge's enables (four). Still to do for
+150 MHz: a routed run at this revision; the engine's state one-hot (its decode feeds the pop, the
+merges and the read-out's start); the descriptor FIFO's output enable (1,058 flip-flops, its
+1,024-bit header) and the remaining fan-outs of about 1,000 (each context's fields, the parser's
+``last`` registers) cut into registered copies; the staging ring and the regions placed apart need
+their data registered at both ends (done for the regions' inputs).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -896,10 +914,12 @@ class LroEngine(wiring.Component):
             m.d.sync += cnt["FRAMES_OUT"].eq(cnt["FRAMES_OUT"] + 1)
 
         # Copy: staging words into a context region, a word a cycle. Source word ``j`` is read;
-        # in the next cycle its region words and lanes are worked out, and in the cycle after
-        # it is rotated by ``c_r`` bytes and written in two parts: its lanes from ``c_r`` up
-        # into region word ``base + j``, the lanes below into the next word, which lies in the
-        # other bank (both writes limited to the bytes ``lo`` to ``hi``).
+        # in the next cycle its region words and lanes are worked out, in the cycle after it
+        # is rotated by ``c_r`` bytes (as it leaves the staging ring's output register), and in
+        # the next it is written in two parts (from registers, so that no logic lies between
+        # the two memories, which lie far apart): its lanes from ``c_r`` up into region word
+        # ``base + j``, the lanes below into the next word, which lies in the other bank (both
+        # writes limited to the bytes ``lo`` to ``hi``).
         # One command runs (``c_*``) and one waits (``q_*``); the waiting one starts in the
         # cycle of the running one's last read, so that copies of one-word segments follow
         # each other every cycle.
@@ -927,6 +947,7 @@ class LroEngine(wiring.Component):
         c_hi1 = Signal(17)
         c_r1 = Signal(LB + 1)
         c_ctx1 = Signal(CP)
+        c_ctx2 = Signal(CP)
         c_v2 = Signal()
         c_r2 = Signal(LB + 1)
         c_waddr2 = [Signal(RP - 1 + (CP if N > 1 else 0), name=f"c_waddr2_{n}")
@@ -961,11 +982,11 @@ class LroEngine(wiring.Component):
             m.d.sync += [q_valid.eq(1), *(getattr(q_cmd, k).eq(v) for k, v in fields.items())]
 
         def copying(index):
-            """A copy into context ``index`` runs, waits, or has a read whose write is two
-            cycles away (its last write lands before a read of the region issued once this
-            is false)."""
+            """A copy into context ``index`` runs, waits, or has a read whose write is two or
+            three cycles away (its last write lands before a read of the region issued once
+            this is false)."""
             return ((c_busy & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
-                    | (c_v1 & (c_ctx1 == index)))
+                    | (c_v1 & (c_ctx1 == index)) | (c_v2 & (c_ctx2 == index)))
 
         m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j), c_lo1.eq(c_lo), c_hi1.eq(c_hi),
                      c_r1.eq(c_r), c_ctx1.eq(c_ctx)]
@@ -986,19 +1007,26 @@ class LroEngine(wiring.Component):
                 lanes_lo[k].eq((c_r1 <= k) & (pos1 >= c_lo1) & (pos1 < c_hi1)),
                 lanes_hi[k].eq((c_r1 > k) & (pos2 >= c_lo1) & (pos2 < c_hi1)),
             ]
-        m.d.sync += [c_v2.eq(c_v1), c_r2.eq(c_r1)]
+        m.d.sync += [c_v2.eq(c_v1), c_r2.eq(c_r1), c_ctx2.eq(c_ctx1)]
         for n in range(2):
             c_first = c_w1[0] == n  # the word ``c_w1`` lies in this bank
             m.d.sync += [
                 c_waddr2[n].eq(bank_addr(Mux(c_first, c_w1, c_w2)[:RP], c_ctx1)),
                 c_wen2[n].eq(Mux(c_first, lanes_lo, lanes_hi)),
             ]
+        c_v3 = Signal()
+        c_data3 = Signal(W)
+        c_waddr3 = [Signal.like(c_waddr2[n], name=f"c_waddr3_{n}") for n in range(2)]
+        c_wen3 = [Signal(B, name=f"c_wen3_{n}") for n in range(2)]
+        m.d.sync += [c_v3.eq(c_v2), c_data3.eq(rotated),
+                     *(c_waddr3[n].eq(c_waddr2[n]) for n in range(2)),
+                     *(c_wen3[n].eq(c_wen2[n]) for n in range(2))]
 
         for n, bank in enumerate(banks):
             m.d.comb += [
-                bank.w_addr.eq(c_waddr2[n]),
-                bank.w_data.eq(rotated),
-                bank.w_en.eq(Mux(c_v2, c_wen2[n], 0)),
+                bank.w_addr.eq(c_waddr3[n]),
+                bank.w_data.eq(c_data3),
+                bank.w_en.eq(Mux(c_v3, c_wen3[n], 0)),
             ]
             m.d.comb += [
                 bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
@@ -1320,7 +1348,7 @@ class LroEngine(wiring.Component):
                     m.next = "Chain"  # the copy goes on in the background
             with m.State("Copy"):
                 # Leave with the last read (the copy engine frees the staging words); the last
-                # write lands in the next cycle, before any later access to the regions.
+                # write lands three cycles later, before any read of the region (``copying``).
                 with m.If(~q_valid & (~c_busy | c_one)):
                     with m.If((act == A_MERGE) & post):
                         m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
