@@ -62,14 +62,14 @@ pass unchanged are read out of the staging ring at one beat per cycle, after the
 before them, before the next one is taken.
 
 ``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in
-beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit,
-0.992, 1.0 and 0.994 (0.983, 0.961 and 0.936 while the copies paused for header patches
-written into the regions; 0.25, 0.64 and 0.85 before the chains, the banked copies and the
-delivery engine). Below line rate at 512 bit: the lookup of the first segment after each
-delivery (a chain breaks when the merged frame is full; with one-beat segments each of its
-cycles costs a beat once the FIFOs before the engine are full), and frames of other flows in
-between (each takes the four-cycle lookup); the test traffic, many flows interleaved, gets
-0.506 (0.61 at 64 bit).
+beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit, 0.992,
+1.0 and 0.988 (0.983, 0.961 and 0.936 while the copies paused for header patches written into the
+regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85 before
+the chains, the banked copies and the delivery engine). Below line rate at 512 bit: the lookup of
+the first segment after each delivery (a chain breaks when the merged frame is full; with one-beat
+segments each of its cycles costs a beat once the FIFOs before the engine are full), and frames of
+other flows in between (each takes the four-cycle lookup); the test traffic, many flows
+interleaved, gets 0.504 (0.609 at 64 bit).
 
 Timing. Every decision of the merge engine comes from registers and drives few of them: the lookup
 compares in two registered steps and registers the hit context's index with its verdicts; a merge
