@@ -80,13 +80,36 @@ registered pushes and credits, pair sums, the window enables), and with them the
 led next: the source read flags, ``pay_le``, the header sums' word tests and group select,
 the next segment's sums, the header beat enables, the template lanes. The routed figure did
 not follow: 137.0, 139.0, 138.0 and 135.6 MHz (seed 1) after the four rounds, 140.7 MHz with
-seed 2 (7167 LUT4, 8855 flip-flops). The paths that lead now are two or three LUT levels with
-5 to 5.8 ns of routing each (the hand-over and segment loads into ``seg_id``/``seg_seq``,
-the template lanes, the header group select, the command window's enable), and 300 to 570
-endpoints stay later than 6 ns whichever path is cut: routing, not logic depth, holds the
-block near 140 MHz (a LUT hop costs 1.2 to 2.5 ns across the spread that the 84 block RAMs
-impose). 150 MHz needs the placement tightened (the frame ring's 64 DP16KD in fewer columns,
-or its data path registered near them) more than further cuts.
+seed 2 (7167 LUT4, 8855 flip-flops). Its late paths were two or three LUT levels with 5 to
+5.8 ns of routing each, 300 to 570 endpoints later than 6 ns whichever path was cut.
+
+The 84 block RAMs then were the frame ring's 64 (16384 words of 64 bits, one bit a block:
+the next power of two above the 8210 beats of the largest frame, room for two such frames),
+16 for the segment ring (4096 x 4) and 4 for the template (128 x 18). The ring now holds the
+largest frame and 256 beats more (9216 words in two sections: 32 blocks of 8192 x 2 and 4 of
+1024 x 18, :func:`.bram.dp16kd_sections`), its addresses run modulo its depth (the sums in
+flip-flops ahead of their use), and it frees each beat as the payload side reads it, so the
+next frame fills it behind the reads and the rates stay as they were (line rate for 64 KiB
+sends at both widths, ``benchmarks/bench_tso.py``): 56 DP16KD. With nextpnr's default
+placement the fewer blocks alone did not move the figure (134.3 MHz, seed 1; an experiment
+with a ring of 8192 words, 52 blocks, too small for the largest frame: 142.1 MHz, inside the
+spread of seeds). Placement did: with HeAP's timing weight at 52 instead of 10
+(``hw/synth.py``, for every design) the same netlist routed at 151.4 MHz, and the late
+endpoints fell from hundreds to a few, now paths of logic depth: at rtl be0e403, 138.7 MHz,
+held by one planner path of five LUT levels (``pay_after <= p_a_lanes`` into ``n_s1``,
+7.2 ns; the next endpoint at 6.6 ns), now a flip-flop set with ``pay_after``
+(``pay_small``). Measured at rtl 2af07d2: 148.5 MHz (seed 1; 7312 LUT4, 8958 flip-flops,
+56 DP16KD). The one path later than 6.67 ns runs from the command queue's ``nonempty`` to its
+``stored`` counter (:class:`.checksum_common.CreditedFIFO`, 6.74 ns, 4.85 ns of it routing);
+the next endpoints end by 6.44 ns. nextpnr's timing-driven ripup (``--tmg-ripup``) routed for
+more than 27 minutes without finishing on the 84-block netlist and is not used.
+
+At 512 bit (rtl be0e403, ECP5-85k, seed 1) the engine fits: 21 082 LUT4 and 2 361 carry cells
+(25 804 LUT4 as the synthesis table counts them), 24 136 flip-flops, 86 DP16KD (41 % of the
+device: the ring 2048 x 512 in 57 blocks of 2048 x 9, the segment ring 512 x 512 in 29 of
+1024 x 18), 526 LUT RAM cells; 30 813 of the 83 640 logic cells once packed. nextpnr placed it
+at an estimated 68.5 MHz before routing; routing its 141 339 arcs had not finished after
+more than 30 minutes on a loaded machine, so there is no routed figure at 512 bit yet.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
