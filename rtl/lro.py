@@ -1238,29 +1238,19 @@ class LroEngine(wiring.Component):
                                         Mux(ch_held, fn["pair_held"], fn["pair_inc"]))
                              & ch_fit & ~expired_r)
 
-        # "Hold" writes the context ``sel`` in one cycle, enabled by registers set as the
-        # engine enters it (one-hot, in copies that share the context's flip-flops out, so
-        # that no enable drives more than a few hundred of them).
-        hold_we = [Signal(N, name=f"hold_we{g}") for g in range(5)]
-        m.d.sync += [we.eq(0) for we in hold_we]
-        half = _KEY_BITS // 2
+        # "Hold" writes the context ``sel`` in one cycle, enabled by a register set as the
+        # engine enters it (one-hot: each context's fields are enabled straight from a
+        # flip-flop, with no logic of the engine's state before them).
+        hold_we = Signal(N)
+        m.d.sync += hold_we.eq(0)
         for i, c in enumerate(ctx):
-            with m.If(hold_we[0][i]):
-                m.d.sync += [c.key[:half].eq(fn["key"][:half]), c.valid.eq(1)]
-                for j in range(N):
-                    if j != i:
-                        m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
-            with m.If(hold_we[4][i]):
-                m.d.sync += c.key[half:].eq(fn["key"][half:])
-            with m.If(hold_we[1][i]):
-                m.d.sync += c.opts.eq(fn["opts"])
-            with m.If(hold_we[2][i]):
-                m.d.sync += [c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
-                             c.ip_word.eq(fn["ip_word"]), c.ip_id.eq(fn["ip_id"]),
-                             c.mss.eq(fn["pay_len"]), c.flags.eq(fn["flags"]),
-                             c.v6.eq(fn["v6"]), c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"])]
-            with m.If(hold_we[3][i]):
+            with m.If(hold_we[i]):
                 m.d.sync += [
+                    c.valid.eq(1), c.key.eq(fn["key"]), c.opts.eq(fn["opts"]),
+                    c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
+                    c.ip_word.eq(fn["ip_word"]), c.ip_id.eq(fn["ip_id"]),
+                    c.mss.eq(fn["pay_len"]), c.flags.eq(fn["flags"]),
+                    c.v6.eq(fn["v6"]), c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
                     c.fixed_id.eq(0), c.count.eq(1),
                     c.next_seq.eq(fn["seq"] + fn["pay_len"]),
                     c.held_len.eq(size), c.room.eq(max_held - size), c.end_flags.eq(0),
@@ -1268,6 +1258,9 @@ class LroEngine(wiring.Component):
                     c.tcp_base.eq(fn["tcp_base"]), c.pay_sum.eq(fn["pay_sum"]),
                     c.t_first.eq(now),
                 ]
+                for j in range(N):
+                    if j != i:
+                        m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
 
         with m.FSM(init="Wait", name="lro") as fsm:
             with m.State("Chain"):
@@ -1331,8 +1324,7 @@ class LroEngine(wiring.Component):
                         # only.
                         with m.If(~(o_busy & o_region & (o_rctx == sel))
                                   & ~(d_busy & (e_ctx == sel)) & q_free):
-                            m.d.sync += [we.eq(Cat(*(sel == i for i in range(N))))
-                                         for we in hold_we]
+                            m.d.sync += hold_we.eq(Cat(*(sel == i for i in range(N))))
                             m.next = "Hold"
                     with m.Case(A_MERGE), m.If(q_free):
                         merge(cur, post, ch_id0)
