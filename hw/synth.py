@@ -30,8 +30,8 @@ __all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "SynthError", "synthesize", "synthes
 # Ref: nextpnr --help (placer-heap-timingweight, default 10); google/CFU-Playground PR #416
 #      (52, from a sweep of nextpnr's HeAP options with fpga-tool-perf)
 #: Placer options of every nextpnr run. The HeAP placer's timing weight pulls the cells of
-#: critical connections closer: the TSO engine at 64 bit (rtl f224750, ECP5-85k, seed 1)
-#: routes at 151.4 MHz with 52 and at 134.3 MHz with the default.
+#: critical connections closer: the TSO engine at 64 bit (ECP5-85k, seed 1) routes at 151.4 MHz
+#: with 52 and at 134.3 MHz with the default at rtl f224750, at 148.5 and 118.1 MHz at 2af07d2.
 NEXTPNR_PLACE_ARGS = ("--placer-heap-timingweight", "52")
 
 
