@@ -99,9 +99,11 @@ endpoints fell from hundreds to a few, now paths of logic depth: at rtl be0e403,
 held by one planner path of five LUT levels (``pay_after <= p_a_lanes`` into ``n_s1``,
 7.2 ns; the next endpoint at 6.6 ns), now a flip-flop set with ``pay_after``
 (``pay_small``). Measured at rtl 2af07d2: 148.5 MHz (seed 1; 7312 LUT4, 8958 flip-flops,
-56 DP16KD). The one path later than 6.67 ns runs from the command queue's ``nonempty`` to its
-``stored`` counter (:class:`.checksum_common.CreditedFIFO`, 6.74 ns, 4.85 ns of it routing);
-the next endpoints end by 6.44 ns. nextpnr's timing-driven ripup (``--tmg-ripup``) routed for
+56 DP16KD; 118.1 MHz with the default weight, late on the ring's free pointer ``ring_rp``
+behind ``p_draining`` with 2.2 to 2.4 ns routes). The one path later than 6.67 ns runs from
+the command queue's ``nonempty`` to its ``stored`` counter
+(:class:`.checksum_common.CreditedFIFO`, 6.74 ns, 4.85 ns of it routing); the next endpoints
+end by 6.44 ns. nextpnr's timing-driven ripup (``--tmg-ripup``) routed for
 more than 27 minutes without finishing on the 84-block netlist and is not used.
 
 At 512 bit (rtl be0e403, ECP5-85k, seed 1) the engine fits: 21 082 LUT4 and 2 361 carry cells
