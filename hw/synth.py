@@ -240,6 +240,8 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
         "cells": cells,
         "tools": _versions(),
     }
+    if dev.out_of_context:
+        result["nextpnr_args"] = " ".join(NEXTPNR_PLACE_ARGS)
     if parameters:
         result["parameters"] = parameters
     result_file.write_text(json.dumps(result, indent=1))

@@ -75,13 +75,18 @@ def test_size_limit_splits_a_long_stream():
     assert len(rtl.frames) >= 10
 
 
+def _plain_segments(seed, n, host, mss, count):
+    """``count`` full segments of one IPv4 flow without tags or options."""
+    flow = Flow(random.Random(seed), n)
+    flow.v6, flow.vlans, flow.tsval = False, 0, None
+    flow.src, flow.dst = f"10.0.0.{host}", f"10.0.0.{host + 1}"
+    flow.mss = mss
+    return [flow.data() for _ in range(count)]
+
+
 def test_minimum_segments_back_to_back():
     # 64-byte segments of one flow (10-byte payloads) with no pauses.
-    flow = Flow(random.Random(4), 2)
-    flow.v6, flow.vlans, flow.tsval = False, 0, None
-    flow.src, flow.dst = "10.0.0.9", "10.0.0.10"
-    flow.mss = 10
-    frames = [flow.data() for _ in range(200)]
+    frames = _plain_segments(4, 2, 9, 10, 200)
     assert all(len(f) == 64 for f in frames)
     rtl, done = check(frames, COMPACT, 64)
     assert done.in_beats == 200 * 8
@@ -90,11 +95,7 @@ def test_minimum_segments_back_to_back():
 def test_minimum_segments_at_line_rate_at_512_bit():
     # One beat a segment: the engine takes a frame a cycle (the segments chain without a
     # lookup); only the pipeline's start and the size limit's deliveries cost cycles.
-    flow = Flow(random.Random(6), 4)
-    flow.v6, flow.vlans, flow.tsval = False, 0, None
-    flow.src, flow.dst = "10.0.0.11", "10.0.0.12"
-    flow.mss = 10
-    frames = [flow.data() for _ in range(1000)]
+    frames = _plain_segments(6, 4, 11, 10, 1000)
     rtl, done = check(frames, COMPACT, 512)
     assert done.in_beats == 1000
     assert done.in_span < 1000 * 1.05
@@ -104,11 +105,7 @@ def test_minimum_segments_at_line_rate_at_512_bit():
 def test_full_segments_at_line_rate_at_512_bit():
     # 1500-byte segments: a segment's copy into its region takes as many cycles as its input
     # (24 words), so a copy that paused for a delivery would cost input beats for good.
-    flow = Flow(random.Random(8), 5)
-    flow.v6, flow.vlans, flow.tsval = False, 0, None
-    flow.src, flow.dst = "10.0.0.13", "10.0.0.14"
-    flow.mss = 1446
-    frames = [flow.data() for _ in range(120)]
+    frames = _plain_segments(8, 5, 13, 1446, 120)
     assert all(len(f) == 1500 for f in frames)
     rtl, done = check(frames, COMPACT, 512)
     assert done.in_beats == 120 * 24

@@ -247,6 +247,18 @@ def test_cut_through_receive_edges(gateware):
     assert tw.call("recv", 0) == bytes(fill[:taken])
 
 
+def _burst(tw, gateware, frames):
+    """Give the model and the gateware ``frames`` back to back (the next frame arriving while
+    the one before is processed); return what both answered (checked equal)."""
+    tw.model.advance(tw.now)
+    gateware.advance(tw.now)
+    tw.check()
+    for frame in frames:
+        tw.model.receive(frame, tw.now)
+    gateware.receive_burst(frames, tw.now)
+    return tw.check()
+
+
 def test_checks_while_the_copy_trails(gateware):
     """The state machine starts a segment's checks while the cut-through writer still copies
     its payload (the copy trails the last beat by the session lookup's latency). Full-size
@@ -262,14 +274,7 @@ def test_checks_while_the_copy_trails(gateware):
     rcv = 5001
     sent = bytearray()
     def burst(frames):
-        # back to back, the next frame arriving while the one before is processed
-        tw.model.advance(tw.now)
-        gateware.advance(tw.now)
-        tw.check()
-        for frame in frames:
-            tw.model.receive(frame, tw.now)
-        gateware.receive_burst(frames, tw.now)
-        return tw.check()
+        return _burst(tw, gateware, frames)
 
     before = gateware.counters()
     for flags, ack in ((ACK | PSH, snd + 5000), (ACK | PSH, snd - (1 << 30)), (SYN | ACK, snd)):
@@ -312,13 +317,7 @@ def test_session_table_change_behind_a_lookup(gateware):
     b = 9001
 
     def burst(frames):
-        tw.model.advance(tw.now)
-        gateware.advance(tw.now)
-        tw.check()
-        for frame in frames:
-            tw.model.receive(frame, tw.now)
-        gateware.receive_burst(frames, tw.now)
-        return tw.check()
+        return _burst(tw, gateware, frames)
 
     tw.now += 1 * MS
     burst([seg(ACK | PSH, b, snd_b, data[:1460], sport=40001),
