@@ -217,12 +217,8 @@ class CreditedFIFO(wiring.Component):
             r_port.en.eq(fetch),
             self.r_data.eq(r_port.data),
         ]
-        # The level's next value is picked from sums of the register alone, so the carry
-        # chains run beside the fetch decision instead of after it.
-        up, down = Signal.like(stored), Signal.like(stored)
-        m.d.comb += [up.eq(stored + 1), down.eq(stored - 1)]
         m.d.sync += [
-            stored.eq(Mux(self.w_en == fetch, stored, Mux(self.w_en, up, down))),
+            stored.eq(stored + Mux(self.w_en, Mux(fetch, 0, 1), Mux(fetch, -1, 0))),
             nonempty.eq(self.w_en | (stored >= 2) | ((stored == 1) & ~fetch)),
         ]
         with m.If(self.w_en):
