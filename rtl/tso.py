@@ -103,7 +103,11 @@ held by one planner path of five LUT levels (``pay_after <= p_a_lanes`` into ``n
 behind ``p_draining`` with 2.2 to 2.4 ns routes). The one path later than 6.67 ns runs from
 the command queue's ``nonempty`` to its ``stored`` counter
 (:class:`.checksum_common.CreditedFIFO`, 6.74 ns, 4.85 ns of it routing); the next endpoints
-end by 6.44 ns. nextpnr's timing-driven ripup (``--tmg-ripup``) routed for
+end by 6.44 ns. Taking the queue's level from sums of the register alone (+1 and -1 picked
+after the fetch decision) removed that path, but the netlist then routed at 142.1 MHz (seed 1,
+late on ``in_start`` through the planner into ``seg_id``, three LUTs with 5.8 ns of routing):
+at this depth the figure moves a few percent with placement, and the change was not kept.
+nextpnr's timing-driven ripup (``--tmg-ripup``) routed for
 more than 27 minutes without finishing on the 84-block netlist and is not used.
 
 At 512 bit (rtl be0e403, ECP5-85k, seed 1) the engine fits: 21 082 LUT4 and 2 361 carry cells
