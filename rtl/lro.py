@@ -115,8 +115,13 @@ flip-flops, 80 DP16KD, 830 DPR16X4 (the LUT memory's second read port takes abou
 FIFO's narrower memory gave back). Ranked by a rough delay model over that netlist (0.4 ns a LUT
 level, routing growing with the log of the fan-out), the deepest paths left are the engine's state
 register through its decode into the pop of the parser's FIFO and its own level and ready registers
-(six levels), the start of a read-out (six), and the Chain merge's enables (four). Still to do for
-150 MHz: a routed run at this revision; the engine's state one-hot (its decode feeds the pop, the
+(six levels), the start of a read-out (six), and the Chain merge's enables (four). Routed at rtl
+f5afc17 with HeAP's timing weight at 52 (``hw/synth.py``, seed 1): 85.5 MHz (22,246 LUT4 with
+carries, 19,561 flip-flops, 80 DP16KD, 830 DPR16X4), its critical path (11.7 ns, 82% routing, seven
+logic levels) from the LUT memory's read address register (``kq_h``) through 5.6 ns of routing
+to its DPR16X4 cells (the address fans out to about 240 of them) and the rule logic into
+``a_rule6``. Still to do for 150 MHz: the LUT memory's read address in registered copies (or its
+read data registered before the rules); the engine's state one-hot (its decode feeds the pop, the
 merges and the read-out's start); the descriptor FIFO's output enable (1,058 flip-flops, its
 1,024-bit header) and the remaining fan-outs of about 1,000 (each context's fields, the parser's
 ``last`` registers) cut into registered copies; the staging ring and the regions placed apart need
