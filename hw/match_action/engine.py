@@ -84,14 +84,19 @@ def frame_times(config: MaConfig, count, times_ns=None):
 def run_model(frames, config: MaConfig, times_ns=None) -> EngineRun:
     """Run frames through the golden pipeline."""
     pipe = Pipeline(config.program, config.entries)
+    return EngineRun(*process_frames(pipe, frames, frame_times(config, len(frames), times_ns)))
+
+
+def process_frames(pipe: Pipeline, frames, stamps):
+    """Run frames stamped ``stamps`` through a reference pipeline (its state carries on);
+    return the output frames and one metadata record per input frame."""
     out, meta = [], []
-    stamps = frame_times(config, len(frames), times_ns)
     for frame, stamp in zip(frames, stamps, strict=True):
         result = pipe.process(frame, stamp)
         if result.frame is not None:
             out.append(result.frame)
         meta.append(result.meta)
-    return EngineRun(out, meta)
+    return out, meta
 
 
 def decode_result(word, config: MaConfig):
@@ -131,14 +136,18 @@ def run_rtl(frames, config: MaConfig, *, width=64, idle_pct=0, backpressure_pct=
                        [stamps[i] for i in sent], cp.device.writes, [],
                        idle_pct=idle_pct, backpressure_pct=backpressure_pct, seed=seed,
                        waves=waves)
+    return EngineRun(*harness_outputs(frames, done, config))
+
+
+def harness_outputs(frames, done, config: MaConfig):
+    """The output frames and one metadata record per frame of ``frames`` from a harness job
+    that was given the non-empty ones (an empty frame never enters the gateware: a runt)."""
     results = iter(done.results)
-    meta = []
-    for f in frames:
-        meta.append(decode_result(next(results), config) if f else
-                    {"action": "drop", "port": None, "queue": None, "table_hits": [],
-                     "mirror": None, "color": None, "dropped": "runt"})
+    meta = [decode_result(next(results), config) if f else
+            {"action": "drop", "port": None, "queue": None, "table_hits": [], "mirror": None,
+             "color": None, "dropped": "runt"} for f in frames]
     kept = sum("dropped" not in m for m in meta)
     if kept != len(done.frames):
         raise RuntimeError(f"match-action gateware emitted {len(done.frames)} frames where its "
                            f"results announced {kept}")
-    return EngineRun([f for f, _ in done.frames], meta)
+    return [f for f, _ in done.frames], meta

@@ -56,15 +56,13 @@ from nicsim.rtl.match_action import limits
 
 from ..verilator import VerilatorError
 from .control import ControlPlane, entry_spec
-from .engine import MaConfig, decode_result, frame_times
+from .engine import MaConfig, frame_times, harness_outputs, process_frames
 from .program import ProgramError, load_entries, load_program, make_entry
 
 __all__ = ["LiveError", "HarnessDevice", "LivePipeline", "LiveServer", "request"]
 
 MAX_REQUEST = 1 << 28  # bytes of one request line (frames travel as hex)
 READ_TIMEOUT_S = 30  # a client that connects and sends no full line is dropped
-RUNT_META = {"action": "drop", "port": None, "queue": None, "table_hits": [], "mirror": None,
-             "color": None, "dropped": "runt"}
 
 
 class LiveError(Exception):
@@ -262,23 +260,11 @@ class LivePipeline:
         except (TypeError, ValueError) as exc:
             raise LiveError(f"bad capture times: {exc}") from None
         if self.backend == "model":
-            out, meta = [], []
-            for frame, stamp in zip(frames, stamps, strict=True):
-                result = self.cp.shadow.process(frame, stamp)
-                if result.frame is not None:
-                    out.append(result.frame)
-                meta.append(result.meta)
+            out, meta = process_frames(self.cp.shadow, frames, stamps)
         else:
             sent = [i for i, f in enumerate(frames) if f]
             done = self.cp.device.job([frames[i] for i in sent], [stamps[i] for i in sent])
-            results = iter(done.results)
-            meta = [decode_result(next(results), self.config) if f else dict(RUNT_META)
-                    for f in frames]
-            out = [f for f, _ in done.frames]
-            kept = sum("dropped" not in m for m in meta)
-            if kept != len(out):
-                raise VerilatorError(f"the gateware emitted {len(out)} frames where its "
-                                     f"results announced {kept}")
+            out, meta = harness_outputs(frames, done, self.config)
         if stamps:
             self.clock_ns = stamps[-1] + self.interval
         self.frames += len(frames)
@@ -359,7 +345,7 @@ class LiveServer:
                 answer = {"ok": True, **self.pipeline.handle(req)}
         except json.JSONDecodeError:
             answer = {"ok": False, "error": "a request is one JSON object on one line."}
-        except (LiveError, ProgramError, VerilatorError) as exc:
+        except (LiveError, ProgramError, VerilatorError, RuntimeError) as exc:
             answer = {"ok": False, "error": str(exc)}
         except Exception as exc:  # a server-side failure answers, and the server goes on
             answer = {"ok": False, "error": f"server-side failure: {type(exc).__name__}: "
