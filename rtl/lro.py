@@ -128,6 +128,8 @@ merges and the read-out's start); the descriptor FIFO's output enable (1,058 fli
 their data registered at both ends (done for the regions' inputs).
 """
 
+from contextlib import contextmanager
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -188,6 +190,17 @@ def _tree_sum(terms):
 def _word_sum(vec, first, count):
     """Sum of the network-order 16-bit words ``first .. first+count-1`` of a byte vector."""
     return _tree_sum(be_bytes(vec, 2 * k, 2) for k in range(first, first + count))
+
+
+def _chunks(size, cuts=(), most=256):
+    """Bit ranges that cut ``size`` bits at ``cuts`` and into pieces of at most ``most``."""
+    edges = sorted({0, size, *cuts})
+    out = []
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        parts = (hi - lo + most - 1) // most
+        step = (hi - lo + parts - 1) // parts
+        out += [(a, min(a + step, hi)) for a in range(lo, hi, step)]
+    return out
 
 
 def _neg(value):
@@ -331,7 +344,29 @@ class LroEngine(wiring.Component):
             "hdr": 8 * _HDR, "len": 16, "total": 32, "start": SP + 1, "eop": 1, "idx": 16,
         })
         desc_depth = 16
-        m.submodules.desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=desc_depth)
+        desc_w_data = Signal(desc_layout.size)
+        # The descriptor FIFO: a 16-entry LUT memory read combinationally into ``pcur``, which
+        # loads in every cycle (no enable on its ~1,100 flip-flops). The memory is cut into
+        # chunks, each read with its own copy of the read pointer (a counter of its own, so
+        # that synthesis keeps the copies apart), so that no pointer drives more than about 64
+        # LUT memory cells; the bytes the EtherType is decided from have a chunk of their own.
+        d_w_en = Signal()
+        d_level = Signal(range(desc_depth + 1))
+        d_w_ptr = Signal(4)
+        d_r_en = Signal()
+        desc_r = Signal(desc_layout)
+        d_bounds = _chunks(desc_layout.size, (8 * 12, 8 * 22))
+        for n, (lo, hi) in enumerate(d_bounds):
+            mem = Memory(shape=hi - lo, depth=desc_depth, init=[])
+            m.submodules[f"desc{n}"] = mem
+            w_port = mem.write_port()
+            r_port = mem.read_port(domain="comb")
+            r_ptr = Signal(4, name=f"desc_rptr{n}")
+            m.d.sync += r_ptr.eq(r_ptr + d_r_en)
+            m.d.comb += [w_port.addr.eq(d_w_ptr), w_port.en.eq(d_w_en),
+                         w_port.data.eq(desc_w_data[lo:hi]), r_port.addr.eq(r_ptr),
+                         desc_r.as_value()[lo:hi].eq(r_port.data)]
+        m.d.sync += [d_w_ptr.eq(d_w_ptr + d_w_en), d_level.eq(d_level + d_w_en - d_r_en)]
 
         wr_start = Signal(SP + 1)  # first word of the frame being received
         wr_cur = Signal(SP + 1)  # word the next beat goes to (wr_start + beats written)
@@ -374,7 +409,7 @@ class LroEngine(wiring.Component):
 
         used = Signal(SP + 1)
         m.d.comb += used.eq(wr_cur - rd_ptr)
-        m.d.sync += admit.eq((used < stage_words - margin) & (desc.level < desc_depth - margin))
+        m.d.sync += admit.eq((used < stage_words - margin) & (d_level < desc_depth - margin))
 
         over = Signal()
         m.d.comb += over.eq(dropping | (nbytes > room))
@@ -392,7 +427,7 @@ class LroEngine(wiring.Component):
             d_in.start.eq(wr_start),
             d_in.eop.eq(s2.user[0]),
             d_in.idx.eq(in_idx),
-            desc.w_data.eq(d_in.as_value()),
+            desc_w_data.eq(d_in.as_value()),
             staging.w_addr.eq(wr_cur[:SP]),
             staging.w_data.eq(s2.data),
         ]
@@ -405,7 +440,7 @@ class LroEngine(wiring.Component):
                 m.d.sync += [off.eq(0), room.eq(self.max_frame), beat_idx.eq(0),
                              dropping.eq(0), acc.eq(0),
                              in_idx.eq(in_idx + 1), cnt["FRAMES_IN"].eq(cnt["FRAMES_IN"] + 1)]
-                m.d.comb += desc.w_en.eq(1)
+                m.d.comb += d_w_en.eq(1)
                 with m.If(over):
                     m.d.sync += [cnt["DROP_OVERSIZE"].eq(cnt["DROP_OVERSIZE"] + 1),
                                  wr_cur.eq(wr_start)]
@@ -439,9 +474,6 @@ class LroEngine(wiring.Component):
             ("seg", 1), ("key_valid", 1), ("never_hold", 1), ("v6", 1), ("l3", 7), ("l4", 7),
             ("pay_off", 7), ("pay_len", 17), ("flags", 8), ("df", 1), ("addr_sum", 16),
             ("ip_base", 16), ("tcp_base", 16), ("pay_sum", 16),
-            # The entry of ``keyq`` that holds the frame's flow key, options and the header
-            # words a merge compares (read at the FIFO's head: the FIFO does not carry them).
-            ("kq", 4),
             # For a merge: the staging word of the payload and the staging words it spans.
             ("c_src", SP + 1), ("src_words", 17),
             # Compared with the frame before (see "Chain"): it may follow it in its flow with
@@ -458,7 +490,7 @@ class LroEngine(wiring.Component):
         pq_depth = 16
         m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
         pq_out = data.View(pq_layout, pq.r_data)
-        fn = {name: pq_out[name] for name, _ in f_fields if name != "kq"}
+        fn = {name: pq_out[name] for name, _ in f_fields}
         nxt = pq_out.meta
         slot = Signal()  # the FIFO holds a parsed frame for the engine
         m.d.comb += slot.eq(pq.r_rdy)
@@ -467,12 +499,12 @@ class LroEngine(wiring.Component):
         stages = 8
         inflight = Signal(range(pq_depth + 1))  # frames in the pipeline and the FIFO
         enter = Signal()
-        m.d.comb += [enter.eq(desc.r_rdy & (inflight < pq_depth)), desc.r_en.eq(enter)]
+        m.d.comb += [enter.eq((d_level != 0) & (inflight < pq_depth)), d_r_en.eq(enter)]
         m.d.sync += inflight.eq(inflight + enter - (pop & slot))
         valid_at = [Signal(name=f"pv{k}") for k in range(stages)]
         meta_at = [Signal(cur_layout, name=f"pmeta{k}") for k in range(stages)]
-        m.d.sync += [pcur.eq(desc.r_data), valid_at[0].eq(enter)]
-        view = data.View(desc_layout, desc.r_data)
+        m.d.sync += [pcur.eq(desc_r), valid_at[0].eq(enter)]
+        view = desc_r
 
         # The VLAN tags and the EtherType behind them are decided as the descriptor enters
         # (registered with ``pcur``), so that the first stage only selects by them.
@@ -598,19 +630,31 @@ class LroEngine(wiring.Component):
         }
         kq_layout = data.StructLayout({"ip_id": 16, "ip_word": 17, "seq": 32, "ack": 32,
                                        "flag_word": 32, "opts": 320, "key": _KEY_BITS})
-        m.submodules.keyq = keyq = Memory(shape=kq_layout, depth=16, init=[])
-        kq_w = keyq.write_port()
-        kq_r = keyq.read_port(domain="comb")
-        kq_tag = [Signal(4, name=f"kq_tag{n}") for n in range(2, 7)]  # stages 2 to 6
+        # The memory is cut into chunks of at most 256 bits, each with its own two read
+        # pointers (stage 6 and the FIFO's head), counters of their own rather than copies of
+        # one register (synthesis would merge those): an entry is taken in turn by every frame
+        # at stage 1 and frames never pass each other, so the frame at stage 6 and the one at
+        # the FIFO's head hold the entries that the frames through stage 6 and the frames
+        # popped count up to. Each pointer drives about 64 LUT memory cells, not 240.
+        kq_w_data = Signal(kq_layout)
+        kq_r_data = Signal(kq_layout)  # the entry of the frame at stage 6
+        kq_h_data = Signal(kq_layout)  # the entry of the frame at the FIFO's head
         kq_next = Signal(4)
-        m.d.comb += [kq_w.addr.eq(kq_next), kq_w.en.eq(valid_at[1])]
-        m.d.comb += [getattr(kq_w.data, k).eq(v) for k, v in kv.items()]
-        m.d.sync += [kq_next.eq(kq_next + valid_at[1]), kq_tag[0].eq(kq_next),
-                     *(kq_tag[n].eq(kq_tag[n - 1]) for n in range(1, len(kq_tag)))]
-        m.d.comb += kq_r.addr.eq(kq_tag[-1])
-        kq_h = keyq.read_port(domain="comb")
-        m.d.comb += kq_h.addr.eq(pq_out.kq)
-        fn.update({k: getattr(kq_h.data, k) for k in kv})
+        m.d.comb += [getattr(kq_w_data, k).eq(v) for k, v in kv.items()]
+        m.d.sync += kq_next.eq(kq_next + valid_at[1])
+        for n, (lo, hi) in enumerate(_chunks(kq_layout.size)):
+            mem = Memory(shape=hi - lo, depth=16, init=[])
+            m.submodules[f"keyq{n}"] = mem
+            w_port = mem.write_port()
+            m.d.comb += [w_port.addr.eq(kq_next), w_port.en.eq(valid_at[1]),
+                         w_port.data.eq(kq_w_data.as_value()[lo:hi])]
+            for tag, step, out in (("s6", valid_at[6], kq_r_data), ("head", pop & slot,
+                                                                     kq_h_data)):
+                r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}")
+                r_port = mem.read_port(domain="comb")
+                m.d.sync += r_ptr.eq(r_ptr + step)
+                m.d.comb += [r_port.addr.eq(r_ptr), out.as_value()[lo:hi].eq(r_port.data)]
+        fn.update({k: getattr(kq_h_data, k) for k in kv})
 
         # S2b: sums of up to four groups; the header offsets the checks compare with.
         s2_fields = s2
@@ -728,11 +772,10 @@ class LroEngine(wiring.Component):
                     s2_at6[k] = nxt_sig
             s2_hold[k] = chain
         for k in kv:
-            s2_at6[k] = getattr(kq_r.data, k)
-        # Of those, stage 7 needs the TCP flags only, and the entry's index for the FIFO.
+            s2_at6[k] = getattr(kq_r_data, k)
+        # Of those, stage 7 needs the TCP flags only.
         s7_flags = Signal(8)
-        kq_tag7 = Signal(4)
-        stage(7, [(s7_flags, s2_at6["flag_word"][16:24]), (kq_tag7, kq_tag[-1])])
+        stage(7, [(s7_flags, s2_at6["flag_word"][16:24])])
 
         # Stage 6 to 7: the frame compared with the frame before it (registered in ``last``
         # when it passed): flow key and the header words a merge needs equal (32-bit pieces),
@@ -788,7 +831,6 @@ class LroEngine(wiring.Component):
             pw.flags.eq(s7_flags), pw.df.eq(s2_hold["frag"][14]),
             pw.addr_sum.eq(s6["addr"]), pw.ip_base.eq(s6["ip_base"]),
             pw.tcp_base.eq(s6["tcp_base"]), pw.pay_sum.eq(finish(s6["pay"])),
-            pw.kq.eq(kq_tag7),
             pw.c_src.eq(meta_at[7].start + (v["pay_off"] >> LB)),
             pw.src_words.eq(((v["pay_off"][:LB] if LB else 0) + v["pay_len"] + (B - 1)) >> LB),
             pw.pair_fix.eq(pair & (s2_hold["is6"] | pr["id_same"])),
@@ -1185,13 +1227,34 @@ class LroEngine(wiring.Component):
         m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot | mu_en.any())
         m.d.sync += quiet.eq(~changed)
 
+        # The engine's state, one-hot: each state is a flip-flop of its own, so that the
+        # decisions below are enabled by one flip-flop each, with no decoding before them.
+        # ``state(name)`` opens a state's statements; ``goto(name)`` leaves it (within a state,
+        # at most one ``goto`` applies in a cycle).
+        e_states = ("Wait", "Chain", "Decide", "Act", "Hold", "Copy", "Out", "Release",
+                    "Flush", "Deliver")
+        st = {name: Signal(name=f"lro_{name.lower()}", init=int(name == "Wait"))
+              for name in e_states}
+        here = []
+
+        @contextmanager
+        def state(name):
+            here.append(name)
+            with m.If(st[name]):
+                yield
+            here.pop()
+
+        def goto(name):
+            if name != here[-1]:
+                m.d.sync += [st[here[-1]].eq(0), st[name].eq(1)]
+
         def release():
             """Free the frame's staging words; end the poll or wait for the next frame."""
             m.d.sync += rd_ptr.eq(cur.end)
             with m.If(cur.eop):
-                m.next = "Flush"
+                goto("Flush")
             with m.Else():
-                m.next = "Wait"
+                goto("Wait")
 
         def merge(meta, post_now, id_eq):
             """Merge the frame at the head of the FIFO into context ``sel`` (decided in one
@@ -1224,9 +1287,10 @@ class LroEngine(wiring.Component):
             ]
             m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
             m.d.comb += pop.eq(1)
-            m.next = "Copy"
             with m.If(~post_now & ~meta.eop):
-                m.next = "Chain"  # the copy goes on in the background
+                goto("Chain")  # the copy goes on in the background
+            with m.Else():
+                goto("Copy")
 
         # Chain: the frame after a held or merged one merges into the same context in the
         # next cycle without a lookup, when it follows that frame (the parser compared the
@@ -1267,125 +1331,125 @@ class LroEngine(wiring.Component):
                     if j != i:
                         m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
 
-        with m.FSM(init="Wait", name="lro") as fsm:
-            with m.State("Chain"):
-                with m.If(ch_go):
-                    with m.If(q_free):
-                        ch_post = fn["lt_prev"] | fn["ends"]
-                        m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post),
-                                     act.eq(A_MERGE)]
-                        merge(nxt, ch_post, fn["id_same"])
+        with state("Chain"):
+            with m.If(ch_go):
+                with m.If(q_free):
+                    ch_post = fn["lt_prev"] | fn["ends"]
+                    m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post),
+                                 act.eq(A_MERGE)]
+                    merge(nxt, ch_post, fn["id_same"])
+            with m.Else():
+                goto("Wait")
+        with state("Wait"):
+            with m.If(settled != 3):
+                m.d.sync += settled.eq(settled + 1)
+            with m.If(expired):
+                m.d.sync += [d_ctx.eq(oldest), ret.eq(R_WAIT)]
+                goto("Deliver")
+            with m.Elif(slot & ~expired_r & quiet):
+                m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
+                goto("Decide")
+        with state("Decide"):
+            merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
+            holdable = fn["holdable"]
+            m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx)),
+                         ch_room.eq(pick("room", hit_idx)),
+                         ch_fix.eq(pick("fixed_id", hit_idx)),
+                         ch_held.eq(pick("count", hit_idx) == 1),
+                         ch_id0.eq(Array(a_id0)[hit_idx])]
+            with m.If(merge_ok):
+                m.d.sync += [
+                    act.eq(A_MERGE),
+                    post.eq(Array(short)[hit_idx] | fn["ends"]),
+                ]
+                goto("Act")
+            with m.Else():
+                m.d.sync += act.eq(Mux(holdable, A_HOLD, A_SINGLE))
+                with m.If(hit.any()):
+                    # A new segment of the flow goes to another free context if there is
+                    # one, so that it need not wait for the read-out of the delivered one.
+                    m.d.sync += [d_ctx.eq(hit_idx), ret.eq(R_ACT),
+                                 sel.eq(Mux(any_free, free_idx, hit_idx))]
+                    goto("Deliver")
+                with m.Elif(holdable & ~any_free):
+                    m.d.sync += [sel.eq(oldest), d_ctx.eq(oldest), ret.eq(R_ACT)]
+                    goto("Deliver")
                 with m.Else():
-                    m.next = "Wait"
-            with m.State("Wait"):
-                with m.If(settled != 3):
-                    m.d.sync += settled.eq(settled + 1)
-                with m.If(expired):
-                    m.d.sync += [d_ctx.eq(oldest), ret.eq(R_WAIT)]
-                    m.next = "Deliver"
-                with m.Elif(slot & ~expired_r & quiet):
-                    m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
-                    m.next = "Decide"
-            with m.State("Decide"):
-                merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
-                holdable = fn["holdable"]
-                m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx)),
-                             ch_room.eq(pick("room", hit_idx)),
-                             ch_fix.eq(pick("fixed_id", hit_idx)),
-                             ch_held.eq(pick("count", hit_idx) == 1),
-                             ch_id0.eq(Array(a_id0)[hit_idx])]
-                with m.If(merge_ok):
-                    m.d.sync += [
-                        act.eq(A_MERGE),
-                        post.eq(Array(short)[hit_idx] | fn["ends"]),
-                    ]
-                    m.next = "Act"
+                    m.d.sync += sel.eq(free_idx)
+                    goto("Act")
+        with state("Act"):
+            user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
+            with m.Switch(act):
+                with m.Case(A_SINGLE):
+                    with m.If(~o_busy & cp_idle & ~d_busy):
+                        start_out(0, cur.start, cur.words, cur.keep, user1)
+                        m.d.comb += pop.eq(1)
+                        goto("Out")
+                with m.Case(A_HOLD):
+                    # The hold goes on in the next cycle ("Hold"): what it waits for
+                    # cannot change back meanwhile (only this engine queues copies and
+                    # starts deliveries), and the context's writes then depend on registers
+                    # only.
+                    with m.If(~(o_busy & o_region & (o_rctx == sel))
+                              & ~(d_busy & (e_ctx == sel)) & q_free):
+                        m.d.sync += hold_we.eq(Cat(*(sel == i for i in range(N))))
+                        goto("Hold")
+                with m.Case(A_MERGE), m.If(q_free):
+                    merge(cur, post, ch_id0)
+        with state("Hold"):
+            # (The context is written below, by ``hold_we``.)
+            push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
+                      end=cur.end)
+            m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
+                         ch_held.eq(1), ch_fix.eq(0)]
+            m.d.comb += pop.eq(1)
+            with m.If(~cur.eop):
+                goto("Chain")  # the copy goes on in the background
+            with m.Else():
+                goto("Copy")
+        with state("Copy"):
+            # Leave with the last read (the copy engine frees the staging words); the last
+            # write lands three cycles later, before any read of the region (``copying``).
+            with m.If(~q_valid & (~c_busy | c_one)):
+                with m.If((act == A_MERGE) & post):
+                    m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
+                    goto("Deliver")
                 with m.Else():
-                    m.d.sync += act.eq(Mux(holdable, A_HOLD, A_SINGLE))
-                    with m.If(hit.any()):
-                        # A new segment of the flow goes to another free context if there is
-                        # one, so that it need not wait for the read-out of the delivered one.
-                        m.d.sync += [d_ctx.eq(hit_idx), ret.eq(R_ACT),
-                                     sel.eq(Mux(any_free, free_idx, hit_idx))]
-                        m.next = "Deliver"
-                    with m.Elif(holdable & ~any_free):
-                        m.d.sync += [sel.eq(oldest), d_ctx.eq(oldest), ret.eq(R_ACT)]
-                        m.next = "Deliver"
-                    with m.Else():
-                        m.d.sync += sel.eq(free_idx)
-                        m.next = "Act"
-            with m.State("Act"):
-                user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
-                with m.Switch(act):
-                    with m.Case(A_SINGLE):
-                        with m.If(~o_busy & cp_idle & ~d_busy):
-                            start_out(0, cur.start, cur.words, cur.keep, user1)
-                            m.d.comb += pop.eq(1)
-                            m.next = "Out"
-                    with m.Case(A_HOLD):
-                        # The hold goes on in the next cycle ("Hold"): what it waits for
-                        # cannot change back meanwhile (only this engine queues copies and
-                        # starts deliveries), and the context's writes then depend on registers
-                        # only.
-                        with m.If(~(o_busy & o_region & (o_rctx == sel))
-                                  & ~(d_busy & (e_ctx == sel)) & q_free):
-                            m.d.sync += hold_we.eq(Cat(*(sel == i for i in range(N))))
-                            m.next = "Hold"
-                    with m.Case(A_MERGE), m.If(q_free):
-                        merge(cur, post, ch_id0)
-            with m.State("Hold"):
-                # (The context is written below, by ``hold_we``.)
-                push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
-                          end=cur.end)
-                m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
-                             ch_held.eq(1), ch_fix.eq(0)]
-                m.d.comb += pop.eq(1)
-                m.next = "Copy"
-                with m.If(~cur.eop):
-                    m.next = "Chain"  # the copy goes on in the background
-            with m.State("Copy"):
-                # Leave with the last read (the copy engine frees the staging words); the last
-                # write lands three cycles later, before any read of the region (``copying``).
-                with m.If(~q_valid & (~c_busy | c_one)):
-                    with m.If((act == A_MERGE) & post):
-                        m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
-                        m.next = "Deliver"
-                    with m.Else():
-                        release()
-            with m.State("Out"):
-                # Leave with the last read (the output engine then goes idle by itself).
-                with m.If((o_rem == 0) | (issue & (o_rem == 1))):
                     release()
-            with m.State("Release"):
+        with state("Out"):
+            # Leave with the last read (the output engine then goes idle by itself).
+            with m.If((o_rem == 0) | (issue & (o_rem == 1))):
                 release()
-            with m.State("Flush"):
-                with m.If(valid.any()):
-                    m.d.sync += [d_ctx.eq(oldest), ret.eq(R_FLUSH)]
-                    m.next = "Deliver"
-                with m.Else():
-                    m.next = "Wait"
+        with state("Release"):
+            release()
+        with state("Flush"):
+            with m.If(valid.any()):
+                m.d.sync += [d_ctx.eq(oldest), ret.eq(R_FLUSH)]
+                goto("Deliver")
+            with m.Else():
+                goto("Wait")
 
-            # Delivery of context ``d_ctx``: handed to the delivery engine once it is free;
-            # the merge engine goes on with the next frames meanwhile.
-            with m.State("Deliver"):
-                with m.If(~d_busy):
-                    m.d.comb += d_start.eq(1)
-                    m.d.sync += [d_busy.eq(1), e_ctx.eq(d_ctx), e_idx.eq(idx_now)]
-                    for name, sig in dsel.items():
-                        m.d.sync += sig.eq(pick(name, d_ctx))
-                    for i, c in enumerate(ctx):
-                        with m.If(d_ctx == i):
-                            m.d.sync += c.valid.eq(0)
-                    with m.Switch(ret):
-                        with m.Case(R_ACT):
-                            m.next = "Act"
-                        with m.Case(R_RELEASE):
-                            m.next = "Release"
-                        with m.Case(R_FLUSH):
-                            m.next = "Flush"
-                        with m.Case(R_WAIT):
-                            m.next = "Wait"
-        m.d.comb += [fsm_act.eq(fsm.ongoing("Act")), fsm_deliver.eq(fsm.ongoing("Deliver"))]
+        # Delivery of context ``d_ctx``: handed to the delivery engine once it is free;
+        # the merge engine goes on with the next frames meanwhile.
+        with state("Deliver"):
+            with m.If(~d_busy):
+                m.d.comb += d_start.eq(1)
+                m.d.sync += [d_busy.eq(1), e_ctx.eq(d_ctx), e_idx.eq(idx_now)]
+                for name, sig in dsel.items():
+                    m.d.sync += sig.eq(pick(name, d_ctx))
+                for i, c in enumerate(ctx):
+                    with m.If(d_ctx == i):
+                        m.d.sync += c.valid.eq(0)
+                with m.Switch(ret):
+                    with m.Case(R_ACT):
+                        goto("Act")
+                    with m.Case(R_RELEASE):
+                        goto("Release")
+                    with m.Case(R_FLUSH):
+                        goto("Flush")
+                    with m.Case(R_WAIT):
+                        goto("Wait")
+        m.d.comb += [fsm_act.eq(st["Act"]), fsm_deliver.eq(st["Deliver"])]
 
         # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
         # one adder each, then the read-out, which puts them into the frame's words as they
@@ -1460,7 +1524,7 @@ class LroEngine(wiring.Component):
                     m.d.sync += [o_rctx.eq(e_ctx), d_busy.eq(0)]
                     m.next = "Idle"
 
-        with m.If(~fsm.ongoing("Wait")):
+        with m.If(~st["Wait"]):
             m.d.sync += settled.eq(0)
 
         # ------------------------------------------------------------------ registers
