@@ -33,6 +33,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..axil import RegisterBusSignature
+from ..bram import PRIMITIVES
 from ..stream import beat_signature, check_width
 from . import limits, regs
 from .actions import REASON_OVERSIZE, REASON_RUNT
@@ -77,6 +78,9 @@ class MatchAction(wiring.Component):
         Data width in bits (64 .. 512).
     program : dict, optional
         Compiled program (:data:`DEFAULT_CONFIG` when absent).
+    bram : None or str
+        Block RAM primitive of the stages' memories (:class:`.stage.Stage`): ``None``
+        behavioural, ``"dp16kd"`` ECP5 blocks with their output register (``nicsim synth``).
 
     Members
     -------
@@ -90,7 +94,10 @@ class MatchAction(wiring.Component):
         Registers (:mod:`.regs`).
     """
 
-    def __init__(self, width=64, program=None):
+    def __init__(self, width=64, program=None, bram=None):
+        if bram not in PRIMITIVES:
+            raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, not {bram!r}")
+        self.bram = bram
         self.width = check_width(width)
         self.config = program if program is not None else DEFAULT_CONFIG
         tables = self.config["tables"]
@@ -157,8 +164,13 @@ class MatchAction(wiring.Component):
         j_rbeats = jobs.r_data[o + 78:o + 90]
         p_adv = Signal()
         p_valid = [Signal(name=f"parse_valid{i}") for i in range(3)]
+        # The window goes to the side FIFO as the job enters the parser (the parser's last step
+        # keeps only the layer-2 bytes it reads): it waits there for the deparser while the
+        # frame's vector is parsed and goes through the stages.
+        side_w = 8 * limits.PARSE_WINDOW + 14 + 12
+        side_in = Signal()
         with m.If(p_adv):
-            m.d.sync += [p_valid[0].eq(jobs.r_rdy), p_valid[1].eq(p_valid[0]),
+            m.d.sync += [p_valid[0].eq(side_in), p_valid[1].eq(p_valid[0]),
                          p_valid[2].eq(p_valid[1])]
 
         def p_reg(value):
@@ -172,7 +184,7 @@ class MatchAction(wiring.Component):
         p_len, p_ts, p_rbeats = parser.carry
         tok_layout = token_layout(self.config)
         item = item_layout(self.layout, tok_layout)
-        stages = [Stage(i, t, self.layout, tok_layout)
+        stages = [Stage(i, t, self.layout, tok_layout, bram=self.bram)
                   for i, t in enumerate(self.config["tables"])]
         for i, s in enumerate(stages):
             m.submodules[f"stage{i}"] = s
@@ -181,8 +193,11 @@ class MatchAction(wiring.Component):
         # place of a frame (the parser waits a cycle).
         latency = 1 + sum(s.latency for s in stages)
         depth = latency + 4  # the admission-to-take loop: frames in flight at one a cycle
-        side_w = 8 * limits.PARSE_WINDOW + 14 + 12 + 4 * 8
-        m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=depth)
+        # ``side``: the frames past the jobs FIFO and not yet taken by the deparser (at most
+        # ``depth`` admitted and the parser's three); ``offsets``: the admitted frames' header
+        # offsets, which the parser finds.
+        m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=depth + 3)
+        m.submodules.offsets = offsets = SyncFIFOBuffered(width=4 * 8, depth=depth)
         m.submodules.out = out_q = SyncFIFOBuffered(width=self.layout.size, depth=depth)
         frames_in, drops = Signal(32), Signal(32)
         c_en, token = self._registers(m, stages, frames_in, drops, tok_layout)
@@ -205,13 +220,15 @@ class MatchAction(wiring.Component):
         admit = Signal()
         taken = Signal()
         m.d.comb += [
-            admit.eq(p_valid[2] & ~c_en & (in_flight < depth) & side.w_rdy),
+            admit.eq(p_valid[2] & ~c_en & (in_flight < depth)),
             p_adv.eq(~p_valid[2] | admit),
-            jobs.r_en.eq(p_adv),
-            side.w_en.eq(admit),
-            side.w_data.eq(Cat(parser.window, p_len, p_rbeats, parser.l2_end,
-                               parser.offset["ipv4"], parser.offset["tcp"],
-                               parser.offset["custom"])),
+            side_in.eq(jobs.r_rdy & side.w_rdy),
+            jobs.r_en.eq(p_adv & side.w_rdy),
+            side.w_en.eq(p_adv & side_in),
+            side.w_data.eq(Cat(j_window, j_len, j_rbeats)),
+            offsets.w_en.eq(admit),
+            offsets.w_data.eq(Cat(parser.l2_end, parser.offset["ipv4"], parser.offset["tcp"],
+                                  parser.offset["custom"])),
         ]
         m.d.sync += in_flight.eq(in_flight + admit - taken)
         head_item = Signal(item)
@@ -232,10 +249,9 @@ class MatchAction(wiring.Component):
 
         # Deparser: the head of the next frame is built from the last stage's vector and the
         # side FIFO, and registered when the deparser takes the frame ---------------------------
-        sd = side.r_data
+        sd, od = side.r_data, offsets.r_data
         sq = {"window": sd[:o], "length": sd[o:o + 14], "r_beats": sd[o + 14:o + 26],
-              "l2_end": sd[o + 26:o + 34], "off_l3": sd[o + 34:o + 42],
-              "off_l4": sd[o + 42:o + 50], "off_custom": sd[o + 50:o + 58]}
+              "l2_end": od[:8], "off_l3": od[8:16], "off_l4": od[16:24], "off_custom": od[24:32]}
         hvd = {name: out_hv[name] for name, _ in self.layout if name != "valid"}
         for i, h in enumerate(HEADERS):
             hvd["valid_" + h] = out_hv.valid[i]
@@ -260,7 +276,7 @@ class MatchAction(wiring.Component):
         carry = Signal(self.width)
         p = Signal(range(W + 1))  # bytes waiting in carry
         take = Signal()
-        m.d.comb += take.eq(out_q.r_rdy & side.r_rdy & res_fifo.w_rdy)
+        m.d.comb += take.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & res_fifo.w_rdy)
         remaining = Signal(15)
         m.d.comb += remaining.eq(out_len - sent)
         last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
@@ -269,7 +285,8 @@ class MatchAction(wiring.Component):
         def start(fsm_idle):
             """Take the next frame's vector (or go idle): in Idle, or with a frame's last beat."""
             with m.If(take):
-                m.d.comb += [side.r_en.eq(1), out_q.r_en.eq(1), taken.eq(1)]
+                m.d.comb += [side.r_en.eq(1), offsets.r_en.eq(1), out_q.r_en.eq(1),
+                             taken.eq(1)]
                 m.d.sync += [res_q.eq(result_word), head.eq(head_c), head_len.eq(head_len_c),
                              out_len.eq(out_len_c), k.eq(0), sent.eq(0),
                              r_left.eq(side.r_data[o + 14:o + 26]),

@@ -67,8 +67,8 @@ chain of additions in it (``bound`` computes what does not depend on the bucket,
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
 from amaranth.lib import data
-from amaranth.lib.memory import Memory
 
+from ..bram import PRIMITIVES, RegisteredMemory
 from .actions import REASON_METER, apply_ops
 from .hashing import hash_taps
 from .hv import EGRESS_DROP, HEADERS, NEXT_END
@@ -82,6 +82,9 @@ RATE_BITS, BURST_BITS = 20, 21
 METER_CFG_BITS = 2 * RATE_BITS + 2 * BURST_BITS
 TOKEN_BITS = BURST_BITS + METER_FRAC_BITS
 SLOT_BITS = 10
+#: Memories at least this deep are DP16KD blocks with their output register under ``bram``;
+#: shallower ones stay behavioural (LUT RAM and a fabric register: yosys maps them).
+BRAM_MIN_DEPTH = 64
 
 
 def table_arg_bits(table):
@@ -129,6 +132,10 @@ class Stage(Elaboratable):
         Header vector layout.
     tok_layout : StructLayout
         Commit token layout (:func:`token_layout`).
+    bram : None or str
+        Block RAM primitive of the memories at least :data:`BRAM_MIN_DEPTH` deep
+        (:class:`nicsim.rtl.bram.RegisteredMemory`): ``None`` behavioural (simulation, any
+        FPGA), ``"dp16kd"`` ECP5 blocks with their output register (synthesis only).
 
     Members
     -------
@@ -141,7 +148,10 @@ class Stage(Elaboratable):
         Counter and meter read-back (two cycles after ``sel_*`` changes).
     """
 
-    def __init__(self, index, table, layout, tok_layout):
+    def __init__(self, index, table, layout, tok_layout, bram=None):
+        if bram not in PRIMITIVES:
+            raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, not {bram!r}")
+        self.bram = bram
         self.index = index
         self.table = table
         self.layout = layout
@@ -215,17 +225,40 @@ class Stage(Elaboratable):
             m.d.sync += r.eq(value)
             return r
 
-        def loaded(port, addr, wr, n, name):
-            """A read-modify-write's word as step ``n`` registers it.
+        def memory(width, depth, name):
+            """A :class:`RegisteredMemory`: the address of step *s*, the word in step *s + 2*
+            from a register (the block RAM's own under ``bram``)."""
+            depth = max(depth, 2)
+            mem = RegisteredMemory(width, depth,
+                                   primitive=self.bram if depth >= BRAM_MIN_DEPTH else None)
+            m.submodules[name] = mem
+            return mem
 
-            ``port`` was read in the step before ``n`` (at ``addr``), transparent to ``wr``, so
-            it holds what the items up to two steps ahead wrote; the item one step ahead writes
-            in step ``n`` itself, and its word replaces the memory's if it is of the same
-            address. The memory's output only drives a register: no logic after it.
+        def shadow(mem, name):
+            """A copy of ``mem`` (the same writes) with a read port of its own."""
+            copy = memory(mem.width, mem.depth, name)
+            m.d.comb += [copy.w_addr.eq(mem.w_addr), copy.w_data.eq(mem.w_data),
+                         copy.w_en.eq(mem.w_en)]
+            return copy
+
+        def loaded(mem, addr, n, name):
+            """A read-modify-write's word as the step after ``n`` sees it.
+
+            ``mem`` is read in the step before ``n`` (at ``addr``); its word leaves the output
+            register in the step after ``n``, where it is written back. The memory holds what
+            the items three steps ahead and further wrote. The item two steps ahead writes in
+            the cycle of the read and the item one step ahead in step ``n``: their words (the
+            nearer first) replace the memory's where their address is the same. The forwarding
+            is settled at ``n`` into two registers (whether, and the word), so the memory's
+            output register drives one multiplexer.
             """
-            same = reg_at(wr.en & (wr.addr == reg_at(addr, steps[steps.index(n) - 1],
-                                                     f"{name}_addr")), n, f"{name}_same")
-            return Mux(same, reg_at(wr.data, n, f"{name}_ahead"), reg_at(port.data, n, name))
+            r = steps[steps.index(n) - 1]
+            hit2 = reg_at(mem.w_en & (mem.w_addr == addr), r, f"{name}_hit2")
+            data2 = reg_at(mem.w_data, r, f"{name}_data2")
+            hit1 = mem.w_en & (mem.w_addr == reg_at(addr, r, f"{name}_addr"))
+            same = reg_at(hit1 | hit2, n, f"{name}_same")
+            ahead = reg_at(Mux(hit1, mem.w_data, data2), n, f"{name}_ahead")
+            return Mux(same, ahead, mem.r_data)
 
         # Per item, from ``look`` on: a frame the table applies to, a frame that skips it for a
         # missing header, a token of this stage.
@@ -282,23 +315,20 @@ class Stage(Elaboratable):
                 m.d.comb += bucket[j].eq(x)
             way_data = []
             for w in range(EXACT_WAYS):
-                mem = Memory(shape=entry_bits, depth=max(buckets, 2), init=[])
-                m.submodules[f"way{w}"] = mem
-                rd = mem.read_port()
-                wr = mem.write_port()
+                mem = memory(entry_bits, buckets, f"way{w}")
                 parts = [tk0.install, tk0.key[:self.key_bits], tk0.action,
                          tk0.args[:self.arg_bits]]
                 if self.metered:
                     parts.append(tk0.meter)
                 m.d.comb += [
-                    rd.addr.eq(bucket),
-                    wr.addr.eq(tk0.slot // EXACT_WAYS),
-                    wr.data.eq(Cat(*parts)),
-                    wr.en.eq(mine0 & (tk0.slot % EXACT_WAYS == w)),
+                    mem.r_addr.eq(bucket),
+                    mem.w_addr.eq(tk0.slot // EXACT_WAYS),
+                    mem.w_data.eq(Cat(*parts)),
+                    mem.w_en.eq(mine0 & (tk0.slot % EXACT_WAYS == w)),
                 ]
-                # the ways' words registered as they leave the memories (``fetch``), compared
-                # in the next step
-                way_data.append(unpack_entry(reg_at(rd.data, "fetch", f"way{w}")))
+                # the ways' words leave the memories' output registers at ``fetch`` and are
+                # compared in the next step
+                way_data.append(unpack_entry(mem.r_data))
             bucket_q = carry(reg_at(bucket, "look", "bucket"), "look", "ways", "bucket")
             key_q = carry(reg_at(key, "look", "key"), "look", "ways", "key")
             # the lowest way that matches, selected by a one-hot AND-OR (no priority chain)
@@ -334,18 +364,15 @@ class Stage(Elaboratable):
                                  masks[i].eq(tk0.mask[:self.key_bits])]
                 with m.If(mine_t1 & (tk1.slot == i)):
                     m.d.sync += prios[i].eq(tk1.prio)
-            # The action data is read by the winner's slot only: a memory with a registered
-            # read port at ``pick``, written by a token at ``pick`` (the frame behind it reads a
-            # cycle later, after the write).
+            # The action data is read by the winner's slot only: a memory read at ``pick``
+            # whose word leaves its output register at ``act``, written by a token at ``pick``
+            # (the frame behind it reads a cycle later, after the write).
             data_parts = [tk3.action, tk3.args[:self.arg_bits]]
             if self.metered:
                 data_parts.append(tk3.meter)
-            act_mem = Memory(shape=len(Cat(*data_parts)), depth=max(n, 2), init=[])
-            m.submodules.action_data = act_mem
-            act_wr = act_mem.write_port()
-            act_rd = act_mem.read_port()
-            m.d.comb += [act_wr.addr.eq(tk3.slot), act_wr.data.eq(Cat(*data_parts)),
-                         act_wr.en.eq(mine_pk)]
+            act_mem = memory(len(Cat(*data_parts)), n, "action_data")
+            m.d.comb += [act_mem.w_addr.eq(tk3.slot), act_mem.w_data.eq(Cat(*data_parts)),
+                         act_mem.w_en.eq(mine_pk)]
             # The matching entry with the smallest priority (lowest slot on a tie): the match
             # of every entry registered, then a tree of comparisons in two registered halves.
             matches = Signal(n)
@@ -385,12 +412,12 @@ class Stage(Elaboratable):
                 any_match = reg_at(any_match, "tree1", "match")
                 best = Const(0, range(2))
             m.d.sync += [hit.eq(any_match), slot.eq(best)]
-            # ``pick``: the winner's action data read (registered again at ``load``)
+            # ``pick``: the winner's action data read (its word out of the register at ``act``)
             hit_pk, slot_pk = reg_at(hit, "pick", "hit"), reg_at(slot, "pick", "slot")
-            m.d.comb += [act_rd.addr.eq(slot), act.eq(act_rd.data[:ACTION_BITS]),
-                         args.eq(act_rd.data[ACTION_BITS:ACTION_BITS + self.arg_bits])]
+            m.d.comb += [act_mem.r_addr.eq(slot), act.eq(act_mem.r_data[:ACTION_BITS]),
+                         args.eq(act_mem.r_data[ACTION_BITS:ACTION_BITS + self.arg_bits])]
             if self.metered:
-                m.d.comb += mcfg.eq(act_rd.data[ACTION_BITS + self.arg_bits:])
+                m.d.comb += mcfg.eq(act_mem.r_data[ACTION_BITS + self.arg_bits:])
         if self.kind == "exact":
             hit_rd, slot_rd = hit, slot  # registered at ``ways``: seen in ``read``
             hit_a = carry(reg_at(hit, "read", "hit"), "read", "act", "hit")
@@ -402,41 +429,37 @@ class Stage(Elaboratable):
             hit_rd, slot_rd = hit, slot  # registered at ``tree2``: seen in ``pick``
             hit_a = carry(hit_pk, "pick", "act", "hit")
             slot_a = carry(slot_pk, "pick", "act", "slot")
-            act_a, args_a = reg_at(act, "load", "act"), reg_at(args, "load", "args")
-            mcfg_a = reg_at(mcfg, "load", "mcfg")
+            act_a, args_a, mcfg_a = act, args, mcfg
 
         # Counters ------------------------------------------------------------------------------
         app_a, inv_a, mine_a = flags("act")
         tka = tok_in("act")
-        # Block RAM: two 64-bit counters a slot (as LUT RAM they took over a thousand cells in
-        # a table of 256 entries)
-        ctr = Memory(shape=128, depth=self.slots + 1, init=[], attrs={"ram_style": "block"})
-        m.submodules.counters = ctr
-        ctr_wr = ctr.write_port()
-        ctr_rd = ctr.read_port(transparent_for=(ctr_wr,))
-        ctr_axi = ctr.read_port()
+        # Two 64-bit counters a slot (block RAM from 63 entries; as LUT RAM they took over a
+        # thousand cells in a table of 256 entries), and a copy for the read-back port
+        ctr = memory(128, self.slots + 1, "counters")
+        ctr_axi = shadow(ctr, "counters_rb")
         ctr_slot_a = Mux(hit_a, slot_a, self.slots)
         ctr_addr = Signal.like(ctr_slot_a)
         m.d.comb += [
             ctr_addr.eq(Mux(hit_rd, slot_rd, self.slots)),
-            ctr_rd.addr.eq(ctr_addr),
-            ctr_axi.addr.eq(Mux(self.sel_miss, self.slots, self.sel_slot)),
+            ctr.r_addr.eq(ctr_addr),
+            ctr_axi.r_addr.eq(Mux(self.sel_miss, self.slots, self.sel_slot)),
+            # the read-back out of the output register (two cycles after ``sel_*``)
+            self.r_packets.eq(ctr_axi.r_data[:64]), self.r_bytes.eq(ctr_axi.r_data[64:]),
         ]
-        # The read-back registered as it leaves the memory (two cycles after ``sel_*``)
-        m.d.sync += [self.r_packets.eq(ctr_axi.data[:64]), self.r_bytes.eq(ctr_axi.data[64:])]
         hva = hv_in("act")
-        ctr_word = loaded(ctr_rd, ctr_addr, ctr_wr, "load", "ctr")
+        ctr_word = loaded(ctr, ctr_addr, "load", "ctr")
         new_ctr = Cat((ctr_word[:64] + 1)[:64], (ctr_word[64:] + hva.length)[:64])
         clear_ctr = mine_a & ~(tka.install & tka.keep_counters)
         m.d.comb += [
-            ctr_wr.addr.eq(Mux(mine_a, tka.slot, ctr_slot_a)),
-            ctr_wr.data.eq(Mux(mine_a, 0, new_ctr)),
-            ctr_wr.en.eq(app_a | clear_ctr),
+            ctr.w_addr.eq(Mux(mine_a, tka.slot, ctr_slot_a)),
+            ctr.w_data.eq(Mux(mine_a, 0, new_ctr)),
+            ctr.w_en.eq(app_a | clear_ctr),
         ]
         self._act(m, hva, hv_out("act"), app_a, inv_a, hit_a, act_a, args_a)
         if self.metered:
-            self._meter(m, flags, carry, reg_at, loaded, tok_in, hv_in, hv_out, slot_rd,
-                        hit_a, slot_a, mcfg_a)
+            self._meter(m, flags, carry, reg_at, loaded, memory, shadow, tok_in, hv_in, hv_out,
+                        slot_rd, hit_a, slot_a, mcfg_a)
         else:
             m.d.comb += [self.r_tc.eq(0), self.r_tp.eq(0)]
         return m
@@ -469,29 +492,26 @@ class Stage(Elaboratable):
         with m.Elif(inv):
             m.d.sync += out_hv.nxt.eq(t["next_invalid"] & NEXT_END)
 
-    def _meter(self, m, flags, carry, reg_at, loaded, tok_in, hv_in, hv_out, slot_rd,
-               hit_a, slot_a, mcfg_a):
+    def _meter(self, m, flags, carry, reg_at, loaded, memory, shadow, tok_in, hv_in, hv_out,
+               slot_rd, hit_a, slot_a, mcfg_a):
         """RFC 2698 colour-blind marking, exactly as the reference counts tokens: the time step
         (``act``), the tokens earned (``fill``), the bounds of the fill and the take
         (``bound``), the buckets filled up to their bursts, the colour and the take (``mark``)."""
         # The last time and the start bit: read with the counters, written at ``act``.
-        last = Memory(shape=65, depth=max(self.slots, 2), init=[])
-        m.submodules.meter_time = last
-        last_wr = last.write_port()
-        last_rd = last.read_port(transparent_for=(last_wr,))
+        last = memory(65, self.slots, "meter_time")
         app_a, _, mine_a = flags("act")
         tka = tok_in("act")
         hva = hv_in("act")
         keep = tka.install & tka.keep_meter
         m.d.comb += [
-            last_rd.addr.eq(slot_rd),
-            last_wr.addr.eq(Mux(mine_a, tka.slot, slot_a)),
-            last_wr.data.eq(Mux(mine_a, 0, Cat(hva.ts, Const(1, 1)))),
-            last_wr.en.eq((app_a & hit_a) | (mine_a & ~keep)),
+            last.r_addr.eq(slot_rd),
+            last.w_addr.eq(Mux(mine_a, tka.slot, slot_a)),
+            last.w_data.eq(Mux(mine_a, 0, Cat(hva.ts, Const(1, 1)))),
+            last.w_en.eq((app_a & hit_a) | (mine_a & ~keep)),
         ]
         # One subtraction: its borrow says the time went backwards (no tokens), its high word
         # a gap over METER_MAX_GAP_NS (counted as that).
-        last_word = loaded(last_rd, slot_rd, last_wr, "load", "time")
+        last_word = loaded(last, slot_rd, "load", "time")
         diff = Signal(65)
         m.d.comb += diff.eq(Cat(hva.ts, Const(0, 1)) - Cat(last_word[:64], Const(0, 1)))
         dt = reg_at(Mux(diff[64], 0, Mux(diff[32:64].any(), METER_MAX_GAP_NS, diff[:32]))[:32],
@@ -535,17 +555,14 @@ class Stage(Elaboratable):
             }
         slot_k = reg_at(slot_b, "bound", "slot")
         hit_k = reg_at(hit_b, "bound", "hit")
-        tb = Memory(shape=2 * TOKEN_BITS, depth=max(self.slots, 2), init=[])
-        m.submodules.meter_tokens = tb
-        tb_wr = tb.write_port()
-        tb_rd = tb.read_port(transparent_for=(tb_wr,))
-        tb_axi = tb.read_port()
+        tb = memory(2 * TOKEN_BITS, self.slots, "meter_tokens")
+        tb_axi = shadow(tb, "meter_tokens_rb")
         m.d.comb += [
-            tb_rd.addr.eq(slot_f),  # read at ``fill``, registered at ``bound``
-            tb_axi.addr.eq(self.sel_slot),
+            tb.r_addr.eq(slot_f),  # read at ``fill``, out of the register at ``mark``
+            tb_axi.r_addr.eq(self.sel_slot),
+            self.r_tc.eq(tb_axi.r_data[METER_FRAC_BITS:TOKEN_BITS]),
+            self.r_tp.eq(tb_axi.r_data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS]),
         ]
-        m.d.sync += [self.r_tc.eq(tb_axi.data[METER_FRAC_BITS:TOKEN_BITS]),
-                     self.r_tp.eq(tb_axi.data[TOKEN_BITS + METER_FRAC_BITS:2 * TOKEN_BITS])]
         # ``mark``: the loop a frame closes for the next one of its entry, one cycle: each
         # bucket compared with two bounds and added to two constants side by side, then the
         # colour chooses; the buckets written back.
@@ -553,7 +570,7 @@ class Stage(Elaboratable):
         tkk = tok_in("mark")
         hvk = hv_in("mark")
         res = {}
-        tokens_word = loaded(tb_rd, slot_f, tb_wr, "bound", "tokens")
+        tokens_word = loaded(tb, slot_f, "bound", "tokens")
         for name, tokens in (("c", tokens_word[:TOKEN_BITS]), ("p", tokens_word[TOKEN_BITS:])):
             b = bounds[name]
             clamp = ~started | b["sat"] | (tokens > b["hi"])
@@ -568,9 +585,9 @@ class Stage(Elaboratable):
         tc2 = Mux(red | yellow, res["c"]["filled"], res["c"]["taken"])
         color = Mux(red, 3, Mux(yellow, 2, 1))
         m.d.comb += [
-            tb_wr.addr.eq(Mux(mine_k, tkk.slot, slot_k)),
-            tb_wr.data.eq(Mux(mine_k, 0, Cat(tc2, tp2))),
-            tb_wr.en.eq((app_k & hit_k) | (mine_k & ~(tkk.install & tkk.keep_meter))),
+            tb.w_addr.eq(Mux(mine_k, tkk.slot, slot_k)),
+            tb.w_data.eq(Mux(mine_k, 0, Cat(tc2, tp2))),
+            tb.w_en.eq((app_k & hit_k) | (mine_k & ~(tkk.install & tkk.keep_meter))),
         ]
         out = hv_out("mark")
         with m.If(app_k & hit_k):
