@@ -111,6 +111,67 @@ def rtl_goodput(direction, total_bytes):
             "simulated_cycles_per_wall_s": round(spent / wall), "wall_s": round(wall, 1)}
 
 
+def send_profile(total_bytes=48 << 10):
+    """Where the cycles of a sending run go: the gateware (Amaranth's simulator, 64 bit)
+    sends ``total_bytes`` to the model over the simulated wire with the application inside
+    the simulation (``auto_send``), the model's window ``PEER_WINDOW_SENDING``; every cycle
+    the state machine's state is counted, and the cycles in which the transmitter sends a
+    beat, the application mover moves a word and a frame comes in."""
+    from amaranth.sim import Simulator
+
+    from nicsim.hw.toe import rtl_engine
+
+    counts, busy = {}, {"transmitter": 0, "mover": 0, "frame_in": 0, "cycles": 0}
+
+    class Profiled(rtl_engine.RtlEngine):
+        def _start(self):
+            super()._start()
+            dut = self._dut
+            fsm = dut.state_machine
+            names = fsm.decoding
+
+            async def watch(ctx):
+                async for _clk, _rst, state, ov, ordy, tv, trdy, iv, irdy in ctx.tick().sample(
+                        fsm.state, dut.o.valid, dut.o.ready, dut.tx_data.valid,
+                        dut.tx_data.ready, dut.i.valid, dut.i.ready):
+                    if not self._counting:
+                        continue
+                    name = names[state]
+                    counts[name] = counts.get(name, 0) + 1
+                    busy["cycles"] += 1
+                    busy["transmitter"] += ov & ordy
+                    busy["mover"] += tv & trdy
+                    busy["frame_in"] += iv & irdy
+
+            self._counting = False
+            self._sim.add_process(watch)
+            assert isinstance(self._sim, Simulator)
+
+    model = TcpEngine(MAC_A, "10.0.0.1", TcpConfig(rx_buffer=PEER_WINDOW_SENDING,
+                                                   tx_buffer=1 << 16))
+    rtl = Profiled(MAC_B, "10.0.0.2", sessions=4, buf_bits=16, tick_s=0.001)
+    rtl.auto_send()
+    data = random.Random(5).randbytes(total_bytes)
+    sink = SinkApp(model, 9)
+    sender = SendApp(rtl, "10.0.0.1", 9, [data])
+    hosts = [AppHost(rtl, [sender]), AppHost(model, [sink])]
+    link = Loopback(model, rtl, latency=cycles(1e-6), hosts=hosts)
+    rtl._counting = True
+    start = rtl.cycles
+    ok = link.run(lambda: sum(len(d) for d in sink.data.values()) == total_bytes,
+                  max_cycles=cycles(60))
+    spent = rtl.cycles - start
+    assert ok, "transfer did not finish"
+    assert [bytes(d) for d in sink.data.values()] == [data]
+    segments = -(-total_bytes // 1460)
+    return {"bytes": total_bytes, "segments": segments, "gateware_cycles": spent,
+            "goodput_bits_per_cycle": round(8 * total_bytes / spent, 2),
+            "cycles_per_segment": round(spent / segments, 1),
+            "busy_cycles": busy,
+            "states_per_segment": {k: round(v / segments, 1) for k, v in
+                                   sorted(counts.items(), key=lambda kv: -kv[1])}}
+
+
 def verilator_goodput(direction, connections, per_connection, app="python"):
     """Goodput of the gateware on Verilator, ``connections`` at once to the model, in payload
     bits per gateware clock cycle (cycles in which the gateware had work; between events the
@@ -292,6 +353,14 @@ def main():
         results["verilator_goodput"] = verilator_rows()
         results["verilator_burst"] = verilator_bursts()
         print(json.dumps(results["verilator_burst"]))
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+        return
+    if "--send-profile" in sys.argv:
+        # where a sending run's cycles go (Amaranth's simulator)
+        results = json.loads(RESULTS.read_text())
+        results["rtl_send_profile"] = send_profile()
+        print(json.dumps(results["rtl_send_profile"], indent=1))
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {RESULTS}")
         return

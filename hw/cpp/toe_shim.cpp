@@ -5,7 +5,8 @@
 // NIC's DRAM: 64-bit words with a byte enable per lane, read data one cycle after the address,
 // the value before a write in the same cycle, like the Amaranth memory of hw/toe/rtl_engine.py;
 // a second port, mem_app, for the engine's application mover: the two never write the same
-// word).
+// word; beside each word a 16-bit sum, written on mem_app and read on mem: the send rings'
+// running checksums).
 // Python queues inputs (frames from the network, application commands with the bytes of a
 // SEND, timer ticks, register reads), runs the clock until the engine is idle with nothing
 // queued, and takes the outputs (frames, responses, notifications, received bytes, register
@@ -63,7 +64,7 @@ struct TxBeat {
 
 class Engine {
   public:
-    explicit Engine(uint64_t mem_words) : mem(mem_words, 0) {
+    explicit Engine(uint64_t mem_words) : mem(mem_words, 0), sums(mem_words, 0) {
         ctx = std::make_unique<VerilatedContext>();
         top = std::make_unique<Vtop>(ctx.get());
         top->clk = 0;
@@ -78,6 +79,7 @@ class Engine {
         top->tick = 0;
         top->mem_rdata = 0;
         top->mem_app_rdata = 0;
+        top->mem_rsum = 0;
         top->s_axil_awvalid = 0;
         top->s_axil_wvalid = 0;
         top->s_axil_bready = 1;
@@ -215,6 +217,7 @@ class Engine {
     std::unique_ptr<VerilatedContext> ctx;
     std::unique_ptr<Vtop> top;
     std::vector<uint64_t> mem;
+    std::vector<uint16_t> sums;  // the sum beside each word
     std::vector<uint8_t> frame;
     size_t offset = 0;
     bool in_frame = false;
@@ -237,12 +240,15 @@ class Engine {
         // both ports read before either writes (they never write the same word)
         uint64_t next = addr < mem.size() ? mem[addr] : 0;
         uint64_t app_next = app_addr < mem.size() ? mem[app_addr] : 0;
+        uint16_t sum_next = addr < sums.size() ? sums[addr] : 0;
+        if (top->mem_app_wsum_en && app_addr < sums.size()) sums[app_addr] = top->mem_app_wsum;
         write(app_addr, top->mem_app_wen, top->mem_app_wdata);
         write(addr, top->mem_wen, top->mem_wdata);
         top->clk = 1;
         top->eval();
         top->mem_rdata = next;
         top->mem_app_rdata = app_next;
+        top->mem_rsum = sum_next;
         cycles++;
     }
     void cycle() {

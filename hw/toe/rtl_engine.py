@@ -180,11 +180,18 @@ class _Top(Elaboratable):
         # the application mover's port (RECV and SEND transfers)
         app_w = dram.write_port(granularity=8)
         app = dram.read_port()
+        # the 16-bit sum beside each word: written with a SEND's words, read on mem
+        m.submodules.sums = sums = Memory(shape=16, depth=self.depth, init=[])
+        sum_w = sums.write_port()
+        sum_r = sums.read_port()
         m.d.comb += [w.addr.eq(e.mem.addr), w.data.eq(e.mem.w_data), w.en.eq(e.mem.w_en),
                      r.addr.eq(e.mem.addr), e.mem.r_data.eq(r.data),
                      app_w.addr.eq(e.mem_app.addr), app_w.data.eq(e.mem_app.w_data),
                      app_w.en.eq(e.mem_app.w_en),
-                     app.addr.eq(e.mem_app.addr), e.mem_app.r_data.eq(app.data)]
+                     app.addr.eq(e.mem_app.addr), e.mem_app.r_data.eq(app.data),
+                     sum_w.addr.eq(e.mem_app.addr), sum_w.data.eq(e.mem_app.w_sum),
+                     sum_w.en.eq(e.mem_app.w_sum_en),
+                     sum_r.addr.eq(e.mem.addr), e.mem.r_sum.eq(sum_r.data)]
         return m
 
 
@@ -566,7 +573,7 @@ class RtlEngine:
         """Write data as the send buffer frees, inside the simulation: :meth:`send` keeps
         every byte (and returns their number) and a ``SEND`` for the bytes waiting goes with
         the next frames or ticks and at each ``space`` notification, so they go into the send
-        ring while the gateware stages and sends segments; :meth:`close` waits until every
+        ring while the gateware builds and sends segments; :meth:`close` waits until every
         byte handed over was taken."""
         self._auto_send = bool(on)
 

@@ -562,6 +562,9 @@ class ToeEngine(wiring.Component):
                         m.next = "Receive"
             if ses is not None:
                 ses.states()
+        # the state machine of the last elaboration (its ``state`` signal and ``decoding``),
+        # for cycle profiles (benchmarks/bench_toe.py)
+        self.state_machine = fsm
         if ses is not None:
             # after the state machine: the cut-through writer's port use takes precedence, but
             # it issues no read while the state machine is in a state that uses the frame
@@ -572,12 +575,16 @@ class ToeEngine(wiring.Component):
             m.d.comb += [
                 fsm_rd.eq(Cat(*(fsm.ongoing(s) for s in (
                     "Act", "Build Echo", "Build Reset", "Send", "ARP Request", "S Copy",
-                    "X Payload"))).any()),
+                    "X Ring", "X Ring 1", "X Ring 2"))).any()),
                 fsm_tbl.eq(Cat(*(fsm.ongoing(s) for s in (
                     "T Lookup Req", "T Lookup Wait", "L Insert", "L Insert Wait", "Release",
                     "Release Wait", "C Open", "C Open Wait"))).any())]
             ses.cut_through(fsm.ongoing("Receive"), fsm_rd, fsm_tbl)
-            ses.transmitter()
+            # the transmitter's ring reads wait for the others' use of the memory port
+            mem_other = Signal()
+            m.d.comb += mem_other.eq(ses.ct_write | Cat(*(fsm.ongoing(s) for s in (
+                "S Copy", "X Ring", "X Ring 1", "X Ring 2"))).any())
+            ses.transmitter(mem_other)
             ses.app_mover()
             m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~pending
                                      & ~ses.scan_pending & ses.ct_idle & ~ses.cw_busy
@@ -636,11 +643,13 @@ class ToeTcpEngine(ToeEngine):
         The application interface (:mod:`nicsim.rtl.toe.sessions`).
     mem : Out
         Byte-wide port of the external buffer memory (``addr``, ``w_data``, ``w_en``,
-        ``r_data`` one cycle after ``addr``).
+        ``r_data`` one cycle after ``addr``; ``r_sum``, the 16-bit sum kept beside the word:
+        a send ring's running checksum).
     mem_app : Out
         A second port of the same memory (``addr``, ``w_data``, ``w_en``, ``r_data`` one cycle
-        after ``addr``): the application mover reads a ``RECV``'s bytes and writes a
-        ``SEND``'s through it while frames come in and segments are staged. The two ports
+        after ``addr``; ``w_sum`` and ``w_sum_en`` write the sum beside the word): the
+        application mover reads a ``RECV``'s bytes and writes a ``SEND``'s (with their
+        running checksums) through it while frames come in and segments leave. The two ports
         never write the same word (the first writes receive rings, the second send rings).
     tick : In(16)
         Timer units that passed (usually 0 or 1).

@@ -35,17 +35,19 @@ a cycle, with the application in the loop:
   works on it as soon as the segment's session is known (its ``rcv_nxt`` forwarded when both
   are for the same session): the processing, and the application's commands, hide behind the
   next frame's beats.
-* the transmitter (:meth:`SessionLogic.transmitter`): a built segment (header registers and
-  its payload staged with the checksum in one half of the TX buffer) leaves a beat a cycle
-  while the state machine stages the next one in the other half and takes the next frame in.
-  The payload is staged rather than read from the send ring while it leaves because the TCP
-  checksum precedes the payload.
+* the transmitter (:meth:`SessionLogic.transmitter`): a built segment (its header in
+  registers) leaves a beat a cycle, its payload read from the send ring as it leaves, while
+  the state machine builds the next one, takes the ACKs and commands in. The TCP checksum,
+  which precedes the payload, is summed ahead: beside each send ring word the memory keeps
+  the running sum of the stream's bytes before it, written by the application mover with
+  the ``SEND``'s words, so a segment's payload sum takes three reads (``X Ring``), not a pass
+  over its bytes; a retransmission reads the same sums.
 * the application mover (:meth:`SessionLogic.app_mover`): the bytes of a ``RECV`` (from the
   receive ring to ``rx_data``) or a ``SEND`` (from ``tx_data`` into the send ring) move on
   the memory's second port, ``mem_app``, while the state machine goes on with frames and
   segments on ``mem``. ``rx_read`` or ``tx_end`` moves only when the transfer is done (``A
   Load``): until then the bytes being read are not free space a segment could be written
-  into, and the bytes being written lie beyond what staging reads (the fence). A session
+  into, and the bytes being written lie beyond what a segment reads (the fence). A session
   released meanwhile waits in ``Release`` for the transfer, so a new connection cannot take
   its number and write into the ring under it.
 
@@ -136,7 +138,7 @@ TCB_LAYOUT = data.StructLayout({
     "peer_mac": 48, "peer_ip": 32, "peer_port": 16, "local_port": 16,
     "iss": 32, "snd_una": 32, "snd_nxt": 32, "snd_max": 32, "snd_wnd": 32, "max_snd_wnd": 32,
     "snd_wl1": 32, "snd_wl2": 32, "snd_wscale": 4, "rcv_wscale": 4, "snd_mss": 16,
-    "tx_end": 32, "fin_queued": 1, "send_blocked": 1,
+    "tx_end": 32, "fin_queued": 1, "send_blocked": 1, "tx_q": 16, "tx_part": 16,
     "irs": 32, "rcv_nxt": 32, "rcv_adv": 32, "rx_read": 32, "peer_fin": 1,
     "ack_now": 1, "unacked": 1,
     "cwnd": 32, "ssthresh": 32, "ca_acc": 32, "dupacks": 2, "in_recovery": 1, "recover": 32,
@@ -161,10 +163,13 @@ def app_signature(width, sessions, buf_bits):
         "rx_data": Out(stream.Signature(data.StructLayout({"data": width, "keep": nb,
                                                            "last": 1}))),
         "tx_data": In(stream.Signature(data.StructLayout({"data": width, "keep": nb}))),
+        # each memory word carries a 16-bit sum beside it (``r_sum``, ``w_sum``): the send
+        # rings' running checksums (SessionLogic.app_mover writes them, X Ring reads them)
         "mem": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
-                                     "w_en": Out(nb), "r_data": In(width)})),
+                                     "w_en": Out(nb), "r_data": In(width), "r_sum": In(16)})),
         "mem_app": Out(wiring.Signature({"addr": Out(addr_bits), "w_data": Out(width),
-                                         "w_en": Out(nb), "r_data": In(width)})),
+                                         "w_en": Out(nb), "r_data": In(width),
+                                         "w_sum": Out(16), "w_sum_en": Out(1)})),
         "tick": In(16),
         "idle": Out(1),
     }
@@ -195,6 +200,29 @@ def _umax(a, b):
 def _fold(value):
     once = value[:16] + value[16:]
     return (once[:16] + once[16:])[:16]
+
+
+def _fold16(m, value, name="fold"):
+    """``value`` (up to 32 bits) folded to 16 bits, end-around carry (RFC 1071)."""
+    wide = Signal(32, name=f"{name}_in")
+    m.d.comb += wide.eq(value)
+    out = Signal(16, name=name)
+    m.d.comb += out.eq(_fold(wide))
+    return out
+
+
+def _pair_sum(m, word, en, nb, name="pairs"):
+    """One's complement sum terms of the bytes of ``word`` whose lanes ``en`` has: lane
+    ``2 p`` the high byte, ``2 p + 1`` the low byte of a 16-bit word (the lanes' parity is
+    that of the bytes' ring offset); a plain sum, to be folded."""
+    total = Signal(32, name=name)
+    pairs = []
+    for p in range(nb // 2):
+        hi = Mux(en[2 * p], word[16 * p:16 * p + 8], 0)
+        lo = Mux(en[2 * p + 1], word[16 * p + 8:16 * p + 16], 0)
+        pairs.append(Cat(lo, hi))
+    m.d.comb += total.eq(sum(pairs))
+    return total
 
 
 def _bytes(value, count):
@@ -239,12 +267,6 @@ class SessionLogic:
         nb = e.width // 8
         self.nb = nb
         self.log_nb = (nb - 1).bit_length()
-        # two halves: a segment is staged in one while the one before leaves from the other
-        self.tx_half_words = -(-9216 // nb)
-        m.submodules.txbuf = txbuf = Memory(shape=e.width, depth=2 * self.tx_half_words,
-                                            init=[])
-        self.tx_w = txbuf.write_port(granularity=8)
-        self.tx_r = txbuf.read_port()
         self.sdrops = Array(Signal(32, name=f"sdrop_{n}") for n in SESSION_DROP_REASONS)
         self.t = Signal(TCB_LAYOUT)
         self.sid = Signal(self.sid_bits)
@@ -349,10 +371,22 @@ class SessionLogic:
         self.o_last = Signal(range(9216 // self.nb + 2))
         self.o_keep = Signal(self.nb)
         self.p_ret = Signal()  # option parse return: 0 listen, 1 SYN-SENT
-        # the transmitter (transmitter): sends a staged segment while the next one is built
-        self.x_half = Signal()  # the half of the TX buffer the next segment is staged in
+        # X Ring: the payload's checksum from the ring's running sums
+        self.xr_a = Signal(32)  # the first word's bytes of the segment
+        self.xr_q1 = Signal(16)  # the running sum at the second word
+        # the transmitter (transmitter): sends a built segment, its payload read from the
+        # send ring as it leaves, while the next one is built
         self.st_busy = Signal()
-        self.st_half = Signal()
+        self.st_sid = Signal(self.sid_bits)
+        self.st_pay = Signal()  # it has payload
+        self.st_w0 = Signal(26)  # ring word of the first payload beat's first half
+        self.st_r = Signal(max(1, self.log_nb))  # the rotation
+        self.st_dw0 = Signal(range(_TX_HEADER // self.nb + 2))  # the first payload beat
+        self.st_k = Signal(16)  # ring words to read: 0 .. st_k
+        self.st_j = Signal(16)  # the next ring word to read
+        self.st_infl = Signal()  # a read was issued in the cycle before (its word is here)
+        self.st_f = [Signal(e.width, name=f"st_f{k}") for k in range(4)]  # ring words read
+        self.st_fn = Signal(range(5))
         self.st_hlen = Signal(7)
         self.st_beat = Signal(range(9216 // self.nb + 2))
         self.st_last = Signal(range(9216 // self.nb + 2))
@@ -452,6 +486,12 @@ class SessionLogic:
         self.ax_n = Signal(32)
         self.ax_i = Signal(32)
         self.ax_k = Signal(32)
+        # ... and a SEND's running checksum (X Ring): the sum of the stream's bytes before the
+        # word being written (``ax_q``, written beside it) and of its bytes before the transfer
+        # (``ax_part``); the TCB keeps them for the word of tx_end (``tx_q``, ``tx_part``)
+        self.ax_q = Signal(16)
+        self.ax_part = Signal(16)
+        self.ax_whole = Signal()  # the transfer ends at a word's end
         # the end of a RECV transfer and a command that can be taken go before a frame
         # waiting at a frame boundary (they are short; frames would hold them off for a burst)
         self.cmd_first = Signal()
@@ -459,6 +499,7 @@ class SessionLogic:
                                       & (self.ax_fin | (e.cmd.valid & ~self.ax_busy)))
         # the writer is in the session table (the state machine's requests wait for it)
         self.ct_tbl = Signal()
+        self.ct_write = Signal()  # the writer writes into a receive ring on mem this cycle
         m.d.comb += self.ct_tbl.eq((self.ct_phase == _CT_REQ) | (self.ct_phase == _CT_WAIT))
 
     # ----------------------------------------------------------------------------- helpers
@@ -580,7 +621,7 @@ class SessionLogic:
         read. A session table change after its lookup (an insert or a delete by
         the state machine) makes its result stale: ``T Lookup`` stops it and looks again.
         The state machine's states that use the frame buffer's read port or the memory port
-        (``fsm_rd``) go first: the writer issues no read in them (``X Payload`` waits a cycle
+        (``fsm_rd``) go first: the writer issues no read in them (``X Ring`` waits a cycle
         for a write still due); it starts no lookup while the state machine uses the session
         table (``fsm_tbl``), and the state machine's requests wait for its lookup.
         """
@@ -711,6 +752,7 @@ class SessionLogic:
                 word = fe.rd.data
                 m.d.sync += self.ct_a.eq(word)
                 with m.If((self.ct_idx != 0) & ~stop):
+                    m.d.comb += self.ct_write.eq(1)
                     k = (self.ct_idx - 1)[:20]
                     out = Signal(e.width, name="ct_out")
                     m.d.comb += [
@@ -729,15 +771,32 @@ class SessionLogic:
                     # taken by the state machine (ct_tail): nothing else waits for it
                     m.d.sync += [self.ct_tail.eq(0), self.f_ok.eq(1)]
 
-    def transmitter(self):
+    def transmitter(self, mem_other):
         """The transmitter, beside the state machine: sends the segment handed over in ``X
-        Hand`` (header from its registers, payload from its half of the TX buffer) a beat a
-        cycle while the state machine goes on (the next segment staged in the other half, the
-        next frame received). The front end's replies wait until it is free."""
+        Hand`` a beat a cycle, the header from its registers and the payload read from the
+        session's send ring as it leaves (on ``mem``, a word ahead, through the realigning
+        rotation), while the state machine goes on (the next segment built, the next frame
+        and the ACKs received, commands answered). Its checksum was summed ahead (``X
+        Ring``). The port goes to the others first (``mem_other``: the cut-through writer's
+        writes, ``S Copy``, ``X Ring``); a beat whose ring words are not in yet waits (valid
+        low). The front end's replies wait until it is free."""
         m, e = self.m, self.e
+        lb = self.log_nb
+        f, fn = self.st_f, self.st_fn
+        # reads: ring words w0 + j, j = 0 .. k, up to four ahead
+        want = (self.st_busy & self.st_pay & (self.st_j <= self.st_k)
+                & (fn + self.st_infl < len(f)))
+        issue = Signal()
+        m.d.comb += issue.eq(want & ~mem_other)
+        with m.If(issue):
+            m.d.comb += e.mem.addr.eq(Cat((self.st_w0 + self.st_j)[:e.buf_bits - lb],
+                                          Const(1, 1), self.st_sid))
+            m.d.sync += self.st_j.eq(self.st_j + 1)
+        m.d.sync += self.st_infl.eq(issue)
+        pop = Signal()
         with m.If(self.st_busy):
             word = Signal(e.width, name="st_word")
-            m.d.comb += word.eq(self.tx_r.data)
+            m.d.comb += word.eq((Cat(f[0], f[1]) >> (self.st_r * 8))[:e.width])
             for k in range(self.nb):
                 for b in range(-(-_TX_HEADER // self.nb)):
                     idx = self.nb * b + k
@@ -746,24 +805,42 @@ class SessionLogic:
                     with m.If((self.st_beat == b) & (idx < self.st_hlen)):
                         m.d.comb += word[8 * k:8 * k + 8].eq(self.sth[idx])
             is_last = self.st_beat == self.st_last
-            base = Mux(self.st_half, self.tx_half_words, 0)
-            m.d.comb += [e.o.valid.eq(1), e.o.payload.data.eq(word),
+            in_pay = self.st_pay & (self.st_beat >= self.st_dw0)
+            valid = ~in_pay | (fn >= 2)
+            m.d.comb += [e.o.valid.eq(valid), e.o.payload.data.eq(word),
                          e.o.payload.keep.eq(Mux(is_last, self.st_keep, (1 << self.nb) - 1)),
                          e.o.payload.last.eq(is_last),
-                         self.tx_r.addr.eq(base + Mux(e.o.ready, self.st_beat + 1,
-                                                      self.st_beat))]
-            with m.If(e.o.ready):
+                         pop.eq(in_pay & valid & e.o.ready)]
+            with m.If(valid & e.o.ready):
                 m.d.sync += self.st_beat.eq(self.st_beat + 1)
                 with m.If(is_last):
                     m.d.sync += self.st_busy.eq(0)
+            # the words read: in at the tail, out at the head a payload beat at a time
+            at = Signal(range(-1, len(f) + 1))
+            m.d.comb += at.eq(fn - pop)
+            for k in range(len(f)):
+                with m.If(self.st_infl & (at == k)):
+                    m.d.sync += f[k].eq(e.mem.r_data)
+                with m.Elif(pop):
+                    m.d.sync += f[k].eq(f[k + 1] if k + 1 < len(f) else 0)
+            m.d.sync += fn.eq(fn - pop + self.st_infl)
+        with m.Else():
+            m.d.sync += fn.eq(0)
 
     def app_mover(self):
         """The application mover, beside the state machine: sends the bytes of a ``RECV``
         (handed over in ``C Rx Prime``) from the receive ring on ``rx_data``, or writes those
         of a ``SEND`` (``C Tx Prime``) from ``tx_data`` into the send ring, a word a cycle on
-        the ``mem_app`` port, while the state machine takes frames and commands and stages
-        segments on the other port. When it is done, ``A Load`` moves the session's
-        ``rx_read`` or ``tx_end``."""
+        the ``mem_app`` port, while the state machine takes frames and commands and builds
+        segments (the transmitter reads them on the other port). When it is done, ``A Load``
+        moves the session's ``rx_read`` or ``tx_end``.
+
+        A ``SEND``'s words carry their running checksum: the 16-bit one's complement sum
+        (RFC 1071) of the stream's bytes before the word, byte pairs at even ring offsets,
+        written beside the word (``w_sum``); the TCB keeps it for the word of ``tx_end`` with
+        the sum of that word's bytes before ``tx_end`` (``tx_q``, ``tx_part``). A word whose
+        bytes the transmitter has still to read is not written (bytes an ACK freed while
+        their segment leaves)."""
         m, e = self.m, self.e
         lb = self.log_nb
         rx, tx = e.rx_data, e.tx_data
@@ -774,13 +851,31 @@ class SessionLogic:
                        self.ax_sid)
 
         with m.If(self.ax_busy & self.ax_write):
-            m.d.comb += [tx.ready.eq(more), e.mem_app.addr.eq(addr(self.ax_i, 1)),
+            en = Signal(self.nb, name="ax_en")
+            m.d.comb += en.eq(tx.payload.keep & self.lanes(self.ax_i, self.ax_base[:lb],
+                                                           self.ax_n))
+            # the running sum: the word's own (its bytes before the transfer, ax_part, and
+            # those it gets now) is added once the word is complete
+            total = _pair_sum(m, tx.payload.data, en, self.nb, "ax_pairs") + self.ax_part
+            whole = (self.ax_i + 1 < self.ax_k) | self.ax_whole
+            # the ring word's bytes still to send (the transmitter reads them) are not
+            # overwritten: bytes an ACK freed while their segment leaves
+            ahead = ((self.ax_base >> lb) + self.ax_i - (self.st_w0 + self.st_j))[
+                :e.buf_bits - lb]
+            hold = (self.st_busy & self.st_pay & (self.st_sid == self.ax_sid)
+                    & (self.st_j <= self.st_k) & (ahead <= self.st_k - self.st_j))
+            go = tx.valid & more & ~hold
+            m.d.comb += [tx.ready.eq(more & ~hold), e.mem_app.addr.eq(addr(self.ax_i, 1)),
                          e.mem_app.w_data.eq(tx.payload.data),
-                         e.mem_app.w_en.eq(Mux(tx.valid & more, tx.payload.keep
-                                               & self.lanes(self.ax_i, self.ax_base[:lb],
-                                                            self.ax_n), 0))]
-            with m.If(tx.valid & more):
+                         e.mem_app.w_en.eq(Mux(go, en, 0)),
+                         e.mem_app.w_sum.eq(self.ax_q), e.mem_app.w_sum_en.eq(go)]
+            with m.If(go):
                 m.d.sync += self.ax_i.eq(self.ax_i + 1)
+                with m.If(whole):
+                    m.d.sync += [self.ax_q.eq(_fold16(m, self.ax_q + total, "ax_q_next")),
+                                 self.ax_part.eq(0)]
+                with m.Else():
+                    m.d.sync += self.ax_part.eq(_fold16(m, total, "ax_part_next"))
             with m.If(~more):
                 m.d.sync += [self.ax_busy.eq(0), self.ax_fin.eq(1)]
         with m.Elif(self.ax_busy):
@@ -1337,7 +1432,7 @@ class SessionLogic:
             # a SEND for this session waits, or its bytes are in the ring with tx_end not moved
             # yet: back to Receive, where the command or the transfer's end (A Load) goes
             # first and comes back here (C Tx Prime, A Done), rather than sending all the rest
-            # first while they wait (the transfer then overlaps the segments' staging)
+            # first while they wait (the transfer then overlaps the segments)
             c = e.cmd.payload
             send_waits = (e.cmd.valid & (c.op == _OP["send"]) & (c.sid == self.sid)
                           & ~self.ax_busy & ~self.ax_fin & ~self.scan_pending)
@@ -1687,7 +1782,8 @@ class SessionLogic:
                 m.d.sync += self.ax_cancel.eq(0)
                 m.next = "Receive"
             with m.Elif(self.ax_write):
-                m.d.sync += t.tx_end.eq(t.tx_end + self.c_n)
+                m.d.sync += [t.tx_end.eq(t.tx_end + self.c_n), t.tx_q.eq(self.ax_q),
+                             t.tx_part.eq(self.ax_part)]
                 m.next = "O Decide"
             with m.Else():
                 m.d.sync += t.rx_read.eq(t.rx_read + self.c_n)
@@ -1702,7 +1798,7 @@ class SessionLogic:
                 m.next = "Store"
         with m.State("C Tx Prime"):
             # the bytes come in through the application mover, into the send ring after
-            # tx_end, which moves when it is done (A Load): staging reads only before tx_end.
+            # tx_end, which moves when it is done (A Load): segments read only before tx_end.
             # A SEND granted nothing (full buffer) takes no beat, whatever its lane.
             # (O Decide goes on with the segments before tx_end while they come in)
             m.next = "O Decide"
@@ -1710,7 +1806,10 @@ class SessionLogic:
                 m.d.sync += [self.ax_busy.eq(1), self.ax_write.eq(1), self.ax_primed.eq(1),
                              self.ax_sid.eq(self.sid), self.ax_base.eq(self.c_base),
                              self.ax_n.eq(self.c_n), self.ax_i.eq(0), self.ax_cancel.eq(0),
-                             self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)]
+                             self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb),
+                             self.ax_q.eq(t.tx_q), self.ax_part.eq(t.tx_part),
+                             self.ax_whole.eq(((self.c_base + self.c_n)[:lb] == 0) if lb
+                                              else 1)]
 
         # ------------------------------------------------------------- build and send a segment
         with m.State("X Start"):
@@ -1740,24 +1839,47 @@ class SessionLogic:
             with m.If(self.x_n == 0):
                 m.next = "X Sum"
             with m.Else():
-                m.next = "X Payload"
-        def tx_write(addr, word, en):
-            m.d.comb += [self.tx_w.addr.eq(addr + Mux(self.x_half, self.tx_half_words, 0)),
-                         self.tx_w.data.eq(word), self.tx_w.en.eq(en)]
-            pairs = []
-            for p in range(self.nb // 2):
-                hi = Mux(en[2 * p], word[16 * p:16 * p + 8], 0)
-                lo = Mux(en[2 * p + 1], word[16 * p + 8:16 * p + 16], 0)
-                pairs.append(Cat(lo, hi))
-            m.d.sync += self.x_sum.eq(self.x_sum + sum(pairs))
-
-        def tx_done():
+                m.next = "X Ring"
+        # The payload's checksum from the send ring's running sums (app_mover): beside each
+        # ring word the sum of the stream's bytes before it. The segment's bytes s .. e are
+        # those of its first word from s on, plus the running sum at its last word less the
+        # one at its second word, plus its last word's bytes up to e: three reads, not a pass
+        # over the payload. (Not "at e less at s": the first word's bytes before s may already
+        # be the next lap's, written into space the bytes before snd_una left.)
+        s_off = Signal(32, name="xr_s")
+        e_off = Signal(32, name="xr_e")
+        m.d.comb += [s_off.eq(_sub(self.x_seq, t.iss + 1)), e_off.eq(s_off + self.x_n - 1)]
+        lb = self.log_nb
+        ws = s_off >> lb
+        we = e_off >> lb
+        one_word = ws == we
+        s_lane = s_off[:lb] if lb else Const(0, 1)
+        e_lane = e_off[:lb] if lb else Const(0, 1)
+        with m.State("X Ring"):
+            # (a cycle's wait for a write of the cut-through writer still due on mem)
+            with m.If(~self.ct_write):
+                m.d.comb += e.mem.addr.eq(self.word_addr(ws, 1))
+                m.next = "X Ring 1"
+        with m.State("X Ring 1"):
+            m.d.comb += e.mem.addr.eq(self.word_addr(ws + 1, 1))
+            head = Cat(*((lane >= s_lane) & (~one_word | (lane <= e_lane))
+                         for lane in range(self.nb)))
+            m.d.sync += self.xr_a.eq(_pair_sum(m, e.mem.r_data, head, self.nb, "xr_head"))
+            m.next = "X Ring 2"
+        with m.State("X Ring 2"):
+            m.d.comb += e.mem.addr.eq(self.word_addr(we, 1))
+            m.d.sync += self.xr_q1.eq(e.mem.r_sum)
+            m.next = "X Ring 3"
+        with m.State("X Ring 3"):
+            tail = Cat(*(lane <= e_lane for lane in range(self.nb)))
+            rest = (_pair_sum(m, e.mem.r_data, tail, self.nb, "xr_tail") + e.mem.r_sum
+                    + ~self.xr_q1)
+            total = _fold16(m, self.xr_a + Mux(one_word, 0, _fold16(m, rest, "xr_rest")),
+                            "xr_total")
+            # the ring's byte pairs start at even offsets, the segment's at s: an odd s swaps
+            # the sum's bytes (RFC 1071 §2 (B))
+            m.d.sync += self.x_sum.eq(Mux(s_off[0], Cat(total[8:], total[:8]), total))
             m.next = "X Sum"
-
-        # (a cycle's wait for a write of the cut-through writer still due on mem)
-        self.copy_state("X Payload",
-                        lambda a: e.mem.addr.eq(self.word_addr(a, 1)), e.mem.r_data, tx_write,
-                        tx_done, stall=self.ct_valid)
         with m.State("X Sum"):
             ip = e.ip
             tcp_len = self.x_hlen - 34 + self.x_n
@@ -1800,11 +1922,13 @@ class SessionLogic:
             # to the transmitter once it is free (frames leave in the order they were built);
             # the segment counts as sent from here on
             with m.If(~self.st_busy):
-                m.d.comb += self.tx_r.addr.eq(Mux(self.x_half, self.tx_half_words, 0))
                 m.d.sync += [self.sth_bits.eq(self.txh_bits), self.st_hlen.eq(self.x_hlen),
                              self.st_last.eq(self.o_last), self.st_keep.eq(self.o_keep),
-                             self.st_half.eq(self.x_half), self.st_beat.eq(0),
-                             self.st_busy.eq(1), self.x_half.eq(~self.x_half)]
+                             self.st_beat.eq(0), self.st_busy.eq(1),
+                             self.st_sid.eq(self.sid), self.st_pay.eq(self.x_n != 0),
+                             self.st_w0.eq(self.cp_w0), self.st_r.eq(self.cp_r),
+                             self.st_dw0.eq(self.cp_dw0), self.st_k.eq(self.cp_k),
+                             self.st_j.eq(0)]
                 fin = self.x_flags[0]
                 nxt = (self.x_seq + self.x_n + fin)[:32]
                 with m.If(self.x_kind == 1):

@@ -16,7 +16,9 @@ payload field:
   cycle after ``mem_addr``): the external buffer memory, the stand-in for the NIC's DRAM;
   ``mem_app_addr``, ``mem_app_wdata``, ``mem_app_wen``, ``mem_app_rdata``: a second port of
   the same memory, through which the application's ``RECV`` transfers read the receive rings
-  and its ``SEND`` transfers write the send rings;
+  and its ``SEND`` transfers write the send rings; ``mem_app_wsum`` (with ``mem_app_wsum_en``)
+  and ``mem_rsum``: the 16-bit sum kept beside each word (the send rings' running checksums,
+  written with a ``SEND``'s words, read when a segment is built);
 * ``tick`` (timer units that passed), ``idle``.
 """
 
@@ -31,9 +33,10 @@ __all__ = ["ToeTcpTop"]
 _STREAMS = {"rx_data": ("m_axis_rx", {"data": "tdata", "keep": "tkeep", "last": "tlast"}),
             "tx_data": ("s_axis_tx", {"data": "tdata", "keep": "tkeep"})}
 _MEM = {"mem": {"addr": "mem_addr", "w_data": "mem_wdata", "w_en": "mem_wen",
-                "r_data": "mem_rdata"},
+                "r_data": "mem_rdata", "r_sum": "mem_rsum"},
         "mem_app": {"addr": "mem_app_addr", "w_data": "mem_app_wdata", "w_en": "mem_app_wen",
-                    "r_data": "mem_app_rdata"}}
+                    "r_data": "mem_app_rdata", "w_sum": "mem_app_wsum",
+                    "w_sum_en": "mem_app_wsum_en"}}
 
 
 class ToeTcpTop(wiring.Component):

@@ -368,7 +368,7 @@ def test_replies_wait_for_the_transmitter(gateware):
 def test_auto_receive_and_send_while_frames_arrive(loss):
     """The application reads as the data is notified and writes as the send buffer frees,
     inside the simulation (``RECV`` and ``SEND`` taken at frame boundaries, their bytes moved
-    on the second memory port while frames come in and segments are staged): the model sends
+    on the second memory port while frames come in and segments leave): the model sends
     to four sessions of the gateware and the gateware to two of the model at once (more than
     a ring each way, so the transfers wrap around the rings), with drops, duplicates and
     reordering, and every byte arrives in order in its session; the sending sessions close

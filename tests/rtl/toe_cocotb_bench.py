@@ -75,7 +75,9 @@ class BufferMemory:
     ``width``-bit words with a byte enable per lane; the read data of the address presented in
     one cycle appears in the next, and a read of a word written in the same cycle returns the
     word before the write (as the Amaranth memory beside :class:`RtlEngine` and the C++ shim of
-    the Verilator engine do). Accesses beyond ``words`` are counted, never served.
+    the Verilator engine do). Beside each word a 16-bit sum (the send rings' running
+    checksums), written on the second port and read on the first. Accesses beyond ``words``
+    are counted, never served.
 
     Parameters
     ----------
@@ -94,20 +96,27 @@ class BufferMemory:
         self.words = words
         self.lanes = width // 8
         self._mem = {}
+        self._sums = {}
         self._masks = [sum(0xFF << (8 * k) for k in range(self.lanes) if en >> k & 1)
                        for en in range(1 << self.lanes)]
         self.out_of_range = 0
 
-    def edge(self, addr, w_en, w_data, app=None):
+    def edge(self, addr, w_en, w_data, app=None, app_sum=None):
         """Apply one rising edge: return the word read at ``addr`` (before the writes); with
         ``app``, the second port's ``(addr, w_en, w_data)`` (``mem_app``), the pair of words
-        read (the two ports never write the same word)."""
+        read (the two ports never write the same word); with ``app_sum``, the second port's
+        ``(sum_en, sum)``, the sum beside the first port's word as well (before the write)."""
         if app is None:
             return self._port(addr, w_en, w_data)
         before = self._mem.get(addr, 0) if addr < self.words else 0
+        before_sum = self._sums.get(addr, 0)
         other = self._port(*app)  # its read, then its write
         self._port(addr, w_en, w_data)
-        return before, other
+        if app_sum is None:
+            return before, other
+        if app_sum[0] and app[0] < self.words:
+            self._sums[app[0]] = app_sum[1]
+        return before, other, before_sum
 
     def _port(self, addr, w_en, w_data):
         if addr >= self.words:
@@ -122,6 +131,7 @@ class BufferMemory:
 
 RESP_FIELDS = ("ok", "sid", "value", "state", "port", "peer_ip", "peer_port", "eof", "align")
 _OUTPUTS = ("mem_addr", "mem_wen", "mem_wdata", "mem_app_addr", "mem_app_wen", "mem_app_wdata",
+            "mem_app_wsum", "mem_app_wsum_en",
             "idle", "cmd_ready", "s_axis_tx_tready",
             "resp_valid", *(f"resp_{name}" for name in RESP_FIELDS), "note_valid", "note_kind",
             "note_sid", "m_axis_rx_tvalid", "m_axis_rx_tkeep", "m_axis_rx_tdata")
@@ -205,7 +215,8 @@ class ToeBench:
     async def reset(self):
         """Reset the gateware and set every input to its resting value."""
         for name, value in (("cmd_valid", 0), ("s_axis_tx_tvalid", 0), ("tick", 0),
-                            ("mem_rdata", 0), ("mem_app_rdata", 0), ("resp_ready", 1),
+                            ("mem_rdata", 0), ("mem_app_rdata", 0), ("mem_rsum", 0),
+                            ("resp_ready", 1),
                             ("note_ready", 1),
                             ("m_axis_rx_tready", 1)):
             self._drive(name, value)
@@ -234,11 +245,14 @@ class ToeBench:
             # -- what happened at this edge (values before it)
             w_en = r["mem_wen"]()
             app_en = r["mem_app_wen"]()
-            word, app = self.memory.edge(r["mem_addr"](), w_en, r["mem_wdata"]() if w_en else 0,
-                                         (r["mem_app_addr"](), app_en,
-                                          r["mem_app_wdata"]() if app_en else 0))
+            sum_en = r["mem_app_wsum_en"]()
+            word, app, word_sum = self.memory.edge(
+                r["mem_addr"](), w_en, r["mem_wdata"]() if w_en else 0,
+                (r["mem_app_addr"](), app_en, r["mem_app_wdata"]() if app_en else 0),
+                (sum_en, r["mem_app_wsum"]() if sum_en else 0))
             self._drive("mem_rdata", word)
             self._drive("mem_app_rdata", app)
+            self._drive("mem_rsum", word_sum)
             idle = r["idle"]()
             if cmd_on and r["cmd_ready"]():
                 self._cmds.pop(0)
