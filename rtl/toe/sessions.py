@@ -124,6 +124,7 @@ SESSION_DROP_REASONS = ("out_of_window", "bad_ack", "ack_unsent", "ack_too_old",
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _LISTEN_SLOTS = 8
 _ARP_SLOTS = 4
+_PUBLISH_BYTES = 2048  # a SEND's transfer publishes the bytes it has written every so many
 _TX_HEADER = 62  # Ethernet, IPv4, TCP and at most 8 option bytes (MSS, NOP, window scale)
 # phases of the cut-through writer (SessionLogic.cut_through)
 _CT_IDLE, _CT_REQ, _CT_WAIT, _CT_TCB, _CT_SETUP, _CT_COPY, _CT_DONE = range(7)
@@ -492,11 +493,20 @@ class SessionLogic:
         self.ax_q = Signal(16)
         self.ax_part = Signal(16)
         self.ax_whole = Signal()  # the transfer ends at a word's end
+        # a SEND's bytes are published as they are written (tx_end moves every
+        # _PUBLISH_BYTES, A Load), so that segments leave while the rest comes in
+        self.ax_prog = Signal()  # bytes written and not published yet (A Load)
+        self.ax_pub = Signal(32)  # bytes of the transfer published
+        self.ax_snap_n = Signal(32)  # bytes written at the last word boundary noted
+        self.ax_snap_q = Signal(16)  # the running sum there
+        self.a_q = Signal(16)  # A Load -> A Done: the running sums tx_end gets
+        self.a_part = Signal(16)
         # the end of a RECV transfer and a command that can be taken go before a frame
         # waiting at a frame boundary (they are short; frames would hold them off for a burst)
         self.cmd_first = Signal()
         m.d.comb += self.cmd_first.eq(~self.scan_pending
-                                      & (self.ax_fin | (e.cmd.valid & ~self.ax_busy)))
+                                      & (self.ax_fin | self.ax_prog
+                                         | (e.cmd.valid & ~self.ax_busy)))
         # the writer is in the session table (the state machine's requests wait for it)
         self.ct_tbl = Signal()
         self.ct_write = Signal()  # the writer writes into a receive ring on mem this cycle
@@ -572,7 +582,7 @@ class SessionLogic:
         with m.If(self.scan_pending):
             m.d.comb += self.tcb_r.addr.eq(self.scan_sid)
             m.next = "M Load"
-        with m.Elif(self.ax_fin):
+        with m.Elif(self.ax_fin | self.ax_prog):
             m.d.comb += self.tcb_r.addr.eq(self.ax_sid)
             m.next = "A Load"
         with m.Elif(e.cmd.valid & ~self.ax_busy):
@@ -869,15 +879,21 @@ class SessionLogic:
                          e.mem_app.w_data.eq(tx.payload.data),
                          e.mem_app.w_en.eq(Mux(go, en, 0)),
                          e.mem_app.w_sum.eq(self.ax_q), e.mem_app.w_sum_en.eq(go)]
+            q_next = _fold16(m, self.ax_q + total, "ax_q_next")
+            chunk_bits = (max(1, _PUBLISH_BYTES // self.nb) - 1).bit_length()
             with m.If(go):
                 m.d.sync += self.ax_i.eq(self.ax_i + 1)
                 with m.If(whole):
-                    m.d.sync += [self.ax_q.eq(_fold16(m, self.ax_q + total, "ax_q_next")),
-                                 self.ax_part.eq(0)]
+                    m.d.sync += [self.ax_q.eq(q_next), self.ax_part.eq(0)]
                 with m.Else():
                     m.d.sync += self.ax_part.eq(_fold16(m, total, "ax_part_next"))
+                # every _PUBLISH_BYTES, before the last word: the bytes so far, for A Load
+                with m.If(((self.ax_i + 1)[:chunk_bits] == 0) & (self.ax_i + 1 < self.ax_k)):
+                    m.d.sync += [self.ax_prog.eq(1), self.ax_snap_q.eq(q_next),
+                                 self.ax_snap_n.eq(((self.ax_i + 1) << lb)
+                                                   - self.ax_base[:lb])]
             with m.If(~more):
-                m.d.sync += [self.ax_busy.eq(0), self.ax_fin.eq(1)]
+                m.d.sync += [self.ax_busy.eq(0), self.ax_fin.eq(1), self.ax_prog.eq(0)]
         with m.Elif(self.ax_busy):
             with m.If(~self.ax_primed):
                 m.d.comb += e.mem_app.addr.eq(addr(self.ax_i, 0))
@@ -1436,8 +1452,13 @@ class SessionLogic:
             c = e.cmd.payload
             send_waits = (e.cmd.valid & (c.op == _OP["send"]) & (c.sid == self.sid)
                           & ~self.ax_busy & ~self.ax_fin & ~self.scan_pending)
-            yield_ = ~self.fast & ((self.ax_fin & self.ax_write & (self.ax_sid == self.sid)
-                                    & ~self.ax_cancel) | send_waits)
+            yield_ = ~self.fast & (((self.ax_fin | self.ax_prog) & self.ax_write
+                                    & (self.ax_sid == self.sid) & ~self.ax_cancel) | send_waits)
+            # a SEND of this session is still coming in (its bytes published as they are
+            # written): no segment shorter than the MSS and the window allow, and no PSH, for
+            # the bytes so far (those that follow would make it longer)
+            more_coming = self.ax_busy & self.ax_write & (self.ax_sid == self.sid)
+            short = more_coming & (pend < _umin(mss, usable))
             with m.If(yield_):
                 m.next = "Store"
             with m.Elif(self.fast & self.sending & ((n1 != 0) | fin1)):
@@ -1445,9 +1466,10 @@ class SessionLogic:
                              self.transmit(t.snd_una, n1, ACK | Mux(fin1, FIN, 0), 3,
                                            ret_output)]
                 m.next = "X Start"
-            with m.Elif(self.sending & (n != 0) & ((n == mss) | (n == pend) | (flight == 0)
-                                                   | (2 * n >= t.max_snd_wnd))):
-                last = n == pend
+            with m.Elif(self.sending & (n != 0) & ~short
+                        & ((n == mss) | (n == pend) | (flight == 0)
+                           | (2 * n >= t.max_snd_wnd))):
+                last = (n == pend) & ~more_coming
                 flags = ACK | Mux(last, PSH, 0) | Mux(last & t.fin_queued, FIN, 0)
                 m.d.sync += [self.fast.eq(0), self.transmit(t.snd_nxt, n, flags, 1, ret_output)]
                 m.next = "X Start"
@@ -1767,6 +1789,7 @@ class SessionLogic:
             # (A Load), so until then the ring bytes it reads are not free space that a
             # segment could be written into
             m.d.sync += [self.ax_busy.eq(1), self.ax_write.eq(0), self.ax_primed.eq(0),
+                         self.ax_pub.eq(0),
                          self.ax_sid.eq(self.sid), self.ax_base.eq(self.c_base),
                          self.ax_n.eq(self.c_n), self.ax_i.eq(0), self.ax_cancel.eq(0),
                          self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb)]
@@ -1774,16 +1797,24 @@ class SessionLogic:
         with m.State("A Load"):
             m.d.sync += [t.eq(self.tcb_r.data), self.old_state.eq(self.tcb_r.data.state),
                          self.old_passive.eq(self.tcb_r.data.passive), self.notes.eq(0),
-                         self.fast.eq(0), self.sid.eq(self.ax_sid), self.ax_fin.eq(0),
-                         self.c_n.eq(self.ax_n)]
+                         self.fast.eq(0), self.sid.eq(self.ax_sid)]
+            with m.If(self.ax_fin):
+                # the transfer's end: the rest of its bytes
+                m.d.sync += [self.ax_fin.eq(0), self.c_n.eq(self.ax_n - self.ax_pub),
+                             self.a_q.eq(self.ax_q), self.a_part.eq(self.ax_part)]
+            with m.Else():
+                # a SEND's bytes so far (ax_prog; the transfer goes on)
+                m.d.sync += [self.ax_prog.eq(0), self.c_n.eq(self.ax_snap_n - self.ax_pub),
+                             self.ax_pub.eq(self.ax_snap_n), self.a_q.eq(self.ax_snap_q),
+                             self.a_part.eq(0)]
             m.next = "A Done"
         with m.State("A Done"):
             with m.If(self.ax_cancel | (t.state == CLOSED)):
                 m.d.sync += self.ax_cancel.eq(0)
                 m.next = "Receive"
             with m.Elif(self.ax_write):
-                m.d.sync += [t.tx_end.eq(t.tx_end + self.c_n), t.tx_q.eq(self.ax_q),
-                             t.tx_part.eq(self.ax_part)]
+                m.d.sync += [t.tx_end.eq(t.tx_end + self.c_n), t.tx_q.eq(self.a_q),
+                             t.tx_part.eq(self.a_part)]
                 m.next = "O Decide"
             with m.Else():
                 m.d.sync += t.rx_read.eq(t.rx_read + self.c_n)
@@ -1808,6 +1839,7 @@ class SessionLogic:
                              self.ax_n.eq(self.c_n), self.ax_i.eq(0), self.ax_cancel.eq(0),
                              self.ax_k.eq((self.c_base[:lb] + self.c_n + self.nb - 1) >> lb),
                              self.ax_q.eq(t.tx_q), self.ax_part.eq(t.tx_part),
+                             self.ax_pub.eq(0),
                              self.ax_whole.eq(((self.c_base + self.c_n)[:lb] == 0) if lb
                                               else 1)]
 
