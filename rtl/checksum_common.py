@@ -178,6 +178,10 @@ class CreditedFIFO(wiring.Component):
         Bits of an entry.
     depth : int
         Entries in memory (a power of two); one more waits in the output register.
+    thermometer : bool
+        Keep the level as a thermometer code (``depth`` flip-flops, bit ``i`` set while more
+        than ``i`` entries are stored) instead of a binary counter: each bit follows the read
+        decision through one level of LUTs, with no carry chain (a few more flip-flops).
 
     Members
     -------
@@ -189,9 +193,10 @@ class CreditedFIFO(wiring.Component):
         Take ``r_data`` (when ``r_rdy``).
     """
 
-    def __init__(self, width, depth):
+    def __init__(self, width, depth, *, thermometer=False):
         self.width = width
         self.depth = depth
+        self.thermometer = thermometer
         exact_log2(depth)
         super().__init__({
             "w_data": In(width), "w_en": In(1),
@@ -206,8 +211,7 @@ class CreditedFIFO(wiring.Component):
         r_port = storage.read_port()
         produce = Signal(bits)
         consume = Signal(bits)
-        stored = Signal(bits + 1)  # entries in memory
-        nonempty = Signal()  # stored != 0, kept as a flip-flop for the read enable
+        nonempty = Signal()  # entries in memory, kept as a flip-flop for the read enable
         fetch = nonempty & (~self.r_rdy | self.r_en)
         m.d.comb += [
             w_port.addr.eq(produce),
@@ -217,10 +221,19 @@ class CreditedFIFO(wiring.Component):
             r_port.en.eq(fetch),
             self.r_data.eq(r_port.data),
         ]
-        m.d.sync += [
-            stored.eq(stored + Mux(self.w_en, Mux(fetch, 0, 1), Mux(fetch, -1, 0))),
-            nonempty.eq(self.w_en | (stored >= 2) | ((stored == 1) & ~fetch)),
-        ]
+        if self.thermometer:
+            level = Signal(self.depth)  # bit i: more than i entries in memory
+            up = self.w_en & ~fetch
+            down = fetch & ~self.w_en
+            m.d.sync += level.eq(Mux(up, Cat(Const(1, 1), level[:-1]),
+                                     Mux(down, level[1:], level)))
+            m.d.comb += nonempty.eq(level[0])
+        else:
+            stored = Signal(bits + 1)  # entries in memory
+            m.d.sync += [
+                stored.eq(stored + Mux(self.w_en, Mux(fetch, 0, 1), Mux(fetch, -1, 0))),
+                nonempty.eq(self.w_en | (stored >= 2) | ((stored == 1) & ~fetch)),
+            ]
         with m.If(self.w_en):
             m.d.sync += produce.eq(produce + 1)
         with m.If(fetch):

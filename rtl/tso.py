@@ -435,7 +435,7 @@ class Tso(wiring.Component):
         m.submodules.ring = ring = RegisteredMemory(width, depth, primitive=self.bram,
                                                     attrs=_NO_RW_CHECK)
         self.ring = ring
-        m.submodules.frames = frames = CreditedFIFO(self.frame_layout.size, 16)
+        m.submodules.frames = frames = CreditedFIFO(self.frame_layout.size, 16, thermometer=True)
         self.frames = frames
 
         # Ring addresses modulo its depth (``_ring_inc``); the ring never fills (``room``), so
@@ -541,8 +541,9 @@ class Tso(wiring.Component):
         # The template bank of the next frame is free (a cycle late, and not in the cycle after
         # a frame is handed over, which moves to the next bank).
         bank_ok = Signal()
-        handover = Signal()
+        handover = Signal()  # in_start & ~p_busy, a flip-flop set from their next values
         in_start = Signal()
+        in_set = Signal()  # in_start is set (the last step of Sum Header)
         m.d.sync += bank_ok.eq(~bank_busy.bit_select(bank, 1) & ~handover)
 
         # A dropped frame leaves a descriptor too, so that its result word keeps frame order.
@@ -877,6 +878,7 @@ class Tso(wiring.Component):
         p_busy = Signal()
         p_draining = Signal()
         p_step = Signal(range(_PIPE_DRAIN + 1))
+        p_free = Signal()  # p_step == _PIPE_DRAIN while draining, a flip-flop set a cycle ahead
         p_beats = Signal(addr_bits)
         p_beats_m2 = Signal(addr_bits)
         p_mss2 = Signal(17)  # 2 * p_mss
@@ -884,7 +886,7 @@ class Tso(wiring.Component):
         p_fixed_id = Signal()
         p_first_fits = Signal()
         src_count = Signal(range(_SRC_DEPTH + 2))
-        m.submodules.source = source = CreditedFIFO(width, _SRC_DEPTH)
+        m.submodules.source = source = CreditedFIFO(width, _SRC_DEPTH, thermometer=True)
         src_issue = Signal()
         src_pop = Signal()
         m.d.sync += src_count.eq(src_count + src_issue - src_pop)
@@ -961,7 +963,7 @@ class Tso(wiring.Component):
             "rot": shift, "sel_hi": lanes, "mask": lanes, "need_hi": 1, "advance": 1,
             "seg_end": 1, "last": 1, "first": 1, "len": 16, "seq": 32, "id": 16, "k": 24,
         })
-        m.submodules.commands = cmds = CreditedFIFO(cmd_layout.size, _CMD_DEPTH)
+        m.submodules.commands = cmds = CreditedFIFO(cmd_layout.size, _CMD_DEPTH, thermometer=True)
         cmd_credits = Signal(range(_CMD_DEPTH + 1), init=_CMD_DEPTH)
         plan = Signal()
 
@@ -1176,8 +1178,8 @@ class Tso(wiring.Component):
                 with m.If(self.frame_sent):
                     m.d.sync += [p_draining.eq(1), p_step.eq(0)]
             with m.Else():
-                m.d.sync += p_step.eq(p_step + 1)
-                with m.If(p_step == _PIPE_DRAIN):
+                m.d.sync += [p_step.eq(p_step + 1), p_free.eq(p_step + 1 == _PIPE_DRAIN)]
+                with m.If(p_free):
                     m.d.sync += [self.ring_rp.eq(p_end), p_busy.eq(0),
                                  p_draining.eq(0)]
                     self._count(m, "frames_segmented")
@@ -1232,14 +1234,17 @@ class Tso(wiring.Component):
                     m.d.sync += [sum_beat.eq(sum_beat + 1), sum_more.eq(sum_beat < hdr_last)]
                     m.d.sync += gsel_load((sum_beat + 1)[2:2 + gsel_bits])
                 with m.If(step_hit):  # step == hdr_end
+                    m.d.comb += in_set.eq(1)
                     m.d.sync += in_start.eq(1)
                     m.next = "Start"
             with m.State("Start"):
                 # Hand the frame to the payload side once it is free (below).
-                with m.If(~p_busy):
+                with m.If(handover):
                     m.next = "Idle"
-        # In Start (in_start, a flip-flop beside the state): the loads of the hand-over.
-        m.d.comb += handover.eq(in_start & ~p_busy)
+        # In Start (in_start, a flip-flop beside the state): the loads of the hand-over, on a
+        # flip-flop worked out a cycle ahead from the next values of in_start and p_busy (it
+        # enables the planner's registers: one LUT from flip-flops to their enables).
+        m.d.sync += handover.eq(~handover & (in_start | in_set) & (~p_busy | p_free))
         with m.If(handover):
             m.d.sync += in_start.eq(0)
             m.d.sync += [
@@ -1463,7 +1468,8 @@ class Tso(wiring.Component):
             desc.bh.eq(fc3["hlen"][shift:]), desc.hm.eq(fc3["hlen"][:shift]),
         ]
         m.d.sync += [desc.values[n].eq(v) for n, v in enumerate(values)]
-        m.submodules.descriptors = descs = CreditedFIFO(desc_layout.size, self.queue_depth)
+        m.submodules.descriptors = descs = CreditedFIFO(desc_layout.size, self.queue_depth,
+                                                          thermometer=True)
         self.descs = descs
         m.d.comb += [descs.w_data.eq(desc.as_value()), descs.w_en.eq(desc_push)]
 
@@ -1485,7 +1491,7 @@ class Tso(wiring.Component):
         out_credits = Signal(range(_OUT_DEPTH + 1), init=_OUT_DEPTH)
         # Result words: a drop's once every earlier beat has left (frame order), a sent frame's
         # as its last beat leaves (credit taken when its last descriptor is read).
-        m.submodules.results = results = CreditedFIFO(32, _RES_DEPTH)
+        m.submodules.results = results = CreditedFIFO(32, _RES_DEPTH, thermometer=True)
         res_credits = Signal(range(_RES_DEPTH + 1), init=_RES_DEPTH)
         res_push = Signal()
         res_word = Signal(TsoResultLayout)
@@ -1653,7 +1659,8 @@ class Tso(wiring.Component):
             out_bytes.append(Mux(patch_en[j], patch[8 * j:8 * j + 8], b))
         out_layout = data.StructLayout({"data": width, "keep": lanes, "last": 1, "user": 2,
                                         "count": 24})
-        m.submodules.out_fifo = out_fifo = CreditedFIFO(out_layout.size, _OUT_DEPTH)
+        m.submodules.out_fifo = out_fifo = CreditedFIFO(out_layout.size, _OUT_DEPTH,
+                                                        thermometer=True)
         out_beat = Signal(out_layout)
         m.d.comb += [
             out_beat.data.eq(Cat(*out_bytes)),
