@@ -125,6 +125,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _LISTEN_SLOTS = 8
 _ARP_SLOTS = 4
 _PUBLISH_BYTES = 2048  # a SEND's transfer publishes the bytes it has written every so many
+_TX_AHEAD = 6  # ring words the transmitter reads ahead
 _TX_HEADER = 62  # Ethernet, IPv4, TCP and at most 8 option bytes (MSS, NOP, window scale)
 # phases of the cut-through writer (SessionLogic.cut_through)
 _CT_IDLE, _CT_REQ, _CT_WAIT, _CT_TCB, _CT_SETUP, _CT_COPY, _CT_DONE = range(7)
@@ -386,8 +387,11 @@ class SessionLogic:
         self.st_k = Signal(16)  # ring words to read: 0 .. st_k
         self.st_j = Signal(16)  # the next ring word to read
         self.st_infl = Signal()  # a read was issued in the cycle before (its word is here)
-        self.st_f = [Signal(e.width, name=f"st_f{k}") for k in range(4)]  # ring words read
-        self.st_fn = Signal(range(5))
+        # ring words read ahead: enough that X Ring's three cycles on mem leave no bubble
+        self.st_f = [Signal(e.width, name=f"st_f{k}") for k in range(_TX_AHEAD)]
+        self.st_fn = Signal(range(_TX_AHEAD + 1))
+        self.st_free = Signal()  # the transmitter takes a segment this cycle (X Hand)
+        self.st_load = Signal()  # X Hand hands one over
         self.st_hlen = Signal(7)
         self.st_beat = Signal(range(9216 // self.nb + 2))
         self.st_last = Signal(range(9216 // self.nb + 2))
@@ -793,7 +797,7 @@ class SessionLogic:
         m, e = self.m, self.e
         lb = self.log_nb
         f, fn = self.st_f, self.st_fn
-        # reads: ring words w0 + j, j = 0 .. k, up to four ahead
+        # reads: ring words w0 + j, j = 0 .. k, up to _TX_AHEAD ahead
         want = (self.st_busy & self.st_pay & (self.st_j <= self.st_k)
                 & (fn + self.st_infl < len(f)))
         issue = Signal()
@@ -825,6 +829,8 @@ class SessionLogic:
                 m.d.sync += self.st_beat.eq(self.st_beat + 1)
                 with m.If(is_last):
                     m.d.sync += self.st_busy.eq(0)
+            # the next segment is taken in the cycle the last beat leaves
+            m.d.comb += self.st_free.eq(valid & e.o.ready & is_last)
             # the words read: in at the tail, out at the head a payload beat at a time
             at = Signal(range(-1, len(f) + 1))
             m.d.comb += at.eq(fn - pop)
@@ -835,7 +841,16 @@ class SessionLogic:
                     m.d.sync += f[k].eq(f[k + 1] if k + 1 < len(f) else 0)
             m.d.sync += fn.eq(fn - pop + self.st_infl)
         with m.Else():
-            m.d.sync += fn.eq(0)
+            m.d.comb += self.st_free.eq(1)
+        with m.If(self.st_load):
+            # the segment X Hand hands over (after the above: these assignments win)
+            m.d.sync += [self.sth_bits.eq(self.txh_bits), self.st_hlen.eq(self.x_hlen),
+                         self.st_last.eq(self.o_last), self.st_keep.eq(self.o_keep),
+                         self.st_beat.eq(0), self.st_busy.eq(1), fn.eq(0),
+                         self.st_sid.eq(self.sid), self.st_pay.eq(self.x_n != 0),
+                         self.st_w0.eq(self.cp_w0), self.st_r.eq(self.cp_r),
+                         self.st_dw0.eq(self.cp_dw0), self.st_k.eq(self.cp_k),
+                         self.st_j.eq(0)]
 
     def app_mover(self):
         """The application mover, beside the state machine: sends the bytes of a ``RECV``
@@ -1953,14 +1968,8 @@ class SessionLogic:
         with m.State("X Hand"):
             # to the transmitter once it is free (frames leave in the order they were built);
             # the segment counts as sent from here on
-            with m.If(~self.st_busy):
-                m.d.sync += [self.sth_bits.eq(self.txh_bits), self.st_hlen.eq(self.x_hlen),
-                             self.st_last.eq(self.o_last), self.st_keep.eq(self.o_keep),
-                             self.st_beat.eq(0), self.st_busy.eq(1),
-                             self.st_sid.eq(self.sid), self.st_pay.eq(self.x_n != 0),
-                             self.st_w0.eq(self.cp_w0), self.st_r.eq(self.cp_r),
-                             self.st_dw0.eq(self.cp_dw0), self.st_k.eq(self.cp_k),
-                             self.st_j.eq(0)]
+            with m.If(self.st_free):
+                m.d.comb += self.st_load.eq(1)
                 fin = self.x_flags[0]
                 nxt = (self.x_seq + self.x_n + fin)[:32]
                 with m.If(self.x_kind == 1):
