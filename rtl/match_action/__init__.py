@@ -259,8 +259,6 @@ class MatchAction(wiring.Component):
         pad = -len(head_raw) % self.width
         head_c = Cat(head_raw, Const(0, pad)) if pad else head_raw
         head = Signal(len(head_c))
-        head_len = Signal.like(head_len_c)
-        out_len = Signal.like(out_len_c)
         m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=16)
         wiring.connect(m, wiring.flipped(self.result), res_fifo.r_stream)
         result_word = Cat(out_hv.egress, out_hv.number, out_hv.reason, out_hv.mirror,
@@ -271,24 +269,34 @@ class MatchAction(wiring.Component):
         res_q = Signal(64)
         m.d.comb += res_fifo.w_data.eq(res_q)
         k = Signal(range(limits.PARSE_WINDOW // W + 3))
-        sent = Signal(15)
         r_left = Signal(12)
         carry = Signal(self.width)
         p = Signal(range(W + 1))  # bytes waiting in carry
         take = Signal()
         m.d.comb += take.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & res_fifo.w_rdy)
+        # The bytes of the frame and of its head still to send, and whether the next beat is
+        # the last, are registers counted down by a beat's bytes (no subtraction or compare
+        # of the lengths in the beat's cycle).
         remaining = Signal(15)
-        m.d.comb += remaining.eq(out_len - sent)
+        head_left = Signal(9)
+        is_last = Signal()
+        short_head = Signal()  # the head holds the whole frame
         last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
         m.d.comb += last_keep.eq(Cat(*(remaining > i for i in range(W))))
+
+        def beat_sent():
+            m.d.sync += [remaining.eq(remaining - W), head_left.eq(head_left - W),
+                         is_last.eq(remaining <= 2 * W)]
 
         def start(fsm_idle):
             """Take the next frame's vector (or go idle): in Idle, or with a frame's last beat."""
             with m.If(take):
                 m.d.comb += [side.r_en.eq(1), offsets.r_en.eq(1), out_q.r_en.eq(1),
                              taken.eq(1)]
-                m.d.sync += [res_q.eq(result_word), head.eq(head_c), head_len.eq(head_len_c),
-                             out_len.eq(out_len_c), k.eq(0), sent.eq(0),
+                m.d.sync += [res_q.eq(result_word), head.eq(head_c), k.eq(0),
+                             remaining.eq(out_len_c),
+                             head_left.eq(head_len_c), is_last.eq(out_len_c <= W),
+                             short_head.eq(head_len_c >= out_len_c),
                              r_left.eq(side.r_data[o + 14:o + 26]),
                              frames_in.eq(frames_in + 1)]
                 with m.If(out_hv.egress == EGRESS_DROP):
@@ -313,22 +321,21 @@ class MatchAction(wiring.Component):
                         m.d.sync += r_left.eq(r_left - 1)
             with m.State("Head"):
                 beat_data = head.word_select(k, self.width)
-                is_last = remaining <= W
-                full = (sent + W) <= head_len
-                with m.If(full | is_last & (head_len >= out_len)):
+                full = head_left >= W
+                with m.If(full | is_last & short_head):
                     m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(beat_data),
                                  self.o.payload.last.eq(is_last),
                                  self.o.payload.keep.eq(Mux(is_last, last_keep, (1 << W) - 1))]
                     with m.If(self.o.ready):
-                        m.d.sync += [k.eq(k + 1), sent.eq(sent + W)]
+                        m.d.sync += k.eq(k + 1)
+                        beat_sent()
                         with m.If(is_last):
                             m.d.comb += res_fifo.w_en.eq(1)
                             start(False)
                 with m.Else():
-                    m.d.sync += [carry.eq(beat_data), p.eq(head_len - sent)]
+                    m.d.sync += [carry.eq(beat_data), p.eq(head_left)]
                     m.next = "Body"
             with m.State("Body"):
-                is_last = remaining <= W
                 need_beat = r_left != 0
                 word = Signal(self.width)
                 carry_next = Signal(self.width)
@@ -345,8 +352,8 @@ class MatchAction(wiring.Component):
                              self.o.payload.keep.eq(Mux(is_last, last_keep, (1 << W) - 1))]
                 with m.If(ok & self.o.ready):
                     m.d.comb += data_fifo.r_en.eq(need_beat)
-                    m.d.sync += [sent.eq(sent + W), r_left.eq(r_left - need_beat),
-                                 carry.eq(carry_next)]
+                    m.d.sync += [r_left.eq(r_left - need_beat), carry.eq(carry_next)]
+                    beat_sent()
                     with m.If(is_last):
                         m.d.comb += res_fifo.w_en.eq(1)
                         start(False)
