@@ -158,6 +158,9 @@ _HDR = 128  # header bytes captured per frame: 14 + 2 VLAN tags + 40 (IPv6) + 60
 _ETH = 14
 _KEY_BITS = 22 * 8 + 2 + 36 * 8 + 32
 _FLAG_MASK = 0xFFFFFFFF & ~(0x89 << 16)  # the TCP word at offset 12 but CWR, PSH, FIN
+# Wide equality tests are registered in pieces of 8 bits (two LUT levels each) and combined in
+# the next cycle.
+_PIECE = 8
 _END = 0x20 | 0x08 | 0x04 | 0x02 | 0x01  # URG, PSH, RST, SYN, FIN
 _CWR = 0x80
 
@@ -216,6 +219,7 @@ def _ctx_layout(width_ptr):
         "opts": 320,
         "ip_word": 17,
         "ip_id": 16,
+        "id_next": 16,  # ip_id + count: the IP ID of the next segment with incrementing IDs
         "fixed_id": 1,
         "count": 16,
         "mss": 16,
@@ -487,11 +491,21 @@ class LroEngine(wiring.Component):
             # The frame and its payload again fit into a merged frame (``max_bytes``).
             ("fits2", 1))
         pq_layout = data.StructLayout({**dict(f_fields), "meta": cur_layout})
+        # The FIFO carries the fields the engine decides with; the wide ones it only loads
+        # into registers (offsets, sums, the frame's staging words) wait in a LUT memory
+        # (``pqw``, written as the frame enters the FIFO, read at its head like ``keyq``), so
+        # that taking a frame from the FIFO enables few flip-flops.
+        wide = ("l3", "l4", "pay_off", "addr_sum", "ip_base", "tcp_base", "pay_sum", "c_src",
+                "src_words")
+        pqn_layout = data.StructLayout({k: w for k, w in f_fields if k not in wide})
+        pqw_layout = data.StructLayout({**{k: w for k, w in f_fields if k in wide},
+                                        "meta": cur_layout})
         pq_depth = 16
-        m.submodules.pq = pq = SyncFIFOBuffered(width=pq_layout.size, depth=pq_depth)
-        pq_out = data.View(pq_layout, pq.r_data)
-        fn = {name: pq_out[name] for name, _ in f_fields}
-        nxt = pq_out.meta
+        m.submodules.pq = pq = SyncFIFOBuffered(width=pqn_layout.size, depth=pq_depth)
+        pq_out = data.View(pqn_layout, pq.r_data)
+        pqw_out = Signal(pqw_layout)
+        fn = {name: (pqw_out if name in wide else pq_out)[name] for name, _ in f_fields}
+        nxt = pqw_out.meta
         slot = Signal()  # the FIFO holds a parsed frame for the engine
         m.d.comb += slot.eq(pq.r_rdy)
         pop = Signal()  # the engine is done with the frame's fields
@@ -516,10 +530,13 @@ class LroEngine(wiring.Component):
         is4_et = Signal()
         vh = view.hdr
         v_et = [be_bytes(vh, 12 + 4 * t, 2) for t in range(3)]
-        v_ntags = Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), 2, 1), 0)
-        v_inner = Mux(is_tpid(v_et[0]), Mux(is_tpid(v_et[1]), v_et[2], v_et[1]), v_et[0])
-        m.d.sync += [ntags.eq(v_ntags), is6_et.eq(v_inner == 0x86DD),
-                     is4_et.eq(v_inner == 0x0800)]
+        # (As a sum of terms, each of one comparison with a constant: no multiplexer of
+        # EtherTypes before the comparison.)
+        tp = [is_tpid(v_et[0]), is_tpid(v_et[1])]
+        at = [~tp[0], tp[0] & ~tp[1], tp[0] & tp[1]]  # the EtherType after 0, 1, 2 tags
+        m.d.sync += [ntags.eq(Mux(tp[0], Mux(tp[1], 2, 1), 0)),
+                     is6_et.eq(Cat(*(at[t] & (v_et[t] == 0x86DD) for t in range(3))).any()),
+                     is4_et.eq(Cat(*(at[t] & (v_et[t] == 0x0800) for t in range(3))).any())]
         m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
                      meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
         for k in range(1, stages):
@@ -639,6 +656,7 @@ class LroEngine(wiring.Component):
         kq_w_data = Signal(kq_layout)
         kq_r_data = Signal(kq_layout)  # the entry of the frame at stage 6
         kq_h_data = Signal(kq_layout)  # the entry of the frame at the FIFO's head
+        kq_p_data = Signal(kq_layout)  # the entry of the frame before the one at stage 6
         kq_next = Signal(4)
         m.d.comb += [getattr(kq_w_data, k).eq(v) for k, v in kv.items()]
         m.d.sync += kq_next.eq(kq_next + valid_at[1])
@@ -648,9 +666,10 @@ class LroEngine(wiring.Component):
             w_port = mem.write_port()
             m.d.comb += [w_port.addr.eq(kq_next), w_port.en.eq(valid_at[1]),
                          w_port.data.eq(kq_w_data.as_value()[lo:hi])]
-            for tag, step, out in (("s6", valid_at[6], kq_r_data), ("head", pop & slot,
-                                                                     kq_h_data)):
-                r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}")
+            for tag, step, out, first in (("s6", valid_at[6], kq_r_data, 0),
+                                          ("prev", valid_at[6], kq_p_data, 15),
+                                          ("head", pop & slot, kq_h_data, 0)):
+                r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}", init=first)
                 r_port = mem.read_port(domain="comb")
                 m.d.sync += r_ptr.eq(r_ptr + step)
                 m.d.comb += [r_port.addr.eq(r_ptr), out.as_value()[lo:hi].eq(r_port.data)]
@@ -778,25 +797,28 @@ class LroEngine(wiring.Component):
         stage(7, [(s7_flags, s2_at6["flag_word"][16:24])])
 
         # Stage 6 to 7: the frame compared with the frame before it (registered in ``last``
-        # when it passed): flow key and the header words a merge needs equal (32-bit pieces),
+        # when it passed): flow key and the header words a merge needs equal (8-bit pieces),
         # sequence number, IP ID and payload length.
         def hdr_of6(f):
             return Cat(f["flag_word"] & _FLAG_MASK, f["ack"], f["opts"], f["ip_word"])
 
         pl6 = s4_late["pay_len"]
-        last = regs("last", key=_KEY_BITS, hdr=32 + 32 + 320 + 17, next=32, id=16, id1=16,
-                    pl=17)
+        # (The frame before's flow key and header words are its ``keyq`` entry, still there:
+        # the frames behind it take the entries after it. At reset, the entry before the
+        # first is zero, as these registers are.)
+        last = regs("last", next=32, id=16, id1=16, pl=17)
+        last["key"] = kq_p_data.key
+        last["hdr"] = hdr_of6({k: getattr(kq_p_data, k) for k in kv})
         with m.If(valid_at[6]):
             m.d.sync += [
-                last["key"].eq(s2_at6["key"]), last["hdr"].eq(hdr_of6(s2_at6)),
                 last["next"].eq(s2_at6["seq"] + pl6), last["id"].eq(s2_at6["ip_id"]),
                 last["id1"].eq(s2_at6["ip_id"] + 1), last["pl"].eq(pl6),
             ]
 
         def eq_pieces(a, b, tag):
-            reg = Signal((len(a) + 31) // 32, name=tag)
-            m.d.sync += reg.eq(Cat(*((a[lo:lo + 32] == b[lo:lo + 32])
-                                     for lo in range(0, len(a), 32))))
+            reg = Signal((len(a) + _PIECE - 1) // _PIECE, name=tag)
+            m.d.sync += reg.eq(Cat(*((a[lo:lo + _PIECE] == b[lo:lo + _PIECE])
+                                     for lo in range(0, len(a), _PIECE))))
             return reg
 
         pr_key = eq_pieces(s2_at6["key"], last["key"], "pair_key")
@@ -839,7 +861,21 @@ class LroEngine(wiring.Component):
             pw.pair_inc.eq(pair & (s2_hold["is6"] | pr["id_inc"])),
             pw.id_same.eq(pr["id_same"]), pw.lt_prev.eq(pr["lt"]),
         ]
-        m.d.comb += [pq.w_data.eq(pw.as_value()), pq.w_en.eq(pw_valid)]
+        m.d.comb += [pq.w_data.eq(Cat(*(pw[k] for k, _ in pqn_layout))), pq.w_en.eq(pw_valid)]
+        pqw_w = Signal(pqw_layout)
+        pqw_next = Signal(4)
+        m.d.comb += [pqw_w[k].eq(pw[k]) for k, _ in pqw_layout]
+        m.d.sync += pqw_next.eq(pqw_next + pw_valid)
+        for n, (lo, hi) in enumerate(_chunks(pqw_layout.size)):
+            mem = Memory(shape=hi - lo, depth=pq_depth, init=[])
+            m.submodules[f"pqw{n}"] = mem
+            w_port = mem.write_port()
+            r_port = mem.read_port(domain="comb")
+            r_ptr = Signal(4, name=f"pqw_ptr{n}")
+            m.d.sync += r_ptr.eq(r_ptr + (pop & slot))
+            m.d.comb += [w_port.addr.eq(pqw_next), w_port.en.eq(pw_valid),
+                         w_port.data.eq(pqw_w.as_value()[lo:hi]), r_port.addr.eq(r_ptr),
+                         pqw_out.as_value()[lo:hi].eq(r_port.data)]
 
         # ------------------------------------------------------------------ contexts
         Ctx = _ctx_layout(SP)
@@ -988,6 +1024,9 @@ class LroEngine(wiring.Component):
         q_cmd = Signal(copy_layout)
         c_nz = Signal()  # c_rem != 0 and c_rem == 1, kept in registers
         c_one = Signal()
+        # The copy engine takes a new command in this cycle if it has one (``~c_busy | c_one``,
+        # kept in a register: it decides whether a merge may go on).
+        c_free = Signal(init=1)
         c_v1 = Signal()
         c_w1 = Signal(17)
         c_lo1 = Signal(17)
@@ -1004,22 +1043,23 @@ class LroEngine(wiring.Component):
         m.d.comb += c_issue.eq(c_busy & c_nz)
         with m.If(c_issue):
             m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1),
-                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2)]
+                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2),
+                         c_free.eq(c_one | (c_rem == 2))]
             with m.If(c_one):
                 # The last read: the copy goes on in the background for one more write; the
                 # frame's staging words are free.
                 m.d.sync += [c_busy.eq(0), rd_ptr.eq(c_end)]
         c_load = Signal()
-        m.d.comb += c_load.eq(q_valid & (~c_busy | (c_issue & c_one)))
+        m.d.comb += c_load.eq(q_valid & c_free)
         q_free = Signal()  # a command may be queued in this cycle
-        m.d.comb += q_free.eq(~q_valid | c_load)
+        m.d.comb += q_free.eq(~q_valid | c_free)
         cp_idle = Signal()  # no copy running or waiting
         m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
         with m.If(c_load):
             m.d.sync += [
                 q_valid.eq(0), c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
                 c_rem.eq(q_cmd.rem), c_end.eq(q_cmd.end), c_r.eq(q_cmd.r),
-                c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1),
+                c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1), c_free.eq(q_cmd.rem == 1),
                 c_base.eq(q_cmd.base), c_lo.eq(q_cmd.lo), c_hi.eq(q_cmd.hi),
                 c_ctx.eq(q_cmd.ctx),
             ]
@@ -1153,13 +1193,13 @@ class LroEngine(wiring.Component):
                                  o_pl[f].eq(pos[:LB] if LB else 0)]
 
         # Lookup of the frame at the head of the FIFO, in two registered steps: every context
-        # compares its fields with the frame's in 32-bit pieces and tests its counters (step
+        # compares its fields with the frame's in 8-bit pieces and tests its counters (step
         # A), then the results are combined (step B, into ``hit``, ``ok`` and ``short``). The
         # engine takes a frame only when neither the contexts nor the FIFO's head changed in
         # the cycle before (``quiet``; a head that just arrived counts as a change): "Decide"
         # then sees the lookup of the contexts as they are.
         def pieces(a, b, tag):
-            eq = [(a[lo:lo + 32] == b[lo:lo + 32]) for lo in range(0, len(a), 32)]
+            eq = [(a[lo:lo + _PIECE] == b[lo:lo + _PIECE]) for lo in range(0, len(a), _PIECE)]
             reg = Signal(len(eq), name=tag)
             m.d.sync += reg.eq(Cat(*eq))
             return reg
@@ -1180,6 +1220,7 @@ class LroEngine(wiring.Component):
             with m.If(mu_en[i]):
                 m.d.sync += [
                     c.count.eq(c.count + 1),
+                    c.id_next.eq(c.id_next + 1),
                     c.next_seq.eq(c.next_seq + mu_len),
                     c.held_len.eq(mu_hi),
                     c.room.eq(c.room - mu_len),
@@ -1200,12 +1241,10 @@ class LroEngine(wiring.Component):
                                           c.next_seq), f"a_rule{i}")
             a = {name: Signal(name=f"a_{name}{i}") for name in (
                 "valid", "id0", "idc", "cnt1", "fixed", "mss", "short", "room")}
-            id_off = Signal(16, name=f"id_off{i}")
-            m.d.comb += id_off.eq(fn["ip_id"] - c.ip_id)
             m.d.sync += [
                 a["valid"].eq(c.valid & fn["key_valid"]),
                 a["id0"].eq(fn["ip_id"] == c.ip_id),
-                a["idc"].eq(id_off == c.count),
+                a["idc"].eq(fn["ip_id"] == c.id_next),
                 a["cnt1"].eq(c.count == 1),
                 a["fixed"].eq(c.fixed_id),
                 a["mss"].eq(fn["pay_len"] <= c.mss),
@@ -1256,42 +1295,6 @@ class LroEngine(wiring.Component):
             with m.Else():
                 goto("Wait")
 
-        def merge(meta, post_now, id_eq):
-            """Merge the frame at the head of the FIFO into context ``sel`` (decided in one
-            cycle; ``id_eq``: its IP ID equals the context's)."""
-            # The payload starts at byte ``pay_off`` of its staging words and goes to byte
-            # ``m_held`` of the region: lanes shift by the difference of the two offsets
-            # within a word.
-            s_off = fn["pay_off"]
-            h_lane = m_held[:LB] if LB else Const(0, 1)
-            s_lane = s_off[:LB] if LB else Const(0, 1)
-            borrow = Signal()
-            m.d.comb += borrow.eq(h_lane < s_lane)
-            hi = Signal(17)
-            m.d.comb += hi.eq(m_held + fn["pay_len"])
-            push_copy(
-                addr=fn["c_src"], end=meta.end, rem=fn["src_words"],
-                r=(h_lane - s_lane)[:LB] if LB else 0,
-                base=(m_held >> LB) - borrow, lo=m_held, hi=hi, ctx=sel,
-            )
-            new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
-            m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
-                         ch_fit.eq(~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"])
-                                                   <= ch_room[:17])),
-                         ch_fix.eq(new_fix)]
-            seg_sum = fn["pay_sum"]
-            m.d.sync += [
-                mu_en.eq(Cat(*(sel == i for i in range(N)))), mu_len.eq(fn["pay_len"]),
-                mu_hi.eq(hi), mu_end.eq(fn["flags"] & 0x09), mu_fix.eq(new_fix),
-                mu_sum.eq(Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)),
-            ]
-            m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
-            m.d.comb += pop.eq(1)
-            with m.If(~post_now & ~meta.eop):
-                goto("Chain")  # the copy goes on in the background
-            with m.Else():
-                goto("Copy")
-
         # Chain: the frame after a held or merged one merges into the same context in the
         # next cycle without a lookup, when it follows that frame (the parser compared the
         # two: same flow and header words, the next sequence number, an IP ID that fits,
@@ -1318,6 +1321,7 @@ class LroEngine(wiring.Component):
                     c.valid.eq(1), c.key.eq(fn["key"]), c.opts.eq(fn["opts"]),
                     c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
                     c.ip_word.eq(fn["ip_word"]), c.ip_id.eq(fn["ip_id"]),
+                    c.id_next.eq(fn["ip_id"] + 1),
                     c.mss.eq(fn["pay_len"]), c.flags.eq(fn["flags"]),
                     c.v6.eq(fn["v6"]), c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
                     c.fixed_id.eq(0), c.count.eq(1),
@@ -1332,13 +1336,8 @@ class LroEngine(wiring.Component):
                         m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
 
         with state("Chain"):
-            with m.If(ch_go):
-                with m.If(q_free):
-                    ch_post = fn["lt_prev"] | fn["ends"]
-                    m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post),
-                                 act.eq(A_MERGE)]
-                    merge(nxt, ch_post, fn["id_same"])
-            with m.Else():
+            # (A merge: see below.)
+            with m.If(~ch_go):
                 goto("Wait")
         with state("Wait"):
             with m.If(settled != 3):
@@ -1394,8 +1393,7 @@ class LroEngine(wiring.Component):
                               & ~(d_busy & (e_ctx == sel)) & q_free):
                         m.d.sync += hold_we.eq(Cat(*(sel == i for i in range(N))))
                         goto("Hold")
-                with m.Case(A_MERGE), m.If(q_free):
-                    merge(cur, post, ch_id0)
+                # (A_MERGE: see below.)
         with state("Hold"):
             # (The context is written below, by ``hold_we``.)
             push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
@@ -1410,7 +1408,7 @@ class LroEngine(wiring.Component):
         with state("Copy"):
             # Leave with the last read (the copy engine frees the staging words); the last
             # write lands three cycles later, before any read of the region (``copying``).
-            with m.If(~q_valid & (~c_busy | c_one)):
+            with m.If(~q_valid & c_free):
                 with m.If((act == A_MERGE) & post):
                     m.d.sync += [d_ctx.eq(sel), ret.eq(R_RELEASE)]
                     goto("Deliver")
@@ -1449,6 +1447,55 @@ class LroEngine(wiring.Component):
                         goto("Flush")
                     with m.Case(R_WAIT):
                         goto("Wait")
+
+        # A merge, in "Chain" (the frame at the FIFO's head) or in "Act" (the frame looked
+        # up): the same registers are written in both, from the same sources but for the
+        # frame's staging words and its verdicts, so that a merge is one enable (``go_merge``)
+        # and its values do not depend on the engine's state.
+        ch_post = fn["lt_prev"] | fn["ends"]
+        go_chain = Signal()
+        go_merge = Signal()
+        m.d.comb += [go_chain.eq(st["Chain"] & ch_go & q_free),
+                     go_merge.eq(q_free & ((st["Chain"] & ch_go)
+                                           | (st["Act"] & (act == A_MERGE))))]
+        with m.If(go_chain):
+            m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post), act.eq(A_MERGE)]
+        with m.If(go_merge):
+            in_chain = st["Chain"]
+            # The payload starts at byte ``pay_off`` of its staging words and goes to byte
+            # ``m_held`` of the region: lanes shift by the difference of the two offsets
+            # within a word.
+            s_off = fn["pay_off"]
+            h_lane = m_held[:LB] if LB else Const(0, 1)
+            s_lane = s_off[:LB] if LB else Const(0, 1)
+            borrow = Signal()
+            m.d.comb += borrow.eq(h_lane < s_lane)
+            hi = Signal(17)
+            m.d.comb += hi.eq(m_held + fn["pay_len"])
+            push_copy(
+                addr=fn["c_src"], end=Mux(in_chain, nxt.end, cur.end), rem=fn["src_words"],
+                r=(h_lane - s_lane)[:LB] if LB else 0,
+                base=(m_held >> LB) - borrow, lo=m_held, hi=hi, ctx=sel,
+            )
+            id_eq = Mux(in_chain, fn["id_same"], ch_id0)  # its IP ID equals the context's
+            new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
+            m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
+                         ch_fit.eq(~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"])
+                                                   <= ch_room[:17])),
+                         ch_fix.eq(new_fix)]
+            seg_sum = fn["pay_sum"]
+            m.d.sync += [
+                mu_en.eq(Cat(*(sel == i for i in range(N)))), mu_len.eq(fn["pay_len"]),
+                mu_hi.eq(hi), mu_end.eq(fn["flags"] & 0x09), mu_fix.eq(new_fix),
+                mu_sum.eq(Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)),
+            ]
+            m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
+            m.d.comb += pop.eq(1)
+            m.d.sync += st["Act"].eq(0)
+            with m.If(~Mux(in_chain, ch_post, post) & ~Mux(in_chain, nxt.eop, cur.eop)):
+                m.d.sync += st["Chain"].eq(1)  # the copy goes on in the background
+            with m.Else():
+                m.d.sync += [st["Chain"].eq(0), st["Copy"].eq(1)]
         m.d.comb += [fsm_act.eq(st["Act"]), fsm_deliver.eq(st["Deliver"])]
 
         # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
