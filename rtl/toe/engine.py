@@ -565,6 +565,7 @@ class ToeEngine(wiring.Component):
         # the state machine of the last elaboration (its ``state`` signal and ``decoding``),
         # for cycle profiles (benchmarks/bench_toe.py)
         self.state_machine = fsm
+        self.session_logic = ses
         if ses is not None:
             # after the state machine: the cut-through writer's port use takes precedence, but
             # it issues no read while the state machine is in a state that uses the frame
