@@ -37,7 +37,7 @@ from ..bram import PRIMITIVES
 from ..stream import beat_signature, check_width
 from . import limits, regs
 from .actions import REASON_OVERSIZE, REASON_RUNT
-from .deparser import build_head
+from .deparser import build_head, offset_flags, unpack_flags
 from .hv import DROP_REASONS, EGRESS_DROP, EGRESS_PORT, HEADERS, NEXT_END, hv_layout
 from .parser import Parser
 from .regs import REGISTERS
@@ -197,7 +197,11 @@ class MatchAction(wiring.Component):
         # ``depth`` admitted and the parser's three); ``offsets``: the admitted frames' header
         # offsets, which the parser finds.
         m.submodules.side = side = SyncFIFOBuffered(width=side_w, depth=depth + 3)
-        m.submodules.offsets = offsets = SyncFIFOBuffered(width=4 * 8, depth=depth)
+        headers = [h for h in HEADERS if h in {name for name, _ in self.layout}]
+        flags = offset_flags(parser.l2_end, {"l3": parser.offset["ipv4"],
+                                             "l4": parser.offset["tcp"],
+                                             "custom": parser.offset["custom"]}, headers)
+        m.submodules.offsets = offsets = SyncFIFOBuffered(width=8 + len(flags), depth=depth)
         m.submodules.out = out_q = SyncFIFOBuffered(width=self.layout.size, depth=depth)
         frames_in, drops = Signal(32), Signal(32)
         c_en, token = self._registers(m, stages, frames_in, drops, tok_layout)
@@ -227,8 +231,7 @@ class MatchAction(wiring.Component):
             side.w_en.eq(p_adv & side_in),
             side.w_data.eq(Cat(j_window, j_len, j_rbeats)),
             offsets.w_en.eq(admit),
-            offsets.w_data.eq(Cat(parser.l2_end, parser.offset["ipv4"], parser.offset["tcp"],
-                                  parser.offset["custom"])),
+            offsets.w_data.eq(Cat(parser.l2_end, flags)),
         ]
         m.d.sync += in_flight.eq(in_flight + admit - taken)
         head_item = Signal(item)
@@ -251,7 +254,7 @@ class MatchAction(wiring.Component):
         # side FIFO, and registered when the deparser takes the frame ---------------------------
         sd, od = side.r_data, offsets.r_data
         sq = {"window": sd[:o], "length": sd[o:o + 14], "r_beats": sd[o + 14:o + 26],
-              "l2_end": od[:8], "off_l3": od[8:16], "off_l4": od[16:24], "off_custom": od[24:32]}
+              "l2_end": od[:8], "flags": unpack_flags(od[8:], headers)}
         hvd = {name: out_hv[name] for name, _ in self.layout if name != "valid"}
         for i, h in enumerate(HEADERS):
             hvd["valid_" + h] = out_hv.valid[i]

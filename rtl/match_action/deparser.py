@@ -6,12 +6,56 @@ everything after them by 4 bytes); the bytes after the window come from the data
 by the same amount. Dropped frames only drain their bytes from the FIFO.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 
 from .hv import HEADER_BYTES, HEADERS
 from .limits import PARSE_WINDOW
 
-__all__ = ["build_head", "byte_vector"]
+__all__ = ["build_head", "byte_vector", "offset_flags", "unpack_flags"]
+
+#: The layer-2 header lengths (no tag, one, two).
+L2_ENDS = (14, 18, 22)
+
+
+def offset_choices():
+    """The offsets each kind of header can start at, by where it is (``l3``, ``l4``,
+    ``custom``)."""
+    l4_choices = sorted({l3 + 4 * i for l3 in L2_ENDS for i in range(5, 16)}
+                        | {l3 + 40 for l3 in L2_ENDS})
+    return {"l3": L2_ENDS, "l4": l4_choices,
+            "custom": sorted(set(l4_choices) | {c + 8 for c in l4_choices} | set(L2_ENDS))}
+
+
+def _where(h):
+    return "l3" if h in ("ipv4", "ipv6") else "custom" if h == "custom" else "l4"
+
+
+def _wheres(headers):
+    """The offsets the deparser reads for these headers (layer 2 aside)."""
+    return [w for w in ("l3", "l4", "custom")
+            if any(_where(h) == w for h in headers if h in HEADERS[3:])]
+
+
+def offset_flags(l2_end, offsets, headers):
+    """The offsets as one-hot flags, in the order :func:`unpack_flags` reads them.
+
+    The deparser's byte multiplexers select with these flags as they leave a FIFO register,
+    instead of comparing the offsets there. ``offsets`` maps ``l3``, ``l4`` and ``custom`` to
+    the parser's offsets; ``headers`` names the headers the vector has.
+    """
+    choices = offset_choices()
+    return Cat(*(l2_end == c for c in L2_ENDS),
+               *(offsets[w] == c for w in _wheres(headers) for c in choices[w]))
+
+
+def unpack_flags(word, headers):
+    """Split :func:`offset_flags` into ``{"l2_end": {c: bit}, "l3": {c: bit} ...}``."""
+    choices = offset_choices()
+    out, o = {"l2_end": {c: word[i] for i, c in enumerate(L2_ENDS)}}, len(L2_ENDS)
+    for w in _wheres(headers):
+        out[w] = {c: word[o + i] for i, c in enumerate(choices[w])}
+        o += len(choices[w])
+    return out
 
 
 def byte_vector(value, nbytes):
@@ -25,25 +69,29 @@ def build_head(m: Module, hv, side, custom_bytes):
     ``head`` is ``PARSE_WINDOW + 8`` bytes in stream order; ``head_len`` of them are the frame's.
     """
     window = side["window"]
+    flags = side["flags"]  # one-hot offsets (:func:`unpack_flags`)
     patched = window
-    l4_choices = sorted({l3 + 4 * i for l3 in (14, 18, 22) for i in range(5, 16)}
-                        | {l3 + 40 for l3 in (14, 18, 22)})
-    choices = {"l3": (14, 18, 22), "l4": l4_choices, "custom": sorted(
-        set(l4_choices) | {c + 8 for c in l4_choices} | {14, 18, 22})}
+    choices = offset_choices()
     for h in HEADERS[3:]:
         if h not in hv:
             continue
         n = custom_bytes if h == "custom" else HEADER_BYTES[h]
         vec = byte_vector(hv[h], n)
-        where = "l3" if h in ("ipv4", "ipv6") else "custom" if h == "custom" else "l4"
+        where = _where(h)
         step = Signal(8 * PARSE_WINDOW, name=f"patched_{h}")
-        m.d.comb += step.eq(patched)
-        with m.If(hv["valid_" + h]):
-            with m.Switch(side["off_" + where]):
-                for c in choices[where]:
-                    if c + n <= PARSE_WINDOW:
-                        with m.Case(c):
-                            m.d.comb += step[8 * c:8 * (c + n)].eq(vec)
+        # Each byte: an AND-OR of the header's bytes that can land on it (one flag is set at
+        # most), or the byte as it was.
+        for b in range(PARSE_WINDOW):
+            old = patched[8 * b:8 * (b + 1)]
+            starts = [c for c in choices[where] if c <= b < c + n and c + n <= PARSE_WINDOW]
+            if not starts:
+                m.d.comb += step[8 * b:8 * (b + 1)].eq(old)
+                continue
+            new = Const(0, 8)
+            for c in starts:
+                new = new | Mux(flags[where][c], vec[8 * (b - c):8 * (b - c + 1)], 0)
+            hit = hv["valid_" + h] & Cat(*(flags[where][c] for c in starts)).any()
+            m.d.comb += step[8 * b:8 * (b + 1)].eq(Mux(hit, new, old))
         patched = step
     l2_out = Signal(8)
     m.d.comb += l2_out.eq(14 + 4 * hv["valid_vlan"] + 4 * hv["valid_vlan2"])
@@ -52,13 +100,15 @@ def build_head(m: Module, hv, side, custom_bytes):
     v2 = byte_vector(hv["vlan2"], 4)
     l2s = {14: eth, 18: Cat(eth, v1), 22: Cat(eth, v1, v2)}
     head = Signal(8 * (PARSE_WINDOW + 8))
-    with m.Switch(side["l2_end"]):
-        for l2_in in (14, 18, 22):
-            with m.Case(l2_in):
-                with m.Switch(l2_out):
-                    for out in (14, 18, 22):
-                        with m.Case(out):
-                            m.d.comb += head.eq(Cat(l2s[out], patched[8 * l2_in:]))
+    picks = []
+    for l2_in in L2_ENDS:  # an AND-OR over the layer-2 length in (one flag set at most)
+        moved = Signal(len(head), name=f"head_from_{l2_in}")
+        with m.Switch(l2_out):
+            for out in L2_ENDS:
+                with m.Case(out):
+                    m.d.comb += moved.eq(Cat(l2s[out], patched[8 * l2_in:]))
+        picks.append(Mux(flags["l2_end"][l2_in], moved, 0))
+    m.d.comb += head.eq(picks[0] | picks[1] | picks[2])
     length = side["length"]
     in_head = Mux(length > PARSE_WINDOW, PARSE_WINDOW, length)
     head_len = Signal(9)

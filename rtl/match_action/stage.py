@@ -15,16 +15,17 @@ Steps (see :meth:`Stage.elaborate`):
 step        exact table                     ternary / LPM table
 ==========  ==============================  ===========================================
 ``look``    bucket read (CRC-32 of the key)  every entry compared
-``fetch``   the ways' words registered      --
+``fetch``   the ways' words reach the       --
+            output registers
 ``ways``    the four ways compared          --
 ``tree1``,  --                              the priority tree, in two registered halves
 ``tree2``
 ``pick``    --                              the winner's action data read; counters read
 ``read``    counters and meter time read    --
-``load``    the words read registered as they leave the memories
+``load``    the words read reach the memories' output registers
 ``act``     rewrites; counters added and written; the meter's time step
 ``fill``    (metered) tokens earned (multipliers); buckets read
-``bound``   (metered) the bounds and constants of the fill and the take; buckets registered
+``bound``   (metered) the bounds and constants of the fill and the take; buckets reach the register
 ``mark``    (metered) buckets filled up to the bursts, colour, buckets written
 ==========  ==============================  ===========================================
 
@@ -51,18 +52,23 @@ the pipeline is the write ports' free cycle for the clears.
 Counters and meters
 -------------------
 Each slot has packet and byte counters and, in a metered table, an RFC 2698 meter; the miss
-counters are one more counter slot. A loop that reads a memory and writes it back spans three
-steps: the read, a register that takes the memory's output (no logic after a block RAM's clock
-to output), and the write. The read port is transparent to the write port, so it sees what the
-item two steps ahead writes; the word the item one step ahead writes meanwhile replaces the
-word read when its slot is the same (``loaded`` in :meth:`elaborate`), so a frame right behind
-another of the same slot starts from the value that frame wrote: the counters are read at
-``read``/``pick``, registered at ``load`` and written at ``act``; a meter's last time (and
-whether it started) likewise, so the next frame's time step is taken from this frame's time; its
-buckets read at ``fill``, registered at ``bound`` and written at ``mark``, so the fill, the
-colour and the take of back-to-back frames of one entry are done in one cycle each, with no
-chain of additions in it (``bound`` computes what does not depend on the bucket, see
-:meth:`_meter`).
+counters are one more counter slot. Every memory is a
+:class:`nicsim.rtl.bram.RegisteredMemory` (with ``bram="dp16kd"``, those of at least
+:data:`BRAM_MIN_DEPTH` words are DP16KD blocks whose own output register holds the word
+read): two cycles from the address to the word, and nothing between the block RAM and that
+register. A loop that reads a memory and writes it back spans three steps: the read, the cycle
+the word takes to reach the output register, and the write. The memory holds what the items
+three steps ahead and further wrote; the words that the items two and one steps ahead write (in
+the cycle of the read, and in the next) replace the word read where their slot is the same, the
+nearer first. That forwarding is settled in the middle step into two registers, whether and
+which word (``loaded`` in :meth:`elaborate`), so the output register drives one multiplexer,
+and a frame right behind another of the same slot starts from the value that frame wrote: the
+counters are read at ``read``/``pick`` and written at ``act``; a meter's last time (and whether
+it started) likewise, so the next frame's time step is taken from this frame's time; its
+buckets read at ``fill`` and written at ``mark``, so the fill, the colour and the take of
+back-to-back frames of one entry are done in one cycle each, with no chain of additions in it
+(``bound`` computes what does not depend on the bucket, see :meth:`_meter`). The read-back
+ports (counters and buckets) are copies of the memories with the same writes.
 """
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
