@@ -379,9 +379,13 @@ def main():
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {RESULTS}")
         return
-    if "--rtl-goodput-only" in sys.argv:
-        # refresh the RTL rows alone (the others need a quiet machine)
+    if "--rtl-goodput-only" in sys.argv or "--rtl-only" in sys.argv:
+        # refresh the RTL rows alone (the others need a quiet machine); --rtl-only: the
+        # front end's echo rate too
         results = json.loads(RESULTS.read_text())
+        if "--rtl-only" in sys.argv:
+            results["rtl_echo"] = rtl_echo_rate()
+            print(json.dumps(results["rtl_echo"]))
         results["rtl_goodput"] = [rtl_goodput(d, 32 << 10) for d in ("receive", "send")]
         print(json.dumps(results["rtl_goodput"]))
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
