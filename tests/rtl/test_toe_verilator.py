@@ -186,6 +186,69 @@ def test_send_into_full_buffer_at_unaligned_offset(gateware):
     assert (Notice.SPACE, 0, "") in tw.notes()
 
 
+def test_retransmissions_from_a_ring_word_shared_by_two_laps(gateware):
+    """The send ring filled to the byte with ``snd_una`` inside a ring word, so that the next
+    lap's first bytes share that word with the first unacknowledged ones: the segments built
+    from there (retransmission timeout, fast retransmit, then new data across the wrap) carry
+    the model's bytes and checksum (the running sums beside the ring words, X Ring), frame
+    for frame; SENDs start and end inside words."""
+    rng = random.Random(21)
+    tw = Twin(gateware, **MODEL)
+    tw.call("listen", 7)
+    snd = handshake(tw)
+    tw.notes()
+    ring = 1 << BUF_BITS
+    data = rng.randbytes(3 * ring)
+    sent = 0
+    first = []
+    for piece in (1001, 3, ring - 1004):  # the ring full, in SENDs that start mid-word
+        chunk = data[sent:sent + piece]
+        assert tw.model.send(0, chunk) == tw.rtl.send(0, chunk) == piece
+        first += [parse_tcp_frame(f) for f in tw.check()]
+        sent += piece
+    assert first and all(f.payload for f in first)
+    rcv = 5001
+    acked = 1461  # snd_una in the middle of a word (and of a segment)
+    tw.now += 5 * MS
+    tw.rx(seg(ACK, rcv, snd + acked))
+    tw.notes()
+    # the freed bytes refilled at once: the next lap now starts inside snd_una's word
+    assert tw.call("send", 0, data[sent:sent + acked]) == acked
+    sent += acked
+    una = (snd + acked) % (1 << 32)
+    # three duplicate ACKs: fast retransmit from snd_una
+    pending = []
+    for _ in range(3):
+        tw.now += 1 * MS
+        pending += tw.rx(seg(ACK, rcv, snd + acked))
+    assert una in [parse_tcp_frame(f).seq for f in pending]
+    # no more ACKs: the retransmission timeout sends the segment at snd_una again
+    out = []
+    for _ in range(400):
+        tw.now += 10 * MS
+        out = tw.at(tw.now // MS)
+        if out:
+            break
+    assert [parse_tcp_frame(f).seq for f in out][:1] == [una]
+    pending += out
+    # then everything sent is acknowledged a millisecond later, the ring refilled as it frees
+    for _ in range(400):
+        ends = [(parse_tcp_frame(f).seq - snd) % (1 << 32) + len(parse_tcp_frame(f).payload)
+                for f in pending]
+        acked = max([acked, *ends])
+        if acked >= len(data):
+            break
+        tw.now += 1 * MS
+        pending = tw.rx(seg(ACK, rcv, snd + acked))
+        tw.notes()
+        if sent < len(data):
+            free = tw.model.send(0, data[sent:sent + ring])
+            assert tw.rtl.send(0, data[sent:sent + ring]) == free
+            sent += free
+            pending += tw.check()
+    assert acked == len(data) and sent == len(data)
+
+
 def test_cut_through_receive_edges(gateware):
     """The payload of an in-order segment is written into the receive ring while it arrives,
     before its checks: segments that fail them (TCP checksum, IPv4 checksum, truncated) must
