@@ -56,7 +56,8 @@ Choices (and where they differ from the golden model):
 * Buffers: session ``s`` owns a receive buffer and a send buffer of ``2**buf_bits`` bytes each
   in the external memory (ports ``mem`` and ``mem_app``: ``width``-bit words with byte
   enables, one-cycle read latency, like a dual-port block RAM or a DRAM controller's queues;
-  the two ports never write the same word), at word address
+  the two ports never write the same word; a 16-bit sum beside each word, the send rings'
+  running checksums, written on ``mem_app`` and read on ``mem``), at word address
   ``(2 s + is_send) << (buf_bits - log2(width / 8))``. Bytes move a word a cycle; between the
   frame buffers and the rings a rotation realigns them (:meth:`SessionLogic.copy_state`).
 * Out-of-order segments are dropped (counted ``ooo_full``) with an immediate duplicate ACK, and
