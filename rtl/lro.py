@@ -915,7 +915,6 @@ class LroEngine(wiring.Component):
         o_region = Signal()
         o_addr = Signal(max(SP, RP + CP))
         o_j = Signal(16)
-        o_n = Signal(16)
         o_keep_last = Signal(B)
         o_user = Signal(USER_WIDTH)
         o_busy = Signal()
@@ -932,6 +931,9 @@ class LroEngine(wiring.Component):
         o_keep2 = Signal(B)
         o_user2 = Signal(USER_WIDTH)
         o_rem = Signal(16)  # reads still to issue
+        o_nz = Signal()  # o_rem != 0 and o_rem == 1, kept in registers
+        o_one = Signal()
+        o_room = Signal()  # the output FIFO held fewer than four words in the cycle before
         # A merged frame's four new header fields replace the region's bytes as the words
         # leave (the region is not written): per field its value, word, lane and enable,
         # loaded with the read-out; which fields the word read holds (stage 1); the lanes
@@ -946,16 +948,19 @@ class LroEngine(wiring.Component):
         o_pd2 = Signal(W)
         two = (1, 1, 0, 1)  # IP length, IPv4 header checksum, TCP flags (a byte), TCP checksum
         issue = Signal()
-        # (Two reads in flight: a read issued below level 5 finds room when it lands.)
-        m.d.comb += issue.eq(o_busy & (o_j != o_n) & (outq.level < 5))
+        # (Two reads in flight: a read issued below level 5 finds room when it lands; the
+        # level grows by one a cycle at most, so a level under 4 in the cycle before will do.)
+        m.d.sync += o_room.eq(outq.level < 4)
+        m.d.comb += issue.eq(o_busy & o_nz & o_room)
         with m.If(issue):
-            m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1), o_rem.eq(o_rem - 1)]
-        with m.If(o_busy & (o_j == o_n)):
+            m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1), o_rem.eq(o_rem - 1),
+                         o_nz.eq(o_rem != 1), o_one.eq(o_rem == 2)]
+        with m.If(o_busy & ~o_nz):
             m.d.sync += o_busy.eq(0)  # (a new start later in this cycle wins)
         o_rctx = Signal(CP)  # context a region read-out reads
         m.d.sync += [o_v1.eq(issue), o_src1.eq(o_region), o_bank1.eq(o_addr[0]),
-                     o_last1.eq(o_j + 1 == o_n),
-                     o_keep1.eq(Mux(o_j + 1 == o_n, o_keep_last, (1 << B) - 1)),
+                     o_last1.eq(o_one),  # (the read issued is the last one)
+                     o_keep1.eq(Mux(o_one, o_keep_last, (1 << B) - 1)),
                      o_user1.eq(o_user)]
         m.d.sync += [o_v2.eq(o_v1), o_src2.eq(o_src1), o_bank2.eq(o_bank1), o_last2.eq(o_last1),
                      o_keep2.eq(o_keep1), o_user2.eq(o_user1)]
@@ -1064,9 +1069,12 @@ class LroEngine(wiring.Component):
                 c_ctx.eq(q_cmd.ctx),
             ]
 
-        def push_copy(**fields):
-            """Queue a copy command (only in a cycle with ``q_free``)."""
-            m.d.sync += [q_valid.eq(1), *(getattr(q_cmd, k).eq(v) for k, v in fields.items())]
+        # ``q_cmd`` loads in every cycle in which a command may be queued, from the command
+        # "Hold" or a merge would queue (``hold_cmd``, ``merge_cmd``): only ``q_valid`` depends
+        # on whether one is queued.
+        hold_cmd = Signal(copy_layout)
+        merge_cmd = Signal(copy_layout)
+
 
         def copying(index):
             """A copy into context ``index`` runs, waits, or has a read whose write is two or
@@ -1126,6 +1134,7 @@ class LroEngine(wiring.Component):
 
         # ------------------------------------------------------------------ merge engine
         act = Signal(2)  # 0 single, 1 hold, 2 merge
+        act_m = Signal()  # act == A_MERGE, kept in a register
         A_SINGLE, A_HOLD, A_MERGE = 0, 1, 2
         sel = Signal(CP)
         post = Signal()
@@ -1182,7 +1191,8 @@ class LroEngine(wiring.Component):
             offset) pairs."""
             m.d.sync += [
                 o_busy.eq(1), o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
-                o_n.eq(words), o_rem.eq(words), o_keep_last.eq(keep), o_user.eq(user),
+                o_rem.eq(words), o_keep_last.eq(keep), o_user.eq(user),
+                o_nz.eq(words != 0), o_one.eq(words == 1),
                 o_pe.eq(0),
             ]
             if patches is not None:
@@ -1358,12 +1368,12 @@ class LroEngine(wiring.Component):
                          ch_id0.eq(Array(a_id0)[hit_idx])]
             with m.If(merge_ok):
                 m.d.sync += [
-                    act.eq(A_MERGE),
+                    act.eq(A_MERGE), act_m.eq(1),
                     post.eq(Array(short)[hit_idx] | fn["ends"]),
                 ]
                 goto("Act")
             with m.Else():
-                m.d.sync += act.eq(Mux(holdable, A_HOLD, A_SINGLE))
+                m.d.sync += [act.eq(Mux(holdable, A_HOLD, A_SINGLE)), act_m.eq(0)]
                 with m.If(hit.any()):
                     # A new segment of the flow goes to another free context if there is
                     # one, so that it need not wait for the read-out of the delivered one.
@@ -1396,8 +1406,7 @@ class LroEngine(wiring.Component):
                 # (A_MERGE: see below.)
         with state("Hold"):
             # (The context is written below, by ``hold_we``.)
-            push_copy(addr=cur.start, rem=cur.words, r=0, base=0, lo=0, hi=size, ctx=sel,
-                      end=cur.end)
+            m.d.sync += q_valid.eq(1)  # (the command: ``hold_cmd``)
             m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
                          ch_held.eq(1), ch_fix.eq(0)]
             m.d.comb += pop.eq(1)
@@ -1416,7 +1425,7 @@ class LroEngine(wiring.Component):
                     release()
         with state("Out"):
             # Leave with the last read (the output engine then goes idle by itself).
-            with m.If((o_rem == 0) | (issue & (o_rem == 1))):
+            with m.If(~o_nz | (issue & o_one)):
                 release()
         with state("Release"):
             release()
@@ -1457,39 +1466,50 @@ class LroEngine(wiring.Component):
         go_merge = Signal()
         m.d.comb += [go_chain.eq(st["Chain"] & ch_go & q_free),
                      go_merge.eq(q_free & ((st["Chain"] & ch_go)
-                                           | (st["Act"] & (act == A_MERGE))))]
+                                           | (st["Act"] & act_m)))]
         with m.If(go_chain):
-            m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post), act.eq(A_MERGE)]
+            m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post), act.eq(A_MERGE),
+                         act_m.eq(1)]
+        # (Computed in every cycle; only what the merge changes is enabled by it.)
+        in_chain = st["Chain"]
+        # The payload starts at byte ``pay_off`` of its staging words and goes to byte
+        # ``m_held`` of the region: lanes shift by the difference of the two offsets within a
+        # word.
+        s_off = fn["pay_off"]
+        h_lane = m_held[:LB] if LB else Const(0, 1)
+        s_lane = s_off[:LB] if LB else Const(0, 1)
+        borrow = Signal()
+        m.d.comb += borrow.eq(h_lane < s_lane)
+        hi = Signal(17)
+        m.d.comb += hi.eq(m_held + fn["pay_len"])
+        m.d.comb += [
+            merge_cmd.addr.eq(fn["c_src"]), merge_cmd.rem.eq(fn["src_words"]),
+            merge_cmd.end.eq(Mux(in_chain, nxt.end, cur.end)),
+            merge_cmd.r.eq((h_lane - s_lane)[:LB] if LB else 0),
+            merge_cmd.base.eq((m_held >> LB) - borrow), merge_cmd.lo.eq(m_held),
+            merge_cmd.hi.eq(hi), merge_cmd.ctx.eq(sel),
+            # "Hold" copies the whole frame to the start of the region.
+            hold_cmd.addr.eq(cur.start), hold_cmd.rem.eq(cur.words), hold_cmd.end.eq(cur.end),
+            hold_cmd.hi.eq(size), hold_cmd.ctx.eq(sel),
+        ]
+        id_eq = Mux(in_chain, fn["id_same"], ch_id0)  # its IP ID equals the context's
+        new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
+        seg_sum = fn["pay_sum"]
+        m.d.sync += [
+            mu_len.eq(fn["pay_len"]), mu_hi.eq(hi), mu_end.eq(fn["flags"] & 0x09),
+            mu_fix.eq(new_fix),
+            mu_sum.eq(Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)),
+            cnt["MERGED"].eq(cnt["MERGED"] + mu_en.any()),  # (counted a cycle late)
+        ]
+        with m.If(q_free):
+            m.d.sync += q_cmd.eq(Mux(st["Hold"], hold_cmd, merge_cmd))
         with m.If(go_merge):
-            in_chain = st["Chain"]
-            # The payload starts at byte ``pay_off`` of its staging words and goes to byte
-            # ``m_held`` of the region: lanes shift by the difference of the two offsets
-            # within a word.
-            s_off = fn["pay_off"]
-            h_lane = m_held[:LB] if LB else Const(0, 1)
-            s_lane = s_off[:LB] if LB else Const(0, 1)
-            borrow = Signal()
-            m.d.comb += borrow.eq(h_lane < s_lane)
-            hi = Signal(17)
-            m.d.comb += hi.eq(m_held + fn["pay_len"])
-            push_copy(
-                addr=fn["c_src"], end=Mux(in_chain, nxt.end, cur.end), rem=fn["src_words"],
-                r=(h_lane - s_lane)[:LB] if LB else 0,
-                base=(m_held >> LB) - borrow, lo=m_held, hi=hi, ctx=sel,
-            )
-            id_eq = Mux(in_chain, fn["id_same"], ch_id0)  # its IP ID equals the context's
-            new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
+            m.d.sync += q_valid.eq(1)
             m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
                          ch_fit.eq(~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"])
                                                    <= ch_room[:17])),
                          ch_fix.eq(new_fix)]
-            seg_sum = fn["pay_sum"]
-            m.d.sync += [
-                mu_en.eq(Cat(*(sel == i for i in range(N)))), mu_len.eq(fn["pay_len"]),
-                mu_hi.eq(hi), mu_end.eq(fn["flags"] & 0x09), mu_fix.eq(new_fix),
-                mu_sum.eq(Mux(m_held[0], Cat(seg_sum[8:16], seg_sum[0:8]), seg_sum)),
-            ]
-            m.d.sync += cnt["MERGED"].eq(cnt["MERGED"] + 1)
+            m.d.sync += mu_en.eq(Cat(*(sel == i for i in range(N))))
             m.d.comb += pop.eq(1)
             m.d.sync += st["Act"].eq(0)
             with m.If(~Mux(in_chain, ch_post, post) & ~Mux(in_chain, nxt.eop, cur.eop)):
