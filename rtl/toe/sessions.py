@@ -789,12 +789,13 @@ class SessionLogic:
     def transmitter(self, mem_other):
         """The transmitter, beside the state machine: sends the segment handed over in ``X
         Hand`` a beat a cycle, the header from its registers and the payload read from the
-        session's send ring as it leaves (on ``mem``, a word ahead, through the realigning
-        rotation), while the state machine goes on (the next segment built, the next frame
-        and the ACKs received, commands answered). Its checksum was summed ahead (``X
-        Ring``). The port goes to the others first (``mem_other``: the cut-through writer's
-        writes, ``S Copy``, ``X Ring``); a beat whose ring words are not in yet waits (valid
-        low). The front end's replies wait until it is free."""
+        session's send ring as it leaves (on ``mem``, up to ``_TX_AHEAD`` words ahead, through
+        the realigning rotation), while the state machine goes on (the next segment built, the
+        next frame and the ACKs received, commands answered). Its checksum was summed ahead
+        (``X Ring``). The port goes to the others first (``mem_other``: the cut-through
+        writer's writes, ``S Copy``, ``X Ring``); a beat whose ring words are not in yet waits
+        (valid low). The next segment is taken in the cycle the last beat leaves. The front
+        end's replies wait until it is free."""
         m, e = self.m, self.e
         lb = self.log_nb
         f, fn = self.st_f, self.st_fn
