@@ -377,6 +377,10 @@ class SessionLogic:
         # X Ring: the payload's checksum from the ring's running sums
         self.xr_a = Signal(32)  # the first word's bytes of the segment
         self.xr_q1 = Signal(16)  # the running sum at the second word
+        self.xr_rest = Signal(16)  # the rest, folded
+        self.xr_s = Signal(32)  # stream offsets of the segment's first and last bytes
+        self.xr_e = Signal(32)
+        self.xr_one = Signal()  # both in one word
         # the transmitter (transmitter): sends a built segment, its payload read from the
         # send ring as it leaves, while the next one is built
         self.st_busy = Signal()
@@ -1884,7 +1888,8 @@ class SessionLogic:
             wnd = Mux(adv[31], 0, adv) >> t.rcv_wscale
             m.d.sync += [self.x_win.eq(Mux(self.x_flags[1], min(self.buf, 0xFFFF),
                                            Mux(self.x_flags[2], 0, _umin(wnd, 0xFFFF)))),
-                         *self.copy_setup(self.tx_off(self.x_seq), self.x_hlen, self.x_n)]
+                         *self.copy_setup(self.tx_off(self.x_seq), self.x_hlen, self.x_n),
+                         self.xr_s.eq(_sub(self.x_seq, t.iss + 1))]
             with m.If(self.x_n == 0):
                 m.next = "X Sum"
             with m.Else():
@@ -1895,25 +1900,27 @@ class SessionLogic:
         # one at its second word, plus its last word's bytes up to e: three reads, not a pass
         # over the payload. (Not "at e less at s": the first word's bytes before s may already
         # be the next lap's, written into space the bytes before snd_una left.)
-        s_off = Signal(32, name="xr_s")
-        e_off = Signal(32, name="xr_e")
-        m.d.comb += [s_off.eq(_sub(self.x_seq, t.iss + 1)), e_off.eq(s_off + self.x_n - 1)]
+        # (the offsets registered a state ahead, the sums folded over two states: timing)
+        s_off, e_off = self.xr_s, self.xr_e
         lb = self.log_nb
         ws = s_off >> lb
         we = e_off >> lb
-        one_word = ws == we
         s_lane = s_off[:lb] if lb else Const(0, 1)
         e_lane = e_off[:lb] if lb else Const(0, 1)
         with m.State("X Ring"):
+            m.d.sync += self.xr_e.eq(s_off + self.x_n - 1)
             # (a cycle's wait for a write of the cut-through writer still due on mem)
             with m.If(~self.ct_write):
                 m.d.comb += e.mem.addr.eq(self.word_addr(ws, 1))
                 m.next = "X Ring 1"
         with m.State("X Ring 1"):
             m.d.comb += e.mem.addr.eq(self.word_addr(ws + 1, 1))
+            one_word = Signal(name="xr_one_word")
+            m.d.comb += one_word.eq(ws == we)
             head = Cat(*((lane >= s_lane) & (~one_word | (lane <= e_lane))
                          for lane in range(self.nb)))
-            m.d.sync += self.xr_a.eq(_pair_sum(m, e.mem.r_data, head, self.nb, "xr_head"))
+            m.d.sync += [self.xr_a.eq(_pair_sum(m, e.mem.r_data, head, self.nb, "xr_head")),
+                         self.xr_one.eq(one_word)]
             m.next = "X Ring 2"
         with m.State("X Ring 2"):
             m.d.comb += e.mem.addr.eq(self.word_addr(we, 1))
@@ -1923,8 +1930,10 @@ class SessionLogic:
             tail = Cat(*(lane <= e_lane for lane in range(self.nb)))
             rest = (_pair_sum(m, e.mem.r_data, tail, self.nb, "xr_tail") + e.mem.r_sum
                     + ~self.xr_q1)
-            total = _fold16(m, self.xr_a + Mux(one_word, 0, _fold16(m, rest, "xr_rest")),
-                            "xr_total")
+            m.d.sync += self.xr_rest.eq(_fold16(m, rest, "xr_rest_next"))
+            m.next = "X Ring 4"
+        with m.State("X Ring 4"):
+            total = _fold16(m, self.xr_a + Mux(self.xr_one, 0, self.xr_rest), "xr_total")
             # the ring's byte pairs start at even offsets, the segment's at s: an odd s swaps
             # the sum's bytes (RFC 1071 §2 (B))
             m.d.sync += self.x_sum.eq(Mux(s_off[0], Cat(total[8:], total[:8]), total))
