@@ -48,8 +48,11 @@ queue by a flip-flop select, and the wide data takes its enable from copies of t
 consumer's flip-flops), the rotation, the header sums and the reader's byte rewrites are
 pipelined, queue writes and the ring's write and read addresses come from flip-flops, the
 segmenter's state changes on flags set a cycle ahead (``rd_last``, ``step_hit``,
-``sum_more``, ``in_start``), and the reader's room for the head's next beat is one
-flip-flop set for the head of the next cycle. The planner counts commands instead of
+``sum_more``, ``in_start``, ``p_free``), the hand-over to the payload side is a flip-flop set
+from the next values of ``in_start`` and ``p_busy``, every queue keeps its level as a
+thermometer code (:class:`.checksum_common.CreditedFIFO` with ``thermometer``: one LUT from
+the read decision to each bit, no carry chain), and the reader's room for the head's next
+beat is one flip-flop set for the head of the next cycle. The planner counts commands instead of
 subtracting a remainder: a segment's first command, its full commands and the size of its
 last one are worked out from per-frame values and from ``pay_after`` a cycle ahead, so
 that ``seg_end`` comes from a counter's sign bit; ``plan`` itself is a flip-flop set from
@@ -109,6 +112,28 @@ late on ``in_start`` through the planner into ``seg_id``, three LUTs with 5.8 ns
 at this depth the figure moves a few percent with placement, and the change was not kept.
 nextpnr's timing-driven ripup (``--tmg-ripup``) routed for
 more than 27 minutes without finishing on the 84-block netlist and is not used.
+
+Every endpoint of that run (arrival times from nextpnr's SDF, ``--sdf``): the seven within 0.3
+ns of 6.67 ns were the level counters of two queues (commands and descriptors: the read
+decision, a step LUT and the carry chain into ``stored``, 4.6 to 4.85 ns of routing), and the
+next ones, by 6.3 ns, the output queue's counter, the planner's registers loaded at the
+hand-over (``p_busy`` through ``in_start & ~p_busy`` and ``plan & seg_end`` into their enables,
+three LUTs) and ``ring_rp`` (``p_draining`` through ``p_step == _PIPE_DRAIN``, four LUTs). Cut
+here: the queues' levels as thermometer codes, the hand-over as a flip-flop worked out a cycle
+ahead, the drain's end as ``p_free``. Measured at rtl ba0d5f9 (seed 1): 152.6 MHz (7350 LUT4,
+9013 flip-flops, 56 DP16KD); the late endpoints are now the result credits (``res_credits``,
+behind the reader's take decision, 6.55 ns), the command window's data enables (the mover's
+emit decision, three LUTs, then the enables of each entry's 112 bits) and the header sums'
+group select. Cutting those as well (the result credits as a thermometer code, the group select
+one-hot, ``ip_len`` from a per-frame header length, the template slot matches in pairs of bits)
+left 20 endpoints later than 6 ns instead of 173 but routed at 151.8 MHz (seed 1, held by one
+path: the reader's ``beat >= bh`` into the segment ring's read pointer, 6.59 ns); with that
+comparison as a flip-flop too, 149.9 MHz (the command window's enables, 115 endpoints later
+than 6 ns); with the window's data enables split between ``emit`` and ``emit_data``, 140.7 MHz.
+Those were not kept: past 150 MHz the figure follows placement by a few percent either way, and
+what holds it is the mover's emit decision reaching the windows' data enables, which takes a
+change of structure (the per-segment fields out of the command queue) rather than another
+register.
 
 At 512 bit (rtl be0e403, ECP5-85k, seed 1) the engine fits: 21 082 LUT4 and 2 361 carry cells
 (25 804 LUT4 as the synthesis table counts them), 24 136 flip-flops, 86 DP16KD (41 % of the
