@@ -61,38 +61,56 @@ loss for good). Frames that
 pass unchanged are read out of the staging ring at one beat per cycle, after the deliveries
 before them, before the next one is taken.
 
-``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in
-beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit, 0.992,
-1.0 and 0.988 (0.983, 0.961 and 0.936 while the copies paused for header patches written into the
-regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85 before
-the chains, the banked copies and the delivery engine). Below line rate at 512 bit: the lookup of
-the first segment after each delivery (a chain breaks when the merged frame is full; with one-beat
-segments each of its cycles costs a beat once the FIFOs before the engine are full), and frames of
-other flows in between (each takes the four-cycle lookup); the test traffic, many flows
-interleaved, gets 0.504 (0.609 at 64 bit).
+``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in beats
+per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit, 0.993, 1.0
+and 0.988 at rtl 4d6cd45 (0.992 for 64 bytes at 8434fe5; 0.983, 0.961 and 0.936 while the copies
+paused for header patches written into the regions; 0.994 for 1500 bytes before the copy's write
+took a cycle more; 0.25, 0.64 and 0.85 before the chains, the banked copies and the delivery
+engine). Below line rate at 512 bit: the lookup of the first segment after each delivery (a chain
+breaks when the merged frame is full; with one-beat segments each of its cycles costs a beat once
+the FIFOs before the engine are full), and frames of other flows in between (each takes the
+four-cycle lookup); the test traffic, many flows interleaved, gets 0.504 (0.609 at 64 bit). There,
+besides the lookups, a frame that passes unchanged waits in "Act" until the read-out, copy and
+delivery engines are idle (it leaves after the deliveries before it, from the staging ring, whose
+words are freed in order), and the engine takes no other frame meanwhile: a merged frame's read-out
+(94 words at 512 bit for 6000 bytes) then holds the input back once the FIFOs before the engine are
+full. A queue of read-outs in order (single frames and deliveries) would let the engine go on; it is
+not built.
 
-Timing. Every decision of the merge engine comes from registers and drives few of them: the lookup
-compares in two registered steps and registers the hit context's index with its verdicts; a merge
-registers its context (one-hot) and changes, which are written in the next cycle (a lookup waits
-for that write); a segment held in a new context is written in a cycle of its own ("Hold"), once
-what it waits for is free, by one-hot enables registered as it enters that cycle (about 1,000
-flip-flops a context, enabled straight from a register); "Chain" tests one-bit verdicts of the
-parser and registers: the IP ID rule as three verdicts of the parser, one picked by the context's
-fixed-ID and single-segment bits, and the room a cycle ahead against the previous payload, which is
-no shorter (a last segment that fits only because it is shorter takes the lookup, with the same
-result). The parser decides the VLAN tags and the EtherType as a descriptor enters it, adds at most
-four words a stage, and keeps the flow key, the options and the header words a merge compares (947
-bits) in a 16-entry LUT memory from stage 1 until the engine is done with the frame, instead of
-flip-flops in every stage and in the FIFO: the FIFO carries the entry's index and the engine reads
-the entry at its head (a second read port), so that taking a frame from the FIFO enables 238
-flip-flops, not 1,184. The header capture register has no enable. The copy engine's count tests are
-registers and it never pauses (the read-out puts the new header fields in); the read-out's word
-count and last lanes are computed ahead; delivery sums take one adder a step. Block RAM read data
-leaves through a register: with ``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the
-staging ring and the regions are DP16KD blocks with their output registers
-(:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
-nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
-rotates in the next and writes from registers in the one after.
+Timing. Every decision of the merge engine comes from registers and drives few of them. Its state
+is one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
+registered steps, equality in 8-bit pieces (two LUT levels), and registers the hit context's index
+with its verdicts; the IP ID a context expects next is a field of its own (no subtraction). A
+merge, in "Chain" or in "Act", is one enable (``go_merge``) over the few registers it must change
+at once (the chained context's held bytes, room and ID bits, ``q_valid``, ``mu_en``): the copy
+command and the context's changes load in every cycle in which they may, and count only when
+enabled; the changes are written in the next cycle (a lookup waits for that write). The copy
+engine's readiness (``c_free``) and the read-out's count tests and output room are registers. A
+segment held in a new context is written in a cycle of its own ("Hold"), once what it waits for is
+free, by one-hot enables registered as it enters that cycle (about 1,000 flip-flops a context,
+enabled straight from a register); "Chain" tests one-bit verdicts of the parser and registers: the
+IP ID rule as three verdicts of the parser, one picked by the context's fixed-ID and
+single-segment bits, and the room a cycle ahead against the previous payload, which is no shorter
+(a last segment that fits only because it is shorter takes the lookup, with the same result). The
+parser decides the VLAN tags and the EtherType as a descriptor enters it (a sum of comparisons
+with constants) and adds at most four words a stage. Wide data waits in 16-entry LUT memories read
+combinationally rather than in flip-flops with an enable: the descriptor FIFO (``pcur`` loads in
+every cycle), the flow key, options and header words a merge compares (``keyq``, 947 bits, from
+stage 1 until the engine is done with the frame; the frame before the one at stage 6 is compared
+from its own entry, not from 900 flip-flops enabled by the stage's valid bit) and the wide fields
+of the parser's FIFO (``pqw``: offsets, sums, the frame's staging words; taking a frame from the
+FIFO enables its narrow fields only). Each is cut into chunks of at most 256 bits, each read with
+read pointers of its own: an entry is taken by every frame in turn and frames never pass each
+other, so a pointer is a counter of the frames gone past its point, and a counter per chunk (which
+synthesis cannot merge, as it merges copies of one register) keeps every read address under about
+64 LUT memory cells (240 before). The header capture register has no enable. The copy engine never
+pauses (the read-out puts the new header fields in); the read-out's word count and last lanes are
+computed ahead; delivery sums take one adder a step. Block RAM read data leaves through a
+register: with ``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the staging ring and the
+regions are DP16KD blocks with their output registers (:class:`.bram.RegisteredMemory`; a DP16KD
+without one takes 5.83 ns from clock to data in nextpnr's ECP5 model); a copy works out its region
+words and lanes in the cycle after the read, rotates in the next and writes from registers in the
+one after.
 
 Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1; routing takes most of
 a run of 75 to 85 minutes). At rtl 4be69c4 (the parser's first stage, the merges' registered
@@ -120,12 +138,23 @@ f5afc17 with HeAP's timing weight at 52 (``hw/synth.py``, seed 1): 85.5 MHz (22,
 carries, 19,561 flip-flops, 80 DP16KD, 830 DPR16X4), its critical path (11.7 ns, 82% routing, seven
 logic levels) from the LUT memory's read address register (``kq_h``) through 5.6 ns of routing
 to its DPR16X4 cells (the address fans out to about 240 of them) and the rule logic into
-``a_rule6``. Still to do for 150 MHz: the LUT memory's read address in registered copies (or its
-read data registered before the rules); the engine's state one-hot (its decode feeds the pop, the
-merges and the read-out's start); the descriptor FIFO's output enable (1,058 flip-flops, its
-1,024-bit header) and the remaining fan-outs of about 1,000 (each context's fields, the parser's
-``last`` registers) cut into registered copies; the staging ring and the regions placed apart need
-their data registered at both ends (done for the regions' inputs).
+``a_rule6``. At rtl 4d6cd45 (the state one-hot; the LUT memories in chunks with read pointers
+of their own, ``pqw``, the frame before read from ``keyq``; equality in 8-bit pieces; ``c_free``,
+``go_merge`` and the values loaded without it; the read-out's registered tests): yosys 17,109 LUT4,
+2,156 CCU2C, 1,053 wide-mux cells, 18,375 flip-flops, 80 DP16KD, 1,061 DPR16X4; routed (seed 1,
+weight 52; 44 minutes beside three other synthesis runs) 95.1 MHz (21,421 LUT4 with carries), its
+critical path (10.5 ns, 79% routing, seven logic levels) from the hit context's index
+(``hit_idx``: 1.7 and 2.8 ns of routing through its decode) through the "Decide" multiplexer of
+the contexts' segment counts and their comparison with 1 into ``ch_held``. By the rough delay
+model over that netlist, the merge engine's worst paths are now four LUT levels to a clock enable
+(``go_merge`` enables about 60 flip-flops, 244 before); the deepest left are the parser's TCP word
+sums in stage 2 (a comparison with the data offset, a mask and two adders in series) and its first
+stage (``ntags`` drives about 700 multiplexers of the IP and TCP header windows). Still to do for
+150 MHz: "Decide"'s picks of the hit context's fields from one-bit fields kept per context (its
+single-segment bit rather than its count compared with 1) or by the one-hot hit vector; the stage
+2 sums in groups of two words; the header windows of stage 1 selected by a registered one-hot of
+the tag count and family; the remaining fan-outs of about 1,000 from one flip-flop (each
+context's ``hold_we``), if the router's figures show them.
 """
 
 from contextlib import contextmanager
