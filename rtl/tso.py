@@ -137,10 +137,15 @@ register.
 
 At 512 bit (rtl be0e403, ECP5-85k, seed 1) the engine fits: 21 082 LUT4 and 2 361 carry cells
 (25 804 LUT4 as the synthesis table counts them), 24 136 flip-flops, 86 DP16KD (41 % of the
-device: the ring 2048 x 512 in 57 blocks of 2048 x 9, the segment ring 512 x 512 in 29 of
-1024 x 18), 526 LUT RAM cells; 30 813 of the 83 640 logic cells once packed. nextpnr placed it
-at an estimated 68.5 MHz before routing; routing its 141 339 arcs had not finished after
-more than 30 minutes on a loaded machine, so there is no routed figure at 512 bit yet.
+device: the ring 2048 x 512 in 57 blocks of 2048 x 9, the segment ring 512 x 512 in 29 of 1024
+x 18), 526 LUT RAM cells; 30 813 of the 83 640 logic cells once packed; its routing had not
+finished after more than 30 minutes on a loaded machine. Routed at rtl ba0d5f9 (seed 1, HeAP
+timing weight 52): 83.4 MHz (21 192 LUT4 and 2 354 carry cells, 25 900 as the table counts
+them, 24 221 flip-flops, 86 DP16KD, 30 884 logic cells packed; 58.8 MHz estimated after
+placement; 95 minutes for the whole flow on a machine shared with three other synthesis runs).
+Its critical path is the header sums' pseudo-header word sum of a 64-byte beat
+(``hpart_pseudo`` into ``hbeat_pseudo``: eight LUT levels, then the carry chain, 12 ns): at
+this width the sums of one header beat a cycle want more registered steps.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
