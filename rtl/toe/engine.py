@@ -573,18 +573,20 @@ class ToeEngine(wiring.Component):
             # state machine uses the session table (fsm_tbl)
             fsm_rd = Signal()
             fsm_tbl = Signal()
+
+            def ongoing(*states):
+                return Cat(*(fsm.ongoing(s) for s in states)).any()
+
+            mem_states = ("S Copy", "X Ring", "X Ring 1", "X Ring 2")  # reads on ``mem``
             m.d.comb += [
-                fsm_rd.eq(Cat(*(fsm.ongoing(s) for s in (
-                    "Act", "Build Echo", "Build Reset", "Send", "ARP Request", "S Copy",
-                    "X Ring", "X Ring 1", "X Ring 2"))).any()),
-                fsm_tbl.eq(Cat(*(fsm.ongoing(s) for s in (
-                    "T Lookup Req", "T Lookup Wait", "L Insert", "L Insert Wait", "Release",
-                    "Release Wait", "C Open", "C Open Wait"))).any())]
+                fsm_rd.eq(ongoing("Act", "Build Echo", "Build Reset", "Send", "ARP Request",
+                                  *mem_states)),
+                fsm_tbl.eq(ongoing("T Lookup Req", "T Lookup Wait", "L Insert", "L Insert Wait",
+                                   "Release", "Release Wait", "C Open", "C Open Wait"))]
             ses.cut_through(fsm.ongoing("Receive"), fsm_rd, fsm_tbl)
             # the transmitter's ring reads wait for the others' use of the memory port
             mem_other = Signal()
-            m.d.comb += mem_other.eq(ses.ct_write | Cat(*(fsm.ongoing(s) for s in (
-                "S Copy", "X Ring", "X Ring 1", "X Ring 2"))).any())
+            m.d.comb += mem_other.eq(ses.ct_write | ongoing(*mem_states))
             ses.transmitter(mem_other)
             ses.app_mover()
             m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~pending
