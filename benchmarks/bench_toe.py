@@ -166,15 +166,16 @@ def send_profile(total_bytes=160 << 10, skip_bytes=96 << 10):
     sender = SendApp(rtl, "10.0.0.1", 9, [data])
     hosts = [AppHost(rtl, [sender]), AppHost(model, [sink])]
     link = Loopback(model, rtl, latency=cycles(1e-6), hosts=hosts)
+
     def done():
         got = sum(len(d) for d in sink.data.values())
         rtl._counting = got >= skip_bytes
         return got == total_bytes
 
     ok = link.run(done, max_cycles=cycles(60))
-    spent = busy["cycles"]
     assert ok, "transfer did not finish"
     assert [bytes(d) for d in sink.data.values()] == [data]
+    spent = busy["cycles"]
     moved = total_bytes - skip_bytes
     segments = moved / 1460
     return {"bytes": total_bytes, "counted_bytes": moved, "gateware_cycles": spent,
@@ -359,37 +360,37 @@ def bridge_rate():
                                                                           / 1e6, 1)}
 
 
+def rtl_goodput_rows():
+    """Both directions of :func:`rtl_goodput` with 32 KiB."""
+    return [rtl_goodput(d, 32 << 10) for d in ("receive", "send")]
+
+
+def _refresh(rows):
+    """Recompute the named rows (name -> function) into the results file, keeping the others."""
+    results = json.loads(RESULTS.read_text())
+    for name, run in rows.items():
+        results[name] = run()
+        print(json.dumps(results[name]))
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
 def main():
     import sys
 
     if "--verilator-only" in sys.argv:
         # refresh the Verilator rows alone
-        results = json.loads(RESULTS.read_text())
-        results["verilator_goodput"] = verilator_rows()
-        results["verilator_burst"] = verilator_bursts()
-        print(json.dumps(results["verilator_burst"]))
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+        _refresh({"verilator_goodput": verilator_rows, "verilator_burst": verilator_bursts})
         return
     if "--send-profile" in sys.argv:
         # where a sending run's cycles go (Amaranth's simulator)
-        results = json.loads(RESULTS.read_text())
-        results["rtl_send_profile"] = send_profile()
-        print(json.dumps(results["rtl_send_profile"], indent=1))
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+        _refresh({"rtl_send_profile": send_profile})
         return
     if "--rtl-goodput-only" in sys.argv or "--rtl-only" in sys.argv:
         # refresh the RTL rows alone (the others need a quiet machine); --rtl-only: the
         # front end's echo rate too
-        results = json.loads(RESULTS.read_text())
-        if "--rtl-only" in sys.argv:
-            results["rtl_echo"] = rtl_echo_rate()
-            print(json.dumps(results["rtl_echo"]))
-        results["rtl_goodput"] = [rtl_goodput(d, 32 << 10) for d in ("receive", "send")]
-        print(json.dumps(results["rtl_goodput"]))
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+        rows = {"rtl_echo": rtl_echo_rate} if "--rtl-only" in sys.argv else {}
+        _refresh({**rows, "rtl_goodput": rtl_goodput_rows})
         return
     results = {"machine": platform.machine(), "python": platform.python_version(),
                "model_goodput": [], "rtl_echo": None, "bridge": None}
@@ -397,15 +398,12 @@ def main():
         row = model_goodput(connections, 8 << 20, loss)
         print(json.dumps(row))
         results["model_goodput"].append(row)
-    results["rtl_echo"] = rtl_echo_rate()
-    print(json.dumps(results["rtl_echo"]))
-    results["rtl_goodput"] = [rtl_goodput(d, 32 << 10) for d in ("receive", "send")]
-    print(json.dumps(results["rtl_goodput"]))
-    results["verilator_goodput"] = verilator_rows()
-    results["verilator_burst"] = verilator_bursts()
-    print(json.dumps(results["verilator_burst"]))
-    results["bridge"] = bridge_rate()
-    print(json.dumps(results["bridge"]))
+    for name, run in (("rtl_echo", rtl_echo_rate), ("rtl_goodput", rtl_goodput_rows),
+                      ("rtl_send_profile", send_profile),
+                      ("verilator_goodput", verilator_rows),
+                      ("verilator_burst", verilator_bursts), ("bridge", bridge_rate)):
+        results[name] = run()
+        print(json.dumps(results[name]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
