@@ -33,7 +33,7 @@ What the engine does, and the choices where the RFCs leave room:
   least 3 s (RFC 6298 §5.7).
 * Congestion control: NewReno (RFC 5681 slow start and congestion avoidance, the latter by
   counting acknowledged bytes as RFC 5681 §3.1 recommends (RFC 3465), initial window of
-  RFC 5681 §3.1; RFC 6582 fast retransmit on the third duplicate ACK, fast recovery with partial
+  RFC 6928 (10 segments of 1460 bytes, as Linux); RFC 6582 fast retransmit on the third duplicate ACK, fast recovery with partial
   ACKs, ``recover`` guarding against a second reduction).
 * Receiving: cumulative ACKs, delayed ACK (every second data segment or after ``delack``), an
   immediate ACK for out-of-order data, for data that fills a hole and for a FIN; receiver
@@ -1065,12 +1065,9 @@ class TcpEngine:
 
     @staticmethod
     def _initial_window(mss: int) -> int:
-        """RFC 5681 §3.1 initial window."""
-        if mss > 2190:
-            return 2 * mss
-        if mss > 1095:
-            return 3 * mss
-        return 4 * mss
+        """RFC 6928 §2 initial window: min(10 * MSS, max(2 * MSS, 14600 bytes)), Linux's
+        default (RFC 5681 §3.1's was 2 to 4 segments)."""
+        return min(10 * mss, max(2 * mss, 14600))
 
     def _segment_syn_sent(self, s: _Session, seg: Segment) -> None:
         """RFC 9293 §3.10.7.3."""

@@ -119,8 +119,15 @@ class SendApp(_App):
         for sid in list(self._left):
             if sid not in self._connected or sid in self.released:
                 continue
-            if self.engine.readable(sid):
+            # recv, not readable: on the gateware a query is a command of its own, while recv
+            # asks only after a data notification
+            try:
                 self.received[sid] += self.engine.recv(sid)
+            except TcpError:
+                # released without a notification (the model releases a session in TIME-WAIT
+                # on a RST silently)
+                self.released.add(sid)
+                continue
             left = self._left[sid]
             if left:
                 taken = self.engine.send(sid, bytes(left[:1 << 16]))
@@ -148,6 +155,8 @@ class SinkApp(_App):
         self.read = read
         self.data: dict[int, bytearray] = {}
         self.closed: set[int] = set()
+        self._gone: set[int] = set()  # sessions reset or released
+        self._peer_fin: set[int] = set()  # sessions whose peer closed
         engine.listen(port)
 
     owns = EchoApp.owns
@@ -156,17 +165,28 @@ class SinkApp(_App):
         sid = note.session
         if note.kind == Notice.CONNECTED:
             self.data.setdefault(sid, bytearray())
+            self._gone.discard(sid)
+            self._peer_fin.discard(sid)
         elif note.kind == Notice.RESET:
             self.resets.append((sid, note.info))
+            self._gone.add(sid)
+        elif note.kind == Notice.CLOSED:
+            (self._peer_fin if note.info == "peer" else self._gone).add(sid)
 
     def poll(self) -> None:
         if not self.read:
             return
+        # the notifications say which sessions are gone and which saw the peer's FIN, so the
+        # engine is asked (at_eof: a command on the gateware) only after a FIN
         for sid in list(self.sessions):
-            if self.engine.state(sid).value == "CLOSED":
+            if sid in self._gone:
                 continue
-            self.data.setdefault(sid, bytearray()).extend(self.engine.recv(sid))
-            if sid not in self.closed and self.engine.at_eof(sid):
+            try:
+                self.data.setdefault(sid, bytearray()).extend(self.engine.recv(sid))
+            except TcpError:  # released without a notification (a RST in TIME-WAIT)
+                self._gone.add(sid)
+                continue
+            if sid not in self.closed and sid in self._peer_fin and self.engine.at_eof(sid):
                 self.engine.close(sid)
                 self.closed.add(sid)
 

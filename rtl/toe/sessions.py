@@ -1,6 +1,6 @@
 # Ref: RFC 9293 §3.3.1 (TCB), §3.5 (open), §3.6 (close), §3.8.6 (windows, delayed ACK),
 #      §3.10 (event processing); RFC 6298 (retransmission timer); RFC 5681 (slow start,
-#      congestion avoidance), RFC 6582 (NewReno fast retransmit and recovery); RFC 7323 §2
+#      congestion avoidance), RFC 6928 (initial window), RFC 6582 (NewReno fast retransmit and recovery); RFC 7323 §2
 #      (window scale); RFC 5961 §3-§5 (RST, SYN and ACK checks); RFC 1122 §4.2.3.2 (delayed
 #      ACK); fpga-network-stack (shared/REFERENCES.md) for the shape of the application streams
 """TCP session engine of the RTL TOE: TCBs, buffers in an external memory, timers, app streams.
@@ -76,7 +76,8 @@ Choices (and where they differ from the golden model):
   window stays closed, as Linux does (RFC 9293 §3.8.6.1, MUST-26).
 * Congestion control is NewReno as in the model, except that congestion avoidance counts
   acknowledged bytes (RFC 3465; ``cwnd`` grows by one MSS per ``cwnd`` bytes acknowledged)
-  instead of adding ``MSS * MSS / cwnd`` per ACK, which would need a divider.
+  instead of adding ``MSS * MSS / cwnd`` per ACK, which would need a divider. The initial
+  window is RFC 6928's (ten segments of 1460 bytes, Linux's default), as in the model.
 * The initial sequence number is the Toeplitz hash of the connection's addresses plus 256 per
   tick (RFC 6528's clock at about 4 us for 1 ms ticks), or ``fixed_isn`` for tests.
 * A RST that ends TIME-WAIT (RFC 9293 §3.10.7.4) is reported as ``closed_done``, so the
@@ -1090,8 +1091,9 @@ class SessionLogic:
                              t.rcv_adv.eq(seq1 + _umin(self.buf, Const(0xFFFF, 32) << shift))]
                 m.next = "P Window"
         with m.State("P Window"):
-            iw = Mux(t.snd_mss > 2190, 2 * t.snd_mss,
-                     Mux(t.snd_mss > 1095, 3 * t.snd_mss, 4 * t.snd_mss))
+            # RFC 6928 §2: min(10 * MSS, max(2 * MSS, 14600)), as Linux's default
+            iw = Mux(t.snd_mss > 7300, 2 * t.snd_mss,
+                     Mux(t.snd_mss > 1460, 14600, 10 * t.snd_mss))
             m.d.sync += t.cwnd.eq(iw)
             with m.If(self.p_ret == 0):
                 # passive open: SYN-ACK, retransmission timer (RFC 6298 §2.1)

@@ -204,18 +204,20 @@ def test_window_scale_and_mss_negotiated():
     assert info["snd_wscale"] == 7 and info["rcv_wscale"] == 5 and info["snd_mss"] == 536
     p.send(ACK, window=100)  # 100 << 7
     assert e.session_info(sid)["snd_wnd"] == 12800
-    segs = (e.send(sid, bytes(5000)), p.out())[1]
-    assert [len(s.payload) for s in segs] == [536] * 4  # RFC 5681 §3.1: IW = 4 * 536
+    segs = (e.send(sid, bytes(8000)), p.out())[1]
+    assert [len(s.payload) for s in segs] == [536] * 10  # RFC 6928: IW = 10 * 536
 
 
-def test_initial_window_rfc5681():
-    for mss, iw_segments in ((536, 4), (1460, 3), (4000, 2)):
+def test_initial_window_rfc6928():
+    # RFC 6928 §2: min(10 * MSS, max(2 * MSS, 14600)) bytes, sent as whole segments (a short
+    # one would neither be full-sized nor empty the buffer: RFC 9293 §3.8.6.2.1)
+    for mss, iw_segments in ((536, 10), (1460, 10), (4000, 3), (8000, 2)):
         e = engine(mss=9000)
         p = Peer(e)
         sid = p.connect(mss=mss)
         e.send(sid, bytes(100_000))
         segs = p.out()
-        assert sum(len(s.payload) for s in segs) == iw_segments * mss
+        assert [len(s.payload) for s in segs] == [mss] * iw_segments
 
 
 def test_no_window_scale_without_peer_option():
@@ -727,7 +729,7 @@ def test_congestion_window_grows_slow_start_then_linear():
     e.send(sid, bytes(1 << 20))
     segs = p.out()
     cwnd0 = e.session_info(sid)["cwnd"]
-    assert cwnd0 == 3 * 1460
+    assert cwnd0 == 10 * 1460
     p.send(ACK, ack=(segs[0].seq + 1460) % MOD)
     assert e.session_info(sid)["cwnd"] == cwnd0 + 1460
 
