@@ -250,8 +250,8 @@ class MatchAction(wiring.Component):
                      out_q.w_data.eq(last.o.p[:self.layout.size])]
         out_hv = data.View(self.layout, out_q.r_data)
 
-        # Deparser: the head of the next frame is built from the last stage's vector and the
-        # side FIFO, and registered when the deparser takes the frame ---------------------------
+        # Deparser: the head of the next frame is built from the queues' outputs into one of two
+        # slots; the deparser sends a frame from its slot and frees it with the last beat ------
         sd, od = side.r_data, offsets.r_data
         sq = {"window": sd[:o], "length": sd[o:o + 14], "r_beats": sd[o + 14:o + 26],
               "l2_end": od[:8], "flags": unpack_flags(od[8:], headers)}
@@ -261,22 +261,53 @@ class MatchAction(wiring.Component):
         head_raw, head_len_c, out_len_c = build_head(m, hvd, sq, custom_bytes)
         pad = -len(head_raw) % self.width
         head_c = Cat(head_raw, Const(0, pad)) if pad else head_raw
-        head = Signal(len(head_c))
         m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=16)
         wiring.connect(m, wiring.flipped(self.result), res_fifo.r_stream)
         result_word = Cat(out_hv.egress, out_hv.number, out_hv.reason, out_hv.mirror,
                           out_hv.mirror_queue, out_hv.color, out_hv.hits)
 
+        # The slots: a free slot takes the queues' next frame every cycle (its enable is the
+        # slot's own flag), and the queues are popped when a slot is free; so neither the pops
+        # nor the slots' enables wait on the last beat of the frame being sent. Two slots keep
+        # a frame a cycle: one is sent while the other is filled.
+        slot_layout = data.StructLayout({
+            "head": len(head_c), "head_len": 9, "out_len": 15, "result": 64, "r_beats": 12,
+            "drop": 1, "last": 1, "short": 1})
+        slots = [Signal(slot_layout, name=f"slot{i}") for i in range(2)]
+        occupied = Signal(2)  # the slot holds a frame not yet sent
+        wp = Signal()  # the slot the next frame goes to
+        rp = Signal()  # the slot of the frame being sent (of the next to send when idle)
+        prepared = Signal(slot_layout)
+        m.d.comb += [
+            prepared.head.eq(head_c), prepared.head_len.eq(head_len_c),
+            prepared.out_len.eq(out_len_c), prepared.result.eq(result_word),
+            prepared.r_beats.eq(sd[o + 14:o + 26]), prepared.drop.eq(out_hv.egress == EGRESS_DROP),
+            prepared.last.eq(out_len_c <= W), prepared.short.eq(head_len_c >= out_len_c),
+        ]
+        for i in range(2):
+            with m.If(~occupied[i]):
+                m.d.sync += slots[i].eq(prepared)
+        pop = Signal()
+        done = Signal()  # the last beat of a frame (or the end of a drained one): its slot freed
+        m.d.comb += [
+            pop.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & ~occupied.all()),
+            side.r_en.eq(pop), offsets.r_en.eq(pop), out_q.r_en.eq(pop), taken.eq(pop),
+            res_fifo.w_en.eq(done),
+        ]
+        m.d.sync += [wp.eq(wp ^ pop), rp.eq(rp ^ done)]
+        for i in range(2):
+            m.d.sync += occupied[i].eq((occupied[i] & ~(done & (rp == i))) | (pop & (wp == i)))
+
+        def pick(sel, field):
+            return Mux(sel, slots[1][field], slots[0][field])
+
         # The result of a frame enters its FIFO with the frame's last beat (or when a dropped
         # frame is drained), so a frame is out before its result.
-        res_q = Signal(64)
-        m.d.comb += res_fifo.w_data.eq(res_q)
+        m.d.comb += res_fifo.w_data.eq(pick(rp, "result"))
         k = Signal(range(limits.PARSE_WINDOW // W + 3))
         r_left = Signal(12)
         carry = Signal(self.width)
         p = Signal(range(W + 1))  # bytes waiting in carry
-        take = Signal()
-        m.d.comb += take.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & res_fifo.w_rdy)
         # The bytes of the frame and of its head still to send, and whether the next beat is
         # the last, are registers counted down by a beat's bytes (no subtraction or compare
         # of the lengths in the beat's cycle).
@@ -286,23 +317,20 @@ class MatchAction(wiring.Component):
         short_head = Signal()  # the head holds the whole frame
         last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
         m.d.comb += last_keep.eq(Cat(*(remaining > i for i in range(W))))
+        nxt = Signal()  # the slot a frame starts from: ``rp`` when idle, the other at a last beat
 
         def beat_sent():
             m.d.sync += [remaining.eq(remaining - W), head_left.eq(head_left - W),
                          is_last.eq(remaining <= 2 * W)]
 
         def start(fsm_idle):
-            """Take the next frame's vector (or go idle): in Idle, or with a frame's last beat."""
-            with m.If(take):
-                m.d.comb += [side.r_en.eq(1), offsets.r_en.eq(1), out_q.r_en.eq(1),
-                             taken.eq(1)]
-                m.d.sync += [res_q.eq(result_word), head.eq(head_c), k.eq(0),
-                             remaining.eq(out_len_c),
-                             head_left.eq(head_len_c), is_last.eq(out_len_c <= W),
-                             short_head.eq(head_len_c >= out_len_c),
-                             r_left.eq(side.r_data[o + 14:o + 26]),
+            """Start the frame of the next slot (or go idle): in Idle, or with a last beat."""
+            with m.If(occupied.bit_select(nxt, 1) & res_fifo.w_rdy):
+                m.d.sync += [k.eq(0), remaining.eq(pick(nxt, "out_len")),
+                             head_left.eq(pick(nxt, "head_len")), is_last.eq(pick(nxt, "last")),
+                             short_head.eq(pick(nxt, "short")), r_left.eq(pick(nxt, "r_beats")),
                              frames_in.eq(frames_in + 1)]
-                with m.If(out_hv.egress == EGRESS_DROP):
+                with m.If(pick(nxt, "drop")):
                     m.d.sync += drops.eq(drops + 1)
                     m.next = "Drain"
                 with m.Else():
@@ -311,19 +339,20 @@ class MatchAction(wiring.Component):
                 with m.Else():
                     m.next = "Idle"
 
-        with m.FSM(name="deparse"):
+        with m.FSM(name="deparse") as fsm:
             with m.State("Idle"):
                 start(True)
             with m.State("Drain"):
                 with m.If(r_left == 0):
-                    m.d.comb += res_fifo.w_en.eq(1)
+                    m.d.comb += done.eq(1)
                     start(False)
                 with m.Else():
                     m.d.comb += data_fifo.r_en.eq(1)
                     with m.If(data_fifo.r_rdy):
                         m.d.sync += r_left.eq(r_left - 1)
             with m.State("Head"):
-                beat_data = head.word_select(k, self.width)
+                beat_data = Mux(rp, slots[1].head.word_select(k, self.width),
+                                slots[0].head.word_select(k, self.width))
                 full = head_left >= W
                 with m.If(full | is_last & short_head):
                     m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(beat_data),
@@ -333,7 +362,7 @@ class MatchAction(wiring.Component):
                         m.d.sync += k.eq(k + 1)
                         beat_sent()
                         with m.If(is_last):
-                            m.d.comb += res_fifo.w_en.eq(1)
+                            m.d.comb += done.eq(1)
                             start(False)
                 with m.Else():
                     m.d.sync += [carry.eq(beat_data), p.eq(head_left)]
@@ -358,8 +387,9 @@ class MatchAction(wiring.Component):
                     m.d.sync += [r_left.eq(r_left - need_beat), carry.eq(carry_next)]
                     beat_sent()
                     with m.If(is_last):
-                        m.d.comb += res_fifo.w_en.eq(1)
+                        m.d.comb += done.eq(1)
                         start(False)
+        m.d.comb += nxt.eq(rp ^ ~fsm.ongoing("Idle"))
 
         return m
 
