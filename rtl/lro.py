@@ -79,26 +79,31 @@ not built.
 
 Timing. Every decision of the merge engine comes from registers and drives few of them. Its state
 is one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
-registered steps, equality in 8-bit pieces (two LUT levels), and registers the hit context's index
-with its verdicts; the IP ID a context expects next is a field of its own (no subtraction). A
+registered steps, equality in 8-bit pieces (two LUT levels), and registers the hit vector (one-hot)
+and index with its verdicts; "Decide" picks the hit context's fields by the hit vector (an AND-OR,
+no index multiplexer) and its one-bit facts (a single segment, fixed IDs, an equal IP ID) from the
+lookup's registers; the IP ID a context expects next is a field of its own (no subtraction). A
 merge, in "Chain" or in "Act", is one enable (``go_merge``) over the few registers it must change
 at once (the chained context's held bytes, room and ID bits, ``q_valid``, ``mu_en``): the copy
 command and the context's changes load in every cycle in which they may, and count only when
 enabled; the changes are written in the next cycle (a lookup waits for that write). The copy
 engine's readiness (``c_free``) and the read-out's count tests and output room are registers. A
 segment held in a new context is written in a cycle of its own ("Hold"), once what it waits for is
-free, by one-hot enables registered as it enters that cycle (about 1,000 flip-flops a context,
-enabled straight from a register); "Chain" tests one-bit verdicts of the parser and registers: the
-IP ID rule as three verdicts of the parser, one picked by the context's fixed-ID and
-single-segment bits, and the room a cycle ahead against the previous payload, which is no shorter
-(a last segment that fits only because it is shorter takes the lookup, with the same result). The
-parser decides the VLAN tags and the EtherType as a descriptor enters it (a sum of comparisons
-with constants) and adds at most four words a stage. Wide data waits in 16-entry LUT memories read
-combinationally rather than in flip-flops with an enable: the descriptor FIFO (``pcur`` loads in
-every cycle), the flow key, options and header words a merge compares (``keyq``, 947 bits, from
-stage 1 until the engine is done with the frame; the frame before the one at stage 6 is compared
-from its own entry, not from 900 flip-flops enabled by the stage's valid bit) and the wide fields
-of the parser's FIFO (``pqw``: offsets, sums, the frame's staging words; taking a frame from the
+free, by one-hot enables registered as it enters that cycle (about 1,150 flip-flops a context,
+enabled straight from four copies of the register, each for about 300 of them); "Chain" tests
+one-bit verdicts of the parser and registers: the IP ID rule as three verdicts of the parser, one
+picked by the context's fixed-ID and single-segment bits, and the room a cycle ahead against the
+previous payload, which is no shorter (a last segment that fits only because it is shorter takes the
+lookup, with the same result). The parser decides the VLAN tags and the EtherType as a descriptor
+enters it (a sum of comparisons with constants, registered as one-hot selects of the first stage's
+header windows: an AND-OR of each window bit, no multiplexer of a binary tag count) and adds at most
+four words a stage (the TCP words, masked by a comparison with the data offset, in pairs: one adder
+after the mask). Wide data waits in 16-entry LUT memories read combinationally rather than in
+flip-flops with an enable: the descriptor FIFO (``pcur`` loads in every cycle), the flow key,
+options and header words a merge compares (``keyq``, 947 bits, from stage 1 until the engine is done
+with the frame; the frame before the one at stage 6 is compared from its own entry, not from 900
+flip-flops enabled by the stage's valid bit) and the wide fields of the parser's FIFO (``pqw``:
+offsets, sums, the frame's staging words; taking a frame from the
 FIFO enables its narrow fields only). Each is cut into chunks of at most 256 bits, each read with
 read pointers of its own: an entry is taken by every frame in turn and frames never pass each
 other, so a pointer is a counter of the frames gone past its point, and a counter per chunk (which
@@ -192,6 +197,7 @@ _FLAG_MASK = 0xFFFFFFFF & ~(0x89 << 16)  # the TCP word at offset 12 but CWR, PS
 _PIECE = 8
 _END = 0x20 | 0x08 | 0x04 | 0x02 | 0x01  # URG, PSH, RST, SYN, FIN
 _CWR = 0x80
+_HOLD_COPIES = 4  # copies of the enables of "Hold" (see there)
 
 
 def _byte(value, i):
@@ -232,6 +238,16 @@ def _chunks(size, cuts=(), most=256):
         parts = (hi - lo + most - 1) // most
         step = (hi - lo + parts - 1) // parts
         out += [(a, min(a + step, hi)) for a in range(lo, hi, step)]
+    return out
+
+
+def _and_or(onehot, values):
+    """The value of ``values`` that the one-hot ``onehot`` selects, as an AND-OR (zero if
+    no bit is set; combinational)."""
+    terms = [Mux(onehot[k], v, 0) for k, v in enumerate(values)]
+    out = terms[0]
+    for t in terms[1:]:
+        out = out | t
     return out
 
 
@@ -557,15 +573,25 @@ class LroEngine(wiring.Component):
         ntags = Signal(2)
         is6_et = Signal()
         is4_et = Signal()
+        # The header windows of the first stage are selected by one-hot registers (an AND-OR
+        # of each window bit with its select, no decoding of ``ntags`` before some 800
+        # multiplexers): ``tag_oh``, the tag count; ``win_oh``, the tag count and the family
+        # (bit ``t + 3 * v6``), which place the TCP header.
+        tag_oh = Signal(3)
+        win_oh = Signal(6)
         vh = view.hdr
         v_et = [be_bytes(vh, 12 + 4 * t, 2) for t in range(3)]
         # (As a sum of terms, each of one comparison with a constant: no multiplexer of
         # EtherTypes before the comparison.)
         tp = [is_tpid(v_et[0]), is_tpid(v_et[1])]
         at = [~tp[0], tp[0] & ~tp[1], tp[0] & tp[1]]  # the EtherType after 0, 1, 2 tags
+        et6 = [v_et[t] == 0x86DD for t in range(3)]
         m.d.sync += [ntags.eq(Mux(tp[0], Mux(tp[1], 2, 1), 0)),
-                     is6_et.eq(Cat(*(at[t] & (v_et[t] == 0x86DD) for t in range(3))).any()),
-                     is4_et.eq(Cat(*(at[t] & (v_et[t] == 0x0800) for t in range(3))).any())]
+                     is6_et.eq(Cat(*(at[t] & et6[t] for t in range(3))).any()),
+                     is4_et.eq(Cat(*(at[t] & (v_et[t] == 0x0800) for t in range(3))).any()),
+                     tag_oh.eq(Cat(*at)),
+                     win_oh.eq(Cat(*(at[t] & ~et6[t] for t in range(3)),
+                                   *(at[t] & et6[t] for t in range(3))))]
         m.d.sync += [meta_at[0].len.eq(view.len), meta_at[0].start.eq(view.start),
                      meta_at[0].eop.eq(view.eop), meta_at[0].idx.eq(view.idx)]
         for k in range(1, stages):
@@ -585,23 +611,26 @@ class LroEngine(wiring.Component):
         # S1: layer 2, the IP header and the TCP header at their offsets.
         ip_at = [h[8 * (14 + 4 * t):8 * (14 + 4 * t + 40)] for t in range(3)]
         ipv = Signal(8 * 40)
-        m.d.comb += ipv.eq(Mux(ntags == 0, ip_at[0], Mux(ntags == 1, ip_at[1], ip_at[2])))
+        m.d.comb += ipv.eq(_and_or(tag_oh, ip_at))
         l3c = Signal(7)
         m.d.comb += l3c.eq(14 + 4 * ntags)
         l4any = Signal(7)
         m.d.comb += l4any.eq(l3c + Mux(is6_et, 40, Cat(Const(0, 2), ipv[0:4])))
         tcp_sel = Signal(8 * 60)
-        with m.Switch(Cat(ntags, is6_et)):
+        tcp_at = []
+        for v6 in (0, 1):
             for t in range(3):
-                for v6 in (0, 1):
-                    lo = 14 + 4 * t + (40 if v6 else 20)
-                    with m.Case(t | (v6 << 2)):
-                        m.d.comb += tcp_sel.eq(h[8 * lo:8 * min(lo + 60, _HDR)])
+                lo = 14 + 4 * t + (40 if v6 else 20)
+                tcp_at.append(h[8 * lo:8 * min(lo + 60, _HDR)])
+        m.d.comb += tcp_sel.eq(_and_or(win_oh, tcp_at))
+        # Layer 2 ends at byte 14 + 4 * ntags: bytes 14 to 17 are a tag's with one or two,
+        # bytes 18 to 21 with two.
+        eth_keep = [Const(1, 1)] * 14 + [~tag_oh[0]] * 4 + [tag_oh[2]] * 4
         s1 = regs("s1", ntags=2, is6=1, is4=1, ip=320, tcp=480, l4any=7, eth=176, total=32)
         stage(1, [(s1["ntags"], ntags), (s1["is6"], is6_et), (s1["is4"], is4_et),
                   (s1["ip"], ipv), (s1["tcp"], tcp_sel),
                   (s1["l4any"], l4any), (s1["total"], pcur.total),
-                  (s1["eth"], Cat(*(Mux(k < l3c, _byte(h, k), 0) for k in range(22))))])
+                  (s1["eth"], Cat(*(Mux(eth_keep[k], _byte(h, k), 0) for k in range(22))))])
 
         # S2: header fields; partial sums of at most eight words.
         ip, tcp = s1["ip"], s1["tcp"]
@@ -609,9 +638,10 @@ class LroEngine(wiring.Component):
         is4 = ~is6
         doff = tcp[8 * 12 + 4:8 * 12 + 8]
 
-        def masked_groups(count, word, keep):
-            return [_tree_sum(Mux(keep(k), word(k), 0) for k in range(lo, min(lo + 4, count)))
-                    for lo in range(0, count, 4)]
+        def masked_groups(count, word, keep, size=4):
+            return [_tree_sum(Mux(keep(k), word(k), 0)
+                              for k in range(lo, min(lo + size, count)))
+                    for lo in range(0, count, size)]
 
         # The ports behind an IPv4 header of ``ihl`` words lie ``4 * (ihl - 5)`` bytes into
         # the TCP window (taken at 20 bytes); IPv6 and shorter IPv4 headers: at its start
@@ -629,8 +659,10 @@ class LroEngine(wiring.Component):
                                  lambda k: is6 | (k < 10))
         addr_words = masked_groups(20, lambda k: be_bytes(ip, 2 * k, 2),
                                    lambda k: Mux(is6, k >= 4, (k >= 6) & (k < 10)))
+        # (The TCP words in pairs: their mask is a comparison with the data offset, so one
+        # adder after it.)
         tcp_words = masked_groups(30, lambda k: be_bytes(tcp, 2 * k, 2),
-                                  lambda k: k < Cat(Const(0, 1), doff))
+                                  lambda k: k < Cat(Const(0, 1), doff), size=2)
         eth_words = masked_groups(11, lambda k: be_bytes(s1["eth"], 2 * k, 2), lambda k: 1)
         label = Cat(ip[0:8] & 0xF0, ip[8:16] & 0x0F, ip[16:32])
         ip_key = Mux(is6, Cat(label, ip[8 * 8:8 * 40]), Cat(ip[8 * 12:8 * 20], Const(0, 8 * 28)))
@@ -638,7 +670,7 @@ class LroEngine(wiring.Component):
                   doff=4, tcp_csum=16, l3=7, is6=1, et_ip=1, l4any=7, total=17)
         sg = {f"ip{k}": Signal(18, name=f"s2_ip{k}") for k in range(5)}
         sg.update({f"addr{k}": Signal(18, name=f"s2_addr{k}") for k in range(5)})
-        sg.update({f"tcp{k}": Signal(18, name=f"s2_tcp{k}") for k in range(8)})
+        sg.update({f"tcp{k}": Signal(17, name=f"s2_tcp{k}") for k in range(15)})
         sg.update({f"eth{k}": Signal(18, name=f"s2_eth{k}") for k in range(3)})
         stage(2, [
             *((sg[f"ip{k}"], v) for k, v in enumerate(ip_words)),
@@ -710,14 +742,15 @@ class LroEngine(wiring.Component):
         stage(2, [(s2[k], s2_fields[k]) for k in s2])
         l4_of = Mux(s2_fields["is6"], 40, 20)
         hdr_of = Cat(Const(0, 2), s2_fields["doff"])
-        sb = regs("s2b", ip0=20, ip1=20, addr0=20, addr1=20, tcp0=20, tcp1=20, eth=20,
+        sb = regs("s2b", ip0=20, ip1=20, addr0=20, addr1=20, tcp0=19, tcp1=19, tcp2=19,
+                  tcp3=19, eth=20,
                   l4=7, l3_20=8, l3_40=8, l4_4=8, l4_20=8, l4any_4=8, pay_off=8)
         stage(2, [
             (sb["ip0"], sg["ip0"] + sg["ip1"] + sg["ip2"]), (sb["ip1"], sg["ip3"] + sg["ip4"]),
             (sb["addr0"], sg["addr0"] + sg["addr1"] + sg["addr2"]),
             (sb["addr1"], sg["addr3"] + sg["addr4"]),
-            (sb["tcp0"], (sg["tcp0"] + sg["tcp1"]) + (sg["tcp2"] + sg["tcp3"])),
-            (sb["tcp1"], (sg["tcp4"] + sg["tcp5"]) + (sg["tcp6"] + sg["tcp7"])),
+            *((sb[f"tcp{k}"], _tree_sum(sg[f"tcp{j}"] for j in range(4 * k, min(4 * k + 4, 15))))
+              for k in range(4)),
             (sb["eth"], sg["eth0"] + sg["eth1"] + sg["eth2"]),
             (sb["l4"], s2_fields["l3"] + l4_of),
             (sb["l3_20"], s2_fields["l3"] + 20), (sb["l3_40"], s2_fields["l3"] + 40),
@@ -739,7 +772,7 @@ class LroEngine(wiring.Component):
         stage(3, [
             (s3["ip"], sb["ip0"] + sb["ip1"]),
             (s3["addr"], sb["addr0"] + sb["addr1"]),
-            (s3["tcp"], sb["tcp0"] + sb["tcp1"]),
+            (s3["tcp"], (sb["tcp0"] + sb["tcp1"]) + (sb["tcp2"] + sb["tcp3"])),
             (s3["eth"], sb["eth"]),
             (s3["base4"], base4), (s3["base6"], base6),
             (s3["elig4"], base4 & (s2["ihl"] == 5) & ((s2["frag"] & 0x3FFF) == 0)),
@@ -1271,7 +1304,7 @@ class LroEngine(wiring.Component):
         short = Signal(N)
         hit_idx = Signal(CP)  # the hit context (the last one of ``hit``), registered with it
         hit_idx_next = Signal(CP)
-        a_id0 = []
+        a_id0, a_cnt1, a_fixed = [], [], []
         fn_rules = Cat(fn["flag_word"] & _FLAG_MASK, fn["ack"], fn["opts"], fn["ip_word"],
                        fn["seq"])
         for i, c in enumerate(ctx):
@@ -1299,6 +1332,8 @@ class LroEngine(wiring.Component):
                 m.d.comb += hit_idx_next.eq(i)
             m.d.sync += [hit[i].eq(hit_next), ok[i].eq(rules.all()), short[i].eq(a["short"])]
             a_id0.append(a["id0"])
+            a_cnt1.append(a["cnt1"])
+            a_fixed.append(a["fixed"])
         m.d.sync += hit_idx.eq(hit_idx_next)
         changed = Signal()
         quiet = Signal()
@@ -1351,28 +1386,37 @@ class LroEngine(wiring.Component):
 
         # "Hold" writes the context ``sel`` in one cycle, enabled by a register set as the
         # engine enters it (one-hot: each context's fields are enabled straight from a
-        # flip-flop, with no logic of the engine's state before them).
-        hold_we = Signal(N)
-        m.d.sync += hold_we.eq(0)
+        # flip-flop, with no logic of the engine's state before them). The enable is kept in
+        # ``_HOLD_COPIES`` copies, each for a part of the context's 1,150 bits (the key in two
+        # halves, the options, the rest). Each copy's next value is also cleared by its own
+        # value (always clear in "Act": "Hold" never leads back to "Act" at once), so that the
+        # copies differ to synthesis, which would merge copies of one register.
+        hold_we = [Signal(N, name=f"hold_we{k}") for k in range(_HOLD_COPIES)]
+        m.d.sync += [we.eq(0) for we in hold_we]
+        half = _KEY_BITS // 2
         for i, c in enumerate(ctx):
-            with m.If(hold_we[i]):
-                m.d.sync += [
-                    c.valid.eq(1), c.key.eq(fn["key"]), c.opts.eq(fn["opts"]),
-                    c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
-                    c.ip_word.eq(fn["ip_word"]), c.ip_id.eq(fn["ip_id"]),
-                    c.id_next.eq(fn["ip_id"] + 1),
-                    c.mss.eq(fn["pay_len"]), c.flags.eq(fn["flags"]),
-                    c.v6.eq(fn["v6"]), c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
-                    c.fixed_id.eq(0), c.count.eq(1),
-                    c.next_seq.eq(fn["seq"] + fn["pay_len"]),
-                    c.held_len.eq(size), c.room.eq(max_held - size), c.end_flags.eq(0),
-                    c.addr_sum.eq(fn["addr_sum"]), c.ip_base.eq(fn["ip_base"]),
-                    c.tcp_base.eq(fn["tcp_base"]), c.pay_sum.eq(fn["pay_sum"]),
-                    c.t_first.eq(now),
-                ]
-                for j in range(N):
-                    if j != i:
-                        m.d.sync += [older[i][j].eq(0), older[j][i].eq(1)]
+            parts = (
+                [c.key[:half].eq(fn["key"][:half])],
+                [c.key[half:].eq(fn["key"][half:])],
+                [c.opts.eq(fn["opts"])],
+                [c.valid.eq(1),
+                 c.flag_word.eq(fn["flag_word"]), c.ack.eq(fn["ack"]),
+                 c.ip_word.eq(fn["ip_word"]), c.ip_id.eq(fn["ip_id"]),
+                 c.id_next.eq(fn["ip_id"] + 1),
+                 c.mss.eq(fn["pay_len"]), c.flags.eq(fn["flags"]),
+                 c.v6.eq(fn["v6"]), c.l3.eq(fn["l3"]), c.l4.eq(fn["l4"]),
+                 c.fixed_id.eq(0), c.count.eq(1),
+                 c.next_seq.eq(fn["seq"] + fn["pay_len"]),
+                 c.held_len.eq(size), c.room.eq(max_held - size), c.end_flags.eq(0),
+                 c.addr_sum.eq(fn["addr_sum"]), c.ip_base.eq(fn["ip_base"]),
+                 c.tcp_base.eq(fn["tcp_base"]), c.pay_sum.eq(fn["pay_sum"]),
+                 c.t_first.eq(now),
+                 *(s_ for j in range(N) if j != i
+                   for s_ in (older[i][j].eq(0), older[j][i].eq(1)))],
+            )
+            for we, part in zip(hold_we, parts, strict=True):
+                with m.If(we[i]):
+                    m.d.sync += part
 
         with state("Chain"):
             # (A merge: see below.)
@@ -1388,17 +1432,23 @@ class LroEngine(wiring.Component):
                 m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
                 goto("Decide")
         with state("Decide"):
+            # The hit context's fields are picked by the one-hot ``hit`` (an AND-OR; at most
+            # one context holds a flow: a segment of a held flow that is not merged delivers
+            # it before it is held), and its one-bit facts from step A's registers (its
+            # single segment, fixed IDs, equal IP ID), with no index multiplexer before them.
+            # (With no hit they are zero; only a merge, which needs one, reads them.)
             merge_ok = fn["seg"] & hit.any() & (ok & hit).any()
             holdable = fn["holdable"]
-            m.d.sync += [sel.eq(hit_idx), post.eq(0), m_held.eq(pick("held_len", hit_idx)),
-                         ch_room.eq(pick("room", hit_idx)),
-                         ch_fix.eq(pick("fixed_id", hit_idx)),
-                         ch_held.eq(pick("count", hit_idx) == 1),
-                         ch_id0.eq(Array(a_id0)[hit_idx])]
+            m.d.sync += [sel.eq(hit_idx), post.eq(0),
+                         m_held.eq(_and_or(hit, [c.held_len for c in ctx])),
+                         ch_room.eq(_and_or(hit, [c.room for c in ctx])),
+                         ch_fix.eq((hit & Cat(*a_fixed)).any()),
+                         ch_held.eq((hit & Cat(*a_cnt1)).any()),
+                         ch_id0.eq((hit & Cat(*a_id0)).any())]
             with m.If(merge_ok):
                 m.d.sync += [
                     act.eq(A_MERGE), act_m.eq(1),
-                    post.eq(Array(short)[hit_idx] | fn["ends"]),
+                    post.eq((hit & short).any() | fn["ends"]),
                 ]
                 goto("Act")
             with m.Else():
@@ -1430,7 +1480,8 @@ class LroEngine(wiring.Component):
                     # only.
                     with m.If(~(o_busy & o_region & (o_rctx == sel))
                               & ~(d_busy & (e_ctx == sel)) & q_free):
-                        m.d.sync += hold_we.eq(Cat(*(sel == i for i in range(N))))
+                        m.d.sync += [we.eq(Cat(*(sel == i for i in range(N))) & ~we)
+                                     for we in hold_we]
                         goto("Hold")
                 # (A_MERGE: see below.)
         with state("Hold"):
