@@ -9,11 +9,13 @@
 // running checksums).
 // Python queues inputs (frames from the network, application commands with the bytes of a
 // SEND, timer ticks, register reads), runs the clock until the engine is idle with nothing
-// queued, and takes the outputs (frames, responses, notifications, received bytes, register
-// values). The driving rules are those of nicsim.hw.toe.rtl_engine.RtlEngine:
+// queued or for a number of cycles (on a simulated wire's clock), and takes the outputs
+// (frames with the cycle their last beat left, responses, notifications, received bytes,
+// register values). The driving rules are those of nicsim.hw.toe.rtl_engine.RtlEngine:
 //
 // * a frame goes in a beat a cycle while the engine takes it; a command waits while a frame is
-//   going in; the bytes a SEND was granted follow its response on s_axis_tx, in the lanes the
+//   going in (unless pushed `beside`: on a simulated wire's clock a command comes at its own
+//   time, not after the frames queued before it); the bytes a SEND was granted follow its response on s_axis_tx, in the lanes the
 //   response's `align` names;
 // * ticks are given, all that are owed at once (at most 65535), in a cycle where the engine was
 //   idle the cycle before and nothing else is driven; register reads (AXI4-Lite) likewise;
@@ -45,6 +47,7 @@ struct Command {
     bool has_data;
     std::vector<uint8_t> data;
     bool automatic = false;  // queued by auto-receive: its response stays here
+    bool beside = false;     // offered beside the frames (on a simulated wire's clock)
 };
 
 constexpr uint32_t OP_SEND = 3;  // indexes of "send" and "recv" in nicsim.rtl.toe.sessions.CMD_OPS
@@ -101,6 +104,7 @@ class Engine {
 
     // Outputs -----------------------------------------------------------------------------
     std::deque<std::vector<uint8_t>> out_frames;
+    std::deque<uint64_t> out_cycles;  // the cycle count once each frame's last beat has left
     std::deque<Resp> resps;
     std::deque<std::pair<uint32_t, uint32_t>> notes;
     std::vector<uint8_t> rx;
@@ -147,7 +151,8 @@ class Engine {
             }
             // a command waits while a frame goes in; an auto-receive command is offered
             // beside the frames (the engine takes it once its state machine is free)
-            bool cmd_on = !cmds.empty() && (!in_frame || cmds.front().automatic);
+            bool cmd_on = !cmds.empty() &&
+                          (!in_frame || cmds.front().automatic || cmds.front().beside);
             if (cmd_on) {
                 const Command& c = cmds.front();
                 top->cmd_op = c.op;
@@ -203,6 +208,13 @@ class Engine {
             if (quiet >= 2) return true;
         }
         return false;
+    }
+
+    // Bytes of the RECVs answered still to come on m_axis_rx.
+    uint64_t owed() const {
+        uint64_t n = 0;
+        for (const auto& o : rx_owed) n += o.second;
+        return n;
     }
 
     // What is still queued or in flight (for the error when the engine does not go idle).
@@ -277,6 +289,7 @@ class Engine {
                 if (keep >> k & 1) current.push_back(uint8_t(d >> (8 * k)));
             if (top->m_axis_tlast) {
                 out_frames.push_back(std::move(current));
+                out_cycles.push_back(cycles + 1);  // this edge ends the frame
                 current.clear();
             }
         }
@@ -307,6 +320,9 @@ class Engine {
                     q.erase(q.begin(), q.begin() + n);
                     auto_tx_asked[c.sid] = false;
                     if (n) queue_tx(data, n, r.f[8]);
+                    // all it asked for was taken and more came meanwhile: ask again (a SEND
+                    // cut short waits for the `space` notification instead)
+                    if (r.f[2] >= c.length && !q.empty()) ask_send(c.sid);
                 } else if (c.has_data && r.f[2]) {
                     queue_tx(c.data, r.f[2], r.f[8]);
                 }
@@ -404,8 +420,10 @@ void toe_push_frame(void* h, const uint8_t* data, uint32_t len) {
     E(h)->frames.emplace_back(data, data + len);
 }
 void toe_push_cmd(void* h, uint32_t op, uint32_t sid, uint32_t ip, uint32_t port,
-                  uint32_t length, const uint8_t* data, uint32_t data_len, int has_data) {
+                  uint32_t length, const uint8_t* data, uint32_t data_len, int has_data,
+                  int beside) {
     Command c{op, sid, ip, port, length, has_data != 0, {}};
+    c.beside = beside != 0;
     if (has_data) c.data.assign(data, data + data_len);
     E(h)->cmds.push_back(std::move(c));
 }
@@ -426,6 +444,12 @@ void toe_pop_frame(void* h, uint8_t* buf) {
     Engine* e = E(h);
     std::memcpy(buf, e->out_frames.front().data(), e->out_frames.front().size());
     e->out_frames.pop_front();
+    e->out_cycles.pop_front();
+}
+// The cycle count at which the next output frame's last beat left.
+uint64_t toe_peek_frame_cycle(void* h) {
+    Engine* e = E(h);
+    return e->out_cycles.empty() ? 0 : e->out_cycles.front();
 }
 int toe_pop_resp(void* h, uint32_t* fields) {
     Engine* e = E(h);
@@ -443,6 +467,7 @@ int toe_pop_note(void* h, uint32_t* kind, uint32_t* sid) {
     return 1;
 }
 uint64_t toe_rx_len(void* h) { return E(h)->rx.size(); }
+uint64_t toe_rx_owed(void* h) { return E(h)->owed(); }
 void toe_take_rx(void* h, uint8_t* buf) {
     Engine* e = E(h);
     std::memcpy(buf, e->rx.data(), e->rx.size());

@@ -4,6 +4,13 @@ The wire has a one-way latency and, optionally, a rate in bits per cycle (a fram
 wire for ``8 * len / rate`` cycles, queued behind the frames before it) and an
 :class:`~nicsim.hw.toe.impair.Impairment` per direction. Time jumps from event to event
 (frame arrival or engine timer), so idle time costs nothing.
+
+An engine with ``clocked`` set (the RTL drivers with ``clocked=True``) runs on the wire's
+clock: it queues what it is given, and the wire runs it with ``run_to(cycle)`` in slices no
+longer than the latency (a frame it sends cannot come back sooner, so nothing it could be
+given arrives inside a slice) and no further than the next frame on the wire or its next
+tick; its frames go on the wire at the cycle they left it (``pop_tx_timed``), and its next
+deadline is its own clock while it has work.
 """
 
 from __future__ import annotations
@@ -57,22 +64,25 @@ class Loopback:
         self._queue: list = []
         self._order = itertools.count()
         self._wire_free = [0, 0]
+        self._clocked = [bool(getattr(e, "clocked", False)) for e in self.engines]
 
     def _collect(self) -> None:
         for side, engine in enumerate(self.engines):
             direction = "ab" if side == 0 else "ba"
-            for frame in engine.pop_tx():
+            timed = (engine.pop_tx_timed() if self._clocked[side]
+                     else [(self.now, f) for f in engine.pop_tx()])
+            for at, frame in timed:
                 offered = [frame]
                 if self.tap is not None:
-                    replaced = self.tap(self.now, direction, frame)
+                    replaced = self.tap(at, direction, frame)
                     if replaced is not None:
                         offered = replaced
                 for f in offered:
                     for out in self.impair[side].apply(f):
-                        self._schedule(side, out)
+                        self._schedule(side, out, at)
 
-    def _schedule(self, side: int, frame: bytes) -> None:
-        start = max(self.now, self._wire_free[side])
+    def _schedule(self, side: int, frame: bytes, at: int | None = None) -> None:
+        start = max(self.now if at is None else at, self._wire_free[side])
         if self.bits_per_cycle:
             start += max(1, int(len(frame) * 8 / self.bits_per_cycle))
         self._wire_free[side] = start
@@ -114,6 +124,20 @@ class Loopback:
         for host in self.hosts:
             host.step()
         self._collect()
+        if any(self._clocked):
+            for side, engine in enumerate(self.engines):
+                if not self._clocked[side]:
+                    continue
+                horizon = [self.now + max(1, self.latency)]
+                if self._queue:
+                    horizon.append(self._queue[0][0])
+                tick = engine.next_tick()
+                if tick is not None:
+                    horizon.append(tick)
+                engine.run_to(max(self.now + 1, min(horizon)))
+            for host in self.hosts:
+                host.step()
+            self._collect()
         return True
 
     def run(self, until=None, *, max_cycles: int | None = None, max_steps: int = 10_000_000):

@@ -239,6 +239,15 @@ class RtlEngine:
     into ticks. Simulated clock cycles are not engine time: the simulation runs only while there
     is work, until the gateware is idle again.
 
+    On the wire's clock (``clocked=True``, for :class:`~nicsim.hw.toe.loopback.Loopback`): the
+    gateware's cycles are the wire's while it has work. Frames, ticks and the auto modes'
+    hand-overs are queued without running; the wire runs the gateware in slices up to its next
+    event (:meth:`run_to`), so frames that arrive while the gateware still works go in at their
+    cycle, and each frame sent carries the wire's cycle at which its last beat left
+    (:meth:`pop_tx_timed`). Idle, the gateware's clock jumps to the wire's (those cycles are
+    not simulated). An application call that needs an answer runs the gateware until the
+    answer (and a ``RECV``'s bytes) is out, ahead of the wire if it must.
+
     Parameters
     ----------
     mac, ip
@@ -259,11 +268,15 @@ class RtlEngine:
         Retransmissions before a connection is given up.
     catch_up_ticks : int or None
         Most ticks given at once when time jumps (``None``: all that are due).
+    clocked : bool
+        Run on the wire's clock (above) instead of until idle at each event.
 
     Members
     -------
     cycles : int
         Clock cycles simulated.
+    clock : int
+        With ``clocked``: the wire's cycle up to which the gateware has run.
     """
 
     def __init__(self, mac: bytes = bytes.fromhex("020000000002"), ip: str | bytes = "10.0.0.2",
@@ -272,7 +285,7 @@ class RtlEngine:
                  rto_min: float = 0.2, rto_max: float = 60.0, delack: float = 0.04,
                  time_wait: float = 60.0, max_half_open: int | None = None,
                  syn_retries: int = 6, data_retries: int = 15,
-                 catch_up_ticks: int | None = None):
+                 catch_up_ticks: int | None = None, clocked: bool = False):
         from nicsim.hw.ref.tcp import TcpError
         from nicsim.rtl.toe.engine import DROP_REASONS, ToeTcpEngine
         from nicsim.rtl.toe.sessions import SESSION_DROP_REASONS
@@ -307,6 +320,7 @@ class RtlEngine:
         except ValueError as e:
             raise TcpError(str(e)) from None
         self._catch_up_limit = catch_up_ticks
+        self.clocked = bool(clocked)
         self._start()
         self._clear()
 
@@ -354,6 +368,10 @@ class RtlEngine:
         self._close_later: set[int] = set()
         self.cycles = 0
         self.now = 0
+        self._out_at: deque[int] = deque()  # the wire's cycle each frame of _out was sent
+        self._offset = 0  # the wire's cycle minus the simulated cycles (clocked)
+        self._work_left = False  # clocked: inputs queued or the last slice ended busy
+        self._detached = 0  # clocked: closes issued whose answers nobody waits for
 
     # ------------------------------------------------------------------------- simulation
     async def _work(self, ctx):
@@ -402,8 +420,10 @@ class RtlEngine:
                 drive(dut.i.valid, 0)
             # a command waits while a frame goes in; an auto command is offered beside the
             # frames (the gateware takes it once its state machine is free, before a frame
-            # that has come in)
-            cmd_on = bool(self._cmds) and (not beats or self._cmds[0].get("auto", False))
+            # that has come in), and so is every command on the wire's clock (it comes at its
+            # own cycle, not after the frames queued before it)
+            cmd_on = bool(self._cmds) and (not beats or self._cmds[0].get("auto", False)
+                                           or self.clocked)
             if cmd_on:
                 c = self._cmds[0]
                 drive(dut.cmd.valid, 1)
@@ -450,6 +470,7 @@ class RtlEngine:
                 current += (op & ((1 << 64) - 1)).to_bytes(8, "little")[:n]
                 if op >> 72 & 1:
                     self._out.append(bytes(current))
+                    self._out_at.append(self.cycles + self._offset)
                     current = bytearray()
             if nv:
                 self._note(np_ & 7, np_ >> note_sid)
@@ -473,6 +494,16 @@ class RtlEngine:
             self._time += 8 * _PERIOD_S
             self._sim.run_until(self._time)
 
+    def _slice(self, limit: int) -> bool:
+        """Run at most ``limit`` cycles (in steps of up to 8), less if the gateware goes idle
+        with nothing queued; return whether it did."""
+        self._done = False
+        end = self.cycles + limit
+        while not self._done and self.cycles < end:
+            self._time += min(8, end - self.cycles) * _PERIOD_S
+            self._sim.run_until(self._time)
+        return self._done
+
     def _command(self, op: str, sid: int = 0, ip: bytes = b"\0\0\0\0", port: int = 0,
                  length: int = 0, data: bytes | None = None) -> dict:
         from nicsim.rtl.toe.sessions import CMD_OPS
@@ -481,11 +512,27 @@ class RtlEngine:
                            "ip": int.from_bytes(ip, "big"), "port": port,
                            "length": min(length, 0xFFFFFFFF)})
         self._pending_send.append(data)
-        self._run()
+        if not self.clocked:
+            self._run()
+            return self._resps.popleft()
+        # on the wire's clock: until the answer is out and the bytes of the RECVs answered
+        # (this one's, auto-receive's: what the gateware counts as read) are in, not until idle
+        self._work_left = True
+        while not self._resps or self._owed():
+            if self._slice(16):
+                break
         return self._resps.popleft()
+
+    def _owed(self) -> int:
+        """Bytes of the RECVs answered still to come on ``rx_data``."""
+        return sum(owed[1] for owed in self._rx_owed)
 
     def _note(self, kind: int, sid: int) -> None:
         self._notes.append(note_event(kind, sid, self._live, self._maybe_data))
+        if self._auto_recv and self._notes[-1].kind.value == "data":
+            # auto-receive's RECV for this notification reads everything readable (every
+            # segment with data is notified), so recv need not ask the gateware
+            self._maybe_data.discard(sid)
 
     # ---------------------------------------------------- the application inside (auto modes)
     def _auto_note(self, kind: int, sid: int) -> None:
@@ -527,9 +574,16 @@ class RtlEngine:
             self._auto_asked.discard(cmd["sid"])
             if n:
                 self._tx_beats.extend(_aligned_beats(data, r["align"]))
+            if r["value"] >= cmd["length"]:
+                # all it asked for was taken and more may have come meanwhile (a SEND cut
+                # short waits for the space notification instead)
+                self._ask_send(cmd["sid"])
+            return
+        data = self._pending_send.popleft() if self._pending_send else None
+        if self._detached:  # the answer to a close nobody waits for (clocked)
+            self._detached -= 1
             return
         self._resps.append(r)
-        data = self._pending_send.popleft() if self._pending_send else None
         if data is not None and r["value"]:
             self._tx_beats.extend(_aligned_beats(data[:r["value"]], r["align"]))
         elif recv and r["value"]:
@@ -595,6 +649,9 @@ class RtlEngine:
         one while the engine still works on the one before) and run until it is idle."""
         self.advance(now)
         self._frames.extend(bytes(f) for f in frames if f)
+        if self.clocked:
+            self._work_left = self._work_left or bool(self._frames)
+            return
         self._run()
         self._close_waiting()
 
@@ -609,22 +666,58 @@ class RtlEngine:
             self._ticks_given += due
 
     def advance(self, now: int) -> None:
-        """Give the gateware the timer ticks due by cycle ``now``."""
+        """Give the gateware the timer ticks due by cycle ``now`` (clocked: run it up to
+        ``now`` first and queue them)."""
+        if self.clocked:
+            if self.clock < now and self._work_left:
+                self.run_to(now)
+            if self.clock < now:  # idle: its clock jumps to the wire's
+                self._offset += now - self.clock
+            self._catch_up(now)
+            self._work_left = self._work_left or bool(self._ticks_owed)
+            return
         self._catch_up(now)
         if self._ticks_owed:
             self._run()
             self._close_waiting()
 
-    def next_deadline(self) -> int | None:
+    def next_tick(self) -> int | None:
         """The next tick while a session exists (its timers count ticks)."""
         if not self._live and not self._opened:
             return None
         return (self._ticks_given + 1) * self.tick_cycles
 
+    def next_deadline(self) -> int | None:
+        """The next tick while a session exists; clocked, the gateware's clock while it
+        has work."""
+        if self.clocked and self._work_left:
+            return self.clock
+        return self.next_tick()
+
+    @property
+    def clock(self) -> int:
+        return self.cycles + self._offset
+
+    def run_to(self, horizon: int) -> None:
+        """Clocked: run the gateware until the wire's cycle ``horizon`` or until it is idle
+        with nothing queued."""
+        while self._work_left and self.clock < horizon:
+            self._work_left = not self._slice(horizon - self.clock)
+        self._close_waiting()
+
     def pop_tx(self) -> list[bytes]:
         """Take the frames the gateware sent."""
         frames = list(self._out)
         self._out.clear()
+        self._out_at.clear()
+        return frames
+
+    def pop_tx_timed(self) -> list[tuple[int, bytes]]:
+        """Take the frames the gateware sent, each with the wire's cycle its last beat left
+        (the simulated cycle itself when not ``clocked``)."""
+        frames = list(zip(self._out_at, self._out, strict=True))
+        self._out.clear()
+        self._out_at.clear()
         return frames
 
     def notifications(self) -> list:
@@ -674,6 +767,7 @@ class RtlEngine:
             # no run here: the SEND goes with the next frames or ticks, as an application's
             # writer beside the engine would issue it while the engine works on them
             self._auto_hand(sid, bytes(data))
+            self._work_left = True
             return len(data)
         r = self._command("send", sid=sid, length=len(data), data=bytes(data))
         if not r["ok"]:
@@ -707,8 +801,10 @@ class RtlEngine:
         return self._query(sid)["value"]
 
     def at_eof(self, sid: int) -> bool:
-        """The peer sent FIN and every byte before it has been read."""
-        return bool(self._query(sid)["eof"])
+        """The peer sent FIN and every byte before it has been read (auto-receive's bytes
+        not yet taken by :meth:`recv` count as unread)."""
+        eof = bool(self._query(sid)["eof"])
+        return eof and not self._auto_rx.get(sid)
 
     def state(self, sid: int):
         """Connection state (a :class:`nicsim.hw.ref.tcp.State`)."""
@@ -740,6 +836,21 @@ class RtlEngine:
 
         if self._auto_send and self._auto_waiting(sid):
             self._close_later.add(sid)
+            return
+        if self.clocked:
+            # on the wire's clock the application does not wait for the answer: a CLOSE
+            # waits for the transfers before it (those of other sessions too), and the wire
+            # would stand still meanwhile. Every command before it was answered (each caller
+            # waits), so the next answers that come are the closes'.
+            if sid not in self._live and sid not in self._opened:
+                raise TcpError(f"No session {sid!r}")
+            from nicsim.rtl.toe.sessions import CMD_OPS
+
+            self._cmds.append({"op": CMD_OPS.index("close"), "sid": sid, "ip": 0, "port": 0,
+                               "length": 0})
+            self._pending_send.append(None)
+            self._detached += 1
+            self._work_left = True
             return
         if not self._command("close", sid=sid)["ok"]:
             raise TcpError(f"No session {sid!r}")

@@ -90,14 +90,16 @@ def _load(path: Path):
     signatures = {
         "toe_new": ([u64], vp), "toe_free": ([vp], None),
         "toe_push_frame": ([vp, ctypes.c_char_p, u32], None),
-        "toe_push_cmd": ([vp, u32, u32, u32, u32, u32, ctypes.c_char_p, u32, ctypes.c_int],
-                         None),
+        "toe_push_cmd": ([vp, u32, u32, u32, u32, u32, ctypes.c_char_p, u32, ctypes.c_int,
+                          ctypes.c_int], None),
         "toe_add_ticks": ([vp, u64], None), "toe_push_read": ([vp, u32], None),
         "toe_run": ([vp, u64], ctypes.c_int), "toe_cycles": ([vp], u64),
         "toe_out_of_range": ([vp], u64), "toe_state": ([vp, ctypes.POINTER(u64)], None),
         "toe_peek_frame": ([vp], ctypes.c_int64),
-        "toe_pop_frame": ([vp, u8p], None), "toe_pop_resp": ([vp, u32p], ctypes.c_int),
+        "toe_pop_frame": ([vp, u8p], None), "toe_peek_frame_cycle": ([vp], u64),
+        "toe_pop_resp": ([vp, u32p], ctypes.c_int),
         "toe_pop_note": ([vp, u32p, u32p], ctypes.c_int), "toe_rx_len": ([vp], u64),
+        "toe_rx_owed": ([vp], u64),
         "toe_take_rx": ([vp, u8p], None), "toe_pop_read": ([vp, u32p], ctypes.c_int),
         "toe_auto_recv": ([vp, ctypes.c_int], None), "toe_auto_len": ([vp, u32], u64),
         "toe_take_auto": ([vp, u32, u8p], None),
@@ -178,6 +180,30 @@ class VerilatorEngine(RtlEngine):
             pass
 
     def _run(self) -> None:
+        self._push()
+        lib, h = self._lib, self._handle
+        if lib.toe_run(h, MAX_RUN_CYCLES):
+            state = (ctypes.c_uint64 * 9)()
+            lib.toe_state(h, state)
+            names = ("frame_in_flight", "frames", "commands", "awaiting_response",
+                     "send_beats", "ticks", "reads", "output_bytes", "idle")
+            raise TcpError(f"the Verilator TCP engine did not go idle within "
+                           f"{MAX_RUN_CYCLES} cycles ({dict(zip(names, state, strict=True))})")
+        self._take()
+
+    def _slice(self, limit: int) -> bool:
+        """Run at most ``limit`` cycles, less if the engine goes idle with nothing queued;
+        return whether it did."""
+        self._push()
+        idle = not self._lib.toe_run(self._handle, limit)
+        self._take()
+        return idle
+
+    def _owed(self) -> int:
+        return self._lib.toe_rx_owed(self._handle)
+
+    def _push(self) -> None:
+        """Hand what Python queued to the C++ side."""
         lib, h = self._lib, self._handle
         while self._frames:
             frame = self._frames.popleft()
@@ -186,26 +212,28 @@ class VerilatorEngine(RtlEngine):
             c = self._cmds.popleft()
             data = self._pending_send.popleft() if self._pending_send else None
             lib.toe_push_cmd(h, c["op"], c["sid"], c["ip"], c["port"], c["length"],
-                             data or b"", len(data or b""), int(data is not None))
+                             data or b"", len(data or b""), int(data is not None),
+                             int(self.clocked))
         if self._ticks_owed:
             lib.toe_add_ticks(h, self._ticks_owed)
             self._ticks_owed = 0
         while self._reads:
             lib.toe_push_read(h, self._reads.popleft())
-        if lib.toe_run(h, MAX_RUN_CYCLES):
-            state = (ctypes.c_uint64 * 9)()
-            lib.toe_state(h, state)
-            names = ("frame_in_flight", "frames", "commands", "awaiting_response",
-                     "send_beats", "ticks", "reads", "output_bytes", "idle")
-            raise TcpError(f"the Verilator TCP engine did not go idle within "
-                           f"{MAX_RUN_CYCLES} cycles ({dict(zip(names, state, strict=True))})")
+
+    def _take(self) -> None:
+        """Take the outputs of the run."""
+        lib, h = self._lib, self._handle
         self.cycles = lib.toe_cycles(h)
         while (n := lib.toe_peek_frame(h)) >= 0:
             buf = (ctypes.c_uint8 * max(n, 1))()
+            self._out_at.append(lib.toe_peek_frame_cycle(h) + self._offset)
             lib.toe_pop_frame(h, buf)
             self._out.append(bytes(buf)[:n])
         fields = (ctypes.c_uint32 * 9)()
         while lib.toe_pop_resp(h, fields):
+            if self._detached:  # the answer to a close nobody waits for (clocked)
+                self._detached -= 1
+                continue
             self._resps.append(dict(zip(_RESP_FIELDS, fields, strict=True)))
         kind, sid = ctypes.c_uint32(), ctypes.c_uint32()
         while lib.toe_pop_note(h, ctypes.byref(kind), ctypes.byref(sid)):

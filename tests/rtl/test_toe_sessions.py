@@ -373,6 +373,46 @@ def test_rtl_auto_modes_over_lossy_wire(gateware, loss):
         gateware.reset()
 
 
+def test_rtl_on_the_wires_clock(gateware):
+    """The Amaranth driver on the wire's clock (``clocked``), the application inside the
+    simulation: the model echoes through the gateware while the gateware sends to the model's
+    sink, every byte arrives, and each frame of the gateware leaves no sooner than its beats
+    allow after the one before (8 bytes a cycle)."""
+    gateware.reset()
+    gateware.auto_receive()
+    gateware.auto_send()
+    gateware.clocked = True
+    try:
+        model = TcpEngine(P_MAC, P_IP, TcpConfig(rx_buffer=1 << BUF_BITS,
+                                                 tx_buffer=1 << BUF_BITS, time_wait=cycles(0.2)))
+        echo = EchoApp(gateware, 7)
+        sink = SinkApp(model, 9)
+        rng = random.Random(9)
+        data, bulk = rng.randbytes(5000), rng.randbytes(7000)
+        client = SendApp(model, "10.0.0.2", 7, [data])
+        sender = SendApp(gateware, "10.0.0.1", 9, [bulk])
+        sent_at = []
+
+        def tap(at, direction, frame):
+            if direction == "ba":
+                sent_at.append((at, len(frame)))
+
+        wire = Loopback(model, gateware, latency=cycles(0.000001), tap=tap,
+                        hosts=[AppHost(gateware, [echo, sender]),
+                               AppHost(model, [client, sink])])
+        sid = client.opened[0]
+        assert wire.run(lambda: len(client.received[sid]) == len(data)
+                        and any(len(v) == len(bulk) for v in sink.data.values()),
+                        max_cycles=cycles(10))
+        assert bytes(client.received[sid]) == data
+        assert [bytes(v) for v in sink.data.values()] == [bulk]
+        for (t0, _), (t1, n1) in zip(sent_at, sent_at[1:]):
+            assert t1 - t0 >= -(-n1 // 8)
+    finally:
+        gateware.clocked = False
+        gateware.reset()
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_segments_match_model(gateware, seed):
     """Segments with random flags, sequence and acknowledgment numbers near the window edges,

@@ -497,3 +497,71 @@ def test_auto_receive_reset_during_transfer(gateware):
             gateware.pop_tx()
     finally:
         gateware.reset()
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.02])
+def test_on_the_wires_clock(loss):
+    """The gateware on the wire's clock (``clocked=True``), the application inside the
+    simulation: the model sends to two sessions of the gateware and the gateware to two of the
+    model at once, every byte arrives in order (with drops, duplicates and reordering too),
+    and the sending sessions close and are released. The wire's timing holds: a frame of the
+    gateware leaves no sooner than its beats allow after the one before (a beat of 8 bytes a
+    cycle), and the model acknowledges a byte no sooner than the latency after the segment
+    that carried it left the gateware."""
+    from nicsim.hw.toe.verilator_engine import VerilatorEngine
+
+    latency = cycles(2e-6)
+    gateware = VerilatorEngine(E_MAC, E_IP, sessions=SESSIONS, buf_bits=BUF_BITS, tick_s=0.01,
+                               fixed_isn=ISN, time_wait=0.2, clocked=True)
+    gateware.auto_receive()
+    gateware.auto_send()
+    model = TcpEngine(P_MAC, P_IP, TcpConfig(time_wait=cycles(0.2), rx_buffer=1 << 15))
+    sink, model_sink = SinkApp(gateware, 9), SinkApp(model, 9)
+    rng = random.Random(21)
+    payloads = [rng.randbytes(70_000 + 11 * k) for k in range(2)]
+    bulk = [rng.randbytes(200_000 + 7 * k) for k in range(2)]
+    sender = SendApp(model, "10.0.0.2", 9, payloads)
+    gateware_sender = SendApp(gateware, "10.0.0.1", 9, bulk)
+    sent_at = []  # (cycle its last beat left, frame) of every frame of the gateware
+    acks = []  # (cycle, port, ack) of the model's ACKs to the gateware's sending sessions
+    ports = set()
+
+    def tap(at, direction, frame):
+        s = parse_tcp_frame(frame)
+        if direction == "ba":
+            sent_at.append((at, frame))
+        if isinstance(s, str):  # ARP
+            return None
+        if direction == "ba":
+            if s.dst_port == 9:
+                ports.add(s.src_port)
+        elif s.src_port == 9 and s.flags & ACK:
+            acks.append((at, s.dst_port, s.ack))
+        return None
+
+    wire = Loopback(model, gateware, latency=latency, tap=tap,
+                    impair_ab=Impairment(loss, loss / 2, loss / 2, 5),
+                    impair_ba=Impairment(loss, loss / 2, loss / 2, 6),
+                    hosts=[AppHost(model, [sender, model_sink]),
+                           AppHost(gateware, [sink, gateware_sender])])
+    total, total_bulk = sum(map(len, payloads)), sum(map(len, bulk))
+    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total
+                    and sum(len(v) for v in model_sink.data.values()) == total_bulk
+                    and len(gateware_sender.released) == 2, max_cycles=cycles(600))
+    assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
+    assert sorted(bytes(v) for v in model_sink.data.values()) == sorted(bulk)
+    assert gateware._lib.toe_out_of_range(gateware._handle) == 0
+    for (t0, _), (t1, f1) in zip(sent_at, sent_at[1:]):
+        assert t1 - t0 >= -(-len(f1) // 8)
+    # the first time each (port, sequence end) left the gateware
+    left = {}
+    for at, frame in sent_at:
+        s = parse_tcp_frame(frame)
+        if not isinstance(s, str) and s.payload:
+            left.setdefault((s.src_port, (s.seq + len(s.payload)) % (1 << 32)), at)
+    checked = 0
+    for at, port, ack in acks:
+        if (port, ack) in left and port in ports:
+            assert at >= left[(port, ack)] + latency
+            checked += 1
+    assert checked > 100
