@@ -372,6 +372,7 @@ class RtlEngine:
         self._offset = 0  # the wire's cycle minus the simulated cycles (clocked)
         self._work_left = False  # clocked: inputs queued or the last slice ended busy
         self._detached = 0  # clocked: closes issued whose answers nobody waits for
+        self._data_notes = 0  # data notifications so far
 
     # ------------------------------------------------------------------------- simulation
     async def _work(self, ctx):
@@ -521,6 +522,9 @@ class RtlEngine:
         while not self._resps or self._owed():
             if self._slice(16):
                 break
+        # whether it has more to do (two quiet cycles tell it is idle): an application that
+        # polls must not keep the wire stepping a few cycles at a time
+        self._work_left = not self._slice(2)
         return self._resps.popleft()
 
     def _owed(self) -> int:
@@ -529,6 +533,8 @@ class RtlEngine:
 
     def _note(self, kind: int, sid: int) -> None:
         self._notes.append(note_event(kind, sid, self._live, self._maybe_data))
+        if self._notes[-1].kind.value == "data":
+            self._data_notes += 1
         if self._auto_recv and self._notes[-1].kind.value == "data":
             # auto-receive's RECV for this notification reads everything readable (every
             # segment with data is notified), so recv need not ask the gateware
@@ -786,10 +792,13 @@ class RtlEngine:
         if sid not in self._maybe_data:
             return b""
         want = (1 << 31) if max_bytes is None else max_bytes
+        notes = self._data_notes
         r = self._command("recv", sid=sid, length=want)
         data = bytes(self._rx)
         self._rx.clear()
-        if r["value"] < want:
+        if r["value"] < want and self._data_notes == notes:
+            # drained, and no data came meanwhile (on the wire's clock frames go on during
+            # the command: a notification then may be for bytes after the RECV's)
             self._maybe_data.discard(sid)
         return data
 
