@@ -33,8 +33,9 @@ What the engine does, and the choices where the RFCs leave room:
   least 3 s (RFC 6298 §5.7).
 * Congestion control: NewReno (RFC 5681 slow start and congestion avoidance, the latter by
   counting acknowledged bytes as RFC 5681 §3.1 recommends (RFC 3465), initial window of
-  RFC 6928 (10 segments of 1460 bytes, as Linux); RFC 6582 fast retransmit on the third duplicate ACK, fast recovery with partial
-  ACKs, ``recover`` guarding against a second reduction).
+  RFC 6928 (10 segments of 1460 bytes, as Linux); RFC 6582 fast retransmit on the third
+  duplicate ACK, fast recovery with partial ACKs, ``recover`` guarding against a second
+  reduction).
 * Receiving: cumulative ACKs, delayed ACK (every second data segment or after ``delack``), an
   immediate ACK for out-of-order data, for data that fills a hole and for a FIN; receiver
   silly-window avoidance (the right edge moves by at least ``min(buffer / 2, MSS)``); windows

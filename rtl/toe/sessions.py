@@ -1,8 +1,9 @@
 # Ref: RFC 9293 §3.3.1 (TCB), §3.5 (open), §3.6 (close), §3.8.6 (windows, delayed ACK),
 #      §3.10 (event processing); RFC 6298 (retransmission timer); RFC 5681 (slow start,
-#      congestion avoidance), RFC 6928 (initial window), RFC 6582 (NewReno fast retransmit and recovery); RFC 7323 §2
-#      (window scale); RFC 5961 §3-§5 (RST, SYN and ACK checks); RFC 1122 §4.2.3.2 (delayed
-#      ACK); fpga-network-stack (shared/REFERENCES.md) for the shape of the application streams
+#      congestion avoidance), RFC 6928 (initial window), RFC 6582 (NewReno fast retransmit
+#      and recovery); RFC 7323 §2 (window scale); RFC 5961 §3-§5 (RST, SYN and ACK checks);
+#      RFC 1122 §4.2.3.2 (delayed ACK); fpga-network-stack (shared/REFERENCES.md) for the
+#      shape of the application streams
 """TCP session engine of the RTL TOE: TCBs, buffers in an external memory, timers, app streams.
 
 :class:`SessionLogic` adds the session engine to :class:`nicsim.rtl.toe.engine.ToeEngine` when

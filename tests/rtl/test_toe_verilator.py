@@ -551,7 +551,7 @@ def test_on_the_wires_clock(loss):
     assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
     assert sorted(bytes(v) for v in model_sink.data.values()) == sorted(bulk)
     assert gateware._lib.toe_out_of_range(gateware._handle) == 0
-    for (t0, _), (t1, f1) in zip(sent_at, sent_at[1:]):
+    for (t0, _), (t1, f1) in zip(sent_at, sent_at[1:], strict=False):
         assert t1 - t0 >= -(-len(f1) // 8)
     # the first time each (port, sequence end) left the gateware
     left = {}
