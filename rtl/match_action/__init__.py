@@ -162,7 +162,7 @@ class MatchAction(wiring.Component):
         j_len = jobs.r_data[o:o + 14]
         j_ts = jobs.r_data[o + 14:o + 78]
         j_rbeats = jobs.r_data[o + 78:o + 90]
-        p_adv = Signal()
+        p_adv = Signal(init=1)  # a register: see the admission below
         p_valid = [Signal(name=f"parse_valid{i}") for i in range(3)]
         # The window goes to the side FIFO as the job enters the parser (the parser's last step
         # keeps only the layer-2 bytes it reads): it waits there for the deparser while the
@@ -204,7 +204,7 @@ class MatchAction(wiring.Component):
         m.submodules.offsets = offsets = SyncFIFOBuffered(width=8 + len(flags), depth=depth)
         m.submodules.out = out_q = SyncFIFOBuffered(width=self.layout.size, depth=depth)
         frames_in, drops = Signal(32), Signal(32)
-        c_en, token = self._registers(m, stages, frames_in, drops, tok_layout)
+        c_en, c_en_next, token = self._registers(m, stages, frames_in, drops, tok_layout)
         hv0 = Signal(self.layout)
         runt = p_len < 14
         big = p_len > MAX_FRAME_LEN
@@ -221,11 +221,22 @@ class MatchAction(wiring.Component):
             if name in parser.value:
                 m.d.comb += hv0[name].eq(parser.value[name])
         in_flight = Signal(range(depth + 1))
+        room = Signal(init=1)  # ``in_flight < depth``, kept as a register
         admit = Signal()
         taken = Signal()
+        # The parser's advance (``~p_valid[2] | admit``) enables its registers, the jobs FIFO's
+        # pop and the side FIFO's push, well over a thousand flip-flops: it is a register,
+        # computed a cycle ahead from the next values of the commit strobe, of the credit and of
+        # the parser's last step, so that nothing but its own net lies between it and them.
+        room_next = Signal()
+        p_valid2_next = Signal()
         m.d.comb += [
-            admit.eq(p_valid[2] & ~c_en & (in_flight < depth)),
-            p_adv.eq(~p_valid[2] | admit),
+            room_next.eq(Mux(admit & ~taken, in_flight < depth - 1, (taken & ~admit) | room)),
+            p_valid2_next.eq(Mux(p_adv, p_valid[1], p_valid[2])),
+        ]
+        m.d.sync += [room.eq(room_next), p_adv.eq(~p_valid2_next | (~c_en_next & room_next))]
+        m.d.comb += [
+            admit.eq(p_valid[2] & ~c_en & room),
             side_in.eq(jobs.r_rdy & side.w_rdy),
             jobs.r_en.eq(p_adv & side.w_rdy),
             side.w_en.eq(p_adv & side_in),
@@ -394,7 +405,8 @@ class MatchAction(wiring.Component):
         return m
 
     def _registers(self, m, stages, frames_in, drops, tok_layout):
-        """The register block; returns the commit strobe and the token it makes."""
+        """The register block; returns the commit strobe, its next value (combinational)
+        and the token it makes."""
         bus = self.bus
         key = Signal(32 * regs.KEY_WORDS)
         mask = Signal(32 * regs.KEY_WORDS)
@@ -404,6 +416,7 @@ class MatchAction(wiring.Component):
         select = Signal(16)
         commit = Signal(32)
         c_en = Signal()
+        c_en_next = Signal()  # what ``c_en`` is in the next cycle
         r_data = Signal(32)
         m.d.comb += bus.r_data.eq(r_data)
         stage_sel = commit[12:15]
@@ -426,7 +439,7 @@ class MatchAction(wiring.Component):
             writable[regs.REG_MASK + 4 * i] = mask[32 * i:32 * i + 32]
         for i in range(regs.ARG_WORDS):
             writable[regs.REG_ARGS + 4 * i] = args[32 * i:32 * i + 32]
-        m.d.sync += c_en.eq(0)
+        m.d.sync += c_en.eq(c_en_next)
         with m.If(bus.w_en):
             with m.Switch(bus.addr):
                 for addr, sig in writable.items():
@@ -440,7 +453,8 @@ class MatchAction(wiring.Component):
                             m.d.sync += sig.eq(bus.w_data)
                 with m.Case(regs.REG_COMMIT):
                     with m.If(ok_commit):
-                        m.d.sync += [commit.eq(bus.w_data), c_en.eq(1)]
+                        m.d.sync += commit.eq(bus.w_data)
+                        m.d.comb += c_en_next.eq(1)
                     with m.Else():
                         m.d.comb += bus.err.eq(1)
                 with m.Default():
@@ -501,4 +515,4 @@ class MatchAction(wiring.Component):
                     m.d.sync += r_data.eq(bytes_hi)
                 with m.Default():
                     m.d.comb += bus.err.eq(1)
-        return c_en, token
+        return c_en, c_en_next, token
