@@ -77,13 +77,15 @@ class Parser:
             return (v == TPIDS[0]) | (v == TPIDS[1])
 
         # Layer 2 ---------------------------------------------------------------------------
+        # The tags end at fixed offsets inside the window, so whether they fit is the length
+        # compared with a constant (not with ``lim``, which waits for its own compare).
         valid = {h: Signal(name=f"p_{h}_valid") for h in ("ethernet", "vlan", "vlan2")}
         eth_ok = length >= 14
         t0, t1, t2 = be(window, 12, 2), be(window, 16, 2), be(window, 20, 2)
         m.d.comb += [
             valid["ethernet"].eq(eth_ok),
-            valid["vlan"].eq(eth_ok & is_tpid(t0) & fits(14, 4, lim)),
-            valid["vlan2"].eq(valid["vlan"] & is_tpid(t1) & fits(18, 4, lim)),
+            valid["vlan"].eq(eth_ok & is_tpid(t0) & (length >= 18)),
+            valid["vlan2"].eq(eth_ok & is_tpid(t0) & (length >= 22) & is_tpid(t1)),
         ]
         stop_l2 = Signal()
         ntags = Signal(2)
@@ -101,9 +103,9 @@ class Parser:
         if custom is not None and custom["after"] == "ethertype":
             m.d.comb += custom_eth.eq(~stop_l2 & (etype == custom["match"]))
         l3_ok = ~stop_l2 & ~custom_eth
-        at_l3 = Signal(8 * 40)  # the 40 bytes from layer 3 on
-        m.d.comb += at_l3.eq(Mux(ntags == 2, be(window, 22, 40),
-                                 Mux(ntags == 1, be(window, 18, 40), be(window, 14, 40))))
+        at_l3 = Signal(8 * 40)  # the 40 bytes from layer 3 on, chosen by the tags' flags
+        m.d.comb += at_l3.eq(Mux(valid["vlan2"], be(window, 22, 40),
+                                 Mux(valid["vlan"], be(window, 18, 40), be(window, 14, 40))))
         # --- cut 1
         (window, lim, v_eth, v_vlan, v_vlan2, l3, etype, custom_eth, l3_ok, at_l3,
          *carry) = cut([window, lim, valid["ethernet"], valid["vlan"], valid["vlan2"], l3, etype,
