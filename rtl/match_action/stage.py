@@ -67,7 +67,9 @@ counters are read at ``read``/``pick`` and written at ``act``; a meter's last ti
 it started) likewise, so the next frame's time step is taken from this frame's time; its
 buckets read at ``fill`` and written at ``mark``, so the fill, the colour and the take of
 back-to-back frames of one entry are done in one cycle each, with no chain of additions in it
-(``bound`` computes what does not depend on the bucket, see :meth:`_meter`). The read-back
+(``bound`` computes what does not depend on the bucket, see :meth:`_meter`); ``mark`` computes
+them on the word read and on the word forwarded side by side and chooses after, so the
+forwarding's choice is not in front of the compares. The read-back
 ports (counters and buckets) are copies of the memories with the same writes.
 """
 
@@ -247,7 +249,7 @@ class Stage(Elaboratable):
                          copy.w_en.eq(mem.w_en)]
             return copy
 
-        def loaded(mem, addr, n, name):
+        def loaded(mem, addr, n, name, split=False):
             """A read-modify-write's word as the step after ``n`` sees it.
 
             ``mem`` is read in the step before ``n`` (at ``addr``); its word leaves the output
@@ -256,7 +258,8 @@ class Stage(Elaboratable):
             the cycle of the read and the item one step ahead in step ``n``: their words (the
             nearer first) replace the memory's where their address is the same. The forwarding
             is settled at ``n`` into two registers (whether, and the word), so the memory's
-            output register drives one multiplexer.
+            output register drives one multiplexer. With ``split``: ``(same, ahead, word)``,
+            the word being ``Mux(same, ahead, word)``, for a caller that computes on both.
             """
             r = steps[steps.index(n) - 1]
             hit2 = reg_at(mem.w_en & (mem.w_addr == addr), r, f"{name}_hit2")
@@ -264,6 +267,8 @@ class Stage(Elaboratable):
             hit1 = mem.w_en & (mem.w_addr == reg_at(addr, r, f"{name}_addr"))
             same = reg_at(hit1 | hit2, n, f"{name}_same")
             ahead = reg_at(Mux(hit1, mem.w_data, data2), n, f"{name}_ahead")
+            if split:
+                return same, ahead, mem.r_data
             return Mux(same, ahead, mem.r_data)
 
         # Per item, from ``look`` on: a frame the table applies to, a frame that skips it for a
@@ -571,20 +576,29 @@ class Stage(Elaboratable):
         ]
         # ``mark``: the loop a frame closes for the next one of its entry, one cycle: each
         # bucket compared with two bounds and added to two constants side by side, then the
-        # colour chooses; the buckets written back.
+        # colour chooses; the buckets written back. The compares and additions are made twice,
+        # on the block RAM's word and on the word forwarded from the frames just ahead, and
+        # their results chosen after: the forwarding's choice (a wide fan-out) is not in front
+        # of the carry chains.
         app_k, _, mine_k = flags("mark")
         tkk = tok_in("mark")
         hvk = hv_in("mark")
-        res = {}
-        tokens_word = loaded(tb, slot_f, "bound", "tokens")
-        for name, tokens in (("c", tokens_word[:TOKEN_BITS]), ("p", tokens_word[TOKEN_BITS:])):
+        same, ahead, read = loaded(tb, slot_f, "bound", "tokens", split=True)
+
+        def fill_take(name, tokens):
             b = bounds[name]
             clamp = ~started | b["sat"] | (tokens > b["hi"])
-            res[name] = {
+            return {
                 "low": Mux(clamp, b["full_low"], ~b["inc_big"] & (tokens < b["lo"])),
                 "filled": Mux(clamp, b["full"], (tokens + b["inc"])[:TOKEN_BITS]),
                 "taken": Mux(clamp, b["full_take"], (tokens + b["take"])[:TOKEN_BITS]),
             }
+
+        res = {}
+        for name, lo in (("c", 0), ("p", TOKEN_BITS)):
+            on_ahead = fill_take(name, ahead[lo:lo + TOKEN_BITS])
+            on_read = fill_take(name, read[lo:lo + TOKEN_BITS])
+            res[name] = {k: Mux(same, on_ahead[k], on_read[k]) for k in on_read}
         red = res["p"]["low"]
         yellow = ~red & res["c"]["low"]
         tp2 = Mux(red, res["p"]["filled"], res["p"]["taken"])
