@@ -15,11 +15,15 @@ of the input, in nanoseconds: the meters' clock) become a job. The parser (:mod:
 register steps) turns a job into the header vector (:mod:`.hv`), which visits the stages in
 order (:class:`.stage.Stage`, one table each: pipelines that move every cycle and never stall,
 a frame or a commit token in every step). A frame enters the first stage only while the output
-queue after the last stage has room for it and every frame in flight (credits), and a commit
-enters as a token in place of a frame (:meth:`MatchAction._registers`). The deparser
-(:mod:`.deparser`) takes vectors from that queue, registers the rewritten head of the next
-frame as it takes it, emits the frame, or drains a dropped one, and one result word per frame
-(:data:`RESULT_FIELDS`), and takes the next frame with the last beat of one.
+queue after the last stage has room for it and every frame in flight (credits, given back as a
+frame leaves the queue), and a commit enters as a token in place of a frame
+(:meth:`MatchAction._registers`); the parser's advance is a register computed a cycle ahead.
+The deparser (:mod:`.deparser`) builds the queue's next frame (its rewritten head, its lengths,
+its result word) into one of two slots whenever one is free, so that the queues are popped by
+the slots' state alone; it emits a frame from its slot, or drains a dropped one, frees the slot
+and starts the next frame with the last beat, and writes one result word per frame
+(:data:`RESULT_FIELDS`) in the cycle after (a frame starts only with a place in the result
+queue for its word).
 
 Throughput (Verilator, back-to-back frames, ``benchmarks/bench_match_action.py``): 64-byte
 frames at 64 bits take 8 cycles (10 Gb/s line rate); at 512 bits, where 100 Gb/s of 64-byte
@@ -272,7 +276,8 @@ class MatchAction(wiring.Component):
         head_raw, head_len_c, out_len_c = build_head(m, hvd, sq, custom_bytes)
         pad = -len(head_raw) % self.width
         head_c = Cat(head_raw, Const(0, pad)) if pad else head_raw
-        m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=16)
+        res_depth = 16
+        m.submodules.results = res_fifo = SyncFIFOBuffered(width=64, depth=res_depth)
         wiring.connect(m, wiring.flipped(self.result), res_fifo.r_stream)
         result_word = Cat(out_hv.egress, out_hv.number, out_hv.reason, out_hv.mirror,
                           out_hv.mirror_queue, out_hv.color, out_hv.hits)
@@ -288,6 +293,7 @@ class MatchAction(wiring.Component):
         occupied = Signal(2)  # the slot holds a frame not yet sent
         wp = Signal()  # the slot the next frame goes to
         rp = Signal()  # the slot of the frame being sent (of the next to send when idle)
+        sp = Signal()  # the slot of the next frame to start (``rp`` when idle, else the other)
         prepared = Signal(slot_layout)
         m.d.comb += [
             prepared.head.eq(head_c), prepared.head_len.eq(head_len_c),
@@ -303,7 +309,6 @@ class MatchAction(wiring.Component):
         m.d.comb += [
             pop.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & ~occupied.all()),
             side.r_en.eq(pop), offsets.r_en.eq(pop), out_q.r_en.eq(pop), taken.eq(pop),
-            res_fifo.w_en.eq(done),
         ]
         m.d.sync += [wp.eq(wp ^ pop), rp.eq(rp ^ done)]
         for i in range(2):
@@ -312,9 +317,24 @@ class MatchAction(wiring.Component):
         def pick(sel, field):
             return Mux(sel, slots[1][field], slots[0][field])
 
-        # The result of a frame enters its FIFO with the frame's last beat (or when a dropped
-        # frame is drained), so a frame is out before its result.
-        m.d.comb += res_fifo.w_data.eq(pick(rp, "result"))
+        # The result of a frame enters its FIFO in the cycle after the frame's last beat (or
+        # after a dropped frame is drained), from a register, so a frame is out before its
+        # result. A frame starts only with a place in that FIFO for its result (``res_credit``,
+        # a place taken as a frame starts and given back as a result is read), so the write
+        # needs no ready.
+        res_w = Signal()
+        m.d.sync += res_w.eq(done)
+        with m.If(done):
+            m.d.sync += res_fifo.w_data.eq(pick(rp, "result"))
+        m.d.comb += res_fifo.w_en.eq(res_w)
+        res_credit = Signal(range(res_depth + 1), init=res_depth)
+        res_room = Signal(init=1)  # ``res_credit != 0``, kept as a register
+        started = Signal()
+        res_read = res_fifo.r_rdy & res_fifo.r_en
+        res_credit_next = Signal.like(res_credit)
+        m.d.comb += res_credit_next.eq(res_credit - started + res_read)
+        m.d.sync += [res_credit.eq(res_credit_next), res_room.eq(res_credit_next != 0)]
+        m.d.sync += sp.eq(sp ^ started)
         k = Signal(range(limits.PARSE_WINDOW // W + 3))
         r_left = Signal(12)
         carry = Signal(self.width)
@@ -328,7 +348,6 @@ class MatchAction(wiring.Component):
         short_head = Signal()  # the head holds the whole frame
         last_keep = Signal(W)  # bytes of the last beat: byte i kept if i < remaining
         m.d.comb += last_keep.eq(Cat(*(remaining > i for i in range(W))))
-        nxt = Signal()  # the slot a frame starts from: ``rp`` when idle, the other at a last beat
 
         def beat_sent():
             m.d.sync += [remaining.eq(remaining - W), head_left.eq(head_left - W),
@@ -336,12 +355,13 @@ class MatchAction(wiring.Component):
 
         def start(fsm_idle):
             """Start the frame of the next slot (or go idle): in Idle, or with a last beat."""
-            with m.If(occupied.bit_select(nxt, 1) & res_fifo.w_rdy):
-                m.d.sync += [k.eq(0), remaining.eq(pick(nxt, "out_len")),
-                             head_left.eq(pick(nxt, "head_len")), is_last.eq(pick(nxt, "last")),
-                             short_head.eq(pick(nxt, "short")), r_left.eq(pick(nxt, "r_beats")),
+            with m.If(occupied.bit_select(sp, 1) & res_room):
+                m.d.comb += started.eq(1)
+                m.d.sync += [k.eq(0), remaining.eq(pick(sp, "out_len")),
+                             head_left.eq(pick(sp, "head_len")), is_last.eq(pick(sp, "last")),
+                             short_head.eq(pick(sp, "short")), r_left.eq(pick(sp, "r_beats")),
                              frames_in.eq(frames_in + 1)]
-                with m.If(pick(nxt, "drop")):
+                with m.If(pick(sp, "drop")):
                     m.d.sync += drops.eq(drops + 1)
                     m.next = "Drain"
                 with m.Else():
@@ -350,7 +370,7 @@ class MatchAction(wiring.Component):
                 with m.Else():
                     m.next = "Idle"
 
-        with m.FSM(name="deparse") as fsm:
+        with m.FSM(name="deparse"):
             with m.State("Idle"):
                 start(True)
             with m.State("Drain"):
@@ -400,7 +420,6 @@ class MatchAction(wiring.Component):
                     with m.If(is_last):
                         m.d.comb += done.eq(1)
                         start(False)
-        m.d.comb += nxt.eq(rp ^ ~fsm.ongoing("Idle"))
 
         return m
 
