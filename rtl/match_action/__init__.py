@@ -443,10 +443,14 @@ class MatchAction(wiring.Component):
         ok_commit = Signal()
         checks = []
         for i, s in enumerate(stages):
-            # an install names one of the stage's actions; a clear ignores the action
+            # an install names one of the stage's actions (and, in an LPM stage, a priority
+            # its tree holds); a clear ignores both
             n_actions = len(self.config["tables"][i]["actions"])
+            fits = action < n_actions
+            if s.max_priority is not None:
+                fits = fits & (prio <= s.max_priority)
             checks.append((bus.w_data[12:15] == i) & (bus.w_data[0:10] < s.slots)
-                          & (~bus.w_data[16] | (action < n_actions)))
+                          & (~bus.w_data[16] | fits))
         m.d.comb += ok_commit.eq(Cat(*checks).any())
         writable = {regs.REG_ACTION: action, regs.REG_PRIORITY: prio, regs.REG_METER_CIR: cir,
                     regs.REG_METER_PIR: pir, regs.REG_METER_CBS: cbs, regs.REG_METER_PBS: pbs,

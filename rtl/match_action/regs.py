@@ -8,7 +8,8 @@ then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``; a 64-bit counter
 first, and its high word is the one latched with it (no torn reads). A write of a value wider
 than its register (``ACTION`` 4 bits, ``PRIORITY`` and ``SELECT`` 16, ``METER_CIR``/``PIR`` 20,
 ``METER_CBS``/``PBS`` 21) is refused with SLVERR and changes nothing, as is a ``COMMIT`` that
-installs an action number its stage does not have.
+installs an action number its stage does not have, or installs into an LPM stage a priority
+above its field's width (an LPM priority is ``width - prefix length``).
 """
 
 from nicsim.rtl.regs import Register

@@ -35,9 +35,11 @@ every item leaves a stage a fixed number of cycles after it entered (:attr:`Stag
 Lookup
 ------
 Exact tables are hash tables of 4-way buckets (one memory per way; the bucket is the CRC-32 of
-the key, :mod:`.hashing`); ternary tables (and LPM tables, whose priority is the prefix length
-the control plane puts into the entry) compare every entry at once and take the matching entry
-of the smallest priority.
+the key, :mod:`.hashing`); ternary tables (and LPM tables, whose priority is the field's width
+less the prefix length, as the control plane puts it into the entry) compare every entry at once
+and take the matching entry of the smallest priority. An LPM stage keeps and compares only the
+bits of priority its field's width needs (``max_priority`` of the compiled table: 6 bits for an
+IPv4 field, against 16 for a ternary table).
 
 Commits
 -------
@@ -170,6 +172,12 @@ class Stage(Elaboratable):
         self.key_bits = sum(k[2] for k in table["key"])
         self.arg_bits = table_arg_bits(table)
         self.metered = table["meter"] is not None
+        # An LPM table's priority is its field's width less the prefix length (the compiler's
+        # ``key_value``), at most ``max_priority``: the tree compares those few bits, not 16 (the
+        # register block refuses a commit of a larger one to the stage).
+        self.max_priority = table.get("max_priority")
+        self.prio_bits = (PRIO_BITS if self.max_priority is None
+                          else max(self.max_priority.bit_length(), 1))
         if self.kind == "exact":
             self.steps = ["look", "fetch", "ways", "read", "load", "act"]
         else:
@@ -365,7 +373,7 @@ class Stage(Elaboratable):
             valid = Signal(n)
             values = [Signal(self.key_bits, name=f"value{i}") for i in range(n)]
             masks = [Signal(self.key_bits, name=f"mask{i}") for i in range(n)]
-            prios = [Signal(PRIO_BITS, name=f"prio{i}") for i in range(n)]
+            prios = [Signal(self.prio_bits, name=f"prio{i}") for i in range(n)]
             _, _, mine_t1 = flags("tree1")
             _, _, mine_pk = flags("pick")
             tk1, tk3 = tok_in("tree1"), tok_in("pick")
@@ -374,7 +382,7 @@ class Stage(Elaboratable):
                     m.d.sync += [valid[i].eq(tk0.install), values[i].eq(tk0.key[:self.key_bits]),
                                  masks[i].eq(tk0.mask[:self.key_bits])]
                 with m.If(mine_t1 & (tk1.slot == i)):
-                    m.d.sync += prios[i].eq(tk1.prio)
+                    m.d.sync += prios[i].eq(tk1.prio[:self.prio_bits])
             # The action data is read by the winner's slot only: a memory read at ``pick``
             # whose word leaves its output register at ``act``, written by a token at ``pick``
             # (the frame behind it reads a cycle later, after the write).
@@ -398,7 +406,7 @@ class Stage(Elaboratable):
                 for j, (a, b) in enumerate(zip(cands[0::2], cands[1::2], strict=False)):
                     take_b = b[0] & (~a[0] | (b[1] < a[1]))
                     node = (Signal(name=f"t{level}_{j}_match"),
-                            Signal(PRIO_BITS, name=f"t{level}_{j}_prio"),
+                            Signal(self.prio_bits, name=f"t{level}_{j}_prio"),
                             Signal(range(max(n, 2)), name=f"t{level}_{j}_slot"))
                     stmts = [node[0].eq(a[0] | b[0]), node[1].eq(Mux(take_b, b[1], a[1])),
                              node[2].eq(Mux(take_b, b[2], a[2]))]
@@ -411,7 +419,7 @@ class Stage(Elaboratable):
                     odd = cands[-1]
                     if level == split:
                         node = (Signal(name=f"t{level}_odd_match"),
-                                Signal(PRIO_BITS, name=f"t{level}_odd_prio"),
+                                Signal(self.prio_bits, name=f"t{level}_odd_prio"),
                                 Signal(range(max(n, 2)), name=f"t{level}_odd_slot"))
                         m.d.sync += [node[0].eq(odd[0]), node[1].eq(odd[1]), node[2].eq(odd[2])]
                         odd = node

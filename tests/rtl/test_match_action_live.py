@@ -124,6 +124,15 @@ async def register_errors(dut):
     assert await tb.write_reg(regs.REG_ACTION, 3) == 0
     assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0)) == 2
     assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0, install=False)) == 0
+    # An LPM stage holds the priorities its field's width gives (``width - prefix length``:
+    # ipv4_routes, 0 to 32): an install with a larger one is refused, a clear ignores it.
+    assert await tb.write_reg(regs.REG_ACTION, 0) == 0
+    assert await tb.write_reg(regs.REG_PRIORITY, 33) == 0
+    assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0)) == 2
+    assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0, install=False)) == 0
+    assert await tb.write_reg(regs.REG_PRIORITY, 32) == 0
+    assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0)) == 0
+    assert await tb.write_reg(regs.REG_COMMIT, regs.commit_word(1, 0, install=False)) == 0
     # A value wider than its register: SLVERR, and the register keeps its value.
     for reg, bits in ((regs.REG_ACTION, 4), (regs.REG_PRIORITY, 16), (regs.REG_METER_CIR, 20),
                       (regs.REG_METER_PIR, 20), (regs.REG_METER_CBS, 21),
