@@ -585,8 +585,10 @@ class ToeEngine(wiring.Component):
                                    "Release", "Release Wait", "C Open", "C Open Wait"))]
             ses.cut_through(fsm.ongoing("Receive"), fsm_rd, fsm_tbl)
             # the transmitter's ring reads wait for the others' use of the memory port
+            # (X Ring's first read only once it may go: it waits for the transmitter's)
             mem_other = Signal()
-            m.d.comb += mem_other.eq(ses.ct_write | ongoing(*mem_states))
+            m.d.comb += mem_other.eq(ses.ct_write | ongoing("S Copy", "X Ring 1", "X Ring 2")
+                                     | (fsm.ongoing("X Ring") & ses.xr_go))
             ses.transmitter(mem_other)
             ses.app_mover()
             m.d.comb += self.idle.eq(fsm.ongoing("Receive") & (beat == 0) & ~pending

@@ -128,7 +128,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _LISTEN_SLOTS = 8
 _ARP_SLOTS = 4
 _PUBLISH_BYTES = 2048  # a SEND's transfer publishes the bytes it has written every so many
-_TX_AHEAD = 6  # ring words the transmitter reads ahead
+_TX_AHEAD = 7  # ring words the transmitter reads ahead (X Ring waits until 6 are in hand)
 _TX_HEADER = 62  # Ethernet, IPv4, TCP and at most 8 option bytes (MSS, NOP, window scale)
 # phases of the cut-through writer (SessionLogic.cut_through)
 _CT_IDLE, _CT_REQ, _CT_WAIT, _CT_TCB, _CT_SETUP, _CT_COPY, _CT_DONE = range(7)
@@ -383,6 +383,7 @@ class SessionLogic:
         self.xr_s = Signal(32)  # stream offsets of the segment's first and last bytes
         self.xr_e = Signal(32)
         self.xr_one = Signal()  # both in one word
+        self.xr_go = Signal()  # X Ring may issue its first read this cycle
         # the transmitter (transmitter): sends a built segment, its payload read from the
         # send ring as it leaves, while the next one is built
         self.st_busy = Signal()
@@ -398,6 +399,10 @@ class SessionLogic:
         self.st_f = [Signal(e.width, name=f"st_f{k}") for k in range(_TX_AHEAD)]
         self.st_fn = Signal(range(_TX_AHEAD + 1))
         self.st_free = Signal()  # the transmitter takes a segment this cycle (X Hand)
+        # X Ring may take mem for its three reads: the transmitter has read all its words,
+        # holds enough ahead (_TX_AHEAD - 1) that three cycles without a read leave no stall,
+        # or its header has left (its read-ahead grows no more)
+        self.st_room = Signal()
         self.st_load = Signal()  # X Hand hands one over
         self.st_hlen = Signal(7)
         self.st_beat = Signal(range(9216 // self.nb + 2))
@@ -799,9 +804,10 @@ class SessionLogic:
         the realigning rotation), while the state machine goes on (the next segment built, the
         next frame and the ACKs received, commands answered). Its checksum was summed ahead
         (``X Ring``). The port goes to the others first (``mem_other``: the cut-through
-        writer's writes, ``S Copy``, ``X Ring``); a beat whose ring words are not in yet waits
-        (valid low). The next segment is taken in the cycle the last beat leaves. The front
-        end's replies wait until it is free."""
+        writer's writes, ``S Copy``, ``X Ring``'s reads); a beat whose ring words are not in
+        yet waits (valid low). ``X Ring`` starts its reads once the transmitter holds enough
+        words ahead that they cost no beat (``st_room``). The next segment is taken in the
+        cycle the last beat leaves. The front end's replies wait until it is free."""
         m, e = self.m, self.e
         lb = self.log_nb
         f, fn = self.st_f, self.st_fn
@@ -815,6 +821,15 @@ class SessionLogic:
                                           Const(1, 1), self.st_sid))
             m.d.sync += self.st_j.eq(self.st_j + 1)
         m.d.sync += self.st_infl.eq(issue)
+        # a payload beat leaves with two words in hand; reads and beats go one a cycle, so
+        # the read-ahead grows only while the header leaves (or a beat waits): three reads
+        # of X Ring need six words in hand or in flight, or a beat of the frame would wait.
+        # X Ring waits for them while the header leaves (six beats at 64 bits), not after:
+        # with a shorter header (wider words) the read-ahead cannot reach six then.
+        m.d.comb += self.st_room.eq(~(self.st_busy & self.st_pay & (self.st_j <= self.st_k))
+                                    | (fn + self.st_infl >= len(f) - 1)
+                                    | (self.st_beat >= self.st_dw0))
+        m.d.comb += self.xr_go.eq(~self.ct_write & self.st_room)
         pop = Signal()
         with m.If(self.st_busy):
             word = Signal(e.width, name="st_word")
@@ -1912,8 +1927,9 @@ class SessionLogic:
         e_lane = e_off[:lb] if lb else Const(0, 1)
         with m.State("X Ring"):
             m.d.sync += self.xr_e.eq(s_off + self.x_n - 1)
-            # (a cycle's wait for a write of the cut-through writer still due on mem)
-            with m.If(~self.ct_write):
+            # (a cycle's wait for a write of the cut-through writer still due on mem, and
+            # for the transmitter's read-ahead: its beats go first, st_room)
+            with m.If(self.xr_go):
                 m.d.comb += e.mem.addr.eq(self.word_addr(ws, 1))
                 m.next = "X Ring 1"
         with m.State("X Ring 1"):
