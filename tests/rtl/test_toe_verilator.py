@@ -565,3 +565,42 @@ def test_on_the_wires_clock(loss):
             assert at >= left[(port, ack)] + latency
             checked += 1
     assert checked > 100
+
+
+def test_bulk_send_frames_back_to_back_on_the_wires_clock():
+    """One bulk connection sending on the wire's clock, the application inside the
+    simulation, the model the peer with a 32 KiB window: every byte arrives in order, and
+    past slow start each full segment leaves right after the one before, its beats back to
+    back (the wire's cycle its last beat left is the one before's plus its length in 8-byte
+    beats): the state machine's reads of the send ring's sums for the next segment take no
+    beat from the segment leaving."""
+    from nicsim.hw.toe.verilator_engine import VerilatorEngine
+
+    gateware = VerilatorEngine(E_MAC, E_IP, sessions=SESSIONS, buf_bits=BUF_BITS, tick_s=0.01,
+                               fixed_isn=ISN, time_wait=0.2, clocked=True)
+    gateware.auto_receive()
+    gateware.auto_send()
+    model = TcpEngine(P_MAC, P_IP, TcpConfig(rx_buffer=1 << 15, tx_buffer=1 << 16))
+    data = random.Random(8).randbytes(256 << 10)
+    sink = SinkApp(model, 9)
+    sender = SendApp(gateware, "10.0.0.1", 9, [data])
+    sent_at = []
+
+    def tap(at, direction, frame):
+        if direction == "ba":
+            sent_at.append((at, frame))
+        return None
+
+    wire = Loopback(model, gateware, latency=cycles(1e-6), tap=tap,
+                    hosts=[AppHost(gateware, [sender]), AppHost(model, [sink])])
+    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == len(data),
+                    max_cycles=cycles(120))
+    assert [bytes(v) for v in sink.data.values()] == [data]
+    gaps = []  # cycles between two full segments beyond the later one's beats
+    for (t0, _), (t1, f1) in zip(sent_at, sent_at[1:], strict=False):
+        s = parse_tcp_frame(f1)
+        if not isinstance(s, str) and len(s.payload) == 1460:
+            gaps.append(t1 - t0 - -(-len(f1) // 8))
+    assert len(gaps) > 170 and min(gaps) >= 0
+    steady = gaps[60:]  # past slow start and the first fill of the send ring
+    assert steady.count(0) == len(steady), sorted(set(steady))
