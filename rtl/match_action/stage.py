@@ -17,11 +17,14 @@ step        exact table                     ternary / LPM table
 ``look``    bucket read (CRC-32 of the key)  every entry compared
 ``fetch``   the ways' words reach the       --
             output registers
-``ways``    the four ways compared          --
+``ways``    the four ways compared, the     --
+            winner chosen (one-hot)
 ``tree1``,  --                              the priority tree, in two registered halves
 ``tree2``
 ``pick``    --                              the winner's action data read; counters read
-``read``    counters and meter time read    --
+``read``    the winner's action data        --
+            selected; counters and meter
+            time read
 ``load``    the words read reach the memories' output registers
 ``act``     rewrites; counters added and written; the meter's time step
 ``fill``    (metered) tokens earned (multipliers); buckets read
@@ -355,19 +358,29 @@ class Stage(Elaboratable):
             first = [matches[w] & ~Cat(*matches[:w]).any() if w else matches[0]
                      for w in range(EXACT_WAYS)]
 
-            def select(field, width):
-                out = Const(0, width)
-                for w in range(EXACT_WAYS):
-                    out = out | Mux(first[w], way_data[w][field], 0)
-                return out
-
             way = Const(0, 2)
             for w in range(1, EXACT_WAYS):
                 way = way | Mux(first[w], w, 0)
-            m.d.sync += [hit.eq(Cat(*matches).any()), slot.eq(Cat(way, bucket_q)),
-                         act.eq(select("act", ACTION_BITS)), args.eq(select("args", self.arg_bits))]
+            m.d.sync += [hit.eq(Cat(*matches).any()), slot.eq(Cat(way, bucket_q))]
+            # The winner's action data is chosen in the next step (``read``, where it is
+            # registered anyway) from registered copies of the ways' fields and the registered
+            # one-hot ``first``: the compare and the wide selection are not one cycle.
+            fields = [("act", ACTION_BITS), ("args", self.arg_bits)]
+            fields += [("meter", METER_CFG_BITS)] if self.metered else []
+            first_q = reg_at(Cat(*first), "ways", "first")
+            held = [{f: reg_at(way_data[w][f], "ways", f"way{w}_{f}") for f, _ in fields}
+                    for w in range(EXACT_WAYS)]
+
+            def select(field, width):
+                out = Const(0, width)
+                for w in range(EXACT_WAYS):
+                    out = out | Mux(first_q[w], held[w][field], 0)
+                return out
+
+            m.d.comb += [act.eq(select("act", ACTION_BITS)),
+                         args.eq(select("args", self.arg_bits))]
             if self.metered:
-                m.d.sync += mcfg.eq(select("meter", METER_CFG_BITS))
+                m.d.comb += mcfg.eq(select("meter", METER_CFG_BITS))
         else:
             n = self.slots
             valid = Signal(n)
