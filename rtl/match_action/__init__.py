@@ -19,7 +19,7 @@ queue after the last stage has room for it and every frame in flight (credits, g
 frame leaves the queue), and a commit enters as a token in place of a frame
 (:meth:`MatchAction._registers`); the parser's advance is a register computed a cycle ahead.
 The deparser (:mod:`.deparser`) builds the queue's next frame (its rewritten head, its lengths,
-its result word) into one of two slots whenever one is free, so that the queues are popped by
+its result word) into one of three slots whenever one is free, so that the queues are popped by
 the slots' state alone; it emits a frame from its slot, or drains a dropped one, frees the slot
 and starts the next frame with the last beat, and writes one result word per frame
 (:data:`RESULT_FIELDS`) in the cycle after (a frame starts only with a place in the result
@@ -284,16 +284,18 @@ class MatchAction(wiring.Component):
 
         # The slots: a free slot takes the queues' next frame every cycle (its enable is the
         # slot's own flag), and the queues are popped when a slot is free; so neither the pops
-        # nor the slots' enables wait on the last beat of the frame being sent. Two slots keep
-        # a frame a cycle: one is sent while the other is filled.
+        # nor the slots' enables wait on the last beat of the frame being sent. Three slots keep
+        # a frame a cycle (one-beat frames at 512 bits): one is sent, the next waits, the third
+        # is filled. The slot pointers are one-hot rings.
+        n_slots = 3
         slot_layout = data.StructLayout({
             "head": len(head_c), "head_len": 9, "out_len": 15, "result": 64, "r_beats": 12,
             "drop": 1, "last": 1, "short": 1})
-        slots = [Signal(slot_layout, name=f"slot{i}") for i in range(2)]
-        occupied = Signal(2)  # the slot holds a frame not yet sent
-        wp = Signal()  # the slot the next frame goes to
-        rp = Signal()  # the slot of the frame being sent (of the next to send when idle)
-        sp = Signal()  # the slot of the next frame to start (``rp`` when idle, else the other)
+        slots = [Signal(slot_layout, name=f"slot{i}") for i in range(n_slots)]
+        occupied = Signal(n_slots)  # the slot holds a frame not yet sent
+        wp = Signal(n_slots, init=1)  # the slot the next frame goes to
+        rp = Signal(n_slots, init=1)  # the slot of the frame being sent (or next to, when idle)
+        sp = Signal(n_slots, init=1)  # the slot of the next frame to start
         prepared = Signal(slot_layout)
         m.d.comb += [
             prepared.head.eq(head_c), prepared.head_len.eq(head_len_c),
@@ -301,7 +303,7 @@ class MatchAction(wiring.Component):
             prepared.r_beats.eq(sd[o + 14:o + 26]), prepared.drop.eq(out_hv.egress == EGRESS_DROP),
             prepared.last.eq(out_len_c <= W), prepared.short.eq(head_len_c >= out_len_c),
         ]
-        for i in range(2):
+        for i in range(n_slots):
             with m.If(~occupied[i]):
                 m.d.sync += slots[i].eq(prepared)
         pop = Signal()
@@ -310,12 +312,18 @@ class MatchAction(wiring.Component):
             pop.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & ~occupied.all()),
             side.r_en.eq(pop), offsets.r_en.eq(pop), out_q.r_en.eq(pop), taken.eq(pop),
         ]
-        m.d.sync += [wp.eq(wp ^ pop), rp.eq(rp ^ done)]
-        for i in range(2):
-            m.d.sync += occupied[i].eq((occupied[i] & ~(done & (rp == i))) | (pop & (wp == i)))
+        m.d.sync += [wp.eq(Mux(pop, wp.rotate_left(1), wp)),
+                     rp.eq(Mux(done, rp.rotate_left(1), rp))]
+        for i in range(n_slots):
+            m.d.sync += occupied[i].eq((occupied[i] & ~(done & rp[i])) | (pop & wp[i]))
 
-        def pick(sel, field):
-            return Mux(sel, slots[1][field], slots[0][field])
+        def pick(sel, field, part=None):
+            """The field of the slot ``sel`` (one-hot) names: an AND-OR."""
+            out = 0
+            for i in range(n_slots):
+                value = slots[i][field] if part is None else part(slots[i][field])
+                out = out | Mux(sel[i], value, 0)
+            return out
 
         # The result of a frame enters its FIFO in the cycle after the frame's last beat (or
         # after a dropped frame is drained), from a register, so a frame is out before its
@@ -334,7 +342,7 @@ class MatchAction(wiring.Component):
         res_credit_next = Signal.like(res_credit)
         m.d.comb += res_credit_next.eq(res_credit - started + res_read)
         m.d.sync += [res_credit.eq(res_credit_next), res_room.eq(res_credit_next != 0)]
-        m.d.sync += sp.eq(sp ^ started)
+        m.d.sync += sp.eq(Mux(started, sp.rotate_left(1), sp))
         k = Signal(range(limits.PARSE_WINDOW // W + 3))
         r_left = Signal(12)
         carry = Signal(self.width)
@@ -355,7 +363,7 @@ class MatchAction(wiring.Component):
 
         def start(fsm_idle):
             """Start the frame of the next slot (or go idle): in Idle, or with a last beat."""
-            with m.If(occupied.bit_select(sp, 1) & res_room):
+            with m.If((occupied & sp).any() & res_room):
                 m.d.comb += started.eq(1)
                 m.d.sync += [k.eq(0), remaining.eq(pick(sp, "out_len")),
                              head_left.eq(pick(sp, "head_len")), is_last.eq(pick(sp, "last")),
@@ -382,8 +390,9 @@ class MatchAction(wiring.Component):
                     with m.If(data_fifo.r_rdy):
                         m.d.sync += r_left.eq(r_left - 1)
             with m.State("Head"):
-                beat_data = Mux(rp, slots[1].head.word_select(k, self.width),
-                                slots[0].head.word_select(k, self.width))
+                beat_data = Signal(self.width)
+                m.d.comb += beat_data.eq(
+                    pick(rp, "head", lambda h: h.word_select(k, self.width)))
                 full = head_left >= W
                 with m.If(full | is_last & short_head):
                     m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(beat_data),
