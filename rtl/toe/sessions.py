@@ -1291,19 +1291,18 @@ class SessionLogic:
                     m.d.sync += t.snd_nxt.eq(ack)
                 with m.If(t.send_blocked & (data_acked != 0)):
                     m.d.sync += [t.send_blocked.eq(0), note("space")]
-                m.next = "S NewAck"
+                # the RTT sample's test here, not a state later (nothing it reads changes)
+                with m.If(t.rtt_on & _le(t.rtt_seq, ack)):
+                    m.d.sync += [self.m_r.eq(self.now - t.rtt_time), t.rtt_on.eq(0),
+                                 self.rtt_ret.eq(1)]
+                    m.next = "R Sample"
+                with m.Else():
+                    m.next = "S Cc"
             with m.Elif((ack == t.snd_una) & (self.plen == 0) & ~self.f_syn & ~self.f_fin
                         & ~self.win_changed & (t.snd_max != t.snd_una)):
                 m.next = "S Dup"
             with m.Else():
                 m.next = "S Fin Acked"
-        with m.State("S NewAck"):
-            with m.If(t.rtt_on & _le(t.rtt_seq, self.seg_ack)):
-                m.d.sync += [self.m_r.eq(self.now - t.rtt_time), t.rtt_on.eq(0),
-                             self.rtt_ret.eq(1)]
-                m.next = "R Sample"
-            with m.Else():
-                m.next = "S Cc"
         with m.State("S Cc"):
             # congestion control: RFC 5681 §3.1 (congestion avoidance by byte counting,
             # RFC 3465), RFC 6582 §3.2 steps 3 and 4
@@ -1383,7 +1382,15 @@ class SessionLogic:
                     m.d.sync += note("closed_done")
                     m.next = "Release"
             with m.Else():
-                m.next = "S Data"
+                # a segment without text or FIN (a pure ACK): S Data and S Fin would do
+                # nothing, and Notify nothing without notifications (none is set here)
+                bare = (self.plen == 0) & ~self.f_fin & ~self.ct_tail
+                with m.If(bare & (self.notes == 0)):
+                    m.next = "O Decide"
+                with m.Elif(bare):
+                    m.next = "Notify"
+                with m.Else():
+                    m.next = "S Data"
 
         def rx_write(addr, word, en):
             m.d.comb += [e.mem.addr.eq(self.word_addr(addr, 0)), e.mem.w_data.eq(word),
