@@ -103,19 +103,19 @@ flip-flops with an enable: the descriptor FIFO (``pcur`` loads in every cycle), 
 options and header words a merge compares (``keyq``, 947 bits, from stage 1 until the engine is done
 with the frame; the frame before the one at stage 6 is compared from its own entry, not from 900
 flip-flops enabled by the stage's valid bit) and the wide fields of the parser's FIFO (``pqw``:
-offsets, sums, the frame's staging words; taking a frame from the
-FIFO enables its narrow fields only). Each is cut into chunks of at most 256 bits, each read with
-read pointers of its own: an entry is taken by every frame in turn and frames never pass each
-other, so a pointer is a counter of the frames gone past its point, and a counter per chunk (which
-synthesis cannot merge, as it merges copies of one register) keeps every read address under about
-64 LUT memory cells (240 before). The header capture register has no enable. The copy engine never
-pauses (the read-out puts the new header fields in); the read-out's word count and last lanes are
-computed ahead; delivery sums take one adder a step. Block RAM read data leaves through a
-register: with ``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the staging ring and the
-regions are DP16KD blocks with their output registers (:class:`.bram.RegisteredMemory`; a DP16KD
-without one takes 5.83 ns from clock to data in nextpnr's ECP5 model); a copy works out its region
-words and lanes in the cycle after the read, rotates in the next and writes from registers in the
-one after.
+offsets, sums, the frame's staging words; taking a frame from the FIFO enables its narrow fields
+only). Each is cut into chunks of at most 256 bits, each read with read pointers of its own: an
+entry is taken by every frame in turn and frames never pass each other, so a pointer is a counter of
+the frames gone past its point, and a counter per chunk (which synthesis cannot merge, as it merges
+copies of one register) keeps every read address under about 64 LUT memory cells (240 before). The
+header capture register has no enable, and the chunk a beat fills is selected by a one-hot shift
+register (not by a beat count compared with each chunk's index). The copy engine never pauses (the
+read-out puts the new header fields in); the read-out's word count and last lanes are computed
+ahead; delivery sums take one adder a step. Block RAM read data leaves through a register: with
+``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the staging ring and the regions are
+DP16KD blocks with their output registers (:class:`.bram.RegisteredMemory`; a DP16KD without one
+takes 5.83 ns from clock to data in nextpnr's ECP5 model); a copy works out its region words and
+lanes in the cycle after the read, rotates in the next and writes from registers in the one after.
 
 Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1; routing takes most of
 a run of 75 to 85 minutes). At rtl 4be69c4 (the parser's first stage, the merges' registered
@@ -424,7 +424,11 @@ class LroEngine(wiring.Component):
         beat_shape = beat_signature(W, 1).members["payload"].shape
         s1 = Signal(beat_shape)
         s1_valid = Signal()
-        beat_idx = Signal(16)
+        # The header chunk the next beat fills, one-hot (zero past the header): a shift
+        # register rather than a beat count compared with each chunk's index, so that each
+        # chunk's multiplexer into ``capture`` and the descriptor FIFO is selected by a
+        # flip-flop.
+        cap_at = Signal(max(1, _HDR // B), init=1)
         off = Signal(20)
         room = Signal(20, init=self.max_frame)  # max_frame - off
         dropping = Signal()
@@ -466,7 +470,7 @@ class LroEngine(wiring.Component):
         chunks = []
         for c in range(max(1, _HDR // B)):
             lo, hi = c * B * 8, min((c + 1) * B, _HDR) * 8
-            chunks.append(Mux(beat_idx == c, s2.data[:hi - lo], capture[lo:hi]))
+            chunks.append(Mux(cap_at[c], s2.data[:hi - lo], capture[lo:hi]))
         m.d.comb += hdr_now.eq(Cat(*chunks))
         d_in = Signal(desc_layout)
         m.d.comb += [
@@ -486,7 +490,7 @@ class LroEngine(wiring.Component):
         with m.If(s2_valid):
             m.d.comb += staging.w_en.eq(~over)
             with m.If(s2.last):
-                m.d.sync += [off.eq(0), room.eq(self.max_frame), beat_idx.eq(0),
+                m.d.sync += [off.eq(0), room.eq(self.max_frame), cap_at.eq(1),
                              dropping.eq(0), acc.eq(0),
                              in_idx.eq(in_idx + 1), cnt["FRAMES_IN"].eq(cnt["FRAMES_IN"] + 1)]
                 m.d.comb += d_w_en.eq(1)
@@ -501,7 +505,8 @@ class LroEngine(wiring.Component):
                 with m.If(over):
                     m.d.sync += wr_cur.eq(wr_start)
                 with m.Else():
-                    m.d.sync += [beat_idx.eq(beat_idx + 1), wr_cur.eq(wr_cur + 1)]
+                    m.d.sync += [cap_at.eq(Cat(Const(0, 1), cap_at[:-1])),
+                                 wr_cur.eq(wr_cur + 1)]
 
         # ------------------------------------------------------------------ parse stages
         pcur = Signal(desc_layout)  # the frame the parser works on
