@@ -447,3 +447,62 @@ def test_random_segments_match_model(gateware, seed):
     b = gateware.counters()
     for reason in ("out_of_window", "bad_tcp_checksum", "bad_flags", "ooo_full", "no_session"):
         assert b[reason] == a[reason], reason
+
+
+def test_pure_acks_move_snd_una_and_the_window(gateware):
+    """Pure ACKs (no text, no flags but ACK) in ESTABLISHED take the engine's short path:
+    each moves ``snd_una`` and the send window as RFC 9293 §3.10.7.4 says, and what the
+    engine sends next stays inside the window the last ACK offered, frame for frame as the
+    model sends it. The ACKs that need more (duplicates that count for fast retransmit, an
+    ACK of unsent data, one with a FIN) take the full path, as the model does."""
+    tw = Twin(gateware)
+    tw.call("listen", 7)
+    snd = handshake(tw, wscale=7)  # the peer's window field counts 128-byte units
+    tw.notes()
+    rcv = 5001
+    data = random.Random(8).randbytes(16000)
+    assert tw.model.send(0, data) == tw.rtl.send(0, data) == 16000
+    first = tw.check()
+    assert sum(len(parse_tcp_frame(f).payload) for f in first) == 14600  # 10 MSS (RFC 6928)
+    una = snd
+    sent_end = snd + 14600
+
+    def ack(to, units, expect_una, expect_wnd):
+        tw.now += MS
+        out = tw.rx(seg(ACK, rcv, to, window=units))
+        info = tw.model.session_info(0)
+        assert (info["snd_una"], info["snd_wnd"]) == (expect_una % (1 << 32), expect_wnd)
+        for f in out:
+            s = parse_tcp_frame(f)
+            if s.payload:  # inside [snd_una, snd_una + window)
+                assert 0 <= (s.seq - expect_una) % (1 << 32) <= expect_wnd - len(s.payload)
+        return [parse_tcp_frame(f) for f in out]
+
+    # part acknowledged, the window shrunk below the bytes in flight: nothing may go
+    assert ack(una + 2920, 50, una + 2920, 50 << 7) == []
+    # all acknowledged, a window of 2560 bytes: the 1400 bytes left go
+    out = ack(sent_end, 20, sent_end, 20 << 7)
+    assert [(s.seq, len(s.payload)) for s in out] == [(sent_end % (1 << 32), 1400)]
+    una = sent_end + 1400
+    more = random.Random(9).randbytes(3000)
+    assert tw.model.send(0, more) == tw.rtl.send(0, more) == 3000
+    assert tw.check() == []  # 1160 usable bytes: too few to send yet (RFC 9293 §3.8.6.2.1)
+    # the window opens: the 3000 bytes go in segments inside it
+    out = ack(una, 40, una, 40 << 7)
+    assert sum(len(s.payload) for s in out) == 3000
+    # the same ACK twice more, the same window, data in flight: duplicates (full path);
+    # the third duplicate retransmits from snd_una (RFC 5681 §3.2)
+    assert ack(una, 40, una, 40 << 7) == []
+    assert ack(una, 40, una, 40 << 7) == []
+    out = ack(una, 40, una, 40 << 7)
+    assert [s.seq for s in out] == [una % (1 << 32)]
+    assert tw.rtl.counters()["fast_retransmits"] == 1
+    # an ACK of bytes never sent: dropped, answered with an ACK (RFC 9293 §3.10.7.4)
+    out = ack(una + 5000, 40, una, 40 << 7)
+    assert [(s.flags, s.ack, len(s.payload)) for s in out] == [(ACK, rcv, 0)]
+    # everything acknowledged, then the peer's FIN with a pure ACK's numbers
+    ack(una + 3000, 60, una + 3000, 60 << 7)
+    out = tw.rx(seg(ACK | FIN, rcv, una + 3000, window=60))
+    assert [s.ack for s in map(parse_tcp_frame, out)] == [rcv + 1]
+    assert tw.call("state", 0) == State.CLOSE_WAIT
+    tw.notes()
