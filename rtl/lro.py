@@ -77,48 +77,49 @@ words are freed in order), and the engine takes no other frame meanwhile: a merg
 full. A queue of read-outs in order (single frames and deliveries) would let the engine go on; it is
 not built.
 
-Timing. Every decision of the merge engine comes from registers and drives few of them. Its state
-is one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
+Timing. Every decision of the merge engine comes from registers and drives few of them. Its state is
+one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
 registered steps, equality in 8-bit pieces (two LUT levels), and registers the hit vector (one-hot)
 and index with its verdicts; "Decide" picks the hit context's fields by the hit vector (an AND-OR,
 no index multiplexer) and its one-bit facts (a single segment, fixed IDs, an equal IP ID) from the
 lookup's registers; the IP ID a context expects next is a field of its own (no subtraction). A
-merge, in "Chain" or in "Act", is one enable (``go_merge``) over the few registers it must change
-at once (the chained context's held bytes, room and ID bits, ``q_valid``, ``mu_en``): the copy
-command and the context's changes load in every cycle in which they may, and count only when
-enabled; the changes are written in the next cycle (a lookup waits for that write). The copy
-engine's readiness (``c_free``) and the read-out's count tests and output room are registers. A
-segment held in a new context is written in a cycle of its own ("Hold"), once what it waits for is
-free, by one-hot enables registered as it enters that cycle (about 1,150 flip-flops a context,
-enabled straight from four copies of the register, each for about 300 of them); "Chain" tests
-one-bit verdicts of the parser and registers: the IP ID rule as three verdicts of the parser, one
-picked by the context's fixed-ID and single-segment bits, and the room a cycle ahead against the
-previous payload, which is no shorter (a last segment that fits only because it is shorter takes the
-lookup, with the same result). The parser decides the VLAN tags and the EtherType as a descriptor
-enters it (a sum of comparisons with constants, registered as one-hot selects of the first stage's
-header windows: an AND-OR of each window bit, no multiplexer of a binary tag count) and adds at most
-four words a stage (the TCP words, masked by a comparison with the data offset, in pairs: one adder
-after the mask). Wide data waits in 16-entry LUT memories read combinationally rather than in
-flip-flops with an enable: the descriptor FIFO (``pcur`` loads in every cycle), the flow key,
-options and header words a merge compares (``keyq``, 947 bits, from stage 1 until the engine is done
-with the frame; the frame before the one at stage 6 is compared from its own entry, not from 900
-flip-flops enabled by the stage's valid bit) and the wide fields of the parser's FIFO (``pqw``:
-offsets, sums, the frame's staging words; taking a frame from the FIFO enables its narrow fields
-only). Each is cut into chunks of at most 256 bits, each read with read pointers of its own: an
-entry is taken by every frame in turn and frames never pass each other, so a pointer is a counter of
-the frames gone past its point, and a counter per chunk (which synthesis cannot merge, as it merges
-copies of one register) keeps every read address under about 64 LUT memory cells (240 before). The
-header capture register has no enable, and the chunk a beat fills is selected by a one-hot shift
-register (not by a beat count compared with each chunk's index). The copy engine never pauses (the
-read-out puts the new header fields in); the read-out's word count and last lanes are computed
-ahead; delivery sums take one adder a step. Block RAM read data leaves through a register: with
-``bram="dp16kd"`` (ECP5 synthesis, ``Design.synth_params``) the staging ring and the regions are
-DP16KD blocks with their output registers (:class:`.bram.RegisteredMemory`; a DP16KD without one
-takes 5.83 ns from clock to data in nextpnr's ECP5 model); a copy works out its region words and
-lanes in the cycle after the read, rotates in the next and writes from registers in the one after.
+merge, in "Chain" or in "Act", is one enable (``go_merge``) over the few registers it must change at
+once (the chained context's held bytes, room and ID bits, ``q_valid``, ``mu_en``): the copy command
+and the context's changes load in every cycle in which they may, and count only when enabled; the
+changes are written in the next cycle (a lookup waits for that write). The copy engine's readiness
+(``c_free``) and the read-out's count tests and output room are registers. A segment held in a new
+context is written in a cycle of its own ("Hold"), once what it waits for is free, by one-hot
+enables registered as it enters that cycle (about 1,150 flip-flops a context, enabled straight from
+four copies of the register, each for about 300 of them); "Chain" tests one-bit verdicts of the
+parser and registers: the IP ID rule as three verdicts of the parser, one picked by the context's
+fixed-ID and single-segment bits, and the room a cycle ahead against the previous payload, which is
+no shorter (a last segment that fits only because it is shorter takes the lookup, with the same
+result). The parser decides the VLAN tags and the EtherType as a descriptor enters it, from verdicts
+the input stage worked out on the beats that carried bytes 12 to 21 (comparisons with constants,
+carried in the descriptor), registered as one-hot selects of the first stage's header windows (an
+AND-OR of each window bit, no multiplexer of a binary tag count) and adds at most four words a stage
+(the TCP words, masked by a comparison with the data offset, in pairs: one adder after the mask).
+Wide data waits in 16-entry LUT memories read combinationally rather than in flip-flops with an
+enable: the descriptor FIFO (``pcur`` loads in every cycle), the flow key, options and header words
+a merge compares (``keyq``, 947 bits, from stage 1 until the engine is done with the frame; the
+frame before the one at stage 6 is compared from its own entry, not from 900 flip-flops enabled by
+the stage's valid bit) and the wide fields of the parser's FIFO (``pqw``: offsets, sums, the frame's
+staging words; taking a frame from the FIFO enables its narrow fields only). Each is cut into chunks
+of at most 256 bits, each read with read pointers of its own: an entry is taken by every frame in
+turn and frames never pass each other, so a pointer is a counter of the frames gone past its point,
+and a counter per chunk (which synthesis cannot merge, as it merges copies of one register) keeps
+every read address under about 64 LUT memory cells (240 before). The header capture register has no
+enable, and the chunk a beat fills is selected by a one-hot shift register (not by a beat count
+compared with each chunk's index). The copy engine never pauses (the read-out puts the new header
+fields in); the read-out's word count and last lanes are computed ahead; delivery sums take one
+adder a step. Block RAM read data leaves through a register: with ``bram="dp16kd"`` (ECP5 synthesis,
+``Design.synth_params``) the staging ring and the regions are DP16KD blocks with their output
+registers (:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
+nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
+rotates in the next and writes from registers in the one after.
 
 Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1; routing takes most of
-a run of 75 to 85 minutes). At rtl 4be69c4 (the parser's first stage, the merges' registered
+a run of 18 to 85 minutes). At rtl 4be69c4 (the parser's first stage, the merges' registered
 updates and hit index, the copy flags, the LUT memory, the DP16KD output registers): 18,732 LUT4,
 2,175 CCU2C, 1,812 wide-mux cells, 21,855 flip-flops (27,067 before), 80 DP16KD, 821 DPR16X4;
 routed 59.0 MHz (51.7 before), its critical path (17.0 ns, 85% routing) the payload length at the
@@ -154,12 +155,32 @@ the contexts' segment counts and their comparison with 1 into ``ch_held``. By th
 model over that netlist, the merge engine's worst paths are now four LUT levels to a clock enable
 (``go_merge`` enables about 60 flip-flops, 244 before); the deepest left are the parser's TCP word
 sums in stage 2 (a comparison with the data offset, a mask and two adders in series) and its first
-stage (``ntags`` drives about 700 multiplexers of the IP and TCP header windows). Still to do for
-150 MHz: "Decide"'s picks of the hit context's fields from one-bit fields kept per context (its
-single-segment bit rather than its count compared with 1) or by the one-hot hit vector; the stage
-2 sums in groups of two words; the header windows of stage 1 selected by a registered one-hot of
-the tag count and family; the remaining fan-outs of about 1,000 from one flip-flop (each
-context's ``hold_we``), if the router's figures show them.
+stage (``ntags`` drives about 700 multiplexers of the IP and TCP header windows). At rtl 85892fb
+("Decide" picks the hit context's held bytes and room by the one-hot hit vector, an AND-OR, and its
+single-segment, fixed-ID and IP ID bits from the lookup's registers; the first stage's windows by
+registered one-hot selects; the TCP word sums in pairs; "Hold"'s enables in four copies, which
+synthesis keeps apart): yosys 16,855 LUT4, 2,239 CCU2C, 678 wide-mux cells, 18,556 flip-flops, 80
+DP16KD, 1,061 DPR16X4; routed (seed 1, weight 52; 29 minutes beside two other synthesis runs) 99.7
+MHz (21,333 LUT4 with carries), its critical path (10.0 ns, 83% routing, five LUT levels) in the
+input stage: the beat count through four LUT levels of its comparisons with the header chunks'
+indices and a chunk's multiplexer (7.0 ns of routing, 2.4 ns of it across the chip) into the
+descriptor FIFO's LUT memory data input. At rtl bd32801 (that chunk selected by a one-hot shift
+register; yosys 17,010 LUT4, 2,231 CCU2C, 769 wide-mux cells, the same flip-flops and memories):
+routed 89.8 MHz (21,472 LUT4 with carries, 18 minutes), its critical path (11.1 ns, 78% routing,
+eight logic levels) at the parser's entry: the descriptor FIFO's read pointer of the EtherType
+chunk, its LUT memory and seven LUT levels of the TPID and EtherType comparisons (which the tag
+count, the family and, since 85892fb, the two one-hot selects share, which may have deepened their
+mapping) into ``is6_et``, with 0.6 to 1.6 ns of routing between them. That logic is the same in both
+runs: the two figures differ by the mapping and placement of a netlist that changed elsewhere, and
+in both some 3,000 to 4,000 endpoints take more than 6.67 ns (the slack histograms), so 150 MHz
+needs many more cuts, not one. After that run (not routed yet): the EtherType verdicts decided on
+the beats that carry bytes 12 to 21 and carried in the descriptor, so that the parser's entry
+combines registered bits (one or two LUT levels after the LUT memory, not seven). Still to do: the
+input stage's oversize test (``nbytes`` against the 20-bit ``room``, into the staging ring's write
+enable and the descriptor) from a registered "room under a beat" bit and a test of a few bits; the
+chain merge's enable (``go_merge``, four LUT levels from the FIFO head's pair verdicts into the
+FIFO's read enable and the read pointers); routed runs with a few seeds, so that a cut is judged by
+more than one placement.
 """
 
 from contextlib import contextmanager
@@ -249,6 +270,11 @@ def _and_or(onehot, values):
     for t in terms[1:]:
         out = out | t
     return out
+
+
+def _is_tpid(value):
+    """A VLAN tag's TPID (802.1Q or 802.1ad)."""
+    return (value == 0x8100) | (value == 0x88A8)
 
 
 def _neg(value):
@@ -389,8 +415,10 @@ class LroEngine(wiring.Component):
         # ``sum_stages`` registered stages (two adder levels each) before it is written.
         sum_stages = max(1, ((B // 2 - 1).bit_length() + 1) // 2)
         margin = sum_stages + 3  # beats that may still arrive once ``admit`` falls
+        # ``et``: the EtherType verdicts of the header (see ``et_of``).
         desc_layout = data.StructLayout({
             "hdr": 8 * _HDR, "len": 16, "total": 32, "start": SP + 1, "eop": 1, "idx": 16,
+            "et": 8,
         })
         desc_depth = 16
         desc_w_data = Signal(desc_layout.size)
@@ -398,13 +426,14 @@ class LroEngine(wiring.Component):
         # loads in every cycle (no enable on its ~1,100 flip-flops). The memory is cut into
         # chunks, each read with its own copy of the read pointer (a counter of its own, so
         # that synthesis keeps the copies apart), so that no pointer drives more than about 64
-        # LUT memory cells; the bytes the EtherType is decided from have a chunk of their own.
+        # LUT memory cells; the EtherType verdicts have a chunk of their own.
         d_w_en = Signal()
         d_level = Signal(range(desc_depth + 1))
         d_w_ptr = Signal(4)
         d_r_en = Signal()
         desc_r = Signal(desc_layout)
-        d_bounds = _chunks(desc_layout.size, (8 * 12, 8 * 22))
+        et_at = desc_layout["et"].offset
+        d_bounds = _chunks(desc_layout.size, (et_at, et_at + 8))
         for n, (lo, hi) in enumerate(d_bounds):
             mem = Memory(shape=hi - lo, depth=desc_depth, init=[])
             m.submodules[f"desc{n}"] = mem
@@ -441,22 +470,38 @@ class LroEngine(wiring.Component):
         m.d.sync += s1_valid.eq(fire)
         with m.If(fire):
             m.d.sync += s1.eq(self.i.payload)
+        # The EtherType verdicts (``et_of``) are worked out on the beat as it enters the sum
+        # stages and travel with it; for bytes 12 + 4 t, 13 + 4 t (the EtherType or TPID after
+        # ``t`` tags) they are taken from the beat that carries them, like the header bytes,
+        # so that the parser's entry decides the tags and the family from registered bits.
+        et_pos = [12 + 4 * t for t in range(3)]
+
+        def et_of(beat_data):
+            """TPID after 0 and 1 tags, IPv6 and IPv4 EtherTypes after 0, 1 and 2 tags (bits of
+            the lanes of bytes 12 + 4 t in a beat)."""
+            v = [be_bytes(beat_data, p % B, 2) for p in et_pos]
+            return Cat(*(_is_tpid(v[t]) for t in range(2)), *(v[t] == 0x86DD for t in range(3)),
+                       *(v[t] == 0x0800 for t in range(3)))
+
+        et_bit_pos = [0, 1, 0, 1, 2, 0, 1, 2]  # the ``t`` of each bit of ``et_of``
         masked = Cat(*(Mux(s1.keep[k], _byte(s1.data, k), 0) for k in range(B)))
         terms = [be_bytes(masked, 2 * k, 2) for k in range(B // 2)]
         pipe_beat, pipe_valid = s1, s1_valid
         pipe_nb = None
+        pipe_et = et_of(s1.data)
         for n in range(sum_stages):
             groups = [_tree_sum(terms[k:k + 4]) for k in range(0, len(terms), 4)]
             regs_ = [Signal(16 + LB, name=f"in_sum{n}_{k}") for k in range(len(groups))]
             beat_n = Signal(beat_shape, name=f"in_beat{n}")
             valid_n = Signal(name=f"in_valid{n}")
             nb_n = Signal(range(B + 1), name=f"in_nbytes{n}")
+            et_n = Signal(8, name=f"in_et{n}")
             m.d.sync += [*(r.eq(g) for r, g in zip(regs_, groups, strict=True)),
-                         beat_n.eq(pipe_beat), valid_n.eq(pipe_valid),
+                         beat_n.eq(pipe_beat), valid_n.eq(pipe_valid), et_n.eq(pipe_et),
                          nb_n.eq(sum(s1.keep[k] for k in range(B)) if pipe_nb is None
                                  else pipe_nb)]
-            terms, pipe_beat, pipe_valid, pipe_nb = regs_, beat_n, valid_n, nb_n
-        s2, s2_valid, nbytes = pipe_beat, pipe_valid, pipe_nb
+            terms, pipe_beat, pipe_valid, pipe_nb, pipe_et = regs_, beat_n, valid_n, nb_n, et_n
+        s2, s2_valid, nbytes, s2_et = pipe_beat, pipe_valid, pipe_nb, pipe_et
         s2_sum = Signal(16 + LB)
         m.d.comb += s2_sum.eq(_tree_sum(terms))
 
@@ -472,9 +517,17 @@ class LroEngine(wiring.Component):
             lo, hi = c * B * 8, min((c + 1) * B, _HDR) * 8
             chunks.append(Mux(cap_at[c], s2.data[:hi - lo], capture[lo:hi]))
         m.d.comb += hdr_now.eq(Cat(*chunks))
+        # (``capture_et`` follows ``capture`` as ``et_now`` follows ``hdr_now``: each bit is the
+        # verdict of the bytes captured in the same place.)
+        capture_et = Signal(8)
+        et_now = Signal(8)
+        m.d.comb += et_now.eq(Cat(*(Mux(cap_at[et_pos[t] // B], s2_et[k], capture_et[k])
+                                    for k, t in enumerate(et_bit_pos))))
+        m.d.sync += capture_et.eq(et_now)
         d_in = Signal(desc_layout)
         m.d.comb += [
             d_in.hdr.eq(hdr_now),
+            d_in.et.eq(et_now),
             d_in.len.eq(Mux(over, 0, off + nbytes)),  # a dropped frame: no bytes, still ends a poll
             d_in.total.eq(acc + s2_sum),
             d_in.start.eq(wr_start),
@@ -572,9 +625,6 @@ class LroEngine(wiring.Component):
 
         # The VLAN tags and the EtherType behind them are decided as the descriptor enters
         # (registered with ``pcur``), so that the first stage only selects by them.
-        def is_tpid(v):
-            return (v == 0x8100) | (v == 0x88A8)
-
         ntags = Signal(2)
         is6_et = Signal()
         is4_et = Signal()
@@ -584,16 +634,14 @@ class LroEngine(wiring.Component):
         # (bit ``t + 3 * v6``), which place the TCP header.
         tag_oh = Signal(3)
         win_oh = Signal(6)
-        vh = view.hdr
-        v_et = [be_bytes(vh, 12 + 4 * t, 2) for t in range(3)]
-        # (As a sum of terms, each of one comparison with a constant: no multiplexer of
-        # EtherTypes before the comparison.)
-        tp = [is_tpid(v_et[0]), is_tpid(v_et[1])]
+        # (From the verdicts the input stage worked out: a sum of terms of registered bits.)
+        tp = [view.et[0], view.et[1]]
         at = [~tp[0], tp[0] & ~tp[1], tp[0] & tp[1]]  # the EtherType after 0, 1, 2 tags
-        et6 = [v_et[t] == 0x86DD for t in range(3)]
+        et6 = [view.et[2 + t] for t in range(3)]
+        et4 = [view.et[5 + t] for t in range(3)]
         m.d.sync += [ntags.eq(Mux(tp[0], Mux(tp[1], 2, 1), 0)),
                      is6_et.eq(Cat(*(at[t] & et6[t] for t in range(3))).any()),
-                     is4_et.eq(Cat(*(at[t] & (v_et[t] == 0x0800) for t in range(3))).any()),
+                     is4_et.eq(Cat(*(at[t] & et4[t] for t in range(3))).any()),
                      tag_oh.eq(Cat(*at)),
                      win_oh.eq(Cat(*(at[t] & ~et6[t] for t in range(3)),
                                    *(at[t] & et6[t] for t in range(3))))]
