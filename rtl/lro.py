@@ -173,12 +173,16 @@ count, the family and, since 85892fb, the two one-hot selects share, which may h
 mapping) into ``is6_et``, with 0.6 to 1.6 ns of routing between them. That logic is the same in both
 runs: the two figures differ by the mapping and placement of a netlist that changed elsewhere, and
 in both some 3,000 to 4,000 endpoints take more than 6.67 ns (the slack histograms), so 150 MHz
-needs many more cuts, not one. After that run (not routed yet): the EtherType verdicts decided on
-the beats that carry bytes 12 to 21 and carried in the descriptor, so that the parser's entry
-combines registered bits (one or two LUT levels after the LUT memory, not seven). Still to do: the
-input stage's oversize test (``nbytes`` against the 20-bit ``room``, into the staging ring's write
-enable and the descriptor) from a registered "room under a beat" bit and a test of a few bits; the
-chain merge's enable (``go_merge``, four LUT levels from the FIFO head's pair verdicts into the
+needs many more cuts, not one. At rtl ce6f08e (the EtherType verdicts worked out on the beats that
+carry bytes 12 to 21 and carried in the descriptor, so that the parser's entry combines registered
+bits): yosys 16,985 LUT4, 2,231 CCU2C, 742 wide-mux cells, 18,570 flip-flops, 80 DP16KD, 1,066
+DPR16X4; routed 99.1 MHz (21,447 LUT4 with carries; 8 minutes alone on the machine), its critical
+path (10.1 ns, 76% routing) in the input stage: the oversize test, ``nbytes`` against the 20-bit
+``room`` (3.3 ns from the register through its carry chain), into the staging ring's write enable,
+which fans out to its 16 DP16KD blocks across the chip (2.3 and 4.2 ns of routing); over 2,000
+endpoints still take more than 6.67 ns. Still to do for 150 MHz: that test from a registered "room
+under a beat" bit and a comparison of a few bits, and the write enable in copies near the blocks;
+the chain merge's enable (``go_merge``, four LUT levels from the FIFO head's pair verdicts into the
 FIFO's read enable and the read pointers); routed runs with a few seeds, so that a cut is judged by
 more than one placement.
 """
