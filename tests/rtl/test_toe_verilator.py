@@ -427,6 +427,27 @@ def test_replies_wait_for_the_transmitter(gateware):
     assert reply[ICMP].type == 0 and bytes(reply[ICMP].payload) == bytes(300)
 
 
+def _both_ways(model, gateware, model_apps, gateware_apps, payloads, bulk, loss, seeds,
+               **wire_args):
+    """Run the model's and the gateware's applications over an impaired wire until the
+    gateware's readers have ``payloads`` and the model's ``bulk`` and the gateware's two sending
+    sessions are released; every byte arrives, in its session."""
+    sink, gateware_sender = gateware_apps
+    model_sink = model_apps[1]
+    wire = Loopback(model, gateware,
+                    impair_ab=Impairment(loss, loss / 2, loss / 2, seeds[0]),
+                    impair_ba=Impairment(loss, loss / 2, loss / 2, seeds[1]),
+                    hosts=[AppHost(model, list(model_apps)),
+                           AppHost(gateware, list(gateware_apps))], **wire_args)
+    total, total_bulk = sum(map(len, payloads)), sum(map(len, bulk))
+    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total
+                    and sum(len(v) for v in model_sink.data.values()) == total_bulk
+                    and len(gateware_sender.released) == 2, max_cycles=cycles(600))
+    assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
+    assert sorted(bytes(v) for v in model_sink.data.values()) == sorted(bulk)
+    assert gateware._lib.toe_out_of_range(gateware._handle) == 0
+
+
 @pytest.mark.parametrize("loss", [pytest.param(0.0, marks=pytest.mark.long), 0.03])
 def test_auto_receive_and_send_while_frames_arrive(loss):
     """The application reads as the data is notified and writes as the send buffer frees,
@@ -448,18 +469,8 @@ def test_auto_receive_and_send_while_frames_arrive(loss):
     bulk = [rng.randbytes(150_000 + 5 * k) for k in range(2)]
     sender = SendApp(model, "10.0.0.2", 9, payloads)
     gateware_sender = SendApp(gateware, "10.0.0.1", 9, bulk)
-    wire = Loopback(model, gateware, latency=cycles(0.0002),
-                    impair_ab=Impairment(loss, loss / 2, loss / 2, 3),
-                    impair_ba=Impairment(loss, loss / 2, loss / 2, 4),
-                    hosts=[AppHost(model, [sender, model_sink]),
-                           AppHost(gateware, [sink, gateware_sender])])
-    total, total_bulk = sum(map(len, payloads)), sum(map(len, bulk))
-    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total
-                    and sum(len(v) for v in model_sink.data.values()) == total_bulk
-                    and len(gateware_sender.released) == 2, max_cycles=cycles(600))
-    assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
-    assert sorted(bytes(v) for v in model_sink.data.values()) == sorted(bulk)
-    assert gateware._lib.toe_out_of_range(gateware._handle) == 0
+    _both_ways(model, gateware, (sender, model_sink), (sink, gateware_sender), payloads, bulk,
+               loss, (3, 4), latency=cycles(0.0002))
     # every segment the gateware sent (retransmissions of acknowledged bytes among them)
     # carried its payload's checksum: the impairment drops, duplicates and reorders only
     assert model.drops["bad_tcp_checksum"] == 0
@@ -539,18 +550,8 @@ def test_on_the_wires_clock(loss):
             acks.append((at, s.dst_port, s.ack))
         return None
 
-    wire = Loopback(model, gateware, latency=latency, tap=tap,
-                    impair_ab=Impairment(loss, loss / 2, loss / 2, 5),
-                    impair_ba=Impairment(loss, loss / 2, loss / 2, 6),
-                    hosts=[AppHost(model, [sender, model_sink]),
-                           AppHost(gateware, [sink, gateware_sender])])
-    total, total_bulk = sum(map(len, payloads)), sum(map(len, bulk))
-    assert wire.run(lambda: sum(len(v) for v in sink.data.values()) == total
-                    and sum(len(v) for v in model_sink.data.values()) == total_bulk
-                    and len(gateware_sender.released) == 2, max_cycles=cycles(600))
-    assert sorted(bytes(v) for v in sink.data.values()) == sorted(payloads)
-    assert sorted(bytes(v) for v in model_sink.data.values()) == sorted(bulk)
-    assert gateware._lib.toe_out_of_range(gateware._handle) == 0
+    _both_ways(model, gateware, (sender, model_sink), (sink, gateware_sender), payloads, bulk,
+               loss, (5, 6), latency=latency, tap=tap)
     for (t0, _), (t1, f1) in zip(sent_at, sent_at[1:], strict=False):
         assert t1 - t0 >= -(-len(f1) // 8)
     # the first time each (port, sequence end) left the gateware
