@@ -265,7 +265,7 @@ class MatchAction(wiring.Component):
                      out_q.w_data.eq(last.o.p[:self.layout.size])]
         out_hv = data.View(self.layout, out_q.r_data)
 
-        # Deparser: the head of the next frame is built from the queues' outputs into one of two
+        # Deparser: the head of the next frame is built from the queues' outputs into one of three
         # slots; the deparser sends a frame from its slot and frees it with the last beat ------
         sd, od = side.r_data, offsets.r_data
         sq = {"window": sd[:o], "length": sd[o:o + 14], "r_beats": sd[o + 14:o + 26],
