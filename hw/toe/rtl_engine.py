@@ -505,14 +505,18 @@ class RtlEngine:
             self._sim.run_until(self._time)
         return self._done
 
-    def _command(self, op: str, sid: int = 0, ip: bytes = b"\0\0\0\0", port: int = 0,
-                 length: int = 0, data: bytes | None = None) -> dict:
+    def _queue_command(self, op: str, sid: int = 0, ip: bytes = b"\0\0\0\0", port: int = 0,
+                       length: int = 0, data: bytes | None = None) -> None:
         from nicsim.rtl.toe.sessions import CMD_OPS
 
         self._cmds.append({"op": CMD_OPS.index(op), "sid": sid,
                            "ip": int.from_bytes(ip, "big"), "port": port,
                            "length": min(length, 0xFFFFFFFF)})
         self._pending_send.append(data)
+
+    def _command(self, op: str, sid: int = 0, ip: bytes = b"\0\0\0\0", port: int = 0,
+                 length: int = 0, data: bytes | None = None) -> dict:
+        self._queue_command(op, sid, ip, port, length, data)
         if not self.clocked:
             self._run()
             return self._resps.popleft()
@@ -532,13 +536,14 @@ class RtlEngine:
         return sum(owed[1] for owed in self._rx_owed)
 
     def _note(self, kind: int, sid: int) -> None:
-        self._notes.append(note_event(kind, sid, self._live, self._maybe_data))
-        if self._notes[-1].kind.value == "data":
+        note = note_event(kind, sid, self._live, self._maybe_data)
+        self._notes.append(note)
+        if note.kind.value == "data":
             self._data_notes += 1
-        if self._auto_recv and self._notes[-1].kind.value == "data":
-            # auto-receive's RECV for this notification reads everything readable (every
-            # segment with data is notified), so recv need not ask the gateware
-            self._maybe_data.discard(sid)
+            if self._auto_recv:
+                # auto-receive's RECV for this notification reads everything readable (every
+                # segment with data is notified), so recv need not ask the gateware
+                self._maybe_data.discard(sid)
 
     # ---------------------------------------------------- the application inside (auto modes)
     def _auto_note(self, kind: int, sid: int) -> None:
@@ -713,10 +718,7 @@ class RtlEngine:
 
     def pop_tx(self) -> list[bytes]:
         """Take the frames the gateware sent."""
-        frames = list(self._out)
-        self._out.clear()
-        self._out_at.clear()
-        return frames
+        return [frame for _, frame in self.pop_tx_timed()]
 
     def pop_tx_timed(self) -> list[tuple[int, bytes]]:
         """Take the frames the gateware sent, each with the wire's cycle its last beat left
@@ -853,11 +855,7 @@ class RtlEngine:
             # waits), so the next answers that come are the closes'.
             if sid not in self._live and sid not in self._opened:
                 raise TcpError(f"No session {sid!r}")
-            from nicsim.rtl.toe.sessions import CMD_OPS
-
-            self._cmds.append({"op": CMD_OPS.index("close"), "sid": sid, "ip": 0, "port": 0,
-                               "length": 0})
-            self._pending_send.append(None)
+            self._queue_command("close", sid=sid)
             self._detached += 1
             self._work_left = True
             return
