@@ -96,7 +96,7 @@ def compile_program(program: Program, stages: int = limits.DEFAULT_STAGES) -> di
             a = program.actions[name]
             actions.append({"name": name, "ops": [_compile_op(program, a, op) for op in a.ops]})
         hit = target(t.next_hit)
-        lpm = [k.field.width for k in t.keys if k.match == "lpm"]
+        lpm_width = next((k.field.width for k in t.keys if k.match == "lpm"), None)
         out_stages.append({
             "name": t.name,
             "kind": "exact" if t.kind == "exact" else "ternary",
@@ -113,8 +113,8 @@ def compile_program(program: Program, stages: int = limits.DEFAULT_STAGES) -> di
             "next_miss": target(t.next_miss),
             "next_invalid": target(t.next_invalid),
         })
-        if lpm:  # the largest priority :func:`key_value` gives (a prefix of length 0)
-            out_stages[-1]["max_priority"] = lpm[0]
+        if lpm_width is not None:  # the largest priority :func:`key_value` gives (prefix 0)
+            out_stages[-1]["max_priority"] = lpm_width
     custom = None
     if program.custom is not None:
         c = program.custom
