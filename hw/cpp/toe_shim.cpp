@@ -15,8 +15,8 @@
 //
 // * a frame goes in a beat a cycle while the engine takes it; a command waits while a frame is
 //   going in (unless pushed `beside`: on a simulated wire's clock a command comes at its own
-//   time, not after the frames queued before it); the bytes a SEND was granted follow its response on s_axis_tx, in the lanes the
-//   response's `align` names;
+//   time, not after the frames queued before it); the bytes a SEND was granted follow its
+//   response on s_axis_tx, in the lanes the response's `align` names;
 // * ticks are given, all that are owed at once (at most 65535), in a cycle where the engine was
 //   idle the cycle before and nothing else is driven; register reads (AXI4-Lite) likewise;
 // * every output stream is always ready.
