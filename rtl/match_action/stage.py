@@ -29,7 +29,8 @@ step        exact table                     ternary / LPM table
 ``act``     rewrites; counters added and written; the meter's time step
 ``fill``    (metered) tokens earned (multipliers); buckets read
 ``bound``   (metered) the bounds and constants of the fill and the take; buckets reach the register
-``mark``    (metered) buckets filled up to the bursts, colour, buckets written
+``mark``    (metered) buckets filled up to the bursts, colour; written from registers a
+            cycle later
 ==========  ==============================  ===========================================
 
 A frame that the stage does not apply to goes through the same steps and changes nothing, so
@@ -70,11 +71,13 @@ which word (``loaded`` in :meth:`elaborate`), so the output register drives one 
 and a frame right behind another of the same slot starts from the value that frame wrote: the
 counters are read at ``read``/``pick`` and written at ``act``; a meter's last time (and whether
 it started) likewise, so the next frame's time step is taken from this frame's time; its
-buckets read at ``fill`` and written at ``mark``, so the fill, the colour and the take of
+buckets read at ``fill`` and computed at ``mark``, so the fill, the colour and the take of
 back-to-back frames of one entry are done in one cycle each, with no chain of additions in it
 (``bound`` computes what does not depend on the bucket, see :meth:`_meter`); ``mark`` computes
 them on the word read and on the word forwarded side by side and chooses after, so the
-forwarding's choice is not in front of the compares. The read-back
+forwarding's choice is not in front of the compares, and the buckets reach their memory (block
+RAMs far from the logic) from registers a cycle after ``mark``, so the bucket's loop is closed
+by the forwarding register alone, with one more item forwarded (three ahead). The read-back
 ports (counters and buckets) are copies of the memories with the same writes.
 """
 
@@ -260,7 +263,7 @@ class Stage(Elaboratable):
                          copy.w_en.eq(mem.w_en)]
             return copy
 
-        def loaded(mem, addr, n, name, split=False):
+        def loaded(mem, addr, n, name):
             """A read-modify-write's word as the step after ``n`` sees it.
 
             ``mem`` is read in the step before ``n`` (at ``addr``); its word leaves the output
@@ -269,8 +272,7 @@ class Stage(Elaboratable):
             the cycle of the read and the item one step ahead in step ``n``: their words (the
             nearer first) replace the memory's where their address is the same. The forwarding
             is settled at ``n`` into two registers (whether, and the word), so the memory's
-            output register drives one multiplexer. With ``split``: ``(same, ahead, word)``,
-            the word being ``Mux(same, ahead, word)``, for a caller that computes on both.
+            output register drives one multiplexer.
             """
             r = steps[steps.index(n) - 1]
             hit2 = reg_at(mem.w_en & (mem.w_addr == addr), r, f"{name}_hit2")
@@ -278,8 +280,6 @@ class Stage(Elaboratable):
             hit1 = mem.w_en & (mem.w_addr == reg_at(addr, r, f"{name}_addr"))
             same = reg_at(hit1 | hit2, n, f"{name}_same")
             ahead = reg_at(Mux(hit1, mem.w_data, data2), n, f"{name}_ahead")
-            if split:
-                return same, ahead, mem.r_data
             return Mux(same, ahead, mem.r_data)
 
         # Per item, from ``look`` on: a frame the table applies to, a frame that skips it for a
@@ -604,7 +604,21 @@ class Stage(Elaboratable):
         app_k, _, mine_k = flags("mark")
         tkk = tok_in("mark")
         hvk = hv_in("mark")
-        same, ahead, read = loaded(tb, slot_f, "bound", "tokens", split=True)
+        # The buckets ``mark`` computes (``k_*``) reach the memory a cycle later, from registers
+        # (``tb.w_*``): the block RAMs' inputs are far from the logic, and the loop to the next
+        # frame's bucket goes through ``ahead`` alone. So a read at ``fill`` misses the writes
+        # of the three items ahead, not two: the one three ahead writes in the cycle of the
+        # read (registered then, as the one two ahead computes its write), the one two ahead
+        # writes in ``bound``, the one one ahead computes in ``bound``; the nearest wins.
+        k_en, k_addr, k_data = Signal(), Signal.like(tb.w_addr), Signal.like(tb.w_data)
+        addr_b = reg_at(slot_f, "fill", "tokens_addr")
+        hit3 = reg_at(tb.w_en & (tb.w_addr == slot_f), "fill", "tokens_hit3")
+        data3 = reg_at(tb.w_data, "fill", "tokens_data3")
+        hit2 = reg_at(k_en & (k_addr == slot_f), "fill", "tokens_hit2")
+        hit1 = k_en & (k_addr == addr_b)
+        same = reg_at(hit1 | hit2 | hit3, "bound", "tokens_same")
+        ahead = reg_at(Mux(hit1, k_data, Mux(hit2, tb.w_data, data3)), "bound", "tokens_ahead")
+        read = tb.r_data
 
         def fill_take(name, tokens):
             b = bounds[name]
@@ -626,10 +640,11 @@ class Stage(Elaboratable):
         tc2 = Mux(red | yellow, res["c"]["filled"], res["c"]["taken"])
         color = Mux(red, 3, Mux(yellow, 2, 1))
         m.d.comb += [
-            tb.w_addr.eq(Mux(mine_k, tkk.slot, slot_k)),
-            tb.w_data.eq(Mux(mine_k, 0, Cat(tc2, tp2))),
-            tb.w_en.eq((app_k & hit_k) | (mine_k & ~(tkk.install & tkk.keep_meter))),
+            k_addr.eq(Mux(mine_k, tkk.slot, slot_k)),
+            k_data.eq(Mux(mine_k, 0, Cat(tc2, tp2))),
+            k_en.eq((app_k & hit_k) | (mine_k & ~(tkk.install & tkk.keep_meter))),
         ]
+        m.d.sync += [tb.w_addr.eq(k_addr), tb.w_data.eq(k_data), tb.w_en.eq(k_en)]
         out = hv_out("mark")
         with m.If(app_k & hit_k):
             m.d.sync += out.color.eq(color)

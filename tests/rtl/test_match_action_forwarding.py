@@ -3,10 +3,12 @@
 
 A stage's counters and meters are read-modify-write loops over memories with two cycles of
 read latency (:mod:`nicsim.rtl.match_action.stage`): the words the items one and two steps
-ahead write are forwarded behind the memory's register. At 64 bits frames reach the stages
+ahead write (three for the meter's buckets, written a cycle late) are forwarded behind the
+memory's register. At 64 bits frames reach the stages
 eight cycles apart, so the Verilator runs of ``make test`` never exercise that forwarding;
 here one :class:`~nicsim.rtl.match_action.stage.Stage` takes an item every cycle: runs of
-frames of one entry (one ahead), two entries in alternation (two ahead), misses, frames the
+frames of one entry (one ahead), two entries in alternation (two ahead), three in rotation
+(three ahead), misses, frames the
 stage skips, bubbles, and a commit that reinstalls an entry in the middle of the stream.
 
 The expected counters are counted here, frame by frame; the expected colours and buckets come
@@ -145,8 +147,8 @@ def _hv(bench, item):
 
 
 def _plan(rng, keys, n):
-    """Which key each of ``n`` frames carries: runs of one key, alternations of two, misses,
-    bubbles and frames for another stage."""
+    """Which key each of ``n`` frames carries: runs of one key, alternations of two, rotations
+    of three, misses, bubbles and frames for another stage."""
     seq = []
     while len(seq) < n:
         roll = rng.random()
@@ -157,6 +159,8 @@ def _plan(rng, keys, n):
             seq += [a, b] * rng.randrange(2, 6)
         elif roll < 0.8:
             seq += [a, b, a, a, b, b]
+        elif roll < 0.86 and len(keys) > 2:
+            seq += rng.sample(keys, 3) * rng.randrange(2, 4)
         elif roll < 0.88:
             seq.append(MISS)
         elif roll < 0.94:
