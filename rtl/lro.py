@@ -223,6 +223,7 @@ _PIECE = 8
 _END = 0x20 | 0x08 | 0x04 | 0x02 | 0x01  # URG, PSH, RST, SYN, FIN
 _CWR = 0x80
 _HOLD_COPIES = 4  # copies of the enables of "Hold" (see there)
+_STAGE_WE_COPIES = 8  # copies of the staging ring's write enable (see the input stage)
 
 
 def _byte(value, i):
@@ -395,7 +396,9 @@ class LroEngine(wiring.Component):
         # DP16KD's own output register: a block RAM without it is slow from clock to data):
         # every word read in cycle t is in ``st_q`` / ``rg_q`` in cycle t + 2, and no logic
         # lies between the memory and that register.
-        m.submodules.staging = staging = RegisteredMemory(W, stage_words, primitive=self.bram)
+        # (Byte enables: each takes a copy of the write enable of its own, see the input stage.)
+        m.submodules.staging = staging = RegisteredMemory(W, stage_words, primitive=self.bram,
+                                                          granularity=8)
         # The regions in two banks: even words and odd words.
         banks = [RegisteredMemory(W, N * region_words // 2, primitive=self.bram, granularity=8)
                  for _ in range(2)]
@@ -464,6 +467,10 @@ class LroEngine(wiring.Component):
         cap_at = Signal(max(1, _HDR // B), init=1)
         off = Signal(20)
         room = Signal(20, init=self.max_frame)  # max_frame - off
+        # ``room`` is at least ``2 B`` (no beat can pass it), kept in a register so that the
+        # oversize test compares a few bits of ``room`` (``nbytes`` is at most ``B``).
+        room_lo = LB + 1
+        room_big = Signal(init=self.max_frame >= 1 << room_lo)
         dropping = Signal()
         acc = Signal(32)
         capture = Signal(8 * _HDR)
@@ -513,8 +520,10 @@ class LroEngine(wiring.Component):
         m.d.comb += used.eq(wr_cur - rd_ptr)
         m.d.sync += admit.eq((used < stage_words - margin) & (d_level < desc_depth - margin))
 
+        over_now = Signal()  # this beat passes ``max_frame``
+        m.d.comb += over_now.eq(~room_big & (nbytes > room[:room_lo]))
         over = Signal()
-        m.d.comb += over.eq(dropping | (nbytes > room))
+        m.d.comb += over.eq(dropping | over_now)
         hdr_now = Signal(8 * _HDR)
         chunks = []
         for c in range(max(1, _HDR // B)):
@@ -538,16 +547,38 @@ class LroEngine(wiring.Component):
             d_in.eop.eq(s2.user[0]),
             d_in.idx.eq(in_idx),
             desc_w_data.eq(d_in.as_value()),
-            staging.w_addr.eq(wr_cur[:SP]),
-            staging.w_data.eq(s2.data),
+        ]
+        # The beat is written into the staging ring a cycle later, from registers: the write
+        # enable in ``_STAGE_WE_COPIES`` copies, each for a group of byte lanes (the blocks of a
+        # few bytes), so that each is placed near its blocks (the enable reaches 16 DP16KD at 64
+        # bit, across the chip). Each copy is worked out from its own copy of ``dropping``,
+        # which also holds itself, so that synthesis keeps the copies apart (it merges
+        # registers of equal inputs). No reader looks at a word in the cycle after its beat:
+        # the frame's descriptor has the parser's stages before it.
+        copies = min(B, _STAGE_WE_COPIES)
+        st_we = Signal(copies)
+        st_drop = Signal(copies)
+        st_w_addr = Signal(SP)
+        st_w_data = Signal(W)
+        m.d.sync += [st_w_addr.eq(wr_cur[:SP]), st_w_data.eq(s2.data),
+                     st_we.eq(Cat(*(s2_valid & ~st_drop[k] & ~over_now for k in range(copies))))]
+        with m.If(s2_valid):
+            m.d.sync += st_drop.eq(Mux(s2.last, 0,
+                                       Cat(*(st_drop[k] | over_now for k in range(copies)))))
+        m.d.comb += [
+            staging.w_addr.eq(st_w_addr),
+            staging.w_data.eq(st_w_data),
+            staging.w_en.eq(Cat(*(st_we[k * copies // B] for k in range(B)))),
         ]
         # (``capture`` takes ``hdr_now`` in every cycle: without a beat, it writes the chunk of
         # the beat still to come, which that beat overwrites, so it needs no enable.)
         m.d.sync += capture.eq(hdr_now)
+        room_next = Signal(20)
+        m.d.comb += room_next.eq(room - nbytes)
         with m.If(s2_valid):
-            m.d.comb += staging.w_en.eq(~over)
             with m.If(s2.last):
                 m.d.sync += [off.eq(0), room.eq(self.max_frame), cap_at.eq(1),
+                             room_big.eq(self.max_frame >= 1 << room_lo),
                              dropping.eq(0), acc.eq(0),
                              in_idx.eq(in_idx + 1), cnt["FRAMES_IN"].eq(cnt["FRAMES_IN"] + 1)]
                 m.d.comb += d_w_en.eq(1)
@@ -557,7 +588,8 @@ class LroEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [wr_start.eq(wr_cur + 1), wr_cur.eq(wr_cur + 1)]
             with m.Else():
-                m.d.sync += [off.eq(off + nbytes), room.eq(room - nbytes), dropping.eq(over),
+                m.d.sync += [off.eq(off + nbytes), room.eq(room_next), dropping.eq(over),
+                             room_big.eq(room_next[room_lo:] != 0),
                              acc.eq(acc + s2_sum)]
                 with m.If(over):
                     m.d.sync += wr_cur.eq(wr_start)

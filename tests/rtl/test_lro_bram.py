@@ -95,8 +95,9 @@ def test_bad_granularity_is_refused():
 
 def test_lro_synthesis_variant():
     """The 64-bit engine (8 contexts of 16 KiB) for ECP5: staging ring 4096 x 64 in x4 blocks,
-    two region banks of 8192 x 64 in x2 blocks, all with output registers; the regions' blocks
-    take their byte's enable."""
+    two region banks of 8192 x 64 in x2 blocks, all with output registers; every block takes
+    its byte's enable (the staging ring's two blocks of a byte: a copy of the write enable of
+    their own)."""
     from nicsim.rtl.lro import LroEngine
 
     assert DESIGNS["lro"].synth_params == {"ecp5": {"bram": "dp16kd"}}
@@ -107,6 +108,9 @@ def test_lro_synthesis_variant():
     region_enables = {_bit(inst.ports["WEA"]) for inst in blocks
                       if inst.parameters["DATA_WIDTH_A"] == 2}
     assert region_enables == {("w_en", byte) for byte in range(8)}
+    staging_enables = sorted(_bit(inst.ports["WEA"]) for inst in blocks
+                             if inst.parameters["DATA_WIDTH_A"] == 4)
+    assert staging_enables == sorted(("w_en", byte) for byte in range(8) for _ in range(2))
     with pytest.raises(ValueError, match="primitive"):
         LroEngine(64, bram="m20k")
 

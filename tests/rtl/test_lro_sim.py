@@ -172,3 +172,29 @@ def test_registers():
 def test_parameters_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LroEngine(**kwargs)
+
+
+@pytest.mark.parametrize("width,max_frame", [(64, 2050), (512, 2048)])
+def test_oversize_boundary(width, max_frame):
+    """Frames of lengths about ``max_frame`` (up to two beats past it): those that fit
+    leave unchanged, the longer ones are dropped and counted; segments between them merge."""
+    rng = random.Random(width)
+    flow = Flow(rng, 7)
+    lanes = width // 8
+    lengths = sorted(max_frame + d for d in {-lanes - 1, *range(-3, 4), lanes - 1, lanes,
+                                             lanes + 1, 2 * lanes + 1})
+    frames = []
+    for n in lengths:
+        # EtherType 0x88B5 (local experimental): passed unchanged, never merged.
+        frames += [flow.data(), bytes(12) + b"\x88\xb5" + rng.randbytes(n - 14)]
+    frames.append(flow.data())
+    dut = small(width, max_frame=max_frame)
+    users = [0] * (len(frames) - 1) + [1]
+    # (``quiet`` counts from the last frame out: the dropped frames at the end leave none.)
+    out, answers = simulate(dut, frames, users=users, bus_ops=[(0x0C, None)], quiet=10000)
+    kept = [f for f in frames if len(f) <= max_frame]
+    ref = RefEngine(max_flows=dut.flows, max_bytes=dut.max_bytes)
+    want = [m.frame for f in kept for m in ref.push(f)] + [m.frame for m in ref.flush()]
+    assert [f for f, _ in out] == want
+    assert answers == [(sum(len(f) > max_frame for f in frames), False)]
+    assert sum(len(f) == max_frame for f, _ in out) == 1
