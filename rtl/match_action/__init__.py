@@ -131,12 +131,21 @@ class MatchAction(wiring.Component):
         beat = Signal(range(2 * MAX_FRAME_LEN))
         length = Signal(15)
         r_beats = Signal(12)
-        oversize = Signal()
         beat_bytes = Signal(range(W + 1))
         keep = self.i.payload.keep
         m.d.comb += beat_bytes.eq(sum(keep[i] for i in range(W)))
         new_len = length + beat_bytes
-        to_fifo = (beat >= win_beats) & (new_len <= MAX_FRAME_LEN)
+        # Whether a beat goes to the data FIFO, from registers and a compare of a few bits: past
+        # the window (``past_win``), and the frame's bytes so far leave room for a whole beat
+        # (``room_big``) or for this one (``room_lo``: the room under a beat; ``room_neg``: the
+        # frame is already over the limit). All are worked out a beat ahead from ``new_len``.
+        past_win = Signal()
+        room_big = Signal(init=1)
+        room_neg = Signal()
+        room_lo = Signal(range(W))
+        room_next = Signal(range(-(W + 1), MAX_FRAME_LEN + 1))
+        m.d.comb += room_next.eq(MAX_FRAME_LEN - new_len)
+        to_fifo = past_win & (room_big | (~room_neg & (beat_bytes <= room_lo)))
         win_next = Signal.like(window)
         m.d.comb += win_next.eq(window)
         for b in range(win_beats):
@@ -146,12 +155,16 @@ class MatchAction(wiring.Component):
         m.d.comb += self.i.ready.eq(data_fifo.w_rdy & jobs.w_rdy)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [window.eq(win_next), beat.eq(beat + 1),
-                         length.eq(Mux(new_len > MAX_FRAME_LEN + 1, MAX_FRAME_LEN + 1, new_len))]
+                         length.eq(Mux(new_len > MAX_FRAME_LEN + 1, MAX_FRAME_LEN + 1, new_len)),
+                         past_win.eq(beat + 1 >= win_beats),
+                         room_big.eq(room_next >= W), room_neg.eq(room_next < 0),
+                         room_lo.eq(room_next[:len(room_lo)])]
             m.d.comb += [data_fifo.w_en.eq(to_fifo), data_fifo.w_data.eq(self.i.payload.data)]
             with m.If(to_fifo):
                 m.d.sync += r_beats.eq(r_beats + 1)
             with m.If(self.i.payload.last):
-                m.d.sync += [beat.eq(0), length.eq(0), r_beats.eq(0), oversize.eq(0)]
+                m.d.sync += [beat.eq(0), length.eq(0), r_beats.eq(0),
+                             past_win.eq(0), room_big.eq(1), room_neg.eq(0)]
                 m.d.comb += [
                     jobs.w_en.eq(1),
                     jobs.w_data.eq(Cat(win_next, Mux(new_len > MAX_FRAME_LEN, MAX_FRAME_LEN + 1,
@@ -510,19 +523,29 @@ class MatchAction(wiring.Component):
             regs.REG_METER_TP: lambda s: s.r_tp,
         }
 
-        def selected(fn):
+        def selected(fn, name):
+            """The selected stage's read-back word, in a register of its own (every cycle), so
+            the read data's multiplexer takes registers: the stages' read-back reaches the bus
+            three cycles after ``select`` changes, which the bridge's four cycles from a
+            write's strobe to the next read's strobe cover."""
             value = Const(0, 32)
             for i, s in reversed(list(enumerate(stages))):
                 value = Mux(sel_stage == i, fn(s), value)
-            return value
+            q = Signal(32, name=name)
+            m.d.sync += q.eq(value)
+            return q
 
+        readback = {addr: selected(fn, f"rb_{addr:x}") for addr, fn in readback.items()}
         # A 64-bit counter is read low word first: the high word is latched with it, so the
-        # two halves are of one value even if the counter carries between the reads.
+        # two halves are of one value even if the counter carries between the reads (the
+        # registered words of both halves are taken in the same cycle).
         packets_hi, bytes_hi = Signal(32), Signal(32)
+        packets_hi_q = selected(lambda s: s.r_packets[32:], "rb_packets_hi")
+        bytes_hi_q = selected(lambda s: s.r_bytes[32:], "rb_bytes_hi")
         with m.If(bus.r_en & (bus.addr == regs.REG_PACKETS_LO)):
-            m.d.sync += packets_hi.eq(selected(lambda s: s.r_packets[32:]))
+            m.d.sync += packets_hi.eq(packets_hi_q)
         with m.If(bus.r_en & (bus.addr == regs.REG_BYTES_LO)):
-            m.d.sync += bytes_hi.eq(selected(lambda s: s.r_bytes[32:]))
+            m.d.sync += bytes_hi.eq(bytes_hi_q)
         with m.If(bus.r_en):
             with m.Switch(bus.addr):
                 with m.Case(regs.REG_ID):
@@ -538,9 +561,9 @@ class MatchAction(wiring.Component):
                         m.d.sync += r_data.eq(sig)
                 with m.Case(regs.REG_COMMIT):
                     m.d.sync += r_data.eq(commit)
-                for addr, fn in readback.items():
+                for addr, word in readback.items():
                     with m.Case(addr):
-                        m.d.sync += r_data.eq(selected(fn))
+                        m.d.sync += r_data.eq(word)
                 with m.Case(regs.REG_PACKETS_HI):
                     m.d.sync += r_data.eq(packets_hi)
                 with m.Case(regs.REG_BYTES_HI):
