@@ -27,7 +27,9 @@ def table():
         seen.add(key)
         e = engines.get(key, {})
         mark = " *" if r.get("nextpnr_args") else ""
-        lines.append(f"| {key[0]} | {key[1]} | {r['fmax_mhz']} MHz{mark} | {r['luts']} | "
+        program = r["params"].get("program")  # match-action: one row per program
+        name = f"{key[0]} ({Path(program).stem})" if program else key[0]
+        lines.append(f"| {name} | {key[1]} | {r['fmax_mhz']} MHz{mark} | {r['luts']} | "
                      f"{r['ffs']} | {r['brams']} | {e.get('beats_per_cycle_60B', '-')} | "
                      f"{e.get('beats_per_cycle_256B', '-')} |")
     for key, e in sorted(engines.items()):
