@@ -1336,12 +1336,16 @@ class LroEngine(wiring.Component):
         expired = Signal()
         m.d.comb += expired.eq(expired_r & (settled == 3))
 
-        def start_out(region_src, addr, words, keep, user, patches=None):
-            """Start a read-out of ``words`` words (``keep``: lanes of the last one);
-            ``patches``: the enables of the four header fields and their (value, byte
+        def start_out():
+            """Start a read-out: its registers hold its values already (see ``out_values``)."""
+            m.d.sync += o_busy.eq(1)
+
+        def out_values(region_src, addr, words, keep, user, patches=None):
+            """The values a read-out of ``words`` words (``keep``: lanes of the last one) starts
+            with; ``patches``: the enables of the four header fields and their (value, byte
             offset) pairs."""
             m.d.sync += [
-                o_busy.eq(1), o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
+                o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
                 o_rem.eq(words), o_keep_last.eq(keep), o_user.eq(user),
                 o_nz.eq(words != 0), o_one.eq(words == 1),
                 o_pe.eq(0),
@@ -1555,11 +1559,10 @@ class LroEngine(wiring.Component):
                     m.d.sync += sel.eq(free_idx)
                     goto("Act")
         with state("Act"):
-            user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
             with m.Switch(act):
                 with m.Case(A_SINGLE):
                     with m.If(~o_busy & cp_idle & ~d_busy):
-                        start_out(0, cur.start, cur.words, cur.keep, user1)
+                        start_out()
                         m.d.comb += pop.eq(1)
                         goto("Out")
                 with m.Case(A_HOLD):
@@ -1749,16 +1752,29 @@ class LroEngine(wiring.Component):
                 # The reads go on in the background; only the next frame out and a new
                 # segment held in this context wait for them.
                 with m.If(~o_busy & ~copying(e_ctx)):
-                    # (A single segment leaves as it came: no field is replaced.)
-                    enables = Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)
-                    start_out(1, e_ctx << RP if N > 1 else 0, d_words, d_keep,
-                              Cat(dsel["count"], d_gso, e_idx),
-                              patches=(enables, [
-                                  (d_ip_len, d_pos[0]), (d_ip_csum, d_pos[1]),
-                                  (dsel["flags"] | dsel["end_flags"], d_pos[2]),
-                                  (d_tcp_csum, d_pos[3])]))
-                    m.d.sync += [o_rctx.eq(e_ctx), d_busy.eq(0)]
+                    start_out()
+                    m.d.sync += d_busy.eq(0)
                     m.next = "Idle"
+
+        # The read-out's registers load, in every cycle in which it is idle, the values of the
+        # read-out that may start next: the delivery's while the delivery engine works (a frame
+        # passed unchanged waits for it to be free), else the frame the merge engine passes on.
+        # A start then sets ``o_busy`` only, and the decision drives a few flip-flops, not the
+        # 180 or so of the read-out's values.
+        with m.If(~o_busy):
+            with m.If(d_busy):
+                # (A single segment leaves as it came: no field is replaced.)
+                enables = Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)
+                out_values(1, e_ctx << RP if N > 1 else 0, d_words, d_keep,
+                           Cat(dsel["count"], d_gso, e_idx),
+                           patches=(enables, [
+                               (d_ip_len, d_pos[0]), (d_ip_csum, d_pos[1]),
+                               (dsel["flags"] | dsel["end_flags"], d_pos[2]),
+                               (d_tcp_csum, d_pos[3])]))
+                m.d.sync += o_rctx.eq(e_ctx)
+            with m.Else():
+                out_values(0, cur.start, cur.words, cur.keep,
+                           Cat(Const(1, 16), Const(0, 16), idx_now))
 
         with m.If(~st["Wait"]):
             m.d.sync += settled.eq(0)
