@@ -1199,23 +1199,34 @@ class LroEngine(wiring.Component):
         m.d.comb += c_issue.eq(c_busy & c_nz)
         with m.If(c_issue):
             m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1),
-                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2),
-                         c_free.eq(c_one | (c_rem == 2))]
+                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2)]
             with m.If(c_one):
                 # The last read: the copy goes on in the background for one more write; the
                 # frame's staging words are free.
                 m.d.sync += [c_busy.eq(0), rd_ptr.eq(c_end)]
         c_load = Signal()
         m.d.comb += c_load.eq(q_valid & c_free)
-        q_free = Signal()  # a command may be queued in this cycle
-        m.d.comb += q_free.eq(~q_valid | c_free)
+        # ``q_free``: a command may be queued in this cycle (``~q_valid | c_free``), kept in a
+        # register of its own, worked out from the next values of the two (it enables
+        # ``q_cmd``'s hundred flip-flops and every merge).
+        q_queue = Signal()  # a command is queued in this cycle ("Hold" or a merge)
+        q_valid_nx = Signal()
+        c_free_nx = Signal()
+        q_free = Signal(init=1)
+        m.d.comb += [
+            q_valid_nx.eq(q_queue | (q_valid & ~c_load)),
+            c_free_nx.eq(Mux(c_load, q_cmd.rem == 1,
+                             Mux(c_issue, c_one | (c_rem == 2), c_free))),
+        ]
+        m.d.sync += [q_valid.eq(q_valid_nx), c_free.eq(c_free_nx),
+                     q_free.eq(~q_valid_nx | c_free_nx)]
         cp_idle = Signal()  # no copy running or waiting
         m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
         with m.If(c_load):
             m.d.sync += [
-                q_valid.eq(0), c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
+                c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
                 c_rem.eq(q_cmd.rem), c_end.eq(q_cmd.end), c_r.eq(q_cmd.r),
-                c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1), c_free.eq(q_cmd.rem == 1),
+                c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1),
                 c_base.eq(q_cmd.base), c_lo.eq(q_cmd.lo), c_hi.eq(q_cmd.hi),
                 c_ctx.eq(q_cmd.ctx),
             ]
@@ -1286,6 +1297,7 @@ class LroEngine(wiring.Component):
         # ------------------------------------------------------------------ merge engine
         act = Signal(2)  # 0 single, 1 hold, 2 merge
         act_m = Signal()  # act == A_MERGE, kept in a register
+        act_merge = Signal()  # in "Act" with a merge to do (``st["Act"] & act_m``, a register)
         A_SINGLE, A_HOLD, A_MERGE = 0, 1, 2
         sel = Signal(CP)
         post = Signal()
@@ -1540,7 +1552,7 @@ class LroEngine(wiring.Component):
                          ch_id0.eq((hit & Cat(*a_id0)).any())]
             with m.If(merge_ok):
                 m.d.sync += [
-                    act.eq(A_MERGE), act_m.eq(1),
+                    act.eq(A_MERGE), act_m.eq(1), act_merge.eq(1),
                     post.eq((hit & short).any() | fn["ends"]),
                 ]
                 goto("Act")
@@ -1578,7 +1590,7 @@ class LroEngine(wiring.Component):
                 # (A_MERGE: see below.)
         with state("Hold"):
             # (The context is written below, by ``hold_we``.)
-            m.d.sync += q_valid.eq(1)  # (the command: ``hold_cmd``)
+            m.d.comb += q_queue.eq(1)  # (the command: ``hold_cmd``)
             m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
                          ch_held.eq(1), ch_fix.eq(0)]
             m.d.comb += pop.eq(1)
@@ -1637,8 +1649,7 @@ class LroEngine(wiring.Component):
         go_chain = Signal()
         go_merge = Signal()
         m.d.comb += [go_chain.eq(st["Chain"] & ch_go & q_free),
-                     go_merge.eq(q_free & ((st["Chain"] & ch_go)
-                                           | (st["Act"] & act_m)))]
+                     go_merge.eq(q_free & ((st["Chain"] & ch_go) | act_merge))]
         with m.If(go_chain):
             m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post), act.eq(A_MERGE),
                          act_m.eq(1)]
@@ -1676,14 +1687,14 @@ class LroEngine(wiring.Component):
         with m.If(q_free):
             m.d.sync += q_cmd.eq(Mux(st["Hold"], hold_cmd, merge_cmd))
         with m.If(go_merge):
-            m.d.sync += q_valid.eq(1)
+            m.d.comb += q_queue.eq(1)
             m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
                          ch_fit.eq(~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"])
                                                    <= ch_room[:17])),
                          ch_fix.eq(new_fix)]
             m.d.sync += mu_en.eq(Cat(*(sel == i for i in range(N))))
             m.d.comb += pop.eq(1)
-            m.d.sync += st["Act"].eq(0)
+            m.d.sync += [st["Act"].eq(0), act_merge.eq(0)]
             with m.If(~Mux(in_chain, ch_post, post) & ~Mux(in_chain, nxt.eop, cur.eop)):
                 m.d.sync += st["Chain"].eq(1)  # the copy goes on in the background
             with m.Else():
