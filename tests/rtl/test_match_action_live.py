@@ -106,6 +106,48 @@ async def updates_while_traffic_flows(dut):
 
 
 @cocotb.test()
+async def results_held_back(dut):
+    """Nobody reads the result stream for a long while (far more frames than the result queue
+    holds come in): the pipeline must hold frames back, not lose or reorder a result; once the
+    results are read, every frame and every result is the reference's."""
+    from cocotb.triggers import with_timeout
+    from cocotbext.axi import AxiStreamFrame
+
+    tb = TB(dut, result="result")
+    await tb.reset()
+    program = load_program(PROGRAM)
+    e = entries(program)
+    log = RegisterLog()
+    cp = ControlPlane(program, device=log)
+    cp.add(e["wide"])
+    await flush(tb, log, 0)
+    tb.result.pause = True
+    # routed frames, frames to the host (no route) and frames dropped (TTL 1), interleaved
+    frames = [bytes(Ether(src=MAC2) / IP(dst=f"{(10, 10, 11)[i % 3]}.1.{i}.1",
+                                         ttl=(9, 9, 1)[i % 5 % 3]) / UDP() / Raw(bytes(22)))
+              for i in range(60)]
+    for i, f in enumerate(frames):
+        await tb.source.send(AxiStreamFrame(f, tuser=100 * i))
+    await tb.cycles(3000)
+    held = tb.sink.count()
+    assert held < len(frames), "every frame left while no result was read"
+    tb.result.pause = False
+    config = MaConfig(program, [])
+    metas = [decode_result(int.from_bytes((await with_timeout(tb.result.recv(), 200, "us"))
+                                          .tdata, "little"), config) for _ in frames]
+    await tb.cycles(500)
+    assert tb.result.empty(), "more results than frames"
+    ref = Pipeline(program, [e["wide"]])
+    want = [ref.process(f, 100 * i) for i, f in enumerate(frames)]
+    assert metas == [w.meta for w in want]
+    outs = []
+    while not tb.sink.empty():
+        outs.append(bytes(tb.sink.recv_nowait().tdata))
+    assert outs == [w.frame for w in want if w.frame is not None]
+    assert {m["action"] for m in metas} == {"forward", "host", "drop"}
+
+
+@cocotb.test()
 async def register_errors(dut):
     tb = TB(dut, result="result")
     await tb.reset()
