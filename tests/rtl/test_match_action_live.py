@@ -1,4 +1,5 @@
-"""Table updates while traffic flows, counters read over AXI4-Lite, register errors (cocotb).
+"""Table updates while traffic flows, counters read over AXI4-Lite, results held back, register
+errors (cocotb).
 
 The router program on Verilator: frames stream back to back while the control plane modifies
 and then deletes a route over AXI4-Lite (at 512 bits, in ``make test-long``, the frames follow
@@ -6,7 +7,8 @@ one another a cycle or two apart, so the commit tokens travel right between fram
 they clear). Each frame must come out as the golden reference says
 under one of the three table states, the states in order (a frame never sees an older table
 than the frame before it, nor half an entry); the counters read back at the end must equal the
-reference's for the frames each state handled.
+reference's for the frames each state handled. A result stream that nobody reads for a long
+while holds frames back without losing or reordering a result (``results_held_back``).
 """
 
 import json
