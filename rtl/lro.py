@@ -1039,15 +1039,12 @@ class LroEngine(wiring.Component):
         m.d.comb += oldest_oh.eq(Cat(*(ctx[i].valid & Cat(*(~ctx[j].valid | older[i][j]
                                                           for j in range(N) if j != i)).all()
                                      if N > 1 else ctx[i].valid for i in range(N))))
-        oldest = Signal(CP)
-        free_idx = Signal(CP)
-        for i in reversed(range(N)):
-            with m.If(oldest_oh[i]):
-                m.d.comb += oldest.eq(i)
-            with m.If(~ctx[i].valid):
-                m.d.comb += free_idx.eq(i)
-        any_free = Signal()
-        m.d.comb += any_free.eq(~valid.all())
+        # The oldest and the first free context, for the merge engine's decisions, registered
+        # (see there).
+        oldest_r = Signal(CP)
+        free_idx_r = Signal(CP)
+        any_free_r = Signal()
+        any_valid_r = Signal()
 
         def pick(field, index):
             """Field of context ``index`` (combinational multiplexer)."""
@@ -1531,7 +1528,7 @@ class LroEngine(wiring.Component):
             with m.If(settled != 3):
                 m.d.sync += settled.eq(settled + 1)
             with m.If(expired):
-                m.d.sync += [d_ctx.eq(oldest), ret.eq(R_WAIT)]
+                m.d.sync += [d_ctx.eq(oldest_r), ret.eq(R_WAIT)]
                 goto("Deliver")
             with m.Elif(slot & ~expired_r & quiet):
                 m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
@@ -1562,13 +1559,13 @@ class LroEngine(wiring.Component):
                     # A new segment of the flow goes to another free context if there is
                     # one, so that it need not wait for the read-out of the delivered one.
                     m.d.sync += [d_ctx.eq(hit_idx), ret.eq(R_ACT),
-                                 sel.eq(Mux(any_free, free_idx, hit_idx))]
+                                 sel.eq(Mux(any_free_r, free_idx_r, hit_idx))]
                     goto("Deliver")
-                with m.Elif(holdable & ~any_free):
-                    m.d.sync += [sel.eq(oldest), d_ctx.eq(oldest), ret.eq(R_ACT)]
+                with m.Elif(holdable & ~any_free_r):
+                    m.d.sync += [sel.eq(oldest_r), d_ctx.eq(oldest_r), ret.eq(R_ACT)]
                     goto("Deliver")
                 with m.Else():
-                    m.d.sync += sel.eq(free_idx)
+                    m.d.sync += sel.eq(free_idx_r)
                     goto("Act")
         with state("Act"):
             with m.Switch(act):
@@ -1614,8 +1611,8 @@ class LroEngine(wiring.Component):
         with state("Release"):
             release()
         with state("Flush"):
-            with m.If(valid.any()):
-                m.d.sync += [d_ctx.eq(oldest), ret.eq(R_FLUSH)]
+            with m.If(any_valid_r):
+                m.d.sync += [d_ctx.eq(oldest_r), ret.eq(R_FLUSH)]
                 goto("Deliver")
             with m.Else():
                 goto("Wait")
@@ -1640,6 +1637,27 @@ class LroEngine(wiring.Component):
                         goto("Flush")
                     with m.Case(R_WAIT):
                         goto("Wait")
+
+        # The oldest and the first free context and whether any is free or held, registered
+        # from the contexts as they will be in the next cycle, for the decisions that read
+        # them: their valid bits and ages change only in "Hold" (never followed at once by a
+        # state that reads these) and in "Deliver" (whose clearing they take into account), and
+        # "Decide" and a timeout come after cycles in "Wait" (see ``quiet`` and ``settled``).
+        clearing = Signal(N)  # the context "Deliver" frees in this cycle
+        m.d.comb += clearing.eq(Mux(d_start, Cat(*(d_ctx == i for i in range(N))), 0))
+        v_next = Signal(N)
+        m.d.comb += v_next.eq(valid & ~clearing)
+        oldest_nx = Signal(CP)
+        free_nx = Signal(CP)
+        for i in reversed(range(N)):
+            first = v_next[i] & Cat(*(~v_next[j] | older[i][j]
+                                      for j in range(N) if j != i)).all() if N > 1 else v_next[i]
+            with m.If(first):
+                m.d.comb += oldest_nx.eq(i)
+            with m.If(~v_next[i]):
+                m.d.comb += free_nx.eq(i)
+        m.d.sync += [oldest_r.eq(oldest_nx), free_idx_r.eq(free_nx),
+                     any_free_r.eq(~v_next.all()), any_valid_r.eq(v_next.any())]
 
         # A merge, in "Chain" (the frame at the FIFO's head) or in "Act" (the frame looked
         # up): the same registers are written in both, from the same sources but for the
