@@ -583,19 +583,25 @@ class LroEngine(wiring.Component):
                              in_idx.eq(in_idx + 1), cnt["FRAMES_IN"].eq(cnt["FRAMES_IN"] + 1)]
                 m.d.comb += d_w_en.eq(1)
                 with m.If(over):
-                    m.d.sync += [cnt["DROP_OVERSIZE"].eq(cnt["DROP_OVERSIZE"] + 1),
-                                 wr_cur.eq(wr_start)]
+                    m.d.sync += wr_cur.eq(wr_start)
                 with m.Else():
                     m.d.sync += [wr_start.eq(wr_cur + 1), wr_cur.eq(wr_cur + 1)]
             with m.Else():
                 m.d.sync += [off.eq(off + nbytes), room.eq(room_next), dropping.eq(over),
                              room_big.eq(room_next[room_lo:] != 0),
                              acc.eq(acc + s2_sum)]
+                # (The header of a frame being dropped is of no use: ``cap_at`` need not
+                # wait for ``over``.)
+                m.d.sync += cap_at.eq(Cat(Const(0, 1), cap_at[:-1]))
                 with m.If(over):
                     m.d.sync += wr_cur.eq(wr_start)
                 with m.Else():
-                    m.d.sync += [cap_at.eq(Cat(Const(0, 1), cap_at[:-1])),
-                                 wr_cur.eq(wr_cur + 1)]
+                    m.d.sync += wr_cur.eq(wr_cur + 1)
+        # (A drop is counted a cycle later, from a register: the counter's 32 enables do not
+        # wait for ``over``.)
+        dropped = Signal()
+        m.d.sync += [dropped.eq(s2_valid & s2.last & over),
+                     cnt["DROP_OVERSIZE"].eq(cnt["DROP_OVERSIZE"] + dropped)]
 
         # ------------------------------------------------------------------ parse stages
         pcur = Signal(desc_layout)  # the frame the parser works on
