@@ -1051,6 +1051,7 @@ class LroEngine(wiring.Component):
         free_idx_r = Signal(CP)
         any_free_r = Signal()
         any_valid_r = Signal()
+        ctx_moved = Signal()  # a delivery freed a context in the cycle before
 
         def pick(field, index):
             """Field of context ``index`` (combinational multiplexer)."""
@@ -1301,6 +1302,7 @@ class LroEngine(wiring.Component):
         act = Signal(2)  # 0 single, 1 hold, 2 merge
         act_m = Signal()  # act == A_MERGE, kept in a register
         act_merge = Signal()  # in "Act" with a merge to do (``st["Act"] & act_m``, a register)
+        act_single = Signal()  # in "Act" with a single frame to pass on (a register likewise)
         A_SINGLE, A_HOLD, A_MERGE = 0, 1, 2
         sel = Signal(CP)
         post = Signal()
@@ -1571,15 +1573,11 @@ class LroEngine(wiring.Component):
                     m.d.sync += [sel.eq(oldest_r), d_ctx.eq(oldest_r), ret.eq(R_ACT)]
                     goto("Deliver")
                 with m.Else():
-                    m.d.sync += sel.eq(free_idx_r)
+                    m.d.sync += [sel.eq(free_idx_r), act_single.eq(~holdable)]
                     goto("Act")
         with state("Act"):
             with m.Switch(act):
-                with m.Case(A_SINGLE):
-                    with m.If(~o_busy & cp_idle & ~d_busy):
-                        start_out()
-                        m.d.comb += pop.eq(1)
-                        goto("Out")
+                # (A_SINGLE: see ``act_single`` below.)
                 with m.Case(A_HOLD):
                     # The hold goes on in the next cycle ("Hold"): what it waits for
                     # cannot change back meanwhile (only this engine queues copies and
@@ -1617,7 +1615,9 @@ class LroEngine(wiring.Component):
         with state("Release"):
             release()
         with state("Flush"):
-            with m.If(any_valid_r):
+            with m.If(ctx_moved):
+                pass  # (the registered choice is a cycle old: see ``oldest_r``)
+            with m.Elif(any_valid_r):
                 m.d.sync += [d_ctx.eq(oldest_r), ret.eq(R_FLUSH)]
                 goto("Deliver")
             with m.Else():
@@ -1636,6 +1636,7 @@ class LroEngine(wiring.Component):
                         m.d.sync += c.valid.eq(0)
                 with m.Switch(ret):
                     with m.Case(R_ACT):
+                        m.d.sync += act_single.eq(act == A_SINGLE)
                         goto("Act")
                     with m.Case(R_RELEASE):
                         goto("Release")
@@ -1645,25 +1646,21 @@ class LroEngine(wiring.Component):
                         goto("Wait")
 
         # The oldest and the first free context and whether any is free or held, registered
-        # from the contexts as they will be in the next cycle, for the decisions that read
-        # them: their valid bits and ages change only in "Hold" (never followed at once by a
-        # state that reads these) and in "Deliver" (whose clearing they take into account), and
-        # "Decide" and a timeout come after cycles in "Wait" (see ``quiet`` and ``settled``).
-        clearing = Signal(N)  # the context "Deliver" frees in this cycle
-        m.d.comb += clearing.eq(Mux(d_start, Cat(*(d_ctx == i for i in range(N))), 0))
-        v_next = Signal(N)
-        m.d.comb += v_next.eq(valid & ~clearing)
+        # for the decisions that read them. The contexts' valid bits and ages change only in
+        # "Hold" (never followed at once by a state that reads these) and "Deliver"; "Decide"
+        # and a timeout come after cycles in "Wait" without changes (see ``quiet`` and
+        # ``settled``), and "Flush" waits a cycle after a delivery (``ctx_moved``; the delivery
+        # engine is busy for longer, so the flush loses no time).
+        m.d.sync += ctx_moved.eq(d_start)
         oldest_nx = Signal(CP)
         free_nx = Signal(CP)
         for i in reversed(range(N)):
-            first = v_next[i] & Cat(*(~v_next[j] | older[i][j]
-                                      for j in range(N) if j != i)).all() if N > 1 else v_next[i]
-            with m.If(first):
+            with m.If(oldest_oh[i]):
                 m.d.comb += oldest_nx.eq(i)
-            with m.If(~v_next[i]):
+            with m.If(~valid[i]):
                 m.d.comb += free_nx.eq(i)
         m.d.sync += [oldest_r.eq(oldest_nx), free_idx_r.eq(free_nx),
-                     any_free_r.eq(~v_next.all()), any_valid_r.eq(v_next.any())]
+                     any_free_r.eq(~valid.all()), any_valid_r.eq(valid.any())]
 
         # A merge, in "Chain" (the frame at the FIFO's head) or in "Act" (the frame looked
         # up): the same registers are written in both, from the same sources but for the
@@ -1724,6 +1721,12 @@ class LroEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [st["Chain"].eq(0), st["Copy"].eq(1)]
         m.d.comb += [fsm_act.eq(st["Act"]), fsm_deliver.eq(st["Deliver"])]
+        # A frame passed on unchanged, from "Act" (``act_single`` is set only there), once the
+        # read-out, the copies and the delivery engine are idle: one enable from registers.
+        with m.If(act_single & ~o_busy & cp_idle & ~d_busy):
+            start_out()
+            m.d.comb += pop.eq(1)
+            m.d.sync += [act_single.eq(0), st["Act"].eq(0), st["Out"].eq(1)]
 
         # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
         # one adder each, then the read-out, which puts them into the frame's words as they
