@@ -111,8 +111,15 @@ and a counter per chunk (which synthesis cannot merge, as it merges copies of on
 every read address under about 64 LUT memory cells (240 before). The header capture register has no
 enable, and the chunk a beat fills is selected by a one-hot shift register (not by a beat count
 compared with each chunk's index). The copy engine never pauses (the read-out puts the new header
-fields in); the read-out's word count and last lanes are computed ahead; delivery sums take one
-adder a step. Block RAM read data leaves through a register: with ``bram="dp16kd"`` (ECP5 synthesis,
+fields in); the read-out's word count and last lanes are computed ahead, and its registers load the
+values of the read-out that may start next in every cycle in which it is idle, so that a start sets
+one flip-flop (``o_busy``); delivery sums take one adder a step. The copy queue's readiness
+(``q_free``), a merge and a single frame in "Act" (``act_merge``, ``act_single``), and the oldest
+and first free contexts are registers of their own. The input stage tests a beat for ``max_frame``
+against a registered bit ("room of two beats or more") and a few bits of ``room``, and writes the
+staging ring a cycle later from registers, its write enable in eight copies (each for an eighth of
+the byte lanes, each worked out from its own copy of ``dropping``, so that synthesis keeps them
+apart). Block RAM read data leaves through a register: with ``bram="dp16kd"`` (ECP5 synthesis,
 ``Design.synth_params``) the staging ring and the regions are DP16KD blocks with their output
 registers (:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
 nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
