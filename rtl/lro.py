@@ -1355,7 +1355,9 @@ class LroEngine(wiring.Component):
             m.d.sync += age.eq(now - c.t_first)
             m.d.comb += aged[i].eq(c.valid & (age >= timeout) & (timeout != 0))
         expired_r = Signal()
-        m.d.sync += expired_r.eq((aged & oldest_oh).any())
+        expired_nx = Signal()
+        m.d.comb += expired_nx.eq((aged & oldest_oh).any())
+        m.d.sync += expired_r.eq(expired_nx)
         settled = Signal(2)
         expired = Signal()
         m.d.comb += expired.eq(expired_r & (settled == 3))
@@ -1496,10 +1498,18 @@ class LroEngine(wiring.Component):
         # the lookup, which merges it all the same.
         # (The IP ID rule, ``fixed_id`` as the lookup has it, is one of three verdicts of the
         # parser, picked by the context's two bits.)
+        # (``ch_ok``: in "Chain", ``ch_fit`` and no timeout pending, in a register of its own:
+        # see below.)
+        ch_ok0 = Signal()  # st["Chain"] & ch_fit, kept in step with them
+        ch_ok = Signal()  # ch_ok0 & ~expired_r
+        ch_ok_nx = Signal()
         ch_go = Signal()
+        # ("Hold" and a merge set it, leaving "Chain" for "Wait" clears it; see below.)
+        m.d.comb += ch_ok_nx.eq(ch_ok0 & ~(st["Chain"] & ~ch_go))
+        m.d.sync += [ch_ok0.eq(ch_ok_nx), ch_ok.eq(ch_ok_nx & ~expired_nx)]
         m.d.comb += ch_go.eq(slot & Mux(ch_fix, fn["pair_fix"],
                                         Mux(ch_held, fn["pair_held"], fn["pair_inc"]))
-                             & ch_fit & ~expired_r)
+                             & ch_ok)
 
         # "Hold" writes the context ``sel`` in one cycle, enabled by a register set as the
         # engine enters it (one-hot: each context's fields are enabled straight from a
@@ -1601,6 +1611,7 @@ class LroEngine(wiring.Component):
             m.d.comb += q_queue.eq(1)  # (the command: ``hold_cmd``)
             m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
                          ch_held.eq(1), ch_fix.eq(0)]
+            m.d.comb += ch_ok_nx.eq(~cur.eop & fn["fits2"])
             m.d.comb += pop.eq(1)
             with m.If(~cur.eop):
                 goto("Chain")  # the copy goes on in the background
@@ -1676,8 +1687,8 @@ class LroEngine(wiring.Component):
         ch_post = fn["lt_prev"] | fn["ends"]
         go_chain = Signal()
         go_merge = Signal()
-        m.d.comb += [go_chain.eq(st["Chain"] & ch_go & q_free),
-                     go_merge.eq(q_free & ((st["Chain"] & ch_go) | act_merge))]
+        m.d.comb += [go_chain.eq(ch_go & q_free),
+                     go_merge.eq(q_free & (ch_go | act_merge))]
         with m.If(go_chain):
             m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx), post.eq(ch_post), act.eq(A_MERGE),
                          act_m.eq(1)]
@@ -1714,16 +1725,16 @@ class LroEngine(wiring.Component):
         ]
         with m.If(q_free):
             m.d.sync += q_cmd.eq(Mux(st["Hold"], hold_cmd, merge_cmd))
+        new_fit = ~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"]) <= ch_room[:17])
+        stay = ~Mux(in_chain, ch_post, post) & ~Mux(in_chain, nxt.eop, cur.eop)
         with m.If(go_merge):
-            m.d.comb += q_queue.eq(1)
+            m.d.comb += [q_queue.eq(1), ch_ok_nx.eq(stay & new_fit)]
             m.d.sync += [m_held.eq(hi), ch_room.eq(ch_room - fn["pay_len"]), ch_held.eq(0),
-                         ch_fit.eq(~ch_room[17] & (Cat(Const(0, 1), fn["pay_len"])
-                                                   <= ch_room[:17])),
-                         ch_fix.eq(new_fix)]
+                         ch_fit.eq(new_fit), ch_fix.eq(new_fix)]
             m.d.sync += mu_en.eq(Cat(*(sel == i for i in range(N))))
             m.d.comb += pop.eq(1)
             m.d.sync += [st["Act"].eq(0), act_merge.eq(0)]
-            with m.If(~Mux(in_chain, ch_post, post) & ~Mux(in_chain, nxt.eop, cur.eop)):
+            with m.If(stay):
                 m.d.sync += st["Chain"].eq(1)  # the copy goes on in the background
             with m.Else():
                 m.d.sync += [st["Chain"].eq(0), st["Copy"].eq(1)]
