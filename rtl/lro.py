@@ -125,73 +125,44 @@ registers (:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns f
 nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
 rotates in the next and writes from registers in the one after.
 
-Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, seed 1; routing takes most of
-a run of 18 to 85 minutes). At rtl 4be69c4 (the parser's first stage, the merges' registered
-updates and hit index, the copy flags, the LUT memory, the DP16KD output registers): 18,732 LUT4,
-2,175 CCU2C, 1,812 wide-mux cells, 21,855 flip-flops (27,067 before), 80 DP16KD, 821 DPR16X4;
-routed 59.0 MHz (51.7 before), its critical path (17.0 ns, 85% routing) the payload length at the
-FIFO head compared with the room register into the pop of the parser's FIFO and the clock enable of
-its output register (about 1,100 flip-flops across the chip: 6.4 ns of routing). At rtl d38fb44
-(the "Hold" cycle, the room tested a cycle ahead, the read-out counts, the hold and end verdicts
-from the parser): 19,197 LUT4, 2,371 wide-mux cells, 22,119 flip-flops, 828 DPR16X4; routed 70.8
-MHz, its critical path (14.1 ns, 83% routing, five logic levels) from the staging ring's DP16KD
-output register through the copy's rotation and the multiplexer of copy and patch writes into a
-region's DP16KD data input, with 5.2 and 5.3 ns of routing between the blocks. The changes after
-that run (not routed yet): the FIFO's key and options in the LUT memory (the pop: 238 enables, not
-1,184), Hold's registered enables, the EtherType verdicts, the capture register without an enable,
-the read-out that puts in the header fields (no patch writes, no pauses), Chain's three IP ID
-verdicts, and the copy's rotated word registered before its write (the regions' data inputs now
-come straight from flip-flops); yosys: 17,956 LUT4, 2,156 CCU2C, 1,220 wide-mux cells, 19,561
-flip-flops, 80 DP16KD, 830 DPR16X4 (the LUT memory's second read port takes about as many as the
-FIFO's narrower memory gave back). Ranked by a rough delay model over that netlist (0.4 ns a LUT
-level, routing growing with the log of the fan-out), the deepest paths left are the engine's state
-register through its decode into the pop of the parser's FIFO and its own level and ready registers
-(six levels), the start of a read-out (six), and the Chain merge's enables (four). Routed at rtl
-f5afc17 with HeAP's timing weight at 52 (``hw/synth.py``, seed 1): 85.5 MHz (22,246 LUT4 with
-carries, 19,561 flip-flops, 80 DP16KD, 830 DPR16X4), its critical path (11.7 ns, 82% routing, seven
-logic levels) from the LUT memory's read address register (``kq_h``) through 5.6 ns of routing
-to its DPR16X4 cells (the address fans out to about 240 of them) and the rule logic into
-``a_rule6``. At rtl 4d6cd45 (the state one-hot; the LUT memories in chunks with read pointers
-of their own, ``pqw``, the frame before read from ``keyq``; equality in 8-bit pieces; ``c_free``,
-``go_merge`` and the values loaded without it; the read-out's registered tests): yosys 17,109 LUT4,
-2,156 CCU2C, 1,053 wide-mux cells, 18,375 flip-flops, 80 DP16KD, 1,061 DPR16X4; routed (seed 1,
-weight 52; 44 minutes beside three other synthesis runs) 95.1 MHz (21,421 LUT4 with carries), its
-critical path (10.5 ns, 79% routing, seven logic levels) from the hit context's index
-(``hit_idx``: 1.7 and 2.8 ns of routing through its decode) through the "Decide" multiplexer of
-the contexts' segment counts and their comparison with 1 into ``ch_held``. By the rough delay
-model over that netlist, the merge engine's worst paths are now four LUT levels to a clock enable
-(``go_merge`` enables about 60 flip-flops, 244 before); the deepest left are the parser's TCP word
-sums in stage 2 (a comparison with the data offset, a mask and two adders in series) and its first
-stage (``ntags`` drives about 700 multiplexers of the IP and TCP header windows). At rtl 85892fb
-("Decide" picks the hit context's held bytes and room by the one-hot hit vector, an AND-OR, and its
-single-segment, fixed-ID and IP ID bits from the lookup's registers; the first stage's windows by
-registered one-hot selects; the TCP word sums in pairs; "Hold"'s enables in four copies, which
-synthesis keeps apart): yosys 16,855 LUT4, 2,239 CCU2C, 678 wide-mux cells, 18,556 flip-flops, 80
-DP16KD, 1,061 DPR16X4; routed (seed 1, weight 52; 29 minutes beside two other synthesis runs) 99.7
-MHz (21,333 LUT4 with carries), its critical path (10.0 ns, 83% routing, five LUT levels) in the
-input stage: the beat count through four LUT levels of its comparisons with the header chunks'
-indices and a chunk's multiplexer (7.0 ns of routing, 2.4 ns of it across the chip) into the
-descriptor FIFO's LUT memory data input. At rtl bd32801 (that chunk selected by a one-hot shift
-register; yosys 17,010 LUT4, 2,231 CCU2C, 769 wide-mux cells, the same flip-flops and memories):
-routed 89.8 MHz (21,472 LUT4 with carries, 18 minutes), its critical path (11.1 ns, 78% routing,
-eight logic levels) at the parser's entry: the descriptor FIFO's read pointer of the EtherType
-chunk, its LUT memory and seven LUT levels of the TPID and EtherType comparisons (which the tag
-count, the family and, since 85892fb, the two one-hot selects share, which may have deepened their
-mapping) into ``is6_et``, with 0.6 to 1.6 ns of routing between them. That logic is the same in both
-runs: the two figures differ by the mapping and placement of a netlist that changed elsewhere, and
-in both some 3,000 to 4,000 endpoints take more than 6.67 ns (the slack histograms), so 150 MHz
-needs many more cuts, not one. At rtl ce6f08e (the EtherType verdicts worked out on the beats that
-carry bytes 12 to 21 and carried in the descriptor, so that the parser's entry combines registered
-bits): yosys 16,985 LUT4, 2,231 CCU2C, 742 wide-mux cells, 18,570 flip-flops, 80 DP16KD, 1,066
-DPR16X4; routed 99.1 MHz (21,447 LUT4 with carries; 8 minutes alone on the machine), its critical
-path (10.1 ns, 76% routing) in the input stage: the oversize test, ``nbytes`` against the 20-bit
-``room`` (3.3 ns from the register through its carry chain), into the staging ring's write enable,
-which fans out to its 16 DP16KD blocks across the chip (2.3 and 4.2 ns of routing); over 2,000
-endpoints still take more than 6.67 ns. Still to do for 150 MHz: that test from a registered "room
-under a beat" bit and a comparison of a few bits, and the write enable in copies near the blocks;
-the chain merge's enable (``go_merge``, four LUT levels from the FIFO head's pair verdicts into the
-FIFO's read enable and the read pointers); routed runs with a few seeds, so that a cut is judged by
-more than one placement.
+Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, HeAP timing weight 52
+(``hw/synth.py``), seed 1 unless said; routing takes most of a run of 8 minutes alone on the machine
+to 30 beside other runs). The history in short: 51.7 MHz before the parser's first stage and the
+merges' registered updates; 59.0 at rtl 4be69c4; 70.8 at d38fb44 (the "Hold" cycle, the room tested
+a cycle ahead); 85.5 at f5afc17 (the LUT memories, Hold's registered enables, the copy's registered
+write); 95.1 at 4d6cd45 (the one-hot state, the LUT memories in chunks with read pointers of their
+own, equality in 8-bit pieces); 99.7 at 85892fb (Decide's AND-OR picks, one-hot window selects);
+89.8 at bd32801 and 99.1 at ce6f08e, whose critical paths lay in logic that had not changed: a
+figure moves by some 10% with the placement of a netlist changed elsewhere. At ce6f08e (yosys 16,985
+LUT4, 2,231 CCU2C, 18,570 flip-flops, 80 DP16KD, 1,066 DPR16X4; 21,447 LUT4 with carries) the
+critical path (10.1 ns, 76% routing) was the input stage's oversize test, ``nbytes`` against the
+20-bit ``room``, into the staging ring's write enable across its 16 DP16KD. At 3b3712f (that test
+from a registered bit and the low bits of ``room``; the staging writes a cycle later, their enable
+in eight copies): 96.3 MHz, its critical path (10.4 ns, 82% routing, five LUT levels) the start of a
+delivery's read-out (``copying(e_ctx)``) into the read-out's value registers (4.6 ns of routing to
+``o_user``). At bc97af8 (the read-out's values loaded while it is idle; ``q_free``, ``act_merge``
+and the oldest and free contexts in registers; the drop counted a cycle later): 97.0 MHz (21,436
+LUT4 with carries, 18,671 flip-flops), its critical path (10.3 ns, 81% routing, six LUT levels) a
+merge's enable: the FIFO head's pair verdicts through ``go_merge`` into the clock enable of the
+chain registers (``ch_fix``, ``ch_room``), with 1.4, 1.8 and 2.6 ns of routing between them. At
+23f1a52 (Chain's tests in one register, ``ch_ok``; a frame passed on from ``act_single``; the oldest
+and free contexts registered from the contexts as they are): yosys 17,039 LUT4, 2,231 CCU2C, 754
+wide-mux cells, 18,674 flip-flops, 80 DP16KD, 1,066 DPR16X4; routed 96.3 MHz (21,501 LUT4 with
+carries; 24 minutes beside other runs), its critical path (10.4 ns, 81% routing, five LUT levels)
+"Decide": the registered ``hit`` vector, 2.8 ns of routing across the chip, the merge verdict and
+the choice of the delivery's return state (``ret``), with 0.4 to 2.3 ns of routing between the
+levels. Seeds 2 and 3 of that netlist are not routed yet. In every run some 1,500 to 2,000 endpoints
+take more than 6.67 ns (the slack histograms), among them the groups a rough delay model over the
+yosys netlist ranks first: the parser FIFO's pop (``go_merge``, a hold or a frame passed on) into
+the FIFO's output register and read pointers and the LUT memories' head pointers; the merge enables;
+"Decide" from the lookup's ``hit`` and ``ok`` into ``d_ctx``, ``sel`` and the state; "Act" for a
+hold (the read-out's and the delivery's context compared with ``sel``) into ``hold_we``; "Out" (the
+read-out's last read) into ``rd_ptr`` and the state; the parser's TCP word sums in stage 2. Still to
+do for 150 MHz, each a group of paths: the parser FIFO's head with the next entry's verdicts read
+ahead (so that a chain's decision and the pop come from registers, as the read-out's start does
+now); "Decide"'s choice from registered one-hot terms; the hold's and the read-out's waits from
+registered compares; more copies of the registers whose loads lie across the chip (routing is three
+quarters of every critical path).
 """
 
 from contextlib import contextmanager
