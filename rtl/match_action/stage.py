@@ -26,7 +26,7 @@ step        exact table                     ternary / LPM table
             selected; counters and meter
             time read
 ``load``    the words read reach the memories' output registers
-``act``     rewrites; counters added and written; the meter's time step
+``act``     rewrites; counters added (written a cycle later); the meter's time step
 ``fill``    (metered) tokens earned (multipliers); buckets read
 ``bound``   (metered) the bounds and constants of the fill and the take; buckets reach the register
 ``mark``    (metered) buckets filled up to the bursts, colour; written from registers a
@@ -68,16 +68,19 @@ three steps ahead and further wrote; the words that the items two and one steps 
 the cycle of the read, and in the next) replace the word read where their slot is the same, the
 nearer first. That forwarding is settled in the middle step into two registers, whether and
 which word (``loaded`` in :meth:`elaborate`), so the output register drives one multiplexer,
-and a frame right behind another of the same slot starts from the value that frame wrote: the
-counters are read at ``read``/``pick`` and written at ``act``; a meter's last time (and whether
-it started) likewise, so the next frame's time step is taken from this frame's time; its
-buckets read at ``fill`` and computed at ``mark``, so the fill, the colour and the take of
-back-to-back frames of one entry are done in one cycle each, with no chain of additions in it
-(``bound`` computes what does not depend on the bucket, see :meth:`_meter`); ``mark`` computes
-them on the word read and on the word forwarded side by side and chooses after, so the
-forwarding's choice is not in front of the compares, and the buckets reach their memory (block
-RAMs far from the logic) from registers a cycle after ``mark``, so the bucket's loop is closed
-by the forwarding register alone, with one more item forwarded (three ahead). The read-back
+and a frame right behind another of the same slot starts from the value that frame wrote. Where
+the written word is computed from the word read (the counters, the buckets), the write reaches
+the memory a cycle late, from registers (``late``): block RAMs lie far from the logic, and no
+path then runs from one block RAM through the update into another; the loop from a frame's word
+to the next frame's closes through the forwarding register alone, and the words of three items
+ahead are forwarded, not two. The counters are read at ``read``/``pick`` and computed at
+``act``; a meter's last time (and whether it started) is read and written with them (its write,
+the frame's time, does not depend on the word read), so the next frame's time step is taken
+from this frame's time; its buckets are read at ``fill`` and computed at ``mark``, so the fill,
+the colour and the take of back-to-back frames of one entry are done in one cycle each, with no
+chain of additions in it (``bound`` computes what does not depend on the bucket, see
+:meth:`_meter`); ``mark`` computes them on the word read and on the word forwarded side by side
+and chooses after, so the forwarding's choice is not in front of the compares. The read-back
 ports (counters and buckets) are copies of the memories with the same writes.
 """
 
@@ -282,6 +285,32 @@ class Stage(Elaboratable):
             ahead = reg_at(Mux(hit1, mem.w_data, data2), n, f"{name}_ahead")
             return Mux(same, ahead, mem.r_data)
 
+        def late(mem, addr, n, name):
+            """A read-modify-write whose write reaches ``mem`` a cycle late, from registers.
+
+            Like :func:`loaded`, but the caller drives the write of the step after ``n`` into
+            the returned ``(en, addr, data)`` signals, which reach the memory (and its copies)
+            in the next cycle: the block RAMs' inputs are far from the logic, so no path runs
+            from a block RAM through the update into another. A read then misses the writes of
+            the three items ahead, not two: the one three ahead writes in the cycle of the
+            read, the one two ahead in step ``n`` (both from the registers), the one one ahead
+            computes its write in step ``n``; the nearest wins. Returns ``(same, ahead, word,
+            write)``, the word being ``Mux(same, ahead, word)``, so a caller may compute on
+            both and choose after.
+            """
+            k_en = Signal(name=f"{name}_k_en")
+            k_addr = Signal.like(mem.w_addr, name=f"{name}_k_addr")
+            k_data = Signal.like(mem.w_data, name=f"{name}_k_data")
+            m.d.sync += [mem.w_en.eq(k_en), mem.w_addr.eq(k_addr), mem.w_data.eq(k_data)]
+            r = steps[steps.index(n) - 1]
+            hit3 = reg_at(mem.w_en & (mem.w_addr == addr), r, f"{name}_hit3")
+            data3 = reg_at(mem.w_data, r, f"{name}_data3")
+            hit2 = reg_at(k_en & (k_addr == addr), r, f"{name}_hit2")
+            hit1 = k_en & (k_addr == reg_at(addr, r, f"{name}_addr"))
+            same = reg_at(hit1 | hit2 | hit3, n, f"{name}_same")
+            ahead = reg_at(Mux(hit1, k_data, Mux(hit2, mem.w_data, data3)), n, f"{name}_ahead")
+            return same, ahead, mem.r_data, (k_en, k_addr, k_data)
+
         # Per item, from ``look`` on: a frame the table applies to, a frame that skips it for a
         # missing header, a token of this stage.
         hv0 = hv_in("look")
@@ -480,18 +509,19 @@ class Stage(Elaboratable):
             self.r_packets.eq(ctr_axi.r_data[:64]), self.r_bytes.eq(ctr_axi.r_data[64:]),
         ]
         hva = hv_in("act")
-        ctr_word = loaded(ctr, ctr_addr, "load", "ctr")
+        same, ahead, read, (k_en, k_addr, k_data) = late(ctr, ctr_addr, "load", "ctr")
+        ctr_word = Mux(same, ahead, read)
         new_ctr = Cat((ctr_word[:64] + 1)[:64], (ctr_word[64:] + hva.length)[:64])
         clear_ctr = mine_a & ~(tka.install & tka.keep_counters)
         m.d.comb += [
-            ctr.w_addr.eq(Mux(mine_a, tka.slot, ctr_slot_a)),
-            ctr.w_data.eq(Mux(mine_a, 0, new_ctr)),
-            ctr.w_en.eq(app_a | clear_ctr),
+            k_addr.eq(Mux(mine_a, tka.slot, ctr_slot_a)),
+            k_data.eq(Mux(mine_a, 0, new_ctr)),
+            k_en.eq(app_a | clear_ctr),
         ]
         self._act(m, hva, hv_out("act"), app_a, inv_a, hit_a, act_a, args_a)
         if self.metered:
-            self._meter(m, flags, carry, reg_at, loaded, memory, shadow, tok_in, hv_in, hv_out,
-                        slot_rd, hit_a, slot_a, mcfg_a)
+            self._meter(m, flags, carry, reg_at, loaded, late, memory, shadow, tok_in, hv_in,
+                        hv_out, slot_rd, hit_a, slot_a, mcfg_a)
         else:
             m.d.comb += [self.r_tc.eq(0), self.r_tp.eq(0)]
         return m
@@ -524,8 +554,8 @@ class Stage(Elaboratable):
         with m.Elif(inv):
             m.d.sync += out_hv.nxt.eq(t["next_invalid"] & NEXT_END)
 
-    def _meter(self, m, flags, carry, reg_at, loaded, memory, shadow, tok_in, hv_in, hv_out,
-               slot_rd, hit_a, slot_a, mcfg_a):
+    def _meter(self, m, flags, carry, reg_at, loaded, late, memory, shadow, tok_in, hv_in,
+               hv_out, slot_rd, hit_a, slot_a, mcfg_a):
         """RFC 2698 colour-blind marking, exactly as the reference counts tokens: the time step
         (``act``), the tokens earned (``fill``), the bounds of the fill and the take
         (``bound``), the buckets filled up to their bursts, the colour and the take (``mark``)."""
@@ -604,21 +634,9 @@ class Stage(Elaboratable):
         app_k, _, mine_k = flags("mark")
         tkk = tok_in("mark")
         hvk = hv_in("mark")
-        # The buckets ``mark`` computes (``k_*``) reach the memory a cycle later, from registers
-        # (``tb.w_*``): the block RAMs' inputs are far from the logic, and the loop to the next
-        # frame's bucket goes through ``ahead`` alone. So a read at ``fill`` misses the writes
-        # of the three items ahead, not two: the one three ahead writes in the cycle of the
-        # read (registered then, as the one two ahead computes its write), the one two ahead
-        # writes in ``bound``, the one one ahead computes in ``bound``; the nearest wins.
-        k_en, k_addr, k_data = Signal(), Signal.like(tb.w_addr), Signal.like(tb.w_data)
-        addr_b = reg_at(slot_f, "fill", "tokens_addr")
-        hit3 = reg_at(tb.w_en & (tb.w_addr == slot_f), "fill", "tokens_hit3")
-        data3 = reg_at(tb.w_data, "fill", "tokens_data3")
-        hit2 = reg_at(k_en & (k_addr == slot_f), "fill", "tokens_hit2")
-        hit1 = k_en & (k_addr == addr_b)
-        same = reg_at(hit1 | hit2 | hit3, "bound", "tokens_same")
-        ahead = reg_at(Mux(hit1, k_data, Mux(hit2, tb.w_data, data3)), "bound", "tokens_ahead")
-        read = tb.r_data
+        # The buckets ``mark`` computes reach the memory a cycle later, from registers
+        # (``late``), so the loop to the next frame's bucket goes through ``ahead`` alone.
+        same, ahead, read, (k_en, k_addr, k_data) = late(tb, slot_f, "bound", "tokens")
 
         def fill_take(name, tokens):
             b = bounds[name]
@@ -644,7 +662,6 @@ class Stage(Elaboratable):
             k_data.eq(Mux(mine_k, 0, Cat(tc2, tp2))),
             k_en.eq((app_k & hit_k) | (mine_k & ~(tkk.install & tkk.keep_meter))),
         ]
-        m.d.sync += [tb.w_addr.eq(k_addr), tb.w_data.eq(k_data), tb.w_en.eq(k_en)]
         out = hv_out("mark")
         with m.If(app_k & hit_k):
             m.d.sync += out.color.eq(color)

@@ -3,11 +3,11 @@
 
 A stage's counters and meters are read-modify-write loops over memories with two cycles of
 read latency (:mod:`nicsim.rtl.match_action.stage`): the words the items one and two steps
-ahead write (three for the meter's buckets, written a cycle late) are forwarded behind the
-memory's register. At 64 bits frames reach the stages
-eight cycles apart, so the Verilator runs of ``make test`` never exercise that forwarding;
-here one :class:`~nicsim.rtl.match_action.stage.Stage` takes an item every cycle: runs of
-frames of one entry (one ahead), two entries in alternation (two ahead), three in rotation
+ahead write (three for the counters and the meter's buckets, written a cycle late) are
+forwarded behind the memory's register. At 64 bits frames reach the stages eight cycles apart,
+so the Verilator runs of ``make test`` never exercise that forwarding; here one
+:class:`~nicsim.rtl.match_action.stage.Stage` takes an item every cycle: runs of frames of one
+entry (one ahead), two entries in alternation (two ahead), three in rotation
 (three ahead), misses, frames the
 stage skips, bubbles, and a commit that reinstalls an entry in the middle of the stream.
 
