@@ -452,7 +452,12 @@ class LroEngine(wiring.Component):
 
         wr_start = Signal(SP + 1)  # first word of the frame being received
         wr_cur = Signal(SP + 1)  # word the next beat goes to (wr_start + beats written)
-        rd_ptr = Signal(SP + 1)  # first word still needed by the merge engine
+        rd_ptr = Signal(SP + 1)  # first word still needed by the merge engine and the copies
+        # Frames queued to pass unchanged (``pins`` of them, not yet read out) keep their words
+        # from ``pin_head`` on (at or before the oldest one's first word).
+        rq_depth = 16  # read-outs queued (see ``rq``)
+        pins = Signal(range(rq_depth + 2))
+        pin_head = Signal(SP + 1)
         admit = Signal()
         beat_shape = beat_signature(W, 1).members["payload"].shape
         s1 = Signal(beat_shape)
@@ -511,7 +516,10 @@ class LroEngine(wiring.Component):
 
         used = Signal(SP + 1)
         m.d.comb += used.eq(wr_cur - rd_ptr)
-        m.d.sync += admit.eq((used < stage_words - margin) & (d_level < desc_depth - margin))
+        pinned = Signal(SP + 1)
+        m.d.comb += pinned.eq(wr_cur - pin_head)
+        m.d.sync += admit.eq((used < stage_words - margin) & (d_level < desc_depth - margin)
+                             & ((pins == 0) | (pinned < stage_words - margin)))
 
         over = Signal()
         m.d.comb += over.eq(dropping | (nbytes > room))
@@ -1009,10 +1017,17 @@ class LroEngine(wiring.Component):
                                      if N > 1 else ctx[i].valid for i in range(N))))
         oldest = Signal(CP)
         free_idx = Signal(CP)
+        # A context handed to the delivery engine is pending until the last read of its read-out
+        # (a new segment held in it waits for that): a free context that is not pending is
+        # taken first.
+        pend = Signal(N)
         for i in reversed(range(N)):
             with m.If(oldest_oh[i]):
                 m.d.comb += oldest.eq(i)
             with m.If(~ctx[i].valid):
+                m.d.comb += free_idx.eq(i)
+        for i in reversed(range(N)):
+            with m.If(~ctx[i].valid & ~pend[i]):
                 m.d.comb += free_idx.eq(i)
         any_free = Signal()
         m.d.comb += any_free.eq(~valid.all())
@@ -1067,10 +1082,11 @@ class LroEngine(wiring.Component):
         o_pd2 = Signal(W)
         two = (1, 1, 0, 1)  # IP length, IPv4 header checksum, TCP flags (a byte), TCP checksum
         issue = Signal()
+        o_port = Signal()  # the staging ring's read port is free (a copy has it first)
         # (Two reads in flight: a read issued below level 5 finds room when it lands; the
         # level grows by one a cycle at most, so a level under 4 in the cycle before will do.)
         m.d.sync += o_room.eq(outq.level < 4)
-        m.d.comb += issue.eq(o_busy & o_nz & o_room)
+        m.d.comb += issue.eq(o_busy & o_nz & o_room & o_port)
         with m.If(issue):
             m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1), o_rem.eq(o_rem - 1),
                          o_nz.eq(o_rem != 1), o_one.eq(o_rem == 2)]
@@ -1109,6 +1125,22 @@ class LroEngine(wiring.Component):
             outq.w_en.eq(o_v2),
         ]
         o_view = data.View(out_layout, outq.r_data)
+        # The read-outs in the order the merge engine decides them (``rq``): a frame that passes
+        # unchanged (from the staging ring) or a delivery, whose fields the delivery engine
+        # queues in ``dq`` once its sums are done (deliveries keep their order in both).
+        rq_layout = data.StructLayout({"single": 1, "start": SP + 1, "end": SP + 1, "words": 16,
+                                       "keep": B, "idx": 16})
+        m.submodules.rq = rq = SyncFIFOBuffered(width=rq_layout.size, depth=rq_depth)
+        rq_head = data.View(rq_layout, rq.r_data)
+        rq_in = Signal(rq_layout)
+        m.d.comb += rq.w_data.eq(rq_in.as_value())
+        dq_layout = data.StructLayout({
+            "ctx": CP, "words": 16, "keep": B, "user": USER_WIDTH, "pe": 4,
+            **{f"v{f}": 16 for f in range(4)}, **{f"p{f}": 7 for f in range(4)}})
+        m.submodules.dq = dq = SyncFIFOBuffered(width=dq_layout.size, depth=4)
+        dq_head = data.View(dq_layout, dq.r_data)
+        dq_in = Signal(dq_layout)
+        m.d.comb += dq.w_data.eq(dq_in.as_value())
         m.d.comb += [
             self.o.payload.data.eq(o_view.data),
             self.o.payload.keep.eq(o_view.keep),
@@ -1179,6 +1211,7 @@ class LroEngine(wiring.Component):
         m.d.comb += q_free.eq(~q_valid | c_free)
         cp_idle = Signal()  # no copy running or waiting
         m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
+        m.d.comb += o_port.eq(o_region | ~c_busy)
         with m.If(c_load):
             m.d.sync += [
                 q_valid.eq(0), c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
@@ -1253,6 +1286,7 @@ class LroEngine(wiring.Component):
 
         # ------------------------------------------------------------------ merge engine
         act = Signal(2)  # 0 single, 1 hold, 2 merge
+        pin_add = Signal()  # a frame is queued to pass unchanged
         act_m = Signal()  # act == A_MERGE, kept in a register
         A_SINGLE, A_HOLD, A_MERGE = 0, 1, 2
         sel = Signal(CP)
@@ -1401,8 +1435,8 @@ class LroEngine(wiring.Component):
         # decisions below are enabled by one flip-flop each, with no decoding before them.
         # ``state(name)`` opens a state's statements; ``goto(name)`` leaves it (within a state,
         # at most one ``goto`` applies in a cycle).
-        e_states = ("Wait", "Chain", "Decide", "Act", "Hold", "Copy", "Out", "Release",
-                    "Flush", "Deliver")
+        e_states = ("Wait", "Chain", "Decide", "Act", "Hold", "Copy", "Release", "Flush",
+                    "Deliver")
         st = {name: Signal(name=f"lro_{name.lower()}", init=int(name == "Wait"))
               for name in e_states}
         here = []
@@ -1419,8 +1453,8 @@ class LroEngine(wiring.Component):
                 m.d.sync += [st[here[-1]].eq(0), st[name].eq(1)]
 
         def release():
-            """Free the frame's staging words; end the poll or wait for the next frame."""
-            m.d.sync += rd_ptr.eq(cur.end)
+            """End the poll or wait for the next frame (the frame's staging words are freed
+            below, once no copy runs)."""
             with m.If(cur.eop):
                 goto("Flush")
             with m.Else():
@@ -1523,20 +1557,19 @@ class LroEngine(wiring.Component):
                     m.d.sync += sel.eq(free_idx)
                     goto("Act")
         with state("Act"):
-            user1 = Cat(Const(1, 16), Const(0, 16), idx_now)
             with m.Switch(act):
                 with m.Case(A_SINGLE):
-                    with m.If(~o_busy & cp_idle & ~d_busy):
-                        start_out(0, cur.start, cur.words, cur.keep, user1)
-                        m.d.comb += pop.eq(1)
-                        goto("Out")
+                    # Queued behind the read-outs before it; its words stay pinned until its
+                    # last read.
+                    with m.If(rq.w_rdy):
+                        m.d.comb += [rq.w_en.eq(1), pop.eq(1), pin_add.eq(1)]
+                        release()
                 with m.Case(A_HOLD):
                     # The hold goes on in the next cycle ("Hold"): what it waits for
                     # cannot change back meanwhile (only this engine queues copies and
                     # starts deliveries), and the context's writes then depend on registers
                     # only.
-                    with m.If(~(o_busy & o_region & (o_rctx == sel))
-                              & ~(d_busy & (e_ctx == sel)) & q_free):
+                    with m.If(~pend.bit_select(sel, 1) & q_free):
                         m.d.sync += [we.eq(Cat(*(sel == i for i in range(N))) & ~we)
                                      for we in hold_we]
                         goto("Hold")
@@ -1560,10 +1593,6 @@ class LroEngine(wiring.Component):
                     goto("Deliver")
                 with m.Else():
                     release()
-        with state("Out"):
-            # Leave with the last read (the output engine then goes idle by itself).
-            with m.If(~o_nz | (issue & o_one)):
-                release()
         with state("Release"):
             release()
         with state("Flush"):
@@ -1576,14 +1605,14 @@ class LroEngine(wiring.Component):
         # Delivery of context ``d_ctx``: handed to the delivery engine once it is free;
         # the merge engine goes on with the next frames meanwhile.
         with state("Deliver"):
-            with m.If(~d_busy):
-                m.d.comb += d_start.eq(1)
+            with m.If(~d_busy & rq.w_rdy):
+                m.d.comb += [d_start.eq(1), rq.w_en.eq(1)]
                 m.d.sync += [d_busy.eq(1), e_ctx.eq(d_ctx), e_idx.eq(idx_now)]
                 for name, sig in dsel.items():
                     m.d.sync += sig.eq(pick(name, d_ctx))
                 for i, c in enumerate(ctx):
                     with m.If(d_ctx == i):
-                        m.d.sync += c.valid.eq(0)
+                        m.d.sync += [c.valid.eq(0), pend[i].eq(1)]
                 with m.Switch(ret):
                     with m.Case(R_ACT):
                         goto("Act")
@@ -1714,19 +1743,70 @@ class LroEngine(wiring.Component):
                 m.d.sync += d_tcp_csum.eq(~(d_tcp_f1[:16] + d_tcp_f1[16]))
                 m.next = "Read Out"
             with m.State("Read Out"):
-                # The reads go on in the background; only the next frame out and a new
-                # segment held in this context wait for them.
-                with m.If(~o_busy & ~copying(e_ctx)):
-                    # (A single segment leaves as it came: no field is replaced.)
-                    enables = Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)
-                    start_out(1, e_ctx << RP if N > 1 else 0, d_words, d_keep,
-                              Cat(dsel["count"], d_gso, e_idx),
-                              patches=(enables, [
-                                  (d_ip_len, d_pos[0]), (d_ip_csum, d_pos[1]),
-                                  (dsel["flags"] | dsel["end_flags"], d_pos[2]),
-                                  (d_tcp_csum, d_pos[3])]))
-                    m.d.sync += [o_rctx.eq(e_ctx), d_busy.eq(0)]
+                # Into ``dq``: the read-out starts when it is the head of ``rq`` (below).
+                with m.If(dq.w_rdy):
+                    m.d.comb += dq.w_en.eq(1)
+                    m.d.sync += d_busy.eq(0)
                     m.next = "Idle"
+        # (A single segment leaves as it came: no field is replaced.)
+        m.d.comb += [
+            dq_in.ctx.eq(e_ctx), dq_in.words.eq(d_words), dq_in.keep.eq(d_keep),
+            dq_in.user.eq(Cat(dsel["count"], d_gso, e_idx)),
+            dq_in.pe.eq(Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)),
+            dq_in.v0.eq(d_ip_len), dq_in.v1.eq(d_ip_csum),
+            dq_in.v2.eq(dsel["flags"] | dsel["end_flags"]), dq_in.v3.eq(d_tcp_csum),
+            *(dq_in[f"p{f}"].eq(d_pos[f]) for f in range(4)),
+            rq_in.single.eq(~st["Deliver"]), rq_in.start.eq(cur.start), rq_in.end.eq(cur.end),
+            rq_in.words.eq(cur.words), rq_in.keep.eq(cur.keep), rq_in.idx.eq(idx_now),
+        ]
+
+        # Read-outs start in the order of ``rq`` once the one before has issued its last read
+        # (the reads go on in the background): a frame that passes unchanged at once (its reads
+        # wait while a copy reads the staging ring), a delivery once its fields are in ``dq``
+        # and the copies into its context have issued their reads (they come later than their
+        # last writes; copies into other contexts go on).
+        start_single = Signal()
+        start_deliv = Signal()
+        m.d.comb += [
+            start_single.eq(rq.r_rdy & rq_head.single & ~o_nz),
+            start_deliv.eq(rq.r_rdy & ~rq_head.single & dq.r_rdy & ~o_nz
+                           & ~copying(dq_head.ctx)),
+            rq.r_en.eq(start_single | start_deliv), dq.r_en.eq(start_deliv),
+        ]
+        o_end = Signal(SP + 1)  # the end of the frame read out of the staging ring
+        with m.If(start_single):
+            start_out(0, rq_head.start, rq_head.words, rq_head.keep,
+                      Cat(Const(1, 16), Const(0, 16), rq_head.idx))
+            m.d.sync += o_end.eq(rq_head.end)
+        with m.If(start_deliv):
+            start_out(1, dq_head.ctx << RP if N > 1 else 0, dq_head.words, dq_head.keep,
+                      dq_head.user,
+                      patches=(dq_head.pe, [(dq_head[f"v{f}"], dq_head[f"p{f}"])
+                                            for f in range(4)]))
+            m.d.sync += o_rctx.eq(dq_head.ctx)
+        # A context stays pending until its read-out's last read.
+        for i in range(N):
+            with m.If(issue & o_one & o_region & (o_rctx == i)):
+                m.d.sync += pend[i].eq(0)
+
+        # The staging ring's words are freed in order: up to the end of the last frame the
+        # merge engine took from the FIFO once no copy runs or waits (the copy engine frees
+        # its frame's words with its last read), except from ``pin_head`` on while frames
+        # queued to pass unchanged wait for their last reads (``pins``; a frame of no words
+        # has none).
+        done_end = Signal(SP + 1)
+        with m.If(pop):
+            m.d.sync += done_end.eq(Mux(st["Chain"], nxt.end, cur.end))
+        with m.If(cp_idle):
+            m.d.sync += rd_ptr.eq(done_end)
+        pin_drop = Signal()
+        m.d.comb += pin_drop.eq((issue & o_one & ~o_region)
+                                | (start_single & (rq_head.words == 0)))
+        m.d.sync += pins.eq(pins + pin_add - pin_drop)
+        with m.If(pin_drop):
+            m.d.sync += pin_head.eq(Mux(start_single, rq_head.end, o_end))
+        with m.If(pin_add & (pins == 0)):
+            m.d.sync += pin_head.eq(cur.start)
 
         with m.If(~st["Wait"]):
             m.d.sync += settled.eq(0)
