@@ -9,16 +9,18 @@ the rules of the golden reference :class:`nicsim.hw.ref.lro.LroEngine` (its defa
 ``keep_order``, ``cwr_rule="restart"``, ``fixed_id_needs_df``), and delivers every other frame
 unchanged, in order.
 
-Memory. Every flow context owns a region of ``buffer_bytes`` in one payload memory: the first
-segment is stored whole at the start of its region, later payloads are appended behind it, so a
+Memory. Every flow context fills a region of ``buffer_bytes`` in one payload memory (which has
+``flows + spare_regions`` of them, see "Throughput"): the first segment is stored whole at the
+start of its region, later payloads are appended behind it, so a
 merged frame leaves the region as it will go on the wire but for four header fields (IP length,
 IPv4 header checksum, TCP flags, TCP checksum), which the read-out puts into its words as they
 leave (the region itself is never patched). A flow is delivered before its merged
 frame would pass ``max_bytes`` (counted after the Ethernet header, like the reference's
 ``max_bytes``; at most ``buffer_bytes - 14``), so the reference run with the same ``max_flows``
 and ``max_bytes`` gives the same frames. Linux's 64 KiB (``max_bytes=65535``) needs
-``buffer_bytes=131072``: 8 flows take 1 MiB, which a simulation holds but an ECP5-85k does not
-(208 blocks of 18 kbit); the default, 16 KiB regions with ``max_bytes=16370``, fits (1 Mbit).
+``buffer_bytes=131072``: 8 flows take 1 MiB (2 MiB with the default spare regions), which a
+simulation holds but an ECP5-85k does not (208 blocks of 18 kbit); the default, 16 KiB regions
+with ``max_bytes=16370``, fits (1 Mbit; 2 Mbit, 128 blocks, with 8 spare regions).
 Received frames wait in a staging ring of two ``max_frame`` frames until their checksums are
 known; a frame longer than ``max_frame`` is dropped and counted (its ``user`` bit still ends a
 poll).
@@ -285,9 +287,10 @@ def _neg(value):
     return value[:16] ^ 0xFFFF
 
 
-def _ctx_layout(width_ptr):
+def _ctx_layout(width_ptr, region_bits):
     return data.StructLayout({
         "valid": 1,
+        "region": region_bits,  # the payload region the context fills
         "key": _KEY_BITS,
         "flag_word": 32,
         "ack": 32,
@@ -331,6 +334,10 @@ class LroEngine(wiring.Component):
     max_frame : int
         Longest frame accepted (64 to 65535, at most ``buffer_bytes``); longer ones are dropped
         and counted.
+    spare_regions : int or None
+        Payload regions beyond the ``flows`` contexts (0 to 64; default ``flows``): a context
+        delivered takes a new segment at once, in a free region, while the read-out of its
+        merged frame goes on (each region is ``buffer_bytes``).
     bram : None or str
         Block RAM primitive of the staging ring and the regions
         (:class:`.bram.RegisteredMemory`): ``None`` (simulation) or ``"dp16kd"`` (ECP5
@@ -347,7 +354,7 @@ class LroEngine(wiring.Component):
     """
 
     def __init__(self, width=64, *, flows=8, buffer_bytes=16384, max_bytes=None,
-                 max_frame=9216, bram=None):
+                 max_frame=9216, spare_regions=None, bram=None):
         self.width = check_width(width)
         if not isinstance(flows, int) or not 1 <= flows <= 64:
             raise ValueError(f"Flow contexts must be 1 to 64, not {flows!r}")
@@ -368,6 +375,11 @@ class LroEngine(wiring.Component):
         self.buffer_bytes = buffer_bytes
         self.max_bytes = max_bytes
         self.max_frame = max_frame
+        if spare_regions is None:
+            spare_regions = flows
+        if not isinstance(spare_regions, int) or not 0 <= spare_regions <= 64:
+            raise ValueError(f"Spare regions must be 0 to 64, not {spare_regions!r}")
+        self.spare_regions = spare_regions
         if bram not in PRIMITIVES:
             raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, not {bram!r}")
         self.bram = bram
@@ -390,6 +402,8 @@ class LroEngine(wiring.Component):
         region_words = self.buffer_bytes // B
         RP = (region_words - 1).bit_length()
         CP = max(1, (N - 1).bit_length())
+        RC = N + self.spare_regions
+        RCP = max(1, (RC - 1).bit_length())
 
         # The block RAMs' read data leaves through a register (with ``bram="dp16kd"``, the
         # DP16KD's own output register: a block RAM without it is slow from clock to data):
@@ -397,13 +411,13 @@ class LroEngine(wiring.Component):
         # lies between the memory and that register.
         m.submodules.staging = staging = RegisteredMemory(W, stage_words, primitive=self.bram)
         # The regions in two banks: even words and odd words.
-        banks = [RegisteredMemory(W, N * region_words // 2, primitive=self.bram, granularity=8)
+        banks = [RegisteredMemory(W, RC * region_words // 2, primitive=self.bram, granularity=8)
                  for _ in range(2)]
         m.submodules.region0, m.submodules.region1 = banks
 
         def bank_addr(word, index):
-            """Address in its bank of region word ``word`` of context ``index``."""
-            return Cat(word[1:RP], index) if N > 1 else word[1:RP]
+            """Address in its bank of region word ``word`` of region ``index``."""
+            return Cat(word[1:RP], index) if RC > 1 else word[1:RP]
 
         st_q = staging.r_data
         rg_q = [bank.r_data for bank in banks]
@@ -1005,7 +1019,7 @@ class LroEngine(wiring.Component):
                          pqw_out.as_value()[lo:hi].eq(r_port.data)]
 
         # ------------------------------------------------------------------ contexts
-        Ctx = _ctx_layout(SP)
+        Ctx = _ctx_layout(SP, RCP)
         ctx = [Signal(Ctx, name=f"ctx{i}") for i in range(N)]
         older = [[Signal(name=f"older_{i}_{j}") if i != j else None for j in range(N)]
                  for i in range(N)]
@@ -1017,18 +1031,22 @@ class LroEngine(wiring.Component):
                                      if N > 1 else ctx[i].valid for i in range(N))))
         oldest = Signal(CP)
         free_idx = Signal(CP)
-        # A context handed to the delivery engine is pending until the last read of its read-out
-        # (a new segment held in it waits for that): a free context that is not pending is
-        # taken first.
-        pend = Signal(N)
         for i in reversed(range(N)):
             with m.If(oldest_oh[i]):
                 m.d.comb += oldest.eq(i)
             with m.If(~ctx[i].valid):
                 m.d.comb += free_idx.eq(i)
-        for i in reversed(range(N)):
-            with m.If(~ctx[i].valid & ~pend[i]):
-                m.d.comb += free_idx.eq(i)
+        # A region is in use from the segment held in it to the last read of its delivery's
+        # read-out (``rused``): a context delivered is free at once, and the next segment held
+        # takes a free region (``free_reg``, registered: it is taken in "Hold", which comes
+        # back to "Act" three cycles later at the earliest).
+        rused = Signal(RC)
+        free_reg = Signal(RCP)
+        any_reg = Signal()
+        for r in reversed(range(RC)):
+            with m.If(~rused[r]):
+                m.d.sync += free_reg.eq(r)
+        m.d.sync += any_reg.eq(~rused.all())
         any_free = Signal()
         m.d.comb += any_free.eq(~valid.all())
 
@@ -1047,7 +1065,7 @@ class LroEngine(wiring.Component):
         out_layout = data.StructLayout({"data": W, "keep": B, "last": 1, "user": USER_WIDTH})
         m.submodules.outq = outq = SyncFIFOBuffered(width=out_layout.size, depth=8)
         o_region = Signal()
-        o_addr = Signal(max(SP, RP + CP))
+        o_addr = Signal(max(SP, RP + RCP))
         o_j = Signal(16)
         o_keep_last = Signal(B)
         o_user = Signal(USER_WIDTH)
@@ -1092,7 +1110,7 @@ class LroEngine(wiring.Component):
                          o_nz.eq(o_rem != 1), o_one.eq(o_rem == 2)]
         with m.If(o_busy & ~o_nz):
             m.d.sync += o_busy.eq(0)  # (a new start later in this cycle wins)
-        o_rctx = Signal(CP)  # context a region read-out reads
+        o_rctx = Signal(RCP)  # the region a read-out reads
         m.d.sync += [o_v1.eq(issue), o_src1.eq(o_region), o_bank1.eq(o_addr[0]),
                      o_last1.eq(o_one),  # (the read issued is the last one)
                      o_keep1.eq(Mux(o_one, o_keep_last, (1 << B) - 1)),
@@ -1135,7 +1153,7 @@ class LroEngine(wiring.Component):
         rq_in = Signal(rq_layout)
         m.d.comb += rq.w_data.eq(rq_in.as_value())
         dq_layout = data.StructLayout({
-            "ctx": CP, "words": 16, "keep": B, "user": USER_WIDTH, "pe": 4,
+            "ctx": RCP, "words": 16, "keep": B, "user": USER_WIDTH, "pe": 4,
             **{f"v{f}": 16 for f in range(4)}, **{f"p{f}": 7 for f in range(4)}})
         m.submodules.dq = dq = SyncFIFOBuffered(width=dq_layout.size, depth=4)
         dq_head = data.View(dq_layout, dq.r_data)
@@ -1164,7 +1182,7 @@ class LroEngine(wiring.Component):
         # each other every cycle.
         copy_layout = data.StructLayout({
             "addr": SP + 1, "rem": 16, "end": SP + 1, "r": LB + 1, "base": 17, "lo": 17,
-            "hi": 17, "ctx": CP,
+            "hi": 17, "ctx": RCP,
         })
         c_busy = Signal()
         c_addr = Signal(SP + 1)  # staging word read next
@@ -1175,7 +1193,7 @@ class LroEngine(wiring.Component):
         c_base = Signal(17)  # region word of source word 0 (unshifted lanes)
         c_lo = Signal(17)  # first region byte written
         c_hi = Signal(17)  # one past the last
-        c_ctx = Signal(CP)
+        c_ctx = Signal(RCP)
         q_valid = Signal()
         q_cmd = Signal(copy_layout)
         c_nz = Signal()  # c_rem != 0 and c_rem == 1, kept in registers
@@ -1188,11 +1206,11 @@ class LroEngine(wiring.Component):
         c_lo1 = Signal(17)
         c_hi1 = Signal(17)
         c_r1 = Signal(LB + 1)
-        c_ctx1 = Signal(CP)
-        c_ctx2 = Signal(CP)
+        c_ctx1 = Signal(RCP)
+        c_ctx2 = Signal(RCP)
         c_v2 = Signal()
         c_r2 = Signal(LB + 1)
-        c_waddr2 = [Signal(RP - 1 + (CP if N > 1 else 0), name=f"c_waddr2_{n}")
+        c_waddr2 = [Signal(RP - 1 + (RCP if RC > 1 else 0), name=f"c_waddr2_{n}")
                     for n in range(2)]
         c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
@@ -1276,7 +1294,7 @@ class LroEngine(wiring.Component):
                 bank.w_en.eq(Mux(c_v3, c_wen3[n], 0)),
             ]
             m.d.comb += [
-                bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
+                bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + RCP])),
                 bank.r_en.eq(issue & o_region & (o_addr[0] == n)),
             ]
         m.d.comb += [
@@ -1292,15 +1310,14 @@ class LroEngine(wiring.Component):
         sel = Signal(CP)
         post = Signal()
         d_ctx = Signal(CP)  # the context the merge engine delivers next
-        e_ctx = Signal(CP)  # the context the delivery engine works on
         e_idx = Signal(16)
         d_busy = Signal()  # the delivery engine works
         d_start = Signal()
         ret = Signal(2)  # where a delivery returns: 0 act, 1 release, 2 flush, 3 wait
         R_ACT, R_RELEASE, R_FLUSH, R_WAIT = 0, 1, 2, 3
         dsel = {name: Signal(len(getattr(ctx[0], name)), name=f"d_{name}")
-                for name in ("count", "mss", "held_len", "end_flags", "flags", "v6", "l3", "l4",
-                             "addr_sum", "ip_base", "tcp_base", "pay_sum")}
+                for name in ("region", "count", "mss", "held_len", "end_flags", "flags", "v6", "l3",
+                             "l4", "addr_sum", "ip_base", "tcp_base", "pay_sum")}
         d_ip_len = Signal(16)
         d_tcp_len = Signal(16)
         d_ip_csum = Signal(16)
@@ -1319,6 +1336,8 @@ class LroEngine(wiring.Component):
         d_gso = Signal(16)
         idx_now = Signal(16)
         m_held = Signal(17)  # held bytes of the context a merge goes to
+        m_reg = Signal(RCP)  # the region of that context
+        h_reg = Signal(RCP)  # the region a segment held is copied to
         ch_room = Signal(18)  # room of that context (its ``room`` field, kept in step)
         ch_fit = Signal()  # that room, less the last frame's payload, holds the payload again
         ch_held = Signal()  # the last frame was held (the context has one segment)
@@ -1501,7 +1520,7 @@ class LroEngine(wiring.Component):
                  c.held_len.eq(size), c.room.eq(max_held - size), c.end_flags.eq(0),
                  c.addr_sum.eq(fn["addr_sum"]), c.ip_base.eq(fn["ip_base"]),
                  c.tcp_base.eq(fn["tcp_base"]), c.pay_sum.eq(fn["pay_sum"]),
-                 c.t_first.eq(now),
+                 c.t_first.eq(now), c.region.eq(h_reg),
                  *(s_ for j in range(N) if j != i
                    for s_ in (older[i][j].eq(0), older[j][i].eq(1)))],
             )
@@ -1532,6 +1551,7 @@ class LroEngine(wiring.Component):
             holdable = fn["holdable"]
             m.d.sync += [sel.eq(hit_idx), post.eq(0),
                          m_held.eq(_and_or(hit, [c.held_len for c in ctx])),
+                         m_reg.eq(_and_or(hit, [c.region for c in ctx])),
                          ch_room.eq(_and_or(hit, [c.room for c in ctx])),
                          ch_fix.eq((hit & Cat(*a_fixed)).any()),
                          ch_held.eq((hit & Cat(*a_cnt1)).any()),
@@ -1569,7 +1589,8 @@ class LroEngine(wiring.Component):
                     # cannot change back meanwhile (only this engine queues copies and
                     # starts deliveries), and the context's writes then depend on registers
                     # only.
-                    with m.If(~pend.bit_select(sel, 1) & q_free):
+                    with m.If(any_reg & q_free):
+                        m.d.sync += h_reg.eq(free_reg)
                         m.d.sync += [we.eq(Cat(*(sel == i for i in range(N))) & ~we)
                                      for we in hold_we]
                         goto("Hold")
@@ -1577,7 +1598,8 @@ class LroEngine(wiring.Component):
         with state("Hold"):
             # (The context is written below, by ``hold_we``.)
             m.d.sync += q_valid.eq(1)  # (the command: ``hold_cmd``)
-            m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
+            m.d.sync += [m_held.eq(size), m_reg.eq(h_reg), ch_room.eq(max_held - size),
+                         ch_fit.eq(fn["fits2"]),
                          ch_held.eq(1), ch_fix.eq(0)]
             m.d.comb += pop.eq(1)
             with m.If(~cur.eop):
@@ -1607,12 +1629,12 @@ class LroEngine(wiring.Component):
         with state("Deliver"):
             with m.If(~d_busy & rq.w_rdy):
                 m.d.comb += [d_start.eq(1), rq.w_en.eq(1)]
-                m.d.sync += [d_busy.eq(1), e_ctx.eq(d_ctx), e_idx.eq(idx_now)]
+                m.d.sync += [d_busy.eq(1), e_idx.eq(idx_now)]
                 for name, sig in dsel.items():
                     m.d.sync += sig.eq(pick(name, d_ctx))
                 for i, c in enumerate(ctx):
                     with m.If(d_ctx == i):
-                        m.d.sync += [c.valid.eq(0), pend[i].eq(1)]
+                        m.d.sync += c.valid.eq(0)
                 with m.Switch(ret):
                     with m.Case(R_ACT):
                         goto("Act")
@@ -1653,10 +1675,10 @@ class LroEngine(wiring.Component):
             merge_cmd.end.eq(Mux(in_chain, nxt.end, cur.end)),
             merge_cmd.r.eq((h_lane - s_lane)[:LB] if LB else 0),
             merge_cmd.base.eq((m_held >> LB) - borrow), merge_cmd.lo.eq(m_held),
-            merge_cmd.hi.eq(hi), merge_cmd.ctx.eq(sel),
+            merge_cmd.hi.eq(hi), merge_cmd.ctx.eq(m_reg),
             # "Hold" copies the whole frame to the start of the region.
             hold_cmd.addr.eq(cur.start), hold_cmd.rem.eq(cur.words), hold_cmd.end.eq(cur.end),
-            hold_cmd.hi.eq(size), hold_cmd.ctx.eq(sel),
+            hold_cmd.hi.eq(size), hold_cmd.ctx.eq(h_reg),
         ]
         id_eq = Mux(in_chain, fn["id_same"], ch_id0)  # its IP ID equals the context's
         new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
@@ -1684,13 +1706,12 @@ class LroEngine(wiring.Component):
                 m.d.sync += [st["Chain"].eq(0), st["Copy"].eq(1)]
         m.d.comb += [fsm_act.eq(st["Act"]), fsm_deliver.eq(st["Deliver"])]
 
-        # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
-        # one adder each, then the read-out, which puts them into the frame's words as they
-        # leave. The checksums are ones'-complement sums of everything; they are folded to 16
-        # bits at the end only. The read-out waits for the copies into the context to have
-        # issued their reads (they come later than their last writes); copies into other
-        # contexts go on. Frames are delivered in the order handed over: a frame passed
-        # unchanged waits for the engine to be free.
+        # Delivery engine: the new header fields of the context handed over (``dsel``: its
+        # fields as it was handed over; the context is free at once, its region stays in use
+        # until the read-out's last read) in registered steps of one adder each, then into
+        # ``dq`` for the read-out, which puts them into the frame's words as they leave. The
+        # checksums are ones'-complement sums of everything; they are folded to 16 bits at the
+        # end only.
         d_merged = Signal()  # the context holds more than one segment: its header changes
         with m.FSM(init="Idle", name="deliver"):
             with m.State("Idle"):
@@ -1750,7 +1771,7 @@ class LroEngine(wiring.Component):
                     m.next = "Idle"
         # (A single segment leaves as it came: no field is replaced.)
         m.d.comb += [
-            dq_in.ctx.eq(e_ctx), dq_in.words.eq(d_words), dq_in.keep.eq(d_keep),
+            dq_in.ctx.eq(dsel["region"]), dq_in.words.eq(d_words), dq_in.keep.eq(d_keep),
             dq_in.user.eq(Cat(dsel["count"], d_gso, e_idx)),
             dq_in.pe.eq(Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)),
             dq_in.v0.eq(d_ip_len), dq_in.v1.eq(d_ip_csum),
@@ -1779,15 +1800,17 @@ class LroEngine(wiring.Component):
                       Cat(Const(1, 16), Const(0, 16), rq_head.idx))
             m.d.sync += o_end.eq(rq_head.end)
         with m.If(start_deliv):
-            start_out(1, dq_head.ctx << RP if N > 1 else 0, dq_head.words, dq_head.keep,
+            start_out(1, dq_head.ctx << RP if RC > 1 else 0, dq_head.words, dq_head.keep,
                       dq_head.user,
                       patches=(dq_head.pe, [(dq_head[f"v{f}"], dq_head[f"p{f}"])
                                             for f in range(4)]))
             m.d.sync += o_rctx.eq(dq_head.ctx)
-        # A context stays pending until its read-out's last read.
-        for i in range(N):
-            with m.If(issue & o_one & o_region & (o_rctx == i)):
-                m.d.sync += pend[i].eq(0)
+        # A region is free again with its read-out's last read.
+        for r in range(RC):
+            with m.If(issue & o_one & o_region & (o_rctx == r)):
+                m.d.sync += rused[r].eq(0)
+            with m.If(st["Hold"] & (h_reg == r)):
+                m.d.sync += rused[r].eq(1)
 
         # The staging ring's words are freed in order: up to the end of the last frame the
         # merge engine took from the FIFO once no copy runs or waits (the copy engine frees
