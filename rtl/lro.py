@@ -21,8 +21,8 @@ and ``max_bytes`` gives the same frames. Linux's 64 KiB (``max_bytes=65535``) ne
 ``buffer_bytes=131072``: 8 flows take 1 MiB (2 MiB with the default spare regions), which a
 simulation holds but an ECP5-85k does not (208 blocks of 18 kbit); the default, 16 KiB regions
 with ``max_bytes=16370``, fits (1 Mbit; 2 Mbit, 128 blocks, with 8 spare regions).
-Received frames wait in a staging ring of two ``max_frame`` frames until their checksums are
-known; a frame longer than ``max_frame`` is dropped and counted (its ``user`` bit still ends a
+Received frames wait in a staging ring of two ``max_frame`` frames (kept twice, see
+"Throughput") until their checksums are known; a frame longer than ``max_frame`` is dropped and counted (its ``user`` bit still ends a
 poll).
 
 Order of delivery: a frame that ends a held flow (a mismatch, an ineligible frame of the same
@@ -55,29 +55,44 @@ background, through a queue of one command behind the running one, at one stagin
 cycle: each word is rotated once and written in two parts, into two region words that lie in
 two banks (even and odd words), so that a payload that straddles a region word costs no extra
 cycle and back-to-back one-word segments copy at one a cycle. A delivery is handed to its own
-engine (header sums in registered steps, then the read-out in the background, which replaces
-the four header fields as the words leave) and the merge engine goes on with the next frames;
-the read-out waits only for the copies into its own context, and no copy ever pauses (at 512
-bit a segment's copy takes as many cycles as its input, so each pause for a delivery was a
-loss for good). Frames that
-pass unchanged are read out of the staging ring at one beat per cycle, after the deliveries
-before them, before the next one is taken.
+engine (header sums in registered steps; the new header fields then wait in a queue, ``dq``) and
+the merge engine goes on with the next frames; no copy ever pauses (at 512 bit a segment's copy
+takes as many cycles as its input, so each pause for a delivery was a loss for good). The
+read-outs leave in the order the merge engine decides them, through a queue of 16 (``rq``:
+frames that pass unchanged and deliveries), each starting once the one before has issued its last
+read: a frame that passes unchanged from a second copy of the staging ring (``staging_out``,
+written a cycle later; one read port for the copies and these read-outs together would be busy in
+almost every cycle), a delivery once its fields are in ``dq`` and the copies into its region have
+issued their reads (the read-out replaces the four header fields as the words leave). So a frame
+that passes unchanged never waits for the read-outs, copies or deliveries before it (it leaves
+after them all the same), and a flow's held segments, delivered before a later frame of the flow
+that does not merge, leave before it. The staging ring is freed in order: up to the end of the
+last frame the engine took, once no copy runs or waits, but from ``pin_head`` on while frames
+queued to pass unchanged wait for their last reads (``pins``; the head moves to the end of each
+one read out, at or before the next one's start). A context's payload region is apart from the
+context: the contexts fill ``flows + spare_regions`` regions, and a region stays in use from the
+segment held in it to its delivery's last read, while the context is free as soon as it is
+handed over; so a segment held after a delivery (of an evicted flow, or of its own flow when a
+frame did not merge) takes a free region at once instead of waiting for a read-out of up to 94
+words (at 512 bit for 6000 bytes).
 
-``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in beats
-per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit, 0.993, 1.0
-and 0.988 at rtl 4d6cd45 (0.992 for 64 bytes at 8434fe5; 0.983, 0.961 and 0.936 while the copies
-paused for header patches written into the regions; 0.994 for 1500 bytes before the copy's write
-took a cycle more; 0.25, 0.64 and 0.85 before the chains, the banked copies and the delivery
-engine). Below line rate at 512 bit: the lookup of the first segment after each delivery (a chain
-breaks when the merged frame is full; with one-beat segments each of its cycles costs a beat once
-the FIFOs before the engine are full), and frames of other flows in between (each takes the
-four-cycle lookup); the test traffic, many flows interleaved, gets 0.504 (0.609 at 64 bit). There,
-besides the lookups, a frame that passes unchanged waits in "Act" until the read-out, copy and
-delivery engines are idle (it leaves after the deliveries before it, from the staging ring, whose
-words are freed in order), and the engine takes no other frame meanwhile: a merged frame's read-out
-(94 words at 512 bit for 6000 bytes) then holds the input back once the FIFOs before the engine are
-full. A queue of read-outs in order (single frames and deliveries) would let the engine go on; it is
-not built.
+``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames, 4 spare
+regions), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at
+512 bit, 0.993, 1.0 and 1.0 at rtl RTLHASH (0.988 for 1500 bytes at 4d6cd45; 0.992 for 64 bytes at
+8434fe5; 0.983, 0.961 and 0.936 while the copies paused for header patches written into the
+regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85
+before the chains, the banked copies and the delivery engine). The test traffic, many flows
+interleaved, gets MIX512 at 512 bit and MIX64 at 64 (0.504 and 0.609 at 4d6cd45, when a frame that
+passed unchanged waited in "Act" until the read-out, copy and delivery engines were idle and a
+segment held after a delivery waited for its read-out; with the queue alone 0.508 and 0.600, with
+the spare regions too 0.81 and 0.772, and with no, two or four spare regions 0.507, 0.758 and
+0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Below line rate at 512 bit: the lookup of the
+first segment after each delivery (a chain breaks when the merged frame is full; with one-beat
+segments each of its cycles costs a beat once the FIFOs before the engine are full), frames of
+other flows in between (each takes the four-cycle lookup: the lookup of the next frame could
+start during "Decide" and "Act" of the one before when neither changes a context, not built), and
+segments held while every region is in use. The cost: the regions and the staging ring take
+twice the memory (with the defaults at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
 
 Timing. Every decision of the merge engine comes from registers and drives few of them. Its state is
 one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
@@ -410,6 +425,15 @@ class LroEngine(wiring.Component):
         # every word read in cycle t is in ``st_q`` / ``rg_q`` in cycle t + 2, and no logic
         # lies between the memory and that register.
         m.submodules.staging = staging = RegisteredMemory(W, stage_words, primitive=self.bram)
+        # A second copy of the ring for the read-outs of frames that pass unchanged, so that
+        # they never wait for the copies (between them, every word is read once: one read port
+        # would be busy in almost every cycle). It is written a cycle later, from registers of
+        # its own (no fan-out added to the first ring's write enable); its words are read many
+        # cycles after that.
+        m.submodules.staging_out = staging_out = RegisteredMemory(W, stage_words,
+                                                                  primitive=self.bram)
+        m.d.sync += [staging_out.w_addr.eq(staging.w_addr), staging_out.w_data.eq(staging.w_data),
+                     staging_out.w_en.eq(staging.w_en)]
         # The regions in two banks: even words and odd words.
         banks = [RegisteredMemory(W, RC * region_words // 2, primitive=self.bram, granularity=8)
                  for _ in range(2)]
@@ -1100,11 +1124,10 @@ class LroEngine(wiring.Component):
         o_pd2 = Signal(W)
         two = (1, 1, 0, 1)  # IP length, IPv4 header checksum, TCP flags (a byte), TCP checksum
         issue = Signal()
-        o_port = Signal()  # the staging ring's read port is free (a copy has it first)
         # (Two reads in flight: a read issued below level 5 finds room when it lands; the
         # level grows by one a cycle at most, so a level under 4 in the cycle before will do.)
         m.d.sync += o_room.eq(outq.level < 4)
-        m.d.comb += issue.eq(o_busy & o_nz & o_room & o_port)
+        m.d.comb += issue.eq(o_busy & o_nz & o_room)
         with m.If(issue):
             m.d.sync += [o_j.eq(o_j + 1), o_addr.eq(o_addr + 1), o_rem.eq(o_rem - 1),
                          o_nz.eq(o_rem != 1), o_one.eq(o_rem == 2)]
@@ -1131,7 +1154,7 @@ class LroEngine(wiring.Component):
             pd.append(byte)
         m.d.sync += [o_pm2.eq(Cat(*pm)), o_pd2.eq(Cat(*pd))]
         o_mem2 = Signal(W)
-        m.d.comb += o_mem2.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), st_q))
+        m.d.comb += o_mem2.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), staging_out.r_data))
         o_word = Signal(out_layout)
         m.d.comb += [
             o_word.data.eq(Cat(*(Mux(o_pm2[k], _byte(o_pd2, k), _byte(o_mem2, k))
@@ -1229,7 +1252,6 @@ class LroEngine(wiring.Component):
         m.d.comb += q_free.eq(~q_valid | c_free)
         cp_idle = Signal()  # no copy running or waiting
         m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
-        m.d.comb += o_port.eq(o_region | ~c_busy)
         with m.If(c_load):
             m.d.sync += [
                 q_valid.eq(0), c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
@@ -1298,8 +1320,10 @@ class LroEngine(wiring.Component):
                 bank.r_en.eq(issue & o_region & (o_addr[0] == n)),
             ]
         m.d.comb += [
-            staging.r_addr.eq(Mux(c_busy, c_addr[:SP], o_addr[:SP])),
-            staging.r_en.eq(Mux(c_busy, c_issue, issue & ~o_region)),
+            staging.r_addr.eq(c_addr[:SP]),
+            staging.r_en.eq(c_issue),
+            staging_out.r_addr.eq(o_addr[:SP]),
+            staging_out.r_en.eq(issue & ~o_region),
         ]
 
         # ------------------------------------------------------------------ merge engine
@@ -1782,8 +1806,8 @@ class LroEngine(wiring.Component):
         ]
 
         # Read-outs start in the order of ``rq`` once the one before has issued its last read
-        # (the reads go on in the background): a frame that passes unchanged at once (its reads
-        # wait while a copy reads the staging ring), a delivery once its fields are in ``dq``
+        # (the reads go on in the background): a frame that passes unchanged at once (from
+        # ``staging_out``), a delivery once its fields are in ``dq``
         # and the copies into its context have issued their reads (they come later than their
         # last writes; copies into other contexts go on).
         start_single = Signal()

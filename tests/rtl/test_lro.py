@@ -255,11 +255,11 @@ def _flows(count, mss, host):
 
 @pytest.mark.parametrize("width", [64, 512])
 def test_region_not_reused_before_its_read_out_ends(width):
-    # Six flows through four contexts: a new flow evicts the oldest held one and is held in
-    # its context, whose 6000-byte merged frame is still being read out (slowly, under
-    # backpressure) while the new segment's copy would overwrite the region from its start.
-    # Flows of three segments each, round-robin in turns, so that every eviction takes the
-    # context of a long merged frame.
+    # Six flows through four contexts: a new flow evicts the oldest held one and is held in a
+    # free region while the evicted flow's 6000-byte merged frame is read out (slowly, under
+    # backpressure); the regions run out, so that a region is taken again as soon as it is
+    # free: a copy into it before its read-out's last read would overwrite the frame. Flows of
+    # four segments each, in turns, so that every eviction delivers a long merged frame.
     flows = _flows(6, 1448, host=40)
     frames = []
     for turn in range(12):
