@@ -22,8 +22,8 @@ and ``max_bytes`` gives the same frames. Linux's 64 KiB (``max_bytes=65535``) ne
 simulation holds but an ECP5-85k does not (208 blocks of 18 kbit); the default, 16 KiB regions
 with ``max_bytes=16370``, fits (1 Mbit; 2 Mbit, 128 blocks, with 8 spare regions).
 Received frames wait in a staging ring of two ``max_frame`` frames (kept twice, see
-"Throughput") until their checksums are known; a frame longer than ``max_frame`` is dropped and counted (its ``user`` bit still ends a
-poll).
+"Throughput") until their checksums are known; a frame longer than ``max_frame`` is dropped and
+counted (its ``user`` bit still ends a poll).
 
 Order of delivery: a frame that ends a held flow (a mismatch, an ineligible frame of the same
 addresses and ports, an eviction) delivers that flow first. A held flow also leaves once its
@@ -78,11 +78,11 @@ words (at 512 bit for 6000 bytes).
 
 ``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames, 4 spare
 regions), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at
-512 bit, 0.993, 1.0 and 1.0 at rtl RTLHASH (0.988 for 1500 bytes at 4d6cd45; 0.992 for 64 bytes at
+512 bit, 0.993, 1.0 and 1.0 at rtl 430df0f (0.988 for 1500 bytes at 4d6cd45; 0.992 for 64 bytes at
 8434fe5; 0.983, 0.961 and 0.936 while the copies paused for header patches written into the
 regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85
 before the chains, the banked copies and the delivery engine). The test traffic, many flows
-interleaved, gets MIX512 at 512 bit and MIX64 at 64 (0.504 and 0.609 at 4d6cd45, when a frame that
+interleaved, gets 0.894 at 512 bit and 0.956 at 64 (0.504 and 0.609 at ce6f08e, when a frame that
 passed unchanged waited in "Act" until the read-out, copy and delivery engines were idle and a
 segment held after a delivery waited for its read-out; with the queue alone 0.508 and 0.600, with
 the spare regions too 0.81 and 0.772, and with no, two or four spare regions 0.507, 0.758 and
