@@ -4,7 +4,8 @@ For each width, one flow's in-order segments of a given frame size (64 bytes: 10
 256; 1500) go into the gateware with no idle cycles and no backpressure; the C++ Verilator
 harness reports the beats accepted and the cycles from the first to the last accepted beat.
 A rate of 1.0 is line rate. Also measured: a mix of flows (the LRO test traffic). The
-configuration is the compact one of the tests (4 flow contexts, 6000-byte merged frames).
+configuration is the compact one of the tests (4 flow contexts and, by default, 4 spare regions;
+6000-byte merged frames).
 
 Prints a table and writes benchmarks/results/lro.json.
 """

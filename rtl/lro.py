@@ -9,19 +9,21 @@ the rules of the golden reference :class:`nicsim.hw.ref.lro.LroEngine` (its defa
 ``keep_order``, ``cwr_rule="restart"``, ``fixed_id_needs_df``), and delivers every other frame
 unchanged, in order.
 
-Memory. Every flow context owns a region of ``buffer_bytes`` in one payload memory: the first
-segment is stored whole at the start of its region, later payloads are appended behind it, so a
+Memory. Every flow context fills a region of ``buffer_bytes`` in one payload memory (which has
+``flows + spare_regions`` of them, see "Throughput"): the first segment is stored whole at the
+start of its region, later payloads are appended behind it, so a
 merged frame leaves the region as it will go on the wire but for four header fields (IP length,
 IPv4 header checksum, TCP flags, TCP checksum), which the read-out puts into its words as they
 leave (the region itself is never patched). A flow is delivered before its merged
 frame would pass ``max_bytes`` (counted after the Ethernet header, like the reference's
 ``max_bytes``; at most ``buffer_bytes - 14``), so the reference run with the same ``max_flows``
 and ``max_bytes`` gives the same frames. Linux's 64 KiB (``max_bytes=65535``) needs
-``buffer_bytes=131072``: 8 flows take 1 MiB, which a simulation holds but an ECP5-85k does not
-(208 blocks of 18 kbit); the default, 16 KiB regions with ``max_bytes=16370``, fits (1 Mbit).
-Received frames wait in a staging ring of two ``max_frame`` frames until their checksums are
-known; a frame longer than ``max_frame`` is dropped and counted (its ``user`` bit still ends a
-poll).
+``buffer_bytes=131072``: 8 flows take 1 MiB (2 MiB with the default spare regions), which a
+simulation holds but an ECP5-85k does not (208 blocks of 18 kbit); the default, 16 KiB regions
+with ``max_bytes=16370``, fits (1 Mbit; 2 Mbit, 128 blocks, with 8 spare regions).
+Received frames wait in a staging ring of two ``max_frame`` frames (kept twice, see
+"Throughput") until their checksums are known; a frame longer than ``max_frame`` is dropped and
+counted (its ``user`` bit still ends a poll).
 
 Order of delivery: a frame that ends a held flow (a mismatch, an ineligible frame of the same
 addresses and ports, an eviction) delivers that flow first. A held flow also leaves once its
@@ -53,29 +55,44 @@ background, through a queue of one command behind the running one, at one stagin
 cycle: each word is rotated once and written in two parts, into two region words that lie in
 two banks (even and odd words), so that a payload that straddles a region word costs no extra
 cycle and back-to-back one-word segments copy at one a cycle. A delivery is handed to its own
-engine (header sums in registered steps, then the read-out in the background, which replaces
-the four header fields as the words leave) and the merge engine goes on with the next frames;
-the read-out waits only for the copies into its own context, and no copy ever pauses (at 512
-bit a segment's copy takes as many cycles as its input, so each pause for a delivery was a
-loss for good). Frames that
-pass unchanged are read out of the staging ring at one beat per cycle, after the deliveries
-before them, before the next one is taken.
+engine (header sums in registered steps; the new header fields then wait in a queue, ``dq``) and
+the merge engine goes on with the next frames; no copy ever pauses (at 512 bit a segment's copy
+takes as many cycles as its input, so each pause for a delivery was a loss for good). The
+read-outs leave in the order the merge engine decides them, through a queue of 16 (``rq``:
+frames that pass unchanged and deliveries), each starting once the one before has issued its last
+read: a frame that passes unchanged from a second copy of the staging ring (``staging_out``,
+written a cycle later; one read port for the copies and these read-outs together would be busy in
+almost every cycle), a delivery once its fields are in ``dq`` and the copies into its region have
+issued their reads (the read-out replaces the four header fields as the words leave). So a frame
+that passes unchanged never waits for the read-outs, copies or deliveries before it (it leaves
+after them all the same), and a flow's held segments, delivered before a later frame of the flow
+that does not merge, leave before it. The staging ring is freed in order: up to the end of the
+last frame the engine took, once no copy runs or waits, but from ``pin_head`` on while frames
+queued to pass unchanged wait for their last reads (``pins``; the head moves to the end of each
+one read out, at or before the next one's start). A context's payload region is apart from the
+context: the contexts fill ``flows + spare_regions`` regions, and a region stays in use from the
+segment held in it to its delivery's last read, while the context is free as soon as it is
+handed over; so a segment held after a delivery (of an evicted flow, or of its own flow when a
+frame did not merge) takes a free region at once instead of waiting for a read-out of up to 94
+words (at 512 bit for 6000 bytes).
 
-``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames), in beats
-per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at 512 bit, 0.993, 1.0
-and 0.988 at rtl 4d6cd45 (0.992 for 64 bytes at 8434fe5; 0.983, 0.961 and 0.936 while the copies
-paused for header patches written into the regions; 0.994 for 1500 bytes before the copy's write
-took a cycle more; 0.25, 0.64 and 0.85 before the chains, the banked copies and the delivery
-engine). Below line rate at 512 bit: the lookup of the first segment after each delivery (a chain
-breaks when the merged frame is full; with one-beat segments each of its cycles costs a beat once
-the FIFOs before the engine are full), and frames of other flows in between (each takes the
-four-cycle lookup); the test traffic, many flows interleaved, gets 0.504 (0.609 at 64 bit). There,
-besides the lookups, a frame that passes unchanged waits in "Act" until the read-out, copy and
-delivery engines are idle (it leaves after the deliveries before it, from the staging ring, whose
-words are freed in order), and the engine takes no other frame meanwhile: a merged frame's read-out
-(94 words at 512 bit for 6000 bytes) then holds the input back once the FIFOs before the engine are
-full. A queue of read-outs in order (single frames and deliveries) would let the engine go on; it is
-not built.
+``benchmarks/bench_lro.py`` measures the input rates (4 contexts, 6000-byte merged frames, 4 spare
+regions), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-byte segments; at
+512 bit, 0.993, 1.0 and 1.0 at rtl 430df0f (0.988 for 1500 bytes at 4d6cd45; 0.992 for 64 bytes at
+8434fe5; 0.983, 0.961 and 0.936 while the copies paused for header patches written into the
+regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85
+before the chains, the banked copies and the delivery engine). The test traffic, many flows
+interleaved, gets 0.894 at 512 bit and 0.956 at 64 (0.504 and 0.609 at ce6f08e, when a frame that
+passed unchanged waited in "Act" until the read-out, copy and delivery engines were idle and a
+segment held after a delivery waited for its read-out; with the queue alone 0.508 and 0.600, with
+the spare regions too 0.81 and 0.772, and with no, two or four spare regions 0.507, 0.758 and
+0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Below line rate at 512 bit: the lookup of the
+first segment after each delivery (a chain breaks when the merged frame is full; with one-beat
+segments each of its cycles costs a beat once the FIFOs before the engine are full), frames of
+other flows in between (each takes the four-cycle lookup: the lookup of the next frame could
+start during "Decide" and "Act" of the one before when neither changes a context, not built), and
+segments held while every region is in use. The cost: the regions and the staging ring take
+twice the memory (with the defaults at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
 
 Timing. Every decision of the merge engine comes from registers and drives few of them. Its state is
 one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
@@ -111,9 +128,10 @@ and a counter per chunk (which synthesis cannot merge, as it merges copies of on
 every read address under about 64 LUT memory cells (240 before). The header capture register has no
 enable, and the chunk a beat fills is selected by a one-hot shift register (not by a beat count
 compared with each chunk's index). The copy engine never pauses (the read-out puts the new header
-fields in); the read-out's word count and last lanes are computed ahead, and its registers load the
-values of the read-out that may start next in every cycle in which it is idle, so that a start sets
-one flip-flop (``o_busy``); delivery sums take one adder a step. The copy queue's readiness
+fields in); the read-out's word count and last lanes are computed ahead, and a read-out starts from
+the registered heads of its queues (``rq``, ``dq``; before the queues, its registers loaded the
+values of the read-out that could start next in every idle cycle, so that a start set one
+flip-flop); delivery sums take one adder a step. The copy queue's readiness
 (``q_free``), a merge and a single frame in "Act" (``act_merge``, ``act_single``), and the oldest
 and first free contexts are registers of their own. The input stage tests a beat for ``max_frame``
 against a registered bit ("room of two beats or more") and a few bits of ``room``, and writes the
@@ -264,9 +282,10 @@ def _neg(value):
     return value[:16] ^ 0xFFFF
 
 
-def _ctx_layout(width_ptr):
+def _ctx_layout(width_ptr, region_bits):
     return data.StructLayout({
         "valid": 1,
+        "region": region_bits,  # the payload region the context fills
         "key": _KEY_BITS,
         "flag_word": 32,
         "ack": 32,
@@ -310,6 +329,10 @@ class LroEngine(wiring.Component):
     max_frame : int
         Longest frame accepted (64 to 65535, at most ``buffer_bytes``); longer ones are dropped
         and counted.
+    spare_regions : int or None
+        Payload regions beyond the ``flows`` contexts (0 to 64; default ``flows``): a context
+        delivered takes a new segment at once, in a free region, while the read-out of its
+        merged frame goes on (each region is ``buffer_bytes``).
     bram : None or str
         Block RAM primitive of the staging ring and the regions
         (:class:`.bram.RegisteredMemory`): ``None`` (simulation) or ``"dp16kd"`` (ECP5
@@ -326,7 +349,7 @@ class LroEngine(wiring.Component):
     """
 
     def __init__(self, width=64, *, flows=8, buffer_bytes=16384, max_bytes=None,
-                 max_frame=9216, bram=None):
+                 max_frame=9216, spare_regions=None, bram=None):
         self.width = check_width(width)
         if not isinstance(flows, int) or not 1 <= flows <= 64:
             raise ValueError(f"Flow contexts must be 1 to 64, not {flows!r}")
@@ -347,6 +370,11 @@ class LroEngine(wiring.Component):
         self.buffer_bytes = buffer_bytes
         self.max_bytes = max_bytes
         self.max_frame = max_frame
+        if spare_regions is None:
+            spare_regions = flows
+        if not isinstance(spare_regions, int) or not 0 <= spare_regions <= 64:
+            raise ValueError(f"Spare regions must be 0 to 64, not {spare_regions!r}")
+        self.spare_regions = spare_regions
         if bram not in PRIMITIVES:
             raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, not {bram!r}")
         self.bram = bram
@@ -369,6 +397,8 @@ class LroEngine(wiring.Component):
         region_words = self.buffer_bytes // B
         RP = (region_words - 1).bit_length()
         CP = max(1, (N - 1).bit_length())
+        RC = N + self.spare_regions
+        RCP = max(1, (RC - 1).bit_length())
 
         # The block RAMs' read data leaves through a register (with ``bram="dp16kd"``, the
         # DP16KD's own output register: a block RAM without it is slow from clock to data):
@@ -377,14 +407,24 @@ class LroEngine(wiring.Component):
         # (Byte enables: each takes a copy of the write enable of its own, see the input stage.)
         m.submodules.staging = staging = RegisteredMemory(W, stage_words, primitive=self.bram,
                                                           granularity=8)
+        # A second copy of the ring for the read-outs of frames that pass unchanged, so that
+        # they never wait for the copies (between them, every word is read once: one read port
+        # would be busy in almost every cycle). It is written a cycle later, from registers of
+        # its own (no fan-out added to the first ring's write enables); its words are read many
+        # cycles after that.
+        m.submodules.staging_out = staging_out = RegisteredMemory(W, stage_words,
+                                                                  primitive=self.bram,
+                                                                  granularity=8)
+        m.d.sync += [staging_out.w_addr.eq(staging.w_addr), staging_out.w_data.eq(staging.w_data),
+                     staging_out.w_en.eq(staging.w_en)]
         # The regions in two banks: even words and odd words.
-        banks = [RegisteredMemory(W, N * region_words // 2, primitive=self.bram, granularity=8)
+        banks = [RegisteredMemory(W, RC * region_words // 2, primitive=self.bram, granularity=8)
                  for _ in range(2)]
         m.submodules.region0, m.submodules.region1 = banks
 
         def bank_addr(word, index):
-            """Address in its bank of region word ``word`` of context ``index``."""
-            return Cat(word[1:RP], index) if N > 1 else word[1:RP]
+            """Address in its bank of region word ``word`` of region ``index``."""
+            return Cat(word[1:RP], index) if RC > 1 else word[1:RP]
 
         st_q = staging.r_data
         rg_q = [bank.r_data for bank in banks]
@@ -433,7 +473,12 @@ class LroEngine(wiring.Component):
 
         wr_start = Signal(SP + 1)  # first word of the frame being received
         wr_cur = Signal(SP + 1)  # word the next beat goes to (wr_start + beats written)
-        rd_ptr = Signal(SP + 1)  # first word still needed by the merge engine
+        rd_ptr = Signal(SP + 1)  # first word still needed by the merge engine and the copies
+        # Frames queued to pass unchanged (``pins`` of them, not yet read out) keep their words
+        # from ``pin_head`` on (at or before the oldest one's first word).
+        rq_depth = 16  # read-outs queued (see ``rq``)
+        pins = Signal(range(rq_depth + 2))
+        pin_head = Signal(SP + 1)
         admit = Signal()
         beat_shape = beat_signature(W, 1).members["payload"].shape
         s1 = Signal(beat_shape)
@@ -496,7 +541,10 @@ class LroEngine(wiring.Component):
 
         used = Signal(SP + 1)
         m.d.comb += used.eq(wr_cur - rd_ptr)
-        m.d.sync += admit.eq((used < stage_words - margin) & (d_level < desc_depth - margin))
+        pinned = Signal(SP + 1)
+        m.d.comb += pinned.eq(wr_cur - pin_head)
+        m.d.sync += admit.eq((used < stage_words - margin) & (d_level < desc_depth - margin)
+                             & ((pins == 0) | (pinned < stage_words - margin)))
 
         over_now = Signal()  # this beat passes ``max_frame``
         m.d.comb += over_now.eq(~room_big & (nbytes > room[:room_lo]))
@@ -1013,7 +1061,7 @@ class LroEngine(wiring.Component):
                          pqw_out.as_value()[lo:hi].eq(r_port.data)]
 
         # ------------------------------------------------------------------ contexts
-        Ctx = _ctx_layout(SP)
+        Ctx = _ctx_layout(SP, RCP)
         ctx = [Signal(Ctx, name=f"ctx{i}") for i in range(N)]
         older = [[Signal(name=f"older_{i}_{j}") if i != j else None for j in range(N)]
                  for i in range(N)]
@@ -1030,6 +1078,17 @@ class LroEngine(wiring.Component):
         any_free_r = Signal()
         any_valid_r = Signal()
         ctx_moved = Signal()  # a delivery freed a context in the cycle before
+        # A region is in use from the segment held in it to the last read of its delivery's
+        # read-out (``rused``): a context delivered is free at once, and the next segment held
+        # takes a free region (``free_reg``, registered: it is taken in "Hold", which comes
+        # back to "Act" three cycles later at the earliest).
+        rused = Signal(RC)
+        free_reg = Signal(RCP)
+        any_reg = Signal()
+        for r in reversed(range(RC)):
+            with m.If(~rused[r]):
+                m.d.sync += free_reg.eq(r)
+        m.d.sync += any_reg.eq(~rused.all())
 
         def pick(field, index):
             """Field of context ``index`` (combinational multiplexer)."""
@@ -1046,7 +1105,7 @@ class LroEngine(wiring.Component):
         out_layout = data.StructLayout({"data": W, "keep": B, "last": 1, "user": USER_WIDTH})
         m.submodules.outq = outq = SyncFIFOBuffered(width=out_layout.size, depth=8)
         o_region = Signal()
-        o_addr = Signal(max(SP, RP + CP))
+        o_addr = Signal(max(SP, RP + RCP))
         o_j = Signal(16)
         o_keep_last = Signal(B)
         o_user = Signal(USER_WIDTH)
@@ -1090,7 +1149,7 @@ class LroEngine(wiring.Component):
                          o_nz.eq(o_rem != 1), o_one.eq(o_rem == 2)]
         with m.If(o_busy & ~o_nz):
             m.d.sync += o_busy.eq(0)  # (a new start later in this cycle wins)
-        o_rctx = Signal(CP)  # context a region read-out reads
+        o_rctx = Signal(RCP)  # the region a read-out reads
         m.d.sync += [o_v1.eq(issue), o_src1.eq(o_region), o_bank1.eq(o_addr[0]),
                      o_last1.eq(o_one),  # (the read issued is the last one)
                      o_keep1.eq(Mux(o_one, o_keep_last, (1 << B) - 1)),
@@ -1111,7 +1170,7 @@ class LroEngine(wiring.Component):
             pd.append(byte)
         m.d.sync += [o_pm2.eq(Cat(*pm)), o_pd2.eq(Cat(*pd))]
         o_mem2 = Signal(W)
-        m.d.comb += o_mem2.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), st_q))
+        m.d.comb += o_mem2.eq(Mux(o_src2, Mux(o_bank2, rg_q[1], rg_q[0]), staging_out.r_data))
         o_word = Signal(out_layout)
         m.d.comb += [
             o_word.data.eq(Cat(*(Mux(o_pm2[k], _byte(o_pd2, k), _byte(o_mem2, k))
@@ -1123,6 +1182,22 @@ class LroEngine(wiring.Component):
             outq.w_en.eq(o_v2),
         ]
         o_view = data.View(out_layout, outq.r_data)
+        # The read-outs in the order the merge engine decides them (``rq``): a frame that passes
+        # unchanged (from the staging ring) or a delivery, whose fields the delivery engine
+        # queues in ``dq`` once its sums are done (deliveries keep their order in both).
+        rq_layout = data.StructLayout({"single": 1, "start": SP + 1, "end": SP + 1, "words": 16,
+                                       "keep": B, "idx": 16})
+        m.submodules.rq = rq = SyncFIFOBuffered(width=rq_layout.size, depth=rq_depth)
+        rq_head = data.View(rq_layout, rq.r_data)
+        rq_in = Signal(rq_layout)
+        m.d.comb += rq.w_data.eq(rq_in.as_value())
+        dq_layout = data.StructLayout({
+            "ctx": RCP, "words": 16, "keep": B, "user": USER_WIDTH, "pe": 4,
+            **{f"v{f}": 16 for f in range(4)}, **{f"p{f}": 7 for f in range(4)}})
+        m.submodules.dq = dq = SyncFIFOBuffered(width=dq_layout.size, depth=4)
+        dq_head = data.View(dq_layout, dq.r_data)
+        dq_in = Signal(dq_layout)
+        m.d.comb += dq.w_data.eq(dq_in.as_value())
         m.d.comb += [
             self.o.payload.data.eq(o_view.data),
             self.o.payload.keep.eq(o_view.keep),
@@ -1146,7 +1221,7 @@ class LroEngine(wiring.Component):
         # each other every cycle.
         copy_layout = data.StructLayout({
             "addr": SP + 1, "rem": 16, "end": SP + 1, "r": LB + 1, "base": 17, "lo": 17,
-            "hi": 17, "ctx": CP,
+            "hi": 17, "ctx": RCP,
         })
         c_busy = Signal()
         c_addr = Signal(SP + 1)  # staging word read next
@@ -1157,7 +1232,7 @@ class LroEngine(wiring.Component):
         c_base = Signal(17)  # region word of source word 0 (unshifted lanes)
         c_lo = Signal(17)  # first region byte written
         c_hi = Signal(17)  # one past the last
-        c_ctx = Signal(CP)
+        c_ctx = Signal(RCP)
         q_valid = Signal()
         q_cmd = Signal(copy_layout)
         c_nz = Signal()  # c_rem != 0 and c_rem == 1, kept in registers
@@ -1170,11 +1245,11 @@ class LroEngine(wiring.Component):
         c_lo1 = Signal(17)
         c_hi1 = Signal(17)
         c_r1 = Signal(LB + 1)
-        c_ctx1 = Signal(CP)
-        c_ctx2 = Signal(CP)
+        c_ctx1 = Signal(RCP)
+        c_ctx2 = Signal(RCP)
         c_v2 = Signal()
         c_r2 = Signal(LB + 1)
-        c_waddr2 = [Signal(RP - 1 + (CP if N > 1 else 0), name=f"c_waddr2_{n}")
+        c_waddr2 = [Signal(RP - 1 + (RCP if RC > 1 else 0), name=f"c_waddr2_{n}")
                     for n in range(2)]
         c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
@@ -1268,16 +1343,19 @@ class LroEngine(wiring.Component):
                 bank.w_en.eq(Mux(c_v3, c_wen3[n], 0)),
             ]
             m.d.comb += [
-                bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + CP])),
+                bank.r_addr.eq(bank_addr(o_addr[:RP], o_addr[RP:RP + RCP])),
                 bank.r_en.eq(issue & o_region & (o_addr[0] == n)),
             ]
         m.d.comb += [
-            staging.r_addr.eq(Mux(c_busy, c_addr[:SP], o_addr[:SP])),
-            staging.r_en.eq(Mux(c_busy, c_issue, issue & ~o_region)),
+            staging.r_addr.eq(c_addr[:SP]),
+            staging.r_en.eq(c_issue),
+            staging_out.r_addr.eq(o_addr[:SP]),
+            staging_out.r_en.eq(issue & ~o_region),
         ]
 
         # ------------------------------------------------------------------ merge engine
         act = Signal(2)  # 0 single, 1 hold, 2 merge
+        pin_add = Signal()  # a frame is queued to pass unchanged
         act_m = Signal()  # act == A_MERGE, kept in a register
         act_merge = Signal()  # in "Act" with a merge to do (``st["Act"] & act_m``, a register)
         act_single = Signal()  # in "Act" with a single frame to pass on (a register likewise)
@@ -1285,15 +1363,14 @@ class LroEngine(wiring.Component):
         sel = Signal(CP)
         post = Signal()
         d_ctx = Signal(CP)  # the context the merge engine delivers next
-        e_ctx = Signal(CP)  # the context the delivery engine works on
         e_idx = Signal(16)
         d_busy = Signal()  # the delivery engine works
         d_start = Signal()
         ret = Signal(2)  # where a delivery returns: 0 act, 1 release, 2 flush, 3 wait
         R_ACT, R_RELEASE, R_FLUSH, R_WAIT = 0, 1, 2, 3
         dsel = {name: Signal(len(getattr(ctx[0], name)), name=f"d_{name}")
-                for name in ("count", "mss", "held_len", "end_flags", "flags", "v6", "l3", "l4",
-                             "addr_sum", "ip_base", "tcp_base", "pay_sum")}
+                for name in ("region", "count", "mss", "held_len", "end_flags", "flags", "v6", "l3",
+                             "l4", "addr_sum", "ip_base", "tcp_base", "pay_sum")}
         d_ip_len = Signal(16)
         d_tcp_len = Signal(16)
         d_ip_csum = Signal(16)
@@ -1312,6 +1389,8 @@ class LroEngine(wiring.Component):
         d_gso = Signal(16)
         idx_now = Signal(16)
         m_held = Signal(17)  # held bytes of the context a merge goes to
+        m_reg = Signal(RCP)  # the region of that context
+        h_reg = Signal(RCP)  # the region a segment held is copied to
         ch_room = Signal(18)  # room of that context (its ``room`` field, kept in step)
         ch_fit = Signal()  # that room, less the last frame's payload, holds the payload again
         ch_held = Signal()  # the last frame was held (the context has one segment)
@@ -1434,8 +1513,8 @@ class LroEngine(wiring.Component):
         # decisions below are enabled by one flip-flop each, with no decoding before them.
         # ``state(name)`` opens a state's statements; ``goto(name)`` leaves it (within a state,
         # at most one ``goto`` applies in a cycle).
-        e_states = ("Wait", "Chain", "Decide", "Act", "Hold", "Copy", "Out", "Release",
-                    "Flush", "Deliver")
+        e_states = ("Wait", "Chain", "Decide", "Act", "Hold", "Copy", "Release", "Flush",
+                    "Deliver")
         st = {name: Signal(name=f"lro_{name.lower()}", init=int(name == "Wait"))
               for name in e_states}
         here = []
@@ -1452,8 +1531,8 @@ class LroEngine(wiring.Component):
                 m.d.sync += [st[here[-1]].eq(0), st[name].eq(1)]
 
         def release():
-            """Free the frame's staging words; end the poll or wait for the next frame."""
-            m.d.sync += rd_ptr.eq(cur.end)
+            """End the poll or wait for the next frame (the frame's staging words are freed
+            below, once no copy runs)."""
             with m.If(cur.eop):
                 goto("Flush")
             with m.Else():
@@ -1508,7 +1587,7 @@ class LroEngine(wiring.Component):
                  c.held_len.eq(size), c.room.eq(max_held - size), c.end_flags.eq(0),
                  c.addr_sum.eq(fn["addr_sum"]), c.ip_base.eq(fn["ip_base"]),
                  c.tcp_base.eq(fn["tcp_base"]), c.pay_sum.eq(fn["pay_sum"]),
-                 c.t_first.eq(now),
+                 c.t_first.eq(now), c.region.eq(h_reg),
                  *(s_ for j in range(N) if j != i
                    for s_ in (older[i][j].eq(0), older[j][i].eq(1)))],
             )
@@ -1539,6 +1618,7 @@ class LroEngine(wiring.Component):
             holdable = fn["holdable"]
             m.d.sync += [sel.eq(hit_idx), post.eq(0),
                          m_held.eq(_and_or(hit, [c.held_len for c in ctx])),
+                         m_reg.eq(_and_or(hit, [c.region for c in ctx])),
                          ch_room.eq(_and_or(hit, [c.room for c in ctx])),
                          ch_fix.eq((hit & Cat(*a_fixed)).any()),
                          ch_held.eq((hit & Cat(*a_cnt1)).any()),
@@ -1571,8 +1651,8 @@ class LroEngine(wiring.Component):
                     # cannot change back meanwhile (only this engine queues copies and
                     # starts deliveries), and the context's writes then depend on registers
                     # only.
-                    with m.If(~(o_busy & o_region & (o_rctx == sel))
-                              & ~(d_busy & (e_ctx == sel)) & q_free):
+                    with m.If(any_reg & q_free):
+                        m.d.sync += h_reg.eq(free_reg)
                         m.d.sync += [we.eq(Cat(*(sel == i for i in range(N))) & ~we)
                                      for we in hold_we]
                         goto("Hold")
@@ -1580,7 +1660,8 @@ class LroEngine(wiring.Component):
         with state("Hold"):
             # (The context is written below, by ``hold_we``.)
             m.d.comb += q_queue.eq(1)  # (the command: ``hold_cmd``)
-            m.d.sync += [m_held.eq(size), ch_room.eq(max_held - size), ch_fit.eq(fn["fits2"]),
+            m.d.sync += [m_held.eq(size), m_reg.eq(h_reg), ch_room.eq(max_held - size),
+                         ch_fit.eq(fn["fits2"]),
                          ch_held.eq(1), ch_fix.eq(0)]
             m.d.comb += ch_ok_nx.eq(~cur.eop & fn["fits2"])
             m.d.comb += pop.eq(1)
@@ -1597,10 +1678,6 @@ class LroEngine(wiring.Component):
                     goto("Deliver")
                 with m.Else():
                     release()
-        with state("Out"):
-            # Leave with the last read (the output engine then goes idle by itself).
-            with m.If(~o_nz | (issue & o_one)):
-                release()
         with state("Release"):
             release()
         with state("Flush"):
@@ -1615,9 +1692,9 @@ class LroEngine(wiring.Component):
         # Delivery of context ``d_ctx``: handed to the delivery engine once it is free;
         # the merge engine goes on with the next frames meanwhile.
         with state("Deliver"):
-            with m.If(~d_busy):
-                m.d.comb += d_start.eq(1)
-                m.d.sync += [d_busy.eq(1), e_ctx.eq(d_ctx), e_idx.eq(idx_now)]
+            with m.If(~d_busy & rq.w_rdy):
+                m.d.comb += [d_start.eq(1), rq.w_en.eq(1)]
+                m.d.sync += [d_busy.eq(1), e_idx.eq(idx_now)]
                 for name, sig in dsel.items():
                     m.d.sync += sig.eq(pick(name, d_ctx))
                 for i, c in enumerate(ctx):
@@ -1680,10 +1757,10 @@ class LroEngine(wiring.Component):
             merge_cmd.end.eq(Mux(in_chain, nxt.end, cur.end)),
             merge_cmd.r.eq((h_lane - s_lane)[:LB] if LB else 0),
             merge_cmd.base.eq((m_held >> LB) - borrow), merge_cmd.lo.eq(m_held),
-            merge_cmd.hi.eq(hi), merge_cmd.ctx.eq(sel),
+            merge_cmd.hi.eq(hi), merge_cmd.ctx.eq(m_reg),
             # "Hold" copies the whole frame to the start of the region.
             hold_cmd.addr.eq(cur.start), hold_cmd.rem.eq(cur.words), hold_cmd.end.eq(cur.end),
-            hold_cmd.hi.eq(size), hold_cmd.ctx.eq(sel),
+            hold_cmd.hi.eq(size), hold_cmd.ctx.eq(h_reg),
         ]
         id_eq = Mux(in_chain, fn["id_same"], ch_id0)  # its IP ID equals the context's
         new_fix = ch_fix | (ch_held & ~fn["v6"] & id_eq)
@@ -1710,20 +1787,22 @@ class LroEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [st["Chain"].eq(0), st["Copy"].eq(1)]
         m.d.comb += [fsm_act.eq(st["Act"]), fsm_deliver.eq(st["Deliver"])]
-        # A frame passed on unchanged, from "Act" (``act_single`` is set only there), once the
-        # read-out, the copies and the delivery engine are idle: one enable from registers.
-        with m.If(act_single & ~o_busy & cp_idle & ~d_busy):
-            start_out()
-            m.d.comb += pop.eq(1)
-            m.d.sync += [act_single.eq(0), st["Act"].eq(0), st["Out"].eq(1)]
+        # A frame passed on unchanged, from "Act" (``act_single`` is set only there): queued
+        # behind the read-outs before it, its words pinned until its last read.
+        with m.If(act_single & rq.w_rdy):
+            m.d.comb += [rq.w_en.eq(1), pop.eq(1), pin_add.eq(1)]
+            m.d.sync += [act_single.eq(0), st["Act"].eq(0)]
+            with m.If(cur.eop):
+                m.d.sync += st["Flush"].eq(1)  # (as ``release`` goes on from a state)
+            with m.Else():
+                m.d.sync += st["Wait"].eq(1)
 
-        # Delivery engine: the new header fields of context ``e_ctx`` in registered steps of
-        # one adder each, then the read-out, which puts them into the frame's words as they
-        # leave. The checksums are ones'-complement sums of everything; they are folded to 16
-        # bits at the end only. The read-out waits for the copies into the context to have
-        # issued their reads (they come later than their last writes); copies into other
-        # contexts go on. Frames are delivered in the order handed over: a frame passed
-        # unchanged waits for the engine to be free.
+        # Delivery engine: the new header fields of the context handed over (``dsel``: its
+        # fields as it was handed over; the context is free at once, its region stays in use
+        # until the read-out's last read) in registered steps of one adder each, then into
+        # ``dq`` for the read-out, which puts them into the frame's words as they leave. The
+        # checksums are ones'-complement sums of everything; they are folded to 16 bits at the
+        # end only.
         d_merged = Signal()  # the context holds more than one segment: its header changes
         with m.FSM(init="Idle", name="deliver"):
             with m.State("Idle"):
@@ -1776,32 +1855,74 @@ class LroEngine(wiring.Component):
                 m.d.sync += d_tcp_csum.eq(~(d_tcp_f1[:16] + d_tcp_f1[16]))
                 m.next = "Read Out"
             with m.State("Read Out"):
-                # The reads go on in the background; only the next frame out and a new
-                # segment held in this context wait for them.
-                with m.If(~o_busy & ~copying(e_ctx)):
-                    start_out()
+                # Into ``dq``: the read-out starts when it is the head of ``rq`` (below).
+                with m.If(dq.w_rdy):
+                    m.d.comb += dq.w_en.eq(1)
                     m.d.sync += d_busy.eq(0)
                     m.next = "Idle"
+        # (A single segment leaves as it came: no field is replaced.)
+        m.d.comb += [
+            dq_in.ctx.eq(dsel["region"]), dq_in.words.eq(d_words), dq_in.keep.eq(d_keep),
+            dq_in.user.eq(Cat(dsel["count"], d_gso, e_idx)),
+            dq_in.pe.eq(Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)),
+            dq_in.v0.eq(d_ip_len), dq_in.v1.eq(d_ip_csum),
+            dq_in.v2.eq(dsel["flags"] | dsel["end_flags"]), dq_in.v3.eq(d_tcp_csum),
+            *(dq_in[f"p{f}"].eq(d_pos[f]) for f in range(4)),
+            rq_in.single.eq(~st["Deliver"]), rq_in.start.eq(cur.start), rq_in.end.eq(cur.end),
+            rq_in.words.eq(cur.words), rq_in.keep.eq(cur.keep), rq_in.idx.eq(idx_now),
+        ]
 
-        # The read-out's registers load, in every cycle in which it is idle, the values of the
-        # read-out that may start next: the delivery's while the delivery engine works (a frame
-        # passed unchanged waits for it to be free), else the frame the merge engine passes on.
-        # A start then sets ``o_busy`` only, and the decision drives a few flip-flops, not the
-        # 180 or so of the read-out's values.
-        with m.If(~o_busy):
-            with m.If(d_busy):
-                # (A single segment leaves as it came: no field is replaced.)
-                enables = Mux(d_merged, Cat(Const(1, 1), ~dsel["v6"], Const(0b11, 2)), 0)
-                out_values(1, e_ctx << RP if N > 1 else 0, d_words, d_keep,
-                           Cat(dsel["count"], d_gso, e_idx),
-                           patches=(enables, [
-                               (d_ip_len, d_pos[0]), (d_ip_csum, d_pos[1]),
-                               (dsel["flags"] | dsel["end_flags"], d_pos[2]),
-                               (d_tcp_csum, d_pos[3])]))
-                m.d.sync += o_rctx.eq(e_ctx)
-            with m.Else():
-                out_values(0, cur.start, cur.words, cur.keep,
-                           Cat(Const(1, 16), Const(0, 16), idx_now))
+        # Read-outs start in the order of ``rq`` once the one before has issued its last read
+        # (the reads go on in the background): a frame that passes unchanged at once (from
+        # ``staging_out``), a delivery once its fields are in ``dq``
+        # and the copies into its context have issued their reads (they come later than their
+        # last writes; copies into other contexts go on).
+        start_single = Signal()
+        start_deliv = Signal()
+        m.d.comb += [
+            start_single.eq(rq.r_rdy & rq_head.single & ~o_nz),
+            start_deliv.eq(rq.r_rdy & ~rq_head.single & dq.r_rdy & ~o_nz
+                           & ~copying(dq_head.ctx)),
+            rq.r_en.eq(start_single | start_deliv), dq.r_en.eq(start_deliv),
+        ]
+        o_end = Signal(SP + 1)  # the end of the frame read out of the staging ring
+        with m.If(start_single):
+            start_out()
+            out_values(0, rq_head.start, rq_head.words, rq_head.keep,
+                       Cat(Const(1, 16), Const(0, 16), rq_head.idx))
+            m.d.sync += o_end.eq(rq_head.end)
+        with m.If(start_deliv):
+            start_out()
+            out_values(1, dq_head.ctx << RP if RC > 1 else 0, dq_head.words, dq_head.keep,
+                       dq_head.user,
+                       patches=(dq_head.pe, [(dq_head[f"v{f}"], dq_head[f"p{f}"])
+                                             for f in range(4)]))
+            m.d.sync += o_rctx.eq(dq_head.ctx)
+        # A region is free again with its read-out's last read.
+        for r in range(RC):
+            with m.If(issue & o_one & o_region & (o_rctx == r)):
+                m.d.sync += rused[r].eq(0)
+            with m.If(st["Hold"] & (h_reg == r)):
+                m.d.sync += rused[r].eq(1)
+
+        # The staging ring's words are freed in order: up to the end of the last frame the
+        # merge engine took from the FIFO once no copy runs or waits (the copy engine frees
+        # its frame's words with its last read), except from ``pin_head`` on while frames
+        # queued to pass unchanged wait for their last reads (``pins``; a frame of no words
+        # has none).
+        done_end = Signal(SP + 1)
+        with m.If(pop):
+            m.d.sync += done_end.eq(Mux(st["Chain"], nxt.end, cur.end))
+        with m.If(cp_idle):
+            m.d.sync += rd_ptr.eq(done_end)
+        pin_drop = Signal()
+        m.d.comb += pin_drop.eq((issue & o_one & ~o_region)
+                                | (start_single & (rq_head.words == 0)))
+        m.d.sync += pins.eq(pins + pin_add - pin_drop)
+        with m.If(pin_drop):
+            m.d.sync += pin_head.eq(Mux(start_single, rq_head.end, o_end))
+        with m.If(pin_add & (pins == 0)):
+            m.d.sync += pin_head.eq(cur.start)
 
         with m.If(~st["Wait"]):
             m.d.sync += settled.eq(0)

@@ -196,3 +196,88 @@ def test_sixty_four_contexts_long():
     frames = traffic(seed=64, count=1500, flows=70, odd=0.05)
     check(frames, LroConfig(flows=64, max_bytes=6000, max_frame=8192), 64,
           backpressure_pct=20)
+
+
+def _udp(seed, count, size):
+    """``count`` UDP frames of ``size`` bytes: never held, they pass unchanged."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.packet import Raw
+    from test_lro_traffic import eth
+
+    rng = random.Random(seed)
+    return [bytes(eth() / IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=7, dport=9)
+                  / Raw(rng.randbytes(size - 42))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("backpressure", [0, 60])
+def test_frames_passed_behind_long_deliveries_at_512_bit(backpressure):
+    # Three flows of full segments fill 6000-byte merged frames (read-outs of 94 words) while
+    # frames of other kinds pass between them: UDP, pure ACKs, bad checksums (a frame of a
+    # held flow that is not merged delivers the flow first). The queued read-outs must leave in the
+    # reference's order, each pass-through frame after the deliveries decided before it, and
+    # the staging words of a queued frame must stay until its read-out (copies of later
+    # segments end meanwhile).
+    rng = random.Random(17)
+    flows = _flows(3, 1448, host=20)
+    udp = _udp(5, 200, 1200)
+    frames = []
+    for _ in range(240):
+        flow = flows[rng.randrange(3)]
+        kind = rng.random()
+        if kind < 0.55:
+            frames.append(flow.data())
+        elif kind < 0.8:
+            frames.append(udp.pop())
+        elif kind < 0.9:
+            frames.append(flow.frame(b""))  # a pure ACK of a held flow
+        else:
+            bad = bytearray(flow.data())
+            bad[-1] ^= 0x33
+            frames.append(bytes(bad))
+    rtl, done = check(frames, COMPACT, 512, backpressure_pct=backpressure, seed=3)
+    assert sum(m["segs"] == 4 for m in rtl.out_meta) > 5  # full 6000-byte frames
+    assert sum(m["segs"] == 1 for m in rtl.out_meta) > 100
+    regs = counters(done)
+    assert regs["frames_out"] == len(rtl.frames)
+
+
+def _flows(count, mss, host):
+    out = []
+    for n in range(count):
+        flow = Flow(random.Random(100 + n), n)
+        flow.v6, flow.vlans, flow.tsval = n % 2 == 1, 0, None
+        flow.src = f"fd00::{host + n}" if flow.v6 else f"10.0.1.{host + n}"
+        flow.dst = "fd00::1" if flow.v6 else "10.0.2.1"
+        flow.mss = mss
+        out.append(flow)
+    return out
+
+
+@pytest.mark.parametrize("width", [64, 512])
+def test_region_not_reused_before_its_read_out_ends(width):
+    # Six flows through four contexts: a new flow evicts the oldest held one and is held in a
+    # free region while the evicted flow's 6000-byte merged frame is read out (slowly, under
+    # backpressure); the regions run out, so that a region is taken again as soon as it is
+    # free: a copy into it before its read-out's last read would overwrite the frame. Flows of
+    # four segments each, in turns, so that every eviction delivers a long merged frame.
+    flows = _flows(6, 1448, host=40)
+    frames = []
+    for turn in range(12):
+        for k in range(2):
+            flow = flows[(2 * turn + k) % 6]
+            frames += [flow.data() for _ in range(4)]
+    rtl, _ = check(frames, COMPACT, width, backpressure_pct=70, seed=width)
+    assert sum(m["segs"] == 4 for m in rtl.out_meta) >= 20
+
+
+def test_pinned_frames_hold_the_staging_ring_at_512_bit():
+    # Pass-through frames wait for their read-outs while the output is mostly stalled and a
+    # flow's segments merge behind them (their copies end and free words after the queued
+    # frames): the ring must keep the queued frames' words until they are read out.
+    flow = _flows(1, 1448, host=60)[0]
+    udp = _udp(9, 120, 1500)
+    frames = []
+    for n in range(120):
+        frames += [udp[n], flow.data(), flow.data()]
+    rtl, _ = check(frames, COMPACT, 512, backpressure_pct=85, seed=5)
+    assert sum(m["segs"] == 1 for m in rtl.out_meta) >= 120

@@ -94,23 +94,24 @@ def test_bad_granularity_is_refused():
 
 
 def test_lro_synthesis_variant():
-    """The 64-bit engine (8 contexts of 16 KiB) for ECP5: staging ring 4096 x 64 in x4 blocks,
-    two region banks of 8192 x 64 in x2 blocks, all with output registers; every block takes
-    its byte's enable (the staging ring's two blocks of a byte: a copy of the write enable of
-    their own)."""
+    """The 64-bit engine (8 contexts of 16 KiB, 8 spare regions) for ECP5: two copies of the
+    staging ring, 4096 x 64 in x4 blocks, two region banks of 16384 x 64 in x1 blocks (8192 x 64
+    in x2 blocks without spare regions), all with output registers; every block takes its byte's
+    enable (each ring's two blocks of a byte: a copy of the write enable of their own)."""
     from nicsim.rtl.lro import LroEngine
 
     assert DESIGNS["lro"].synth_params == {"ecp5": {"bram": "dp16kd"}}
-    blocks = _blocks(LroEngine(64, bram="dp16kd"))
-    widths = sorted(inst.parameters["DATA_WIDTH_A"] for inst in blocks)
-    assert widths == [2] * 64 + [4] * 16
-    assert all(inst.parameters["REGMODE_B"] == "OUTREG" for inst in blocks)
-    region_enables = {_bit(inst.ports["WEA"]) for inst in blocks
-                      if inst.parameters["DATA_WIDTH_A"] == 2}
-    assert region_enables == {("w_en", byte) for byte in range(8)}
-    staging_enables = sorted(_bit(inst.ports["WEA"]) for inst in blocks
-                             if inst.parameters["DATA_WIDTH_A"] == 4)
-    assert staging_enables == sorted(("w_en", byte) for byte in range(8) for _ in range(2))
+    for spare, bits, count in ((None, 1, 128), (0, 2, 64)):
+        blocks = _blocks(LroEngine(64, bram="dp16kd", spare_regions=spare))
+        widths = sorted(inst.parameters["DATA_WIDTH_A"] for inst in blocks)
+        assert widths == [bits] * count + [4] * 32
+        assert all(inst.parameters["REGMODE_B"] == "OUTREG" for inst in blocks)
+        region_enables = {_bit(inst.ports["WEA"]) for inst in blocks
+                          if inst.parameters["DATA_WIDTH_A"] == bits}
+        assert region_enables == {("w_en", byte) for byte in range(8)}
+        staging_enables = sorted(_bit(inst.ports["WEA"]) for inst in blocks
+                                 if inst.parameters["DATA_WIDTH_A"] == 4)
+        assert staging_enables == sorted(("w_en", byte) for byte in range(8) for _ in range(4))
     with pytest.raises(ValueError, match="primitive"):
         LroEngine(64, bram="m20k")
 
