@@ -47,20 +47,27 @@ async def flush(tb, log, start):
     return len(log.writes)
 
 
-@cocotb.test()
-async def updates_while_traffic_flows(dut):
-    from cocotb.triggers import with_timeout
-    from cocotbext.axi import AxiStreamFrame
-
+async def start(dut, *routes):
+    """Reset the design and install the named routes of :func:`entries` over AXI4-Lite;
+    return the bench, the program, the routes, the register log, the control plane and the
+    number of writes flushed."""
     tb = TB(dut, result="result")
     await tb.reset()
     program = load_program(PROGRAM)
     e = entries(program)
     log = RegisterLog()
     cp = ControlPlane(program, device=log)
-    cp.add(e["wide"])
-    cp.add(e["narrow"])
-    done = await flush(tb, log, 0)
+    for name in routes:
+        cp.add(e[name])
+    return tb, program, e, log, cp, await flush(tb, log, 0)
+
+
+@cocotb.test()
+async def updates_while_traffic_flows(dut):
+    from cocotb.triggers import with_timeout
+    from cocotbext.axi import AxiStreamFrame
+
+    tb, program, e, log, cp, done = await start(dut, "wide", "narrow")
 
     frames = [bytes(Ether(src=MAC2) / IP(dst=f"10.1.{i % 200}.1", ttl=9) / UDP()
                     / Raw(bytes(22 + i % 30))) for i in range(240)]
@@ -115,14 +122,7 @@ async def results_held_back(dut):
     from cocotb.triggers import with_timeout
     from cocotbext.axi import AxiStreamFrame
 
-    tb = TB(dut, result="result")
-    await tb.reset()
-    program = load_program(PROGRAM)
-    e = entries(program)
-    log = RegisterLog()
-    cp = ControlPlane(program, device=log)
-    cp.add(e["wide"])
-    await flush(tb, log, 0)
+    tb, program, e, _, _, _ = await start(dut, "wide")
     tb.result.pause = True
     # routed frames, frames to the host (no route) and frames dropped (TTL 1), interleaved
     frames = [bytes(Ether(src=MAC2) / IP(dst=f"{(10, 10, 11)[i % 3]}.1.{i}.1",
