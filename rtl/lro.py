@@ -172,19 +172,21 @@ the choice of the delivery's return state (``ret``), with 0.4 to 2.3 ns of routi
 levels. Seed 2 of that netlist: 93.3 MHz, its critical path (10.7 ns, 84% routing, five LUT levels)
 the lookup's second step, a context's registered key pieces through its hit bit (2.7 and 3.0 ns of
 routing across the chip) into the priority encoder of ``hit_idx``; seed 3 is not routed. The merge
-of the read-out queue after these runs (f9ae233) is not routed yet. In every run some 1,500 to 2,000
-endpoints take more than 6.67 ns (the slack histograms), among them the groups a rough delay model
-over the yosys netlist ranks first: the parser FIFO's pop (``go_merge``, a hold or a frame passed
-on) into the FIFO's output register and read pointers and the LUT memories' head pointers; the merge
-enables; "Decide" from the lookup's ``hit`` and ``ok`` into ``d_ctx``, ``sel`` and the state; "Act"
-for a hold (the read-out's and the delivery's context compared with ``sel``) into ``hold_we``; "Out"
-(the read-out's last read) into ``rd_ptr`` and the state; the parser's TCP word sums in stage 2.
-Still to do for 150 MHz, each a group of paths: the parser FIFO's head with the next entry's
-verdicts read ahead (so that a chain's decision and the pop come from registers, as the read-out's
-start does now); "Decide"'s choice from registered one-hot terms, and the hit index as an AND-OR of
-the one-hot hit vector rather than a priority encoder after the pieces; the hold's and the
-read-out's waits from registered compares; more copies of the registers whose loads lie across the
-chip (routing is three quarters of every critical path).
+of the read-out queue after these runs (f9ae233; 160 DP16KD, 19,124 flip-flops): 96.6 MHz, its
+critical path (10.4 ns, 85% routing, three LUT levels) the read-out's ``o_busy`` into the read
+enable of a region bank's DP16KD (2.7 and 4.8 ns of routing across the chip). In every run some
+1,500 to 2,000 endpoints take more than 6.67 ns (the slack histograms), among them the groups a
+rough delay model over the yosys netlist ranks first: the parser FIFO's pop (``go_merge``, a hold or
+a frame passed on) into the FIFO's output register and read pointers and the LUT memories' head
+pointers; the merge enables; "Decide" from the lookup's ``hit`` and ``ok`` into ``d_ctx``, ``sel``
+and the state; "Act" for a hold (the read-out's and the delivery's context compared with ``sel``)
+into ``hold_we``; "Out" (the read-out's last read) into ``rd_ptr`` and the state; the parser's TCP
+word sums in stage 2. Still to do for 150 MHz, each a group of paths: the parser FIFO's head with
+the next entry's verdicts read ahead (so that a chain's decision and the pop come from registers, as
+the read-out's start does now); "Decide"'s choice from registered one-hot terms, and the hit index
+as an AND-OR of the one-hot hit vector rather than a priority encoder after the pieces; the hold's
+and the read-out's waits from registered compares; more copies of the registers whose loads lie
+across the chip (routing is three quarters of every critical path).
 """
 
 from contextlib import contextmanager
