@@ -62,19 +62,17 @@ counters are one more counter slot. Every memory is a
 :class:`nicsim.rtl.bram.RegisteredMemory` (with ``bram="dp16kd"``, those of at least
 :data:`BRAM_MIN_DEPTH` words are DP16KD blocks whose own output register holds the word
 read): two cycles from the address to the word, and nothing between the block RAM and that
-register. A loop that reads a memory and writes it back spans three steps: the read, the cycle
-the word takes to reach the output register, and the write. The memory holds what the items
-three steps ahead and further wrote; the words that the items two and one steps ahead write (in
-the cycle of the read, and in the next) replace the word read where their slot is the same, the
-nearer first. That forwarding is settled in the middle step into two registers, whether and
-which word (``loaded`` in :meth:`elaborate`), so the output register drives one multiplexer,
-and a frame right behind another of the same slot starts from the value that frame wrote. Where
-the written word is computed from the word read (the counters, the buckets), the write reaches
-the memory a cycle late, from registers (``late``): block RAMs lie far from the logic, and no
-path then runs from one block RAM through the update into another; the loop from a frame's word
-to the next frame's closes through the forwarding register alone, and the words of three items
-ahead are forwarded, not two. The counters are read at ``read``/``pick`` and computed at
-``act``; a meter's last time (and whether it started) is read and written with them (its write,
+register. A loop that reads a memory and writes it back spans four steps: the read, the cycle
+the word takes to reach the output register, the update, and the write, which reaches the
+memory a cycle after the update from registers (``late`` in :meth:`elaborate`): block RAMs lie
+far from the logic, and no path runs from one block RAM through an update into another. The
+memory holds what the items four steps ahead and further wrote; the words of the three items
+ahead of that replace the word read where their slot is the same, the nearest first. That
+forwarding is settled in the cycle before the update into two registers, whether and which
+word, so the output register drives one multiplexer, the loop from a frame's word to the next
+frame's closes through the forwarding register alone, and a frame right behind another of the
+same slot starts from the value that frame wrote. The counters are read at ``read``/``pick``
+and updated at ``act``; a meter's last time (and whether it started) likewise (its new value,
 the frame's time, does not depend on the word read), so the next frame's time step is taken
 from this frame's time; its buckets are read at ``fill`` and computed at ``mark``, so the fill,
 the colour and the take of back-to-back frames of one entry are done in one cycle each, with no
@@ -266,37 +264,21 @@ class Stage(Elaboratable):
                          copy.w_en.eq(mem.w_en)]
             return copy
 
-        def loaded(mem, addr, n, name):
-            """A read-modify-write's word as the step after ``n`` sees it.
-
-            ``mem`` is read in the step before ``n`` (at ``addr``); its word leaves the output
-            register in the step after ``n``, where it is written back. The memory holds what
-            the items three steps ahead and further wrote. The item two steps ahead writes in
-            the cycle of the read and the item one step ahead in step ``n``: their words (the
-            nearer first) replace the memory's where their address is the same. The forwarding
-            is settled at ``n`` into two registers (whether, and the word), so the memory's
-            output register drives one multiplexer.
-            """
-            r = steps[steps.index(n) - 1]
-            hit2 = reg_at(mem.w_en & (mem.w_addr == addr), r, f"{name}_hit2")
-            data2 = reg_at(mem.w_data, r, f"{name}_data2")
-            hit1 = mem.w_en & (mem.w_addr == reg_at(addr, r, f"{name}_addr"))
-            same = reg_at(hit1 | hit2, n, f"{name}_same")
-            ahead = reg_at(Mux(hit1, mem.w_data, data2), n, f"{name}_ahead")
-            return Mux(same, ahead, mem.r_data)
-
         def late(mem, addr, n, name):
             """A read-modify-write whose write reaches ``mem`` a cycle late, from registers.
 
-            Like :func:`loaded`, but the caller drives the write of the step after ``n`` into
-            the returned ``(en, addr, data)`` signals, which reach the memory (and its copies)
-            in the next cycle: the block RAMs' inputs are far from the logic, so no path runs
-            from a block RAM through the update into another. A read then misses the writes of
-            the three items ahead, not two: the one three ahead writes in the cycle of the
-            read, the one two ahead in step ``n`` (both from the registers), the one one ahead
-            computes its write in step ``n``; the nearest wins. Returns ``(same, ahead, word,
-            write)``, the word being ``Mux(same, ahead, word)``, so a caller may compute on
-            both and choose after.
+            ``mem`` is read in the step before ``n`` (at ``addr``); its word leaves the output
+            register in the step after ``n``, where the caller drives the write into the
+            returned ``(en, addr, data)`` signals, which reach the memory (and its copies) in
+            the next cycle: the block RAMs' inputs are far from the logic, so no path runs from
+            a block RAM through the update into another. A read misses the writes of the three
+            items ahead: the one three ahead writes in the cycle of the read, the one two ahead
+            in step ``n`` (both from the registers), the one one ahead computes its write in
+            step ``n``; their words (the nearest first) replace the memory's where their address
+            is the same. The forwarding is settled at ``n`` into two registers (whether, and the
+            word), so the memory's output register drives one multiplexer. Returns ``(same,
+            ahead, word, write)``, the word being ``Mux(same, ahead, word)``, so a caller may
+            compute on both and choose after.
             """
             k_en = Signal(name=f"{name}_k_en")
             k_addr = Signal.like(mem.w_addr, name=f"{name}_k_addr")
@@ -520,7 +502,7 @@ class Stage(Elaboratable):
         ]
         self._act(m, hva, hv_out("act"), app_a, inv_a, hit_a, act_a, args_a)
         if self.metered:
-            self._meter(m, flags, carry, reg_at, loaded, late, memory, shadow, tok_in, hv_in,
+            self._meter(m, flags, carry, reg_at, late, memory, shadow, tok_in, hv_in,
                         hv_out, slot_rd, hit_a, slot_a, mcfg_a)
         else:
             m.d.comb += [self.r_tc.eq(0), self.r_tp.eq(0)]
@@ -554,26 +536,27 @@ class Stage(Elaboratable):
         with m.Elif(inv):
             m.d.sync += out_hv.nxt.eq(t["next_invalid"] & NEXT_END)
 
-    def _meter(self, m, flags, carry, reg_at, loaded, late, memory, shadow, tok_in, hv_in,
+    def _meter(self, m, flags, carry, reg_at, late, memory, shadow, tok_in, hv_in,
                hv_out, slot_rd, hit_a, slot_a, mcfg_a):
         """RFC 2698 colour-blind marking, exactly as the reference counts tokens: the time step
         (``act``), the tokens earned (``fill``), the bounds of the fill and the take
         (``bound``), the buckets filled up to their bursts, the colour and the take (``mark``)."""
-        # The last time and the start bit: read with the counters, written at ``act``.
+        # The last time and the start bit: read with the counters, written after ``act``.
         last = memory(65, self.slots, "meter_time")
         app_a, _, mine_a = flags("act")
         tka = tok_in("act")
         hva = hv_in("act")
         keep = tka.install & tka.keep_meter
+        same, ahead, read, (k_en, k_addr, k_data) = late(last, slot_rd, "load", "time")
         m.d.comb += [
             last.r_addr.eq(slot_rd),
-            last.w_addr.eq(Mux(mine_a, tka.slot, slot_a)),
-            last.w_data.eq(Mux(mine_a, 0, Cat(hva.ts, Const(1, 1)))),
-            last.w_en.eq((app_a & hit_a) | (mine_a & ~keep)),
+            k_addr.eq(Mux(mine_a, tka.slot, slot_a)),
+            k_data.eq(Mux(mine_a, 0, Cat(hva.ts, Const(1, 1)))),
+            k_en.eq((app_a & hit_a) | (mine_a & ~keep)),
         ]
         # One subtraction: its borrow says the time went backwards (no tokens), its high word
         # a gap over METER_MAX_GAP_NS (counted as that).
-        last_word = loaded(last, slot_rd, "load", "time")
+        last_word = Mux(same, ahead, read)
         diff = Signal(65)
         m.d.comb += diff.eq(Cat(hva.ts, Const(0, 1)) - Cat(last_word[:64], Const(0, 1)))
         dt = reg_at(Mux(diff[64], 0, Mux(diff[32:64].any(), METER_MAX_GAP_NS, diff[:32]))[:32],
