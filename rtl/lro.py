@@ -1418,15 +1418,12 @@ class LroEngine(wiring.Component):
         expired = Signal()
         m.d.comb += expired.eq(expired_r & (settled == 3))
 
-        def start_out():
-            """Start a read-out: its registers hold its values already (see ``out_values``)."""
-            m.d.sync += o_busy.eq(1)
-
-        def out_values(region_src, addr, words, keep, user, patches=None):
-            """The values a read-out of ``words`` words (``keep``: lanes of the last one) starts
-            with; ``patches``: the enables of the four header fields and their (value, byte
-            offset) pairs."""
+        def start_out(region_src, addr, words, keep, user, patches=None):
+            """Start a read-out of ``words`` words (``keep``: lanes of the last one);
+            ``patches``: the enables of the four header fields and their (value, byte offset)
+            pairs."""
             m.d.sync += [
+                o_busy.eq(1),
                 o_region.eq(region_src), o_addr.eq(addr), o_j.eq(0),
                 o_rem.eq(words), o_keep_last.eq(keep), o_user.eq(user),
                 o_nz.eq(words != 0), o_one.eq(words == 1),
@@ -1893,16 +1890,14 @@ class LroEngine(wiring.Component):
         ]
         o_end = Signal(SP + 1)  # the end of the frame read out of the staging ring
         with m.If(start_single):
-            start_out()
-            out_values(0, rq_head.start, rq_head.words, rq_head.keep,
-                       Cat(Const(1, 16), Const(0, 16), rq_head.idx))
+            start_out(0, rq_head.start, rq_head.words, rq_head.keep,
+                      Cat(Const(1, 16), Const(0, 16), rq_head.idx))
             m.d.sync += o_end.eq(rq_head.end)
         with m.If(start_deliv):
-            start_out()
-            out_values(1, dq_head.ctx << RP if RC > 1 else 0, dq_head.words, dq_head.keep,
-                       dq_head.user,
-                       patches=(dq_head.pe, [(dq_head[f"v{f}"], dq_head[f"p{f}"])
-                                             for f in range(4)]))
+            start_out(1, dq_head.ctx << RP if RC > 1 else 0, dq_head.words, dq_head.keep,
+                      dq_head.user,
+                      patches=(dq_head.pe, [(dq_head[f"v{f}"], dq_head[f"p{f}"])
+                                            for f in range(4)]))
             m.d.sync += o_rctx.eq(dq_head.ctx)
         # A region is free again with its read-out's last read.
         for r in range(RC):
