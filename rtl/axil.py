@@ -5,6 +5,10 @@ happens in the cycle ``w_en`` is high; a read is requested with ``r_en`` and its
 expected in ``r_data`` in the next cycle. ``err`` (combinational, same cycle as ``w_en`` or
 ``r_en``) rejects the access: an unmapped address, a read-only register, or a value out of
 range. The AXI4-Lite bridge answers such accesses with SLVERR and leaves the block unchanged.
+``stall`` (combinational in the cycle of ``w_en``, then as long as the block needs) holds a
+write's response back: the write is taken, and the bridge answers it in the first cycle that
+``stall`` is low, so a write that starts a long operation (the match-action TCAM's sweep)
+completes only when the operation has. No other access starts meanwhile.
 
 ``addr`` and ``w_data`` hold their values from the cycle before a strobe (``w_en`` or
 ``r_en``) to the strobe, so a block may decode them a cycle ahead into registers. Two strobes
@@ -38,6 +42,9 @@ class RegisterBusSignature(wiring.Signature):
         Read data.
     err : In(1)
         The access in this cycle is rejected (combinational).
+    stall : In(1)
+        The write of this cycle is taken but not yet answered (combinational with ``w_en``,
+        then held until the block is done).
     """
 
     def __init__(self, addr_width):
@@ -51,6 +58,7 @@ class RegisterBusSignature(wiring.Signature):
             "r_en": Out(1),
             "r_data": In(32),
             "err": In(1),
+            "stall": In(1),
         })
 
     def __eq__(self, other):
@@ -93,7 +101,8 @@ class AxiLiteBridge(wiring.Component):
 
     The response comes three cycles after the handshake for a write (``bvalid``), four for a
     read (``rvalid``): the request is registered, held a cycle for the block to decode, strobed
-    and, for reads, the data registered.
+    and, for reads, the data registered. A write the block stalls is answered in the first
+    cycle after the strobe in which ``stall`` is low.
 
     Parameters
     ----------
@@ -123,6 +132,7 @@ class AxiLiteBridge(wiring.Component):
         w_skip = Signal()  # the strobe cycle of a partial write: rejected, no w_en
         r_wait = Signal()  # the cycle after a read strobe
         r_err = Signal()
+        w_hold = Signal()  # a write taken, its response held back by ``stall``
         busy = Signal()  # from the handshake of an access to the handshake of its response
 
         write = self.s_axil_awvalid & self.s_axil_wvalid
@@ -158,9 +168,14 @@ class AxiLiteBridge(wiring.Component):
             m.d.sync += [
                 w_en.eq(0),
                 w_skip.eq(0),
-                self.s_axil_bvalid.eq(1),
                 self.s_axil_bresp.eq(Mux(w_skip | bus.err, RESP_SLVERR, RESP_OKAY)),
             ]
+            with m.If(w_skip | ~bus.stall):
+                m.d.sync += self.s_axil_bvalid.eq(1)
+            with m.Else():
+                m.d.sync += w_hold.eq(1)
+        with m.If(w_hold & ~bus.stall):
+            m.d.sync += [w_hold.eq(0), self.s_axil_bvalid.eq(1)]
         with m.If(r_en):
             m.d.sync += [r_en.eq(0), r_wait.eq(1), r_err.eq(bus.err)]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):

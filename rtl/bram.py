@@ -41,6 +41,12 @@ enable; at 9 bits a block holds one byte (eight of its nine bits); at 18 bits it
 in ``DI0-7`` and ``DI9-16``, with ``AD0`` and ``AD1`` as their byte enables (the guide's byte
 enables of the x18 configuration). Without ``granularity`` nothing changes.
 
+With ``w_read=True`` port A also reads: ``w_rdata`` is the word at ``w_addr`` of two cycles
+before (from a register: the DP16KD's port A output register), so a user can read and write
+one address through the write port while the read port serves others (a read-modify-write
+that never takes the read port: the match-action TCAM's sweeps). It is for one memory laid out
+whole (no banks, no sections, no byte enables).
+
 Nothing checks collisions: a read of the address written in the same cycle returns the old
 or new word depending on the variant (``WRITEMODE`` of port A is ``NORMAL``; the behavioural
 memory is not transparent). The users read only what was written in an earlier cycle.
@@ -143,6 +149,8 @@ class RegisteredMemory(wiring.Component):
         Attributes of the behavioural memory (e.g. ``{"no_rw_check": 1}`` for yosys).
     granularity : None or int
         ``8``: byte enables on the write port (``width`` a multiple of 8).
+    w_read : bool
+        Port A reads too (``w_rdata``; see the module docstring).
 
     Members
     -------
@@ -152,9 +160,13 @@ class RegisteredMemory(wiring.Component):
         Read address, and whether to read it.
     r_data : Out
         The word at ``r_addr`` of two cycles before (if ``r_en`` was set then).
+    w_rdata : Out
+        With ``w_read``: the word at ``w_addr`` of two cycles before (a cycle without a write
+        then).
     """
 
-    def __init__(self, width, depth, *, primitive=None, attrs=None, granularity=None):
+    def __init__(self, width, depth, *, primitive=None, attrs=None, granularity=None,
+                 w_read=False):
         if primitive not in PRIMITIVES:
             raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, "
                              f"not {primitive!r}")
@@ -163,17 +175,25 @@ class RegisteredMemory(wiring.Component):
         if granularity not in (None, 8) or (granularity and width % 8):
             raise ValueError(f"Write granularity must be None or 8 with a width that is a "
                              f"multiple of 8, not {granularity!r} at {width} bits")
+        if w_read and (granularity or depth > _DP16KD_DEPTH
+                       or dp16kd_sections(width, depth) is not None):
+            raise ValueError("A read on the write port needs a memory laid out whole: no byte "
+                             "enables, at most 16384 words, a power-of-two depth or one layout")
         self.granularity = granularity
+        self.w_read = w_read
         self.width = width
         self.depth = depth
         self.primitive = primitive
         self.attrs = dict(attrs or {})
         abits = (depth - 1).bit_length()
-        super().__init__({
+        members = {
             "w_addr": In(abits), "w_data": In(width),
             "w_en": In(width // granularity if granularity else 1),
             "r_addr": In(abits), "r_en": In(1, init=1), "r_data": Out(width),
-        })
+        }
+        if w_read:
+            members["w_rdata"] = Out(width)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -189,6 +209,10 @@ class RegisteredMemory(wiring.Component):
             r_port.addr.eq(self.r_addr), r_port.en.eq(self.r_en),
         ]
         m.d.sync += self.r_data.eq(r_port.data)
+        if self.w_read:
+            a_port = mem.read_port()
+            m.d.comb += a_port.addr.eq(self.w_addr)
+            m.d.sync += self.w_rdata.eq(a_port.data)
         return m
 
     def _dp16kd(self, m):
@@ -247,6 +271,9 @@ class RegisteredMemory(wiring.Component):
         return their read data (``self.width`` bits)."""
         low = self._low(bits)
         out = Signal(max(columns * bits, self.width), name=out_name)
+        out_a = Signal.like(out, name=out_name + "_a")
+        if self.w_read:
+            m.d.comb += self.w_rdata.eq(out_a[:self.width])
         for col in range(columns):
             ports = {}
             for n in range(14):
@@ -269,6 +296,8 @@ class RegisteredMemory(wiring.Component):
                 ports[f"i_DIB{n}"] = Const(0, 1)
                 if n < bits:
                     ports[f"o_DOB{n}"] = out[col * bits + n]
+                    if self.w_read:
+                        ports[f"o_DOA{n}"] = out_a[col * bits + n]
             for side in "AB":
                 ports[f"i_CLK{side}"] = ClockSignal("sync")
                 ports[f"i_RST{side}"] = Const(0, 1)
@@ -282,7 +311,7 @@ class RegisteredMemory(wiring.Component):
             m.submodules[f"{prefix}_c{col}"] = Instance(
                 "DP16KD",
                 p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
-                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_REGMODE_A="OUTREG" if self.w_read else "NOREG", p_REGMODE_B="OUTREG",
                 p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                 p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",

@@ -178,7 +178,9 @@ class Harness {
         top->s_axil_awvalid = 1;
         top->s_axil_wvalid = 1;
         bool aw = false, w = false;
-        for (int guard = 0; guard < 1000; guard++) {
+        // A block may hold a write's response back while it works (the match-action TCAM's
+        // sweep of an entry: about 2,000 cycles).
+        for (int guard = 0; guard < (1 << 20); guard++) {
             low();
             if (top->s_axil_awready) aw = true;
             if (top->s_axil_wready) w = true;

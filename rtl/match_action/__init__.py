@@ -485,6 +485,25 @@ class MatchAction(wiring.Component):
         for i in range(regs.ARG_WORDS):
             writable[regs.REG_ARGS + 4 * i] = args[32 * i:32 * i + 32]
         m.d.sync += c_en.eq(c_en_next)
+        # An install (not a modify, which keeps its key and mask) into a ternary or LPM stage
+        # first sweeps the entry into the stage's TCAM memories (:meth:`Stage._sweep`): the
+        # ``COMMIT`` write is held (``stall``) until the sweep is done and its token goes in. A
+        # sweep starts once every token before it has left the pipeline (``quiet``), so no
+        # token changes the slot's valid bit under it.
+        tcam = [i for i, s in enumerate(stages) if s.kind != "exact"]
+        sweeps = Const(0, 1)
+        for i in tcam:
+            sweeps = sweeps | (bus.w_data[12:15] == i)
+        sweeps = sweeps & bus.w_data[16] & ~bus.w_data[17]
+        pending = Signal()  # a sweep's COMMIT taken, its token not yet in
+        stall_start = Signal()  # the strobe of such a COMMIT
+        running = Signal()
+        latency = 1 + sum(s.latency for s in stages)
+        quiet = Signal(range(latency + 1), init=latency)  # cycles since the last token, to latency
+        with m.If(c_en):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(quiet != latency):
+            m.d.sync += quiet.eq(quiet + 1)
         with m.If(bus.w_en):
             with m.Switch(bus.addr):
                 for addr, sig in writable.items():
@@ -499,7 +518,11 @@ class MatchAction(wiring.Component):
                 with m.Case(regs.REG_COMMIT):
                     with m.If(ok_commit):
                         m.d.sync += commit.eq(bus.w_data)
-                        m.d.comb += c_en_next.eq(1)
+                        with m.If(sweeps):
+                            m.d.sync += pending.eq(1)
+                            m.d.comb += stall_start.eq(1)
+                        with m.Else():
+                            m.d.comb += c_en_next.eq(1)
                     with m.Else():
                         m.d.comb += bus.err.eq(1)
                 with m.Default():
@@ -513,6 +536,17 @@ class MatchAction(wiring.Component):
             token.args.eq(args[:len(token.args)]),
             token.meter.eq(Cat(cir, pir, cbs, pbs)[:len(token.meter)]),
         ]
+        go = pending & ~running & (quiet == latency)
+        done = Const(0, 1)
+        for i in tcam:
+            m.d.comb += [stages[i].sw_go.eq(go & (stage_sel == i)), stages[i].sw_tok.eq(token)]
+            done = done | stages[i].sw_done
+        with m.If(go):
+            m.d.sync += running.eq(1)
+        with m.If(done):
+            m.d.sync += [running.eq(0), pending.eq(0)]
+            m.d.comb += c_en_next.eq(1)
+        m.d.comb += bus.stall.eq(stall_start | pending)
         for s in stages:
             m.d.comb += [s.sel_slot.eq(select[0:10]), s.sel_miss.eq(select[15])]
         sel_stage = select[12:15]

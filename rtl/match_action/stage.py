@@ -91,7 +91,8 @@ from .hashing import hash_taps
 from .hv import EGRESS_DROP, HEADERS, NEXT_END
 from .limits import EXACT_WAYS, METER_FRAC_BITS, METER_MAX_GAP_NS
 
-__all__ = ["Stage", "table_arg_bits", "token_layout", "item_layout", "METER_CFG_BITS"]
+__all__ = ["Stage", "table_arg_bits", "token_layout", "item_layout", "tcam_chunks",
+           "sweep_cycles", "METER_CFG_BITS", "TCAM_CHUNK"]
 
 ACTION_BITS = 4
 PRIO_BITS = 16
@@ -99,9 +100,24 @@ RATE_BITS, BURST_BITS = 20, 21
 METER_CFG_BITS = 2 * RATE_BITS + 2 * BURST_BITS
 TOKEN_BITS = BURST_BITS + METER_FRAC_BITS
 SLOT_BITS = 10
+#: Key bits a TCAM chunk memory decodes: 1024 words, a DP16KD of 1024 x 18 for every 18 slots.
+TCAM_CHUNK = 10
 #: Memories at least this deep are DP16KD blocks with their output register under ``bram``;
 #: shallower ones stay behavioural (LUT RAM and a fabric register: yosys maps them).
 BRAM_MIN_DEPTH = 64
+
+
+def tcam_chunks(key_bits):
+    """The key's chunks in a ternary / LPM stage: ``(lowest bit, width)`` from the least
+    significant bit, :data:`TCAM_CHUNK` bits each and the rest in the last."""
+    return [(lo, min(TCAM_CHUNK, key_bits - lo)) for lo in range(0, key_bits, TCAM_CHUNK)]
+
+
+def sweep_cycles(key_bits):
+    """Cycles a sweep of a ternary / LPM stage takes from its start to its done pulse: six
+    cycles for every three words of the deepest chunk memory, and one."""
+    deepest = 1 << max(w for _, w in tcam_chunks(key_bits))
+    return 6 * -(-deepest // 3) + 1
 
 
 def table_arg_bits(table):
@@ -188,7 +204,7 @@ class Stage(Elaboratable):
         if self.kind == "exact":
             self.steps = ["look", "fetch", "ways", "read", "load", "act"]
         else:
-            self.steps = ["look", "tree1", "tree2", "pick", "load", "act"]
+            self.steps = ["look", "fetch", "match", "tree1", "tree2", "pick", "load", "act"]
         self.steps += ["fill", "bound", "mark"] if self.metered else []
         self.latency = len(self.steps)
         self.i = Signal(self.item)
@@ -197,6 +213,11 @@ class Stage(Elaboratable):
         self.sel_miss = Signal()
         self.r_packets, self.r_bytes = Signal(64), Signal(64)
         self.r_tc, self.r_tp = Signal(32), Signal(32)
+        # A ternary / LPM stage's sweep (see :meth:`_sweep`): started by the register block for
+        # the entry staged in ``sw_tok``, done a cycle after its last write.
+        self.sw_go = Signal()
+        self.sw_tok = Signal(tok_layout)
+        self.sw_done = Signal()
 
     def _key(self, hv):
         parts = [hv[h][shift:shift + width] for h, shift, width in self.table["key"]]
@@ -248,12 +269,12 @@ class Stage(Elaboratable):
             m.d.sync += r.eq(value)
             return r
 
-        def memory(width, depth, name):
+        def memory(width, depth, name, **kw):
             """A :class:`RegisteredMemory`: the address of step *s*, the word in step *s + 2*
             from a register (the block RAM's own under ``bram``)."""
             depth = max(depth, 2)
             mem = RegisteredMemory(width, depth,
-                                   primitive=self.bram if depth >= BRAM_MIN_DEPTH else None)
+                                   primitive=self.bram if depth >= BRAM_MIN_DEPTH else None, **kw)
             m.submodules[name] = mem
             return mem
 
@@ -395,16 +416,29 @@ class Stage(Elaboratable):
         else:
             n = self.slots
             valid = Signal(n)
-            values = [Signal(self.key_bits, name=f"value{i}") for i in range(n)]
-            masks = [Signal(self.key_bits, name=f"mask{i}") for i in range(n)]
             prios = [Signal(self.prio_bits, name=f"prio{i}") for i in range(n)]
+            _, _, mine_m = flags("match")
             _, _, mine_t1 = flags("tree1")
             _, _, mine_pk = flags("pick")
-            tk1, tk3 = tok_in("tree1"), tok_in("pick")
+            tkm, tk1, tk3 = tok_in("match"), tok_in("tree1"), tok_in("pick")
+            # The TCAM: a memory per chunk of the key, addressed by the chunk's bits, whose word
+            # has a bit per slot: whether the slot's entry matches those bits. A key matches a
+            # valid entry when every chunk's word has the entry's bit. Read at ``look``, the
+            # words leave their output registers at ``match``, where the bits are ANDed.
+            chunk_mems = []
+            for c, (lo, width) in enumerate(tcam_chunks(self.key_bits)):
+                mem = memory(max(n, 2), 1 << width, f"tcam{c}", w_read=True)
+                m.d.comb += mem.r_addr.eq(key[lo:lo + width])
+                chunk_mems.append((lo, width, mem))
+            matches = Signal(n)
+            every = Const(-1, n)
+            for _, _, mem in chunk_mems:
+                every = every & mem.r_data[:n]
+            m.d.sync += matches.eq(valid & every)
+            self._sweep(m, chunk_mems, valid)
             for i in range(n):
-                with m.If(mine0 & (tk0.slot == i)):
-                    m.d.sync += [valid[i].eq(tk0.install), values[i].eq(tk0.key[:self.key_bits]),
-                                 masks[i].eq(tk0.mask[:self.key_bits])]
+                with m.If(mine_m & (tkm.slot == i)):
+                    m.d.sync += valid[i].eq(tkm.install)
                 with m.If(mine_t1 & (tk1.slot == i)):
                     m.d.sync += prios[i].eq(tk1.prio[:self.prio_bits])
             # The action data is read by the winner's slot only: a memory read at ``pick``
@@ -418,9 +452,6 @@ class Stage(Elaboratable):
                          act_mem.w_en.eq(mine_pk)]
             # The matching entry with the smallest priority (lowest slot on a tie): the match
             # of every entry registered, then a tree of comparisons in two registered halves.
-            matches = Signal(n)
-            m.d.sync += matches.eq(Cat(*(valid[i] & ((key & masks[i]) == values[i])
-                                         for i in range(n))))
             cands = [(matches[i], prios[i], Const(i, range(max(n, 2)))) for i in range(n)]
             levels = max((n - 1).bit_length(), 1)
             split = (levels + 1) // 2 - 1
@@ -507,6 +538,57 @@ class Stage(Elaboratable):
         else:
             m.d.comb += [self.r_tc.eq(0), self.r_tp.eq(0)]
         return m
+
+    def _sweep(self, m, chunk_mems, valid):
+        """Write the staged entry's bit into every word of the TCAM's chunk memories.
+
+        Started by ``sw_go`` (the register block holds the ``COMMIT`` write's response until
+        ``sw_done``; no token is in flight then), which clears the slot's valid bit and loads
+        the entry's value, mask and one-hot slot into registers of the sweep's own. Each memory
+        is read and written through its write port (``w_read``), so lookups go on: three words
+        read, then the same three written, six cycles for three words. A word read at *t*
+        leaves port A's output register at *t + 2*, where the slot's bit is replaced by whether
+        the chunk's value matches the word's address (``(address & mask) == value``, so a value
+        with bits outside its mask never matches, as the comparison it replaces) into a
+        register, written at *t + 3*: no path runs from a block RAM through logic into another.
+        An address past a shallower chunk's depth wraps, and its word is written again with the
+        same bit.
+        """
+        n = max(self.slots, 2)
+        deep = max(w for _, w, _ in chunk_mems)
+        groups = -(-(1 << deep) // 3)
+        tok = self.sw_tok
+        run = Signal()
+        ph = Signal(6)  # one-hot phase: three reads, three writes
+        grp = Signal(range(groups + 1))
+        addr = [Signal(deep, name=f"sw_addr{k}") for k in range(3)]  # the group's three words
+        onehot = Signal(n)
+        value = Signal(self.key_bits)
+        mask = Signal(self.key_bits)
+        w_addr = Signal(deep)
+        a_d1, a_d2 = Signal(deep), Signal(deep)
+        m.d.comb += w_addr.eq(Mux(ph[0] | ph[3], addr[0], Mux(ph[1] | ph[4], addr[1], addr[2])))
+        m.d.sync += [a_d1.eq(w_addr), a_d2.eq(a_d1), self.sw_done.eq(0)]
+        for lo, width, mem in chunk_mems:
+            q = Signal(mem.width, name=f"sw_word{lo}")
+            x = a_d2[:width]
+            hit = (x & mask[lo:lo + width]) == value[lo:lo + width]
+            m.d.sync += q.eq(Mux(hit, mem.w_rdata | onehot, mem.w_rdata & ~onehot))
+            m.d.comb += [mem.w_addr.eq(w_addr[:width]), mem.w_data.eq(q),
+                         mem.w_en.eq(run & (ph[3] | ph[4] | ph[5]))]
+        with m.If(self.sw_go):
+            m.d.sync += [run.eq(1), ph.eq(1), grp.eq(0),
+                         value.eq(tok.key[:self.key_bits]), mask.eq(tok.mask[:self.key_bits])]
+            m.d.sync += [addr[k].eq(k) for k in range(3)]
+            for i in range(self.slots):
+                with m.If(tok.slot == i):
+                    m.d.sync += [onehot.eq(1 << i), valid[i].eq(0)]
+        with m.Elif(run):
+            m.d.sync += ph.eq(Cat(ph[5], ph[:5]))
+            with m.If(ph[5]):
+                m.d.sync += [grp.eq(grp + 1)] + [addr[k].eq(addr[k] + 3) for k in range(3)]
+                with m.If(grp == groups - 1):
+                    m.d.sync += [run.eq(0), self.sw_done.eq(1)]
 
     def _act(self, m, hv, out_hv, app, inv, hit, act, args):
         """The action step: rewrite the vector, choose the next stage."""
