@@ -3,7 +3,10 @@
 Entries are written through a staging area: the key, mask, action, arguments, priority and
 meter of one entry go into ``KEY``/``MASK``/``ACTION``/``ARGS``/``PRIORITY``/``METER_*``, then a
 write to ``COMMIT`` names the stage and slot and installs (or clears) it in one cycle, so a
-frame never sees half an entry. Counters and meter buckets are read by writing ``SELECT`` and
+frame never sees half an entry. An install into a ternary or LPM stage that does not keep the
+counters (a new entry, not a modify) is first swept into the stage's TCAM memories: that
+write is answered when the entry is in, some 2,000 cycles later (frames flow meanwhile); a
+modify keeps the slot's key and mask, whatever ``KEY`` and ``MASK`` hold. Counters and meter buckets are read by writing ``SELECT`` and
 then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``; a 64-bit counter's low word is read
 first, and its high word is the one latched with it (no torn reads). A write of a value wider
 than its register (``ACTION`` 4 bits, ``PRIORITY`` and ``SELECT`` 16, ``METER_CIR``/``PIR`` 20,
@@ -89,9 +92,11 @@ REGISTERS = (
     Register("METER_CBS", REG_METER_CBS, 1, "rw", "staged meter: committed burst, bytes"),
     Register("METER_PBS", REG_METER_PBS, 1, "rw", "staged meter: peak burst, bytes"),
     Register("COMMIT", REG_COMMIT, 1, "rw",
-             "[9:0] slot, [14:12] stage, [16] install (else clear), [17] keep counters, "
-             "[18] keep meter; a stage or slot out of range, or an install of an action "
-             "number the stage lacks: error"),
+             "[9:0] slot, [14:12] stage, [16] install (else clear), [17] keep counters "
+             "(a modify: a ternary/LPM slot keeps its key and mask), [18] keep meter; a stage "
+             "or slot out of range, or an install of an action number the stage lacks: error; "
+             "an install without [17] into a ternary/LPM stage is answered once its TCAM sweep "
+             "is done (about 2,000 cycles)"),
     Register("SELECT", REG_SELECT, 1, "rw", "[9:0] slot, [14:12] stage, [15] miss counters"),
     Register("PACKETS_LO", REG_PACKETS_LO, 1, "ro", "selected packets [31:0]"),
     Register("PACKETS_HI", REG_PACKETS_HI, 1, "ro",

@@ -14,11 +14,11 @@ Steps (see :meth:`Stage.elaborate`):
 ==========  ==============================  ===========================================
 step        exact table                     ternary / LPM table
 ==========  ==============================  ===========================================
-``look``    bucket read (CRC-32 of the key)  every entry compared
-``fetch``   the ways' words reach the       --
-            output registers
-``ways``    the four ways compared, the     --
-            winner chosen (one-hot)
+``look``    bucket read (CRC-32 of the key)  the TCAM's chunk memories read (key bits)
+``fetch``   the ways' words reach the       the chunks' words reach the output
+            output registers                registers
+``ways`` /  the four ways compared, the     ``match``: the chunks' words ANDed with the
+``match``   winner chosen (one-hot)         valid bits, a match bit per slot
 ``tree1``,  --                              the priority tree, in two registered halves
 ``tree2``
 ``pick``    --                              the winner's action data read; counters read
@@ -39,21 +39,33 @@ every item leaves a stage a fixed number of cycles after it entered (:attr:`Stag
 Lookup
 ------
 Exact tables are hash tables of 4-way buckets (one memory per way; the bucket is the CRC-32 of
-the key, :mod:`.hashing`); ternary tables (and LPM tables, whose priority is the field's width
-less the prefix length, as the control plane puts it into the entry) compare every entry at once
-and take the matching entry of the smallest priority. An LPM stage keeps and compares only the
-bits of priority its field's width needs (``max_priority`` of the compiled table: 6 bits for an
-IPv4 field, against 16 for a ternary table).
+the key, :mod:`.hashing`). Ternary tables (and LPM tables, whose priority is the field's width
+less the prefix length, as the control plane puts it into the entry) take the matching entry
+of the smallest priority. Their match is a TCAM in block RAM: the key is cut into chunks of
+:data:`TCAM_CHUNK` bits (:func:`tcam_chunks`), each chunk addresses a memory of its own whose
+word has a bit per slot, set where the slot's value and mask match that address's bits, and
+a key matches the valid slots whose bit is set in every chunk's word. Keys and masks are
+kept nowhere else: a 64-entry IPv6 LPM stage is 13 chunk memories (52 DP16KD blocks) and a
+2-level AND a slot, where keys and masks in flip-flops and a comparator an entry took some
+17,000 LUT4 and 17,000 flip-flops and left the router unroutable on an ECP5-85k. An LPM stage
+keeps and compares only the bits of priority its field's width needs (``max_priority`` of the
+compiled table: 6 bits for an IPv4 field, against 16 for a ternary table).
 
 Commits
 -------
 A commit (``COMMIT``) enters the first stage as a token in place of a frame and travels with
 the frames, in order. In its own stage it writes each part of the entry as it passes the step
-that reads that part (the keys at ``look``, the priorities at ``tree1``, the action data at
-``pick`` or at ``look`` for an exact table), and clears the counters at ``act`` and the meter
-at ``act`` and ``mark`` (unless the commit keeps them): the frames ahead of it saw the whole old
-entry and counted for it, the frames behind it see the whole new one, and the token's place in
-the pipeline is the write ports' free cycle for the clears.
+that reads that part (the valid bit at ``match`` in a ternary / LPM table, the priorities at
+``tree1``, the action data at ``pick``, or everything at ``look`` for an exact table), and
+clears the counters at ``act`` and the meter at ``act`` and ``mark`` (unless the commit keeps
+them): the frames ahead of it saw the whole old entry and counted for it, the frames behind it
+see the whole new one, and the token's place in the pipeline is the write ports' free cycle
+for the clears. An install into a ternary / LPM table that does not keep the counters (not a
+modify, which keeps the key and mask) first sweeps the entry's bits into the TCAM's memories
+(:meth:`Stage._sweep`, :func:`sweep_cycles`: 2,053 cycles with chunks of 10 bits) with the
+slot invalid, while frames go on; the register block answers the ``COMMIT`` write and sends
+the token once the sweep is done, so the entry appears at once and whole for the frames
+behind the token, as any other.
 
 Counters and meters
 -------------------

@@ -123,8 +123,31 @@ class Bench:
         reads = {}
         s = self.stage
 
+        tcam = self.table["kind"] != "exact"
+        p_off, t_bits = self.item["p"].offset, self.tok_layout.size
+
+        async def sweep(ctx, it):
+            """What the register block does before the token of a new ternary / LPM entry:
+            the sweep of its bits into the TCAM memories, the stage idle meanwhile."""
+            tok = it >> p_off & ((1 << t_bits) - 1)
+            if not (_field(self.tok_layout, tok, "install")
+                    and not _field(self.tok_layout, tok, "keep_counters")):
+                return
+            ctx.set(s.i.as_value(), 0)
+            ctx.set(s.sw_tok.as_value(), tok)
+            ctx.set(s.sw_go, 1)
+            await ctx.tick()
+            ctx.set(s.sw_go, 0)
+            while not ctx.get(s.sw_done):
+                await ctx.tick()
+                o = ctx.get(s.o.as_value())
+                if o & 1:
+                    out.append(o)
+
         async def bench(ctx):
             for it in items + [None] * (s.latency + 2):
+                if tcam and it is not None and _field(self.item, it, "tok"):
+                    await sweep(ctx, it)
                 ctx.set(s.i.as_value(), 0 if it is None else it)
                 await ctx.tick()
                 o = ctx.get(s.o.as_value())

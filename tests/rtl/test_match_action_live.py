@@ -8,7 +8,9 @@ they clear). Each frame must come out as the golden reference says
 under one of the three table states, the states in order (a frame never sees an older table
 than the frame before it, nor half an entry); the counters read back at the end must equal the
 reference's for the frames each state handled. A result stream that nobody reads for a long
-while holds frames back without losing or reordering a result (``results_held_back``).
+while holds frames back without losing or reordering a result (``results_held_back``). A route
+added while frames stream is swept into the TCAM memories beside their lookups, and its write
+is answered only once it is in (``add_while_traffic_flows``).
 """
 
 import json
@@ -38,6 +40,8 @@ def entries(program):
                              {**route, "port": 5}),
         "narrow2": make_entry(program, "ipv4_routes", "10.1.0.0/16", "route",
                               {**route, "port": 9}),
+        "narrow3": make_entry(program, "ipv4_routes", "10.1.0.0/16", "route",
+                              {**route, "port": 11}),
     }
 
 
@@ -112,6 +116,57 @@ async def updates_while_traffic_flows(dut):
     assert await tb.write_reg(regs.REG_SELECT, regs.select_word(1, 1)) == 0
     assert (await tb.read_reg(regs.REG_PACKETS_LO))[0] == 0
     assert (await tb.read_reg(regs.REG_FRAMES))[0] == len(frames)
+
+
+@cocotb.test()
+async def add_while_traffic_flows(dut):
+    """An entry added while frames stream: its sweep into the LPM stage's TCAM memories runs
+    beside the lookups of the frames (the other entries' bits must stay as they are), and its
+    ``COMMIT`` write is answered only once the entry is in, so a frame sent right after that
+    answer already sees it."""
+    from cocotb.triggers import with_timeout
+    from cocotbext.axi import AxiStreamFrame
+
+    tb, program, e, log, cp, done = await start(dut, "wide")
+    wide = json.loads(os.environ["NICSIM_PARAMS"])["width"] > 64
+    pad = 700 if wide else 22  # about 12 beats at 512 bits, 9 at 64: some 5,000 cycles
+    frames = [bytes(Ether(src=MAC2) / IP(dst=f"10.1.{i % 200}.1", ttl=9) / UDP()
+                    / Raw(bytes(pad + i % 30))) for i in range(400 if wide else 600)]
+    for i, f in enumerate(frames):
+        await tb.source.send(AxiStreamFrame(f, tuser=100 * i))
+    await tb.cycles(1500)
+    stage, slot = cp.add(e["narrow"])
+    done = await flush(tb, log, done)
+    config = MaConfig(program, [])
+    metas, outs = [], []
+    for _ in frames:
+        res = await with_timeout(tb.result.recv(), 400, "us")
+        metas.append(decode_result(int.from_bytes(res.tdata, "little"), config))
+        outs.append(bytes((await with_timeout(tb.sink.recv(), 400, "us")).tdata))
+    states = [Pipeline(program, [e["wide"]]), Pipeline(program, [e["wide"], e["narrow"]])]
+    state, seen = 0, [0, 0]
+    for i, f in enumerate(frames):
+        while True:
+            want = states[state].process(f, 100 * i)
+            if want.meta == metas[i] and want.frame == outs[i]:
+                break
+            assert state < 1, f"frame {i}: {metas[i]} matches no table state at or after {state}"
+            state += 1
+        seen[state] += 1
+    assert all(seen), f"frames per table state {seen}: the add did not land mid-stream"
+    assert await tb.write_reg(regs.REG_SELECT, regs.select_word(stage, slot)) == 0
+    assert (await tb.read_reg(regs.REG_PACKETS_LO))[0] == seen[1]
+
+    # The answer to the COMMIT comes once the entry is in: a frame sent at once sees it.
+    cp.delete(e["narrow"])
+    cp.add(e["narrow3"])
+    done = await flush(tb, log, done)
+    probe = frames[0]
+    await tb.source.send(AxiStreamFrame(probe, tuser=0))
+    res = await with_timeout(tb.result.recv(), 400, "us")
+    want = Pipeline(program, [e["wide"], e["narrow3"]]).process(probe, 0)
+    assert decode_result(int.from_bytes(res.tdata, "little"), config) == want.meta
+    assert bytes((await with_timeout(tb.sink.recv(), 400, "us")).tdata) == want.frame
 
 
 @cocotb.test()
@@ -198,3 +253,11 @@ def test_match_action_live_512():
 
     rtl_test("match-action", {"width": 512, **design_params(PROGRAM)}, "test_match_action_live",
              testcase="updates_while_traffic_flows")
+
+
+@pytest.mark.long
+def test_match_action_live_add_512():
+    from nicsim.hw.match_action.compile import design_params
+
+    rtl_test("match-action", {"width": 512, **design_params(PROGRAM)}, "test_match_action_live",
+             testcase="add_while_traffic_flows")
