@@ -152,7 +152,13 @@ class MatchAction(wiring.Component):
             with m.If(beat == b):
                 m.d.comb += win_next[b * self.width:(b + 1) * self.width].eq(
                     self.i.payload.data[:min(self.width, 8 * limits.PARSE_WINDOW)])
-        m.d.comb += self.i.ready.eq(data_fifo.w_rdy & jobs.w_rdy)
+        # ``ready`` is a register, not the FIFOs' ``w_rdy`` (their levels through compares into
+        # the window's enable, over a thousand flip-flops, and the job FIFO's write): both
+        # FIFOs have room for a beat in the next cycle if they had room for two in this one.
+        in_ready = Signal()
+        m.d.sync += in_ready.eq((data_fifo.level < data_fifo.depth - 1)
+                                & (jobs.level < jobs.depth - 1))
+        m.d.comb += self.i.ready.eq(in_ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [window.eq(win_next), beat.eq(beat + 1),
                          length.eq(Mux(new_len > MAX_FRAME_LEN + 1, MAX_FRAME_LEN + 1, new_len)),
