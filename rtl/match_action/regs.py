@@ -1,18 +1,19 @@
 """Register map of the match-action pipeline (AXI4-Lite, 32-bit registers).
 
-Entries are written through a staging area: the key, mask, action, arguments, priority and
-meter of one entry go into ``KEY``/``MASK``/``ACTION``/``ARGS``/``PRIORITY``/``METER_*``, then a
-write to ``COMMIT`` names the stage and slot and installs (or clears) it in one cycle, so a
-frame never sees half an entry. An install into a ternary or LPM stage that does not keep the
-counters (a new entry, not a modify) is first swept into the stage's TCAM memories: that
-write is answered when the entry is in, some 2,000 cycles later (frames flow meanwhile); a
-modify keeps the slot's key and mask, whatever ``KEY`` and ``MASK`` hold. Counters and meter buckets are read by writing ``SELECT`` and
-then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``; a 64-bit counter's low word is read
-first, and its high word is the one latched with it (no torn reads). A write of a value wider
-than its register (``ACTION`` 4 bits, ``PRIORITY`` and ``SELECT`` 16, ``METER_CIR``/``PIR`` 20,
-``METER_CBS``/``PBS`` 21) is refused with SLVERR and changes nothing, as is a ``COMMIT`` that
-installs an action number its stage does not have, or installs into an LPM stage a priority
-above its field's width (an LPM priority is ``width - prefix length``).
+Entries are written through a staging area: the key, mask, action, arguments, priority and meter
+of one entry go into ``KEY``/``MASK``/``ACTION``/``ARGS``/``PRIORITY``/``METER_*``, then a write
+to ``COMMIT`` names the stage and slot and installs (or clears) it in one cycle, so a frame
+never sees half an entry. An install into a ternary or LPM stage that does not keep the counters
+(a new entry, not a modify) is first swept into the stage's TCAM memories: that write is
+answered when the entry is in, some 2,000 cycles later (frames flow meanwhile); a modify keeps
+the slot's key and mask, whatever ``KEY`` and ``MASK`` hold. Counters and meter buckets are read
+by writing ``SELECT`` and then reading ``PACKETS_*``, ``BYTES_*`` and ``METER_*_TOKENS``; a
+64-bit counter's low word is read first, and its high word is the one latched with it (no torn
+reads). A write of a value wider than its register (``ACTION`` 4 bits, ``PRIORITY`` and
+``SELECT`` 16, ``METER_CIR``/``PIR`` 20, ``METER_CBS``/``PBS`` 21) is refused with SLVERR and
+changes nothing, as is a ``COMMIT`` that installs an action number its stage does not have, or
+installs into an LPM stage a priority above its field's width (an LPM priority is ``width -
+prefix length``).
 """
 
 from nicsim.rtl.regs import Register

@@ -45,6 +45,23 @@ def entries(program):
     }
 
 
+def states_seen(frames, metas, outs, states):
+    """How many frames each table state (a reference :class:`Pipeline`, in the order the
+    updates made them) handled: each frame's result and output must be those of the state of
+    the frame before it or of a later one."""
+    state, seen = 0, [0] * len(states)
+    for i, f in enumerate(frames):
+        while True:
+            want = states[state].process(f, 100 * i)
+            if want.meta == metas[i] and want.frame == outs[i]:
+                break
+            assert state < len(states) - 1, \
+                f"frame {i}: {metas[i]} matches no table state at or after {state}"
+            state += 1
+        seen[state] += 1
+    return seen
+
+
 async def flush(tb, log, start):
     for addr, value in log.writes[start:]:
         assert await tb.write_reg(addr, value) == 0
@@ -98,15 +115,7 @@ async def updates_while_traffic_flows(dut):
     states = [Pipeline(program, [e["wide"], e["narrow"]]), Pipeline(program, [e["wide"],
                                                                               e["narrow2"]]),
               Pipeline(program, [e["wide"]])]
-    state, seen = 0, [0, 0, 0]
-    for i, f in enumerate(frames):
-        while True:
-            want = states[state].process(f, 100 * i)
-            if want.meta == metas[i] and want.frame == outs[i]:
-                break
-            assert state < 2, f"frame {i}: {metas[i]} matches no table state at or after {state}"
-            state += 1
-        seen[state] += 1
+    seen = states_seen(frames, metas, outs, states)
     assert all(seen), f"frames per table state {seen}: the updates did not land mid-stream"
 
     # Counters: the wide route counted every frame of the last state; the /16 slot was cleared.
@@ -144,15 +153,7 @@ async def add_while_traffic_flows(dut):
         metas.append(decode_result(int.from_bytes(res.tdata, "little"), config))
         outs.append(bytes((await with_timeout(tb.sink.recv(), 400, "us")).tdata))
     states = [Pipeline(program, [e["wide"]]), Pipeline(program, [e["wide"], e["narrow"]])]
-    state, seen = 0, [0, 0]
-    for i, f in enumerate(frames):
-        while True:
-            want = states[state].process(f, 100 * i)
-            if want.meta == metas[i] and want.frame == outs[i]:
-                break
-            assert state < 1, f"frame {i}: {metas[i]} matches no table state at or after {state}"
-            state += 1
-        seen[state] += 1
+    seen = states_seen(frames, metas, outs, states)
     assert all(seen), f"frames per table state {seen}: the add did not land mid-stream"
     assert await tb.write_reg(regs.REG_SELECT, regs.select_word(stage, slot)) == 0
     assert (await tb.read_reg(regs.REG_PACKETS_LO))[0] == seen[1]

@@ -127,22 +127,26 @@ def test_geometry_follows_the_guide(depth, geometry):
         assert _ADDRESS_PINS[wider][0] < depth
 
 
-def test_behavioural_memory_two_cycles_and_hold():
+@pytest.mark.parametrize("w_read", [False, True])
+def test_behavioural_memory_two_cycles_and_hold(w_read):
     """The simulated variant: data two cycles after the address, held while ``r_en`` is low,
-    against a dictionary of what was written."""
+    against a dictionary of what was written; with ``w_read`` (the match-action TCAM's
+    memories) port A's ``w_rdata`` too: the word at ``w_addr`` two cycles later, where that
+    cycle wrote nothing."""
     import random
 
     from amaranth.sim import Simulator
 
     from nicsim.rtl.bram import RegisteredMemory
 
-    dut = RegisteredMemory(16, 64)
+    dut = RegisteredMemory(16, 64, w_read=w_read)
     rng = random.Random(5)
     model = {}
     log = []
 
     async def bench(ctx):
         reads = []  # (cycle, expected) of the reads issued
+        reads_a = []  # port A's, None where it wrote
         last = None
         for cycle in range(400):
             w_addr, r_addr = rng.randrange(64), rng.randrange(64)
@@ -157,8 +161,11 @@ def test_behavioural_memory_two_cycles_and_hold():
             if r_en:
                 last = model.get(r_addr, 0)
             reads.append(last)
+            reads_a.append(None if w_en else model.get(w_addr, 0))
             if cycle >= 2 and reads[cycle - 2] is not None:
                 log.append((ctx.get(dut.r_data), reads[cycle - 2]))
+            if w_read and cycle >= 2 and reads_a[cycle - 2] is not None:
+                log.append((ctx.get(dut.w_rdata), reads_a[cycle - 2]))
             if w_en:
                 model[w_addr] = ctx.get(dut.w_data)
             await ctx.tick()
@@ -167,7 +174,7 @@ def test_behavioural_memory_two_cycles_and_hold():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert len(log) > 300
+    assert len(log) > (450 if w_read else 300)
     assert all(got == want for got, want in log)
 
 
