@@ -7,7 +7,10 @@ maximum frequency it reached and the cells used. Results are cached under
 Verilog text, the device, the flow's nextpnr options and the tool versions.
 
 Placement uses nextpnr's analytical placer (HeAP) with its timing weight raised from the
-default 10 to 52 (:data:`NEXTPNR_PLACE_ARGS`), for every design alike.
+default 10 to 52 (:data:`NEXTPNR_PLACE_ARGS`), for every design alike. Routing uses nextpnr's
+default router (``router1``) unless a run asks for ``router2`` (:data:`ROUTERS`), nextpnr's
+congestion-driven router, which finishes designs whose wires ``router1`` cannot share out
+within hours (the match-action router program); the row records it in ``nextpnr_args``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pathlib import Path
 from .designs import DESIGNS, elaborate
 from .verilator import build_root, export_verilog
 
-__all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "SynthError", "synthesize", "synthesize_verilog"]
+__all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "ROUTERS", "SynthError", "synthesize",
+           "synthesize_verilog"]
 
 # Ref: nextpnr --help (placer-heap-timingweight, default 10); google/CFU-Playground PR #416
 #      (52, from a sweep of nextpnr's HeAP options with fpga-tool-perf)
@@ -33,6 +37,8 @@ __all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "SynthError", "synthesize", "synthes
 #: critical connections closer: the TSO engine at 64 bit (ECP5-85k, seed 1) routes at 151.4 MHz
 #: with 52 and at 134.3 MHz with the default at rtl f224750, at 148.5 and 118.1 MHz at 2af07d2.
 NEXTPNR_PLACE_ARGS = ("--placer-heap-timingweight", "52")
+#: nextpnr's routers (``--router``); the first is its default and every row's unless named.
+ROUTERS = ("router1", "router2")
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ def _summarize(device, cells, report):
 
 
 def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, force=False,
-               keep=False):
+               keep=False, router="router1"):
     """Synthesize, place and route ``design`` and return its figures.
 
     Parameters
@@ -158,6 +164,8 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
         nextpnr placement seed.
     force : bool
         Ignore a cached result.
+    router : str
+        nextpnr's router, one of :data:`ROUTERS`.
 
     Returns
     -------
@@ -174,7 +182,7 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
     top_name = design.replace("-", "_")
     text = export_verilog(elaborate(design, **{**params, **extra}), top_name)
     result = synthesize_verilog({"top.v": text}, top_name, device=device, freq_mhz=freq_mhz,
-                                seed=seed, force=force, keep=keep)
+                                seed=seed, force=force, keep=keep, router=router)
     result = {"design": design, "params": params, **result}
     if extra:
         result["synth_params"] = extra
@@ -182,7 +190,7 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
 
 
 def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mhz=250, seed=1,
-                       force=False, keep=False):
+                       force=False, keep=False, router="router1"):
     """Run the flow on Verilog sources: any block, for side-by-side comparisons.
 
     Parameters
@@ -196,11 +204,15 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
     """
     if device not in DEVICES:
         raise SynthError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if router not in ROUTERS:
+        raise SynthError(f"Unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
     dev = DEVICES[device]
+    # the default router adds nothing, so the cache keys of earlier runs stay valid
+    place_args = NEXTPNR_PLACE_ARGS + (() if router == ROUTERS[0] else ("--router", router))
     parameters = dict(parameters or {})
     blob = "".join(f"{name}\n{text}" for name, text in sorted(sources.items()))
     key = hashlib.sha256((blob + top + json.dumps(parameters, sort_keys=True) + device
-                          + str(freq_mhz) + str(seed) + " ".join(NEXTPNR_PLACE_ARGS)
+                          + str(freq_mhz) + str(seed) + " ".join(place_args)
                           + _versions()).encode()).hexdigest()[:12]
     folder = build_root() / "synth" / f"{top}_{device}_{key}"
     result_file = folder / "result.json"
@@ -223,7 +235,7 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
     if dev.out_of_context:
         _run([_tool(dev.nextpnr), *dev.nextpnr_args, "--out-of-context", "--json", "netlist.json",
               "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed),
-              *NEXTPNR_PLACE_ARGS, "--report", "report.json",
+              *place_args, "--report", "report.json",
               "--threads", str(max(1, os.cpu_count() or 1))], folder, log)
         report = json.loads((folder / "report.json").read_text())
         clocks = report.get("fmax", {})
@@ -241,7 +253,7 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
         "tools": _versions(),
     }
     if dev.out_of_context:
-        result["nextpnr_args"] = " ".join(NEXTPNR_PLACE_ARGS)
+        result["nextpnr_args"] = " ".join(place_args)
     if parameters:
         result["parameters"] = parameters
     result_file.write_text(json.dumps(result, indent=1))

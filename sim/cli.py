@@ -255,15 +255,19 @@ def synth(
                                                      "width and device.")] = None,
     program: Annotated[Path | None, typer.Option(help="Pipeline program TOML "
                                                       "(match-action).")] = None,
+    router: Annotated[str, typer.Option(help="nextpnr's router: router1 (its default) or "
+                                             "router2 (congestion-driven).")] = "router1",
 ):
     """Synthesize a design with yosys + nextpnr and print its figures as JSON."""
     from nicsim.hw.designs import DESIGNS
-    from nicsim.hw.synth import DEVICES, SynthError, synthesize
+    from nicsim.hw.synth import DEVICES, ROUTERS, SynthError, synthesize
 
     if design not in DESIGNS:
         _fail(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}.")
     if device not in DEVICES:
         _fail(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
+    if router not in ROUTERS:
+        _fail(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}.")
     _check_width(width)
     params = {"width": width}
     if program is not None:
@@ -275,7 +279,8 @@ def synth(
             _fail(str(exc))
     try:
         with err_console.status(f"synthesizing {design} ({width} bit) for {device}"):
-            result = synthesize(design, params, device=device, seed=seed, force=force)
+            result = synthesize(design, params, device=device, seed=seed, force=force,
+                                router=router)
     except SynthError as exc:
         _fail(str(exc))
     if program is not None:
