@@ -97,7 +97,8 @@ def test_bad_arguments_one_line(capture, tmp_path):
     for args, expect in ((["rtl", "run", "crc", "--in", path], "unknown engine"),
                          (["rtl", "run", "rss", "--in", path, "--width", "48"], "--width"),
                          (["rtl", "run", "rss", "--in", path, "--backend", "fpga"], "--backend"),
-                         (["synth", "crc"], "unknown design")):
+                         (["synth", "crc"], "unknown design"),
+                         (["synth", "rss", "--router", "maze"], "unknown router")):
         if "--out" not in args and args[0] == "rtl":
             args += ["--out", tmp_path / "o.pcap", "--meta", tmp_path / "o.jsonl"]
         r = nicsim(*args)
