@@ -59,11 +59,13 @@ engine (header sums in registered steps; the new header fields then wait in a qu
 the merge engine goes on with the next frames; no copy ever pauses (at 512 bit a segment's copy
 takes as many cycles as its input, so each pause for a delivery was a loss for good). The
 read-outs leave in the order the merge engine decides them, through a queue of 16 (``rq``:
-frames that pass unchanged and deliveries), each starting once the one before has issued its last
-read: a frame that passes unchanged from a second copy of the staging ring (``staging_out``,
-written a cycle later; one read port for the copies and these read-outs together would be busy in
-almost every cycle), a delivery once its fields are in ``dq`` and the copies into its region have
-issued their reads (the read-out replaces the four header fields as the words leave). So a frame
+frames that pass unchanged and deliveries), each starting in the cycle of the last read of the one
+before (the values of a delivery's new header fields follow its reads through a register stage of
+their own, so the next read-out may load its own): a frame that passes unchanged from a second copy
+of the staging ring (``staging_out``, written a cycle later; one read port for the copies and these
+read-outs together would be busy in almost every cycle), a delivery once its fields are in ``dq``
+and the copies into its region have issued their reads (the read-out replaces the four header fields
+as the words leave). So a frame
 that passes unchanged never waits for the read-outs, copies or deliveries before it (it leaves
 after them all the same), and a flow's held segments, delivered before a later frame of the flow
 that does not merge, leave before it. The staging ring is freed in order: up to the end of the
@@ -1163,12 +1165,18 @@ class LroEngine(wiring.Component):
         m.d.sync += [o_v2.eq(o_v1), o_src2.eq(o_src1), o_bank2.eq(o_bank1), o_last2.eq(o_last1),
                      o_keep2.eq(o_keep1), o_user2.eq(o_user1)]
         m.d.sync += o_hit1.eq(Cat(*(o_pe[f] & (o_j == o_pw[f]) for f in range(4))))
+        # (The fields' values and lanes go along with ``o_hit1``: the next read-out may load
+        # its own in the cycle of this one's last read.)
+        o_pv1 = [Signal(16, name=f"o_pv1_{f}") for f in range(4)]
+        o_pl1 = [Signal(max(1, LB), name=f"o_pl1_{f}") for f in range(4)]
+        m.d.sync += [*(o_pv1[f].eq(o_pv[f]) for f in range(4)),
+                     *(o_pl1[f].eq(o_pl[f]) for f in range(4))]
         pm, pd = [], []
         for k in range(B):
-            hi = [o_hit1[f] & (o_pl[f] == k) for f in range(4)]
-            lo = [o_hit1[f] & (o_pl[f] == k - 1) for f in range(4) if two[f] and k > 0]
-            lo_val = [o_pv[f][0:8] for f in range(4) if two[f] and k > 0]
-            hi_val = [o_pv[f][8:16] if two[f] else o_pv[f][0:8] for f in range(4)]
+            hi = [o_hit1[f] & (o_pl1[f] == k) for f in range(4)]
+            lo = [o_hit1[f] & (o_pl1[f] == k - 1) for f in range(4) if two[f] and k > 0]
+            lo_val = [o_pv1[f][0:8] for f in range(4) if two[f] and k > 0]
+            hi_val = [o_pv1[f][8:16] if two[f] else o_pv1[f][0:8] for f in range(4)]
             pm.append(Cat(*hi, *lo).any())
             byte = Const(0, 8)
             for c, v in zip(hi + lo, hi_val + lo_val, strict=True):
@@ -1882,9 +1890,12 @@ class LroEngine(wiring.Component):
         # last writes; copies into other contexts go on).
         start_single = Signal()
         start_deliv = Signal()
+        # (The read-out is free in the cycle of its last read: ``o_one`` and ``o_room``.)
+        o_free = Signal()
         m.d.comb += [
-            start_single.eq(rq.r_rdy & rq_head.single & ~o_nz),
-            start_deliv.eq(rq.r_rdy & ~rq_head.single & dq.r_rdy & ~o_nz
+            o_free.eq(~o_nz | (o_one & o_room)),
+            start_single.eq(rq.r_rdy & rq_head.single & o_free),
+            start_deliv.eq(rq.r_rdy & ~rq_head.single & dq.r_rdy & o_free
                            & ~copying(dq_head.ctx)),
             rq.r_en.eq(start_single | start_deliv), dq.r_en.eq(start_deliv),
         ]
@@ -1916,12 +1927,17 @@ class LroEngine(wiring.Component):
             m.d.sync += done_end.eq(Mux(st["Chain"], nxt.end, cur.end))
         with m.If(cp_idle):
             m.d.sync += rd_ptr.eq(done_end)
-        pin_drop = Signal()
-        m.d.comb += pin_drop.eq((issue & o_one & ~o_region)
-                                | (start_single & (rq_head.words == 0)))
-        m.d.sync += pins.eq(pins + pin_add - pin_drop)
-        with m.If(pin_drop):
-            m.d.sync += pin_head.eq(Mux(start_single, rq_head.end, o_end))
+        # (In one cycle, the last read of a frame read out and the start of a frame of no
+        # words may both drop a pin.)
+        pin_last = Signal()
+        pin_none = Signal()
+        m.d.comb += [pin_last.eq(issue & o_one & ~o_region),
+                     pin_none.eq(start_single & (rq_head.words == 0))]
+        m.d.sync += pins.eq(pins + pin_add - pin_last - pin_none)
+        with m.If(pin_none):
+            m.d.sync += pin_head.eq(rq_head.end)
+        with m.Elif(pin_last):
+            m.d.sync += pin_head.eq(o_end)
         with m.If(pin_add & (pins == 0)):
             m.d.sync += pin_head.eq(cur.start)
 
