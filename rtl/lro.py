@@ -42,15 +42,23 @@ and word sums reduced over registered stages of two adder levels: one stage at 6
 512); a pipelined parser (eight stages, never stalled: a frame enters it only while the FIFO
 behind it has room for everything in flight) reads its headers, and compares each frame with
 the one before it, while the merge engine works on the frames before. A frame the engine has
-to look up takes four cycles ("Wait" twice, as the lookup's two steps must see the contexts
-after the last change, "Decide", "Act"), and a segment held in a new context one more ("Hold",
-where its context is written). A segment that follows the frame held or merged just
-before it takes one ("Chain"): the parser found the two of the same flow with equal header
-words, the next sequence number, an IP ID equal or one more and a payload no longer, and the
-rest of what the lookup tests is known without it (the context's header words and ``mss`` are
-the previous frame's; its room, held bytes and fixed-ID bit are in registers), so the segment
-merges in the cycle after the one before, with no hazard to resolve. The copy of a segment into
-its context's region (the payload of a merged segment, the whole of a held one) goes on in the
+to look up after a hold or a delivery takes four cycles ("Wait" twice, as the lookup's two steps
+must see the contexts after the last change, "Decide", "Act"), and a segment held in a new
+context one more ("Hold", where its context is written). The lookup of the frame after the one
+the engine works on runs while that one is in "Decide", in "Act" to be passed on or merged, and
+in "Chain" (the lookahead: the lookup reads the FIFO's entry behind its head), and it stands
+when the changes since are known not to touch what it compared: a frame passed unchanged
+changes no context, so the next frame is decided in the cycle after it leaves (two cycles a
+frame, four before); a merge changes only its own context, so a frame of another flow (the
+parser's ``same_key`` verdict: another flow key than the frame before, so that it cannot hit
+that context) is decided after one cycle in "Chain" (three cycles a frame, five before); a
+frame of the same flow that does not chain takes the lookup in "Wait". A segment that follows the
+frame held or merged just before it takes one ("Chain"): the parser found the two of the same flow
+with equal header words, the next sequence number, an IP ID equal or one more and a payload no
+longer, and the rest of what the lookup tests is known without it (the context's header words and
+``mss`` are the previous frame's; its room, held bytes and fixed-ID bit are in registers), so the
+segment merges in the cycle after the one before, with no hazard to resolve. The copy of a segment
+into its context's region (the payload of a merged segment, the whole of a held one) goes on in the
 background, through a queue of one command behind the running one, at one staging word per
 cycle: each word is rotated once and written in two parts, into two region words that lie in
 two banks (even and odd words), so that a payload that straddles a region word costs no extra
@@ -65,8 +73,8 @@ their own, so the next read-out may load its own): a frame that passes unchanged
 of the staging ring (``staging_out``, written a cycle later; one read port for the copies and these
 read-outs together would be busy in almost every cycle), a delivery once its fields are in ``dq``
 and the copies into its region have issued their reads (the read-out replaces the four header fields
-as the words leave). So a frame
-that passes unchanged never waits for the read-outs, copies or deliveries before it (it leaves
+as the words leave). So a frame that passes unchanged never waits for the read-outs, copies or
+deliveries before it (it leaves
 after them all the same), and a flow's held segments, delivered before a later frame of the flow
 that does not merge, leave before it. The staging ring is freed in order: up to the end of the
 last frame the engine took, once no copy runs or waits, but from ``pin_head`` on while frames
@@ -664,6 +672,8 @@ class LroEngine(wiring.Component):
             # ``pair_held``: it holds that one frame; ``pair_inc``: else); its IP ID equals
             # that frame's; its payload is shorter.
             ("pair_fix", 1), ("pair_held", 1), ("pair_inc", 1), ("id_same", 1), ("lt_prev", 1),
+            # Its flow key equals that frame's (so it may hit the context that frame went to).
+            ("same_key", 1),
             # Verdicts the engine takes as they are: a payload; URG, PSH, RST, SYN or FIN
             # (the segment ends its flow's merge); the segment may be held.
             ("pl_nz", 1), ("ends", 1), ("holdable", 1),
@@ -689,6 +699,15 @@ class LroEngine(wiring.Component):
         m.d.comb += slot.eq(pq.r_rdy)
         pop = Signal()  # the engine is done with the frame's fields
         m.d.comb += pq.r_en.eq(pop)
+        # The lookup reads the FIFO's head (``ahead`` clear) or the frame after it (set: the
+        # engine works on the head, see "Lookahead" at the merge engine); ``ahead_nx`` is its
+        # next value, so that the lookup's read pointers (``lk_step``) move with it.
+        ahead = Signal()
+        ahead_nx = Signal()
+        m.d.comb += ahead_nx.eq(ahead)
+        m.d.sync += ahead.eq(ahead_nx)
+        lk_step = Signal(range(-1, 3))
+        m.d.comb += lk_step.eq((pop & slot) + ahead_nx - ahead)
         stages = 8
         inflight = Signal(range(pq_depth + 1))  # frames in the pipeline and the FIFO
         enter = Signal()
@@ -858,11 +877,12 @@ class LroEngine(wiring.Component):
                          w_port.data.eq(kq_w_data.as_value()[lo:hi])]
             for tag, step, out, first in (("s6", valid_at[6], kq_r_data, 0),
                                           ("prev", valid_at[6], kq_p_data, 15),
-                                          ("head", pop & slot, kq_h_data, 0)):
+                                          ("head", lk_step, kq_h_data, 0)):
                 r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}", init=first)
                 r_port = mem.read_port(domain="comb")
                 m.d.sync += r_ptr.eq(r_ptr + step)
                 m.d.comb += [r_port.addr.eq(r_ptr), out.as_value()[lo:hi].eq(r_port.data)]
+        # (``kq_h_data`` is the lookup's entry: the FIFO's head whenever "Hold" reads it.)
         fn.update({k: getattr(kq_h_data, k) for k in kv})
 
         # S2b: sums of up to four groups; the header offsets the checks compare with.
@@ -1051,6 +1071,7 @@ class LroEngine(wiring.Component):
                                     | pr["id_inc"])),
             pw.pair_inc.eq(pair & (s2_hold["is6"] | pr["id_inc"])),
             pw.id_same.eq(pr["id_same"]), pw.lt_prev.eq(pr["lt"]),
+            pw.same_key.eq(pr_key.all()),
         ]
         m.d.comb += [pq.w_data.eq(Cat(*(pw[k] for k, _ in pqn_layout))), pq.w_en.eq(pw_valid)]
         pqw_w = Signal(pqw_layout)
@@ -1067,6 +1088,23 @@ class LroEngine(wiring.Component):
             m.d.comb += [w_port.addr.eq(pqw_next), w_port.en.eq(pw_valid),
                          w_port.data.eq(pqw_w.as_value()[lo:hi]), r_port.addr.eq(r_ptr),
                          pqw_out.as_value()[lo:hi].eq(r_port.data)]
+        # The FIFO's fields the lookup tests, again in a LUT memory of their own read at the
+        # lookup's entry (``lk``), like ``keyq``'s ``kq_h_data``.
+        lk_layout = data.StructLayout({"key_valid": 1, "pay_len": 17, "df": 1, "v6": 1,
+                                       "never_hold": 1, "pl_nz": 1, "cwr": 1})
+        lk_w = Signal(lk_layout)
+        lk = Signal(lk_layout)
+        m.d.comb += [lk_w.key_valid.eq(pw.key_valid), lk_w.pay_len.eq(pw.pay_len),
+                     lk_w.df.eq(pw.df), lk_w.v6.eq(pw.v6), lk_w.never_hold.eq(pw.never_hold),
+                     lk_w.pl_nz.eq(pw.pl_nz), lk_w.cwr.eq(pw.flags[7])]
+        m.submodules.pql = lk_mem = Memory(shape=lk_layout.size, depth=pq_depth, init=[])
+        lk_w_port = lk_mem.write_port()
+        lk_r_port = lk_mem.read_port(domain="comb")
+        lk_ptr = Signal(4)
+        m.d.sync += lk_ptr.eq(lk_ptr + lk_step)
+        m.d.comb += [lk_w_port.addr.eq(pqw_next), lk_w_port.en.eq(pw_valid),
+                     lk_w_port.data.eq(lk_w.as_value()), lk_r_port.addr.eq(lk_ptr),
+                     lk.as_value().eq(lk_r_port.data)]
 
         # ------------------------------------------------------------------ contexts
         Ctx = _ctx_layout(SP, RCP)
@@ -1482,9 +1520,17 @@ class LroEngine(wiring.Component):
                 ]
 
         short = Signal(N)
+        # (The frame's bits that step B tests are registered in step A with the contexts'
+        # tests, and the one-bit facts "Decide" reads in step B with ``hit``: everything
+        # "Decide" takes from the lookup comes from one look at the frame and the contexts.)
+        la = {name: Signal(name=f"la_{name}") for name in ("df", "v6", "cwr", "pl_nz",
+                                                           "never_hold")}
+        m.d.sync += [la[name].eq(lk[name]) for name in la]
+        b_id0 = Signal(N)
+        b_cnt1 = Signal(N)
+        b_fixed = Signal(N)
         hit_idx = Signal(CP)  # the hit context (the last one of ``hit``), registered with it
         hit_idx_next = Signal(CP)
-        a_id0, a_cnt1, a_fixed = [], [], []
         fn_rules = Cat(fn["flag_word"] & _FLAG_MASK, fn["ack"], fn["opts"], fn["ip_word"],
                        fn["seq"])
         for i, c in enumerate(ctx):
@@ -1494,31 +1540,53 @@ class LroEngine(wiring.Component):
             a = {name: Signal(name=f"a_{name}{i}") for name in (
                 "valid", "id0", "idc", "cnt1", "fixed", "mss", "short", "room")}
             m.d.sync += [
-                a["valid"].eq(c.valid & fn["key_valid"]),
+                a["valid"].eq(c.valid & lk.key_valid),
                 a["id0"].eq(fn["ip_id"] == c.ip_id),
                 a["idc"].eq(fn["ip_id"] == c.id_next),
                 a["cnt1"].eq(c.count == 1),
                 a["fixed"].eq(c.fixed_id),
-                a["mss"].eq(fn["pay_len"] <= c.mss),
-                a["short"].eq(fn["pay_len"] < c.mss),
-                a["room"].eq(~c.room[17] & (fn["pay_len"] <= c.room[:17])),
+                a["mss"].eq(lk.pay_len <= c.mss),
+                a["short"].eq(lk.pay_len < c.mss),
+                a["room"].eq(~c.room[17] & (lk.pay_len <= c.room[:17])),
             ]
-            fixed = a["fixed"] | (a["cnt1"] & a["id0"] & fn["df"])
-            id_ok = fn["v6"] | Mux(fixed, a["id0"], a["idc"])
-            rules = Cat(~fn["flags"][7], a_rule.all(), id_ok, fn["pl_nz"], a["mss"],
-                        ~fn["never_hold"], a["room"])
+            fixed = a["fixed"] | (a["cnt1"] & a["id0"] & la["df"])
+            id_ok = la["v6"] | Mux(fixed, a["id0"], a["idc"])
+            rules = Cat(~la["cwr"], a_rule.all(), id_ok, la["pl_nz"], a["mss"],
+                        ~la["never_hold"], a["room"])
             hit_next = a["valid"] & a_key.all()
             with m.If(hit_next):
                 m.d.comb += hit_idx_next.eq(i)
-            m.d.sync += [hit[i].eq(hit_next), ok[i].eq(rules.all()), short[i].eq(a["short"])]
-            a_id0.append(a["id0"])
-            a_cnt1.append(a["cnt1"])
-            a_fixed.append(a["fixed"])
+            m.d.sync += [hit[i].eq(hit_next), ok[i].eq(rules.all()), short[i].eq(a["short"]),
+                         b_id0[i].eq(a["id0"]), b_cnt1[i].eq(a["cnt1"]),
+                         b_fixed[i].eq(a["fixed"])]
         m.d.sync += hit_idx.eq(hit_idx_next)
         changed = Signal()
         quiet = Signal()
-        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot | mu_en.any())
+        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot | mu_en.any() | ahead)
         m.d.sync += quiet.eq(~changed)
+
+        # Lookahead: while the engine works on the frame at the FIFO's head in "Decide", in
+        # "Act" for a frame passed on or a merge, and in "Chain", the lookup compares the frame
+        # after it (``ahead``), so that the frame can be decided in the cycle after its
+        # predecessor is done, with no cycles in "Wait", when the lookup saw the contexts as
+        # they are then: a frame passed on changes no context, and a merge (in "Act" or
+        # "Chain") changes only the context it goes to, which the next frame, looked up during
+        # the merge, hits only if it has the same flow key (``same_key``; it then takes the
+        # lookup in "Wait", as does a frame after a hold or a delivery). ``lk_ok``: the lookup
+        # registered in this cycle's ``hit`` and ``ok`` (step B) compared the frame after the
+        # head, which was in the FIFO, in the cycle before the one before (step A).
+        lk_ok = Signal()
+        popped = Signal()  # a frame left the FIFO in the cycle before
+        m.d.sync += [lk_ok.eq(ahead & (pq.level >= 2)), popped.eq(pop & slot)]
+        lk_single = Signal()  # a frame passed on in "Act": the next one's lookup is done
+        lk_chain = Signal()  # a chain ends: the lookup of the frame at the head is done
+        m.d.comb += [
+            # (No frame left since the lookup: the head is still the frame before.)
+            lk_single.eq(lk_ok & ~popped & ~expired_r),
+            # (The frame chained or merged before left in the cycle before; the merges since
+            # the lookup went to the context of the frame's predecessor.)
+            lk_chain.eq(lk_ok & popped & slot & ~fn["same_key"] & ~expired_r),
+        ]
 
         # The engine's state, one-hot: each state is a flip-flop of its own, so that the
         # decisions below are enabled by one flip-flop each, with no decoding before them.
@@ -1609,7 +1677,12 @@ class LroEngine(wiring.Component):
         with state("Chain"):
             # (A merge: see below.)
             with m.If(~ch_go):
-                goto("Wait")
+                with m.If(lk_chain):
+                    m.d.comb += ahead_nx.eq(1)
+                    goto("Decide")
+                with m.Else():
+                    m.d.comb += ahead_nx.eq(0)
+                    goto("Wait")
         with state("Wait"):
             with m.If(settled != 3):
                 m.d.sync += settled.eq(settled + 1)
@@ -1617,7 +1690,7 @@ class LroEngine(wiring.Component):
                 m.d.sync += [d_ctx.eq(oldest_r), ret.eq(R_WAIT)]
                 goto("Deliver")
             with m.Elif(slot & ~expired_r & quiet):
-                m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
+                m.d.comb += ahead_nx.eq(1)
                 goto("Decide")
         with state("Decide"):
             # The hit context's fields are picked by the one-hot ``hit`` (an AND-OR; at most
@@ -1631,9 +1704,10 @@ class LroEngine(wiring.Component):
                          m_held.eq(_and_or(hit, [c.held_len for c in ctx])),
                          m_reg.eq(_and_or(hit, [c.region for c in ctx])),
                          ch_room.eq(_and_or(hit, [c.room for c in ctx])),
-                         ch_fix.eq((hit & Cat(*a_fixed)).any()),
-                         ch_held.eq((hit & Cat(*a_cnt1)).any()),
-                         ch_id0.eq((hit & Cat(*a_id0)).any())]
+                         ch_fix.eq((hit & b_fixed).any()),
+                         ch_held.eq((hit & b_cnt1).any()),
+                         ch_id0.eq((hit & b_id0).any()),
+                         cur.eq(nxt), idx_now.eq(nxt.idx)]
             with m.If(merge_ok):
                 m.d.sync += [
                     act.eq(A_MERGE), act_m.eq(1), act_merge.eq(1),
@@ -1642,6 +1716,9 @@ class LroEngine(wiring.Component):
                 goto("Act")
             with m.Else():
                 m.d.sync += [act.eq(Mux(holdable, A_HOLD, A_SINGLE)), act_m.eq(0)]
+                # (Only a frame passed on leaves the lookahead running: "Hold" reads the
+                # head's entry.)
+                m.d.comb += ahead_nx.eq(~hit.any() & ~holdable)
                 with m.If(hit.any()):
                     # A new segment of the flow goes to another free context if there is
                     # one, so that it need not wait for the read-out of the delivered one.
@@ -1714,6 +1791,7 @@ class LroEngine(wiring.Component):
                 with m.Switch(ret):
                     with m.Case(R_ACT):
                         m.d.sync += act_single.eq(act == A_SINGLE)
+                        m.d.comb += ahead_nx.eq(act == A_SINGLE)
                         goto("Act")
                     with m.Case(R_RELEASE):
                         goto("Release")
@@ -1793,6 +1871,7 @@ class LroEngine(wiring.Component):
             m.d.sync += mu_en.eq(Cat(*(sel == i for i in range(N))))
             m.d.comb += pop.eq(1)
             m.d.sync += [st["Act"].eq(0), act_merge.eq(0)]
+            m.d.comb += ahead_nx.eq(stay)
             with m.If(stay):
                 m.d.sync += st["Chain"].eq(1)  # the copy goes on in the background
             with m.Else():
@@ -1804,8 +1883,12 @@ class LroEngine(wiring.Component):
             m.d.comb += [rq.w_en.eq(1), pop.eq(1), pin_add.eq(1)]
             m.d.sync += [act_single.eq(0), st["Act"].eq(0)]
             with m.If(cur.eop):
+                m.d.comb += ahead_nx.eq(0)
                 m.d.sync += st["Flush"].eq(1)  # (as ``release`` goes on from a state)
+            with m.Elif(lk_single):
+                m.d.sync += st["Decide"].eq(1)  # (the next frame's lookup is done)
             with m.Else():
+                m.d.comb += ahead_nx.eq(0)
                 m.d.sync += st["Wait"].eq(1)
 
         # Delivery engine: the new header fields of the context handed over (``dsel``: its
