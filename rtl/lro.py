@@ -72,10 +72,10 @@ before (the values of a delivery's new header fields follow its reads through a 
 their own, so the next read-out may load its own): a frame that passes unchanged from a second copy
 of the staging ring (``staging_out``, written a cycle later; one read port for the copies and these
 read-outs together would be busy in almost every cycle), a delivery once its fields are in ``dq``
-and the copies into its region have issued their reads (the read-out replaces the four header fields
-as the words leave). So a frame that passes unchanged never waits for the read-outs, copies or
-deliveries before it (it leaves
-after them all the same), and a flow's held segments, delivered before a later frame of the flow
+and the copies into its region have issued their reads or run at least three region words ahead of
+it (the read-out replaces the four header fields as the words leave). So a frame that passes
+unchanged never waits for the read-outs, copies or deliveries before it (it leaves after them all
+the same), and a flow's held segments, delivered before a later frame of the flow
 that does not merge, leave before it. The staging ring is freed in order: up to the end of the
 last frame the engine took, once no copy runs or waits, but from ``pin_head`` on while frames
 queued to pass unchanged wait for their last reads (``pins``; the head moves to the end of each
@@ -92,17 +92,26 @@ regions), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-b
 8434fe5; 0.983, 0.961 and 0.936 while the copies paused for header patches written into the
 regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85
 before the chains, the banked copies and the delivery engine). The test traffic, many flows
-interleaved, gets 0.894 at 512 bit and 0.956 at 64 (0.504 and 0.609 at ce6f08e, when a frame that
+interleaved, gets 0.928 at 512 bit and 0.971 at 64 (0.894 and 0.956 at b486bb2, before the read-outs
+back to back, 0.899 and 0.958 with them, 0.920 at 512 bit with the lookahead too, then the read-outs
+that start while the copies into their regions run; 0.504 and 0.609 at ce6f08e, when a frame that
 passed unchanged waited in "Act" until the read-out, copy and delivery engines were idle and a
 segment held after a delivery waited for its read-out; with the queue alone 0.508 and 0.600, with
 the spare regions too 0.81 and 0.772, and with no, two or four spare regions 0.507, 0.758 and
-0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Below line rate at 512 bit: the lookup of the
-first segment after each delivery (a chain breaks when the merged frame is full; with one-beat
-segments each of its cycles costs a beat once the FIFOs before the engine are full), frames of
-other flows in between (each takes the four-cycle lookup: the lookup of the next frame could
-start during "Decide" and "Act" of the one before when neither changes a context, not built), and
-segments held while every region is in use. The cost: the regions and the staging ring take
-twice the memory (with the defaults at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
+0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Where the cycles go on that traffic (counted in
+Amaranth's simulator): at 512 bit the copy engine, which needs nine cycles in ten at line rate, is
+idle for 1,277 of 9,934 cycles, 877 of them while a segment to be held waits for a free region
+(all eight in use, the read-out busy with the deliveries before), 146 in "Hold" and 97 in "Wait";
+the read-out is idle for 1,792, 1,215 of them with nothing queued, 377 waiting for a delivery's
+header sums (``dq``) and 100 for copies. At 64 bit the copy engine is idle for 9,447 of 73,383
+cycles, 8,056 of them while a segment waits for a region, and the input stalls for 2,114, 1,845 of
+them with the staging ring held by frames queued to pass unchanged behind the deliveries. What is
+left, each a next step: the lookahead across a hold (which reads the head's ``keyq`` entry: a
+read port of its own for the lookup) and across a delivery (whose valid bit the lookup tests); a
+delivery's sums started as its last merge is decided; a region taken for a segment to be held while
+its read-out still runs, once the read-out is far enough ahead of the copy (as a read-out now
+follows a copy). The cost: the regions and the staging ring take twice the memory (with the
+defaults at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
 
 Timing. Every decision of the merge engine comes from registers and drives few of them. Its state is
 one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
@@ -151,7 +160,20 @@ apart). Block RAM read data leaves through a register: with ``bram="dp16kd"`` (E
 ``Design.synth_params``) the staging ring and the regions are DP16KD blocks with their output
 registers (:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
 nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
-rotates in the next and writes from registers in the one after.
+rotates in the next and writes from registers in the one after. The lookahead (not yet synthesized)
+adds: the lookup's read pointers (the head pointers of ``keyq``'s chunks and ``pql``'s) step by
+``pop + ahead_nx - ahead``, where ``ahead_nx`` comes from the engine's transitions beside ``pop``
+(in "Decide" from ``hit`` and ``holdable``, in "Chain" from ``ch_go`` and ``lk_chain``), on the
+pointers' inputs, not after them; the lookup's frame fields (payload length, key-valid and rule
+bits) come from a LUT memory (``pql``, 23 bits) read at that pointer, as the keys come from
+``keyq``, rather than from the FIFO's output register, one LUT memory read before the payload
+length's comparisons in step A; the frame's bits step B tests are registered in step A (``la_*``)
+and the one-bit facts "Decide" picks in step B (``b_*``); a frame passed on and a chain's end
+choose "Decide" or "Wait" by registers (``lk_ok``, ``popped``, ``expired_r``, the FIFO head's
+``same_key``), one more LUT level on those states' inputs. The read-out's start tests ``o_one``
+and ``o_room`` (registers) beside ``o_nz``, one more input into its enable; ``copying`` tests
+``c_near``, ``c_near1`` and ``c_near2`` in place of ``c_busy``, ``c_v1`` and ``c_v2``, registers
+one for one.
 
 Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, HeAP timing weight 52
 (``hw/synth.py``), seed 1 unless said; routing takes most of a run of 8 minutes alone on the machine
@@ -1306,9 +1328,23 @@ class LroEngine(wiring.Component):
         c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
         m.d.comb += c_issue.eq(c_busy & c_nz)
+        # A read-out of the region may start while a copy into it runs once the copy is three
+        # region words ahead of it: ``c_lead`` is ``c_j + c_base`` up to 3, and ``c_near``
+        # (``c_busy`` while ``c_lead`` is under 3) and ``c_near1``, ``c_near2`` (its reads
+        # whose writes are two or three cycles away) are registers of their own, so that the
+        # read-out's start tests them as it tested ``c_busy`` and ``c_v1``, ``c_v2`` (see
+        # ``copying``).
+        c_lead = Signal(2)
+        c_near = Signal()
+        c_near1 = Signal()
+        c_near2 = Signal()
+        m.d.sync += [c_near1.eq(c_issue & c_near), c_near2.eq(c_near1)]
         with m.If(c_issue):
             m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1),
-                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2)]
+                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2),
+                         c_lead.eq(Mux(c_lead == 3, 3, c_lead + 1))]
+            with m.If(c_one | (c_lead == 2)):
+                m.d.sync += c_near.eq(0)
             with m.If(c_one):
                 # The last read: the copy goes on in the background for one more write; the
                 # frame's staging words are free.
@@ -1331,6 +1367,10 @@ class LroEngine(wiring.Component):
                      q_free.eq(~q_valid_nx | c_free_nx)]
         cp_idle = Signal()  # no copy running or waiting
         m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
+        # (A negative base, which a merge's never is, counts as 0.)
+        lead0 = Signal(2)
+        m.d.comb += lead0.eq(Mux(q_cmd.base[-1], 0,
+                                 Mux(q_cmd.base[2:-1].any(), 3, q_cmd.base[:2])))
         with m.If(c_load):
             m.d.sync += [
                 c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
@@ -1338,6 +1378,7 @@ class LroEngine(wiring.Component):
                 c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1),
                 c_base.eq(q_cmd.base), c_lo.eq(q_cmd.lo), c_hi.eq(q_cmd.hi),
                 c_ctx.eq(q_cmd.ctx),
+                c_lead.eq(lead0), c_near.eq(lead0 != 3),
             ]
 
         # ``q_cmd`` loads in every cycle in which a command may be queued, from the command
@@ -1348,11 +1389,16 @@ class LroEngine(wiring.Component):
 
 
         def copying(index):
-            """A copy into context ``index`` runs, waits, or has a read whose write is two or
-            three cycles away (its last write lands before a read of the region issued once
-            this is false)."""
-            return ((c_busy & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
-                    | (c_v1 & (c_ctx1 == index)) | (c_v2 & (c_ctx2 == index)))
+            """A copy into region ``index`` waits, or runs less than three region words ahead
+            of a read-out of the region started now, or has such a read whose write is two or
+            three cycles away: once this is false, every write of the copies into the region
+            lands before the read of its word (the copy reads a word every cycle, a read-out
+            at most one: the copy's write of region words ``c_base + j`` and the next, three
+            cycles after its read ``j``, comes before the read-out's read of word ``c_base +
+            j``, issued ``c_base + j + 1`` cycles after its start or later, when ``c_j +
+            c_base`` was 3 or more at its start)."""
+            return ((c_near & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
+                    | (c_near1 & (c_ctx1 == index)) | (c_near2 & (c_ctx2 == index)))
 
         m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j), c_lo1.eq(c_lo), c_hi1.eq(c_hi),
                      c_r1.eq(c_r), c_ctx1.eq(c_ctx)]
