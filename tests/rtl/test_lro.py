@@ -332,3 +332,21 @@ def test_lookups_overlap_the_frame_before(width, mss, backpressure):
     assert sum(m["segs"] > 1 for m in rtl.out_meta) > 20
     assert sum(m["segs"] == 1 for m in rtl.out_meta) >= kinds["udp"]
     assert counters(done)["frames_out"] == len(rtl.frames)
+
+
+def test_last_segment_that_fits_only_because_it_is_shorter_after_a_chain():
+    # One flow of 9-byte payloads at line rate (one beat a segment, merged in "Chain"), each
+    # merged frame ending with a 2-byte segment that fits the 6000 bytes only because it is
+    # shorter: the chain ends before it, and its lookup, which ran while the frames before
+    # merged into the same context, must not decide it (it then takes the lookup in "Wait"
+    # and merges).
+    flow = Flow(random.Random(12), 6)
+    flow.v6, flow.vlans, flow.tsval = False, 0, None
+    flow.src, flow.dst, flow.mss = "10.0.0.70", "10.0.0.71", 9
+    frames = []
+    for _ in range(3):
+        # After the Ethernet header: 40 header bytes and 9 payload bytes, then 9 a merge:
+        # 6000 - 49 - 9 * 661 = 2 bytes of room.
+        frames += [flow.data() for _ in range(662)] + [flow.data(2)]
+    rtl, _ = check(frames, COMPACT, 512)
+    assert [m["segs"] for m in rtl.out_meta] == [663] * 3
