@@ -92,15 +92,16 @@ regions), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-b
 8434fe5; 0.983, 0.961 and 0.936 while the copies paused for header patches written into the
 regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85
 before the chains, the banked copies and the delivery engine). The test traffic, many flows
-interleaved, gets 0.928 at 512 bit and 0.971 at 64 (0.894 and 0.956 at b486bb2, before the read-outs
-back to back, 0.899 and 0.958 with them, 0.920 at 512 bit with the lookahead too, then the read-outs
-that start while the copies into their regions run; 0.504 and 0.609 at ce6f08e, when a frame that
-passed unchanged waited in "Act" until the read-out, copy and delivery engines were idle and a
-segment held after a delivery waited for its read-out; with the queue alone 0.508 and 0.600, with
-the spare regions too 0.81 and 0.772, and with no, two or four spare regions 0.507, 0.758 and
-0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Where the cycles go on that traffic (counted in
-Amaranth's simulator): at 512 bit the copy engine, which needs nine cycles in ten at line rate, is
-idle for 1,277 of 9,934 cycles, 877 of them while a segment to be held waits for a free region
+interleaved, gets 0.928 at 512 bit and 0.971 at 64 at rtl 72002e2 (0.894 and 0.956 at b486bb2,
+before the read-outs back to back, 0.899 and 0.958 with them, 0.920 at 512 bit with the lookahead
+too, then the read-outs that start while the copies into their regions run; 0.504 and 0.609 at
+ce6f08e, when a frame that passed unchanged waited in "Act" until the read-out, copy and delivery
+engines were idle and a segment held after a delivery waited for its read-out; with the queue alone
+0.508 and 0.600, with the spare regions too 0.81 and 0.772, and with no, two or four spare regions
+0.507, 0.758 and 0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Where the cycles go on that
+traffic (counted in Amaranth's simulator): at 512 bit the copy engine, which needs nine cycles in
+ten at line rate, is idle for 1,277 of 9,934 cycles, 877 of them while a segment to be held waits
+for a free region
 (all eight in use, the read-out busy with the deliveries before), 146 in "Hold" and 97 in "Wait";
 the read-out is idle for 1,792, 1,215 of them with nothing queued, 377 waiting for a delivery's
 header sums (``dq``) and 100 for copies. At 64 bit the copy engine is idle for 9,447 of 73,383
