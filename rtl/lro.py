@@ -75,8 +75,8 @@ read-outs together would be busy in almost every cycle), a delivery once its fie
 and the copies into its region have issued their reads or run at least three region words ahead of
 it (the read-out replaces the four header fields as the words leave). So a frame that passes
 unchanged never waits for the read-outs, copies or deliveries before it (it leaves after them all
-the same), and a flow's held segments, delivered before a later frame of the flow
-that does not merge, leave before it. The staging ring is freed in order: up to the end of the
+the same), and a flow's held segments, delivered before a later frame of the flow that does not
+merge, leave before it. The staging ring is freed in order: up to the end of the
 last frame the engine took, once no copy runs or waits, but from ``pin_head`` on while frames
 queued to pass unchanged wait for their last reads (``pins``; the head moves to the end of each
 one read out, at or before the next one's start). A context's payload region is apart from the
@@ -101,18 +101,17 @@ engines were idle and a segment held after a delivery waited for its read-out; w
 0.507, 0.758 and 0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Where the cycles go on that
 traffic (counted in Amaranth's simulator): at 512 bit the copy engine, which needs nine cycles in
 ten at line rate, is idle for 1,277 of 9,934 cycles, 877 of them while a segment to be held waits
-for a free region
-(all eight in use, the read-out busy with the deliveries before), 146 in "Hold" and 97 in "Wait";
-the read-out is idle for 1,792, 1,215 of them with nothing queued, 377 waiting for a delivery's
-header sums (``dq``) and 100 for copies. At 64 bit the copy engine is idle for 9,447 of 73,383
-cycles, 8,056 of them while a segment waits for a region, and the input stalls for 2,114, 1,845 of
-them with the staging ring held by frames queued to pass unchanged behind the deliveries. What is
-left, each a next step: the lookahead across a hold (which reads the head's ``keyq`` entry: a
-read port of its own for the lookup) and across a delivery (whose valid bit the lookup tests); a
+for a free region (all eight in use, the read-out busy with the deliveries before), 146 in "Hold"
+and 97 in "Wait"; the read-out is idle for 1,792, 1,215 of them with nothing queued, 377 waiting for
+a delivery's header sums (``dq``) and 100 for copies. At 64 bit the copy engine is idle for 9,447 of
+73,383 cycles, 8,056 of them while a segment waits for a region, and the input stalls for 2,114,
+1,845 of them with the staging ring held by frames queued to pass unchanged behind the deliveries.
+What is left, each a next step: the lookahead across a hold (which reads the head's ``keyq`` entry:
+a read port of its own for the lookup) and across a delivery (whose valid bit the lookup tests); a
 delivery's sums started as its last merge is decided; a region taken for a segment to be held while
 its read-out still runs, once the read-out is far enough ahead of the copy (as a read-out now
-follows a copy). The cost: the regions and the staging ring take twice the memory (with the
-defaults at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
+follows a copy). The cost: the regions and the staging ring take twice the memory (with the defaults
+at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
 
 Timing. Every decision of the merge engine comes from registers and drives few of them. Its state is
 one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
