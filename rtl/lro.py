@@ -42,15 +42,23 @@ and word sums reduced over registered stages of two adder levels: one stage at 6
 512); a pipelined parser (eight stages, never stalled: a frame enters it only while the FIFO
 behind it has room for everything in flight) reads its headers, and compares each frame with
 the one before it, while the merge engine works on the frames before. A frame the engine has
-to look up takes four cycles ("Wait" twice, as the lookup's two steps must see the contexts
-after the last change, "Decide", "Act"), and a segment held in a new context one more ("Hold",
-where its context is written). A segment that follows the frame held or merged just
-before it takes one ("Chain"): the parser found the two of the same flow with equal header
-words, the next sequence number, an IP ID equal or one more and a payload no longer, and the
-rest of what the lookup tests is known without it (the context's header words and ``mss`` are
-the previous frame's; its room, held bytes and fixed-ID bit are in registers), so the segment
-merges in the cycle after the one before, with no hazard to resolve. The copy of a segment into
-its context's region (the payload of a merged segment, the whole of a held one) goes on in the
+to look up after a hold or a delivery takes four cycles ("Wait" twice, as the lookup's two steps
+must see the contexts after the last change, "Decide", "Act"), and a segment held in a new
+context one more ("Hold", where its context is written). The lookup of the frame after the one
+the engine works on runs while that one is in "Decide", in "Act" to be passed on or merged, and
+in "Chain" (the lookahead: the lookup reads the FIFO's entry behind its head), and it stands
+when the changes since are known not to touch what it compared: a frame passed unchanged
+changes no context, so the next frame is decided in the cycle after it leaves (two cycles a
+frame, four before); a merge changes only its own context, so a frame of another flow (the
+parser's ``same_key`` verdict: another flow key than the frame before, so that it cannot hit
+that context) is decided after one cycle in "Chain" (three cycles a frame, five before); a
+frame of the same flow that does not chain takes the lookup in "Wait". A segment that follows the
+frame held or merged just before it takes one ("Chain"): the parser found the two of the same flow
+with equal header words, the next sequence number, an IP ID equal or one more and a payload no
+longer, and the rest of what the lookup tests is known without it (the context's header words and
+``mss`` are the previous frame's; its room, held bytes and fixed-ID bit are in registers), so the
+segment merges in the cycle after the one before, with no hazard to resolve. The copy of a segment
+into its context's region (the payload of a merged segment, the whole of a held one) goes on in the
 background, through a queue of one command behind the running one, at one staging word per
 cycle: each word is rotated once and written in two parts, into two region words that lie in
 two banks (even and odd words), so that a payload that straddles a region word costs no extra
@@ -59,14 +67,16 @@ engine (header sums in registered steps; the new header fields then wait in a qu
 the merge engine goes on with the next frames; no copy ever pauses (at 512 bit a segment's copy
 takes as many cycles as its input, so each pause for a delivery was a loss for good). The
 read-outs leave in the order the merge engine decides them, through a queue of 16 (``rq``:
-frames that pass unchanged and deliveries), each starting once the one before has issued its last
-read: a frame that passes unchanged from a second copy of the staging ring (``staging_out``,
-written a cycle later; one read port for the copies and these read-outs together would be busy in
-almost every cycle), a delivery once its fields are in ``dq`` and the copies into its region have
-issued their reads (the read-out replaces the four header fields as the words leave). So a frame
-that passes unchanged never waits for the read-outs, copies or deliveries before it (it leaves
-after them all the same), and a flow's held segments, delivered before a later frame of the flow
-that does not merge, leave before it. The staging ring is freed in order: up to the end of the
+frames that pass unchanged and deliveries), each starting in the cycle of the last read of the one
+before (the values of a delivery's new header fields follow its reads through a register stage of
+their own, so the next read-out may load its own): a frame that passes unchanged from a second copy
+of the staging ring (``staging_out``, written a cycle later; one read port for the copies and these
+read-outs together would be busy in almost every cycle), a delivery once its fields are in ``dq``
+and the copies into its region have issued their reads or run at least three region words ahead of
+it (the read-out replaces the four header fields as the words leave). So a frame that passes
+unchanged never waits for the read-outs, copies or deliveries before it (it leaves after them all
+the same), and a flow's held segments, delivered before a later frame of the flow that does not
+merge, leave before it. The staging ring is freed in order: up to the end of the
 last frame the engine took, once no copy runs or waits, but from ``pin_head`` on while frames
 queued to pass unchanged wait for their last reads (``pins``; the head moves to the end of each
 one read out, at or before the next one's start). A context's payload region is apart from the
@@ -82,17 +92,26 @@ regions), in beats per cycle: at 64 bit, 1.0 for one flow's 64-, 256- and 1500-b
 8434fe5; 0.983, 0.961 and 0.936 while the copies paused for header patches written into the
 regions; 0.994 for 1500 bytes before the copy's write took a cycle more; 0.25, 0.64 and 0.85
 before the chains, the banked copies and the delivery engine). The test traffic, many flows
-interleaved, gets 0.894 at 512 bit and 0.956 at 64 (0.504 and 0.609 at ce6f08e, when a frame that
-passed unchanged waited in "Act" until the read-out, copy and delivery engines were idle and a
-segment held after a delivery waited for its read-out; with the queue alone 0.508 and 0.600, with
-the spare regions too 0.81 and 0.772, and with no, two or four spare regions 0.507, 0.758 and
-0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Below line rate at 512 bit: the lookup of the
-first segment after each delivery (a chain breaks when the merged frame is full; with one-beat
-segments each of its cycles costs a beat once the FIFOs before the engine are full), frames of
-other flows in between (each takes the four-cycle lookup: the lookup of the next frame could
-start during "Decide" and "Act" of the one before when neither changes a context, not built), and
-segments held while every region is in use. The cost: the regions and the staging ring take
-twice the memory (with the defaults at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
+interleaved, gets 0.928 at 512 bit and 0.971 at 64 at rtl 72002e2 (0.894 and 0.956 at b486bb2,
+before the read-outs back to back, 0.899 and 0.958 with them, 0.920 at 512 bit with the lookahead
+too, then the read-outs that start while the copies into their regions run; 0.504 and 0.609 at
+ce6f08e, when a frame that passed unchanged waited in "Act" until the read-out, copy and delivery
+engines were idle and a segment held after a delivery waited for its read-out; with the queue alone
+0.508 and 0.600, with the spare regions too 0.81 and 0.772, and with no, two or four spare regions
+0.507, 0.758 and 0.894 at 512 bit, 0.618, 0.823 and 0.956 at 64). Where the cycles go on that
+traffic (counted in Amaranth's simulator): at 512 bit the copy engine, which needs nine cycles in
+ten at line rate, is idle for 1,277 of 9,934 cycles, 877 of them while a segment to be held waits
+for a free region (all eight in use, the read-out busy with the deliveries before), 146 in "Hold"
+and 97 in "Wait"; the read-out is idle for 1,792, 1,215 of them with nothing queued, 377 waiting for
+a delivery's header sums (``dq``) and 100 for copies. At 64 bit the copy engine is idle for 9,447 of
+73,383 cycles, 8,056 of them while a segment waits for a region, and the input stalls for 2,114,
+1,845 of them with the staging ring held by frames queued to pass unchanged behind the deliveries.
+What is left, each a next step: the lookahead across a hold (which reads the head's ``keyq`` entry:
+a read port of its own for the lookup) and across a delivery (whose valid bit the lookup tests); a
+delivery's sums started as its last merge is decided; a region taken for a segment to be held while
+its read-out still runs, once the read-out is far enough ahead of the copy (as a read-out now
+follows a copy). The cost: the regions and the staging ring take twice the memory (with the defaults
+at 64 bit, 160 DP16KD blocks of an ECP5-85k's 208, not 80).
 
 Timing. Every decision of the merge engine comes from registers and drives few of them. Its state is
 one-hot (a flip-flop a state, no decoding before the decisions). The lookup compares in two
@@ -141,7 +160,20 @@ apart). Block RAM read data leaves through a register: with ``bram="dp16kd"`` (E
 ``Design.synth_params``) the staging ring and the regions are DP16KD blocks with their output
 registers (:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
 nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
-rotates in the next and writes from registers in the one after.
+rotates in the next and writes from registers in the one after. The lookahead (not yet synthesized)
+adds: the lookup's read pointers (the head pointers of ``keyq``'s chunks and ``pql``'s) step by
+``pop + ahead_nx - ahead``, where ``ahead_nx`` comes from the engine's transitions beside ``pop``
+(in "Decide" from ``hit`` and ``holdable``, in "Chain" from ``ch_go`` and ``lk_chain``), on the
+pointers' inputs, not after them; the lookup's frame fields (payload length, key-valid and rule
+bits) come from a LUT memory (``pql``, 23 bits) read at that pointer, as the keys come from
+``keyq``, rather than from the FIFO's output register, one LUT memory read before the payload
+length's comparisons in step A; the frame's bits step B tests are registered in step A (``la_*``)
+and the one-bit facts "Decide" picks in step B (``b_*``); a frame passed on and a chain's end
+choose "Decide" or "Wait" by registers (``lk_ok``, ``popped``, ``expired_r``, the FIFO head's
+``same_key``), one more LUT level on those states' inputs. The read-out's start tests ``o_one``
+and ``o_room`` (registers) beside ``o_nz``, one more input into its enable; ``copying`` tests
+``c_near``, ``c_near1`` and ``c_near2`` in place of ``c_busy``, ``c_v1`` and ``c_v2``, registers
+one for one.
 
 Measured (yosys and nextpnr, ECP5-85k, 64 bit, 8 contexts of 16 KiB, HeAP timing weight 52
 (``hw/synth.py``), seed 1 unless said; routing takes most of a run of 8 minutes alone on the machine
@@ -662,6 +694,8 @@ class LroEngine(wiring.Component):
             # ``pair_held``: it holds that one frame; ``pair_inc``: else); its IP ID equals
             # that frame's; its payload is shorter.
             ("pair_fix", 1), ("pair_held", 1), ("pair_inc", 1), ("id_same", 1), ("lt_prev", 1),
+            # Its flow key equals that frame's (so it may hit the context that frame went to).
+            ("same_key", 1),
             # Verdicts the engine takes as they are: a payload; URG, PSH, RST, SYN or FIN
             # (the segment ends its flow's merge); the segment may be held.
             ("pl_nz", 1), ("ends", 1), ("holdable", 1),
@@ -687,6 +721,15 @@ class LroEngine(wiring.Component):
         m.d.comb += slot.eq(pq.r_rdy)
         pop = Signal()  # the engine is done with the frame's fields
         m.d.comb += pq.r_en.eq(pop)
+        # The lookup reads the FIFO's head (``ahead`` clear) or the frame after it (set: the
+        # engine works on the head, see "Lookahead" at the merge engine); ``ahead_nx`` is its
+        # next value, so that the lookup's read pointers (``lk_step``) move with it.
+        ahead = Signal()
+        ahead_nx = Signal()
+        m.d.comb += ahead_nx.eq(ahead)
+        m.d.sync += ahead.eq(ahead_nx)
+        lk_step = Signal(range(-1, 3))
+        m.d.comb += lk_step.eq((pop & slot) + ahead_nx - ahead)
         stages = 8
         inflight = Signal(range(pq_depth + 1))  # frames in the pipeline and the FIFO
         enter = Signal()
@@ -856,11 +899,12 @@ class LroEngine(wiring.Component):
                          w_port.data.eq(kq_w_data.as_value()[lo:hi])]
             for tag, step, out, first in (("s6", valid_at[6], kq_r_data, 0),
                                           ("prev", valid_at[6], kq_p_data, 15),
-                                          ("head", pop & slot, kq_h_data, 0)):
+                                          ("head", lk_step, kq_h_data, 0)):
                 r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}", init=first)
                 r_port = mem.read_port(domain="comb")
                 m.d.sync += r_ptr.eq(r_ptr + step)
                 m.d.comb += [r_port.addr.eq(r_ptr), out.as_value()[lo:hi].eq(r_port.data)]
+        # (``kq_h_data`` is the lookup's entry: the FIFO's head whenever "Hold" reads it.)
         fn.update({k: getattr(kq_h_data, k) for k in kv})
 
         # S2b: sums of up to four groups; the header offsets the checks compare with.
@@ -1049,6 +1093,7 @@ class LroEngine(wiring.Component):
                                     | pr["id_inc"])),
             pw.pair_inc.eq(pair & (s2_hold["is6"] | pr["id_inc"])),
             pw.id_same.eq(pr["id_same"]), pw.lt_prev.eq(pr["lt"]),
+            pw.same_key.eq(pr_key.all()),
         ]
         m.d.comb += [pq.w_data.eq(Cat(*(pw[k] for k, _ in pqn_layout))), pq.w_en.eq(pw_valid)]
         pqw_w = Signal(pqw_layout)
@@ -1065,6 +1110,23 @@ class LroEngine(wiring.Component):
             m.d.comb += [w_port.addr.eq(pqw_next), w_port.en.eq(pw_valid),
                          w_port.data.eq(pqw_w.as_value()[lo:hi]), r_port.addr.eq(r_ptr),
                          pqw_out.as_value()[lo:hi].eq(r_port.data)]
+        # The FIFO's fields the lookup tests, again in a LUT memory of their own read at the
+        # lookup's entry (``lk``), like ``keyq``'s ``kq_h_data``.
+        lk_layout = data.StructLayout({"key_valid": 1, "pay_len": 17, "df": 1, "v6": 1,
+                                       "never_hold": 1, "pl_nz": 1, "cwr": 1})
+        lk_w = Signal(lk_layout)
+        lk = Signal(lk_layout)
+        m.d.comb += [lk_w.key_valid.eq(pw.key_valid), lk_w.pay_len.eq(pw.pay_len),
+                     lk_w.df.eq(pw.df), lk_w.v6.eq(pw.v6), lk_w.never_hold.eq(pw.never_hold),
+                     lk_w.pl_nz.eq(pw.pl_nz), lk_w.cwr.eq(pw.flags[7])]
+        m.submodules.pql = lk_mem = Memory(shape=lk_layout.size, depth=pq_depth, init=[])
+        lk_w_port = lk_mem.write_port()
+        lk_r_port = lk_mem.read_port(domain="comb")
+        lk_ptr = Signal(4)
+        m.d.sync += lk_ptr.eq(lk_ptr + lk_step)
+        m.d.comb += [lk_w_port.addr.eq(pqw_next), lk_w_port.en.eq(pw_valid),
+                     lk_w_port.data.eq(lk_w.as_value()), lk_r_port.addr.eq(lk_ptr),
+                     lk.as_value().eq(lk_r_port.data)]
 
         # ------------------------------------------------------------------ contexts
         Ctx = _ctx_layout(SP, RCP)
@@ -1163,12 +1225,18 @@ class LroEngine(wiring.Component):
         m.d.sync += [o_v2.eq(o_v1), o_src2.eq(o_src1), o_bank2.eq(o_bank1), o_last2.eq(o_last1),
                      o_keep2.eq(o_keep1), o_user2.eq(o_user1)]
         m.d.sync += o_hit1.eq(Cat(*(o_pe[f] & (o_j == o_pw[f]) for f in range(4))))
+        # (The fields' values and lanes go along with ``o_hit1``: the next read-out may load
+        # its own in the cycle of this one's last read.)
+        o_pv1 = [Signal(16, name=f"o_pv1_{f}") for f in range(4)]
+        o_pl1 = [Signal(max(1, LB), name=f"o_pl1_{f}") for f in range(4)]
+        m.d.sync += [*(o_pv1[f].eq(o_pv[f]) for f in range(4)),
+                     *(o_pl1[f].eq(o_pl[f]) for f in range(4))]
         pm, pd = [], []
         for k in range(B):
-            hi = [o_hit1[f] & (o_pl[f] == k) for f in range(4)]
-            lo = [o_hit1[f] & (o_pl[f] == k - 1) for f in range(4) if two[f] and k > 0]
-            lo_val = [o_pv[f][0:8] for f in range(4) if two[f] and k > 0]
-            hi_val = [o_pv[f][8:16] if two[f] else o_pv[f][0:8] for f in range(4)]
+            hi = [o_hit1[f] & (o_pl1[f] == k) for f in range(4)]
+            lo = [o_hit1[f] & (o_pl1[f] == k - 1) for f in range(4) if two[f] and k > 0]
+            lo_val = [o_pv1[f][0:8] for f in range(4) if two[f] and k > 0]
+            hi_val = [o_pv1[f][8:16] if two[f] else o_pv1[f][0:8] for f in range(4)]
             pm.append(Cat(*hi, *lo).any())
             byte = Const(0, 8)
             for c, v in zip(hi + lo, hi_val + lo_val, strict=True):
@@ -1260,9 +1328,23 @@ class LroEngine(wiring.Component):
         c_wen2 = [Signal(B, name=f"c_wen2_{n}") for n in range(2)]
         c_issue = Signal()
         m.d.comb += c_issue.eq(c_busy & c_nz)
+        # A read-out of the region may start while a copy into it runs once the copy is three
+        # region words ahead of it: ``c_lead`` is ``c_j + c_base`` up to 3, and ``c_near``
+        # (``c_busy`` while ``c_lead`` is under 3) and ``c_near1``, ``c_near2`` (its reads
+        # whose writes are two or three cycles away) are registers of their own, so that the
+        # read-out's start tests them as it tested ``c_busy`` and ``c_v1``, ``c_v2`` (see
+        # ``copying``).
+        c_lead = Signal(2)
+        c_near = Signal()
+        c_near1 = Signal()
+        c_near2 = Signal()
+        m.d.sync += [c_near1.eq(c_issue & c_near), c_near2.eq(c_near1)]
         with m.If(c_issue):
             m.d.sync += [c_j.eq(c_j + 1), c_addr.eq(c_addr + 1), c_rem.eq(c_rem - 1),
-                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2)]
+                         c_nz.eq(c_rem != 1), c_one.eq(c_rem == 2),
+                         c_lead.eq(Mux(c_lead == 3, 3, c_lead + 1))]
+            with m.If(c_one | (c_lead == 2)):
+                m.d.sync += c_near.eq(0)
             with m.If(c_one):
                 # The last read: the copy goes on in the background for one more write; the
                 # frame's staging words are free.
@@ -1285,6 +1367,10 @@ class LroEngine(wiring.Component):
                      q_free.eq(~q_valid_nx | c_free_nx)]
         cp_idle = Signal()  # no copy running or waiting
         m.d.comb += cp_idle.eq(~c_busy & ~q_valid)
+        # (A negative base, which a merge's never is, counts as 0.)
+        lead0 = Signal(2)
+        m.d.comb += lead0.eq(Mux(q_cmd.base[-1], 0,
+                                 Mux(q_cmd.base[2:-1].any(), 3, q_cmd.base[:2])))
         with m.If(c_load):
             m.d.sync += [
                 c_busy.eq(1), c_j.eq(0), c_addr.eq(q_cmd.addr),
@@ -1292,6 +1378,7 @@ class LroEngine(wiring.Component):
                 c_nz.eq(q_cmd.rem != 0), c_one.eq(q_cmd.rem == 1),
                 c_base.eq(q_cmd.base), c_lo.eq(q_cmd.lo), c_hi.eq(q_cmd.hi),
                 c_ctx.eq(q_cmd.ctx),
+                c_lead.eq(lead0), c_near.eq(lead0 != 3),
             ]
 
         # ``q_cmd`` loads in every cycle in which a command may be queued, from the command
@@ -1302,11 +1389,16 @@ class LroEngine(wiring.Component):
 
 
         def copying(index):
-            """A copy into context ``index`` runs, waits, or has a read whose write is two or
-            three cycles away (its last write lands before a read of the region issued once
-            this is false)."""
-            return ((c_busy & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
-                    | (c_v1 & (c_ctx1 == index)) | (c_v2 & (c_ctx2 == index)))
+            """A copy into region ``index`` waits, or runs less than three region words ahead
+            of a read-out of the region started now, or has such a read whose write is two or
+            three cycles away: once this is false, every write of the copies into the region
+            lands before the read of its word (the copy reads a word every cycle, a read-out
+            at most one: the copy's write of region words ``c_base + j`` and the next, three
+            cycles after its read ``j``, comes before the read-out's read of word ``c_base +
+            j``, issued ``c_base + j + 1`` cycles after its start or later, when ``c_j +
+            c_base`` was 3 or more at its start)."""
+            return ((c_near & (c_ctx == index)) | (q_valid & (q_cmd.ctx == index))
+                    | (c_near1 & (c_ctx1 == index)) | (c_near2 & (c_ctx2 == index)))
 
         m.d.sync += [c_v1.eq(c_issue), c_w1.eq(c_base + c_j), c_lo1.eq(c_lo), c_hi1.eq(c_hi),
                      c_r1.eq(c_r), c_ctx1.eq(c_ctx)]
@@ -1474,9 +1566,17 @@ class LroEngine(wiring.Component):
                 ]
 
         short = Signal(N)
+        # (The frame's bits that step B tests are registered in step A with the contexts'
+        # tests, and the one-bit facts "Decide" reads in step B with ``hit``: everything
+        # "Decide" takes from the lookup comes from one look at the frame and the contexts.)
+        la = {name: Signal(name=f"la_{name}") for name in ("df", "v6", "cwr", "pl_nz",
+                                                           "never_hold")}
+        m.d.sync += [la[name].eq(lk[name]) for name in la]
+        b_id0 = Signal(N)
+        b_cnt1 = Signal(N)
+        b_fixed = Signal(N)
         hit_idx = Signal(CP)  # the hit context (the last one of ``hit``), registered with it
         hit_idx_next = Signal(CP)
-        a_id0, a_cnt1, a_fixed = [], [], []
         fn_rules = Cat(fn["flag_word"] & _FLAG_MASK, fn["ack"], fn["opts"], fn["ip_word"],
                        fn["seq"])
         for i, c in enumerate(ctx):
@@ -1486,31 +1586,53 @@ class LroEngine(wiring.Component):
             a = {name: Signal(name=f"a_{name}{i}") for name in (
                 "valid", "id0", "idc", "cnt1", "fixed", "mss", "short", "room")}
             m.d.sync += [
-                a["valid"].eq(c.valid & fn["key_valid"]),
+                a["valid"].eq(c.valid & lk.key_valid),
                 a["id0"].eq(fn["ip_id"] == c.ip_id),
                 a["idc"].eq(fn["ip_id"] == c.id_next),
                 a["cnt1"].eq(c.count == 1),
                 a["fixed"].eq(c.fixed_id),
-                a["mss"].eq(fn["pay_len"] <= c.mss),
-                a["short"].eq(fn["pay_len"] < c.mss),
-                a["room"].eq(~c.room[17] & (fn["pay_len"] <= c.room[:17])),
+                a["mss"].eq(lk.pay_len <= c.mss),
+                a["short"].eq(lk.pay_len < c.mss),
+                a["room"].eq(~c.room[17] & (lk.pay_len <= c.room[:17])),
             ]
-            fixed = a["fixed"] | (a["cnt1"] & a["id0"] & fn["df"])
-            id_ok = fn["v6"] | Mux(fixed, a["id0"], a["idc"])
-            rules = Cat(~fn["flags"][7], a_rule.all(), id_ok, fn["pl_nz"], a["mss"],
-                        ~fn["never_hold"], a["room"])
+            fixed = a["fixed"] | (a["cnt1"] & a["id0"] & la["df"])
+            id_ok = la["v6"] | Mux(fixed, a["id0"], a["idc"])
+            rules = Cat(~la["cwr"], a_rule.all(), id_ok, la["pl_nz"], a["mss"],
+                        ~la["never_hold"], a["room"])
             hit_next = a["valid"] & a_key.all()
             with m.If(hit_next):
                 m.d.comb += hit_idx_next.eq(i)
-            m.d.sync += [hit[i].eq(hit_next), ok[i].eq(rules.all()), short[i].eq(a["short"])]
-            a_id0.append(a["id0"])
-            a_cnt1.append(a["cnt1"])
-            a_fixed.append(a["fixed"])
+            m.d.sync += [hit[i].eq(hit_next), ok[i].eq(rules.all()), short[i].eq(a["short"]),
+                         b_id0[i].eq(a["id0"]), b_cnt1[i].eq(a["cnt1"]),
+                         b_fixed[i].eq(a["fixed"])]
         m.d.sync += hit_idx.eq(hit_idx_next)
         changed = Signal()
         quiet = Signal()
-        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot | mu_en.any())
+        m.d.comb += changed.eq(fsm_act | fsm_deliver | pop | ~slot | mu_en.any() | ahead)
         m.d.sync += quiet.eq(~changed)
+
+        # Lookahead: while the engine works on the frame at the FIFO's head in "Decide", in
+        # "Act" for a frame passed on or a merge, and in "Chain", the lookup compares the frame
+        # after it (``ahead``), so that the frame can be decided in the cycle after its
+        # predecessor is done, with no cycles in "Wait", when the lookup saw the contexts as
+        # they are then: a frame passed on changes no context, and a merge (in "Act" or
+        # "Chain") changes only the context it goes to, which the next frame, looked up during
+        # the merge, hits only if it has the same flow key (``same_key``; it then takes the
+        # lookup in "Wait", as does a frame after a hold or a delivery). ``lk_ok``: the lookup
+        # registered in this cycle's ``hit`` and ``ok`` (step B) compared the frame after the
+        # head, which was in the FIFO, in the cycle before the one before (step A).
+        lk_ok = Signal()
+        popped = Signal()  # a frame left the FIFO in the cycle before
+        m.d.sync += [lk_ok.eq(ahead & (pq.level >= 2)), popped.eq(pop & slot)]
+        lk_single = Signal()  # a frame passed on in "Act": the next one's lookup is done
+        lk_chain = Signal()  # a chain ends: the lookup of the frame at the head is done
+        m.d.comb += [
+            # (No frame left since the lookup: the head is still the frame before.)
+            lk_single.eq(lk_ok & ~popped & ~expired_r),
+            # (The frame chained or merged before left in the cycle before; the merges since
+            # the lookup went to the context of the frame's predecessor.)
+            lk_chain.eq(lk_ok & popped & slot & ~fn["same_key"] & ~expired_r),
+        ]
 
         # The engine's state, one-hot: each state is a flip-flop of its own, so that the
         # decisions below are enabled by one flip-flop each, with no decoding before them.
@@ -1601,7 +1723,12 @@ class LroEngine(wiring.Component):
         with state("Chain"):
             # (A merge: see below.)
             with m.If(~ch_go):
-                goto("Wait")
+                with m.If(lk_chain):
+                    m.d.comb += ahead_nx.eq(1)
+                    goto("Decide")
+                with m.Else():
+                    m.d.comb += ahead_nx.eq(0)
+                    goto("Wait")
         with state("Wait"):
             with m.If(settled != 3):
                 m.d.sync += settled.eq(settled + 1)
@@ -1609,7 +1736,7 @@ class LroEngine(wiring.Component):
                 m.d.sync += [d_ctx.eq(oldest_r), ret.eq(R_WAIT)]
                 goto("Deliver")
             with m.Elif(slot & ~expired_r & quiet):
-                m.d.sync += [cur.eq(nxt), idx_now.eq(nxt.idx)]
+                m.d.comb += ahead_nx.eq(1)
                 goto("Decide")
         with state("Decide"):
             # The hit context's fields are picked by the one-hot ``hit`` (an AND-OR; at most
@@ -1623,9 +1750,10 @@ class LroEngine(wiring.Component):
                          m_held.eq(_and_or(hit, [c.held_len for c in ctx])),
                          m_reg.eq(_and_or(hit, [c.region for c in ctx])),
                          ch_room.eq(_and_or(hit, [c.room for c in ctx])),
-                         ch_fix.eq((hit & Cat(*a_fixed)).any()),
-                         ch_held.eq((hit & Cat(*a_cnt1)).any()),
-                         ch_id0.eq((hit & Cat(*a_id0)).any())]
+                         ch_fix.eq((hit & b_fixed).any()),
+                         ch_held.eq((hit & b_cnt1).any()),
+                         ch_id0.eq((hit & b_id0).any()),
+                         cur.eq(nxt), idx_now.eq(nxt.idx)]
             with m.If(merge_ok):
                 m.d.sync += [
                     act.eq(A_MERGE), act_m.eq(1), act_merge.eq(1),
@@ -1634,6 +1762,9 @@ class LroEngine(wiring.Component):
                 goto("Act")
             with m.Else():
                 m.d.sync += [act.eq(Mux(holdable, A_HOLD, A_SINGLE)), act_m.eq(0)]
+                # (Only a frame passed on leaves the lookahead running: "Hold" reads the
+                # head's entry.)
+                m.d.comb += ahead_nx.eq(~hit.any() & ~holdable)
                 with m.If(hit.any()):
                     # A new segment of the flow goes to another free context if there is
                     # one, so that it need not wait for the read-out of the delivered one.
@@ -1706,6 +1837,7 @@ class LroEngine(wiring.Component):
                 with m.Switch(ret):
                     with m.Case(R_ACT):
                         m.d.sync += act_single.eq(act == A_SINGLE)
+                        m.d.comb += ahead_nx.eq(act == A_SINGLE)
                         goto("Act")
                     with m.Case(R_RELEASE):
                         goto("Release")
@@ -1785,6 +1917,7 @@ class LroEngine(wiring.Component):
             m.d.sync += mu_en.eq(Cat(*(sel == i for i in range(N))))
             m.d.comb += pop.eq(1)
             m.d.sync += [st["Act"].eq(0), act_merge.eq(0)]
+            m.d.comb += ahead_nx.eq(stay)
             with m.If(stay):
                 m.d.sync += st["Chain"].eq(1)  # the copy goes on in the background
             with m.Else():
@@ -1796,8 +1929,12 @@ class LroEngine(wiring.Component):
             m.d.comb += [rq.w_en.eq(1), pop.eq(1), pin_add.eq(1)]
             m.d.sync += [act_single.eq(0), st["Act"].eq(0)]
             with m.If(cur.eop):
+                m.d.comb += ahead_nx.eq(0)
                 m.d.sync += st["Flush"].eq(1)  # (as ``release`` goes on from a state)
+            with m.Elif(lk_single):
+                m.d.sync += st["Decide"].eq(1)  # (the next frame's lookup is done)
             with m.Else():
+                m.d.comb += ahead_nx.eq(0)
                 m.d.sync += st["Wait"].eq(1)
 
         # Delivery engine: the new header fields of the context handed over (``dsel``: its
@@ -1882,9 +2019,12 @@ class LroEngine(wiring.Component):
         # last writes; copies into other contexts go on).
         start_single = Signal()
         start_deliv = Signal()
+        # (The read-out is free in the cycle of its last read: ``o_one`` and ``o_room``.)
+        o_free = Signal()
         m.d.comb += [
-            start_single.eq(rq.r_rdy & rq_head.single & ~o_nz),
-            start_deliv.eq(rq.r_rdy & ~rq_head.single & dq.r_rdy & ~o_nz
+            o_free.eq(~o_nz | (o_one & o_room)),
+            start_single.eq(rq.r_rdy & rq_head.single & o_free),
+            start_deliv.eq(rq.r_rdy & ~rq_head.single & dq.r_rdy & o_free
                            & ~copying(dq_head.ctx)),
             rq.r_en.eq(start_single | start_deliv), dq.r_en.eq(start_deliv),
         ]
@@ -1916,12 +2056,17 @@ class LroEngine(wiring.Component):
             m.d.sync += done_end.eq(Mux(st["Chain"], nxt.end, cur.end))
         with m.If(cp_idle):
             m.d.sync += rd_ptr.eq(done_end)
-        pin_drop = Signal()
-        m.d.comb += pin_drop.eq((issue & o_one & ~o_region)
-                                | (start_single & (rq_head.words == 0)))
-        m.d.sync += pins.eq(pins + pin_add - pin_drop)
-        with m.If(pin_drop):
-            m.d.sync += pin_head.eq(Mux(start_single, rq_head.end, o_end))
+        # (In one cycle, the last read of a frame read out and the start of a frame of no
+        # words may both drop a pin.)
+        pin_last = Signal()
+        pin_none = Signal()
+        m.d.comb += [pin_last.eq(issue & o_one & ~o_region),
+                     pin_none.eq(start_single & (rq_head.words == 0))]
+        m.d.sync += pins.eq(pins + pin_add - pin_last - pin_none)
+        with m.If(pin_none):
+            m.d.sync += pin_head.eq(rq_head.end)
+        with m.Elif(pin_last):
+            m.d.sync += pin_head.eq(o_end)
         with m.If(pin_add & (pins == 0)):
             m.d.sync += pin_head.eq(cur.start)
 

@@ -281,3 +281,72 @@ def test_pinned_frames_hold_the_staging_ring_at_512_bit():
         frames += [udp[n], flow.data(), flow.data()]
     rtl, _ = check(frames, COMPACT, 512, backpressure_pct=85, seed=5)
     assert sum(m["segs"] == 1 for m in rtl.out_meta) >= 120
+
+
+def _interleaved(seed, count, mss):
+    """Back-to-back frames of five flows (four contexts) and frames passed unchanged: after
+    each frame, the next one is often of another flow (its lookup runs during the frame
+    before), sometimes of the same flow but not chaining onto it (a sequence gap: it takes the
+    lookup after the merge before it), a pure ACK or a bad checksum of a held flow (which
+    delivers it), or a UDP frame (passed unchanged). Returns the frames and the count of each
+    kind."""
+    rng = random.Random(seed)
+    flows = _flows(5, mss, host=80)
+    udp = _udp(seed, count, 60)
+    frames, kinds = [], {"segment": 0, "udp": 0, "gap": 0, "ack": 0, "bad": 0}
+    last = flows[0]
+    for _ in range(count):
+        r = rng.random()
+        flow = rng.choice(flows)
+        if r < 0.45:
+            kind, frame = "segment", flow.data()
+        elif r < 0.7:
+            kind, frame = "udp", udp.pop()
+        elif r < 0.82:
+            flow = last
+            flow.seq += 3 * mss
+            kind, frame = "gap", flow.data()
+        elif r < 0.92:
+            kind, frame = "ack", flow.frame(b"")
+        else:
+            bad = bytearray(flow.data())
+            bad[-1] ^= 0x5A
+            kind, frame = "bad", bytes(bad)
+        kinds[kind] += 1
+        frames.append(frame)
+        last = flow
+    return frames, kinds
+
+
+@pytest.mark.parametrize("width,mss,backpressure", [(64, 10, 60), (512, 10, 0), (512, 10, 50),
+                                                    (512, 200, 30)])
+def test_lookups_overlap_the_frame_before(width, mss, backpressure):
+    # The lookup of a frame runs while the frame before it is decided and passed on or merged
+    # (it needs the FIFO to hold both: short frames, or a slow output that makes it wait), so
+    # the frame is decided with the contexts as they are after the frame before: a merge
+    # into one context while the next frame hits another or none, a frame passed on before a
+    # frame that merges, is held, evicts the oldest flow or delivers its own.
+    frames, kinds = _interleaved(width + mss + backpressure, 400, mss)
+    assert all(n > 10 for n in kinds.values())
+    rtl, done = check(frames, COMPACT, width, backpressure_pct=backpressure, seed=width)
+    assert sum(m["segs"] > 1 for m in rtl.out_meta) > 20
+    assert sum(m["segs"] == 1 for m in rtl.out_meta) >= kinds["udp"]
+    assert counters(done)["frames_out"] == len(rtl.frames)
+
+
+def test_last_segment_that_fits_only_because_it_is_shorter_after_a_chain():
+    # One flow of 9-byte payloads at line rate (one beat a segment, merged in "Chain"), each
+    # merged frame ending with a 2-byte segment that fits the 6000 bytes only because it is
+    # shorter: the chain ends before it, and its lookup, which ran while the frames before
+    # merged into the same context, must not decide it (it then takes the lookup in "Wait"
+    # and merges).
+    flow = Flow(random.Random(12), 6)
+    flow.v6, flow.vlans, flow.tsval = False, 0, None
+    flow.src, flow.dst, flow.mss = "10.0.0.70", "10.0.0.71", 9
+    frames = []
+    for _ in range(3):
+        # After the Ethernet header: 40 header bytes and 9 payload bytes, then 9 a merge:
+        # 6000 - 49 - 9 * 661 = 2 bytes of room.
+        frames += [flow.data() for _ in range(662)] + [flow.data(2)]
+    rtl, _ = check(frames, COMPACT, 512)
+    assert [m["segs"] for m in rtl.out_meta] == [663] * 3

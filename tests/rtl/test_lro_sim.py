@@ -198,3 +198,43 @@ def test_oversize_boundary(width, max_frame):
     assert [f for f, _ in out] == want
     assert answers == [(sum(len(f) > max_frame for f in frames), False)]
     assert sum(len(f) == max_frame for f, _ in out) == 1
+
+
+@pytest.mark.parametrize("width", [64, 512])
+def test_flush_after_a_frame_passed_on(width):
+    """Frames passed unchanged that end a poll (``user`` bit 0), each followed at once by
+    segments of the held flows, under output backpressure so that the frames wait in the
+    FIFO: the next frame's lookup, which runs while a frame passes on, saw the flows held
+    before the flush, and must not decide the frame once they have left."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.packet import Raw
+    from test_lro_traffic import eth
+
+    rng = random.Random(width)
+    flows = [Flow(rng, n) for n in range(3)]
+    for n, flow in enumerate(flows):
+        flow.mss, flow.v6, flow.vlans, flow.tsval = 10, n == 2, 0, None
+        flow.src = "fd00::5" if flow.v6 else f"10.0.3.{n + 1}"
+        flow.dst = "fd00::6" if flow.v6 else "10.0.4.1"
+    frames, users = [], []
+    for n in range(90):
+        if n % 6 == 5:
+            frames.append(bytes(eth() / IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=7, dport=9)
+                                / Raw(rng.randbytes(18))))
+            users.append(rng.random() < 0.6)
+        else:
+            frames.append(rng.choice(flows).data())
+            users.append(False)
+    users[-1] = True
+    dut = small(width)
+    out, _ = simulate(dut, frames, users=[int(u) for u in users], backpressure=0.6)
+    ref = RefEngine(max_flows=dut.flows, max_bytes=dut.max_bytes)
+    want = []
+    for frame, user in zip(frames, users, strict=True):
+        want += ref.push(frame)
+        if user:
+            want += ref.flush()
+    assert sum(m.segs > 1 for m in want) > 5
+    assert [f for f, _ in out] == [m.frame for m in want]
+    assert [(u & 0xFFFF, (u >> 16) & 0xFFFF) for _, u in out] == \
+        [(m.segs, m.gso_size) for m in want]
