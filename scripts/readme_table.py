@@ -26,7 +26,8 @@ def table():
         key = (r["design"], r["params"]["width"])
         seen.add(key)
         e = engines.get(key, {})
-        mark = " *" if r.get("nextpnr_args") else ""
+        args = r.get("nextpnr_args") or ""
+        mark = (" *" if args else "") + (" \u2020" if "router2" in args else "")
         program = r["params"].get("program")  # match-action: one row per program
         name = f"{key[0]} ({Path(program).stem})" if program else key[0]
         lines.append(f"| {name} | {key[1]} | {r['fmax_mhz']} MHz{mark} | {r['luts']} | "
@@ -41,7 +42,11 @@ def table():
     lines.append("Synthesis: yosys + nextpnr out of context, figures from `make synth`; "
                  "line rate from `make bench` (1.0 = one beat every clock cycle). "
                  "\\* placed with HeAP's timing weight at 52 (`hw/synth.py`, the flow now); "
-                 "the other rows predate it (nextpnr's default, 10).")
+                 "the other rows predate it (nextpnr's default, 10)." + (
+                     " \u2020 routed with nextpnr's router2 (`nicsim synth --router router2`), "
+                     "where its default router did not finish."
+                     if any("router2" in (r.get("nextpnr_args") or "")
+                            for r in synth["results"]) else ""))
     return "\n".join(lines)
 
 
