@@ -19,8 +19,9 @@ step        exact table                     ternary / LPM table
             output registers                registers
 ``ways`` /  the four ways compared, the     ``match``: the chunks' words ANDed with the
 ``match``   winner chosen (one-hot)         valid bits, a match bit per slot
-``tree1``,  --                              the priority tree, in two registered halves
-``tree2``
+``tree1``,  --                              the priority tree, in two registered parts
+``tree2``                                   (three, ``tree3``, for 16-bit priorities over
+                                            three levels or more)
 ``pick``    --                              the winner's action data read; counters read
 ``read``    the winner's action data        --
             selected; counters and meter
@@ -216,7 +217,14 @@ class Stage(Elaboratable):
         if self.kind == "exact":
             self.steps = ["look", "fetch", "ways", "read", "load", "act"]
         else:
-            self.steps = ["look", "fetch", "match", "tree1", "tree2", "pick", "load", "act"]
+            # The priority tree in two registered parts, or three where its compares are wide
+            # (16-bit ternary priorities over three levels or more: three levels of those in
+            # one cycle were the ACL program's critical path at rtl 779ba17).
+            levels = max((self.slots - 1).bit_length(), 1)
+            parts = 3 if self.prio_bits > 8 and levels >= 3 else 2
+            self.tree_splits = [-(-k * levels // parts) - 1 for k in range(1, parts)]
+            tree = [f"tree{k + 1}" for k in range(parts)]
+            self.steps = ["look", "fetch", "match", *tree, "pick", "load", "act"]
         self.steps += ["fill", "bound", "mark"] if self.metered else []
         self.latency = len(self.steps)
         self.i = Signal(self.item)
@@ -368,7 +376,7 @@ class Stage(Elaboratable):
         args = Signal(self.arg_bits)
         mcfg = Signal(METER_CFG_BITS)
         # Table storage and lookup: ``hit``, ``slot`` (and, in an exact table, the action data)
-        # registered at ``ways`` / ``tree2``; the counters are read in the next step.
+        # registered at ``ways`` / the last tree step; the counters are read in the next step.
         if self.kind == "exact":
             buckets = self.slots // EXACT_WAYS
             index_bits = max(buckets.bit_length() - 1, 0)
@@ -465,8 +473,7 @@ class Stage(Elaboratable):
             # The matching entry with the smallest priority (lowest slot on a tie): the match
             # of every entry registered, then a tree of comparisons in two registered halves.
             cands = [(matches[i], prios[i], Const(i, range(max(n, 2)))) for i in range(n)]
-            levels = max((n - 1).bit_length(), 1)
-            split = (levels + 1) // 2 - 1
+            splits = self.tree_splits
             level = 0
             while len(cands) > 1:
                 nxt = []
@@ -477,14 +484,14 @@ class Stage(Elaboratable):
                             Signal(range(max(n, 2)), name=f"t{level}_{j}_slot"))
                     stmts = [node[0].eq(a[0] | b[0]), node[1].eq(Mux(take_b, b[1], a[1])),
                              node[2].eq(Mux(take_b, b[2], a[2]))]
-                    if level == split:
+                    if level in splits:
                         m.d.sync += stmts
                     else:
                         m.d.comb += stmts
                     nxt.append(node)
                 if len(cands) % 2:
                     odd = cands[-1]
-                    if level == split:
+                    if level in splits:
                         node = (Signal(name=f"t{level}_odd_match"),
                                 Signal(self.prio_bits, name=f"t{level}_odd_prio"),
                                 Signal(range(max(n, 2)), name=f"t{level}_odd_slot"))
@@ -495,7 +502,8 @@ class Stage(Elaboratable):
                 level += 1
             any_match, _, best = cands[0]
             if n == 1:  # no tree: the match alone, registered in ``tree1``
-                any_match = reg_at(any_match, "tree1", "match")
+                for k in range(len(splits)):
+                    any_match = reg_at(any_match, f"tree{k + 1}", "match")
                 best = Const(0, range(2))
             m.d.sync += [hit.eq(any_match), slot.eq(best)]
             # ``pick``: the winner's action data read (its word out of the register at ``act``)
@@ -512,7 +520,7 @@ class Stage(Elaboratable):
             args_a = carry(reg_at(args, "read", "args"), "read", "act", "args")
             mcfg_a = carry(reg_at(mcfg, "read", "mcfg"), "read", "act", "mcfg")
         else:
-            hit_rd, slot_rd = hit, slot  # registered at ``tree2``: seen in ``pick``
+            hit_rd, slot_rd = hit, slot  # registered at the last tree step: seen in ``pick``
             hit_a = carry(hit_pk, "pick", "act", "hit")
             slot_a = carry(slot_pk, "pick", "act", "slot")
             act_a, args_a, mcfg_a = act, args, mcfg
