@@ -471,7 +471,7 @@ class Stage(Elaboratable):
             m.d.comb += [act_mem.w_addr.eq(tk3.slot), act_mem.w_data.eq(Cat(*data_parts)),
                          act_mem.w_en.eq(mine_pk)]
             # The matching entry with the smallest priority (lowest slot on a tie): the match
-            # of every entry registered, then a tree of comparisons in two registered halves.
+            # of every entry registered, then a tree of comparisons in registered parts.
             cands = [(matches[i], prios[i], Const(i, range(max(n, 2)))) for i in range(n)]
             splits = self.tree_splits
             level = 0
