@@ -227,7 +227,8 @@ class MatchAction(wiring.Component):
         m.submodules.offsets = offsets = SyncFIFOBuffered(width=8 + len(flags), depth=depth)
         m.submodules.out = out_q = SyncFIFOBuffered(width=self.layout.size, depth=depth)
         frames_in, drops = Signal(32), Signal(32)
-        c_en, c_en_next, token = self._registers(m, stages, frames_in, drops, tok_layout)
+        c_en, c_en_next, token = self._registers(m, stages, latency, frames_in, drops,
+                                                 tok_layout)
         hv0 = Signal(self.layout)
         runt = p_len < 14
         big = p_len > MAX_FRAME_LEN
@@ -451,9 +452,10 @@ class MatchAction(wiring.Component):
 
         return m
 
-    def _registers(self, m, stages, frames_in, drops, tok_layout):
-        """The register block; returns the commit strobe, its next value (combinational)
-        and the token it makes."""
+    def _registers(self, m, stages, latency, frames_in, drops, tok_layout):
+        """The register block (``latency``: the stages' cycles from admission to the output
+        queue); returns the commit strobe, its next value (combinational) and the token it
+        makes."""
         bus = self.bus
         key = Signal(32 * regs.KEY_WORDS)
         mask = Signal(32 * regs.KEY_WORDS)
@@ -504,7 +506,6 @@ class MatchAction(wiring.Component):
         pending = Signal()  # a sweep's COMMIT taken, its token not yet in
         stall_start = Signal()  # the strobe of such a COMMIT
         running = Signal()
-        latency = 1 + sum(s.latency for s in stages)
         quiet = Signal(range(latency + 1), init=latency)  # cycles since the last token, to latency
         with m.If(c_en):
             m.d.sync += quiet.eq(0)

@@ -580,7 +580,6 @@ class Stage(Elaboratable):
         tok = self.sw_tok
         run = Signal()
         ph = Signal(6)  # one-hot phase: three reads, three writes
-        grp = Signal(range(groups + 1))
         addr = [Signal(deep, name=f"sw_addr{k}") for k in range(3)]  # the group's three words
         onehot = Signal(n)
         value = Signal(self.key_bits)
@@ -597,7 +596,7 @@ class Stage(Elaboratable):
             m.d.comb += [mem.w_addr.eq(w_addr[:width]), mem.w_data.eq(q),
                          mem.w_en.eq(run & (ph[3] | ph[4] | ph[5]))]
         with m.If(self.sw_go):
-            m.d.sync += [run.eq(1), ph.eq(1), grp.eq(0),
+            m.d.sync += [run.eq(1), ph.eq(1),
                          value.eq(tok.key[:self.key_bits]), mask.eq(tok.mask[:self.key_bits])]
             m.d.sync += [addr[k].eq(k) for k in range(3)]
             for i in range(self.slots):
@@ -606,8 +605,8 @@ class Stage(Elaboratable):
         with m.Elif(run):
             m.d.sync += ph.eq(Cat(ph[5], ph[:5]))
             with m.If(ph[5]):
-                m.d.sync += [grp.eq(grp + 1)] + [addr[k].eq(addr[k] + 3) for k in range(3)]
-                with m.If(grp == groups - 1):
+                m.d.sync += [addr[k].eq(addr[k] + 3) for k in range(3)]
+                with m.If(addr[0] == 3 * (groups - 1)):  # the last group (below the depth)
                     m.d.sync += [run.eq(0), self.sw_done.eq(1)]
 
     def _act(self, m, hv, out_hv, app, inv, hit, act, args):
