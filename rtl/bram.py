@@ -1,7 +1,9 @@
 # Ref: Lattice FPGA-TN-02204 "ECP5 and ECP5-5G Memory Usage Guide" (DP16KD: data widths 1, 2,
 #      4, 9, 18; address bits AD[13:4] at 18 bits with AD[1:0] the byte enables; REGMODE NOREG or
 #      OUTREG); yosys techlibs/lattice/brams_16kd.txt, brams_map_16kd.v and cells_bb_ecp5.v
-#      (the DP16KD ports and the address and data bits its memory mapping uses)
+#      (the DP16KD ports and the address and data bits its memory mapping uses); the guide's
+#      PDPW16KD (512 x 36 pseudo-dual-port: write data DIA/DIB, read data DOA/DOB, AD[13:5] the
+#      address, ADA[3:0] the byte enables) as yosys's brams_map_16kd.v maps it onto DP16KD
 """A simple dual-port memory whose read data leaves through a register: two cycles of latency.
 
 :class:`RegisteredMemory` is one memory with a write port and a read port in the ``sync``
@@ -41,6 +43,15 @@ enable; at 9 bits a block holds one byte (eight of its nine bits); at 18 bits it
 in ``DI0-7`` and ``DI9-16``, with ``AD0`` and ``AD1`` as their byte enables (the guide's byte
 enables of the x18 configuration). Without ``granularity`` nothing changes.
 
+With ``hold=False`` the user reads in every cycle (no ``r_en``: a word leaves the register two
+cycles after its address, whatever follows), and a memory of at most 512 words and more than 18
+bits without byte enables or ``w_read`` takes blocks in the guide's 36-bit pseudo-dual-port
+configuration (PDPW16KD: ``DATA_WIDTH_A`` and ``_B`` 36, port A writing ``DIA``/``DIB`` with
+``ADA0-3`` its byte enables, port B reading ``DOA``/``DOB``, both output registers on), half the
+blocks of the 18-bit one: the match-action stages' counters of 128 bits take 4 blocks, not 8.
+Such a block reads with both ports' halves, so there is no read enable that would hold one word
+in both: that is why the configuration needs ``hold=False``.
+
 With ``w_read=True`` port A also reads: ``w_rdata`` is the word at ``w_addr`` of two cycles
 before (from a register: the DP16KD's port A output register), so a user can read and write
 one address through the write port while the read port serves others (a read-modify-write
@@ -70,12 +81,14 @@ __all__ = ["PRIMITIVES", "RegisteredMemory", "dp16kd_geometry", "dp16kd_sections
 #: Values of ``primitive``: the behavioural memory (``None``) or ECP5 ``DP16KD`` instances.
 PRIMITIVES = (None, "dp16kd")
 
-# DP16KD configurations: data bits, entries, lowest address bit used.
+# DP16KD configurations: data bits, entries, lowest address bit used (36: the pseudo-dual-port
+# configuration, ``hold=False`` only).
 _DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
+_PDP_MODE = (36, 512, 5)
 _DP16KD_DEPTH = 16384
 
 
-def dp16kd_geometry(width, depth, granularity=None):
+def dp16kd_geometry(width, depth, granularity=None, wide=False):
     """Return how :class:`RegisteredMemory` lays out a memory in DP16KD blocks.
 
     Parameters
@@ -83,6 +96,9 @@ def dp16kd_geometry(width, depth, granularity=None):
     granularity : None or 8
         With 8, blocks of 9 and 18 bits hold one and two whole bytes (see the module
         docstring).
+    wide : bool
+        The 36-bit pseudo-dual-port configuration is allowed (``hold=False``, no byte
+        enables): taken for at most 512 words of more than 18 bits.
 
     Returns
     -------
@@ -94,6 +110,8 @@ def dp16kd_geometry(width, depth, granularity=None):
     banks = -(-depth // _DP16KD_DEPTH)
     if banks > 1:
         return 1, width, banks
+    if wide and not granularity and depth <= _PDP_MODE[1] and width > 18:
+        return _PDP_MODE[0], -(-width // _PDP_MODE[0]), 1
     for bits, entries, _ in _DP16KD_MODES:
         if depth <= entries:
             if granularity and bits >= 9:
@@ -151,13 +169,17 @@ class RegisteredMemory(wiring.Component):
         ``8``: byte enables on the write port (``width`` a multiple of 8).
     w_read : bool
         Port A reads too (``w_rdata``; see the module docstring).
+    hold : bool
+        ``True``: ``r_en`` says whether to read, and the register keeps its word without it.
+        ``False``: no ``r_en``, a read in every cycle; lets the DP16KD variant take 36-bit
+        blocks (see the module docstring).
 
     Members
     -------
     w_addr, w_data, w_en : In
         Write port (``w_en``: one bit, or one per byte with ``granularity=8``).
     r_addr, r_en : In
-        Read address, and whether to read it.
+        Read address, and whether to read it (no ``r_en`` with ``hold=False``).
     r_data : Out
         The word at ``r_addr`` of two cycles before (if ``r_en`` was set then).
     w_rdata : Out
@@ -166,7 +188,7 @@ class RegisteredMemory(wiring.Component):
     """
 
     def __init__(self, width, depth, *, primitive=None, attrs=None, granularity=None,
-                 w_read=False):
+                 w_read=False, hold=True):
         if primitive not in PRIMITIVES:
             raise ValueError(f"Block RAM primitive must be one of {PRIMITIVES}, "
                              f"not {primitive!r}")
@@ -181,6 +203,7 @@ class RegisteredMemory(wiring.Component):
                              "enables, at most 16384 words, a power-of-two depth or one layout")
         self.granularity = granularity
         self.w_read = w_read
+        self.hold = hold
         self.width = width
         self.depth = depth
         self.primitive = primitive
@@ -189,8 +212,10 @@ class RegisteredMemory(wiring.Component):
         members = {
             "w_addr": In(abits), "w_data": In(width),
             "w_en": In(width // granularity if granularity else 1),
-            "r_addr": In(abits), "r_en": In(1, init=1), "r_data": Out(width),
+            "r_addr": In(abits), "r_data": Out(width),
         }
+        if hold:
+            members["r_en"] = In(1, init=1)
         if w_read:
             members["w_rdata"] = Out(width)
         super().__init__(members)
@@ -206,7 +231,7 @@ class RegisteredMemory(wiring.Component):
         r_port = mem.read_port()
         m.d.comb += [
             w_port.addr.eq(self.w_addr), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
-            r_port.addr.eq(self.r_addr), r_port.en.eq(self.r_en),
+            r_port.addr.eq(self.r_addr), r_port.en.eq(self.r_en if self.hold else 1),
         ]
         m.d.sync += self.r_data.eq(r_port.data)
         if self.w_read:
@@ -215,12 +240,17 @@ class RegisteredMemory(wiring.Component):
             m.d.sync += self.w_rdata.eq(a_port.data)
         return m
 
+    @property
+    def _wide(self):
+        return not self.hold and not self.w_read
+
     def _dp16kd(self, m):
         sections = dp16kd_sections(self.width, self.depth, self.granularity)
-        if sections:
+        if sections and not (self._wide and self.depth <= _PDP_MODE[1] and self.width > 18):
             self._dp16kd_sections(m, sections)
             return
-        bits, columns, banks = dp16kd_geometry(self.width, self.depth, self.granularity)
+        bits, columns, banks = dp16kd_geometry(self.width, self.depth, self.granularity,
+                                               wide=self._wide)
         abits = len(self.w_addr)
         inner = min(abits, 14 - self._low(bits))  # address bits inside one block
         bank_outs = []
@@ -240,7 +270,7 @@ class RegisteredMemory(wiring.Component):
 
     @staticmethod
     def _low(bits):
-        return dict((b, lo) for b, _, lo in _DP16KD_MODES)[bits]
+        return dict((b, lo) for b, _, lo in (*_DP16KD_MODES, _PDP_MODE))[bits]
 
     def _dp16kd_sections(self, m, sections):
         # Each section is written where its upper address bits match its base; the reads
@@ -256,7 +286,7 @@ class RegisteredMemory(wiring.Component):
                                      f"r_data_sec{k}"))
         pick_a = Signal(range(len(sections)), name="section_a")
         pick = Signal(range(len(sections)), name="section")
-        with m.If(self.r_en):
+        with m.If(self.r_en if self.hold else 1):
             for k in reversed(range(len(sections))):  # the first section that matches
                 with m.If(hits[k]):
                     m.d.sync += pick_a.eq(k)
@@ -287,14 +317,24 @@ class RegisteredMemory(wiring.Component):
             if self.granularity:
                 ports.update(self._byte_lanes(col, bits, w_en, out))
                 we = ports.pop("i_WEA")
+            elif bits == 36:  # as yosys maps PDPW16KD: WEA set, ADA0-3 the byte enables
+                for n in range(4):
+                    ports[f"i_ADA{n}"] = w_en
+                we = Const(1, 1)
             else:
                 we = w_en
             lo, hi = col * bits, min((col + 1) * bits, self.width)
+
+            def bit(k):
+                return self.w_data[lo + k] if lo + k < hi else Const(0, 1)
+
             for n in range(18 if not self.granularity else 0):
-                value = self.w_data[lo + n] if lo + n < hi else Const(0, 1)
-                ports[f"i_DIA{n}"] = value
-                ports[f"i_DIB{n}"] = Const(0, 1)
-                if n < bits:
+                ports[f"i_DIA{n}"] = bit(n)
+                ports[f"i_DIB{n}"] = bit(18 + n) if bits == 36 else Const(0, 1)
+                if bits == 36:  # the word is {DOB, DOA}
+                    ports[f"o_DOA{n}"] = out[col * bits + n]
+                    ports[f"o_DOB{n}"] = out[col * bits + 18 + n]
+                elif n < bits:
                     ports[f"o_DOB{n}"] = out[col * bits + n]
                     if self.w_read:
                         ports[f"o_DOA{n}"] = out_a[col * bits + n]
@@ -307,11 +347,12 @@ class RegisteredMemory(wiring.Component):
             ports["i_WEA"] = we
             ports["i_CEA"] = Const(1, 1)
             ports["i_WEB"] = Const(0, 1)
-            ports["i_CEB"] = self.r_en
+            ports["i_CEB"] = self.r_en if self.hold else Const(1, 1)
             m.submodules[f"{prefix}_c{col}"] = Instance(
                 "DP16KD",
                 p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
-                p_REGMODE_A="OUTREG" if self.w_read else "NOREG", p_REGMODE_B="OUTREG",
+                p_REGMODE_A="OUTREG" if self.w_read or bits == 36 else "NOREG",
+                p_REGMODE_B="OUTREG",
                 p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                 p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
@@ -346,7 +387,7 @@ class RegisteredMemory(wiring.Component):
         # read without r_en keeps the bank of the last one, as the registers keep its data.
         pick_a = Signal(abits - inner, name="bank_a")
         pick = Signal(abits - inner, name="bank")
-        with m.If(self.r_en):
+        with m.If(self.r_en if self.hold else 1):
             m.d.sync += pick_a.eq(self.r_addr[inner:])
         m.d.sync += pick.eq(pick_a)
         with m.Switch(pick):

@@ -313,9 +313,10 @@ class Stage(Elaboratable):
 
         def memory(width, depth, name, **kw):
             """A :class:`RegisteredMemory`: the address of step *s*, the word in step *s + 2*
-            from a register (the block RAM's own under ``bram``)."""
+            from a register (the block RAM's own under ``bram``). Every step reads in every
+            cycle (``hold=False``), so memories of up to 512 words take 36-bit blocks."""
             depth = max(depth, 2)
-            mem = RegisteredMemory(width, depth,
+            mem = RegisteredMemory(width, depth, hold=False,
                                    primitive=self.bram if depth >= BRAM_MIN_DEPTH else None, **kw)
             m.submodules[name] = mem
             return mem

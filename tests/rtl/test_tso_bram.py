@@ -127,19 +127,52 @@ def test_geometry_follows_the_guide(depth, geometry):
         assert _ADDRESS_PINS[wider][0] < depth
 
 
-@pytest.mark.parametrize("w_read", [False, True])
-def test_behavioural_memory_two_cycles_and_hold(w_read):
-    """The simulated variant: data two cycles after the address, held while ``r_en`` is low,
-    against a dictionary of what was written; with ``w_read`` (the match-action TCAM's
-    memories) port A's ``w_rdata`` too: the word at ``w_addr`` two cycles later, where that
-    cycle wrote nothing."""
+def test_pseudo_dual_port_blocks_of_36_bits():
+    """``hold=False`` and at most 512 words of more than 18 bits: the guide's PDPW16KD as
+    DP16KD (512 x 36; write data DIA/DIB, read data DOA/DOB, AD[13:5] the address, ADA[3:0]
+    the byte enables), both output registers on, no read enable; half the blocks of x18. Not
+    with ``hold`` (a read enable for both halves) or deeper than 512."""
+    from nicsim.rtl.bram import RegisteredMemory, dp16kd_geometry
+
+    assert dp16kd_geometry(128, 65, wide=True) == (36, 4, 1)
+    assert dp16kd_geometry(128, 65) == (18, 8, 1)
+    assert dp16kd_geometry(128, 513, wide=True) == (18, 8, 1)
+    assert dp16kd_geometry(18, 512, wide=True) == (18, 1, 1)
+    assert dp16kd_geometry(64, 512, 8, wide=True) == (18, 4, 1)
+    mem = RegisteredMemory(100, 300, primitive="dp16kd", hold=False)
+    assert not hasattr(mem, "r_en")
+    text = export_verilog(mem, "mem")
+    blocks = list(_instances(text))
+    assert len(blocks) == 3  # 100 bits in 36-bit words
+    for col, (params, ports) in enumerate(blocks):
+        assert _width(params["DATA_WIDTH_A"]) == _width(params["DATA_WIDTH_B"]) == 36
+        assert params["REGMODE_A"] == params["REGMODE_B"] == '"OUTREG"'
+        for n in range(14):  # 300 words: 9 address bits from AD5, ADA0-3 the byte enables
+            want_a = "w_en" if n < 4 else f"w_addr[{n - 5}]" if n >= 5 else "1'h0"
+            want_b = f"r_addr[{n - 5}]" if n >= 5 else "1'h0"
+            assert ports[f"ADA{n}"] == want_a, (n, ports[f"ADA{n}"])
+            assert ports[f"ADB{n}"] == want_b, (n, ports[f"ADB{n}"])
+        assert ports["WEA"] == "1'h1" and ports["WEB"] == "1'h0" and ports["CEB"] == "1'h1"
+        for n in range(18):
+            for side, base in (("A", 0), ("B", 18)):
+                bit = 36 * col + base + n
+                want = f"w_data[{bit}]" if bit < 100 else "1'h0"
+                assert ports[f"DI{side}{n}"] == want, (side, n)
+
+
+@pytest.mark.parametrize("w_read,hold", [(False, True), (True, True), (False, False)])
+def test_behavioural_memory_two_cycles_and_hold(w_read, hold):
+    """The simulated variant: data two cycles after the address, held while ``r_en`` is low
+    (read in every cycle with ``hold=False``), against a dictionary of what was written; with
+    ``w_read`` (the match-action TCAM's memories) port A's ``w_rdata`` too: the word at
+    ``w_addr`` two cycles later, where that cycle wrote nothing."""
     import random
 
     from amaranth.sim import Simulator
 
     from nicsim.rtl.bram import RegisteredMemory
 
-    dut = RegisteredMemory(16, 64, w_read=w_read)
+    dut = RegisteredMemory(16, 64, w_read=w_read, hold=hold)
     rng = random.Random(5)
     model = {}
     log = []
@@ -150,14 +183,15 @@ def test_behavioural_memory_two_cycles_and_hold(w_read):
         last = None
         for cycle in range(400):
             w_addr, r_addr = rng.randrange(64), rng.randrange(64)
-            w_en, r_en = rng.random() < 0.5, rng.random() < 0.7
+            w_en, r_en = rng.random() < 0.5, rng.random() < 0.7 or not hold
             if w_en and w_addr == r_addr:
                 w_en = False  # never read where written in the same cycle
             ctx.set(dut.w_addr, w_addr)
             ctx.set(dut.w_data, rng.randrange(1 << 16))
             ctx.set(dut.w_en, w_en)
             ctx.set(dut.r_addr, r_addr)
-            ctx.set(dut.r_en, r_en)
+            if hold:
+                ctx.set(dut.r_en, r_en)
             if r_en:
                 last = model.get(r_addr, 0)
             reads.append(last)
