@@ -36,10 +36,6 @@ step        exact table                     ternary / LPM table
 
 A frame that the stage does not apply to goes through the same steps and changes nothing, so
 every item leaves a stage a fixed number of cycles after it entered (:attr:`Stage.latency`).
-No step between ``look`` and ``act`` reads a frame's header vector (a token's slot, priority and
-action data only), so the vector waits in a delay line of LUT memory from ``look`` to ``act``
-(and from ``act`` to a metered stage's ``mark``) rather than in the steps' registers
-(:meth:`Stage._delay`).
 
 Lookup
 ------
@@ -101,7 +97,6 @@ ports (counters and buckets) are copies of the memories with the same writes.
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
 from amaranth.lib import data
-from amaranth.lib.memory import Memory
 
 from ..bram import PRIMITIVES, RegisteredMemory
 from .actions import REASON_METER, apply_ops
@@ -123,8 +118,6 @@ TCAM_CHUNK = 10
 #: Memories at least this deep are DP16KD blocks with their output register under ``bram``;
 #: shallower ones stay behavioural (LUT RAM and a fabric register: yosys maps them).
 BRAM_MIN_DEPTH = 64
-#: Entries and chunk width of a header vector's delay line (:meth:`Stage._delay`).
-DELAY_DEPTH, DELAY_CHUNK = 16, 256
 
 
 def tcam_chunks(key_bits):
@@ -264,26 +257,11 @@ class Stage(Elaboratable):
         hv_bits, tok_bits = self.layout.size, self.tok_layout.size
 
         # The items: every step's register takes its input item each cycle; the steps that
-        # rewrite the header vector override their part of it below. The item's payload
-        # reaches ``act`` (and a metered stage's ``mark``) through a delay line of LUT memory
-        # (:meth:`_delay`) from the step where it was last read whole: no step between reads
-        # more than a few token fields, whose flip-flops are all that is left of the
-        # registers' payloads there (synthesis removes the bits no one reads).
+        # rewrite the header vector override their part of it below.
         reg = {n: Signal(self.item, name=f"it_{n}") for n in steps}
-        jumps = {"act": "look"}
-        if self.metered:
-            jumps["mark"] = "act"
         inp = {}
         prev = self.i
         for n in steps:
-            if n in jumps:
-                src = jumps[n]
-                src_p = inp[src].p if src == "look" else reg[src].p
-                late_p = self._delay(m, src_p, steps.index(n) - steps.index(src)
-                                     - (src != "look"), f"dl_{n}")
-                item = Signal(self.item, name=f"in_{n}")
-                m.d.comb += [item.v.eq(prev.v), item.tok.eq(prev.tok), item.p.eq(late_p)]
-                prev = item
             inp[n] = prev
             m.d.sync += reg[n].eq(prev)
             prev = reg[n]
@@ -581,35 +559,6 @@ class Stage(Elaboratable):
         else:
             m.d.comb += [self.r_tc.eq(0), self.r_tp.eq(0)]
         return m
-
-    @staticmethod
-    def _delay(m, value, cycles, name):
-        """``value`` as it was ``cycles`` cycles before (at least 2, at most
-        :data:`DELAY_DEPTH`), out of a register: a LUT memory written every cycle at a write
-        pointer and read, a cycle ahead, ``cycles - 1`` entries behind it. Where the pipeline
-        never stalls this is a row of ``cycles`` registers in a fraction of the cells: a
-        16 x 4 LUT memory holds what four flip-flops hold for one step. The memory is cut
-        into chunks of at most :data:`DELAY_CHUNK` bits, each with pointers of its own
-        (counters, which synthesis does not merge), so no pointer drives more than
-        ``DELAY_CHUNK / 4`` memory cells."""
-        assert 2 <= cycles <= DELAY_DEPTH, cycles
-        out = Signal(len(value), name=name)
-        width = len(value)
-        parts = -(-width // DELAY_CHUNK)
-        step = -(-width // parts)
-        for k, lo in enumerate(range(0, width, step)):
-            hi = min(lo + step, width)
-            mem = Memory(shape=hi - lo, depth=DELAY_DEPTH, init=[])
-            m.submodules[f"{name}{k}"] = mem
-            w_port = mem.write_port()
-            r_port = mem.read_port(transparent_for=())
-            w_ptr = Signal(range(DELAY_DEPTH), name=f"{name}{k}_wptr")
-            r_ptr = Signal(range(DELAY_DEPTH), name=f"{name}{k}_rptr",
-                           init=(1 - cycles) % DELAY_DEPTH)
-            m.d.sync += [w_ptr.eq(w_ptr + 1), r_ptr.eq(r_ptr + 1)]
-            m.d.comb += [w_port.addr.eq(w_ptr), w_port.data.eq(value[lo:hi]),
-                         w_port.en.eq(1), r_port.addr.eq(r_ptr), out[lo:hi].eq(r_port.data)]
-        return out
 
     def _sweep(self, m, chunk_mems, valid):
         """Write the staged entry's bit into every word of the TCAM's chunk memories.
