@@ -31,7 +31,7 @@ frames is one every 1.68 cycles at 250 MHz, the stages take a frame every cycle 
 ``docs/match-action.md`` for the measured figures).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -41,7 +41,7 @@ from ..bram import PRIMITIVES
 from ..stream import beat_signature, check_width
 from . import limits, regs
 from .actions import REASON_OVERSIZE, REASON_RUNT
-from .deparser import build_head, offset_flags, unpack_flags
+from .deparser import build_head, offset_flags, unpack_flags, written_bytes
 from .hv import DROP_REASONS, EGRESS_DROP, EGRESS_PORT, HEADERS, NEXT_END, hv_layout
 from .parser import Parser
 from .regs import REGISTERS
@@ -225,7 +225,22 @@ class MatchAction(wiring.Component):
                                              "l4": parser.offset["tcp"],
                                              "custom": parser.offset["custom"]}, headers)
         m.submodules.offsets = offsets = SyncFIFOBuffered(width=8 + len(flags), depth=depth)
-        m.submodules.out = out_q = SyncFIFOBuffered(width=self.layout.size, depth=depth)
+        # The output queue keeps what the deparser reads: the control fields, the valid bits,
+        # layer 2 and the bytes of the other headers that some action may write (the rest of a
+        # header is the window's, :func:`.deparser.written_bytes`). So the bits no later step
+        # reads leave the pipeline after the last stage that reads them: synthesis removes
+        # their registers, and the wires that carried them through the stages.
+        written = written_bytes(self.config["tables"], custom_bytes)
+        kept = []  # bit ranges of the header vector in the queue
+        for name, field in self.layout:
+            lo = field.offset
+            if name in written:
+                n = Shape.cast(field.shape).width // 8
+                kept += [(lo + 8 * (n - 1 - k), lo + 8 * (n - k)) for k in sorted(written[name])]
+            else:
+                kept.append((lo, lo + Shape.cast(field.shape).width))
+        q_width = sum(hi - lo for lo, hi in kept)
+        m.submodules.out = out_q = SyncFIFOBuffered(width=q_width, depth=depth)
         frames_in, drops = Signal(32), Signal(32)
         c_en, c_en_next, token = self._registers(m, stages, latency, frames_in, drops,
                                                  tok_layout)
@@ -282,8 +297,12 @@ class MatchAction(wiring.Component):
             prev = s.o
         last = stages[-1]
         m.d.comb += [out_q.w_en.eq(last.o.v & ~last.o.tok),
-                     out_q.w_data.eq(last.o.p[:self.layout.size])]
-        out_hv = data.View(self.layout, out_q.r_data)
+                     out_q.w_data.eq(Cat(*(last.o.p[lo:hi] for lo, hi in kept)))]
+        out_hv = Signal(self.layout)  # (the bytes not kept are zero: the deparser takes the
+        pos = 0                       # window's)
+        for lo, hi in kept:
+            m.d.comb += out_hv.as_value()[lo:hi].eq(out_q.r_data[pos:pos + hi - lo])
+            pos += hi - lo
 
         # Deparser: the head of the next frame is built from the queues' outputs into one of three
         # slots; the deparser sends a frame from its slot and frees it with the last beat ------
@@ -293,7 +312,7 @@ class MatchAction(wiring.Component):
         hvd = {name: out_hv[name] for name, _ in self.layout if name != "valid"}
         for i, h in enumerate(HEADERS):
             hvd["valid_" + h] = out_hv.valid[i]
-        head_raw, head_len_c, out_len_c = build_head(m, hvd, sq, custom_bytes)
+        head_raw, head_len_c, out_len_c = build_head(m, hvd, sq, custom_bytes, written)
         pad = -len(head_raw) % self.width
         head_c = Cat(head_raw, Const(0, pad)) if pad else head_raw
         res_depth = 16

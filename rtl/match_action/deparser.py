@@ -8,10 +8,44 @@ by the same amount. Dropped frames only drain their bytes from the FIFO.
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 
+from .actions import IPV4_DSCP, IPV4_TTL, IPV6_DSCP, IPV6_HOP_LIMIT
 from .hv import HEADER_BYTES, HEADERS
 from .limits import PARSE_WINDOW
 
-__all__ = ["build_head", "byte_vector", "offset_flags", "unpack_flags"]
+__all__ = ["build_head", "byte_vector", "offset_flags", "unpack_flags", "written_bytes"]
+
+IPV4_CSUM = (64, 16)  # (shift, width) of the header checksum in the 160-bit IPv4 header
+
+
+def written_bytes(tables, custom_bytes):
+    """The bytes (stream order within the header) of each header after layer 2 that some
+    action of the program may change: the fields of its ``set`` operations, the TTL or hop
+    limit (``dec_ttl``), DSCP (``set_dscp``), and the IPv4 checksum with any IPv4 field.
+
+    The deparser patches only these into the window; every other byte of a header is the
+    window's own (the parser read the header from it), so the header vector need not carry
+    it to the end of the pipeline."""
+    out = {h: set() for h in HEADERS[3:]}
+
+    def mark(h, shift, width):
+        n = custom_bytes if h == "custom" else HEADER_BYTES[h]
+        out[h].update(n - 1 - i // 8 for i in range(shift, shift + width))
+        if h == "ipv4":
+            out[h].update(HEADER_BYTES[h] - 1 - i // 8 for i in range(IPV4_CSUM[0],
+                                                                      sum(IPV4_CSUM)))
+
+    for t in tables:
+        for a in t["actions"]:
+            for op in a["ops"]:
+                if op[0] == "set" and op[1] in out:
+                    mark(op[1], op[2], op[3])
+                elif op[0] == "dec_ttl":
+                    mark("ipv4", *IPV4_TTL)
+                    mark("ipv6", *IPV6_HOP_LIMIT)
+                elif op[0] == "set_dscp":
+                    mark("ipv4", *IPV4_DSCP)
+                    mark("ipv6", *IPV6_DSCP)
+    return out
 
 #: The layer-2 header lengths (no tag, one, two).
 L2_ENDS = (14, 18, 22)
@@ -63,10 +97,12 @@ def byte_vector(value, nbytes):
     return Cat(*(value[8 * (nbytes - 1 - k):8 * (nbytes - k)] for k in range(nbytes)))
 
 
-def build_head(m: Module, hv, side, custom_bytes):
+def build_head(m: Module, hv, side, custom_bytes, written=None):
     """Return ``(head, head_len, out_len)``: the output's first bytes and the lengths.
 
     ``head`` is ``PARSE_WINDOW + 8`` bytes in stream order; ``head_len`` of them are the frame's.
+    ``written`` (:func:`written_bytes`): the bytes of each header after layer 2 patched from
+    ``hv``; the others are the window's (every byte where ``None``).
     """
     window = side["window"]
     flags = side["flags"]  # one-hot offsets (:func:`unpack_flags`)
@@ -83,7 +119,8 @@ def build_head(m: Module, hv, side, custom_bytes):
         # most), or the byte as it was.
         for b in range(PARSE_WINDOW):
             old = patched[8 * b:8 * (b + 1)]
-            starts = [c for c in choices[where] if c <= b < c + n and c + n <= PARSE_WINDOW]
+            starts = [c for c in choices[where] if c <= b < c + n and c + n <= PARSE_WINDOW
+                      and (written is None or b - c in written[h])]
             if not starts:
                 m.d.comb += step[8 * b:8 * (b + 1)].eq(old)
                 continue
