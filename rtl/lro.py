@@ -160,13 +160,15 @@ apart). Block RAM read data leaves through a register: with ``bram="dp16kd"`` (E
 ``Design.synth_params``) the staging ring and the regions are DP16KD blocks with their output
 registers (:class:`.bram.RegisteredMemory`; a DP16KD without one takes 5.83 ns from clock to data in
 nextpnr's ECP5 model); a copy works out its region words and lanes in the cycle after the read,
-rotates in the next and writes from registers in the one after. The lookahead (not yet synthesized)
-adds: the lookup's read pointers (the head pointers of ``keyq``'s chunks and ``pql``'s) step by
-``pop + ahead_nx - ahead``, where ``ahead_nx`` comes from the engine's transitions beside ``pop``
-(in "Decide" from ``hit`` and ``holdable``, in "Chain" from ``ch_go`` and ``lk_chain``), on the
-pointers' inputs, not after them; the lookup's frame fields (payload length, key-valid and rule
-bits) come from a LUT memory (``pql``, 23 bits) read at that pointer, as the keys come from
-``keyq``, rather than from the FIFO's output register, one LUT memory read before the payload
+rotates in the next and writes from registers in the one after; the block RAMs read in every
+cycle, with no read enable. The lookahead adds: the lookup reads ``keyq``'s chunks and ``pql`` at
+the head's pointer or at a second pointer one entry on (both counting the frames popped), chosen
+by the register ``ahead`` (one LUT level before each LUT memory's address), where ``ahead_nx``,
+its next value, comes from the engine's transitions beside ``pop`` (in "Decide" from ``hit`` and
+``holdable``, in "Chain" from ``ch_go`` and ``lk_chain``); the lookup's frame fields (payload
+length, key-valid and rule bits) come from a LUT memory (``pql``, 23 bits) read at that address,
+as the keys come from ``keyq``, rather than from the FIFO's output register, one LUT memory read
+before the payload
 length's comparisons in step A; the frame's bits step B tests are registered in step A (``la_*``)
 and the one-bit facts "Decide" picks in step B (``b_*``); a frame passed on and a chain's end
 choose "Decide" or "Wait" by registers (``lk_ok``, ``popped``, ``expired_r``, the FIFO head's
@@ -206,7 +208,17 @@ the lookup's second step, a context's registered key pieces through its hit bit 
 routing across the chip) into the priority encoder of ``hit_idx``; seed 3 is not routed. The merge
 of the read-out queue after these runs (f9ae233; 160 DP16KD, 19,124 flip-flops): 96.6 MHz, its
 critical path (10.4 ns, 85% routing, three LUT levels) the read-out's ``o_busy`` into the read
-enable of a region bank's DP16KD (2.7 and 4.8 ns of routing across the chip). In every run some
+enable of a region bank's DP16KD (2.7 and 4.8 ns of routing across the chip). The lookahead,
+back-to-back read-outs and read-outs during copies (72002e2): 83.0 MHz (21,632 LUT4 with carries,
+19,231 flip-flops, 160 DP16KD, 1,130 LUT-RAM), its critical path (12.0 ns, 87% routing) the same
+read enable, ``o_busy`` through the read-out's start into a region block's ``CEB`` (3.6 and 5.1 ns
+of routing). With the block RAMs reading in every cycle (6392181): 83.9 MHz, its critical path
+(11.9 ns, 78% routing, eight LUT levels) the lookahead, "Decide"'s ``hit`` through ``ahead_nx``
+into the adder of the lookup's read pointers. With the pointers counting pops only and ``ahead``
+choosing between two of them (the next commit): 89.2 MHz (21,591 LUT4, 19,251 flip-flops), its
+critical path (11.2 ns, 85% routing) ``ahead`` itself, 3.5 ns of routing across the chip to the
+address multiplexer of a ``keyq`` chunk, then 2.8 ns to its LUT memory and the key compare of
+step A: one ``ahead`` for every chunk, each placed by its own, is the next cut. In every run some
 1,500 to 2,000 endpoints take more than 6.67 ns (the slack histograms), among them the groups a
 rough delay model over the yosys netlist ranks first: the parser FIFO's pop (``go_merge``, a hold or
 a frame passed on) into the FIFO's output register and read pointers and the LUT memories' head
@@ -723,13 +735,23 @@ class LroEngine(wiring.Component):
         m.d.comb += pq.r_en.eq(pop)
         # The lookup reads the FIFO's head (``ahead`` clear) or the frame after it (set: the
         # engine works on the head, see "Lookahead" at the merge engine); ``ahead_nx`` is its
-        # next value, so that the lookup's read pointers (``lk_step``) move with it.
+        # next value. The lookup's LUT memories are read at the head's pointer or at a second
+        # pointer one entry on, both counting the frames popped, chosen by the register
+        # ``ahead``: the engine's late decisions reach the one flip-flop ``ahead``, not the
+        # pointers (they stepped by ``pop + ahead_nx - ahead``, an adder after those
+        # decisions: the critical path at rtl 6392181, 11.9 ns).
         ahead = Signal()
         ahead_nx = Signal()
         m.d.comb += ahead_nx.eq(ahead)
         m.d.sync += ahead.eq(ahead_nx)
-        lk_step = Signal(range(-1, 3))
-        m.d.comb += lk_step.eq((pop & slot) + ahead_nx - ahead)
+
+        def lookup_addr(name):
+            """The read address of a LUT memory the lookup reads (the FIFO's head or, with
+            ``ahead``, the entry after it), from pointers of its own."""
+            ptr0 = Signal(4, name=f"{name}_ptr0")
+            ptr1 = Signal(4, name=f"{name}_ptr1", init=1)
+            m.d.sync += [ptr0.eq(ptr0 + (pop & slot)), ptr1.eq(ptr1 + (pop & slot))]
+            return Mux(ahead, ptr1, ptr0)
         stages = 8
         inflight = Signal(range(pq_depth + 1))  # frames in the pipeline and the FIFO
         enter = Signal()
@@ -899,11 +921,15 @@ class LroEngine(wiring.Component):
                          w_port.data.eq(kq_w_data.as_value()[lo:hi])]
             for tag, step, out, first in (("s6", valid_at[6], kq_r_data, 0),
                                           ("prev", valid_at[6], kq_p_data, 15),
-                                          ("head", lk_step, kq_h_data, 0)):
-                r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}", init=first)
+                                          ("head", None, kq_h_data, 0)):
                 r_port = mem.read_port(domain="comb")
-                m.d.sync += r_ptr.eq(r_ptr + step)
-                m.d.comb += [r_port.addr.eq(r_ptr), out.as_value()[lo:hi].eq(r_port.data)]
+                if step is None:
+                    m.d.comb += r_port.addr.eq(lookup_addr(f"kq_head{n}"))
+                else:
+                    r_ptr = Signal(4, name=f"kq_{tag}_ptr{n}", init=first)
+                    m.d.sync += r_ptr.eq(r_ptr + step)
+                    m.d.comb += r_port.addr.eq(r_ptr)
+                m.d.comb += out.as_value()[lo:hi].eq(r_port.data)
         # (``kq_h_data`` is the lookup's entry: the FIFO's head whenever "Hold" reads it.)
         fn.update({k: getattr(kq_h_data, k) for k in kv})
 
@@ -1122,10 +1148,8 @@ class LroEngine(wiring.Component):
         m.submodules.pql = lk_mem = Memory(shape=lk_layout.size, depth=pq_depth, init=[])
         lk_w_port = lk_mem.write_port()
         lk_r_port = lk_mem.read_port(domain="comb")
-        lk_ptr = Signal(4)
-        m.d.sync += lk_ptr.eq(lk_ptr + lk_step)
         m.d.comb += [lk_w_port.addr.eq(pqw_next), lk_w_port.en.eq(pw_valid),
-                     lk_w_port.data.eq(lk_w.as_value()), lk_r_port.addr.eq(lk_ptr),
+                     lk_w_port.data.eq(lk_w.as_value()), lk_r_port.addr.eq(lookup_addr("lk")),
                      lk.as_value().eq(lk_r_port.data)]
 
         # ------------------------------------------------------------------ contexts
