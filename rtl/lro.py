@@ -215,7 +215,7 @@ read enable, ``o_busy`` through the read-out's start into a region block's ``CEB
 of routing). With the block RAMs reading in every cycle (6392181): 83.9 MHz, its critical path
 (11.9 ns, 78% routing, eight LUT levels) the lookahead, "Decide"'s ``hit`` through ``ahead_nx``
 into the adder of the lookup's read pointers. With the pointers counting pops only and ``ahead``
-choosing between two of them (the next commit): 89.2 MHz (21,591 LUT4, 19,251 flip-flops), its
+choosing between two of them (a35f1aa): 89.2 MHz (21,591 LUT4, 19,251 flip-flops), its
 critical path (11.2 ns, 85% routing) ``ahead`` itself, 3.5 ns of routing across the chip to the
 address multiplexer of a ``keyq`` chunk, then 2.8 ns to its LUT memory and the key compare of
 step A: one ``ahead`` for every chunk, each placed by its own, is the next cut. In every run some
