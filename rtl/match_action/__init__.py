@@ -298,8 +298,9 @@ class MatchAction(wiring.Component):
         last = stages[-1]
         m.d.comb += [out_q.w_en.eq(last.o.v & ~last.o.tok),
                      out_q.w_data.eq(Cat(*(last.o.p[lo:hi] for lo, hi in kept)))]
-        out_hv = Signal(self.layout)  # (the bytes not kept are zero: the deparser takes the
-        pos = 0                       # window's)
+        # (The bytes not kept are zero: the deparser takes the window's.)
+        out_hv = Signal(self.layout)
+        pos = 0
         for lo, hi in kept:
             m.d.comb += out_hv.as_value()[lo:hi].eq(out_q.r_data[pos:pos + hi - lo])
             pos += hi - lo
