@@ -13,12 +13,13 @@ from amaranth.hdl import Cat, Const, Mux, Signal
 
 from .hv import EGRESS_DROP, EGRESS_HOST, EGRESS_PORT
 
-__all__ = ["apply_ops", "ipv4_csum_adjust", "REASON_DROP", "REASON_TTL", "REASON_METER",
-           "REASON_VLAN", "REASON_RUNT", "REASON_OVERSIZE"]
+__all__ = ["apply_ops", "ipv4_csum_adjust", "IPV4_CSUM", "REASON_DROP", "REASON_TTL",
+           "REASON_METER", "REASON_VLAN", "REASON_RUNT", "REASON_OVERSIZE"]
 
 REASON_RUNT, REASON_DROP, REASON_TTL, REASON_METER, REASON_VLAN, REASON_OVERSIZE = range(1, 7)
 
 IPV4_TTL = (88, 8)  # (shift, width) in the 160-bit IPv4 header
+IPV4_CSUM = (64, 16)
 IPV4_DSCP = (146, 6)
 IPV6_HOP_LIMIT = (256, 8)
 IPV6_DSCP = (310, 6)
@@ -45,7 +46,8 @@ def ipv4_csum_adjust(old, new, words=range(10)):
         total = total + (~_word(old, k) + _word(new, k))
     folded = _fold(_fold(_fold(total)))
     csum = ~folded[:16]
-    return Cat(new[:64], csum, new[80:])
+    lo, width = IPV4_CSUM
+    return Cat(new[:lo], csum, new[lo + width:])
 
 
 def _put(value, shift, width, field):

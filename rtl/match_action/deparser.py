@@ -8,13 +8,11 @@ by the same amount. Dropped frames only drain their bytes from the FIFO.
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 
-from .actions import IPV4_DSCP, IPV4_TTL, IPV6_DSCP, IPV6_HOP_LIMIT
+from .actions import IPV4_CSUM, IPV4_DSCP, IPV4_TTL, IPV6_DSCP, IPV6_HOP_LIMIT
 from .hv import HEADER_BYTES, HEADERS
 from .limits import PARSE_WINDOW
 
 __all__ = ["build_head", "byte_vector", "offset_flags", "unpack_flags", "written_bytes"]
-
-IPV4_CSUM = (64, 16)  # (shift, width) of the header checksum in the 160-bit IPv4 header
 
 
 def written_bytes(tables, custom_bytes):
@@ -30,9 +28,8 @@ def written_bytes(tables, custom_bytes):
     def mark(h, shift, width):
         n = custom_bytes if h == "custom" else HEADER_BYTES[h]
         out[h].update(n - 1 - i // 8 for i in range(shift, shift + width))
-        if h == "ipv4":
-            out[h].update(HEADER_BYTES[h] - 1 - i // 8 for i in range(IPV4_CSUM[0],
-                                                                      sum(IPV4_CSUM)))
+        if h == "ipv4" and (shift, width) != IPV4_CSUM:  # the checksum follows every field
+            mark(h, *IPV4_CSUM)
 
     for t in tables:
         for a in t["actions"]:
