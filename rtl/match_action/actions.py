@@ -13,7 +13,7 @@ from amaranth.hdl import Cat, Const, Mux, Signal
 
 from .hv import EGRESS_DROP, EGRESS_HOST, EGRESS_PORT
 
-__all__ = ["apply_ops", "ipv4_csum_adjust", "IPV4_CSUM", "REASON_DROP", "REASON_TTL",
+__all__ = ["apply_ops", "ipv4_csum_set", "IPV4_CSUM", "REASON_DROP", "REASON_TTL",
            "REASON_METER", "REASON_VLAN", "REASON_RUNT", "REASON_OVERSIZE"]
 
 REASON_RUNT, REASON_DROP, REASON_TTL, REASON_METER, REASON_VLAN, REASON_OVERSIZE = range(1, 7)
@@ -34,20 +34,44 @@ def _fold(x):
     return x[:16] + x[16:]
 
 
-def ipv4_csum_adjust(old, new, words=range(10)):
-    """Return ``new`` with its checksum word updated for the change from ``old`` (RFC 1624).
+def _fold16(x, most):
+    """``x``, at most ``most``, folded to 16 bits with end-around carries (RFC 1071): the same
+    value modulo 0xFFFF, zero only where ``x`` is. A sum at most 0x1FFFE takes one fold (its
+    low half is below 0xFFFF where it carries)."""
+    while most > 0xFFFF:
+        x = x[:16] + x[16:]
+        most = 0xFFFF if most <= 0x1FFFE else 0xFFFF + (most >> 16)
+    return x[:16]
 
-    ``words`` are the words that may differ; every other word adds ``~m + m = 0xFFFF``, a
-    constant, so the sum (and the result) is the one over all ten words with fewer adders.
+
+def ipv4_csum_set(old, shift, width, value):
+    """Return the IPv4 header ``old`` with the field at ``(shift, width)`` set to ``value`` and
+    its checksum updated (RFC 1624 eqn. 3: ``~(~HC + sum(~m + m'))`` over the ten words).
+
+    Only the words the field overlaps change; every other word adds ``~m + m = 0xFFFF``. A
+    changed word is the old word's bits outside the field plus the field's bits, so the sum
+    splits into a part of the old header alone (``pre``, folded to 16 bits) and the field's
+    pieces, added last: where the value comes late (action data out of a block RAM), one
+    16-bit addition and its end-around carry lie behind it. A field over the checksum word is
+    overwritten by the checksum.
     """
-    words = [k for k in words if k != 5]
-    total = ~_word(old, 5) + (10 - len(words)) * 0xFFFF
+    value = value[:width] if len(value) >= width else Cat(value, Const(0, width - len(value)))
+    new = _put(old, shift, width, value)
+    words = [k for k in range(9 - (shift + width - 1) // 16, 10 - shift // 16) if k != 5]
+    pre = ~_word(old, 5) + (10 - len(words)) * 0xFFFF
+    pre_most = 0xFFFF + (10 - len(words)) * 0xFFFF
+    late, late_most = Const(0, 1), 0
     for k in words:
-        total = total + (~_word(old, k) + _word(new, k))
-    folded = _fold(_fold(_fold(total)))
-    csum = ~folded[:16]
-    lo, width = IPV4_CSUM
-    return Cat(new[:lo], csum, new[lo + width:])
+        base = 16 * (9 - k)
+        f_lo, f_hi = max(shift, base), min(shift + width, base + 16)
+        field = (((1 << (f_hi - f_lo)) - 1) << (f_lo - base))
+        pre = pre + (~_word(old, k) + (_word(old, k) & (0xFFFF ^ field)))
+        pre_most += 0x1FFFE
+        late = late + Cat(Const(0, f_lo - base), value[f_lo - shift:f_hi - shift])
+        late_most += field
+    folded = _fold16(_fold16(pre, pre_most) + late, 0xFFFF + late_most)
+    lo, csum_width = IPV4_CSUM
+    return Cat(new[:lo], ~folded, new[lo + csum_width:])
 
 
 def _put(value, shift, width, field):
@@ -70,9 +94,8 @@ def _drop(hv, reason, cond=True):
 
 def _set(hv, header, shift, width, value):
     old = hv[header]
-    new = _put(old, shift, width, value)
-    if header == "ipv4":  # the words (bits 16*(9-k) .. 16*(10-k)) the field overlaps
-        new = ipv4_csum_adjust(old, new, range(9 - (shift + width - 1) // 16, 10 - shift // 16))
+    new = ipv4_csum_set(old, shift, width, value) if header == "ipv4" else _put(old, shift, width,
+                                                                              value)
     hv[header] = Mux(hv["valid_" + header], new, old)
 
 
