@@ -10,7 +10,10 @@ Placement uses nextpnr's analytical placer (HeAP) with its timing weight raised 
 default 10 to 52 (:data:`NEXTPNR_PLACE_ARGS`), for every design alike. Routing uses nextpnr's
 default router (``router1``) unless a run asks for ``router2`` (:data:`ROUTERS`), nextpnr's
 congestion-driven router, which finishes designs whose wires ``router1`` cannot share out
-within hours (the match-action router program); the row records it in ``nextpnr_args``.
+within hours. A run may ask for nextpnr's electrostatic placer instead of HeAP (``static``,
+:data:`PLACERS`), which spreads the cells by a density penalty and leaves routable the design
+whose HeAP placement was crowded around its block RAM rows (the match-action router program:
+see ``docs/match-action.md``). The row records both in ``nextpnr_args``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from .designs import DESIGNS, elaborate
 from .verilator import build_root, export_verilog
 
-__all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "ROUTERS", "SynthError", "synthesize",
+__all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "PLACERS", "ROUTERS", "SynthError", "synthesize",
            "synthesize_verilog"]
 
 # Ref: nextpnr --help (placer-heap-timingweight, default 10); google/CFU-Playground PR #416
@@ -39,6 +42,9 @@ __all__ = ["DEVICES", "NEXTPNR_PLACE_ARGS", "ROUTERS", "SynthError", "synthesize
 NEXTPNR_PLACE_ARGS = ("--placer-heap-timingweight", "52")
 #: nextpnr's routers (``--router``); the first is its default and every row's unless named.
 ROUTERS = ("router1", "router2")
+#: Placers and their options: HeAP (nextpnr's default) with :data:`NEXTPNR_PLACE_ARGS`, every
+#: row's unless named, or the electrostatic placer (``--placer static``, nextpnr 0.7 and on).
+PLACERS = {"heap": NEXTPNR_PLACE_ARGS, "static": ("--placer", "static")}
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ def _summarize(device, cells, report):
 
 
 def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, force=False,
-               keep=False, router="router1"):
+               keep=False, router="router1", placer="heap"):
     """Synthesize, place and route ``design`` and return its figures.
 
     Parameters
@@ -166,6 +172,8 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
         Ignore a cached result.
     router : str
         nextpnr's router, one of :data:`ROUTERS`.
+    placer : str
+        nextpnr's placer, a key of :data:`PLACERS`.
 
     Returns
     -------
@@ -182,7 +190,8 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
     top_name = design.replace("-", "_")
     text = export_verilog(elaborate(design, **{**params, **extra}), top_name)
     result = synthesize_verilog({"top.v": text}, top_name, device=device, freq_mhz=freq_mhz,
-                                seed=seed, force=force, keep=keep, router=router)
+                                seed=seed, force=force, keep=keep, router=router,
+                                placer=placer)
     result = {"design": design, "params": params, **result}
     if extra:
         result["synth_params"] = extra
@@ -190,7 +199,7 @@ def synthesize(design, params=None, device="ecp5-85k", freq_mhz=250, seed=1, for
 
 
 def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mhz=250, seed=1,
-                       force=False, keep=False, router="router1"):
+                       force=False, keep=False, router="router1", placer="heap"):
     """Run the flow on Verilog sources: any block, for side-by-side comparisons.
 
     Parameters
@@ -206,9 +215,11 @@ def synthesize_verilog(sources, top, device="ecp5-85k", parameters=None, freq_mh
         raise SynthError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if router not in ROUTERS:
         raise SynthError(f"Unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+    if placer not in PLACERS:
+        raise SynthError(f"Unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
     dev = DEVICES[device]
     # the default router adds nothing, so the cache keys of earlier runs stay valid
-    place_args = NEXTPNR_PLACE_ARGS + (() if router == ROUTERS[0] else ("--router", router))
+    place_args = PLACERS[placer] + (() if router == ROUTERS[0] else ("--router", router))
     parameters = dict(parameters or {})
     blob = "".join(f"{name}\n{text}" for name, text in sorted(sources.items()))
     key = hashlib.sha256((blob + top + json.dumps(parameters, sort_keys=True) + device

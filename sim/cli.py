@@ -257,10 +257,13 @@ def synth(
                                                       "(match-action).")] = None,
     router: Annotated[str, typer.Option(help="nextpnr's router: router1 (its default) or "
                                              "router2 (congestion-driven).")] = "router1",
+    placer: Annotated[str, typer.Option(help="nextpnr's placer: heap (analytical, timing "
+                                             "weight 52) or static (electrostatic, for "
+                                             "crowded designs).")] = "heap",
 ):
     """Synthesize a design with yosys + nextpnr and print its figures as JSON."""
     from nicsim.hw.designs import DESIGNS
-    from nicsim.hw.synth import DEVICES, ROUTERS, SynthError, synthesize
+    from nicsim.hw.synth import DEVICES, PLACERS, ROUTERS, SynthError, synthesize
 
     if design not in DESIGNS:
         _fail(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}.")
@@ -268,6 +271,8 @@ def synth(
         _fail(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
     if router not in ROUTERS:
         _fail(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}.")
+    if placer not in PLACERS:
+        _fail(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}.")
     _check_width(width)
     params = {"width": width}
     if program is not None:
@@ -280,7 +285,7 @@ def synth(
     try:
         with err_console.status(f"synthesizing {design} ({width} bit) for {device}"):
             result = synthesize(design, params, device=device, seed=seed, force=force,
-                                router=router)
+                                router=router, placer=placer)
     except SynthError as exc:
         _fail(str(exc))
     if program is not None:

@@ -98,7 +98,8 @@ def test_bad_arguments_one_line(capture, tmp_path):
                          (["rtl", "run", "rss", "--in", path, "--width", "48"], "--width"),
                          (["rtl", "run", "rss", "--in", path, "--backend", "fpga"], "--backend"),
                          (["synth", "crc"], "unknown design"),
-                         (["synth", "rss", "--router", "maze"], "unknown router")):
+                         (["synth", "rss", "--router", "maze"], "unknown router"),
+                         (["synth", "rss", "--placer", "sa2"], "unknown placer")):
         if "--out" not in args and args[0] == "rtl":
             args += ["--out", tmp_path / "o.pcap", "--meta", tmp_path / "o.jsonl"]
         r = nicsim(*args)
