@@ -128,7 +128,9 @@ class MatchAction(wiring.Component):
         job_w = 8 * limits.PARSE_WINDOW + 14 + 64 + 12 + 1
         m.submodules.jobs = jobs = SyncFIFOBuffered(width=job_w, depth=4)
         window = Signal(8 * limits.PARSE_WINDOW)
-        beat = Signal(range(2 * MAX_FRAME_LEN))
+        # The window's lane the next beat fills, one-hot (none once past the window): each
+        # lane's enable is a flip-flop, not a compare of a beat count, fanned out to its bits.
+        lane = Signal(win_beats, init=1)
         length = Signal(15)
         r_beats = Signal(12)
         beat_bytes = Signal(range(W + 1))
@@ -149,7 +151,7 @@ class MatchAction(wiring.Component):
         win_next = Signal.like(window)
         m.d.comb += win_next.eq(window)
         for b in range(win_beats):
-            with m.If(beat == b):
+            with m.If(lane[b]):
                 m.d.comb += win_next[b * self.width:(b + 1) * self.width].eq(
                     self.i.payload.data[:min(self.width, 8 * limits.PARSE_WINDOW)])
         # ``ready`` is a register, not the FIFOs' ``w_rdy`` (their levels through compares into
@@ -160,16 +162,16 @@ class MatchAction(wiring.Component):
                                 & (jobs.level < jobs.depth - 1))
         m.d.comb += self.i.ready.eq(in_ready)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [window.eq(win_next), beat.eq(beat + 1),
+            m.d.sync += [window.eq(win_next), lane.eq(lane << 1),
                          length.eq(Mux(new_len > MAX_FRAME_LEN + 1, MAX_FRAME_LEN + 1, new_len)),
-                         past_win.eq(beat + 1 >= win_beats),
+                         past_win.eq(past_win | lane[win_beats - 1]),
                          room_big.eq(room_next >= W), room_neg.eq(room_next < 0),
                          room_lo.eq(room_next[:len(room_lo)])]
             m.d.comb += [data_fifo.w_en.eq(to_fifo), data_fifo.w_data.eq(self.i.payload.data)]
             with m.If(to_fifo):
                 m.d.sync += r_beats.eq(r_beats + 1)
             with m.If(self.i.payload.last):
-                m.d.sync += [beat.eq(0), length.eq(0), r_beats.eq(0),
+                m.d.sync += [lane.eq(1), length.eq(0), r_beats.eq(0),
                              past_win.eq(0), room_big.eq(1), room_neg.eq(0)]
                 m.d.comb += [
                     jobs.w_en.eq(1),
