@@ -13,7 +13,8 @@ from amaranth.hdl import Cat, Const, Mux, Signal
 
 from .hv import EGRESS_DROP, EGRESS_HOST, EGRESS_PORT
 
-__all__ = ["apply_ops", "ipv4_csum_set", "IPV4_CSUM", "REASON_DROP", "REASON_TTL",
+__all__ = ["apply_ops", "ipv4_csum_set", "ipv4_csum_pre", "ipv4_csum_writes", "CSUM_PRE",
+           "IPV4_CSUM", "REASON_DROP", "REASON_TTL",
            "REASON_METER", "REASON_VLAN", "REASON_RUNT", "REASON_OVERSIZE"]
 
 REASON_RUNT, REASON_DROP, REASON_TTL, REASON_METER, REASON_VLAN, REASON_OVERSIZE = range(1, 7)
@@ -24,6 +25,10 @@ IPV4_DSCP = (146, 6)
 IPV6_HOP_LIMIT = (256, 8)
 IPV6_DSCP = (310, 6)
 TPID_CTAG = 0x8100
+#: Key of a header vector dict (:func:`apply_ops`) that may hold ``(ipv4, {(shift, width):
+#: pre})``: the vector's IPv4 header and :func:`ipv4_csum_pre` of it for the fields its actions
+#: write, computed a cycle early by the caller.
+CSUM_PRE = "csum_pre"
 
 
 def _word(v160, k):
@@ -44,32 +49,66 @@ def _fold16(x, most):
     return x[:16]
 
 
-def ipv4_csum_set(old, shift, width, value):
+def _pieces(shift, width):
+    """The words (``k``, the word's lowest bit, the field's bits in it as a mask) a field at
+    ``(shift, width)`` of the 160-bit header overlaps, the checksum word left out."""
+    out = []
+    for k in range(9 - (shift + width - 1) // 16, 10 - shift // 16):
+        if k == 5:
+            continue
+        base = 16 * (9 - k)
+        f_lo, f_hi = max(shift, base), min(shift + width, base + 16)
+        out.append((k, base, f_lo, f_hi, ((1 << (f_hi - f_lo)) - 1) << (f_lo - base)))
+    return out
+
+
+def ipv4_csum_pre(old, shift, width):
+    """The part of the sum of :func:`ipv4_csum_set` that the old header alone decides, folded
+    to 16 bits: ``~HC``, 0xFFFF for each word the field does not overlap, and for each one it
+    does, ``~m`` plus the old word's bits outside the field, which is ``0xFFFF`` less the old
+    field's bits: ``~m`` within the field and ones outside, with no addition."""
+    pieces = _pieces(shift, width)
+    const = (10 - len(pieces)) * 0xFFFF + sum(0xFFFF ^ field for *_, field in pieces)
+    pre, most = ~_word(old, 5) + const, 0xFFFF + const
+    for k, _, _, _, field in pieces:
+        pre = pre + (~_word(old, k) & field)
+        most += field
+    return _fold16(pre, most)
+
+
+def ipv4_csum_writes(ops):
+    """The IPv4 fields ``(shift, width)`` the compiled ``ops`` may write."""
+    out = set()
+    for op in ops:
+        if op[0] == "set" and op[1] == "ipv4":
+            out.add((op[2], op[3]))
+        elif op[0] == "dec_ttl":
+            out.add(IPV4_TTL)
+        elif op[0] == "set_dscp":
+            out.add(IPV4_DSCP)
+    return out
+
+
+def ipv4_csum_set(old, shift, width, value, pre=None):
     """Return the IPv4 header ``old`` with the field at ``(shift, width)`` set to ``value`` and
     its checksum updated (RFC 1624 eqn. 3: ``~(~HC + sum(~m + m'))`` over the ten words).
 
     Only the words the field overlaps change; every other word adds ``~m + m = 0xFFFF``. A
     changed word is the old word's bits outside the field plus the field's bits, so the sum
-    splits into a part of the old header alone (``pre``, folded to 16 bits) and the field's
-    pieces, added last: where the value comes late (action data out of a block RAM), one
-    16-bit addition and its end-around carry lie behind it. A field over the checksum word is
+    splits into a part of the old header alone (:func:`ipv4_csum_pre`, which a caller may
+    compute a cycle early and pass as ``pre``) and the field's pieces, added last: one 16-bit
+    addition and its end-around carry lie behind the value. A field over the checksum word is
     overwritten by the checksum.
     """
     value = value[:width] if len(value) >= width else Cat(value, Const(0, width - len(value)))
     new = _put(old, shift, width, value)
-    words = [k for k in range(9 - (shift + width - 1) // 16, 10 - shift // 16) if k != 5]
-    pre = ~_word(old, 5) + (10 - len(words)) * 0xFFFF
-    pre_most = 0xFFFF + (10 - len(words)) * 0xFFFF
+    if pre is None:
+        pre = ipv4_csum_pre(old, shift, width)
     late, late_most = Const(0, 1), 0
-    for k in words:
-        base = 16 * (9 - k)
-        f_lo, f_hi = max(shift, base), min(shift + width, base + 16)
-        field = (((1 << (f_hi - f_lo)) - 1) << (f_lo - base))
-        pre = pre + (~_word(old, k) + (_word(old, k) & (0xFFFF ^ field)))
-        pre_most += 0x1FFFE
+    for _, base, f_lo, f_hi, field in _pieces(shift, width):
         late = late + Cat(Const(0, f_lo - base), value[f_lo - shift:f_hi - shift])
         late_most += field
-    folded = _fold16(_fold16(pre, pre_most) + late, 0xFFFF + late_most)
+    folded = _fold16(pre + late, 0xFFFF + late_most)
     lo, csum_width = IPV4_CSUM
     return Cat(new[:lo], ~folded, new[lo + csum_width:])
 
@@ -94,8 +133,14 @@ def _drop(hv, reason, cond=True):
 
 def _set(hv, header, shift, width, value):
     old = hv[header]
-    new = ipv4_csum_set(old, shift, width, value) if header == "ipv4" else _put(old, shift, width,
-                                                                              value)
+    if header == "ipv4":
+        # (The checksum's part of the old header, registered a step early, where ``old`` is
+        # still the header the action started from: ``CSUM_PRE``, see ``apply_ops``.)
+        early = hv.get(CSUM_PRE)
+        pre = early[1].get((shift, width)) if early is not None and early[0] is old else None
+        new = ipv4_csum_set(old, shift, width, value, pre)
+    else:
+        new = _put(old, shift, width, value)
     hv[header] = Mux(hv["valid_" + header], new, old)
 
 
@@ -107,7 +152,9 @@ def apply_ops(m, hv, ops, args, prefix="a"):
     """Return a copy of ``hv`` after the compiled ``ops`` ran with action data ``args``.
 
     Every value an operation changes is held in a new combinational signal of ``m``, so later
-    operations refer to it instead of copying its expression.
+    operations refer to it instead of copying its expression. ``hv[CSUM_PRE]``, where given,
+    holds the checksum parts a field write to the unchanged IPv4 header uses
+    (:func:`ipv4_csum_pre`).
     """
     hv = dict(hv)
     for n, op in enumerate(ops):

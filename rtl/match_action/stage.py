@@ -99,7 +99,7 @@ from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
 from amaranth.lib import data
 
 from ..bram import PRIMITIVES, RegisteredMemory
-from .actions import REASON_METER, apply_ops
+from .actions import CSUM_PRE, REASON_METER, apply_ops, ipv4_csum_pre, ipv4_csum_writes
 from .hashing import hash_taps
 from .hv import EGRESS_DROP, HEADERS, NEXT_END
 from .limits import EXACT_WAYS, METER_FRAC_BITS, METER_MAX_GAP_NS
@@ -552,7 +552,7 @@ class Stage(Elaboratable):
             k_data.eq(Mux(mine_a, 0, new_ctr)),
             k_en.eq(app_a | clear_ctr),
         ]
-        self._act(m, hva, hv_out("act"), app_a, inv_a, hit_a, act_a, args_a)
+        self._act(m, hva, hv_out("act"), app_a, inv_a, hit_a, act_a, args_a, hv_in("load"))
         if self.metered:
             self._meter(m, flags, carry, reg_at, late, memory, shadow, tok_in, hv_in,
                         hv_out, slot_rd, hit_a, slot_a, mcfg_a)
@@ -610,11 +610,24 @@ class Stage(Elaboratable):
                 with m.If(addr[0] == 3 * (groups - 1)):  # the last group (below the depth)
                     m.d.sync += [run.eq(0), self.sw_done.eq(1)]
 
-    def _act(self, m, hv, out_hv, app, inv, hit, act, args):
-        """The action step: rewrite the vector, choose the next stage."""
+    def _act(self, m, hv, out_hv, app, inv, hit, act, args, hv_load):
+        """The action step: rewrite the vector, choose the next stage.
+
+        The IPv4 checksum's part of the header alone for each field the actions write
+        (``ipv4_csum_pre``) is computed at ``load`` from the same vector and registered, so
+        that ``act`` adds the written values to it and folds once (the ACL program's critical
+        path at rtl 5536e44 was that part's chain of additions, in ``act``)."""
         t = self.table
         names = [n for n, _ in self.layout]
         d = self._hv_dict(hv)
+        if "ipv4" in d:
+            pre = {}
+            for a in t["actions"]:
+                for key in sorted(ipv4_csum_writes(a["ops"])):
+                    if key not in pre:
+                        pre[key] = Signal(16, name=f"s{self.index}_csum_pre_{key[0]}_{key[1]}")
+                        m.d.sync += pre[key].eq(ipv4_csum_pre(hv_load.ipv4, *key))
+            d[CSUM_PRE] = (d["ipv4"], pre)
         act_id = Signal(ACTION_BITS)
         act_args = Signal(self.arg_bits)
         m.d.comb += [act_id.eq(Mux(hit, act, t["default"])),
