@@ -27,7 +27,9 @@ def table():
         seen.add(key)
         e = engines.get(key, {})
         args = r.get("nextpnr_args") or ""
-        mark = (" *" if args else "") + (" \u2020" if "router2" in args else "")
+        mark = ((" *" if "timingweight" in args else "")
+                + (" \u2021" if "--placer static" in args else "")
+                + (" \u2020" if "router2" in args else ""))
         program = r["params"].get("program")  # match-action: one row per program
         name = f"{key[0]} ({Path(program).stem})" if program else key[0]
         lines.append(f"| {name} | {key[1]} | {r['fmax_mhz']} MHz{mark} | {r['luts']} | "
@@ -46,6 +48,10 @@ def table():
                      " \u2020 routed with nextpnr's router2 (`nicsim synth --router router2`), "
                      "where its default router did not finish."
                      if any("router2" in (r.get("nextpnr_args") or "")
+                            for r in synth["results"]) else "") + (
+                     " \u2021 placed with nextpnr's electrostatic placer (`nicsim synth --placer "
+                     "static`), where HeAP's placement did not route."
+                     if any("--placer static" in (r.get("nextpnr_args") or "")
                             for r in synth["results"]) else ""))
     return "\n".join(lines)
 
