@@ -314,7 +314,19 @@ class MatchAction(wiring.Component):
 
         # Deparser: the head of the next frame is built from the queues' outputs into one of three
         # slots; the deparser sends a frame from its slot and frees it with the last beat ------
-        sd, od = side.r_data, offsets.r_data
+        # The side queue's word goes through a register of its own after the block RAM (whose
+        # word comes 5.6 ns after the clock: yosys folds the queue's output register into the
+        # DP16KD's read) before the head is built from it: the router program's critical path
+        # at rtl f3df672 ran from the block RAM through the head's byte choice into a slot.
+        sd = Signal(side_w)
+        sd_rdy = Signal()
+        sd_take = Signal()
+        m.d.comb += side.r_en.eq(side.r_rdy & (~sd_rdy | sd_take))
+        with m.If(side.r_en):
+            m.d.sync += [sd.eq(side.r_data), sd_rdy.eq(1)]
+        with m.Elif(sd_take):
+            m.d.sync += sd_rdy.eq(0)
+        od = offsets.r_data
         sq = {"window": sd[:o], "length": od[off_w:off_w + 14],
               "r_beats": od[off_w + 14:off_w + 26], "l2_end": od[:8],
               "flags": unpack_flags(od[8:off_w], headers)}
@@ -357,8 +369,8 @@ class MatchAction(wiring.Component):
         pop = Signal()
         done = Signal()  # the last beat of a frame (or the end of a drained one): its slot freed
         m.d.comb += [
-            pop.eq(out_q.r_rdy & side.r_rdy & offsets.r_rdy & ~occupied.all()),
-            side.r_en.eq(pop), offsets.r_en.eq(pop), out_q.r_en.eq(pop), taken.eq(pop),
+            pop.eq(out_q.r_rdy & sd_rdy & offsets.r_rdy & ~occupied.all()),
+            sd_take.eq(pop), offsets.r_en.eq(pop), out_q.r_en.eq(pop), taken.eq(pop),
         ]
         m.d.sync += [wp.eq(Mux(pop, wp.rotate_left(1), wp)),
                      rp.eq(Mux(done, rp.rotate_left(1), rp))]
