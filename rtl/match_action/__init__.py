@@ -73,6 +73,23 @@ def result_fields(word):
     return {name: (word >> lo) & ((1 << n) - 1) for name, lo, n in RESULT_FIELDS}
 
 
+def _registered_output(m, fifo, name):
+    """A register after ``fifo``'s output: ``(data, rdy, take)``, ``take`` driven by the reader
+    (the entry in ``data`` is taken while ``rdy``). A queue in block RAM gives its word 5.6 ns
+    after the clock (yosys folds the queue's own output register into the DP16KD's read, which
+    has no output register then), so a reader that computes on the word reads it from here: the
+    queue refills the register in the cycle it is taken, one entry a cycle as before."""
+    data = Signal(fifo.width, name=f"{name}_q")
+    rdy = Signal(name=f"{name}_q_rdy")
+    take = Signal(name=f"{name}_q_take")
+    m.d.comb += fifo.r_en.eq(fifo.r_rdy & (~rdy | take))
+    with m.If(fifo.r_en):
+        m.d.sync += [data.eq(fifo.r_data), rdy.eq(1)]
+    with m.Elif(take):
+        m.d.sync += rdy.eq(0)
+    return data, rdy, take
+
+
 class MatchAction(wiring.Component):
     """The match-action pipeline for one compiled program.
 
@@ -125,6 +142,9 @@ class MatchAction(wiring.Component):
         # Ingress: window, data FIFO, jobs -------------------------------------------------------
         depth = -(-(MAX_FRAME_LEN - limits.PARSE_WINDOW) // W) + 4
         m.submodules.data = data_fifo = SyncFIFOBuffered(width=self.width, depth=depth)
+        # (The deparser reads the beats through a register after the block RAM: the ACL
+        # program's critical path at rtl f3df672 ran from it across the chip into ``carry``.)
+        d_data, d_rdy, d_take = _registered_output(m, data_fifo, "data")
         job_w = 8 * limits.PARSE_WINDOW + 14 + 64 + 12 + 1
         m.submodules.jobs = jobs = SyncFIFOBuffered(width=job_w, depth=4)
         window = Signal(8 * limits.PARSE_WINDOW)
@@ -314,18 +334,10 @@ class MatchAction(wiring.Component):
 
         # Deparser: the head of the next frame is built from the queues' outputs into one of three
         # slots; the deparser sends a frame from its slot and frees it with the last beat ------
-        # The side queue's word goes through a register of its own after the block RAM (whose
-        # word comes 5.6 ns after the clock: yosys folds the queue's output register into the
-        # DP16KD's read) before the head is built from it: the router program's critical path
-        # at rtl f3df672 ran from the block RAM through the head's byte choice into a slot.
-        sd = Signal(side_w)
-        sd_rdy = Signal()
-        sd_take = Signal()
-        m.d.comb += side.r_en.eq(side.r_rdy & (~sd_rdy | sd_take))
-        with m.If(side.r_en):
-            m.d.sync += [sd.eq(side.r_data), sd_rdy.eq(1)]
-        with m.Elif(sd_take):
-            m.d.sync += sd_rdy.eq(0)
+        # The side queue's word goes through a register of its own after the block RAM before
+        # the head is built from it: the router program's critical path at rtl f3df672 ran
+        # from the block RAM through the head's byte choice into a slot.
+        sd, sd_rdy, sd_take = _registered_output(m, side, "side")
         od = offsets.r_data
         sq = {"window": sd[:o], "length": od[off_w:off_w + 14],
               "r_beats": od[off_w + 14:off_w + 26], "l2_end": od[:8],
@@ -446,8 +458,8 @@ class MatchAction(wiring.Component):
                     m.d.comb += done.eq(1)
                     start(False)
                 with m.Else():
-                    m.d.comb += data_fifo.r_en.eq(1)
-                    with m.If(data_fifo.r_rdy):
+                    m.d.comb += d_take.eq(1)
+                    with m.If(d_rdy):
                         m.d.sync += r_left.eq(r_left - 1)
             with m.State("Head"):
                 beat_data = Signal(self.width)
@@ -475,15 +487,15 @@ class MatchAction(wiring.Component):
                     for c in sorted({(limits.PARSE_WINDOW + d) % W for d in (-8, -4, 0, 4, 8)}):
                         with m.Case(c):
                             m.d.comb += [
-                                word.eq(Cat(carry[:8 * c], data_fifo.r_data)[:self.width]),
-                                carry_next.eq(data_fifo.r_data[8 * (W - c):]),
+                                word.eq(Cat(carry[:8 * c], d_data)[:self.width]),
+                                carry_next.eq(d_data[8 * (W - c):]),
                             ]
-                ok = ~need_beat | data_fifo.r_rdy
+                ok = ~need_beat | d_rdy
                 m.d.comb += [self.o.valid.eq(ok), self.o.payload.data.eq(word),
                              self.o.payload.last.eq(is_last),
                              self.o.payload.keep.eq(Mux(is_last, last_keep, (1 << W) - 1))]
                 with m.If(ok & self.o.ready):
-                    m.d.comb += data_fifo.r_en.eq(need_beat)
+                    m.d.comb += d_take.eq(need_beat)
                     m.d.sync += [r_left.eq(r_left - need_beat), carry.eq(carry_next)]
                     beat_sent()
                     with m.If(is_last):
