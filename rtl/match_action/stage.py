@@ -21,7 +21,7 @@ step        exact table                     ternary / LPM table
 ``match``   winner chosen (one-hot)         valid bits, a match bit per slot
 ``tree1``,  --                              the priority tree, in two registered parts
 ``tree2``                                   (three, ``tree3``, for 16-bit priorities over
-                                            three levels or more)
+                                            three levels or more, or six levels or more)
 ``pick``    --                              the winner's action data read; counters read
 ``read``    the winner's action data        --
             selected; counters and meter
@@ -219,9 +219,11 @@ class Stage(Elaboratable):
         else:
             # The priority tree in two registered parts, or three where its compares are wide
             # (16-bit ternary priorities over three levels or more: three levels of those in
-            # one cycle were the ACL program's critical path at rtl 779ba17).
+            # one cycle were the ACL program's critical path at rtl 779ba17) or its levels six
+            # or more (three levels of 8-bit compares in one cycle, the IPv6 LPM stage's, were
+            # the router program's at rtl 3c22723).
             levels = max((self.slots - 1).bit_length(), 1)
-            parts = 3 if self.prio_bits > 8 and levels >= 3 else 2
+            parts = 3 if levels >= 3 and (self.prio_bits > 8 or levels >= 6) else 2
             self.tree_splits = [-(-k * levels // parts) - 1 for k in range(1, parts)]
             tree = [f"tree{k + 1}" for k in range(parts)]
             self.steps = ["look", "fetch", "match", *tree, "pick", "load", "act"]
