@@ -326,19 +326,23 @@ class MatchAction(wiring.Component):
         m.d.comb += [out_q.w_en.eq(last.o.v & ~last.o.tok),
                      out_q.w_data.eq(Cat(*(last.o.p[lo:hi] for lo, hi in kept)))]
         # (The bytes not kept are zero: the deparser takes the window's.)
+        # (The queues grow with the stages' latency; past 32 entries yosys puts them into block
+        # RAM too: the output queue was the router's critical path at rtl 811d69c.)
+        oq, oq_rdy, oq_take = _registered_output(m, out_q, "out")
         out_hv = Signal(self.layout)
         pos = 0
         for lo, hi in kept:
-            m.d.comb += out_hv.as_value()[lo:hi].eq(out_q.r_data[pos:pos + hi - lo])
+            m.d.comb += out_hv.as_value()[lo:hi].eq(oq[pos:pos + hi - lo])
             pos += hi - lo
 
         # Deparser: the head of the next frame is built from the queues' outputs into one of three
         # slots; the deparser sends a frame from its slot and frees it with the last beat ------
-        # The side queue's word goes through a register of its own after the block RAM before
-        # the head is built from it: the router program's critical path at rtl f3df672 ran
-        # from the block RAM through the head's byte choice into a slot.
+        # The side and offsets queues' words go through registers of their own after the block
+        # RAM before the head is built from them: the router program's critical path at rtl
+        # f3df672 ran from the side queue's block RAM through the head's byte choice into a
+        # slot.
         sd, sd_rdy, sd_take = _registered_output(m, side, "side")
-        od = offsets.r_data
+        od, od_rdy, od_take = _registered_output(m, offsets, "offsets")
         sq = {"window": sd[:o], "length": od[off_w:off_w + 14],
               "r_beats": od[off_w + 14:off_w + 26], "l2_end": od[:8],
               "flags": unpack_flags(od[8:off_w], headers)}
@@ -381,8 +385,8 @@ class MatchAction(wiring.Component):
         pop = Signal()
         done = Signal()  # the last beat of a frame (or the end of a drained one): its slot freed
         m.d.comb += [
-            pop.eq(out_q.r_rdy & sd_rdy & offsets.r_rdy & ~occupied.all()),
-            sd_take.eq(pop), offsets.r_en.eq(pop), out_q.r_en.eq(pop), taken.eq(pop),
+            pop.eq(oq_rdy & sd_rdy & od_rdy & ~occupied.all()),
+            sd_take.eq(pop), od_take.eq(pop), oq_take.eq(pop), taken.eq(pop),
         ]
         m.d.sync += [wp.eq(Mux(pop, wp.rotate_left(1), wp)),
                      rp.eq(Mux(done, rp.rotate_left(1), rp))]
