@@ -41,7 +41,9 @@ def table():
                          f"{e.get('beats_per_cycle_60B', '-')} | "
                          f"{e.get('beats_per_cycle_256B', '-')} |")
     lines.append("")
-    lines.append("Synthesis: yosys + nextpnr out of context, figures from `make synth`; "
+    lines.append("Synthesis: yosys + nextpnr out of context, figures from `make synth` (the "
+                 "match-action programs' from `nicsim synth match-action --program P --record "
+                 "benchmarks/results/synth.json`); "
                  "line rate from `make bench` (1.0 = one beat every clock cycle). "
                  "\\* placed with HeAP's timing weight at 52 (`hw/synth.py`, the flow now); "
                  "the other rows predate it (nextpnr's default, 10)." + (
