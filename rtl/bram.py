@@ -325,7 +325,7 @@ class RegisteredMemory(wiring.Component):
                 we = w_en
             lo, hi = col * bits, min((col + 1) * bits, self.width)
 
-            def bit(k):
+            def bit(k, lo=lo, hi=hi):
                 return self.w_data[lo + k] if lo + k < hi else Const(0, 1)
 
             for n in range(18 if not self.granularity else 0):
