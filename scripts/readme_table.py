@@ -5,6 +5,13 @@ from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
 START, END = "<!-- blocks-table:start -->", "<!-- blocks-table:end -->"
+#: The legend of a flow option, shown where some row's ``nextpnr_args`` has it.
+FLOW_LEGENDS = [
+    ("router2", " \u2020 routed with nextpnr's router2 (`nicsim synth --router router2`), where "
+                "its default router did not finish."),
+    ("--placer static", " \u2021 placed with nextpnr's electrostatic placer (`nicsim synth "
+                        "--placer static`), where HeAP's placement did not route."),
+]
 
 
 def _load(name):
@@ -46,15 +53,10 @@ def table():
                  "benchmarks/results/synth.json`); "
                  "line rate from `make bench` (1.0 = one beat every clock cycle). "
                  "\\* placed with HeAP's timing weight at 52 (`hw/synth.py`, the flow now); "
-                 "the other rows predate it (nextpnr's default, 10)." + (
-                     " \u2020 routed with nextpnr's router2 (`nicsim synth --router router2`), "
-                     "where its default router did not finish."
-                     if any("router2" in (r.get("nextpnr_args") or "")
-                            for r in synth["results"]) else "") + (
-                     " \u2021 placed with nextpnr's electrostatic placer (`nicsim synth --placer "
-                     "static`), where HeAP's placement did not route."
-                     if any("--placer static" in (r.get("nextpnr_args") or "")
-                            for r in synth["results"]) else ""))
+                 "the other rows predate it (nextpnr's default, 10)."
+                 + "".join(legend for needle, legend in FLOW_LEGENDS
+                           if any(needle in (r.get("nextpnr_args") or "")
+                                  for r in synth["results"])))
     return "\n".join(lines)
 
 

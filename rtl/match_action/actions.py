@@ -13,7 +13,7 @@ from amaranth.hdl import Cat, Const, Mux, Signal
 
 from .hv import EGRESS_DROP, EGRESS_HOST, EGRESS_PORT
 
-__all__ = ["apply_ops", "ipv4_csum_set", "ipv4_csum_pre", "ipv4_csum_writes", "CSUM_PRE",
+__all__ = ["apply_ops", "ipv4_csum_set", "ipv4_csum_pre", "op_fields", "CSUM_PRE",
            "IPV4_CSUM", "REASON_DROP", "REASON_TTL",
            "REASON_METER", "REASON_VLAN", "REASON_RUNT", "REASON_OVERSIZE"]
 
@@ -33,10 +33,6 @@ CSUM_PRE = "csum_pre"
 
 def _word(v160, k):
     return v160[16 * (9 - k):16 * (10 - k)]
-
-
-def _fold(x):
-    return x[:16] + x[16:]
 
 
 def _fold16(x, most):
@@ -76,17 +72,16 @@ def ipv4_csum_pre(old, shift, width):
     return _fold16(pre, most)
 
 
-def ipv4_csum_writes(ops):
-    """The IPv4 fields ``(shift, width)`` the compiled ``ops`` may write."""
-    out = set()
-    for op in ops:
-        if op[0] == "set" and op[1] == "ipv4":
-            out.add((op[2], op[3]))
-        elif op[0] == "dec_ttl":
-            out.add(IPV4_TTL)
-        elif op[0] == "set_dscp":
-            out.add(IPV4_DSCP)
-    return out
+def op_fields(op):
+    """The header fields ``(header, shift, width)`` a compiled operation may write (the IPv4
+    checksum, which follows every IPv4 field, left out)."""
+    if op[0] == "set":
+        return [(op[1], op[2], op[3])]
+    if op[0] == "dec_ttl":
+        return [("ipv4", *IPV4_TTL), ("ipv6", *IPV6_HOP_LIMIT)]
+    if op[0] == "set_dscp":
+        return [("ipv4", *IPV4_DSCP), ("ipv6", *IPV6_DSCP)]
+    return []
 
 
 def ipv4_csum_set(old, shift, width, value, pre=None):
@@ -100,7 +95,7 @@ def ipv4_csum_set(old, shift, width, value, pre=None):
     addition and its end-around carry lie behind the value. A field over the checksum word is
     overwritten by the checksum.
     """
-    value = value[:width] if len(value) >= width else Cat(value, Const(0, width - len(value)))
+    value = _extend(value, width)
     new = _put(old, shift, width, value)
     if pre is None:
         pre = ipv4_csum_pre(old, shift, width)

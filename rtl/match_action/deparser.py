@@ -8,7 +8,7 @@ by the same amount. Dropped frames only drain their bytes from the FIFO.
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 
-from .actions import IPV4_CSUM, IPV4_DSCP, IPV4_TTL, IPV6_DSCP, IPV6_HOP_LIMIT
+from .actions import IPV4_CSUM, op_fields
 from .hv import HEADER_BYTES, HEADERS
 from .limits import PARSE_WINDOW
 
@@ -34,14 +34,9 @@ def written_bytes(tables, custom_bytes):
     for t in tables:
         for a in t["actions"]:
             for op in a["ops"]:
-                if op[0] == "set" and op[1] in out:
-                    mark(op[1], op[2], op[3])
-                elif op[0] == "dec_ttl":
-                    mark("ipv4", *IPV4_TTL)
-                    mark("ipv6", *IPV6_HOP_LIMIT)
-                elif op[0] == "set_dscp":
-                    mark("ipv4", *IPV4_DSCP)
-                    mark("ipv6", *IPV6_DSCP)
+                for h, shift, width in op_fields(op):
+                    if h in out:
+                        mark(h, shift, width)
     return out
 
 #: The layer-2 header lengths (no tag, one, two).

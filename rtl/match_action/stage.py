@@ -99,7 +99,7 @@ from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
 from amaranth.lib import data
 
 from ..bram import PRIMITIVES, RegisteredMemory
-from .actions import CSUM_PRE, REASON_METER, apply_ops, ipv4_csum_pre, ipv4_csum_writes
+from .actions import CSUM_PRE, REASON_METER, apply_ops, ipv4_csum_pre, op_fields
 from .hashing import hash_taps
 from .hv import EGRESS_DROP, HEADERS, NEXT_END
 from .limits import EXACT_WAYS, METER_FRAC_BITS, METER_MAX_GAP_NS
@@ -624,11 +624,10 @@ class Stage(Elaboratable):
         d = self._hv_dict(hv)
         if "ipv4" in d:
             pre = {}
-            for a in t["actions"]:
-                for key in sorted(ipv4_csum_writes(a["ops"])):
-                    if key not in pre:
-                        pre[key] = Signal(16, name=f"s{self.index}_csum_pre_{key[0]}_{key[1]}")
-                        m.d.sync += pre[key].eq(ipv4_csum_pre(hv_load.ipv4, *key))
+            for key in sorted({(shift, width) for a in t["actions"] for op in a["ops"]
+                               for h, shift, width in op_fields(op) if h == "ipv4"}):
+                pre[key] = Signal(16, name=f"s{self.index}_csum_pre_{key[0]}_{key[1]}")
+                m.d.sync += pre[key].eq(ipv4_csum_pre(hv_load.ipv4, *key))
             d[CSUM_PRE] = (d["ipv4"], pre)
         act_id = Signal(ACTION_BITS)
         act_args = Signal(self.arg_bits)
